@@ -1,0 +1,253 @@
+//! The contract between the XDP program and the redirector daemon: map
+//! names, limits, key and value layouts, and counter indexes. Everything a
+//! reader needs to know about the program's state is in this one file.
+//!
+//! Addresses and ports inside map keys and values are in network byte order,
+//! exactly as they appear in the packet, so that the program never swaps
+//! bytes on its hot path. Settings (`NatSettings`) are in host order.
+
+#![no_std]
+
+/// Map names in the eBPF object.
+pub mod maps {
+    /// `HashMap<RuleKey, RuleValue>`: the switched-on redirects.
+    pub const RULES: &str = "RULES";
+    /// `LruHashMap<FlowKey, Flow>`: NAT state, one forward and one reply entry
+    /// per connection. Shared by all CPUs, because a reply is often received
+    /// on another CPU than its request.
+    pub const FLOWS: &str = "FLOWS";
+    /// `Array<NatSettings>` with one element.
+    pub const SETTINGS: &str = "SETTINGS";
+    /// `PerCpuArray<u64>`: counters, see [`crate::counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+    /// `DevMapHash<ifindex>`: egress interfaces for XDP_REDIRECT.
+    pub const EGRESS: &str = "EGRESS";
+}
+
+/// The program's section/function name.
+pub const PROGRAM_NAME: &str = "redirector";
+
+/// Capacity of `RULES`. Rule ids run from 1 to `MAX_RULES`; id 0 stands
+/// for "no rule" in the counters.
+pub const MAX_RULES: u32 = 256;
+/// Capacity of `FLOWS` in entries (two per connection).
+pub const MAX_FLOW_ENTRIES: u32 = 1 << 19;
+/// Capacity of `EGRESS`.
+pub const MAX_EGRESS_IFACES: u32 = 64;
+/// Upper bound on random NAT port tries, whatever the settings say; keeps
+/// the SYN path's loop bounded for the verifier.
+pub const MAX_PORT_RETRIES: u32 = 32;
+
+/// IP protocol numbers used in `FlowKey::proto`.
+pub const IPPROTO_TCP: u8 = 6;
+
+/// Key of `RULES`: the old address and port a redirect listens on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    /// OLD_IP, network order.
+    pub addr: u32,
+    /// OLD port, network order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `RULES`: where new connections go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// NEW_IP, network order.
+    pub new_addr: u32,
+    /// NEW port, network order.
+    pub new_port: u16,
+    pub _pad: u16,
+    /// Index of the rule's counters, 1..=MAX_RULES, stable across reloads
+    /// for as long as the rule exists.
+    pub rule_id: u32,
+}
+
+/// Key of `FLOWS`: a packet's 4-tuple as received.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Direction of a `Flow` entry.
+pub const DIR_FORWARD: u8 = 0;
+pub const DIR_REPLY: u8 = 1;
+
+/// TCP events seen on a flow (`Flow::tcp_flags`), OR-ed together.
+pub const FLOW_SYN: u8 = 1;
+pub const FLOW_FIN: u8 = 2;
+pub const FLOW_RST: u8 = 4;
+/// Set on the forward entry once the client's handshake ACK went through.
+pub const FLOW_ESTABLISHED: u8 = 8;
+
+/// Value of `FLOWS`: how to rewrite a packet whose 4-tuple is the key. The
+/// forward entry (client -> OLD) rewrites to OLD:nat_port -> NEW; the reply
+/// entry (NEW -> OLD:nat_port) rewrites to OLD -> client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub rule_id: u32,
+    pub direction: u8,
+    pub tcp_flags: u8,
+    pub _pad: [u8; 2],
+    /// Last packet seen in this direction, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+}
+
+impl Flow {
+    /// The key of this entry's partner: the packet that comes back after
+    /// this entry's rewrite has the rewritten 4-tuple mirrored.
+    pub const fn partner_key(&self) -> FlowKey {
+        FlowKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of `SETTINGS[0]`, host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatSettings {
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Random tries after the client's own port is taken; at most MAX_PORT_RETRIES.
+    pub port_retries: u32,
+}
+
+/// Counters: `COUNTERS[rule_id * counter::COUNT + counter::X]`, per CPU.
+/// Slot 0 collects what matched no rule.
+pub mod counter {
+    /// Packets and bytes client -> NEW (rewritten and sent).
+    pub const FWD_PACKETS: u32 = 0;
+    pub const FWD_BYTES: u32 = 1;
+    /// Packets and bytes NEW -> client (rewritten and sent).
+    pub const REPLY_PACKETS: u32 = 2;
+    pub const REPLY_BYTES: u32 = 3;
+    /// Connections that got NAT state.
+    pub const NEW_FLOWS: u32 = 4;
+    /// New connections refused because no NAT port was free.
+    pub const NAT_PORT_EXHAUSTED: u32 = 5;
+    /// FIN or RST seen on a flow (its lifetime is shortened).
+    pub const FLOWS_CLOSING: u32 = 6;
+    /// A flow entry whose partner had been evicted from the LRU map.
+    pub const LRU_EVICTED: u32 = 7;
+    /// Sent back out of the ingress interface.
+    pub const TX: u32 = 8;
+    /// Sent through the devmap to another interface.
+    pub const REDIRECT: u32 = 9;
+    /// Translated, then handed to the kernel because the next hop's MAC is
+    /// not known yet: the kernel forwards it and resolves the neighbour.
+    pub const PASS_NO_NEIGH: u32 = 10;
+    /// A SYN to a rule's address that a local socket already owns.
+    pub const PASS_LOCAL_SOCKET: u32 = 11;
+    /// A non-SYN TCP packet to a rule's address without NAT state: a
+    /// connection the old host serves itself.
+    pub const PASS_UNTRACKED: u32 = 12;
+    /// TTL would expire: the kernel sends the ICMP error.
+    pub const PASS_TTL_EXPIRED: u32 = 13;
+    /// The FIB has no usable route (or forwarding is off) for a new flow.
+    pub const PASS_NO_ROUTE: u32 = 14;
+    /// A tracked flow's packet that cannot be routed any more.
+    pub const DROP_NO_ROUTE: u32 = 15;
+    /// Slot 0 only: frames that are not for any rule.
+    pub const PASS_NOT_IPV4: u32 = 16;
+    pub const PASS_IPV6: u32 = 17;
+    pub const PASS_FRAGMENT: u32 = 18;
+    pub const PASS_IP_OPTIONS: u32 = 19;
+    pub const PASS_ICMP: u32 = 20;
+    pub const PASS_NOT_TCP: u32 = 21;
+    pub const PASS_MALFORMED: u32 = 22;
+    pub const PASS_NO_RULE: u32 = 23;
+    /// Number of counters per slot.
+    pub const COUNT: u32 = 24;
+
+    /// Names for user space, indexed by counter.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "fwd_packets",
+        "fwd_bytes",
+        "reply_packets",
+        "reply_bytes",
+        "new_flows",
+        "nat_port_exhausted",
+        "flows_closing",
+        "lru_evicted",
+        "tx",
+        "redirect",
+        "pass_no_neigh",
+        "pass_local_socket",
+        "pass_untracked",
+        "pass_ttl_expired",
+        "pass_no_route",
+        "drop_no_route",
+        "pass_not_ipv4",
+        "pass_ipv6",
+        "pass_fragment",
+        "pass_ip_options",
+        "pass_icmp",
+        "pass_not_tcp",
+        "pass_malformed",
+        "pass_no_rule",
+    ];
+}
+
+/// Size of `COUNTERS`.
+pub const COUNTER_SLOTS: u32 = (MAX_RULES + 1) * counter::COUNT;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all these types are #[repr(C)], made of integers, with explicit
+    // padding fields, so every bit pattern is valid and none is uninitialised.
+    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for RuleValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for NatSettings {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<RuleKey>(), 8);
+        assert_eq!(size_of::<RuleValue>(), 12);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<Flow>(), 32);
+        assert_eq!(size_of::<NatSettings>(), 8);
+    }
+
+    #[test]
+    fn partner_key_mirrors_the_rewrite() {
+        let f = Flow {
+            saddr: 1,
+            daddr: 2,
+            sport: 3,
+            dport: 4,
+            ..Default::default()
+        };
+        let k = f.partner_key();
+        assert_eq!((k.saddr, k.daddr, k.sport, k.dport), (2, 1, 4, 3));
+    }
+}

@@ -1,0 +1,93 @@
+//! The config workspace: one directory that both daemons read.
+//!
+//! ```text
+//! WORKSPACE/
+//!   redirector.toml      rules OLD_IP:PORT -> NEW_IP:PORT, NAT port range, timeouts
+//!   dnsd.toml            listen addresses, answer limits, shorthand services
+//!   zones/<origin>.zone  RFC 1035 zone files, one per served zone
+//! ```
+//!
+//! This crate owns the format: it reads the files, validates them and hands
+//! out plain, already-checked values. It never touches sockets, maps or
+//! signals; the daemons turn what it returns into their own snapshots.
+
+mod dnsd;
+mod error;
+mod redirector;
+mod toml_file;
+mod zones;
+
+use std::path::{Path, PathBuf};
+
+pub use dnsd::{DnsdConfig, ServerConfig, Service};
+pub use error::{ConfigError, ConfigErrors, line_col};
+pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
+pub use zones::ZoneFile;
+
+/// File names inside a workspace, in one place.
+pub const REDIRECTOR_FILE: &str = "redirector.toml";
+pub const DNSD_FILE: &str = "dnsd.toml";
+pub const ZONES_DIR: &str = "zones";
+pub const ZONE_SUFFIX: &str = ".zone";
+
+/// A workspace directory. Cheap to create; every `load_*` reads the files
+/// afresh, so a reload is simply another call.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    /// Opens the workspace at `root`, which must be a directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(ConfigError::file(
+                &root,
+                "the workspace is not a directory (pass --workspace DIR)",
+            ));
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn redirector_path(&self) -> PathBuf {
+        self.root.join(REDIRECTOR_FILE)
+    }
+
+    pub fn dnsd_path(&self) -> PathBuf {
+        self.root.join(DNSD_FILE)
+    }
+
+    pub fn zones_dir(&self) -> PathBuf {
+        self.root.join(ZONES_DIR)
+    }
+
+    /// Reads and validates `redirector.toml`. A missing file means "no
+    /// rules": an old host with nothing to redirect is a valid state.
+    pub fn load_redirector(&self) -> Result<RedirectorConfig, ConfigErrors> {
+        let path = self.redirector_path();
+        match toml_file::read_optional(&path)? {
+            Some(source) => redirector::parse(&path, &source),
+            None => Ok(RedirectorConfig::default()),
+        }
+    }
+
+    /// Reads and validates `dnsd.toml`. A missing file means the defaults.
+    pub fn load_dnsd(&self) -> Result<DnsdConfig, ConfigErrors> {
+        let path = self.dnsd_path();
+        match toml_file::read_optional(&path)? {
+            Some(source) => dnsd::parse(&path, &source),
+            None => Ok(DnsdConfig::default()),
+        }
+    }
+
+    /// The zone files of the workspace, sorted by origin. Their content is
+    /// parsed by dnsd, which owns the DNS data model.
+    pub fn zone_files(&self) -> Result<Vec<ZoneFile>, ConfigError> {
+        zones::list(&self.zones_dir())
+    }
+}
