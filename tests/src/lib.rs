@@ -1,1 +1,8 @@
+//! Shared harness for cutover's end-to-end tests: throw-away network
+//! namespaces, child processes that die with the test, and the paths of the
+//! workspace's binaries. Every test host lives in a namespace the test creates
+//! and removes, addressed from 198.18.0.0/15 or 2001:2::/48.
 
+pub mod bins;
+pub mod netns;
+pub mod process;

@@ -1,1 +1,57 @@
-fn main() {}
+//! Developer commands for cutover. `cargo xtask --help` lists them.
+
+mod bench;
+mod build_and_load;
+mod setup;
+mod test;
+mod util;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, test, run and benchmark cutover"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what a fresh machine lacks: rust-src for nightly, llvm-22-dev,
+    /// bpf-linker, and the Debian packages the tests and benchmarks use.
+    /// Idempotent: does nothing for what is already there.
+    Setup,
+    /// Run the whole test suite (runs `setup` first, then builds every binary).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build everything in release mode and run the redirector on IFACE in the
+    /// foreground; Ctrl-C detaches it.
+    BuildAndLoad {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        workspace: PathBuf,
+    },
+    /// Run a benchmark against its peers and print a table with ratios.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Test { args } => test::run(&args),
+        Command::BuildAndLoad { iface, workspace } => build_and_load::run(&iface, &workspace),
+        Command::Bench { which } => bench::run(which),
+    }
+}

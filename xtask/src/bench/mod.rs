@@ -1,0 +1,24 @@
+//! `cargo xtask bench ...`: each benchmark runs cutover and its peers side by
+//! side in one run and prints one table with ratios. Benchmarks, not tests:
+//! they report figures and targets, they do not fail on slow machines.
+
+mod dns;
+mod redirector;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Which {
+    /// dnsperf against dnsd, NSD and Knot DNS on the same zone.
+    Dns(dns::Args),
+    /// wrk through the XDP redirector vs iptables NAT vs direct.
+    Redirector(redirector::Args),
+}
+
+pub fn run(which: Which) -> Result<()> {
+    match which {
+        Which::Dns(args) => dns::run(args),
+        Which::Redirector(args) => redirector::run(args),
+    }
+}

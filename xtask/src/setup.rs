@@ -1,0 +1,103 @@
+//! `cargo xtask setup`: everything a fresh Debian 12 machine lacks, installed
+//! idempotently. The versions are the ones `../shared/TOOLCHAIN.md` found to
+//! work together: nightly's LLVM 22 and Debian's llvm-22-dev for bpf-linker.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::util::{exec, succeeds};
+
+/// Debian packages the tests and benchmarks use as peers and tools.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "iptables",
+    "nftables",
+    "bpftool",
+    "ethtool",
+    "nginx-light",
+    "wrk",
+    "curl",
+    "iperf3",
+    "nsd",
+    "knot",
+    "knot-dnsutils",
+    "bind9-dnsutils",
+    "dnsperf",
+    "iputils-ping",
+    "procps",
+];
+
+pub fn run() -> Result<()> {
+    rust_src()?;
+    debian_packages()?;
+    bpf_linker()?;
+    eprintln!("setup: everything is in place");
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .context("rustup component list (is rustup installed?)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        eprintln!("setup: nightly rust-src is installed");
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to nightly (needed for -Z build-std=core)");
+    exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages are installed");
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    exec(Command::new("apt-get").args(["update", "-q"]))?;
+    exec(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn bpf_linker() -> Result<()> {
+    if succeeds(Command::new("bpf-linker").arg("--version")) {
+        eprintln!("setup: bpf-linker is installed");
+        return Ok(());
+    }
+    // The default feature links LLVM 23, which Debian 12 does not have.
+    eprintln!("setup: building bpf-linker against llvm-22 (about a minute)");
+    exec(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                "^0.13",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ]),
+    )
+}
