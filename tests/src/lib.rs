@@ -5,4 +5,6 @@
 
 pub mod bins;
 pub mod netns;
+pub mod nginx;
 pub mod process;
+pub mod topology;

@@ -1,0 +1,49 @@
+//! The mission's topology: a client, the old host and the new host on one
+//! bridge, like three machines on a cloud subnet. The old host's `eth0` is
+//! where the redirector attaches; forwarded traffic leaves through the same
+//! interface it came in on (eth0 -> eth0), as on a real cloud host.
+
+use anyhow::Result;
+
+use crate::netns::{Bridge, Netns};
+
+pub const CLIENT_IP: &str = "198.18.0.1";
+pub const OLD_IP: &str = "198.18.0.2";
+pub const NEW_IP: &str = "198.18.0.3";
+pub const PREFIX_LEN: u8 = 24;
+
+/// Three hosts on one switch. Dropping it removes every namespace.
+pub struct Topology {
+    pub client: Netns,
+    pub old: Netns,
+    pub new: Netns,
+    /// Declared last so that it is dropped after the hosts.
+    pub switch: Netns,
+}
+
+impl Topology {
+    pub fn new() -> Result<Self> {
+        let switch = Netns::new("cosw")?;
+        let client = Netns::new("cocl")?;
+        let old = Netns::new("coold")?;
+        let new = Netns::new("conew")?;
+        {
+            let mut bridge = Bridge::new(&switch)?;
+            for (host, ip) in [(&client, CLIENT_IP), (&old, OLD_IP), (&new, NEW_IP)] {
+                let port = bridge.attach(host, &[&format!("{ip}/{PREFIX_LEN}")])?;
+                // A frame that XDP sends (TX or redirect) into a veth is
+                // dropped unless the peer runs NAPI: GRO on gives it NAPI.
+                switch.exec("ethtool", &["-K", &port, "gro", "on"])?;
+                // XDP forwards frames as they are; a frame whose TCP checksum
+                // was left to offload would leave with a partial checksum.
+                host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+            }
+        }
+        Ok(Self {
+            client,
+            old,
+            new,
+            switch,
+        })
+    }
+}
