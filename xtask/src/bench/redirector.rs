@@ -1,8 +1,359 @@
-use anyhow::{Result, bail};
+//! `cargo xtask bench redirector`: in one topology (client, old, new on a
+//! bridge, nginx with one worker on new), wrk from the client
+//!   (a) straight to the new host,
+//!   (b) through the old host with the mission's iptables DNAT + MASQUERADE,
+//!   (c) through the old host with the XDP redirector,
+//! with keep-alive (requests/s, p99) and with `Connection: close`
+//! (connections/s); plus ns/packet of a tracked flow from `BPF_PROG_TEST_RUN`.
+//! The three paths run in alternating rounds and the table shows medians, so
+//! that a noisy neighbour hurts all of them alike.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cutover_tests::netns::Netns;
+use cutover_tests::nginx::Nginx;
+use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+
+use crate::util::{cargo, exec, root};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    duration: u32,
+    /// Rounds over the three paths; the table shows the median.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// wrk connections.
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
+}
 
-pub fn run(_args: Args) -> Result<()> {
-    bail!("not written yet")
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Via {
+    Direct,
+    Iptables,
+    Xdp,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Wrk {
+    per_sec: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    exec(cargo().args(["build", "--release", "--bins"]))?;
+    let ns_per_packet = per_packet_cost();
+
+    let net = Topology::new()?;
+    let _nginx = Nginx::start(&net.new, &[80], "served by new\n", &[])?;
+    tune_client(&net.client)?;
+    enable_forwarding(&net.old)?;
+
+    let paths = [Via::Direct, Via::Iptables, Via::Xdp];
+    let mut keepalive: Vec<Vec<Wrk>> = vec![Vec::new(); 3];
+    let mut close: Vec<Vec<Wrk>> = vec![Vec::new(); 3];
+    for round in 1..=args.rounds {
+        for (i, path) in paths.iter().enumerate() {
+            eprintln!("round {round}/{}: {path:?}", args.rounds);
+            let _guard = switch_on(&net, *path)?;
+            let target = match path {
+                Via::Direct => NEW_IP,
+                _ => OLD_IP,
+            };
+            keepalive[i].push(wrk(&net.client, target, &args, false)?);
+            close[i].push(wrk(&net.client, target, &args, true)?);
+        }
+    }
+
+    let ka: Vec<Wrk> = keepalive.iter().map(|r| median(r)).collect();
+    let cl: Vec<Wrk> = close.iter().map(|r| median(r)).collect();
+    println!();
+    println!(
+        "redirector benchmark: wrk -t1 -c{} -d{}s, nginx 1 worker, median of {} rounds",
+        args.connections, args.duration, args.rounds
+    );
+    println!(
+        "| path | keep-alive req/s | ratio to direct | p99 ms | close conn/s | ratio to iptables | errors |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (i, name) in [
+        "(a) direct to new",
+        "(b) iptables DNAT+MASQUERADE",
+        "(c) XDP redirector",
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {} |",
+            ka[i].per_sec,
+            ka[i].per_sec / ka[0].per_sec,
+            ka[i].p99_ms,
+            cl[i].per_sec,
+            cl[i].per_sec / cl[1].per_sec,
+            ka[i].errors + cl[i].errors,
+        );
+    }
+    match ns_per_packet {
+        Ok(ns) => {
+            println!("\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: {ns:.1} ns/packet")
+        }
+        Err(e) => println!("\ntracked-flow packet cost: not measured: {e:#}"),
+    }
+    println!(
+        "targets: (c) >= 0.97 x (a) keep-alive [{:.2}], (c) >= 1.5 x (b) conn/s [{:.2}], <= 100 ns/packet",
+        ka[2].per_sec / ka[0].per_sec,
+        cl[2].per_sec / cl[1].per_sec
+    );
+    Ok(())
+}
+
+/// What a path needs switched on while it is measured; switched off on drop.
+enum Guard<'a> {
+    Nothing,
+    Iptables(&'a Netns),
+    Redirector {
+        _daemon: Daemon,
+        _workspace: tempfile::TempDir,
+    },
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Guard::Iptables(old) = self {
+            let _ = old.exec("iptables", &["-t", "nat", "-F"]);
+            let _ = old.exec("iptables", &["-F", "FORWARD"]);
+        }
+    }
+}
+
+fn switch_on<'a>(net: &'a Topology, path: Via) -> Result<Guard<'a>> {
+    match path {
+        Via::Direct => Ok(Guard::Nothing),
+        Via::Iptables => {
+            // The mission's recipe, verbatim.
+            let new80 = format!("{NEW_IP}:80");
+            for rule in [
+                vec![
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    "eth0",
+                    "-p",
+                    "tcp",
+                    "-d",
+                    OLD_IP,
+                    "--dport",
+                    "80",
+                    "-j",
+                    "DNAT",
+                    "--to",
+                    &new80,
+                ],
+                vec![
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    "eth0",
+                    "-j",
+                    "MASQUERADE",
+                ],
+                vec!["-A", "FORWARD", "-i", "eth0", "-o", "eth0", "-j", "ACCEPT"],
+            ] {
+                net.old.exec("iptables", &rule)?;
+            }
+            Ok(Guard::Iptables(&net.old))
+        }
+        Via::Xdp => {
+            let ws = tempfile::Builder::new().prefix("cutover-bench").tempdir()?;
+            std::fs::write(
+                ws.path().join("redirector.toml"),
+                format!("[[rule]]\nname = \"www\"\nfrom = \"{OLD_IP}:80\"\nto = \"{NEW_IP}:80\"\n"),
+            )?;
+            let daemon = start_redirector(&net.old, ws.path())?;
+            Ok(Guard::Redirector {
+                _daemon: daemon,
+                _workspace: ws,
+            })
+        }
+    }
+}
+
+fn start_redirector(old: &Netns, ws: &Path) -> Result<Daemon> {
+    let bin = root().join("target/release/redirector");
+    let mut cmd = old.command(&bin);
+    cmd.args(["run", "--iface", "eth0", "--workspace"]).arg(ws);
+    cmd.env("RUST_LOG", "warn");
+    let mut daemon = Daemon::spawn("redirector", cmd)?;
+    let attached = wait_until(Duration::from_secs(20), || {
+        old.exec("ip", &["link", "show", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("xdp"))
+            .unwrap_or(false)
+    });
+    daemon.assert_running()?;
+    if !attached {
+        bail!("the redirector did not attach to eth0 within 20 s");
+    }
+    Ok(daemon)
+}
+
+fn tune_client(client: &Netns) -> Result<()> {
+    // `Connection: close` opens tens of thousands of connections from one
+    // address: let TIME_WAIT ports be reused and widen the port range.
+    client.sysctl("net.ipv4.tcp_tw_reuse=1")?;
+    client.sysctl("net.ipv4.ip_local_port_range=1024 65000")
+}
+
+fn enable_forwarding(old: &Netns) -> Result<()> {
+    // Needed by the iptables recipe; the redirector sets the same itself.
+    old.sysctl("net.ipv4.ip_forward=1")?;
+    old.sysctl("net.ipv4.conf.all.send_redirects=0")?;
+    old.sysctl("net.ipv4.conf.eth0.send_redirects=0")
+}
+
+fn wrk(client: &Netns, target: &str, args: &Args, close: bool) -> Result<Wrk> {
+    let url = format!("http://{target}/");
+    let conns = args.connections.to_string();
+    let secs = format!("{}s", args.duration);
+    let mut cmd = client.command("wrk");
+    cmd.args([
+        "-t1",
+        "-c",
+        &conns,
+        "-d",
+        &secs,
+        "--latency",
+        "--timeout",
+        "5s",
+    ]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(&url);
+    let out = cmd.output().context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("parsing wrk output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Result<Wrk> {
+    let mut w = Wrk::default();
+    let mut have_rate = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            w.per_sec = v.trim().parse()?;
+            have_rate = true;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            w.p99_ms = parse_duration_ms(v.trim())?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            w.errors += v
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            w.errors += v.trim().parse::<u64>()?;
+        }
+    }
+    if !have_rate {
+        bail!("no Requests/sec line");
+    }
+    Ok(w)
+}
+
+fn parse_duration_ms(v: &str) -> Result<f64> {
+    let (num, unit) = v
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| v.split_at(i))
+        .context("latency without a unit")?;
+    let n: f64 = num.parse()?;
+    Ok(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => bail!("unknown unit {unit}"),
+    })
+}
+
+fn median(runs: &[Wrk]) -> Wrk {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// ns/packet of a tracked-flow packet, measured by the program test
+/// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat.
+fn per_packet_cost() -> Result<f64> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "redirector",
+            "--test",
+            "xdp_program",
+            "--",
+            "--ignored",
+            "--exact",
+            "per_packet_cost",
+            "--nocapture",
+        ])
+        .output()
+        .context("running the per_packet_cost program test")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ns_per_packet="))
+        .context("per_packet_cost printed no ns_per_packet= line")?
+        .trim()
+        .parse()
+        .context("ns_per_packet is not a number")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output() {
+        let text = "Running 10s test @ http://198.18.0.3/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   836.54us  205.01us   6.03ms   83.21%
+  Latency Distribution
+     50%  795.00us
+     75%  0.92ms
+     90%    1.08ms
+     99%    1.61ms
+  599183 requests in 10.10s, 140.87MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+Requests/sec:  59325.04
+Transfer/sec:     13.95MB
+";
+        let w = parse_wrk(text).unwrap();
+        assert_eq!(w.per_sec, 59325.04);
+        assert_eq!(w.p99_ms, 1.61);
+        assert_eq!(w.errors, 5);
+    }
+
+    #[test]
+    fn parses_latency_units() {
+        assert_eq!(parse_duration_ms("795.00us").unwrap(), 0.795);
+        assert_eq!(parse_duration_ms("1.20s").unwrap(), 1200.0);
+    }
 }
