@@ -13,6 +13,7 @@
 
 mod dnsd;
 mod error;
+mod history;
 mod redirector;
 mod toml_file;
 mod zones;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use dnsd::{DnsdConfig, ServerConfig, Service};
 pub use error::{ConfigError, ConfigErrors, line_col};
+pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
 pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use zones::ZoneFile;
 
