@@ -4,6 +4,8 @@
 //! and removes, addressed from 198.18.0.0/15 or 2001:2::/48.
 
 pub mod bins;
+pub mod dig;
+pub mod dns_peers;
 pub mod netns;
 pub mod nginx;
 pub mod process;

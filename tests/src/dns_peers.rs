@@ -1,0 +1,352 @@
+//! Authoritative DNS servers to compare dnsd with: NSD and Knot DNS, started
+//! as child processes on a 127.0.0.0/8 address and a free high port, each
+//! with its own scratch directory for configuration, pid file, database and
+//! log, and dnsd itself started the same way. The differential test and
+//! `cargo xtask bench dns` both start their servers here, so both compare the
+//! peers in one configuration.
+//!
+//! Every peer runs with response rate limiting off (NSD enables it by
+//! default) and, unless asked, without answer rotation, so that its answers
+//! are a function of the zone alone.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::dig::{self, Query, Reply};
+use crate::process::{Daemon, wait_until};
+
+/// The origin of the shared test zone.
+pub const TEST_ORIGIN: &str = "example.test.";
+
+/// The zone file every server is given: `tests/data/example.test.zone`.
+pub fn test_zone() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/example.test.zone")
+}
+
+/// Which server implementation a [`DnsServer`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implementation {
+    Nsd,
+    Knot,
+    Dnsd,
+}
+
+impl Implementation {
+    pub fn label(self) -> &'static str {
+        match self {
+            Implementation::Nsd => "NSD",
+            Implementation::Knot => "Knot DNS",
+            Implementation::Dnsd => "dnsd",
+        }
+    }
+}
+
+/// How a server is configured, the same way for every implementation.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// UDP workers: NSD server processes, Knot UDP threads, dnsd
+    /// SO_REUSEPORT sockets.
+    pub workers: usize,
+    /// Rotate the order of multi-record RRsets between answers (NSD
+    /// `round-robin`, Knot `answer-rotation`). dnsd always rotates; the
+    /// comparison ignores the order inside an RRset.
+    pub rotate: bool,
+    /// Zone files to serve, as (origin, file).
+    pub zones: Vec<(String, PathBuf)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            rotate: false,
+            zones: vec![(TEST_ORIGIN.to_string(), test_zone())],
+        }
+    }
+}
+
+/// A running authoritative server, stopped (and its scratch directory
+/// removed) when dropped.
+pub struct DnsServer {
+    pub implementation: Implementation,
+    /// UDP and TCP on the same address and port.
+    pub addr: SocketAddr,
+    daemon: Daemon,
+    scratch: Scratch,
+}
+
+impl DnsServer {
+    pub fn label(&self) -> &'static str {
+        self.implementation.label()
+    }
+
+    /// The pid of the server's main process. NSD forks its workers: count
+    /// the whole process tree when measuring it.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
+    /// Fails if the server has exited, naming the tail of its log.
+    pub fn assert_running(&mut self) -> Result<()> {
+        self.daemon
+            .assert_running()
+            .with_context(|| format!("log:\n{}", self.log_tail()))
+    }
+
+    /// The last lines of the server's own log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.scratch.path.join("server.log"))
+    }
+
+    /// Stops the server with SIGTERM.
+    pub fn stop(self) -> Result<()> {
+        let name = self.label();
+        self.daemon
+            .stop(Duration::from_secs(5))
+            .with_context(|| format!("stopping {name}"))
+            .map(|_| ())
+    }
+}
+
+/// Starts NSD on `ip` (a free port is chosen).
+pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
+    let scratch = Scratch::new("nsd")?;
+    let dir = scratch.path.clone();
+    let port = free_port(ip)?;
+    let d = dir.display();
+    let mut conf = format!(
+        "server:
+    ip-address: {ip}@{port}
+    port: {port}
+    do-ip4: {v4}
+    do-ip6: {v6}
+    # Run as the invoking user, outside any chroot, with every file here.
+    username: \"\"
+    chroot: \"\"
+    zonesdir: \"{d}\"
+    database: \"\"
+    pidfile: \"{d}/nsd.pid\"
+    xfrdfile: \"{d}/xfrd.state\"
+    zonelistfile: \"{d}/zone.list\"
+    xfrdir: \"{d}\"
+    server-count: {workers}
+    reuseport: yes
+    # Debian's default rate limit would drop a benchmark's queries.
+    rrl-ratelimit: 0
+    round-robin: {rotate}
+    verbosity: 1
+remote-control:
+    control-enable: no
+",
+        v4 = yes_no(ip.is_ipv4()),
+        v6 = yes_no(ip.is_ipv6()),
+        workers = options.workers,
+        rotate = yes_no(options.rotate),
+    );
+    for (origin, file) in &options.zones {
+        let copy = copy_zone(&dir, origin, file)?;
+        write!(
+            conf,
+            "zone:\n    name: \"{origin}\"\n    zonefile: \"{}\"\n",
+            copy.display()
+        )?;
+    }
+    let conf_path = dir.join("nsd.conf");
+    fs::write(&conf_path, conf).context("writing nsd.conf")?;
+    let mut cmd = Command::new("nsd");
+    cmd.arg("-d").arg("-c").arg(&conf_path);
+    start(Implementation::Nsd, cmd, scratch, SocketAddr::new(ip, port))
+}
+
+/// Starts Knot DNS on `ip` (a free port is chosen).
+pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
+    let scratch = Scratch::new("knot")?;
+    let dir = scratch.path.clone();
+    let port = free_port(ip)?;
+    let d = dir.display();
+    let mut conf = format!(
+        "server:
+    rundir: \"{d}\"
+    listen: {ip}@{port}
+    udp-workers: {workers}
+    tcp-workers: 1
+    background-workers: 1
+    answer-rotation: {rotate}
+database:
+    storage: \"{d}\"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: \"{d}\"
+    # Serve the file as it is and never write to it; no journal.
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+",
+        workers = options.workers,
+        rotate = if options.rotate { "on" } else { "off" },
+    );
+    // Knot's RRL is a module (mod-rrl) that is only active when configured:
+    // nothing to turn off.
+    for (origin, file) in &options.zones {
+        let copy = copy_zone(&dir, origin, file)?;
+        write!(
+            conf,
+            "  - domain: \"{origin}\"\n    file: \"{}\"\n",
+            copy.display()
+        )?;
+    }
+    let conf_path = dir.join("knot.conf");
+    fs::write(&conf_path, conf).context("writing knot.conf")?;
+    let mut cmd = Command::new("knotd");
+    cmd.arg("-c").arg(&conf_path);
+    start(
+        Implementation::Knot,
+        cmd,
+        scratch,
+        SocketAddr::new(ip, port),
+    )
+}
+
+/// Starts the dnsd binary at `bin` on `ip` with a fresh config workspace
+/// holding the zones (and `dnsd.toml` with the worker count).
+pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
+    let scratch = Scratch::new("dnsd")?;
+    let dir = scratch.path.clone();
+    let port = free_port(ip)?;
+    let addr = SocketAddr::new(ip, port);
+    let workspace = dir.join("workspace");
+    let zones = workspace.join("zones");
+    fs::create_dir_all(&zones).context("creating the dnsd workspace")?;
+    for (origin, file) in &options.zones {
+        copy_zone(&zones, origin, file)?;
+    }
+    fs::write(
+        workspace.join("dnsd.toml"),
+        format!(
+            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n",
+            options.workers
+        ),
+    )
+    .context("writing dnsd.toml")?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("--workspace")
+        .arg(&workspace)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env("RUST_LOG", "warn");
+    start(Implementation::Dnsd, cmd, scratch, addr)
+}
+
+fn start(
+    implementation: Implementation,
+    mut cmd: Command,
+    scratch: Scratch,
+    addr: SocketAddr,
+) -> Result<DnsServer> {
+    let log_path = scratch.path.join("server.log");
+    let log = fs::File::create(&log_path).context("creating the server log")?;
+    cmd.stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    let daemon = Daemon::spawn(implementation.label(), cmd)?;
+    let mut server = DnsServer {
+        implementation,
+        addr,
+        daemon,
+        scratch,
+    };
+    let probe = Query::new(TEST_ORIGIN, "SOA");
+    let mut last = String::from("no query sent");
+    let ready = wait_until(Duration::from_secs(15), || {
+        if server.daemon.assert_running().is_err() {
+            return true;
+        }
+        let udp = match dig::ask(addr, &probe) {
+            Ok(Reply::Message(m)) if m.rcode == "NOERROR" && !m.answer.is_empty() => true,
+            Ok(other) => {
+                last = other.to_string();
+                false
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        };
+        udp && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    server.assert_running()?;
+    if !ready {
+        bail!(
+            "{} on {addr} does not answer SOA {TEST_ORIGIN} over UDP and TCP within 15 s \
+             (last reply: {last}); log:\n{}",
+            implementation.label(),
+            server.log_tail()
+        );
+    }
+    Ok(server)
+}
+
+/// A port free for both UDP and TCP on `ip`. Another process may take it
+/// before the server binds; the server then fails to start and says so.
+pub fn free_port(ip: IpAddr) -> Result<u16> {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind((ip, 0)).with_context(|| format!("binding UDP on {ip}"))?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no port free for both UDP and TCP on {ip}")
+}
+
+/// Copies a zone file into `dir` as `<origin>.zone` (origin without the
+/// final dot), the name dnsd's workspace expects.
+fn copy_zone(dir: &Path, origin: &str, file: &Path) -> Result<PathBuf> {
+    let copy = dir.join(format!("{}.zone", origin.trim_end_matches('.')));
+    fs::copy(file, &copy)
+        .with_context(|| format!("copying {} to {}", file.display(), copy.display()))?;
+    Ok(copy)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    fn new(prefix: &str) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("cutover-{prefix}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,728 @@
+//! dnsd answers like NSD and Knot DNS: the three servers serve the same zone
+//! file (`tests/data/example.test.zone`) and are asked the same corpus of
+//! queries, and every answer is compared structurally (dig parses them).
+//!
+//! What must match (issue 3): the rcode, the opcode, the header flags, the
+//! question as asked (case preserved), the answer section, and the authority
+//! and additional sections of everything that is not a positive answer
+//! (negative answers, referrals, errors), and the OPT record (version,
+//! payload size, flags, options).
+//!
+//! What is normalised, and why:
+//! - the order of records inside a section (an RRset has no order; dnsd
+//!   rotates);
+//! - a positive answer may carry the zone's NS set in the authority section
+//!   and its addresses in the additional section (NSD) or not (Knot); if
+//!   present it must be exactly the apex NS set. The rest of the additional
+//!   section of a positive answer (MX/SRV targets) is optional data: a
+//!   difference there is reported as a note, not a failure;
+//! - EDNS Client Subnet: neither peer implements it, dnsd echoes it with
+//!   scope 0. An echoed ECS option must carry the query's subnet with scope
+//!   0; a missing echo is a note;
+//! - Extended DNS Errors: NSD and Knot add them to some refusals (NSD also to
+//!   a wrong class, Knot not); a difference is a note;
+//! - ANY (RFC 8482): NSD and Knot each answer with one RRset of the name, but
+//!   not the same one (at the apex NSD picks the SOA, Knot the A). An ANY
+//!   answer must therefore be exactly one complete RRset that exists at the
+//!   name (checked against NSD's answer for that type); header and the other
+//!   sections compare as usual;
+//! - opcodes other than QUERY: both peers say NOTIMP, but NSD drops the
+//!   question and OPT while Knot echoes them. The peers are compared on
+//!   opcode, rcode and flags; dnsd must match one of them exactly.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::thread;
+
+use anyhow::{Context, Result};
+use cutover_tests::bins;
+use cutover_tests::dig::{self, Edns, Message, Query, Record, Reply};
+use cutover_tests::dns_peers::{self, DnsServer, ServerOptions, TEST_ORIGIN};
+
+/// How the answers to one query are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Strict,
+    /// RFC 8482: one complete RRset of the name, any one.
+    MinimalAny,
+    /// Peers differ in the sections; compare the header, and dnsd must equal
+    /// one of them.
+    EitherPeer,
+}
+
+struct Case {
+    query: Query,
+    rule: Rule,
+}
+
+/// Questions asked in every transport variant (UDP with EDNS, UDP without,
+/// TCP with EDNS). Names are relative to example.test.
+const QUESTIONS: &[(&str, &str)] = &[
+    // The apex: positive answers, NODATA (DS, CAA, AAAA), ANY.
+    ("@", "SOA"),
+    ("@", "NS"),
+    ("@", "A"),
+    ("@", "AAAA"),
+    ("@", "MX"),
+    ("@", "TXT"),
+    ("@", "DS"),
+    ("@", "CAA"),
+    ("@", "ANY"),
+    // Name servers and mail hosts.
+    ("ns1", "A"),
+    ("ns1", "AAAA"),
+    ("ns2", "AAAA"),
+    ("mail", "A"),
+    ("host-mx", "MX"),
+    // Several A and AAAA records on one name; NODATA beside them.
+    ("www", "A"),
+    ("www", "AAAA"),
+    ("www", "TXT"),
+    ("www", "CNAME"),
+    ("www", "ANY"),
+    ("api", "A"),
+    ("static", "A"),
+    ("static", "TXT"),
+    ("v6only", "A"),
+    ("v6only", "AAAA"),
+    // CNAME chains: inside the zone, to a missing name, out of the zone,
+    // into a delegation, onto a wildcard; the CNAME itself; ANY at a CNAME.
+    ("alias", "A"),
+    ("alias", "AAAA"),
+    ("alias", "TXT"),
+    ("alias", "CNAME"),
+    ("alias", "ANY"),
+    ("chain1", "A"),
+    ("chain1", "AAAA"),
+    ("chain2", "MX"),
+    ("chain3", "TXT"),
+    ("dangling", "A"),
+    ("dangling2", "TXT"),
+    ("outside", "A"),
+    ("to-delegation", "A"),
+    ("to-wild", "A"),
+    ("to-wild", "AAAA"),
+    // NXDOMAIN: plain, below an existing name, several labels deep.
+    ("nope", "A"),
+    ("nope.www", "A"),
+    ("a.b.c.nope", "AAAA"),
+    // Wildcards (RFC 4592).
+    ("a.wild", "A"),
+    ("a.wild", "TXT"),
+    ("a.wild", "AAAA"),
+    ("a.wild", "ANY"),
+    ("b.c.wild", "A"),
+    ("*.wild", "A"),
+    ("*.wild", "MX"),
+    ("wild", "A"),
+    ("sub.wild", "A"),
+    ("sub.wild", "TXT"),
+    ("x.sub.wild", "A"),
+    ("ent.wild", "A"),
+    ("y.ent.wild", "A"),
+    ("x.ent.wild", "A"),
+    ("a.cwild", "A"),
+    ("a.cwild", "AAAA"),
+    ("a.cwild", "CNAME"),
+    ("x.cwild-out", "A"),
+    ("q.multi", "A"),
+    ("q.multi", "AAAA"),
+    ("q.multi", "TXT"),
+    // Empty non-terminals and what is below them.
+    ("deep", "A"),
+    ("a.deep", "A"),
+    ("b.a.deep", "TXT"),
+    ("c.b.a.deep", "A"),
+    ("c.b.a.deep", "TXT"),
+    ("d.c.b.a.deep", "A"),
+    ("zz.deep", "A"),
+    ("_udp", "SRV"),
+    ("_sip._udp", "SRV"),
+    // Delegations: referrals without AA, with glue; DS answered by the parent.
+    ("child", "NS"),
+    ("child", "A"),
+    ("child", "DS"),
+    ("www.child", "A"),
+    ("ns.child", "A"),
+    ("ns.child", "AAAA"),
+    ("a.b.child", "MX"),
+    ("far", "NS"),
+    ("x.far", "A"),
+    ("far", "DS"),
+    // Large RRsets: TC over UDP without EDNS, and past 1232 bytes.
+    ("big", "A"),
+    ("big", "AAAA"),
+    ("bigtxt", "TXT"),
+];
+
+/// Queries for names outside the served zone: REFUSED.
+const OUTSIDE: &[(&str, &str)] = &[
+    ("www.example.org.", "A"),
+    ("test.", "SOA"),
+    ("elsewhere.test.", "A"),
+    (".", "NS"),
+    ("xexample.test.", "A"),
+];
+
+fn fqdn(name: &str) -> String {
+    match name {
+        "@" => TEST_ORIGIN.to_string(),
+        n if n.ends_with('.') => n.to_string(),
+        n => format!("{n}.{TEST_ORIGIN}"),
+    }
+}
+
+fn rule_for(qtype: &str) -> Rule {
+    if qtype == "ANY" {
+        Rule::MinimalAny
+    } else {
+        Rule::Strict
+    }
+}
+
+/// The whole corpus: every question over UDP with and without EDNS and over
+/// TCP, then the cases that only make sense once (case, ECS, payload sizes,
+/// EDNS versions, DO, classes, opcodes).
+fn corpus() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let strict = |query: Query| Case {
+        query,
+        rule: Rule::Strict,
+    };
+    for &(name, qtype) in QUESTIONS.iter().chain(OUTSIDE) {
+        let base = Query::new(&fqdn(name), qtype);
+        let rule = rule_for(qtype);
+        for query in [
+            base.clone(),
+            base.clone().edns(Edns::Off),
+            base.clone().tcp(),
+        ] {
+            cases.push(Case { query, rule });
+        }
+    }
+    // TCP without EDNS: the full answer even past 512 bytes.
+    for (name, qtype) in [("big", "A"), ("bigtxt", "TXT"), ("www", "A"), ("nope", "A")] {
+        cases.push(strict(Query::new(&fqdn(name), qtype).tcp().edns(Edns::Off)));
+    }
+    // Names match case-insensitively; the question is echoed as asked.
+    for (name, qtype) in [
+        ("WwW.ExAmPlE.TeSt.", "A"),
+        ("WWW.EXAMPLE.TEST.", "AAAA"),
+        ("Example.Test.", "SOA"),
+        ("example.TEST.", "NS"),
+        ("A.WILD.example.test.", "A"),
+        ("Q.Multi.Example.Test.", "AAAA"),
+        ("ChAiN1.example.test.", "A"),
+        ("Alias.Example.Test.", "A"),
+        ("NoPe.Example.Test.", "A"),
+        ("Deep.Example.Test.", "A"),
+        ("CHILD.example.test.", "NS"),
+        ("Www.Child.Example.Test.", "A"),
+        ("Static.example.test.", "AAAA"),
+        ("Dangling.Example.Test.", "A"),
+        ("WWW.EXAMPLE.ORG.", "A"),
+    ] {
+        cases.push(strict(Query::new(name, qtype)));
+        cases.push(strict(Query::new(name, qtype).tcp()));
+    }
+    // EDNS Client Subnet, over UDP and TCP, v4 and v6, positive and negative.
+    for (name, qtype, subnet) in [
+        ("www", "A", "198.18.1.0/24"),
+        ("www", "AAAA", "2001:2::/48"),
+        ("nope", "A", "198.18.1.0/24"),
+        ("static", "AAAA", "198.18.1.0/24"),
+        ("www.child", "A", "198.18.1.0/24"),
+        ("a.wild", "A", "0.0.0.0/0"),
+    ] {
+        let q = Query::new(&fqdn(name), qtype).subnet(subnet);
+        cases.push(strict(q.clone()));
+        cases.push(strict(q.tcp()));
+    }
+    // Payload sizes: TC when the answer does not fit, the OPT still there;
+    // sizes below 512 count as 512; the server caps its payload at 1232.
+    for (name, qtype, size) in [
+        ("big", "A", 512),
+        ("big", "A", 100),
+        ("big", "A", 1232),
+        ("big", "A", 4096),
+        ("bigtxt", "TXT", 512),
+        ("bigtxt", "TXT", 1232),
+        ("bigtxt", "TXT", 4096),
+        ("bigtxt", "TXT", 65535),
+        ("www", "A", 512),
+        ("nope", "A", 512),
+        ("www.child", "A", 512),
+    ] {
+        cases.push(strict(
+            Query::new(&fqdn(name), qtype).edns(Edns::Payload(size)),
+        ));
+    }
+    // An unknown EDNS version: BADVERS, over UDP and TCP.
+    for (name, qtype) in [("www", "A"), ("nope", "A"), ("www.example.org.", "A")] {
+        let q = Query::new(&fqdn(name), qtype).edns(Edns::Version(1));
+        cases.push(strict(q.clone()));
+        cases.push(strict(q.tcp()));
+    }
+    // The DO bit on an unsigned zone: echoed, no DNSSEC records.
+    for (name, qtype) in [
+        ("www", "A"),
+        ("nope", "A"),
+        ("static", "AAAA"),
+        ("child", "NS"),
+    ] {
+        cases.push(strict(Query::new(&fqdn(name), qtype).dnssec()));
+    }
+    // Another class than IN: REFUSED. (Not HS: NSD drops the question
+    // there, Knot echoes it, and no client asks.)
+    cases.push(strict(Query::new(TEST_ORIGIN, "SOA").class("CH")));
+    cases.push(strict(Query::new(TEST_ORIGIN, "SOA").class("CH").tcp()));
+    // Opcodes that are not served.
+    for opcode in ["status", "iquery"] {
+        for query in [
+            Query::new(TEST_ORIGIN, "SOA").opcode(opcode),
+            Query::new(TEST_ORIGIN, "SOA").opcode(opcode).tcp(),
+        ] {
+            cases.push(Case {
+                query,
+                rule: Rule::EitherPeer,
+            });
+        }
+    }
+    cases
+}
+
+/// Differences between two replies to one query: `failures` break the
+/// test, `notes` are printed only.
+#[derive(Default)]
+struct Differences {
+    failures: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Differences {
+    fn is_empty(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What the comparison needs to know about the zone beyond the two replies.
+struct ZoneFacts<'a> {
+    /// The apex NS RRset, which NSD adds to positive answers.
+    apex_ns: &'a [Record],
+    /// The reference server (NSD), asked about the RRset an ANY answer chose.
+    reference: &'a DnsServer,
+}
+
+fn sorted(records: &[Record]) -> Vec<Record> {
+    let mut v = records.to_vec();
+    v.sort();
+    v
+}
+
+fn is_positive(m: &Message) -> bool {
+    m.rcode == "NOERROR" && !m.answer.is_empty()
+}
+
+/// Removes NSD's optional apex NS set (and its addresses) from a positive
+/// answer; fails if the authority section holds anything else.
+fn strip_apex_ns(m: &Message, ctx: &ZoneFacts) -> Result<(Vec<Record>, Vec<Record>), String> {
+    if m.authority.is_empty() {
+        return Ok((Vec::new(), m.additional.clone()));
+    }
+    let apex_ns = sorted(ctx.apex_ns);
+    if sorted(&m.authority) != apex_ns {
+        // Not NSD's NS set: a partial referral (CNAME into a delegation) or
+        // a wrong record. Compared as it is.
+        return Err(format!(
+            "authority {:?}",
+            m.authority
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+        ));
+    }
+    let targets: BTreeSet<&str> = apex_ns.iter().map(|r| r.rdata.as_str()).collect();
+    let additional = m
+        .additional
+        .iter()
+        .filter(|r| {
+            !(matches!(r.rtype.as_str(), "A" | "AAAA") && targets.contains(r.name.as_str()))
+        })
+        .cloned()
+        .collect();
+    Ok((Vec::new(), additional))
+}
+
+fn list(records: &[Record]) -> String {
+    if records.is_empty() {
+        return "(empty)".into();
+    }
+    records
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn compare_section(out: &mut Vec<String>, name: &str, a: &[Record], b: &[Record]) {
+    let (a, b) = (sorted(a), sorted(b));
+    if a != b {
+        out.push(format!("{name} section: {} vs {}", list(&a), list(&b)));
+    }
+}
+
+/// Checks a reply on its own: dig found it well-formed, and an echoed ECS
+/// option repeats the query's subnet with scope 0.
+fn check_alone(query: &Query, m: &Message, out: &mut Differences, who: &str) {
+    for w in &m.warnings {
+        out.failures.push(format!("{who}: dig says: {w}"));
+    }
+    let Some(opt) = &m.opt else { return };
+    for (name, value) in &opt.options {
+        if name != "CLIENT-SUBNET" {
+            continue;
+        }
+        match &query.subnet {
+            Some(sent) if *value == format!("{sent}/0") => {}
+            Some(sent) => out.failures.push(format!(
+                "{who}: ECS echoed as {value}, expected {sent}/0 (scope 0)"
+            )),
+            None => out.failures.push(format!(
+                "{who}: ECS {value} in a reply to a query without ECS"
+            )),
+        }
+    }
+}
+
+fn opt_without(opt: &dig::Opt, skip: &[&str]) -> dig::Opt {
+    let mut o = opt.clone();
+    o.options.retain(|(name, _)| !skip.contains(&name.as_str()));
+    o
+}
+
+fn compare_header(a: &Message, b: &Message, out: &mut Vec<String>) {
+    if a.opcode != b.opcode {
+        out.push(format!("opcode {} vs {}", a.opcode, b.opcode));
+    }
+    if a.rcode != b.rcode {
+        out.push(format!("rcode {} vs {}", a.rcode, b.rcode));
+    }
+    if a.flags != b.flags {
+        out.push(format!("flags {:?} vs {:?}", a.flags, b.flags));
+    }
+}
+
+/// Compares `b` against `a` under `rule` (names: `who_a`, `who_b`).
+fn compare(
+    case: &Case,
+    a: &Reply,
+    b: &Reply,
+    ctx: &ZoneFacts,
+    peers_only: bool,
+) -> Result<Differences> {
+    let mut d = Differences::default();
+    let (ma, mb) = match (a, b) {
+        // Every query of the corpus deserves an answer.
+        (Reply::Silence(_), Reply::Silence(_)) => {
+            d.failures.push("neither answered".into());
+            return Ok(d);
+        }
+        (Reply::Message(ma), Reply::Message(mb)) => (ma, mb),
+        _ => {
+            d.failures
+                .push("one answered, the other stayed silent".into());
+            return Ok(d);
+        }
+    };
+    check_alone(&case.query, ma, &mut d, "first");
+    check_alone(&case.query, mb, &mut d, "second");
+    compare_header(ma, mb, &mut d.failures);
+    if case.rule == Rule::EitherPeer && peers_only {
+        return Ok(d);
+    }
+    if ma.question != mb.question {
+        d.failures
+            .push(format!("question {:?} vs {:?}", ma.question, mb.question));
+    }
+    match (&ma.opt, &mb.opt) {
+        (None, None) => {}
+        (Some(oa), Some(ob)) => {
+            let skip = ["CLIENT-SUBNET", "EDE"];
+            if opt_without(oa, &skip) != opt_without(ob, &skip) {
+                d.failures.push(format!("{oa} vs {ob}"));
+            }
+            let ecs = |o: &dig::Opt| o.options.iter().any(|(n, _)| n == "CLIENT-SUBNET");
+            if case.query.subnet.is_some() && ecs(oa) != ecs(ob) {
+                d.notes
+                    .push(format!("ECS echoed: {} vs {}", ecs(oa), ecs(ob)));
+            }
+            let ede = |o: &dig::Opt| {
+                o.options
+                    .iter()
+                    .filter(|(n, _)| n == "EDE")
+                    .map(|(_, v)| v.clone())
+                    .collect::<Vec<_>>()
+            };
+            if ede(oa) != ede(ob) {
+                d.notes.push(format!("EDE {:?} vs {:?}", ede(oa), ede(ob)));
+            }
+        }
+        (oa, ob) => d
+            .failures
+            .push(format!("OPT present: {} vs {}", oa.is_some(), ob.is_some())),
+    }
+
+    if case.rule == Rule::MinimalAny && is_positive(ma) && is_positive(mb) {
+        for (who, m) in [("first", ma), ("second", mb)] {
+            if let Some(problem) = check_minimal_any(&case.query, m, ctx)? {
+                d.failures.push(format!("{who}: {problem}"));
+            }
+        }
+    } else {
+        compare_section(&mut d.failures, "answer", &ma.answer, &mb.answer);
+    }
+
+    if is_positive(ma) && is_positive(mb) {
+        match (strip_apex_ns(ma, ctx), strip_apex_ns(mb, ctx)) {
+            (Ok((_, adda)), Ok((_, addb))) => {
+                compare_section(&mut d.notes, "additional (positive answer)", &adda, &addb)
+            }
+            _ => {
+                compare_section(&mut d.failures, "authority", &ma.authority, &mb.authority);
+                compare_section(&mut d.notes, "additional", &ma.additional, &mb.additional);
+            }
+        }
+    } else {
+        compare_section(&mut d.failures, "authority", &ma.authority, &mb.authority);
+        compare_section(
+            &mut d.failures,
+            "additional",
+            &ma.additional,
+            &mb.additional,
+        );
+    }
+    Ok(d)
+}
+
+/// RFC 8482: an ANY answer is one complete RRset that exists at the name.
+fn check_minimal_any(query: &Query, m: &Message, ctx: &ZoneFacts) -> Result<Option<String>> {
+    let sets: BTreeSet<(&str, &str)> = m
+        .answer
+        .iter()
+        .map(|r| (r.name.as_str(), r.rtype.as_str()))
+        .collect();
+    let [(owner, rtype)] = sets.into_iter().collect::<Vec<_>>()[..] else {
+        return Ok(Some(format!(
+            "ANY answered with more than one RRset: {}",
+            list(&m.answer)
+        )));
+    };
+    let check = Query::new(&query.name, rtype).tcp();
+    let reply = dig::ask(ctx.reference.addr, &check)?;
+    let Some(direct) = reply.message() else {
+        anyhow::bail!("the reference server did not answer {check}");
+    };
+    let expected: Vec<Record> = direct
+        .answer
+        .iter()
+        .filter(|r| r.name == owner && r.rtype == rtype)
+        .cloned()
+        .collect();
+    if sorted(&expected) != sorted(&m.answer) {
+        return Ok(Some(format!(
+            "ANY answered with {} but {} {rtype} is {}",
+            list(&m.answer),
+            owner,
+            list(&expected)
+        )));
+    }
+    Ok(None)
+}
+
+/// Every server's reply to every case, in corpus order.
+fn ask_all(servers: &[&DnsServer], cases: &[Case]) -> Result<Vec<Vec<Reply>>> {
+    thread::scope(|s| {
+        let handles: Vec<_> = servers
+            .iter()
+            .map(|server| {
+                s.spawn(move || -> Result<Vec<Reply>> {
+                    cases
+                        .iter()
+                        .map(|c| {
+                            dig::ask(server.addr, &c.query)
+                                .with_context(|| format!("asking {} {}", server.label(), c.query))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a query thread panicked"))
+            .collect()
+    })
+}
+
+fn apex_ns(server: &DnsServer) -> Result<Vec<Record>> {
+    let reply = dig::ask(server.addr, &Query::new(TEST_ORIGIN, "NS").tcp())?;
+    let m = reply
+        .message()
+        .with_context(|| format!("{} did not answer NS {TEST_ORIGIN}", server.label()))?;
+    anyhow::ensure!(!m.answer.is_empty(), "no apex NS set in {m}");
+    Ok(m.answer.clone())
+}
+
+fn dig_line(server: &DnsServer, q: &Query) -> String {
+    format!(
+        "dig @{} -p {} {}",
+        server.addr.ip(),
+        server.addr.port(),
+        q.dig_args().join(" ")
+    )
+}
+
+/// Compares `candidate`'s replies against each of `peers`; returns the
+/// report of every case that fails, and prints notes.
+fn report(
+    cases: &[Case],
+    replies: &[Vec<Reply>],
+    servers: &[&DnsServer],
+    candidate: usize,
+    peers: &[usize],
+    ctx: &ZoneFacts,
+    peers_only: bool,
+) -> Result<Vec<String>> {
+    let mut failures = Vec::new();
+    let mut notes = 0;
+    for (i, case) in cases.iter().enumerate() {
+        let got = &replies[candidate][i];
+        let mut per_peer = Vec::new();
+        for &p in peers {
+            per_peer.push((p, compare(case, &replies[p][i], got, ctx, peers_only)?));
+        }
+        // A case with its own rule for peers that disagree passes if the
+        // candidate matches any one of them.
+        let passed = if case.rule == Rule::EitherPeer && !peers_only {
+            per_peer.iter().any(|(_, d)| d.is_empty())
+        } else {
+            per_peer.iter().all(|(_, d)| d.is_empty())
+        };
+        for (p, d) in &per_peer {
+            for n in &d.notes {
+                notes += 1;
+                println!(
+                    "note: {} ({} vs {}): {n}",
+                    case.query,
+                    servers[*p].label(),
+                    servers[candidate].label()
+                );
+            }
+        }
+        if passed {
+            continue;
+        }
+        let mut text = format!(
+            "MISMATCH #{} {}\n  {}\n",
+            failures.len() + 1,
+            case.query,
+            dig_line(servers[candidate], &case.query)
+        );
+        for (p, d) in &per_peer {
+            if d.failures.is_empty() {
+                continue;
+            }
+            text.push_str(&format!(
+                "  {} vs {}:\n",
+                servers[*p].label(),
+                servers[candidate].label()
+            ));
+            for f in &d.failures {
+                text.push_str(&format!("    - {f}\n"));
+            }
+            text.push_str(&format!(
+                "  {} answered:\n{}",
+                servers[*p].label(),
+                replies[*p][i]
+            ));
+        }
+        text.push_str(&format!(
+            "  {} answered:\n{}",
+            servers[candidate].label(),
+            got
+        ));
+        failures.push(text);
+    }
+    println!(
+        "{} queries compared ({} vs {}): {} mismatches, {notes} notes",
+        cases.len(),
+        servers[candidate].label(),
+        peers
+            .iter()
+            .map(|&p| servers[p].label())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        failures.len()
+    );
+    Ok(failures)
+}
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 53, last))
+}
+
+fn assert_no_mismatch(failures: &[String]) {
+    for f in failures {
+        println!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} queries answered differently (each listed above with the query and both answers)",
+        failures.len()
+    );
+}
+
+/// The corpus is big enough to mean something, and the two reference
+/// implementations agree on all of it under the rules above: if they did
+/// not, the rules (or the corpus) would be wrong, not dnsd.
+#[test]
+fn nsd_and_knot_agree_on_the_whole_corpus() -> Result<()> {
+    let cases = corpus();
+    assert!(cases.len() >= 200, "only {} queries", cases.len());
+    let options = ServerOptions::default();
+    let nsd = dns_peers::start_nsd(loopback(1), &options)?;
+    let knot = dns_peers::start_knot(loopback(2), &options)?;
+    let servers = [&nsd, &knot];
+    let replies = ask_all(&servers, &cases)?;
+    let apex = apex_ns(&nsd)?;
+    let ctx = ZoneFacts {
+        apex_ns: &apex,
+        reference: &nsd,
+    };
+    let failures = report(&cases, &replies, &servers, 1, &[0], &ctx, true)?;
+    assert_no_mismatch(&failures);
+    Ok(())
+}
+
+/// dnsd, given the same zone file, answers every query of the corpus as NSD
+/// and Knot DNS do.
+#[test]
+fn dnsd_answers_every_query_like_nsd_and_knot() -> Result<()> {
+    let cases = corpus();
+    let options = ServerOptions::default();
+    let nsd = dns_peers::start_nsd(loopback(11), &options)?;
+    let knot = dns_peers::start_knot(loopback(12), &options)?;
+    let mut dnsd = dns_peers::start_dnsd(&bins::path("dnsd"), loopback(13), &options)
+        .context("dnsd is not ready to be compared with NSD and Knot DNS")?;
+    let replies = ask_all(&[&nsd, &knot, &dnsd], &cases)?;
+    dnsd.assert_running()
+        .context("dnsd died while answering the corpus")?;
+    let apex = apex_ns(&nsd)?;
+    let ctx = ZoneFacts {
+        apex_ns: &apex,
+        reference: &nsd,
+    };
+    let servers = [&nsd, &knot, &dnsd];
+    let failures = report(&cases, &replies, &servers, 2, &[0, 1], &ctx, false)?;
+    assert_no_mismatch(&failures);
+    Ok(())
+}
