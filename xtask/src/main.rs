@@ -2,6 +2,7 @@
 
 mod bench;
 mod build_and_load;
+mod demo;
 mod setup;
 mod test;
 mod util;
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The mission in one minute: move www.example.test from an old host to a
+    /// new one in network namespaces, with dnsd and the redirector, then roll back.
+    Demo,
     /// Install what a fresh machine lacks: rust-src for nightly, llvm-22-dev,
     /// bpf-linker, and the Debian packages the tests and benchmarks use.
     /// Idempotent: does nothing for what is already there.
@@ -49,6 +53,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo => demo::run(),
         Command::Setup => setup::run(),
         Command::Test { args } => test::run(&args),
         Command::BuildAndLoad { iface, workspace } => build_and_load::run(&iface, &workspace),
