@@ -1,4 +1,23 @@
 //! The redirector's user space: loads the XDP program, keeps its maps in step
 //! with the workspace, collects garbage flows and reports counters.
+//!
+//! One job per module: `loader` (object and attachment), `maps` (typed map
+//! handles), `pin` (bpffs pins for other processes), `rules` (config ->
+//! desired map contents, pure), `sync` (desired contents -> maps), `gc` (flow
+//! expiry), `stats` (counters -> report), `state` (the published rule
+//! names), `host` (sysctls, neighbour warm-up), `signals` and `reload`
+//! (lifecycle), `daemon` (the run loop).
 
+pub mod daemon;
+pub mod gc;
+pub mod host;
+pub mod loader;
+pub mod maps;
+pub mod pin;
 pub mod program;
+pub mod reload;
+pub mod rules;
+pub mod signals;
+pub mod state;
+pub mod stats;
+pub mod sync;

@@ -1,1 +1,168 @@
-fn main() {}
+//! `redirector`: the command line. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use redirector::{daemon, pin, reload, stats};
+
+/// Forwards new TCP connections that still arrive at this (old) host to the
+/// new release, in XDP, following the rules of a cutover workspace.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the redirector to an interface and run in the foreground.
+    /// SIGHUP re-reads the workspace; SIGINT/SIGTERM detach and exit.
+    Run {
+        /// The interface clients arrive on (and leave through, to NEW).
+        #[arg(long)]
+        iface: String,
+        /// The config workspace directory (its redirector.toml holds the rules).
+        #[arg(long)]
+        workspace: PathBuf,
+        /// Log per-rule figures every S seconds.
+        #[arg(long, value_name = "S")]
+        stats_interval: Option<f64>,
+        /// Where to pin the maps for `redirector stats`
+        /// [default: /sys/fs/bpf/cutover/IFACE].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// How often idle flows are looked for, in seconds.
+        #[arg(long, value_name = "S", default_value_t = 5.0)]
+        gc_interval: f64,
+    },
+    /// Print per-rule figures of a running redirector.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The running daemon's pin directory [default: /sys/fs/bpf/cutover/IFACE,
+        /// or the only one there is].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// The interface the daemon runs on (selects the default pin directory).
+        #[arg(long, conflicts_with = "pin_dir")]
+        iface: Option<String>,
+        /// Rates are measured over this many seconds.
+        #[arg(long, value_name = "S", default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Validate a workspace's redirector.toml and print the rules.
+    Check {
+        /// The config workspace directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redirector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run {
+            iface,
+            workspace,
+            stats_interval,
+            pin_dir,
+            gc_interval,
+        } => {
+            let opts = daemon::Options {
+                pin_dir: pin_dir.unwrap_or_else(|| pin::default_dir(&iface)),
+                iface,
+                workspace,
+                stats_interval: stats_interval.map(seconds).transpose()?,
+                gc_interval: seconds(gc_interval)?,
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(daemon::run(opts))
+        }
+        Command::Stats {
+            json,
+            pin_dir,
+            iface,
+            interval,
+        } => {
+            let dir = match (pin_dir, iface) {
+                (Some(dir), _) => dir,
+                (None, Some(iface)) => pin::default_dir(&iface),
+                (None, None) => only_pin_dir()?,
+            };
+            stats::run(&dir, seconds(interval)?, json)
+        }
+        Command::Check { dir } => {
+            let workspace = cutover_workspace::Workspace::open(&dir)
+                .with_context(|| format!("opening the workspace {}", dir.display()))?;
+            let cfg = reload::load_config(&workspace)?;
+            println!(
+                "{}: {} rule(s), NAT ports {}-{}",
+                workspace.redirector_path().display(),
+                cfg.rules.len(),
+                cfg.nat.port_min,
+                cfg.nat.port_max
+            );
+            for r in &cfg.rules {
+                println!("  {}: {} -> {}", r.name, r.from, r.to);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn seconds(s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{s} is not a positive number of seconds"))
+}
+
+/// With neither --pin-dir nor --iface: the one daemon there is.
+fn only_pin_dir() -> Result<PathBuf> {
+    let root = pin::default_dir("");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .with_context(|| {
+            format!(
+                "no redirector found under {} (pass --iface or --pin-dir)",
+                root.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    match dirs.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no redirector runs (nothing under {})", root.display()),
+        _ => bail!(
+            "several redirectors run ({}): pass --iface",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}

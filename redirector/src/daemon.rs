@@ -1,0 +1,175 @@
+//! `redirector run`: the daemon's lifecycle from start to a clean exit.
+//!
+//! Start: validate the workspace (refuse to start on errors), set the host
+//! up, load and attach the program, pin its maps, fill them. Then wait for
+//! signals and timers: SIGHUP reloads, the collection timer expires flows,
+//! the stats timer logs figures. SIGINT/SIGTERM detach and exit 0.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use cutover_workspace::Workspace;
+use tokio::time::{MissedTickBehavior, interval};
+use tracing::{debug, info, warn};
+
+use crate::loader::Attached;
+use crate::maps::Maps;
+use crate::pin::Pins;
+use crate::reload::{self, Rules};
+use crate::signals::{Event, Signals};
+use crate::state::{self, State};
+use crate::stats::{self, Counters};
+use crate::{gc, host, sync};
+
+/// Everything `redirector run` is told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub iface: String,
+    pub workspace: PathBuf,
+    pub pin_dir: PathBuf,
+    /// Log per-rule figures this often; never when `None`.
+    pub stats_interval: Option<Duration>,
+    pub gc_interval: Duration,
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(opts: Options) -> Result<()> {
+    let workspace = Workspace::open(&opts.workspace)
+        .with_context(|| format!("opening the workspace {}", opts.workspace.display()))?;
+    let cfg = reload::load_config(&workspace)?;
+    let mut signals = Signals::install()?;
+
+    host::prepare(&opts.iface).context("preparing the host for forwarding")?;
+    let mut attached = Attached::load(&opts.iface)?;
+    let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!("`redirector stats` will not reach this daemon: {e:#}");
+            None
+        }
+    };
+    let mut maps = Maps::take(attached.ebpf_mut())?;
+    sync::sync_egress(&mut maps).context("filling EGRESS")?;
+    let mut rules = Rules::start(workspace, &cfg, &mut maps)?;
+
+    let state_path = state::path_for(&opts.pin_dir);
+    let mut published = State {
+        iface: opts.iface.clone(),
+        pid: std::process::id(),
+        ..State::default()
+    };
+    publish(&mut published, &rules, pins.is_some(), &state_path);
+    info!(iface = %opts.iface, "redirector running");
+
+    let mut gc_tick = interval(opts.gc_interval);
+    gc_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stats_tick = interval(opts.stats_interval.unwrap_or(Duration::from_secs(3600)));
+    stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_sample: Option<(Instant, BTreeMap<u32, Counters>)> = None;
+
+    let reason = loop {
+        tokio::select! {
+            event = signals.next() => match event {
+                Event::Reload => {
+                    info!("SIGHUP: reloading the workspace");
+                    if let Err(e) = sync::sync_egress(&mut maps) {
+                        warn!("refreshing EGRESS: {e:#}");
+                    }
+                    rules.reload(&mut maps);
+                    publish(&mut published, &rules, pins.is_some(), &state_path);
+                }
+                Event::Shutdown(signal) => break signal,
+            },
+            _ = gc_tick.tick() => {
+                collect(&mut maps, &mut rules, &mut published);
+                publish(&mut published, &rules, pins.is_some(), &state_path);
+                host::warm_neighbours(rules.current().rules.values().map(|r| r.to));
+            }
+            _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
+                log_stats(&maps, &published, &mut last_sample);
+            }
+        }
+    };
+
+    info!(signal = reason, "stopping");
+    attached.detach()?;
+    drop(pins);
+    if let Err(e) = std::fs::remove_file(&state_path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(path = %state_path.display(), error = %e, "removing the state file");
+    }
+    Ok(())
+}
+
+/// One garbage collection pass, with its totals added to the state file.
+fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) {
+    let started = Instant::now();
+    let timeouts = *rules.timeouts();
+    match gc::collect(&mut maps.flows, &timeouts) {
+        Ok(report) => {
+            for (id, n) in &report.expired {
+                *published.gc_expired.entry(*id).or_default() += n;
+            }
+            for (id, n) in &report.evicted {
+                *published.gc_evicted.entry(*id).or_default() += n;
+            }
+            let evicted: u64 = report.evicted.values().sum();
+            if evicted > 0 {
+                warn!(
+                    evicted,
+                    "flows lost their partner entry to LRU eviction: FLOWS is too small for the load"
+                );
+            }
+            debug!(
+                active = report.active.values().sum::<u64>(),
+                expired = report.expired.values().sum::<u64>(),
+                took = ?started.elapsed(),
+                "flow collection"
+            );
+            rules.after_collection(&report);
+        }
+        Err(e) => warn!("flow collection failed: {e:#}"),
+    }
+}
+
+fn publish(state: &mut State, rules: &Rules, pinned: bool, path: &Path) {
+    rules.fill_state(state);
+    if !pinned {
+        return;
+    }
+    if let Err(e) = state.write(path) {
+        warn!("`redirector stats` will show stale rule names: {e:#}");
+    }
+}
+
+/// Logs one line per rule with what changed since the previous tick.
+fn log_stats(maps: &Maps, state: &State, last: &mut Option<(Instant, BTreeMap<u32, Counters>)>) {
+    let ids: Vec<u32> = state.rules.iter().map(|r| r.id).collect();
+    let now = match stats::read_counters(&maps.counters, ids) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("reading counters: {e:#}");
+            return;
+        }
+    };
+    let at = Instant::now();
+    if let Some((then_at, then)) = last.as_ref() {
+        let report = stats::build(state, then, &now, at - *then_at, &BTreeMap::new());
+        for r in &report.rules {
+            info!(
+                rule = %r.name,
+                new_flows_per_s = format!("{:.1}", r.new_flows_per_s),
+                new_flows = r.new_flows,
+                fwd_packets = r.fwd_packets,
+                reply_packets = r.reply_packets,
+                nat_failures = r.nat_failures,
+                evictions = r.evictions,
+                "stats"
+            );
+        }
+    }
+    *last = Some((at, now));
+}

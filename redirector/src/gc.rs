@@ -1,0 +1,280 @@
+//! Garbage collection of `FLOWS`: the XDP program only creates and refreshes
+//! entries; user space removes a connection (its forward and reply entries)
+//! once it has been idle longer than its state allows, and removes entries
+//! whose partner the LRU map evicted under pressure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use cutover_workspace::Timeouts;
+use redirector_common::{DIR_FORWARD, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, Flow, FlowKey};
+
+/// An entry without its partner is left alone this long, because the
+/// program writes a new connection's two entries one after the other and a
+/// scan may fall between them.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// What becomes of one connection in a collection pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// Idle longer than the timeout of its state.
+    Expired,
+    /// Its partner entry is gone (LRU eviction): the connection can no longer
+    /// be translated in one direction, so the other entry goes too.
+    Orphan,
+}
+
+/// Judges the connection `entry` belongs to. `now_ns` and `last_seen_ns`
+/// are both CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) -> Verdict {
+    let Some(partner) = partner else {
+        let idle = now_ns.saturating_sub(entry.last_seen_ns);
+        return if idle > ORPHAN_GRACE.as_nanos() as u64 {
+            Verdict::Orphan
+        } else {
+            Verdict::Keep
+        };
+    };
+    let flags = entry.tcp_flags | partner.tcp_flags;
+    let last_seen = entry.last_seen_ns.max(partner.last_seen_ns);
+    let timeout_s = if flags & (FLOW_FIN | FLOW_RST) != 0 {
+        t.closing
+    } else if flags & FLOW_ESTABLISHED != 0 {
+        t.established
+    } else {
+        t.syn
+    };
+    let idle = now_ns.saturating_sub(last_seen);
+    if idle > timeout_s.saturating_mul(1_000_000_000) {
+        Verdict::Expired
+    } else {
+        Verdict::Keep
+    }
+}
+
+/// What one pass found and did, per rule id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Connections left in the map afterwards.
+    pub active: BTreeMap<u32, u64>,
+    pub expired: BTreeMap<u32, u64>,
+    pub evicted: BTreeMap<u32, u64>,
+}
+
+/// Decides, for a snapshot of the map, which keys to delete. Each connection
+/// is judged once, from its forward entry when it has one.
+pub fn sweep(
+    snapshot: &HashMap<FlowKey, Flow>,
+    now_ns: u64,
+    t: &Timeouts,
+) -> (Vec<(FlowKey, Flow)>, Report) {
+    let mut doomed = Vec::new();
+    let mut report = Report::default();
+    for (key, entry) in snapshot {
+        let partner_key = entry.partner_key();
+        let partner = snapshot.get(&partner_key);
+        // Pairs are judged from their forward entry; a lone reply entry is
+        // judged by itself.
+        if entry.direction != DIR_FORWARD && partner.is_some() {
+            continue;
+        }
+        match judge(entry, partner, now_ns, t) {
+            Verdict::Keep => *report.active.entry(entry.rule_id).or_default() += 1,
+            verdict => {
+                let tally = if verdict == Verdict::Expired {
+                    &mut report.expired
+                } else {
+                    &mut report.evicted
+                };
+                *tally.entry(entry.rule_id).or_default() += 1;
+                doomed.push((*key, *entry));
+                if let Some(p) = partner {
+                    doomed.push((partner_key, *p));
+                }
+            }
+        }
+    }
+    (doomed, report)
+}
+
+/// The current CLOCK_MONOTONIC time in nanoseconds.
+pub fn monotonic_now_ns() -> Result<u64> {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .context("reading CLOCK_MONOTONIC")?;
+    Ok(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
+}
+
+/// Reads the whole map. Entries deleted while it is read are skipped.
+pub fn snapshot<T: std::borrow::Borrow<MapData>>(
+    flows: &BpfHashMap<T, FlowKey, Flow>,
+) -> Result<HashMap<FlowKey, Flow>> {
+    let mut out = HashMap::new();
+    for item in flows.iter() {
+        match item {
+            Ok((k, v)) => {
+                out.insert(k, v);
+            }
+            // The program or another pass removed it between the key and
+            // the value lookups.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("reading the FLOWS map"),
+        }
+    }
+    Ok(out)
+}
+
+/// One collection pass over `FLOWS`.
+pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> Result<Report> {
+    let snap = snapshot(flows)?;
+    let now = monotonic_now_ns()?;
+    let (doomed, mut report) = sweep(&snap, now, t);
+    for (key, seen) in doomed {
+        // A packet may have refreshed the entry since the snapshot: then
+        // the connection is alive after all and stays.
+        match flows.get(&key, 0) {
+            Ok(current) if current.last_seen_ns != seen.last_seen_ns => {
+                *report.active.entry(seen.rule_id).or_default() += 1;
+                continue;
+            }
+            Ok(_) => {}
+            Err(MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e).context("reading a FLOWS entry"),
+        }
+        match flows.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redirector_common::{DIR_REPLY, FLOW_SYN, IPPROTO_TCP};
+
+    const S: u64 = 1_000_000_000;
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            syn: 60,
+            established: 7200,
+            closing: 10,
+        }
+    }
+
+    /// A connection client 198.18.0.1:40000 -> OLD 198.18.0.2:80, rewritten
+    /// to 198.18.0.2:40000 -> NEW 198.18.0.3:80.
+    fn pair(rule_id: u32, flags: u8, fwd_seen: u64, reply_seen: u64) -> [(FlowKey, Flow); 2] {
+        pair_on(40000, rule_id, flags, fwd_seen, reply_seen)
+    }
+
+    fn pair_on(
+        client_port: u16,
+        rule_id: u32,
+        flags: u8,
+        fwd_seen: u64,
+        reply_seen: u64,
+    ) -> [(FlowKey, Flow); 2] {
+        let ip = |d: u8| u32::from_ne_bytes([198, 18, 0, d]);
+        let p = |n: u16| n.to_be();
+        let fwd_key = FlowKey {
+            saddr: ip(1),
+            daddr: ip(2),
+            sport: p(client_port),
+            dport: p(80),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let fwd = Flow {
+            saddr: ip(2),
+            daddr: ip(3),
+            sport: p(client_port),
+            dport: p(80),
+            rule_id,
+            direction: DIR_FORWARD,
+            tcp_flags: flags,
+            _pad: [0; 2],
+            last_seen_ns: fwd_seen,
+        };
+        let reply_key = fwd.partner_key();
+        let reply = Flow {
+            saddr: ip(2),
+            daddr: ip(1),
+            sport: p(80),
+            dport: p(client_port),
+            rule_id,
+            direction: DIR_REPLY,
+            tcp_flags: 0,
+            _pad: [0; 2],
+            last_seen_ns: reply_seen,
+        };
+        assert_eq!(reply.partner_key(), fwd_key, "the test pair mirrors itself");
+        [(fwd_key, fwd), (reply_key, reply)]
+    }
+
+    #[test]
+    fn an_unanswered_syn_expires_after_the_syn_timeout() {
+        let [(_, f), (_, r)] = pair(1, FLOW_SYN, 100 * S, 100 * S);
+        let t = timeouts();
+        assert_eq!(judge(&f, Some(&r), 159 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, Some(&r), 161 * S, &t), Verdict::Expired);
+    }
+
+    #[test]
+    fn an_established_flow_lives_as_long_as_either_side_talks() {
+        let [(_, f), (_, r)] = pair(1, FLOW_SYN | FLOW_ESTABLISHED, 100 * S, 5000 * S);
+        let t = timeouts();
+        // The client has been silent for long, the server sent recently.
+        assert_eq!(judge(&f, Some(&r), 7000 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, Some(&r), 12201 * S, &t), Verdict::Expired);
+    }
+
+    #[test]
+    fn fin_or_rst_on_either_side_shortens_the_lifetime() {
+        let t = timeouts();
+        let [(_, f), (_, mut r)] = pair(1, FLOW_ESTABLISHED, 100 * S, 100 * S);
+        r.tcp_flags = FLOW_RST;
+        assert_eq!(judge(&f, Some(&r), 111 * S, &t), Verdict::Expired);
+        let [(_, f), (_, r)] = pair(1, FLOW_ESTABLISHED | FLOW_FIN, 100 * S, 100 * S);
+        assert_eq!(judge(&f, Some(&r), 109 * S, &t), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_lone_entry_is_an_eviction_only_after_the_grace_period() {
+        let [(_, f), _] = pair(1, FLOW_SYN, 100 * S, 100 * S);
+        let t = timeouts();
+        assert_eq!(judge(&f, None, 101 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, None, 103 * S, &t), Verdict::Orphan);
+    }
+
+    #[test]
+    fn a_clock_behind_the_entry_never_expires_it() {
+        let [(_, f), (_, r)] = pair(1, FLOW_SYN, 100 * S, 100 * S);
+        assert_eq!(judge(&f, Some(&r), 0, &timeouts()), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_sweep_removes_both_entries_and_counts_per_rule() {
+        let mut snap = HashMap::new();
+        let idle = pair_on(40000, 1, FLOW_ESTABLISHED | FLOW_FIN, 0, 0);
+        let live = pair_on(40001, 2, FLOW_ESTABLISHED, 90 * S, 90 * S);
+        snap.extend(idle);
+        snap.extend(live);
+        // An evicted partner: only the reply entry of this connection is left.
+        let lone = pair_on(40002, 2, FLOW_ESTABLISHED, 0, 0)[1];
+        snap.insert(lone.0, lone.1);
+
+        let (doomed, report) = sweep(&snap, 100 * S, &timeouts());
+        let doomed_keys: Vec<FlowKey> = doomed.iter().map(|(k, _)| *k).collect();
+        assert_eq!(doomed.len(), 3);
+        assert!(doomed_keys.contains(&idle[0].0) && doomed_keys.contains(&idle[1].0));
+        assert!(doomed_keys.contains(&lone.0));
+        assert_eq!(report.expired, BTreeMap::from([(1, 1)]));
+        assert_eq!(report.evicted, BTreeMap::from([(2, 1)]));
+        assert_eq!(report.active, BTreeMap::from([(2, 1)]));
+    }
+}

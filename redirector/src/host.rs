@@ -1,0 +1,113 @@
+//! The host settings the data path depends on, and neighbour warm-up.
+//!
+//! - `bpf_fib_lookup` answers "forwarding disabled" unless IPv4 forwarding is
+//!   on for the interface, so `ip_forward` and `conf.IF.forwarding` go to 1.
+//! - Redirected traffic leaves through the interface it came in on; the stack
+//!   must not answer the packets it forwards that way (the NO_NEIGH slow
+//!   path) with ICMP redirects: `send_redirects` goes to 0 (`all` and IF).
+//! - When the next hop's MAC is unknown, the program hands the translated
+//!   packet to the kernel, whose source is now a local address (OLD_IP):
+//!   `accept_local` lets the kernel accept and forward it, and reverse path
+//!   filtering (the effective value is the max of `all` and IF) must be off.
+//!
+//! Values are changed, never restored on exit: they are what the iptables
+//! recipe needs too, and an operator may rely on them.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use tracing::{debug, info};
+
+/// One sysctl under /proc/sys/net/ipv4 and the value the data path needs.
+struct Setting {
+    path: PathBuf,
+    wanted: &'static str,
+    /// Logged with the change, for the operator who wonders.
+    why: &'static str,
+}
+
+fn settings(iface: &str) -> Vec<Setting> {
+    let conf = |dev: &str, key: &str| PathBuf::from("/proc/sys/net/ipv4/conf").join(dev).join(key);
+    vec![
+        Setting {
+            path: PathBuf::from("/proc/sys/net/ipv4/ip_forward"),
+            wanted: "1",
+            why: "bpf_fib_lookup needs IPv4 forwarding",
+        },
+        Setting {
+            path: conf(iface, "forwarding"),
+            wanted: "1",
+            why: "bpf_fib_lookup needs IPv4 forwarding on the interface",
+        },
+        Setting {
+            path: conf("all", "send_redirects"),
+            wanted: "0",
+            why: "redirected traffic leaves where it came in; no ICMP redirects",
+        },
+        Setting {
+            path: conf(iface, "send_redirects"),
+            wanted: "0",
+            why: "redirected traffic leaves where it came in; no ICMP redirects",
+        },
+        Setting {
+            path: conf(iface, "accept_local"),
+            wanted: "1",
+            why: "the kernel forwards translated packets whose source is local (NO_NEIGH path)",
+        },
+        Setting {
+            path: conf(iface, "rp_filter"),
+            wanted: "0",
+            why: "translated packets with a local source fail reverse path filtering",
+        },
+        Setting {
+            path: conf("all", "rp_filter"),
+            wanted: "0",
+            why: "rp_filter's effective value is the max of `all` and the interface",
+        },
+    ]
+}
+
+/// Applies the sysctls for `iface`, logging every change.
+pub fn prepare(iface: &str) -> Result<()> {
+    for s in settings(iface) {
+        let current = std::fs::read_to_string(&s.path)
+            .with_context(|| format!("reading {} (does {iface} exist?)", s.path.display()))?;
+        let current = current.trim();
+        if current == s.wanted {
+            debug!(sysctl = %s.path.display(), value = current, "already set");
+            continue;
+        }
+        std::fs::write(&s.path, s.wanted)
+            .with_context(|| format!("setting {} to {}", s.path.display(), s.wanted))?;
+        info!(
+            sysctl = %s.path.display(),
+            from = current,
+            to = s.wanted,
+            why = s.why,
+            "changed a host setting"
+        );
+    }
+    Ok(())
+}
+
+/// Makes the kernel resolve the next hop towards each destination now, so
+/// that the first SYN of a redirected connection rarely takes the slow path:
+/// an empty UDP datagram to the discard port makes the stack look up the
+/// route and send an ARP request. NEW answers with an ICMP port unreachable
+/// at worst, which nobody reads.
+pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
+    let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "no socket for neighbour warm-up");
+            return;
+        }
+    };
+    for to in targets {
+        let probe = SocketAddrV4::new(*to.ip(), 9);
+        if let Err(e) = socket.send_to(&[], probe) {
+            debug!(%probe, error = %e, "neighbour warm-up failed");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Typed handles on the XDP program's maps (named in `redirector_common::maps`),
+//! taken from the loaded object by the daemon or opened from their bpffs pins
+//! by `redirector stats`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::Ebpf;
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray};
+use redirector_common::{Flow, FlowKey, NatSettings, RuleKey, RuleValue, maps};
+
+/// Every map the daemon writes. Owning them keeps them alive for as long as
+/// the program runs.
+pub struct Maps {
+    pub rules: HashMap<MapData, RuleKey, RuleValue>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub settings: Array<MapData, NatSettings>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub egress: DevMapHash<MapData>,
+}
+
+/// The maps pinned for other processes, in the order they are pinned.
+pub const PINNED: [&str; 5] = [
+    maps::RULES,
+    maps::FLOWS,
+    maps::SETTINGS,
+    maps::COUNTERS,
+    maps::EGRESS,
+];
+
+impl Maps {
+    /// Takes the maps out of a loaded object. Fails, naming the map, when the
+    /// object does not match the contract in `redirector-common`.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            rules: typed(take(ebpf, maps::RULES)?, maps::RULES)?,
+            flows: typed(take(ebpf, maps::FLOWS)?, maps::FLOWS)?,
+            settings: typed(take(ebpf, maps::SETTINGS)?, maps::SETTINGS)?,
+            counters: typed(take(ebpf, maps::COUNTERS)?, maps::COUNTERS)?,
+            egress: typed(take(ebpf, maps::EGRESS)?, maps::EGRESS)?,
+        })
+    }
+}
+
+/// The maps `redirector stats` reads, opened from their pins.
+pub struct PinnedMaps {
+    pub rules: HashMap<MapData, RuleKey, RuleValue>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+impl PinnedMaps {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            rules: typed(open_pinned(dir, maps::RULES)?, maps::RULES)?,
+            flows: typed(open_pinned(dir, maps::FLOWS)?, maps::FLOWS)?,
+            counters: typed(open_pinned(dir, maps::COUNTERS)?, maps::COUNTERS)?,
+        })
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name).ok_or_else(|| {
+        anyhow!(
+            "the XDP object has no map {name}: the program and this daemon disagree on \
+             redirector-common's contract (rebuild both)"
+        )
+    })
+}
+
+fn open_pinned(dir: &Path, name: &str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "opening {} (is `redirector run` running with this --pin-dir, in this mount namespace?)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).with_context(|| format!("{} is not a map", path.display()))
+}
+
+fn typed<T>(map: Map, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    T::try_from(map).with_context(|| {
+        format!("map {name} has another type or layout than redirector-common says")
+    })
+}

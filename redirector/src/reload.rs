@@ -1,0 +1,163 @@
+//! Keeps the maps in step with the workspace: the first load, every SIGHUP,
+//! and the draining of removed rules. A config that fails validation, or
+//! that the maps cannot take, leaves the previous rules in force.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, anyhow};
+use cutover_workspace::{ConfigErrors, RedirectorConfig, Timeouts, Workspace};
+use tracing::{error, info};
+
+use crate::gc;
+use crate::maps::Maps;
+use crate::rules::{self, ActiveRule, RuleSet};
+use crate::state::{RuleInfo, State};
+use crate::sync;
+
+/// The rules the daemon has put in the maps, and those still draining.
+pub struct Rules {
+    workspace: Workspace,
+    current: RuleSet,
+    timeouts: Timeouts,
+    /// Removed rules whose flows were still in the table at the last
+    /// collection pass, by id.
+    draining: BTreeMap<u32, ActiveRule>,
+}
+
+/// Validates the workspace's `redirector.toml`, turning every error (each
+/// naming file, line and field) into one message.
+pub fn load_config(workspace: &Workspace) -> Result<RedirectorConfig> {
+    workspace
+        .load_redirector()
+        .map_err(|errors| anyhow!("the workspace is invalid:\n{}", indent(&errors)))
+}
+
+fn indent(errors: &ConfigErrors) -> String {
+    errors
+        .0
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Rules {
+    /// Applies a first, already validated config.
+    pub fn start(workspace: Workspace, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<Self> {
+        let mut rules = Self {
+            workspace,
+            current: RuleSet::default(),
+            timeouts: cfg.timeouts,
+            draining: BTreeMap::new(),
+        };
+        rules.apply(cfg, maps)?;
+        Ok(rules)
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub fn current(&self) -> &RuleSet {
+        &self.current
+    }
+
+    /// SIGHUP: re-reads the workspace. Returns whether the new config is in
+    /// force; on failure every error is logged and nothing changes.
+    pub fn reload(&mut self, maps: &mut Maps) -> bool {
+        let cfg = match self.workspace.load_redirector() {
+            Ok(cfg) => cfg,
+            Err(errors) => {
+                for e in &errors.0 {
+                    error!("{e}");
+                }
+                error!(
+                    errors = errors.0.len(),
+                    "reload rejected: the previous rules stay in force"
+                );
+                return false;
+            }
+        };
+        match self.apply(&cfg, maps) {
+            Ok(()) => true,
+            Err(e) => {
+                error!(
+                    "reload failed: {e:#}; the previous rules stay in force as far as the maps allow"
+                );
+                false
+            }
+        }
+    }
+
+    fn apply(&mut self, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<()> {
+        let draining = self.draining.keys().copied().collect();
+        let plan = rules::plan(&self.current, cfg, &draining)
+            .with_context(|| format!("{}", self.workspace.redirector_path().display()))?;
+        if let Err(e) = sync::apply(maps, &plan) {
+            // Part of the plan may be in the maps: put the previous rules
+            // back so that the maps and `current` agree again.
+            sync::restore(maps, &self.current, &plan.next);
+            return Err(e);
+        }
+        for r in plan.removed.iter() {
+            info!(rule = %r.name, from = %r.from, "rule removed: new connections reach this host; its flows drain");
+            self.draining.insert(r.id, r.clone());
+        }
+        for id in &plan.fresh_ids {
+            self.draining.remove(id);
+        }
+        for r in plan.next.rules.values() {
+            match self.current.rules.get(&r.from) {
+                None => info!(rule = %r.name, id = r.id, from = %r.from, to = %r.to, "rule added"),
+                Some(old) if old.to != r.to => {
+                    info!(rule = %r.name, from = %r.from, was = %old.to, to = %r.to, "rule changed: new connections go to the new destination")
+                }
+                Some(_) => {}
+            }
+        }
+        crate::host::warm_neighbours(plan.next.rules.values().map(|r| r.to));
+        self.timeouts = cfg.timeouts;
+        self.current = plan.next;
+        info!(
+            rules = self.current.rules.len(),
+            draining = self.draining.len(),
+            "rules in force"
+        );
+        Ok(())
+    }
+
+    /// Ends the draining of removed rules that have no flow left.
+    pub fn after_collection(&mut self, report: &gc::Report) {
+        self.draining.retain(|id, rule| {
+            let left = report.active.get(id).copied().unwrap_or(0);
+            if left == 0 {
+                info!(rule = %rule.name, "the removed rule's last flow is gone");
+            }
+            left > 0
+        });
+    }
+
+    /// The rules for the state file, active ones first.
+    pub fn infos(&self) -> Vec<RuleInfo> {
+        let active = self.current.rules.values().map(|r| info_of(r, false));
+        let draining = self.draining.values().map(|r| info_of(r, true));
+        let mut all: Vec<RuleInfo> = active.chain(draining).collect();
+        all.sort_by_key(|r| (r.draining, r.id));
+        all
+    }
+
+    /// Fills the rule part of the state file.
+    pub fn fill_state(&self, state: &mut State) {
+        state.rules = self.infos();
+    }
+}
+
+fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
+    RuleInfo {
+        id: r.id,
+        name: r.name.clone(),
+        from: r.from.to_string(),
+        to: r.to.to_string(),
+        draining,
+    }
+}

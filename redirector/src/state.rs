@@ -1,0 +1,110 @@
+//! The daemon's small public state file: which rule owns which counter slot,
+//! and what garbage collection removed. bpffs holds only maps, so this JSON
+//! file lives in /run, at a path derived from the pin directory so that
+//! `redirector stats --pin-dir DIR` needs nothing else.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+/// Directory of the state files.
+pub const RUN_DIR: &str = "/run/cutover";
+
+/// The state file that goes with a pin directory:
+/// `/sys/fs/bpf/cutover/eth0` → `/run/cutover/sys_fs_bpf_cutover_eth0.json`.
+pub fn path_for(pin_dir: &Path) -> PathBuf {
+    let flat: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    Path::new(RUN_DIR).join(format!("{flat}.json"))
+}
+
+/// What the daemon publishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub iface: String,
+    pub pid: u32,
+    /// Switched-on rules and removed rules whose flows still drain.
+    pub rules: Vec<RuleInfo>,
+    /// Garbage collection totals since the daemon started, by rule id.
+    pub gc_expired: BTreeMap<u32, u64>,
+    pub gc_evicted: BTreeMap<u32, u64>,
+}
+
+/// One counter slot's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleInfo {
+    pub id: u32,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// The rule left the config; its existing flows still run.
+    pub draining: bool,
+}
+
+impl State {
+    /// Writes the file atomically (a reader never sees half of it).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let dir = path.parent().context("the state file has no directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(self).context("encoding the state file")?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&body)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let body = std::fs::read(path).with_context(|| {
+            format!(
+                "reading {} (is `redirector run` running with this --pin-dir?)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&body).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_file_is_named_after_the_pin_dir() {
+        assert_eq!(
+            path_for(Path::new("/sys/fs/bpf/cutover/eth0")),
+            Path::new("/run/cutover/sys_fs_bpf_cutover_eth0.json")
+        );
+    }
+
+    #[test]
+    fn the_state_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("cutover-state-{}", std::process::id()));
+        let path = dir.join("s.json");
+        let state = State {
+            iface: "eth0".into(),
+            pid: 7,
+            rules: vec![RuleInfo {
+                id: 1,
+                name: "www".into(),
+                from: "198.18.0.2:80".into(),
+                to: "198.18.0.3:80".into(),
+                draining: false,
+            }],
+            gc_expired: BTreeMap::from([(1, 3)]),
+            gc_evicted: BTreeMap::new(),
+        };
+        state.write(&path).unwrap();
+        assert_eq!(State::read(&path).unwrap(), state);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,296 @@
+//! Per-rule figures from the program's per-CPU counters and its flow table,
+//! as a table for people and as JSON for scripts.
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use redirector_common::{DIR_FORWARD, Flow, FlowKey, counter};
+use serde::Serialize;
+
+use crate::maps::PinnedMaps;
+use crate::state::{self, State};
+
+/// One counter slot summed over CPUs, indexed by `counter::*`.
+pub type Counters = [u64; counter::COUNT as usize];
+
+/// Sums the per-CPU counters of each slot in `ids`.
+pub fn read_counters<T: Borrow<MapData>>(
+    map: &PerCpuArray<T, u64>,
+    ids: impl IntoIterator<Item = u32>,
+) -> Result<BTreeMap<u32, Counters>> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let mut sums = [0u64; counter::COUNT as usize];
+        for (c, sum) in sums.iter_mut().enumerate() {
+            let index = id * counter::COUNT + c as u32;
+            let per_cpu = map
+                .get(&index, 0)
+                .with_context(|| format!("reading COUNTERS[{index}]"))?;
+            *sum = per_cpu.iter().fold(0u64, |acc, v| acc.wrapping_add(*v));
+        }
+        out.insert(id, sums);
+    }
+    Ok(out)
+}
+
+/// Connections in the flow table per rule (forward entries).
+pub fn active_flows<T: Borrow<MapData>>(
+    flows: &BpfHashMap<T, FlowKey, Flow>,
+) -> Result<BTreeMap<u32, u64>> {
+    let mut out = BTreeMap::new();
+    for flow in crate::gc::snapshot(flows)?.values() {
+        if flow.direction == DIR_FORWARD {
+            *out.entry(flow.rule_id).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The figures of one rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleReport {
+    pub id: u32,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// Removed from the config; its flows still run.
+    pub draining: bool,
+    pub new_flows_per_s: f64,
+    pub active_flows: u64,
+    pub new_flows: u64,
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// New connections refused a NAT port.
+    pub nat_failures: u64,
+    /// Flows lost to LRU pressure (seen by the program or by collection).
+    pub evictions: u64,
+    /// Flows removed by collection after their idle timeout.
+    pub expired: u64,
+    /// Non-zero pass and drop counters by name.
+    pub passes: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+/// What `redirector stats` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub iface: String,
+    pub sample_seconds: f64,
+    pub rules: Vec<RuleReport>,
+    /// Non-zero counters of packets that matched no rule.
+    pub unmatched: BTreeMap<&'static str, u64>,
+}
+
+/// Builds the report from two counter samples `elapsed` apart.
+pub fn build(
+    state: &State,
+    before: &BTreeMap<u32, Counters>,
+    after: &BTreeMap<u32, Counters>,
+    elapsed: Duration,
+    active: &BTreeMap<u32, u64>,
+) -> Report {
+    let zero = [0u64; counter::COUNT as usize];
+    let secs = elapsed.as_secs_f64();
+    let rules = state
+        .rules
+        .iter()
+        .map(|r| {
+            let now = after.get(&r.id).unwrap_or(&zero);
+            let then = before.get(&r.id).unwrap_or(&zero);
+            let c = |i: u32| now[i as usize];
+            let new_delta = c(counter::NEW_FLOWS).saturating_sub(then[counter::NEW_FLOWS as usize]);
+            let gc_evicted = state.gc_evicted.get(&r.id).copied().unwrap_or(0);
+            RuleReport {
+                id: r.id,
+                name: r.name.clone(),
+                from: r.from.clone(),
+                to: r.to.clone(),
+                draining: r.draining,
+                new_flows_per_s: if secs > 0.0 {
+                    new_delta as f64 / secs
+                } else {
+                    0.0
+                },
+                active_flows: active.get(&r.id).copied().unwrap_or(0),
+                new_flows: c(counter::NEW_FLOWS),
+                fwd_packets: c(counter::FWD_PACKETS),
+                fwd_bytes: c(counter::FWD_BYTES),
+                reply_packets: c(counter::REPLY_PACKETS),
+                reply_bytes: c(counter::REPLY_BYTES),
+                nat_failures: c(counter::NAT_PORT_EXHAUSTED),
+                evictions: c(counter::LRU_EVICTED) + gc_evicted,
+                expired: state.gc_expired.get(&r.id).copied().unwrap_or(0),
+                passes: named(now, "pass_"),
+                drops: named(now, "drop_"),
+            }
+        })
+        .collect();
+    let slot0 = after.get(&0).unwrap_or(&zero);
+    Report {
+        iface: state.iface.clone(),
+        sample_seconds: secs,
+        rules,
+        unmatched: named(slot0, ""),
+    }
+}
+
+fn named(c: &Counters, prefix: &str) -> BTreeMap<&'static str, u64> {
+    counter::NAMES
+        .iter()
+        .zip(c.iter())
+        .filter(|(name, v)| name.starts_with(prefix) && **v > 0)
+        .map(|(name, v)| (*name, *v))
+        .collect()
+}
+
+/// The report as a table, one block per rule.
+pub fn render_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
+        "RULE",
+        "FROM -> TO",
+        "NEW/S",
+        "ACTIVE",
+        "FWD PKTS",
+        "FWD BYTES",
+        "REPLY PKTS",
+        "REPLY BYTES",
+        "NATERR",
+        "EVICTED"
+    );
+    for rule in &r.rules {
+        let name = if rule.draining {
+            format!("{} (removed)", rule.name)
+        } else {
+            rule.name.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{:<16} {:<40} {:>8.1} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
+            name,
+            format!("{} -> {}", rule.from, rule.to),
+            rule.new_flows_per_s,
+            rule.active_flows,
+            rule.fwd_packets,
+            rule.fwd_bytes,
+            rule.reply_packets,
+            rule.reply_bytes,
+            rule.nat_failures,
+            rule.evictions
+        );
+        let reasons: Vec<String> = rule
+            .passes
+            .iter()
+            .chain(rule.drops.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if !reasons.is_empty() {
+            let _ = writeln!(out, "{:<16} {}", "", reasons.join(" "));
+        }
+    }
+    if r.rules.is_empty() {
+        let _ = writeln!(out, "(no rules)");
+    }
+    if !r.unmatched.is_empty() {
+        let reasons: Vec<String> = r
+            .unmatched
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "not for any rule: {}", reasons.join(" "));
+    }
+    out
+}
+
+/// `redirector stats`: samples the pinned counters twice, `interval` apart.
+pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
+    let state = State::read(&state::path_for(pin_dir))?;
+    let maps = PinnedMaps::open(pin_dir)?;
+    let ids: Vec<u32> = std::iter::once(0)
+        .chain(state.rules.iter().map(|r| r.id))
+        .collect();
+    let started = Instant::now();
+    let before = read_counters(&maps.counters, ids.iter().copied())?;
+    std::thread::sleep(interval);
+    let after = read_counters(&maps.counters, ids.iter().copied())?;
+    let elapsed = started.elapsed();
+    let active = active_flows(&maps.flows)?;
+    let report = build(&state, &before, &after, elapsed, &active);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        print!("{}", render_table(&report));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RuleInfo;
+
+    fn state() -> State {
+        State {
+            iface: "eth0".into(),
+            pid: 1,
+            rules: vec![RuleInfo {
+                id: 1,
+                name: "www".into(),
+                from: "198.18.0.2:80".into(),
+                to: "198.18.0.3:80".into(),
+                draining: false,
+            }],
+            gc_expired: BTreeMap::from([(1, 4)]),
+            gc_evicted: BTreeMap::from([(1, 2)]),
+        }
+    }
+
+    #[test]
+    fn the_report_turns_counter_deltas_into_rates_and_names_reasons() {
+        let mut before = [0u64; counter::COUNT as usize];
+        before[counter::NEW_FLOWS as usize] = 10;
+        let mut after = before;
+        after[counter::NEW_FLOWS as usize] = 30;
+        after[counter::FWD_PACKETS as usize] = 100;
+        after[counter::LRU_EVICTED as usize] = 1;
+        after[counter::PASS_NO_NEIGH as usize] = 3;
+        after[counter::DROP_NO_ROUTE as usize] = 5;
+        let mut slot0 = [0u64; counter::COUNT as usize];
+        slot0[counter::PASS_NO_RULE as usize] = 7;
+        let report = build(
+            &state(),
+            &BTreeMap::from([(1, before)]),
+            &BTreeMap::from([(0, slot0), (1, after)]),
+            Duration::from_secs(2),
+            &BTreeMap::from([(1, 6)]),
+        );
+        let r = &report.rules[0];
+        assert_eq!(r.new_flows_per_s, 10.0);
+        assert_eq!(r.new_flows, 30);
+        assert_eq!(r.active_flows, 6);
+        assert_eq!(r.evictions, 3, "program-seen plus collected evictions");
+        assert_eq!(r.expired, 4);
+        assert_eq!(r.passes, BTreeMap::from([("pass_no_neigh", 3)]));
+        assert_eq!(r.drops, BTreeMap::from([("drop_no_route", 5)]));
+        assert_eq!(report.unmatched, BTreeMap::from([("pass_no_rule", 7)]));
+
+        let table = render_table(&report);
+        assert!(table.contains("198.18.0.2:80 -> 198.18.0.3:80"), "{table}");
+        assert!(table.contains("pass_no_neigh=3"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rules"][0]["new_flows"], 30);
+        assert_eq!(json["rules"][0]["name"], "www");
+    }
+}
