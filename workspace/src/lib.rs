@@ -14,6 +14,7 @@
 mod dnsd;
 mod error;
 mod history;
+mod pidfile;
 mod redirector;
 mod toml_file;
 mod zones;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 pub use dnsd::{DnsdConfig, ServerConfig, Service};
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
+pub use pidfile::PidFile;
 pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use zones::ZoneFile;
 
