@@ -1,0 +1,375 @@
+//! The redirector end to end: a client that still has the old address keeps
+//! reaching the release, which now runs on the new host, through the XDP
+//! program on the old host's eth0. Real nginx on both hosts, real curl.
+//!
+//! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
+use cutover_tests::netns::{Netns, run};
+use cutover_tests::nginx::Nginx;
+use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+
+const NEW_BODY: &str = "served by the new host\n";
+const OLD_BODY: &str = "served by the old host\n";
+const BIG: usize = 50 * 1024 * 1024;
+/// Long enough, at the client's rate limit, to be in flight while the rule
+/// is switched on.
+const SLOW: usize = 24 * 1024 * 1024;
+const SLOW_RATE: &str = "2M";
+
+const RULE_WWW: &str = r#"
+[[rule]]
+name = "www"
+from = "198.18.0.2:80"
+to = "198.18.0.3:80"
+"#;
+
+#[test]
+fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
+    let net = Topology::new()?;
+    let _new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[("big.bin", BIG)])?;
+    let old_web = Nginx::start(&net.old, &[80, 8080], OLD_BODY, &[("slow.bin", SLOW)])?;
+    let new_big = _new_web.file("big.bin");
+    let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
+    let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
+
+    // The daemon starts with nothing to redirect: the old host serves.
+    let workspace = scratch.path().join("ws");
+    std::fs::create_dir_all(&workspace)?;
+    std::fs::write(workspace.join("redirector.toml"), "")?;
+    let mut redirector = Redirector::start(&net.old, &workspace, &bpffs.pins(), scratch.path())?;
+    assert_eq!(curl(&net.client, &format!("http://{OLD_IP}/"))?, OLD_BODY);
+
+    // A download from the old host is in flight when the rule goes on.
+    let slow_copy = scratch.path().join("slow.bin");
+    let mut slow = SlowDownload::start(
+        &net.client,
+        &format!("http://{OLD_IP}/slow.bin"),
+        &slow_copy,
+    )?;
+    ensure!(
+        wait_until(Duration::from_secs(20), || file_len(&slow_copy) > 0),
+        "the slow download never started"
+    );
+
+    std::fs::write(workspace.join("redirector.toml"), RULE_WWW)?;
+    redirector.daemon.signal(1)?;
+    let switched = wait_until(Duration::from_secs(15), || {
+        curl(&net.client, &format!("http://{OLD_IP}/")).is_ok_and(|b| b == NEW_BODY)
+    });
+    ensure!(
+        switched,
+        "after SIGHUP with a rule, http://{OLD_IP}/ never answered from the new host; log:\n{}",
+        redirector.log()
+    );
+    ensure!(
+        slow.running()?,
+        "the slow download finished before the rule was on, so this run proves nothing about \
+         connections opened before it: make SLOW bigger"
+    );
+
+    // The connection opened before the rule survives and completes intact.
+    slow.wait(Duration::from_secs(120))?;
+    assert_eq!(
+        sha256(&slow_copy)?,
+        sha256(&old_web.file("slow.bin"))?,
+        "a download that began before the rule was switched on"
+    );
+
+    // A large download through the redirector arrives intact.
+    let big_copy = scratch.path().join("big.bin");
+    net.client.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "-o",
+            path_str(&big_copy)?,
+            &format!("http://{OLD_IP}/big.bin"),
+        ],
+    )?;
+    assert_eq!(
+        sha256(&big_copy)?,
+        sha256(&new_big)?,
+        "50 MB via the redirector"
+    );
+
+    // A port without a rule is still the old host's own.
+    assert_eq!(
+        curl(&net.client, &format!("http://{OLD_IP}:8080/"))?,
+        OLD_BODY
+    );
+    // The new host, asked directly, is the same release.
+    assert_eq!(curl(&net.client, &format!("http://{NEW_IP}/"))?, NEW_BODY);
+
+    // `redirector stats` sees the rule's traffic from another process.
+    let json = redirector.stats_json(&bpffs.pins())?;
+    let new_flows = json_number(&json, "www", "new_flows")?;
+    let fwd_packets = json_number(&json, "www", "fwd_packets")?;
+    let reply_bytes = json_number(&json, "www", "reply_bytes")?;
+    assert!(new_flows >= 3, "new flows {new_flows} in {json}");
+    assert!(fwd_packets > 0, "{json}");
+    assert!(
+        reply_bytes >= BIG as u64,
+        "reply bytes {reply_bytes} < 50 MB in {json}"
+    );
+
+    // A broken config on SIGHUP is logged and the rules in force stay.
+    std::fs::write(
+        workspace.join("redirector.toml"),
+        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.300:80\"\n",
+    )?;
+    redirector.daemon.signal(1)?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || redirector
+            .log()
+            .contains("redirector.toml:3")),
+        "the rejected reload was not logged with file and line; log:\n{}",
+        redirector.log()
+    );
+    redirector.daemon.assert_running()?;
+    assert_eq!(
+        curl(&net.client, &format!("http://{OLD_IP}/"))?,
+        NEW_BODY,
+        "forwarding after a broken reload"
+    );
+
+    // SIGTERM detaches the program and unpins the maps.
+    let log_path = redirector.log_path.clone();
+    let exited_cleanly = redirector.daemon.stop(Duration::from_secs(10))?;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        exited_cleanly,
+        "redirector exit status on SIGTERM; log:\n{log}"
+    );
+    let link = net.old.ip(&["link", "show", "eth0"])?;
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after SIGTERM: {link}"
+    );
+    assert!(
+        !bpffs.pins().join("RULES").exists(),
+        "pins left after a clean exit"
+    );
+    // With the program gone the old host answers for itself again.
+    assert_eq!(curl(&net.client, &format!("http://{OLD_IP}/"))?, OLD_BODY);
+    Ok(())
+}
+
+#[test]
+fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("cutover-bad").tempdir()?;
+    std::fs::write(
+        scratch.path().join("redirector.toml"),
+        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\n",
+    )?;
+    let out = Command::new(bins::path("redirector"))
+        .args(["run", "--iface", "lo", "--workspace"])
+        .arg(scratch.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a bad config: {stderr}");
+    assert!(
+        stderr.contains("redirector.toml:3") && stderr.contains("rule[0].to"),
+        "{stderr}"
+    );
+
+    let check = Command::new(bins::path("redirector"))
+        .arg("check")
+        .arg(scratch.path())
+        .output()?;
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stderr).contains("rule[0].to"));
+    Ok(())
+}
+
+/// The daemon on the old host's eth0, its log in a file the test reads.
+struct Redirector {
+    daemon: Daemon,
+    log_path: PathBuf,
+}
+
+impl Redirector {
+    fn start(old: &Netns, workspace: &Path, pins: &Path, scratch: &Path) -> Result<Self> {
+        let log_path = scratch.join("redirector.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = old.command(bins::path("redirector"));
+        cmd.args([
+            "run",
+            "--iface",
+            "eth0",
+            "--gc-interval",
+            "1",
+            "--workspace",
+        ])
+        .arg(workspace)
+        .arg("--pin-dir")
+        .arg(pins)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+        let mut me = Self {
+            daemon: Daemon::spawn("redirector", cmd)?,
+            log_path,
+        };
+        let pinned = wait_until(Duration::from_secs(20), || pins.join("RULES").exists());
+        if !pinned {
+            bail!("the redirector did not come up; log:\n{}", me.log());
+        }
+        me.daemon.assert_running()?;
+        Ok(me)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `redirector stats --json`, run as a separate process outside the
+    /// namespace: it needs only the pins.
+    fn stats_json(&self, pins: &Path) -> Result<String> {
+        let out = run(
+            path_str(&bins::path("redirector"))?,
+            &[
+                "stats",
+                "--json",
+                "--interval",
+                "0.2",
+                "--pin-dir",
+                path_str(pins)?,
+            ],
+        )?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
+/// A private bpffs instance for this test's pins, unmounted on drop, so that
+/// the test neither needs nor touches the host's /sys/fs/bpf.
+struct Bpffs {
+    dir: PathBuf,
+}
+
+impl Bpffs {
+    fn mount(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        run("mount", &["-t", "bpf", "bpf", path_str(dir)?])?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn pins(&self) -> PathBuf {
+        self.dir.join("redirector")
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// A rate-limited curl in the client namespace, killed on drop.
+struct SlowDownload {
+    child: Child,
+}
+
+impl SlowDownload {
+    fn start(client: &Netns, url: &str, to: &Path) -> Result<Self> {
+        let child = client
+            .command("curl")
+            .args(["-sS", "--fail", "--limit-rate", SLOW_RATE, "-o"])
+            .arg(to)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the slow download")?;
+        Ok(Self { child })
+    }
+
+    fn running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<()> {
+        let mut status = None;
+        wait_until(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("the slow download failed ({s}): {err}")
+            }
+            None => bail!("the slow download did not finish within {timeout:?}"),
+        }
+    }
+}
+
+impl Drop for SlowDownload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `url` from the client; the body, or an error on any failure.
+fn curl(client: &Netns, url: &str) -> Result<String> {
+    let out = client.exec("curl", &["-sS", "--fail", "--max-time", "5", url])?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn sha256(path: &Path) -> Result<String> {
+    let out = run("sha256sum", &[path_str(path)?])?;
+    let text = String::from_utf8(out.stdout)?;
+    text.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .context("sha256sum printed nothing")
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().context("non-UTF-8 path")
+}
+
+/// The number `"field": N` inside the rule object named `rule` of
+/// `redirector stats --json` (pretty-printed, one field per line). The tests
+/// crate has no JSON parser; the format is ours and stable.
+fn json_number(json: &str, rule: &str, field: &str) -> Result<u64> {
+    let start = json
+        .find(&format!("\"name\": \"{rule}\""))
+        .with_context(|| format!("no rule {rule} in {json}"))?;
+    let key = format!("\"{field}\": ");
+    let at = json[start..]
+        .find(&key)
+        .with_context(|| format!("no {field} for {rule} in {json}"))?
+        + start
+        + key.len();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits
+        .parse()
+        .with_context(|| format!("{field} of {rule} is not a number in {json}"))
+}
