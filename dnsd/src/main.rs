@@ -1,1 +1,191 @@
-fn main() {}
+//! dnsd: authoritative DNS for the config workspace's zones, with rotating
+//! low-TTL answers and atomic reload on SIGHUP.
+//!
+//! Data flows one way: workspace files → `zone_load` (parse and check) →
+//! `snapshot` (immutable index) → `answer` (pure selection, with `rotate`)
+//! → `server` (sockets and protocol rules). `reload` swaps the snapshot.
+
+mod answer;
+mod name_key;
+mod reload;
+mod rotate;
+mod server;
+mod snapshot;
+mod zone_load;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use arc_swap::ArcSwap;
+use clap::{CommandFactory, Parser, Subcommand};
+use hickory_server::Server;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::snapshot::Snapshot;
+
+/// Authoritative DNS server for a cutover config workspace.
+///
+/// Serves every zone file `zones/<origin>.zone` of the workspace over UDP
+/// (one SO_REUSEPORT socket per core) and TCP, with the `[[service]]`
+/// shorthands of `dnsd.toml` replacing their names' A/AAAA records.
+/// Multi-address answers rotate. SIGHUP reloads the workspace; a broken one
+/// is logged and the previous zones keep being served. SIGTERM stops.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// The config workspace directory (dnsd.toml, zones/*.zone).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+
+    /// Listen on ADDR:PORT (UDP and TCP) instead of dnsd.toml's
+    /// `server.listen`. Repeat for several addresses.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a workspace without serving it: prints a summary and exits 0,
+    /// or prints every problem (file:line: what is wrong) and exits 1.
+    Check {
+        /// The config workspace directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { dir }) => check(&dir),
+        None => {
+            let Some(workspace) = cli.workspace else {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "pass --workspace DIR to serve, or `check DIR` to validate",
+                    )
+                    .exit()
+            };
+            init_logging();
+            match serve(&workspace, &cli.listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dnsd: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    // hickory-server logs two info events per query: keep them out.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,hickory_server=warn,hickory_net=warn,hickory_proto=warn",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(dir: &Path) -> ExitCode {
+    match zone_load::load(dir) {
+        Ok(ws) => {
+            for zone in &ws.zones {
+                println!(
+                    "{}: zone {} with {} records",
+                    zone.file.display(),
+                    zone.origin,
+                    zone.records.len()
+                );
+            }
+            println!(
+                "ok: {} zones, {} records, {} services",
+                ws.zones.len(),
+                ws.record_count(),
+                ws.config.services.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{}: {} problem(s); nothing would be served",
+                dir.display(),
+                errors.0.len()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
+    let loaded = zone_load::load(workspace)
+        .map_err(|errors| anyhow!("{errors}"))
+        .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
+    let listen = if listen.is_empty() {
+        loaded.config.server.listen.clone()
+    } else {
+        listen.to_vec()
+    };
+    let sockets = match loaded.config.server.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let records = loaded.record_count();
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded)));
+    drop(loaded);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        // Signal handlers first: a SIGHUP that arrives once the sockets
+        // answer must reload, not kill the process.
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+        let mut server = Server::new(server::Handler::new(state.clone()));
+        for addr in &listen {
+            let bound = server::listen(&mut server, *addr, sockets)?;
+            info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
+        }
+        info!(
+            zones = state.load().zone_count(),
+            records,
+            workspace = %workspace.display(),
+            "serving"
+        );
+        tokio::spawn(reload::run(workspace.to_path_buf(), state, hup));
+
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("stopping");
+        let token = server.shutdown_token().clone();
+        token.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), server.block_until_done())
+            .await
+            .is_err()
+        {
+            warn!("connections still open after 5 s; exiting anyway");
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,554 @@
+//! Answer selection: a pure function from (snapshot, question, transport,
+//! rotation number) to the parts of a response — rcode, AA, and the records
+//! of the answer, authority and additional sections. No sockets, no clock:
+//! unit tests drive it directly.
+//!
+//! Semantics follow RFC 1034 §4.3.2 as NSD and Knot implement it, with
+//! Knot's minimal positive answers: an answer carries no NS set in its
+//! authority section; NS, MX and SRV answers carry the in-zone addresses of
+//! their targets in the additional section. Negative answers carry the SOA
+//! with TTL min(SOA TTL, MINIMUM); referrals carry the cut's NS set and glue
+//! without AA; CNAME chains are followed inside the zone; wildcards are
+//! expanded per RFC 4592; ANY gets a single RRset over UDP (RFC 8482) and
+//! every RRset over TCP.
+
+use std::ops::Range;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use crate::name_key::NameKey;
+use crate::rotate::{self, Window};
+use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, wire_len};
+
+/// Longest CNAME chain followed inside a zone, as a guard against loops
+/// that revisit no name twice only by being very long.
+const MAX_CHAIN: usize = 16;
+
+/// What is asked.
+pub struct Question<'q> {
+    pub name: &'q Name,
+    pub qtype: RecordType,
+    pub qclass: DNSClass,
+}
+
+/// How it is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    /// Over TCP (ANY is answered in full there).
+    pub tcp: bool,
+    /// The answer's number in the rotation sequence.
+    pub rotation: u64,
+}
+
+/// The parts of a response. Records are borrowed from the snapshot, except
+/// those synthesized from a wildcard, which the response owns.
+#[derive(Debug)]
+pub struct Response<'s> {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answer: Section<'s>,
+    pub authority: Section<'s>,
+    pub additional: Section<'s>,
+    synthesized: Vec<Record>,
+}
+
+/// The records of one section, as windows over the snapshot's RRsets.
+#[derive(Debug, Default)]
+pub struct Section<'s> {
+    parts: Vec<Part<'s>>,
+    wire_len: usize,
+}
+
+#[derive(Debug)]
+enum Part<'s> {
+    Set(&'s [Record], Window),
+    /// A range of the response's own synthesized records.
+    Synthesized(Range<usize>),
+}
+
+impl Section<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+/// An empty section, for responses sent without one.
+pub static EMPTY: Section<'static> = Section {
+    parts: Vec::new(),
+    wire_len: 0,
+};
+
+impl<'s> Response<'s> {
+    fn new(rcode: ResponseCode, authoritative: bool) -> Self {
+        Self {
+            rcode,
+            authoritative,
+            answer: Section::default(),
+            authority: Section::default(),
+            additional: Section::default(),
+            synthesized: Vec::new(),
+        }
+    }
+
+    /// The records of `section` (one of this response's) in order.
+    pub fn records<'r>(&'r self, section: &'r Section<'s>) -> Records<'r, 's> {
+        Records {
+            parts: &section.parts,
+            synthesized: &self.synthesized,
+            part: 0,
+            index: 0,
+        }
+    }
+
+    fn push(section: &mut Section<'s>, set: &'s RrSet, window: Window) {
+        section.parts.push(Part::Set(&set.records, window));
+        section.wire_len += set.wire_len;
+    }
+
+    fn push_additional(&mut self, set: &'s RrSet) {
+        if !set.additional.is_empty() {
+            let all = Window {
+                start: 0,
+                take: set.additional.len(),
+            };
+            self.additional.parts.push(Part::Set(&set.additional, all));
+            self.additional.wire_len += set.additional_wire_len;
+        }
+    }
+
+    /// Adds `set` to the answer, rotated; with `owner`, as records
+    /// synthesized from a wildcard for that name.
+    fn answer_with(&mut self, set: &'s RrSet, owner: Option<&Name>, cx: Context, cap: usize) {
+        let window = rotate::window(set.rtype, set.records.len(), cx.rotation, cap);
+        match owner {
+            None => Self::push(&mut self.answer, set, window),
+            Some(owner) => {
+                let start = self.synthesized.len();
+                self.synthesized
+                    .extend(rotate::iter(&set.records, window).map(|r| {
+                        let mut r = r.clone();
+                        r.name = owner.clone();
+                        r
+                    }));
+                let range = start..self.synthesized.len();
+                self.answer.wire_len += wire_len(&self.synthesized[range.clone()]);
+                self.answer.parts.push(Part::Synthesized(range));
+            }
+        }
+    }
+
+    fn negative(&mut self, zone: &'s Zone, rcode: ResponseCode) {
+        self.rcode = rcode;
+        let soa = &zone.negative_soa;
+        Self::push(
+            &mut self.authority,
+            soa,
+            Window {
+                start: 0,
+                take: soa.records.len(),
+            },
+        );
+    }
+
+    /// Whether a CNAME owned by `name` is already in the answer: a loop.
+    fn has_cname_at(&self, name: &Name) -> bool {
+        self.records(&self.answer)
+            .any(|r| r.record_type() == RecordType::CNAME && r.name == *name)
+    }
+
+    /// Upper bound of the encoded size of the three sections.
+    pub fn wire_len(&self) -> usize {
+        self.answer.wire_len + self.authority.wire_len + self.additional.wire_len
+    }
+}
+
+/// Iterator over the records of one section.
+pub struct Records<'r, 's> {
+    parts: &'r [Part<'s>],
+    synthesized: &'r [Record],
+    part: usize,
+    index: usize,
+}
+
+impl<'r> Iterator for Records<'r, '_> {
+    type Item = &'r Record;
+
+    fn next(&mut self) -> Option<&'r Record> {
+        loop {
+            let (len, record) = match self.parts.get(self.part)? {
+                Part::Set(records, w) => (
+                    w.take,
+                    records.get((w.start + self.index) % records.len().max(1)),
+                ),
+                Part::Synthesized(range) => {
+                    (range.len(), self.synthesized.get(range.start + self.index))
+                }
+            };
+            if self.index < len {
+                self.index += 1;
+                if record.is_some() {
+                    return record;
+                }
+            } else {
+                self.part += 1;
+                self.index = 0;
+            }
+        }
+    }
+}
+
+/// What to do after answering at one name.
+enum Step<'s> {
+    Done,
+    /// Follow a CNAME to this in-zone name.
+    Follow(&'s Name),
+}
+
+/// Answers `q` from `snapshot`.
+pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Response<'s> {
+    let refused = || Response::new(ResponseCode::Refused, false);
+    if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
+        return refused();
+    }
+    // Zone transfers are not served (no secondaries are configured).
+    if matches!(q.qtype, RecordType::AXFR | RecordType::IXFR) {
+        return refused();
+    }
+    let Some(key) = NameKey::new(q.name) else {
+        return Response::new(ResponseCode::FormErr, false);
+    };
+    let Some(zone) = snapshot.find_zone(key.as_bytes()) else {
+        return refused();
+    };
+    let mut resp = Response::new(ResponseCode::NoError, true);
+    let mut name: &Name = q.name;
+    for _ in 0..MAX_CHAIN {
+        let Some(key) = NameKey::new(name) else {
+            break;
+        };
+        let step = match zone.lookup(key.as_bytes(), q.qtype) {
+            Lookup::Node(node) => at_node(&mut resp, zone, node, None, q.qtype, cx, snapshot),
+            Lookup::Wildcard(node) => {
+                at_node(&mut resp, zone, node, Some(name), q.qtype, cx, snapshot)
+            }
+            Lookup::Referral(ns) => {
+                // A referral is not an authoritative answer, unless the
+                // zone already answered with a CNAME leading there.
+                if resp.answer.is_empty() {
+                    resp.authoritative = false;
+                }
+                let all = Window {
+                    start: 0,
+                    take: ns.records.len(),
+                };
+                Response::push(&mut resp.authority, ns, all);
+                resp.push_additional(ns);
+                Step::Done
+            }
+            Lookup::NxDomain => {
+                resp.negative(zone, ResponseCode::NXDomain);
+                Step::Done
+            }
+        };
+        match step {
+            Step::Done => break,
+            Step::Follow(target) => name = target,
+        }
+    }
+    resp
+}
+
+fn at_node<'s>(
+    resp: &mut Response<'s>,
+    zone: &'s Zone,
+    node: &'s Node,
+    wildcard_owner: Option<&Name>,
+    qtype: RecordType,
+    cx: Context,
+    snapshot: &Snapshot,
+) -> Step<'s> {
+    let cap = snapshot.max_answers;
+    if qtype == RecordType::ANY {
+        if node.rrsets.is_empty() {
+            resp.negative(zone, ResponseCode::NoError);
+        }
+        let count = if cx.tcp { node.rrsets.len() } else { 1 };
+        for set in node.rrsets.iter().take(count) {
+            resp.answer_with(set, wildcard_owner, cx, cap);
+        }
+        return Step::Done;
+    }
+    if qtype != RecordType::CNAME
+        && let Some(cname) = node.get(RecordType::CNAME)
+    {
+        resp.answer_with(cname, wildcard_owner, cx, cap);
+        let target = match cname.records.first().map(|r| &r.data) {
+            Some(RData::CNAME(target)) => &target.0,
+            _ => return Step::Done,
+        };
+        if zone.origin.zone_of(target) && !resp.has_cname_at(target) {
+            return Step::Follow(target);
+        }
+        return Step::Done;
+    }
+    match node.get(qtype) {
+        Some(set) => {
+            resp.answer_with(set, wildcard_owner, cx, cap);
+            resp.push_additional(set);
+        }
+        None => resp.negative(zone, ResponseCode::NoError),
+    }
+    Step::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const ZONE: &str = "$TTL 300
+@        IN SOA ns1 hostmaster 7 3600 600 86400 120
+@        IN NS  ns1
+@        IN MX  10 mail
+ns1      IN A   198.18.0.53
+mail     IN A   198.18.0.25
+www   60 IN A   198.18.0.1
+www   60 IN A   198.18.0.2
+www   30 IN A   198.18.0.3
+www      IN AAAA 2001:2::1
+alias    IN CNAME www
+chain    IN CNAME alias
+away     IN CNAME www.elsewhere.test.
+dangling IN CNAME nothere
+loop1    IN CNAME loop2
+loop2    IN CNAME loop1
+a.b.c    IN TXT \"deep\"
+*.wild   IN A   198.18.0.77
+*.wild   IN TXT \"wild\"
+sub      IN NS  ns.sub
+sub      IN NS  ns.outside.test.
+ns.sub   IN A   198.18.1.53
+";
+
+    fn snapshot(zone: &str, toml: &str) -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.test.zone"), zone).unwrap();
+        std::fs::write(dir.path().join("dnsd.toml"), toml).unwrap();
+        let ws = crate::zone_load::load(dir.path()).unwrap();
+        Snapshot::build(&ws)
+    }
+
+    fn ask<'s>(s: &'s Snapshot, name: &str, qtype: RecordType, rotation: u64) -> Response<'s> {
+        let name = Name::from_str(name).unwrap();
+        let q = Question {
+            name: &name,
+            qtype,
+            qclass: DNSClass::IN,
+        };
+        answer(
+            s,
+            &q,
+            Context {
+                tcp: false,
+                rotation,
+            },
+        )
+    }
+
+    fn show(r: &Response<'_>, section: &Section<'_>) -> Vec<String> {
+        r.records(section)
+            .map(|rec| {
+                format!(
+                    "{} {} {} {}",
+                    rec.name,
+                    rec.ttl,
+                    rec.record_type(),
+                    rec.data
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_existing_name_is_answered_minimally_with_aa() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "WWW.example.TEST.", RecordType::AAAA, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.authoritative);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["www.example.test. 300 AAAA 2001:2::1"]
+        );
+        assert!(r.authority.is_empty() && r.additional.is_empty());
+    }
+
+    #[test]
+    fn every_record_keeps_its_own_ttl_and_the_rrset_rotates() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "www.example.test.", RecordType::A, 1);
+        assert_eq!(
+            show(&r, &r.answer),
+            [
+                "www.example.test. 60 A 198.18.0.2",
+                "www.example.test. 30 A 198.18.0.3",
+                "www.example.test. 60 A 198.18.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_cap_limits_the_addresses_of_one_answer() {
+        let s = snapshot(ZONE, "[server]\nmax_answers = 2\n");
+        let r = ask(&s, "www.example.test.", RecordType::A, 2);
+        assert_eq!(
+            show(&r, &r.answer),
+            [
+                "www.example.test. 30 A 198.18.0.3",
+                "www.example.test. 60 A 198.18.0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_carry_the_soa_with_the_negative_ttl() {
+        let s = snapshot(ZONE, "");
+        let soa =
+            "example.test. 120 SOA ns1.example.test. hostmaster.example.test. 7 3600 600 86400 120";
+        let r = ask(&s, "nope.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NXDomain);
+        assert!(r.answer.is_empty());
+        assert_eq!(show(&r, &r.authority), [soa]);
+        let r = ask(&s, "www.example.test.", RecordType::TXT, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answer.is_empty());
+        assert_eq!(show(&r, &r.authority), [soa]);
+    }
+
+    #[test]
+    fn empty_non_terminals_are_nodata_not_nxdomain() {
+        let s = snapshot(ZONE, "");
+        for name in ["b.c.example.test.", "c.example.test."] {
+            let r = ask(&s, name, RecordType::A, 0);
+            assert_eq!(r.rcode, ResponseCode::NoError, "{name}");
+            assert_eq!(r.authority.parts.len(), 1);
+        }
+    }
+
+    #[test]
+    fn cname_chains_are_followed_inside_the_zone() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "chain.example.test.", RecordType::AAAA, 0);
+        assert_eq!(
+            show(&r, &r.answer),
+            [
+                "chain.example.test. 300 CNAME alias.example.test.",
+                "alias.example.test. 300 CNAME www.example.test.",
+                "www.example.test. 300 AAAA 2001:2::1",
+            ]
+        );
+        let r = ask(&s, "away.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert_eq!(show(&r, &r.answer).len(), 1);
+        assert!(r.authority.is_empty());
+        let r = ask(&s, "dangling.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NXDomain);
+        assert_eq!(show(&r, &r.answer).len(), 1);
+        assert_eq!(show(&r, &r.authority).len(), 1);
+        let r = ask(&s, "loop1.example.test.", RecordType::A, 0);
+        assert_eq!(show(&r, &r.answer).len(), 2);
+        let r = ask(&s, "alias.example.test.", RecordType::CNAME, 0);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["alias.example.test. 300 CNAME www.example.test."]
+        );
+    }
+
+    #[test]
+    fn wildcards_synthesize_the_asked_name() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "x.y.wild.example.test.", RecordType::A, 0);
+        assert!(r.authoritative);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["x.y.wild.example.test. 300 A 198.18.0.77"]
+        );
+        let r = ask(&s, "x.wild.example.test.", RecordType::MX, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answer.is_empty());
+        // The wildcard name itself matches as an ordinary name.
+        let r = ask(&s, "*.wild.example.test.", RecordType::TXT, 0);
+        assert_eq!(show(&r, &r.answer), ["*.wild.example.test. 300 TXT wild"]);
+        // A wildcard does not cover names below an existing name (RFC 4592 §2.2.1).
+        let r = ask(&s, "x.www.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn delegations_refer_without_aa_with_glue() {
+        let s = snapshot(ZONE, "");
+        for name in [
+            "sub.example.test.",
+            "deep.below.sub.example.test.",
+            "ns.sub.example.test.",
+        ] {
+            let r = ask(&s, name, RecordType::A, 0);
+            assert_eq!(r.rcode, ResponseCode::NoError, "{name}");
+            assert!(!r.authoritative, "{name}");
+            assert!(r.answer.is_empty(), "{name}");
+            assert_eq!(show(&r, &r.authority).len(), 2, "{name}");
+            assert_eq!(
+                show(&r, &r.additional),
+                ["ns.sub.example.test. 300 A 198.18.1.53"]
+            );
+        }
+        // DS is answered by the parent side of the cut.
+        let r = ask(&s, "sub.example.test.", RecordType::DS, 0);
+        assert!(r.authoritative);
+        assert_eq!(show(&r, &r.authority).len(), 1);
+    }
+
+    #[test]
+    fn mx_answers_carry_in_zone_addresses_as_additional() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "example.test.", RecordType::MX, 0);
+        assert_eq!(
+            show(&r, &r.additional),
+            ["mail.example.test. 300 A 198.18.0.25"]
+        );
+    }
+
+    #[test]
+    fn any_is_answered_minimally_over_udp_and_in_full_over_tcp() {
+        let s = snapshot(ZONE, "");
+        let r = ask(&s, "www.example.test.", RecordType::ANY, 0);
+        assert_eq!(show(&r, &r.answer).len(), 3);
+        assert!(show(&r, &r.answer).iter().all(|l| l.contains(" A ")));
+        let name = Name::from_str("www.example.test.").unwrap();
+        let q = Question {
+            name: &name,
+            qtype: RecordType::ANY,
+            qclass: DNSClass::IN,
+        };
+        let r = answer(
+            &s,
+            &q,
+            Context {
+                tcp: true,
+                rotation: 0,
+            },
+        );
+        assert_eq!(show(&r, &r.answer).len(), 4);
+    }
+
+    #[test]
+    fn names_outside_the_zones_are_refused() {
+        let s = snapshot(ZONE, "");
+        for name in ["example.org.", "test.", "."] {
+            let r = ask(&s, name, RecordType::A, 0);
+            assert_eq!(r.rcode, ResponseCode::Refused, "{name}");
+            assert!(!r.authoritative);
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The network edge: sockets, and the hickory-server `RequestHandler` that
+//! turns a parsed request into a response with `answer::answer`.
+//!
+//! The handler owns the protocol rules around the answer: EDNS (OPT echoed
+//! with our 1232-byte payload, BADVERS for versions above 0, Client Subnet
+//! echoed with scope 0), NOTIMP for opcodes other than QUERY, FORMERR for a
+//! query without exactly one question, and truncation (TC with empty
+//! sections when the answer does not fit the client's UDP buffer; the full
+//! answer over TCP). hickory-server itself drops responses and anything
+//! shorter than a header, and answers undecodable queries with FORMERR.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use arc_swap::ArcSwap;
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use socket2::{Domain, Socket, Type};
+use tracing::debug;
+
+use crate::answer::{self, Context, EMPTY, Question, Response, Section};
+use crate::snapshot::Snapshot;
+
+/// The UDP payload dnsd advertises and never exceeds: the DNS Flag Day 2020
+/// size that avoids IP fragmentation on common paths.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Idle time after which a TCP client is disconnected.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The served state, shared with the reloader, which swaps it whole.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+/// Answers every query from the current snapshot.
+pub struct Handler {
+    snapshot: SharedSnapshot,
+    /// Numbers answers for round robin. One counter for all names keeps the
+    /// order cyclic for a client asking one name repeatedly, at the cost of
+    /// one shared atomic increment per query.
+    rotation: AtomicU64,
+}
+
+impl Handler {
+    pub fn new(snapshot: SharedSnapshot) -> Self {
+        Self {
+            snapshot,
+            rotation: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The OPT record of a response to `request`, if it had one.
+fn response_edns(request: &Request) -> Option<Edns> {
+    let asked = request.edns.as_ref()?;
+    let mut edns = Edns::new();
+    edns.set_max_payload(MAX_UDP_PAYLOAD);
+    edns.set_version(0);
+    edns.set_dnssec_ok(asked.flags().dnssec_ok);
+    if let Some(EdnsOption::Subnet(ecs)) = asked.option(EdnsCode::Subnet) {
+        // RFC 7871 §7.2.1: scope 0 says the answer holds for every client,
+        // which is true until answers depend on where the client is.
+        let echo = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), 0);
+        edns.options_mut().insert(EdnsOption::Subnet(echo));
+    }
+    Some(edns)
+}
+
+/// Largest response `request` may get.
+fn size_limit(request: &Request) -> usize {
+    if request.protocol() != Protocol::Udp {
+        return usize::from(u16::MAX);
+    }
+    match &request.edns {
+        Some(edns) => edns.max_payload().clamp(512, MAX_UDP_PAYLOAD).into(),
+        None => 512,
+    }
+}
+
+/// Which sections a response is sent with.
+#[derive(Clone, Copy, PartialEq)]
+enum Fit {
+    Full,
+    /// The additional section is optional data: drop it before truncating.
+    WithoutAdditional,
+    Truncated,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = response_edns(request);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+
+        let error = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            Some(ResponseCode::BADVERS)
+        } else if request.metadata.op_code != OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if request.queries.len() != 1 {
+            Some(ResponseCode::FormErr)
+        } else {
+            None
+        };
+        if let Some(rcode) = error {
+            let mut builder = MessageResponseBuilder::new(&request.queries, None);
+            if let Some(edns) = &edns {
+                builder.edns(edns);
+            }
+            let response = builder.error_msg(&request.metadata, rcode);
+            return finish(response_handle.send_response(response).await, metadata);
+        }
+
+        let query = &request.queries.queries()[0];
+        let question = Question {
+            name: query.original().name(),
+            qtype: query.query_type(),
+            qclass: query.query_class(),
+        };
+        let cx = Context {
+            tcp: request.protocol() != Protocol::Udp,
+            rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
+        };
+        let snapshot = self.snapshot.load();
+        let resp = answer::answer(&snapshot, &question, cx);
+        metadata.authoritative = resp.authoritative;
+        metadata.response_code = resp.rcode;
+
+        let limit = size_limit(request);
+        // An OPT record is 11 bytes plus its options; ours carry at most an
+        // echoed Client Subnet (4 + 4 + 16 bytes).
+        let opt_len = if edns.is_some() { 11 + 24 } else { 0 };
+        let bound = 12 + request.queries.as_bytes().len() + opt_len + resp.wire_len();
+        let fit = if bound <= limit {
+            Fit::Full
+        } else {
+            [Fit::Full, Fit::WithoutAdditional]
+                .into_iter()
+                .find(|&fit| fits(request, edns.as_ref(), metadata, &resp, fit, limit))
+                .unwrap_or(Fit::Truncated)
+        };
+        if fit == Fit::Truncated {
+            metadata.truncation = true;
+        }
+        let (ans, auth, add) = sections(&resp, fit);
+        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            resp.records(ans),
+            resp.records(auth),
+            std::iter::empty(),
+            resp.records(add),
+        );
+        finish(response_handle.send_response(response).await, metadata)
+    }
+}
+
+fn sections<'r, 's>(
+    resp: &'r Response<'s>,
+    fit: Fit,
+) -> (&'r Section<'s>, &'r Section<'s>, &'r Section<'s>) {
+    match fit {
+        Fit::Full => (&resp.answer, &resp.authority, &resp.additional),
+        Fit::WithoutAdditional => (&resp.answer, &resp.authority, &EMPTY),
+        Fit::Truncated => (&EMPTY, &EMPTY, &EMPTY),
+    }
+}
+
+/// Whether the response sent with `fit` encodes within `limit` bytes
+/// without dropping a record. Only answers near the limit pay for this.
+fn fits(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    resp: &Response<'_>,
+    fit: Fit,
+    limit: usize,
+) -> bool {
+    let (ans, auth, add) = sections(resp, fit);
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    let message = builder.build(
+        metadata,
+        resp.records(ans),
+        resp.records(auth),
+        std::iter::empty(),
+        resp.records(add),
+    );
+    let mut buf = Vec::with_capacity(limit);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    message
+        .destructive_emit(&mut encoder)
+        .is_ok_and(|info| !info.truncation)
+}
+
+fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadata) -> ResponseInfo {
+    match sent {
+        Ok(info) => info,
+        Err(error) => {
+            debug!(%error, "sending a response failed");
+            let mut metadata = metadata;
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}
+
+/// Binds `udp_sockets` SO_REUSEPORT UDP sockets and one TCP listener on
+/// `addr` and hands them to `server`. Returns the bound address (its port
+/// resolved if `addr` asked for port 0).
+pub fn listen(
+    server: &mut Server<Handler>,
+    addr: SocketAddr,
+    udp_sockets: usize,
+) -> Result<SocketAddr> {
+    let mut bound = addr;
+    for _ in 0..udp_sockets.max(1) {
+        let socket = udp_socket(bound).with_context(|| format!("binding UDP {bound}"))?;
+        bound = socket
+            .local_addr()
+            .context("reading the bound UDP address")?;
+        server.register_socket(socket);
+    }
+    let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
+    server.register_listener(listener, TCP_IDLE, 32);
+    Ok(bound)
+}
+
+fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // One socket per core on the same address: the kernel spreads clients
+    // over them by flow hash, so each core serves its own queue.
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A burst of queries should wait in the socket, not be dropped; the
+    // kernel caps this at net.core.rmem_max, which is fine.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+}
+
+fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(tokio::net::TcpListener::from_std(socket.into())?)
+}

@@ -1,0 +1,285 @@
+//! The immutable, pre-indexed form of a loaded workspace that every query
+//! reads. Built once per (re)load, off the query path, and swapped in whole:
+//! everything a query needs — the node of a name, its RRsets by type, the
+//! delegation above it, the negative-answer SOA, the glue of an NS set — is
+//! precomputed here so that answering is lookups and slicing.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+
+use crate::name_key::{self, NameKey};
+use crate::zone_load::{LoadedWorkspace, LoadedZone};
+
+type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
+/// Everything dnsd serves at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    zones: Map<Zone>,
+    /// Cap on A/AAAA records per answer; 0 means none.
+    pub max_answers: usize,
+}
+
+/// One served zone.
+#[derive(Debug)]
+pub struct Zone {
+    pub origin: Name,
+    /// Every name that exists: names with records, and the empty
+    /// non-terminals between them and the apex (RFC 8020 makes those NODATA,
+    /// not NXDOMAIN).
+    nodes: Map<Node>,
+    /// The apex SOA with TTL min(SOA TTL, MINIMUM): the authority record of
+    /// every negative answer (RFC 2308 §3).
+    pub negative_soa: RrSet,
+    has_wildcards: bool,
+}
+
+/// The records at one name.
+#[derive(Debug, Default)]
+pub struct Node {
+    /// Sorted by type code, so answers to ANY come out in a stable order.
+    pub rrsets: Vec<RrSet>,
+    /// The key of the highest zone cut at or above this name (excluding the
+    /// apex): a query here is answered with a referral to it.
+    delegation: Option<Box<[u8]>>,
+}
+
+impl Node {
+    pub fn get(&self, rtype: RecordType) -> Option<&RrSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// The records of one name and type.
+#[derive(Debug)]
+pub struct RrSet {
+    pub rtype: RecordType,
+    pub records: Box<[Record]>,
+    /// Address records of the in-zone names this RRset points at (NS, MX,
+    /// SRV targets): the glue of a referral, the additional section of an
+    /// answer.
+    pub additional: Box<[Record]>,
+    /// Encoded size of `records` without name compression: an upper bound
+    /// on what they add to a response.
+    pub wire_len: usize,
+    pub additional_wire_len: usize,
+}
+
+impl RrSet {
+    fn new(records: Vec<Record>) -> Self {
+        let rtype = records[0].record_type();
+        Self {
+            rtype,
+            wire_len: wire_len(&records),
+            records: records.into_boxed_slice(),
+            additional: Box::default(),
+            additional_wire_len: 0,
+        }
+    }
+}
+
+/// Upper bound of the encoded size of `records`.
+pub fn wire_len(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| {
+            // A record that cannot encode cannot be sent either; the bound
+            // only has to be generous.
+            r.to_bytes().map_or(usize::from(u16::MAX), |b| b.len()) + r.name.len() + 2
+        })
+        .sum()
+}
+
+/// Where a name leads in its zone.
+pub enum Lookup<'s> {
+    /// The name exists and this zone is authoritative for it.
+    Node(&'s Node),
+    /// The name is at or below a zone cut: refer to the cut's NS set.
+    Referral(&'s RrSet),
+    /// The name does not exist, but a wildcard covers it (RFC 4592).
+    Wildcard(&'s Node),
+    NxDomain,
+}
+
+impl Snapshot {
+    /// Indexes a loaded workspace. Never fails: everything was checked when
+    /// it was loaded.
+    pub fn build(ws: &LoadedWorkspace) -> Self {
+        let mut zones = Map::default();
+        for zone in &ws.zones {
+            if let Some(key) = NameKey::new(&zone.origin)
+                && let Some(z) = Zone::build(zone)
+            {
+                zones.insert(Box::from(key.as_bytes()), z);
+            }
+        }
+        Self {
+            zones,
+            max_answers: ws.config.server.max_answers,
+        }
+    }
+
+    /// The closest enclosing zone of a name, by its key.
+    pub fn find_zone(&self, key: &[u8]) -> Option<&Zone> {
+        let mut k = key;
+        loop {
+            if let Some(z) = self.zones.get(k) {
+                return Some(z);
+            }
+            k = name_key::parent(k)?;
+        }
+    }
+
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
+    }
+}
+
+impl Zone {
+    fn build(loaded: &LoadedZone) -> Option<Self> {
+        let apex = NameKey::new(&loaded.origin)?;
+        let apex = apex.as_bytes();
+        let mut by_name: Map<Vec<Record>> = Map::default();
+        for r in &loaded.records {
+            if let Some(k) = NameKey::new(&r.name) {
+                by_name
+                    .entry(Box::from(k.as_bytes()))
+                    .or_default()
+                    .push(r.clone());
+            }
+        }
+        let mut nodes: Map<Node> = Map::default();
+        for (key, records) in by_name {
+            // Every ancestor up to the apex exists, if only as an empty
+            // non-terminal.
+            let mut k = name_key::parent(&key);
+            while let Some(p) = k {
+                if p.len() < apex.len() {
+                    break;
+                }
+                nodes.entry(Box::from(p)).or_default();
+                k = name_key::parent(p);
+            }
+            let mut by_type: Vec<(RecordType, Vec<Record>)> = Vec::new();
+            for r in records {
+                match by_type.iter_mut().find(|(t, _)| *t == r.record_type()) {
+                    Some((_, v)) => v.push(r),
+                    None => by_type.push((r.record_type(), vec![r])),
+                }
+            }
+            by_type.sort_by_key(|(t, _)| u16::from(*t));
+            let node = nodes.entry(key).or_default();
+            node.rrsets = by_type.into_iter().map(|(_, v)| RrSet::new(v)).collect();
+        }
+
+        // Zone cuts: NS sets below the apex. A name's delegation is its
+        // highest cut, since everything below a cut is glue or occluded.
+        let cuts: Vec<Box<[u8]>> = nodes
+            .iter()
+            .filter(|(k, n)| k.as_ref() != apex && n.get(RecordType::NS).is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !cuts.is_empty() {
+            for (key, node) in nodes.iter_mut() {
+                node.delegation = cuts
+                    .iter()
+                    .filter(|c| name_key::is_at_or_below(key, c))
+                    .min_by_key(|c| c.len())
+                    .cloned();
+            }
+        }
+
+        // Additional data: address records of in-zone NS/MX/SRV targets.
+        let mut extras: Vec<(Box<[u8]>, usize, Vec<Record>)> = Vec::new();
+        for (key, node) in &nodes {
+            for (i, set) in node.rrsets.iter().enumerate() {
+                let mut add = Vec::new();
+                for r in set.records.iter() {
+                    let target = match &r.data {
+                        RData::NS(ns) => &ns.0,
+                        RData::MX(mx) => &mx.exchange,
+                        RData::SRV(srv) => &srv.target,
+                        _ => continue,
+                    };
+                    let Some(tk) = NameKey::new(target) else {
+                        continue;
+                    };
+                    if let Some(t) = nodes.get(tk.as_bytes()) {
+                        for rtype in [RecordType::A, RecordType::AAAA] {
+                            if let Some(s) = t.get(rtype) {
+                                add.extend(s.records.iter().cloned());
+                            }
+                        }
+                    }
+                }
+                if !add.is_empty() {
+                    extras.push((key.clone(), i, add));
+                }
+            }
+        }
+        for (key, i, add) in extras {
+            if let Some(set) = nodes.get_mut(&key).and_then(|n| n.rrsets.get_mut(i)) {
+                set.additional_wire_len = wire_len(&add);
+                set.additional = add.into_boxed_slice();
+            }
+        }
+
+        let soa = nodes.get(apex)?.get(RecordType::SOA)?.records.first()?;
+        let mut negative = soa.clone();
+        if let RData::SOA(data) = &soa.data {
+            negative.ttl = soa.ttl.min(data.minimum);
+        }
+        let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
+        Some(Self {
+            origin: loaded.origin.clone(),
+            nodes,
+            negative_soa: RrSet::new(vec![negative]),
+            has_wildcards,
+        })
+    }
+
+    /// Where `key` (a name at or below the apex) leads for a query of
+    /// `qtype`.
+    pub fn lookup(&self, key: &[u8], qtype: RecordType) -> Lookup<'_> {
+        if let Some(node) = self.nodes.get(key) {
+            match &node.delegation {
+                // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).
+                Some(cut) if !(qtype == RecordType::DS && cut.as_ref() == key) => {
+                    return self.referral(cut);
+                }
+                _ => return Lookup::Node(node),
+            }
+        }
+        // The closest encloser: the nearest ancestor that exists. The apex
+        // always exists, so the walk ends inside the zone.
+        let mut encloser = key;
+        let node = loop {
+            let Some(p) = name_key::parent(encloser) else {
+                return Lookup::NxDomain;
+            };
+            encloser = p;
+            if let Some(node) = self.nodes.get(encloser) {
+                break node;
+            }
+        };
+        if let Some(cut) = &node.delegation {
+            return self.referral(cut);
+        }
+        if self.has_wildcards
+            && let Some(w) = NameKey::wildcard_of(encloser)
+            && let Some(node) = self.nodes.get(w.as_bytes())
+        {
+            return Lookup::Wildcard(node);
+        }
+        Lookup::NxDomain
+    }
+
+    fn referral(&self, cut: &[u8]) -> Lookup<'_> {
+        match self.nodes.get(cut).and_then(|n| n.get(RecordType::NS)) {
+            Some(ns) => Lookup::Referral(ns),
+            None => Lookup::NxDomain,
+        }
+    }
+}
