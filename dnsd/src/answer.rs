@@ -117,24 +117,25 @@ impl<'s> Response<'s> {
         }
     }
 
-    /// Adds `set` to the answer, rotated; with `owner`, as records
-    /// synthesized from a wildcard for that name.
-    fn answer_with(&mut self, set: &'s RrSet, owner: Option<&Name>, cx: Context, cap: usize) {
+    /// Adds `set` to the answer, rotated, owned by `owner` as asked: the
+    /// records are copied only when their stored owner differs from it —
+    /// a wildcard, or a name asked in another case (clients that randomize
+    /// case check that the answer echoes theirs).
+    fn answer_with(&mut self, set: &'s RrSet, owner: &Name, cx: Context, cap: usize) {
         let window = rotate::window(set.rtype, set.records.len(), cx.rotation, cap);
-        match owner {
-            None => Self::push(&mut self.answer, set, window),
-            Some(owner) => {
-                let start = self.synthesized.len();
-                self.synthesized
-                    .extend(rotate::iter(&set.records, window).map(|r| {
-                        let mut r = r.clone();
-                        r.name = owner.clone();
-                        r
-                    }));
-                let range = start..self.synthesized.len();
-                self.answer.wire_len += wire_len(&self.synthesized[range.clone()]);
-                self.answer.parts.push(Part::Synthesized(range));
-            }
+        if set.records.first().is_none_or(|r| r.name.eq_case(owner)) {
+            Self::push(&mut self.answer, set, window);
+        } else {
+            let start = self.synthesized.len();
+            self.synthesized
+                .extend(rotate::iter(&set.records, window).map(|r| {
+                    let mut r = r.clone();
+                    r.name = owner.clone();
+                    r
+                }));
+            let range = start..self.synthesized.len();
+            self.answer.wire_len += wire_len(&self.synthesized[range.clone()]);
+            self.answer.parts.push(Part::Synthesized(range));
         }
     }
 
@@ -228,9 +229,8 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
             break;
         };
         let step = match zone.lookup(key.as_bytes(), q.qtype) {
-            Lookup::Node(node) => at_node(&mut resp, zone, node, None, q.qtype, cx, snapshot),
-            Lookup::Wildcard(node) => {
-                at_node(&mut resp, zone, node, Some(name), q.qtype, cx, snapshot)
+            Lookup::Node(node) | Lookup::Wildcard(node) => {
+                at_node(&mut resp, zone, node, name, q.qtype, cx, snapshot)
             }
             Lookup::Referral(ns) => {
                 // A referral is not an authoritative answer, unless the
@@ -263,7 +263,7 @@ fn at_node<'s>(
     resp: &mut Response<'s>,
     zone: &'s Zone,
     node: &'s Node,
-    wildcard_owner: Option<&Name>,
+    owner: &Name,
     qtype: RecordType,
     cx: Context,
     snapshot: &Snapshot,
@@ -275,14 +275,14 @@ fn at_node<'s>(
         }
         let count = if cx.tcp { node.rrsets.len() } else { 1 };
         for set in node.rrsets.iter().take(count) {
-            resp.answer_with(set, wildcard_owner, cx, cap);
+            resp.answer_with(set, owner, cx, cap);
         }
         return Step::Done;
     }
     if qtype != RecordType::CNAME
         && let Some(cname) = node.get(RecordType::CNAME)
     {
-        resp.answer_with(cname, wildcard_owner, cx, cap);
+        resp.answer_with(cname, owner, cx, cap);
         let target = match cname.records.first().map(|r| &r.data) {
             Some(RData::CNAME(target)) => &target.0,
             _ => return Step::Done,
@@ -294,7 +294,7 @@ fn at_node<'s>(
     }
     match node.get(qtype) {
         Some(set) => {
-            resp.answer_with(set, wildcard_owner, cx, cap);
+            resp.answer_with(set, owner, cx, cap);
             resp.push_additional(set);
         }
         None => resp.negative(zone, ResponseCode::NoError),
@@ -341,7 +341,7 @@ ns.sub   IN A   198.18.1.53
     }
 
     fn ask<'s>(s: &'s Snapshot, name: &str, qtype: RecordType, rotation: u64) -> Response<'s> {
-        let name = Name::from_str(name).unwrap();
+        let name = Name::from_ascii(name).unwrap();
         let q = Question {
             name: &name,
             qtype,
@@ -379,7 +379,8 @@ ns.sub   IN A   198.18.1.53
         assert!(r.authoritative);
         assert_eq!(
             show(&r, &r.answer),
-            ["www.example.test. 300 AAAA 2001:2::1"]
+            ["WWW.example.TEST. 300 AAAA 2001:2::1"],
+            "the answer echoes the case of the question"
         );
         assert!(r.authority.is_empty() && r.additional.is_empty());
     }
