@@ -276,6 +276,7 @@ fn at_node<'s>(
         let count = if cx.tcp { node.rrsets.len() } else { 1 };
         for set in node.rrsets.iter().take(count) {
             resp.answer_with(set, owner, cx, cap);
+            resp.push_additional(set);
         }
         return Step::Done;
     }

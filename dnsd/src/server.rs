@@ -21,9 +21,9 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use socket2::{Domain, Socket, Type};
 use tracing::debug;
 
@@ -89,8 +89,9 @@ fn size_limit(request: &Request) -> usize {
 #[derive(Clone, Copy, PartialEq)]
 enum Fit {
     Full,
-    /// The additional section is optional data: drop it before truncating.
-    WithoutAdditional,
+    /// The additional section is optional data: keep only its first
+    /// records that fit, as NSD does, before truncating.
+    Additional(usize),
     Truncated,
 }
 
@@ -114,7 +115,15 @@ impl RequestHandler for Handler {
             None
         };
         if let Some(rcode) = error {
-            let mut builder = MessageResponseBuilder::new(&request.queries, None);
+            // A malformed query's questions are not echoed (as NSD and Knot).
+            let no_questions;
+            let questions = if rcode == ResponseCode::FormErr {
+                no_questions = Queries::read(&mut BinDecoder::new(&[]), 0);
+                no_questions.as_ref().unwrap_or(&request.queries)
+            } else {
+                &request.queries
+            };
+            let mut builder = MessageResponseBuilder::new(questions, None);
             if let Some(edns) = &edns {
                 builder.edns(edns);
             }
@@ -145,15 +154,12 @@ impl RequestHandler for Handler {
         let fit = if bound <= limit {
             Fit::Full
         } else {
-            [Fit::Full, Fit::WithoutAdditional]
-                .into_iter()
-                .find(|&fit| fits(request, edns.as_ref(), metadata, &resp, fit, limit))
-                .unwrap_or(Fit::Truncated)
+            choose_fit(request, edns.as_ref(), metadata, &resp, limit)
         };
         if fit == Fit::Truncated {
             metadata.truncation = true;
         }
-        let (ans, auth, add) = sections(&resp, fit);
+        let (ans, auth, add, take) = sections(&resp, fit);
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
@@ -163,34 +169,67 @@ impl RequestHandler for Handler {
             resp.records(ans),
             resp.records(auth),
             std::iter::empty(),
-            resp.records(add),
+            resp.records(add).take(take),
         );
         finish(response_handle.send_response(response).await, metadata)
     }
 }
 
+/// The sections sent with `fit`, and how many additional records.
 fn sections<'r, 's>(
     resp: &'r Response<'s>,
     fit: Fit,
-) -> (&'r Section<'s>, &'r Section<'s>, &'r Section<'s>) {
+) -> (&'r Section<'s>, &'r Section<'s>, &'r Section<'s>, usize) {
     match fit {
-        Fit::Full => (&resp.answer, &resp.authority, &resp.additional),
-        Fit::WithoutAdditional => (&resp.answer, &resp.authority, &EMPTY),
-        Fit::Truncated => (&EMPTY, &EMPTY, &EMPTY),
+        Fit::Full => (&resp.answer, &resp.authority, &resp.additional, usize::MAX),
+        Fit::Additional(n) => (&resp.answer, &resp.authority, &resp.additional, n),
+        Fit::Truncated => (&EMPTY, &EMPTY, &EMPTY, 0),
     }
 }
 
-/// Whether the response sent with `fit` encodes within `limit` bytes
-/// without dropping a record. Only answers near the limit pay for this.
-fn fits(
+/// The fullest way to send a response that may exceed `limit`: the whole
+/// response, or fewer additional records, or TC with empty sections (as NSD
+/// and Knot: the client retries over TCP). Only answers near the limit pay
+/// for these trial encodings.
+fn choose_fit(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    resp: &Response<'_>,
+    limit: usize,
+) -> Fit {
+    let Some(full) = trial(request, edns, metadata, resp, Fit::Full, limit) else {
+        return Fit::Truncated;
+    };
+    if !full.truncation {
+        return Fit::Full;
+    }
+    // The encoder stopped at the first record that did not fit: start from
+    // what it managed and back off, since the OPT record must fit too.
+    let total = resp.records(&resp.additional).count();
+    let mut n = usize::from(full.counts().additionals).min(total);
+    loop {
+        let fit = Fit::Additional(n);
+        if trial(request, edns, metadata, resp, fit, limit).is_some_and(|i| !i.truncation) {
+            return fit;
+        }
+        match n.checked_sub(1) {
+            Some(less) => n = less,
+            None => return Fit::Truncated,
+        }
+    }
+}
+
+/// Encodes the response as sent with `fit` within `limit` bytes.
+fn trial(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
     resp: &Response<'_>,
     fit: Fit,
     limit: usize,
-) -> bool {
-    let (ans, auth, add) = sections(resp, fit);
+) -> Option<ResponseInfo> {
+    let (ans, auth, add, take) = sections(resp, fit);
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = edns {
         builder.edns(edns);
@@ -200,14 +239,12 @@ fn fits(
         resp.records(ans),
         resp.records(auth),
         std::iter::empty(),
-        resp.records(add),
+        resp.records(add).take(take),
     );
     let mut buf = Vec::with_capacity(limit);
     let mut encoder = BinEncoder::new(&mut buf);
     encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
-    message
-        .destructive_emit(&mut encoder)
-        .is_ok_and(|info| !info.truncation)
+    message.destructive_emit(&mut encoder).ok()
 }
 
 fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadata) -> ResponseInfo {
