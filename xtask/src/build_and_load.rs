@@ -1,25 +1,27 @@
 //! `cargo xtask build-and-load`: release build, then the redirector in the
 //! foreground on one interface.
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::util::{cargo, exec, root};
+use crate::util::{cargo, display, exec, root};
 
 pub fn run(iface: &str, workspace: &Path) -> Result<()> {
     exec(cargo().args(["build", "--release", "--bins"]))?;
     let workspace = workspace
         .canonicalize()
         .with_context(|| format!("workspace {}", workspace.display()))?;
-    let bin = root().join("target/release/redirector");
-    // Exec-like: the redirector handles SIGINT itself and detaches cleanly.
-    exec(
-        std::process::Command::new(bin)
-            .arg("run")
-            .arg("--iface")
-            .arg(iface)
-            .arg("--workspace")
-            .arg(workspace),
-    )
+    let mut cmd = std::process::Command::new(root().join("target/release/redirector"));
+    cmd.arg("run")
+        .arg("--iface")
+        .arg(iface)
+        .arg("--workspace")
+        .arg(workspace);
+    eprintln!("+ {}", display(&cmd));
+    // Become the redirector (cargo run already exec'd us), so that Ctrl-C
+    // reaches it alone and the terminal waits until it has detached.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("starting {}", display(&cmd)))
 }
