@@ -162,8 +162,11 @@ pub mod counter {
     /// A non-SYN TCP packet to a rule's address without NAT state: a
     /// connection the old host serves itself.
     pub const PASS_UNTRACKED: u32 = 12;
-    /// TTL would expire: the kernel sends the ICMP error.
-    pub const PASS_TTL_EXPIRED: u32 = 13;
+    /// A tracked or new flow's packet whose TTL would expire on forwarding.
+    /// Dropped: its destination is a local address, so handing it to the
+    /// kernel would deliver it locally (and the stack would answer with a
+    /// RST) instead of sending ICMP time-exceeded.
+    pub const DROP_TTL_EXPIRED: u32 = 13;
     /// The FIB has no usable route (or forwarding is off) for a new flow.
     pub const PASS_NO_ROUTE: u32 = 14;
     /// A tracked flow's packet that cannot be routed any more.
@@ -177,8 +180,11 @@ pub mod counter {
     pub const PASS_NOT_TCP: u32 = 21;
     pub const PASS_MALFORMED: u32 = 22;
     pub const PASS_NO_RULE: u32 = 23;
+    /// Translated, then handed to the kernel because the egress interface
+    /// the FIB chose is not in `EGRESS`: the kernel forwards it.
+    pub const PASS_NO_EGRESS: u32 = 24;
     /// Number of counters per slot.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 25;
 
     /// Names for user space, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -195,7 +201,7 @@ pub mod counter {
         "pass_no_neigh",
         "pass_local_socket",
         "pass_untracked",
-        "pass_ttl_expired",
+        "drop_ttl_expired",
         "pass_no_route",
         "drop_no_route",
         "pass_not_ipv4",
@@ -206,6 +212,7 @@ pub mod counter {
         "pass_not_tcp",
         "pass_malformed",
         "pass_no_rule",
+        "pass_no_egress",
     ];
 }
 

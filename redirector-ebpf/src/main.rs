@@ -1,11 +1,159 @@
+//! The redirector's XDP program: stateful NAT of new TCP connections from
+//! OLD_IP:PORT to NEW_IP:PORT, the in-kernel equivalent of iptables' DNAT
+//! plus MASQUERADE, and the translation of their replies back to the client.
+//!
+//! One forward pass per packet: parse (`parse`), follow or open NAT state
+//! (`nat`), route (`forward`), rewrite (`rewrite`), send. Anything the
+//! program does not translate goes to the kernel untouched, counted by
+//! reason (`counters`). Maps and limits: `maps` and `redirector-common`.
+
 #![no_std]
 #![no_main]
 
+mod counters;
+mod csum;
+mod forward;
+mod maps;
+mod nat;
+mod parse;
+mod rewrite;
+mod socket;
+
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use redirector_common::{DIR_FORWARD, Flow, FlowKey, IPPROTO_TCP, RuleKey, counter};
+
+use crate::{
+    forward::NextHop,
+    maps::RULES,
+    nat::{Follow, Open},
+    parse::Segment,
+};
 
 #[xdp]
-pub fn redirector(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
+pub fn redirector(ctx: XdpContext) -> u32 {
+    match try_redirector(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
+    let seg = match parse::ipv4_tcp(ctx) {
+        Ok(seg) => seg,
+        Err(reason) => {
+            counters::inc(0, reason);
+            return Ok(xdp_action::XDP_PASS);
+        }
+    };
+    let key = seg.key();
+    let tcp_flags = seg.tcp_flags();
+    Ok(match nat::follow(&key, tcp_flags) {
+        Follow::Hit(flow) => tracked(ctx, &seg, &flow),
+        // It cannot be translated back; handing it to the stack would
+        // only make the old host answer with a RST.
+        Follow::Broken => xdp_action::XDP_DROP,
+        Follow::Miss => untracked(ctx, &seg, &key, tcp_flags),
+    })
+}
+
+/// A packet of a flow with NAT state.
+#[inline(always)]
+fn tracked(ctx: &XdpContext, seg: &Segment, flow: &Flow) -> u32 {
+    if seg.ttl() <= 1 {
+        counters::inc(flow.rule_id, counter::DROP_TTL_EXPIRED);
+        return xdp_action::XDP_DROP;
+    }
+    let hop = forward::lookup(ctx, seg, flow.saddr, flow.daddr);
+    if let NextHop::Unroutable = hop {
+        // Never hand a tracked packet to the stack untranslated: the old
+        // host would reset the connection.
+        counters::inc(flow.rule_id, counter::DROP_NO_ROUTE);
+        return xdp_action::XDP_DROP;
+    }
+    emit(ctx, seg, flow, hop)
+}
+
+/// A packet without NAT state: a new connection to a rule's address, or
+/// something the old host's own stack handles.
+#[inline(always)]
+fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u32 {
+    let rule_key = RuleKey {
+        addr: key.daddr,
+        port: key.dport,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    };
+    let Some(rule) = (unsafe { RULES.get(&rule_key) }).copied() else {
+        counters::inc(0, counter::PASS_NO_RULE);
+        return xdp_action::XDP_PASS;
+    };
+    let id = rule.rule_id;
+    if !nat::is_syn(tcp_flags) {
+        // Like iptables' nat table, only new connections are redirected:
+        // this one is served by the old host itself (or was evicted).
+        counters::inc(id, counter::PASS_UNTRACKED);
+        return xdp_action::XDP_PASS;
+    }
+    if socket::owned_locally(ctx, key.saddr, key.daddr, key.sport, key.dport) {
+        counters::inc(id, counter::PASS_LOCAL_SOCKET);
+        return xdp_action::XDP_PASS;
+    }
+    if seg.ttl() <= 1 {
+        counters::inc(id, counter::DROP_TTL_EXPIRED);
+        return xdp_action::XDP_DROP;
+    }
+    // Route first: a connection that cannot be forwarded gets no state
+    // and stays the old host's business.
+    let hop = forward::lookup(ctx, seg, key.daddr, rule.new_addr);
+    if let NextHop::Unroutable = hop {
+        counters::inc(id, counter::PASS_NO_ROUTE);
+        return xdp_action::XDP_PASS;
+    }
+    let flow = match nat::open(ctx, key, &rule) {
+        Open::New(flow) => {
+            counters::inc(id, counter::NEW_FLOWS);
+            flow
+        }
+        Open::Existing(flow) => flow,
+        Open::Exhausted => {
+            counters::inc(id, counter::NAT_PORT_EXHAUSTED);
+            return xdp_action::XDP_DROP;
+        }
+    };
+    emit(ctx, seg, &flow, hop)
+}
+
+/// Translates a packet to `flow`'s tuple and sends it to `hop`.
+#[inline(always)]
+fn emit(ctx: &XdpContext, seg: &Segment, flow: &Flow, hop: NextHop) -> u32 {
+    let id = flow.rule_id;
+    let (packets, bytes) = if flow.direction == DIR_FORWARD {
+        (counter::FWD_PACKETS, counter::FWD_BYTES)
+    } else {
+        (counter::REPLY_PACKETS, counter::REPLY_BYTES)
+    };
+    match hop {
+        NextHop::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
+            rewrite::translate(seg, flow, true);
+            counters::inc(id, packets);
+            counters::add(id, bytes, seg.len as u64);
+            forward::send(ctx, seg, id, ifindex, smac, dmac)
+        }
+        NextHop::Kernel(reason) => {
+            // Fully translated, so the kernel's forwarding path can take it
+            // from here (it decrements the TTL and resolves the neighbour).
+            rewrite::translate(seg, flow, false);
+            counters::inc(id, packets);
+            counters::add(id, bytes, seg.len as u64);
+            counters::inc(id, reason);
+            xdp_action::XDP_PASS
+        }
+        NextHop::Unroutable => xdp_action::XDP_DROP,
+    }
 }
 
 #[cfg(not(test))]

@@ -1,0 +1,52 @@
+//! Rewrites a segment's addresses and ports to a flow entry's tuple and
+//! keeps the IPv4 and TCP checksums right without recomputing them.
+
+use redirector_common::Flow;
+
+use crate::{csum::Delta, parse::Segment};
+
+/// Rewrites `seg` to `to`'s 4-tuple. `forwarding` also decrements the TTL,
+/// as a router does; a frame handed to the kernel keeps its TTL because the
+/// kernel's forwarding path decrements it.
+#[inline(always)]
+pub fn translate(seg: &Segment, to: &Flow, forwarding: bool) {
+    unsafe {
+        let ip = seg.ip;
+        let tcp = seg.tcp;
+        let old_saddr = u32::from_ne_bytes((*ip).src_addr);
+        let old_daddr = u32::from_ne_bytes((*ip).dst_addr);
+        let old_sport = u16::from_ne_bytes((*tcp).source);
+        let old_dport = u16::from_ne_bytes((*tcp).dest);
+
+        // The addresses are in both the IP header and the TCP pseudo-header.
+        let addrs = Delta::new()
+            .dword(old_saddr, to.saddr)
+            .dword(old_daddr, to.daddr);
+        let ports = Delta::new()
+            .word(old_sport, to.sport)
+            .word(old_dport, to.dport);
+
+        let mut ip_delta = addrs;
+        if forwarding {
+            // TTL shares its 16-bit word with the protocol byte.
+            let ttl = (*ip).ttl;
+            let old = u16::from_ne_bytes([ttl, (*ip).proto]);
+            let new = u16::from_ne_bytes([ttl.wrapping_sub(1), (*ip).proto]);
+            ip_delta = ip_delta.word(old, new);
+            (*ip).ttl = ttl.wrapping_sub(1);
+        }
+
+        (*ip).src_addr = to.saddr.to_ne_bytes();
+        (*ip).dst_addr = to.daddr.to_ne_bytes();
+        (*ip).check = ip_delta
+            .apply(u16::from_ne_bytes((*ip).check))
+            .to_ne_bytes();
+
+        (*tcp).source = to.sport.to_ne_bytes();
+        (*tcp).dest = to.dport.to_ne_bytes();
+        (*tcp).check = addrs
+            .plus(ports)
+            .apply(u16::from_ne_bytes((*tcp).check))
+            .to_ne_bytes();
+    }
+}

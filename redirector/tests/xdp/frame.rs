@@ -1,0 +1,248 @@
+//! Crafted frames and a from-scratch checker. Checksums here are always
+//! computed over the whole header/segment, never incrementally, so they are
+//! an independent check of the program's RFC 1624 updates.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+pub const ETH_IPV4: u16 = 0x0800;
+pub const ETH_ARP: u16 = 0x0806;
+pub const ETH_IPV6: u16 = 0x86dd;
+pub const ETH_VLAN: u16 = 0x8100;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// The Internet checksum (RFC 1071) of `data`.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for pair in data.chunks(2) {
+        let word = if pair.len() == 2 {
+            u16::from_be_bytes([pair[0], pair[1]])
+        } else {
+            u16::from_be_bytes([pair[0], 0])
+        };
+        sum += word as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// TCP/UDP checksum: pseudo-header plus segment (with its checksum field).
+fn l4_checksum(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
+    let mut buf = Vec::with_capacity(12 + segment.len());
+    buf.extend_from_slice(&saddr.octets());
+    buf.extend_from_slice(&daddr.octets());
+    buf.push(0);
+    buf.push(proto);
+    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    buf.extend_from_slice(segment);
+    checksum(&buf)
+}
+
+/// An Ethernet frame with `ether_type` and `payload`.
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An IPv4 packet fields (the header checksum is computed by `bytes`).
+#[derive(Clone, Debug)]
+pub struct Ipv4 {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub id: u16,
+    /// Flags and fragment offset word (0x4000 = DF).
+    pub frag: u16,
+    pub options: Vec<u8>,
+}
+
+impl Ipv4 {
+    pub fn new(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8) -> Self {
+        Self {
+            saddr,
+            daddr,
+            proto,
+            ttl: 64,
+            tos: 0,
+            id: 0x1234,
+            frag: 0x4000,
+            options: Vec::new(),
+        }
+    }
+
+    /// Header (with a correct checksum) followed by `payload`.
+    pub fn bytes(&self, payload: &[u8]) -> Vec<u8> {
+        assert!(self.options.len() % 4 == 0, "IP options come in words");
+        let hlen = 20 + self.options.len();
+        let total = (hlen + payload.len()) as u16;
+        let mut h = Vec::with_capacity(hlen + payload.len());
+        h.push(0x40 | (hlen / 4) as u8);
+        h.push(self.tos);
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&self.id.to_be_bytes());
+        h.extend_from_slice(&self.frag.to_be_bytes());
+        h.push(self.ttl);
+        h.push(self.proto);
+        h.extend_from_slice(&[0, 0]);
+        h.extend_from_slice(&self.saddr.octets());
+        h.extend_from_slice(&self.daddr.octets());
+        h.extend_from_slice(&self.options);
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(payload);
+        h
+    }
+}
+
+/// A TCP segment in an Ethernet frame, as a client or server would send it.
+#[derive(Clone, Debug)]
+pub struct Tcp {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub ip: Ipv4,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Tcp {
+    /// A SYN from `from` to `to` with an MSS option, as Linux sends one.
+    pub fn syn(src_mac: [u8; 6], dst_mac: [u8; 6], from: SocketAddrV4, to: SocketAddrV4) -> Self {
+        Self {
+            src_mac,
+            dst_mac,
+            ip: Ipv4::new(*from.ip(), *to.ip(), PROTO_TCP),
+            sport: from.port(),
+            dport: to.port(),
+            seq: 0x0102_0304,
+            ack: 0,
+            flags: SYN,
+            window: 64240,
+            options: vec![2, 4, 0x05, 0xb4],
+            payload: Vec::new(),
+        }
+    }
+
+    /// The same segment with other flags and a payload.
+    pub fn with(mut self, flags: u8, payload: &[u8]) -> Self {
+        self.flags = flags;
+        self.options.clear();
+        self.payload = payload.to_vec();
+        if flags & ACK != 0 {
+            self.ack = 0x0a0b_0c0d;
+        }
+        self
+    }
+
+    /// The TCP segment alone, checksummed for the IP addresses.
+    pub fn segment(&self) -> Vec<u8> {
+        assert!(self.options.len() % 4 == 0);
+        let hlen = 20 + self.options.len();
+        let mut s = Vec::with_capacity(hlen + self.payload.len());
+        s.extend_from_slice(&self.sport.to_be_bytes());
+        s.extend_from_slice(&self.dport.to_be_bytes());
+        s.extend_from_slice(&self.seq.to_be_bytes());
+        s.extend_from_slice(&self.ack.to_be_bytes());
+        s.push(((hlen / 4) as u8) << 4);
+        s.push(self.flags);
+        s.extend_from_slice(&self.window.to_be_bytes());
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        s.extend_from_slice(&self.options);
+        s.extend_from_slice(&self.payload);
+        let c = l4_checksum(self.ip.saddr, self.ip.daddr, PROTO_TCP, &s);
+        s[16..18].copy_from_slice(&c.to_be_bytes());
+        s
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        ethernet(
+            self.dst_mac,
+            self.src_mac,
+            ETH_IPV4,
+            &self.ip.bytes(&self.segment()),
+        )
+    }
+}
+
+/// What a test reads back from an output frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub ttl: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Seen {
+    pub fn from(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.saddr, self.sport)
+    }
+    pub fn to(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.daddr, self.dport)
+    }
+}
+
+/// Parses an Ethernet/IPv4/TCP frame and checks both checksums from
+/// scratch; panics with what is wrong.
+pub fn parse_checked(f: &[u8]) -> Seen {
+    assert!(
+        f.len() >= 14 + 20 + 20,
+        "frame too short: {} bytes",
+        f.len()
+    );
+    assert_eq!(u16::from_be_bytes([f[12], f[13]]), ETH_IPV4, "not IPv4");
+    let ip = &f[14..];
+    let hlen = ((ip[0] & 0x0f) * 4) as usize;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    assert_eq!(checksum(&ip[..hlen]), 0, "IPv4 header checksum is wrong");
+    assert_eq!(ip[9], PROTO_TCP);
+    let saddr = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let daddr = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let seg = &ip[hlen..total];
+    assert_eq!(
+        l4_checksum(saddr, daddr, PROTO_TCP, seg),
+        0,
+        "TCP checksum is wrong"
+    );
+    let doff = ((seg[12] >> 4) * 4) as usize;
+    Seen {
+        dst_mac: f[0..6].try_into().unwrap(),
+        src_mac: f[6..12].try_into().unwrap(),
+        saddr,
+        daddr,
+        ttl: ip[8],
+        sport: u16::from_be_bytes([seg[0], seg[1]]),
+        dport: u16::from_be_bytes([seg[2], seg[3]]),
+        seq: u32::from_be_bytes(seg[4..8].try_into().unwrap()),
+        ack: u32::from_be_bytes(seg[8..12].try_into().unwrap()),
+        flags: seg[13],
+        payload: seg[doff..].to_vec(),
+    }
+}

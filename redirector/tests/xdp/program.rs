@@ -1,0 +1,179 @@
+//! The embedded XDP program, loaded (and verified) by the kernel, with
+//! direct access to its maps the way the daemon fills them.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use redirector_common::{
+    Flow, FlowKey, IPPROTO_TCP, NatSettings, PROGRAM_NAME, RuleKey, RuleValue, counter, maps,
+};
+
+/// Network-order u32 of an address, as the maps hold it.
+pub fn addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+/// Network-order u16 of a port, as the maps hold it.
+pub fn port(p: u16) -> u16 {
+    p.to_be()
+}
+
+/// The `FLOWS` key of a packet from `from` to `to`.
+pub fn flow_key(from: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
+    FlowKey {
+        saddr: addr(*from.ip()),
+        daddr: addr(*to.ip()),
+        sport: port(from.port()),
+        dport: port(to.port()),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    }
+}
+
+/// What one test run returned.
+pub struct Outcome {
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The loaded program and its maps.
+pub struct Redirector {
+    ebpf: Ebpf,
+    pub rules: HashMap<MapData, RuleKey, RuleValue>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub settings: Array<MapData, NatSettings>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub egress: DevMapHash<MapData>,
+}
+
+impl Redirector {
+    /// Loads `redirector::program::OBJECT`; the kernel's verifier runs here.
+    pub fn load() -> Result<Self> {
+        let mut ebpf =
+            Ebpf::load(redirector::program::OBJECT).context("loading the eBPF object")?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| anyhow!("map {name} is missing"))
+        };
+        let rules = HashMap::try_from(take(maps::RULES)?)?;
+        let flows = HashMap::try_from(take(maps::FLOWS)?)?;
+        let settings = Array::try_from(take(maps::SETTINGS)?)?;
+        let counters = PerCpuArray::try_from(take(maps::COUNTERS)?)?;
+        let egress = DevMapHash::try_from(take(maps::EGRESS)?)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {PROGRAM_NAME}"))?
+            .try_into()?;
+        program.load().context("verifying the XDP program")?;
+        Ok(Self {
+            ebpf,
+            rules,
+            flows,
+            settings,
+            counters,
+            egress,
+        })
+    }
+
+    /// Switches on the redirect `old -> new` with counter slot `rule_id`.
+    pub fn add_rule(&mut self, old: SocketAddrV4, new: SocketAddrV4, rule_id: u32) -> Result<()> {
+        let key = RuleKey {
+            addr: addr(*old.ip()),
+            port: port(old.port()),
+            proto: IPPROTO_TCP,
+            _pad: 0,
+        };
+        let value = RuleValue {
+            new_addr: addr(*new.ip()),
+            new_port: port(new.port()),
+            _pad: 0,
+            rule_id,
+        };
+        self.rules.insert(key, value, 0)?;
+        Ok(())
+    }
+
+    /// Sets the NAT port range.
+    pub fn set_ports(&mut self, port_min: u16, port_max: u16, port_retries: u32) -> Result<()> {
+        self.settings.set(
+            0,
+            NatSettings {
+                port_min,
+                port_max,
+                port_retries,
+            },
+            0,
+        )?;
+        Ok(())
+    }
+
+    /// Runs the program once on `frame` as if received on `ifindex`.
+    pub fn run(&self, frame: &[u8], ifindex: u32) -> Result<Outcome> {
+        self.run_repeat(frame, ifindex, 1).map(|(o, _)| o)
+    }
+
+    /// Runs the program `repeat` times; also returns the kernel's average
+    /// duration per run in ns.
+    pub fn run_repeat(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(Outcome, u64)> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program"))?
+            .try_into()?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .context("BPF_PROG_TEST_RUN")?;
+        out.truncate(result.data_size_out as usize);
+        Ok((
+            Outcome {
+                action: result.return_value,
+                frame: out,
+            },
+            result.duration.as_nanos() as u64,
+        ))
+    }
+
+    /// Counter `idx` of slot `rule_id`, summed over CPUs.
+    pub fn counter(&self, rule_id: u32, idx: u32) -> u64 {
+        self.counters
+            .get(&(rule_id * counter::COUNT + idx), 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// All counters of slot `rule_id`, for before/after comparisons.
+    pub fn slot(&self, rule_id: u32) -> Vec<u64> {
+        (0..counter::COUNT)
+            .map(|i| self.counter(rule_id, i))
+            .collect()
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
+        self.flows.get(key, 0).ok()
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().count()
+    }
+}
