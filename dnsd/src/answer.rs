@@ -9,8 +9,8 @@
 //! their targets in the additional section. Negative answers carry the SOA
 //! with TTL min(SOA TTL, MINIMUM); referrals carry the cut's NS set and glue
 //! without AA; CNAME chains are followed inside the zone; wildcards are
-//! expanded per RFC 4592; ANY gets a single RRset over UDP (RFC 8482) and
-//! every RRset over TCP.
+//! expanded per RFC 4592; ANY gets a single RRset (RFC 8482 §4.1, as NSD
+//! and Knot answer it over UDP and TCP alike).
 
 use std::ops::Range;
 
@@ -35,8 +35,6 @@ pub struct Question<'q> {
 /// How it is asked.
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
-    /// Over TCP (ANY is answered in full there).
-    pub tcp: bool,
     /// The answer's number in the rotation sequence.
     pub rotation: u64,
 }
@@ -273,8 +271,7 @@ fn at_node<'s>(
         if node.rrsets.is_empty() {
             resp.negative(zone, ResponseCode::NoError);
         }
-        let count = if cx.tcp { node.rrsets.len() } else { 1 };
-        for set in node.rrsets.iter().take(count) {
+        if let Some(set) = node.rrsets.first() {
             resp.answer_with(set, owner, cx, cap);
             resp.push_additional(set);
         }
@@ -306,7 +303,6 @@ fn at_node<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::str::FromStr;
 
     const ZONE: &str = "$TTL 300
 @        IN SOA ns1 hostmaster 7 3600 600 86400 120
@@ -348,14 +344,7 @@ ns.sub   IN A   198.18.1.53
             qtype,
             qclass: DNSClass::IN,
         };
-        answer(
-            s,
-            &q,
-            Context {
-                tcp: false,
-                rotation,
-            },
-        )
+        answer(s, &q, Context { rotation })
     }
 
     fn show(r: &Response<'_>, section: &Section<'_>) -> Vec<String> {
@@ -522,26 +511,20 @@ ns.sub   IN A   198.18.1.53
     }
 
     #[test]
-    fn any_is_answered_minimally_over_udp_and_in_full_over_tcp() {
+    fn any_is_answered_with_a_single_rrset() {
         let s = snapshot(ZONE, "");
         let r = ask(&s, "www.example.test.", RecordType::ANY, 0);
         assert_eq!(show(&r, &r.answer).len(), 3);
         assert!(show(&r, &r.answer).iter().all(|l| l.contains(" A ")));
-        let name = Name::from_str("www.example.test.").unwrap();
-        let q = Question {
-            name: &name,
-            qtype: RecordType::ANY,
-            qclass: DNSClass::IN,
-        };
-        let r = answer(
-            &s,
-            &q,
-            Context {
-                tcp: true,
-                rotation: 0,
-            },
+        let r = ask(&s, "example.test.", RecordType::ANY, 0);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["example.test. 300 NS ns1.example.test."]
         );
-        assert_eq!(show(&r, &r.answer).len(), 4);
+        assert_eq!(
+            show(&r, &r.additional),
+            ["ns1.example.test. 300 A 198.18.0.53"]
+        );
     }
 
     #[test]

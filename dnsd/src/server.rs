@@ -138,7 +138,6 @@ impl RequestHandler for Handler {
             qclass: query.query_class(),
         };
         let cx = Context {
-            tcp: request.protocol() != Protocol::Udp,
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
         let snapshot = self.snapshot.load();
