@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod dig;
 pub mod dns_peers;
+pub mod dnsd;
 pub mod netns;
 pub mod nginx;
 pub mod process;

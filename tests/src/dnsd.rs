@@ -1,0 +1,285 @@
+//! dnsd under test: a throw-away config workspace, a dnsd serving it on a
+//! loopback address, and a raw DNS packet toolkit for what dig cannot send
+//! (malformed queries) or cannot send fast enough (a bounded query load).
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bins;
+use crate::dig::{self, Message, Query, Reply};
+use crate::dns_peers::free_port;
+use crate::process::{Daemon, wait_until};
+
+/// A config workspace directory, removed on drop.
+pub struct DnsdWorkspace {
+    root: PathBuf,
+}
+
+impl DnsdWorkspace {
+    pub fn new() -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("cutover-dnsd-ws-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("zones"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        Ok(Self { root })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `zones/<origin>.zone` (origin without its final dot).
+    pub fn zone(&self, origin: &str, text: &str) -> Result<PathBuf> {
+        let path = self
+            .root
+            .join("zones")
+            .join(format!("{}.zone", origin.trim_end_matches('.')));
+        write_atomically(&path, text)?;
+        Ok(path)
+    }
+
+    /// Writes `dnsd.toml`.
+    pub fn toml(&self, text: &str) -> Result<PathBuf> {
+        let path = self.root.join("dnsd.toml");
+        write_atomically(&path, text)?;
+        Ok(path)
+    }
+}
+
+impl Drop for DnsdWorkspace {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Writes through a rename, as an operator's deploy tool should, so that a
+/// reload never reads a half-written file.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// A loopback address of its own for each test, so that tests running in
+/// parallel never share a port space.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 54, n))
+}
+
+/// A running dnsd, stopped on drop.
+pub struct Dnsd {
+    pub addr: SocketAddr,
+    daemon: Daemon,
+    log: PathBuf,
+}
+
+impl Dnsd {
+    /// Starts dnsd on `ip` (a free port) serving `ws`, and waits until it
+    /// answers over UDP and accepts TCP connections.
+    pub fn start(ws: &DnsdWorkspace, ip: IpAddr) -> Result<Self> {
+        let port = free_port(ip)?;
+        let addr = SocketAddr::new(ip, port);
+        let log = ws.path().with_extension("log");
+        let out = fs::File::create(&log).context("creating the dnsd log")?;
+        let mut cmd = Command::new(bins::path("dnsd"));
+        cmd.arg("--workspace")
+            .arg(ws.path())
+            .arg("--listen")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "info,hickory_server=warn")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out));
+        let mut daemon = Daemon::spawn("dnsd", cmd)?;
+        let ready = wait_until(Duration::from_secs(15), || {
+            daemon.assert_running().is_err()
+                || (raw_exchange(addr, &query_packet(1, ".", 6, false)).is_some()
+                    && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        });
+        let mut dnsd = Self { addr, daemon, log };
+        if let Err(e) = dnsd.daemon.assert_running() {
+            bail!("{e}; log:\n{}", dnsd.log());
+        }
+        if !ready {
+            bail!(
+                "dnsd on {addr} does not answer within 15 s; log:\n{}",
+                dnsd.log()
+            );
+        }
+        Ok(dnsd)
+    }
+
+    /// Asks with dig; no answer at all is an error.
+    pub fn ask(&self, query: &Query) -> Result<Message> {
+        match dig::ask(self.addr, query)? {
+            Reply::Message(m) => Ok(m),
+            Reply::Silence(why) => bail!("no answer to {query}: {why}; log:\n{}", self.log()),
+        }
+    }
+
+    /// Sends SIGHUP.
+    pub fn reload(&self) -> Result<()> {
+        self.daemon.signal(1)
+    }
+
+    pub fn assert_running(&mut self) -> Result<()> {
+        self.daemon.assert_running()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log has `n` lines containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, n: usize) -> Result<()> {
+        if !wait_until(Duration::from_secs(10), || {
+            self.log().matches(needle).count() >= n
+        }) {
+            bail!(
+                "dnsd did not log {needle:?} {n} times; log:\n{}",
+                self.log()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Dnsd {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `dnsd check DIR`.
+pub fn check(dir: &Path) -> Result<Output> {
+    Command::new(bins::path("dnsd"))
+        .arg("check")
+        .arg(dir)
+        .output()
+        .context("running dnsd check")
+}
+
+/// Starts dnsd on `ws` and waits for it to exit (a broken workspace must
+/// stop it before it serves anything).
+pub fn run_to_exit(ws: &DnsdWorkspace, addr: SocketAddr) -> Result<Output> {
+    let mut child = Command::new(bins::path("dnsd"))
+        .arg("--workspace")
+        .arg(ws.path())
+        .arg("--listen")
+        .arg(addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting dnsd")?;
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("dnsd kept running on a broken workspace");
+    }
+    child.wait_with_output().context("collecting dnsd's output")
+}
+
+/// A query in wire form: one question, RD clear, with an OPT record
+/// (payload 1232) when `edns`.
+pub fn query_packet(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    encode_name(&mut p, name);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&1u16.to_be_bytes());
+    if edns {
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    }
+    p
+}
+
+/// Appends `name` in uncompressed wire form.
+pub fn encode_name(p: &mut Vec<u8>, name: &str) {
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.push(0);
+}
+
+/// Sends one datagram and waits up to 1 s for a reply.
+pub fn raw_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((server.ip(), 0)).ok()?;
+    socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    socket.send_to(packet, server).ok()?;
+    let mut buf = vec![0; 65535];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The header of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub id: u16,
+    pub qr: bool,
+    pub aa: bool,
+    pub tc: bool,
+    pub rcode: u8,
+    pub qdcount: u16,
+    pub ancount: u16,
+}
+
+pub fn header(packet: &[u8]) -> Option<Header> {
+    let b = packet.get(..12)?;
+    let word = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    Some(Header {
+        id: word(0),
+        qr: b[2] & 0x80 != 0,
+        aa: b[2] & 0x04 != 0,
+        tc: b[2] & 0x02 != 0,
+        rcode: b[3] & 0x0f,
+        qdcount: word(4),
+        ancount: word(6),
+    })
+}
+
+/// The IPv4 addresses of the A records in a response's answer section.
+pub fn answer_addresses(packet: &[u8]) -> Option<Vec<Ipv4Addr>> {
+    let h = header(packet)?;
+    let mut at = 12;
+    for _ in 0..h.qdcount {
+        at = skip_name(packet, at)? + 4;
+    }
+    let mut out = Vec::new();
+    for _ in 0..h.ancount {
+        at = skip_name(packet, at)?;
+        let fixed = packet.get(at..at + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data = packet.get(at + 10..at + 10 + len)?;
+        if rtype == 1 && len == 4 {
+            out.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
+        }
+        at += 10 + len;
+    }
+    Some(out)
+}
+
+/// The offset after the name at `at` (a pointer ends a name).
+fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *packet.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l => at += 1 + usize::from(l),
+        }
+    }
+}
