@@ -112,8 +112,12 @@ fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
         Err(message) => {
             // The parser reports what is wrong but not where: find the first
             // entry whose inclusion makes the file fail to parse.
-            let line =
-                entries.first_line_where(&text, |prefix| parse(prefix, file, &origin).is_err());
+            let entry = entries.first_where(&text, |prefix| parse(prefix, file, &origin).is_err());
+            let line = entry.and_then(|i| entries.lines.get(i).copied());
+            let message = match entry.map(|i| entries.quote(&text, i)) {
+                Some(quoted) if !quoted.is_empty() => format!("{message} (in `{quoted}`)"),
+                _ => message,
+            };
             return Err(vec![error_at(file, line, message)]);
         }
     };
@@ -310,9 +314,9 @@ impl Entries {
         Self { ends, lines }
     }
 
-    /// The line of the first entry `e` such that `fails(text up to e)`,
+    /// The index of the first entry `e` such that `fails(text up to e)`,
     /// found by bisection: a prefix that fails keeps failing as it grows.
-    fn first_line_where(&self, text: &str, mut fails: impl FnMut(&str) -> bool) -> Option<usize> {
+    fn first_where(&self, text: &str, mut fails: impl FnMut(&str) -> bool) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.ends.len());
         if !fails(text) {
             return None;
@@ -326,7 +330,27 @@ impl Entries {
                 lo = mid;
             }
         }
-        self.lines.get(hi - 1).copied()
+        Some(hi - 1)
+    }
+
+    fn first_line_where(&self, text: &str, fails: impl FnMut(&str) -> bool) -> Option<usize> {
+        self.first_where(text, fails)
+            .and_then(|i| self.lines.get(i).copied())
+    }
+
+    /// The first line of entry `i`, trimmed and shortened, to quote it.
+    fn quote<'t>(&self, text: &'t str, i: usize) -> &'t str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let entry = text.get(start..self.ends[i]).unwrap_or("");
+        let line = entry
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        match line.char_indices().nth(80) {
+            Some((cut, _)) => &line[..cut],
+            None => line,
+        }
     }
 }
 
