@@ -40,6 +40,9 @@ pub struct Query {
     pub dnssec: bool,
     /// A non-QUERY opcode (dig's names: status, iquery, notify, update).
     pub opcode: Option<String>,
+    /// Further dig options that set header bits or EDNS fields
+    /// (`+cdflag`, `+rec`, `+ednsopt=65001:abcd`, ...).
+    pub extra: Vec<String>,
 }
 
 impl Query {
@@ -54,6 +57,7 @@ impl Query {
             subnet: None,
             dnssec: false,
             opcode: None,
+            extra: Vec::new(),
         }
     }
 
@@ -84,6 +88,12 @@ impl Query {
 
     pub fn opcode(mut self, opcode: &str) -> Self {
         self.opcode = Some(opcode.to_string());
+        self
+    }
+
+    /// Adds a dig option (`+cdflag`, `+rec`, `+ednsopt=...`).
+    pub fn dig_option(mut self, option: &str) -> Self {
+        self.extra.push(option.to_string());
         self
     }
 
@@ -123,6 +133,7 @@ impl Query {
         if let Some(op) = &self.opcode {
             args.push(format!("+opcode={op}"));
         }
+        args.extend(self.extra.iter().cloned());
         args.extend([
             "-c".to_string(),
             self.class.clone(),
@@ -152,6 +163,9 @@ impl fmt::Display for Query {
         }
         if let Some(op) = &self.opcode {
             write!(f, ", opcode {op}")?;
+        }
+        for option in &self.extra {
+            write!(f, ", {option}")?;
         }
         Ok(())
     }
@@ -387,15 +401,11 @@ pub fn parse(text: &str) -> Result<Message> {
             }
             _ => {}
         }
-        if let Some(w) = line
-            .strip_prefix(";; Warning: ")
-            .or_else(|| line.strip_prefix(";; WARNING: "))
-        {
-            // dig's advice about EDNS after NOTIMP/FORMERR is not about the
-            // message itself.
-            if !w.contains("retry with '+noedns'") {
-                msg.warnings.push(w.to_string());
-            }
+        // dig says "Warning:" when the message itself is wrong (malformed,
+        // ID or opcode mismatch) and "WARNING:" when it only advises (no
+        // recursion available, retry without EDNS).
+        if let Some(w) = line.strip_prefix(";; Warning: ") {
+            msg.warnings.push(w.to_string());
             continue;
         }
         if line.starts_with(";;") {

@@ -31,6 +31,7 @@
 //!   opcode, rcode and flags; dnsd must match one of them exactly.
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::thread;
 
@@ -80,6 +81,9 @@ const QUESTIONS: &[(&str, &str)] = &[
     ("www", "TXT"),
     ("www", "CNAME"),
     ("www", "ANY"),
+    ("www", "TYPE65280"),
+    ("www", "RRSIG"),
+    ("@", "DNSKEY"),
     ("api", "A"),
     ("static", "A"),
     ("static", "TXT"),
@@ -272,6 +276,26 @@ fn corpus() -> Vec<Case> {
     ] {
         cases.push(strict(Query::new(&fqdn(name), qtype).dnssec()));
     }
+    // Header bits: RD is echoed (and RA stays clear), AD and CD in a query
+    // do not make an unsigned answer authenticated or checked.
+    for (name, qtype, option) in [
+        ("www", "A", "+rec"),
+        ("nope", "A", "+rec"),
+        ("www", "A", "+adflag"),
+        ("www", "A", "+cdflag"),
+        ("nope", "A", "+cdflag"),
+        ("www.child", "A", "+cdflag"),
+    ] {
+        let q = Query::new(&fqdn(name), qtype).dig_option(option);
+        cases.push(strict(q.clone()));
+        cases.push(strict(q.tcp()));
+    }
+    // Unknown EDNS options and flag bits are ignored, not echoed.
+    for option in ["+ednsopt=65001:abcd", "+ednsflags=0x10"] {
+        for name in ["www", "nope"] {
+            cases.push(strict(Query::new(&fqdn(name), "A").dig_option(option)));
+        }
+    }
     // Another class than IN: REFUSED. (Not HS: NSD drops the question
     // there, Knot echoes it, and no client asks.)
     cases.push(strict(Query::new(TEST_ORIGIN, "SOA").class("CH")));
@@ -412,11 +436,12 @@ fn compare_header(a: &Message, b: &Message, out: &mut Vec<String>) {
     }
 }
 
-/// Compares `b` against `a` under `rule` (names: `who_a`, `who_b`).
+/// Compares the replies `a` (from server `names.0`) and `b` (`names.1`) to
+/// one case under its rule.
 fn compare(
     case: &Case,
-    a: &Reply,
-    b: &Reply,
+    (a, b): (&Reply, &Reply),
+    names: (&str, &str),
     ctx: &ZoneFacts,
     peers_only: bool,
 ) -> Result<Differences> {
@@ -434,8 +459,8 @@ fn compare(
             return Ok(d);
         }
     };
-    check_alone(&case.query, ma, &mut d, "first");
-    check_alone(&case.query, mb, &mut d, "second");
+    check_alone(&case.query, ma, &mut d, names.0);
+    check_alone(&case.query, mb, &mut d, names.1);
     compare_header(ma, mb, &mut d.failures);
     if case.rule == Rule::EitherPeer && peers_only {
         return Ok(d);
@@ -473,7 +498,7 @@ fn compare(
     }
 
     if case.rule == Rule::MinimalAny && is_positive(ma) && is_positive(mb) {
-        for (who, m) in [("first", ma), ("second", mb)] {
+        for (who, m) in [(names.0, ma), (names.1, mb)] {
             if let Some(problem) = check_minimal_any(&case.query, m, ctx)? {
                 d.failures.push(format!("{who}: {problem}"));
             }
@@ -598,7 +623,9 @@ fn report(
         let got = &replies[candidate][i];
         let mut per_peer = Vec::new();
         for &p in peers {
-            per_peer.push((p, compare(case, &replies[p][i], got, ctx, peers_only)?));
+            let names = (servers[p].label(), servers[candidate].label());
+            let d = compare(case, (&replies[p][i], got), names, ctx, peers_only)?;
+            per_peer.push((p, d));
         }
         // A case with its own rule for peers that disagree passes if the
         // candidate matches any one of them.
@@ -724,5 +751,71 @@ fn dnsd_answers_every_query_like_nsd_and_knot() -> Result<()> {
     let servers = [&nsd, &knot, &dnsd];
     let failures = report(&cases, &replies, &servers, 2, &[0, 1], &ctx, false)?;
     assert_no_mismatch(&failures);
+    Ok(())
+}
+
+/// The comparison is not blind: a server whose copy of the zone lacks one
+/// address of www, has a shorter negative TTL and lost a glue record is
+/// caught on exactly the queries those records answer, and not elsewhere.
+#[test]
+fn the_comparison_catches_a_server_serving_a_slightly_different_zone() -> Result<()> {
+    let original = fs::read_to_string(dns_peers::test_zone()).context("reading the test zone")?;
+    let mut altered = original.clone();
+    for (from, to) in [
+        ("www           60 IN A     198.18.0.4\n", ""),
+        ("1209600 120 )", "1209600 60 )"),
+        ("ns.child         IN AAAA  2001:2::253\n", ""),
+    ] {
+        assert!(
+            altered.contains(from),
+            "the test zone no longer has {from:?}"
+        );
+        altered = altered.replace(from, to);
+    }
+    let path = std::env::temp_dir().join(format!(
+        "cutover-altered-{}.example.test.zone",
+        std::process::id()
+    ));
+    fs::write(&path, altered).context("writing the altered zone")?;
+    let altered_options = ServerOptions {
+        zones: vec![(TEST_ORIGIN.to_string(), path.clone())],
+        ..ServerOptions::default()
+    };
+    let result = (|| -> Result<Vec<String>> {
+        let nsd = dns_peers::start_nsd(loopback(21), &ServerOptions::default())?;
+        let knot = dns_peers::start_knot(loopback(22), &altered_options)?;
+        let cases = corpus();
+        let servers = [&nsd, &knot];
+        let replies = ask_all(&servers, &cases)?;
+        let apex = apex_ns(&nsd)?;
+        let ctx = ZoneFacts {
+            apex_ns: &apex,
+            reference: &nsd,
+        };
+        report(&cases, &replies, &servers, 1, &[0], &ctx, true)
+    })();
+    let _ = fs::remove_file(&path);
+    let failures = result?;
+    for caught in [
+        "MISMATCH #", // anything at all
+        " www.example.test. IN A over UDP, EDNS bufsize 1232\n",
+        " nope.example.test. IN A over TCP",
+        " www.child.example.test. IN A over UDP, no EDNS\n",
+        " x.sub.wild.example.test. IN A over UDP",
+    ] {
+        assert!(
+            failures.iter().any(|f| f.contains(caught)),
+            "no mismatch reported for{caught}"
+        );
+    }
+    for unaffected in [
+        " static.example.test. IN A over",
+        " example.test. IN MX over",
+    ] {
+        assert!(
+            !failures.iter().any(|f| f.contains(unaffected)),
+            "a mismatch reported for{unaffected}, whose answer did not change"
+        );
+    }
     Ok(())
 }
