@@ -4,6 +4,7 @@
 //! and removes, addressed from 198.18.0.0/15 or 2001:2::/48.
 
 pub mod bins;
+pub mod bpffs;
 pub mod dig;
 pub mod dns_peers;
 pub mod dnsd;
@@ -11,3 +12,4 @@ pub mod netns;
 pub mod nginx;
 pub mod process;
 pub mod topology;
+pub mod xdp_pass;

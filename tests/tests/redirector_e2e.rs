@@ -14,6 +14,7 @@ use cutover_tests::netns::{Netns, run};
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+use cutover_tests::xdp_pass::XdpPass;
 
 const NEW_BODY: &str = "served by the new host\n";
 const OLD_BODY: &str = "served by the old host\n";
@@ -33,6 +34,7 @@ to = "198.18.0.3:80"
 #[test]
 fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     let net = Topology::new()?;
+    let _xdp_pass = xdp_pass_on_switch_ports(&net.switch)?;
     let _new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[("big.bin", BIG)])?;
     let old_web = Nginx::start(&net.old, &[80, 8080], OLD_BODY, &[("slow.bin", SLOW)])?;
     let new_big = _new_web.file("big.bin");
@@ -327,6 +329,18 @@ impl Drop for SlowDownload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// XDP_PASS on every switch port, so that frames the redirector sends back
+/// out of the old host's eth0 (XDP_TX) reach the switch at once.
+fn xdp_pass_on_switch_ports(switch: &Netns) -> Result<Vec<XdpPass>> {
+    let out = switch.ip(&["-o", "link", "show", "master", "br0"])?;
+    String::from_utf8(out.stdout)?
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name))
+        .map(|port| XdpPass::attach(switch, port))
+        .collect()
 }
 
 /// GET `url` from the client; the body, or an error on any failure.
