@@ -819,3 +819,91 @@ fn the_comparison_catches_a_server_serving_a_slightly_different_zone() -> Result
     }
     Ok(())
 }
+
+/// With rotation on in the peers (NSD `round-robin: yes`, Knot
+/// `answer-rotation: on`), dnsd rotates like them: every answer carries the
+/// whole RRset in the zone's cyclic order, starting at a different record,
+/// and over a run of answers every record comes first. Knot starts at a
+/// pseudo-random record, hence 48 answers per name (the chance that one of
+/// 4 records never comes first is below 1e-5). Not through a CNAME: NSD's
+/// rotation counter advances once per RRset written, so behind a CNAME it
+/// skips every other start.
+#[test]
+fn dnsd_rotates_multi_address_answers_like_nsd_and_knot() -> Result<()> {
+    const ANSWERS: usize = 48;
+    // (name, type, the RRset in zone order)
+    let rrsets: [(&str, &str, &[&str]); 4] = [
+        (
+            "www",
+            "A",
+            &["198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.4"],
+        ),
+        ("www", "AAAA", &["2001:2::1", "2001:2::2", "2001:2::3"]),
+        ("q.multi", "A", &["198.18.0.40", "198.18.0.41"]),
+        ("api", "A", &["198.18.1.1", "198.18.1.2"]),
+    ];
+    let options = ServerOptions {
+        rotate: true,
+        ..ServerOptions::default()
+    };
+    let nsd = dns_peers::start_nsd(loopback(31), &options)?;
+    let knot = dns_peers::start_knot(loopback(32), &options)?;
+    let dnsd = dns_peers::start_dnsd(&bins::path("dnsd"), loopback(33), &options)
+        .context("dnsd is not ready to be compared with NSD and Knot DNS")?;
+    let servers = [&nsd, &knot, &dnsd];
+    let mut cases = Vec::new();
+    for (name, qtype, _) in rrsets {
+        for _ in 0..ANSWERS {
+            cases.push(Case {
+                query: Query::new(&fqdn(name), qtype),
+                rule: Rule::Strict,
+            });
+        }
+    }
+    let replies = ask_all(&servers, &cases)?;
+    let mut problems = Vec::new();
+    for (s, server) in servers.iter().enumerate() {
+        for (k, (name, qtype, zone_order)) in rrsets.iter().enumerate() {
+            let mut first = BTreeSet::new();
+            for reply in &replies[s][k * ANSWERS..(k + 1) * ANSWERS] {
+                let order: Vec<&str> = reply
+                    .message()
+                    .map(|m| {
+                        m.answer
+                            .iter()
+                            .filter(|r| r.rtype == *qtype)
+                            .map(|r| r.rdata.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let is_rotation = order.len() == zone_order.len()
+                    && (0..zone_order.len()).any(|shift| {
+                        order
+                            .iter()
+                            .enumerate()
+                            .all(|(i, a)| *a == zone_order[(i + shift) % zone_order.len()])
+                    });
+                if !is_rotation {
+                    problems.push(format!(
+                        "{}: {name} {qtype} answered {order:?}, not a rotation of {zone_order:?}",
+                        server.label()
+                    ));
+                }
+                if let Some(a) = order.first() {
+                    first.insert(a.to_string());
+                }
+            }
+            if first.len() != zone_order.len() {
+                problems.push(format!(
+                    "{}: over {ANSWERS} answers for {name} {qtype} only {first:?} came first",
+                    server.label()
+                ));
+            }
+        }
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    assert!(problems.is_empty(), "{} rotation problems", problems.len());
+    Ok(())
+}
