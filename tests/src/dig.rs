@@ -109,8 +109,10 @@ impl Query {
             "+noadflag",
             "+ignore",
             "+noednsnegotiation",
-            "+tries=1",
-            "+timeout=2",
+            // One retry after 3 s: on a loaded 2-core machine a lost UDP
+            // datagram is not the server's silence.
+            "+tries=2",
+            "+timeout=3",
             "+nocmd",
             "+nostats",
         ]
