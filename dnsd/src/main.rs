@@ -11,6 +11,7 @@ mod reload;
 mod rotate;
 mod server;
 mod snapshot;
+mod udp;
 mod zone_load;
 
 use std::net::SocketAddr;
@@ -161,9 +162,10 @@ fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-        let mut server = Server::new(server::Handler::new(state.clone()));
+        let handler = server::Handler::new(state.clone());
+        let mut server = Server::new(handler.clone());
         for addr in &listen {
-            let bound = server::listen(&mut server, *addr, sockets)?;
+            let bound = server::listen(&mut server, &handler, *addr, sockets)?;
             info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
         }
         info!(

@@ -6,8 +6,8 @@
 //! echoed with scope 0), NOTIMP for opcodes other than QUERY, FORMERR for a
 //! query without exactly one question, and truncation (TC with empty
 //! sections when the answer does not fit the client's UDP buffer; the full
-//! answer over TCP). hickory-server itself drops responses and anything
-//! shorter than a header, and answers undecodable queries with FORMERR.
+//! answer over TCP). UDP datagrams come through `udp`; TCP connections
+//! through hickory-server's `Server`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use tracing::debug;
 
 use crate::answer::{self, Context, EMPTY, Question, Response, Section};
 use crate::snapshot::Snapshot;
+use crate::udp;
 
 /// The UDP payload dnsd advertises and never exceeds: the DNS Flag Day 2020
 /// size that avoids IP fragmentation on common paths.
@@ -40,20 +41,23 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// The served state, shared with the reloader, which swaps it whole.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
-/// Answers every query from the current snapshot.
+/// Answers every query from the current snapshot. Clones share the
+/// snapshot and the rotation counter: the UDP tasks and the TCP server each
+/// hold one.
+#[derive(Clone)]
 pub struct Handler {
     snapshot: SharedSnapshot,
     /// Numbers answers for round robin. One counter for all names keeps the
     /// order cyclic for a client asking one name repeatedly, at the cost of
     /// one shared atomic increment per query.
-    rotation: AtomicU64,
+    rotation: Arc<AtomicU64>,
 }
 
 impl Handler {
     pub fn new(snapshot: SharedSnapshot) -> Self {
         Self {
             snapshot,
-            rotation: AtomicU64::new(0),
+            rotation: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -104,6 +108,8 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let edns = response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
+        // NSD and Knot answer with CD clear: dnsd serves no DNSSEC data.
+        metadata.checking_disabled = false;
 
         let error = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             Some(ResponseCode::BADVERS)
@@ -127,7 +133,8 @@ impl RequestHandler for Handler {
             if let Some(edns) = &edns {
                 builder.edns(edns);
             }
-            let response = builder.error_msg(&request.metadata, rcode);
+            metadata.response_code = rcode;
+            let response = builder.build_no_records(metadata);
             return finish(response_handle.send_response(response).await, metadata);
         }
 
@@ -261,11 +268,12 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
     }
 }
 
-/// Binds `udp_sockets` SO_REUSEPORT UDP sockets and one TCP listener on
-/// `addr` and hands them to `server`. Returns the bound address (its port
-/// resolved if `addr` asked for port 0).
+/// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
+/// task, and one TCP listener handed to `server`, on `addr`. Returns the
+/// bound address (its port resolved if `addr` asked for port 0).
 pub fn listen(
     server: &mut Server<Handler>,
+    handler: &Handler,
     addr: SocketAddr,
     udp_sockets: usize,
 ) -> Result<SocketAddr> {
@@ -275,7 +283,7 @@ pub fn listen(
         bound = socket
             .local_addr()
             .context("reading the bound UDP address")?;
-        server.register_socket(socket);
+        tokio::spawn(udp::serve(socket, Arc::new(handler.clone())));
     }
     let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
     server.register_listener(listener, TCP_IDLE, 32);

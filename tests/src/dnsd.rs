@@ -215,8 +215,17 @@ pub fn encode_name(p: &mut Vec<u8>, name: &str) {
 
 /// Sends one datagram and waits up to 1 s for a reply.
 pub fn raw_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    raw_exchange_within(server, packet, Duration::from_secs(1))
+}
+
+/// Sends one datagram and waits up to `timeout` for a reply.
+pub fn raw_exchange_within(
+    server: SocketAddr,
+    packet: &[u8],
+    timeout: Duration,
+) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind((server.ip(), 0)).ok()?;
-    socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    socket.set_read_timeout(Some(timeout)).ok()?;
     socket.send_to(packet, server).ok()?;
     let mut buf = vec![0; 65535];
     let (n, _) = socket.recv_from(&mut buf).ok()?;

@@ -1,0 +1,138 @@
+//! The UDP path: one task per SO_REUSEPORT socket that receives a datagram,
+//! answers it inline with the same `Handler` as TCP, and sends the reply.
+//!
+//! hickory-server's own UDP loop answers FORMERR to every datagram it cannot
+//! decode, responses included, which lets anyone bounce packets off dnsd, and
+//! it spawns a task and logs per query. Owning this loop keeps the rule
+//! "silence for what is not a query" and the per-query cost low; TCP stays
+//! with hickory-server. This is also where a fast path with pre-encoded
+//! answers and batched receive/send would go.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::rr::Record;
+use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use crate::server::Handler;
+
+/// Largest datagram read; longer ones are cut and then fail to decode.
+const RECV_BUFFER: usize = 4096;
+
+/// Serves queries arriving on `socket` until the socket fails.
+pub async fn serve(socket: UdpSocket, handler: Arc<Handler>) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (len, src) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; keep going.
+                debug!(%error, "receiving on a UDP socket");
+                continue;
+            }
+        };
+        let packet = &buf[..len];
+        if !is_query(packet) || src.port() == 0 {
+            continue;
+        }
+        let reply = UdpReply {
+            socket: socket.clone(),
+            dst: src,
+        };
+        match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+            Ok(request) => {
+                handler
+                    .handle_request::<_, TokioTime>(&request, reply)
+                    .await;
+            }
+            Err(error) => {
+                debug!(%error, %src, "undecodable query");
+                let _ = socket.send_to(&formerr(packet), src).await;
+            }
+        }
+    }
+}
+
+/// Whether a datagram can be a query: a whole header with QR clear.
+/// Anything else gets no reply at all.
+fn is_query(packet: &[u8]) -> bool {
+    packet.len() >= 12 && packet[2] & 0x80 == 0
+}
+
+/// A bare FORMERR header for a query that does not decode: the ID, opcode
+/// and RD echoed, no sections (as NSD).
+fn formerr(query: &[u8]) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[..2].copy_from_slice(&query[..2]);
+    h[2] = 0x80 | (query[2] & 0x79);
+    h[3] = 0x01;
+    h
+}
+
+/// Sends one response back to the client that asked.
+#[derive(Clone)]
+struct UdpReply {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // RFC 1035 §4.2.1 and RFC 6891 §6.2.5: never more than the client
+        // can take. The handler has already fitted the response; this is
+        // the backstop that sets TC rather than send too much.
+        let limit = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(limit);
+        let info = response.destructive_emit(&mut encoder)?;
+        if let Err(error) = self.socket.send_to(&bytes, self.dst).await {
+            warn!(%error, dst = %self.dst, "sending a UDP response");
+        }
+        Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_headers_with_qr_clear_are_queries() {
+        assert!(!is_query(&[0; 11]));
+        assert!(is_query(&[0; 12]));
+        let mut response = [0u8; 12];
+        response[2] = 0x80;
+        assert!(!is_query(&response));
+    }
+
+    #[test]
+    fn formerr_echoes_id_opcode_and_rd() {
+        let query = [0xab, 0xcd, 0x29, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        let reply = formerr(&query);
+        assert_eq!(&reply[..2], &[0xab, 0xcd]);
+        // QR set, opcode 5 and RD kept, AA/TC cleared; rcode FORMERR.
+        assert_eq!(reply[2], 0x80 | 0x28 | 0x01);
+        assert_eq!(reply[3], 0x01);
+        assert_eq!(&reply[4..], &[0; 8]);
+    }
+}

@@ -1,0 +1,245 @@
+//! Hostile input: whatever arrives — random bytes, cut-off headers,
+//! compression-pointer loops, zero or several questions, oversized names,
+//! responses — dnsd answers FORMERR or nothing, never crashes, and keeps
+//! serving the clients that ask properly.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cutover_tests::dig::Query;
+use cutover_tests::dnsd::{
+    Dnsd, DnsdWorkspace, encode_name, header, loopback, query_packet, raw_exchange,
+    raw_exchange_within,
+};
+
+/// How long to wait for a reply that should mostly not come: on loopback a
+/// reply takes well under a millisecond.
+const SILENCE: Duration = Duration::from_millis(200);
+
+fn hostile_exchange(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    raw_exchange_within(addr, packet, SILENCE)
+}
+
+const ZONE: &str = "$TTL 60
+@    IN SOA ns1 hostmaster 1 3600 600 86400 60
+     IN NS  ns1
+ns1  IN A   198.18.0.53
+www  IN A   198.18.0.1
+";
+
+fn serve(n: u8) -> Result<(DnsdWorkspace, Dnsd)> {
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", ZONE)?;
+    let dnsd = Dnsd::start(&ws, loopback(n))?;
+    Ok((ws, dnsd))
+}
+
+/// A header with this ID, flags and section counts.
+fn header_bytes(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&flags.to_be_bytes());
+    for c in counts {
+        p.extend_from_slice(&c.to_be_bytes());
+    }
+    p
+}
+
+/// Crafted malformed queries, each with what it is.
+fn malformed() -> Vec<(&'static str, Vec<u8>)> {
+    let question = |p: &mut Vec<u8>| {
+        encode_name(p, "www.example.test.");
+        p.extend_from_slice(&[0, 1, 0, 1]);
+    };
+    let mut cases = Vec::new();
+
+    let mut p = header_bytes(1, 0, [0, 0, 0, 0]);
+    cases.push(("no question", p.clone()));
+    p = header_bytes(2, 0, [2, 0, 0, 0]);
+    question(&mut p);
+    question(&mut p);
+    cases.push(("two questions", p));
+
+    // A name that is a pointer to itself, and two pointers to each other.
+    let mut p = header_bytes(3, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+    cases.push(("self-pointing compression pointer", p));
+    let mut p = header_bytes(4, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[0xc0, 14, 0xc0, 12, 0, 1, 0, 1]);
+    cases.push(("compression pointer loop", p));
+    let mut p = header_bytes(5, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[0xc0, 0xff, 0, 1, 0, 1]);
+    cases.push(("pointer past the end", p));
+    let mut p = header_bytes(6, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[0x03, b'w', b'w', b'w', 0xc0, 12, 0, 1, 0, 1]);
+    cases.push(("pointer back to a label that points on", p));
+
+    // Names beyond 255 bytes, labels beyond 63, reserved label types.
+    let mut p = header_bytes(7, 0, [1, 0, 0, 0]);
+    for _ in 0..5 {
+        p.push(63);
+        p.extend_from_slice(&[b'a'; 63]);
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    cases.push(("a 320-byte name", p));
+    for (n, len) in [(8u16, 0x40u8), (9, 0x80)] {
+        let mut p = header_bytes(n, 0, [1, 0, 0, 0]);
+        p.push(len);
+        p.extend_from_slice(&[b'a'; 70]);
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        cases.push(("a reserved label type", p));
+    }
+
+    // Counts that promise more than the packet holds.
+    let mut p = header_bytes(10, 0, [1, 3, 0, 0]);
+    question(&mut p);
+    cases.push(("an answer count with no answers", p));
+    let mut p = header_bytes(11, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[3, b'w', b'w']);
+    cases.push(("a question cut inside a label", p));
+    let mut p = header_bytes(12, 0, [1, 0, 0, 0]);
+    encode_name(&mut p, "www.example.test.");
+    p.push(0);
+    cases.push(("a question without its class", p));
+    let mut p = header_bytes(13, 0, [1, 0, 0, 1]);
+    question(&mut p);
+    p.extend_from_slice(&[0, 0, 41, 4]);
+    cases.push(("an OPT record cut short", p));
+    cases
+}
+
+/// A deterministic stream of random bytes (xorshift64*), so that a failure
+/// can be replayed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn assert_still_serving(dnsd: &mut Dnsd, after: &str) -> Result<()> {
+    dnsd.assert_running()
+        .with_context(|| format!("dnsd died after {after}"))?;
+    let reply = raw_exchange(dnsd.addr, &query_packet(999, "www.example.test.", 1, true))
+        .with_context(|| format!("no answer to a proper query after {after}"))?;
+    let h = header(&reply).context("a header")?;
+    assert_eq!((h.id, h.rcode, h.ancount), (999, 0, 1), "after {after}");
+    Ok(())
+}
+
+#[test]
+fn malformed_queries_get_formerr_or_silence_and_the_server_keeps_answering() -> Result<()> {
+    let (_ws, mut dnsd) = serve(50)?;
+    for (what, packet) in malformed() {
+        if let Some(reply) = hostile_exchange(dnsd.addr, &packet) {
+            let h = header(&reply).with_context(|| format!("{what}: a reply without a header"))?;
+            assert!(h.qr, "{what}: the reply is a response");
+            assert_eq!(h.id, u16::from_be_bytes([packet[0], packet[1]]), "{what}");
+            assert_eq!(
+                h.rcode, 1,
+                "{what}: FORMERR or silence, got rcode {}",
+                h.rcode
+            );
+            assert_eq!(h.ancount, 0, "{what}");
+        }
+        assert_still_serving(&mut dnsd, what)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn cut_off_headers_and_responses_get_silence() -> Result<()> {
+    let (_ws, mut dnsd) = serve(51)?;
+    let valid = query_packet(21, "www.example.test.", 1, false);
+    for len in 0..12 {
+        assert!(
+            hostile_exchange(dnsd.addr, &valid[..len]).is_none(),
+            "a {len}-byte packet is not a query"
+        );
+    }
+    // A response (QR set) is never answered: no reflection loops.
+    let mut response = valid.clone();
+    response[2] |= 0x80;
+    assert!(hostile_exchange(dnsd.addr, &response).is_none());
+    assert_still_serving(&mut dnsd, "cut-off headers and a response")
+}
+
+#[test]
+fn random_bytes_never_crash_it_and_never_get_more_than_an_error() -> Result<()> {
+    let (_ws, mut dnsd) = serve(52)?;
+    let mut random = Random(0x5eed_cafe_f00d_d00d);
+    let mut replies = 0;
+    for i in 0..300 {
+        let len = (random.next() % 600) as usize;
+        let mut packet = random.bytes(len);
+        // Half of them with a plausible query header, to get past the
+        // first checks and exercise the name and record decoders.
+        if i % 2 == 0 && packet.len() > 12 {
+            packet[2] &= 0x01;
+            packet[3] = 0;
+            packet[4] = 0;
+            packet[5] = 1;
+        }
+        let not_a_query = packet.len() < 12 || packet[2] & 0x80 != 0;
+        if let Some(reply) = hostile_exchange(dnsd.addr, &packet) {
+            assert!(
+                !not_a_query,
+                "packet {i} is not a query and must get no reply"
+            );
+            replies += 1;
+            let h = header(&reply).context("a reply without a header")?;
+            assert!(h.qr, "packet {i}: a response");
+            assert_eq!(
+                h.id,
+                u16::from_be_bytes([packet[0], packet[1]]),
+                "packet {i}"
+            );
+        }
+        if i % 50 == 49 {
+            assert_still_serving(&mut dnsd, &format!("{} random packets", i + 1))?;
+        }
+    }
+    eprintln!("300 random packets, {replies} replies");
+    assert_still_serving(&mut dnsd, "300 random packets")
+}
+
+fn tcp_exchange(addr: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Ok(out)
+}
+
+#[test]
+fn garbage_over_tcp_and_stalled_connections_do_not_stop_other_clients() -> Result<()> {
+    let (_ws, mut dnsd) = serve(53)?;
+    // A connection that sends half a length prefix and stalls.
+    let mut stalled = TcpStream::connect(dnsd.addr)?;
+    stalled.write_all(&[0])?;
+    // A declared length with garbage behind it, and a zero length.
+    let mut garbage = vec![0, 40];
+    garbage.extend(Random(7).bytes(40));
+    for bytes in [garbage, vec![0, 0], vec![0, 5, 1, 2, 3, 4, 5]] {
+        let reply = tcp_exchange(dnsd.addr, &bytes)?;
+        if reply.len() >= 14 {
+            let h = header(&reply[2..]).context("a header")?;
+            assert!(h.qr && h.ancount == 0, "{h:?}");
+        }
+    }
+    let m = dnsd.ask(&Query::new("www.example.test.", "A").tcp())?;
+    assert_eq!(m.answer.len(), 1, "{m}");
+    drop(stalled);
+    assert_still_serving(&mut dnsd, "garbage over TCP")
+}
