@@ -17,59 +17,47 @@ use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 use cutover_tests::xdp_pass::XdpPass;
 
 const NEW_BODY: &str = "served by the new host\n";
+const NEXT_BODY: &str = "served by the next release on the new host\n";
 const OLD_BODY: &str = "served by the old host\n";
 const BIG: usize = 50 * 1024 * 1024;
-/// Long enough, at the client's rate limit, to be in flight while the rule
-/// is switched on.
-const SLOW: usize = 24 * 1024 * 1024;
+/// Long enough, at the client's rate limit, to be in flight across a reload.
+const SLOW: usize = 12 * 1024 * 1024;
 const SLOW_RATE: &str = "2M";
+/// The old host's own slow file differs in size, so it is not mistaken for
+/// the new host's.
+const OLD_SLOW: usize = SLOW + 4096;
 
+const NO_RULES: &str = "";
 const RULE_WWW: &str = r#"
 [[rule]]
 name = "www"
 from = "198.18.0.2:80"
 to = "198.18.0.3:80"
 "#;
+const RULE_WWW_NEXT: &str = r#"
+[[rule]]
+name = "www"
+from = "198.18.0.2:80"
+to = "198.18.0.3:8081"
+"#;
 
 #[test]
 fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
-    let net = Topology::new()?;
-    let _xdp_pass = prepare_switch_for_xdp(&net.switch)?;
-    let _new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[("big.bin", BIG)])?;
-    let old_web = Nginx::start(&net.old, &[80, 8080], OLD_BODY, &[("slow.bin", SLOW)])?;
-    let new_big = _new_web.file("big.bin");
-    let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
-    let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
-
     // The daemon starts with nothing to redirect: the old host serves.
-    let workspace = scratch.path().join("ws");
-    std::fs::create_dir_all(&workspace)?;
-    std::fs::write(workspace.join("redirector.toml"), "")?;
-    let mut redirector = Redirector::start(&net.old, &workspace, &bpffs.pins(), scratch.path())?;
-    assert_eq!(curl(&net.client, &format!("http://{OLD_IP}/"))?, OLD_BODY);
+    let mut site = Site::start(NO_RULES)?;
+    let new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("big.bin", BIG)])?;
+    let old_web = Nginx::start(
+        &site.net.old,
+        &[80, 8080],
+        OLD_BODY,
+        &[("slow.bin", OLD_SLOW)],
+    )?;
+    assert_eq!(site.get("/")?, OLD_BODY);
 
     // A download from the old host is in flight when the rule goes on.
-    let slow_copy = scratch.path().join("slow.bin");
-    let mut slow = SlowDownload::start(
-        &net.client,
-        &format!("http://{OLD_IP}/slow.bin"),
-        &slow_copy,
-    )?;
-    ensure!(
-        wait_until(Duration::from_secs(20), || file_len(&slow_copy) > 0),
-        "the slow download never started"
-    );
-
-    std::fs::write(workspace.join("redirector.toml"), RULE_WWW)?;
-    redirector.daemon.signal(1)?;
-    let switched = wait_until(Duration::from_secs(15), || {
-        curl(&net.client, &format!("http://{OLD_IP}/")).is_ok_and(|b| b == NEW_BODY)
-    });
-    ensure!(
-        switched,
-        "after SIGHUP with a rule, http://{OLD_IP}/ never answered from the new host; log:\n{}",
-        redirector.log()
-    );
+    let mut slow = site.slow_download("slow.bin")?;
+    site.reload(RULE_WWW)?;
+    site.wait_for_body(NEW_BODY)?;
     ensure!(
         slow.running()?,
         "the slow download finished before the rule was on, so this run proves nothing about \
@@ -77,16 +65,16 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     );
 
     // The connection opened before the rule survives and completes intact.
-    slow.wait(Duration::from_secs(120))?;
+    slow.finish(Duration::from_secs(120))?;
     assert_eq!(
-        sha256(&slow_copy)?,
+        sha256(&slow.to)?,
         sha256(&old_web.file("slow.bin"))?,
         "a download that began before the rule was switched on"
     );
 
     // A large download through the redirector arrives intact.
-    let big_copy = scratch.path().join("big.bin");
-    net.client.exec(
+    let big_copy = site.scratch.path().join("big.bin");
+    site.net.client.exec(
         "curl",
         &[
             "-sS",
@@ -100,20 +88,23 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     )?;
     assert_eq!(
         sha256(&big_copy)?,
-        sha256(&new_big)?,
+        sha256(&new_web.file("big.bin"))?,
         "50 MB via the redirector"
     );
 
     // A port without a rule is still the old host's own.
     assert_eq!(
-        curl(&net.client, &format!("http://{OLD_IP}:8080/"))?,
+        curl(&site.net.client, &format!("http://{OLD_IP}:8080/"))?,
         OLD_BODY
     );
     // The new host, asked directly, is the same release.
-    assert_eq!(curl(&net.client, &format!("http://{NEW_IP}/"))?, NEW_BODY);
+    assert_eq!(
+        curl(&site.net.client, &format!("http://{NEW_IP}/"))?,
+        NEW_BODY
+    );
 
     // `redirector stats` sees the rule's traffic from another process.
-    let json = redirector.stats_json(&bpffs.pins())?;
+    let json = site.stats_json()?;
     let new_flows = json_number(&json, "www", "new_flows")?;
     let fwd_packets = json_number(&json, "www", "fwd_packets")?;
     let reply_bytes = json_number(&json, "www", "reply_bytes")?;
@@ -126,45 +117,73 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     );
 
     // A broken config on SIGHUP is logged and the rules in force stay.
-    std::fs::write(
-        workspace.join("redirector.toml"),
-        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.300:80\"\n",
-    )?;
-    redirector.daemon.signal(1)?;
+    site.reload("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.300:80\"\n")?;
     ensure!(
-        wait_until(Duration::from_secs(10), || redirector
+        wait_until(Duration::from_secs(10), || site
+            .redirector
             .log()
             .contains("redirector.toml:3")),
         "the rejected reload was not logged with file and line; log:\n{}",
-        redirector.log()
+        site.redirector.log()
     );
-    redirector.daemon.assert_running()?;
-    assert_eq!(
-        curl(&net.client, &format!("http://{OLD_IP}/"))?,
-        NEW_BODY,
-        "forwarding after a broken reload"
-    );
+    site.redirector.assert_running()?;
+    assert_eq!(site.get("/")?, NEW_BODY, "forwarding after a broken reload");
 
-    // SIGTERM detaches the program and unpins the maps.
-    let log_path = redirector.log_path.clone();
-    let exited_cleanly = redirector.daemon.stop(Duration::from_secs(10))?;
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        exited_cleanly,
-        "redirector exit status on SIGTERM; log:\n{log}"
-    );
-    let link = net.old.ip(&["link", "show", "eth0"])?;
+    // SIGTERM detaches the program and unpins the maps; the old host then
+    // answers for itself again.
+    site.redirector.stop()?;
+    let link = site.net.old.ip(&["link", "show", "eth0"])?;
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(
         !link.contains("xdp"),
         "XDP still attached after SIGTERM: {link}"
     );
     assert!(
-        !bpffs.pins().join("RULES").exists(),
+        !site.bpffs.pins().join("RULES").exists(),
         "pins left after a clean exit"
     );
-    // With the program gone the old host answers for itself again.
-    assert_eq!(curl(&net.client, &format!("http://{OLD_IP}/"))?, OLD_BODY);
+    assert_eq!(site.get("/")?, OLD_BODY);
+    Ok(())
+}
+
+#[test]
+fn a_reload_moves_new_connections_and_lets_running_downloads_finish() -> Result<()> {
+    let site = Site::start(RULE_WWW)?;
+    let new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", SLOW)])?;
+    let _next_web = Nginx::start(&site.net.new, &[8081], NEXT_BODY, &[])?;
+    let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
+    site.wait_for_body(NEW_BODY)?;
+
+    // A download through the redirector is running while the rule changes.
+    let mut slow = site.slow_download("slow.bin")?;
+
+    // A changed destination applies to new connections only.
+    site.reload(RULE_WWW_NEXT)?;
+    site.wait_for_body(NEXT_BODY)?;
+    ensure!(
+        slow.running()?,
+        "the slow download finished before the reload: make SLOW bigger"
+    );
+
+    // A removed rule hands new connections back to the old host, and the
+    // connections it already forwards drain.
+    site.reload(NO_RULES)?;
+    site.wait_for_body(OLD_BODY)?;
+    ensure!(
+        slow.running()?,
+        "the slow download finished before the rule was removed: make SLOW bigger"
+    );
+    let json = site.stats_json()?;
+    assert!(
+        json_field(&json, "www", "draining")? == "true",
+        "a removed rule with a flow left is shown as draining: {json}"
+    );
+    slow.finish(Duration::from_secs(120))?;
+    assert_eq!(
+        sha256(&slow.to)?,
+        sha256(&new_web.file("slow.bin"))?,
+        "a download through a rule that changed, then went away"
+    );
     Ok(())
 }
 
@@ -195,9 +214,97 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
     Ok(())
 }
 
+/// The mission's site: client, old and new host on a switch, the
+/// redirector on the old host's eth0 with a workspace the test rewrites.
+/// Fields drop in order: the daemon first, the namespaces last.
+struct Site {
+    redirector: Redirector,
+    bpffs: Bpffs,
+    workspace: PathBuf,
+    scratch: tempfile::TempDir,
+    _xdp_pass: Vec<XdpPass>,
+    net: Topology,
+}
+
+impl Site {
+    fn start(rules: &str) -> Result<Self> {
+        let net = Topology::new()?;
+        let xdp_pass = prepare_switch_for_xdp(&net.switch)?;
+        let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
+        let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
+        let workspace = scratch.path().join("ws");
+        std::fs::create_dir_all(&workspace)?;
+        std::fs::write(workspace.join("redirector.toml"), rules)?;
+        let redirector = Redirector::start(&net.old, &workspace, &bpffs.pins(), scratch.path())?;
+        Ok(Self {
+            redirector,
+            bpffs,
+            workspace,
+            scratch,
+            _xdp_pass: xdp_pass,
+            net,
+        })
+    }
+
+    /// GET http://OLD_IP{path} from the client.
+    fn get(&self, path: &str) -> Result<String> {
+        curl(&self.net.client, &format!("http://{OLD_IP}{path}"))
+    }
+
+    /// Rewrites redirector.toml and sends SIGHUP.
+    fn reload(&self, rules: &str) -> Result<()> {
+        std::fs::write(self.workspace.join("redirector.toml"), rules)?;
+        self.redirector.signal(1)
+    }
+
+    /// Waits until http://OLD_IP/ answers with `body` (a reload is applied
+    /// asynchronously).
+    fn wait_for_body(&self, body: &str) -> Result<()> {
+        let seen = wait_until(Duration::from_secs(15), || {
+            self.get("/").is_ok_and(|b| b == body)
+        });
+        ensure!(
+            seen,
+            "http://{OLD_IP}/ never answered {body:?}; last answer {:?}; log:\n{}",
+            self.get("/"),
+            self.redirector.log()
+        );
+        Ok(())
+    }
+
+    /// A rate-limited GET of http://OLD_IP/{file}, once its first bytes
+    /// arrived.
+    fn slow_download(&self, file: &str) -> Result<SlowDownload> {
+        let to = self.scratch.path().join(format!("slow-{file}"));
+        let slow = SlowDownload::start(&self.net.client, &format!("http://{OLD_IP}/{file}"), &to)?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || file_len(&to) > 0),
+            "the slow download of {file} never started"
+        );
+        Ok(slow)
+    }
+
+    /// `redirector stats --json`, run as a separate process outside the
+    /// namespace: it needs only the pins.
+    fn stats_json(&self) -> Result<String> {
+        let out = run(
+            path_str(&bins::path("redirector"))?,
+            &[
+                "stats",
+                "--json",
+                "--interval",
+                "0.2",
+                "--pin-dir",
+                path_str(&self.bpffs.pins())?,
+            ],
+        )?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
 /// The daemon on the old host's eth0, its log in a file the test reads.
 struct Redirector {
-    daemon: Daemon,
+    daemon: Option<Daemon>,
     log_path: PathBuf,
 }
 
@@ -221,14 +328,14 @@ impl Redirector {
         .stdout(Stdio::null())
         .stderr(log);
         let mut me = Self {
-            daemon: Daemon::spawn("redirector", cmd)?,
+            daemon: Some(Daemon::spawn("redirector", cmd)?),
             log_path,
         };
         let pinned = wait_until(Duration::from_secs(20), || pins.join("RULES").exists());
         if !pinned {
             bail!("the redirector did not come up; log:\n{}", me.log());
         }
-        me.daemon.assert_running()?;
+        me.assert_running()?;
         Ok(me)
     }
 
@@ -236,21 +343,33 @@ impl Redirector {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// `redirector stats --json`, run as a separate process outside the
-    /// namespace: it needs only the pins.
-    fn stats_json(&self, pins: &Path) -> Result<String> {
-        let out = run(
-            path_str(&bins::path("redirector"))?,
-            &[
-                "stats",
-                "--json",
-                "--interval",
-                "0.2",
-                "--pin-dir",
-                path_str(pins)?,
-            ],
-        )?;
-        Ok(String::from_utf8(out.stdout)?)
+    fn daemon(&self) -> Result<&Daemon> {
+        self.daemon.as_ref().context("the redirector was stopped")
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        self.daemon()?.signal(signal)
+    }
+
+    fn assert_running(&mut self) -> Result<()> {
+        let log = self.log();
+        self.daemon
+            .as_mut()
+            .context("the redirector was stopped")?
+            .assert_running()
+            .with_context(|| format!("log:\n{log}"))
+    }
+
+    /// SIGTERM; fails unless the daemon exits 0.
+    fn stop(&mut self) -> Result<()> {
+        let daemon = self.daemon.take().context("the redirector was stopped")?;
+        let clean = daemon.stop(Duration::from_secs(10))?;
+        ensure!(
+            clean,
+            "redirector exit status on SIGTERM; log:\n{}",
+            self.log()
+        );
+        Ok(())
     }
 }
 
@@ -283,6 +402,8 @@ impl Drop for Bpffs {
 /// A rate-limited curl in the client namespace, killed on drop.
 struct SlowDownload {
     child: Child,
+    /// Where the body goes.
+    to: PathBuf,
 }
 
 impl SlowDownload {
@@ -297,14 +418,17 @@ impl SlowDownload {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting the slow download")?;
-        Ok(Self { child })
+        Ok(Self {
+            child,
+            to: to.to_path_buf(),
+        })
     }
 
     fn running(&mut self) -> Result<bool> {
         Ok(self.child.try_wait()?.is_none())
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<()> {
+    fn finish(&mut self, timeout: Duration) -> Result<()> {
         let mut status = None;
         wait_until(timeout, || {
             status = self.child.try_wait().ok().flatten();
@@ -379,6 +503,13 @@ fn path_str(p: &Path) -> Result<&str> {
 /// `redirector stats --json` (pretty-printed, one field per line). The tests
 /// crate has no JSON parser; the format is ours and stable.
 fn json_number(json: &str, rule: &str, field: &str) -> Result<u64> {
+    json_field(json, rule, field)?
+        .parse()
+        .with_context(|| format!("{field} of {rule} is not a number in {json}"))
+}
+
+/// The scalar `"field": VALUE` inside the rule object named `rule`.
+fn json_field(json: &str, rule: &str, field: &str) -> Result<String> {
     let start = json
         .find(&format!("\"name\": \"{rule}\""))
         .with_context(|| format!("no rule {rule} in {json}"))?;
@@ -388,11 +519,8 @@ fn json_number(json: &str, rule: &str, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} for {rule} in {json}"))?
         + start
         + key.len();
-    let digits: String = json[at..]
+    Ok(json[at..]
         .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits
-        .parse()
-        .with_context(|| format!("{field} of {rule} is not a number in {json}"))
+        .take_while(|c| !matches!(c, ',' | '\n' | '}'))
+        .collect())
 }
