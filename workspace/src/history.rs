@@ -163,8 +163,11 @@ impl Workspace {
         let live = self.live_files()?;
         let mut base = current;
         if current.is_none_or(|n| self.generation_files(n).ok().as_ref() != Some(&live)) {
-            let imported =
-                self.write_generation(&live, "the workspace as found (hand edits)", |_| Ok(()))?;
+            let why = match current {
+                None => "the workspace as found".to_string(),
+                Some(n) => format!("hand edits since generation {n}"),
+            };
+            let imported = self.write_generation(&live, &why, |_| Ok(()))?;
             self.set_current(imported.number)?;
             base = Some(imported.number);
         }
@@ -521,7 +524,7 @@ mod tests {
             .unwrap();
         assert_eq!(g.number, 4);
         let hand = ws.generation(3).unwrap();
-        assert!(hand.message.contains("hand edits"));
+        assert_eq!(hand.message, "hand edits since generation 2");
         assert_eq!(
             ws.generation_files(3).unwrap()[Path::new("redirector.toml")],
             RULE_B.as_bytes()
@@ -558,7 +561,7 @@ mod tests {
             ws.generations()
                 .unwrap()
                 .iter()
-                .all(|g| !g.message.contains("hand edits") || g.number == 1)
+                .all(|g| !g.message.contains("hand edits"))
         );
     }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cutover_tests::bpffs::Bpffs;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
@@ -43,11 +44,19 @@ pub fn run() -> Result<()> {
     let mut dnsd_cmd = net.client.command(bin("dnsd"));
     dnsd_cmd.arg("--workspace").arg(dir.path());
     let dnsd = Daemon::spawn("dnsd", dnsd_cmd)?;
+    let bpffs = Bpffs::mount(&dir.path().join(".bpffs"))?;
     let mut redirector_cmd = net.old.command(bin("redirector"));
     redirector_cmd
         .args(["run", "--iface", "eth0", "--workspace"])
-        .arg(dir.path());
+        .arg(dir.path())
+        .arg("--pin-dir")
+        .arg(bpffs.pins());
     let redirector = Daemon::spawn("redirector", redirector_cmd)?;
+    if !wait_until(Duration::from_secs(20), || {
+        bpffs.pins().join("RULES").exists()
+    }) {
+        bail!("the redirector did not start within 20 s");
+    }
     if !wait_until(Duration::from_secs(10), || {
         resolve(&net.client).is_ok_and(|a| a == OLD_IP)
     }) {
@@ -106,8 +115,13 @@ pub fn run() -> Result<()> {
         .old
         .command(bin("redirector"))
         .arg("stats")
+        .arg("--pin-dir")
+        .arg(bpffs.pins())
         .output()
         .context("redirector stats")?;
+    if !out.status.success() {
+        bail!("redirector stats: {}", String::from_utf8_lossy(&out.stderr));
+    }
     print!("{}", String::from_utf8_lossy(&out.stdout));
 
     say("rollback: restore the workspace as it was before step 1");
