@@ -154,6 +154,21 @@ fn a_reload_moves_new_connections_and_lets_running_downloads_finish() -> Result<
     let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
     site.wait_for_body(NEW_BODY)?;
 
+    // A SYN whose next hop the old host has not resolved yet is handed to
+    // the kernel, which resolves it and forwards: the client still connects.
+    // The daemon re-resolves rule destinations now and then, so the flush
+    // may be undone before the SYN arrives: try a few times.
+    let mut slow_path_taken = 0;
+    for _ in 0..5 {
+        site.net.old.ip(&["neigh", "flush", "all"])?;
+        assert_eq!(site.get("/")?, NEW_BODY, "with the neighbour table flushed");
+        slow_path_taken = json_number(&site.stats_json()?, "www", "pass_no_neigh").unwrap_or(0);
+        if slow_path_taken > 0 {
+            break;
+        }
+    }
+    assert!(slow_path_taken > 0, "the NO_NEIGH path was never taken");
+
     // A download through the redirector is running while the rule changes.
     let mut slow = site.slow_download("slow.bin")?;
 
@@ -194,7 +209,11 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
         scratch.path().join("redirector.toml"),
         "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\n",
     )?;
-    let out = Command::new(bins::path("redirector"))
+    // In a throw-away namespace, so that a daemon that wrongly started would
+    // touch nothing of the host's.
+    let host = Netns::new("cobad")?;
+    let out = host
+        .command(bins::path("redirector"))
         .args(["run", "--iface", "lo", "--workspace"])
         .arg(scratch.path())
         .output()?;
