@@ -237,6 +237,7 @@ fn corpus() -> Vec<Case> {
         ("static", "AAAA", "198.18.1.0/24"),
         ("www.child", "A", "198.18.1.0/24"),
         ("a.wild", "A", "0.0.0.0/0"),
+        ("q.multi", "AAAA", "::/0"),
     ] {
         let q = Query::new(&fqdn(name), qtype).subnet(subnet);
         cases.push(strict(q.clone()));
@@ -247,6 +248,7 @@ fn corpus() -> Vec<Case> {
     for (name, qtype, size) in [
         ("big", "A", 512),
         ("big", "A", 100),
+        ("www", "A", 0),
         ("big", "A", 1232),
         ("big", "A", 4096),
         ("bigtxt", "TXT", 512),
@@ -290,11 +292,23 @@ fn corpus() -> Vec<Case> {
         cases.push(strict(q.clone()));
         cases.push(strict(q.tcp()));
     }
-    // Unknown EDNS options and flag bits are ignored, not echoed.
-    for option in ["+ednsopt=65001:abcd", "+ednsflags=0x10"] {
+    // Unknown EDNS options, EDNS flag bits and the header's Z bit are
+    // ignored, not echoed; nobody pads or announces keepalive unasked.
+    // (A malformed ECS option is left out: dnsd may say FORMERR as RFC 7871
+    // allows, while the peers, which do not implement ECS, ignore it.)
+    for option in [
+        "+ednsopt=65001:abcd",
+        "+ednsflags=0x10",
+        "+zflag",
+        "+padding=64",
+    ] {
         for name in ["www", "nope"] {
             cases.push(strict(Query::new(&fqdn(name), "A").dig_option(option)));
         }
+    }
+    for name in ["www", "nope"] {
+        let q = Query::new(&fqdn(name), "A").tcp().dig_option("+keepalive");
+        cases.push(strict(q));
     }
     // Another class than IN: REFUSED. (Not HS: NSD drops the question
     // there, Knot echoes it, and no client asks.)
