@@ -40,6 +40,12 @@ pub async fn run(opts: Options) -> Result<()> {
         .with_context(|| format!("opening the workspace {}", opts.workspace.display()))?;
     let cfg = reload::load_config(&workspace)?;
     let mut signals = Signals::install()?;
+    // Lets operator tools find this daemon to send SIGHUP; refuses a second
+    // daemon for the same workspace and interface.
+    let pid_name = format!("redirector-{}", opts.iface);
+    let _pid_file = workspace
+        .write_pid(&pid_name)
+        .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
 
     host::prepare(&opts.iface).context("preparing the host for forwarding")?;
     let mut attached = Attached::load(&opts.iface)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bins;
+use cutover_tests::bpffs::Bpffs;
 use cutover_tests::netns::{Netns, run};
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
@@ -389,32 +390,6 @@ impl Redirector {
             self.log()
         );
         Ok(())
-    }
-}
-
-/// A private bpffs instance for this test's pins, unmounted on drop, so that
-/// the test neither needs nor touches the host's /sys/fs/bpf.
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn mount(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        run("mount", &["-t", "bpf", "bpf", path_str(dir)?])?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn pins(&self) -> PathBuf {
-        self.dir.join("redirector")
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 
