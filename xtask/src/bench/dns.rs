@@ -43,6 +43,9 @@ pub struct Args {
     /// UDP workers of every server.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Benchmark this dnsd binary instead of building the release one.
+    #[arg(long)]
+    dnsd: Option<PathBuf>,
 }
 
 /// Targets from issue 3, relative to NSD.
@@ -87,9 +90,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut servers: Vec<Result<DnsServer, String>> = vec![
         dns_peers::start_nsd(ip(1), &options).map_err(|e| format!("{e:#}")),
         dns_peers::start_knot(ip(2), &options).map_err(|e| format!("{e:#}")),
-        build_dnsd().and_then(|bin| {
-            dns_peers::start_dnsd(&bin, ip(3), &options).map_err(|e| format!("{e:#}"))
-        }),
+        args.dnsd
+            .clone()
+            .map_or_else(build_dnsd, Ok)
+            .and_then(|bin| {
+                dns_peers::start_dnsd(&bin, ip(3), &options).map_err(|e| format!("{e:#}"))
+            }),
     ];
     for server in servers.iter_mut() {
         if let Ok(s) = server
