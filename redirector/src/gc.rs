@@ -132,7 +132,8 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
     let now = monotonic_now_ns()?;
     let (doomed, mut report) = sweep(&snap, now, t);
     for (key, seen) in doomed {
-        // A packet may have refreshed the entry since the snapshot: then
+        // A packet may have refreshed the entry since the snapshot, or the
+        // snapshot may have missed a partner written during the scan: then
         // the connection is alive after all and stays.
         match flows.get(&key, 0) {
             Ok(current) if current.last_seen_ns != seen.last_seen_ns => {
@@ -142,6 +143,12 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
             Ok(_) => {}
             Err(MapError::KeyNotFound) => continue,
             Err(e) => return Err(e).context("reading a FLOWS entry"),
+        }
+        if !snap.contains_key(&seen.partner_key()) && flows.get(&seen.partner_key(), 0).is_ok() {
+            let tally = report.evicted.entry(seen.rule_id).or_default();
+            *tally = tally.saturating_sub(1);
+            *report.active.entry(seen.rule_id).or_default() += 1;
+            continue;
         }
         match flows.remove(&key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}

@@ -1,5 +1,6 @@
 //! `redirector`: the command line. Everything else lives in the library.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,8 +36,9 @@ enum Command {
         /// [default: /sys/fs/bpf/cutover/IFACE].
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
-        /// How often idle flows are looked for, in seconds.
-        #[arg(long, value_name = "S", default_value_t = 5.0)]
+        /// How often idle flows are looked for, in seconds. Each pass reads
+        /// the whole flow table (about 0.4 s of CPU per 200k entries).
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
         gc_interval: f64,
     },
     /// Print per-rule figures of a running redirector.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
