@@ -395,6 +395,7 @@ fn table(
         n = args.rounds,
         w = args.workers,
     );
+    let _ = writeln!(out, "cutover at {}, {}", revision(), versions());
     let _ = writeln!(
         out,
         "{:<10} {:>10} {:>7} {:>14} {:>7} {:>20}",
@@ -468,6 +469,46 @@ fn table(
         let _ = writeln!(out, "response codes, {label}: {}", mix.join(", "));
     }
     out
+}
+
+/// The commit the benchmark ran on, so that a table can be traced back.
+fn revision() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "an unknown commit".into())
+}
+
+/// The peers' and dnsperf's versions, as they print them.
+fn versions() -> String {
+    // (program, argument, a word on the line that holds the version)
+    let tools = [
+        ("nsd", "-v", "NSD"),
+        ("knotd", "--version", "Knot"),
+        ("dnsperf", "-h", "Version"),
+    ];
+    tools
+        .iter()
+        .filter_map(|(program, arg, needle)| {
+            let out = Command::new(program).arg(arg).output().ok()?;
+            let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+            let line = text
+                .lines()
+                .find(|l| l.contains(needle))?
+                .trim()
+                .to_string();
+            Some(if *program == "dnsperf" {
+                format!("dnsperf {}", line.trim_start_matches("Version ").trim())
+            } else {
+                line
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn met(ok: bool) -> &'static str {
