@@ -107,10 +107,16 @@ pub fn monotonic_now_ns() -> Result<u64> {
     Ok(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
 }
 
-/// Reads the whole map. Entries deleted while it is read are skipped.
+/// Reads the whole map, in batches when the kernel can. Entries deleted
+/// while it is read are skipped.
 pub fn snapshot<T: std::borrow::Borrow<MapData>>(
     flows: &BpfHashMap<T, FlowKey, Flow>,
 ) -> Result<HashMap<FlowKey, Flow>> {
+    match crate::batch::lookup_all(flows) {
+        Ok(entries) => return Ok(entries.into_iter().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(e).context("reading the FLOWS map in batches"),
+    }
     let mut out = HashMap::new();
     for item in flows.iter() {
         match item {
@@ -155,6 +161,7 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
             Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
         }
     }
+    report.evicted.retain(|_, n| *n > 0);
     Ok(report)
 }
 

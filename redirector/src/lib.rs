@@ -8,6 +8,7 @@
 //! names), `host` (sysctls, neighbour warm-up), `signals` and `reload`
 //! (lifecycle), `daemon` (the run loop).
 
+pub mod batch;
 pub mod daemon;
 pub mod gc;
 pub mod host;
