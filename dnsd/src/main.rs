@@ -6,6 +6,7 @@
 //! → `server` (sockets and protocol rules). `reload` swaps the snapshot.
 
 mod answer;
+mod fast_path;
 mod name_key;
 mod reload;
 mod rotate;

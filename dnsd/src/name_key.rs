@@ -40,6 +40,32 @@ impl NameKey {
         Some(key)
     }
 
+    /// The key of a name in uncompressed wire form (labels, then the root
+    /// label), as it appears in a query. `None` for anything else.
+    pub fn from_wire(wire: &[u8]) -> Option<Self> {
+        let (last, labels) = wire.split_last()?;
+        if *last != 0 || labels.len() >= MAX_WIRE {
+            return None;
+        }
+        let mut key = Self {
+            buf: [0; MAX_WIRE],
+            len: labels.len(),
+        };
+        let mut at = 0;
+        while at < labels.len() {
+            let len = usize::from(labels[at]);
+            if len == 0 || len > 63 || at + 1 + len > labels.len() {
+                return None;
+            }
+            key.buf[at] = labels[at];
+            for i in at + 1..=at + len {
+                key.buf[i] = labels[i].to_ascii_lowercase();
+            }
+            at += 1 + len;
+        }
+        Some(key)
+    }
+
     /// The key of `*.<parent>`, the wildcard that could cover a child of
     /// `parent`.
     pub fn wildcard_of(parent: &[u8]) -> Option<Self> {
@@ -97,6 +123,10 @@ mod tests {
         assert_eq!(parent(b""), None);
         assert!(is_at_or_below(k.as_bytes(), p));
         assert!(!is_at_or_below(p, k.as_bytes()));
+        let wire = NameKey::from_wire(b"\x03WwW\x07example\x04test\x00").unwrap();
+        assert_eq!(wire.as_bytes(), k.as_bytes());
+        assert!(NameKey::from_wire(b"\x03www\x07exam").is_none());
+        assert!(NameKey::from_wire(b"\x05www\x00").is_none());
         let w = NameKey::wildcard_of(p).unwrap();
         assert_eq!(w.as_bytes(), b"\x01*\x07example\x04test");
     }

@@ -28,6 +28,7 @@ use socket2::{Domain, Socket, Type};
 use tracing::debug;
 
 use crate::answer::{self, Context, EMPTY, Question, Response, Section};
+use crate::fast_path;
 use crate::snapshot::Snapshot;
 use crate::udp;
 
@@ -59,6 +60,12 @@ impl Handler {
             snapshot,
             rotation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Answers a raw UDP query through the fast path into `out`, if it is
+    /// one that path serves.
+    pub fn fast_answer(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
+        fast_path::answer(&self.snapshot.load(), query, &self.rotation, out)
     }
 }
 

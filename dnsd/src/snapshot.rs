@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
+use crate::fast_path::Encoded;
 use crate::name_key::{self, NameKey};
 use crate::zone_load::{LoadedWorkspace, LoadedZone};
 
@@ -65,6 +66,8 @@ pub struct RrSet {
     /// on what they add to a response.
     pub wire_len: usize,
     pub additional_wire_len: usize,
+    /// The records pre-encoded for the UDP fast path.
+    pub encoded: Option<Encoded>,
 }
 
 impl RrSet {
@@ -73,6 +76,7 @@ impl RrSet {
         Self {
             rtype,
             wire_len: wire_len(&records),
+            encoded: Encoded::new(&records),
             records: records.into_boxed_slice(),
             additional: Box::default(),
             additional_wire_len: 0,

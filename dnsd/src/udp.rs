@@ -19,7 +19,7 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::server::Handler;
 
@@ -30,6 +30,7 @@ const RECV_BUFFER: usize = 4096;
 pub async fn serve(socket: UdpSocket, handler: Arc<Handler>) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; RECV_BUFFER];
+    let mut out = Vec::with_capacity(usize::from(crate::server::MAX_UDP_PAYLOAD));
     loop {
         let (len, src) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
@@ -41,6 +42,12 @@ pub async fn serve(socket: UdpSocket, handler: Arc<Handler>) {
         };
         let packet = &buf[..len];
         if !is_query(packet) || src.port() == 0 {
+            continue;
+        }
+        if handler.fast_answer(packet, &mut out) {
+            if let Err(error) = socket.send_to(&out, src).await {
+                debug!(%error, %src, "sending a UDP response");
+            }
             continue;
         }
         let reply = UdpReply {
@@ -106,7 +113,7 @@ impl ResponseHandler for UdpReply {
         encoder.set_max_size(limit);
         let info = response.destructive_emit(&mut encoder)?;
         if let Err(error) = self.socket.send_to(&bytes, self.dst).await {
-            warn!(%error, dst = %self.dst, "sending a UDP response");
+            debug!(%error, dst = %self.dst, "sending a UDP response");
         }
         Ok(info)
     }

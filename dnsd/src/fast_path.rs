@@ -1,0 +1,426 @@
+//! The UDP fast path: the common queries answered straight from the wire.
+//!
+//! Most traffic is a plain QUERY for one name in class IN, without EDNS
+//! options, whose answer is an RRset, NODATA or NXDOMAIN. For those, the
+//! response is assembled from bytes prepared when the snapshot was built:
+//! the header, the question copied from the query, each record pre-encoded
+//! without its owner name (the owner becomes a compression pointer into the
+//! question, which also echoes the asker's case), and a fixed OPT record.
+//! No allocation, no parsing into objects, no encoder.
+//!
+//! Everything else — CNAMEs, wildcards, referrals, additional data, ANY,
+//! EDNS options or versions, truncation, malformed input — returns `None`
+//! and takes the general path (`server::Handler`), which is the reference:
+//! the fast path must produce exactly what it would, byte order of records
+//! aside.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hickory_proto::rr::{Name, Record};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use crate::name_key::NameKey;
+use crate::rotate;
+use crate::server::MAX_UDP_PAYLOAD;
+use crate::snapshot::{Lookup, RrSet, Snapshot};
+
+/// An RRset's records in wire form, each without its owner name: TYPE,
+/// CLASS, TTL, RDLENGTH and uncompressed RDATA.
+#[derive(Debug)]
+pub struct Encoded {
+    bytes: Box<[u8]>,
+    /// Where each record starts in `bytes`, and where the last ends.
+    starts: Box<[u32]>,
+}
+
+impl Encoded {
+    /// Encodes `records`; `None` if one cannot be encoded (the general path
+    /// then reports it).
+    pub fn new(records: &[Record]) -> Option<Self> {
+        let mut bytes = Vec::new();
+        let mut starts = vec![0u32];
+        for record in records {
+            let mut buf = Vec::with_capacity(64);
+            let mut encoder = BinEncoder::new(&mut buf);
+            encoder.set_name_encoding(NameEncoding::Uncompressed);
+            record.emit(&mut encoder).ok()?;
+            let owner = wire_len(&record.name);
+            bytes.extend_from_slice(buf.get(owner..)?);
+            starts.push(u32::try_from(bytes.len()).ok()?);
+        }
+        Some(Self {
+            bytes: bytes.into_boxed_slice(),
+            starts: starts.into_boxed_slice(),
+        })
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let (start, end) = (self.starts[i] as usize, self.starts[i + 1] as usize);
+        &self.bytes[start..end]
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+}
+
+/// Uncompressed wire length of a name, root label included.
+fn wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
+/// The parts of a query the fast path understands.
+struct Parsed {
+    id: [u8; 2],
+    rd: bool,
+    key: NameKey,
+    /// End of the question (after QTYPE and QCLASS).
+    question_end: usize,
+    qname_len: usize,
+    qtype: u16,
+    /// The EDNS payload and DO bit, if the query had an OPT record.
+    edns: Option<(u16, bool)>,
+}
+
+const CLASS_IN: u16 = 1;
+const TYPE_OPT: u16 = 41;
+
+/// Types the general path treats specially.
+fn is_special(qtype: u16) -> bool {
+    // CNAME (5) is answered as an ordinary type; ANY, AXFR, IXFR, OPT and
+    // the obsolete MAILA/MAILB are not.
+    matches!(qtype, 41 | 251..=255) || qtype == 0
+}
+
+fn parse(query: &[u8]) -> Option<Parsed> {
+    let h = query.get(..12)?;
+    // QR clear, opcode QUERY, TC clear; the Z/AD/CD bits are ignored.
+    if h[2] & 0xfa != 0 {
+        return None;
+    }
+    let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    if count(4) != 1 || count(6) != 0 || count(8) != 0 || count(10) > 1 {
+        return None;
+    }
+    // The name: plain labels only, no compression.
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+    let qname_len = at - 12;
+    if qname_len > 255 {
+        return None;
+    }
+    let key = NameKey::from_wire(query.get(12..at)?)?;
+    let fixed = query.get(at..at + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+    if u16::from_be_bytes([fixed[2], fixed[3]]) != CLASS_IN || is_special(qtype) {
+        return None;
+    }
+    let question_end = at + 4;
+    let edns = if count(10) == 1 {
+        // Exactly an OPT record for the root, version 0, no options.
+        let opt = query.get(question_end..)?;
+        if opt.len() != 11 || opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != TYPE_OPT {
+            return None;
+        }
+        let (version, flags, rdlen) = (opt[6], opt[7], u16::from_be_bytes([opt[9], opt[10]]));
+        if version != 0 || rdlen != 0 {
+            return None;
+        }
+        Some((u16::from_be_bytes([opt[3], opt[4]]), flags & 0x80 != 0))
+    } else if query.len() != question_end {
+        return None;
+    } else {
+        None
+    };
+    Some(Parsed {
+        id: [h[0], h[1]],
+        rd: h[2] & 0x01 != 0,
+        key,
+        question_end,
+        qname_len,
+        qtype,
+        edns,
+    })
+}
+
+/// Answers `query` into `out` if it is one the fast path serves; `out`
+/// then holds the whole response. Takes a number from `rotation` only when
+/// it answers, so that the general path numbers the others.
+pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut Vec<u8>) -> bool {
+    let Some(q) = parse(query) else {
+        return false;
+    };
+    let Some(zone) = snapshot.find_zone(q.key.as_bytes()) else {
+        return false;
+    };
+    let qtype = hickory_proto::rr::RecordType::from(q.qtype);
+    let (rcode, answer, soa): (u8, Option<&RrSet>, bool) =
+        match zone.lookup(q.key.as_bytes(), qtype) {
+            Lookup::Node(node) => {
+                if qtype != hickory_proto::rr::RecordType::CNAME
+                    && node.get(hickory_proto::rr::RecordType::CNAME).is_some()
+                {
+                    return false;
+                }
+                match node.get(qtype) {
+                    Some(set) if set.additional.is_empty() => (0, Some(set), false),
+                    Some(_) => return false,
+                    None => (0, None, true),
+                }
+            }
+            Lookup::NxDomain => (3, None, true),
+            Lookup::Referral(_) | Lookup::Wildcard(_) => return false,
+        };
+
+    let encoded_answer = match answer {
+        Some(set) => match &set.encoded {
+            Some(e) => Some((set, e)),
+            None => return false,
+        },
+        None => None,
+    };
+    let soa_encoded = match (soa, &zone.negative_soa.encoded) {
+        (true, Some(e)) => Some(e),
+        (true, None) => return false,
+        (false, _) => None,
+    };
+
+    // The size does not depend on the rotation (rotated address records all
+    // have one length), so a response too big for the client is left to the
+    // general path, which truncates it, before a rotation number is taken.
+    let cap = snapshot.max_answers;
+    let answer_len = encoded_answer.map_or(0, |(set, e)| {
+        let take = rotate::window(set.rtype, e.len(), 0, cap).take;
+        if take == e.len() {
+            e.bytes.len() + 2 * take
+        } else {
+            take * (2 + e.record(0).len())
+        }
+    });
+    let soa_len = soa_encoded.map_or(0, |e| 2 + e.bytes.len());
+    let (opt_len, limit) = match q.edns {
+        Some((payload, _)) => (11, usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))),
+        None => (0, 512),
+    };
+    if q.question_end + answer_len + soa_len + opt_len > limit {
+        return false;
+    }
+    let window = encoded_answer.map(|(set, e)| {
+        let n = rotation.fetch_add(1, Ordering::Relaxed);
+        (e, rotate::window(set.rtype, e.len(), n, cap))
+    });
+
+    out.clear();
+    out.extend_from_slice(&q.id);
+    out.push(0x80 | 0x04 | u8::from(q.rd));
+    out.push(rcode);
+    let ancount = window.map_or(0, |(_, w)| w.take) as u16;
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ancount.to_be_bytes());
+    out.extend_from_slice(&u16::from(soa_encoded.is_some()).to_be_bytes());
+    out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
+    out.extend_from_slice(&query[12..q.question_end]);
+    if let Some((e, w)) = window {
+        let len = e.len();
+        for i in 0..w.take {
+            // Owner: a pointer to the question name at offset 12.
+            out.extend_from_slice(&[0xc0, 0x0c]);
+            out.extend_from_slice(e.record((w.start + i) % len));
+        }
+    }
+    if let Some(e) = soa_encoded {
+        // Owner: the apex, a suffix of the question name.
+        let apex = wire_len(&zone.origin);
+        let Some(offset) = (12 + q.qname_len).checked_sub(apex) else {
+            return false;
+        };
+        let pointer = 0xc000 | offset as u16;
+        out.extend_from_slice(&pointer.to_be_bytes());
+        out.extend_from_slice(e.record(0));
+    }
+    if let Some((_, dnssec_ok)) = q.edns {
+        out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    }
+    debug_assert!(out.len() <= limit);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::{self, Context, Question};
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::{DNSClass, RecordType};
+    use hickory_proto::serialize::binary::BinDecodable;
+
+    const ZONE: &str = "$TTL 300
+@        IN SOA ns1 hostmaster 7 3600 600 86400 120
+@        IN NS  ns1
+ns1      IN A   198.18.0.53
+www   60 IN A   198.18.0.1
+www   60 IN A   198.18.0.2
+www   30 IN A   198.18.0.3
+www      IN AAAA 2001:2::1
+txt      IN TXT \"hello world\"
+alias    IN CNAME www
+*.wild   IN A   198.18.0.77
+";
+
+    fn snapshot() -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.test.zone"), ZONE).unwrap();
+        let ws = crate::zone_load::load(dir.path()).unwrap();
+        Snapshot::build(&ws)
+    }
+
+    fn query(name: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {
+        let mut p = vec![
+            0x12,
+            0x34,
+            0x01,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns.is_some()),
+        ];
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            p.push(label.len() as u8);
+            p.extend_from_slice(label.as_bytes());
+        }
+        p.push(0);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&[0, 1]);
+        if let Some((payload, dnssec_ok)) = edns {
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&payload.to_be_bytes());
+            p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        p
+    }
+
+    /// The fast path's response, decoded, next to what the general answer
+    /// function selects for the same question.
+    fn both(s: &Snapshot, name: &str, qtype: u16, rotation: u64) -> Option<(Message, Vec<String>)> {
+        let q = query(name, qtype, Some((1232, false)));
+        let mut out = Vec::new();
+        if !answer(s, &q, &AtomicU64::new(rotation), &mut out) {
+            return None;
+        }
+        let msg = Message::from_bytes(&out).unwrap();
+        let qname = Name::from_ascii(name).unwrap();
+        let general = answer::answer(
+            s,
+            &Question {
+                name: &qname,
+                qtype: RecordType::from(qtype),
+                qclass: DNSClass::IN,
+            },
+            Context { rotation },
+        );
+        let mut expected: Vec<String> = general
+            .records(&general.answer)
+            .chain(general.records(&general.authority))
+            .map(|r| r.to_string())
+            .collect();
+        expected.sort();
+        Some((msg, expected))
+    }
+
+    fn records(msg: &Message) -> Vec<String> {
+        let mut got: Vec<String> = msg
+            .answers
+            .iter()
+            .chain(msg.authorities.iter())
+            .map(|r| r.to_string())
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn positive_nodata_and_nxdomain_match_the_general_path() {
+        let s = snapshot();
+        for (name, qtype, rcode) in [
+            ("www.example.test.", 1, 0),
+            ("WwW.Example.Test.", 28, 0),
+            ("txt.example.test.", 16, 0),
+            ("www.example.test.", 16, 0),
+            ("nope.example.test.", 1, 3),
+            ("alias.example.test.", 5, 0),
+        ] {
+            let (msg, expected) = both(&s, name, qtype, 4).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(u8::from(msg.metadata.response_code.low()), rcode, "{name}");
+            assert!(msg.metadata.authoritative);
+            assert!(msg.metadata.recursion_desired, "RD echoed");
+            assert_eq!(records(&msg), expected, "{name} {qtype}");
+            assert_eq!(
+                msg.queries[0].name().to_ascii(),
+                name,
+                "question echoed as asked"
+            );
+            assert_eq!(msg.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+        }
+    }
+
+    #[test]
+    fn answers_rotate_like_the_general_path() {
+        let s = snapshot();
+        let first = |rotation| {
+            let mut out = Vec::new();
+            let counter = AtomicU64::new(rotation);
+            assert!(answer(
+                &s,
+                &query("www.example.test.", 1, None),
+                &counter,
+                &mut out
+            ));
+            Message::from_bytes(&out).unwrap().answers[0]
+                .data
+                .to_string()
+        };
+        assert_eq!(
+            [first(0), first(1), first(2)],
+            ["198.18.0.1", "198.18.0.2", "198.18.0.3"]
+        );
+    }
+
+    #[test]
+    fn everything_else_takes_the_general_path() {
+        let s = snapshot();
+        let mut out = Vec::new();
+        for q in [
+            query("alias.example.test.", 1, None),
+            query("x.wild.example.test.", 1, None),
+            query("example.test.", 255, None),
+            query("example.org.", 1, None),
+            query("www.example.test.", 1, Some((1232, false)))[..20].to_vec(),
+        ] {
+            assert!(!answer(&s, &q, &AtomicU64::new(0), &mut out));
+        }
+        let mut badvers = query("www.example.test.", 1, Some((1232, false)));
+        let n = badvers.len();
+        badvers[n - 5] = 1;
+        assert!(!answer(&s, &badvers, &AtomicU64::new(0), &mut out));
+        let mut notify = query("www.example.test.", 1, None);
+        notify[2] = 4 << 3;
+        assert!(!answer(&s, &notify, &AtomicU64::new(0), &mut out));
+    }
+}
