@@ -102,3 +102,32 @@ pub fn lookup_all<T: Borrow<MapData>, K: Pod, V: Pod>(
         first = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root (creates a map), as every test of this crate that touches
+    /// the kernel.
+    #[test]
+    fn a_batched_read_returns_every_entry_once() {
+        let mut map = HashMap::<MapData, u32, u64>::create(100_000, 0)
+            .expect("creating a hash map (run as root)");
+        let n = 20_000u32;
+        for k in 0..n {
+            map.insert(k, u64::from(k) * 3, 0).unwrap();
+        }
+        let mut entries = lookup_all(&map).unwrap();
+        entries.sort_unstable();
+        assert_eq!(entries.len(), n as usize, "more than one chunk, all of it");
+        for (i, (k, v)) in entries.iter().enumerate() {
+            assert_eq!((*k, *v), (i as u32, u64::from(i as u32) * 3));
+        }
+    }
+
+    #[test]
+    fn an_empty_map_reads_as_empty() {
+        let map = HashMap::<MapData, u32, u64>::create(16, 0).expect("creating a hash map");
+        assert!(lookup_all(&map).unwrap().is_empty());
+    }
+}

@@ -291,4 +291,33 @@ mod tests {
         assert_eq!(report.evicted, BTreeMap::from([(2, 1)]));
         assert_eq!(report.active, BTreeMap::from([(2, 1)]));
     }
+
+    /// Needs root: a real map, as the daemon uses it.
+    #[test]
+    fn a_collection_pass_deletes_idle_and_orphaned_entries_from_the_map() {
+        let mut map = BpfHashMap::<MapData, FlowKey, Flow>::create(1024, 0)
+            .expect("creating a hash map (run as root)");
+        let now = monotonic_now_ns().unwrap();
+        let idle = pair_on(
+            40000,
+            1,
+            FLOW_ESTABLISHED | FLOW_FIN,
+            now - 60 * S,
+            now - 60 * S,
+        );
+        let live = pair_on(40001, 1, FLOW_ESTABLISHED, now - 60 * S, now);
+        let lone = pair_on(40002, 2, FLOW_ESTABLISHED, now - 60 * S, now - 60 * S)[0];
+        for (k, v) in idle.iter().chain(live.iter()).chain([lone].iter()) {
+            map.insert(k, v, 0).unwrap();
+        }
+
+        let report = collect(&mut map, &timeouts()).unwrap();
+
+        let left: HashMap<FlowKey, Flow> = snapshot(&map).unwrap();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains_key(&live[0].0) && left.contains_key(&live[1].0));
+        assert_eq!(report.expired, BTreeMap::from([(1, 1)]));
+        assert_eq!(report.evicted, BTreeMap::from([(2, 1)]));
+        assert_eq!(report.active, BTreeMap::from([(1, 1)]));
+    }
 }
