@@ -90,6 +90,10 @@ pub async fn run(opts: Options) -> Result<()> {
             },
             _ = gc_tick.tick() => {
                 collect(&mut maps, &mut rules, &mut published);
+                // Interfaces come and go (VPNs, VLANs): keep EGRESS current.
+                if let Err(e) = sync::sync_egress(&mut maps) {
+                    warn!("refreshing EGRESS: {e:#}");
+                }
                 publish(&mut published, &rules, pins.is_some(), &state_path);
                 host::warm_neighbours(rules.current().rules.values().map(|r| r.to));
             }

@@ -82,6 +82,10 @@ pub struct RuleReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub iface: String,
+    /// The daemon that published the rules, and whether it still runs: the
+    /// pins of a killed daemon outlive it, frozen.
+    pub daemon_pid: u32,
+    pub daemon_running: bool,
     pub sample_seconds: f64,
     pub rules: Vec<RuleReport>,
     /// Non-zero counters of packets that matched no rule.
@@ -135,6 +139,8 @@ pub fn build(
     let slot0 = after.get(&0).unwrap_or(&zero);
     Report {
         iface: state.iface.clone(),
+        daemon_pid: state.pid,
+        daemon_running: true,
         sample_seconds: secs,
         rules,
         unmatched: named(slot0, ""),
@@ -224,7 +230,15 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     let after = read_counters(&maps.counters, ids.iter().copied())?;
     let elapsed = started.elapsed();
     let active = active_flows(&maps.flows)?;
-    let report = build(&state, &before, &after, elapsed, &active);
+    let mut report = build(&state, &before, &after, elapsed, &active);
+    report.daemon_running = process_exists(state.pid);
+    if !report.daemon_running {
+        eprintln!(
+            "redirector: warning: the daemon (pid {}) is gone; these are the figures it left pinned in {}",
+            state.pid,
+            pin_dir.display()
+        );
+    }
     if json {
         println!(
             "{}",
@@ -234,6 +248,19 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
         print!("{}", render_table(&report));
     }
     Ok(())
+}
+
+/// Whether a process with this pid exists (signal 0 probes without sending).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists but belongs to someone else.
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
