@@ -26,7 +26,10 @@ use crate::{gc, host, sync};
 /// Everything `redirector run` is told.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub iface: String,
+    /// The interfaces to attach to; the first names the pin directory and
+    /// the pid file. Clients arrive on it; list the others when new hosts
+    /// are reached (and answer) through them.
+    pub ifaces: Vec<String>,
     pub workspace: PathBuf,
     pub pin_dir: PathBuf,
     /// Log per-rule figures this often; never when `None`.
@@ -42,13 +45,17 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut signals = Signals::install()?;
     // Lets operator tools find this daemon to send SIGHUP; refuses a second
     // daemon for the same workspace and interface.
-    let pid_name = format!("redirector-{}", opts.iface);
+    let first = opts.ifaces.first().context("no interface given")?;
+    let pid_name = format!("redirector-{first}");
     let _pid_file = workspace
         .write_pid(&pid_name)
         .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
 
-    host::prepare(&opts.iface).context("preparing the host for forwarding")?;
-    let mut attached = Attached::load(&opts.iface)?;
+    for iface in &opts.ifaces {
+        host::prepare(iface)
+            .with_context(|| format!("preparing the host for forwarding on {iface}"))?;
+    }
+    let mut attached = Attached::load(&opts.ifaces)?;
     let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -62,12 +69,12 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let state_path = state::path_for(&opts.pin_dir);
     let mut published = State {
-        iface: opts.iface.clone(),
+        iface: opts.ifaces.join(","),
         pid: std::process::id(),
         ..State::default()
     };
     publish(&mut published, &rules, pins.is_some(), &state_path);
-    info!(iface = %opts.iface, "redirector running");
+    info!(ifaces = %opts.ifaces.join(","), "redirector running");
 
     let mut gc_tick = interval(opts.gc_interval);
     gc_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -1,5 +1,6 @@
-//! Loads the embedded XDP object and attaches it to one interface; the
-//! program is detached when the [`Attached`] value is dropped.
+//! Loads the embedded XDP object and attaches its program to the
+//! interfaces clients and new hosts are reached through; the program is
+//! detached when the [`Attached`] value is dropped.
 
 use std::os::fd::AsRawFd as _;
 
@@ -11,40 +12,44 @@ use tracing::{debug, info, warn};
 
 use crate::program::OBJECT;
 
-/// The loaded object with its program attached to `iface`.
+/// The loaded object with its program attached to each interface in
+/// `links`. One program and one set of maps serve them all, so a flow that
+/// enters on one interface and is answered on another is still one flow.
 pub struct Attached {
     ebpf: Ebpf,
-    iface: String,
-    link: Option<XdpLinkId>,
+    links: Vec<(String, XdpLinkId)>,
 }
 
 impl Attached {
     /// Loads the object, starts forwarding the program's aya-log records to
-    /// `tracing`, and attaches the program to `iface`.
-    pub fn load(iface: &str) -> Result<Self> {
+    /// `tracing`, and attaches the program to every interface of `ifaces`.
+    /// Any failure detaches what was attached.
+    pub fn load(ifaces: &[String]) -> Result<Self> {
         let mut ebpf = Ebpf::load(OBJECT).context("loading the XDP object into the kernel")?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => spawn_log_reader(logger),
             // The program may not log at all.
             Err(e) => debug!(error = %e, "the XDP program has no log map"),
         }
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .with_context(|| format!("the XDP object has no program {PROGRAM_NAME}"))?
-            .try_into()
-            .with_context(|| format!("{PROGRAM_NAME} is not an XDP program"))?;
-        program
+        program(&mut ebpf)?
             .load()
             .context("the kernel refused the XDP program (verifier)")?;
-        let link = program.attach(iface, XdpMode::default()).with_context(|| {
-            format!("attaching XDP to {iface} (does it exist, is another XDP program on it?)")
-        })?;
-        info!(%iface, "XDP program attached");
-        Ok(Self {
+        let mut attached = Self {
             ebpf,
-            iface: iface.to_string(),
-            link: Some(link),
-        })
+            links: Vec::new(),
+        };
+        for iface in ifaces {
+            let link = program(&mut attached.ebpf)?
+                .attach(iface, XdpMode::default())
+                .with_context(|| {
+                    format!(
+                        "attaching XDP to {iface} (does it exist, is another XDP program on it?)"
+                    )
+                })?;
+            info!(%iface, "XDP program attached");
+            attached.links.push((iface.clone(), link));
+        }
+        Ok(attached)
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -55,30 +60,38 @@ impl Attached {
         &mut self.ebpf
     }
 
-    /// Detaches the program; traffic then reaches the kernel stack untouched.
+    /// Detaches the program from every interface; traffic then reaches the
+    /// kernel stack untouched. Reports the first failure after trying all.
     pub fn detach(&mut self) -> Result<()> {
-        let Some(link) = self.link.take() else {
-            return Ok(());
-        };
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .context("the XDP program disappeared")?
-            .try_into()
-            .context("the program is no longer XDP")?;
-        program
-            .detach(link)
-            .with_context(|| format!("detaching XDP from {}", self.iface))?;
-        info!(iface = %self.iface, "XDP program detached");
-        Ok(())
+        let mut first_error = None;
+        while let Some((iface, link)) = self.links.pop() {
+            let result = program(&mut self.ebpf).and_then(|p| {
+                p.detach(link)
+                    .with_context(|| format!("detaching XDP from {iface}"))
+            });
+            match result {
+                Ok(()) => info!(%iface, "XDP program detached"),
+                Err(e) => {
+                    warn!("{e:#}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .with_context(|| format!("the XDP object has no program {PROGRAM_NAME}"))?
+        .try_into()
+        .with_context(|| format!("{PROGRAM_NAME} is not an XDP program"))
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if let Err(e) = self.detach() {
-            warn!(error = format!("{e:#}"), "detaching on drop");
-        }
+        // Failures were logged one by one.
+        let _ = self.detach();
     }
 }
 

@@ -23,9 +23,11 @@ enum Command {
     /// Attach the redirector to an interface and run in the foreground.
     /// SIGHUP re-reads the workspace; SIGINT/SIGTERM detach and exit.
     Run {
-        /// The interface clients arrive on (and leave through, to NEW).
-        #[arg(long)]
-        iface: String,
+        /// The interface clients arrive on. Repeat it for the interfaces new
+        /// hosts are reached through, when they are not the same one: the
+        /// program must see the replies too.
+        #[arg(long, required = true)]
+        iface: Vec<String>,
         /// The config workspace directory (its redirector.toml holds the rules).
         #[arg(long)]
         workspace: PathBuf,
@@ -92,9 +94,10 @@ fn dispatch(command: Command) -> Result<()> {
             pin_dir,
             gc_interval,
         } => {
+            let first = iface.first().context("--iface is required")?;
             let opts = daemon::Options {
-                pin_dir: pin_dir.unwrap_or_else(|| pin::default_dir(&iface)),
-                iface,
+                pin_dir: pin_dir.unwrap_or_else(|| pin::default_dir(first)),
+                ifaces: iface,
                 workspace,
                 stats_interval: stats_interval.map(seconds).transpose()?,
                 gc_interval: seconds(gc_interval)?,
