@@ -67,6 +67,10 @@ pub struct RuleReport {
     pub fwd_bytes: u64,
     pub reply_packets: u64,
     pub reply_bytes: u64,
+    /// Packets sent back out of the interface they came in on (XDP_TX) and
+    /// through another interface (XDP_REDIRECT).
+    pub sent_back: u64,
+    pub redirected: u64,
     /// New connections refused a NAT port.
     pub nat_failures: u64,
     /// Flows lost to LRU pressure (seen by the program or by collection).
@@ -128,6 +132,8 @@ pub fn build(
                 fwd_bytes: c(counter::FWD_BYTES),
                 reply_packets: c(counter::REPLY_PACKETS),
                 reply_bytes: c(counter::REPLY_BYTES),
+                sent_back: c(counter::TX),
+                redirected: c(counter::REDIRECT),
                 nat_failures: c(counter::NAT_PORT_EXHAUSTED),
                 evictions: c(counter::LRU_EVICTED) + gc_evicted,
                 expired: state.gc_expired.get(&r.id).copied().unwrap_or(0),

@@ -28,6 +28,11 @@ const SLOW_RATE: &str = "2M";
 /// the new host's.
 const OLD_SLOW: usize = SLOW + 4096;
 
+const FAR_BODY: &str = "served by the new host behind another interface\n";
+/// The old host's address on its second network, and the host behind it.
+const OLD_FAR_IP: &str = "198.18.1.1";
+const FAR_IP: &str = "198.18.1.3";
+
 const NO_RULES: &str = "";
 const RULE_WWW: &str = r#"
 [[rule]]
@@ -204,6 +209,50 @@ fn a_reload_moves_new_connections_and_lets_running_downloads_finish() -> Result<
 }
 
 #[test]
+fn a_new_host_behind_another_interface_is_reached_through_the_devmap() -> Result<()> {
+    let site = Site::start_with_far_host(
+        r#"
+[[rule]]
+name = "far"
+from = "198.18.0.2:80"
+to = "198.18.1.3:80"
+"#,
+    )?;
+    let far = site.far.as_ref().context("no far host")?;
+    let far_web = Nginx::start(far, &[80], FAR_BODY, &[("big.bin", BIG)])?;
+    site.wait_for_body(FAR_BODY)?;
+
+    let copy = site.scratch.path().join("far-big.bin");
+    site.net.client.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "-o",
+            path_str(&copy)?,
+            &format!("http://{OLD_IP}/big.bin"),
+        ],
+    )?;
+    assert_eq!(
+        sha256(&copy)?,
+        sha256(&far_web.file("big.bin"))?,
+        "50 MB from a host behind another interface"
+    );
+    // Both directions left through the other interface: XDP_REDIRECT.
+    let json = site.stats_json()?;
+    let redirected = json_number(&json, "far", "redirected")?;
+    let packets =
+        json_number(&json, "far", "fwd_packets")? + json_number(&json, "far", "reply_packets")?;
+    assert!(
+        redirected > 0 && redirected + 16 >= packets,
+        "{redirected} of {packets} packets redirected: {json}"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("cutover-bad").tempdir()?;
     std::fs::write(
@@ -243,25 +292,49 @@ struct Site {
     workspace: PathBuf,
     scratch: tempfile::TempDir,
     _xdp_pass: Vec<XdpPass>,
+    /// A host reached through the old host's eth1, when the test needs one.
+    far: Option<Netns>,
     net: Topology,
 }
 
 impl Site {
     fn start(rules: &str) -> Result<Self> {
+        Self::build(rules, false)
+    }
+
+    /// With a second network behind the old host's eth1 (198.18.1.0/24)
+    /// holding the `far` host, and the redirector on eth0 and eth1.
+    fn start_with_far_host(rules: &str) -> Result<Self> {
+        Self::build(rules, true)
+    }
+
+    fn build(rules: &str, with_far_host: bool) -> Result<Self> {
         let net = Topology::new()?;
         let xdp_pass = prepare_switch_for_xdp(&net.switch)?;
+        let far = if with_far_host {
+            Some(far_host_behind(&net)?)
+        } else {
+            None
+        };
+        let ifaces: &[&str] = if with_far_host {
+            &["eth0", "eth1"]
+        } else {
+            &["eth0"]
+        };
         let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
         let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
         let workspace = scratch.path().join("ws");
         std::fs::create_dir_all(&workspace)?;
         std::fs::write(workspace.join("redirector.toml"), rules)?;
-        let redirector = Redirector::start(&net.old, &workspace, &bpffs.pins(), scratch.path())?;
+        let redirector =
+            Redirector::start(&net.old, ifaces, &workspace, &bpffs.pins(), scratch.path())?;
         Ok(Self {
             redirector,
             bpffs,
             workspace,
             scratch,
             _xdp_pass: xdp_pass,
+            far,
             net,
         })
     }
@@ -329,24 +402,27 @@ struct Redirector {
 }
 
 impl Redirector {
-    fn start(old: &Netns, workspace: &Path, pins: &Path, scratch: &Path) -> Result<Self> {
+    fn start(
+        old: &Netns,
+        ifaces: &[&str],
+        workspace: &Path,
+        pins: &Path,
+        scratch: &Path,
+    ) -> Result<Self> {
         let log_path = scratch.join("redirector.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = old.command(bins::path("redirector"));
-        cmd.args([
-            "run",
-            "--iface",
-            "eth0",
-            "--gc-interval",
-            "1",
-            "--workspace",
-        ])
-        .arg(workspace)
-        .arg("--pin-dir")
-        .arg(pins)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
+        cmd.arg("run");
+        for iface in ifaces {
+            cmd.args(["--iface", iface]);
+        }
+        cmd.args(["--gc-interval", "1", "--workspace"])
+            .arg(workspace)
+            .arg("--pin-dir")
+            .arg(pins)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
         let mut me = Self {
             daemon: Some(Daemon::spawn("redirector", cmd)?),
             log_path,
@@ -448,6 +524,28 @@ impl Drop for SlowDownload {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A host on a network of its own behind the old host's eth1: far eth0
+/// 198.18.1.3/24 <-> old eth1 198.18.1.1/24, routed through the old host.
+/// Its eth0 runs GRO, which gives the veth the NAPI context that frames
+/// redirected into it by XDP need.
+fn far_host_behind(net: &Topology) -> Result<Netns> {
+    let far = Netns::new("cofar")?;
+    let tmp = cutover_tests::netns::unique_name("v");
+    net.old
+        .ip(&["link", "add", "eth1", "type", "veth", "peer", "name", &tmp])?;
+    net.old.ip(&["link", "set", &tmp, "netns", &far.name])?;
+    far.ip(&["link", "set", &tmp, "name", "eth0"])?;
+    net.old
+        .ip(&["addr", "add", &format!("{OLD_FAR_IP}/24"), "dev", "eth1"])?;
+    far.ip(&["addr", "add", &format!("{FAR_IP}/24"), "dev", "eth0"])?;
+    net.old.ip(&["link", "set", "eth1", "up"])?;
+    far.ip(&["link", "set", "eth0", "up"])?;
+    far.ip(&["route", "add", "default", "via", OLD_FAR_IP])?;
+    net.old.exec("ethtool", &["-K", "eth1", "tx", "off"])?;
+    far.exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+    Ok(far)
 }
 
 /// Readies the switch for a host that forwards with XDP: XDP_PASS on every
