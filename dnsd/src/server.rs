@@ -276,7 +276,7 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
 }
 
 /// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
-/// task, and one TCP listener handed to `server`, on `addr`. Returns the
+/// thread, and one TCP listener handed to `server`, on `addr`. Returns the
 /// bound address (its port resolved if `addr` asked for port 0).
 pub fn listen(
     server: &mut Server<Handler>,
@@ -290,14 +290,14 @@ pub fn listen(
         bound = socket
             .local_addr()
             .context("reading the bound UDP address")?;
-        tokio::spawn(udp::serve(socket, Arc::new(handler.clone())));
+        udp::spawn(socket, handler.clone(), tokio::runtime::Handle::current())?;
     }
     let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
     server.register_listener(listener, TCP_IDLE, 32);
     Ok(bound)
 }
 
-fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     // One socket per core on the same address: the kernel spreads clients
     // over them by flow hash, so each core serves its own queue.
@@ -308,9 +308,8 @@ fn udp_socket(addr: SocketAddr) -> Result<tokio::net::UdpSocket> {
     // A burst of queries should wait in the socket, not be dropped; the
     // kernel caps this at net.core.rmem_max, which is fine.
     let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+    Ok(socket.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
