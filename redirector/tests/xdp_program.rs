@@ -7,48 +7,870 @@
 
 mod xdp;
 
-use std::net::SocketAddrV4;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use redirector_common::counter;
+use anyhow::{Context, Result, bail};
+use redirector_common::{
+    DIR_FORWARD, DIR_REPLY, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, FLOW_SYN, Flow, counter,
+};
 
-use xdp::frame::{ACK, SYN, Tcp, parse_checked};
-use xdp::netns::{self, INGRESS, NEW, NEW_MAC, OLD, OLD_MAC, OldHost, client, client_mac};
-use xdp::program::{Redirector, XDP_TX, flow_key};
+use xdp::frame::{
+    self, ACK, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_VLAN, FIN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    PSH, RST, SYN, Seen, Tcp, ethernet, parse_checked,
+};
+use xdp::netns::{
+    CLIENTS, INGRESS, LOCAL_CLIENT, NEW, NEW_MAC, NEW_MOVABLE, NEW_OTHER, NEW_OTHER_MAC,
+    NEW_UNREACHABLE, NEW_UNRESOLVED, OLD, OLD_MAC, OTHER, OTHER_MAC, OldHost, client, client_mac,
+};
+use xdp::program::{
+    Outcome, Redirector, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, addr, flow_key, port,
+};
 
+/// OLD:80 -> NEW:8080, the mission's eth0 -> eth0 case.
 const RULE: u32 = 1;
+/// OLD:81 -> a new host on the link whose MAC is not resolved yet.
+const RULE_UNRESOLVED: u32 = 2;
+/// OLD:82 -> a new host behind another interface (devmap).
+const RULE_OTHER: u32 = 3;
+/// OLD:83 -> an unreachable new host.
+const RULE_UNREACHABLE: u32 = 4;
+/// OLD:84 -> a new host behind a router whose route a test takes away.
+const RULE_MOVABLE: u32 = 5;
 
-fn old() -> SocketAddrV4 {
-    SocketAddrV4::new(OLD, 80)
+const PORT_MIN: u16 = 20000;
+const PORT_MAX: u16 = 29999;
+
+fn old(p: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(OLD, p)
 }
-fn new() -> SocketAddrV4 {
+fn new_host() -> SocketAddrV4 {
     SocketAddrV4::new(NEW, 8080)
 }
 
-/// A client that cached the old address opens a connection: the SYN leaves
-/// for the new host, from the old address, keeping the client's port.
-#[test]
-fn a_new_connection_is_sent_to_the_new_host() -> Result<()> {
+/// The old host with the program loaded and the rules above switched on.
+struct Old<'h> {
+    host: &'h OldHost,
+    r: Redirector,
+    ifindex: u32,
+}
+
+impl Old<'_> {
+    fn send(&self, frame: &[u8]) -> Result<Outcome> {
+        self.r.run(frame, self.ifindex)
+    }
+
+    /// Client `n` opens a connection from `sport` to `to`; returns the SYN
+    /// it sent and what left the old host.
+    fn syn(&self, n: u8, sport: u16, to: SocketAddrV4) -> Result<(Tcp, Outcome)> {
+        let syn = Tcp::syn(
+            client_mac(n),
+            OLD_MAC,
+            SocketAddrV4::new(client(n), sport),
+            to,
+        );
+        let out = self.send(&syn.bytes())?;
+        Ok((syn, out))
+    }
+
+    /// Like `syn`, expecting the SYN to leave for the new host by XDP_TX.
+    fn open(&self, n: u8, sport: u16, to: SocketAddrV4) -> Result<Seen> {
+        let (_, out) = self.syn(n, sport, to)?;
+        assert_eq!(out.action, XDP_TX, "the SYN should leave by XDP_TX");
+        Ok(parse_checked(&out.frame))
+    }
+
+    /// The new host's answer to a translated segment `seen`.
+    fn answer(&self, seen: &Seen, flags: u8, payload: &[u8]) -> Tcp {
+        let mut t = Tcp::syn(NEW_MAC, OLD_MAC, seen.to(), seen.from()).with(flags, payload);
+        t.seq = 0x5000_0000;
+        t.ack = seen.seq.wrapping_add(1);
+        t
+    }
+}
+
+/// Runs `test` on a fresh old host, removed afterwards whatever happens.
+fn on_old_host(test: impl FnOnce(&mut Old) -> Result<()> + Send) -> Result<()> {
     let host = OldHost::new()?;
     host.run(|| {
-        let ifindex = OldHost::ifindex(INGRESS)?;
         let mut r = Redirector::load()?;
-        r.add_rule(old(), new(), RULE)?;
-        r.set_ports(20000, 29999, 8)?;
+        let rules = [
+            (80, new_host(), RULE),
+            (81, SocketAddrV4::new(NEW_UNRESOLVED, 8080), RULE_UNRESOLVED),
+            (82, SocketAddrV4::new(NEW_OTHER, 8080), RULE_OTHER),
+            (
+                83,
+                SocketAddrV4::new(NEW_UNREACHABLE, 8080),
+                RULE_UNREACHABLE,
+            ),
+            (84, SocketAddrV4::new(NEW_MOVABLE, 8080), RULE_MOVABLE),
+        ];
+        for (p, to, id) in rules {
+            r.add_rule(old(p), to, id)?;
+        }
+        r.set_ports(PORT_MIN, PORT_MAX, 8)?;
+        let mut old = Old {
+            host: &host,
+            r,
+            ifindex: OldHost::ifindex(INGRESS)?,
+        };
+        test(&mut old)
+    })
+}
+
+/// Sends `frame` and checks that it went to the kernel byte for byte,
+/// that counter `reason` of `slot` (and nothing else) increased, and that
+/// no NAT state appeared.
+fn assert_untouched(o: &Old, frame: &[u8], slot: u32, reason: u32) -> Result<()> {
+    let before: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+    let flows = o.r.flow_count();
+    let out = o.send(frame)?;
+    assert_eq!(
+        out.action,
+        XDP_PASS,
+        "{} should pass",
+        counter::NAMES[reason as usize]
+    );
+    assert_eq!(out.frame, frame, "a passed frame must be byte-identical");
+    let mut expected = before.clone();
+    expected[slot as usize][reason as usize] += 1;
+    let after: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+    assert_eq!(
+        after,
+        expected,
+        "only {} should count",
+        counter::NAMES[reason as usize]
+    );
+    assert_eq!(
+        o.r.flow_count(),
+        flows,
+        "a passed frame must not create state"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_client_that_cached_the_old_address_reaches_the_new_host() -> Result<()> {
+    on_old_host(|o| {
         let from = SocketAddrV4::new(client(0), 40000);
-        let syn = Tcp::syn(client_mac(0), OLD_MAC, from, old());
-        let out = r.run(&syn.bytes(), ifindex)?;
+        let (syn, out) = o.syn(0, 40000, old(80))?;
         assert_eq!(out.action, XDP_TX);
         let seen = parse_checked(&out.frame);
+        // SNAT to the old address keeping the client's port, DNAT to the
+        // new host, next hop's MACs, one hop less.
         assert_eq!(seen.from(), SocketAddrV4::new(OLD, 40000));
-        assert_eq!(seen.to(), new());
-        assert_eq!(seen.src_mac, OLD_MAC);
-        assert_eq!(seen.dst_mac, NEW_MAC);
+        assert_eq!(seen.to(), new_host());
+        assert_eq!((seen.src_mac, seen.dst_mac), (OLD_MAC, NEW_MAC));
         assert_eq!(seen.ttl, 63);
-        assert_eq!(seen.flags, SYN);
-        assert_eq!(r.counter(RULE, counter::NEW_FLOWS), 1);
-        assert!(r.flow(&flow_key(from, old())).is_some());
-        let _ = (ACK, netns::CLIENTS);
+        assert_eq!((seen.flags, seen.seq), (SYN, syn.seq));
+        assert_eq!(out.frame.len(), syn.bytes().len());
+
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        assert_eq!(o.r.counter(RULE, counter::FWD_PACKETS), 1);
+        assert_eq!(
+            o.r.counter(RULE, counter::FWD_BYTES),
+            out.frame.len() as u64
+        );
+        assert_eq!(o.r.counter(RULE, counter::TX), 1);
+
+        // One forward and one reply entry, each the other's mirror.
+        let fwd =
+            o.r.flow(&flow_key(from, old(80)))
+                .context("forward entry")?;
+        assert_eq!(fwd.direction, DIR_FORWARD);
+        assert_eq!(
+            (fwd.saddr, fwd.daddr, fwd.sport, fwd.dport, fwd.rule_id),
+            (addr(OLD), addr(NEW), port(40000), port(8080), RULE)
+        );
+        assert_eq!(fwd.tcp_flags, FLOW_SYN);
+        assert!(fwd.last_seen_ns > 0);
+        let reply = o.r.flow(&fwd.partner_key()).context("reply entry")?;
+        assert_eq!(reply.direction, DIR_REPLY);
+        assert_eq!(
+            (reply.saddr, reply.daddr, reply.sport, reply.dport),
+            (addr(OLD), addr(client(0)), port(80), port(40000))
+        );
+        assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn the_new_hosts_reply_goes_back_to_the_client_from_the_old_address() -> Result<()> {
+    on_old_host(|o| {
+        let seen = o.open(0, 40000, old(80))?;
+        let syn_ack = o.answer(&seen, SYN | ACK, b"");
+        let out = o.send(&syn_ack.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        let back = parse_checked(&out.frame);
+        assert_eq!(back.from(), old(80));
+        assert_eq!(back.to(), SocketAddrV4::new(client(0), 40000));
+        assert_eq!((back.src_mac, back.dst_mac), (OLD_MAC, client_mac(0)));
+        assert_eq!(back.ttl, 63);
+        assert_eq!(
+            (back.flags, back.seq, back.ack),
+            (SYN | ACK, syn_ack.seq, syn_ack.ack)
+        );
+        assert_eq!(o.r.counter(RULE, counter::REPLY_PACKETS), 1);
+        assert_eq!(
+            o.r.counter(RULE, counter::REPLY_BYTES),
+            out.frame.len() as u64
+        );
+        assert_eq!(o.r.counter(RULE, counter::TX), 2);
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn later_packets_of_a_connection_follow_its_state() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(1), 41000);
+        let seen = o.open(1, 41000, old(80))?;
+        let first =
+            o.r.flow(&flow_key(from, old(80)))
+                .context("forward entry")?;
+
+        // The handshake's ACK, then data with an odd length (the checksum
+        // must fold the padding byte right).
+        let syn = Tcp::syn(client_mac(1), OLD_MAC, from, old(80));
+        for (flags, payload) in [
+            (ACK, &b""[..]),
+            (PSH | ACK, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n!"[..]),
+        ] {
+            let seg = syn.clone().with(flags, payload);
+            let out = o.send(&seg.bytes())?;
+            assert_eq!(out.action, XDP_TX);
+            let fwd = parse_checked(&out.frame);
+            assert_eq!((fwd.from(), fwd.to()), (seen.from(), seen.to()));
+            assert_eq!((fwd.flags, fwd.payload.as_slice()), (flags, payload));
+        }
+        let later =
+            o.r.flow(&flow_key(from, old(80)))
+                .context("forward entry")?;
+        assert_eq!(later.tcp_flags, FLOW_SYN | FLOW_ESTABLISHED);
+        assert!(later.last_seen_ns > first.last_seen_ns);
+        assert_eq!(o.r.counter(RULE, counter::FWD_PACKETS), 3);
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_client_port_already_in_use_gets_a_port_from_the_range() -> Result<()> {
+    on_old_host(|o| {
+        // Two clients with the same source port: the second cannot keep it.
+        let a = o.open(0, 45000, old(80))?;
+        assert_eq!(a.sport, 45000);
+        let b = o.open(1, 45000, old(80))?;
+        assert!(
+            (PORT_MIN..=PORT_MAX).contains(&b.sport),
+            "port {} is outside the range",
+            b.sport
+        );
+        assert_eq!(b.from().ip(), &OLD);
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 2);
+        assert_eq!(o.r.flow_count(), 4);
+
+        // Each reply reaches its own client.
+        for (seen, n) in [(&a, 0), (&b, 1)] {
+            let out = o.send(&o.answer(seen, SYN | ACK, b"").bytes())?;
+            assert_eq!(out.action, XDP_TX);
+            let back = parse_checked(&out.frame);
+            assert_eq!(back.to(), SocketAddrV4::new(client(n), 45000));
+            assert_eq!(back.dst_mac, client_mac(n));
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn running_out_of_nat_ports_drops_the_syn_and_counts_it() -> Result<()> {
+    on_old_host(|o| {
+        // A range of one port, which client 0 keeps as its own.
+        o.r.set_ports(46000, 46000, 4)?;
+        o.open(0, 46000, old(80))?;
+        let (_, out) = o.syn(1, 46000, old(80))?;
+        assert_eq!(out.action, XDP_DROP);
+        assert_eq!(o.r.counter(RULE, counter::NAT_PORT_EXHAUSTED), 1);
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        let key = flow_key(SocketAddrV4::new(client(1), 46000), old(80));
+        assert!(
+            o.r.flow(&key).is_none(),
+            "no state for a refused connection"
+        );
+        assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn fin_and_rst_mark_the_flow_closing_once_and_a_new_syn_starts_afresh() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(2), 42000);
+        let key = flow_key(from, old(80));
+        let seen = o.open(2, 42000, old(80))?;
+        let syn = Tcp::syn(client_mac(2), OLD_MAC, from, old(80));
+
+        let out = o.send(&syn.clone().with(FIN | ACK, b"").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(parse_checked(&out.frame).flags, FIN | ACK);
+        let fwd = o.r.flow(&key).context("forward entry")?;
+        let reply = o.r.flow(&fwd.partner_key()).context("reply entry")?;
+        assert_ne!(fwd.tcp_flags & FLOW_FIN, 0);
+        assert_ne!(
+            reply.tcp_flags & FLOW_FIN,
+            0,
+            "both entries carry the close"
+        );
+        assert_eq!(o.r.counter(RULE, counter::FLOWS_CLOSING), 1);
+
+        // The server's FIN and a RST: still one closing flow.
+        let out = o.send(&o.answer(&seen, FIN | ACK, b"").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        let out = o.send(&syn.clone().with(RST, b"").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_ne!(
+            o.r.flow(&key).context("forward entry")?.tcp_flags & FLOW_RST,
+            0
+        );
+        assert_eq!(o.r.counter(RULE, counter::FLOWS_CLOSING), 1);
+
+        // The client reuses its port: a new connection with fresh state.
+        let again = o.open(2, 42000, old(80))?;
+        assert_eq!((again.from(), again.to()), (seen.from(), seen.to()));
+        assert_eq!(o.r.flow(&key).context("forward entry")?.tcp_flags, FLOW_SYN);
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 2);
+        assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+/// Connects from `LOCAL_CLIENT` to `to` (a local address of the old host).
+fn connect_from_local_client(to: SocketAddrV4) -> Result<TcpStream> {
+    // std cannot bind a client socket's source address; plain libc can.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let sin = |a: SocketAddrV4| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sin(SocketAddrV4::new(LOCAL_CLIENT, 0));
+        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
+            bail!("bind: {}", std::io::Error::last_os_error());
+        }
+        let remote = sin(to);
+        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
+            bail!("connect to {to}: {}", std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Waits (at most 5 s) until the socket `local -> remote` of this
+/// namespace is in TCP state `state` (/proc's hex code).
+fn wait_for_tcp_state(local: SocketAddrV4, remote: SocketAddrV4, state: &str) -> Result<()> {
+    let hex = |a: SocketAddrV4| {
+        format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(a.ip().octets()),
+            a.port()
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // thread-self: /proc/net follows the process's namespace, not this thread's.
+        let table = std::fs::read_to_string("/proc/thread-self/net/tcp")?;
+        let found = table.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == hex(local) && f[2] == hex(remote) && f[3] == state
+        });
+        if found {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{local} -> {remote} never reached TCP state {state}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connections_the_old_host_serves_itself_keep_working() -> Result<()> {
+    on_old_host(|o| {
+        // The old host's own server on OLD:80, with an established
+        // connection from before the rule was switched on.
+        let listener = TcpListener::bind(old(80))?;
+        let mut client_side = connect_from_local_client(old(80))?;
+        let (mut server_side, peer) = listener.accept()?;
+        let peer = match peer {
+            std::net::SocketAddr::V4(p) => p,
+            other => bail!("unexpected peer {other}"),
+        };
+        let syn = Tcp::syn(client_mac(0), OLD_MAC, peer, old(80));
+
+        // A SYN for that 4-tuple, and its other segments, are the old host's.
+        assert_untouched(o, &syn.bytes(), RULE, counter::PASS_LOCAL_SOCKET)?;
+        assert_untouched(
+            o,
+            &syn.clone().with(ACK, b"hello").bytes(),
+            RULE,
+            counter::PASS_UNTRACKED,
+        )?;
+
+        // Closed by the server first: its side lingers in TIME_WAIT, and a
+        // SYN for the same 4-tuple is still left to the kernel.
+        client_side.write_all(b"bye")?;
+        let mut buf = [0u8; 3];
+        server_side.read_exact(&mut buf)?;
+        drop(server_side);
+        let mut rest = Vec::new();
+        client_side.read_to_end(&mut rest)?;
+        drop(client_side);
+        wait_for_tcp_state(old(80), peer, "06")?;
+        assert_untouched(o, &syn.bytes(), RULE, counter::PASS_LOCAL_SOCKET)?;
+
+        // A new connection is the rule's, although a listener is there.
+        let fresh = Tcp::syn(
+            client_mac(0),
+            OLD_MAC,
+            SocketAddrV4::new(LOCAL_CLIENT, 43000),
+            old(80),
+        );
+        let out = o.send(&fresh.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(parse_checked(&out.frame).to(), new_host());
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn segments_without_state_are_left_to_the_old_host() -> Result<()> {
+    on_old_host(|o| {
+        let syn = Tcp::syn(
+            client_mac(0),
+            OLD_MAC,
+            SocketAddrV4::new(client(0), 44000),
+            old(80),
+        );
+        for flags in [ACK, PSH | ACK, FIN | ACK, RST, SYN | ACK] {
+            assert_untouched(
+                o,
+                &syn.clone().with(flags, b"x").bytes(),
+                RULE,
+                counter::PASS_UNTRACKED,
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// A valid SYN from client 0 to `to`, with IP header fields changed by `ip`.
+fn syn_with(to: SocketAddrV4, ip: impl FnOnce(&mut Ipv4)) -> Vec<u8> {
+    let mut syn = Tcp::syn(
+        client_mac(0),
+        OLD_MAC,
+        SocketAddrV4::new(client(0), 47000),
+        to,
+    );
+    ip(&mut syn.ip);
+    syn.bytes()
+}
+
+/// A valid SYN to OLD:80 with bytes changed after it was built.
+fn syn_patched(patch: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut f = syn_with(old(80), |_| {});
+    patch(&mut f);
+    f
+}
+
+#[test]
+fn everything_else_passes_untouched_and_counted() -> Result<()> {
+    on_old_host(|o| {
+        let to_rule = |payload: &[u8], proto: u8| {
+            ethernet(
+                OLD_MAC,
+                client_mac(0),
+                ETH_IPV4,
+                &Ipv4::new(client(0), OLD, proto).bytes(payload),
+            )
+        };
+        let mut icmp_echo = vec![8, 0, 0, 0, 0, 1, 0, 1, b'p', b'i', b'n', b'g'];
+        let c = frame::checksum(&icmp_echo);
+        icmp_echo[2..4].copy_from_slice(&c.to_be_bytes());
+        let udp = {
+            let mut u = vec![];
+            u.extend_from_slice(&47000u16.to_be_bytes());
+            u.extend_from_slice(&80u16.to_be_bytes());
+            u.extend_from_slice(&12u16.to_be_bytes());
+            u.extend_from_slice(&[0, 0, b'q', b'u', b'i', b'c']);
+            u
+        };
+        let arp = {
+            let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+            a.extend_from_slice(&client_mac(0));
+            a.extend_from_slice(&client(0).octets());
+            a.extend_from_slice(&[0; 6]);
+            a.extend_from_slice(&OLD.octets());
+            a
+        };
+        let ipv6 = {
+            let mut h = vec![0x60, 0, 0, 0, 0, 20, PROTO_TCP, 64];
+            h.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            h.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            h.extend_from_slice(&[
+                0xb7, 0x98, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xff, 0xff, 0, 0, 0, 0,
+            ]);
+            h
+        };
+        let vlan = {
+            let mut v = vec![0, 10];
+            v.extend_from_slice(&ETH_IPV4.to_be_bytes());
+            v.extend_from_slice(&syn_with(old(80), |_| {})[14..]);
+            v
+        };
+        let total_len = |f: &mut Vec<u8>, len: u16| f[16..18].copy_from_slice(&len.to_be_bytes());
+
+        let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+            (
+                "a port without a rule",
+                syn_with(old(9999), |_| {}),
+                counter::PASS_NO_RULE,
+            ),
+            (
+                "another address",
+                syn_with(SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 9), 80), |_| {}),
+                counter::PASS_NO_RULE,
+            ),
+            (
+                "ARP",
+                ethernet([0xff; 6], client_mac(0), ETH_ARP, &arp),
+                counter::PASS_NOT_IPV4,
+            ),
+            (
+                "a VLAN tag",
+                ethernet(OLD_MAC, client_mac(0), ETH_VLAN, &vlan),
+                counter::PASS_NOT_IPV4,
+            ),
+            (
+                "IPv6",
+                ethernet(OLD_MAC, client_mac(0), ETH_IPV6, &ipv6),
+                counter::PASS_IPV6,
+            ),
+            (
+                "a first fragment",
+                syn_with(old(80), |ip| ip.frag = 0x2000),
+                counter::PASS_FRAGMENT,
+            ),
+            (
+                "a later fragment",
+                syn_with(old(80), |ip| ip.frag = 0x0010),
+                counter::PASS_FRAGMENT,
+            ),
+            (
+                "IP options",
+                syn_with(old(80), |ip| ip.options = vec![1, 1, 1, 0]),
+                counter::PASS_IP_OPTIONS,
+            ),
+            ("ICMP", to_rule(&icmp_echo, PROTO_ICMP), counter::PASS_ICMP),
+            ("UDP", to_rule(&udp, PROTO_UDP), counter::PASS_NOT_TCP),
+            (
+                "an Ethernet header alone",
+                ethernet(OLD_MAC, client_mac(0), ETH_IPV4, &[]),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "a truncated IP header",
+                syn_patched(|f| f.truncate(14 + 19)),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "a truncated TCP header",
+                syn_patched(|f| {
+                    f.truncate(14 + 20 + 12);
+                    total_len(f, 32)
+                }),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "IHL below 5",
+                syn_patched(|f| f[14] = 0x44),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "IP version 6 in an IPv4 frame",
+                syn_patched(|f| f[14] = 0x65),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "total length beyond the frame",
+                syn_patched(|f| {
+                    let l = (f.len() - 14 + 1) as u16;
+                    total_len(f, l)
+                }),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "total length below the header",
+                syn_patched(|f| total_len(f, 19)),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "TCP data offset below 5",
+                syn_patched(|f| f[14 + 20 + 12] = 0x40),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "TCP data offset beyond the packet",
+                syn_patched(|f| f[14 + 20 + 12] = 0xf0),
+                counter::PASS_MALFORMED,
+            ),
+        ];
+        for (what, frame, reason) in cases {
+            assert_untouched(o, &frame, 0, reason).with_context(|| what.to_string())?;
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn an_unknown_next_hop_mac_leaves_forwarding_to_the_kernel_fully_translated() -> Result<()> {
+    on_old_host(|o| {
+        let (syn, out) = o.syn(0, 40000, old(81))?;
+        assert_eq!(out.action, XDP_PASS);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.from(), SocketAddrV4::new(OLD, 40000));
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW_UNRESOLVED, 8080));
+        // The kernel's forwarding path decrements the TTL and fills in the
+        // MACs once the neighbour is resolved.
+        assert_eq!(seen.ttl, syn.ip.ttl);
+        assert_eq!((seen.src_mac, seen.dst_mac), (client_mac(0), OLD_MAC));
+        assert_eq!(o.r.counter(RULE_UNRESOLVED, counter::PASS_NO_NEIGH), 1);
+        assert_eq!(o.r.counter(RULE_UNRESOLVED, counter::NEW_FLOWS), 1);
+        assert_eq!(o.r.counter(RULE_UNRESOLVED, counter::FWD_PACKETS), 1);
+        assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_new_host_on_another_interface_is_reached_through_the_devmap() -> Result<()> {
+    on_old_host(|o| {
+        // Not in EGRESS yet: the kernel forwards the translated frame.
+        let (_, out) = o.syn(0, 40000, old(82))?;
+        assert_eq!(out.action, XDP_PASS);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW_OTHER, 8080));
+        assert_eq!(
+            seen.dst_mac, OLD_MAC,
+            "a frame for the kernel keeps its MACs"
+        );
+        assert_eq!(o.r.counter(RULE_OTHER, counter::PASS_NO_EGRESS), 1);
+
+        let other = OldHost::ifindex(OTHER)?;
+        o.r.egress.insert(other, other, None, 0)?;
+        let (_, out) = o.syn(1, 40001, old(82))?;
+        assert_eq!(out.action, XDP_REDIRECT);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW_OTHER, 8080));
+        assert_eq!((seen.src_mac, seen.dst_mac), (OTHER_MAC, NEW_OTHER_MAC));
+        assert_eq!(seen.ttl, 63);
+        assert_eq!(o.r.counter(RULE_OTHER, counter::REDIRECT), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn an_unroutable_new_host_leaves_new_connections_to_the_old_host() -> Result<()> {
+    on_old_host(|o| {
+        let frame = syn_with(old(83), |_| {});
+        assert_untouched(o, &frame, RULE_UNREACHABLE, counter::PASS_NO_ROUTE)?;
+        // Forwarding switched off on the old host: the same.
+        o.host
+            .sysctl(&format!("net.ipv4.conf.{INGRESS}.forwarding=0"))?;
+        assert_untouched(o, &syn_with(old(80), |_| {}), RULE, counter::PASS_NO_ROUTE)?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_tracked_flow_that_loses_its_route_is_dropped_not_reset() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(3), 40000);
+        let seen = o.open(3, 40000, old(84))?;
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW_MOVABLE, 8080));
+        assert_eq!(seen.dst_mac, [0x02, 0, 0, 0, 0, 0x50], "the router's MAC");
+        o.host
+            .ip(&["route", "replace", "unreachable", "198.19.50.0/24"])?;
+        let ack = Tcp::syn(client_mac(3), OLD_MAC, from, old(84)).with(ACK, b"");
+        let out = o.send(&ack.bytes())?;
+        assert_eq!(out.action, XDP_DROP);
+        assert_eq!(o.r.counter(RULE_MOVABLE, counter::DROP_NO_ROUTE), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn an_expiring_ttl_is_dropped_not_delivered_locally() -> Result<()> {
+    on_old_host(|o| {
+        let out = o.send(&syn_with(old(80), |ip| ip.ttl = 1))?;
+        assert_eq!(out.action, XDP_DROP);
+        assert_eq!(o.r.counter(RULE, counter::DROP_TTL_EXPIRED), 1);
+        assert_eq!(o.r.flow_count(), 0);
+
+        let seen = o.open(0, 40000, old(80))?;
+        let mut late = o.answer(&seen, ACK, b"");
+        late.ip.ttl = 1;
+        assert_eq!(o.send(&late.bytes())?.action, XDP_DROP);
+        assert_eq!(o.r.counter(RULE, counter::DROP_TTL_EXPIRED), 2);
+        Ok(())
+    })
+}
+
+#[test]
+fn an_evicted_reply_entry_is_rebuilt_from_its_partner() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(0), 40000);
+        let seen = o.open(0, 40000, old(80))?;
+        let fwd =
+            o.r.flow(&flow_key(from, old(80)))
+                .context("forward entry")?;
+        o.r.flows.remove(&fwd.partner_key())?;
+
+        let ack = Tcp::syn(client_mac(0), OLD_MAC, from, old(80)).with(ACK, b"");
+        assert_eq!(o.send(&ack.bytes())?.action, XDP_TX);
+        assert_eq!(o.r.counter(RULE, counter::LRU_EVICTED), 1);
+        let rebuilt: Flow =
+            o.r.flow(&fwd.partner_key())
+                .context("reply entry is back")?;
+        assert_eq!(rebuilt.direction, DIR_REPLY);
+
+        let out = o.send(&o.answer(&seen, ACK, b"ok").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(parse_checked(&out.frame).to(), from);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_flow_whose_nat_port_went_to_another_client_is_dropped() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(0), 40000);
+        o.open(0, 40000, old(80))?;
+        let fwd =
+            o.r.flow(&flow_key(from, old(80)))
+                .context("forward entry")?;
+        // The reply entry is evicted, and another client takes the port.
+        o.r.flows.remove(&fwd.partner_key())?;
+        let other = o.open(1, 40000, old(80))?;
+        assert_eq!(other.sport, 40000);
+
+        let ack = Tcp::syn(client_mac(0), OLD_MAC, from, old(80)).with(ACK, b"");
+        assert_eq!(o.send(&ack.bytes())?.action, XDP_DROP);
+        assert_eq!(o.r.counter(RULE, counter::LRU_EVICTED), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn flows_are_shared_by_all_cpus_and_not_duplicated_by_a_retransmitted_syn() -> Result<()> {
+    on_old_host(|o| {
+        let a = o.open(0, 40000, old(80))?;
+        let b = o.open(0, 40000, old(80))?;
+        assert_eq!((a.from(), a.to()), (b.from(), b.to()));
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 1);
+        assert_eq!(o.r.flow_count(), 2);
+        let _ = CLIENTS;
+        Ok(())
+    })
+}
+
+/// ns per packet of a tracked flow's segment, printed as one line for
+/// `cargo xtask bench redirector`.
+///
+/// `BPF_PROG_TEST_RUN` repeats the program on the same buffer, so each run
+/// sees the previous run's output. The flow measured is therefore one whose
+/// two entries map a tuple to the other and back: client:40000 ->
+/// client:40000 becomes NEW:8080 -> NEW:8080 and vice versa (both hosts are
+/// neighbours with known MACs). Every run does a real tracked-flow pass:
+/// entry and partner lookups, flags and time, FIB lookup, rewrite with
+/// checksums, counters, XDP_TX. The TTL drops by one per run, so each call
+/// repeats 200 times on a fresh frame with TTL 255; the kernel times the
+/// runs alone, without the syscall.
+#[test]
+#[ignore = "benchmark: cargo xtask bench redirector"]
+fn per_packet_cost() -> Result<()> {
+    on_old_host(|o| {
+        let a = SocketAddrV4::new(client(0), 40000);
+        let b = new_host();
+        let entry = |to: SocketAddrV4, direction| Flow {
+            saddr: addr(*to.ip()),
+            daddr: addr(*to.ip()),
+            sport: port(to.port()),
+            dport: port(to.port()),
+            rule_id: RULE,
+            direction,
+            tcp_flags: FLOW_SYN | FLOW_ESTABLISHED,
+            _pad: [0; 2],
+            last_seen_ns: 0,
+        };
+        o.r.flows.insert(flow_key(a, a), entry(b, DIR_FORWARD), 0)?;
+        o.r.flows.insert(flow_key(b, b), entry(a, DIR_REPLY), 0)?;
+        let mut seg = Tcp::syn(client_mac(0), OLD_MAC, a, a).with(ACK, &[0x55; 64]);
+        seg.ip.ttl = 255;
+        let frame = seg.bytes();
+        o.r.attach("peer1")?;
+        if std::env::var("XDP_PROFILE").is_ok() {
+            let probe = |name: &str, f: &[u8]| -> Result<()> {
+                let (out, ns) = o.r.run_repeat(f, o.ifindex, 100_000)?;
+                eprintln!("{name}: action {} {ns} ns", out.action);
+                Ok(())
+            };
+            probe(
+                "arp",
+                &ethernet([0xff; 6], client_mac(0), ETH_ARP, &[0; 28]),
+            )?;
+            probe("no rule", &syn_with(old(9999), |_| {}))?;
+            probe(
+                "untracked",
+                &Tcp::syn(
+                    client_mac(0),
+                    OLD_MAC,
+                    SocketAddrV4::new(client(5), 1),
+                    old(80),
+                )
+                .with(ACK, b"")
+                .bytes(),
+            )?;
+            let (_, ns) = o.r.run_repeat(&frame, o.ifindex, 200)?;
+            eprintln!("tracked {ns}");
+        }
+
+        const RUNS: u32 = 1_000_000;
+        const PER_CALL: u32 = 200;
+        let mut total_ns = 0u64;
+        for _ in 0..RUNS / PER_CALL {
+            let (out, ns) = o.r.run_repeat(&frame, o.ifindex, PER_CALL)?;
+            assert_eq!(out.action, XDP_TX);
+            total_ns += ns * PER_CALL as u64;
+        }
+        // Every run was a translated, transmitted packet.
+        assert_eq!(o.r.counter(RULE, counter::TX), RUNS as u64);
+        assert_eq!(o.r.counter(RULE, counter::FWD_PACKETS), RUNS as u64 / 2);
+        println!("ns_per_packet={:.1}", total_ns as f64 / RUNS as f64);
         Ok(())
     })
 }

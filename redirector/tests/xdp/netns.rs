@@ -156,12 +156,20 @@ impl OldHost {
             "dev",
             INGRESS,
         ])?;
+        self.sysctl("net.ipv4.ip_forward=1")
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
         let out = Command::new("ip")
-            .args(["netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .args(["netns", "exec", &self.name, "sysctl", "-qw", setting])
             .output()
             .context("running sysctl")?;
         if !out.status.success() {
-            bail!("sysctl: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "sysctl {setting}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }

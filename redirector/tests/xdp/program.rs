@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use redirector_common::{
     Flow, FlowKey, IPPROTO_TCP, NatSettings, PROGRAM_NAME, RuleKey, RuleValue, counter, maps,
@@ -83,6 +83,21 @@ impl Redirector {
             counters,
             egress,
         })
+    }
+
+    /// Attaches the program natively to `dev` (call inside the namespace).
+    /// Test runs then find it already in the kernel's XDP dispatcher instead
+    /// of patching the dispatcher twice per run, which costs milliseconds.
+    pub fn attach(&mut self, dev: &str) -> Result<()> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {PROGRAM_NAME}"))?
+            .try_into()?;
+        program
+            .attach(dev, XdpMode::default())
+            .with_context(|| format!("attaching to {dev}"))?;
+        Ok(())
     }
 
     /// Switches on the redirect `old -> new` with counter slot `rule_id`.
