@@ -7,6 +7,7 @@
 
 mod answer;
 mod fast_path;
+mod mmsg;
 mod name_key;
 mod reload;
 mod rotate;

@@ -1,5 +1,6 @@
-//! The UDP path: one OS thread per SO_REUSEPORT socket that blocks in
-//! `recv_from`, answers inline, and sends the reply.
+//! The UDP path: one OS thread per SO_REUSEPORT socket that blocks until
+//! queries arrive, takes all that are waiting (`mmsg`), answers them inline
+//! and sends the fast path's replies in one batch.
 //!
 //! Why not hickory-server's UDP loop: it answers FORMERR to every datagram
 //! it cannot decode, responses included, which lets anyone bounce packets
@@ -24,10 +25,8 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::debug;
 
-use crate::server::{Handler, MAX_UDP_PAYLOAD};
-
-/// Largest datagram read; longer ones are cut and then fail to decode.
-const RECV_BUFFER: usize = 4096;
+use crate::mmsg::Batch;
+use crate::server::Handler;
 
 /// Starts the thread serving `socket` (a blocking socket).
 pub fn spawn(socket: UdpSocket, handler: Handler, runtime: Handle) -> Result<()> {
@@ -41,41 +40,48 @@ pub fn spawn(socket: UdpSocket, handler: Handler, runtime: Handle) -> Result<()>
 
 /// Serves queries arriving on `socket`, for as long as the process runs.
 fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle) {
-    let mut buf = vec![0u8; RECV_BUFFER];
-    let mut out = Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD));
+    let mut batch = Batch::new();
     loop {
-        let (len, src) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here; keep going.
-                debug!(%error, "receiving on a UDP socket");
-                continue;
-            }
-        };
-        let packet = &buf[..len];
-        if !is_query(packet) || src.port() == 0 {
+        if let Err(error) = batch.recv(&socket) {
+            // ICMP errors from earlier sends surface here; keep going.
+            debug!(%error, "receiving on a UDP socket");
             continue;
         }
-        if handler.fast_answer(packet, &mut out) {
-            if let Err(error) = socket.send_to(&out, src) {
-                debug!(%error, %src, "sending a UDP response");
+        batch.answer_each(|packet, src, out| {
+            if !is_query(packet) || src.port() == 0 {
+                return false;
             }
-            continue;
+            if handler.fast_answer(packet, out) {
+                return true;
+            }
+            general(&socket, handler, runtime, packet, src);
+            false
+        });
+        batch.flush(&socket);
+    }
+}
+
+/// Answers one query through the general path, sending the reply itself.
+fn general(
+    socket: &Arc<UdpSocket>,
+    handler: &Handler,
+    runtime: &Handle,
+    packet: &[u8],
+    src: SocketAddr,
+) {
+    match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
+        Ok(request) => {
+            let reply = UdpReply {
+                socket: socket.clone(),
+                dst: src,
+            };
+            // The handler never waits on I/O here (the reply is a plain
+            // blocking send), so this only drives it to completion.
+            runtime.block_on(handler.handle_request::<_, TokioTime>(&request, reply));
         }
-        match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => {
-                let reply = UdpReply {
-                    socket: socket.clone(),
-                    dst: src,
-                };
-                // The handler never waits on I/O here (the reply is a plain
-                // blocking send), so this only drives it to completion.
-                runtime.block_on(handler.handle_request::<_, TokioTime>(&request, reply));
-            }
-            Err(error) => {
-                debug!(%error, %src, "undecodable query");
-                let _ = socket.send_to(&formerr(packet), src);
-            }
+        Err(error) => {
+            debug!(%error, %src, "undecodable query");
+            let _ = socket.send_to(&formerr(packet), src);
         }
     }
 }
