@@ -88,6 +88,29 @@ fn attach_here(netns_path: &str, iface: &str) -> Result<XdpPass> {
     })
 }
 
+/// Readies a switch namespace (bridge `br0`) for hosts that forward with
+/// XDP: XDP_PASS on every port, so that frames a host sends back out with
+/// XDP_TX are delivered at once, and no tx checksum offload on the ports,
+/// because a port that re-segments a GRO'd stream hands the host frames with
+/// partial checksums, which XDP forwards as they are (corrupt). Keep the
+/// returned guards for as long as the topology lives.
+pub fn ready_switch(switch: &Netns) -> Result<Vec<XdpPass>> {
+    let out = switch.ip(&["-o", "link", "show", "master", "br0"])?;
+    let mut guards = Vec::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let port = name.split('@').next().unwrap_or(name);
+        switch.exec("ethtool", &["-K", port, "tx", "off"])?;
+        guards.push(XdpPass::attach(switch, port)?);
+    }
+    if guards.is_empty() {
+        bail!("no ports on br0 in {}", switch.name);
+    }
+    Ok(guards)
+}
+
 /// bpf(2) for commands that return a new fd.
 fn bpf(cmd: c_long, attr: &mut [u8; 128]) -> Result<OwnedFd> {
     // SAFETY: `attr` is a zero-padded bpf_attr for `cmd`, its pointers point

@@ -15,7 +15,7 @@ use cutover_tests::netns::{Netns, run};
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
-use cutover_tests::xdp_pass::XdpPass;
+use cutover_tests::xdp_pass::{self, XdpPass};
 
 const NEW_BODY: &str = "served by the new host\n";
 const NEXT_BODY: &str = "served by the next release on the new host\n";
@@ -312,7 +312,7 @@ impl Site {
 
     fn build(rules: &str, with_far_host: bool) -> Result<Self> {
         let net = Topology::new()?;
-        let xdp_pass = prepare_switch_for_xdp(&net.switch)?;
+        let xdp_pass = xdp_pass::ready_switch(&net.switch)?;
         let far = if with_far_host {
             Some(far_host_behind(&net)?)
         } else {
@@ -548,26 +548,6 @@ fn far_host_behind(net: &Topology) -> Result<Netns> {
     net.old.exec("ethtool", &["-K", "eth1", "tx", "off"])?;
     far.exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
     Ok(far)
-}
-
-/// Readies the switch for a host that forwards with XDP: XDP_PASS on every
-/// port, so that frames the redirector sends back out of the old host's eth0
-/// (XDP_TX) are delivered at once, and no tx checksum offload, because a
-/// port that re-segments a GRO'd stream would hand the old host frames with
-/// partial checksums, which XDP cannot forward.
-fn prepare_switch_for_xdp(switch: &Netns) -> Result<Vec<XdpPass>> {
-    let out = switch.ip(&["-o", "link", "show", "master", "br0"])?;
-    let mut guards = Vec::new();
-    for line in String::from_utf8(out.stdout)?.lines() {
-        let Some(name) = line.split(": ").nth(1) else {
-            continue;
-        };
-        let port = name.split('@').next().unwrap_or(name);
-        switch.exec("ethtool", &["-K", port, "tx", "off"])?;
-        guards.push(XdpPass::attach(switch, port)?);
-    }
-    ensure!(!guards.is_empty(), "no ports on the switch");
-    Ok(guards)
 }
 
 /// GET `url` from the client; the body, or an error on any failure.
