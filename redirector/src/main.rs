@@ -22,6 +22,7 @@ struct Cli {
 enum Command {
     /// Attach the redirector to an interface and run in the foreground.
     /// SIGHUP re-reads the workspace; SIGINT/SIGTERM detach and exit.
+    #[command(after_help = RUN_HELP)]
     Run {
         /// The interface clients arrive on. Repeat it for the interfaces new
         /// hosts are reached through, when they are not the same one: the
@@ -65,6 +66,21 @@ enum Command {
         dir: PathBuf,
     },
 }
+
+const RUN_HELP: &str = "\
+Reload (SIGHUP): a rule whose `from` is unchanged keeps its id, its counters and
+its flows; a changed `to` applies to new connections only; a removed rule stops
+redirecting at once (new connections reach this host's own stack) while its
+existing connections keep flowing until they close or go idle. A workspace
+that fails validation is logged (file:line: field: problem) and the rules in
+force stay.
+
+Host settings changed on start (and left so on exit): net.ipv4.ip_forward=1,
+conf.IFACE.forwarding=1, conf.{all,IFACE}.send_redirects=0,
+conf.IFACE.accept_local=1, conf.{all,IFACE}.rp_filter=0.
+
+Stopping (SIGINT/SIGTERM) detaches the program: connections it still forwards
+are cut. Wait until `redirector stats` shows no active flows.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
