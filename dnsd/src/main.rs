@@ -140,6 +140,10 @@ fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
     let loaded = zone_load::load(workspace)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
+    // The socket settings in effect, for reload to tell changes that need a
+    // restart.
+    let sockets_config = loaded.config.server.clone();
+    let from_cli = !listen.is_empty();
     let listen = if listen.is_empty() {
         loaded.config.server.listen.clone()
     } else {
@@ -176,7 +180,13 @@ fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
             workspace = %workspace.display(),
             "serving"
         );
-        tokio::spawn(reload::run(workspace.to_path_buf(), state, hup));
+        tokio::spawn(reload::run(
+            workspace.to_path_buf(),
+            state,
+            hup,
+            sockets_config,
+            from_cli,
+        ));
 
         tokio::select! {
             _ = term.recv() => {}

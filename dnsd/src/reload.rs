@@ -11,24 +11,43 @@ use std::sync::Arc;
 use tokio::signal::unix::Signal;
 use tracing::{error, info, warn};
 
+use cutover_workspace::ServerConfig;
+
 use crate::server::SharedSnapshot;
 use crate::snapshot::Snapshot;
 use crate::zone_load;
 
 /// Reloads `root` into `state` on every SIGHUP delivered to `hup`, until the
-/// signal stream ends.
-pub async fn run(root: PathBuf, state: SharedSnapshot, mut hup: Signal) {
+/// signal stream ends. `sockets` is the `[server]` section the sockets were
+/// opened with (`listen_from_cli`: its addresses were replaced by
+/// `--listen`): sockets are not reopened on reload, so a change there is
+/// reported as needing a restart.
+pub async fn run(
+    root: PathBuf,
+    state: SharedSnapshot,
+    mut hup: Signal,
+    sockets: ServerConfig,
+    listen_from_cli: bool,
+) {
     while hup.recv().await.is_some() {
         let dir = root.clone();
         let built = tokio::task::spawn_blocking(move || {
             zone_load::load(&dir).map(|ws| {
                 let records = ws.record_count();
-                (Snapshot::build(&ws), records)
+                let server = ws.config.server.clone();
+                (Snapshot::build(&ws), records, server)
             })
         })
         .await;
         match built {
-            Ok(Ok((snapshot, records))) => {
+            Ok(Ok((snapshot, records, server))) => {
+                let listen_changed = !listen_from_cli && server.listen != sockets.listen;
+                if listen_changed || server.udp_sockets != sockets.udp_sockets {
+                    warn!(
+                        "server.listen and server.udp_sockets take effect on restart; \
+                         the zones and max_answers are reloaded"
+                    );
+                }
                 let zones = snapshot.zone_count();
                 let old = state.swap(Arc::new(snapshot));
                 // The last reference to a big snapshot may be freed here,
