@@ -111,14 +111,15 @@ pub async fn run(opts: Options) -> Result<()> {
     };
 
     info!(signal = reason, "stopping");
-    attached.detach()?;
+    // Clean up the pins and the state file even when detaching failed.
+    let detached = attached.detach();
     drop(pins);
     if let Err(e) = std::fs::remove_file(&state_path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         warn!(path = %state_path.display(), error = %e, "removing the state file");
     }
-    Ok(())
+    detached
 }
 
 /// One garbage collection pass, with its totals added to the state file.
