@@ -211,8 +211,8 @@ mod tests {
             rule_id,
             direction: DIR_FORWARD,
             tcp_flags: flags,
-            _pad: [0; 2],
             last_seen_ns: fwd_seen,
+            ..Flow::default()
         };
         let reply_key = fwd.partner_key();
         let reply = Flow {
@@ -223,8 +223,8 @@ mod tests {
             rule_id,
             direction: DIR_REPLY,
             tcp_flags: 0,
-            _pad: [0; 2],
             last_seen_ns: reply_seen,
+            ..Flow::default()
         };
         assert_eq!(reply.partner_key(), fwd_key, "the test pair mirrors itself");
         [(fwd_key, fwd), (reply_key, reply)]
