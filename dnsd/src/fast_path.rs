@@ -367,7 +367,7 @@ alias    IN CNAME www
             ("alias.example.test.", 5, 0),
         ] {
             let (msg, expected) = both(&s, name, qtype, 4).unwrap_or_else(|| panic!("{name}"));
-            assert_eq!(u8::from(msg.metadata.response_code.low()), rcode, "{name}");
+            assert_eq!(msg.metadata.response_code.low(), rcode, "{name}");
             assert!(msg.metadata.authoritative);
             assert!(msg.metadata.recursion_desired, "RD echoed");
             assert_eq!(records(&msg), expected, "{name} {qtype}");

@@ -58,8 +58,8 @@ impl NameKey {
                 return None;
             }
             key.buf[at] = labels[at];
-            for i in at + 1..=at + len {
-                key.buf[i] = labels[i].to_ascii_lowercase();
+            for (dst, src) in key.buf[at + 1..=at + len].iter_mut().zip(&labels[at + 1..]) {
+                *dst = src.to_ascii_lowercase();
             }
             at += 1 + len;
         }
