@@ -124,6 +124,13 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
         "reply bytes {reply_bytes} < 50 MB in {json}"
     );
 
+    // The same figures as a table for people.
+    let table = site.stats(&[])?;
+    assert!(
+        table.contains("www") && table.contains("198.18.0.2:80 -> 198.18.0.3:80"),
+        "{table}"
+    );
+
     // A broken config on SIGHUP is logged and the rules in force stay.
     site.reload("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.300:80\"\n")?;
     ensure!(
@@ -382,17 +389,14 @@ impl Site {
     /// `redirector stats --json`, run as a separate process outside the
     /// namespace: it needs only the pins.
     fn stats_json(&self) -> Result<String> {
-        let out = run(
-            path_str(&bins::path("redirector"))?,
-            &[
-                "stats",
-                "--json",
-                "--interval",
-                "0.2",
-                "--pin-dir",
-                path_str(&self.bpffs.pins())?,
-            ],
-        )?;
+        self.stats(&["--json"])
+    }
+
+    fn stats(&self, extra: &[&str]) -> Result<String> {
+        let pins = self.bpffs.pins();
+        let mut args = vec!["stats", "--interval", "0.2", "--pin-dir", path_str(&pins)?];
+        args.extend_from_slice(extra);
+        let out = run(path_str(&bins::path("redirector"))?, &args)?;
         Ok(String::from_utf8(out.stdout)?)
     }
 }
