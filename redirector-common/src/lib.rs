@@ -34,6 +34,10 @@ pub const MAX_RULES: u32 = 256;
 pub const MAX_FLOW_ENTRIES: u32 = 1 << 19;
 /// Capacity of `EGRESS`.
 pub const MAX_EGRESS_IFACES: u32 = 64;
+/// How long a flow entry trusts its cached next hop (and its partner's
+/// existence) before it asks the FIB again: a route or neighbour change
+/// reaches established flows within this time.
+pub const NEXT_HOP_CACHE_NS: u64 = 1_000_000_000;
 /// Upper bound on random NAT port tries, whatever the settings say; keeps
 /// the SYN path's loop bounded for the verifier.
 pub const MAX_PORT_RETRIES: u32 = 32;
@@ -93,6 +97,11 @@ pub const FLOW_ESTABLISHED: u8 = 8;
 /// Value of `FLOWS`: how to rewrite a packet whose 4-tuple is the key. The
 /// forward entry (client -> OLD) rewrites to OLD:nat_port -> NEW; the reply
 /// entry (NEW -> OLD:nat_port) rewrites to OLD -> client.
+///
+/// Each entry also caches its next hop (the FIB lookup's answer) for
+/// `NEXT_HOP_CACHE_NS`, and checks that its partner still exists when it
+/// renews the cache: a FIB lookup costs more than the rest of the packet's
+/// path. User space never needs to write the `hop_*` fields (zero = none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -102,10 +111,19 @@ pub struct Flow {
     pub dport: u16,
     pub rule_id: u32,
     pub direction: u8,
+    /// FLOW_* bits. FIN/RST are set on both entries of a flow.
     pub tcp_flags: u8,
     pub _pad: [u8; 2],
+    /// Egress ifindex of the cached next hop; 0 = none cached.
+    pub hop_ifindex: u32,
     /// Last packet seen in this direction, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
     pub last_seen_ns: u64,
+    /// Source and destination MAC of the cached next hop.
+    pub hop_smac: [u8; 6],
+    pub hop_dmac: [u8; 6],
+    pub _pad2: [u8; 4],
+    /// When the cached next hop was looked up (`bpf_ktime_get_ns`).
+    pub hop_checked_ns: u64,
 }
 
 impl Flow {
@@ -241,8 +259,17 @@ mod tests {
         assert_eq!(size_of::<RuleKey>(), 8);
         assert_eq!(size_of::<RuleValue>(), 12);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<Flow>(), 32);
+        assert_eq!(size_of::<Flow>(), 56);
         assert_eq!(size_of::<NatSettings>(), 8);
+    }
+
+    #[test]
+    fn flow_fields_sit_where_the_program_expects_them() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(Flow, hop_ifindex), 20);
+        assert_eq!(offset_of!(Flow, last_seen_ns), 24);
+        assert_eq!(offset_of!(Flow, hop_smac), 32);
+        assert_eq!(offset_of!(Flow, hop_checked_ns), 48);
     }
 
     #[test]

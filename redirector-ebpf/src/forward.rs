@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use redirector_common::{IPPROTO_TCP, counter};
 
-use crate::{counters, maps::EGRESS, parse::Segment};
+use crate::{counters, maps::EGRESS, nat::Hop, parse::Segment};
 
 const AF_INET: u8 = 2;
 
@@ -47,11 +47,7 @@ const _: () = assert!(size_of::<FibParams>() == size_of::<bpf_fib_lookup>());
 /// Where a translated packet goes next.
 pub enum NextHop {
     /// Out of `ifindex`, from `smac` to `dmac`.
-    Resolved {
-        ifindex: u32,
-        smac: [u8; 6],
-        dmac: [u8; 6],
-    },
+    Resolved(Hop),
     /// Routable, but XDP cannot send it: the next hop's MAC is not in the
     /// neighbour table yet (`PASS_NO_NEIGH`), or the egress interface is not
     /// in `EGRESS` (`PASS_NO_EGRESS`). The kernel must forward this packet,
@@ -110,11 +106,11 @@ pub fn lookup(ctx: &XdpContext, seg: &Segment, saddr: u32, daddr: u32) -> NextHo
                 return NextHop::Kernel(counter::PASS_NO_EGRESS);
             }
             let macs = unsafe { &*(&raw const p.mac_a).cast::<[u8; 12]>() };
-            NextHop::Resolved {
+            NextHop::Resolved(Hop {
                 ifindex: p.ifindex,
                 smac: [macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]],
                 dmac: [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]],
-            }
+            })
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => NextHop::Kernel(counter::PASS_NO_NEIGH),
         _ => NextHop::Unroutable,
@@ -123,18 +119,12 @@ pub fn lookup(ctx: &XdpContext, seg: &Segment, saddr: u32, daddr: u32) -> NextHo
 
 /// Sends a translated segment to a resolved next hop and counts how.
 #[inline(always)]
-pub fn send(
-    ctx: &XdpContext,
-    seg: &Segment,
-    rule_id: u32,
-    ifindex: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-) -> u32 {
+pub fn send(ctx: &XdpContext, seg: &Segment, rule_id: u32, hop: &Hop) -> u32 {
     unsafe {
-        (*seg.eth).src_addr = smac;
-        (*seg.eth).dst_addr = dmac;
+        (*seg.eth).src_addr = hop.smac;
+        (*seg.eth).dst_addr = hop.dmac;
     }
+    let ifindex = hop.ifindex;
     if ifindex == ctx.ingress_ifindex() as u32 {
         counters::inc(rule_id, counter::TX);
         return xdp_action::XDP_TX;

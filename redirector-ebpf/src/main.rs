@@ -20,12 +20,12 @@ mod rewrite;
 mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use redirector_common::{DIR_FORWARD, Flow, FlowKey, IPPROTO_TCP, RuleKey, counter};
+use redirector_common::{DIR_FORWARD, FlowKey, IPPROTO_TCP, RuleKey, counter};
 
 use crate::{
     forward::NextHop,
     maps::RULES,
-    nat::{Follow, Open},
+    nat::{Follow, Open, Rewrite, Tracked},
     parse::Segment,
 };
 
@@ -48,7 +48,7 @@ fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
     let key = seg.key();
     let tcp_flags = seg.tcp_flags();
     Ok(match nat::follow(&key, tcp_flags) {
-        Follow::Hit(flow) => tracked(ctx, &seg, &flow),
+        Follow::Hit(t) => tracked(ctx, &seg, &t),
         // It cannot be translated back; handing it to the stack would
         // only make the old host answer with a RST.
         Follow::Broken => xdp_action::XDP_DROP,
@@ -58,12 +58,22 @@ fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
 
 /// A packet of a flow with NAT state.
 #[inline(always)]
-fn tracked(ctx: &XdpContext, seg: &Segment, flow: &Flow) -> u32 {
+fn tracked(ctx: &XdpContext, seg: &Segment, t: &Tracked) -> u32 {
+    let flow = &t.to;
     if seg.ttl() <= 1 {
         counters::inc(flow.rule_id, counter::DROP_TTL_EXPIRED);
         return xdp_action::XDP_DROP;
     }
-    let hop = forward::lookup(ctx, seg, flow.saddr, flow.daddr);
+    let hop = match t.hop {
+        Some(hop) => NextHop::Resolved(hop),
+        None => {
+            let hop = forward::lookup(ctx, seg, flow.saddr, flow.daddr);
+            if let NextHop::Resolved(h) = &hop {
+                nat::remember_hop(t.entry, h, t.now);
+            }
+            hop
+        }
+    };
     if let NextHop::Unroutable = hop {
         // Never hand a tracked packet to the stack untranslated: the old
         // host would reset the connection.
@@ -109,7 +119,11 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
         counters::inc(id, counter::PASS_NO_ROUTE);
         return xdp_action::XDP_PASS;
     }
-    let flow = match nat::open(ctx, key, &rule) {
+    let cached = match &hop {
+        NextHop::Resolved(h) => Some(*h),
+        _ => None,
+    };
+    let flow = match nat::open(ctx, key, &rule, cached) {
         Open::New(flow) => {
             counters::inc(id, counter::NEW_FLOWS);
             flow
@@ -125,7 +139,7 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
 
 /// Translates a packet to `flow`'s tuple and sends it to `hop`.
 #[inline(always)]
-fn emit(ctx: &XdpContext, seg: &Segment, flow: &Flow, hop: NextHop) -> u32 {
+fn emit(ctx: &XdpContext, seg: &Segment, flow: &Rewrite, hop: NextHop) -> u32 {
     let id = flow.rule_id;
     let (packets, bytes) = if flow.direction == DIR_FORWARD {
         (counter::FWD_PACKETS, counter::FWD_BYTES)
@@ -133,15 +147,11 @@ fn emit(ctx: &XdpContext, seg: &Segment, flow: &Flow, hop: NextHop) -> u32 {
         (counter::REPLY_PACKETS, counter::REPLY_BYTES)
     };
     match hop {
-        NextHop::Resolved {
-            ifindex,
-            smac,
-            dmac,
-        } => {
+        NextHop::Resolved(hop) => {
             rewrite::translate(seg, flow, true);
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
-            forward::send(ctx, seg, id, ifindex, smac, dmac)
+            forward::send(ctx, seg, id, &hop)
         }
         NextHop::Kernel(reason) => {
             // Fully translated, so the kernel's forwarding path can take it

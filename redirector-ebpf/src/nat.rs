@@ -5,6 +5,8 @@
 //! is that tuple mirrored, and its partner's value is its own key mirrored.
 //! So either entry can rebuild the other when the LRU evicted it.
 
+use core::{mem::MaybeUninit, ptr::write_volatile};
+
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
@@ -12,7 +14,7 @@ use aya_ebpf::{
 };
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, FLOW_SYN, Flow, FlowKey,
-    IPPROTO_TCP, MAX_PORT_RETRIES, RuleValue, counter,
+    IPPROTO_TCP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, RuleValue, counter,
 };
 
 use crate::{
@@ -42,16 +44,103 @@ pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16) -> FlowKey {
     unsafe { core::mem::transmute::<[u32; 4], FlowKey>(words) }
 }
 
-/// The key of `flow`'s partner entry (`Flow::partner_key`, memset-free).
+/// The key of the partner of an entry that rewrites to `to`
+/// (`Flow::partner_key`, memset-free).
 #[inline(always)]
-fn partner_key(flow: &Flow) -> FlowKey {
-    flow_key(flow.daddr, flow.saddr, flow.dport, flow.sport)
+fn partner_key(to: &Rewrite) -> FlowKey {
+    flow_key(to.daddr, to.saddr, to.dport, to.sport)
+}
+
+/// A next hop as cached in a flow entry.
+#[derive(Clone, Copy)]
+pub struct Hop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+/// Writes a `Flow` value in place, as seven words rather than as a struct
+/// literal: zeroed byte arrays in a literal, or a copy of a value LLVM
+/// knows to be partly zero, become an out-of-line memset loop.
+#[inline(always)]
+fn write_flow(
+    flow: &mut MaybeUninit<Flow>,
+    to: (u32, u32, u16, u16),
+    rule_id: u32,
+    direction: u8,
+    tcp_flags: u8,
+    now: u64,
+    hop: Option<Hop>,
+) {
+    let (saddr, daddr, sport, dport) = to;
+    let (ifindex, s, d, checked) = match hop {
+        Some(h) => (h.ifindex, h.smac, h.dmac, now),
+        None => (0, [0; 6], [0; 6], 0),
+    };
+    let words: [u64; 7] = [
+        saddr as u64 | (daddr as u64) << 32,
+        sport as u64 | (dport as u64) << 16 | (rule_id as u64) << 32,
+        direction as u64 | (tcp_flags as u64) << 8 | (ifindex as u64) << 32,
+        now,
+        u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], d[0], d[1]]),
+        u64::from_le_bytes([d[2], d[3], d[4], d[5], 0, 0, 0, 0]),
+        checked,
+    ];
+    let out = flow.as_mut_ptr().cast::<u64>();
+    // SAFETY: Flow is #[repr(C)], 56 bytes of plain integers whose offsets
+    // redirector-common's layout test pins (bpfel is little endian), so
+    // seven words initialise all of it. Volatile keeps LLVM from merging
+    // the zero words into a memset call.
+    unsafe {
+        for (i, w) in words.iter().enumerate() {
+            write_volatile(out.add(i), *w);
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Flow>() == 56);
+
+/// What a packet of a flow is rewritten to, and whose counters it counts in.
+#[derive(Clone, Copy)]
+pub struct Rewrite {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub rule_id: u32,
+    pub direction: u8,
+}
+
+impl Rewrite {
+    #[inline(always)]
+    fn of(flow: *const Flow) -> Self {
+        unsafe {
+            Self {
+                saddr: (*flow).saddr,
+                daddr: (*flow).daddr,
+                sport: (*flow).sport,
+                dport: (*flow).dport,
+                rule_id: (*flow).rule_id,
+                direction: (*flow).direction,
+            }
+        }
+    }
+}
+
+/// A tracked flow's entry as found for a segment.
+pub struct Tracked {
+    /// The entry in `FLOWS`, for caching the next hop.
+    pub entry: *mut Flow,
+    pub to: Rewrite,
+    /// The cached next hop, if still fresh.
+    pub hop: Option<Hop>,
+    pub now: u64,
 }
 
 /// What `FLOWS` says about a received segment.
 pub enum Follow {
     /// A tracked flow: rewrite to this entry's tuple.
-    Hit(Flow),
+    Hit(Tracked),
     /// No usable state (or a closed flow's client port starting over):
     /// a candidate for a new connection.
     Miss,
@@ -66,70 +155,29 @@ pub fn is_syn(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) == TCP_SYN
 }
 
-/// The partner of the entry (`key`, `flow`): its key is `flow`'s tuple
-/// mirrored, its tuple is `key` mirrored.
-#[inline(always)]
-fn partner_of(key: &FlowKey, flow: &Flow) -> Flow {
-    Flow {
-        saddr: key.daddr,
-        daddr: key.saddr,
-        sport: key.dport,
-        dport: key.sport,
-        rule_id: flow.rule_id,
-        direction: if flow.direction == DIR_FORWARD {
-            DIR_REPLY
-        } else {
-            DIR_FORWARD
-        },
-        tcp_flags: flow.tcp_flags,
-        _pad: [0; 2],
-        last_seen_ns: flow.last_seen_ns,
-    }
-}
-
-/// Looks up the segment's flow and records what it saw: FIN/RST on both
-/// entries (counted once per flow), the handshake ACK, the time. Repairs a
-/// partner that the LRU evicted, counting `LRU_EVICTED`.
+/// Looks up the segment's flow and records what it saw: the time, the
+/// handshake ACK, FIN/RST on both entries (counted once per flow).
+///
+/// The partner entry is checked only when the cached next hop is renewed
+/// (every `NEXT_HOP_CACHE_NS`) or on FIN/RST, because a lookup is a third of
+/// a packet's cost. A missing partner is rebuilt (counting `LRU_EVICTED`).
 #[inline(always)]
 pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return Follow::Miss;
     };
-    let flow = unsafe { *entry };
-    let forward = flow.direction == DIR_FORWARD;
-    if forward && is_syn(tcp_flags) && flow.tcp_flags & CLOSING != 0 {
+    let to = Rewrite::of(entry);
+    let seen = unsafe { (*entry).tcp_flags };
+    let forward = to.direction == DIR_FORWARD;
+    if forward && is_syn(tcp_flags) && seen & CLOSING != 0 {
         // The client reuses its port after a close: start afresh, so the
         // new connection follows the rule as it is now.
-        let _ = FLOWS.remove(&partner_key(&flow));
+        let _ = FLOWS.remove(&partner_key(&to));
         let _ = FLOWS.remove(key);
         return Follow::Miss;
     }
 
-    let pkey = partner_key(&flow);
-    let partner = match FLOWS.get_ptr_mut(&pkey) {
-        Some(p) => p,
-        None => {
-            counters::inc(flow.rule_id, counter::LRU_EVICTED);
-            let rebuilt = partner_of(key, &flow);
-            if FLOWS.insert(&pkey, &rebuilt, BPF_NOEXIST as u64).is_err() {
-                return Follow::Broken;
-            }
-            match FLOWS.get_ptr_mut(&pkey) {
-                Some(p) => p,
-                None => return Follow::Broken,
-            }
-        }
-    };
-    let back = unsafe { partner_key(&*partner) };
-    if back.saddr != key.saddr
-        || back.daddr != key.daddr
-        || back.sport != key.sport
-        || back.dport != key.dport
-    {
-        counters::inc(flow.rule_id, counter::LRU_EVICTED);
-        return Follow::Broken;
-    }
-
+    let now = unsafe { bpf_ktime_get_ns() };
     let mut events = 0;
     if tcp_flags & TCP_FIN != 0 {
         events |= FLOW_FIN;
@@ -137,37 +185,118 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
     if tcp_flags & TCP_RST != 0 {
         events |= FLOW_RST;
     }
-    let mut flags = flow.tcp_flags | events;
-    if forward && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
-        flags |= FLOW_ESTABLISHED;
-    }
-    unsafe {
+    let (hop_ifindex, hop_checked_ns) = unsafe { ((*entry).hop_ifindex, (*entry).hop_checked_ns) };
+    let fresh = hop_ifindex != 0 && now.wrapping_sub(hop_checked_ns) < NEXT_HOP_CACHE_NS;
+    if !fresh || events != 0 {
+        let Some(partner) = partner(key, &to, seen, now) else {
+            return Follow::Broken;
+        };
         if events != 0 {
-            let partner_flags = (*partner).tcp_flags;
-            if (flow.tcp_flags | partner_flags) & CLOSING == 0 {
-                counters::inc(flow.rule_id, counter::FLOWS_CLOSING);
+            let partner_flags = unsafe { (*partner).tcp_flags };
+            if (seen | partner_flags) & CLOSING == 0 {
+                counters::inc(to.rule_id, counter::FLOWS_CLOSING);
             }
             // Both entries carry the close, so garbage collection can
             // judge a flow by whichever entry it meets first.
             if partner_flags | events != partner_flags {
-                (*partner).tcp_flags = partner_flags | events;
+                unsafe { (*partner).tcp_flags = partner_flags | events };
             }
         }
-        if flags != flow.tcp_flags {
+    }
+
+    let mut flags = seen | events;
+    if forward && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_ACK {
+        flags |= FLOW_ESTABLISHED;
+    }
+    let hop = unsafe {
+        if flags != seen {
             (*entry).tcp_flags = flags;
         }
-        (*entry).last_seen_ns = bpf_ktime_get_ns();
+        (*entry).last_seen_ns = now;
+        if fresh {
+            Some(Hop {
+                ifindex: hop_ifindex,
+                smac: (*entry).hop_smac,
+                dmac: (*entry).hop_dmac,
+            })
+        } else {
+            None
+        }
+    };
+    Follow::Hit(Tracked {
+        entry,
+        to,
+        hop,
+        now,
+    })
+}
+
+/// The partner entry of (`key`, `flow`), rebuilt if the LRU evicted it;
+/// `None` if its key now belongs to another connection.
+#[inline(always)]
+fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut Flow> {
+    let pkey = partner_key(to);
+    let partner = match FLOWS.get_ptr_mut(&pkey) {
+        Some(p) => p,
+        None => {
+            counters::inc(to.rule_id, counter::LRU_EVICTED);
+            // Its key is this entry's tuple mirrored, its tuple this
+            // entry's key mirrored.
+            let direction = if to.direction == DIR_FORWARD {
+                DIR_REPLY
+            } else {
+                DIR_FORWARD
+            };
+            let mut rebuilt = MaybeUninit::uninit();
+            write_flow(
+                &mut rebuilt,
+                (key.daddr, key.saddr, key.dport, key.sport),
+                to.rule_id,
+                direction,
+                tcp_flags,
+                now,
+                None,
+            );
+            FLOWS
+                .insert(
+                    &pkey,
+                    unsafe { rebuilt.assume_init_ref() },
+                    BPF_NOEXIST as u64,
+                )
+                .ok()?;
+            FLOWS.get_ptr_mut(&pkey)?
+        }
+    };
+    let back = partner_key(&Rewrite::of(partner));
+    if back.saddr != key.saddr
+        || back.daddr != key.daddr
+        || back.sport != key.sport
+        || back.dport != key.dport
+    {
+        counters::inc(to.rule_id, counter::LRU_EVICTED);
+        return None;
     }
-    Follow::Hit(flow)
+    Some(partner)
+}
+
+/// Caches a freshly looked-up next hop in a flow entry.
+#[inline(always)]
+pub fn remember_hop(entry: *mut Flow, hop: &Hop, now: u64) {
+    unsafe {
+        (*entry).hop_ifindex = hop.ifindex;
+        (*entry).hop_smac = hop.smac;
+        (*entry).hop_dmac = hop.dmac;
+        (*entry).hop_checked_ns = now;
+    }
 }
 
 /// The result of opening a connection.
 pub enum Open {
-    /// Both entries were created; rewrite to this forward entry.
-    New(Flow),
+    /// Both entries were created; rewrite as the forward entry says.
+    New(Rewrite),
     /// Another CPU opened the same connection a moment earlier (the same
     /// SYN retransmitted to another queue): use its entry.
-    Existing(Flow),
+    Existing(Rewrite),
     /// No NAT port was free.
     Exhausted,
 }
@@ -176,22 +305,22 @@ pub enum Open {
 /// claims a reply key (the client's own port if free, else random ports
 /// from `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
-pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue) -> Open {
+pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>) -> Open {
     let now = unsafe { bpf_ktime_get_ns() };
     let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport);
-    let reply = Flow {
-        saddr: key.daddr,
-        daddr: key.saddr,
-        sport: key.dport,
-        dport: key.sport,
-        rule_id: rule.rule_id,
-        direction: DIR_REPLY,
-        tcp_flags: FLOW_SYN,
-        _pad: [0; 2],
-        last_seen_ns: now,
-    };
+    let mut reply = MaybeUninit::uninit();
+    write_flow(
+        &mut reply,
+        (key.daddr, key.saddr, key.dport, key.sport),
+        rule.rule_id,
+        DIR_REPLY,
+        FLOW_SYN,
+        now,
+        None,
+    );
+    let reply = unsafe { reply.assume_init_ref() };
 
-    if !claim(ctx, &reply_key, &reply) {
+    if !claim(ctx, &reply_key, reply) {
         let Some(settings) = SETTINGS.get(0) else {
             return Open::Exhausted;
         };
@@ -210,7 +339,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue) -> Open {
                     .checked_rem(span)
                     .unwrap_or(0);
             reply_key.dport = (port as u16).to_be();
-            if claim(ctx, &reply_key, &reply) {
+            if claim(ctx, &reply_key, reply) {
                 claimed = true;
                 break;
             }
@@ -221,23 +350,37 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue) -> Open {
         }
     }
 
-    let forward = Flow {
-        saddr: key.daddr,
-        daddr: rule.new_addr,
-        sport: reply_key.dport,
-        dport: rule.new_port,
-        rule_id: rule.rule_id,
-        direction: DIR_FORWARD,
-        tcp_flags: FLOW_SYN,
-        _pad: [0; 2],
-        last_seen_ns: now,
-    };
-    if FLOWS.insert(key, &forward, BPF_NOEXIST as u64).is_ok() {
-        return Open::New(forward);
+    let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
+    let mut forward = MaybeUninit::uninit();
+    write_flow(
+        &mut forward,
+        to,
+        rule.rule_id,
+        DIR_FORWARD,
+        FLOW_SYN,
+        now,
+        hop,
+    );
+    if FLOWS
+        .insert(
+            key,
+            unsafe { forward.assume_init_ref() },
+            BPF_NOEXIST as u64,
+        )
+        .is_ok()
+    {
+        return Open::New(Rewrite {
+            saddr: to.0,
+            daddr: to.1,
+            sport: to.2,
+            dport: to.3,
+            rule_id: rule.rule_id,
+            direction: DIR_FORWARD,
+        });
     }
     let _ = FLOWS.remove(&reply_key);
     match FLOWS.get_ptr(key) {
-        Some(existing) => Open::Existing(unsafe { *existing }),
+        Some(existing) => Open::Existing(Rewrite::of(existing)),
         None => Open::Exhausted,
     }
 }

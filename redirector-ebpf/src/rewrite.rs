@@ -1,15 +1,13 @@
 //! Rewrites a segment's addresses and ports to a flow entry's tuple and
 //! keeps the IPv4 and TCP checksums right without recomputing them.
 
-use redirector_common::Flow;
-
-use crate::{csum::Delta, parse::Segment};
+use crate::{csum::Delta, nat::Rewrite, parse::Segment};
 
 /// Rewrites `seg` to `to`'s 4-tuple. `forwarding` also decrements the TTL,
 /// as a router does; a frame handed to the kernel keeps its TTL because the
 /// kernel's forwarding path decrements it.
 #[inline(always)]
-pub fn translate(seg: &Segment, to: &Flow, forwarding: bool) {
+pub fn translate(seg: &Segment, to: &Rewrite, forwarding: bool) {
     unsafe {
         let ip = seg.ip;
         let tcp = seg.tcp;
