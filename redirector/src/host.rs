@@ -70,6 +70,13 @@ fn settings(iface: &str) -> Vec<Setting> {
 
 /// Applies the sysctls for `iface`, logging every change.
 pub fn prepare(iface: &str) -> Result<()> {
+    // Checked first, so that a typo changes nothing on the host.
+    if !PathBuf::from("/proc/sys/net/ipv4/conf")
+        .join(iface)
+        .is_dir()
+    {
+        anyhow::bail!("there is no interface {iface} with IPv4 in this network namespace");
+    }
     for s in settings(iface) {
         let current = std::fs::read_to_string(&s.path)
             .with_context(|| format!("reading {} (does {iface} exist?)", s.path.display()))?;
