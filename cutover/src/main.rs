@@ -1,0 +1,153 @@
+//! `cutover`: the operator's command. Its subcommands are the mission's
+//! steps: `migrate` a service to a new host, `rollback`, `status`.
+
+mod api;
+mod migrate;
+mod migration;
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::{Dns, Endpoint, Redirector};
+
+#[derive(Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "Move a service to a new host without losing a client"
+)]
+struct Cli {
+    #[command(flatten)]
+    apis: Apis,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the daemons' control APIs are and how to authenticate.
+#[derive(Args)]
+pub struct Apis {
+    /// dnsd's API.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8053",
+        env = "CUTOVER_DNS"
+    )]
+    dns: String,
+    /// The old host's redirector API.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8054",
+        env = "CUTOVER_OLD"
+    )]
+    old: String,
+    /// File holding the bearer token of both APIs (the daemons create
+    /// WORKSPACE/.cutover/api-token).
+    #[arg(long, global = true, env = "CUTOVER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// File holding the old host's token, when it differs.
+    #[arg(long, global = true)]
+    old_token_file: Option<PathBuf>,
+    /// Where migration records are kept, so that a migration can resume.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/cutover",
+        env = "CUTOVER_STATE"
+    )]
+    state_dir: PathBuf,
+}
+
+impl Apis {
+    fn token(path: Option<&PathBuf>) -> Result<String> {
+        let Some(path) = path else {
+            return Ok(std::env::var("CUTOVER_TOKEN").unwrap_or_default());
+        };
+        Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API token {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    pub fn dns(&self) -> Result<Dns> {
+        Ok(Dns(Endpoint::new(
+            &self.dns,
+            &Self::token(self.token_file.as_ref())?,
+        )))
+    }
+
+    pub fn old(&self) -> Result<Redirector> {
+        let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
+        Ok(Redirector(Endpoint::new(&self.old, &Self::token(file)?)))
+    }
+
+    pub fn redirector_at(&self, url: &str) -> Result<Redirector> {
+        let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
+        Ok(Redirector(Endpoint::new(url, &Self::token(file)?)))
+    }
+
+    pub fn store(&self) -> migration::Store {
+        migration::Store::new(&self.state_dir)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Move NAME to NEW: lower the TTL if needed and wait it out, switch on
+    /// the redirect OLD -> NEW on the old host, flip the record, watch the old
+    /// host drain, restore the TTL. Resumes where it stopped when run again.
+    Migrate(migrate::Args),
+    /// Put NAME back on its old addresses and switch the redirect off.
+    Rollback(migrate::RollbackArgs),
+    /// Services, migrations, redirects and their counters, the workspace generation.
+    Status,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Migrate(args) => migrate::run(&cli.apis, args),
+        Command::Rollback(args) => migrate::rollback(&cli.apis, args),
+        Command::Status => status::run(&cli.apis),
+    };
+    if let Err(e) = result {
+        eprintln!("cutover: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Parses "90s", "10m", "24h", "2d" or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (write 90s, 10m, 24h or 2d)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
+        assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

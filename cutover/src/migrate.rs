@@ -1,0 +1,274 @@
+//! `cutover migrate` and `cutover rollback`: carry out a migration's plan
+//! (`migration::Migration::next_step`) against the daemons, saving the record
+//! after every step so that any interruption can be resumed.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Apis;
+use crate::api::fqdn;
+use crate::migration::{Migration, Phase, Step, Traffic, now};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The service to move (a `[[service]]` of dnsd).
+    name: String,
+    /// The new host's address.
+    #[arg(long)]
+    to: IpAddr,
+    /// The old address to redirect (default: the service's only address).
+    #[arg(long)]
+    from: Option<IpAddr>,
+    /// The port clients connect to on the old host.
+    #[arg(long, default_value_t = 80)]
+    port: u16,
+    /// The port on the new host (default: --port).
+    #[arg(long)]
+    new_port: Option<u16>,
+    /// The TTL during the move: a higher TTL is lowered to this and waited
+    /// out before anything moves.
+    #[arg(long, default_value_t = 60)]
+    ttl: u32,
+    /// The longest time a client may cache an answer (resolvers, OSes,
+    /// browsers); the old host keeps forwarding at least this long unless it
+    /// is quiet first.
+    #[arg(long, default_value = "24h", value_parser = crate::parse_duration)]
+    max_cache: Duration,
+    /// Stop watching once the old host has seen no traffic for this long.
+    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    quiet: Duration,
+    /// How often the drain is sampled.
+    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
+    poll: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    /// The service to put back.
+    name: String,
+    /// Also redirect NEW -> OLD on the new host's redirector at this API
+    /// URL, for clients that cached the new address meanwhile.
+    #[arg(long)]
+    reverse_on: Option<String>,
+}
+
+pub fn run(apis: &Apis, args: Args) -> Result<()> {
+    let store = apis.store();
+    let dns = apis.dns()?;
+    let old = apis.old()?;
+    let mut m = match store.load(&args.name)? {
+        Some(m) if !matches!(m.phase, Phase::Done | Phase::RolledBack) => {
+            if m.to != args.to.to_string() {
+                bail!(
+                    "a migration of {} to {} is in progress: resume it with --to {}, or `cutover rollback {}` first",
+                    m.name,
+                    m.to,
+                    m.to,
+                    m.name
+                );
+            }
+            println!(
+                "resuming the migration of {} to {} ({:?})",
+                m.name, m.to, m.phase
+            );
+            m
+        }
+        _ => plan(&dns.service(&args.name)?, &args)?,
+    };
+    store.save(&m)?;
+
+    loop {
+        match m.next_step(now()) {
+            Step::LowerTtl => {
+                dns.set_service(&m.name, &m.from, m.move_ttl)?;
+                m.phase = Phase::TtlLowered;
+                m.ttl_lowered_at = Some(now());
+                store.save(&m)?;
+                println!(
+                    "1. TTL of {} lowered from {} s to {} s",
+                    m.name, m.original_ttl, m.move_ttl
+                );
+            }
+            Step::WaitTtl { remaining } => {
+                print!("\r   waiting for caches holding the old TTL: {remaining:>6} s left ");
+                flush();
+                sleep(Duration::from_secs(1).min(Duration::from_secs(remaining)));
+                if remaining <= 1 {
+                    println!();
+                }
+            }
+            Step::SwitchOnRedirect => {
+                reachable(&m.to, m.new_port)?;
+                old.put_rule(
+                    &m.rule,
+                    &format!("{}:{}", m.old, m.port),
+                    &format!("{}:{}", m.to, m.new_port),
+                )?;
+                if !old.rules()?.iter().any(|r| r.name == m.rule) {
+                    bail!(
+                        "the old host accepted the rule {} but does not list it",
+                        m.rule
+                    );
+                }
+                m.phase = Phase::Redirecting;
+                store.save(&m)?;
+                println!(
+                    "2. redirect on: {}:{} -> {}:{}",
+                    m.old, m.port, m.to, m.new_port
+                );
+            }
+            Step::Flip => {
+                reachable(&m.to, m.new_port)
+                    .context("refusing to flip the record; the redirect stays on (roll back with `cutover rollback`)")?;
+                dns.set_service(&m.name, std::slice::from_ref(&m.to), m.move_ttl)?;
+                m.phase = Phase::Flipped;
+                m.flipped_at = Some(now());
+                store.save(&m)?;
+                println!("3. {} now points at {}", m.name, m.to);
+            }
+            Step::Drain { remaining } => {
+                let traffic = drain_sample(&old, &m.rule).with_context(|| {
+                    format!(
+                        "reading the old host's counters; run the same `cutover migrate {} --to {}` again to resume",
+                        m.name, m.to
+                    )
+                })?;
+                let t = now();
+                m.observe(traffic, t);
+                store.save(&m)?;
+                let quiet = m.quiet_since.map_or(0, |q| t - q);
+                print!(
+                    "\r4. draining {}: {:>7.1} new flows/s, {:>6} active flows, {:>5} clients, quiet {:>5} s, caches expire in {:>6} s ",
+                    m.old,
+                    traffic.new_flows_per_s,
+                    traffic.active_flows,
+                    traffic.distinct_clients,
+                    quiet,
+                    remaining
+                );
+                flush();
+                sleep(args.poll);
+            }
+            Step::RestoreTtl => {
+                println!();
+                dns.set_service(&m.name, std::slice::from_ref(&m.to), m.original_ttl)?;
+                m.phase = Phase::Done;
+                store.save(&m)?;
+                println!(
+                    "5. {} can be retired; TTL of {} restored to {} s",
+                    m.old, m.name, m.original_ttl
+                );
+            }
+            Step::Finished => return Ok(()),
+        }
+    }
+}
+
+/// A new migration's record, from the service as dnsd serves it now.
+fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
+    let to = args.to.to_string();
+    if service.addresses == [to.clone()] {
+        bail!("{} already points at {to}", service.name);
+    }
+    let old = match (&args.from, service.addresses.as_slice()) {
+        (Some(from), _) => from.to_string(),
+        (None, [only]) => only.clone(),
+        (None, many) => bail!(
+            "{} has {} addresses ({}): say which one to redirect with --from",
+            service.name,
+            many.len(),
+            many.join(", ")
+        ),
+    };
+    if old == to {
+        bail!("--from and --to are the same address");
+    }
+    let name = fqdn(&service.name);
+    Ok(Migration {
+        rule: format!("cutover-{}", name.trim_end_matches('.')),
+        name,
+        from: service.addresses.clone(),
+        old,
+        to,
+        port: args.port,
+        new_port: args.new_port.unwrap_or(args.port),
+        original_ttl: service.ttl,
+        move_ttl: service.ttl.min(args.ttl),
+        phase: Phase::Planned,
+        ttl_lowered_at: None,
+        flipped_at: None,
+        quiet_since: None,
+        max_cache: args.max_cache.as_secs(),
+        quiet_period: args.quiet.as_secs(),
+    })
+}
+
+/// The new release must accept connections before anyone is sent to it.
+fn reachable(ip: &str, port: u16) -> Result<()> {
+    let addr: SocketAddr = format!("{ip}:{port}")
+        .parse()
+        .or_else(|_| format!("[{ip}]:{port}").parse())
+        .with_context(|| format!("{ip}:{port} is not an address"))?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map(drop)
+        .with_context(|| format!("the new host {addr} does not accept connections"))
+}
+
+fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<Traffic> {
+    let stats = old.stats()?;
+    let r = stats
+        .rules
+        .iter()
+        .find(|r| r.name == rule)
+        .with_context(|| format!("the old host has no rule {rule} any more"))?;
+    Ok(Traffic {
+        new_flows_per_s: r.new_flows_per_s,
+        active_flows: r.active_flows,
+        distinct_clients: r.distinct_clients,
+    })
+}
+
+pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
+    let store = apis.store();
+    let mut m = store.load(&args.name)?.with_context(|| {
+        format!(
+            "no migration of {} is recorded in {}",
+            fqdn(&args.name),
+            apis.state_dir.display()
+        )
+    })?;
+    apis.dns()?.set_service(&m.name, &m.from, m.original_ttl)?;
+    println!(
+        "{} points at {} again (TTL {} s)",
+        m.name,
+        m.from.join(", "),
+        m.original_ttl
+    );
+    apis.old()?.delete_rule(&m.rule)?;
+    println!(
+        "redirect {}:{} -> {}:{} switched off",
+        m.old, m.port, m.to, m.new_port
+    );
+    if let Some(url) = &args.reverse_on {
+        let reverse = format!("{}-reverse", m.rule);
+        apis.redirector_at(url)?.put_rule(
+            &reverse,
+            &format!("{}:{}", m.to, m.new_port),
+            &format!("{}:{}", m.old, m.port),
+        )?;
+        println!(
+            "reverse redirect on the new host: {}:{} -> {}:{}",
+            m.to, m.new_port, m.old, m.port
+        );
+    }
+    m.phase = Phase::RolledBack;
+    store.save(&m)
+}
+
+fn flush() {
+    let _ = std::io::stdout().flush();
+}

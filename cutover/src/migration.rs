@@ -1,0 +1,311 @@
+//! A migration's record and its plan.
+//!
+//! The record is persisted after every step (temp file + rename), so that a
+//! migration interrupted by a crash or Ctrl-C resumes where it stopped.
+//! `next_step` is a pure function of the record, the clock and what the old
+//! host reports: every decision of `cutover migrate` is in it and is
+//! unit-tested without daemons.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Recorded, nothing changed yet.
+    Planned,
+    /// The TTL was lowered; caches holding the old TTL are expiring.
+    TtlLowered,
+    /// The old host forwards new connections to the new one.
+    Redirecting,
+    /// The name points at the new host; the old host drains.
+    Flipped,
+    /// Every cache has expired or traffic stopped: the old host can go.
+    Drained,
+    /// The TTL is back to its original value.
+    Done,
+    RolledBack,
+}
+
+/// The persisted record of one migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Fully qualified service name.
+    pub name: String,
+    /// Addresses before the move (restored by a rollback).
+    pub from: Vec<String>,
+    /// The old address that is redirected.
+    pub old: String,
+    pub to: String,
+    pub port: u16,
+    pub new_port: u16,
+    pub original_ttl: u32,
+    /// TTL in force during the move (= original_ttl if it was low enough).
+    pub move_ttl: u32,
+    /// Name of the rule on the old host's redirector.
+    pub rule: String,
+    pub phase: Phase,
+    pub ttl_lowered_at: Option<u64>,
+    pub flipped_at: Option<u64>,
+    /// Since when the old host has seen no traffic, while draining.
+    pub quiet_since: Option<u64>,
+    /// Drain policy, seconds.
+    pub max_cache: u64,
+    pub quiet_period: u64,
+}
+
+/// What `cutover migrate` does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    LowerTtl,
+    /// Caches may still hold the original TTL for this many seconds.
+    WaitTtl {
+        remaining: u64,
+    },
+    SwitchOnRedirect,
+    Flip,
+    /// Keep watching; `remaining` until the longest cache time has passed.
+    Drain {
+        remaining: u64,
+    },
+    /// The old host can be retired: restore the TTL.
+    RestoreTtl,
+    Finished,
+}
+
+/// What the old host reports while draining.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    pub new_flows_per_s: f64,
+    pub active_flows: u64,
+    pub distinct_clients: u64,
+}
+
+impl Traffic {
+    pub fn is_idle(&self) -> bool {
+        self.new_flows_per_s == 0.0 && self.active_flows == 0
+    }
+}
+
+impl Migration {
+    /// The next step at time `now` (seconds since the epoch).
+    pub fn next_step(&self, now: u64) -> Step {
+        match self.phase {
+            Phase::Planned if self.move_ttl < self.original_ttl => Step::LowerTtl,
+            Phase::Planned => Step::SwitchOnRedirect,
+            Phase::TtlLowered => {
+                let since = self.ttl_lowered_at.unwrap_or(now);
+                let until = since + u64::from(self.original_ttl);
+                if now < until {
+                    Step::WaitTtl {
+                        remaining: until - now,
+                    }
+                } else {
+                    Step::SwitchOnRedirect
+                }
+            }
+            Phase::Redirecting => Step::Flip,
+            Phase::Flipped => {
+                let flipped = self.flipped_at.unwrap_or(now);
+                let all_expired = now >= flipped + self.max_cache;
+                let quiet = self
+                    .quiet_since
+                    .is_some_and(|q| now >= q + self.quiet_period);
+                if all_expired || quiet {
+                    Step::RestoreTtl
+                } else {
+                    Step::Drain {
+                        remaining: (flipped + self.max_cache).saturating_sub(now),
+                    }
+                }
+            }
+            Phase::Drained => Step::RestoreTtl,
+            Phase::Done | Phase::RolledBack => Step::Finished,
+        }
+    }
+
+    /// Records a drain observation: the quiet period starts with the first
+    /// idle sample and is reset by any traffic.
+    pub fn observe(&mut self, traffic: Traffic, now: u64) {
+        if traffic.is_idle() {
+            self.quiet_since.get_or_insert(now);
+        } else {
+            self.quiet_since = None;
+        }
+    }
+}
+
+/// The directory of migration records.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}toml", crate::api::fqdn(name)))
+    }
+
+    pub fn load(&self, name: &str) -> Result<Option<Migration>> {
+        let path = self.path(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .with_context(|| format!("{}: not a migration record", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn all(&self) -> Result<Vec<Migration>> {
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix("toml")
+                && let Some(m) = self.load(stem)?
+            {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Saves atomically: a crash leaves the previous or the new record.
+    pub fn save(&self, m: &Migration) -> Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.path(&m.name);
+        let tmp = path.with_extension("tmp");
+        let text = toml::to_string(m).context("encoding the migration record")?;
+        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(original_ttl: u32, move_ttl: u32) -> Migration {
+        Migration {
+            name: "www.example.test.".into(),
+            from: vec!["198.18.0.2".into()],
+            old: "198.18.0.2".into(),
+            to: "198.18.0.3".into(),
+            port: 80,
+            new_port: 80,
+            original_ttl,
+            move_ttl,
+            rule: "cutover-www.example.test".into(),
+            phase: Phase::Planned,
+            ttl_lowered_at: None,
+            flipped_at: None,
+            quiet_since: None,
+            max_cache: 86_400,
+            quiet_period: 600,
+        }
+    }
+
+    #[test]
+    fn a_high_ttl_is_lowered_and_waited_out_before_anything_moves() {
+        let mut m = planned(3600, 60);
+        assert_eq!(m.next_step(1000), Step::LowerTtl);
+        m.phase = Phase::TtlLowered;
+        m.ttl_lowered_at = Some(1000);
+        assert_eq!(m.next_step(1000), Step::WaitTtl { remaining: 3600 });
+        // resumed after a crash half-way: only the rest is waited
+        assert_eq!(m.next_step(2800), Step::WaitTtl { remaining: 1800 });
+        assert_eq!(m.next_step(4600), Step::SwitchOnRedirect);
+    }
+
+    #[test]
+    fn a_low_ttl_goes_straight_to_the_redirect() {
+        let m = planned(60, 60);
+        assert_eq!(m.next_step(0), Step::SwitchOnRedirect);
+    }
+
+    #[test]
+    fn the_record_flips_only_after_the_redirect_is_on() {
+        let mut m = planned(60, 60);
+        m.phase = Phase::Redirecting;
+        assert_eq!(m.next_step(0), Step::Flip);
+    }
+
+    #[test]
+    fn draining_ends_when_the_longest_cache_time_has_passed() {
+        let mut m = planned(60, 60);
+        m.phase = Phase::Flipped;
+        m.flipped_at = Some(100);
+        m.observe(
+            Traffic {
+                new_flows_per_s: 3.0,
+                active_flows: 5,
+                distinct_clients: 2,
+            },
+            150,
+        );
+        assert_eq!(m.next_step(150), Step::Drain { remaining: 86_350 });
+        assert_eq!(m.next_step(100 + 86_400), Step::RestoreTtl);
+    }
+
+    #[test]
+    fn draining_ends_after_a_quiet_period_without_traffic() {
+        let mut m = planned(60, 60);
+        m.phase = Phase::Flipped;
+        m.flipped_at = Some(0);
+        m.observe(Traffic::default(), 10);
+        assert!(matches!(m.next_step(500), Step::Drain { .. }));
+        // traffic comes back: the quiet period starts over
+        m.observe(
+            Traffic {
+                active_flows: 1,
+                ..Default::default()
+            },
+            500,
+        );
+        m.observe(Traffic::default(), 700);
+        assert!(matches!(m.next_step(1200), Step::Drain { .. }));
+        assert_eq!(m.next_step(1300), Step::RestoreTtl);
+    }
+
+    #[test]
+    fn finished_migrations_do_nothing() {
+        let mut m = planned(60, 60);
+        m.phase = Phase::Done;
+        assert_eq!(m.next_step(0), Step::Finished);
+        m.phase = Phase::RolledBack;
+        assert_eq!(m.next_step(0), Step::Finished);
+    }
+
+    #[test]
+    fn records_survive_a_round_trip_through_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mut m = planned(3600, 60);
+        m.phase = Phase::TtlLowered;
+        m.ttl_lowered_at = Some(42);
+        store.save(&m).unwrap();
+        assert_eq!(store.load("WWW.example.test").unwrap(), Some(m.clone()));
+        assert_eq!(store.all().unwrap(), vec![m]);
+        assert_eq!(store.load("other.test").unwrap(), None);
+    }
+}
