@@ -12,6 +12,7 @@
 //! `Handler` on this thread; TCP stays with hickory-server on the runtime.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -23,7 +24,7 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
-use tracing::debug;
+use tracing::{debug, error};
 
 use crate::mmsg::Batch;
 use crate::server::Handler;
@@ -51,11 +52,19 @@ fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle) {
             if !is_query(packet) || src.port() == 0 {
                 return false;
             }
-            if handler.fast_answer(packet, out) {
-                return true;
-            }
-            general(&socket, handler, runtime, packet, src);
-            false
+            // A bug that panics on one query must not stop this socket
+            // (the kernel keeps steering a share of clients to it).
+            let answered = panic::catch_unwind(AssertUnwindSafe(|| {
+                if handler.fast_answer(packet, out) {
+                    return true;
+                }
+                general(&socket, handler, runtime, packet, src);
+                false
+            }));
+            answered.unwrap_or_else(|_| {
+                error!(%src, "answering a query panicked; the query is dropped");
+                false
+            })
         });
         batch.flush(&socket);
     }
