@@ -449,6 +449,24 @@ fn table(
             met(c <= TARGET_CPU_RATIO)
         );
     }
+    // Noise shows in the spread between rounds: a ratio is only as good as
+    // the ranges it comes from.
+    for (i, label) in labels.iter().enumerate() {
+        if servers[i].is_err() || results[i].max.is_empty() {
+            continue;
+        }
+        let range = |v: Vec<f64>| {
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (min, max)
+        };
+        let (qmin, qmax) = range(results[i].max.iter().map(|p| p.qps).collect());
+        let (cmin, cmax) = range(results[i].cpu_us.clone());
+        let _ = writeln!(
+            out,
+            "spread over rounds, {label}: {qmin:.0}-{qmax:.0} qps, {cmin:.2}-{cmax:.2} µs CPU/query"
+        );
+    }
     // The same query file must give the same mix of response codes: a
     // server that is fast because it answers wrongly shows up here.
     for (i, label) in labels.iter().enumerate() {
