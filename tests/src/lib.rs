@@ -12,4 +12,5 @@ pub mod netns;
 pub mod nginx;
 pub mod process;
 pub mod topology;
+pub mod unbound;
 pub mod xdp_pass;

@@ -27,6 +27,7 @@ const PACKAGES: &[&str] = &[
     "dnsperf",
     "iputils-ping",
     "procps",
+    "unbound",
 ];
 
 pub fn run() -> Result<()> {
