@@ -67,13 +67,21 @@ pub async fn run(opts: Options) -> Result<()> {
     sync::sync_egress(&mut maps).context("filling EGRESS")?;
     let mut rules = Rules::start(workspace, &cfg, &mut maps)?;
 
-    let state_path = state::path_for(&opts.pin_dir);
+    // Published only next to pins that `redirector stats` can open.
+    let state_path = match pins.as_ref().map(|p| state::path_for(p.dir())) {
+        Some(Ok(path)) => Some(path),
+        Some(Err(e)) => {
+            warn!("`redirector stats` will not know the rule names: {e:#}");
+            None
+        }
+        None => None,
+    };
     let mut published = State {
         iface: opts.ifaces.join(","),
         pid: std::process::id(),
         ..State::default()
     };
-    publish(&mut published, &rules, pins.is_some(), &state_path);
+    publish(&mut published, &rules, state_path.as_deref());
     info!(ifaces = %opts.ifaces.join(","), "redirector running");
 
     let mut gc_tick = interval(opts.gc_interval);
@@ -91,7 +99,7 @@ pub async fn run(opts: Options) -> Result<()> {
                         warn!("refreshing EGRESS: {e:#}");
                     }
                     rules.reload(&mut maps);
-                    publish(&mut published, &rules, pins.is_some(), &state_path);
+                    publish(&mut published, &rules, state_path.as_deref());
                 }
                 Event::Shutdown(signal) => break signal,
             },
@@ -101,7 +109,7 @@ pub async fn run(opts: Options) -> Result<()> {
                 if let Err(e) = sync::sync_egress(&mut maps) {
                     warn!("refreshing EGRESS: {e:#}");
                 }
-                publish(&mut published, &rules, pins.is_some(), &state_path);
+                publish(&mut published, &rules, state_path.as_deref());
                 host::warm_neighbours(rules.current().rules.values().map(|r| r.to));
             }
             _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
@@ -114,10 +122,11 @@ pub async fn run(opts: Options) -> Result<()> {
     // Clean up the pins and the state file even when detaching failed.
     let detached = attached.detach();
     drop(pins);
-    if let Err(e) = std::fs::remove_file(&state_path)
+    if let Some(path) = &state_path
+        && let Err(e) = std::fs::remove_file(path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        warn!(path = %state_path.display(), error = %e, "removing the state file");
+        warn!(path = %path.display(), error = %e, "removing the state file");
     }
     detached
 }
@@ -153,11 +162,11 @@ fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) {
     }
 }
 
-fn publish(state: &mut State, rules: &Rules, pinned: bool, path: &Path) {
+fn publish(state: &mut State, rules: &Rules, path: Option<&Path>) {
     rules.fill_state(state);
-    if !pinned {
+    let Some(path) = path else {
         return;
-    }
+    };
     if let Err(e) = state.write(path) {
         warn!("`redirector stats` will show stale rule names: {e:#}");
     }

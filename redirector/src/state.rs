@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -13,16 +14,32 @@ use serde::{Deserialize, Serialize};
 /// Directory of the state files.
 pub const RUN_DIR: &str = "/run/cutover";
 
-/// The state file that goes with a pin directory:
-/// `/sys/fs/bpf/cutover/eth0` → `/run/cutover/sys_fs_bpf_cutover_eth0.json`.
-pub fn path_for(pin_dir: &Path) -> PathBuf {
+/// The state file that goes with an existing pin directory:
+/// `/sys/fs/bpf/cutover/eth0` on bpffs device 0x2a →
+/// `/run/cutover/sys_fs_bpf_cutover_eth0@2a.json`. The device tells bpffs
+/// instances apart: daemons in different mount namespaces (`ip netns exec`
+/// mounts a private /sys) may use the same pin path, while every process
+/// that sees one daemon's pins sees the same device.
+pub fn path_for(pin_dir: &Path) -> Result<PathBuf> {
+    let dev = std::fs::metadata(pin_dir)
+        .with_context(|| {
+            format!(
+                "{} (is `redirector run` running with this --pin-dir, in this mount namespace?)",
+                pin_dir.display()
+            )
+        })?
+        .dev();
+    Ok(file_name(pin_dir, dev))
+}
+
+fn file_name(pin_dir: &Path, dev: u64) -> PathBuf {
     let flat: String = pin_dir
         .to_string_lossy()
         .trim_matches('/')
         .chars()
         .map(|c| if c == '/' { '_' } else { c })
         .collect();
-    Path::new(RUN_DIR).join(format!("{flat}.json"))
+    Path::new(RUN_DIR).join(format!("{flat}@{dev:x}.json"))
 }
 
 /// What the daemon publishes.
@@ -81,8 +98,8 @@ mod tests {
     #[test]
     fn the_state_file_is_named_after_the_pin_dir() {
         assert_eq!(
-            path_for(Path::new("/sys/fs/bpf/cutover/eth0")),
-            Path::new("/run/cutover/sys_fs_bpf_cutover_eth0.json")
+            file_name(Path::new("/sys/fs/bpf/cutover/eth0"), 0x2a),
+            Path::new("/run/cutover/sys_fs_bpf_cutover_eth0@2a.json")
         );
     }
 

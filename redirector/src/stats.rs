@@ -225,7 +225,7 @@ pub fn render_table(r: &Report) -> String {
 
 /// `redirector stats`: samples the pinned counters twice, `interval` apart.
 pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
-    let state = State::read(&state::path_for(pin_dir))?;
+    let state = State::read(&state::path_for(pin_dir)?)?;
     let maps = PinnedMaps::open(pin_dir)?;
     let ids: Vec<u32> = std::iter::once(0)
         .chain(state.rules.iter().map(|r| r.id))
