@@ -323,6 +323,7 @@ loop2    IN CNAME loop1
 a.b.c    IN TXT \"deep\"
 *.wild   IN A   198.18.0.77
 *.wild   IN TXT \"wild\"
+*.wc     IN CNAME www
 sub      IN NS  ns.sub
 sub      IN NS  ns.outside.test.
 ns.sub   IN A   198.18.1.53
@@ -471,6 +472,15 @@ ns.sub   IN A   198.18.1.53
         // The wildcard name itself matches as an ordinary name.
         let r = ask(&s, "*.wild.example.test.", RecordType::TXT, 0);
         assert_eq!(show(&r, &r.answer), ["*.wild.example.test. 300 TXT wild"]);
+        // A wildcard CNAME is synthesized, then followed.
+        let r = ask(&s, "app.wc.example.test.", RecordType::AAAA, 0);
+        assert_eq!(
+            show(&r, &r.answer),
+            [
+                "app.wc.example.test. 300 CNAME www.example.test.",
+                "www.example.test. 300 AAAA 2001:2::1"
+            ]
+        );
         // A wildcard does not cover names below an existing name (RFC 4592 §2.2.1).
         let r = ask(&s, "x.www.example.test.", RecordType::A, 0);
         assert_eq!(r.rcode, ResponseCode::NXDomain);
