@@ -64,7 +64,7 @@ pub async fn run(opts: Options) -> Result<()> {
         }
     };
     let mut maps = Maps::take(attached.ebpf_mut())?;
-    sync::sync_egress(&mut maps).context("filling EGRESS")?;
+    sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
     let mut rules = Rules::start(workspace, &cfg, &mut maps)?;
 
     // Published only next to pins that `redirector stats` can open.
@@ -95,7 +95,7 @@ pub async fn run(opts: Options) -> Result<()> {
             event = signals.next() => match event {
                 Event::Reload => {
                     info!("SIGHUP: reloading the workspace");
-                    if let Err(e) = sync::sync_egress(&mut maps) {
+                    if let Err(e) = sync::sync_egress(&mut maps.egress) {
                         warn!("refreshing EGRESS: {e:#}");
                     }
                     rules.reload(&mut maps);
@@ -106,7 +106,7 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = gc_tick.tick() => {
                 collect(&mut maps, &mut rules, &mut published);
                 // Interfaces come and go (VPNs, VLANs): keep EGRESS current.
-                if let Err(e) = sync::sync_egress(&mut maps) {
+                if let Err(e) = sync::sync_egress(&mut maps.egress) {
                     warn!("refreshing EGRESS: {e:#}");
                 }
                 publish(&mut published, &rules, state_path.as_deref());

@@ -93,10 +93,10 @@ impl Rules {
         let draining = self.draining.keys().copied().collect();
         let plan = rules::plan(&self.current, cfg, &draining)
             .with_context(|| format!("{}", self.workspace.redirector_path().display()))?;
-        if let Err(e) = sync::apply(maps, &plan) {
+        if let Err(e) = sync::apply(maps.rule_maps(), &plan) {
             // Part of the plan may be in the maps: put the previous rules
             // back so that the maps and `current` agree again.
-            sync::restore(maps, &self.current, &plan.next);
+            sync::restore(maps.rule_maps(), &self.current, &plan.next);
             return Err(e);
         }
         for r in plan.removed.iter() {
