@@ -118,3 +118,14 @@ pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
         }
     }
 }
+
+/// Whether `ip` is an address of this host (in this network namespace):
+/// only those can be bound. A rule whose `from` is not local sees no
+/// traffic, which is worth a warning rather than an error (the address may
+/// be added after the rule).
+pub fn is_local(ip: Ipv4Addr) -> bool {
+    match UdpSocket::bind((ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AddrNotAvailable,
+    }
+}

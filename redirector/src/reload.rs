@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, anyhow};
 use cutover_workspace::{ConfigErrors, RedirectorConfig, Timeouts, Workspace};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::gc;
 use crate::maps::Maps;
@@ -108,7 +108,12 @@ impl Rules {
         }
         for r in plan.next.rules.values() {
             match self.current.rules.get(&r.from) {
-                None => info!(rule = %r.name, id = r.id, from = %r.from, to = %r.to, "rule added"),
+                None => {
+                    info!(rule = %r.name, id = r.id, from = %r.from, to = %r.to, "rule added");
+                    if !crate::host::is_local(*r.from.ip()) {
+                        warn!(rule = %r.name, from = %r.from, "{} is not an address of this host: the rule sees no traffic until it is", r.from.ip());
+                    }
+                }
                 Some(old) if old.to != r.to => {
                     info!(rule = %r.name, from = %r.from, was = %old.to, to = %r.to, "rule changed: new connections go to the new destination")
                 }
