@@ -3,10 +3,10 @@
 //!
 //! One job per module: `loader` (object and attachment), `maps` (typed map
 //! handles), `pin` (bpffs pins for other processes), `rules` (config ->
-//! desired map contents, pure), `sync` (desired contents -> maps), `gc` (flow
-//! expiry), `stats` (counters -> report), `state` (the published rule
-//! names), `host` (sysctls, neighbour warm-up), `signals` and `reload`
-//! (lifecycle), `daemon` (the run loop).
+//! desired map contents, pure), `sync` (desired contents -> maps), `gc`
+//! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report),
+//! `state` (the published rule names), `host` (sysctls, neighbour warm-up),
+//! `signals` and `reload` (lifecycle), `daemon` (the run loop).
 
 pub mod batch;
 pub mod daemon;
