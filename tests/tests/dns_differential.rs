@@ -30,11 +30,14 @@
 //!   sections compare as usual;
 //! - opcodes other than QUERY: both peers say NOTIMP, but NSD drops the
 //!   question and OPT while Knot echoes them. The peers are compared on
-//!   opcode, rcode and flags; dnsd must match one of them exactly.
+//!   opcode, rcode and flags; dnsd must match one of them exactly;
+//! - a CNAME into another zone the server serves: NSD follows it, Knot
+//!   does not. Compared like the opcodes: dnsd must match one of them.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::thread;
 
 use anyhow::{Context, Result};
@@ -345,10 +348,11 @@ impl Differences {
     }
 }
 
-/// What the comparison needs to know about the zone beyond the two replies.
+/// What the comparison needs to know about the zones beyond the two replies.
 struct ZoneFacts<'a> {
-    /// The apex NS RRset, which NSD adds to positive answers.
-    apex_ns: &'a [Record],
+    /// The apex NS RRset of every served zone; NSD adds the one of the
+    /// answering zone to positive answers.
+    apex_ns: &'a [Vec<Record>],
     /// The reference server (NSD), asked about the RRset an ANY answer chose.
     reference: &'a DnsServer,
 }
@@ -371,10 +375,12 @@ fn additional_without_apex_ns(m: &Message, ctx: &ZoneFacts) -> Option<Vec<Record
     if m.authority.is_empty() {
         return Some(m.additional.clone());
     }
-    let apex_ns = sorted(ctx.apex_ns);
-    if sorted(&m.authority) != apex_ns {
-        return None;
-    }
+    let authority = sorted(&m.authority);
+    let apex_ns = ctx
+        .apex_ns
+        .iter()
+        .map(|set| sorted(set))
+        .find(|set| *set == authority)?;
     let targets: BTreeSet<&str> = apex_ns.iter().map(|r| r.rdata.as_str()).collect();
     let additional = m
         .additional
@@ -606,13 +612,18 @@ fn ask_all(servers: &[&DnsServer], cases: &[Case]) -> Result<Vec<Vec<Reply>>> {
     })
 }
 
-fn apex_ns(server: &DnsServer) -> Result<Vec<Record>> {
-    let reply = dig::ask(server.addr, &Query::new(TEST_ORIGIN, "NS").tcp())?;
-    let m = reply
-        .message()
-        .with_context(|| format!("{} did not answer NS {TEST_ORIGIN}", server.label()))?;
-    anyhow::ensure!(!m.answer.is_empty(), "no apex NS set in {m}");
-    Ok(m.answer.clone())
+/// The apex NS RRset of each zone of `options`, as `server` serves it.
+fn apex_ns(server: &DnsServer, options: &ServerOptions) -> Result<Vec<Vec<Record>>> {
+    let mut sets = Vec::new();
+    for (origin, _) in &options.zones {
+        let reply = dig::ask(server.addr, &Query::new(origin, "NS").tcp())?;
+        let m = reply
+            .message()
+            .with_context(|| format!("{} did not answer NS {origin}", server.label()))?;
+        anyhow::ensure!(!m.answer.is_empty(), "no apex NS set in {m}");
+        sets.push(m.answer.clone());
+    }
+    Ok(sets)
 }
 
 fn dig_line(server: &DnsServer, q: &Query) -> String {
@@ -738,7 +749,7 @@ fn nsd_and_knot_agree_on_the_whole_corpus() -> Result<()> {
     let knot = dns_peers::start_knot(loopback(2), &options)?;
     let servers = [&nsd, &knot];
     let replies = ask_all(&servers, &cases)?;
-    let apex = apex_ns(&nsd)?;
+    let apex = apex_ns(&nsd, &options)?;
     let ctx = ZoneFacts {
         apex_ns: &apex,
         reference: &nsd,
@@ -761,7 +772,7 @@ fn dnsd_answers_every_query_like_nsd_and_knot() -> Result<()> {
     let replies = ask_all(&[&nsd, &knot, &dnsd], &cases)?;
     dnsd.assert_running()
         .context("dnsd died while answering the corpus")?;
-    let apex = apex_ns(&nsd)?;
+    let apex = apex_ns(&nsd, &options)?;
     let ctx = ZoneFacts {
         apex_ns: &apex,
         reference: &nsd,
@@ -805,7 +816,7 @@ fn the_comparison_catches_a_server_serving_a_slightly_different_zone() -> Result
         let cases = corpus();
         let servers = [&nsd, &knot];
         let replies = ask_all(&servers, &cases)?;
-        let apex = apex_ns(&nsd)?;
+        let apex = apex_ns(&nsd, &ServerOptions::default())?;
         let ctx = ZoneFacts {
             apex_ns: &apex,
             reference: &nsd,
@@ -923,5 +934,109 @@ fn dnsd_rotates_multi_address_answers_like_nsd_and_knot() -> Result<()> {
         println!("{p}");
     }
     assert!(problems.is_empty(), "{} rotation problems", problems.len());
+    Ok(())
+}
+
+/// The zones of the multi-zone case: example.test, its child
+/// sub.example.test (delegated from it and served by the same server), and
+/// an unrelated other.test.
+fn multi_zone_options() -> ServerOptions {
+    let data = dns_peers::test_zone()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    ServerOptions {
+        zones: vec![
+            (TEST_ORIGIN.to_string(), dns_peers::test_zone()),
+            (
+                "sub.example.test.".to_string(),
+                data.join("sub.example.test.zone"),
+            ),
+            ("other.test.".to_string(), data.join("other.test.zone")),
+        ],
+        ..ServerOptions::default()
+    }
+}
+
+/// Queries whose answers depend on which of several served zones is the
+/// closest enclosing one.
+fn multi_zone_corpus() -> Vec<Case> {
+    let questions = [
+        // Below the cut the child answers, with AA; DS at the cut comes
+        // from the parent.
+        ("www.sub.example.test.", "A"),
+        ("WWW.SUB.Example.Test.", "A"),
+        ("sub.example.test.", "NS"),
+        ("sub.example.test.", "SOA"),
+        ("sub.example.test.", "A"),
+        ("sub.example.test.", "AAAA"),
+        ("sub.example.test.", "DS"),
+        ("sub.example.test.", "ANY"),
+        ("ns.sub.example.test.", "A"),
+        ("nope.sub.example.test.", "A"),
+        ("back.sub.example.test.", "A"),
+        // A delegation inside the child zone.
+        ("x.deeper.sub.example.test.", "A"),
+        ("deeper.sub.example.test.", "DS"),
+        // The parent still answers for itself.
+        ("www.example.test.", "A"),
+        ("nope.example.test.", "A"),
+        ("www.child.example.test.", "A"),
+        // An unrelated zone, with CNAMEs into another served zone.
+        ("other.test.", "SOA"),
+        ("other.test.", "NS"),
+        ("other.test.", "A"),
+        ("other.test.", "AAAA"),
+        ("www.other.test.", "A"),
+        ("mail.other.test.", "MX"),
+        ("nope.other.test.", "A"),
+        // Names in none of them.
+        ("test.", "SOA"),
+        ("x.test.", "A"),
+        ("sub.other2.test.", "A"),
+    ];
+    // NSD follows a CNAME into another zone it serves, Knot stops at the
+    // zone's edge (both allowed: the resolver asks again).
+    let crosses_zones = ["back.sub.example.test.", "www.other.test."];
+    let mut cases = Vec::new();
+    for (name, qtype) in questions {
+        let base = Query::new(name, qtype);
+        let rule = if crosses_zones.contains(&name) {
+            Rule::EitherPeer
+        } else {
+            rule_for(qtype)
+        };
+        for query in [
+            base.clone(),
+            base.clone().edns(Edns::Off),
+            base.clone().tcp(),
+        ] {
+            cases.push(Case { query, rule });
+        }
+    }
+    cases
+}
+
+/// With a parent zone, its child and an unrelated zone on one server, dnsd
+/// picks the closest enclosing zone as NSD and Knot do (and those two agree
+/// on every query first).
+#[test]
+fn dnsd_serves_parent_child_and_unrelated_zones_like_nsd_and_knot() -> Result<()> {
+    let options = multi_zone_options();
+    let cases = multi_zone_corpus();
+    let nsd = dns_peers::start_nsd(loopback(41), &options)?;
+    let knot = dns_peers::start_knot(loopback(42), &options)?;
+    let dnsd = dns_peers::start_dnsd(&bins::path("dnsd"), loopback(43), &options)
+        .context("dnsd is not ready to be compared with NSD and Knot DNS")?;
+    let servers = [&nsd, &knot, &dnsd];
+    let replies = ask_all(&servers, &cases)?;
+    let apex = apex_ns(&nsd, &options)?;
+    let ctx = ZoneFacts {
+        apex_ns: &apex,
+        reference: &nsd,
+    };
+    let mut failures = report(&cases, &replies, &servers, 1, &[0], &ctx, true)?;
+    failures.extend(report(&cases, &replies, &servers, 2, &[0, 1], &ctx, false)?);
+    assert_no_mismatch(&failures);
     Ok(())
 }
