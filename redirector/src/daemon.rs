@@ -35,6 +35,9 @@ pub struct Options {
     /// Log per-rule figures this often; never when `None`.
     pub stats_interval: Option<Duration>,
     pub gc_interval: Duration,
+    /// On SIGINT/SIGTERM, stop redirecting new connections and wait this
+    /// long for the ones in flight to finish before detaching.
+    pub drain_on_stop: Option<Duration>,
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -104,7 +107,7 @@ pub async fn run(opts: Options) -> Result<()> {
                 Event::Shutdown(signal) => break signal,
             },
             _ = gc_tick.tick() => {
-                collect(&mut maps, &mut rules, &mut published);
+                let _ = collect(&mut maps, &mut rules, &mut published);
                 // Interfaces come and go (VPNs, VLANs): keep EGRESS current.
                 if let Err(e) = sync::sync_egress(&mut maps.egress) {
                     warn!("refreshing EGRESS: {e:#}");
@@ -119,6 +122,17 @@ pub async fn run(opts: Options) -> Result<()> {
     };
 
     info!(signal = reason, "stopping");
+    if let Some(limit) = opts.drain_on_stop {
+        drain(
+            limit,
+            &mut maps,
+            &mut rules,
+            &mut published,
+            state_path.as_deref(),
+            &mut signals,
+        )
+        .await;
+    }
     // Clean up the pins and the state file even when detaching failed.
     let detached = attached.detach();
     drop(pins);
@@ -131,8 +145,55 @@ pub async fn run(opts: Options) -> Result<()> {
     detached
 }
 
+/// Stops redirecting new connections and waits, up to `limit`, until the
+/// connections in flight have finished (FIN or RST seen, or idle past their
+/// timeout), so that detaching cuts none. Another SIGINT/SIGTERM ends the
+/// wait at once.
+async fn drain(
+    limit: Duration,
+    maps: &mut Maps,
+    rules: &mut Rules,
+    published: &mut State,
+    state_path: Option<&Path>,
+    signals: &mut Signals,
+) {
+    if let Err(e) = rules.switch_off(maps) {
+        warn!("cannot switch the rules off, detaching now: {e:#}");
+        return;
+    }
+    publish(published, rules, state_path);
+    info!(limit = ?limit, "draining: no new connections are redirected; waiting for those in flight");
+    let deadline = Instant::now() + limit;
+    let mut tick = interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = signals.next() => {
+                if let Event::Shutdown(signal) = event {
+                    info!(signal, "second signal: detaching without waiting");
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                let Some(report) = collect(maps, rules, published) else {
+                    return;
+                };
+                publish(published, rules, state_path);
+                if report.open == 0 {
+                    info!("drained: no connection in flight");
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    warn!(open = report.open, "drain time is up: detaching cuts these connections");
+                    return;
+                }
+                debug!(open = report.open, "draining");
+            }
+        }
+    }
+}
+
 /// One garbage collection pass, with its totals added to the state file.
-fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) {
+fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) -> Option<gc::Report> {
     let started = Instant::now();
     let timeouts = *rules.timeouts();
     match gc::collect(&mut maps.flows, &timeouts) {
@@ -157,8 +218,12 @@ fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) {
                 "flow collection"
             );
             rules.after_collection(&report);
+            Some(report)
         }
-        Err(e) => warn!("flow collection failed: {e:#}"),
+        Err(e) => {
+            warn!("flow collection failed: {e:#}");
+            None
+        }
     }
 }
 

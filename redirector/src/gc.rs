@@ -60,8 +60,21 @@ pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) ->
 pub struct Report {
     /// Connections left in the map afterwards.
     pub active: BTreeMap<u32, u64>,
+    /// Of those, connections that have seen neither FIN nor RST: the ones a
+    /// detach would cut.
+    pub open: u64,
     pub expired: BTreeMap<u32, u64>,
     pub evicted: BTreeMap<u32, u64>,
+}
+
+impl Report {
+    /// Counts a connection that stays, judged by one of its entries.
+    fn keep(&mut self, entry: &Flow) {
+        *self.active.entry(entry.rule_id).or_default() += 1;
+        if entry.tcp_flags & (FLOW_FIN | FLOW_RST) == 0 {
+            self.open += 1;
+        }
+    }
 }
 
 /// Decides, for a snapshot of the map, which keys to delete. Each connection
@@ -82,7 +95,10 @@ pub fn sweep(
             continue;
         }
         match judge(entry, partner, now_ns, t) {
-            Verdict::Keep => *report.active.entry(entry.rule_id).or_default() += 1,
+            Verdict::Keep => report.keep(&Flow {
+                tcp_flags: entry.tcp_flags | partner.map_or(0, |p| p.tcp_flags),
+                ..*entry
+            }),
             verdict => {
                 let tally = if verdict == Verdict::Expired {
                     &mut report.expired
@@ -143,7 +159,7 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
         // the connection is alive after all and stays.
         match flows.get(&key, 0) {
             Ok(current) if current.last_seen_ns != seen.last_seen_ns => {
-                *report.active.entry(seen.rule_id).or_default() += 1;
+                report.keep(&current);
                 continue;
             }
             Ok(_) => {}
@@ -153,7 +169,7 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
         if !snap.contains_key(&seen.partner_key()) && flows.get(&seen.partner_key(), 0).is_ok() {
             let tally = report.evicted.entry(seen.rule_id).or_default();
             *tally = tally.saturating_sub(1);
-            *report.active.entry(seen.rule_id).or_default() += 1;
+            report.keep(&seen);
             continue;
         }
         match flows.remove(&key) {
@@ -290,6 +306,7 @@ mod tests {
         assert_eq!(report.expired, BTreeMap::from([(1, 1)]));
         assert_eq!(report.evicted, BTreeMap::from([(2, 1)]));
         assert_eq!(report.active, BTreeMap::from([(2, 1)]));
+        assert_eq!(report.open, 1);
     }
 
     /// Needs root: a real map, as the daemon uses it.

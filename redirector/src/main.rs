@@ -43,6 +43,11 @@ enum Command {
         /// the whole flow table (about 0.1 s for 120k entries).
         #[arg(long, value_name = "S", default_value_t = 10.0)]
         gc_interval: f64,
+        /// On SIGINT/SIGTERM, first stop redirecting new connections and wait
+        /// up to S seconds for those in flight to finish (a second signal
+        /// stops at once). Without it the program is detached at once.
+        #[arg(long, value_name = "S")]
+        drain_on_stop: Option<f64>,
     },
     /// Print per-rule figures of a running redirector.
     Stats {
@@ -80,7 +85,8 @@ conf.IFACE.forwarding=1, conf.{all,IFACE}.send_redirects=0,
 conf.IFACE.accept_local=1, conf.{all,IFACE}.rp_filter=0.
 
 Stopping (SIGINT/SIGTERM) detaches the program: connections it still forwards
-are cut. Wait until `redirector stats` shows no active flows.";
+are cut, unless --drain-on-stop S lets them finish first (no new connection
+is redirected meanwhile; a second signal detaches at once).";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -109,6 +115,7 @@ fn dispatch(command: Command) -> Result<()> {
             stats_interval,
             pin_dir,
             gc_interval,
+            drain_on_stop,
         } => {
             let first = iface.first().context("--iface is required")?;
             let opts = daemon::Options {
@@ -117,6 +124,7 @@ fn dispatch(command: Command) -> Result<()> {
                 workspace,
                 stats_interval: stats_interval.map(seconds).transpose()?,
                 gc_interval: seconds(gc_interval)?,
+                drain_on_stop: drain_on_stop.map(seconds).transpose()?,
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

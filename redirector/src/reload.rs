@@ -18,7 +18,8 @@ use crate::sync;
 pub struct Rules {
     workspace: Workspace,
     current: RuleSet,
-    timeouts: Timeouts,
+    /// The config in force; `current` is its image in the maps.
+    config: RedirectorConfig,
     /// Removed rules whose flows were still in the table at the last
     /// collection pass, by id.
     draining: BTreeMap<u32, ActiveRule>,
@@ -47,7 +48,7 @@ impl Rules {
         let mut rules = Self {
             workspace,
             current: RuleSet::default(),
-            timeouts: cfg.timeouts,
+            config: cfg.clone(),
             draining: BTreeMap::new(),
         };
         rules.apply(cfg, maps)?;
@@ -55,7 +56,15 @@ impl Rules {
     }
 
     pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+        &self.config.timeouts
+    }
+
+    /// Removes every rule, as a config without rules would: new connections
+    /// reach this host's own stack, existing flows drain.
+    pub fn switch_off(&mut self, maps: &mut Maps) -> Result<()> {
+        let mut cfg = self.config.clone();
+        cfg.rules.clear();
+        self.apply(&cfg, maps)
     }
 
     pub fn current(&self) -> &RuleSet {
@@ -121,7 +130,7 @@ impl Rules {
             }
         }
         crate::host::warm_neighbours(plan.next.rules.values().map(|r| r.to));
-        self.timeouts = cfg.timeouts;
+        self.config = cfg.clone();
         self.current = plan.next;
         info!(
             rules = self.current.rules.len(),

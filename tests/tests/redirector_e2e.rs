@@ -218,6 +218,42 @@ fn a_reload_moves_new_connections_and_lets_running_downloads_finish() -> Result<
 }
 
 #[test]
+fn stopping_with_a_drain_lets_forwarded_downloads_finish() -> Result<()> {
+    let mut site = Site::start_with_args(RULE_WWW, &["--drain-on-stop", "120"])?;
+    let new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", SLOW)])?;
+    let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
+    site.wait_for_body(NEW_BODY)?;
+    let mut slow = site.slow_download("slow.bin")?;
+
+    // SIGTERM: new connections reach the old host itself at once...
+    site.redirector.signal(15)?;
+    site.wait_for_body(OLD_BODY)?;
+    ensure!(
+        slow.running()?,
+        "the slow download finished before the drain began: make SLOW bigger"
+    );
+    // ... while the forwarded download runs to its end, intact.
+    slow.finish(Duration::from_secs(120))?;
+    assert_eq!(sha256(&slow.to)?, sha256(&new_web.file("slow.bin"))?);
+
+    // Then the daemon detaches by itself and exits 0.
+    let exit = site.redirector.wait_exit(Duration::from_secs(30))?;
+    assert!(
+        exit.contains("exit status: 0"),
+        "{exit}; log:\n{}",
+        site.redirector.log()
+    );
+    assert!(
+        site.redirector.log().contains("drained"),
+        "{}",
+        site.redirector.log()
+    );
+    let link = site.net.old.ip(&["link", "show", "eth0"])?;
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"));
+    Ok(())
+}
+
+#[test]
 fn a_new_host_behind_another_interface_is_reached_through_the_devmap() -> Result<()> {
     let site = Site::start_with_far_host(
         r#"
@@ -308,16 +344,21 @@ struct Site {
 
 impl Site {
     fn start(rules: &str) -> Result<Self> {
-        Self::build(rules, false)
+        Self::build(rules, false, &[])
+    }
+
+    /// With extra `redirector run` arguments.
+    fn start_with_args(rules: &str, args: &[&str]) -> Result<Self> {
+        Self::build(rules, false, args)
     }
 
     /// With a second network behind the old host's eth1 (198.18.1.0/24)
     /// holding the `far` host, and the redirector on eth0 and eth1.
     fn start_with_far_host(rules: &str) -> Result<Self> {
-        Self::build(rules, true)
+        Self::build(rules, true, &[])
     }
 
-    fn build(rules: &str, with_far_host: bool) -> Result<Self> {
+    fn build(rules: &str, with_far_host: bool, args: &[&str]) -> Result<Self> {
         let net = Topology::new()?;
         let xdp_pass = xdp_pass::ready_switch(&net.switch)?;
         let far = if with_far_host {
@@ -335,8 +376,14 @@ impl Site {
         let workspace = scratch.path().join("ws");
         std::fs::create_dir_all(&workspace)?;
         std::fs::write(workspace.join("redirector.toml"), rules)?;
-        let redirector =
-            Redirector::start(&net.old, ifaces, &workspace, &bpffs.pins(), scratch.path())?;
+        let redirector = Redirector::start(
+            &net.old,
+            ifaces,
+            args,
+            &workspace,
+            &bpffs.pins(),
+            scratch.path(),
+        )?;
         Ok(Self {
             redirector,
             bpffs,
@@ -411,6 +458,7 @@ impl Redirector {
     fn start(
         old: &Netns,
         ifaces: &[&str],
+        args: &[&str],
         workspace: &Path,
         pins: &Path,
         scratch: &Path,
@@ -422,6 +470,7 @@ impl Redirector {
         for iface in ifaces {
             cmd.args(["--iface", iface]);
         }
+        cmd.args(args);
         cmd.args(["--gc-interval", "1", "--workspace"])
             .arg(workspace)
             .arg("--pin-dir")
@@ -460,6 +509,18 @@ impl Redirector {
             .context("the redirector was stopped")?
             .assert_running()
             .with_context(|| format!("log:\n{log}"))
+    }
+
+    /// Waits for the daemon to exit on its own; returns how it exited.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<String> {
+        let daemon = self.daemon.as_mut().context("the redirector was stopped")?;
+        let mut exit = None;
+        wait_until(timeout, || {
+            // The harness reports an exit as an error naming the status.
+            exit = daemon.assert_running().err().map(|e| e.to_string());
+            exit.is_some()
+        });
+        exit.with_context(|| format!("the redirector still runs after {timeout:?}"))
     }
 
     /// SIGTERM; fails unless the daemon exits 0.
