@@ -116,13 +116,15 @@ pub struct Flow {
     pub _pad: [u8; 2],
     /// Egress ifindex of the cached next hop; 0 = none cached.
     pub hop_ifindex: u32,
-    /// Last packet seen in this direction, `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    /// Last packet seen in this direction, `bpf_ktime_get_coarse_ns`:
+    /// CLOCK_MONOTONIC_COARSE, the same clock as CLOCK_MONOTONIC at tick
+    /// resolution (a precise read costs half a packet's budget in a VM).
     pub last_seen_ns: u64,
     /// Source and destination MAC of the cached next hop.
     pub hop_smac: [u8; 6],
     pub hop_dmac: [u8; 6],
     pub _pad2: [u8; 4],
-    /// When the cached next hop was looked up (`bpf_ktime_get_ns`).
+    /// When the cached next hop was looked up (same clock as `last_seen_ns`).
     pub hop_checked_ns: u64,
 }
 

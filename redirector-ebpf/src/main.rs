@@ -48,7 +48,7 @@ fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
     let key = seg.key();
     let tcp_flags = seg.tcp_flags();
     Ok(match nat::follow(&key, tcp_flags) {
-        Follow::Hit(t) => tracked(ctx, &seg, &t),
+        Follow::Hit(t) => tracked(ctx, &seg, &key, &t),
         // It cannot be translated back; handing it to the stack would
         // only make the old host answer with a RST.
         Follow::Broken => xdp_action::XDP_DROP,
@@ -58,7 +58,7 @@ fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
 
 /// A packet of a flow with NAT state.
 #[inline(always)]
-fn tracked(ctx: &XdpContext, seg: &Segment, t: &Tracked) -> u32 {
+fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
     let flow = &t.to;
     if seg.ttl() <= 1 {
         counters::inc(flow.rule_id, counter::DROP_TTL_EXPIRED);
@@ -80,7 +80,7 @@ fn tracked(ctx: &XdpContext, seg: &Segment, t: &Tracked) -> u32 {
         counters::inc(flow.rule_id, counter::DROP_NO_ROUTE);
         return xdp_action::XDP_DROP;
     }
-    emit(ctx, seg, flow, hop)
+    emit(ctx, seg, key, flow, hop)
 }
 
 /// A packet without NAT state: a new connection to a rule's address, or
@@ -134,12 +134,12 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
             return xdp_action::XDP_DROP;
         }
     };
-    emit(ctx, seg, &flow, hop)
+    emit(ctx, seg, key, &flow, hop)
 }
 
 /// Translates a packet to `flow`'s tuple and sends it to `hop`.
 #[inline(always)]
-fn emit(ctx: &XdpContext, seg: &Segment, flow: &Rewrite, hop: NextHop) -> u32 {
+fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: NextHop) -> u32 {
     let id = flow.rule_id;
     let (packets, bytes) = if flow.direction == DIR_FORWARD {
         (counter::FWD_PACKETS, counter::FWD_BYTES)
@@ -148,7 +148,7 @@ fn emit(ctx: &XdpContext, seg: &Segment, flow: &Rewrite, hop: NextHop) -> u32 {
     };
     match hop {
         NextHop::Resolved(hop) => {
-            rewrite::translate(seg, flow, true);
+            rewrite::translate(seg, key, flow, true);
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
             forward::send(ctx, seg, id, &hop)
@@ -156,7 +156,7 @@ fn emit(ctx: &XdpContext, seg: &Segment, flow: &Rewrite, hop: NextHop) -> u32 {
         NextHop::Kernel(reason) => {
             // Fully translated, so the kernel's forwarding path can take it
             // from here (it decrements the TTL and resolves the neighbour).
-            rewrite::translate(seg, flow, false);
+            rewrite::translate(seg, key, flow, false);
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
             counters::inc(id, reason);

@@ -9,7 +9,7 @@ use core::{mem::MaybeUninit, ptr::write_volatile};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     programs::XdpContext,
 };
 use redirector_common::{
@@ -177,7 +177,7 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
         return Follow::Miss;
     }
 
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut events = 0;
     if tcp_flags & TCP_FIN != 0 {
         events |= FLOW_FIN;
@@ -212,7 +212,11 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
         if flags != seen {
             (*entry).tcp_flags = flags;
         }
-        (*entry).last_seen_ns = now;
+        // The coarse clock moves once per tick: most packets need no store
+        // (and leave the cache line clean for the other CPUs).
+        if (*entry).last_seen_ns != now {
+            (*entry).last_seen_ns = now;
+        }
         if fresh {
             Some(Hop {
                 ifindex: hop_ifindex,
@@ -306,7 +310,7 @@ pub enum Open {
 /// from `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
 pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>) -> Open {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport);
     let mut reply = MaybeUninit::uninit();
     write_flow(

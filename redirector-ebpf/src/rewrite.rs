@@ -1,20 +1,20 @@
 //! Rewrites a segment's addresses and ports to a flow entry's tuple and
 //! keeps the IPv4 and TCP checksums right without recomputing them.
 
+use redirector_common::FlowKey;
+
 use crate::{csum::Delta, nat::Rewrite, parse::Segment};
 
-/// Rewrites `seg` to `to`'s 4-tuple. `forwarding` also decrements the TTL,
+/// Rewrites `seg`, whose 4-tuple is `from`, to `to`'s 4-tuple. `forwarding` also decrements the TTL,
 /// as a router does; a frame handed to the kernel keeps its TTL because the
 /// kernel's forwarding path decrements it.
 #[inline(always)]
-pub fn translate(seg: &Segment, to: &Rewrite, forwarding: bool) {
+pub fn translate(seg: &Segment, from: &FlowKey, to: &Rewrite, forwarding: bool) {
     unsafe {
         let ip = seg.ip;
         let tcp = seg.tcp;
-        let old_saddr = u32::from_ne_bytes((*ip).src_addr);
-        let old_daddr = u32::from_ne_bytes((*ip).dst_addr);
-        let old_sport = u16::from_ne_bytes((*tcp).source);
-        let old_dport = u16::from_ne_bytes((*tcp).dest);
+        let (old_saddr, old_daddr) = (from.saddr, from.daddr);
+        let (old_sport, old_dport) = (from.sport, from.dport);
 
         // The addresses are in both the IP header and the TCP pseudo-header.
         let addrs = Delta::new()

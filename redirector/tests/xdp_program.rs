@@ -242,6 +242,8 @@ fn later_packets_of_a_connection_follow_its_state() -> Result<()> {
         // The handshake's ACK, then data with an odd length (the checksum
         // must fold the padding byte right).
         let syn = Tcp::syn(client_mac(1), OLD_MAC, from, old(80));
+        // The program's clock is coarse (one tick): let a few ticks pass.
+        std::thread::sleep(Duration::from_millis(50));
         for (flags, payload) in [
             (ACK, &b""[..]),
             (PSH | ACK, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n!"[..]),
@@ -820,7 +822,8 @@ fn flows_are_shared_by_all_cpus_and_not_duplicated_by_a_retransmitted_syn() -> R
 /// entry and partner lookups, flags and time, FIB lookup, rewrite with
 /// checksums, counters, XDP_TX. The TTL drops by one per run, so each call
 /// repeats 200 times on a fresh frame with TTL 255; the kernel times the
-/// runs alone, without the syscall.
+/// runs alone, without the syscall, and the kernel's duration is an average
+/// over a call's runs in whole ns.
 #[test]
 #[ignore = "benchmark: cargo xtask bench redirector"]
 fn per_packet_cost() -> Result<()> {
@@ -846,16 +849,20 @@ fn per_packet_cost() -> Result<()> {
 
         const RUNS: u32 = 1_000_000;
         const PER_CALL: u32 = 200;
-        let mut total_ns = 0u64;
+        let mut per_call = Vec::with_capacity((RUNS / PER_CALL) as usize);
         for _ in 0..RUNS / PER_CALL {
             let (out, ns) = o.r.run_repeat(&frame, o.ifindex, PER_CALL)?;
             assert_eq!(out.action, XDP_TX);
-            total_ns += ns * PER_CALL as u64;
+            per_call.push(ns);
         }
         // Every run was a translated, transmitted packet.
         assert_eq!(o.r.counter(RULE, counter::TX), RUNS as u64);
         assert_eq!(o.r.counter(RULE, counter::FWD_PACKETS), RUNS as u64 / 2);
-        println!("ns_per_packet={:.1}", total_ns as f64 / RUNS as f64);
+        // The median call: the machine is shared, and a call that was
+        // preempted says nothing about the program.
+        per_call.sort_unstable();
+        let median = per_call[per_call.len() / 2];
+        println!("ns_per_packet={:.1}", median as f64);
         Ok(())
     })
 }
