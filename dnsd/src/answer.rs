@@ -217,7 +217,7 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
     let Some(key) = NameKey::new(q.name) else {
         return Response::new(ResponseCode::FormErr, false);
     };
-    let Some(zone) = snapshot.find_zone(key.as_bytes()) else {
+    let Some(zone) = snapshot.find_zone(key.as_bytes(), q.qtype) else {
         return refused();
     };
     let mut resp = Response::new(ResponseCode::NoError, true);
@@ -508,6 +508,33 @@ ns.sub   IN A   198.18.1.53
         let r = ask(&s, "sub.example.test.", RecordType::DS, 0);
         assert!(r.authoritative);
         assert_eq!(show(&r, &r.authority).len(), 1);
+    }
+
+    #[test]
+    fn a_served_child_zone_answers_below_its_cut_but_ds_comes_from_the_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.test.zone"), ZONE).unwrap();
+        let child = "$TTL 60
+@    IN SOA ns.sub.example.test. hostmaster 1 3600 600 86400 60
+     IN NS  ns
+ns   IN A   198.18.1.53
+host IN A   198.18.1.80
+";
+        std::fs::write(dir.path().join("zones/sub.example.test.zone"), child).unwrap();
+        let s = Snapshot::build(&crate::zone_load::load(dir.path()).unwrap());
+        let r = ask(&s, "host.sub.example.test.", RecordType::A, 0);
+        assert!(r.authoritative);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["host.sub.example.test. 60 A 198.18.1.80"]
+        );
+        let r = ask(&s, "sub.example.test.", RecordType::DS, 0);
+        assert!(r.authoritative);
+        let soa = show(&r, &r.authority);
+        assert!(soa[0].starts_with("example.test. 120 SOA"), "{soa:?}");
+        let r = ask(&s, "sub.example.test.", RecordType::SOA, 0);
+        assert!(show(&r, &r.answer)[0].starts_with("sub.example.test. 60 SOA"));
     }
 
     #[test]

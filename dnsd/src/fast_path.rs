@@ -160,10 +160,10 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
     let Some(q) = parse(query) else {
         return false;
     };
-    let Some(zone) = snapshot.find_zone(q.key.as_bytes()) else {
+    let qtype = hickory_proto::rr::RecordType::from(q.qtype);
+    let Some(zone) = snapshot.find_zone(q.key.as_bytes(), qtype) else {
         return false;
     };
-    let qtype = hickory_proto::rr::RecordType::from(q.qtype);
     let (rcode, answer, soa): (u8, Option<&RrSet>, bool) =
         match zone.lookup(q.key.as_bytes(), qtype) {
             Lookup::Node(node) => {

@@ -125,8 +125,22 @@ impl Snapshot {
         }
     }
 
+    /// The zone that answers `qtype` at the name with key `key`: the
+    /// closest enclosing zone, except that DS at the apex of a served child
+    /// zone belongs to the parent side of the cut (RFC 4035 §3.1.4.1) when
+    /// the parent is served too.
+    pub fn find_zone(&self, key: &[u8], qtype: RecordType) -> Option<&Zone> {
+        if qtype == RecordType::DS
+            && let Some(parent) = name_key::parent(key)
+            && let Some(zone) = self.closest_zone(parent)
+        {
+            return Some(zone);
+        }
+        self.closest_zone(key)
+    }
+
     /// The closest enclosing zone of a name, by its key.
-    pub fn find_zone(&self, key: &[u8]) -> Option<&Zone> {
+    fn closest_zone(&self, key: &[u8]) -> Option<&Zone> {
         let mut k = key;
         loop {
             if let Some(z) = self.zones.get(k) {
