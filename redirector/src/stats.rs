@@ -2,7 +2,7 @@
 //! as a table for people and as JSON for scripts.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,17 +38,40 @@ pub fn read_counters<T: Borrow<MapData>>(
     Ok(out)
 }
 
-/// Connections in the flow table per rule (forward entries).
-pub fn active_flows<T: Borrow<MapData>>(
+/// What the flow table holds for one rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Connections (forward entries).
+    pub flows: u64,
+    /// Distinct client addresses among them: who still arrives at OLD.
+    pub clients: u64,
+}
+
+/// The flow table's connections and clients per rule.
+pub fn occupancy<T: Borrow<MapData>>(
     flows: &BpfHashMap<T, FlowKey, Flow>,
-) -> Result<BTreeMap<u32, u64>> {
-    let mut out = BTreeMap::new();
-    for flow in crate::gc::snapshot(flows)?.values() {
+) -> Result<BTreeMap<u32, Occupancy>> {
+    let mut per_rule: BTreeMap<u32, (u64, HashSet<u32>)> = BTreeMap::new();
+    for (key, flow) in crate::gc::snapshot(flows)? {
         if flow.direction == DIR_FORWARD {
-            *out.entry(flow.rule_id).or_default() += 1;
+            let (n, clients) = per_rule.entry(flow.rule_id).or_default();
+            *n += 1;
+            // A forward entry's key is the packet as the client sent it.
+            clients.insert(key.saddr);
         }
     }
-    Ok(out)
+    Ok(per_rule
+        .into_iter()
+        .map(|(id, (flows, clients))| {
+            (
+                id,
+                Occupancy {
+                    flows,
+                    clients: clients.len() as u64,
+                },
+            )
+        })
+        .collect())
 }
 
 /// The figures of one rule.
@@ -62,6 +85,8 @@ pub struct RuleReport {
     pub draining: bool,
     pub new_flows_per_s: f64,
     pub active_flows: u64,
+    /// Distinct clients among the active flows.
+    pub active_clients: u64,
     pub new_flows: u64,
     pub fwd_packets: u64,
     pub fwd_bytes: u64,
@@ -102,7 +127,7 @@ pub fn build(
     before: &BTreeMap<u32, Counters>,
     after: &BTreeMap<u32, Counters>,
     elapsed: Duration,
-    active: &BTreeMap<u32, u64>,
+    active: &BTreeMap<u32, Occupancy>,
 ) -> Report {
     let zero = [0u64; counter::COUNT as usize];
     let secs = elapsed.as_secs_f64();
@@ -126,7 +151,8 @@ pub fn build(
                 } else {
                     0.0
                 },
-                active_flows: active.get(&r.id).copied().unwrap_or(0),
+                active_flows: active.get(&r.id).map_or(0, |o| o.flows),
+                active_clients: active.get(&r.id).map_or(0, |o| o.clients),
                 new_flows: c(counter::NEW_FLOWS),
                 fwd_packets: c(counter::FWD_PACKETS),
                 fwd_bytes: c(counter::FWD_BYTES),
@@ -167,11 +193,12 @@ pub fn render_table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
+        "{:<16} {:<40} {:>8} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
         "RULE",
         "FROM -> TO",
         "NEW/S",
         "ACTIVE",
+        "CLIENTS",
         "FWD PKTS",
         "FWD BYTES",
         "REPLY PKTS",
@@ -187,11 +214,12 @@ pub fn render_table(r: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<16} {:<40} {:>8.1} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
+            "{:<16} {:<40} {:>8.1} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
             name,
             format!("{} -> {}", rule.from, rule.to),
             rule.new_flows_per_s,
             rule.active_flows,
+            rule.active_clients,
             rule.fwd_packets,
             rule.fwd_bytes,
             rule.reply_packets,
@@ -235,7 +263,7 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     std::thread::sleep(interval);
     let after = read_counters(&maps.counters, ids.iter().copied())?;
     let elapsed = started.elapsed();
-    let active = active_flows(&maps.flows)?;
+    let active = occupancy(&maps.flows)?;
     let mut report = build(&state, &before, &after, elapsed, &active);
     report.daemon_running = process_exists(state.pid);
     if !report.daemon_running {
@@ -307,12 +335,19 @@ mod tests {
             &BTreeMap::from([(1, before)]),
             &BTreeMap::from([(0, slot0), (1, after)]),
             Duration::from_secs(2),
-            &BTreeMap::from([(1, 6)]),
+            &BTreeMap::from([(
+                1,
+                Occupancy {
+                    flows: 6,
+                    clients: 2,
+                },
+            )]),
         );
         let r = &report.rules[0];
         assert_eq!(r.new_flows_per_s, 10.0);
         assert_eq!(r.new_flows, 30);
         assert_eq!(r.active_flows, 6);
+        assert_eq!(r.active_clients, 2);
         assert_eq!(r.evictions, 3, "program-seen plus collected evictions");
         assert_eq!(r.expired, 4);
         assert_eq!(r.passes, BTreeMap::from([("pass_no_neigh", 3)]));

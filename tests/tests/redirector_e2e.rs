@@ -208,6 +208,11 @@ fn a_reload_moves_new_connections_and_lets_running_downloads_finish() -> Result<
         json_field(&json, "www", "draining")? == "true",
         "a removed rule with a flow left is shown as draining: {json}"
     );
+    assert_eq!(
+        json_number(&json, "www", "active_clients")?,
+        1,
+        "the one client still arriving: {json}"
+    );
     slow.finish(Duration::from_secs(120))?;
     assert_eq!(
         sha256(&slow.to)?,
