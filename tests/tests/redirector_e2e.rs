@@ -339,6 +339,19 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
         .output()?;
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("rule[0].to"));
+
+    // Fixed, the same workspace checks out and lists its rule.
+    std::fs::write(scratch.path().join("redirector.toml"), RULE_WWW)?;
+    let check = Command::new(bins::path("redirector"))
+        .arg("check")
+        .arg(scratch.path())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("www: 198.18.0.2:80 -> 198.18.0.3:80"),
+        "{stdout}"
+    );
     Ok(())
 }
 
