@@ -28,7 +28,7 @@ pub enum Verdict {
 }
 
 /// Judges the connection `entry` belongs to. `now_ns` and `last_seen_ns`
-/// are both CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+/// are both CLOCK_MONOTONIC (the program reads it at tick resolution).
 pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) -> Verdict {
     let Some(partner) = partner else {
         let idle = now_ns.saturating_sub(entry.last_seen_ns);
@@ -116,10 +116,12 @@ pub fn sweep(
     (doomed, report)
 }
 
-/// The current CLOCK_MONOTONIC time in nanoseconds.
+/// The current CLOCK_MONOTONIC time in nanoseconds, read like the program
+/// reads it (`bpf_ktime_get_coarse_ns`: the same clock at tick resolution),
+/// so that an entry written this tick is never seen as from the future.
 pub fn monotonic_now_ns() -> Result<u64> {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .context("reading CLOCK_MONOTONIC")?;
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .context("reading CLOCK_MONOTONIC_COARSE")?;
     Ok(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
 }
 
