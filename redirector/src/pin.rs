@@ -31,6 +31,20 @@ impl Pins {
         ensure_bpffs(dir)?;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the pin directory {}", dir.display()))?;
+        // Pins left by a crashed daemon are replaced; those of a live one
+        // are not taken over.
+        if let Ok(path) = crate::state::path_for(dir)
+            && let Ok(owner) = crate::state::State::read(&path)
+            && owner.pid != std::process::id()
+            && owner.daemon_alive()
+        {
+            bail!(
+                "{} belongs to the redirector running as pid {} (on {}): pass another --pin-dir",
+                dir.display(),
+                owner.pid,
+                owner.iface
+            );
+        }
         let pins = Self {
             dir: dir.to_path_buf(),
         };

@@ -80,6 +80,20 @@ impl State {
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     }
 
+    /// Whether the daemon that wrote this state still runs (signal 0 probes
+    /// without sending).
+    pub fn daemon_alive(&self) -> bool {
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            // It exists but belongs to someone else.
+            Err(nix::errno::Errno::EPERM) => true,
+            Err(_) => false,
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Self> {
         let body = std::fs::read(path).with_context(|| {
             format!(

@@ -265,7 +265,7 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     let elapsed = started.elapsed();
     let active = occupancy(&maps.flows)?;
     let mut report = build(&state, &before, &after, elapsed, &active);
-    report.daemon_running = process_exists(state.pid);
+    report.daemon_running = state.daemon_alive();
     if !report.daemon_running {
         eprintln!(
             "redirector: warning: the daemon (pid {}) is gone; these are the figures it left pinned in {}",
@@ -282,19 +282,6 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
         print!("{}", render_table(&report));
     }
     Ok(())
-}
-
-/// Whether a process with this pid exists (signal 0 probes without sending).
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        // It exists but belongs to someone else.
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]
