@@ -588,26 +588,49 @@ fn check_minimal_any(query: &Query, m: &Message, ctx: &ZoneFacts) -> Result<Opti
     Ok(None)
 }
 
-/// Every server's reply to every case, in corpus order.
+/// Every server's reply to every case, in corpus order. Each server is
+/// asked by two clients at once (alternate cases), so that replies to
+/// concurrent queries must still reach the right client.
 fn ask_all(servers: &[&DnsServer], cases: &[Case]) -> Result<Vec<Vec<Reply>>> {
+    const CLIENTS: usize = 2;
     thread::scope(|s| {
-        let handles: Vec<_> = servers
+        let handles: Vec<Vec<_>> = servers
             .iter()
             .map(|server| {
-                s.spawn(move || -> Result<Vec<Reply>> {
-                    cases
-                        .iter()
-                        .map(|c| {
-                            dig::ask(server.addr, &c.query)
-                                .with_context(|| format!("asking {} {}", server.label(), c.query))
+                (0..CLIENTS)
+                    .map(|client| {
+                        s.spawn(move || -> Result<Vec<Reply>> {
+                            cases
+                                .iter()
+                                .skip(client)
+                                .step_by(CLIENTS)
+                                .map(|c| {
+                                    dig::ask(server.addr, &c.query).with_context(|| {
+                                        format!("asking {} {}", server.label(), c.query)
+                                    })
+                                })
+                                .collect()
                         })
-                        .collect()
-                })
+                    })
+                    .collect()
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("a query thread panicked"))
+            .map(|per_client| -> Result<Vec<Reply>> {
+                let mut parts = Vec::new();
+                for h in per_client {
+                    parts.push(h.join().expect("a query thread panicked")?.into_iter());
+                }
+                // Interleave the clients' replies back into corpus order.
+                let mut replies = Vec::with_capacity(cases.len());
+                for i in 0..cases.len() {
+                    if let Some(r) = parts[i % CLIENTS].next() {
+                        replies.push(r);
+                    }
+                }
+                Ok(replies)
+            })
             .collect()
     })
 }
