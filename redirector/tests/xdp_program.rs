@@ -23,8 +23,8 @@ use xdp::frame::{
     PSH, RST, SYN, Seen, Tcp, ethernet, parse_checked,
 };
 use xdp::netns::{
-    INGRESS, LOCAL_CLIENT, NEW, NEW_MAC, NEW_MOVABLE, NEW_OTHER, NEW_OTHER_MAC, NEW_UNREACHABLE,
-    NEW_UNRESOLVED, OLD, OLD_MAC, OTHER, OTHER_MAC, OldHost, client, client_mac,
+    INGRESS, LOCAL_CLIENT, Lan, NEW, NEW_MAC, NEW_MOVABLE, NEW_OTHER, NEW_OTHER_MAC,
+    NEW_UNREACHABLE, NEW_UNRESOLVED, OLD, OLD_MAC, OTHER, OTHER_MAC, OldHost, client, client_mac,
 };
 use xdp::program::{
     Outcome, Redirector, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, addr, flow_key, port,
@@ -359,6 +359,11 @@ fn fin_and_rst_mark_the_flow_closing_once_and_a_new_syn_starts_afresh() -> Resul
 
 /// Connects from `LOCAL_CLIENT` to `to` (a local address of the old host).
 fn connect_from_local_client(to: SocketAddrV4) -> Result<TcpStream> {
+    connect_from(LOCAL_CLIENT, to)
+}
+
+/// Connects from address `from` to `to`, giving up after 5 s.
+fn connect_from(from: Ipv4Addr, to: SocketAddrV4) -> Result<TcpStream> {
     // std cannot bind a client socket's source address; plain libc can.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -366,6 +371,8 @@ fn connect_from_local_client(to: SocketAddrV4) -> Result<TcpStream> {
             bail!("socket: {}", std::io::Error::last_os_error());
         }
         let stream = TcpStream::from_raw_fd(fd);
+        // Linux applies the send timeout to connect(2) too.
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         let sin = |a: SocketAddrV4| libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: a.port().to_be(),
@@ -375,7 +382,7 @@ fn connect_from_local_client(to: SocketAddrV4) -> Result<TcpStream> {
             sin_zero: [0; 8],
         };
         let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sin(SocketAddrV4::new(LOCAL_CLIENT, 0));
+        let local = sin(SocketAddrV4::new(from, 0));
         if libc::bind(fd, (&raw const local).cast(), len) != 0 {
             bail!("bind: {}", std::io::Error::last_os_error());
         }
@@ -484,6 +491,111 @@ fn segments_without_state_are_left_to_the_old_host() -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Real TCP through the program attached to the old host's interface: the
+/// first packets each way find no neighbour entry and take the kernel's
+/// forwarding path translated (which needs `accept_local`, since their new
+/// source is the old host's own address); later ones leave by XDP_TX.
+#[test]
+fn a_real_connection_through_the_old_host_reaches_the_new_host() -> Result<()> {
+    let lan = Lan::new()?;
+    for s in [
+        "net.ipv4.ip_forward=1".to_string(),
+        format!("net.ipv4.conf.{INGRESS}.accept_local=1"),
+        "net.ipv4.conf.all.send_redirects=0".to_string(),
+        format!("net.ipv4.conf.{INGRESS}.send_redirects=0"),
+    ] {
+        lan.old.sysctl(&s)?;
+    }
+    // veth drops frames sent by XDP unless the receiving end has an XDP
+    // program (or GRO) on it: the program with no rule passes everything.
+    let lan_side = lan.lan.run(|| {
+        let mut r = Redirector::load()?;
+        r.attach("lan0")?;
+        Ok(r)
+    })?;
+    let r = lan.old.run(|| {
+        let mut r = Redirector::load()?;
+        r.add_rule(old(80), new_host(), RULE)?;
+        r.set_ports(PORT_MIN, PORT_MAX, 8)?;
+        r.attach(INGRESS)?;
+        Ok(r)
+    })?;
+
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let outcome = lan.lan.run(|| {
+        let listener = TcpListener::bind(new_host())?;
+        std::thread::scope(|s| {
+            let server = s.spawn(|| -> Result<SocketAddrV4> {
+                listener.set_nonblocking(true)?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let (mut conn, peer) = loop {
+                    match listener.accept() {
+                        Ok(c) => break c,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if Instant::now() > deadline {
+                                bail!("no connection reached the new host");
+                            }
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                conn.set_nonblocking(false)?;
+                conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+                let mut request = [0u8; 4];
+                conn.read_exact(&mut request)?;
+                assert_eq!(&request, b"GET ");
+                conn.write_all(&body)?;
+                match peer {
+                    std::net::SocketAddr::V4(p) => Ok(p),
+                    other => bail!("unexpected peer {other}"),
+                }
+            });
+            let mut client = connect_from(client(0), old(80))?;
+            client.set_read_timeout(Some(Duration::from_secs(10)))?;
+            client.write_all(b"GET ")?;
+            let mut received = Vec::new();
+            client.read_to_end(&mut received)?;
+            let peer = server
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            Ok((received, peer))
+        })
+    });
+    let counters = |slot| {
+        let values = r.slot(slot);
+        let named: Vec<String> = counter::NAMES
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| *v > 0)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        named.join(" ")
+    };
+    let (received, peer) = outcome
+        .with_context(|| format!("rule counters: {}; slot 0: {}", counters(RULE), counters(0)))?;
+
+    drop(lan_side);
+    assert_eq!(peer.ip(), &OLD, "the new host sees the old host's address");
+    assert!(
+        received == body,
+        "the client got {} of {} bytes, or corrupted",
+        received.len(),
+        body.len()
+    );
+    assert_eq!(r.counter(RULE, counter::NEW_FLOWS), 1);
+    assert!(
+        r.counter(RULE, counter::PASS_NO_NEIGH) >= 1,
+        "the first packet waited for ARP"
+    );
+    assert!(
+        r.counter(RULE, counter::TX) > 100,
+        "the rest left by XDP_TX"
+    );
+    assert_eq!(r.counter(RULE, counter::DROP_NO_ROUTE), 0);
+    Ok(())
 }
 
 /// A valid SYN from client 0 to `to`, with IP header fields changed by `ip`.

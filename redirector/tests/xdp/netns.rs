@@ -69,16 +69,13 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// The old host, alone in a namespace removed on drop.
-pub struct OldHost {
+/// A network namespace, removed on drop.
+pub struct Netns {
     pub name: String,
 }
 
-impl OldHost {
-    /// Creates the namespace: `old0` (198.18.0.1/24) and `old1`
-    /// (198.19.1.1/24), each a veth whose peer stays in the namespace,
-    /// forwarding on, permanent neighbours for the clients and the new
-    /// hosts, an unreachable network and one route that tests may change.
+impl Netns {
+    /// A fresh namespace with loopback up.
     pub fn new() -> Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -87,15 +84,113 @@ impl OldHost {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         ip(&["netns", "add", &name])?;
-        let host = Self { name };
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, setting: &str) -> Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sysctl", "-qw", setting])
+            .output()
+            .context("running sysctl")?;
+        if !out.status.success() {
+            bail!(
+                "sysctl {setting}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `ip -n NAME args...`
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// Runs `program args...` inside the namespace, failing with its stderr.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<()> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a thread inside the namespace and returns its result.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // setns(2) moves only this thread, which ends with the scope.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The old host, alone in a namespace: its FIB and neighbour table are set
+/// up for test runs; nothing listens on the other ends of its links.
+pub struct OldHost {
+    pub ns: Netns,
+}
+
+impl std::ops::Deref for OldHost {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.ns
+    }
+}
+
+impl OldHost {
+    /// Creates the namespace: `old0` (198.18.0.1/24) and `old1`
+    /// (198.19.1.1/24), each a veth whose peer stays in the namespace,
+    /// forwarding on, permanent neighbours for the clients and the new
+    /// hosts, an unreachable network and one route that tests may change.
+    pub fn new() -> Result<Self> {
+        let host = Self { ns: Netns::new()? };
         host.setup()
-            .with_context(|| format!("setting up namespace {}", host.name))?;
+            .with_context(|| format!("setting up namespace {}", host.ns.name))?;
         Ok(host)
     }
 
+    /// The ifindex of `dev` (call from inside the namespace).
+    pub fn ifindex(dev: &str) -> Result<u32> {
+        let name = std::ffi::CString::new(dev)?;
+        let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if idx == 0 {
+            bail!("no interface {dev}: {}", std::io::Error::last_os_error());
+        }
+        Ok(idx)
+    }
+
     fn setup(&self) -> Result<()> {
-        let n = self.name.as_str();
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        let n = self.ns.name.as_str();
         for (dev, peer, m, addr) in [
             (INGRESS, "peer0", OLD_MAC, "198.18.0.1/24"),
             (OTHER, "peer1", OTHER_MAC, "198.19.1.1/24"),
@@ -156,63 +251,40 @@ impl OldHost {
             "dev",
             INGRESS,
         ])?;
-        self.sysctl("net.ipv4.ip_forward=1")
-    }
-
-    /// Sets a sysctl inside the namespace.
-    pub fn sysctl(&self, setting: &str) -> Result<()> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sysctl", "-qw", setting])
-            .output()
-            .context("running sysctl")?;
-        if !out.status.success() {
-            bail!(
-                "sysctl {setting}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    /// `ip -n NAME args...`
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        ip(&full)
-    }
-
-    /// Runs `f` on a thread inside the namespace and returns its result.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        let path = format!("/var/run/netns/{}", self.name);
-        let ns = File::open(&path).with_context(|| format!("opening {path}"))?;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // setns(2) moves only this thread, which ends with the scope.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {}: {}", self.name, std::io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    /// The ifindex of `dev` (call from inside the namespace).
-    pub fn ifindex(dev: &str) -> Result<u32> {
-        let name = std::ffi::CString::new(dev)?;
-        let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if idx == 0 {
-            bail!("no interface {dev}: {}", std::io::Error::last_os_error());
-        }
-        Ok(idx)
+        self.ns.sysctl("net.ipv4.ip_forward=1")
     }
 }
 
-impl Drop for OldHost {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+/// The old host and a LAN namespace on one veth link (`old0` <-> `lan0`).
+/// The LAN holds the client (198.18.0.100) and the new host (198.18.0.2)
+/// as addresses of `lan0`; the old host knows none of their MACs yet.
+pub struct Lan {
+    pub old: Netns,
+    pub lan: Netns,
+}
+
+impl Lan {
+    pub fn new() -> Result<Self> {
+        let lan = Self {
+            old: Netns::new()?,
+            lan: Netns::new()?,
+        };
+        let (o, l) = (&lan.old, &lan.lan);
+        #[rustfmt::skip]
+        o.ip(&[
+            "link", "add", INGRESS, "type", "veth", "peer", "name", "lan0", "netns", &l.name,
+        ])?;
+        o.ip(&["link", "set", INGRESS, "address", &mac(OLD_MAC)])?;
+        o.ip(&["addr", "add", "198.18.0.1/24", "dev", INGRESS])?;
+        o.ip(&["link", "set", INGRESS, "up"])?;
+        for a in ["198.18.0.100/24", "198.18.0.2/24"] {
+            l.ip(&["addr", "add", a, "dev", "lan0"])?;
+        }
+        l.ip(&["link", "set", "lan0", "up"])?;
+        // A partially checksummed frame loses that state when XDP sends it.
+        for (ns, dev) in [(o, INGRESS), (l, "lan0")] {
+            ns.exec("ethtool", &["-K", dev, "tx", "off"])?;
+        }
+        Ok(lan)
     }
 }
