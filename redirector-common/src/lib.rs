@@ -168,7 +168,10 @@ pub mod counter {
     pub const NAT_PORT_EXHAUSTED: u32 = 5;
     /// FIN or RST seen on a flow (its lifetime is shortened).
     pub const FLOWS_CLOSING: u32 = 6;
-    /// A flow entry whose partner had been evicted from the LRU map.
+    /// A flow entry whose partner had been evicted from the LRU map, found
+    /// when the entry renews its next hop (at most every NEXT_HOP_CACHE_NS)
+    /// or sees FIN/RST. The partner is rebuilt from the entry; if another
+    /// connection took its key meanwhile, the packet is dropped.
     pub const LRU_EVICTED: u32 = 7;
     /// Sent back out of the ingress interface.
     pub const TX: u32 = 8;
@@ -189,7 +192,8 @@ pub mod counter {
     pub const DROP_TTL_EXPIRED: u32 = 13;
     /// The FIB has no usable route (or forwarding is off) for a new flow.
     pub const PASS_NO_ROUTE: u32 = 14;
-    /// A tracked flow's packet that cannot be routed any more.
+    /// A tracked flow's packet that cannot be routed any more (or whose
+    /// egress interface left `EGRESS` between lookup and redirect).
     pub const DROP_NO_ROUTE: u32 = 15;
     /// Slot 0 only: frames that are not for any rule.
     pub const PASS_NOT_IPV4: u32 = 16;

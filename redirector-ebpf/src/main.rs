@@ -6,6 +6,18 @@
 //! (`nat`), route (`forward`), rewrite (`rewrite`), send. Anything the
 //! program does not translate goes to the kernel untouched, counted by
 //! reason (`counters`). Maps and limits: `maps` and `redirector-common`.
+//!
+//! What the old host must provide (the daemon sets it up):
+//! - `net.ipv4.ip_forward=1` (or `conf.IF.forwarding=1` on the ingress
+//!   interface): `bpf_fib_lookup` refuses to route for an interface that
+//!   does not forward, and then new connections are left to the host.
+//! - `net.ipv4.conf.IF.accept_local=1`: while the next hop's MAC is unknown,
+//!   the translated packet goes to the kernel to forward (and resolve the
+//!   neighbour); its source is the host's own address, a martian otherwise.
+//! - `net.ipv4.conf.{all,IF}.send_redirects=0`: such a packet leaves by the
+//!   interface it came in on, which would make the kernel send redirects.
+//! - An egress interface other than the ingress one must be in `EGRESS`;
+//!   otherwise translated packets for it go through the kernel too.
 
 #![no_std]
 #![no_main]
