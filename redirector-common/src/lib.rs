@@ -195,7 +195,8 @@ pub mod counter {
     /// A tracked flow's packet that cannot be routed any more (or whose
     /// egress interface left `EGRESS` between lookup and redirect).
     pub const DROP_NO_ROUTE: u32 = 15;
-    /// Slot 0 only: frames that are not for any rule.
+    /// Slot 0 only: frames that are not for any rule (ICMP: other than
+    /// errors about tracked flows).
     pub const PASS_NOT_IPV4: u32 = 16;
     pub const PASS_IPV6: u32 = 17;
     pub const PASS_FRAGMENT: u32 = 18;
@@ -207,8 +208,11 @@ pub mod counter {
     /// Translated, then handed to the kernel because the egress interface
     /// the FIB chose is not in `EGRESS`: the kernel forwards it.
     pub const PASS_NO_EGRESS: u32 = 24;
+    /// ICMP errors (unreachable, fragmentation needed, time exceeded) about
+    /// a tracked flow, translated and sent on to its other endpoint.
+    pub const ICMP_TRANSLATED: u32 = 25;
     /// Number of counters per slot.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 26;
 
     /// Names for user space, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -237,6 +241,7 @@ pub mod counter {
         "pass_malformed",
         "pass_no_rule",
         "pass_no_egress",
+        "icmp_translated",
     ];
 }
 

@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use redirector_common::{IPPROTO_TCP, counter};
 
-use crate::{counters, maps::EGRESS, nat::Hop, parse::Segment};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::{counters, maps::EGRESS, nat::Hop};
 
 const AF_INET: u8 = 2;
 
@@ -59,17 +61,18 @@ pub enum NextHop {
 }
 
 /// Looks up the route for a packet from `saddr` to `daddr` (network order)
-/// that arrived on the context's interface, with the segment's size and TOS.
+/// that arrived on the context's interface, with the size and TOS of `ip`.
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, seg: &Segment, saddr: u32, daddr: u32) -> NextHop {
+pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, saddr: u32, daddr: u32) -> NextHop {
+    let (tot_len, tos) = unsafe { (u16::from_be_bytes((*ip).tot_len), (*ip).tos) };
     let mut p = FibParams {
         family: AF_INET,
         l4_protocol: IPPROTO_TCP,
         sport: 0,
         dport: 0,
-        tot_len: seg.ip_len(),
+        tot_len,
         ifindex: ctx.ingress_ifindex() as u32,
-        tos: seg.tos() as u32,
+        tos: tos as u32,
         ipv4_src: saddr,
         ipv6_src_a: 0,
         ipv6_src_b: 0,
@@ -117,12 +120,12 @@ pub fn lookup(ctx: &XdpContext, seg: &Segment, saddr: u32, daddr: u32) -> NextHo
     }
 }
 
-/// Sends a translated segment to a resolved next hop and counts how.
+/// Sends a translated frame to a resolved next hop and counts how.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, seg: &Segment, rule_id: u32, hop: &Hop) -> u32 {
+pub fn send(ctx: &XdpContext, eth: *mut EthHdr, rule_id: u32, hop: &Hop) -> u32 {
     unsafe {
-        (*seg.eth).src_addr = hop.smac;
-        (*seg.eth).dst_addr = hop.dmac;
+        (*eth).src_addr = hop.smac;
+        (*eth).dst_addr = hop.dmac;
     }
     let ifindex = hop.ifindex;
     if ifindex == ctx.ingress_ifindex() as u32 {

@@ -25,6 +25,7 @@
 mod counters;
 mod csum;
 mod forward;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;
@@ -53,6 +54,11 @@ fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
     let seg = match parse::ipv4_tcp(ctx) {
         Ok(seg) => seg,
         Err(reason) => {
+            if reason == counter::PASS_ICMP
+                && let Some(action) = icmp::translate(ctx)
+            {
+                return Ok(action);
+            }
             counters::inc(0, reason);
             return Ok(xdp_action::XDP_PASS);
         }
@@ -79,7 +85,7 @@ fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
     let hop = match t.hop {
         Some(hop) => NextHop::Resolved(hop),
         None => {
-            let hop = forward::lookup(ctx, seg, flow.saddr, flow.daddr);
+            let hop = forward::lookup(ctx, seg.ip, flow.saddr, flow.daddr);
             if let NextHop::Resolved(h) = &hop {
                 nat::remember_hop(t.entry, h, t.now);
             }
@@ -126,7 +132,7 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
     }
     // Route first: a connection that cannot be forwarded gets no state
     // and stays the old host's business.
-    let hop = forward::lookup(ctx, seg, key.daddr, rule.new_addr);
+    let hop = forward::lookup(ctx, seg.ip, key.daddr, rule.new_addr);
     if let NextHop::Unroutable = hop {
         counters::inc(id, counter::PASS_NO_ROUTE);
         return xdp_action::XDP_PASS;
@@ -163,7 +169,7 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
             rewrite::translate(seg, key, flow, true);
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
-            forward::send(ctx, seg, id, &hop)
+            forward::send(ctx, seg.eth, id, &hop)
         }
         NextHop::Kernel(reason) => {
             // Fully translated, so the kernel's forwarding path can take it

@@ -113,7 +113,7 @@ pub struct Rewrite {
 
 impl Rewrite {
     #[inline(always)]
-    fn of(flow: *const Flow) -> Self {
+    pub fn of(flow: *const Flow) -> Self {
         unsafe {
             Self {
                 saddr: (*flow).saddr,

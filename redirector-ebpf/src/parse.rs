@@ -11,7 +11,7 @@ use redirector_common::{FlowKey, IPPROTO_TCP, counter};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
-const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMP: u8 = 1;
 /// IPv4 flags/fragment-offset word: More Fragments bit and the offset.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
@@ -67,17 +67,6 @@ impl Segment {
     #[inline(always)]
     pub fn ttl(&self) -> u8 {
         unsafe { (*self.ip).ttl }
-    }
-
-    #[inline(always)]
-    pub fn tos(&self) -> u8 {
-        unsafe { (*self.ip).tos }
-    }
-
-    /// IPv4 total length, host order.
-    #[inline(always)]
-    pub fn ip_len(&self) -> u16 {
-        unsafe { u16::from_be_bytes((*self.ip).tot_len) }
     }
 }
 

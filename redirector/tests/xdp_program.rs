@@ -845,6 +845,69 @@ fn a_tracked_flow_that_loses_its_route_is_dropped_not_reset() -> Result<()> {
     })
 }
 
+/// An ICMP error from `from` to the old host quoting `quoted` (an IP packet).
+fn icmp_error(src_mac: [u8; 6], from: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(quoted);
+    let c = frame::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ethernet(
+        OLD_MAC,
+        src_mac,
+        ETH_IPV4,
+        &Ipv4::new(from, OLD, PROTO_ICMP).bytes(&icmp),
+    )
+}
+
+#[test]
+fn icmp_errors_about_a_redirected_connection_reach_the_client() -> Result<()> {
+    on_old_host(|o| {
+        let (syn, out) = o.syn(0, 40000, old(80))?;
+        assert_eq!(out.action, XDP_TX);
+        // The new host says "fragmentation needed" about the SYN it got,
+        // quoting its IP header and whole TCP header.
+        let sent = &out.frame[14..];
+        let error = icmp_error(NEW_MAC, NEW, 3, 4, sent);
+        let back = o.send(&error)?;
+        assert_eq!(back.action, XDP_TX);
+        let f = &back.frame;
+        assert_eq!((&f[0..6], &f[6..12]), (&client_mac(0)[..], &OLD_MAC[..]));
+        let ip = &f[14..34];
+        assert_eq!(frame::checksum(ip), 0, "outer IPv4 checksum");
+        assert_eq!(
+            (&ip[12..16], &ip[16..20]),
+            (&NEW.octets()[..], &client(0).octets()[..])
+        );
+        assert_eq!(ip[8], 63);
+        let icmp = &f[34..];
+        assert_eq!(frame::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!((icmp[0], icmp[1], &icmp[6..8]), (3, 4, &[0x05, 0x78][..]));
+        // The quote is now the client's own SYN: its addresses, and its TCP
+        // header byte for byte (ports, sequence, checksum).
+        let quoted = &icmp[8..];
+        assert_eq!(frame::checksum(&quoted[..20]), 0, "quoted IPv4 checksum");
+        assert_eq!(
+            (&quoted[12..16], &quoted[16..20]),
+            (&client(0).octets()[..], &OLD.octets()[..])
+        );
+        let original = syn.bytes();
+        assert_eq!(&quoted[20..], &original[34..], "the quoted TCP header");
+        assert_eq!(o.r.counter(RULE, counter::ICMP_TRANSLATED), 1);
+
+        // An error the new host sends about a connection nobody redirected
+        // is the old host's business.
+        let mut unknown = sent.to_vec();
+        unknown[20..22].copy_from_slice(&40999u16.to_be_bytes());
+        assert_untouched(
+            o,
+            &icmp_error(NEW_MAC, NEW, 3, 3, &unknown),
+            0,
+            counter::PASS_ICMP,
+        )?;
+        Ok(())
+    })
+}
+
 #[test]
 fn an_expiring_ttl_is_dropped_not_delivered_locally() -> Result<()> {
     on_old_host(|o| {
