@@ -184,6 +184,15 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
     }
 }
 
+/// Passes every frame; not part of the redirector. veth wakes its peer for
+/// frames sent with XDP_TX only if the peer runs an XDP program (GRO alone
+/// leaves them queued until other traffic arrives), so test topologies
+/// attach this to the veth peer of an interface the redirector runs on.
+#[xdp]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

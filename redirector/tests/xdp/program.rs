@@ -10,7 +10,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use redirector_common::{
-    Flow, FlowKey, IPPROTO_TCP, NatSettings, PROGRAM_NAME, RuleKey, RuleValue, counter, maps,
+    Flow, FlowKey, IPPROTO_TCP, NatSettings, PASS_PROGRAM_NAME, PROGRAM_NAME, RuleKey, RuleValue,
+    counter, maps,
 };
 
 /// Network-order u32 of an address, as the maps hold it.
@@ -45,6 +46,21 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+
+/// Attaches the object's pass-everything program to `dev` (call inside its
+/// namespace); the returned object keeps it attached until dropped.
+pub fn attach_pass(dev: &str) -> Result<Ebpf> {
+    let mut ebpf = Ebpf::load(redirector::program::OBJECT).context("loading the eBPF object")?;
+    let program: &mut Xdp = ebpf
+        .program_mut(PASS_PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("no program {PASS_PROGRAM_NAME}"))?
+        .try_into()?;
+    program.load()?;
+    program
+        .attach(dev, XdpMode::default())
+        .with_context(|| format!("attaching {PASS_PROGRAM_NAME} to {dev}"))?;
+    Ok(ebpf)
+}
 
 /// The loaded program and its maps.
 pub struct Redirector {
