@@ -269,6 +269,29 @@ fn later_packets_of_a_connection_follow_its_state() -> Result<()> {
 }
 
 #[test]
+fn a_minimum_size_frame_with_ethernet_padding_is_translated() -> Result<()> {
+    on_old_host(|o| {
+        let from = SocketAddrV4::new(client(0), 40000);
+        o.open(0, 40000, old(80))?;
+        let mut frame = Tcp::syn(client_mac(0), OLD_MAC, from, old(80))
+            .with(ACK, b"")
+            .bytes();
+        assert_eq!(frame.len(), 54);
+        frame.resize(60, 0);
+        let out = o.send(&frame)?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(out.frame.len(), 60, "the padding stays");
+        let seen = parse_checked(&out.frame);
+        assert_eq!(
+            (seen.from(), seen.to()),
+            (SocketAddrV4::new(OLD, 40000), new_host())
+        );
+        assert_eq!(&out.frame[54..], &[0; 6]);
+        Ok(())
+    })
+}
+
+#[test]
 fn a_client_port_already_in_use_gets_a_port_from_the_range() -> Result<()> {
     on_old_host(|o| {
         // Two clients with the same source port: the second cannot keep it.

@@ -87,7 +87,10 @@ impl Ipv4 {
 
     /// Header (with a correct checksum) followed by `payload`.
     pub fn bytes(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.options.len() % 4 == 0, "IP options come in words");
+        assert!(
+            self.options.len().is_multiple_of(4),
+            "IP options come in words"
+        );
         let hlen = 20 + self.options.len();
         let total = (hlen + payload.len()) as u16;
         let mut h = Vec::with_capacity(hlen + payload.len());
@@ -156,7 +159,10 @@ impl Tcp {
 
     /// The TCP segment alone, checksummed for the IP addresses.
     pub fn segment(&self) -> Vec<u8> {
-        assert!(self.options.len() % 4 == 0);
+        assert!(
+            self.options.len().is_multiple_of(4),
+            "TCP options come in words"
+        );
         let hlen = 20 + self.options.len();
         let mut s = Vec::with_capacity(hlen + self.payload.len());
         s.extend_from_slice(&self.sport.to_be_bytes());
