@@ -111,7 +111,7 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
         proto: IPPROTO_TCP,
         _pad: 0,
     };
-    let Some(rule) = (unsafe { RULES.get(&rule_key) }).copied() else {
+    let Some(rule) = (unsafe { RULES.get(rule_key) }).copied() else {
         counters::inc(0, counter::PASS_NO_RULE);
         return xdp_action::XDP_PASS;
     };

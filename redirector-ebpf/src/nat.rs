@@ -172,7 +172,7 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
     if forward && is_syn(tcp_flags) && seen & CLOSING != 0 {
         // The client reuses its port after a close: start afresh, so the
         // new connection follows the rule as it is now.
-        let _ = FLOWS.remove(&partner_key(&to));
+        let _ = FLOWS.remove(partner_key(&to));
         let _ = FLOWS.remove(key);
         return Follow::Miss;
     }
@@ -240,7 +240,7 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
 #[inline(always)]
 fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut Flow> {
     let pkey = partner_key(to);
-    let partner = match FLOWS.get_ptr_mut(&pkey) {
+    let partner = match FLOWS.get_ptr_mut(pkey) {
         Some(p) => p,
         None => {
             counters::inc(to.rule_id, counter::LRU_EVICTED);
@@ -263,12 +263,12 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
             );
             FLOWS
                 .insert(
-                    &pkey,
+                    pkey,
                     unsafe { rebuilt.assume_init_ref() },
                     BPF_NOEXIST as u64,
                 )
                 .ok()?;
-            FLOWS.get_ptr_mut(&pkey)?
+            FLOWS.get_ptr_mut(pkey)?
         }
     };
     let back = partner_key(&Rewrite::of(partner));
@@ -382,7 +382,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
             direction: DIR_FORWARD,
         });
     }
-    let _ = FLOWS.remove(&reply_key);
+    let _ = FLOWS.remove(reply_key);
     match FLOWS.get_ptr(key) {
         Some(existing) => Open::Existing(Rewrite::of(existing)),
         None => Open::Exhausted,
