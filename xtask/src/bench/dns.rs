@@ -115,9 +115,19 @@ pub fn run(args: Args) -> Result<()> {
     for round in 1..=args.rounds {
         for (i, server) in servers.iter_mut().enumerate() {
             let Ok(s) = server else { continue };
-            eprintln!("round {round}/{}: {}", args.rounds, labels[i]);
             match measure(s, &queries, &args, ticks) {
                 Ok((max, fixed, cpu)) => {
+                    // The raw figures behind each median, to judge the noise.
+                    eprintln!(
+                        "round {round}/{}: {:<9} {:>8.0} qps unbounded; at -Q {}: {} answered, \
+                         {:.3} s CPU, {cpu:.2} µs/query",
+                        args.rounds,
+                        labels[i],
+                        max.qps,
+                        args.rate,
+                        fixed.completed,
+                        cpu * fixed.completed as f64 / 1e6,
+                    );
                     results[i].max.push(max);
                     results[i].fixed.push(fixed);
                     results[i].cpu_us.push(cpu);
