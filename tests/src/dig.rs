@@ -97,8 +97,22 @@ impl Query {
         self
     }
 
-    /// dig's options for this query (without server and port).
+    /// dig's arguments for this query (without server and port).
     pub fn dig_args(&self) -> Vec<String> {
+        let mut args = self.dig_options();
+        args.extend([
+            "-c".to_string(),
+            self.class.clone(),
+            "-t".to_string(),
+            self.qtype.clone(),
+            "-q".to_string(),
+            self.name.clone(),
+        ]);
+        args
+    }
+
+    /// dig's options for this query, without the question.
+    fn dig_options(&self) -> Vec<String> {
         // +norec: an authoritative server is asked without RD, as a resolver
         // asks it. No cookies and no AD bit: neither peer is configured for
         // them, so they only add noise. +ignore: report TC as received instead
@@ -136,14 +150,6 @@ impl Query {
             args.push(format!("+opcode={op}"));
         }
         args.extend(self.extra.iter().cloned());
-        args.extend([
-            "-c".to_string(),
-            self.class.clone(),
-            "-t".to_string(),
-            self.qtype.clone(),
-            "-q".to_string(),
-            self.name.clone(),
-        ]);
         args
     }
 }
@@ -337,6 +343,40 @@ pub fn ask(server: SocketAddr, query: &Query) -> Result<Reply> {
     parse(&stdout)
         .with_context(|| format!("parsing dig's output for {query}:\n{stdout}"))
         .map(Reply::Message)
+}
+
+/// Sends several questions, one after the other, over a single TCP
+/// connection (dig `+keepopen`), with EDNS as [`Query::new`] sets it; returns
+/// the replies in order. A connection the server closes early shows as
+/// fewer replies, which is an error.
+pub fn ask_on_one_tcp_connection(
+    server: SocketAddr,
+    questions: &[(&str, &str)],
+) -> Result<Vec<Message>> {
+    let mut args = Query::new(".", "SOA").tcp().dig_options();
+    args.push("+keepopen".into());
+    for (name, qtype) in questions {
+        args.extend([name.to_string(), qtype.to_string(), "IN".to_string()]);
+    }
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(&args)
+        .output()
+        .context("running dig (install bind9-dnsutils)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut replies = Vec::new();
+    for chunk in stdout.split(";; Got answer:").skip(1) {
+        replies.push(parse(chunk).with_context(|| format!("parsing dig's output:\n{chunk}"))?);
+    }
+    if replies.len() != questions.len() {
+        bail!(
+            "{} replies to {} questions on one TCP connection:\n{stdout}",
+            replies.len(),
+            questions.len()
+        );
+    }
+    Ok(replies)
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -1063,3 +1063,49 @@ fn dnsd_serves_parent_child_and_unrelated_zones_like_nsd_and_knot() -> Result<()
     assert_no_mismatch(&failures);
     Ok(())
 }
+
+/// Several queries on one TCP connection (as a resolver reuses it) are
+/// each answered as NSD and Knot answer them.
+#[test]
+fn dnsd_answers_several_queries_on_one_tcp_connection_like_nsd_and_knot() -> Result<()> {
+    let questions = [
+        ("www.example.test.", "A"),
+        ("nope.example.test.", "A"),
+        ("www.child.example.test.", "A"),
+        ("bigtxt.example.test.", "TXT"),
+        ("chain1.example.test.", "A"),
+        ("static.example.test.", "AAAA"),
+        ("Example.Test.", "SOA"),
+        ("www.example.org.", "A"),
+        ("big.example.test.", "A"),
+        ("a.wild.example.test.", "TXT"),
+    ];
+    let options = ServerOptions::default();
+    let nsd = dns_peers::start_nsd(loopback(51), &options)?;
+    let knot = dns_peers::start_knot(loopback(52), &options)?;
+    let dnsd = dns_peers::start_dnsd(&bins::path("dnsd"), loopback(53), &options)
+        .context("dnsd is not ready to be compared with NSD and Knot DNS")?;
+    let servers = [&nsd, &knot, &dnsd];
+    let mut replies = Vec::new();
+    for server in servers {
+        let messages = dig::ask_on_one_tcp_connection(server.addr, &questions)
+            .with_context(|| format!("asking {} over one TCP connection", server.label()))?;
+        replies.push(messages.into_iter().map(Reply::Message).collect());
+    }
+    let cases: Vec<Case> = questions
+        .iter()
+        .map(|(name, qtype)| Case {
+            query: Query::new(name, qtype).tcp(),
+            rule: rule_for(qtype),
+        })
+        .collect();
+    let apex = apex_ns(&nsd, &options)?;
+    let ctx = ZoneFacts {
+        apex_ns: &apex,
+        reference: &nsd,
+    };
+    let mut failures = report(&cases, &replies, &servers, 1, &[0], &ctx, true)?;
+    failures.extend(report(&cases, &replies, &servers, 2, &[0, 1], &ctx, false)?);
+    assert_no_mismatch(&failures);
+    Ok(())
+}
