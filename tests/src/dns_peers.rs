@@ -160,7 +160,7 @@ remote-control:
     }
     let conf_path = dir.join("nsd.conf");
     fs::write(&conf_path, conf).context("writing nsd.conf")?;
-    let mut cmd = Command::new("nsd");
+    let mut cmd = Command::new(sbin("nsd"));
     cmd.arg("-d").arg("-c").arg(&conf_path);
     start(Implementation::Nsd, cmd, scratch, SocketAddr::new(ip, port))
 }
@@ -208,7 +208,7 @@ zone:
     }
     let conf_path = dir.join("knot.conf");
     fs::write(&conf_path, conf).context("writing knot.conf")?;
-    let mut cmd = Command::new("knotd");
+    let mut cmd = Command::new(sbin("knotd"));
     cmd.arg("-c").arg(&conf_path);
     start(
         Implementation::Knot,
@@ -316,6 +316,15 @@ fn copy_zone(dir: &Path, origin: &str, file: &Path) -> Result<PathBuf> {
     fs::copy(file, &copy)
         .with_context(|| format!("copying {} to {}", file.display(), copy.display()))?;
     Ok(copy)
+}
+
+/// A daemon from /usr/sbin, which an unprivileged user's PATH often lacks.
+fn sbin(program: &str) -> PathBuf {
+    let path = Path::new("/usr/sbin").join(program);
+    if !crate::bins::have(program) && path.exists() {
+        return path;
+    }
+    PathBuf::from(program)
 }
 
 fn yes_no(b: bool) -> &'static str {
