@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use crate::netns::{Bridge, Netns};
+use crate::xdp_pass::{XdpPass, ready_switch};
 
 pub const CLIENT_IP: &str = "198.18.0.1";
 pub const OLD_IP: &str = "198.18.0.2";
@@ -17,6 +18,9 @@ pub struct Topology {
     pub client: Netns,
     pub old: Netns,
     pub new: Netns,
+    /// XDP_PASS on every switch port, so that frames the old host sends back
+    /// out with XDP_TX are delivered at once (see `xdp_pass`).
+    _xdp_pass: Vec<XdpPass>,
     /// Declared last so that it is dropped after the hosts.
     pub switch: Netns,
 }
@@ -30,19 +34,18 @@ impl Topology {
         {
             let mut bridge = Bridge::new(&switch)?;
             for (host, ip) in [(&client, CLIENT_IP), (&old, OLD_IP), (&new, NEW_IP)] {
-                let port = bridge.attach(host, &[&format!("{ip}/{PREFIX_LEN}")])?;
-                // A frame that XDP sends (TX or redirect) into a veth is
-                // dropped unless the peer runs NAPI: GRO on gives it NAPI.
-                switch.exec("ethtool", &["-K", &port, "gro", "on"])?;
+                bridge.attach(host, &[&format!("{ip}/{PREFIX_LEN}")])?;
                 // XDP forwards frames as they are; a frame whose TCP checksum
                 // was left to offload would leave with a partial checksum.
                 host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
             }
         }
+        let xdp_pass = ready_switch(&switch)?;
         Ok(Self {
             client,
             old,
             new,
+            _xdp_pass: xdp_pass,
             switch,
         })
     }
