@@ -15,7 +15,6 @@ use cutover_tests::netns::{Netns, run};
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
-use cutover_tests::xdp_pass::{self, XdpPass};
 
 const NEW_BODY: &str = "served by the new host\n";
 const NEXT_BODY: &str = "served by the next release on the new host\n";
@@ -363,7 +362,6 @@ struct Site {
     bpffs: Bpffs,
     workspace: PathBuf,
     scratch: tempfile::TempDir,
-    _xdp_pass: Vec<XdpPass>,
     /// A host reached through the old host's eth1, when the test needs one.
     far: Option<Netns>,
     net: Topology,
@@ -387,7 +385,6 @@ impl Site {
 
     fn build(rules: &str, with_far_host: bool, args: &[&str]) -> Result<Self> {
         let net = Topology::new()?;
-        let xdp_pass = xdp_pass::ready_switch(&net.switch)?;
         let far = if with_far_host {
             Some(far_host_behind(&net)?)
         } else {
@@ -416,7 +413,6 @@ impl Site {
             bpffs,
             workspace,
             scratch,
-            _xdp_pass: xdp_pass,
             far,
             net,
         })
