@@ -1,0 +1,488 @@
+//! The mission, replayed: a client resolving through a caching resolver keeps
+//! requesting www.example.test while `cutover migrate` moves it from the old
+//! host to the new one, and while `cutover rollback` moves it back. No request
+//! may fail. Real dnsd, redirector, unbound, nginx and curl.
+//!
+//! Hosts: the client runs unbound (127.0.0.53) and dnsd (127.0.0.1:5300, API
+//! 127.0.0.1:8053); the old host runs the redirector (API on 198.18.0.2:8054);
+//! both daemons share one workspace, as they would share a synced directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
+use cutover_tests::bpffs::Bpffs;
+use cutover_tests::netns::Netns;
+use cutover_tests::nginx::Nginx;
+use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+use cutover_tests::unbound::Unbound;
+
+const OLD_BODY: &str = "release 1 on the old host\n";
+const NEW_BODY: &str = "release 2 on the new host\n";
+const NAME: &str = "www.example.test";
+const OLD_API: &str = "http://198.18.0.2:8054";
+
+struct Mission {
+    _unbound: Unbound,
+    redirector: Daemon,
+    dnsd: Daemon,
+    _bpffs: Bpffs,
+    _old_web: Nginx,
+    _new_web: Nginx,
+    ws: tempfile::TempDir,
+    state: tempfile::TempDir,
+    net: Topology,
+}
+
+impl Mission {
+    fn start(ttl: u32) -> Result<Self> {
+        let net = Topology::new()?;
+        let old_web = Nginx::start(&net.old, &[80], OLD_BODY, &[])?;
+        let new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[])?;
+        let ws = tempfile::Builder::new()
+            .prefix("cutover-mission")
+            .tempdir()?;
+        std::fs::create_dir_all(ws.path().join("zones"))?;
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../examples/workspace/zones/example.test.zone"
+            ),
+            ws.path().join("zones/example.test.zone"),
+        )?;
+        std::fs::write(
+            ws.path().join("dnsd.toml"),
+            format!("[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {ttl}\n"),
+        )?;
+        // Closed flows leave the table within a second or two, so that the
+        // old host's counters can fall to zero within the test.
+        std::fs::write(
+            ws.path().join("redirector.toml"),
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\n",
+        )?;
+
+        let mut cmd = net.client.command(bins::path("dnsd"));
+        cmd.arg("--workspace").arg(ws.path()).args([
+            "--listen",
+            "127.0.0.1:5300",
+            "--api",
+            "127.0.0.1:8053",
+        ]);
+        let dnsd = Daemon::spawn("dnsd", cmd)?;
+        let token = token_path(ws.path());
+        ensure!(
+            wait_until(Duration::from_secs(10), || token.exists()),
+            "dnsd created no API token"
+        );
+
+        let bpffs = Bpffs::mount(&ws.path().join(".bpffs"))?;
+        let mut cmd = net.old.command(bins::path("redirector"));
+        cmd.args([
+            "run",
+            "--iface",
+            "eth0",
+            "--gc-interval",
+            "1",
+            "--workspace",
+        ])
+        .arg(ws.path())
+        .arg("--pin-dir")
+        .arg(bpffs.pins())
+        .args(["--api", "198.18.0.2:8054"]);
+        let redirector = Daemon::spawn("redirector", cmd)?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || bpffs
+                .pins()
+                .join("RULES")
+                .exists()),
+            "the redirector did not start"
+        );
+        let unbound = Unbound::start(
+            &net.client,
+            "127.0.0.53:53".parse()?,
+            "example.test.",
+            "127.0.0.1:5300".parse()?,
+        )?;
+        let m = Self {
+            _unbound: unbound,
+            redirector,
+            dnsd,
+            _bpffs: bpffs,
+            _old_web: old_web,
+            _new_web: new_web,
+            state: tempfile::tempdir()?,
+            ws,
+            net,
+        };
+        ensure!(
+            wait_until(Duration::from_secs(10), || m.resolve() == OLD_IP
+                && m.cutover(&["status"]).is_ok_and(|o| o.status.success())),
+            "the site did not come up: {}",
+            m.cutover(&["status"])
+                .map(|o| describe(&o))
+                .unwrap_or_default()
+        );
+        Ok(m)
+    }
+
+    /// `cutover ARGS...` from the client.
+    fn cutover(&self, args: &[&str]) -> Result<Output> {
+        self.net
+            .client
+            .command(bins::path("cutover"))
+            .args([
+                "--dns",
+                "http://127.0.0.1:8053",
+                "--old",
+                OLD_API,
+                "--token-file",
+            ])
+            .arg(token_path(self.ws.path()))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(args)
+            .output()
+            .context("running cutover")
+    }
+
+    /// What the client's resolver says now.
+    fn resolve(&self) -> String {
+        resolve(&self.net.client)
+    }
+
+    /// The migration record's phase, as saved by cutover.
+    fn phase(&self) -> String {
+        let path = self.state.path().join(format!("{NAME}.toml"));
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("phase")?.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+fn token_path(ws: &Path) -> PathBuf {
+    ws.join(".cutover/api-token")
+}
+
+fn resolve(client: &Netns) -> String {
+    client
+        .exec(
+            "kdig",
+            &["@127.0.0.53", "+short", "+timeout=2", "+retry=1", NAME, "A"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// One request of the client's loop: the address it resolved and what came
+/// back (or why nothing did).
+#[derive(Debug, Clone)]
+struct Sample {
+    ip: String,
+    body: Result<String, String>,
+}
+
+/// The client's request loop: resolve through the caching resolver, request
+/// the page; bounded in time and count.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Sample>>>,
+}
+
+impl Load {
+    fn start(client: &Netns) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let ns_name = client.name.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline && samples.len() < 3000
+            {
+                let ip = resolve_in(&ns_name);
+                let body = if ip.is_empty() {
+                    Err("the resolver gave no address".to_string())
+                } else {
+                    get(&ns_name, &ip)
+                };
+                samples.push(Sample { ip, body });
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            samples
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn resolve_in(ns: &str) -> String {
+    std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "kdig",
+            "@127.0.0.53",
+            "+short",
+            "+timeout=2",
+            "+retry=1",
+            NAME,
+            "A",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn get(ns: &str, ip: &str) -> Result<String, String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{ip}/"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn failures(samples: &[Sample]) -> Vec<&Sample> {
+    samples.iter().filter(|s| s.body.is_err()).collect()
+}
+
+fn count(samples: &[Sample], ip: &str, body: &str) -> usize {
+    samples
+        .iter()
+        .filter(|s| s.ip == ip && s.body.as_deref() == Ok(body))
+        .count()
+}
+
+#[test]
+fn a_migration_and_its_rollback_lose_no_request() -> Result<()> {
+    let m = Mission::start(2)?;
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "2",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "3s",
+        "--poll",
+        "1s",
+    ])?;
+    // Keep requesting a little longer: the last cached answers expire.
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed during the migration: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(5).collect::<Vec<_>>()
+    );
+    ensure!(
+        count(&samples, OLD_IP, OLD_BODY) > 0,
+        "no request reached the old release first"
+    );
+    ensure!(
+        count(&samples, OLD_IP, NEW_BODY) > 0,
+        "no client with the cached old address was forwarded to the new release"
+    );
+    ensure!(
+        count(&samples, NEW_IP, NEW_BODY) > 0,
+        "no request went to the new host directly"
+    );
+    // Once clients went to the new address they never went back.
+    let first_new = samples.iter().position(|s| s.ip == NEW_IP).unwrap_or(0);
+    ensure!(
+        samples[first_new..].iter().all(|s| s.ip == NEW_IP),
+        "a client went back to the old address after the flip"
+    );
+    ensure!(
+        m.phase() == "done",
+        "the migration record says {:?}",
+        m.phase()
+    );
+    ensure!(m.resolve() == NEW_IP);
+    // The old host's counters fell to zero: that is how migrate ended early.
+    let status = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(text.contains("0 active flows"), "status: {text}");
+
+    // Rollback, under the same load.
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = m.cutover(&["rollback", NAME])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    ensure!(
+        wait_until(Duration::from_secs(15), || m.resolve() == OLD_IP),
+        "the name did not go back to the old host"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed during the rollback: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(5).collect::<Vec<_>>()
+    );
+    ensure!(
+        count(&samples, OLD_IP, OLD_BODY) > 0,
+        "the old release is not served again"
+    );
+    ensure!(m.phase() == "rolled-back");
+    drop(m.redirector);
+    drop(m.dnsd);
+    Ok(())
+}
+
+#[test]
+fn a_migration_to_an_unreachable_host_refuses_to_flip() -> Result<()> {
+    let m = Mission::start(2)?;
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        "198.18.0.99",
+        "--ttl",
+        "2",
+        "--quiet",
+        "1s",
+    ])?;
+    ensure!(
+        !out.status.success(),
+        "migrate to a host that does not exist succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("does not accept connections"), "{err}");
+    ensure!(m.resolve() == OLD_IP, "the record moved anyway");
+    let status = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(
+        !text.contains("198.18.0.99:80"),
+        "a redirect was switched on: {text}"
+    );
+    ensure!(get(&m.net.client.name, OLD_IP) == Ok(OLD_BODY.to_string()));
+    Ok(())
+}
+
+#[test]
+fn an_interrupted_migration_resumes_where_it_stopped() -> Result<()> {
+    // A TTL above the move's: cutover lowers it and waits the old one out,
+    // which is where this test interrupts it.
+    let m = Mission::start(6)?;
+    let mut first = m
+        .net
+        .client
+        .command(bins::path("cutover"))
+        .args([
+            "--dns",
+            "http://127.0.0.1:8053",
+            "--old",
+            OLD_API,
+            "--token-file",
+        ])
+        .arg(token_path(m.ws.path()))
+        .arg("--state-dir")
+        .arg(m.state.path())
+        .args([
+            "migrate", NAME, "--to", NEW_IP, "--ttl", "2", "--quiet", "2s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let lowered = wait_until(Duration::from_secs(15), || m.phase() == "ttl-lowered");
+    let _ = first.kill();
+    let _ = first.wait();
+    ensure!(
+        lowered,
+        "cutover never lowered the TTL (phase {:?})",
+        m.phase()
+    );
+    ensure!(
+        m.resolve() == OLD_IP,
+        "the record moved before the old TTL expired"
+    );
+
+    let out = m.cutover(&[
+        "migrate", NAME, "--to", NEW_IP, "--ttl", "2", "--quiet", "2s",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "the resumed migrate failed: {}",
+        describe(&out)
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stdout).contains("resuming"),
+        "{}",
+        describe(&out)
+    );
+    ensure!(m.phase() == "done");
+    ensure!(wait_until(Duration::from_secs(10), || m.resolve() == NEW_IP));
+    // The TTL is back to what it was.
+    let answer = m.net.client.exec(
+        "kdig",
+        &["@127.0.0.1", "-p", "5300", "+noall", "+answer", NAME, "A"],
+    )?;
+    let text = String::from_utf8_lossy(&answer.stdout).into_owned();
+    ensure!(
+        text.split_whitespace().nth(1) == Some("6"),
+        "TTL not restored: {text}"
+    );
+    if get(&m.net.client.name, NEW_IP) != Ok(NEW_BODY.to_string()) {
+        bail!("the new host does not serve");
+    }
+    Ok(())
+}
