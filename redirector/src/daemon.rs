@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use cutover_workspace::Workspace;
+use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
@@ -21,7 +22,7 @@ use crate::reload::{self, Rules};
 use crate::signals::{Event, Signals};
 use crate::state::{self, State};
 use crate::stats::{self, Counters};
-use crate::{gc, host, sync};
+use crate::{api, gc, host, sync};
 
 /// Everything `redirector run` is told.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct Options {
     /// On SIGINT/SIGTERM, stop redirecting new connections and wait this
     /// long for the ones in flight to finish before detaching.
     pub drain_on_stop: Option<Duration>,
+    /// The control API; none with `--no-api`.
+    pub api: Option<api::Settings>,
 }
 
 /// Runs until SIGINT or SIGTERM.
@@ -53,6 +56,27 @@ pub async fn run(opts: Options) -> Result<()> {
     let _pid_file = workspace
         .write_pid(&pid_name)
         .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
+
+    // The API listens before anything is attached, so that a taken port
+    // fails the start instead of leaving a daemon nobody can drive.
+    let (api_tx, mut api_rx) = mpsc::channel::<api::Request>(16);
+    let server = match &opts.api {
+        Some(settings) => {
+            let token = api::token(&workspace, settings.token_file.as_deref())?;
+            let serve = api::bind(
+                settings,
+                workspace.clone(),
+                opts.ifaces.join(","),
+                token,
+                api_tx.clone(),
+            )
+            .await?;
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+    // Kept so that the channel never reports closed while the loop runs.
+    let _api_tx = api_tx;
 
     for iface in &opts.ifaces {
         host::prepare(iface)
@@ -92,17 +116,16 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut stats_tick = interval(opts.stats_interval.unwrap_or(Duration::from_secs(3600)));
     stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_sample: Option<(Instant, BTreeMap<u32, Counters>)> = None;
+    let mut api_tick = interval(Duration::from_secs(1));
+    api_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut samples = api::Samples::default();
 
     let reason = loop {
         tokio::select! {
             event = signals.next() => match event {
                 Event::Reload => {
                     info!("SIGHUP: reloading the workspace");
-                    if let Err(e) = sync::sync_egress(&mut maps.egress) {
-                        warn!("refreshing EGRESS: {e:#}");
-                    }
-                    rules.reload(&mut maps);
-                    publish(&mut published, &rules, state_path.as_deref());
+                    reload(&mut maps, &mut rules, &mut published, state_path.as_deref());
                 }
                 Event::Shutdown(signal) => break signal,
             },
@@ -118,8 +141,22 @@ pub async fn run(opts: Options) -> Result<()> {
             _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
                 log_stats(&maps, &published, &mut last_sample);
             }
+            _ = api_tick.tick(), if server.is_some() => {
+                match stats::read_counters(&maps.counters, counter_ids(&published)) {
+                    Ok(c) => samples.push(Instant::now(), c),
+                    Err(e) => debug!("sampling counters for the API: {e:#}"),
+                }
+            }
+            Some(request) = api_rx.recv() => {
+                answer(request, &mut maps, &mut rules, &mut published, state_path.as_deref(), &samples);
+            }
         }
     };
+    // Requests in flight get "the daemon is stopping" rather than a hang.
+    if let Some(server) = server {
+        server.abort();
+    }
+    drop(api_rx);
 
     info!(signal = reason, "stopping");
     if let Some(limit) = opts.drain_on_stop {
@@ -225,6 +262,66 @@ fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) -> Option<
             None
         }
     }
+}
+
+/// SIGHUP and API changes: re-read the workspace into the maps. Returns
+/// whether the new config is in force.
+fn reload(maps: &mut Maps, rules: &mut Rules, published: &mut State, path: Option<&Path>) -> bool {
+    if let Err(e) = sync::sync_egress(&mut maps.egress) {
+        warn!("refreshing EGRESS: {e:#}");
+    }
+    let applied = rules.reload(maps);
+    publish(published, rules, path);
+    applied
+}
+
+/// Counter slot 0 (packets for no rule) and every rule's slot.
+fn counter_ids(state: &State) -> Vec<u32> {
+    std::iter::once(0)
+        .chain(state.rules.iter().map(|r| r.id))
+        .collect()
+}
+
+/// Serves one API request; only this loop touches the maps.
+fn answer(
+    request: api::Request,
+    maps: &mut Maps,
+    rules: &mut Rules,
+    published: &mut State,
+    path: Option<&Path>,
+    samples: &api::Samples,
+) {
+    // A requester that went away is no error: the change is made anyway.
+    match request {
+        api::Request::Apply { reply } => {
+            let result = if reload(maps, rules, published, path) {
+                Ok(())
+            } else {
+                Err("the maps refused the new rules (see the daemon's log); the previous rules stay in force".to_string())
+            };
+            let _ = reply.send(result);
+        }
+        api::Request::Rules { reply } => {
+            let _ = reply.send(rules.infos());
+        }
+        api::Request::Stats { reply } => {
+            let _ = reply.send(api_report(maps, published, samples).map_err(|e| format!("{e:#}")));
+        }
+    }
+}
+
+/// The report of `redirector stats --json`, rates measured since the
+/// sample the loop took a second or two ago.
+fn api_report(maps: &Maps, state: &State, samples: &api::Samples) -> Result<stats::Report> {
+    let now = stats::read_counters(&maps.counters, counter_ids(state))?;
+    let at = Instant::now();
+    let active = stats::occupancy(&maps.flows)?;
+    let empty = BTreeMap::new();
+    let (before, elapsed) = match samples.base() {
+        Some((then_at, then)) => (then, at - *then_at),
+        None => (&empty, Duration::ZERO),
+    };
+    Ok(stats::build(state, before, &now, elapsed, &active))
 }
 
 fn publish(state: &mut State, rules: &Rules, path: Option<&Path>) {

@@ -6,8 +6,10 @@
 //! desired map contents, pure), `sync` (desired contents -> maps), `gc`
 //! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report),
 //! `state` (the published rule names), `host` (sysctls, neighbour warm-up),
-//! `signals` and `reload` (lifecycle), `daemon` (the run loop).
+//! `signals` and `reload` (lifecycle), `api` (the HTTP control API), `daemon`
+//! (the run loop).
 
+pub mod api;
 pub mod batch;
 pub mod daemon;
 pub mod gc;

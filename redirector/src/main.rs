@@ -48,6 +48,16 @@ enum Command {
         /// stops at once). Without it the program is detached at once.
         #[arg(long, value_name = "S")]
         drain_on_stop: Option<f64>,
+        /// Where the control API listens (see README, "Control API").
+        #[arg(long, value_name = "ADDR:PORT", default_value = redirector::api::DEFAULT_LISTEN)]
+        api: std::net::SocketAddr,
+        /// Run without the control API.
+        #[arg(long, conflicts_with_all = ["api", "api_token_file"])]
+        no_api: bool,
+        /// The API's bearer token file [default: WORKSPACE/.cutover/api-token,
+        /// created with a random token when missing].
+        #[arg(long, value_name = "PATH")]
+        api_token_file: Option<PathBuf>,
     },
     /// Print per-rule figures of a running redirector.
     Stats {
@@ -116,6 +126,9 @@ fn dispatch(command: Command) -> Result<()> {
             pin_dir,
             gc_interval,
             drain_on_stop,
+            api,
+            no_api,
+            api_token_file,
         } => {
             let first = iface.first().context("--iface is required")?;
             let opts = daemon::Options {
@@ -125,6 +138,10 @@ fn dispatch(command: Command) -> Result<()> {
                 stats_interval: stats_interval.map(seconds).transpose()?,
                 gc_interval: seconds(gc_interval)?,
                 drain_on_stop: drain_on_stop.map(seconds).transpose()?,
+                api: (!no_api).then_some(redirector::api::Settings {
+                    listen: api,
+                    token_file: api_token_file,
+                }),
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -87,6 +87,9 @@ pub struct RuleReport {
     pub active_flows: u64,
     /// Distinct clients among the active flows.
     pub active_clients: u64,
+    /// The same figure under the name of the API contract (`cutover`
+    /// reads this one).
+    pub distinct_clients: u64,
     pub new_flows: u64,
     pub fwd_packets: u64,
     pub fwd_bytes: u64,
@@ -153,6 +156,7 @@ pub fn build(
                 },
                 active_flows: active.get(&r.id).map_or(0, |o| o.flows),
                 active_clients: active.get(&r.id).map_or(0, |o| o.clients),
+                distinct_clients: active.get(&r.id).map_or(0, |o| o.clients),
                 new_flows: c(counter::NEW_FLOWS),
                 fwd_packets: c(counter::FWD_PACKETS),
                 fwd_bytes: c(counter::FWD_BYTES),

@@ -1,0 +1,525 @@
+//! The control API (`redirector run --api ADDR:PORT`): list, add and remove
+//! rules and read the counters over HTTP, so that `cutover` can drive an old
+//! host that runs no dnsd.
+//!
+//! Every change is first committed as a new workspace generation (so it
+//! survives a restart and can be rolled back), then applied through the same
+//! path as SIGHUP: a [`Request`] sent into the daemon's loop, which alone
+//! touches the maps. Reads go through the loop too.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write as _};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path as UrlPath, Request as HttpRequest, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cutover_workspace::{FileChange, HISTORY_DIR, HistoryError, REDIRECTOR_FILE, Workspace};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::state::RuleInfo;
+use crate::stats::Report;
+
+/// The default listen address: loopback, so that only local tools (and
+/// SSH tunnels) reach it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8054";
+/// The token file inside the workspace when `--api-token-file` is not given.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// What `redirector run` is told about the API.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `None`: `WORKSPACE/.cutover/api-token`, created when missing.
+    pub token_file: Option<PathBuf>,
+}
+
+/// What a handler asks of the daemon's loop; each carries the channel the
+/// loop answers on.
+pub enum Request {
+    /// Re-read the workspace and put it in the maps, as SIGHUP does.
+    Apply {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The rules in force and those draining.
+    Rules {
+        reply: oneshot::Sender<Vec<RuleInfo>>,
+    },
+    /// The report `redirector stats --json` prints.
+    Stats {
+        reply: oneshot::Sender<Result<Report, String>>,
+    },
+}
+
+/// Shared by the handlers.
+struct Api {
+    workspace: Workspace,
+    iface: String,
+    token: String,
+    daemon: mpsc::Sender<Request>,
+    /// Serialises read-modify-commit-apply, so that two concurrent changes
+    /// cannot both start from the same file and lose one.
+    writer: Mutex<()>,
+}
+
+/// The bearer token: read from `explicit`, or from the workspace's default
+/// file, which is created (32 random bytes, hex, mode 0600) when missing.
+pub fn token(workspace: &Workspace, explicit: Option<&Path>) -> Result<String> {
+    let path = match explicit {
+        Some(p) => return read_token(p),
+        None => workspace.root().join(HISTORY_DIR).join(TOKEN_FILE),
+    };
+    match read_token(&path) {
+        Ok(t) => return Ok(t),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == ErrorKind::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("reading random bytes for the API token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(mut f) => {
+            f.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            info!(path = %path.display(), "created the API token");
+            Ok(token)
+        }
+        // Another daemon (dnsd) created it first: use theirs.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => read_token(&path),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading the API token {}", path.display()))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        bail!("the API token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+/// Binds the listener (so that a taken port fails the start) and returns the
+/// server to spawn.
+pub async fn bind(
+    settings: &Settings,
+    workspace: Workspace,
+    iface: String,
+    token: String,
+    daemon: mpsc::Sender<Request>,
+) -> Result<impl Future<Output = ()> + Send + 'static> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening for the API on {}", settings.listen))?;
+    info!(listen = %settings.listen, "API listening");
+    let api = Arc::new(Api {
+        workspace,
+        iface,
+        token,
+        daemon,
+        writer: Mutex::new(()),
+    });
+    let app = router(api);
+    Ok(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!("the API server stopped: {e}");
+        }
+    })
+}
+
+fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/version", get(version))
+        .route("/v1/rules", get(list_rules))
+        .route(
+            "/v1/rules/{name}",
+            axum::routing::put(put_rule).delete(delete_rule),
+        )
+        .route("/v1/stats", get(stats))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
+        .with_state(api)
+}
+
+/// A 4xx/5xx answer with `{"error": ...}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+async fn authorize(State(api): State<Arc<Api>>, req: HttpRequest, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if same(t.as_bytes(), api.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` (the token is in WORKSPACE/.cutover/api-token)",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares in time that depends only on the length, so that response
+/// times do not reveal how much of a guessed token is right. Hand-written
+/// rather than a crate: it is four lines.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ask<T>(
+    api: &Api,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    api.daemon
+        .send(make(tx))
+        .await
+        .map_err(|_| ApiError::internal("the daemon is stopping"))?;
+    rx.await
+        .map_err(|_| ApiError::internal("the daemon is stopping"))
+}
+
+async fn health(State(api): State<Arc<Api>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rules = ask(&api, |reply| Request::Rules { reply }).await?;
+    let generation = api.workspace.current_generation().ok().flatten();
+    Ok(Json(json!({
+        "status": "ok",
+        "generation": generation,
+        "rules": rules.iter().filter(|r| !r.draining).count(),
+    })))
+}
+
+async fn version(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "redirector",
+        "version": env!("CARGO_PKG_VERSION"),
+        "iface": api.iface,
+    }))
+}
+
+/// One rule as the API shows it.
+#[derive(Debug, Serialize)]
+struct RuleView {
+    name: String,
+    from: String,
+    to: String,
+    id: u32,
+}
+
+/// The rules in force (removed rules that still drain are left out: they
+/// no longer redirect anything).
+async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<RuleView>>, ApiError> {
+    let rules = ask(&api, |reply| Request::Rules { reply }).await?;
+    Ok(Json(
+        rules
+            .into_iter()
+            .filter(|r| !r.draining)
+            .map(|r| RuleView {
+                name: r.name,
+                from: r.from,
+                to: r.to,
+                id: r.id,
+            })
+            .collect(),
+    ))
+}
+
+/// The body of `PUT /v1/rules/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    from: String,
+    to: String,
+}
+
+async fn put_rule(
+    State(api): State<Arc<Api>>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Json<RuleBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}}: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let name = checked_name(&name)?;
+    let message = format!("redirect {name}: {} -> {}", body.from, body.to);
+    change(&api, &message, move |rules| {
+        let mut entry = toml::Table::new();
+        entry.insert("name".into(), name.clone().into());
+        entry.insert("from".into(), body.from.into());
+        entry.insert("to".into(), body.to.into());
+        match rules
+            .iter()
+            .position(|r| rule_name(r).as_deref() == Some(&name))
+        {
+            Some(i) => rules[i] = toml::Value::Table(entry),
+            None => rules.push(toml::Value::Table(entry)),
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn delete_rule(
+    State(api): State<Arc<Api>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = checked_name(&name)?;
+    let message = format!("remove the redirect {name}");
+    change(&api, &message, move |rules| {
+        let before = rules.len();
+        rules.retain(|r| rule_name(r).as_deref() != Some(&name));
+        if rules.len() == before {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no rule named {name:?} (see GET /v1/rules)"),
+            ));
+        }
+        Ok(())
+    })
+    .await
+}
+
+fn checked_name(name: &str) -> Result<String, ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed != name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("name: {name:?} must be non-empty without surrounding spaces"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A rule's name as the workspace format defines it: `name`, else `from`.
+fn rule_name(rule: &toml::Value) -> Option<String> {
+    let t = rule.as_table()?;
+    t.get("name")
+        .or_else(|| t.get("from"))
+        .and_then(|v| v.as_str())
+        .map(|s| s.trim().to_string())
+}
+
+/// Edits the `[[rule]]` list of `redirector.toml` with `edit`, commits the
+/// result as a new generation and applies it. `[nat]` and `[timeouts]` are
+/// kept; comments are not (the file is re-serialised).
+async fn change(
+    api: &Arc<Api>,
+    message: &str,
+    edit: impl FnOnce(&mut Vec<toml::Value>) -> Result<(), ApiError> + Send + 'static,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let _writer = api.writer.lock().await;
+    let workspace = api.workspace.clone();
+    let message = message.to_string();
+    // File I/O, fsync and the workspace lock (which may wait): off the loop.
+    let generation = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
+        let path = workspace.redirector_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+        };
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} does not parse, fix it by hand first: {e}",
+                    path.display()
+                ),
+            )
+        })?;
+        let mut rules = match doc.remove("rule") {
+            None => Vec::new(),
+            Some(toml::Value::Array(a)) => a,
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{}: `rule` is not a list of [[rule]]", path.display()),
+                ));
+            }
+        };
+        edit(&mut rules)?;
+        if !rules.is_empty() {
+            doc.insert("rule".into(), toml::Value::Array(rules));
+        }
+        let new_text = toml::to_string(&doc)
+            .map_err(|e| ApiError::internal(format!("writing redirector.toml: {e}")))?;
+        let change = FileChange {
+            path: PathBuf::from(REDIRECTOR_FILE),
+            content: Some(new_text.into_bytes()),
+        };
+        let generation = workspace
+            .commit(&[change], &message, validate)
+            .map_err(history_error)?;
+        Ok(generation.number)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the change task failed: {e}")))??;
+
+    ask(api, |reply| Request::Apply { reply })
+        .await?
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "generation {generation} is written but could not be applied: {e}"
+            ))
+        })?;
+    info!(generation, "API change applied");
+    Ok(Json(json!({ "generation": generation })))
+}
+
+/// Beyond the format's checks (which `commit` runs): the new rules must fit
+/// the program's rule table.
+fn validate(staged: &Workspace) -> Result<(), String> {
+    let cfg = staged.load_redirector().map_err(|e| e.to_string())?;
+    crate::rules::plan(&Default::default(), &cfg, &Default::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn history_error(e: HistoryError) -> ApiError {
+    let status = match &e {
+        HistoryError::Invalid(_) => StatusCode::BAD_REQUEST,
+        HistoryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+async fn stats(State(api): State<Arc<Api>>) -> Result<Json<Report>, ApiError> {
+    ask(&api, |reply| Request::Stats { reply })
+        .await?
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+/// Counter samples taken by the daemon's loop every second, so that
+/// `GET /v1/stats` can give rates without waiting.
+#[derive(Debug, Default)]
+pub struct Samples {
+    older: Option<(std::time::Instant, BTreeMap<u32, crate::stats::Counters>)>,
+    newer: Option<(std::time::Instant, BTreeMap<u32, crate::stats::Counters>)>,
+}
+
+impl Samples {
+    pub fn push(
+        &mut self,
+        at: std::time::Instant,
+        counters: BTreeMap<u32, crate::stats::Counters>,
+    ) {
+        self.older = self.newer.take();
+        self.newer = Some((at, counters));
+    }
+
+    /// The sample to measure rates against: the older of the last two, so
+    /// that the window is one to two ticks long rather than a few
+    /// milliseconds.
+    pub fn base(&self) -> Option<&(std::time::Instant, BTreeMap<u32, crate::stats::Counters>)> {
+        self.older.as_ref().or(self.newer.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_only_when_equal() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"abcd"));
+        assert!(!same(b"", b"a"));
+    }
+
+    #[test]
+    fn a_rule_is_named_by_name_else_by_from() {
+        let v: toml::Table =
+            toml::from_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n[[rule]]\nname = \"www\"\nfrom = \"198.18.0.2:81\"\nto = \"198.18.0.3:80\"\n")
+                .unwrap();
+        let rules = v["rule"].as_array().unwrap();
+        assert_eq!(rule_name(&rules[0]).as_deref(), Some("198.18.0.2:80"));
+        assert_eq!(rule_name(&rules[1]).as_deref(), Some("www"));
+    }
+
+    #[test]
+    fn the_default_token_is_created_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile_dir();
+        let ws = Workspace::open(&dir).unwrap();
+        let t1 = token(&ws, None).unwrap();
+        assert_eq!(t1.len(), 64);
+        let path = dir.join(HISTORY_DIR).join(TOKEN_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(token(&ws, None).unwrap(), t1, "kept across restarts");
+        assert!(token(&ws, Some(&dir.join("missing"))).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes).unwrap();
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("redirector-api-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
