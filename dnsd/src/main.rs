@@ -6,6 +6,7 @@
 //! → `server` (sockets and protocol rules). `reload` swaps the snapshot.
 
 mod answer;
+mod api;
 mod fast_path;
 mod mmsg;
 mod name_key;
@@ -28,6 +29,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use hickory_server::Server;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
+
+use cutover_workspace::Workspace;
 
 use crate::snapshot::Snapshot;
 
@@ -52,6 +55,25 @@ struct Cli {
     /// `server.listen`. Repeat for several addresses.
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+
+    /// Serve the control API (HTTP, JSON, bearer token) on ADDR:PORT.
+    #[arg(long, value_name = "ADDR:PORT", default_value = api::DEFAULT_LISTEN)]
+    api: SocketAddr,
+
+    /// Read the API's bearer token from PATH instead of
+    /// WORKSPACE/.cutover/api-token (which is created when missing).
+    #[arg(long, value_name = "PATH")]
+    api_token_file: Option<PathBuf>,
+
+    /// Do not serve the control API.
+    #[arg(long, conflicts_with_all = ["api", "api_token_file"])]
+    no_api: bool,
+}
+
+/// How the control API is served, from the command line.
+struct ApiOptions {
+    listen: SocketAddr,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -78,7 +100,11 @@ fn main() -> ExitCode {
                     .exit()
             };
             init_logging();
-            match serve(&workspace, &cli.listen) {
+            let api = (!cli.no_api).then(|| ApiOptions {
+                listen: cli.api,
+                token_file: cli.api_token_file,
+            });
+            match serve(&workspace, &cli.listen, api) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("dnsd: {e:#}");
@@ -136,7 +162,8 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
+fn serve(workspace: &Path, listen: &[SocketAddr], api: Option<ApiOptions>) -> Result<()> {
+    let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let loaded = zone_load::load(workspace)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
@@ -156,6 +183,15 @@ fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
     let records = loaded.record_count();
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded)));
     drop(loaded);
+    let token = match &api {
+        Some(options) => Some(api::load_token(workspace, options.token_file.as_deref())?),
+        None => None,
+    };
+    // Kept until serve returns, so the file names a live dnsd exactly as
+    // long as one runs (a tool that sends SIGHUP reads it).
+    let _pid = ws
+        .write_pid("dnsd")
+        .with_context(|| format!("writing {}", ws.pid_path("dnsd").display()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,13 +216,20 @@ fn serve(workspace: &Path, listen: &[SocketAddr]) -> Result<()> {
             workspace = %workspace.display(),
             "serving"
         );
-        tokio::spawn(reload::run(
+        let reloader = Arc::new(reload::Reloader::new(
             workspace.to_path_buf(),
             state,
-            hup,
             sockets_config,
             from_cli,
         ));
+        if let (Some(options), Some(token)) = (api, token) {
+            api::start(
+                options.listen,
+                api::Api::new(ws.clone(), reloader.clone(), token),
+            )
+            .await?;
+        }
+        tokio::spawn(reload::run(reloader, hup));
 
         tokio::select! {
             _ = term.recv() => {}

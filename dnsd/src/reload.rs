@@ -1,9 +1,9 @@
-//! Reload on SIGHUP: the whole workspace is read, checked and indexed on a
-//! blocking thread, off the query path, and the new snapshot replaces the
-//! old one in a single atomic swap. A query holds one snapshot from start to
-//! finish, so it sees the old data or the new, never a mix. A broken
-//! workspace is logged file by file and line by line, and the previous
-//! snapshot keeps serving.
+//! Reload: the whole workspace is read, checked and indexed on a blocking
+//! thread, off the query path, and the new snapshot replaces the old one in
+//! a single atomic swap. A query holds one snapshot from start to finish, so
+//! it sees the old data or the new, never a mix. A broken workspace is
+//! logged file by file and line by line, and the previous snapshot keeps
+//! serving. SIGHUP and the control API share this one path.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,20 +17,48 @@ use crate::server::SharedSnapshot;
 use crate::snapshot::Snapshot;
 use crate::zone_load;
 
-/// Reloads `root` into `state` on every SIGHUP delivered to `hup`, until the
-/// signal stream ends. `sockets` is the `[server]` section the sockets were
-/// opened with (`listen_from_cli`: its addresses were replaced by
-/// `--listen`): sockets are not reopened on reload, so a change there is
-/// reported as needing a restart.
-pub async fn run(
+/// Rebuilds the served snapshot from the workspace; one per process.
+pub struct Reloader {
     root: PathBuf,
     state: SharedSnapshot,
-    mut hup: Signal,
+    /// The `[server]` section the sockets were opened with: sockets are not
+    /// reopened on reload, so a change there is reported as needing a
+    /// restart.
     sockets: ServerConfig,
+    /// The listen addresses came from `--listen`, not from dnsd.toml.
     listen_from_cli: bool,
-) {
-    while hup.recv().await.is_some() {
-        let dir = root.clone();
+    /// One reload at a time, so that two reloads finishing out of order can
+    /// never leave the older workspace serving.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        root: PathBuf,
+        state: SharedSnapshot,
+        sockets: ServerConfig,
+        listen_from_cli: bool,
+    ) -> Self {
+        Self {
+            root,
+            state,
+            sockets,
+            listen_from_cli,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The number of zones being served now.
+    pub fn serving_zones(&self) -> usize {
+        self.state.load().zone_count()
+    }
+
+    /// Reloads the workspace; once this returns `Ok`, queries are answered
+    /// from it. On `Err` (every problem, one per line) the previous snapshot
+    /// keeps serving.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.running.lock().await;
+        let dir = self.root.clone();
         let built = tokio::task::spawn_blocking(move || {
             zone_load::load(&dir).map(|ws| {
                 let records = ws.record_count();
@@ -41,31 +69,44 @@ pub async fn run(
         .await;
         match built {
             Ok(Ok((snapshot, records, server))) => {
-                let listen_changed = !listen_from_cli && server.listen != sockets.listen;
-                if listen_changed || server.udp_sockets != sockets.udp_sockets {
+                let listen_changed = !self.listen_from_cli && server.listen != self.sockets.listen;
+                if listen_changed || server.udp_sockets != self.sockets.udp_sockets {
                     warn!(
                         "server.listen and server.udp_sockets take effect on restart; \
                          the zones and max_answers are reloaded"
                     );
                 }
                 let zones = snapshot.zone_count();
-                let old = state.swap(Arc::new(snapshot));
+                let old = self.state.swap(Arc::new(snapshot));
                 // The last reference to a big snapshot may be freed here,
                 // on the reloader, rather than by a query.
                 drop(old);
-                info!(zones, records, workspace = %root.display(), "reloaded");
+                info!(zones, records, workspace = %self.root.display(), "reloaded");
+                Ok(())
             }
             Ok(Err(errors)) => {
                 for e in &errors.0 {
                     error!("{e}");
                 }
                 warn!(
-                    workspace = %root.display(),
+                    workspace = %self.root.display(),
                     problems = errors.0.len(),
                     "reload refused: the previous zones keep being served"
                 );
+                Err(errors.to_string())
             }
-            Err(e) => error!(%e, "reload task failed: the previous zones keep being served"),
+            Err(e) => {
+                error!(%e, "reload task failed: the previous zones keep being served");
+                Err(format!("reload task failed: {e}"))
+            }
         }
+    }
+}
+
+/// Reloads on every SIGHUP delivered to `hup`, until the signal stream ends.
+pub async fn run(reloader: Arc<Reloader>, mut hup: Signal) {
+    while hup.recv().await.is_some() {
+        // Failures are logged by `reload`; the daemon keeps serving.
+        let _ = reloader.reload().await;
     }
 }

@@ -94,6 +94,8 @@ impl Dnsd {
             .arg(ws.path())
             .arg("--listen")
             .arg(addr.to_string())
+            // The API's default port would be shared by every test's dnsd.
+            .arg("--no-api")
             .env("RUST_LOG", "info,hickory_server=warn")
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out));
@@ -174,6 +176,7 @@ pub fn run_to_exit(ws: &DnsdWorkspace, addr: SocketAddr) -> Result<Output> {
         .arg(ws.path())
         .arg("--listen")
         .arg(addr.to_string())
+        .arg("--no-api")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -1,0 +1,509 @@
+//! The control API: HTTP/JSON on a loopback port, every request authorised
+//! by a bearer token read from a file. Reads report the live workspace and
+//! the served snapshot; every change is first committed as a new workspace
+//! generation, validated by building the complete dnsd state from the
+//! staged files, and then applied through the same reload as SIGHUP. A
+//! change is acknowledged only once its snapshot is answering queries.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace};
+use hickory_proto::rr::{RData, RecordType};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::reload::Reloader;
+use crate::zone_load;
+
+/// Where the API listens unless `--api` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8053";
+
+/// Everything a request handler needs.
+pub struct Api {
+    workspace: Workspace,
+    reloader: Arc<Reloader>,
+    token: String,
+    /// Changes are committed and applied one at a time, so that the
+    /// snapshot a change acknowledges is the one it made.
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// An error response: `{"error": message}` with a 4xx or 5xx status.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        warn!(%message, "API request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> Self {
+        let status = match &e {
+            HistoryError::Invalid(_) | HistoryError::Unmanaged(_) => StatusCode::BAD_REQUEST,
+            HistoryError::NoSuchGeneration(_) => StatusCode::NOT_FOUND,
+            HistoryError::Busy(_) => StatusCode::CONFLICT,
+            HistoryError::Io { .. } => return Self::internal(e.to_string()),
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+type Reply = Result<axum::Json<Value>, ApiError>;
+
+/// Reads the bearer token from `explicit`, or from the workspace's default
+/// token file, which is created (32 random bytes in hex, mode 0600) when it
+/// does not exist yet.
+pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
+    let (path, create) = match explicit {
+        Some(p) => (p.to_path_buf(), false),
+        None => (root.join(HISTORY_DIR).join("api-token"), true),
+    };
+    if create && !path.exists() {
+        create_token(&path)?;
+    }
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("reading the API token file {}", path.display()))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        bail!("the API token file {} is empty", path.display());
+    }
+    Ok(token)
+}
+
+fn create_token(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a new API token")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match file {
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating the API token file {}", path.display())),
+        Ok(mut f) => {
+            f.write_all(format!("{hex}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing the API token file {}", path.display()))?;
+            info!(path = %path.display(), "created a new API token");
+            Ok(())
+        }
+    }
+}
+
+/// Binds `addr` and serves the API on the current runtime until the process
+/// exits. Binding fails loudly: a daemon that cannot be controlled should
+/// not pretend to be.
+pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the control API on {addr} (change it with --api ADDR:PORT or turn it off with --no-api)"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let api = Arc::new(api);
+    let app = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/version", get(version))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{name}", put(put_service))
+        .route("/v1/generations", get(generations))
+        .route("/v1/generations/{n}/rollback", post(rollback))
+        .route("/v1/zones", get(zones))
+        .route("/v1/zones/{origin}/records", get(records))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(api.clone(), authorise))
+        .with_state(api);
+    info!(%bound, "control API listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(%e, "the control API stopped");
+        }
+    });
+    Ok(())
+}
+
+impl Api {
+    pub fn new(workspace: Workspace, reloader: Arc<Reloader>, token: String) -> Self {
+        Self {
+            workspace,
+            reloader,
+            token,
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Compares in time independent of where the strings differ, so that the
+/// token cannot be guessed byte by byte from response times.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorise(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if same_secret(token.trim().as_bytes(), api.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing header Authorization: Bearer <token> (the token is in WORKSPACE/.cutover/api-token unless dnsd runs with --api-token-file)",
+        )
+        .into_response(),
+    }
+}
+
+/// Runs blocking workspace I/O off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+async fn health(State(api): State<Arc<Api>>) -> Reply {
+    let ws = api.workspace.clone();
+    let generation = blocking(move || Ok(ws.current_generation()?)).await?;
+    Ok(axum::Json(json!({
+        "status": "ok",
+        "generation": generation,
+        "zones": api.reloader.serving_zones(),
+    })))
+}
+
+async fn version() -> Reply {
+    Ok(axum::Json(
+        json!({ "name": "dnsd", "version": env!("CARGO_PKG_VERSION") }),
+    ))
+}
+
+async fn services(State(api): State<Arc<Api>>) -> Reply {
+    let ws = api.workspace.clone();
+    let config = blocking(move || {
+        ws.load_dnsd()
+            .map_err(|e| ApiError::internal(format!("the live dnsd.toml is not valid: {e}")))
+    })
+    .await?;
+    let list: Vec<Value> = config
+        .services
+        .iter()
+        .map(|s| json!({ "name": s.name, "addresses": s.addresses, "ttl": s.ttl }))
+        .collect();
+    Ok(axum::Json(Value::Array(list)))
+}
+
+/// Body of `PUT /v1/services/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceChange {
+    addresses: Vec<String>,
+    ttl: Option<u32>,
+}
+
+/// `www.Example.test` and `www.example.test.` name the same service.
+fn fqdn(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    }
+}
+
+async fn put_service(
+    State(api): State<Arc<Api>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Reply {
+    let change: ServiceChange = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"addresses\": [\"IP\", ...], \"ttl\": SECONDS (optional)}}: {e}"
+        ))
+    })?;
+    let mut addresses = Vec::with_capacity(change.addresses.len());
+    for (i, a) in change.addresses.iter().enumerate() {
+        let ip: IpAddr = a.trim().parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "addresses[{i}]: {a:?} is not an IPv4 or IPv6 address"
+            ))
+        })?;
+        addresses.push(ip);
+    }
+    if addresses.is_empty() {
+        return Err(ApiError::bad_request(
+            "addresses: a service needs at least one address",
+        ));
+    }
+    let name = fqdn(&name);
+    let _one_change = api.changes.lock().await;
+    let ws = api.workspace.clone();
+    let message = format!(
+        "set {name} to {}",
+        addresses
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let generation = blocking(move || {
+        let path = ws.dnsd_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+        };
+        let new_text = edit_service(&text, &name, &addresses, change.ttl)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no service {name} in dnsd.toml (see GET /v1/services)"),
+            )
+        })?;
+        let change = FileChange {
+            path: PathBuf::from(DNSD_FILE),
+            content: Some(new_text.into_bytes()),
+        };
+        Ok(ws.commit(&[change], &message, validate)?)
+    })
+    .await?;
+    apply(&api, generation.number).await
+}
+
+/// Rewrites `source` with service `name`'s addresses (and TTL, if given)
+/// replaced, touching nothing else, so that the operator's comments and
+/// layout survive. `None`: there is no such service.
+fn edit_service(
+    source: &str,
+    name: &str,
+    addresses: &[IpAddr],
+    ttl: Option<u32>,
+) -> Result<Option<String>, ApiError> {
+    let mut doc: toml_edit::DocumentMut = source
+        .parse()
+        .map_err(|e| ApiError::internal(format!("the live dnsd.toml does not parse: {e}")))?;
+    let Some(services) = doc
+        .get_mut("service")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+    else {
+        return Ok(None);
+    };
+    let Some(entry) = services.iter_mut().find(|t| {
+        t.get("name")
+            .and_then(toml_edit::Item::as_str)
+            .is_some_and(|n| fqdn(n) == name)
+    }) else {
+        return Ok(None);
+    };
+    let list: toml_edit::Array = addresses.iter().map(|a| a.to_string()).collect();
+    entry["addresses"] = toml_edit::value(list);
+    if let Some(ttl) = ttl {
+        entry["ttl"] = toml_edit::value(i64::from(ttl));
+    }
+    Ok(Some(doc.to_string()))
+}
+
+/// The commit validator: the staged workspace must load into a complete
+/// dnsd state, exactly as a reload would.
+fn validate(staged: &Workspace) -> Result<(), String> {
+    // Name the files as the operator knows them, not by their staging path.
+    let staged_prefix = format!("{}/", staged.root().display());
+    zone_load::load(staged.root())
+        .map(|_| ())
+        .map_err(|e| e.to_string().replace(&staged_prefix, ""))
+}
+
+/// Serves the generation just committed and acknowledges it.
+async fn apply(api: &Api, generation: u64) -> Reply {
+    api.reloader.reload().await.map_err(|e| {
+        ApiError::internal(format!(
+            "generation {generation} was written but does not load; the previous zones keep being served: {e}"
+        ))
+    })?;
+    info!(generation, "applied a change made through the API");
+    Ok(axum::Json(json!({ "generation": generation })))
+}
+
+async fn generations(State(api): State<Arc<Api>>) -> Reply {
+    let ws = api.workspace.clone();
+    let (list, current) =
+        blocking(move || Ok((ws.generations()?, ws.current_generation()?))).await?;
+    let list: Vec<Value> = list
+        .into_iter()
+        .map(|g| {
+            json!({
+                "number": g.number,
+                "created_unix": g.created_unix,
+                "message": g.message,
+                "current": Some(g.number) == current,
+            })
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(list)))
+}
+
+async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> Reply {
+    let n: u64 = n.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "{n:?} is not a generation number (see GET /v1/generations)"
+        ))
+    })?;
+    let _one_change = api.changes.lock().await;
+    let ws = api.workspace.clone();
+    let generation = blocking(move || {
+        // A generation imported from hand edits was never validated: check
+        // it before it replaces what is serving.
+        ws.generation(n)?;
+        let dir = ws
+            .root()
+            .join(HISTORY_DIR)
+            .join("generations")
+            .join(n.to_string());
+        zone_load::load(&dir).map_err(|e| {
+            ApiError::bad_request(format!(
+                "generation {n} does not load, so it is not restored:\n{e}"
+            ))
+        })?;
+        Ok(ws.rollback(n, &format!("rollback to {n}"))?)
+    })
+    .await?;
+    apply(&api, generation.number).await
+}
+
+async fn zones(State(api): State<Arc<Api>>) -> Reply {
+    let loaded = load_live(&api).await?;
+    let list: Vec<Value> = loaded
+        .zones
+        .iter()
+        .map(|z| {
+            let serial = z.records.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            });
+            json!({ "origin": z.origin.to_string(), "serial": serial, "records": z.records.len() })
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(list)))
+}
+
+async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) -> Reply {
+    let loaded = load_live(&api).await?;
+    let origin = fqdn(&origin);
+    let zone = loaded
+        .zones
+        .iter()
+        .find(|z| z.origin.to_string().to_ascii_lowercase() == origin)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no zone {origin} (see GET /v1/zones)"),
+            )
+        })?;
+    let list: Vec<Value> = zone
+        .records
+        .iter()
+        .map(|r| {
+            let rtype: RecordType = r.record_type();
+            json!({
+                "name": r.name.to_string(),
+                "type": rtype.to_string(),
+                "ttl": r.ttl,
+                "data": r.data.to_string(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(list)))
+}
+
+/// The live workspace as dnsd reads it, services applied.
+async fn load_live(api: &Api) -> Result<zone_load::LoadedWorkspace, ApiError> {
+    let root = api.workspace.root().to_path_buf();
+    blocking(move || {
+        zone_load::load(&root)
+            .map_err(|e| ApiError::internal(format!("the live workspace does not load: {e}")))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = "# moved by cutover\n[server]\nmax_answers = 8\n\n[[service]]\nname = \"www.example.test.\"\naddresses = [\"198.18.0.2\"] # old host\nttl = 60\n\n[[service]]\nname = \"api.example.test.\"\naddresses = [\"198.18.0.9\"]\nttl = 30\n";
+
+    #[test]
+    fn a_service_edit_replaces_only_that_entry_and_keeps_comments() {
+        let addrs = ["198.18.0.3".parse().unwrap(), "2001:2::3".parse().unwrap()];
+        let out = edit_service(TOML, "www.example.test.", &addrs, None)
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(out.starts_with("# moved by cutover\n"));
+        assert!(out.contains("addresses = [\"198.18.0.3\", \"2001:2::3\"]"));
+        assert!(out.contains("ttl = 60"));
+        assert!(out.contains("addresses = [\"198.18.0.9\"]\nttl = 30"));
+    }
+
+    #[test]
+    fn an_unknown_service_is_not_edited() {
+        let addrs = ["198.18.0.3".parse().unwrap()];
+        assert!(matches!(
+            edit_service(TOML, "nope.example.test.", &addrs, None),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"ab"));
+    }
+}
