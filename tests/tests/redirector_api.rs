@@ -1,0 +1,366 @@
+//! The redirector's control API, driven as `cutover` drives an old host that
+//! runs no dnsd: an operator switches a redirect on and off over HTTP, every
+//! change lands in the workspace as a generation, and a bad request changes
+//! nothing. Real nginx on both hosts, real curl from the client.
+//!
+//! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
+use cutover_tests::bpffs::Bpffs;
+use cutover_tests::netns::Netns;
+use cutover_tests::nginx::Nginx;
+use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::topology::{OLD_IP, Topology};
+
+const NEW_BODY: &str = "served by the new host\n";
+const OLD_BODY: &str = "served by the old host\n";
+const API: &str = "http://127.0.0.1:8054";
+/// Kept open during the stats check, so that the rule has a client to count.
+const SLOW: usize = 8 * 1024 * 1024;
+
+/// The workspace before the API touches it: no rule, but settings the API
+/// must keep when it rewrites the file.
+const START: &str = "[timeouts]\nsyn = 30\nestablished = 600\nclosing = 10\n";
+const WWW: &str = r#"{"from": "198.18.0.2:80", "to": "198.18.0.3:80"}"#;
+
+#[test]
+fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
+    let site = Site::start()?;
+    let _new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", SLOW)])?;
+    let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
+    assert_eq!(site.get()?, OLD_BODY, "before any rule");
+
+    // Without the token, or with a wrong one, nothing is answered.
+    let (status, body) = site.api_as(None, "GET", "/v1/rules", None)?;
+    assert_eq!(status, 401, "no token: {body}");
+    assert!(body.contains("\"error\""), "{body}");
+    let (status, _) = site.api_as(Some("0123456789abcdef"), "GET", "/v1/rules", None)?;
+    assert_eq!(status, 401, "wrong token");
+    let (status, _) = site.api_as(None, "PUT", "/v1/rules/www", Some(WWW))?;
+    assert_eq!(status, 401, "no token on a change");
+    assert_eq!(
+        site.get()?,
+        OLD_BODY,
+        "an unauthorised change changed something"
+    );
+
+    let (status, body) = site.api("GET", "/v1/version", None)?;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"name\":\"redirector\"") && body.contains("\"iface\":\"eth0\""),
+        "{body}"
+    );
+
+    // Switching the redirect on: the client that still has the old address
+    // reaches the new host.
+    let (status, body) = site.api("PUT", "/v1/rules/www", Some(WWW))?;
+    assert_eq!(status, 200, "{body}");
+    let on = json_number(&body, "generation")?;
+    site.wait_for_body(NEW_BODY)?;
+    let (_, rules) = site.api("GET", "/v1/rules", None)?;
+    assert!(
+        rules.contains("\"name\":\"www\"")
+            && rules.contains("\"from\":\"198.18.0.2:80\"")
+            && rules.contains("\"to\":\"198.18.0.3:80\""),
+        "{rules}"
+    );
+    // ... and the change is a workspace generation, in the live file too,
+    // with the settings that were there kept.
+    assert_eq!(site.current_generation()?, on);
+    let file = site.redirector_toml()?;
+    let parsed: toml::Table = toml::from_str(&file)?;
+    let rule = &parsed["rule"].as_array().context("no [[rule]]")?[0];
+    assert_eq!(rule["name"].as_str(), Some("www"), "{file}");
+    assert_eq!(rule["to"].as_str(), Some("198.18.0.3:80"), "{file}");
+    assert_eq!(parsed["timeouts"]["syn"].as_integer(), Some(30), "{file}");
+
+    // A bad `from` is refused with the field named, and nothing changes.
+    let (status, body) = site.api(
+        "PUT",
+        "/v1/rules/api",
+        Some(r#"{"from": "198.18.0.2", "to": "198.18.0.3:81"}"#),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("rule[1].from") && body.contains("IP:PORT"),
+        "{body}"
+    );
+    assert_eq!(
+        site.current_generation()?,
+        on,
+        "a refused change made a generation"
+    );
+    assert_eq!(
+        site.redirector_toml()?,
+        file,
+        "a refused change touched the file"
+    );
+    let (_, after) = site.api("GET", "/v1/rules", None)?;
+    assert_eq!(after, rules);
+    // A body that is not a rule at all is refused too.
+    let (status, body) = site.api("PUT", "/v1/rules/www", Some(r#"{"from": 1}"#))?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(site.get()?, NEW_BODY);
+
+    // The counters show the rule's traffic: new flows and the client still
+    // arriving at the old address (one download held open).
+    for _ in 0..3 {
+        assert_eq!(site.get()?, NEW_BODY);
+    }
+    let _slow = SlowDownload::start(&site.net.client, &format!("http://{OLD_IP}/slow.bin"))?;
+    let mut stats = String::new();
+    let counted = wait_until(Duration::from_secs(15), || {
+        stats = site
+            .api("GET", "/v1/stats", None)
+            .map(|r| r.1)
+            .unwrap_or_default();
+        rule_number(&stats, "www", "active_flows").is_ok_and(|n| n >= 1)
+    });
+    ensure!(counted, "the held-open download is not counted: {stats}");
+    assert!(rule_number(&stats, "www", "new_flows")? >= 4, "{stats}");
+    assert!(
+        rule_number(&stats, "www", "distinct_clients")? >= 1,
+        "{stats}"
+    );
+    assert!(stats.contains("\"new_flows_per_s\":"), "{stats}");
+
+    // Switching it off: the old host answers for itself again.
+    let (status, body) = site.api("DELETE", "/v1/rules/www", None)?;
+    assert_eq!(status, 200, "{body}");
+    let off = json_number(&body, "generation")?;
+    assert!(off > on, "generation {off} after {on}");
+    site.wait_for_body(OLD_BODY)?;
+    let (_, rules) = site.api("GET", "/v1/rules", None)?;
+    assert_eq!(rules, "[]");
+    assert!(!site.redirector_toml()?.contains("198.18.0.3"));
+    assert_eq!(site.current_generation()?, off);
+
+    // Removing a rule that is not there is a 404 and no generation.
+    let (status, body) = site.api("DELETE", "/v1/rules/www", None)?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("www"), "{body}");
+    assert_eq!(site.current_generation()?, off);
+
+    let (status, body) = site.api("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    assert_eq!(json_number(&body, "generation")?, off, "{body}");
+    site.assert_running()
+}
+
+/// Client, old and new host; the redirector on the old host's eth0 with
+/// its API on the old host's loopback. Fields drop in order: the daemon
+/// first, the namespaces last.
+struct Site {
+    redirector: Daemon,
+    log_path: PathBuf,
+    workspace: PathBuf,
+    token: String,
+    _bpffs: Bpffs,
+    _scratch: tempfile::TempDir,
+    net: Topology,
+}
+
+impl Site {
+    fn start() -> Result<Self> {
+        let net = Topology::new()?;
+        let scratch = tempfile::Builder::new().prefix("cutover-api").tempdir()?;
+        let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
+        let workspace = scratch.path().join("ws");
+        std::fs::create_dir_all(&workspace)?;
+        std::fs::write(workspace.join("redirector.toml"), START)?;
+        let log_path = scratch.path().join("redirector.log");
+        let mut cmd = net.old.command(bins::path("redirector"));
+        cmd.args([
+            "run",
+            "--iface",
+            "eth0",
+            "--gc-interval",
+            "1",
+            "--workspace",
+        ])
+        .arg(&workspace)
+        .arg("--pin-dir")
+        .arg(bpffs.pins())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path)?);
+        let mut redirector = Daemon::spawn("redirector", cmd)?;
+        let token_path = workspace.join(".cutover").join("api-token");
+        let up = wait_until(Duration::from_secs(20), || {
+            bpffs.pins().join("RULES").exists() && token_path.exists()
+        });
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        if !up {
+            bail!("the redirector did not come up; log:\n{}", log());
+        }
+        redirector
+            .assert_running()
+            .with_context(|| format!("log:\n{}", log()))?;
+        let token = std::fs::read_to_string(&token_path)?.trim().to_string();
+        ensure!(token.len() == 64, "token {token:?}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token_path)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "the token file has mode {mode:o}");
+        Ok(Self {
+            redirector,
+            log_path,
+            workspace,
+            token,
+            _bpffs: bpffs,
+            _scratch: scratch,
+            net,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn assert_running(mut self) -> Result<()> {
+        let log = self.log();
+        self.redirector
+            .assert_running()
+            .with_context(|| format!("log:\n{log}"))
+    }
+
+    /// A request with the workspace's token; (status, body).
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
+        self.api_as(Some(&self.token), method, path, body)
+    }
+
+    /// A request from the old host itself (the API is on its loopback),
+    /// with `token` as the bearer token, or none.
+    fn api_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String)> {
+        let mut cmd = self.net.old.command("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let out = cmd.arg(format!("{API}{path}")).output()?;
+        ensure!(
+            out.status.success(),
+            "curl {method} {path}: {}; log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        let text = String::from_utf8(out.stdout)?;
+        let (body, status) = text
+            .rsplit_once('\n')
+            .with_context(|| format!("no status in {text:?}"))?;
+        Ok((status.trim().parse()?, body.to_string()))
+    }
+
+    /// GET http://OLD_IP/ from the client.
+    fn get(&self) -> Result<String> {
+        let out = self.net.client.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "5",
+                &format!("http://{OLD_IP}/"),
+            ],
+        )?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Waits until http://OLD_IP/ answers `body` (a change is applied
+    /// asynchronously on the kernel side: ARP, the first SYN).
+    fn wait_for_body(&self, body: &str) -> Result<()> {
+        let seen = wait_until(Duration::from_secs(15), || {
+            self.get().is_ok_and(|b| b == body)
+        });
+        ensure!(
+            seen,
+            "http://{OLD_IP}/ never answered {body:?}; last {:?}; log:\n{}",
+            self.get(),
+            self.log()
+        );
+        Ok(())
+    }
+
+    fn current_generation(&self) -> Result<u64> {
+        let text = std::fs::read_to_string(self.workspace.join(".cutover").join("current"))?;
+        Ok(text.trim().parse()?)
+    }
+
+    fn redirector_toml(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(
+            self.workspace.join("redirector.toml"),
+        )?)
+    }
+}
+
+/// A rate-limited download held open in the client, killed on drop.
+struct SlowDownload(Child);
+
+impl SlowDownload {
+    fn start(client: &Netns, url: &str) -> Result<Self> {
+        let child = client
+            .command("curl")
+            .args(["-sS", "--limit-rate", "200K", "-o", "/dev/null", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the slow download")?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for SlowDownload {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The number after `"field":` in compact JSON (the API's own format; the
+/// tests crate has no JSON parser).
+fn json_number(json: &str, field: &str) -> Result<u64> {
+    number_after(json, &format!("\"{field}\":"))
+        .with_context(|| format!("no number {field} in {json}"))
+}
+
+/// The number `field` inside the rule object named `rule` of `/v1/stats`.
+fn rule_number(json: &str, rule: &str, field: &str) -> Result<u64> {
+    let start = json
+        .find(&format!("\"name\":\"{rule}\""))
+        .with_context(|| format!("no rule {rule} in {json}"))?;
+    json_number(&json[start..], field)
+}
+
+fn number_after(json: &str, key: &str) -> Option<u64> {
+    let at = json.find(key)? + key.len();
+    json[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
