@@ -60,6 +60,30 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// Names the files of a refused change as the operator knows them
+    /// (`dnsd.toml:5:7`), not by the staging directory they were checked in
+    /// (`WORKSPACE/.cutover/generations/7.tmp/dnsd.toml:5:7`).
+    fn unstaged(mut self, root: &Path) -> Self {
+        let prefix = format!("{}/{HISTORY_DIR}/generations/", root.display());
+        let mut out = String::with_capacity(self.message.len());
+        let mut rest = self.message.as_str();
+        while let Some(at) = rest.find(&prefix) {
+            let after = &rest[at + prefix.len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            out.push_str(&rest[..at]);
+            match after[digits..].strip_prefix(".tmp/") {
+                Some(tail) if digits > 0 => rest = tail,
+                _ => {
+                    out.push_str(&prefix);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        self.message = out;
+        self
+    }
+
     fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
         warn!(%message, "API request failed");
@@ -311,7 +335,8 @@ async fn put_service(
             path: PathBuf::from(DNSD_FILE),
             content: Some(new_text.into_bytes()),
         };
-        Ok(ws.commit(&[change], &message, validate)?)
+        ws.commit(&[change], &message, validate)
+            .map_err(|e| ApiError::from(e).unstaged(ws.root()))
     })
     .await?;
     apply(&api, generation.number).await
@@ -353,11 +378,9 @@ fn edit_service(
 /// The commit validator: the staged workspace must load into a complete
 /// dnsd state, exactly as a reload would.
 fn validate(staged: &Workspace) -> Result<(), String> {
-    // Name the files as the operator knows them, not by their staging path.
-    let staged_prefix = format!("{}/", staged.root().display());
     zone_load::load(staged.root())
         .map(|_| ())
-        .map_err(|e| e.to_string().replace(&staged_prefix, ""))
+        .map_err(|e| e.to_string())
 }
 
 /// Serves the generation just committed and acknowledges it.
@@ -498,6 +521,18 @@ mod tests {
             edit_service(TOML, "nope.example.test.", &addrs, None),
             Ok(None)
         ));
+    }
+
+    #[test]
+    fn refusals_name_the_live_files() {
+        let e = ApiError::bad_request(
+            "refused:\n/ws/.cutover/generations/12.tmp/dnsd.toml:5:7: bad\n/ws/.cutover/generations/12.tmp/zones/a.zone:3: worse",
+        )
+        .unstaged(Path::new("/ws"));
+        assert_eq!(
+            e.message,
+            "refused:\ndnsd.toml:5:7: bad\nzones/a.zone:3: worse"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod bpffs;
 pub mod dig;
 pub mod dns_peers;
 pub mod dnsd;
+pub mod dnsd_api;
 pub mod netns;
 pub mod nginx;
 pub mod process;

@@ -1,0 +1,186 @@
+//! dnsd with its control API switched on: starts it on a loopback DNS port
+//! and a loopback API port, and talks to the API with curl, the client an
+//! operator would use, and to the DNS side with kdig.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bins;
+use crate::dns_peers::free_port;
+use crate::dnsd::{DnsdWorkspace, query_packet, raw_exchange};
+use crate::process::{Daemon, wait_until};
+
+/// A running dnsd with its API, stopped on drop.
+pub struct ApiDnsd {
+    pub dns: SocketAddr,
+    pub api: SocketAddr,
+    daemon: Option<Daemon>,
+    log: PathBuf,
+    workspace: PathBuf,
+}
+
+/// An HTTP response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl ApiDnsd {
+    /// Starts dnsd serving `ws` on `ip`, with the API on another free port of
+    /// `ip`; `extra` are further dnsd arguments (`--api-token-file ...`).
+    pub fn start(ws: &DnsdWorkspace, ip: IpAddr, extra: &[&str]) -> Result<Self> {
+        let dns = SocketAddr::new(ip, free_port(ip)?);
+        let mut api = SocketAddr::new(ip, free_port(ip)?);
+        while api.port() == dns.port() {
+            api = SocketAddr::new(ip, free_port(ip)?);
+        }
+        let log = ws.path().with_extension("api.log");
+        let out = fs::File::create(&log).context("creating the dnsd log")?;
+        let mut cmd = Command::new(bins::path("dnsd"));
+        cmd.arg("--workspace")
+            .arg(ws.path())
+            .arg("--listen")
+            .arg(dns.to_string())
+            .arg("--api")
+            .arg(api.to_string())
+            .args(extra)
+            .env("RUST_LOG", "info,hickory_server=warn")
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out));
+        let mut daemon = Daemon::spawn("dnsd", cmd)?;
+        let ready = wait_until(Duration::from_secs(15), || {
+            daemon.assert_running().is_err()
+                || (raw_exchange(dns, &query_packet(1, ".", 6, false)).is_some()
+                    && TcpStream::connect_timeout(&api, Duration::from_millis(200)).is_ok())
+        });
+        let mut dnsd = Self {
+            dns,
+            api,
+            daemon: Some(daemon),
+            log,
+            workspace: ws.path().to_path_buf(),
+        };
+        if let Some(Err(e)) = dnsd.daemon.as_mut().map(Daemon::assert_running) {
+            bail!("{e}; log:\n{}", dnsd.log());
+        }
+        if !ready {
+            bail!(
+                "dnsd ({dns}, API {api}) not ready within 15 s; log:\n{}",
+                dnsd.log()
+            );
+        }
+        Ok(dnsd)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, Daemon::pid)
+    }
+
+    /// The token dnsd created in the workspace at start.
+    pub fn default_token(&self) -> Result<String> {
+        let path = self.workspace.join(".cutover/api-token");
+        Ok(fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// `curl -X method` on the API; `token` None sends no Authorization.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Result<Response> {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://{}{path}", self.api));
+        if let Some(token) = token {
+            cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+        }
+        if let Some(body) = body {
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ]);
+        }
+        let out = cmd.output().context("running curl")?;
+        if !out.status.success() {
+            bail!(
+                "curl {method} {path} failed: {}; log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text
+            .rsplit_once('\n')
+            .with_context(|| format!("curl printed no status: {text:?}"))?;
+        Ok(Response {
+            status: status.trim().parse().context("curl's status code")?,
+            body: body.to_string(),
+        })
+    }
+
+    /// The addresses kdig gets for `name` of `qtype`, sorted.
+    pub fn kdig(&self, name: &str, qtype: &str) -> Result<Vec<String>> {
+        let out = Command::new("kdig")
+            .arg(format!("@{}", self.dns.ip()))
+            .args(["-p", &self.dns.port().to_string(), "+short", "+timeout=2"])
+            .args([name, qtype])
+            .output()
+            .context("running kdig (install knot-dnsutils)")?;
+        if !out.status.success() {
+            bail!(
+                "kdig {name} {qtype} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        Ok(lines)
+    }
+
+    /// SIGTERM, then waits for the exit; true if dnsd exited successfully.
+    pub fn stop(&mut self) -> Result<bool> {
+        match self.daemon.take() {
+            Some(d) => d.stop(Duration::from_secs(10)),
+            None => Ok(false),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+}
+
+impl Drop for ApiDnsd {
+    fn drop(&mut self) {
+        self.daemon.take();
+        let _ = fs::remove_file(&self.log);
+    }
+}

@@ -1,0 +1,290 @@
+//! The control API of dnsd: an operator (or `cutover migrate`) moves a
+//! service to the new release with one authorised HTTP request; the change is
+//! a new workspace generation, is served at once, and can be rolled back to
+//! any earlier generation. A bad request changes nothing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+
+use anyhow::{Result, ensure};
+use cutover_tests::dnsd::{DnsdWorkspace, loopback};
+use cutover_tests::dnsd_api::ApiDnsd;
+
+const ZONE: &str = "$TTL 60
+@    IN SOA ns1 hostmaster 2026112601 3600 600 86400 60
+     IN NS  ns1
+ns1  IN A   198.18.0.53
+";
+
+/// `www` is a service on the old release's host; the comment is the
+/// operator's and must survive every change the API makes.
+const DNSD_TOML: &str = "# www moves between releases: use the API, not an editor
+[[service]]
+name = \"www.example.test.\"
+addresses = [\"198.18.0.2\"]
+ttl = 60
+
+[[service]]
+name = \"api.example.test.\"
+addresses = [\"198.18.0.20\"]
+ttl = 30
+";
+
+fn workspace() -> Result<DnsdWorkspace> {
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", ZONE)?;
+    ws.toml(DNSD_TOML)?;
+    Ok(ws)
+}
+
+fn dnsd_toml(ws: &DnsdWorkspace) -> Result<String> {
+    Ok(fs::read_to_string(ws.path().join("dnsd.toml"))?)
+}
+
+#[test]
+fn a_request_without_the_right_token_is_refused_and_changes_nothing() -> Result<()> {
+    let ws = workspace()?;
+    let token_file = ws.path().with_extension("token");
+    fs::write(&token_file, "s3cret-token-for-this-test\n")?;
+    let token_arg = token_file.to_string_lossy().into_owned();
+    let dnsd = ApiDnsd::start(&ws, loopback(70), &["--api-token-file", &token_arg])?;
+    let result = (|| -> Result<()> {
+        let r = dnsd.call("GET", "/v1/services", None, None)?;
+        ensure!(r.status == 401, "no token: {r:?}");
+        ensure!(r.body.contains("\"error\""), "no token: {r:?}");
+        let r = dnsd.call(
+            "GET",
+            "/v1/health",
+            Some("s3cret-token-for-this-tesT"),
+            None,
+        )?;
+        ensure!(r.status == 401, "wrong token: {r:?}");
+        let body = r#"{"addresses":["198.18.0.3"]}"#;
+        let r = dnsd.call(
+            "PUT",
+            "/v1/services/www.example.test.",
+            Some("wrong"),
+            Some(body),
+        )?;
+        ensure!(r.status == 401, "wrong token on a change: {r:?}");
+        ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+        ensure!(dnsd_toml(&ws)? == DNSD_TOML);
+
+        // The token from --api-token-file opens the door; no default token
+        // file is made when another one is given.
+        let r = dnsd.call(
+            "GET",
+            "/v1/health",
+            Some("s3cret-token-for-this-test"),
+            None,
+        )?;
+        ensure!(
+            r.status == 200 && r.body.contains("\"status\":\"ok\""),
+            "{r:?}"
+        );
+        ensure!(r.body.contains("\"zones\":1"), "{r:?}");
+        ensure!(!ws.path().join(".cutover/api-token").exists());
+        let r = dnsd.call(
+            "GET",
+            "/v1/version",
+            Some("s3cret-token-for-this-test"),
+            None,
+        )?;
+        ensure!(
+            r.status == 200 && r.body.contains("\"name\":\"dnsd\""),
+            "{r:?}"
+        );
+        Ok(())
+    })();
+    let _ = fs::remove_file(&token_file);
+    result.map_err(|e| e.context(dnsd.log()))
+}
+
+#[test]
+fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<()> {
+    let ws = workspace()?;
+    let dnsd = ApiDnsd::start(&ws, loopback(71), &[])?;
+    let run = || -> Result<()> {
+        // The default token file is made at start, readable by its owner only.
+        let token_path = ws.path().join(".cutover/api-token");
+        let mode = fs::metadata(&token_path)?.permissions().mode() & 0o777;
+        ensure!(mode == 0o600, "token file mode {mode:o}");
+        let token = dnsd.default_token()?;
+        ensure!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()));
+        let t = Some(token.as_str());
+
+        let r = dnsd.call("GET", "/v1/services", t, None)?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(
+            r.body
+                .contains(r#"{"addresses":["198.18.0.2"],"name":"www.example.test.","ttl":60}"#),
+            "{r:?}"
+        );
+        ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+
+        // The flip: the response comes once the new answer is served.
+        let r = dnsd.call(
+            "PUT",
+            "/v1/services/www.example.test",
+            t,
+            Some(r#"{"addresses":["198.18.0.3","198.18.0.4"]}"#),
+        )?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(r.body == r#"{"generation":2}"#, "{r:?}");
+        ensure!(
+            dnsd.kdig("www.example.test.", "A")? == ["198.18.0.3", "198.18.0.4"],
+            "not served at once"
+        );
+        let toml = dnsd_toml(&ws)?;
+        ensure!(
+            toml.contains(r#"addresses = ["198.18.0.3", "198.18.0.4"]"#),
+            "{toml}"
+        );
+        ensure!(
+            toml.starts_with("# www moves between releases"),
+            "comment lost: {toml}"
+        );
+        ensure!(toml.contains("ttl = 60"), "TTL not kept: {toml}");
+        ensure!(
+            toml.contains(r#"addresses = ["198.18.0.20"]"#),
+            "other service: {toml}"
+        );
+
+        // The TTL can be lowered in the same request.
+        let r = dnsd.call(
+            "PUT",
+            "/v1/services/WWW.example.test.",
+            t,
+            Some(r#"{"addresses":["198.18.0.3"],"ttl":5}"#),
+        )?;
+        ensure!(r.body == r#"{"generation":3}"#, "{r:?}");
+        let r = dnsd.call("GET", "/v1/services", t, None)?;
+        ensure!(
+            r.body
+                .contains(r#"{"addresses":["198.18.0.3"],"name":"www.example.test.","ttl":5}"#),
+            "{r:?}"
+        );
+
+        let r = dnsd.call("GET", "/v1/generations", t, None)?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(
+            r.body
+                .contains(r#""current":false,"message":"the workspace as found","number":1"#),
+            "{r:?}"
+        );
+        ensure!(
+            r.body.contains(
+                r#""current":true,"message":"set www.example.test. to 198.18.0.3","number":3"#
+            ),
+            "{r:?}"
+        );
+        let r = dnsd.call("GET", "/v1/health", t, None)?;
+        ensure!(r.body.contains("\"generation\":3"), "{r:?}");
+
+        // Rollback to the workspace as it was: the old host is back.
+        let r = dnsd.call("POST", "/v1/generations/1/rollback", t, None)?;
+        ensure!(r.body == r#"{"generation":4}"#, "{r:?}");
+        ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+        ensure!(dnsd_toml(&ws)? == DNSD_TOML, "rollback is not exact");
+
+        let r = dnsd.call("GET", "/v1/zones", t, None)?;
+        ensure!(
+            r.body == r#"[{"origin":"example.test.","records":5,"serial":2026112601}]"#,
+            "{r:?}"
+        );
+        let r = dnsd.call("GET", "/v1/zones/example.test./records", t, None)?;
+        ensure!(
+            r.body.contains(
+                r#"{"data":"198.18.0.2","name":"www.example.test.","ttl":60,"type":"A"}"#
+            ),
+            "{r:?}"
+        );
+        Ok(())
+    };
+    run().map_err(|e| e.context(dnsd.log()))
+}
+
+#[test]
+fn a_bad_change_gets_a_precise_4xx_and_nothing_changes() -> Result<()> {
+    let ws = workspace()?;
+    let dnsd = ApiDnsd::start(&ws, loopback(72), &[])?;
+    let run = || -> Result<()> {
+        let token = dnsd.default_token()?;
+        let t = Some(token.as_str());
+        let put = |name: &str, body: &str| {
+            dnsd.call("PUT", &format!("/v1/services/{name}"), t, Some(body))
+        };
+
+        let r = put(
+            "www.example.test.",
+            r#"{"addresses":["198.18.0.3","198.18.0.999"]}"#,
+        )?;
+        ensure!(r.status == 400, "{r:?}");
+        ensure!(
+            r.body.contains("addresses[1]") && r.body.contains("198.18.0.999"),
+            "{r:?}"
+        );
+
+        // Refused by the workspace's own checks, on the staged copy.
+        let r = put(
+            "www.example.test.",
+            r#"{"addresses":["198.18.0.3"],"ttl":99999999}"#,
+        )?;
+        ensure!(r.status == 400, "{r:?}");
+        ensure!(
+            r.body.contains("dnsd.toml") && r.body.contains("ttl"),
+            "{r:?}"
+        );
+        ensure!(!r.body.contains(".tmp"), "names the staging path: {r:?}");
+
+        let r = put("www.example.test.", r#"{"addresses":[]}"#)?;
+        ensure!(r.status == 400 && r.body.contains("addresses"), "{r:?}");
+        let r = put("www.example.test.", r#"{"address":["198.18.0.3"]}"#)?;
+        ensure!(r.status == 400 && r.body.contains("address"), "{r:?}");
+        let r = put("nope.example.test.", r#"{"addresses":["198.18.0.3"]}"#)?;
+        ensure!(
+            r.status == 404 && r.body.contains("nope.example.test."),
+            "{r:?}"
+        );
+        let r = dnsd.call("POST", "/v1/generations/99/rollback", t, None)?;
+        ensure!(r.status == 404 && r.body.contains("99"), "{r:?}");
+        let r = dnsd.call("GET", "/v1/zones/other.test./records", t, None)?;
+        ensure!(r.status == 404, "{r:?}");
+
+        ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+        ensure!(dnsd_toml(&ws)? == DNSD_TOML, "dnsd.toml changed");
+        let r = dnsd.call("GET", "/v1/generations", t, None)?;
+        ensure!(
+            !r.body.contains("\"number\":2"),
+            "a refused change made a generation: {r:?}"
+        );
+        Ok(())
+    };
+    run().map_err(|e| e.context(dnsd.log()))
+}
+
+#[test]
+fn the_pid_file_names_dnsd_while_it_runs_and_goes_with_sigterm() -> Result<()> {
+    let ws = workspace()?;
+    let mut dnsd = ApiDnsd::start(&ws, loopback(73), &[])?;
+    let pid_file = ws.path().join(".cutover/run/dnsd.pid");
+    let pid = fs::read_to_string(&pid_file)?;
+    ensure!(
+        pid.trim() == dnsd.pid().to_string(),
+        "pid file says {pid:?}"
+    );
+    // SIGHUP through the pid file, as an operator tool would.
+    ensure!(
+        std::process::Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()?
+            .success()
+    );
+    ensure!(
+        dnsd.stop()?,
+        "dnsd did not exit cleanly on SIGTERM:\n{}",
+        dnsd.log()
+    );
+    ensure!(!pid_file.exists(), "pid file left behind");
+    Ok(())
+}
