@@ -244,6 +244,8 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
         .arg(&workspace)
         .arg("--listen")
         .arg(addr.to_string())
+        // The API's default port would be shared by every test's dnsd.
+        .arg("--no-api")
         .env("RUST_LOG", "warn");
     start(Implementation::Dnsd, cmd, scratch, addr)
 }
