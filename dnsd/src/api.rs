@@ -21,7 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -177,6 +177,7 @@ pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
         .route("/v1/generations/{n}/rollback", post(rollback))
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{origin}/records", get(records))
+        .route("/v1/zones/{origin}/rrsets/{name}/{rtype}", put(put_rrset))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(api.clone(), authorise))
         .with_state(api);
@@ -478,11 +479,201 @@ async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) 
                 "name": r.name.to_string(),
                 "type": rtype.to_string(),
                 "ttl": r.ttl,
-                "data": r.data.to_string(),
+                "data": rdata_text(&r.data),
             })
         })
         .collect();
     Ok(axum::Json(Value::Array(list)))
+}
+
+/// Body of `PUT /v1/zones/{origin}/rrsets/{name}/{type}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RrsetChange {
+    ttl: Option<u32>,
+    /// Rdata in zone-file text form; empty deletes the RRset.
+    records: Vec<String>,
+}
+
+/// One record as a comparable line of zone-file text.
+fn record_line(r: &Record) -> String {
+    format!(
+        "{} {} IN {} {}",
+        r.name,
+        r.ttl,
+        r.record_type(),
+        rdata_text(&r.data)
+    )
+}
+
+/// Rdata in zone-file syntax. hickory's Display joins TXT strings without
+/// quotes, which would not read back; everything else it writes in
+/// master-file form, and a rewrite is checked by reading it back anyway.
+fn rdata_text(data: &RData) -> String {
+    let RData::TXT(txt) = data else {
+        return data.to_string();
+    };
+    let mut out = String::new();
+    for (i, chunk) in txt.txt_data.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push('"');
+        for &b in chunk.iter() {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(char::from(b));
+                }
+                0x20..=0x7e => out.push(char::from(b)),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+    }
+    out
+}
+
+async fn put_rrset(
+    State(api): State<Arc<Api>>,
+    UrlPath((origin, name, rtype)): UrlPath<(String, String, String)>,
+    body: Bytes,
+) -> Reply {
+    let change: RrsetChange = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"ttl\": SECONDS, \"records\": [\"RDATA\", ...]}}: {e}"
+        ))
+    })?;
+    let rtype: RecordType = rtype
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("type: {rtype:?} is not a record type")))?;
+    let origin = fqdn(&origin);
+    let name = fqdn(&name);
+    let _one_change = api.changes.lock().await;
+    let ws = api.workspace.clone();
+    let generation = blocking(move || {
+        let zone_file = ws
+            .zone_files()
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .into_iter()
+            .find(|z| z.origin == origin)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no zone {origin} (see GET /v1/zones)"),
+                )
+            })?;
+        let zone = zone_load::load_zone(&zone_file).map_err(|e| {
+            ApiError::internal(format!(
+                "the live zone file does not load: {}",
+                cutover_workspace::ConfigErrors(e)
+            ))
+        })?;
+        let owner = Name::from_ascii(&name)
+            .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
+        if !zone.origin.zone_of(&owner) {
+            return Err(ApiError::bad_request(format!(
+                "name: {name} is not inside the zone {origin}"
+            )));
+        }
+        let config = ws
+            .load_dnsd()
+            .map_err(|e| ApiError::internal(format!("the live dnsd.toml is not valid: {e}")))?;
+        if matches!(rtype, RecordType::A | RecordType::AAAA)
+            && config.services.iter().any(|s| s.name == name)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{name} is a service: its addresses change with PUT /v1/services/{name}"),
+            ));
+        }
+        let old_ttl = zone
+            .records
+            .iter()
+            .find(|r| r.name == owner && r.record_type() == rtype)
+            .map(|r| r.ttl);
+        let ttl = match (change.ttl, old_ttl) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) if change.records.is_empty() => 0,
+            (None, None) => return Err(ApiError::bad_request("ttl: required for a new RRset")),
+        };
+        let mut wanted: Vec<Record> = zone
+            .records
+            .iter()
+            .filter(|r| !(r.name == owner && r.record_type() == rtype))
+            .cloned()
+            .collect();
+        for (i, rdata) in change.records.iter().enumerate() {
+            if rdata.contains(['\n', ';', '(', ')']) {
+                return Err(ApiError::bad_request(format!(
+                    "records[{i}]: {rdata:?}: one record per entry, without comments or parentheses"
+                )));
+            }
+            let line = format!("{owner} {ttl} IN {rtype} {rdata}\n");
+            let parsed = zone_load::parse_records(&line, &zone.origin)
+                .map_err(|e| ApiError::bad_request(format!("records[{i}]: {rdata:?}: {e}")))?;
+            match parsed.as_slice() {
+                [one] if one.record_type() == rtype => wanted.push(one.clone()),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "records[{i}]: {rdata:?} is not one {rtype} record"
+                    )));
+                }
+            }
+        }
+        // Secondaries notice a change by the serial.
+        if rtype != RecordType::SOA {
+            for r in &mut wanted {
+                if let RData::SOA(soa) = &mut r.data {
+                    soa.serial = soa.serial.wrapping_add(1);
+                }
+            }
+        }
+        // The file is rewritten from the parsed records, so it must read back
+        // as exactly the records intended, or nothing is written.
+        let mut text = format!("; written by dnsd's control API\n$ORIGIN {}\n", zone.origin);
+        let mut lines: Vec<String> = wanted.iter().map(record_line).collect();
+        lines.sort();
+        lines.dedup();
+        for l in &lines {
+            text.push_str(l);
+            text.push('\n');
+        }
+        let mut back: Vec<String> = zone_load::parse_records(&text, &zone.origin)
+            .map_err(|e| ApiError::internal(format!("the rewritten zone does not parse: {e}")))?
+            .iter()
+            .map(record_line)
+            .collect();
+        back.sort();
+        if back != lines {
+            let differs = lines
+                .iter()
+                .find(|l| !back.contains(l))
+                .or_else(|| back.iter().find(|l| !lines.contains(l)))
+                .cloned()
+                .unwrap_or_default();
+            return Err(ApiError::internal(format!(
+                "the zone cannot be rewritten without changing other records (`{differs}` does not read back); edit the zone file"
+            )));
+        }
+        let message = match change.records.len() {
+            0 => format!("delete {name} {rtype}"),
+            n => format!("set {name} {rtype} to {n} record(s)"),
+        };
+        let file_name = zone_file
+            .path
+            .file_name()
+            .ok_or_else(|| ApiError::internal("the zone file has no name"))?;
+        let change = FileChange {
+            path: Path::new(cutover_workspace::ZONES_DIR).join(file_name),
+            content: Some(text.into_bytes()),
+        };
+        ws.commit(&[change], &message, validate)
+            .map_err(|e| ApiError::from(e).unstaged(ws.root()))
+    })
+    .await?;
+    apply(&api, generation.number).await
 }
 
 /// The live workspace as dnsd reads it, services applied.

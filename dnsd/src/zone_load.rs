@@ -96,7 +96,15 @@ fn parse(text: &str, file: &Path, origin: &Name) -> Result<ParsedZone, String> {
         .map_err(|e| e.to_string())
 }
 
-fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
+/// Parses zone-file text relative to `origin` into records, in no
+/// particular order.
+pub fn parse_records(text: &str, origin: &Name) -> Result<Vec<Record>, String> {
+    parse(text, Path::new("-"), origin)
+        .map(|zone| zone.into_values().flat_map(|set| set.into_iter()).collect())
+}
+
+/// Reads and checks one zone file as written, without the services.
+pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
     let file = zf.path.as_path();
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![ConfigError::file(file, format!("cannot read: {e}"))])?;

@@ -288,3 +288,70 @@ fn the_pid_file_names_dnsd_while_it_runs_and_goes_with_sigterm() -> Result<()> {
     ensure!(!pid_file.exists(), "pid file left behind");
     Ok(())
 }
+
+#[test]
+fn an_rrset_replaced_through_the_api_is_served_at_once_and_a_bad_one_changes_nothing() -> Result<()>
+{
+    let ws = workspace()?;
+    let dnsd = ApiDnsd::start(&ws, loopback(74), &[])?;
+    let run = || -> Result<()> {
+        let token = dnsd.default_token()?;
+        let t = Some(token.as_str());
+        let put = |name: &str, rtype: &str, body: &str| {
+            let path = format!("/v1/zones/example.test./rrsets/{name}/{rtype}");
+            dnsd.call("PUT", &path, t, Some(body))
+        };
+
+        // Refusals first: the zone file stays as the operator wrote it.
+        let original = fs::read_to_string(ws.path().join("zones/example.test.zone"))?;
+        let r = put(
+            "app.example.test.",
+            "A",
+            r#"{"ttl":30,"records":["198.18.0.999"]}"#,
+        )?;
+        ensure!(r.status == 400 && r.body.contains("records[0]"), "{r:?}");
+        let r = put("app.example.test.", "A", r#"{"records":["198.18.0.7"]}"#)?;
+        ensure!(r.status == 400 && r.body.contains("ttl"), "{r:?}");
+        let r = put(
+            "app.other.test.",
+            "A",
+            r#"{"ttl":30,"records":["198.18.0.7"]}"#,
+        )?;
+        ensure!(r.status == 400 && r.body.contains("not inside"), "{r:?}");
+        let r = put(
+            "www.example.test.",
+            "A",
+            r#"{"ttl":30,"records":["198.18.0.7"]}"#,
+        )?;
+        ensure!(r.status == 409 && r.body.contains("/v1/services/"), "{r:?}");
+        let r = put("app.example.test.", "NOPE", r#"{"ttl":30,"records":["x"]}"#)?;
+        ensure!(r.status == 400 && r.body.contains("type"), "{r:?}");
+        ensure!(fs::read_to_string(ws.path().join("zones/example.test.zone"))? == original);
+
+        let r = put(
+            "app.example.test.",
+            "A",
+            r#"{"ttl":30,"records":["198.18.0.7","198.18.0.8"]}"#,
+        )?;
+        ensure!(r.status == 200 && r.body == r#"{"generation":2}"#, "{r:?}");
+        ensure!(dnsd.kdig("app.example.test.", "A")? == ["198.18.0.7", "198.18.0.8"]);
+        let r = put(
+            "note.example.test.",
+            "TXT",
+            r#"{"ttl":30,"records":["\"a b\" c"]}"#,
+        )?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(dnsd.kdig("note.example.test.", "TXT")? == [r#""a b" "c""#]);
+        // The serial moved, so that secondaries see the change.
+        let r = dnsd.call("GET", "/v1/zones", t, None)?;
+        ensure!(r.body.contains("\"serial\":2026112603"), "{r:?}");
+
+        // An empty list deletes the RRset.
+        let r = put("app.example.test.", "A", r#"{"records":[]}"#)?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(dnsd.kdig("app.example.test.", "A")?.is_empty());
+        ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+        Ok(())
+    };
+    run().map_err(|e| e.context(dnsd.log()))
+}
