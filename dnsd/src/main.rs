@@ -41,6 +41,10 @@ use crate::snapshot::Snapshot;
 /// shorthands of `dnsd.toml` replacing their names' A/AAAA records.
 /// Multi-address answers rotate. SIGHUP reloads the workspace; a broken one
 /// is logged and the previous zones keep being served. SIGTERM stops.
+///
+/// The control API (HTTP/JSON, bearer token) lists and changes services,
+/// RRsets and workspace generations; every change is a new generation,
+/// applied like a SIGHUP. The pid is in WORKSPACE/.cutover/run/dnsd.pid.
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
                     .exit()
             };
             init_logging();
-            let api = (!cli.no_api).then(|| ApiOptions {
+            let api = (!cli.no_api).then_some(ApiOptions {
                 listen: cli.api,
                 token_file: cli.api_token_file,
             });
