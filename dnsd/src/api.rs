@@ -5,14 +5,13 @@
 //! staged files, and then applied through the same reload as SIGHUP. A
 //! change is acknowledged only once its snapshot is answering queries.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::fs;
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Request, State};
@@ -20,7 +19,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace};
+use cutover_workspace::{
+    DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace, token_matches,
+};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -111,52 +112,17 @@ impl From<HistoryError> for ApiError {
 
 type Reply = Result<axum::Json<Value>, ApiError>;
 
-/// Reads the bearer token from `explicit`, or from the workspace's default
-/// token file, which is created (32 random bytes in hex, mode 0600) when it
-/// does not exist yet.
+/// The bearer token (see `Workspace::api_token`): from `explicit`, or the
+/// workspace's default file, created when missing.
 pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
-    let (path, create) = match explicit {
-        Some(p) => (p.to_path_buf(), false),
-        None => (root.join(HISTORY_DIR).join("api-token"), true),
-    };
-    if create && !path.exists() {
-        create_token(&path)?;
-    }
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("reading the API token file {}", path.display()))?;
-    let token = text.trim().to_string();
-    if token.is_empty() {
-        bail!("the API token file {} is empty", path.display());
+    let workspace = Workspace::open(root)?;
+    let (token, created) = workspace
+        .api_token(explicit)
+        .context("the control API's token")?;
+    if created {
+        info!(path = %workspace.api_token_path().display(), "created a new API token");
     }
     Ok(token)
-}
-
-fn create_token(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut bytes = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for a new API token")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match file {
-        // Another process created it first: use theirs.
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating the API token file {}", path.display())),
-        Ok(mut f) => {
-            f.write_all(format!("{hex}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("writing the API token file {}", path.display()))?;
-            info!(path = %path.display(), "created a new API token");
-            Ok(())
-        }
-    }
 }
 
 /// Binds `addr` and serves the API on the current runtime until the process
@@ -201,12 +167,6 @@ impl Api {
     }
 }
 
-/// Compares in time independent of where the strings differ, so that the
-/// token cannot be guessed byte by byte from response times.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn authorise(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
@@ -214,7 +174,7 @@ async fn authorise(State(api): State<Arc<Api>>, request: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if same_secret(token.trim().as_bytes(), api.token.as_bytes()) => {
+        Some(token) if token_matches(&api.token, token) => {
             next.run(request).await
         }
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
@@ -724,12 +684,5 @@ mod tests {
             e.message,
             "refused:\ndnsd.toml:5:7: bad\nzones/a.zone:3: worse"
         );
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"ab"));
     }
 }

@@ -8,14 +8,12 @@
 //! touches the maps. Reads go through the loop too.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path as UrlPath, Request as HttpRequest, State};
@@ -23,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cutover_workspace::{FileChange, HISTORY_DIR, HistoryError, REDIRECTOR_FILE, Workspace};
+use cutover_workspace::{FileChange, HistoryError, REDIRECTOR_FILE, Workspace, token_matches};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -75,53 +73,14 @@ struct Api {
     writer: Mutex<()>,
 }
 
-/// The bearer token: read from `explicit`, or from the workspace's default
-/// file, which is created (32 random bytes, hex, mode 0600) when missing.
+/// The bearer token (see `Workspace::api_token`): from `explicit`, or the
+/// workspace's default file, created when missing.
 pub fn token(workspace: &Workspace, explicit: Option<&Path>) -> Result<String> {
-    let path = match explicit {
-        Some(p) => return read_token(p),
-        None => workspace.root().join(HISTORY_DIR).join(TOKEN_FILE),
-    };
-    match read_token(&path) {
-        Ok(t) => return Ok(t),
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == ErrorKind::NotFound) => {}
-        Err(e) => return Err(e),
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("reading random bytes for the API token: {e}"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path);
-    match created {
-        Ok(mut f) => {
-            f.write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            info!(path = %path.display(), "created the API token");
-            Ok(token)
-        }
-        // Another daemon (dnsd) created it first: use theirs.
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => read_token(&path),
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
-    }
-}
-
-fn read_token(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("reading the API token {}", path.display()))?;
-    let token = text.trim().to_string();
-    if token.is_empty() {
-        bail!("the API token file {} is empty", path.display());
+    let (token, created) = workspace
+        .api_token(explicit)
+        .context("the control API's token")?;
+    if created {
+        info!(path = %workspace.api_token_path().display(), "created the API token");
     }
     Ok(token)
 }
@@ -203,7 +162,7 @@ async fn authorize(State(api): State<Arc<Api>>, req: HttpRequest, next: Next) ->
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(t) if same(t.as_bytes(), api.token.as_bytes()) => next.run(req).await,
+        Some(t) if token_matches(&api.token, t) => next.run(req).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -211,13 +170,6 @@ async fn authorize(State(api): State<Arc<Api>>, req: HttpRequest, next: Next) ->
         )
         .into_response(),
     }
-}
-
-/// Compares in time that depends only on the length, so that response
-/// times do not reveal how much of a guessed token is right. Hand-written
-/// rather than a crate: it is four lines.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ask<T>(
@@ -482,14 +434,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_only_when_equal() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-        assert!(!same(b"", b"a"));
-    }
-
-    #[test]
     fn a_rule_is_named_by_name_else_by_from() {
         let v: toml::Table =
             toml::from_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n[[rule]]\nname = \"www\"\nfrom = \"198.18.0.2:81\"\nto = \"198.18.0.3:80\"\n")
@@ -497,29 +441,5 @@ mod tests {
         let rules = v["rule"].as_array().unwrap();
         assert_eq!(rule_name(&rules[0]).as_deref(), Some("198.18.0.2:80"));
         assert_eq!(rule_name(&rules[1]).as_deref(), Some("www"));
-    }
-
-    #[test]
-    fn the_default_token_is_created_once_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile_dir();
-        let ws = Workspace::open(&dir).unwrap();
-        let t1 = token(&ws, None).unwrap();
-        assert_eq!(t1.len(), 64);
-        let path = dir.join(HISTORY_DIR).join(TOKEN_FILE);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(token(&ws, None).unwrap(), t1, "kept across restarts");
-        assert!(token(&ws, Some(&dir.join("missing"))).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let mut bytes = [0u8; 8];
-        getrandom::getrandom(&mut bytes).unwrap();
-        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("redirector-api-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

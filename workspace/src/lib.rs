@@ -16,6 +16,7 @@ mod error;
 mod history;
 mod pidfile;
 mod redirector;
+mod token;
 mod toml_file;
 mod zones;
 
@@ -26,6 +27,7 @@ pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
 pub use pidfile::PidFile;
 pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
+pub use token::token_matches;
 pub use zones::ZoneFile;
 
 /// File names inside a workspace, in one place.
