@@ -131,22 +131,26 @@ impl Mission {
         Ok(m)
     }
 
-    /// `cutover ARGS...` from the client.
+    /// `cutover ARGS...` from the client, pointed at this site's daemons.
+    fn cutover_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.net.client.command(bins::path("cutover"));
+        cmd.args([
+            "--dns",
+            "http://127.0.0.1:8053",
+            "--old",
+            OLD_API,
+            "--token-file",
+        ])
+        .arg(token_path(self.ws.path()))
+        .arg("--state-dir")
+        .arg(self.state.path())
+        .args(args);
+        cmd
+    }
+
+    /// Runs `cutover ARGS...` to the end.
     fn cutover(&self, args: &[&str]) -> Result<Output> {
-        self.net
-            .client
-            .command(bins::path("cutover"))
-            .args([
-                "--dns",
-                "http://127.0.0.1:8053",
-                "--old",
-                OLD_API,
-                "--token-file",
-            ])
-            .arg(token_path(self.ws.path()))
-            .arg("--state-dir")
-            .arg(self.state.path())
-            .args(args)
+        self.cutover_command(args)
             .output()
             .context("running cutover")
     }
@@ -425,20 +429,7 @@ fn an_interrupted_migration_resumes_where_it_stopped() -> Result<()> {
     // which is where this test interrupts it.
     let m = Mission::start(6)?;
     let mut first = m
-        .net
-        .client
-        .command(bins::path("cutover"))
-        .args([
-            "--dns",
-            "http://127.0.0.1:8053",
-            "--old",
-            OLD_API,
-            "--token-file",
-        ])
-        .arg(token_path(m.ws.path()))
-        .arg("--state-dir")
-        .arg(m.state.path())
-        .args([
+        .cutover_command(&[
             "migrate", NAME, "--to", NEW_IP, "--ttl", "2", "--quiet", "2s",
         ])
         .stdout(std::process::Stdio::null())
