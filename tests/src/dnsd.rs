@@ -81,41 +81,55 @@ pub struct Dnsd {
     log: PathBuf,
 }
 
+/// Starts dnsd serving `ws` on `addr` with `args` more, its output in
+/// `log`, and waits until it answers over UDP and `tcp` (its DNS or API
+/// port) accepts connections. A dnsd that exits or stays silent for 15 s
+/// fails with its log.
+pub(crate) fn spawn_ready(
+    ws: &DnsdWorkspace,
+    addr: SocketAddr,
+    args: &[&str],
+    tcp: SocketAddr,
+    log: &Path,
+) -> Result<Daemon> {
+    let out = fs::File::create(log).context("creating the dnsd log")?;
+    let mut cmd = Command::new(bins::path("dnsd"));
+    cmd.arg("--workspace")
+        .arg(ws.path())
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(args)
+        .env("RUST_LOG", "info,hickory_server=warn")
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out));
+    let mut daemon = Daemon::spawn("dnsd", cmd)?;
+    let ready = wait_until(Duration::from_secs(15), || {
+        daemon.assert_running().is_err()
+            || (raw_exchange(addr, &query_packet(1, ".", 6, false)).is_some()
+                && TcpStream::connect_timeout(&tcp, Duration::from_millis(200)).is_ok())
+    });
+    let log_text = || fs::read_to_string(log).unwrap_or_default();
+    if let Err(e) = daemon.assert_running() {
+        bail!("{e}; log:\n{}", log_text());
+    }
+    if !ready {
+        bail!(
+            "dnsd on {addr} is not ready within 15 s; log:\n{}",
+            log_text()
+        );
+    }
+    Ok(daemon)
+}
+
 impl Dnsd {
     /// Starts dnsd on `ip` (a free port) serving `ws`, and waits until it
     /// answers over UDP and accepts TCP connections.
     pub fn start(ws: &DnsdWorkspace, ip: IpAddr) -> Result<Self> {
-        let port = free_port(ip)?;
-        let addr = SocketAddr::new(ip, port);
+        let addr = SocketAddr::new(ip, free_port(ip)?);
         let log = ws.path().with_extension("log");
-        let out = fs::File::create(&log).context("creating the dnsd log")?;
-        let mut cmd = Command::new(bins::path("dnsd"));
-        cmd.arg("--workspace")
-            .arg(ws.path())
-            .arg("--listen")
-            .arg(addr.to_string())
-            // The API's default port would be shared by every test's dnsd.
-            .arg("--no-api")
-            .env("RUST_LOG", "info,hickory_server=warn")
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let mut daemon = Daemon::spawn("dnsd", cmd)?;
-        let ready = wait_until(Duration::from_secs(15), || {
-            daemon.assert_running().is_err()
-                || (raw_exchange(addr, &query_packet(1, ".", 6, false)).is_some()
-                    && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
-        });
-        let mut dnsd = Self { addr, daemon, log };
-        if let Err(e) = dnsd.daemon.assert_running() {
-            bail!("{e}; log:\n{}", dnsd.log());
-        }
-        if !ready {
-            bail!(
-                "dnsd on {addr} does not answer within 15 s; log:\n{}",
-                dnsd.log()
-            );
-        }
-        Ok(dnsd)
+        // The API's default port would be shared by every test's dnsd.
+        let daemon = spawn_ready(ws, addr, &["--no-api"], addr, &log)?;
+        Ok(Self { addr, daemon, log })
     }
 
     /// Asks with dig; no answer at all is an error.

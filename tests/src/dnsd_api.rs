@@ -3,17 +3,16 @@
 //! operator would use, and to the DNS side with kdig.
 
 use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::bins;
 use crate::dns_peers::free_port;
-use crate::dnsd::{DnsdWorkspace, query_packet, raw_exchange};
-use crate::process::{Daemon, wait_until};
+use crate::dnsd::{DnsdWorkspace, spawn_ready};
+use crate::process::Daemon;
 
 /// A running dnsd with its API, stopped on drop.
 pub struct ApiDnsd {
@@ -41,41 +40,17 @@ impl ApiDnsd {
             api = SocketAddr::new(ip, free_port(ip)?);
         }
         let log = ws.path().with_extension("api.log");
-        let out = fs::File::create(&log).context("creating the dnsd log")?;
-        let mut cmd = Command::new(bins::path("dnsd"));
-        cmd.arg("--workspace")
-            .arg(ws.path())
-            .arg("--listen")
-            .arg(dns.to_string())
-            .arg("--api")
-            .arg(api.to_string())
-            .args(extra)
-            .env("RUST_LOG", "info,hickory_server=warn")
-            .stdout(Stdio::from(out.try_clone()?))
-            .stderr(Stdio::from(out));
-        let mut daemon = Daemon::spawn("dnsd", cmd)?;
-        let ready = wait_until(Duration::from_secs(15), || {
-            daemon.assert_running().is_err()
-                || (raw_exchange(dns, &query_packet(1, ".", 6, false)).is_some()
-                    && TcpStream::connect_timeout(&api, Duration::from_millis(200)).is_ok())
-        });
-        let mut dnsd = Self {
+        let api_text = api.to_string();
+        let mut args = vec!["--api", api_text.as_str()];
+        args.extend_from_slice(extra);
+        let daemon = spawn_ready(ws, dns, &args, api, &log)?;
+        Ok(Self {
             dns,
             api,
             daemon: Some(daemon),
             log,
             workspace: ws.path().to_path_buf(),
-        };
-        if let Some(Err(e)) = dnsd.daemon.as_mut().map(Daemon::assert_running) {
-            bail!("{e}; log:\n{}", dnsd.log());
-        }
-        if !ready {
-            bail!(
-                "dnsd ({dns}, API {api}) not ready within 15 s; log:\n{}",
-                dnsd.log()
-            );
-        }
-        Ok(dnsd)
+        })
     }
 
     pub fn pid(&self) -> u32 {
