@@ -22,25 +22,24 @@ use axum::routing::{get, post, put};
 use cutover_workspace::{
     DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace, token_matches,
 };
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::reload::Reloader;
+use crate::zone_edit::{self, ChangeLock, rdata_text};
 use crate::zone_load;
-
-/// Where the API listens unless `--api` says otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8053";
 
 /// Everything a request handler needs.
 pub struct Api {
     workspace: Workspace,
     reloader: Arc<Reloader>,
     token: String,
-    /// Changes are committed and applied one at a time, so that the
-    /// snapshot a change acknowledges is the one it made.
-    changes: tokio::sync::Mutex<()>,
+    /// Changes are committed and applied one at a time (with dynamic
+    /// updates too), so that the snapshot a change acknowledges is the one
+    /// it made.
+    changes: ChangeLock,
 }
 
 /// An error response: `{"error": message}` with a 4xx or 5xx status.
@@ -131,7 +130,7 @@ pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
 pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the control API on {addr} (change it with --api ADDR:PORT or turn it off with --no-api)"))?;
+        .with_context(|| format!("binding the control API on {addr} (change it with --api ADDR:PORT or dnsd.toml's [api] listen, or turn it off with --no-api or [api] enabled = false)"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let api = Arc::new(api);
     let app = Router::new()
@@ -157,12 +156,17 @@ pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
 }
 
 impl Api {
-    pub fn new(workspace: Workspace, reloader: Arc<Reloader>, token: String) -> Self {
+    pub fn new(
+        workspace: Workspace,
+        reloader: Arc<Reloader>,
+        token: String,
+        changes: ChangeLock,
+    ) -> Self {
         Self {
             workspace,
             reloader,
             token,
-            changes: tokio::sync::Mutex::new(()),
+            changes,
         }
     }
 }
@@ -296,7 +300,7 @@ async fn put_service(
             path: PathBuf::from(DNSD_FILE),
             content: Some(new_text.into_bytes()),
         };
-        ws.commit(&[change], &message, validate)
+        ws.commit(&[change], &message, zone_edit::validate)
             .map_err(|e| ApiError::from(e).unstaged(ws.root()))
     })
     .await?;
@@ -334,14 +338,6 @@ fn edit_service(
         entry["ttl"] = toml_edit::value(i64::from(ttl));
     }
     Ok(Some(doc.to_string()))
-}
-
-/// The commit validator: the staged workspace must load into a complete
-/// dnsd state, exactly as a reload would.
-fn validate(staged: &Workspace) -> Result<(), String> {
-    zone_load::load(staged.root())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Serves the generation just committed and acknowledges it.
@@ -407,10 +403,7 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply {
         .zones
         .iter()
         .map(|z| {
-            let serial = z.records.iter().find_map(|r| match &r.data {
-                RData::SOA(soa) => Some(soa.serial),
-                _ => None,
-            });
+            let serial = zone_edit::serial(&z.records);
             json!({ "origin": z.origin.to_string(), "serial": serial, "records": z.records.len() })
         })
         .collect();
@@ -453,45 +446,6 @@ struct RrsetChange {
     ttl: Option<u32>,
     /// Rdata in zone-file text form; empty deletes the RRset.
     records: Vec<String>,
-}
-
-/// One record as a comparable line of zone-file text.
-fn record_line(r: &Record) -> String {
-    format!(
-        "{} {} IN {} {}",
-        r.name,
-        r.ttl,
-        r.record_type(),
-        rdata_text(&r.data)
-    )
-}
-
-/// Rdata in zone-file syntax. hickory's Display joins TXT strings without
-/// quotes, which would not read back; everything else it writes in
-/// master-file form, and a rewrite is checked by reading it back anyway.
-fn rdata_text(data: &RData) -> String {
-    let RData::TXT(txt) = data else {
-        return data.to_string();
-    };
-    let mut out = String::new();
-    for (i, chunk) in txt.txt_data.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push('"');
-        for &b in chunk.iter() {
-            match b {
-                b'"' | b'\\' => {
-                    out.push('\\');
-                    out.push(char::from(b));
-                }
-                0x20..=0x7e => out.push(char::from(b)),
-                _ => out.push_str(&format!("\\{b:03}")),
-            }
-        }
-        out.push('"');
-    }
-    out
 }
 
 async fn put_rrset(
@@ -584,52 +538,15 @@ async fn put_rrset(
         }
         // Secondaries notice a change by the serial.
         if rtype != RecordType::SOA {
-            for r in &mut wanted {
-                if let RData::SOA(soa) = &mut r.data {
-                    soa.serial = soa.serial.wrapping_add(1);
-                }
-            }
+            zone_edit::bump_serial(&mut wanted);
         }
-        // The file is rewritten from the parsed records, so it must read back
-        // as exactly the records intended, or nothing is written.
-        let mut text = format!("; written by dnsd's control API\n$ORIGIN {}\n", zone.origin);
-        let mut lines: Vec<String> = wanted.iter().map(record_line).collect();
-        lines.sort();
-        lines.dedup();
-        for l in &lines {
-            text.push_str(l);
-            text.push('\n');
-        }
-        let mut back: Vec<String> = zone_load::parse_records(&text, &zone.origin)
-            .map_err(|e| ApiError::internal(format!("the rewritten zone does not parse: {e}")))?
-            .iter()
-            .map(record_line)
-            .collect();
-        back.sort();
-        if back != lines {
-            let differs = lines
-                .iter()
-                .find(|l| !back.contains(l))
-                .or_else(|| back.iter().find(|l| !lines.contains(l)))
-                .cloned()
-                .unwrap_or_default();
-            return Err(ApiError::internal(format!(
-                "the zone cannot be rewritten without changing other records (`{differs}` does not read back); edit the zone file"
-            )));
-        }
+        let text = zone_edit::render(&zone.origin, &wanted, "dnsd's control API")
+            .map_err(ApiError::internal)?;
         let message = match change.records.len() {
             0 => format!("delete {name} {rtype}"),
             n => format!("set {name} {rtype} to {n} record(s)"),
         };
-        let file_name = zone_file
-            .path
-            .file_name()
-            .ok_or_else(|| ApiError::internal("the zone file has no name"))?;
-        let change = FileChange {
-            path: Path::new(cutover_workspace::ZONES_DIR).join(file_name),
-            content: Some(text.into_bytes()),
-        };
-        ws.commit(&[change], &message, validate)
+        zone_edit::commit(&ws, &zone_file, text, &message)
             .map_err(|e| ApiError::from(e).unstaged(ws.root()))
     })
     .await?;

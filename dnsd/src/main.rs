@@ -4,18 +4,28 @@
 //! Data flows one way: workspace files → `zone_load` (parse and check) →
 //! `snapshot` (immutable index) → `answer` (pure selection, with `rotate`)
 //! → `server` (sockets and protocol rules). `reload` swaps the snapshot.
+//! Changes (the control API in `api`, RFC 2136 updates in `update_handler`
+//! with `update` and `tsig`) go back to the workspace through `zone_edit`
+//! as new generations, then through `reload`.
 
 mod answer;
 mod api;
+mod dname;
 mod fast_path;
 mod mmsg;
 mod name_key;
+mod name_rules;
 mod reload;
 mod rotate;
 mod server;
 mod snapshot;
+mod tsig;
 mod udp;
+mod update;
+mod update_handler;
+mod zone_edit;
 mod zone_load;
+mod zone_scan;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,7 +54,14 @@ use crate::snapshot::Snapshot;
 ///
 /// The control API (HTTP/JSON, bearer token) lists and changes services,
 /// RRsets and workspace generations; every change is a new generation,
-/// applied like a SIGHUP. The pid is in WORKSPACE/.cutover/run/dnsd.pid.
+/// applied like a SIGHUP. Its defaults come from dnsd.toml's [api]
+/// section (127.0.0.1:8053, on); the flags below override it.
+///
+/// Dynamic updates (RFC 2136) are accepted over UDP and TCP when signed
+/// with TSIG (hmac-sha256) by a key that dnsd.toml's [[tsig_key]] lists for
+/// the zone; each accepted update is a new generation too.
+///
+/// The pid is in WORKSPACE/.cutover/run/dnsd.pid.
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -60,12 +77,15 @@ struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
 
-    /// Serve the control API (HTTP, JSON, bearer token) on ADDR:PORT.
-    #[arg(long, value_name = "ADDR:PORT", default_value = api::DEFAULT_LISTEN)]
-    api: SocketAddr,
+    /// Serve the control API (HTTP, JSON, bearer token) on ADDR:PORT, even
+    /// if dnsd.toml says `[api] enabled = false` [default: dnsd.toml's
+    /// `[api] listen`, or 127.0.0.1:8053].
+    #[arg(long, value_name = "ADDR:PORT")]
+    api: Option<SocketAddr>,
 
-    /// Read the API's bearer token from PATH instead of
-    /// WORKSPACE/.cutover/api-token (which is created when missing).
+    /// Read the API's bearer token from PATH instead of dnsd.toml's
+    /// `[api] token_file` or WORKSPACE/.cutover/api-token (which is created
+    /// when missing).
     #[arg(long, value_name = "PATH")]
     api_token_file: Option<PathBuf>,
 
@@ -74,10 +94,34 @@ struct Cli {
     no_api: bool,
 }
 
-/// How the control API is served, from the command line.
+/// How the command line asks for the control API; dnsd.toml's `[api]`
+/// fills in what it leaves out.
+struct ApiFlags {
+    off: bool,
+    listen: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+}
+
+/// How the control API is served, flags and dnsd.toml combined.
 struct ApiOptions {
     listen: SocketAddr,
     token_file: Option<PathBuf>,
+}
+
+impl ApiFlags {
+    /// The flags win; `[api]`'s relative token_file is relative to the
+    /// workspace. `None`: no API.
+    fn resolve(self, config: &cutover_workspace::ApiConfig, root: &Path) -> Option<ApiOptions> {
+        if self.off || (!config.enabled && self.listen.is_none()) {
+            return None;
+        }
+        Some(ApiOptions {
+            listen: self.listen.unwrap_or(config.listen),
+            token_file: self
+                .token_file
+                .or_else(|| config.token_file.as_ref().map(|f| root.join(f))),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -104,10 +148,11 @@ fn main() -> ExitCode {
                     .exit()
             };
             init_logging();
-            let api = (!cli.no_api).then_some(ApiOptions {
+            let api = ApiFlags {
+                off: cli.no_api,
                 listen: cli.api,
                 token_file: cli.api_token_file,
-            });
+            };
             match serve(&workspace, &cli.listen, api) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -166,7 +211,7 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-fn serve(workspace: &Path, listen: &[SocketAddr], api: Option<ApiOptions>) -> Result<()> {
+fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let loaded = zone_load::load(workspace)
         .map_err(|errors| anyhow!("{errors}"))
@@ -185,6 +230,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: Option<ApiOptions>) -> Re
         n => n,
     };
     let records = loaded.record_count();
+    let api = api.resolve(&loaded.config.api, workspace);
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded)));
     drop(loaded);
     let token = match &api {
@@ -208,28 +254,31 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: Option<ApiOptions>) -> Re
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
-        let handler = server::Handler::new(state.clone());
+        let zones = state.load().zone_count();
+        let reloader = Arc::new(reload::Reloader::new(
+            workspace.to_path_buf(),
+            state.clone(),
+            sockets_config,
+            from_cli,
+        ));
+        // The API and dynamic updates change the workspace one at a time.
+        let changes = zone_edit::ChangeLock::default();
+        let updater = Arc::new(update_handler::Updater::new(
+            ws.clone(),
+            reloader.clone(),
+            changes.clone(),
+        ));
+        let handler = server::Handler::new(state).with_updates(updater);
         let mut server = Server::new(handler.clone());
         for addr in &listen {
             let bound = server::listen(&mut server, &handler, *addr, sockets)?;
             info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
         }
-        info!(
-            zones = state.load().zone_count(),
-            records,
-            workspace = %workspace.display(),
-            "serving"
-        );
-        let reloader = Arc::new(reload::Reloader::new(
-            workspace.to_path_buf(),
-            state,
-            sockets_config,
-            from_cli,
-        ));
+        info!(zones, records, workspace = %workspace.display(), "serving");
         if let (Some(options), Some(token)) = (api, token) {
             api::start(
                 options.listen,
-                api::Api::new(ws.clone(), reloader.clone(), token),
+                api::Api::new(ws.clone(), reloader.clone(), token, changes),
             )
             .await?;
         }

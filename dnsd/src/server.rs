@@ -3,7 +3,8 @@
 //!
 //! The handler owns the protocol rules around the answer: EDNS (OPT echoed
 //! with our 1232-byte payload, BADVERS for versions above 0, Client Subnet
-//! echoed with scope 0), NOTIMP for opcodes other than QUERY, FORMERR for a
+//! echoed with scope 0), UPDATE handed to `update_handler` (NOTIMP when
+//! dnsd runs without it), NOTIMP for other opcodes but QUERY, FORMERR for a
 //! query without exactly one question, and truncation (TC with empty
 //! sections when the answer does not fit the client's UDP buffer; the full
 //! answer over TCP). UDP datagrams come through `udp`; TCP connections
@@ -31,6 +32,7 @@ use crate::answer::{self, Context, EMPTY, Question, Response, Section};
 use crate::fast_path;
 use crate::snapshot::Snapshot;
 use crate::udp;
+use crate::update_handler::Updater;
 
 /// The UDP payload dnsd advertises and never exceeds: the DNS Flag Day 2020
 /// size that avoids IP fragmentation on common paths.
@@ -52,6 +54,8 @@ pub struct Handler {
     /// order cyclic for a client asking one name repeatedly, at the cost of
     /// one shared atomic increment per query.
     rotation: Arc<AtomicU64>,
+    /// Dynamic updates (RFC 2136), when they are accepted at all.
+    updates: Option<Arc<Updater>>,
 }
 
 impl Handler {
@@ -59,7 +63,14 @@ impl Handler {
         Self {
             snapshot,
             rotation: Arc::new(AtomicU64::new(0)),
+            updates: None,
         }
+    }
+
+    /// Hands UPDATE requests to `updater`.
+    pub fn with_updates(mut self, updater: Arc<Updater>) -> Self {
+        self.updates = Some(updater);
+        self
     }
 
     /// Answers a raw UDP query through the fast path into `out`, if it is
@@ -118,7 +129,14 @@ impl RequestHandler for Handler {
         // NSD and Knot answer with CD clear: dnsd serves no DNSSEC data.
         metadata.checking_disabled = false;
 
-        let error = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
+        if !bad_version
+            && request.metadata.op_code == OpCode::Update
+            && let Some(updates) = &self.updates
+        {
+            return updates.start(request, response_handle, edns);
+        }
+        let error = if bad_version {
             Some(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)

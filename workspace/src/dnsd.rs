@@ -1,4 +1,5 @@
-//! `dnsd.toml`: where dnsd listens, answer limits, and shorthand services.
+//! `dnsd.toml`: where dnsd listens, answer limits, shorthand services, the
+//! control API, and the TSIG keys allowed to update zones.
 //!
 //! ```toml
 //! [server]
@@ -6,18 +7,45 @@
 //! udp_sockets = 0                          # SO_REUSEPORT sockets per address; 0 = one per core
 //! max_answers = 8                          # cap on rotated A/AAAA records per answer; 0 = none
 //!
+//! # The control API (HTTP/JSON, bearer token). These are the defaults.
+//! # dnsd's flags win over this section: `--api ADDR:PORT` serves it on ADDR
+//! # (even with enabled = false), `--no-api` turns it off, and
+//! # `--api-token-file PATH` replaces token_file.
+//! [api]
+//! listen = "127.0.0.1:8053"
+//! enabled = true
+//! # Optional; relative to the workspace directory. Default:
+//! # .cutover/api-token, created (random, mode 0600) when missing.
+//! token_file = "secrets/api-token"
+//!
 //! # A service is a name whose A and AAAA records cutover manages: moving it
 //! # never means editing a zone file. It replaces the name's A/AAAA RRsets in
-//! # the zone that contains it.
+//! # the zone that contains it. Dynamic updates (RFC 2136) of a service's
+//! # A/AAAA records are refused: they change with the API or this file.
 //! [[service]]
 //! name = "www.example.test."
 //! addresses = ["198.18.0.3", "2001:2::3"]
 //! ttl = 60
+//!
+//! # A TSIG key (RFC 8945) that may send dynamic updates (RFC 2136) for the
+//! # zones listed. Only hmac-sha256. The secret is base64 of at least 16
+//! # random bytes (32 recommended: `openssl rand -base64 32`, or the
+//! # secret printed by `tsig-keygen -a hmac-sha256 NAME` / `keymgr -t NAME`).
+//! # It is kept here, inline, so that it is part of every generation: keep
+//! # the workspace readable only by its operators (the API token lives in it
+//! # too). Unsigned updates and updates signed by a key not listed for the
+//! # zone are refused.
+//! [[tsig_key]]
+//! name = "ops-key."
+//! algorithm = "hmac-sha256"
+//! secret = "c2l4dGVlbiBieXRlcyBvZiBzZWNyZXQgZm9yIHRoZSBleGFtcGxl"
+//! zones = ["example.test."]
 //! ```
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -30,6 +58,83 @@ pub struct DnsdConfig {
     pub server: ServerConfig,
     /// Services in file order; names are unique (case-insensitively).
     pub services: Vec<Service>,
+    pub api: ApiConfig,
+    /// Keys in file order; names are unique (case-insensitively).
+    pub tsig_keys: Vec<TsigKey>,
+}
+
+/// The `[api]` section: how the control API is served unless dnsd's flags
+/// say otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub enabled: bool,
+    /// As written: a relative path is relative to the workspace directory.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where the control API listens by default (loopback only).
+pub const DEFAULT_API_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8053);
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_API_LISTEN,
+            enabled: true,
+            token_file: None,
+        }
+    }
+}
+
+/// The only TSIG algorithm dnsd accepts.
+pub const HMAC_SHA256: &str = "hmac-sha256";
+
+/// Shortest secret accepted: RFC 8945 §6 asks for keys at least as long as
+/// the hash output; 16 bytes is the floor below which a key is guessable.
+pub const MIN_TSIG_SECRET: usize = 16;
+
+/// A TSIG key allowed to update some zones. The secret is never printed:
+/// `Debug` shows its length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    /// Fully qualified, lower case, ends with a dot.
+    pub name: String,
+    /// Always `hmac-sha256` today.
+    pub algorithm: String,
+    pub secret: Vec<u8>,
+    /// Zone origins, fully qualified, lower case, ending with a dot.
+    pub zones: Vec<String>,
+    /// 1-based line of the `[[tsig_key]]` entry.
+    pub line: usize,
+}
+
+impl TsigKey {
+    /// Whether this key may update the zone `origin` (fully qualified).
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        self.zones.iter().any(|z| *z == origin)
+    }
+}
+
+impl fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &format_args!("<{} bytes>", self.secret.len()))
+            .field("zones", &self.zones)
+            .field("line", &self.line)
+            .finish()
+    }
+}
+
+impl DnsdConfig {
+    /// The key named `name` (any case, with or without the final dot).
+    pub fn tsig_key(&self, name: &str) -> Option<&TsigKey> {
+        let name = normalize_name(name).ok()?;
+        self.tsig_keys.iter().find(|k| k.name == name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +179,27 @@ struct RawFile {
     server: Option<RawServer>,
     #[serde(default)]
     service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    api: Option<RawApi>,
+    #[serde(default)]
+    tsig_key: Vec<Spanned<RawTsigKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    enabled: Option<bool>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsigKey {
+    name: Spanned<String>,
+    algorithm: Spanned<String>,
+    secret: Spanned<String>,
+    zones: Spanned<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -187,11 +313,175 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
         });
     }
 
+    let mut api = ApiConfig::default();
+    if let Some(raw_api) = raw.api {
+        if let Some(listen) = raw_api.listen {
+            match listen.get_ref().trim().parse::<SocketAddr>() {
+                Ok(addr) => api.listen = addr,
+                Err(_) => err(
+                    listen.span(),
+                    "api.listen".into(),
+                    format!(
+                        "{:?} is not IP:PORT (write \"127.0.0.1:8053\")",
+                        listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        api.enabled = raw_api.enabled.unwrap_or(true);
+        if let Some(file) = raw_api.token_file {
+            if file.get_ref().trim().is_empty() {
+                err(
+                    file.span(),
+                    "api.token_file".into(),
+                    "an empty path: leave token_file out to use .cutover/api-token".into(),
+                );
+            } else {
+                api.token_file = Some(PathBuf::from(file.get_ref().trim()));
+            }
+        }
+    }
+
+    let mut tsig_keys = Vec::with_capacity(raw.tsig_key.len());
+    let mut seen_keys: HashMap<String, usize> = HashMap::new();
+    for (i, k) in raw.tsig_key.iter().enumerate() {
+        let line = crate::line_col(source, k.span().start).0;
+        let k = k.get_ref();
+        let name = match normalize_name(k.name.get_ref()) {
+            Ok(n) => n,
+            Err(m) => {
+                err(k.name.span(), format!("tsig_key[{i}].name"), m);
+                continue;
+            }
+        };
+        if let Some(first) = seen_keys.insert(name.clone(), i) {
+            err(
+                k.name.span(),
+                format!("tsig_key[{i}].name"),
+                format!("{name} is already defined by tsig_key[{first}]"),
+            );
+            continue;
+        }
+        let algorithm = k
+            .algorithm
+            .get_ref()
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if algorithm != HMAC_SHA256 {
+            err(
+                k.algorithm.span(),
+                format!("tsig_key[{i}].algorithm"),
+                format!(
+                    "{:?} is not supported: dnsd accepts only {HMAC_SHA256:?}",
+                    k.algorithm.get_ref()
+                ),
+            );
+        }
+        let secret = match decode_base64(k.secret.get_ref()) {
+            Some(bytes) if bytes.len() >= MIN_TSIG_SECRET => bytes,
+            Some(bytes) => {
+                err(
+                    k.secret.span(),
+                    format!("tsig_key[{i}].secret"),
+                    format!(
+                        "{} bytes is too short: use at least {MIN_TSIG_SECRET} random bytes (32 recommended, e.g. `openssl rand -base64 32`)",
+                        bytes.len()
+                    ),
+                );
+                Vec::new()
+            }
+            None => {
+                err(
+                    k.secret.span(),
+                    format!("tsig_key[{i}].secret"),
+                    "not base64 (the standard alphabet, padded with '=')".into(),
+                );
+                Vec::new()
+            }
+        };
+        let mut zones = Vec::new();
+        for (j, z) in k.zones.get_ref().iter().enumerate() {
+            match normalize_zone(z.get_ref()) {
+                Ok(zone) if zones.contains(&zone) => err(
+                    z.span(),
+                    format!("tsig_key[{i}].zones[{j}]"),
+                    format!("{zone} is listed twice"),
+                ),
+                Ok(zone) => zones.push(zone),
+                Err(m) => err(z.span(), format!("tsig_key[{i}].zones[{j}]"), m),
+            }
+        }
+        if k.zones.get_ref().is_empty() {
+            err(
+                k.zones.span(),
+                format!("tsig_key[{i}].zones"),
+                "list the zones this key may update, e.g. [\"example.test.\"]".into(),
+            );
+        }
+        tsig_keys.push(TsigKey {
+            name,
+            algorithm,
+            secret,
+            zones,
+            line,
+        });
+    }
+
     if errors.is_empty() {
-        Ok(DnsdConfig { server, services })
+        Ok(DnsdConfig {
+            server,
+            services,
+            api,
+            tsig_keys,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// A zone origin: a name like any other, except that the root is allowed.
+fn normalize_zone(name: &str) -> Result<String, String> {
+    if name.trim() == "." {
+        return Ok(".".into());
+    }
+    normalize_name(name)
+}
+
+/// Decodes standard, padded base64 (RFC 4648 §4), ignoring nothing:
+/// `None` for any other character or a wrong length. Hand-written because
+/// it is the only base64 this crate reads, and 20 lines beat a dependency.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim().as_bytes();
+    if text.is_empty() || text.len() % 4 != 0 {
+        return None;
+    }
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let chunks = text.len() / 4;
+    for (i, chunk) in text.chunks(4).enumerate() {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != chunks) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = n << 6 | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - pad]);
+    }
+    Some(out)
 }
 
 /// Lower-cases and fully qualifies a domain name, checking RFC 1035's limits.
@@ -306,6 +596,107 @@ ttl = 99999999
         let err = parse_str("[server]\nlisten = [\"127.0.0.1\"]\n").unwrap_err();
         assert_eq!(err.0[0].field.as_deref(), Some("server.listen[0]"));
         assert_eq!(err.0[0].line, Some(2));
+    }
+
+    const KEY: &str = "[[tsig_key]]
+name = \"Ops-Key\"
+algorithm = \"hmac-sha256\"
+secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"
+zones = [\"Example.Test.\", \"other.test\"]
+";
+
+    #[test]
+    fn a_tsig_key_parses_with_its_secret_decoded() {
+        let cfg = parse_str(&format!("[server]\nmax_answers = 1\n\n{KEY}")).unwrap();
+        let key = &cfg.tsig_keys[0];
+        assert_eq!(key.name, "ops-key.");
+        assert_eq!(key.secret, b"0123456789abcdef0123456789abcdef");
+        assert_eq!(key.zones, ["example.test.", "other.test."]);
+        assert_eq!(key.line, 4);
+        assert!(key.allows("EXAMPLE.test."));
+        assert!(!key.allows("third.test."));
+        assert!(cfg.tsig_key("OPS-KEY").is_some());
+        assert!(
+            !format!("{key:?}").contains("0123"),
+            "Debug leaks the secret"
+        );
+    }
+
+    #[test]
+    fn bad_tsig_keys_name_line_and_field() {
+        let text = format!(
+            "{KEY}
+[[tsig_key]]
+name = \"ops-key.\"
+algorithm = \"hmac-sha256\"
+secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"
+zones = [\"example.test.\"]
+
+[[tsig_key]]
+name = \"short\"
+algorithm = \"hmac-md5\"
+secret = \"c2hvcnQ=\"
+zones = []
+
+[[tsig_key]]
+name = \"b\"
+algorithm = \"hmac-sha256\"
+secret = \"not base64!\"
+zones = [\"a..b\"]
+"
+        );
+        let err = parse_str(&text).unwrap_err();
+        let got: Vec<_> = err
+            .0
+            .iter()
+            .map(|e| (e.line.unwrap(), e.field.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (8, "tsig_key[1].name".to_string()),
+                (15, "tsig_key[2].algorithm".to_string()),
+                (16, "tsig_key[2].secret".to_string()),
+                (17, "tsig_key[2].zones".to_string()),
+                (22, "tsig_key[3].secret".to_string()),
+                (23, "tsig_key[3].zones[0]".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_api_section_parses_and_defaults_to_loopback() {
+        assert_eq!(parse_str("").unwrap().api, ApiConfig::default());
+        assert_eq!(ApiConfig::default().listen.to_string(), "127.0.0.1:8053");
+        let cfg = parse_str(
+            "[api]\nlisten = \"127.0.0.2:9053\"\nenabled = false\ntoken_file = \"keys/token\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.api.listen.to_string(), "127.0.0.2:9053");
+        assert!(!cfg.api.enabled);
+        assert_eq!(cfg.api.token_file, Some(PathBuf::from("keys/token")));
+    }
+
+    #[test]
+    fn a_bad_api_listen_names_line_and_field() {
+        let err = parse_str("[api]\nenabled = true\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(err.0[0].field.as_deref(), Some("api.listen"));
+        assert_eq!(err.0[0].line, Some(3));
+        let err = parse_str("[api]\nport = 1\n").unwrap_err();
+        assert_eq!(err.0[0].line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn base64_is_decoded_strictly() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(decode_base64("aGVsbG8h").unwrap(), b"hello!");
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64("aA==").unwrap(), b"h");
+        assert!(decode_base64("aGVsbG8").is_none());
+        assert!(decode_base64("aA==aA==").is_none());
+        assert!(decode_base64("a===").is_none());
+        assert!(decode_base64("aGV sbG8=").is_none());
+        assert!(decode_base64("").is_none());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! ```text
 //! WORKSPACE/
 //!   redirector.toml      rules OLD_IP:PORT -> NEW_IP:PORT, NAT port range, timeouts
-//!   dnsd.toml            listen addresses, answer limits, shorthand services
+//!   dnsd.toml            listen addresses, answer limits, shorthand services,
+//!                        the control API, TSIG keys for dynamic updates
 //!   zones/<origin>.zone  RFC 1035 zone files, one per served zone
 //! ```
 //!
@@ -22,7 +23,9 @@ mod zones;
 
 use std::path::{Path, PathBuf};
 
-pub use dnsd::{DnsdConfig, ServerConfig, Service};
+pub use dnsd::{
+    ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, ServerConfig, Service, TsigKey,
+};
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
 pub use pidfile::PidFile;

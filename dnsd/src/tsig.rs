@@ -1,0 +1,362 @@
+//! TSIG (RFC 8945) with hmac-sha256: finding the signature of a request in
+//! its wire form, checking it, and computing the MAC that signs the
+//! response. Pure functions over bytes; keys come from `dnsd.toml`.
+//!
+//! Written here with the `hmac` and `sha2` crates because hickory-proto's
+//! TSIG code needs a `dnssec-*` feature (and a crypto backend) that dnsd
+//! does not otherwise build. hickory still decodes the TSIG record and
+//! encodes its "TSIG variables" (RFC 8945 §4.3.3).
+
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a full hmac-sha256 MAC. Truncated MACs (RFC 8945 §5.2.2.1)
+/// are not accepted: no client needs them and they are weaker.
+pub const MAC_LEN: usize = 32;
+
+/// The fudge dnsd writes in its responses: RFC 8945 §10 recommends 300 s.
+pub const FUDGE: u16 = 300;
+
+/// The TSIG record that ends a signed request.
+#[derive(Debug)]
+pub struct Signature {
+    pub key_name: Name,
+    pub tsig: TSIG,
+    /// Where the TSIG record starts in the request: the MAC covers the
+    /// bytes before it.
+    offset: usize,
+}
+
+/// What the end of a request's additional section holds.
+#[derive(Debug)]
+pub enum Found {
+    Unsigned,
+    Signed(Signature),
+    /// A TSIG record that is not last, not class ANY, or does not decode:
+    /// FORMERR (RFC 8945 §5.1).
+    Malformed(&'static str),
+}
+
+/// Finds the TSIG record of `message`, which must be the last record of
+/// its additional section.
+pub fn find(message: &[u8]) -> Found {
+    let Some(offsets) = additional_offsets(message) else {
+        return Found::Malformed("the message does not parse");
+    };
+    let Some((&last, earlier)) = offsets.split_last() else {
+        return Found::Unsigned;
+    };
+    if earlier.iter().any(|&at| rr_type(message, at) == Some(250)) {
+        return Found::Malformed("a TSIG record that is not the last record");
+    }
+    if rr_type(message, last) != Some(250) {
+        return Found::Unsigned;
+    }
+    let mut decoder = BinDecoder::new(message);
+    if decoder.read_slice(last).is_err() {
+        return Found::Malformed("the TSIG record is cut short");
+    }
+    let record = match Record::read(&mut decoder) {
+        Ok(r) => r,
+        Err(_) => return Found::Malformed("the TSIG record does not decode"),
+    };
+    if !decoder.is_empty() {
+        return Found::Malformed("bytes after the TSIG record");
+    }
+    if record.dns_class != hickory_proto::rr::DNSClass::ANY || record.ttl != 0 {
+        return Found::Malformed("a TSIG record must have class ANY and TTL 0");
+    }
+    let RData::TSIG(tsig) = record.data else {
+        return Found::Malformed("the TSIG record does not decode");
+    };
+    Found::Signed(Signature {
+        key_name: record.name,
+        tsig,
+        offset: last,
+    })
+}
+
+/// Checks `sig` on `message` with `secret` (`None`: no such key) at Unix
+/// time `now`, in RFC 8945 §5.2's order: key, then MAC, then time.
+pub fn verify(
+    message: &[u8],
+    sig: &Signature,
+    secret: Option<&[u8]>,
+    now: u64,
+) -> Result<(), TsigError> {
+    let secret = match secret {
+        Some(s) if sig.tsig.algorithm == TsigAlgorithm::HmacSha256 => s,
+        _ => return Err(TsigError::BadKey),
+    };
+    let input = request_mac_input(message, sig).ok_or(TsigError::BadSig)?;
+    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| TsigError::BadKey)?;
+    mac.update(&input);
+    // Constant time: `verify_slice` compares without early exit.
+    if sig.tsig.mac.len() != MAC_LEN || mac.verify_slice(&sig.tsig.mac).is_err() {
+        return Err(TsigError::BadSig);
+    }
+    if now.abs_diff(sig.tsig.time) > u64::from(sig.tsig.fudge) {
+        return Err(TsigError::BadTime);
+    }
+    Ok(())
+}
+
+/// What a request's MAC covers (RFC 8945 §4.3): the message as it was
+/// before the TSIG record was added (the original ID, one additional
+/// record fewer), then the TSIG variables.
+fn request_mac_input(message: &[u8], sig: &Signature) -> Option<Vec<u8>> {
+    let mut input = Vec::with_capacity(message.len());
+    input.extend_from_slice(message.get(..12)?);
+    input[..2].copy_from_slice(&sig.tsig.oid.to_be_bytes());
+    let arcount = u16::from_be_bytes([input[10], input[11]]).checked_sub(1)?;
+    input[10..12].copy_from_slice(&arcount.to_be_bytes());
+    input.extend_from_slice(message.get(12..sig.offset)?);
+    emit_variables(&mut input, &sig.tsig, &sig.key_name)?;
+    Some(input)
+}
+
+/// The MAC of a response (RFC 8945 §4.3.1, §5.3): the request's MAC with
+/// its length, the response as sent without its TSIG record, then the
+/// TSIG variables of `tsig` (whose own MAC is ignored).
+pub fn response_mac(
+    secret: &[u8],
+    request_mac: &[u8],
+    response: &[u8],
+    key_name: &Name,
+    tsig: &TSIG,
+) -> Option<Vec<u8>> {
+    let mut input = Vec::with_capacity(2 + request_mac.len() + response.len() + 64);
+    input.extend_from_slice(&u16::try_from(request_mac.len()).ok()?.to_be_bytes());
+    input.extend_from_slice(request_mac);
+    input.extend_from_slice(response);
+    emit_variables(&mut input, tsig, key_name)?;
+    let mut mac = HmacSha256::new_from_slice(secret).ok()?;
+    mac.update(&input);
+    Some(mac.finalize().into_bytes().to_vec())
+}
+
+/// Appends the TSIG variables: key name and algorithm in canonical form,
+/// class ANY, TTL 0, time, fudge, error and other data.
+fn emit_variables(out: &mut Vec<u8>, tsig: &TSIG, key_name: &Name) -> Option<()> {
+    // An encoder writes from the start of its buffer: give it its own.
+    let mut variables = Vec::with_capacity(64);
+    tsig.emit_tsig_for_mac(&mut BinEncoder::new(&mut variables), key_name)
+        .ok()?;
+    out.extend_from_slice(&variables);
+    Some(())
+}
+
+/// Offsets of the records of the additional section, by walking every
+/// section (names are skipped, compression pointers end a name).
+fn additional_offsets(message: &[u8]) -> Option<Vec<usize>> {
+    let count = |i: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *message.get(i)?,
+            *message.get(i + 1)?,
+        ])))
+    };
+    let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
+    let mut at = 12;
+    for _ in 0..qd {
+        at = skip_name(message, at)? + 4;
+    }
+    for _ in 0..an + ns {
+        at = skip_record(message, at)?;
+    }
+    let mut offsets = Vec::with_capacity(ar);
+    for _ in 0..ar {
+        offsets.push(at);
+        at = skip_record(message, at)?;
+    }
+    (at <= message.len()).then_some(offsets)
+}
+
+fn skip_record(message: &[u8], at: usize) -> Option<usize> {
+    let fixed = skip_name(message, at)?;
+    let rdlength = message.get(fixed + 8..fixed + 10)?;
+    let end = fixed + 10 + usize::from(u16::from_be_bytes([rdlength[0], rdlength[1]]));
+    (end <= message.len()).then_some(end)
+}
+
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *message.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l if l & 0xc0 != 0 => return None,
+            l => at += 1 + usize::from(l),
+        }
+    }
+}
+
+/// The type of the record starting at `at`.
+fn rr_type(message: &[u8], at: usize) -> Option<u16> {
+    let fixed = skip_name(message, at)?;
+    let t = message.get(fixed..fixed + 2)?;
+    Some(u16::from_be_bytes([t[0], t[1]]))
+}
+
+/// The TSIG record that signs a response, or reports an error for an
+/// unsigned one (`mac` empty).
+pub fn record(key_name: Name, tsig: TSIG) -> Box<Record<TSIG>> {
+    Box::new(hickory_proto::rr::rdata::tsig::make_tsig_record(
+        key_name, tsig,
+    ))
+}
+
+/// Whether a record type is TSIG (kept out of the update's additional data).
+pub fn is_tsig(record: &Record) -> bool {
+    record.record_type() == RecordType::TSIG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key of the vectors below (base64
+    /// `MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=`).
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn unsigned_update() -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x28, 0x00, 0, 1, 0, 0, 0, 1, 0, 0];
+        m.extend_from_slice(b"\x07example\x04test\x00\x00\x06\x00\x01");
+        m.extend_from_slice(b"\x01t\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04");
+        m.extend_from_slice(&[198, 18, 0, 7]);
+        m
+    }
+
+    /// Appends a TSIG record with `mac` for key `ops-key.`.
+    fn with_tsig(mut m: Vec<u8>, time: u64, mac: &[u8]) -> Vec<u8> {
+        let arcount = u16::from_be_bytes([m[10], m[11]]) + 1;
+        m[10..12].copy_from_slice(&arcount.to_be_bytes());
+        m.extend_from_slice(b"\x07ops-key\x00\x00\xfa\x00\xff\x00\x00\x00\x00");
+        let mut rdata = b"\x0bhmac-sha256\x00".to_vec();
+        rdata.extend_from_slice(&time.to_be_bytes()[2..]);
+        rdata.extend_from_slice(&300u16.to_be_bytes());
+        rdata.extend_from_slice(&(mac.len() as u16).to_be_bytes());
+        rdata.extend_from_slice(mac);
+        rdata.extend_from_slice(&[0x12, 0x34, 0, 0, 0, 0]);
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(&rdata);
+        m
+    }
+
+    /// The MAC of `unsigned_update()` (zone example.test., add
+    /// `t.example.test. 60 A 198.18.0.7`, ID 0x1234) signed by `ops-key.`
+    /// at 1764000000 with fudge 300, computed independently of this code:
+    ///
+    /// ```text
+    /// import hmac, hashlib, struct
+    /// m = bytes([0x12,0x34,0x28,0,0,1,0,0,0,1,0,0]) + b"\x07example\x04test\x00\x00\x06\x00\x01" \
+    ///   + b"\x01t\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([198,18,0,7])
+    /// var = b"\x07ops-key\x00" + struct.pack("!HI", 255, 0) + b"\x0bhmac-sha256\x00" \
+    ///   + struct.pack("!Q", 1764000000)[2:] + struct.pack("!HHH", 300, 0, 0)
+    /// print(hmac.new(SECRET, m + var, hashlib.sha256).hexdigest())
+    /// ```
+    const PYTHON_MAC: &str = "54569c8613b5c153cf12974e6e1043dcb3b1e42610ca278171038fdae5781bfe";
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn signed(mac: &[u8]) -> (Vec<u8>, Signature) {
+        let m = with_tsig(unsigned_update(), 1_764_000_000, mac);
+        match find(&m) {
+            Found::Signed(sig) => (m, sig),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_mac_input_is_the_unsigned_message_and_the_variables() {
+        let (m, sig) = signed(&[0; 32]);
+        assert_eq!(sig.key_name.to_ascii(), "ops-key.");
+        let input = request_mac_input(&m, &sig).unwrap();
+        let mut expected = unsigned_update();
+        expected.extend_from_slice(b"\x07ops-key\x00\x00\xff\x00\x00\x00\x00");
+        expected.extend_from_slice(b"\x0bhmac-sha256\x00");
+        expected.extend_from_slice(&1_764_000_000u64.to_be_bytes()[2..]);
+        expected.extend_from_slice(&[0x01, 0x2c, 0, 0, 0, 0]);
+        assert_eq!(input, expected);
+    }
+
+    #[test]
+    fn a_mac_computed_by_python_verifies() {
+        let (m, sig) = signed(&hex(PYTHON_MAC));
+        assert_eq!(verify(&m, &sig, Some(SECRET), 1_764_000_100), Ok(()));
+    }
+
+    #[test]
+    fn a_wrong_secret_or_mac_is_badsig_and_an_unknown_key_badkey() {
+        let (m, sig) = signed(&hex(PYTHON_MAC));
+        let wrong = b"0123456789abcdef0123456789abcdeF";
+        assert_eq!(
+            verify(&m, &sig, Some(wrong), 1_764_000_000),
+            Err(TsigError::BadSig)
+        );
+        assert_eq!(
+            verify(&m, &sig, None, 1_764_000_000),
+            Err(TsigError::BadKey)
+        );
+        let (m, sig) = signed(&hex(PYTHON_MAC)[..16]);
+        assert_eq!(
+            verify(&m, &sig, Some(SECRET), 1_764_000_000),
+            Err(TsigError::BadSig)
+        );
+        // One flipped bit in the signed data.
+        let (mut m, sig) = signed(&hex(PYTHON_MAC));
+        m[40] ^= 1;
+        assert_eq!(
+            verify(&m, &sig, Some(SECRET), 1_764_000_000),
+            Err(TsigError::BadSig)
+        );
+    }
+
+    #[test]
+    fn a_good_mac_outside_the_fudge_is_badtime() {
+        let (m, sig) = signed(&hex(PYTHON_MAC));
+        assert_eq!(
+            verify(&m, &sig, Some(SECRET), 1_764_000_301),
+            Err(TsigError::BadTime)
+        );
+        assert_eq!(verify(&m, &sig, Some(SECRET), 1_763_999_700), Ok(()));
+    }
+
+    #[test]
+    fn unsigned_and_misplaced_signatures_are_told_apart() {
+        assert!(matches!(find(&unsigned_update()), Found::Unsigned));
+        // A TSIG followed by another record.
+        let mut m = with_tsig(unsigned_update(), 1, &[0; 32]);
+        m[11] += 1;
+        m.extend_from_slice(b"\x00\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x01\x02\x03\x04");
+        assert!(matches!(find(&m), Found::Malformed(_)));
+        assert!(matches!(find(&m[..m.len() - 3]), Found::Malformed(_)));
+    }
+
+    #[test]
+    fn a_response_mac_covers_the_request_mac() {
+        let key = Name::from_ascii("ops-key.").unwrap();
+        let tsig = TSIG::new(
+            TsigAlgorithm::HmacSha256,
+            1_764_000_000,
+            300,
+            vec![],
+            0x1234,
+            None,
+            vec![],
+        );
+        let a = response_mac(SECRET, &[1; 32], b"response", &key, &tsig).unwrap();
+        let b = response_mac(SECRET, &[2; 32], b"response", &key, &tsig).unwrap();
+        assert_eq!(a.len(), MAC_LEN);
+        assert_ne!(a, b);
+    }
+}

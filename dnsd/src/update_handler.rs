@@ -1,0 +1,501 @@
+//! Dynamic updates (RFC 2136) as transactions on the config workspace.
+//!
+//! An UPDATE must be signed with TSIG (RFC 8945, hmac-sha256) by a key that
+//! `dnsd.toml` lists for the zone; the response to a signed request is
+//! signed. Then, holding the change lock shared with the control API: the
+//! live workspace is loaded as a reload would, the prerequisites are
+//! checked against it (services applied: what is being served), the update
+//! is applied to the zone file's records, the serial bumped, and the
+//! rewritten file committed as one new generation ("dynamic update of ZONE
+//! by key KEY") whose validator loads the whole staged workspace. Only when
+//! the new snapshot serves is NOERROR sent. Anything refused changes
+//! nothing.
+//!
+//! The A/AAAA records of a `[[service]]` name are managed by dnsd.toml and
+//! the control API: updates that would change them are REFUSED, with the
+//! reason logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cutover_workspace::{HistoryError, Workspace};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::{debug, error, info, warn};
+
+use crate::reload::Reloader;
+use crate::tsig::{self, Found, Signature};
+use crate::update::{self, Zone};
+use crate::zone_edit::{self, ChangeLock};
+use crate::zone_load;
+
+/// Applies authenticated dynamic updates; one per process, shared by the
+/// UDP threads and the TCP server.
+pub struct Updater {
+    workspace: Workspace,
+    reloader: Arc<Reloader>,
+    changes: ChangeLock,
+}
+
+/// How the response is signed.
+enum Signing {
+    /// The request was not signed, or its TSIG record was malformed.
+    None,
+    /// RFC 8945 §5.3.2: BADKEY and BADSIG are answered with an unsigned
+    /// TSIG record carrying the error.
+    ErrorOnly {
+        key_name: Name,
+        algorithm: TsigAlgorithm,
+        time: u64,
+        error: TsigError,
+    },
+    /// Signed with the request's key (BADTIME too, RFC 8945 §5.2.3).
+    Key {
+        key_name: Name,
+        secret: Vec<u8>,
+        request_mac: Vec<u8>,
+        time: u64,
+        error: Option<TsigError>,
+        other: Vec<u8>,
+    },
+}
+
+/// The answer to one UPDATE.
+struct Outcome {
+    rcode: ResponseCode,
+    signing: Signing,
+}
+
+/// What a refused or accepted transaction tells the client and the log.
+struct Verdict {
+    rcode: ResponseCode,
+    /// Why, for the log; `None` for a success.
+    reason: Option<String>,
+    generation: Option<u64>,
+}
+
+impl Verdict {
+    fn refuse(rcode: ResponseCode, reason: impl Into<String>) -> Self {
+        Self {
+            rcode,
+            reason: Some(reason.into()),
+            generation: None,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Updater {
+    pub fn new(workspace: Workspace, reloader: Arc<Reloader>, changes: ChangeLock) -> Self {
+        Self {
+            workspace,
+            reloader,
+            changes,
+        }
+    }
+
+    /// Answers the UPDATE `request` from a task of its own, so that a UDP
+    /// thread goes back to queries while the workspace is written. The
+    /// value returned only describes the request: the response is sent by
+    /// that task.
+    pub fn start<R: ResponseHandler>(
+        self: &Arc<Self>,
+        request: &Request,
+        response: R,
+        edns: Option<Edns>,
+    ) -> ResponseInfo {
+        let this = self.clone();
+        let raw = request.as_slice().to_vec();
+        let (src, protocol) = (request.src(), request.protocol());
+        tokio::spawn(async move { this.respond(raw, src, protocol, response, edns).await });
+        ResponseInfo::from(Header {
+            metadata: Metadata::response_from_request(&request.metadata),
+            counts: HeaderCounts::default(),
+        })
+    }
+
+    async fn respond<R: ResponseHandler>(
+        self: Arc<Self>,
+        raw: Vec<u8>,
+        src: SocketAddr,
+        protocol: Protocol,
+        mut response: R,
+        edns: Option<Edns>,
+    ) {
+        // It decoded once already, on the path that brought it here.
+        let Ok(request) = Request::from_bytes(raw, src, protocol) else {
+            return;
+        };
+        let outcome = self.process(&request).await;
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = outcome.rcode;
+        let build = || {
+            let mut builder = MessageResponseBuilder::new(&request.queries, None);
+            if let Some(edns) = &edns {
+                builder.edns(edns);
+            }
+            builder.build_no_records(metadata)
+        };
+        let id = request.metadata.id;
+        let signature = match outcome.signing {
+            Signing::None => None,
+            Signing::ErrorOnly {
+                key_name,
+                algorithm,
+                time,
+                error,
+            } => {
+                let tsig = TSIG::new(
+                    algorithm,
+                    time,
+                    tsig::FUDGE,
+                    vec![],
+                    id,
+                    Some(error),
+                    vec![],
+                );
+                Some(tsig::record(key_name, tsig))
+            }
+            Signing::Key {
+                key_name,
+                secret,
+                request_mac,
+                time,
+                error,
+                other,
+            } => {
+                let tsig = TSIG::new(
+                    TsigAlgorithm::HmacSha256,
+                    time,
+                    tsig::FUDGE,
+                    vec![],
+                    id,
+                    error,
+                    other,
+                );
+                // The MAC covers the response exactly as it is sent, less
+                // the TSIG record appended after it.
+                let mut unsigned = Vec::with_capacity(512);
+                let emitted = build().destructive_emit(&mut BinEncoder::new(&mut unsigned));
+                let mac = emitted.ok().and_then(|_| {
+                    tsig::response_mac(&secret, &request_mac, &unsigned, &key_name, &tsig)
+                });
+                let Some(mac) = mac else {
+                    warn!(%src, "could not sign an UPDATE response; none is sent");
+                    return;
+                };
+                Some(tsig::record(key_name, tsig.set_mac(mac)))
+            }
+        };
+        let mut message = build();
+        if let Some(signature) = signature {
+            message.set_signature(signature);
+        }
+        if let Err(e) = response.send_response(message).await {
+            debug!(%e, %src, "sending an UPDATE response failed");
+        }
+    }
+
+    /// Authenticates the request, then runs it as a transaction.
+    async fn process(&self, request: &Request) -> Outcome {
+        let src = request.src();
+        let sig = match tsig::find(request.as_slice()) {
+            Found::Signed(sig) => sig,
+            Found::Unsigned => {
+                debug!(%src, "refused an unsigned UPDATE");
+                return unsigned(ResponseCode::Refused);
+            }
+            Found::Malformed(why) => {
+                debug!(%src, why, "refused an UPDATE with a malformed TSIG record");
+                return unsigned(ResponseCode::FormErr);
+            }
+        };
+        let ws = self.workspace.clone();
+        let config = match tokio::task::spawn_blocking(move || ws.load_dnsd()).await {
+            Ok(Ok(config)) => config,
+            Ok(Err(e)) => {
+                warn!(%e, "an UPDATE cannot be authenticated: dnsd.toml does not load");
+                return unsigned(ResponseCode::ServFail);
+            }
+            Err(e) => {
+                error!(%e, "loading dnsd.toml failed");
+                return unsigned(ResponseCode::ServFail);
+            }
+        };
+        let key = config.tsig_key(&sig.key_name.to_ascii());
+        let now = unix_now();
+        let signed = |rcode, error, time, other| Outcome {
+            rcode,
+            signing: Signing::Key {
+                key_name: sig.key_name.clone(),
+                secret: key.map(|k| k.secret.clone()).unwrap_or_default(),
+                request_mac: sig.tsig.mac.clone(),
+                time,
+                error,
+                other,
+            },
+        };
+        match tsig::verify(
+            request.as_slice(),
+            &sig,
+            key.map(|k| k.secret.as_slice()),
+            now,
+        ) {
+            Ok(()) => {}
+            Err(TsigError::BadTime) => {
+                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
+                // The client learns our clock from Other Data.
+                let other = now.to_be_bytes()[2..].to_vec();
+                return signed(
+                    ResponseCode::NotAuth,
+                    Some(TsigError::BadTime),
+                    sig.tsig.time,
+                    other,
+                );
+            }
+            Err(error) => {
+                debug!(%src, key = %sig.key_name, ?error, "refused an UPDATE with a bad key or MAC");
+                return error_only(&sig, error);
+            }
+        }
+        let key_name = sig.key_name.to_ascii();
+        let verdict = self.transaction(request, &key_name, &config).await;
+        match &verdict.reason {
+            None => info!(
+                %src, key = %key_name, generation = verdict.generation,
+                zone = %zone_name(request).unwrap_or_default(),
+                "applied a dynamic update"
+            ),
+            Some(reason) => info!(
+                %src, key = %key_name, rcode = %verdict.rcode, "dynamic update refused: {reason}"
+            ),
+        }
+        signed(verdict.rcode, None, now, Vec::new())
+    }
+
+    /// Everything after authentication: the zone, the key's right to it,
+    /// prerequisites, update, commit and reload.
+    async fn transaction(
+        &self,
+        request: &Request,
+        key_name: &str,
+        config: &cutover_workspace::DnsdConfig,
+    ) -> Verdict {
+        let queries = request.queries.queries();
+        let [zone] = queries else {
+            return Verdict::refuse(ResponseCode::FormErr, "the zone section must hold one zone");
+        };
+        if zone.query_type() != RecordType::SOA {
+            return Verdict::refuse(ResponseCode::FormErr, "the zone section's type must be SOA");
+        }
+        let origin = zone.name().to_string().to_ascii_lowercase();
+        if zone.query_class() != DNSClass::IN {
+            return Verdict::refuse(
+                ResponseCode::NotAuth,
+                format!("class {} is not served", zone.query_class()),
+            );
+        }
+        let Some(key) = config.tsig_key(key_name) else {
+            return Verdict::refuse(ResponseCode::ServFail, "the key vanished");
+        };
+        if !key.allows(&origin) {
+            return Verdict::refuse(
+                ResponseCode::Refused,
+                format!(
+                    "key {key_name} may not update {origin} (its zones: {})",
+                    key.zones.join(", ")
+                ),
+            );
+        }
+        let _one_change = self.changes.lock().await;
+        let root = self.workspace.root().to_path_buf();
+        let ws = self.workspace.clone();
+        let prerequisites = request.answers.clone();
+        let updates: Vec<_> = request
+            .authorities
+            .iter()
+            .filter(|r| !tsig::is_tsig(r))
+            .cloned()
+            .collect();
+        let message = format!(
+            "dynamic update of {origin} by key {key_name}: {} change(s)",
+            updates.len()
+        );
+        let worked = tokio::task::spawn_blocking(move || {
+            write_update(&ws, root, &origin, &prerequisites, &updates, &message)
+        })
+        .await;
+        let verdict = match worked {
+            Ok(v) => v,
+            Err(e) => {
+                return Verdict::refuse(
+                    ResponseCode::ServFail,
+                    format!("the update task failed: {e}"),
+                );
+            }
+        };
+        if verdict.generation.is_some() && verdict.reason.is_none() {
+            if let Err(e) = self.reloader.reload().await {
+                return Verdict::refuse(
+                    ResponseCode::ServFail,
+                    format!(
+                        "generation {:?} was written but does not load; the previous zones keep being served: {e}",
+                        verdict.generation
+                    ),
+                );
+            }
+        }
+        verdict
+    }
+}
+
+/// The zone section's name, for the log.
+fn zone_name(request: &Request) -> Option<String> {
+    request
+        .queries
+        .queries()
+        .first()
+        .map(|q| q.name().to_string())
+}
+
+fn unsigned(rcode: ResponseCode) -> Outcome {
+    Outcome {
+        rcode,
+        signing: Signing::None,
+    }
+}
+
+fn error_only(sig: &Signature, error: TsigError) -> Outcome {
+    Outcome {
+        rcode: ResponseCode::NotAuth,
+        signing: Signing::ErrorOnly {
+            key_name: sig.key_name.clone(),
+            algorithm: sig.tsig.algorithm.clone(),
+            time: sig.tsig.time,
+            error,
+        },
+    }
+}
+
+/// The blocking part of a transaction, run with the change lock held:
+/// evaluates the update against the live workspace and commits it.
+fn write_update(
+    ws: &Workspace,
+    root: PathBuf,
+    origin: &str,
+    prerequisites: &[hickory_proto::rr::Record],
+    updates: &[hickory_proto::rr::Record],
+    message: &str,
+) -> Verdict {
+    let served = match zone_load::load(&root) {
+        Ok(served) => served,
+        Err(e) => {
+            return Verdict::refuse(
+                ResponseCode::ServFail,
+                format!("the live workspace does not load, fix it first:\n{e}"),
+            );
+        }
+    };
+    let Some(zone) = served
+        .zones
+        .iter()
+        .find(|z| z.origin.to_string().eq_ignore_ascii_case(origin))
+    else {
+        return Verdict::refuse(
+            ResponseCode::NotAuth,
+            format!("{origin} is not a served zone"),
+        );
+    };
+    let children: Vec<Name> = served
+        .zones
+        .iter()
+        .filter(|z| z.origin != zone.origin && zone.origin.zone_of(&z.origin))
+        .map(|z| z.origin.clone())
+        .collect();
+    let scope = Zone {
+        origin: &zone.origin,
+        children: &children,
+    };
+    if let Err(rcode) = update::check_prerequisites(&scope, &zone.records, prerequisites) {
+        return Verdict::refuse(rcode, "a prerequisite does not hold");
+    }
+    if let Err(rcode) = update::prescan(&scope, updates) {
+        return Verdict::refuse(rcode, "the update section is malformed or leaves the zone");
+    }
+    let services = &served.config.services;
+    let is_service = |name: &Name| {
+        services
+            .iter()
+            .any(|s| s.name.eq_ignore_ascii_case(&name.to_string()))
+    };
+    if let Some(u) = update::touches_service(updates, is_service) {
+        return Verdict::refuse(
+            ResponseCode::Refused,
+            format!(
+                "{} is a [[service]] of dnsd.toml: its A/AAAA records change with the control API (PUT /v1/services) or dnsd.toml, not with UPDATE",
+                u.name
+            ),
+        );
+    }
+    let files = match ws.zone_files() {
+        Ok(files) => files,
+        Err(e) => return Verdict::refuse(ResponseCode::ServFail, e.to_string()),
+    };
+    let Some(file) = files
+        .into_iter()
+        .find(|f| f.origin.eq_ignore_ascii_case(origin))
+    else {
+        return Verdict::refuse(ResponseCode::NotAuth, format!("{origin} has no zone file"));
+    };
+    let mut records = match zone_load::load_zone(&file) {
+        Ok(z) => z.records,
+        Err(e) => {
+            return Verdict::refuse(
+                ResponseCode::ServFail,
+                cutover_workspace::ConfigErrors(e).to_string(),
+            );
+        }
+    };
+    let before = zone_edit::lines(&records);
+    let applied = update::apply(&scope, &mut records, updates);
+    if zone_edit::lines(&records) == before {
+        // RFC 2136 §3.4.2: a no-op update succeeds, and makes no generation.
+        return Verdict {
+            rcode: ResponseCode::NoError,
+            reason: None,
+            generation: None,
+        };
+    }
+    if !applied.soa_replaced {
+        zone_edit::bump_serial(&mut records);
+    }
+    let text = match zone_edit::render(&zone.origin, &records, "dnsd (RFC 2136 dynamic update)") {
+        Ok(text) => text,
+        Err(e) => return Verdict::refuse(ResponseCode::ServFail, e),
+    };
+    match zone_edit::commit(ws, &file, text, message) {
+        Ok(generation) => Verdict {
+            rcode: ResponseCode::NoError,
+            reason: None,
+            generation: Some(generation.number),
+        },
+        // The result would not load (a CNAME beside a service, say).
+        Err(HistoryError::Invalid(why)) => Verdict::refuse(
+            ResponseCode::Refused,
+            format!("the zone would not load after it:\n{why}"),
+        ),
+        Err(e) => Verdict::refuse(ResponseCode::ServFail, e.to_string()),
+    }
+}
