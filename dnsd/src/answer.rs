@@ -10,13 +10,20 @@
 //! with TTL min(SOA TTL, MINIMUM); referrals carry the cut's NS set and glue
 //! without AA; CNAME chains are followed inside the zone; wildcards are
 //! expanded per RFC 4592; ANY gets a single RRset (RFC 8482 §4.1, as NSD
-//! and Knot answer it over UDP and TCP alike).
+//! and Knot answer it over UDP and TCP alike). A name below a DNAME gets
+//! the DNAME and a CNAME synthesized from it, then the CNAME is followed
+//! like any other (RFC 6672 §3.2); when the rewritten name would be too
+//! long the answer is YXDOMAIN with the DNAME, as NSD sends it (Knot says
+//! NXDOMAIN).
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use crate::dname::{self, Substitution};
 use crate::name_key::NameKey;
 use crate::rotate::{self, Window};
 use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, wire_len};
@@ -202,6 +209,8 @@ enum Step<'s> {
     Done,
     /// Follow a CNAME to this in-zone name.
     Follow(&'s Name),
+    /// Follow a CNAME synthesized from a DNAME to this in-zone name.
+    Rewritten(Name),
 }
 
 /// Answers `q` from `snapshot`.
@@ -221,15 +230,16 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
         return refused();
     };
     let mut resp = Response::new(ResponseCode::NoError, true);
-    let mut name: &Name = q.name;
+    let mut name: Cow<'_, Name> = Cow::Borrowed(q.name);
     for _ in 0..MAX_CHAIN {
-        let Some(key) = NameKey::new(name) else {
+        let Some(key) = NameKey::new(&name) else {
             break;
         };
         let step = match zone.lookup(key.as_bytes(), q.qtype) {
             Lookup::Node(node) | Lookup::Wildcard(node) => {
-                at_node(&mut resp, zone, node, name, q.qtype, cx, snapshot)
+                at_node(&mut resp, zone, node, &name, q.qtype, cx, snapshot)
             }
+            Lookup::Dname(dname) => below_dname(&mut resp, zone, dname, &name, q.qtype, cx),
             Lookup::Referral(ns) => {
                 // A referral is not an authoritative answer, unless the
                 // zone already answered with a CNAME leading there.
@@ -251,10 +261,55 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
         };
         match step {
             Step::Done => break,
-            Step::Follow(target) => name = target,
+            Step::Follow(target) => name = Cow::Borrowed(target),
+            Step::Rewritten(target) => name = Cow::Owned(target),
         }
     }
     resp
+}
+
+/// Answers at `name`, a name below the DNAME `set`: the DNAME (owned by
+/// the asked name's suffix, in the case asked) and the CNAME synthesized
+/// from it, with the DNAME's TTL.
+fn below_dname<'s>(
+    resp: &mut Response<'s>,
+    zone: &'s Zone,
+    set: &'s RrSet,
+    name: &Name,
+    qtype: RecordType,
+    cx: Context,
+) -> Step<'s> {
+    let Some(record) = set.records.first() else {
+        return Step::Done;
+    };
+    let Some(target) = dname::target(record) else {
+        return Step::Done;
+    };
+    let owner_labels = usize::from(record.name.num_labels());
+    let owner = name.trim_to(owner_labels);
+    resp.answer_with(set, &owner, cx, 0);
+    let rewritten = match dname::substitute(name, owner_labels, &target) {
+        Substitution::Name(rewritten) => rewritten,
+        Substitution::TooLong => {
+            resp.rcode = ResponseCode::YXDomain;
+            return Step::Done;
+        }
+    };
+    let cname = Record::from_rdata(name.clone(), record.ttl, RData::CNAME(CNAME(rewritten)));
+    let start = resp.synthesized.len();
+    resp.answer.wire_len += wire_len(std::slice::from_ref(&cname));
+    resp.synthesized.push(cname);
+    resp.answer.parts.push(Part::Synthesized(start..start + 1));
+    let RData::CNAME(CNAME(rewritten)) = &resp.synthesized[start].data else {
+        return Step::Done;
+    };
+    // A target below the DNAME's own owner would be rewritten by the same
+    // DNAME again and again: NSD stops after one rewrite, and so does dnsd.
+    let loops = record.name.zone_of(rewritten) || resp.has_cname_at(rewritten);
+    if qtype == RecordType::CNAME || loops || !zone.origin.zone_of(rewritten) {
+        return Step::Done;
+    }
+    Step::Rewritten(rewritten.clone())
 }
 
 fn at_node<'s>(
@@ -572,5 +627,202 @@ host IN A   198.18.1.80
             assert_eq!(r.rcode, ResponseCode::Refused, "{name}");
             assert!(!r.authoritative);
         }
+    }
+
+    const DNAMES: &str = "dn       IN DNAME target
+dn       IN A     198.18.0.60
+target   IN A     198.18.0.61
+www.target 60 IN A 198.18.0.62
+alias.target IN CNAME www.target
+dn2      IN DNAME dn
+out  600 IN DNAME elsewhere.test.
+to-dn    IN CNAME www.dn
+self     IN DNAME x.self
+dloop1   IN DNAME dloop2
+dloop2   IN DNAME dloop1
+sub-dn   IN DNAME sub
+long     IN DNAME a23456789012345678901234567890123456789012345678901234567890123.b23456789012345678901234567890123456789012345678901234567890123.c23456789012345678901234567890123456789012345678901234567890123.test.
+";
+
+    fn dname_snapshot() -> Snapshot {
+        snapshot(&format!("{ZONE}{DNAMES}"), "")
+    }
+
+    #[test]
+    fn a_name_below_a_dname_gets_the_dname_a_synthesized_cname_and_the_target() {
+        let s = dname_snapshot();
+        let r = ask(&s, "WwW.Dn.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.authoritative);
+        assert_eq!(
+            show(&r, &r.answer),
+            [
+                "Dn.example.test. 300 DNAME 0sQoAAAAAAAAAAAAAAAAAA==",
+                "WwW.Dn.example.test. 300 CNAME WwW.target.example.test.",
+                "WwW.target.example.test. 60 A 198.18.0.62",
+            ]
+            .map(|l| l.replace(
+                "0sQoAAAAAAAAAAAAAAAAAA==",
+                &dname_rdata("target.example.test.")
+            ))
+        );
+        let owners: Vec<_> = r.records(&r.answer).map(|r| r.name.to_string()).collect();
+        assert_eq!(
+            owners,
+            [
+                "Dn.example.test.",
+                "WwW.Dn.example.test.",
+                "WwW.target.example.test."
+            ],
+            "owners keep the case asked"
+        );
+        assert!(r.authority.is_empty());
+    }
+
+    fn dname_rdata(target: &str) -> String {
+        let name = Name::from_ascii(target).unwrap();
+        let data = crate::zone_load::parse_records(&format!("x 1 IN DNAME {name}\n"), &name)
+            .unwrap()
+            .remove(0)
+            .data;
+        data.to_string()
+    }
+
+    #[test]
+    fn the_dname_owner_answers_normally() {
+        let s = dname_snapshot();
+        let r = ask(&s, "dn.example.test.", RecordType::A, 0);
+        assert_eq!(show(&r, &r.answer), ["dn.example.test. 300 A 198.18.0.60"]);
+        let r = ask(&s, "dn.example.test.", RecordType::DNAME, 0);
+        assert_eq!(show(&r, &r.answer).len(), 1);
+        let r = ask(&s, "dn.example.test.", RecordType::TXT, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.answer.is_empty());
+        assert_eq!(show(&r, &r.authority).len(), 1);
+    }
+
+    #[test]
+    fn dname_chains_nxdomain_cname_questions_and_out_of_zone_targets() {
+        let s = dname_snapshot();
+        let types = |r: &Response<'_>| -> Vec<String> {
+            r.records(&r.answer)
+                .map(|r| format!("{} {}", r.name, r.record_type()))
+                .collect()
+        };
+        // DNAME, then a CNAME at the rewritten name.
+        let r = ask(&s, "alias.dn.example.test.", RecordType::A, 0);
+        assert_eq!(
+            types(&r),
+            [
+                "dn.example.test. DNAME",
+                "alias.dn.example.test. CNAME",
+                "alias.target.example.test. CNAME",
+                "www.target.example.test. A"
+            ]
+        );
+        // DNAME to a DNAME.
+        let r = ask(&s, "www.dn2.example.test.", RecordType::A, 0);
+        assert_eq!(types(&r).len(), 5, "{:?}", types(&r));
+        // A CNAME into a DNAME.
+        let r = ask(&s, "to-dn.example.test.", RecordType::A, 0);
+        assert_eq!(
+            types(&r),
+            [
+                "to-dn.example.test. CNAME",
+                "dn.example.test. DNAME",
+                "www.dn.example.test. CNAME",
+                "www.target.example.test. A"
+            ]
+        );
+        // The rewritten name does not exist.
+        let r = ask(&s, "nope.dn.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NXDomain);
+        assert_eq!(types(&r).len(), 2);
+        assert_eq!(show(&r, &r.authority).len(), 1);
+        // A CNAME question is answered by the synthesized CNAME alone.
+        let r = ask(&s, "www.dn.example.test.", RecordType::CNAME, 0);
+        assert_eq!(types(&r).len(), 2);
+        // Out of the zone: the DNAME's TTL on both records, not followed.
+        let r = ask(&s, "a.b.out.example.test.", RecordType::A, 0);
+        assert_eq!(
+            show(&r, &r.answer)[1],
+            "a.b.out.example.test. 600 CNAME a.b.elsewhere.test."
+        );
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.authority.is_empty());
+        // Into a delegation: a referral after the synthesized CNAME, with AA.
+        let r = ask(&s, "www.sub-dn.example.test.", RecordType::A, 0);
+        assert!(r.authoritative);
+        assert_eq!(types(&r).len(), 2);
+        assert_eq!(show(&r, &r.authority).len(), 2);
+    }
+
+    #[test]
+    fn dname_loops_stop_as_nsd_stops_them() {
+        let s = dname_snapshot();
+        let r = ask(&s, "a.self.example.test.", RecordType::A, 0);
+        assert_eq!(
+            show(&r, &r.answer).len(),
+            2,
+            "one rewrite below its own owner"
+        );
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        let r = ask(&s, "x.dloop1.example.test.", RecordType::A, 0);
+        assert_eq!(show(&r, &r.answer).len(), 4, "{:?}", show(&r, &r.answer));
+    }
+
+    #[test]
+    fn an_overlong_rewrite_is_yxdomain_with_the_dname() {
+        let s = dname_snapshot();
+        let label = "x".repeat(60);
+        let r = ask(&s, &format!("{label}.long.example.test."), RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::YXDomain);
+        assert!(r.authoritative);
+        assert_eq!(show(&r, &r.answer).len(), 1);
+        assert!(r.authority.is_empty());
+        let r = ask(&s, "x.long.example.test.", RecordType::A, 0);
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert_eq!(show(&r, &r.answer).len(), 2);
+    }
+
+    #[test]
+    fn names_below_a_dname_never_take_the_fast_path() {
+        let s = dname_snapshot();
+        let query = |name: &str, qtype: u16| {
+            let mut p = vec![0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in name.split('.').filter(|l| !l.is_empty()) {
+                p.push(label.len() as u8);
+                p.extend_from_slice(label.as_bytes());
+            }
+            p.push(0);
+            p.extend_from_slice(&qtype.to_be_bytes());
+            p.extend_from_slice(&[0, 1]);
+            p
+        };
+        let rotation = std::sync::atomic::AtomicU64::new(0);
+        let mut out = Vec::new();
+        for name in [
+            "www.dn.example.test.",
+            "nope.dn.example.test.",
+            "a.b.out.example.test.",
+        ] {
+            assert!(
+                !crate::fast_path::answer(&s, &query(name, 1), &rotation, &mut out),
+                "{name}"
+            );
+        }
+        // The owner itself is an ordinary name: the fast path may answer it.
+        assert!(crate::fast_path::answer(
+            &s,
+            &query("dn.example.test.", 1),
+            &rotation,
+            &mut out
+        ));
+        assert!(crate::fast_path::answer(
+            &s,
+            &query("dn.example.test.", 39),
+            &rotation,
+            &mut out
+        ));
     }
 }

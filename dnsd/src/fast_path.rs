@@ -179,7 +179,8 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
                 }
             }
             Lookup::NxDomain => (3, None, true),
-            Lookup::Referral(_) | Lookup::Wildcard(_) => return false,
+            // Names below a DNAME get a synthesized CNAME: general path.
+            Lookup::Referral(_) | Lookup::Wildcard(_) | Lookup::Dname(_) => return false,
         };
 
     let encoded_answer = match answer {

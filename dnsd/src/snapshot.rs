@@ -35,6 +35,7 @@ pub struct Zone {
     /// every negative answer (RFC 2308 §3).
     pub negative_soa: RrSet,
     has_wildcards: bool,
+    has_dnames: bool,
 }
 
 /// The records at one name.
@@ -104,6 +105,9 @@ pub enum Lookup<'s> {
     Referral(&'s RrSet),
     /// The name does not exist, but a wildcard covers it (RFC 4592).
     Wildcard(&'s Node),
+    /// The name is below a DNAME (this RRset, of one record): it is
+    /// rewritten into the DNAME's target (RFC 6672 §3.2).
+    Dname(&'s RrSet),
     NxDomain,
 }
 
@@ -250,11 +254,13 @@ impl Zone {
             negative.ttl = soa.ttl.min(data.minimum);
         }
         let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
+        let has_dnames = nodes.values().any(|n| n.get(RecordType::DNAME).is_some());
         Some(Self {
             origin: loaded.origin.clone(),
             nodes,
             negative_soa: RrSet::new(vec![negative]),
             has_wildcards,
+            has_dnames,
         })
     }
 
@@ -284,6 +290,13 @@ impl Zone {
         };
         if let Some(cut) = &node.delegation {
             return self.referral(cut);
+        }
+        // Nothing exists below a DNAME (checked at load), so a name below
+        // one always has the DNAME's owner as its closest encloser.
+        if self.has_dnames
+            && let Some(dname) = node.get(RecordType::DNAME)
+        {
+            return Lookup::Dname(dname);
         }
         if self.has_wildcards
             && let Some(w) = NameKey::wildcard_of(encloser)

@@ -1,6 +1,10 @@
 //! Reading a workspace into checked DNS data: every zone file parsed with
 //! hickory-proto's RFC 1035 parser and checked the way NSD and Knot check a
 //! zone, then the `[[service]]` shorthands of `dnsd.toml` applied on top.
+//! The parser merges RRsets and does not read DNAME, so each file is first
+//! scanned as text (`zone_scan`): DNAME entries are read through a stand-in
+//! type (`dname`), and the rules on what may share a name are checked on
+//! the entries as written (`name_rules`).
 //!
 //! Every problem is reported, each with its file, its line where it has one,
 //! and what is wrong, so that one `dnsd check` shows an operator all of them.
@@ -12,6 +16,8 @@ use cutover_workspace::{ConfigError, ConfigErrors, DnsdConfig, Service, Workspac
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType, RrKey};
 use hickory_proto::serialize::txt::Parser;
+
+use crate::{dname, name_rules, zone_scan};
 
 /// One zone, parsed and checked.
 #[derive(Debug)]
@@ -97,10 +103,25 @@ fn parse(text: &str, file: &Path, origin: &Name) -> Result<ParsedZone, String> {
 }
 
 /// Parses zone-file text relative to `origin` into records, in no
-/// particular order.
+/// particular order; DNAME records included.
 pub fn parse_records(text: &str, origin: &Name) -> Result<Vec<Record>, String> {
-    parse(text, Path::new("-"), origin)
-        .map(|zone| zone.into_values().flat_map(|set| set.into_iter()).collect())
+    let scan = zone_scan::scan(text, origin);
+    if let Some(e) = dname::own_anames(&scan.entries).next() {
+        return Err(aname_refused(e));
+    }
+    let text = dname::rename_for_parser(text, &scan.entries);
+    let mut records: Vec<Record> = parse(&text, Path::new("-"), origin)
+        .map(|zone| zone.into_values().flat_map(|set| set.into_iter()).collect())?;
+    dname::restore(&mut records);
+    Ok(records)
+}
+
+fn aname_refused(e: &zone_scan::Entry) -> String {
+    format!(
+        "{}: ANAME is not a standard record type and is not served \
+         (neither NSD nor Knot loads it); use a CNAME below the apex, or A/AAAA records",
+        e.owner
+    )
 }
 
 /// Reads and checks one zone file as written, without the services.
@@ -114,6 +135,17 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
             format!("the file name does not give a valid zone origin: {e}"),
         )]
     })?;
+    let scan = zone_scan::scan(&text, &origin);
+    let anames: Vec<ConfigError> = dname::own_anames(&scan.entries)
+        .map(|e| error_at(file, Some(e.line), aname_refused(e)))
+        .collect();
+    if !anames.is_empty() {
+        return Err(anames);
+    }
+    // Same length and lines as the file: offsets and lines found in one
+    // hold in the other.
+    let original = text;
+    let text = dname::rename_for_parser(&original, &scan.entries);
     let entries = Entries::split(&text);
     let parsed = match parse(&text, file, &origin) {
         Ok(parsed) => parsed,
@@ -122,7 +154,7 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
             // entry whose inclusion makes the file fail to parse.
             let entry = entries.first_where(&text, |prefix| parse(prefix, file, &origin).is_err());
             let line = entry.and_then(|i| entries.lines.get(i).copied());
-            let message = match entry.map(|i| entries.quote(&text, i)) {
+            let message = match entry.map(|i| entries.quote(&original, i)) {
                 Some(quoted) if !quoted.is_empty() => format!("{message} (in `{quoted}`)"),
                 _ => message,
             };
@@ -130,23 +162,31 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
         }
     };
     let problems = check_zone(&origin, &parsed);
-    if !problems.is_empty() {
-        return Err(problems
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|(key, message)| {
+            let line = key.as_ref().and_then(|key| {
+                entries.first_line_where(&text, |prefix| {
+                    parse(prefix, file, &origin).map_or(true, |p| p.contains_key(key))
+                })
+            });
+            error_at(file, line, message)
+        })
+        .collect();
+    errors.extend(
+        name_rules::check(&origin, &scan.entries)
             .into_iter()
-            .map(|(key, message)| {
-                let line = key.as_ref().and_then(|key| {
-                    entries.first_line_where(&text, |prefix| {
-                        parse(prefix, file, &origin).map_or(true, |p| p.contains_key(key))
-                    })
-                });
-                error_at(file, line, message)
-            })
-            .collect());
+            .map(|p| error_at(file, Some(p.line), p.message)),
+    );
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
     }
-    let records = parsed
+    let mut records: Vec<Record> = parsed
         .into_values()
         .flat_map(|set| set.into_iter())
         .collect();
+    dname::restore(&mut records);
     Ok(LoadedZone {
         origin,
         file: file.to_path_buf(),
@@ -154,11 +194,11 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
     })
 }
 
-/// Semantic checks NSD and Knot make before serving a zone. Each problem
-/// names the RRset it is about, so that its line can be found.
+/// Semantic checks NSD and Knot make before serving a zone, on the parsed
+/// RRsets (the rules on what may share a name are `name_rules`'). Each
+/// problem names the RRset it is about, so that its line can be found.
 fn check_zone(origin: &Name, zone: &ParsedZone) -> Vec<(Option<RrKey>, String)> {
     let mut problems = Vec::new();
-    let mut cname_owners = Vec::new();
     for (key, set) in zone {
         let name = set.name();
         if !origin.zone_of(name) {
@@ -179,24 +219,7 @@ fn check_zone(origin: &Name, zone: &ParsedZone) -> Vec<(Option<RrKey>, String)> 
                 Some(key.clone()),
                 format!("{name}: an SOA record belongs only at the zone apex {origin}"),
             )),
-            RecordType::CNAME => cname_owners.push((key.clone(), name.clone())),
             _ => {}
-        }
-    }
-    for (key, owner) in cname_owners {
-        let others: Vec<String> = zone
-            .iter()
-            .filter(|(k, s)| k.name == key.name && s.record_type() != RecordType::CNAME)
-            .map(|(_, s)| s.record_type().to_string())
-            .collect();
-        if !others.is_empty() {
-            problems.push((
-                Some(key),
-                format!(
-                    "{owner} has a CNAME and other data ({}): a CNAME must be alone at its name",
-                    others.join(", ")
-                ),
-            ));
         }
     }
     let apex = |rtype| zone.contains_key(&RrKey::new(origin.into(), rtype));
@@ -249,6 +272,14 @@ fn apply_services(
                 Some(format!("it is delegated away at {}", r.name))
             } else if r.record_type() == RecordType::CNAME && r.name == name {
                 Some("the zone gives it a CNAME".to_string())
+            } else if r.record_type() == RecordType::DNAME
+                && r.name != name
+                && r.name.zone_of(&name)
+            {
+                Some(format!(
+                    "it is below the DNAME at {}, where no name may exist",
+                    r.name
+                ))
             } else {
                 None
             }

@@ -1,0 +1,168 @@
+//! DNAME records (RFC 6672): how they are read, stored and expanded.
+//!
+//! hickory-proto has no DNAME rdata and its zone parser refuses the type.
+//! So the type token of each DNAME entry (found by `zone_scan`) is renamed
+//! ANAME before the parser reads the text — ANAME's rdata is one domain
+//! name, read exactly as a DNAME target (relative to `$ORIGIN`, `@`), and
+//! the renaming keeps every byte offset and line — and the parser's ANAME
+//! records are turned back into DNAME records afterwards. A zone file's own
+//! ANAME records are refused first (ANAME is an expired draft that neither
+//! NSD nor Knot loads), so nothing else is renamed by mistake.
+//!
+//! A DNAME record is stored as hickory's generic rdata: its target in
+//! uncompressed wire form, which is how RFC 6672 §2.5 says it is sent.
+
+use hickory_proto::rr::rdata::NULL;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
+
+use crate::zone_scan::Entry;
+
+/// The placeholder type DNAME entries are read as.
+const PLACEHOLDER: &str = "ANAME";
+
+/// `text` with the type token of every DNAME entry renamed to the
+/// placeholder, byte for byte the same length.
+pub fn rename_for_parser(text: &str, entries: &[Entry]) -> String {
+    let mut out = text.to_string();
+    for e in entries.iter().filter(|e| e.rtype == RecordType::DNAME) {
+        if out.get(e.type_span.clone()).map(str::len) == Some(PLACEHOLDER.len()) {
+            out.replace_range(e.type_span.clone(), PLACEHOLDER);
+        }
+    }
+    out
+}
+
+/// Turns the parser's placeholder records back into DNAME records.
+pub fn restore(records: &mut [Record]) {
+    for r in records.iter_mut() {
+        if let RData::ANAME(target) = &r.data
+            && let Some(data) = rdata(&target.0)
+        {
+            r.data = data;
+        }
+    }
+}
+
+fn rdata(target: &Name) -> Option<RData> {
+    let mut fqdn = target.clone();
+    fqdn.set_fqdn(true);
+    // Name's own encoding is uncompressed, as RFC 6672 §2.5 asks.
+    let wire = fqdn.to_bytes().ok()?;
+    Some(RData::Unknown {
+        code: RecordType::DNAME,
+        rdata: NULL::with(wire),
+    })
+}
+
+/// The target of a DNAME record; `None` for any other record.
+pub fn target(record: &Record) -> Option<Name> {
+    match &record.data {
+        RData::Unknown {
+            code: RecordType::DNAME,
+            rdata,
+        } => {
+            let mut decoder = BinDecoder::new(&rdata.anything);
+            Name::read(&mut decoder).ok()
+        }
+        _ => None,
+    }
+}
+
+/// What a name below a DNAME owner becomes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Substitution {
+    /// The name with the owner's labels replaced by the target's.
+    Name(Name),
+    /// The result would exceed 255 octets: YXDOMAIN (RFC 6672 §2.2).
+    TooLong,
+}
+
+/// Substitutes `target` for the last `owner_labels` labels of `name` (a
+/// name strictly below the DNAME owner). The labels kept are `name`'s, in
+/// the case they were asked in.
+pub fn substitute(name: &Name, owner_labels: usize, target: &Name) -> Substitution {
+    let keep = usize::from(name.num_labels()).saturating_sub(owner_labels);
+    let prefix = match Name::from_labels(name.iter().take(keep)) {
+        Ok(prefix) => prefix,
+        Err(_) => return Substitution::TooLong,
+    };
+    match prefix.append_domain(target) {
+        // hickory checks the length it can encode; check the wire length
+        // the protocol allows ourselves.
+        Ok(n) if wire_len(&n) <= 255 => Substitution::Name(n),
+        _ => Substitution::TooLong,
+    }
+}
+
+/// Uncompressed wire length of an absolute name, root label included.
+fn wire_len(name: &Name) -> usize {
+    name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
+}
+
+/// Whether the zone text declares ANAME records of its own.
+pub fn own_anames(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
+    entries.iter().filter(|e| e.rtype == RecordType::ANAME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    #[test]
+    fn a_dname_record_holds_its_target_uncompressed_and_gives_it_back() {
+        let data = rdata(&name("Target.example.test.")).unwrap();
+        let r = Record::from_rdata(name("dn.example.test."), 300, data);
+        assert_eq!(r.record_type(), RecordType::DNAME);
+        let wire = r.data.to_bytes().unwrap();
+        assert_eq!(wire, b"\x06Target\x07example\x04test\x00");
+        assert_eq!(target(&r), Some(name("target.example.test.")));
+        assert!(target(&r).unwrap().eq_case(&name("Target.example.test.")));
+        let a = Record::from_rdata(
+            name("a.test."),
+            1,
+            RData::A(std::net::Ipv4Addr::new(198, 18, 0, 1).into()),
+        );
+        assert_eq!(target(&a), None);
+    }
+
+    #[test]
+    fn substitution_keeps_the_asked_labels_and_refuses_overlong_names() {
+        let asked = name("WwW.a.Dn.example.test.");
+        assert_eq!(
+            substitute(&asked, 3, &name("target.test.")),
+            Substitution::Name(name("WwW.a.target.test."))
+        );
+        let Substitution::Name(n) = substitute(&asked, 3, &name("target.test.")) else {
+            unreachable!()
+        };
+        assert!(n.eq_case(&name("WwW.a.target.test.")));
+        let label = "l".repeat(63);
+        let long = name(&format!("{label}.{label}.{label}.test."));
+        let asked = name(&format!("{label}.dn.example.test."));
+        assert_eq!(substitute(&asked, 3, &long), Substitution::TooLong);
+        let short = name("x.dn.example.test.");
+        assert!(matches!(
+            substitute(&short, 3, &long),
+            Substitution::Name(_)
+        ));
+    }
+
+    #[test]
+    fn dname_entries_are_renamed_in_place() {
+        let origin = name("example.test.");
+        let text = "dn 60 IN dname target\nx IN A 198.18.0.1\n";
+        let scan = crate::zone_scan::scan(text, &origin);
+        let renamed = rename_for_parser(text, &scan.entries);
+        assert_eq!(renamed, "dn 60 IN ANAME target\nx IN A 198.18.0.1\n");
+        let mut records = crate::zone_load::parse_records(text, &origin).unwrap();
+        records.sort_by_key(|r| u16::from(r.record_type()));
+        assert_eq!(records[1].record_type(), RecordType::DNAME);
+        assert_eq!(target(&records[1]), Some(name("target.example.test.")));
+        assert_eq!(records[1].ttl, 60);
+    }
+}

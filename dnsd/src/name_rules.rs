@@ -1,0 +1,286 @@
+//! The rules on what may share a name, checked on a zone file's entries as
+//! written (see `zone_scan`), so that each problem has its line. NSD and
+//! Knot DNS refuse to load a zone that breaks one; dnsd refuses it too:
+//!
+//! - a CNAME is alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1), except
+//!   for the DNSSEC records RRSIG, NSEC and NSEC3, and so never at the apex;
+//! - a name has at most one CNAME and at most one DNAME (RFC 6672 §2.4);
+//!   the same record twice is one record (RFC 2181 §5);
+//! - no name exists below a DNAME (RFC 6672 §2.3);
+//! - a DNAME and NS records share a name only at the apex (RFC 6672 §2.3;
+//!   Knot refuses it, NSD loads it and lets the delegation win).
+//!
+//! A problem is reported on the line of the entry that breaks the rule —
+//! the later of two conflicting entries, as NSD reports it — and names the
+//! other's line.
+
+use std::collections::HashMap;
+
+use hickory_proto::rr::{LowerName, Name, RecordType};
+
+use crate::zone_scan::Entry;
+
+/// One broken rule: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The first entries of each kind seen at one name.
+#[derive(Default)]
+struct AtName<'e> {
+    cname: Option<&'e Entry>,
+    dname: Option<&'e Entry>,
+    ns: Option<&'e Entry>,
+    /// The first entry of a type that may not stand beside a CNAME.
+    other: Option<&'e Entry>,
+    /// Already reported for a CNAME beside other data (once per name).
+    reported: bool,
+}
+
+/// Types allowed beside a CNAME: the DNSSEC records of the name itself.
+fn may_share_with_cname(rtype: RecordType) -> bool {
+    matches!(
+        rtype,
+        RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+    )
+}
+
+/// Checks the entries of one zone file whose apex is `origin`.
+pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: HashMap<LowerName, AtName<'_>> = HashMap::new();
+    let same_target =
+        |a: &Entry, b: &Entry| matches!((&a.target, &b.target), (Some(x), Some(y)) if x == y);
+    for e in entries {
+        let at = names.entry(LowerName::new(&e.owner)).or_default();
+        let owner = &e.owner;
+        match e.rtype {
+            RecordType::CNAME => match at.cname {
+                Some(first) if !same_target(first, e) => problems.push(Problem {
+                    line: e.line,
+                    message: format!(
+                        "{owner} has a second CNAME{} besides the one on line {}: \
+                         a name has at most one CNAME (RFC 1034 §3.6.2)",
+                        target_text(e),
+                        first.line
+                    ),
+                }),
+                Some(_) => {}
+                None => at.cname = Some(e),
+            },
+            RecordType::DNAME => match at.dname {
+                Some(first) if !same_target(first, e) => problems.push(Problem {
+                    line: e.line,
+                    message: format!(
+                        "{owner} has a second DNAME{} besides the one on line {}: \
+                         a name has at most one DNAME (RFC 6672 §2.4)",
+                        target_text(e),
+                        first.line
+                    ),
+                }),
+                Some(_) => {}
+                None => at.dname = Some(e),
+            },
+            RecordType::NS => {
+                at.ns.get_or_insert(e);
+            }
+            _ => {}
+        }
+        if !may_share_with_cname(e.rtype) && at.other.is_none() {
+            at.other = Some(e);
+        }
+
+        // A CNAME beside other data, reported once at the later entry.
+        if !at.reported
+            && let (Some(cname), Some(other)) = (at.cname, at.other)
+            && (std::ptr::eq(e, cname) || std::ptr::eq(e, other))
+        {
+            at.reported = true;
+            let message = if owner == origin {
+                format!(
+                    "{owner} is the zone apex: a CNAME there (line {}) conflicts with its \
+                     SOA and NS records (RFC 1034 §3.6.2)",
+                    cname.line
+                )
+            } else if other.rtype == RecordType::DNAME {
+                format!(
+                    "{owner} has a CNAME (line {}) and a DNAME (line {}): a DNAME never \
+                     shares its name with a CNAME (RFC 6672 §2.4)",
+                    cname.line, other.line
+                )
+            } else {
+                format!(
+                    "{owner} has a CNAME (line {}) and other data ({} on line {}): a CNAME \
+                     must be alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1)",
+                    cname.line, other.rtype, other.line
+                )
+            };
+            problems.push(Problem {
+                line: e.line,
+                message,
+            });
+        }
+
+        if owner != origin
+            && let (Some(dname), Some(ns)) = (at.dname, at.ns)
+            && (std::ptr::eq(e, dname) || std::ptr::eq(e, ns))
+        {
+            problems.push(Problem {
+                line: e.line,
+                message: format!(
+                    "{owner} has a DNAME (line {}) and NS records (line {}): below the apex \
+                     a DNAME cannot share its name with a delegation (RFC 6672 §2.3)",
+                    dname.line, ns.line
+                ),
+            });
+        }
+    }
+
+    // Names below a DNAME, once per name.
+    let dnames: HashMap<&LowerName, &Entry> = names
+        .iter()
+        .filter_map(|(name, at)| at.dname.map(|d| (name, d)))
+        .collect();
+    if !dnames.is_empty() {
+        for at in names.values() {
+            let Some(first) = first_entry(at) else {
+                continue;
+            };
+            let mut ancestor = first.owner.clone();
+            while !ancestor.is_root() {
+                ancestor = ancestor.base_name();
+                if let Some(dname) = dnames.get(&LowerName::new(&ancestor)) {
+                    problems.push(Problem {
+                        line: first.line,
+                        message: format!(
+                            "{} is below the DNAME at {} (line {}): no name may exist below \
+                             a DNAME (RFC 6672 §2.3)",
+                            first.owner, dname.owner, dname.line
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    problems
+}
+
+/// The earliest entry recorded at a name.
+fn first_entry<'e>(at: &AtName<'e>) -> Option<&'e Entry> {
+    [at.cname, at.dname, at.ns, at.other]
+        .into_iter()
+        .flatten()
+        .min_by_key(|e| e.line)
+}
+
+fn target_text(e: &Entry) -> String {
+    e.target
+        .as_ref()
+        .map(|t| format!(" (to {t})"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone_scan::scan;
+
+    const HEAD: &str = "$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 198.18.0.53
+";
+
+    fn problems(tail: &str) -> Vec<(usize, String)> {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = format!("{HEAD}{tail}");
+        check(&origin, &scan(&text, &origin).entries)
+            .into_iter()
+            .map(|p| (p.line, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn a_good_zone_breaks_no_rule() {
+        let tail = "www IN A 198.18.0.1
+alias IN CNAME www
+alias IN CNAME WWW.example.test.
+dn IN DNAME elsewhere.test.
+dn IN A 198.18.0.2
+dn IN DNAME elsewhere.test.
+";
+        assert_eq!(problems(tail), []);
+    }
+
+    #[test]
+    fn two_cnames_at_one_name_are_refused_on_the_second_line() {
+        let p = problems("x IN CNAME a\nfoo IN A 198.18.0.1\nX IN CNAME b\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 7);
+        assert!(
+            p[0].1.contains("x.example.test. has a second CNAME"),
+            "{p:?}"
+        );
+        assert!(p[0].1.contains("(to b.example.test.)"), "{p:?}");
+        assert!(p[0].1.contains("line 5"), "{p:?}");
+    }
+
+    #[test]
+    fn a_cname_beside_other_data_is_refused_once_on_the_later_line() {
+        let p = problems("y IN A 198.18.0.1\ny IN CNAME a\ny IN TXT \"t\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 6);
+        assert!(
+            p[0].1
+                .contains("a CNAME (line 6) and other data (A on line 5)")
+        );
+        let p = problems("y IN CNAME a\n  IN MX 10 mail\n");
+        assert_eq!(p[0].0, 6, "{p:?}");
+    }
+
+    #[test]
+    fn a_cname_at_the_apex_conflicts_with_the_soa() {
+        let p = problems("@ IN CNAME elsewhere.test.\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 5);
+        assert!(p[0].1.contains("zone apex"), "{p:?}");
+    }
+
+    #[test]
+    fn dname_rules_match_nsd_and_knot() {
+        let p = problems("d IN DNAME t\nx.d IN A 198.18.0.1\n*.d IN TXT \"w\"\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter()
+                .all(|(_, m)| m.contains("below the DNAME at d.example.test. (line 5)"))
+        );
+        assert_eq!(p[0].0, 6);
+        let p = problems("e IN DNAME t\ne IN DNAME u\n");
+        assert!(p[0].1.contains("second DNAME"), "{p:?}");
+        let p = problems("e IN DNAME t\ne IN CNAME t\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].1.contains("a CNAME (line 6) and a DNAME (line 5)"),
+            "{p:?}"
+        );
+        let p = problems("g IN NS ns.elsewhere.test.\ng IN DNAME t\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 6);
+        assert!(p[0].1.contains("delegation"), "{p:?}");
+    }
+
+    #[test]
+    fn a_dname_at_the_apex_is_fine_alone_but_nothing_may_be_below_it() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = "@ IN SOA ns1.other.test. h.other.test. 1 2 3 4 5\n\
+                    @ IN NS ns1.other.test.\n@ IN DNAME other.test.\n";
+        assert_eq!(check(&origin, &scan(text, &origin).entries), []);
+        let p = problems("@ IN DNAME other.test.\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, 4, "ns1 is below the apex DNAME");
+    }
+}
