@@ -321,6 +321,21 @@ mod tests {
         );
     }
 
+    /// A request captured from `knsupdate -y hmac-sha256:ops-key.:MDEy...`
+    /// (zone example.test., `update add t.example.test. 60 A 198.18.0.7`),
+    /// signed at 1795674388.
+    const KNSUPDATE: &str = "818028000001000000010001076578616d706c65047465737400000600010174c00c000100010000003c0004c6120007076f70732d6b65790000fa00ff00000000003d0b686d61632d7368613235360000006b07d114012c0020202418e14e68f94a7908f240f971ab0f86b8e9909abfb174632ff1ffc71d6f98818000000000";
+
+    #[test]
+    fn a_request_signed_by_knsupdate_verifies() {
+        let m = hex(KNSUPDATE);
+        let Found::Signed(sig) = find(&m) else {
+            panic!("no signature found");
+        };
+        assert_eq!(sig.tsig.time, 1_795_674_388);
+        assert_eq!(verify(&m, &sig, Some(SECRET), 1_795_674_388), Ok(()));
+    }
+
     #[test]
     fn a_good_mac_outside_the_fudge_is_badtime() {
         let (m, sig) = signed(&hex(PYTHON_MAC));

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cutover_workspace::{HistoryError, Workspace};
+use cutover_workspace::{HistoryError, TsigKey, Workspace};
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -279,7 +279,7 @@ impl Updater {
                 "applied a dynamic update"
             ),
             Some(reason) => info!(
-                %src, key = %key_name, rcode = %verdict.rcode, "dynamic update refused: {reason}"
+                %src, key = %key_name, rcode = ?verdict.rcode, "dynamic update refused: {reason}"
             ),
         }
         signed(verdict.rcode, None, now, Vec::new())
@@ -307,18 +307,9 @@ impl Updater {
                 format!("class {} is not served", zone.query_class()),
             );
         }
-        let Some(key) = config.tsig_key(key_name) else {
+        let Some(key) = config.tsig_key(key_name).cloned() else {
             return Verdict::refuse(ResponseCode::ServFail, "the key vanished");
         };
-        if !key.allows(&origin) {
-            return Verdict::refuse(
-                ResponseCode::Refused,
-                format!(
-                    "key {key_name} may not update {origin} (its zones: {})",
-                    key.zones.join(", ")
-                ),
-            );
-        }
         let _one_change = self.changes.lock().await;
         let root = self.workspace.root().to_path_buf();
         let ws = self.workspace.clone();
@@ -334,7 +325,7 @@ impl Updater {
             updates.len()
         );
         let worked = tokio::task::spawn_blocking(move || {
-            write_update(&ws, root, &origin, &prerequisites, &updates, &message)
+            write_update(&ws, root, &key, &origin, &prerequisites, &updates, &message)
         })
         .await;
         let verdict = match worked {
@@ -394,6 +385,7 @@ fn error_only(sig: &Signature, error: TsigError) -> Outcome {
 fn write_update(
     ws: &Workspace,
     root: PathBuf,
+    key: &TsigKey,
     origin: &str,
     prerequisites: &[hickory_proto::rr::Record],
     updates: &[hickory_proto::rr::Record],
@@ -418,6 +410,17 @@ fn write_update(
             format!("{origin} is not a served zone"),
         );
     };
+    // Only now, so that a zone not served is NOTAUTH whatever the key.
+    if !key.allows(origin) {
+        return Verdict::refuse(
+            ResponseCode::Refused,
+            format!(
+                "key {} may not update {origin} (its zones: {})",
+                key.name,
+                key.zones.join(", ")
+            ),
+        );
+    }
     let children: Vec<Name> = served
         .zones
         .iter()

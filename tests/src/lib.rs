@@ -9,6 +9,7 @@ pub mod dig;
 pub mod dns_peers;
 pub mod dnsd;
 pub mod dnsd_api;
+pub mod dnsd_update;
 pub mod netns;
 pub mod nginx;
 pub mod process;

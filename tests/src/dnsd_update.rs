@@ -1,0 +1,246 @@
+//! Dynamic updates (RFC 2136) sent to dnsd the way an operator's tooling
+//! sends them: `knsupdate` (Knot) and `nsupdate` (BIND), signed with TSIG or
+//! not; and what an update leaves behind in the workspace (zone files,
+//! generations) to prove that a refused one changed nothing.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::dns_peers::free_port;
+use crate::dnsd::{DnsdWorkspace, spawn_ready};
+use crate::process::Daemon;
+
+/// A loopback address of its own for each update test (127.0.55.n: no
+/// other test uses that /24).
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 55, n))
+}
+
+/// A TSIG key as the update tools take it.
+#[derive(Clone, Copy)]
+pub struct Key<'a> {
+    pub name: &'a str,
+    /// Base64.
+    pub secret: &'a str,
+}
+
+impl Key<'_> {
+    fn arg(&self) -> String {
+        format!("hmac-sha256:{}:{}", self.name, self.secret)
+    }
+}
+
+/// A dnsd without its API, that can be stopped and started again on the
+/// same address.
+pub struct UpdateDnsd {
+    pub dns: SocketAddr,
+    daemon: Option<Daemon>,
+    log: PathBuf,
+    root: PathBuf,
+}
+
+impl UpdateDnsd {
+    pub fn start(ws: &DnsdWorkspace, ip: IpAddr) -> Result<Self> {
+        let dns = SocketAddr::new(ip, free_port(ip)?);
+        let log = ws.path().with_extension("update.log");
+        let daemon = spawn_ready(ws, dns, &["--no-api"], dns, &log)?;
+        Ok(Self {
+            dns,
+            daemon: Some(daemon),
+            log,
+            root: ws.path().to_path_buf(),
+        })
+    }
+
+    /// Stops dnsd (SIGTERM) and starts it again on the same address, with
+    /// the log appended to.
+    pub fn restart(&mut self, ws: &DnsdWorkspace) -> Result<()> {
+        if let Some(d) = self.daemon.take() {
+            d.stop(Duration::from_secs(10))?;
+        }
+        let before = self.log();
+        let daemon = spawn_ready(ws, self.dns, &["--no-api"], self.dns, &self.log)?;
+        self.daemon = Some(daemon);
+        fs::write(
+            &self.log,
+            format!("{before}--- restarted ---\n{}", self.log()),
+        )?;
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What kdig gets for `name` of `qtype` (`+short`, sorted).
+    pub fn kdig(&self, name: &str, qtype: &str) -> Result<Vec<String>> {
+        let out = Command::new("kdig")
+            .arg(format!("@{}", self.dns.ip()))
+            .args(["-p", &self.dns.port().to_string(), "+short", "+timeout=2"])
+            .args([name, qtype])
+            .output()
+            .context("running kdig (install knot-dnsutils)")?;
+        if !out.status.success() {
+            bail!(
+                "kdig {name} {qtype} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        Ok(lines)
+    }
+
+    /// The SOA serial kdig gets for `zone`.
+    pub fn serial(&self, zone: &str) -> Result<u32> {
+        let soa = self.kdig(zone, "SOA")?;
+        soa.first()
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("no SOA serial in {soa:?}"))
+    }
+
+    /// Sends `commands` (nsupdate syntax, without `server` and `send`) to
+    /// zone `zone` with `knsupdate`, over TCP if `tcp`. Returns the status
+    /// knsupdate reports ("NOERROR", "YXRRSET", ...) after checking that
+    /// it verified the response's TSIG when `key` signed the request.
+    pub fn knsupdate(
+        &self,
+        key: Option<Key<'_>>,
+        zone: &str,
+        commands: &str,
+        tcp: bool,
+    ) -> Result<String> {
+        let script = self.script(zone, commands, "answer\n");
+        let mut cmd = Command::new("knsupdate");
+        cmd.args(["-t", "3", "-r", "0"]);
+        if tcp {
+            cmd.arg("-v");
+        }
+        if let Some(key) = key {
+            cmd.args(["-y", &key.arg()]);
+        }
+        let (stdout, stderr) = run_with_stdin(cmd, &script, "knsupdate (install knot-dnsutils)")?;
+        if stderr.contains("failed to verify TSIG") {
+            bail!("knsupdate could not verify dnsd's signature:\n{stdout}{stderr}");
+        }
+        stdout
+            .lines()
+            .find_map(|l| l.split("status: ").nth(1))
+            .and_then(|rest| rest.split(';').next())
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("knsupdate printed no status:\n{stdout}{stderr}"))
+    }
+
+    /// Like `knsupdate` with BIND's `nsupdate` over UDP; returns "NOERROR"
+    /// or what nsupdate reports after "update failed:" (for example
+    /// "NOTAUTH(BADSIG)").
+    pub fn nsupdate(&self, key: Option<Key<'_>>, zone: &str, commands: &str) -> Result<String> {
+        let script = self.script(zone, commands, "");
+        let mut cmd = Command::new("nsupdate");
+        cmd.args(["-t", "3", "-u", "3", "-r", "0"]);
+        if let Some(key) = key {
+            cmd.args(["-y", &key.arg()]);
+        }
+        let (stdout, stderr) = run_with_stdin(cmd, &script, "nsupdate (install bind9-dnsutils)")?;
+        let all = format!("{stdout}{stderr}");
+        if let Some(rest) = all.split("update failed: ").nth(1) {
+            return Ok(rest.lines().next().unwrap_or("").trim().to_string());
+        }
+        if all.contains("timed out") || all.contains("could not") {
+            bail!("nsupdate got no answer:\n{all}");
+        }
+        Ok("NOERROR".into())
+    }
+
+    fn script(&self, zone: &str, commands: &str, tail: &str) -> String {
+        format!(
+            "server {} {}\nzone {zone}\n{commands}\nsend\n{tail}",
+            self.dns.ip(),
+            self.dns.port()
+        )
+    }
+
+    /// The workspace as an update may change it: every zone file's bytes
+    /// and the generations made so far.
+    pub fn state(&self) -> Result<WorkspaceState> {
+        WorkspaceState::read(&self.root)
+    }
+}
+
+impl Drop for UpdateDnsd {
+    fn drop(&mut self) {
+        self.daemon.take();
+        let _ = fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `cmd` with `input` on stdin, bounded by the tools' own timeouts;
+/// returns stdout and stderr whatever the exit status (failures are what
+/// several tests expect).
+fn run_with_stdin(mut cmd: Command, input: &str, what: &str) -> Result<(String, String)> {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {what}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Zone files and generations of a workspace at one moment.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WorkspaceState {
+    pub zones: Vec<(String, String)>,
+    /// `(number, message)` of each generation, oldest first.
+    pub generations: Vec<(u64, String)>,
+}
+
+impl WorkspaceState {
+    pub fn read(root: &Path) -> Result<Self> {
+        let mut zones = Vec::new();
+        for entry in fs::read_dir(root.join("zones"))? {
+            let path = entry?.path();
+            zones.push((
+                path.display().to_string(),
+                fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?,
+            ));
+        }
+        zones.sort();
+        let mut generations = Vec::new();
+        if let Ok(entries) = fs::read_dir(root.join(".cutover/generations")) {
+            for entry in entries {
+                let dir = entry?.path();
+                let Some(n) = dir.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+                    continue;
+                };
+                let meta = fs::read_to_string(dir.join("GENERATION.toml")).unwrap_or_default();
+                let message = meta
+                    .lines()
+                    .find_map(|l| l.strip_prefix("message = "))
+                    .unwrap_or("")
+                    .trim_matches('"')
+                    .to_string();
+                generations.push((n, message));
+            }
+        }
+        generations.sort();
+        Ok(Self { zones, generations })
+    }
+}
