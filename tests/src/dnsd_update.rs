@@ -57,6 +57,23 @@ impl UpdateDnsd {
         })
     }
 
+    /// Starts dnsd on `dns` with `args` and no `--no-api` (dnsd.toml's
+    /// `[api]` decides), ready once `ready` accepts TCP connections.
+    pub fn start_with_config_api(
+        ws: &DnsdWorkspace,
+        dns: SocketAddr,
+        ready: SocketAddr,
+    ) -> Result<Self> {
+        let log = ws.path().with_extension("update.log");
+        let daemon = spawn_ready(ws, dns, &[], ready, &log)?;
+        Ok(Self {
+            dns,
+            daemon: Some(daemon),
+            log,
+            root: ws.path().to_path_buf(),
+        })
+    }
+
     /// Stops dnsd (SIGTERM) and starts it again on the same address, with
     /// the log appended to.
     pub fn restart(&mut self, ws: &DnsdWorkspace) -> Result<()> {

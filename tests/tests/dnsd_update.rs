@@ -323,3 +323,128 @@ fn updates_without_the_right_key_or_outside_the_zone_change_nothing() -> Result<
     })();
     result.map_err(|e| e.context(dnsd.log()))
 }
+
+/// An update signed long ago (a replay, or a client with a wrong clock):
+/// its MAC is good but its time is outside the fudge, so dnsd answers
+/// NOTAUTH with TSIG error BADTIME, signed, telling its own time, and
+/// changes nothing. knsupdate always signs with the current time, so the
+/// request is built here: `update add t.example.test. 60 A 198.18.0.7`
+/// signed by `ops-key.` at 1764000000 (2025-11-24) with fudge 300; the MAC
+/// was computed with Python's `hmac` (see dnsd's tsig.rs tests).
+#[test]
+fn an_update_signed_outside_the_fudge_is_badtime_and_changes_nothing() -> Result<()> {
+    use cutover_tests::dnsd::{header, raw_exchange};
+    if !tools_installed() {
+        return Ok(());
+    }
+    let ws = workspace()?;
+    let dnsd = UpdateDnsd::start(&ws, loopback(5))?;
+    let result = (|| -> Result<()> {
+        let before = dnsd.state()?;
+        let mut m = vec![0x12, 0x34, 0x28, 0x00, 0, 1, 0, 0, 0, 1, 0, 1];
+        m.extend_from_slice(b"\x07example\x04test\x00\x00\x06\x00\x01");
+        m.extend_from_slice(b"\x01t\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04");
+        m.extend_from_slice(&[198, 18, 0, 7]);
+        m.extend_from_slice(b"\x07ops-key\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x3d");
+        m.extend_from_slice(b"\x0bhmac-sha256\x00");
+        m.extend_from_slice(&1_764_000_000u64.to_be_bytes()[2..]);
+        m.extend_from_slice(&[0x01, 0x2c, 0x00, 0x20]);
+        let mac = "54569c8613b5c153cf12974e6e1043dcb3b1e42610ca278171038fdae5781bfe";
+        for i in (0..mac.len()).step_by(2) {
+            m.push(u8::from_str_radix(&mac[i..i + 2], 16)?);
+        }
+        m.extend_from_slice(&[0x12, 0x34, 0, 0, 0, 0]);
+
+        let reply = raw_exchange(dnsd.dns, &m).ok_or_else(|| anyhow::anyhow!("no reply"))?;
+        let h = header(&reply).ok_or_else(|| anyhow::anyhow!("no header"))?;
+        ensure!(h.id == 0x1234 && h.qr, "{h:?}");
+        ensure!(h.rcode == 9, "NOTAUTH expected: {h:?}");
+        // The reply ends with the TSIG record: ... MAC, original ID, error,
+        // other length, other data (our clock, 6 bytes).
+        let n = reply.len();
+        let word = |at: usize| u16::from_be_bytes([reply[at], reply[at + 1]]);
+        ensure!(
+            word(n - 10) == 18,
+            "TSIG error BADTIME expected: {reply:02x?}"
+        );
+        ensure!(
+            word(n - 8) == 6,
+            "the server's time in Other Data: {reply:02x?}"
+        );
+        ensure!(
+            word(n - 46) == 32,
+            "a signed reply (MAC of 32 bytes): {reply:02x?}"
+        );
+        ensure!(
+            dnsd.state()? == before,
+            "a stale update changed the workspace"
+        );
+        ensure!(dnsd.kdig("t.example.test.", "A")?.is_empty());
+        Ok(())
+    })();
+    result.map_err(|e| e.context(dnsd.log()))
+}
+
+/// dnsd.toml's `[api]` says where the control API listens and which token
+/// file guards it, with no flag on the command line; `enabled = false`
+/// turns it off (and no token file is made for it).
+#[test]
+fn the_api_section_of_dnsd_toml_places_and_guards_the_api() -> Result<()> {
+    use cutover_tests::dns_peers::free_port;
+    use std::net::{SocketAddr, TcpStream};
+    use std::process::Command;
+    use std::time::Duration;
+    if !tools_installed() || !bins::have("curl") {
+        return Ok(());
+    }
+    let ip = loopback(6);
+    let dns = SocketAddr::new(ip, free_port(ip)?);
+    let mut api = SocketAddr::new(ip, free_port(ip)?);
+    while api.port() == dns.port() {
+        api = SocketAddr::new(ip, free_port(ip)?);
+    }
+
+    let ws = workspace()?;
+    std::fs::write(ws.path().join("api.token"), "token-from-dnsd-toml\n")?;
+    ws.toml(&format!(
+        "{DNSD_TOML}\n[api]\nlisten = \"{api}\"\ntoken_file = \"api.token\"\n"
+    ))?;
+    let dnsd = UpdateDnsd::start_with_config_api(&ws, dns, api)?;
+    let result = (|| -> Result<()> {
+        let health = |token: &str| -> Result<String> {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "5",
+                ])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .arg(format!("http://{api}/v1/health"))
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        ensure!(health("token-from-dnsd-toml")? == "200");
+        ensure!(health("another-token")? == "401");
+        ensure!(!ws.path().join(".cutover/api-token").exists());
+        Ok(())
+    })();
+    result.map_err(|e| e.context(dnsd.log()))?;
+    drop(dnsd);
+
+    let ws = workspace()?;
+    ws.toml(&format!(
+        "{DNSD_TOML}\n[api]\nlisten = \"{api}\"\nenabled = false\n"
+    ))?;
+    let dnsd = UpdateDnsd::start_with_config_api(&ws, dns, dns)?;
+    ensure!(
+        TcpStream::connect_timeout(&api, Duration::from_millis(500)).is_err(),
+        "the API listens although dnsd.toml turned it off:\n{}",
+        dnsd.log()
+    );
+    ensure!(!ws.path().join(".cutover/api-token").exists());
+    Ok(())
+}
