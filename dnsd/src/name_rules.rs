@@ -61,8 +61,8 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                 Some(first) if !same_target(first, e) => problems.push(Problem {
                     line: e.line,
                     message: format!(
-                        "{owner} has a second CNAME{} besides the one on line {}: \
-                         a name has at most one CNAME (RFC 1034 §3.6.2)",
+                        "{owner}: multiple CNAMEs at the same name (this one{}, another on \
+                         line {}): a name has at most one CNAME (RFC 1034 §3.6.2)",
                         target_text(e),
                         first.line
                     ),
@@ -74,8 +74,8 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                 Some(first) if !same_target(first, e) => problems.push(Problem {
                     line: e.line,
                     message: format!(
-                        "{owner} has a second DNAME{} besides the one on line {}: \
-                         a name has at most one DNAME (RFC 6672 §2.4)",
+                        "{owner}: multiple DNAMEs at the same name (this one{}, another on \
+                         line {}): a name has at most one DNAME (RFC 6672 §2.4)",
                         target_text(e),
                         first.line
                     ),
@@ -100,20 +100,21 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             at.reported = true;
             let message = if owner == origin {
                 format!(
-                    "{owner} is the zone apex: a CNAME there (line {}) conflicts with its \
-                     SOA and NS records (RFC 1034 §3.6.2)",
+                    "{owner}: CNAME at the zone apex (line {}), beside its SOA and NS \
+                     records: a CNAME must be alone at its name (RFC 1034 §3.6.2)",
                     cname.line
                 )
             } else if other.rtype == RecordType::DNAME {
                 format!(
-                    "{owner} has a CNAME (line {}) and a DNAME (line {}): a DNAME never \
-                     shares its name with a CNAME (RFC 6672 §2.4)",
+                    "{owner}: DNAME and CNAME at the same name (CNAME on line {}, DNAME on \
+                     line {}): a DNAME never shares its name with a CNAME (RFC 6672 §2.4)",
                     cname.line, other.line
                 )
             } else {
                 format!(
-                    "{owner} has a CNAME (line {}) and other data ({} on line {}): a CNAME \
-                     must be alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1)",
+                    "{owner}: CNAME and other data at the same name (CNAME on line {}, {} on \
+                     line {}): a CNAME must be alone at its name (RFC 1034 §3.6.2, \
+                     RFC 2181 §10.1)",
                     cname.line, other.rtype, other.line
                 )
             };
@@ -130,8 +131,9 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             problems.push(Problem {
                 line: e.line,
                 message: format!(
-                    "{owner} has a DNAME (line {}) and NS records (line {}): below the apex \
-                     a DNAME cannot share its name with a delegation (RFC 6672 §2.3)",
+                    "{owner}: DNAME and NS at the same name (DNAME on line {}, NS on line {}): \
+                     below the apex a DNAME cannot share its name with a delegation \
+                     (RFC 6672 §2.3)",
                     dname.line, ns.line
                 ),
             });
@@ -155,8 +157,8 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                     problems.push(Problem {
                         line: first.line,
                         message: format!(
-                            "{} is below the DNAME at {} (line {}): no name may exist below \
-                             a DNAME (RFC 6672 §2.3)",
+                            "{}: data below the DNAME at {} (line {}): no name may exist \
+                             below a DNAME (RFC 6672 §2.3)",
                             first.owner, dname.owner, dname.line
                         ),
                     });
@@ -180,7 +182,7 @@ fn first_entry<'e>(at: &AtName<'e>) -> Option<&'e Entry> {
 fn target_text(e: &Entry) -> String {
     e.target
         .as_ref()
-        .map(|t| format!(" (to {t})"))
+        .map(|t| format!(" to {t}"))
         .unwrap_or_default()
 }
 
@@ -221,11 +223,12 @@ dn IN DNAME elsewhere.test.
         let p = problems("x IN CNAME a\nfoo IN A 198.18.0.1\nX IN CNAME b\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 7);
+        assert!(p[0].1.contains("x.example.test.: multiple CNAMEs"), "{p:?}");
         assert!(
-            p[0].1.contains("x.example.test. has a second CNAME"),
+            p[0].1
+                .contains("this one to b.example.test., another on line 5"),
             "{p:?}"
         );
-        assert!(p[0].1.contains("(to b.example.test.)"), "{p:?}");
         assert!(p[0].1.contains("line 5"), "{p:?}");
     }
 
@@ -236,7 +239,7 @@ dn IN DNAME elsewhere.test.
         assert_eq!(p[0].0, 6);
         assert!(
             p[0].1
-                .contains("a CNAME (line 6) and other data (A on line 5)")
+                .contains("CNAME and other data at the same name (CNAME on line 6, A on line 5)")
         );
         let p = problems("y IN CNAME a\n  IN MX 10 mail\n");
         assert_eq!(p[0].0, 6, "{p:?}");
@@ -247,7 +250,7 @@ dn IN DNAME elsewhere.test.
         let p = problems("@ IN CNAME elsewhere.test.\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 5);
-        assert!(p[0].1.contains("zone apex"), "{p:?}");
+        assert!(p[0].1.contains("CNAME at the zone apex"), "{p:?}");
     }
 
     #[test]
@@ -256,21 +259,22 @@ dn IN DNAME elsewhere.test.
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
             p.iter()
-                .all(|(_, m)| m.contains("below the DNAME at d.example.test. (line 5)"))
+                .all(|(_, m)| m.contains("data below the DNAME at d.example.test. (line 5)"))
         );
         assert_eq!(p[0].0, 6);
         let p = problems("e IN DNAME t\ne IN DNAME u\n");
-        assert!(p[0].1.contains("second DNAME"), "{p:?}");
+        assert!(p[0].1.contains("multiple DNAMEs"), "{p:?}");
         let p = problems("e IN DNAME t\ne IN CNAME t\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].1.contains("a CNAME (line 6) and a DNAME (line 5)"),
+            p[0].1
+                .contains("DNAME and CNAME at the same name (CNAME on line 6, DNAME on line 5)"),
             "{p:?}"
         );
         let p = problems("g IN NS ns.elsewhere.test.\ng IN DNAME t\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 6);
-        assert!(p[0].1.contains("delegation"), "{p:?}");
+        assert!(p[0].1.contains("DNAME and NS at the same name"), "{p:?}");
     }
 
     #[test]
