@@ -36,7 +36,7 @@ pub struct Signature {
 #[derive(Debug)]
 pub enum Found {
     Unsigned,
-    Signed(Signature),
+    Signed(Box<Signature>),
     /// A TSIG record that is not last, not class ANY, or does not decode:
     /// FORMERR (RFC 8945 §5.1).
     Malformed(&'static str),
@@ -74,11 +74,11 @@ pub fn find(message: &[u8]) -> Found {
     let RData::TSIG(tsig) = record.data else {
         return Found::Malformed("the TSIG record does not decode");
     };
-    Found::Signed(Signature {
+    Found::Signed(Box::new(Signature {
         key_name: record.name,
         tsig,
         offset: last,
-    })
+    }))
 }
 
 /// Checks `sig` on `message` with `secret` (`None`: no such key) at Unix
@@ -271,7 +271,7 @@ mod tests {
     fn signed(mac: &[u8]) -> (Vec<u8>, Signature) {
         let m = with_tsig(unsigned_update(), 1_764_000_000, mac);
         match find(&m) {
-            Found::Signed(sig) => (m, sig),
+            Found::Signed(sig) => (m, *sig),
             other => panic!("{other:?}"),
         }
     }

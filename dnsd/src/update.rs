@@ -112,10 +112,7 @@ pub fn prescan(zone: &Zone<'_>, updates: &[Record]) -> Result<(), ResponseCode> 
 
 /// The first update (by its owner) that would change the A/AAAA records
 /// of a name that `is_service` says dnsd.toml manages.
-pub fn touches_service<'u>(
-    updates: &'u [Record],
-    is_service: impl Fn(&Name) -> bool,
-) -> Option<&'u Record> {
+pub fn touches_service(updates: &[Record], is_service: impl Fn(&Name) -> bool) -> Option<&Record> {
     updates.iter().find(|u| {
         matches!(
             u.record_type(),
@@ -335,7 +332,10 @@ alias IN CNAME www
             Some("198.18.0.2"),
         );
         assert_eq!(check(&[one.clone(), two.clone()]), Ok(()));
-        assert_eq!(check(&[one.clone()]), Err(ResponseCode::NXRRSet));
+        assert_eq!(
+            check(std::slice::from_ref(&one)),
+            Err(ResponseCode::NXRRSet)
+        );
         let other = rr(
             "www.example.test.",
             DNSClass::IN,
@@ -643,7 +643,7 @@ alias IN CNAME www
             RecordType::TXT,
             Some("\"x\""),
         );
-        assert!(touches_service(&[txt.clone()], is_service).is_none());
+        assert!(touches_service(std::slice::from_ref(&txt), is_service).is_none());
         let a = rr(
             "WWW.example.test.",
             DNSClass::NONE,

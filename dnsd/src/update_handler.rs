@@ -212,7 +212,7 @@ impl Updater {
     async fn process(&self, request: &Request) -> Outcome {
         let src = request.src();
         let sig = match tsig::find(request.as_slice()) {
-            Found::Signed(sig) => sig,
+            Found::Signed(sig) => *sig,
             Found::Unsigned => {
                 debug!(%src, "refused an unsigned UPDATE");
                 return unsigned(ResponseCode::Refused);
@@ -337,16 +337,15 @@ impl Updater {
                 );
             }
         };
-        if verdict.generation.is_some() && verdict.reason.is_none() {
-            if let Err(e) = self.reloader.reload().await {
-                return Verdict::refuse(
-                    ResponseCode::ServFail,
-                    format!(
-                        "generation {:?} was written but does not load; the previous zones keep being served: {e}",
-                        verdict.generation
-                    ),
-                );
-            }
+        if let (Some(generation), None) = (verdict.generation, &verdict.reason)
+            && let Err(e) = self.reloader.reload().await
+        {
+            return Verdict::refuse(
+                ResponseCode::ServFail,
+                format!(
+                    "generation {generation} was written but does not load; the previous zones keep being served: {e}"
+                ),
+            );
         }
         verdict
     }

@@ -113,7 +113,7 @@ impl TsigKey {
     /// Whether this key may update the zone `origin` (fully qualified).
     pub fn allows(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();
-        self.zones.iter().any(|z| *z == origin)
+        self.zones.contains(&origin)
     }
 }
 
@@ -453,7 +453,7 @@ fn normalize_zone(name: &str) -> Result<String, String> {
 /// it is the only base64 this crate reads, and 20 lines beat a dependency.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let text = text.trim().as_bytes();
-    if text.is_empty() || text.len() % 4 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| -> Option<u32> {
