@@ -258,13 +258,18 @@ fn names_outside_the_served_zones_are_refused() -> Result<()> {
 }
 
 #[test]
-fn opcodes_other_than_query_get_notimp() -> Result<()> {
+fn opcodes_not_served_get_notimp_and_an_unsigned_update_is_refused() -> Result<()> {
     let (_ws, dnsd) = serve(21, "", "")?;
-    for opcode in ["notify", "status", "update"] {
+    for opcode in ["notify", "status"] {
         let m = dnsd.ask(&Query::new("example.test.", "SOA").opcode(opcode))?;
         assert_eq!(m.rcode, "NOTIMP", "{opcode}: {m}");
         assert_eq!(m.opcode, opcode.to_uppercase(), "{m}");
     }
+    // UPDATE is served (RFC 2136, TSIG-signed only): an unsigned one is
+    // refused, as NSD and Knot refuse it without an ACL.
+    let m = dnsd.ask(&Query::new("example.test.", "SOA").opcode("update"))?;
+    assert_eq!(m.rcode, "REFUSED", "{m}");
+    assert_eq!(m.opcode, "UPDATE", "{m}");
     Ok(())
 }
 
@@ -351,5 +356,112 @@ fn a_service_in_dnsd_toml_replaces_the_addresses_of_the_zone_file() -> Result<()
         BTreeSet::from(["20 A 198.18.9.1".to_string(), "20 A 198.18.9.2".into()]),
         "{m}"
     );
+    Ok(())
+}
+
+/// A renamed subtree: `old` moved to `new` with one DNAME, a subtree moved
+/// out of the zone, and a target so long that long names cannot follow it.
+const DNAMES: &str = "old        IN DNAME new
+old        IN TXT \"the old name still answers for itself\"
+www.new 60 IN A   198.18.0.90
+api.new    IN CNAME www.new
+away   900 IN DNAME elsewhere.test.
+far        IN DNAME a123456789012345678901234567890123456789012345678901234567890.b123456789012345678901234567890123456789012345678901234567890.c123456789012345678901234567890123456789012345678901234567890.test.
+";
+
+fn records(m: &Message) -> Vec<String> {
+    m.answer.iter().map(|r| r.to_string()).collect()
+}
+
+#[test]
+fn a_client_asking_an_old_name_below_a_dname_is_led_to_the_new_one() -> Result<()> {
+    let (_ws, dnsd) = serve(26, "", DNAMES)?;
+    for query in [
+        Query::new("WwW.Old.Example.TEST.", "A"),
+        Query::new("WwW.Old.Example.TEST.", "A").tcp(),
+        Query::new("WwW.Old.Example.TEST.", "A").edns(Edns::Off),
+    ] {
+        let m = dnsd.ask(&query)?;
+        assert_eq!(m.rcode, "NOERROR", "{query}: {m}");
+        assert_eq!(flags(&m), ["aa", "qr"], "{query}: {m}");
+        assert_eq!(m.question, ["WwW.Old.Example.TEST. IN A"], "{query}: {m}");
+        assert_eq!(
+            records(&m),
+            [
+                "old.example.test. 300 IN DNAME new.example.test.",
+                "www.old.example.test. 300 IN CNAME www.new.example.test.",
+                "www.new.example.test. 60 IN A 198.18.0.90",
+            ],
+            "{query}: the DNAME, the CNAME synthesized with its TTL, the address"
+        );
+        assert!(m.authority.is_empty() && m.additional.is_empty(), "{m}");
+    }
+    // The rewritten name's own CNAME is followed too.
+    let m = dnsd.ask(&Query::new("api.old.example.test.", "A"))?;
+    assert_eq!(m.answer.len(), 4, "{m}");
+    // A CNAME question stops at the synthesized CNAME.
+    let m = dnsd.ask(&Query::new("www.old.example.test.", "CNAME"))?;
+    assert_eq!(m.answer.len(), 2, "{m}");
+    // An old name whose new name does not exist: NXDOMAIN, with the SOA.
+    let m = dnsd.ask(&Query::new("nope.old.example.test.", "A"))?;
+    assert_eq!(m.rcode, "NXDOMAIN", "{m}");
+    assert_eq!(m.answer.len(), 2, "{m}");
+    let authority: Vec<String> = m.authority.iter().map(|r| r.to_string()).collect();
+    assert_eq!(authority, [NEGATIVE_SOA], "{m}");
+    Ok(())
+}
+
+#[test]
+fn a_dname_owner_answers_for_itself() -> Result<()> {
+    let (_ws, dnsd) = serve(27, "", DNAMES)?;
+    let m = dnsd.ask(&Query::new("old.example.test.", "TXT"))?;
+    assert_eq!(
+        records(&m),
+        ["old.example.test. 300 IN TXT \"the old name still answers for itself\""],
+        "{m}"
+    );
+    let m = dnsd.ask(&Query::new("Old.Example.Test.", "DNAME"))?;
+    assert_eq!(
+        records(&m),
+        ["old.example.test. 300 IN DNAME new.example.test."],
+        "{m}"
+    );
+    assert_eq!(m.question, ["Old.Example.Test. IN DNAME"], "{m}");
+    let m = dnsd.ask(&Query::new("old.example.test.", "A"))?;
+    assert_eq!(m.rcode, "NOERROR", "{m}");
+    assert!(m.answer.is_empty(), "NODATA at the owner: {m}");
+    assert_eq!(m.authority.len(), 1, "{m}");
+    Ok(())
+}
+
+#[test]
+fn a_dname_out_of_the_zone_or_too_long_to_follow() -> Result<()> {
+    let (_ws, dnsd) = serve(28, "", DNAMES)?;
+    // Out of the zone: the client's resolver follows the CNAME itself.
+    let m = dnsd.ask(&Query::new("a.b.away.example.test.", "AAAA"))?;
+    assert_eq!(m.rcode, "NOERROR", "{m}");
+    assert_eq!(
+        records(&m),
+        [
+            "away.example.test. 900 IN DNAME elsewhere.test.",
+            "a.b.away.example.test. 900 IN CNAME a.b.elsewhere.test.",
+        ],
+        "{m}"
+    );
+    assert!(m.authority.is_empty(), "{m}");
+    // Too long: YXDOMAIN with the DNAME (RFC 6672 §2.2), over UDP and TCP.
+    let long = format!("{}.far.example.test.", "x".repeat(63));
+    for query in [Query::new(&long, "A"), Query::new(&long, "A").tcp()] {
+        let m = dnsd.ask(&query)?;
+        assert_eq!(m.rcode, "YXDOMAIN", "{query}: {m}");
+        assert_eq!(flags(&m), ["aa", "qr"], "{query}: {m}");
+        assert_eq!(m.answer.len(), 1, "{query}: {m}");
+        assert_eq!(m.answer[0].rtype, "DNAME", "{m}");
+        assert!(m.authority.is_empty(), "{m}");
+    }
+    // A shorter name below the same DNAME fits.
+    let m = dnsd.ask(&Query::new("x.far.example.test.", "A"))?;
+    assert_eq!(m.rcode, "NOERROR", "{m}");
+    assert_eq!(m.answer.len(), 2, "{m}");
     Ok(())
 }
