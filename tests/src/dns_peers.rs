@@ -320,8 +320,9 @@ fn copy_zone(dir: &Path, origin: &str, file: &Path) -> Result<PathBuf> {
     Ok(copy)
 }
 
-/// A daemon from /usr/sbin, which an unprivileged user's PATH often lacks.
-fn sbin(program: &str) -> PathBuf {
+/// A daemon or tool from /usr/sbin, which an unprivileged user's PATH
+/// often lacks.
+pub fn sbin(program: &str) -> PathBuf {
     let path = Path::new("/usr/sbin").join(program);
     if !crate::bins::have(program) && path.exists() {
         return path;
