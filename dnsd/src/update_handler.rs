@@ -11,6 +11,10 @@
 //! the new snapshot serves is NOERROR sent. Anything refused changes
 //! nothing.
 //!
+//! A request signed earlier than one already accepted with the same key
+//! is a replay and gets BADTIME. At most 32 UPDATEs are processed at once;
+//! more are dropped unanswered, since anyone can send them.
+//!
 //! The A/AAAA records of a `[[service]]` name are managed by dnsd.toml and
 //! the control API: updates that would change them are REFUSED, with the
 //! reason logged.
@@ -28,6 +32,7 @@ use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
 use crate::reload::Reloader;
@@ -42,7 +47,14 @@ pub struct Updater {
     workspace: Workspace,
     reloader: Arc<Reloader>,
     changes: ChangeLock,
+    /// Bounds the UPDATEs in progress: each reads dnsd.toml, and anyone can
+    /// send UPDATE packets. Past the bound they are dropped unanswered.
+    in_flight: Arc<Semaphore>,
+    replays: tsig::ReplayGuard,
 }
+
+/// UPDATEs in progress at once; more are dropped.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// How the response is signed.
 enum Signing {
@@ -103,6 +115,8 @@ impl Updater {
             workspace,
             reloader,
             changes,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            replays: tsig::ReplayGuard::default(),
         }
     }
 
@@ -116,14 +130,22 @@ impl Updater {
         response: R,
         edns: Option<Edns>,
     ) -> ResponseInfo {
+        let info = ResponseInfo::from(Header {
+            metadata: Metadata::response_from_request(&request.metadata),
+            counts: HeaderCounts::default(),
+        });
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            debug!(src = %request.src(), "dropped an UPDATE: {MAX_IN_FLIGHT} already in progress");
+            return info;
+        };
         let this = self.clone();
         let raw = request.as_slice().to_vec();
         let (src, protocol) = (request.src(), request.protocol());
-        tokio::spawn(async move { this.respond(raw, src, protocol, response, edns).await });
-        ResponseInfo::from(Header {
-            metadata: Metadata::response_from_request(&request.metadata),
-            counts: HeaderCounts::default(),
-        })
+        tokio::spawn(async move {
+            this.respond(raw, src, protocol, response, edns).await;
+            drop(permit);
+        });
+        info
     }
 
     async fn respond<R: ResponseHandler>(
@@ -253,6 +275,16 @@ impl Updater {
             key.map(|k| k.secret.as_slice()),
             now,
         ) {
+            Ok(()) if !self.replays.accept(&sig.key_name, sig.tsig.time) => {
+                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused an UPDATE signed before one already accepted");
+                let other = now.to_be_bytes()[2..].to_vec();
+                return signed(
+                    ResponseCode::NotAuth,
+                    Some(TsigError::BadTime),
+                    sig.tsig.time,
+                    other,
+                );
+            }
             Ok(()) => {}
             Err(TsigError::BadTime) => {
                 debug!(%src, key = %sig.key_name, signed = sig.tsig.time, now, "refused an UPDATE signed outside the fudge");

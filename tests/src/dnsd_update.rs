@@ -200,6 +200,29 @@ impl Drop for UpdateDnsd {
     }
 }
 
+/// The UPDATE request knsupdate sends for `commands` to zone `zone`,
+/// signed with `key`, captured by a socket standing in for the server on
+/// `ip` (knsupdate gets no answer and gives up after a second).
+pub fn capture_knsupdate(ip: IpAddr, key: Key<'_>, zone: &str, commands: &str) -> Result<Vec<u8>> {
+    let socket = std::net::UdpSocket::bind((ip, 0)).context("binding the capture socket")?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let server = socket.local_addr()?;
+    let script = format!(
+        "server {} {}\nzone {zone}\n{commands}\nsend\n",
+        server.ip(),
+        server.port()
+    );
+    let mut cmd = Command::new("knsupdate");
+    cmd.args(["-t", "1", "-r", "0", "-y", &key.arg()]);
+    let sender = std::thread::spawn(move || run_with_stdin(cmd, &script, "knsupdate"));
+    let mut buf = vec![0; 65535];
+    let received = socket.recv_from(&mut buf);
+    let _ = sender.join();
+    let (n, _) = received.context("knsupdate sent nothing")?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// Runs `cmd` with `input` on stdin, bounded by the tools' own timeouts;
 /// returns stdout and stderr whatever the exit status (failures are what
 /// several tests expect).

@@ -448,3 +448,48 @@ fn the_api_section_of_dnsd_toml_places_and_guards_the_api() -> Result<()> {
     ensure!(!ws.path().join(".cutover/api-token").exists());
     Ok(())
 }
+
+/// Someone who captured a signed update cannot play it again once a newer
+/// update by the same key was accepted: it gets BADTIME and changes
+/// nothing.
+#[test]
+fn a_captured_update_replayed_after_a_newer_one_is_refused() -> Result<()> {
+    use cutover_tests::dnsd::{header, raw_exchange};
+    use cutover_tests::dnsd_update::capture_knsupdate;
+    if !tools_installed() {
+        return Ok(());
+    }
+    let ws = workspace()?;
+    let dnsd = UpdateDnsd::start(&ws, loopback(7))?;
+    let result = (|| -> Result<()> {
+        let old = capture_knsupdate(
+            loopback(7),
+            OPS,
+            "example.test.",
+            "update add replayed.example.test. 60 A 198.18.0.40",
+        )?;
+        // knsupdate signs with whole seconds: the next capture is newer.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let new = capture_knsupdate(
+            loopback(7),
+            OPS,
+            "example.test.",
+            "update add fresh.example.test. 60 A 198.18.0.41",
+        )?;
+        let rcode = |packet: &[u8]| -> Result<u8> {
+            let reply =
+                raw_exchange(dnsd.dns, packet).ok_or_else(|| anyhow::anyhow!("no reply"))?;
+            Ok(header(&reply)
+                .ok_or_else(|| anyhow::anyhow!("no header"))?
+                .rcode)
+        };
+        ensure!(rcode(&new)? == 0, "the newer update is accepted");
+        ensure!(dnsd.kdig("fresh.example.test.", "A")? == ["198.18.0.41"]);
+        let before = dnsd.state()?;
+        ensure!(rcode(&old)? == 9, "the older one is NOTAUTH (BADTIME)");
+        ensure!(dnsd.state()? == before, "the replay changed the workspace");
+        ensure!(dnsd.kdig("replayed.example.test.", "A")?.is_empty());
+        Ok(())
+    })();
+    result.map_err(|e| e.context(dnsd.log()))
+}
