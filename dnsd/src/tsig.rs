@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -234,11 +234,6 @@ pub fn record(key_name: Name, tsig: TSIG) -> Box<Record<TSIG>> {
     Box::new(hickory_proto::rr::rdata::tsig::make_tsig_record(
         key_name, tsig,
     ))
-}
-
-/// Whether a record type is TSIG (kept out of the update's additional data).
-pub fn is_tsig(record: &Record) -> bool {
-    record.record_type() == RecordType::TSIG
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@
 //! reason logged.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -258,7 +257,7 @@ impl Updater {
         };
         let key = config.tsig_key(&sig.key_name.to_ascii());
         let now = unix_now();
-        let signed = |rcode, error, time, other| Outcome {
+        let signed = |rcode, error: Option<TsigError>, time, other| Outcome {
             rcode,
             signing: Signing::Key {
                 key_name: sig.key_name.clone(),
@@ -269,49 +268,51 @@ impl Updater {
                 other,
             },
         };
-        match tsig::verify(
-            request.as_slice(),
-            &sig,
-            key.map(|k| k.secret.as_slice()),
-            now,
-        ) {
+        // RFC 8945 §5.2.3: BADTIME is signed, with our clock in Other Data
+        // so that the client can tell how far off its own is.
+        let bad_time = || {
+            signed(
+                ResponseCode::NotAuth,
+                Some(TsigError::BadTime),
+                sig.tsig.time,
+                now.to_be_bytes()[2..].to_vec(),
+            )
+        };
+        let secret = key.map(|k| k.secret.as_slice());
+        match tsig::verify(request.as_slice(), &sig, secret, now) {
             Ok(()) if !self.replays.accept(&sig.key_name, sig.tsig.time) => {
-                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused an UPDATE signed before one already accepted");
-                let other = now.to_be_bytes()[2..].to_vec();
-                return signed(
-                    ResponseCode::NotAuth,
-                    Some(TsigError::BadTime),
-                    sig.tsig.time,
-                    other,
-                );
+                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused an UPDATE signed before one already accepted (a replay?)");
+                return bad_time();
             }
             Ok(()) => {}
             Err(TsigError::BadTime) => {
                 debug!(%src, key = %sig.key_name, signed = sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
-                // The client learns our clock from Other Data.
-                let other = now.to_be_bytes()[2..].to_vec();
-                return signed(
-                    ResponseCode::NotAuth,
-                    Some(TsigError::BadTime),
-                    sig.tsig.time,
-                    other,
-                );
+                return bad_time();
             }
             Err(error) => {
                 debug!(%src, key = %sig.key_name, ?error, "refused an UPDATE with a bad key or MAC");
                 return error_only(&sig, error);
             }
         }
-        let key_name = sig.key_name.to_ascii();
-        let verdict = self.transaction(request, &key_name, &config).await;
+        // `verify` answered BADKEY without a key.
+        let Some(key) = key else {
+            return error_only(&sig, TsigError::BadKey);
+        };
+        let zone = request
+            .queries
+            .queries()
+            .first()
+            .map(|q| q.name().to_string())
+            .unwrap_or_default();
+        let verdict = self.transaction(request, key).await;
         match &verdict.reason {
             None => info!(
-                %src, key = %key_name, generation = verdict.generation,
-                zone = %zone_name(request).unwrap_or_default(),
+                %src, key = %key.name, %zone, generation = verdict.generation,
                 "applied a dynamic update"
             ),
             Some(reason) => info!(
-                %src, key = %key_name, rcode = ?verdict.rcode, "dynamic update refused: {reason}"
+                %src, key = %key.name, %zone, rcode = ?verdict.rcode,
+                "dynamic update refused: {reason}"
             ),
         }
         signed(verdict.rcode, None, now, Vec::new())
@@ -319,12 +320,7 @@ impl Updater {
 
     /// Everything after authentication: the zone, the key's right to it,
     /// prerequisites, update, commit and reload.
-    async fn transaction(
-        &self,
-        request: &Request,
-        key_name: &str,
-        config: &cutover_workspace::DnsdConfig,
-    ) -> Verdict {
+    async fn transaction(&self, request: &Request, key: &TsigKey) -> Verdict {
         let queries = request.queries.queries();
         let [zone] = queries else {
             return Verdict::refuse(ResponseCode::FormErr, "the zone section must hold one zone");
@@ -339,25 +335,18 @@ impl Updater {
                 format!("class {} is not served", zone.query_class()),
             );
         }
-        let Some(key) = config.tsig_key(key_name).cloned() else {
-            return Verdict::refuse(ResponseCode::ServFail, "the key vanished");
-        };
         let _one_change = self.changes.lock().await;
-        let root = self.workspace.root().to_path_buf();
         let ws = self.workspace.clone();
+        let key = key.clone();
         let prerequisites = request.answers.clone();
-        let updates: Vec<_> = request
-            .authorities
-            .iter()
-            .filter(|r| !tsig::is_tsig(r))
-            .cloned()
-            .collect();
+        let updates = request.authorities.clone();
         let message = format!(
-            "dynamic update of {origin} by key {key_name}: {} change(s)",
+            "dynamic update of {origin} by key {}: {} change(s)",
+            key.name,
             updates.len()
         );
         let worked = tokio::task::spawn_blocking(move || {
-            write_update(&ws, root, &key, &origin, &prerequisites, &updates, &message)
+            write_update(&ws, &key, &origin, &prerequisites, &updates, &message)
         })
         .await;
         let verdict = match worked {
@@ -383,15 +372,6 @@ impl Updater {
     }
 }
 
-/// The zone section's name, for the log.
-fn zone_name(request: &Request) -> Option<String> {
-    request
-        .queries
-        .queries()
-        .first()
-        .map(|q| q.name().to_string())
-}
-
 fn unsigned(rcode: ResponseCode) -> Outcome {
     Outcome {
         rcode,
@@ -415,14 +395,13 @@ fn error_only(sig: &Signature, error: TsigError) -> Outcome {
 /// evaluates the update against the live workspace and commits it.
 fn write_update(
     ws: &Workspace,
-    root: PathBuf,
     key: &TsigKey,
     origin: &str,
     prerequisites: &[hickory_proto::rr::Record],
     updates: &[hickory_proto::rr::Record],
     message: &str,
 ) -> Verdict {
-    let served = match zone_load::load(&root) {
+    let served = match zone_load::load(ws.root()) {
         Ok(served) => served,
         Err(e) => {
             return Verdict::refuse(
