@@ -57,7 +57,14 @@ fn rdata(target: &Name) -> Option<RData> {
 
 /// The target of a DNAME record; `None` for any other record.
 pub fn target(record: &Record) -> Option<Name> {
-    match &record.data {
+    target_of(&record.data)
+}
+
+/// The target of DNAME rdata; `None` for any other rdata. Zone-file text
+/// for a DNAME is `DNAME <target>`: hickory would print the generic rdata
+/// as base64.
+pub fn target_of(data: &RData) -> Option<Name> {
+    match data {
         RData::Unknown {
             code: RecordType::DNAME,
             rdata,
