@@ -189,11 +189,30 @@ fn check(dir: &Path) -> ExitCode {
                     zone.records.len()
                 );
             }
+            // A key for a zone not served is harmless (its updates get
+            // NOTAUTH) but most likely a typo.
+            for key in &ws.config.tsig_keys {
+                for zone in &key.zones {
+                    if !ws
+                        .zones
+                        .iter()
+                        .any(|z| z.origin.to_string().eq_ignore_ascii_case(zone))
+                    {
+                        println!(
+                            "{}:{}: warning: tsig_key {} lists {zone}, which is not a served zone",
+                            dir.join(cutover_workspace::DNSD_FILE).display(),
+                            key.line,
+                            key.name
+                        );
+                    }
+                }
+            }
             println!(
-                "ok: {} zones, {} records, {} services",
+                "ok: {} zones, {} records, {} services, {} TSIG keys",
                 ws.zones.len(),
                 ws.record_count(),
-                ws.config.services.len()
+                ws.config.services.len(),
+                ws.config.tsig_keys.len()
             );
             ExitCode::SUCCESS
         }
