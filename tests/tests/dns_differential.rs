@@ -200,6 +200,10 @@ const QUESTIONS: &[(&str, &str)] = &[
     ("ns.dn-child", "AAAA"),
     ("a.dn-wild", "TXT"),
     ("x.sub.dn-wild", "A"),
+    ("a.wdn", "A"),
+    ("a.wdn", "DNAME"),
+    ("www.a.wdn", "A"),
+    ("x.dd.far", "A"),
 ];
 
 /// DNAME cases where NSD and Knot disagree (see the module comment): dnsd
