@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
-use crate::loader::Attached;
+use crate::loader::{AttachMode, Attached};
 use crate::maps::Maps;
 use crate::pin::Pins;
 use crate::reload::{self, Rules};
@@ -31,6 +31,7 @@ pub struct Options {
     /// the pid file. Clients arrive on it; list the others when new hosts
     /// are reached (and answer) through them.
     pub ifaces: Vec<String>,
+    pub xdp_mode: AttachMode,
     pub workspace: PathBuf,
     pub pin_dir: PathBuf,
     /// Log per-rule figures this often; never when `None`.
@@ -82,7 +83,7 @@ pub async fn run(opts: Options) -> Result<()> {
         host::prepare(iface)
             .with_context(|| format!("preparing the host for forwarding on {iface}"))?;
     }
-    let mut attached = Attached::load(&opts.ifaces)?;
+    let mut attached = Attached::load(&opts.ifaces, opts.xdp_mode)?;
     let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
         Ok(p) => Some(p),
         Err(e) => {

@@ -3,6 +3,7 @@
 //! detached when the [`Attached`] value is dropped.
 
 use std::os::fd::AsRawFd as _;
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use aya::Ebpf;
@@ -11,6 +12,53 @@ use redirector_common::PROGRAM_NAME;
 use tracing::{debug, info, warn};
 
 use crate::program::OBJECT;
+
+/// How the program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native on physical NICs, generic on virtual devices (veth and the
+    /// like), each interface on its own.
+    #[default]
+    Auto,
+    /// In the driver: the fastest path on a NIC whose driver supports XDP.
+    Native,
+    /// In the kernel's receive path, on the socket buffer.
+    Generic,
+}
+
+impl AttachMode {
+    /// The kernel mode for `iface`. Why generic on virtual devices: their
+    /// frames come from a local network stack as socket buffers, so native
+    /// XDP on a veth first copies every frame into a page of its own, and a
+    /// frame sent back out with XDP_TX is only delivered if the veth's peer
+    /// runs an XDP program too. Generic XDP works on the socket buffer as
+    /// it is and transmits it like any other; `cargo xtask bench
+    /// redirector` measures the difference.
+    pub fn resolve(self, iface: &str) -> XdpMode {
+        match self {
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+            Self::Auto if is_virtual(iface) => XdpMode::Skb,
+            Self::Auto => XdpMode::Driver,
+        }
+    }
+}
+
+/// Whether `iface` is a software device rather than a NIC. Sysfs lists
+/// software devices under /sys/devices/virtual/net.
+fn is_virtual(iface: &str) -> bool {
+    Path::new("/sys/devices/virtual/net").join(iface).exists()
+}
+
+/// The name `ip link` shows for an attach mode.
+fn mode_name(mode: XdpMode) -> &'static str {
+    match mode {
+        XdpMode::Skb => "generic",
+        XdpMode::Driver => "native",
+        XdpMode::Hardware => "offload",
+        XdpMode::Default => "default",
+    }
+}
 
 /// The loaded object with its program attached to each interface in
 /// `links`. One program and one set of maps serve them all, so a flow that
@@ -24,7 +72,7 @@ impl Attached {
     /// Loads the object, starts forwarding the program's aya-log records to
     /// `tracing`, and attaches the program to every interface of `ifaces`.
     /// Any failure detaches what was attached.
-    pub fn load(ifaces: &[String]) -> Result<Self> {
+    pub fn load(ifaces: &[String], mode: AttachMode) -> Result<Self> {
         let mut ebpf = Ebpf::load(OBJECT).context("loading the XDP object into the kernel")?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => spawn_log_reader(logger),
@@ -39,14 +87,17 @@ impl Attached {
             links: Vec::new(),
         };
         for iface in ifaces {
+            let kernel_mode = mode.resolve(iface);
             let link = program(&mut attached.ebpf)?
-                .attach(iface, XdpMode::default())
+                .attach(iface, kernel_mode)
                 .with_context(|| {
                     format!(
-                        "attaching XDP to {iface} (does it exist, is another XDP program on it?)"
+                        "attaching XDP to {iface} in {} mode (does it exist, is another XDP \
+                         program on it, does its driver support this mode?)",
+                        mode_name(kernel_mode)
                     )
                 })?;
-            info!(%iface, "XDP program attached");
+            info!(%iface, mode = mode_name(kernel_mode), "XDP program attached");
             attached.links.push((iface.clone(), link));
         }
         Ok(attached)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use redirector::loader::AttachMode;
 use redirector::{daemon, pin, reload, stats};
 
 /// Forwards new TCP connections that still arrive at this (old) host to the
@@ -29,6 +30,11 @@ enum Command {
         /// program must see the replies too.
         #[arg(long, required = true)]
         iface: Vec<String>,
+        /// How the program is attached: `native` runs it in the NIC's
+        /// driver, `generic` in the kernel's receive path; `auto` picks
+        /// native on NICs and generic on virtual devices such as veth.
+        #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+        xdp_mode: AttachMode,
         /// The config workspace directory (its redirector.toml holds the rules).
         #[arg(long)]
         workspace: PathBuf,
@@ -121,6 +127,7 @@ fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run {
             iface,
+            xdp_mode,
             workspace,
             stats_interval,
             pin_dir,
@@ -134,6 +141,7 @@ fn dispatch(command: Command) -> Result<()> {
             let opts = daemon::Options {
                 pin_dir: pin_dir.unwrap_or_else(|| pin::default_dir(first)),
                 ifaces: iface,
+                xdp_mode,
                 workspace,
                 stats_interval: stats_interval.map(seconds).transpose()?,
                 gc_interval: seconds(gc_interval)?,

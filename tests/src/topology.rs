@@ -18,15 +18,28 @@ pub struct Topology {
     pub client: Netns,
     pub old: Netns,
     pub new: Netns,
-    /// XDP_PASS on every switch port, so that frames the old host sends back
-    /// out with XDP_TX are delivered at once (see `xdp_pass`).
+    /// XDP_PASS on the switch ports, when the old host runs XDP in native
+    /// mode (see `xdp_pass`); empty otherwise.
     _xdp_pass: Vec<XdpPass>,
     /// Declared last so that it is dropped after the hosts.
     pub switch: Netns,
 }
 
 impl Topology {
+    /// For a redirector in generic XDP mode, which veth interfaces get by
+    /// default (`--xdp-mode auto`): the switch is a plain bridge.
     pub fn new() -> Result<Self> {
+        Self::build(false)
+    }
+
+    /// For a redirector in native XDP mode (`--xdp-mode native`): frames the
+    /// old host sends back out with XDP_TX reach the switch only if its
+    /// ports run an XDP program too.
+    pub fn for_native_xdp() -> Result<Self> {
+        Self::build(true)
+    }
+
+    fn build(native_xdp: bool) -> Result<Self> {
         let switch = Netns::new("cosw")?;
         let client = Netns::new("cocl")?;
         let old = Netns::new("coold")?;
@@ -40,7 +53,11 @@ impl Topology {
                 host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
             }
         }
-        let xdp_pass = ready_switch(&switch)?;
+        let xdp_pass = if native_xdp {
+            ready_switch(&switch)?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             client,
             old,

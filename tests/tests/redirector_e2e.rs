@@ -59,6 +59,9 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     )?;
     assert_eq!(site.get("/")?, OLD_BODY);
 
+    // On a veth, `--xdp-mode auto` runs the program in generic mode.
+    assert_eq!(site.xdp_mode()?, "xdpgeneric");
+
     // A download from the old host is in flight when the rule goes on.
     let mut slow = site.slow_download("slow.bin")?;
     site.reload(RULE_WWW)?;
@@ -157,6 +160,42 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
         "pins left after a clean exit"
     );
     assert_eq!(site.get("/")?, OLD_BODY);
+    Ok(())
+}
+
+#[test]
+fn in_native_mode_too_the_new_release_answers_and_downloads_arrive_intact() -> Result<()> {
+    let site = Site::start_native(RULE_WWW)?;
+    assert_eq!(site.xdp_mode()?, "xdp");
+    let new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("big.bin", BIG)])?;
+    let _old_web = Nginx::start(&site.net.old, &[80, 8080], OLD_BODY, &[])?;
+    site.wait_for_body(NEW_BODY)?;
+
+    let big_copy = site.scratch.path().join("big.bin");
+    site.net.client.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "-o",
+            path_str(&big_copy)?,
+            &format!("http://{OLD_IP}/big.bin"),
+        ],
+    )?;
+    assert_eq!(
+        sha256(&big_copy)?,
+        sha256(&new_web.file("big.bin"))?,
+        "50 MB via the redirector in native mode"
+    );
+    assert_eq!(
+        curl(&site.net.client, &format!("http://{OLD_IP}:8080/"))?,
+        OLD_BODY,
+        "a port without a rule"
+    );
+    let json = site.stats_json()?;
+    assert!(json_number(&json, "www", "sent_back")? > 0, "{json}");
     Ok(())
 }
 
@@ -369,22 +408,32 @@ struct Site {
 
 impl Site {
     fn start(rules: &str) -> Result<Self> {
-        Self::build(rules, false, &[])
+        Self::build(Topology::new()?, rules, false, &[])
     }
 
     /// With extra `redirector run` arguments.
     fn start_with_args(rules: &str, args: &[&str]) -> Result<Self> {
-        Self::build(rules, false, args)
+        Self::build(Topology::new()?, rules, false, args)
+    }
+
+    /// With the program in the veth driver (native XDP) rather than in
+    /// generic mode, which `--xdp-mode auto` picks for veth.
+    fn start_native(rules: &str) -> Result<Self> {
+        Self::build(
+            Topology::for_native_xdp()?,
+            rules,
+            false,
+            &["--xdp-mode", "native"],
+        )
     }
 
     /// With a second network behind the old host's eth1 (198.18.1.0/24)
     /// holding the `far` host, and the redirector on eth0 and eth1.
     fn start_with_far_host(rules: &str) -> Result<Self> {
-        Self::build(rules, true, &[])
+        Self::build(Topology::new()?, rules, true, &[])
     }
 
-    fn build(rules: &str, with_far_host: bool, args: &[&str]) -> Result<Self> {
-        let net = Topology::new()?;
+    fn build(net: Topology, rules: &str, with_far_host: bool, args: &[&str]) -> Result<Self> {
         let far = if with_far_host {
             Some(far_host_behind(&net)?)
         } else {
@@ -454,6 +503,17 @@ impl Site {
             "the slow download of {file} never started"
         );
         Ok(slow)
+    }
+
+    /// How `ip link` says XDP is attached to the old host's eth0: `xdp`
+    /// (native) or `xdpgeneric`.
+    fn xdp_mode(&self) -> Result<String> {
+        let out = self.net.old.ip(&["-d", "link", "show", "eth0"])?;
+        let text = String::from_utf8(out.stdout)?;
+        text.split_whitespace()
+            .find(|w| w.starts_with("xdp"))
+            .map(str::to_string)
+            .with_context(|| format!("no XDP on eth0: {text}"))
     }
 
     /// `redirector stats --json`, run as a separate process outside the

@@ -31,6 +31,11 @@ pub struct Args {
     /// wrk connections.
     #[arg(long, default_value_t = 50)]
     connections: u32,
+    /// The redirector's `--xdp-mode` (auto is generic on the test's veth).
+    /// With native, the switch ports run XDP_PASS so that XDP_TX'd frames
+    /// are delivered, which every path then pays for.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "native", "generic"])]
+    xdp_mode: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -51,7 +56,11 @@ pub fn run(args: Args) -> Result<()> {
     exec(cargo().args(["build", "--release", "--bins"]))?;
     let ns_per_packet = per_packet_cost();
 
-    let net = Topology::new()?;
+    let net = if args.xdp_mode == "native" {
+        Topology::for_native_xdp()?
+    } else {
+        Topology::new()?
+    };
     let _nginx = Nginx::start(&net.new, &[80], "served by new\n", &[])?;
     tune_client(&net.client)?;
     enable_forwarding(&net.old)?;
@@ -67,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
                 continue;
             }
             eprintln!("round {round}/{}: {path:?}", args.rounds);
-            let _guard = match switch_on(&net, *path) {
+            let _guard = match switch_on(&net, *path, &args.xdp_mode) {
                 Ok(guard) => guard,
                 Err(e) => {
                     eprintln!("{path:?} is not available: {e:#}");
@@ -88,8 +97,9 @@ pub fn run(args: Args) -> Result<()> {
     let cl: Vec<Wrk> = close.iter().map(|r| median(r)).collect();
     println!();
     println!(
-        "redirector benchmark: wrk -t1 -c{} -d{}s, nginx 1 worker, median of {} rounds",
-        args.connections, args.duration, args.rounds
+        "redirector benchmark: wrk -t1 -c{} -d{}s, nginx 1 worker, median of {} rounds, \
+         --xdp-mode {}",
+        args.connections, args.duration, args.rounds, args.xdp_mode
     );
     println!(
         "| path | keep-alive req/s | ratio to direct | p99 ms | close conn/s | ratio to iptables | errors |"
@@ -157,7 +167,7 @@ impl Drop for Guard<'_> {
     }
 }
 
-fn switch_on<'a>(net: &'a Topology, path: Via) -> Result<Guard<'a>> {
+fn switch_on<'a>(net: &'a Topology, path: Via, xdp_mode: &str) -> Result<Guard<'a>> {
     match path {
         Via::Direct => Ok(Guard::Nothing),
         Via::Iptables => {
@@ -204,7 +214,7 @@ fn switch_on<'a>(net: &'a Topology, path: Via) -> Result<Guard<'a>> {
                 ws.path().join("redirector.toml"),
                 format!("[[rule]]\nname = \"www\"\nfrom = \"{OLD_IP}:80\"\nto = \"{NEW_IP}:80\"\n"),
             )?;
-            let daemon = start_redirector(&net.old, ws.path())?;
+            let daemon = start_redirector(&net.old, ws.path(), xdp_mode)?;
             Ok(Guard::Redirector {
                 _daemon: daemon,
                 _workspace: ws,
@@ -213,10 +223,12 @@ fn switch_on<'a>(net: &'a Topology, path: Via) -> Result<Guard<'a>> {
     }
 }
 
-fn start_redirector(old: &Netns, ws: &Path) -> Result<Daemon> {
+fn start_redirector(old: &Netns, ws: &Path, xdp_mode: &str) -> Result<Daemon> {
     let bin = root().join("target/release/redirector");
     let mut cmd = old.command(&bin);
-    cmd.args(["run", "--iface", "eth0", "--workspace"]).arg(ws);
+    cmd.args(["run", "--iface", "eth0", "--xdp-mode", xdp_mode, "--no-api"])
+        .arg("--workspace")
+        .arg(ws);
     cmd.env("RUST_LOG", "warn");
     let mut daemon = Daemon::spawn("redirector", cmd)?;
     let attached = wait_until(Duration::from_secs(20), || {
