@@ -154,6 +154,14 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
             // entry whose inclusion makes the file fail to parse.
             let entry = entries.first_where(&text, |prefix| parse(prefix, file, &origin).is_err());
             let line = entry.and_then(|i| entries.lines.get(i).copied());
+            let message = if scan.includes && message.contains("DNAME") {
+                format!(
+                    "{message} (DNAME records are read from the zone file itself, \
+                     not from $INCLUDEd files)"
+                )
+            } else {
+                message
+            };
             let message = match entry.map(|i| entries.quote(&original, i)) {
                 Some(quoted) if !quoted.is_empty() => format!("{message} (in `{quoted}`)"),
                 _ => message,
@@ -478,5 +486,49 @@ www 60 IN A 198.18.0.2
         let err = load(dir.path()).unwrap_err();
         assert_eq!(err.0[0].line, Some(2), "{err}");
         assert!(err.0[0].file.ends_with("dnsd.toml"));
+    }
+
+    #[test]
+    fn dname_records_load_and_two_cnames_do_not() {
+        let zone = format!("{GOOD}dn 60 IN DNAME target\n");
+        let dir = workspace(&zone, "");
+        let ws = load(dir.path()).unwrap();
+        let dname: Vec<_> = ws.zones[0]
+            .records
+            .iter()
+            .filter(|r| r.record_type() == RecordType::DNAME)
+            .collect();
+        assert_eq!(dname.len(), 1);
+        assert_eq!(dname[0].ttl, 60);
+        assert_eq!(
+            crate::dname::target(dname[0]).map(|n| n.to_string()),
+            Some("target.example.test.".to_string())
+        );
+        let zone = format!("{GOOD}x IN CNAME www\nx IN CNAME ns1\n");
+        let dir = workspace(&zone, "");
+        let err = load(dir.path()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, Some(8), "{err}");
+        assert!(err.to_string().contains("multiple CNAMEs"), "{err}");
+    }
+
+    #[test]
+    fn a_dname_in_an_included_file_is_explained() {
+        let dir = workspace(&format!("{GOOD}$INCLUDE more.inc\n"), "");
+        std::fs::write(dir.path().join("zones/more.inc"), "dn IN DNAME www\n").unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not from $INCLUDEd files"), "{err}");
+    }
+
+    #[test]
+    fn a_service_below_a_dname_is_refused() {
+        let zone = format!("{GOOD}old IN DNAME www\n");
+        let toml = "[[service]]\nname = \"api.old.example.test\"\naddresses = [\"198.18.0.3\"]\nttl = 30\n";
+        let dir = workspace(&zone, toml);
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("below the DNAME at old.example.test."),
+            "{err}"
+        );
     }
 }
