@@ -41,6 +41,8 @@ pub struct UpdateDnsd {
     pub dns: SocketAddr,
     daemon: Option<Daemon>,
     log: PathBuf,
+    /// What the runs before the last restart logged.
+    earlier_log: String,
     root: PathBuf,
 }
 
@@ -53,6 +55,7 @@ impl UpdateDnsd {
             dns,
             daemon: Some(daemon),
             log,
+            earlier_log: String::new(),
             root: ws.path().to_path_buf(),
         })
     }
@@ -70,28 +73,26 @@ impl UpdateDnsd {
             dns,
             daemon: Some(daemon),
             log,
+            earlier_log: String::new(),
             root: ws.path().to_path_buf(),
         })
     }
 
-    /// Stops dnsd (SIGTERM) and starts it again on the same address, with
-    /// the log appended to.
+    /// Stops dnsd (SIGTERM) and starts it again on the same address.
     pub fn restart(&mut self, ws: &DnsdWorkspace) -> Result<()> {
         if let Some(d) = self.daemon.take() {
             d.stop(Duration::from_secs(10))?;
         }
-        let before = self.log();
+        self.earlier_log = format!("{}--- restarted ---\n", self.log());
         let daemon = spawn_ready(ws, self.dns, &["--no-api"], self.dns, &self.log)?;
         self.daemon = Some(daemon);
-        fs::write(
-            &self.log,
-            format!("{before}--- restarted ---\n{}", self.log()),
-        )?;
         Ok(())
     }
 
+    /// Everything dnsd logged, across restarts.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        let now = fs::read_to_string(&self.log).unwrap_or_default();
+        format!("{}{now}", self.earlier_log)
     }
 
     /// What kdig gets for `name` of `qtype` (`+short`, sorted).
