@@ -13,6 +13,7 @@ pub mod dnsd_update;
 pub mod netns;
 pub mod nginx;
 pub mod process;
+pub mod redirector;
 pub mod topology;
 pub mod unbound;
 pub mod xdp_pass;

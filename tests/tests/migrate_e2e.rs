@@ -20,6 +20,7 @@ use cutover_tests::bpffs::Bpffs;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::redirector::Redirector;
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 use cutover_tests::unbound::Unbound;
 
@@ -30,7 +31,7 @@ const OLD_API: &str = "http://198.18.0.2:8054";
 
 struct Mission {
     _unbound: Unbound,
-    redirector: Daemon,
+    redirector: Redirector,
     dnsd: Daemon,
     _bpffs: Bpffs,
     _old_web: Nginx,
@@ -82,27 +83,15 @@ impl Mission {
         );
 
         let bpffs = Bpffs::mount(&ws.path().join(".bpffs"))?;
-        let mut cmd = net.old.command(bins::path("redirector"));
-        cmd.args([
-            "run",
-            "--iface",
-            "eth0",
-            "--gc-interval",
-            "1",
-            "--workspace",
-        ])
-        .arg(ws.path())
-        .arg("--pin-dir")
-        .arg(bpffs.pins())
-        .args(["--api", "198.18.0.2:8054"]);
-        let redirector = Daemon::spawn("redirector", cmd)?;
-        ensure!(
-            wait_until(Duration::from_secs(20), || bpffs
-                .pins()
-                .join("RULES")
-                .exists()),
-            "the redirector did not start"
-        );
+        let state = tempfile::tempdir()?;
+        let redirector = Redirector::start(
+            &net.old,
+            &["eth0"],
+            ws.path(),
+            &bpffs.pins(),
+            state.path(),
+            &["--api", "198.18.0.2:8054"],
+        )?;
         let unbound = Unbound::start(
             &net.client,
             "127.0.0.53:53".parse()?,
@@ -116,7 +105,7 @@ impl Mission {
             _bpffs: bpffs,
             _old_web: old_web,
             _new_web: new_web,
-            state: tempfile::tempdir()?,
+            state,
             ws,
             net,
         };

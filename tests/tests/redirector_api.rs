@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use cutover_tests::bins;
+use anyhow::{Context, Result, ensure};
 use cutover_tests::bpffs::Bpffs;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
-use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::process::wait_until;
+use cutover_tests::redirector::Redirector;
 use cutover_tests::topology::{OLD_IP, Topology};
 
 const NEW_BODY: &str = "served by the new host\n";
@@ -157,8 +157,7 @@ fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
 /// its API on the old host's loopback. Fields drop in order: the daemon
 /// first, the namespaces last.
 struct Site {
-    redirector: Daemon,
-    log_path: PathBuf,
+    redirector: Redirector,
     workspace: PathBuf,
     token: String,
     _bpffs: Bpffs,
@@ -174,34 +173,21 @@ impl Site {
         let workspace = scratch.path().join("ws");
         std::fs::create_dir_all(&workspace)?;
         std::fs::write(workspace.join("redirector.toml"), START)?;
-        let log_path = scratch.path().join("redirector.log");
-        let mut cmd = net.old.command(bins::path("redirector"));
-        cmd.args([
-            "run",
-            "--iface",
-            "eth0",
-            "--gc-interval",
-            "1",
-            "--workspace",
-        ])
-        .arg(&workspace)
-        .arg("--pin-dir")
-        .arg(bpffs.pins())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?);
-        let mut redirector = Daemon::spawn("redirector", cmd)?;
+        let redirector = Redirector::start(
+            &net.old,
+            &["eth0"],
+            &workspace,
+            &bpffs.pins(),
+            scratch.path(),
+            &["--api", "127.0.0.1:8054"],
+        )?;
         let token_path = workspace.join(".cutover").join("api-token");
-        let up = wait_until(Duration::from_secs(20), || {
-            bpffs.pins().join("RULES").exists() && token_path.exists()
-        });
-        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-        if !up {
-            bail!("the redirector did not come up; log:\n{}", log());
-        }
-        redirector
-            .assert_running()
-            .with_context(|| format!("log:\n{}", log()))?;
+        // The daemon writes it before it pins its maps.
+        ensure!(
+            token_path.exists(),
+            "the redirector wrote no API token; log:\n{}",
+            redirector.log()
+        );
         let token = std::fs::read_to_string(&token_path)?.trim().to_string();
         ensure!(token.len() == 64, "token {token:?}");
         use std::os::unix::fs::PermissionsExt as _;
@@ -209,7 +195,6 @@ impl Site {
         ensure!(mode == 0o600, "the token file has mode {mode:o}");
         Ok(Self {
             redirector,
-            log_path,
             workspace,
             token,
             _bpffs: bpffs,
@@ -219,14 +204,11 @@ impl Site {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.redirector.log()
     }
 
     fn assert_running(mut self) -> Result<()> {
-        let log = self.log();
-        self.redirector
-            .assert_running()
-            .with_context(|| format!("log:\n{log}"))
+        self.redirector.assert_running()
     }
 
     /// A request with the workspace's token; (status, body).

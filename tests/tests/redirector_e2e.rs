@@ -13,7 +13,8 @@ use cutover_tests::bins;
 use cutover_tests::bpffs::Bpffs;
 use cutover_tests::netns::{Netns, run};
 use cutover_tests::nginx::Nginx;
-use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::process::wait_until;
+use cutover_tests::redirector::Redirector;
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 
 const NEW_BODY: &str = "served by the new host\n";
@@ -81,24 +82,7 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     );
 
     // A large download through the redirector arrives intact.
-    let big_copy = site.scratch.path().join("big.bin");
-    site.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "120",
-            "-o",
-            path_str(&big_copy)?,
-            &format!("http://{OLD_IP}/big.bin"),
-        ],
-    )?;
-    assert_eq!(
-        sha256(&big_copy)?,
-        sha256(&new_web.file("big.bin"))?,
-        "50 MB via the redirector"
-    );
+    site.download_intact("big.bin", &new_web)?;
 
     // A port without a rule is still the old host's own.
     assert_eq!(
@@ -171,24 +155,7 @@ fn in_native_mode_too_the_new_release_answers_and_downloads_arrive_intact() -> R
     let _old_web = Nginx::start(&site.net.old, &[80, 8080], OLD_BODY, &[])?;
     site.wait_for_body(NEW_BODY)?;
 
-    let big_copy = site.scratch.path().join("big.bin");
-    site.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "120",
-            "-o",
-            path_str(&big_copy)?,
-            &format!("http://{OLD_IP}/big.bin"),
-        ],
-    )?;
-    assert_eq!(
-        sha256(&big_copy)?,
-        sha256(&new_web.file("big.bin"))?,
-        "50 MB via the redirector in native mode"
-    );
+    site.download_intact("big.bin", &new_web)?;
     assert_eq!(
         curl(&site.net.client, &format!("http://{OLD_IP}:8080/"))?,
         OLD_BODY,
@@ -452,10 +419,10 @@ impl Site {
         let redirector = Redirector::start(
             &net.old,
             ifaces,
-            args,
             &workspace,
             &bpffs.pins(),
             scratch.path(),
+            args,
         )?;
         Ok(Self {
             redirector,
@@ -505,6 +472,29 @@ impl Site {
         Ok(slow)
     }
 
+    /// Downloads http://OLD_IP/{file} and checks that it is `web`'s copy,
+    /// byte for byte.
+    fn download_intact(&self, file: &str, web: &Nginx) -> Result<()> {
+        let copy = self.scratch.path().join(file);
+        self.net.client.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--max-time",
+                "120",
+                "-o",
+                path_str(&copy)?,
+                &format!("http://{OLD_IP}/{file}"),
+            ],
+        )?;
+        ensure!(
+            sha256(&copy)? == sha256(&web.file(file))?,
+            "{file} arrived through the redirector corrupted"
+        );
+        Ok(())
+    }
+
     /// How `ip link` says XDP is attached to the old host's eth0: `xdp`
     /// (native) or `xdpgeneric`.
     fn xdp_mode(&self) -> Result<String> {
@@ -528,94 +518,6 @@ impl Site {
         args.extend_from_slice(extra);
         let out = run(path_str(&bins::path("redirector"))?, &args)?;
         Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-/// The daemon on the old host's eth0, its log in a file the test reads.
-struct Redirector {
-    daemon: Option<Daemon>,
-    log_path: PathBuf,
-}
-
-impl Redirector {
-    fn start(
-        old: &Netns,
-        ifaces: &[&str],
-        args: &[&str],
-        workspace: &Path,
-        pins: &Path,
-        scratch: &Path,
-    ) -> Result<Self> {
-        let log_path = scratch.join("redirector.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = old.command(bins::path("redirector"));
-        cmd.arg("run");
-        for iface in ifaces {
-            cmd.args(["--iface", iface]);
-        }
-        cmd.args(args);
-        cmd.args(["--gc-interval", "1", "--workspace"])
-            .arg(workspace)
-            .arg("--pin-dir")
-            .arg(pins)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let mut me = Self {
-            daemon: Some(Daemon::spawn("redirector", cmd)?),
-            log_path,
-        };
-        let pinned = wait_until(Duration::from_secs(20), || pins.join("RULES").exists());
-        if !pinned {
-            bail!("the redirector did not come up; log:\n{}", me.log());
-        }
-        me.assert_running()?;
-        Ok(me)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn daemon(&self) -> Result<&Daemon> {
-        self.daemon.as_ref().context("the redirector was stopped")
-    }
-
-    fn signal(&self, signal: i32) -> Result<()> {
-        self.daemon()?.signal(signal)
-    }
-
-    fn assert_running(&mut self) -> Result<()> {
-        let log = self.log();
-        self.daemon
-            .as_mut()
-            .context("the redirector was stopped")?
-            .assert_running()
-            .with_context(|| format!("log:\n{log}"))
-    }
-
-    /// Waits for the daemon to exit on its own; returns how it exited.
-    fn wait_exit(&mut self, timeout: Duration) -> Result<String> {
-        let daemon = self.daemon.as_mut().context("the redirector was stopped")?;
-        let mut exit = None;
-        wait_until(timeout, || {
-            // The harness reports an exit as an error naming the status.
-            exit = daemon.assert_running().err().map(|e| e.to_string());
-            exit.is_some()
-        });
-        exit.with_context(|| format!("the redirector still runs after {timeout:?}"))
-    }
-
-    /// SIGTERM; fails unless the daemon exits 0.
-    fn stop(&mut self) -> Result<()> {
-        let daemon = self.daemon.take().context("the redirector was stopped")?;
-        let clean = daemon.stop(Duration::from_secs(10))?;
-        ensure!(
-            clean,
-            "redirector exit status on SIGTERM; log:\n{}",
-            self.log()
-        );
-        Ok(())
     }
 }
 
