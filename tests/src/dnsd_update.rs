@@ -126,10 +126,7 @@ impl UpdateDnsd {
             .with_context(|| format!("no SOA serial in {soa:?}"))
     }
 
-    /// Sends `commands` (nsupdate syntax, without `server` and `send`) to
-    /// zone `zone` with `knsupdate`, over TCP if `tcp`. Returns the status
-    /// knsupdate reports ("NOERROR", "YXRRSET", ...) after checking that
-    /// it verified the response's TSIG when `key` signed the request.
+    /// `knsupdate` (below) to this dnsd.
     pub fn knsupdate(
         &self,
         key: Option<Key<'_>>,
@@ -137,54 +134,12 @@ impl UpdateDnsd {
         commands: &str,
         tcp: bool,
     ) -> Result<String> {
-        let script = self.script(zone, commands, "answer\n");
-        let mut cmd = Command::new("knsupdate");
-        cmd.args(["-t", "3", "-r", "0"]);
-        if tcp {
-            cmd.arg("-v");
-        }
-        if let Some(key) = key {
-            cmd.args(["-y", &key.arg()]);
-        }
-        let (stdout, stderr) = run_with_stdin(cmd, &script, "knsupdate (install knot-dnsutils)")?;
-        if stderr.contains("failed to verify TSIG") {
-            bail!("knsupdate could not verify dnsd's signature:\n{stdout}{stderr}");
-        }
-        stdout
-            .lines()
-            .find_map(|l| l.split("status: ").nth(1))
-            .and_then(|rest| rest.split(';').next())
-            .map(|s| s.trim().to_string())
-            .with_context(|| format!("knsupdate printed no status:\n{stdout}{stderr}"))
+        knsupdate(self.dns, key, zone, commands, tcp)
     }
 
-    /// Like `knsupdate` with BIND's `nsupdate` over UDP; returns "NOERROR"
-    /// or what nsupdate reports after "update failed:" (for example
-    /// "NOTAUTH(BADSIG)").
+    /// `nsupdate` (below) to this dnsd.
     pub fn nsupdate(&self, key: Option<Key<'_>>, zone: &str, commands: &str) -> Result<String> {
-        let script = self.script(zone, commands, "");
-        let mut cmd = Command::new("nsupdate");
-        cmd.args(["-t", "3", "-u", "3", "-r", "0"]);
-        if let Some(key) = key {
-            cmd.args(["-y", &key.arg()]);
-        }
-        let (stdout, stderr) = run_with_stdin(cmd, &script, "nsupdate (install bind9-dnsutils)")?;
-        let all = format!("{stdout}{stderr}");
-        if let Some(rest) = all.split("update failed: ").nth(1) {
-            return Ok(rest.lines().next().unwrap_or("").trim().to_string());
-        }
-        if all.contains("timed out") || all.contains("could not") {
-            bail!("nsupdate got no answer:\n{all}");
-        }
-        Ok("NOERROR".into())
-    }
-
-    fn script(&self, zone: &str, commands: &str, tail: &str) -> String {
-        format!(
-            "server {} {}\nzone {zone}\n{commands}\nsend\n{tail}",
-            self.dns.ip(),
-            self.dns.port()
-        )
+        nsupdate(self.dns, key, zone, commands)
     }
 
     /// The workspace as an update may change it: every zone file's bytes
@@ -199,6 +154,72 @@ impl Drop for UpdateDnsd {
         self.daemon.take();
         let _ = fs::remove_file(&self.log);
     }
+}
+
+/// Sends `commands` (nsupdate syntax, without `server` and `send`) for
+/// zone `zone` to `server` with `knsupdate`, over TCP if `tcp`. Returns the
+/// status knsupdate reports ("NOERROR", "YXRRSET", ...) after checking
+/// that it verified the response's TSIG when `key` signed the request.
+pub fn knsupdate(
+    server: SocketAddr,
+    key: Option<Key<'_>>,
+    zone: &str,
+    commands: &str,
+    tcp: bool,
+) -> Result<String> {
+    let script = script(server, zone, commands, "answer\n");
+    let mut cmd = Command::new("knsupdate");
+    cmd.args(["-t", "3", "-r", "0"]);
+    if tcp {
+        cmd.arg("-v");
+    }
+    if let Some(key) = key {
+        cmd.args(["-y", &key.arg()]);
+    }
+    let (stdout, stderr) = run_with_stdin(cmd, &script, "knsupdate (install knot-dnsutils)")?;
+    if stderr.contains("failed to verify TSIG") {
+        bail!("knsupdate could not verify dnsd's signature:\n{stdout}{stderr}");
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .and_then(|rest| rest.split(';').next())
+        .map(|s| s.trim().to_string())
+        .with_context(|| format!("knsupdate printed no status:\n{stdout}{stderr}"))
+}
+
+/// Like `knsupdate` with BIND's `nsupdate` over UDP; returns "NOERROR" or
+/// what nsupdate reports after "update failed:" (for example
+/// "NOTAUTH(BADSIG)").
+pub fn nsupdate(
+    server: SocketAddr,
+    key: Option<Key<'_>>,
+    zone: &str,
+    commands: &str,
+) -> Result<String> {
+    let script = script(server, zone, commands, "");
+    let mut cmd = Command::new("nsupdate");
+    cmd.args(["-t", "3", "-u", "3", "-r", "0"]);
+    if let Some(key) = key {
+        cmd.args(["-y", &key.arg()]);
+    }
+    let (stdout, stderr) = run_with_stdin(cmd, &script, "nsupdate (install bind9-dnsutils)")?;
+    let all = format!("{stdout}{stderr}");
+    if let Some(rest) = all.split("update failed: ").nth(1) {
+        return Ok(rest.lines().next().unwrap_or("").trim().to_string());
+    }
+    if all.contains("timed out") || all.contains("could not") {
+        bail!("nsupdate got no answer:\n{all}");
+    }
+    Ok("NOERROR".into())
+}
+
+fn script(server: SocketAddr, zone: &str, commands: &str, tail: &str) -> String {
+    format!(
+        "server {} {}\nzone {zone}\n{commands}\nsend\n{tail}",
+        server.ip(),
+        server.port()
+    )
 }
 
 /// The UPDATE request knsupdate sends for `commands` to zone `zone`,

@@ -493,3 +493,47 @@ fn a_captured_update_replayed_after_a_newer_one_is_refused() -> Result<()> {
     })();
     result.map_err(|e| e.context(dnsd.log()))
 }
+
+/// An operator's API change and a colleague's dynamic update arriving at
+/// the same moment both survive: they take turns on the workspace, so
+/// neither rewrites the zone from a copy that misses the other.
+#[test]
+fn api_changes_and_dynamic_updates_at_once_both_survive() -> Result<()> {
+    use cutover_tests::dnsd_api::ApiDnsd;
+    use cutover_tests::dnsd_update::knsupdate;
+    if !tools_installed() || !bins::have("curl") {
+        return Ok(());
+    }
+    const N: usize = 8;
+    let ws = workspace()?;
+    let dnsd = ApiDnsd::start(&ws, loopback(8), &[])?;
+    let result = (|| -> Result<()> {
+        let token = dnsd.default_token()?;
+        let dns = dnsd.dns;
+        let updates = std::thread::spawn(move || -> Result<()> {
+            for i in 0..N {
+                let add = format!("update add upd{i}.example.test. 60 A 198.18.2.{i}");
+                let status = knsupdate(dns, Some(OPS), "example.test.", &add, false)?;
+                ensure!(status == "NOERROR", "update {i}: {status}");
+            }
+            Ok(())
+        });
+        for i in 0..N {
+            let path = format!("/v1/zones/example.test./rrsets/api{i}.example.test./A");
+            let body = format!("{{\"ttl\":60,\"records\":[\"198.18.3.{i}\"]}}");
+            let r = dnsd.call("PUT", &path, Some(&token), Some(&body))?;
+            ensure!(r.status == 200, "API change {i}: {r:?}");
+        }
+        updates
+            .join()
+            .map_err(|_| anyhow::anyhow!("the update thread panicked"))??;
+        for i in 0..N {
+            ensure!(dnsd.kdig(&format!("upd{i}.example.test."), "A")? == [format!("198.18.2.{i}")]);
+            ensure!(dnsd.kdig(&format!("api{i}.example.test."), "A")? == [format!("198.18.3.{i}")]);
+        }
+        let generations = cutover_tests::dnsd_update::WorkspaceState::read(ws.path())?.generations;
+        ensure!(generations.len() == 2 * N + 1, "{generations:?}");
+        Ok(())
+    })();
+    result.map_err(|e| e.context(dnsd.log()))
+}
