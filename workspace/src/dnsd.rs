@@ -7,8 +7,8 @@
 //! udp_sockets = 0                          # SO_REUSEPORT sockets per address; 0 = one per core
 //! max_answers = 8                          # cap on rotated A/AAAA records per answer; 0 = none
 //!
-//! # The control API (HTTP/JSON, bearer token). These are the defaults.
-//! # dnsd's flags win over this section: `--api ADDR:PORT` serves it on ADDR
+//! # The control API (HTTP/JSON, bearer token); listen and enabled show
+//! # the defaults. dnsd's flags win over this section: `--api ADDR:PORT` serves it on ADDR
 //! # (even with enabled = false), `--no-api` turns it off, and
 //! # `--api-token-file PATH` replaces token_file.
 //! [api]
@@ -38,7 +38,7 @@
 //! [[tsig_key]]
 //! name = "ops-key."
 //! algorithm = "hmac-sha256"
-//! secret = "c2l4dGVlbiBieXRlcyBvZiBzZWNyZXQgZm9yIHRoZSBleGFtcGxl"
+//! secret = "c2l4dGVlbiBieXRlcyBvZiBzZWNyZXQgZm9yIHRoZSBleGFtcGxl"  # an example: make your own
 //! zones = ["example.test."]
 //! ```
 
