@@ -16,8 +16,11 @@
 
 use std::collections::HashMap;
 
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 
+use crate::name_key::{self, NameKey};
+
+type Hasher = foldhash::fast::RandomState;
 use crate::zone_scan::Entry;
 
 /// One broken rule: where, and what is wrong.
@@ -50,11 +53,15 @@ fn may_share_with_cname(rtype: RecordType) -> bool {
 /// Checks the entries of one zone file whose apex is `origin`.
 pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut names: HashMap<LowerName, AtName<'_>> = HashMap::new();
+    // Keyed by lower-cased wire form: ancestors are suffixes (`name_key`).
+    let mut names: HashMap<Box<[u8]>, AtName<'_>, Hasher> = HashMap::default();
     let same_target =
         |a: &Entry, b: &Entry| matches!((&a.target, &b.target), (Some(x), Some(y)) if x == y);
     for e in entries {
-        let at = names.entry(LowerName::new(&e.owner)).or_default();
+        let Some(key) = NameKey::new(&e.owner) else {
+            continue;
+        };
+        let at = names.entry(Box::from(key.as_bytes())).or_default();
         let owner = &e.owner;
         match e.rtype {
             RecordType::CNAME => match at.cname {
@@ -124,9 +131,9 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             });
         }
 
-        if owner != origin
-            && let (Some(dname), Some(ns)) = (at.dname, at.ns)
+        if let (Some(dname), Some(ns)) = (at.dname, at.ns)
             && (std::ptr::eq(e, dname) || std::ptr::eq(e, ns))
+            && owner != origin
         {
             problems.push(Problem {
                 line: e.line,
@@ -141,19 +148,19 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
     }
 
     // Names below a DNAME, once per name.
-    let dnames: HashMap<&LowerName, &Entry> = names
+    let dnames: HashMap<&[u8], &Entry, Hasher> = names
         .iter()
-        .filter_map(|(name, at)| at.dname.map(|d| (name, d)))
+        .filter_map(|(key, at)| at.dname.map(|d| (key.as_ref(), d)))
         .collect();
     if !dnames.is_empty() {
-        for at in names.values() {
+        for (key, at) in &names {
             let Some(first) = first_entry(at) else {
                 continue;
             };
-            let mut ancestor = first.owner.clone();
-            while !ancestor.is_root() {
-                ancestor = ancestor.base_name();
-                if let Some(dname) = dnames.get(&LowerName::new(&ancestor)) {
+            let mut ancestor = name_key::parent(key);
+            while let Some(k) = ancestor {
+                ancestor = name_key::parent(k);
+                if let Some(dname) = dnames.get(k) {
                     problems.push(Problem {
                         line: first.line,
                         message: format!(
