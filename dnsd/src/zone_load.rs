@@ -169,7 +169,10 @@ pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
             return Err(vec![error_at(file, line, message)]);
         }
     };
-    let problems = check_zone(&origin, &parsed);
+    let mut problems = check_zone(&origin, &parsed);
+    if scan.includes {
+        problems.extend(included_cname_conflicts(&parsed, &scan.entries));
+    }
     let mut errors: Vec<ConfigError> = problems
         .into_iter()
         .map(|(key, message)| {
@@ -242,6 +245,66 @@ fn check_zone(origin: &Name, zone: &ParsedZone) -> Vec<(Option<RrKey>, String)> 
             None,
             format!("the zone has no NS records at its apex {origin}"),
         ));
+    }
+    problems
+}
+
+/// A CNAME beside other data where one side comes from an `$INCLUDE`d
+/// file, which `name_rules` does not see (the scan reads one file): found
+/// on the merged RRsets instead, so it cannot say which of two CNAMEs, only
+/// that the name has a CNAME and other data.
+fn included_cname_conflicts(
+    zone: &ParsedZone,
+    entries: &[zone_scan::Entry],
+) -> Vec<(Option<RrKey>, String)> {
+    let in_file: std::collections::HashSet<RrKey> = entries
+        .iter()
+        .map(|e| {
+            // DNAME entries are parsed as the stand-in type.
+            let rtype = match e.rtype {
+                RecordType::DNAME => RecordType::ANAME,
+                t => t,
+            };
+            RrKey::new((&e.owner).into(), rtype)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (key, set) in zone {
+        if set.record_type() != RecordType::CNAME {
+            continue;
+        }
+        let others: Vec<&RrKey> = zone
+            .keys()
+            .filter(|k| {
+                k.name == key.name
+                    && !matches!(
+                        k.record_type,
+                        RecordType::CNAME
+                            | RecordType::RRSIG
+                            | RecordType::NSEC
+                            | RecordType::NSEC3
+                    )
+            })
+            .collect();
+        let from_include = !in_file.contains(key) || others.iter().any(|k| !in_file.contains(*k));
+        if !others.is_empty() && from_include {
+            let types: Vec<String> = others
+                .iter()
+                .map(|k| match k.record_type {
+                    RecordType::ANAME => "DNAME".to_string(),
+                    t => t.to_string(),
+                })
+                .collect();
+            problems.push((
+                Some(key.clone()),
+                format!(
+                    "{}: CNAME and other data at the same name ({}; some in an $INCLUDEd \
+                     file): a CNAME must be alone at its name (RFC 1034 §3.6.2)",
+                    set.name(),
+                    types.join(", ")
+                ),
+            ));
+        }
     }
     problems
 }
@@ -530,5 +593,21 @@ www 60 IN A 198.18.0.2
             err.contains("below the DNAME at old.example.test."),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_cname_beside_data_from_an_included_file_is_refused_once() {
+        let dir = workspace(&format!("{GOOD}x IN CNAME www\n$INCLUDE more.inc\n"), "");
+        std::fs::write(dir.path().join("zones/more.inc"), "x IN A 198.18.0.9\n").unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.to_string().contains("CNAME and other data"), "{err}");
+        // Both in the file itself: reported by the text rules alone.
+        let zone = format!("{GOOD}x IN CNAME www\nx IN A 198.18.0.9\n$INCLUDE more.inc\n");
+        let dir = workspace(&zone, "");
+        std::fs::write(dir.path().join("zones/more.inc"), "y IN A 198.18.0.9\n").unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, Some(8), "{err}");
     }
 }
