@@ -11,6 +11,7 @@ use std::sync::Arc;
 use cutover_workspace::{FileChange, Generation, HistoryError, Workspace, ZONES_DIR, ZoneFile};
 use hickory_proto::rr::{Name, RData, Record};
 
+use crate::dname;
 use crate::zone_load;
 
 /// Held by whoever changes the live workspace (an API request, a dynamic
@@ -31,9 +32,13 @@ pub fn record_line(r: &Record) -> String {
 }
 
 /// Rdata in zone-file syntax. hickory's Display joins TXT strings without
-/// quotes, which would not read back; everything else it writes in
-/// master-file form, and a rewrite is checked by reading it back anyway.
+/// quotes and prints a DNAME (generic rdata to hickory) as base64, neither
+/// of which would read back; everything else it writes in master-file
+/// form, and a rewrite is checked by reading it back anyway.
 pub fn rdata_text(data: &RData) -> String {
+    if let Some(target) = dname::target_of(data) {
+        return target.to_string();
+    }
     let RData::TXT(txt) = data else {
         return data.to_string();
     };
@@ -157,6 +162,20 @@ mod tests {
         assert_eq!(serial(&recs), Some(8));
         let text = render(&origin, &recs, "a test").unwrap();
         assert!(text.starts_with("; written by a test\n$ORIGIN example.test.\n"));
+        let (_, back) = records(&text);
+        assert_eq!(lines(&back), lines(&recs));
+    }
+
+    #[test]
+    fn a_zone_with_a_dname_and_quoted_text_is_rewritten_exactly() {
+        let (origin, recs) = records(
+            "@ 60 IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ 60 IN NS ns1\nold 60 IN DNAME new.example.test.\nt 60 IN TXT \"a b\" \"c\\\"d\"\ncaa 60 IN CAA 0 issue \"ca.test\"\nmx 60 IN MX 10 ns1\n",
+        );
+        let text = render(&origin, &recs, "a test").unwrap();
+        assert!(
+            text.contains("old.example.test. 60 IN DNAME new.example.test.\n"),
+            "{text}"
+        );
         let (_, back) = records(&text);
         assert_eq!(lines(&back), lines(&recs));
     }
