@@ -31,35 +31,39 @@ pub fn record_line(r: &Record) -> String {
     )
 }
 
-/// Rdata in zone-file syntax. hickory's Display joins TXT strings without
-/// quotes and prints a DNAME (generic rdata to hickory) as base64, neither
-/// of which would read back; everything else it writes in master-file
-/// form, and a rewrite is checked by reading it back anyway.
+/// Rdata in zone-file syntax. hickory's Display writes TXT and HINFO
+/// strings without quotes and a DNAME (generic rdata to hickory) as
+/// base64, none of which would read back; everything else it writes in
+/// master-file form, and a rewrite is checked by reading it back anyway.
 pub fn rdata_text(data: &RData) -> String {
     if let Some(target) = dname::target_of(data) {
         return target.to_string();
     }
-    let RData::TXT(txt) = data else {
-        return data.to_string();
+    let strings: Vec<&[u8]> = match data {
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| &s[..]).collect(),
+        RData::HINFO(hinfo) => vec![&hinfo.cpu[..], &hinfo.os[..]],
+        _ => return data.to_string(),
     };
-    let mut out = String::new();
-    for (i, chunk) in txt.txt_data.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push('"');
-        for &b in chunk.iter() {
-            match b {
-                b'"' | b'\\' => {
-                    out.push('\\');
-                    out.push(char::from(b));
-                }
-                0x20..=0x7e => out.push(char::from(b)),
-                _ => out.push_str(&format!("\\{b:03}")),
+    let quoted: Vec<String> = strings.into_iter().map(character_string).collect();
+    quoted.join(" ")
+}
+
+/// One RFC 1035 <character-string>, quoted, with `"` and `\` escaped and
+/// bytes outside printable ASCII as `\DDD`.
+fn character_string(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
             }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\{b:03}")),
         }
-        out.push('"');
     }
+    out.push('"');
     out
 }
 
@@ -167,9 +171,9 @@ mod tests {
     }
 
     #[test]
-    fn a_zone_with_a_dname_and_quoted_text_is_rewritten_exactly() {
+    fn a_zone_with_dname_txt_hinfo_caa_https_is_rewritten_exactly() {
         let (origin, recs) = records(
-            "@ 60 IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ 60 IN NS ns1\nold 60 IN DNAME new.example.test.\nt 60 IN TXT \"a b\" \"c\\\"d\"\ncaa 60 IN CAA 0 issue \"ca.test\"\nmx 60 IN MX 10 ns1\n",
+            "@ 60 IN SOA ns1 hostmaster 7 3600 600 86400 60\n@ 60 IN NS ns1\nold 60 IN DNAME new.example.test.\nt 60 IN TXT \"a b\" \"c\\\"d\"\ncaa 60 IN CAA 0 issue \"ca.test\"\nmx 60 IN MX 10 ns1\nh 60 IN HINFO \"cpu x\" \"os \\\"y\\\"\"\nw 60 IN HTTPS 1 . alpn=h2,h3\n",
         );
         let text = render(&origin, &recs, "a test").unwrap();
         assert!(
