@@ -51,14 +51,15 @@ const OTHER_KEY: Key = Key {
     secret: "b3RoZXIta2V5LXNlY3JldC1vdGhlci1rZXktc2VjcmV0",
 };
 
-fn tools_installed() -> bool {
-    let ok = bins::have("knsupdate") && bins::have("nsupdate") && bins::have("kdig");
-    if !ok {
-        eprintln!(
-            "skipped: knsupdate, nsupdate and kdig are needed (knot-dnsutils, bind9-dnsutils)"
+/// The peers these tests drive; `cargo xtask setup` installs them.
+fn tools(more: &[&str]) -> Result<()> {
+    for tool in ["knsupdate", "nsupdate", "kdig"].iter().chain(more) {
+        ensure!(
+            bins::have(tool),
+            "{tool} is not installed (knot-dnsutils, bind9-dnsutils, curl: run `cargo xtask setup`)"
         );
     }
-    ok
+    Ok(())
 }
 
 fn workspace() -> Result<DnsdWorkspace> {
@@ -71,9 +72,7 @@ fn workspace() -> Result<DnsdWorkspace> {
 
 #[test]
 fn a_signed_update_is_served_at_once_is_a_generation_and_survives_a_restart() -> Result<()> {
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let mut dnsd = UpdateDnsd::start(&ws, loopback(1))?;
     let result = (|| -> Result<()> {
@@ -134,9 +133,7 @@ fn a_signed_update_is_served_at_once_is_a_generation_and_survives_a_restart() ->
 
 #[test]
 fn an_update_deletes_an_rrset_a_record_or_a_name() -> Result<()> {
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let dnsd = UpdateDnsd::start(&ws, loopback(2))?;
     let result = (|| -> Result<()> {
@@ -196,9 +193,7 @@ fn an_update_deletes_an_rrset_a_record_or_a_name() -> Result<()> {
 
 #[test]
 fn failed_prerequisites_change_nothing() -> Result<()> {
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let dnsd = UpdateDnsd::start(&ws, loopback(3))?;
     let result = (|| -> Result<()> {
@@ -241,9 +236,7 @@ fn failed_prerequisites_change_nothing() -> Result<()> {
 
 #[test]
 fn updates_without_the_right_key_or_outside_the_zone_change_nothing() -> Result<()> {
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let dnsd = UpdateDnsd::start(&ws, loopback(4))?;
     let result = (|| -> Result<()> {
@@ -334,9 +327,7 @@ fn updates_without_the_right_key_or_outside_the_zone_change_nothing() -> Result<
 #[test]
 fn an_update_signed_outside_the_fudge_is_badtime_and_changes_nothing() -> Result<()> {
     use cutover_tests::dnsd::{header, raw_exchange};
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let dnsd = UpdateDnsd::start(&ws, loopback(5))?;
     let result = (|| -> Result<()> {
@@ -394,9 +385,7 @@ fn the_api_section_of_dnsd_toml_places_and_guards_the_api() -> Result<()> {
     use std::net::{SocketAddr, TcpStream};
     use std::process::Command;
     use std::time::Duration;
-    if !tools_installed() || !bins::have("curl") {
-        return Ok(());
-    }
+    tools(&["curl"])?;
     let ip = loopback(6);
     let dns = SocketAddr::new(ip, free_port(ip)?);
     let mut api = SocketAddr::new(ip, free_port(ip)?);
@@ -456,9 +445,7 @@ fn the_api_section_of_dnsd_toml_places_and_guards_the_api() -> Result<()> {
 fn a_captured_update_replayed_after_a_newer_one_is_refused() -> Result<()> {
     use cutover_tests::dnsd::{header, raw_exchange};
     use cutover_tests::dnsd_update::capture_knsupdate;
-    if !tools_installed() {
-        return Ok(());
-    }
+    tools(&[])?;
     let ws = workspace()?;
     let dnsd = UpdateDnsd::start(&ws, loopback(7))?;
     let result = (|| -> Result<()> {
@@ -501,9 +488,7 @@ fn a_captured_update_replayed_after_a_newer_one_is_refused() -> Result<()> {
 fn api_changes_and_dynamic_updates_at_once_both_survive() -> Result<()> {
     use cutover_tests::dnsd_api::ApiDnsd;
     use cutover_tests::dnsd_update::knsupdate;
-    if !tools_installed() || !bins::have("curl") {
-        return Ok(());
-    }
+    tools(&["curl"])?;
     const N: usize = 8;
     let ws = workspace()?;
     let dnsd = ApiDnsd::start(&ws, loopback(8), &[])?;
