@@ -45,6 +45,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -259,37 +260,19 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     for (i, s) in raw.service.iter().enumerate() {
         let line = crate::line_col(source, s.span().start).0;
         let s = s.get_ref();
-        let name = match normalize_name(s.name.get_ref()) {
-            Ok(n) => n,
-            Err(m) => {
-                err(s.name.span(), format!("service[{i}].name"), m);
-                continue;
-            }
-        };
-        if let Some(first) = seen.insert(name.clone(), i) {
-            err(
-                s.name.span(),
-                format!("service[{i}].name"),
-                format!("{name} is already defined by service[{first}]"),
-            );
+        let Some(name) = unique_name(&s.name, "service", i, &mut seen, &mut err) else {
             continue;
-        }
-        let mut addresses = Vec::new();
-        for (j, a) in s.addresses.get_ref().iter().enumerate() {
-            match a.get_ref().trim().parse::<IpAddr>() {
-                Ok(ip) if addresses.contains(&ip) => err(
-                    a.span(),
-                    format!("service[{i}].addresses[{j}]"),
-                    format!("{ip} is listed twice"),
-                ),
-                Ok(ip) => addresses.push(ip),
-                Err(_) => err(
-                    a.span(),
-                    format!("service[{i}].addresses[{j}]"),
-                    format!("{:?} is not an IPv4 or IPv6 address", a.get_ref()),
-                ),
-            }
-        }
+        };
+        let addresses = distinct_values(
+            &s.addresses,
+            &format!("service[{i}].addresses"),
+            |a| {
+                a.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))
+            },
+            &mut err,
+        );
         if s.addresses.get_ref().is_empty() {
             err(
                 s.addresses.span(),
@@ -347,21 +330,9 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     for (i, k) in raw.tsig_key.iter().enumerate() {
         let line = crate::line_col(source, k.span().start).0;
         let k = k.get_ref();
-        let name = match normalize_name(k.name.get_ref()) {
-            Ok(n) => n,
-            Err(m) => {
-                err(k.name.span(), format!("tsig_key[{i}].name"), m);
-                continue;
-            }
-        };
-        if let Some(first) = seen_keys.insert(name.clone(), i) {
-            err(
-                k.name.span(),
-                format!("tsig_key[{i}].name"),
-                format!("{name} is already defined by tsig_key[{first}]"),
-            );
+        let Some(name) = unique_name(&k.name, "tsig_key", i, &mut seen_keys, &mut err) else {
             continue;
-        }
+        };
         let algorithm = k
             .algorithm
             .get_ref()
@@ -400,18 +371,12 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
                 Vec::new()
             }
         };
-        let mut zones = Vec::new();
-        for (j, z) in k.zones.get_ref().iter().enumerate() {
-            match normalize_zone(z.get_ref()) {
-                Ok(zone) if zones.contains(&zone) => err(
-                    z.span(),
-                    format!("tsig_key[{i}].zones[{j}]"),
-                    format!("{zone} is listed twice"),
-                ),
-                Ok(zone) => zones.push(zone),
-                Err(m) => err(z.span(), format!("tsig_key[{i}].zones[{j}]"), m),
-            }
-        }
+        let zones = distinct_values(
+            &k.zones,
+            &format!("tsig_key[{i}].zones"),
+            normalize_zone,
+            &mut err,
+        );
         if k.zones.get_ref().is_empty() {
             err(
                 k.zones.span(),
@@ -438,6 +403,63 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Reports a problem with one field: its span, its path (`service[0].name`)
+/// and what is wrong.
+type Report<'r> = dyn FnMut(Range<usize>, String, String) + 'r;
+
+/// The name of entry `i` of `table`, whose names must be unique; `seen`
+/// maps each name so far to its entry. `None`, with the problem reported,
+/// for a bad name or one already taken.
+fn unique_name(
+    name: &Spanned<String>,
+    table: &str,
+    i: usize,
+    seen: &mut HashMap<String, usize>,
+    err: &mut Report<'_>,
+) -> Option<String> {
+    let field = format!("{table}[{i}].name");
+    let normalized = match normalize_name(name.get_ref()) {
+        Ok(n) => n,
+        Err(m) => {
+            err(name.span(), field, m);
+            return None;
+        }
+    };
+    if let Some(first) = seen.insert(normalized.clone(), i) {
+        err(
+            name.span(),
+            field,
+            format!("{normalized} is already defined by {table}[{first}]"),
+        );
+        return None;
+    }
+    Some(normalized)
+}
+
+/// The values of the list `field` (`service[0].addresses`), each read by
+/// `parse`, in order and without repeats; a value that does not parse or
+/// is listed twice is reported at its index.
+fn distinct_values<T: PartialEq + fmt::Display>(
+    list: &Spanned<Vec<Spanned<String>>>,
+    field: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    err: &mut Report<'_>,
+) -> Vec<T> {
+    let mut values = Vec::new();
+    for (j, item) in list.get_ref().iter().enumerate() {
+        match parse(item.get_ref()) {
+            Ok(v) if values.contains(&v) => err(
+                item.span(),
+                format!("{field}[{j}]"),
+                format!("{v} is listed twice"),
+            ),
+            Ok(v) => values.push(v),
+            Err(m) => err(item.span(), format!("{field}[{j}]"), m),
+        }
+    }
+    values
 }
 
 /// A zone origin: a name like any other, except that the root is allowed.
