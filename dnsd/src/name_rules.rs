@@ -55,8 +55,6 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
     let mut problems = Vec::new();
     // Keyed by lower-cased wire form: ancestors are suffixes (`name_key`).
     let mut names: HashMap<Box<[u8]>, AtName<'_>, Hasher> = HashMap::default();
-    let same_target =
-        |a: &Entry, b: &Entry| matches!((&a.target, &b.target), (Some(x), Some(y)) if x == y);
     for e in entries {
         let Some(key) = NameKey::new(&e.owner) else {
             continue;
@@ -64,32 +62,12 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
         let at = names.entry(Box::from(key.as_bytes())).or_default();
         let owner = &e.owner;
         match e.rtype {
-            RecordType::CNAME => match at.cname {
-                Some(first) if !same_target(first, e) => problems.push(Problem {
-                    line: e.line,
-                    message: format!(
-                        "{owner}: multiple CNAMEs at the same name (this one{}, another on \
-                         line {}): a name has at most one CNAME (RFC 1034 §3.6.2)",
-                        target_text(e),
-                        first.line
-                    ),
-                }),
-                Some(_) => {}
-                None => at.cname = Some(e),
-            },
-            RecordType::DNAME => match at.dname {
-                Some(first) if !same_target(first, e) => problems.push(Problem {
-                    line: e.line,
-                    message: format!(
-                        "{owner}: multiple DNAMEs at the same name (this one{}, another on \
-                         line {}): a name has at most one DNAME (RFC 6672 §2.4)",
-                        target_text(e),
-                        first.line
-                    ),
-                }),
-                Some(_) => {}
-                None => at.dname = Some(e),
-            },
+            RecordType::CNAME => {
+                problems.extend(at_most_one(&mut at.cname, e, "RFC 1034 §3.6.2"));
+            }
+            RecordType::DNAME => {
+                problems.extend(at_most_one(&mut at.dname, e, "RFC 6672 §2.4"));
+            }
             RecordType::NS => {
                 at.ns.get_or_insert(e);
             }
@@ -176,6 +154,29 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
     }
     problems.sort_by_key(|p| p.line);
     problems
+}
+
+/// Records `e`, of a type a name has at most one of (CNAME, DNAME), in
+/// `slot`: a second one to another target breaks the rule `rfc` states;
+/// the same record twice is one record (RFC 2181 §5).
+fn at_most_one<'e>(slot: &mut Option<&'e Entry>, e: &'e Entry, rfc: &str) -> Option<Problem> {
+    let Some(first) = *slot else {
+        *slot = Some(e);
+        return None;
+    };
+    if matches!((&first.target, &e.target), (Some(x), Some(y)) if x == y) {
+        return None;
+    }
+    let (owner, rtype) = (&e.owner, e.rtype);
+    Some(Problem {
+        line: e.line,
+        message: format!(
+            "{owner}: multiple {rtype}s at the same name (this one{}, another on line {}): a \
+             name has at most one {rtype} ({rfc})",
+            target_text(e),
+            first.line
+        ),
+    })
 }
 
 /// The earliest entry recorded at a name.
