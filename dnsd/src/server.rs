@@ -21,10 +21,11 @@ use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::Record;
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use socket2::{Domain, Socket, Type};
 use tracing::debug;
 
@@ -190,32 +191,43 @@ impl RequestHandler for Handler {
         if fit == Fit::Truncated {
             metadata.truncation = true;
         }
-        let (ans, auth, add, take) = sections(&resp, fit);
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            metadata,
-            resp.records(ans),
-            resp.records(auth),
-            std::iter::empty(),
-            resp.records(add).take(take),
-        );
+        let response = message(request, edns.as_ref(), metadata, &resp, fit);
         finish(response_handle.send_response(response).await, metadata)
     }
 }
 
-/// The sections sent with `fit`, and how many additional records.
-fn sections<'r, 's>(
-    resp: &'r Response<'s>,
+/// The response message as sent with `fit`: the sections it keeps, and
+/// as many additional records as it allows.
+fn message<'q, 'r>(
+    request: &'q Request,
+    edns: Option<&'q Edns>,
+    metadata: Metadata,
+    resp: &'r Response<'_>,
     fit: Fit,
-) -> (&'r Section<'s>, &'r Section<'s>, &'r Section<'s>, usize) {
-    match fit {
+) -> MessageResponse<
+    'q,
+    'r,
+    impl Iterator<Item = &'r Record> + Send + 'r,
+    impl Iterator<Item = &'r Record> + Send + 'r,
+    std::iter::Empty<&'r Record>,
+    impl Iterator<Item = &'r Record> + Send + 'r,
+> {
+    let (ans, auth, add, take): (&Section<'_>, &Section<'_>, &Section<'_>, usize) = match fit {
         Fit::Full => (&resp.answer, &resp.authority, &resp.additional, usize::MAX),
         Fit::Additional(n) => (&resp.answer, &resp.authority, &resp.additional, n),
         Fit::Truncated => (&EMPTY, &EMPTY, &EMPTY, 0),
+    };
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
     }
+    builder.build(
+        metadata,
+        resp.records(ans),
+        resp.records(auth),
+        std::iter::empty(),
+        resp.records(add).take(take),
+    )
 }
 
 /// The fullest way to send a response that may exceed `limit`: the whole
@@ -260,18 +272,7 @@ fn trial(
     fit: Fit,
     limit: usize,
 ) -> Option<ResponseInfo> {
-    let (ans, auth, add, take) = sections(resp, fit);
-    let mut builder = MessageResponseBuilder::new(&request.queries, None);
-    if let Some(edns) = edns {
-        builder.edns(edns);
-    }
-    let message = builder.build(
-        metadata,
-        resp.records(ans),
-        resp.records(auth),
-        std::iter::empty(),
-        resp.records(add).take(take),
-    );
+    let message = message(request, edns, metadata, resp, fit);
     let mut buf = Vec::with_capacity(limit);
     let mut encoder = BinEncoder::new(&mut buf);
     encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
