@@ -462,6 +462,14 @@ async fn put_rrset(
         .to_ascii_uppercase()
         .parse()
         .map_err(|_| ApiError::bad_request(format!("type: {rtype:?} is not a record type")))?;
+    // Caught here, not by the zone's rules: hickory's zone parser keeps one
+    // CNAME or DNAME per name, so a second would vanish when the zone is
+    // written and read back.
+    if matches!(rtype, RecordType::CNAME | RecordType::DNAME) && change.records.len() > 1 {
+        return Err(ApiError::bad_request(format!(
+            "records: a name has at most one {rtype} (RFC 1034 §3.6.2, RFC 6672 §2.4)"
+        )));
+    }
     let origin = fqdn(&origin);
     let name = fqdn(&name);
     let _one_change = api.changes.lock().await;

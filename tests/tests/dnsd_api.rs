@@ -41,6 +41,18 @@ fn dnsd_toml(ws: &DnsdWorkspace) -> Result<String> {
     Ok(fs::read_to_string(ws.path().join("dnsd.toml"))?)
 }
 
+/// Starts dnsd with its API on `loopback(n)`, runs `test` with the API
+/// token dnsd made, and adds dnsd's log to a failure.
+fn with_api(
+    ws: &DnsdWorkspace,
+    n: u8,
+    test: impl FnOnce(&ApiDnsd, &str) -> Result<()>,
+) -> Result<()> {
+    let dnsd = ApiDnsd::start(ws, loopback(n), &[])?;
+    let run = || test(&dnsd, &dnsd.default_token()?);
+    run().map_err(|e| e.context(dnsd.log()))
+}
+
 #[test]
 fn a_request_without_the_right_token_is_refused_and_changes_nothing() -> Result<()> {
     let ws = workspace()?;
@@ -103,15 +115,13 @@ fn a_request_without_the_right_token_is_refused_and_changes_nothing() -> Result<
 #[test]
 fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<()> {
     let ws = workspace()?;
-    let dnsd = ApiDnsd::start(&ws, loopback(71), &[])?;
-    let run = || -> Result<()> {
+    with_api(&ws, 71, |dnsd, token| {
         // The default token file is made at start, readable by its owner only.
         let token_path = ws.path().join(".cutover/api-token");
         let mode = fs::metadata(&token_path)?.permissions().mode() & 0o777;
         ensure!(mode == 0o600, "token file mode {mode:o}");
-        let token = dnsd.default_token()?;
         ensure!(token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()));
-        let t = Some(token.as_str());
+        let t = Some(token);
 
         let r = dnsd.call("GET", "/v1/services", t, None)?;
         ensure!(r.status == 200, "{r:?}");
@@ -200,17 +210,14 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
             "{r:?}"
         );
         Ok(())
-    };
-    run().map_err(|e| e.context(dnsd.log()))
+    })
 }
 
 #[test]
 fn a_bad_change_gets_a_precise_4xx_and_nothing_changes() -> Result<()> {
     let ws = workspace()?;
-    let dnsd = ApiDnsd::start(&ws, loopback(72), &[])?;
-    let run = || -> Result<()> {
-        let token = dnsd.default_token()?;
-        let t = Some(token.as_str());
+    with_api(&ws, 72, |dnsd, token| {
+        let t = Some(token);
         let put = |name: &str, body: &str| {
             dnsd.call("PUT", &format!("/v1/services/{name}"), t, Some(body))
         };
@@ -259,8 +266,7 @@ fn a_bad_change_gets_a_precise_4xx_and_nothing_changes() -> Result<()> {
             "a refused change made a generation: {r:?}"
         );
         Ok(())
-    };
-    run().map_err(|e| e.context(dnsd.log()))
+    })
 }
 
 #[test]
@@ -293,10 +299,8 @@ fn the_pid_file_names_dnsd_while_it_runs_and_goes_with_sigterm() -> Result<()> {
 fn an_rrset_replaced_through_the_api_is_served_at_once_and_a_bad_one_changes_nothing() -> Result<()>
 {
     let ws = workspace()?;
-    let dnsd = ApiDnsd::start(&ws, loopback(74), &[])?;
-    let run = || -> Result<()> {
-        let token = dnsd.default_token()?;
-        let t = Some(token.as_str());
+    with_api(&ws, 74, |dnsd, token| {
+        let t = Some(token);
         let put = |name: &str, rtype: &str, body: &str| {
             let path = format!("/v1/zones/example.test./rrsets/{name}/{rtype}");
             dnsd.call("PUT", &path, t, Some(body))
@@ -352,6 +356,68 @@ fn an_rrset_replaced_through_the_api_is_served_at_once_and_a_bad_one_changes_not
         ensure!(dnsd.kdig("app.example.test.", "A")?.is_empty());
         ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
         Ok(())
-    };
-    run().map_err(|e| e.context(dnsd.log()))
+    })
+}
+
+/// The operator renamed `old` to `new`: a DNAME sends every name below
+/// `old.example.test.` to the same name below `new.example.test.`.
+const DNAME_ZONE_TAIL: &str = "old  IN DNAME new
+www.new IN A 198.18.0.31
+";
+
+#[test]
+fn a_dname_is_listed_by_its_target_and_can_be_moved_through_the_api() -> Result<()> {
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", &format!("{ZONE}{DNAME_ZONE_TAIL}"))?;
+    ws.toml(DNSD_TOML)?;
+    with_api(&ws, 75, |dnsd, token| {
+        let t = Some(token);
+        let records = || dnsd.call("GET", "/v1/zones/example.test./records", t, None);
+        let dname_row = |target: &str| {
+            format!(r#"{{"data":"{target}","name":"old.example.test.","ttl":60,"type":"DNAME"}}"#)
+        };
+        let r = records()?;
+        ensure!(r.body.contains(&dname_row("new.example.test.")), "{r:?}");
+        ensure!(
+            dnsd.kdig("www.old.example.test.", "A")?
+                == ["198.18.0.31", "new.example.test.", "www.new.example.test."]
+        );
+
+        let put = |name: &str, body: &str| {
+            let path = format!("/v1/zones/example.test./rrsets/{name}/DNAME");
+            dnsd.call("PUT", &path, t, Some(body))
+        };
+        // Refused, the zone file untouched: a DNAME with names below it
+        // (RFC 6672 §2.3), and two targets at one name.
+        let original = fs::read_to_string(ws.path().join("zones/example.test.zone"))?;
+        let r = put(
+            "new.example.test.",
+            r#"{"ttl":60,"records":["elsewhere.test."]}"#,
+        )?;
+        ensure!(
+            r.status == 400 && r.body.contains("below the DNAME"),
+            "{r:?}"
+        );
+        let r = put(
+            "old.example.test.",
+            r#"{"records":["a.elsewhere.test.","b.elsewhere.test."]}"#,
+        )?;
+        ensure!(
+            r.status == 400 && r.body.contains("at most one DNAME"),
+            "{r:?}"
+        );
+        ensure!(fs::read_to_string(ws.path().join("zones/example.test.zone"))? == original);
+
+        // Moved to another zone: listed and served at once.
+        let r = put("old.example.test.", r#"{"records":["elsewhere.test."]}"#)?;
+        ensure!(r.status == 200, "{r:?}");
+        let r = records()?;
+        ensure!(r.body.contains(&dname_row("elsewhere.test.")), "{r:?}");
+        let answer = dnsd.kdig("www.old.example.test.", "A")?;
+        ensure!(
+            answer == ["elsewhere.test.", "www.elsewhere.test."],
+            "{answer:?}"
+        );
+        Ok(())
+    })
 }
