@@ -173,6 +173,29 @@ impl Drop for Dnsd {
     }
 }
 
+/// What kdig gets from `server` for `name` of `qtype`: its `+short` lines,
+/// sorted, so that a test compares record sets, not orders.
+pub fn kdig_short(server: SocketAddr, name: &str, qtype: &str) -> Result<Vec<String>> {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+short", "+timeout=2"])
+        .args([name, qtype])
+        .output()
+        .context("running kdig (install knot-dnsutils)")?;
+    if !out.status.success() {
+        bail!(
+            "kdig {name} {qtype} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
 /// Runs `dnsd check DIR`.
 pub fn check(dir: &Path) -> Result<Output> {
     Command::new(bins::path("dnsd"))

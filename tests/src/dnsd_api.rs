@@ -116,24 +116,7 @@ impl ApiDnsd {
 
     /// The addresses kdig gets for `name` of `qtype`, sorted.
     pub fn kdig(&self, name: &str, qtype: &str) -> Result<Vec<String>> {
-        let out = Command::new("kdig")
-            .arg(format!("@{}", self.dns.ip()))
-            .args(["-p", &self.dns.port().to_string(), "+short", "+timeout=2"])
-            .args([name, qtype])
-            .output()
-            .context("running kdig (install knot-dnsutils)")?;
-        if !out.status.success() {
-            bail!(
-                "kdig {name} {qtype} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        Ok(lines)
+        crate::dnsd::kdig_short(self.dns, name, qtype)
     }
 
     /// SIGTERM, then waits for the exit; true if dnsd exited successfully.

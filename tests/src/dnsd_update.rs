@@ -47,28 +47,32 @@ pub struct UpdateDnsd {
 }
 
 impl UpdateDnsd {
+    /// Starts dnsd on a free port of `ip`, its control API off.
     pub fn start(ws: &DnsdWorkspace, ip: IpAddr) -> Result<Self> {
         let dns = SocketAddr::new(ip, free_port(ip)?);
-        let log = ws.path().with_extension("update.log");
-        let daemon = spawn_ready(ws, dns, &["--no-api"], dns, &log)?;
-        Ok(Self {
-            dns,
-            daemon: Some(daemon),
-            log,
-            earlier_log: String::new(),
-            root: ws.path().to_path_buf(),
-        })
+        Self::spawn(ws, dns, &["--no-api"], dns)
     }
 
-    /// Starts dnsd on `dns` with `args` and no `--no-api` (dnsd.toml's
-    /// `[api]` decides), ready once `ready` accepts TCP connections.
+    /// Starts dnsd on `dns` without `--no-api` (dnsd.toml's `[api]`
+    /// decides), ready once `ready` accepts TCP connections.
     pub fn start_with_config_api(
         ws: &DnsdWorkspace,
         dns: SocketAddr,
         ready: SocketAddr,
     ) -> Result<Self> {
+        Self::spawn(ws, dns, &[], ready)
+    }
+
+    /// Starts dnsd on `dns` with `args`, ready once `ready` accepts TCP
+    /// connections; it logs next to the workspace.
+    fn spawn(
+        ws: &DnsdWorkspace,
+        dns: SocketAddr,
+        args: &[&str],
+        ready: SocketAddr,
+    ) -> Result<Self> {
         let log = ws.path().with_extension("update.log");
-        let daemon = spawn_ready(ws, dns, &[], ready, &log)?;
+        let daemon = spawn_ready(ws, dns, args, ready, &log)?;
         Ok(Self {
             dns,
             daemon: Some(daemon),
@@ -97,24 +101,7 @@ impl UpdateDnsd {
 
     /// What kdig gets for `name` of `qtype` (`+short`, sorted).
     pub fn kdig(&self, name: &str, qtype: &str) -> Result<Vec<String>> {
-        let out = Command::new("kdig")
-            .arg(format!("@{}", self.dns.ip()))
-            .args(["-p", &self.dns.port().to_string(), "+short", "+timeout=2"])
-            .args([name, qtype])
-            .output()
-            .context("running kdig (install knot-dnsutils)")?;
-        if !out.status.success() {
-            bail!(
-                "kdig {name} {qtype} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        Ok(lines)
+        crate::dnsd::kdig_short(self.dns, name, qtype)
     }
 
     /// The SOA serial kdig gets for `zone`.
