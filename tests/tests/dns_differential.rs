@@ -247,6 +247,16 @@ fn rule_for(qtype: &str) -> Rule {
     }
 }
 
+/// `query` over UDP with EDNS, over UDP without and over TCP.
+fn over_every_transport(query: Query, rule: Rule) -> [Case; 3] {
+    [query.clone(), query.clone().edns(Edns::Off), query.tcp()].map(|query| Case { query, rule })
+}
+
+/// `query` over UDP and over TCP.
+fn over_udp_and_tcp(query: Query, rule: Rule) -> [Case; 2] {
+    [query.clone(), query.tcp()].map(|query| Case { query, rule })
+}
+
 /// The whole corpus: every question over UDP with and without EDNS and over
 /// TCP, then the cases that only make sense once (case, ECS, payload sizes,
 /// EDNS versions, DO, classes, opcodes).
@@ -257,28 +267,12 @@ fn corpus() -> Vec<Case> {
         rule: Rule::Strict,
     };
     for &(name, qtype) in QUESTIONS.iter().chain(OUTSIDE) {
-        let base = Query::new(&fqdn(name), qtype);
-        let rule = rule_for(qtype);
-        for query in [
-            base.clone(),
-            base.clone().edns(Edns::Off),
-            base.clone().tcp(),
-        ] {
-            cases.push(Case { query, rule });
-        }
+        let query = Query::new(&fqdn(name), qtype);
+        cases.extend(over_every_transport(query, rule_for(qtype)));
     }
     for &(name, qtype) in DNAME_LIKE_NSD {
-        let base = Query::new(&fqdn(name), qtype);
-        for query in [
-            base.clone(),
-            base.clone().edns(Edns::Off),
-            base.clone().tcp(),
-        ] {
-            cases.push(Case {
-                query,
-                rule: Rule::LikeNsd,
-            });
-        }
+        let query = Query::new(&fqdn(name), qtype);
+        cases.extend(over_every_transport(query, Rule::LikeNsd));
     }
     // ANY below a DNAME: both peers rewrite and follow it like any type
     // (one RRset at the end of the chain), so it is compared strictly.
@@ -286,8 +280,7 @@ fn corpus() -> Vec<Case> {
     // (NSD sets TC without EDNS, Knot fits): that one only with EDNS/TCP.
     for (name, qtype) in [("www.dn", "ANY"), ("alias.dn", "ANY"), ("x.dn-long", "A")] {
         let base = Query::new(&fqdn(name), qtype);
-        cases.push(strict(base.clone()));
-        cases.push(strict(base.clone().tcp()));
+        cases.extend(over_udp_and_tcp(base.clone(), Rule::Strict));
         if qtype == "ANY" {
             cases.push(strict(base.edns(Edns::Off)));
         }
@@ -319,8 +312,7 @@ fn corpus() -> Vec<Case> {
         ("Nope.DN.example.test.", "A"),
         ("DN.Example.Test.", "DNAME"),
     ] {
-        cases.push(strict(Query::new(name, qtype)));
-        cases.push(strict(Query::new(name, qtype).tcp()));
+        cases.extend(over_udp_and_tcp(Query::new(name, qtype), Rule::Strict));
     }
     // EDNS Client Subnet, over UDP and TCP, v4 and v6, positive and negative.
     for (name, qtype, subnet) in [
@@ -333,8 +325,7 @@ fn corpus() -> Vec<Case> {
         ("q.multi", "AAAA", "::/0"),
     ] {
         let q = Query::new(&fqdn(name), qtype).subnet(subnet);
-        cases.push(strict(q.clone()));
-        cases.push(strict(q.tcp()));
+        cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // Payload sizes: TC when the answer does not fit, the OPT still there;
     // sizes below 512 count as 512; the server caps its payload at 1232.
@@ -359,8 +350,7 @@ fn corpus() -> Vec<Case> {
     // An unknown EDNS version: BADVERS, over UDP and TCP.
     for (name, qtype) in [("www", "A"), ("nope", "A"), ("www.example.org.", "A")] {
         let q = Query::new(&fqdn(name), qtype).edns(Edns::Version(1));
-        cases.push(strict(q.clone()));
-        cases.push(strict(q.tcp()));
+        cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // The DO bit on an unsigned zone: echoed, no DNSSEC records.
     for (name, qtype) in [
@@ -382,8 +372,7 @@ fn corpus() -> Vec<Case> {
         ("www.child", "A", "+cdflag"),
     ] {
         let q = Query::new(&fqdn(name), qtype).dig_option(option);
-        cases.push(strict(q.clone()));
-        cases.push(strict(q.tcp()));
+        cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // Unknown EDNS options, EDNS flag bits and the header's Z bit are
     // ignored, not echoed; nobody pads or announces keepalive unasked.
@@ -405,19 +394,12 @@ fn corpus() -> Vec<Case> {
     }
     // Another class than IN: REFUSED. (Not HS: NSD drops the question
     // there, Knot echoes it, and no client asks.)
-    cases.push(strict(Query::new(TEST_ORIGIN, "SOA").class("CH")));
-    cases.push(strict(Query::new(TEST_ORIGIN, "SOA").class("CH").tcp()));
+    let ch = Query::new(TEST_ORIGIN, "SOA").class("CH");
+    cases.extend(over_udp_and_tcp(ch, Rule::Strict));
     // Opcodes that are not served.
     for opcode in ["status", "iquery"] {
-        for query in [
-            Query::new(TEST_ORIGIN, "SOA").opcode(opcode),
-            Query::new(TEST_ORIGIN, "SOA").opcode(opcode).tcp(),
-        ] {
-            cases.push(Case {
-                query,
-                rule: Rule::EitherPeer,
-            });
-        }
+        let query = Query::new(TEST_ORIGIN, "SOA").opcode(opcode);
+        cases.extend(over_udp_and_tcp(query, Rule::EitherPeer));
     }
     cases
 }
@@ -1125,19 +1107,12 @@ fn multi_zone_corpus() -> Vec<Case> {
     ];
     let mut cases = Vec::new();
     for (name, qtype) in questions {
-        let base = Query::new(name, qtype);
         let rule = if crosses_zones.contains(&name) {
             Rule::EitherPeer
         } else {
             rule_for(qtype)
         };
-        for query in [
-            base.clone(),
-            base.clone().edns(Edns::Off),
-            base.clone().tcp(),
-        ] {
-            cases.push(Case { query, rule });
-        }
+        cases.extend(over_every_transport(Query::new(name, qtype), rule));
     }
     cases
 }
