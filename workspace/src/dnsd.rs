@@ -547,6 +547,14 @@ mod tests {
         parse(Path::new("ws/dnsd.toml"), s)
     }
 
+    /// Where each error points: its line and its field.
+    fn lines_and_fields(err: &ConfigErrors) -> Vec<(usize, String)> {
+        err.0
+            .iter()
+            .map(|e| (e.line.unwrap(), e.field.clone().unwrap()))
+            .collect()
+    }
+
     #[test]
     fn a_full_file_parses() {
         let cfg = parse_str(
@@ -591,11 +599,7 @@ ttl = 99999999
 "#,
         )
         .unwrap_err();
-        let got: Vec<_> = err
-            .0
-            .iter()
-            .map(|e| (e.line.unwrap(), e.field.clone().unwrap()))
-            .collect();
+        let got = lines_and_fields(&err);
         assert_eq!(
             got,
             [
@@ -667,12 +671,7 @@ secret = \"not base64!\"
 zones = [\"a..b\"]
 "
         );
-        let err = parse_str(&text).unwrap_err();
-        let got: Vec<_> = err
-            .0
-            .iter()
-            .map(|e| (e.line.unwrap(), e.field.clone().unwrap()))
-            .collect();
+        let got = lines_and_fields(&parse_str(&text).unwrap_err());
         assert_eq!(
             got,
             [
