@@ -1,5 +1,5 @@
-//! Answer selection: a pure function from (snapshot, question, transport,
-//! rotation number) to the parts of a response — rcode, AA, and the records
+//! Answer selection: a pure function from (snapshot, question, rotation
+//! number) to the parts of a response — rcode, AA, and the records
 //! of the answer, authority and additional sections. No sockets, no clock:
 //! unit tests drive it directly.
 //!
@@ -39,7 +39,8 @@ pub struct Question<'q> {
     pub qclass: DNSClass,
 }
 
-/// How it is asked.
+/// What an answer depends on besides the question: the transport is not
+/// part of it (truncation is `server`'s).
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
     /// The answer's number in the rotation sequence.

@@ -1,9 +1,12 @@
 //! dnsd: authoritative DNS for the config workspace's zones, with rotating
 //! low-TTL answers and atomic reload on SIGHUP.
 //!
-//! Data flows one way: workspace files → `zone_load` (parse and check) →
-//! `snapshot` (immutable index) → `answer` (pure selection, with `rotate`)
-//! → `server` (sockets and protocol rules). `reload` swaps the snapshot.
+//! Data flows one way: workspace files → `zone_load` (parse and check, with
+//! `zone_scan`, `name_rules` and `dname` for what hickory's parser cannot
+//! see) → `snapshot` (immutable index, keyed by `name_key`) → `answer`
+//! (pure selection, with `rotate`) → `server` (protocol rules; UDP through
+//! `udp` and `mmsg`, common queries straight from the wire in `fast_path`).
+//! `reload` swaps the snapshot.
 //! Changes (the control API in `api`, RFC 2136 updates in `update_handler`
 //! with `update` and `tsig`) go back to the workspace through `zone_edit`
 //! as new generations, then through `reload`.
