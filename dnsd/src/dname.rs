@@ -44,7 +44,9 @@ pub fn restore(records: &mut [Record]) {
     }
 }
 
-fn rdata(target: &Name) -> Option<RData> {
+/// DNAME rdata pointing at `target`, in the generic form hickory carries it
+/// in (it has no DNAME type of its own); `None` if the name does not encode.
+pub fn rdata(target: &Name) -> Option<RData> {
     let mut fqdn = target.clone();
     fqdn.set_fqdn(true);
     // Name's own encoding is uncompressed, as RFC 6672 §2.5 asks.

@@ -132,7 +132,7 @@ pub struct Applied {
 /// in order. Updates the RFC says to ignore are skipped silently: deleting
 /// the apex SOA or NS RRset or its last NS record, an SOA whose serial is
 /// not newer, a CNAME added beside other data or other data beside a
-/// CNAME. An added record takes over the TTL of its whole RRset, so that
+/// CNAME. An added SOA, CNAME or DNAME replaces the one there. An added record takes over the TTL of its whole RRset, so that
 /// an RRset keeps one TTL (RFC 2181 §5.2).
 pub fn apply(zone: &Zone<'_>, records: &mut Vec<Record>, updates: &[Record]) -> Applied {
     let apex = zone.origin;
@@ -174,8 +174,12 @@ pub fn apply(zone: &Zone<'_>, records: &mut Vec<Record>, updates: &[Record]) -> 
                     }
                     applied.soa_replaced = true;
                 }
-                if matches!(rtype, RecordType::SOA | RecordType::CNAME) {
-                    // One record per RRset: the new one replaces it.
+                if matches!(
+                    rtype,
+                    RecordType::SOA | RecordType::CNAME | RecordType::DNAME
+                ) {
+                    // One record per RRset (RFC 6672 §2.4 for DNAME): the
+                    // new one replaces it.
                     records.retain(|r| !(r.name == u.name && r.record_type() == rtype));
                 } else {
                     records.retain(|r| {
@@ -630,6 +634,26 @@ alias IN CNAME www
                 .iter()
                 .any(|l| l.contains("CNAME ns1") || l.contains("CNAME www"))
         );
+    }
+
+    #[test]
+    fn a_new_dname_replaces_the_one_at_its_name() {
+        let dname = |target: &str| {
+            let mut r = rr(
+                "www.example.test.",
+                DNSClass::IN,
+                60,
+                RecordType::A,
+                Some("198.18.0.9"),
+            );
+            r.name = name("old.example.test.");
+            r.data = crate::dname::rdata(&name(target)).unwrap();
+            r
+        };
+        let (lines, _) = applied(&[dname("a.test."), dname("b.test.")]);
+        let dnames: Vec<_> = lines.iter().filter(|l| l.contains("DNAME")).collect();
+        assert_eq!(dnames.len(), 1, "{lines:#?}");
+        assert!(dnames[0].contains("b.test."), "{lines:#?}");
     }
 
     #[test]
