@@ -3,7 +3,7 @@
 //! once it has been idle longer than its state allows, and removes entries
 //! whose partner the LRU map evicted under pressure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -155,32 +155,60 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
     let snap = snapshot(flows)?;
     let now = monotonic_now_ns()?;
     let (doomed, mut report) = sweep(&snap, now, t);
+    delete(flows, &snap, &doomed, &mut report)?;
+    Ok(report)
+}
+
+/// Deletes the entries `sweep` doomed, except those of connections that
+/// came back to life since the snapshot: a packet refreshed one of their
+/// entries, or the partner the snapshot missed was written during the scan.
+/// Such a connection is spared whole, so that the time between the snapshot
+/// and the deletions never leaves half a connection behind.
+fn delete(
+    flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
+    snap: &HashMap<FlowKey, Flow>,
+    doomed: &[(FlowKey, Flow)],
+    report: &mut Report,
+) -> Result<()> {
+    let mut spared = HashSet::new();
     for (key, seen) in doomed {
-        // A packet may have refreshed the entry since the snapshot, or the
-        // snapshot may have missed a partner written during the scan: then
-        // the connection is alive after all and stays.
-        match flows.get(&key, 0) {
-            Ok(current) if current.last_seen_ns != seen.last_seen_ns => {
-                report.keep(&current);
-                continue;
-            }
-            Ok(_) => {}
-            Err(MapError::KeyNotFound) => continue,
-            Err(e) => return Err(e).context("reading a FLOWS entry"),
-        }
-        if !snap.contains_key(&seen.partner_key()) && flows.get(&seen.partner_key(), 0).is_ok() {
-            let tally = report.evicted.entry(seen.rule_id).or_default();
-            *tally = tally.saturating_sub(1);
-            report.keep(&seen);
+        if spared.contains(key) {
             continue;
         }
-        match flows.remove(&key) {
+        let partner_key = seen.partner_key();
+        let alive = match flows.get(key, 0) {
+            Ok(current) if current.last_seen_ns != seen.last_seen_ns => Some(current),
+            Ok(_) if !snap.contains_key(&partner_key) && flows.get(&partner_key, 0).is_ok() => {
+                Some(*seen)
+            }
+            Ok(_) | Err(MapError::KeyNotFound) => None,
+            Err(e) => return Err(e).context("reading a FLOWS entry"),
+        };
+        let Some(current) = alive else {
+            continue;
+        };
+        spared.insert(*key);
+        spared.insert(partner_key);
+        // Take back the verdict `sweep` counted for this connection.
+        let tally = if snap.contains_key(&partner_key) {
+            &mut report.expired
+        } else {
+            &mut report.evicted
+        };
+        if let Some(n) = tally.get_mut(&seen.rule_id) {
+            *n = n.saturating_sub(1);
+        }
+        report.keep(&current);
+    }
+    for (key, _) in doomed.iter().filter(|(key, _)| !spared.contains(key)) {
+        match flows.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
         }
     }
+    report.expired.retain(|_, n| *n > 0);
     report.evicted.retain(|_, n| *n > 0);
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -337,6 +365,37 @@ mod tests {
         assert!(left.contains_key(&live[0].0) && left.contains_key(&live[1].0));
         assert_eq!(report.expired, BTreeMap::from([(1, 1)]));
         assert_eq!(report.evicted, BTreeMap::from([(2, 1)]));
+        assert_eq!(report.active, BTreeMap::from([(1, 1)]));
+    }
+
+    /// Needs root. A reply that arrives between the snapshot and the
+    /// deletions keeps the whole connection, not just the entry it touched.
+    #[test]
+    fn a_connection_that_sends_during_the_pass_keeps_both_entries() {
+        let mut map = BpfHashMap::<MapData, FlowKey, Flow>::create(1024, 0)
+            .expect("creating a hash map (run as root)");
+        let now = monotonic_now_ns().unwrap();
+        let idle = pair_on(
+            40000,
+            1,
+            FLOW_ESTABLISHED | FLOW_FIN,
+            now - 60 * S,
+            now - 60 * S,
+        );
+        for (k, v) in &idle {
+            map.insert(k, v, 0).unwrap();
+        }
+        let snap = snapshot(&map).unwrap();
+        let (doomed, mut report) = sweep(&snap, now, &timeouts());
+        assert_eq!(doomed.len(), 2, "the idle connection is doomed");
+
+        let (reply_key, mut reply) = idle[1];
+        reply.last_seen_ns = now;
+        map.insert(reply_key, reply, 0).unwrap();
+        delete(&mut map, &snap, &doomed, &mut report).unwrap();
+
+        assert_eq!(snapshot(&map).unwrap().len(), 2);
+        assert!(report.expired.is_empty(), "{report:?}");
         assert_eq!(report.active, BTreeMap::from([(1, 1)]));
     }
 }
