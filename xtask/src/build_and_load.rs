@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::util::{cargo, display, exec, root};
+use crate::util::{cargo, display, exec, release_bin};
 
 pub fn run(iface: &str, workspace: &Path) -> Result<()> {
     exec(cargo().args(["build", "--release", "--bins"]))?;
     let workspace = workspace
         .canonicalize()
         .with_context(|| format!("workspace {}", workspace.display()))?;
-    let mut cmd = std::process::Command::new(root().join("target/release/redirector"));
+    let mut cmd = std::process::Command::new(release_bin("redirector"));
     cmd.arg("run")
         .arg("--iface")
         .arg(iface)

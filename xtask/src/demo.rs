@@ -14,7 +14,7 @@ use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 use cutover_workspace::{FileChange, Workspace};
 
-use crate::util::{cargo, exec, root};
+use crate::util::{cargo, exec, release_bin, root};
 
 const DNS: &str = "127.0.0.1";
 const DNS_PORT: &str = "5300";
@@ -22,7 +22,6 @@ const SIGHUP: i32 = 1;
 
 pub fn run() -> Result<()> {
     exec(cargo().args(["build", "--release", "--bins"]))?;
-    let bin = |name: &str| root().join("target/release").join(name);
 
     say("three hosts on one switch: client 198.18.0.1, old 198.18.0.2, new 198.18.0.3");
     let net = Topology::new()?;
@@ -41,11 +40,11 @@ pub fn run() -> Result<()> {
     say(&format!("workspace {}", dir.path().display()));
 
     // The DNS server runs next to the client here, for brevity.
-    let mut dnsd_cmd = net.client.command(bin("dnsd"));
+    let mut dnsd_cmd = net.client.command(release_bin("dnsd"));
     dnsd_cmd.arg("--workspace").arg(dir.path());
     let dnsd = Daemon::spawn("dnsd", dnsd_cmd)?;
     let bpffs = Bpffs::mount(&dir.path().join(".bpffs"))?;
-    let mut redirector_cmd = net.old.command(bin("redirector"));
+    let mut redirector_cmd = net.old.command(release_bin("redirector"));
     redirector_cmd
         .args(["run", "--iface", "eth0", "--workspace"])
         .arg(dir.path())
@@ -113,7 +112,7 @@ pub fn run() -> Result<()> {
     say("step 3: watch the old host drain (redirector stats on the old host)");
     let out = net
         .old
-        .command(bin("redirector"))
+        .command(release_bin("redirector"))
         .arg("stats")
         .arg("--pin-dir")
         .arg(bpffs.pins())

@@ -43,6 +43,16 @@ pub fn display(cmd: &Command) -> String {
     s
 }
 
+/// A binary of `cargo build --release`, in `CARGO_TARGET_DIR` when that is
+/// set (as cargo reads it: relative to the repository root, where
+/// [`cargo`] runs), else in `<root>/target`.
+pub fn release_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root().join(dir))
+        .unwrap_or_else(|| root().join("target"));
+    target.join("release").join(name)
+}
+
 /// A `cargo` command for this repository.
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use cutover_tests::dig::{self, Query, Reply};
 use cutover_tests::dns_peers::{self, DnsServer, Implementation, ServerOptions};
 
-use crate::util::{cargo, display, exec, root};
+use crate::util::{cargo, display, exec, release_bin, root};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -149,10 +149,7 @@ fn ip(last: u8) -> IpAddr {
 fn build_dnsd() -> Result<PathBuf, String> {
     exec(cargo().args(["build", "--release", "-p", "dnsd"]))
         .map_err(|e| format!("release build failed: {e:#}"))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let bin = target.join("release/dnsd");
+    let bin = release_bin("dnsd");
     if !bin.exists() {
         return Err(format!("{} is missing after the build", bin.display()));
     }

@@ -9,7 +9,6 @@
 //! that a noisy neighbour hurts all of them alike.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,7 +17,7 @@ use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 
-use crate::util::{cargo, exec, root};
+use crate::util::{cargo, exec, release_bin};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -224,7 +223,7 @@ fn switch_on<'a>(net: &'a Topology, path: Via, xdp_mode: &str) -> Result<Guard<'
 }
 
 fn start_redirector(old: &Netns, ws: &Path, xdp_mode: &str) -> Result<Daemon> {
-    let bin = root().join("target/release/redirector");
+    let bin = release_bin("redirector");
     let mut cmd = old.command(&bin);
     cmd.args(["run", "--iface", "eth0", "--xdp-mode", xdp_mode, "--no-api"])
         .arg("--workspace")
@@ -334,8 +333,7 @@ fn median(runs: &[Wrk]) -> Wrk {
 /// ns/packet of a tracked-flow packet, measured by the program test
 /// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat.
 fn per_packet_cost() -> Result<f64> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root())
+    let out = cargo()
         .args([
             "test",
             "--release",
