@@ -24,10 +24,9 @@ pub enum Phase {
     Redirecting,
     /// The name points at the new host; the old host drains.
     Flipped,
-    /// Every cache has expired or traffic stopped: the old host can go.
-    Drained,
     /// The TTL is back to its original value.
     Done,
+    /// `cutover rollback` put the old addresses back.
     RolledBack,
 }
 
@@ -123,7 +122,6 @@ impl Migration {
                     }
                 }
             }
-            Phase::Drained => Step::RestoreTtl,
             Phase::Done | Phase::RolledBack => Step::Finished,
         }
     }
@@ -139,7 +137,8 @@ impl Migration {
     }
 }
 
-/// The directory of migration records.
+/// The directory of migration records, one `<fqdn>toml` file each
+/// (`www.example.test.toml`).
 pub struct Store {
     dir: PathBuf,
 }
@@ -168,8 +167,11 @@ impl Store {
 
     pub fn all(&self) -> Result<Vec<Migration>> {
         let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok(out);
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            // Nothing migrated yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -191,10 +193,12 @@ impl Store {
         let tmp = path.with_extension("tmp");
         let text = toml::to_string(m).context("encoding the migration record")?;
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     }
 }
 
+/// Seconds since the Unix epoch: the clock of the record's timestamps.
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
