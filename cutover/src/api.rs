@@ -62,6 +62,7 @@ impl Endpoint {
     }
 }
 
+/// A dnsd service as `GET /v1/services` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
@@ -69,11 +70,13 @@ pub struct Service {
     pub ttl: u32,
 }
 
+/// The answer to a change: the workspace generation it became.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Change {
     pub generation: u64,
 }
 
+/// One workspace generation as `GET /v1/generations` lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GenerationInfo {
     pub number: u64,
@@ -117,6 +120,7 @@ impl Dns {
     }
 }
 
+/// A redirect rule as `GET /v1/rules` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Rule {
     pub name: String,
@@ -124,6 +128,8 @@ pub struct Rule {
     pub to: String,
 }
 
+/// The figures of one rule in `GET /v1/stats`: the part a migration's
+/// drain watches.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RuleStats {
     pub name: String,
@@ -141,6 +147,7 @@ pub struct RuleStats {
     pub new_flows: u64,
 }
 
+/// `GET /v1/stats` of a redirector.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Stats {
     #[serde(default)]

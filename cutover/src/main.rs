@@ -81,11 +81,13 @@ impl Apis {
         )))
     }
 
+    /// The old host's redirector.
     pub fn old(&self) -> Result<Redirector> {
-        let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
-        Ok(Redirector(Endpoint::new(&self.old, &Self::token(file)?)))
+        self.redirector_at(&self.old)
     }
 
+    /// A redirector at `url` (the new host's, for a reverse redirect),
+    /// reached with the old host's token.
     pub fn redirector_at(&self, url: &str) -> Result<Redirector> {
         let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
         Ok(Redirector(Endpoint::new(url, &Self::token(file)?)))
@@ -128,14 +130,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (write 90s, 10m, 24h or 2d)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit_secs: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))
 }
 
 #[cfg(test)]
@@ -149,5 +153,6 @@ mod tests {
         assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("h").is_err());
+        assert!(parse_duration("999999999999999999d").is_err());
     }
 }

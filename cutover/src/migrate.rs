@@ -140,7 +140,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 let t = now();
                 m.observe(traffic, t);
                 store.save(&m)?;
-                let quiet = m.quiet_since.map_or(0, |q| t - q);
+                let quiet = m.quiet_since.map_or(0, |q| t.saturating_sub(q));
                 print!(
                     "\r4. draining {}: {:>7.1} new flows/s, {:>6} active flows, {:>5} clients, quiet {:>5} s, caches expire in {:>6} s ",
                     m.old,
