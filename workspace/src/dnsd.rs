@@ -138,6 +138,7 @@ impl DnsdConfig {
     }
 }
 
+/// The `[server]` section: where and how dnsd answers queries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
@@ -515,7 +516,7 @@ fn normalize_name(name: &str) -> Result<String, String> {
         format!("{}.", trimmed.to_ascii_lowercase())
     };
     if fqdn == "." {
-        return Err("a service cannot be the root".into());
+        return Err("the root cannot be used here: write a name like www.example.test.".into());
     }
     if fqdn.len() > 254 {
         return Err(format!("{name:?} is longer than 253 characters"));

@@ -80,7 +80,12 @@ fn field_from_message(message: &str) -> Option<String> {
 
 /// 1-based line and column of byte `offset` in `source`.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
+    let mut offset = offset.min(source.len());
+    // An offset inside a multi-byte character counts as that character, so
+    // that slicing below cannot panic whatever span a caller passes.
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &source[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
@@ -141,6 +146,7 @@ mod tests {
         assert_eq!(line_col(src, 0), (1, 1));
         assert_eq!(line_col(src, 6), (2, 1));
         assert_eq!(line_col(src, 8), (2, 3));
+        assert_eq!(line_col("é = 1", 1), (1, 1), "inside a character");
     }
 
     #[test]

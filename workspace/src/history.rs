@@ -56,6 +56,8 @@ pub struct FileChange {
     pub content: Option<Vec<u8>>,
 }
 
+/// Why a commit, a rollback or a read of the history failed; each names
+/// the file or generation concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("{path}: {source}")]

@@ -43,6 +43,8 @@ pub struct Rule {
     pub to: SocketAddrV4,
 }
 
+/// The `[nat]` section: the source ports the old host picks from when a
+/// client's own port is taken towards NEW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatConfig {
     /// Inclusive range of source ports the old host may use towards NEW.

@@ -43,12 +43,7 @@ pub fn token_matches(expected: &str, presented: &str) -> bool {
 
 fn read_token(path: &Path) -> io::Result<String> {
     let token = fs::read_to_string(path)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("reading the API token {}: {e}", path.display()),
-            )
-        })?
+        .map_err(doing("reading the API token", path))?
         .trim()
         .to_string();
     if token.is_empty() {
@@ -65,27 +60,39 @@ fn read_token(path: &Path) -> io::Result<String> {
 /// token wins and nobody ever reads a half-written file.
 fn create_token(path: &Path) -> io::Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    fs::create_dir_all(dir).map_err(doing("creating", dir))?;
     // 32 bytes of token, then 8 that name this writer's temp file.
     let mut bytes = [0u8; 40];
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let urandom = Path::new("/dev/urandom");
+    fs::File::open(urandom)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(doing("reading", urandom))?;
     let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let tmp = dir.join(format!(".{TOKEN_FILE}.{}", hex(&bytes[32..])));
-    let mut f = OpenOptions::new()
+    OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{}\n", hex(&bytes[..32])).as_bytes())?;
-    f.sync_all()?;
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(format!("{}\n", hex(&bytes[..32])).as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(doing("writing", &tmp))?;
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+        Err(e) => Err(doing("creating the API token", path)(e)),
     }
+}
+
+/// Keeps an I/O error's kind and names what was being done to which file,
+/// so that a daemon that cannot create its token says where.
+fn doing<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]
