@@ -27,9 +27,11 @@ pub mod maps {
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
 /// A program in the same object that passes every frame, for the veth peer
-/// of an interface the redirector runs on: veth delivers XDP_TX frames to
-/// its peer promptly only if the peer runs an XDP program (GRO is not
-/// enough: they wait for other traffic to wake the peer).
+/// of an interface the redirector runs on in native mode: veth delivers
+/// natively XDP_TX'd frames to its peer promptly only if the peer runs an
+/// XDP program (GRO is not enough: they wait for other traffic to wake the
+/// peer). Generic mode (the default on veth) sends them like any other
+/// frame and needs no such peer.
 pub const PASS_PROGRAM_NAME: &str = "xdp_pass";
 
 /// Capacity of `RULES`. Rule ids run from 1 to `MAX_RULES`; id 0 stands

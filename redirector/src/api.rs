@@ -34,8 +34,6 @@ use crate::stats::Report;
 /// The default listen address: loopback, so that only local tools (and
 /// SSH tunnels) reach it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8054";
-/// The token file inside the workspace when `--api-token-file` is not given.
-pub const TOKEN_FILE: &str = "api-token";
 
 /// What `redirector run` is told about the API.
 #[derive(Debug, Clone)]
@@ -166,7 +164,8 @@ async fn authorize(State(api): State<Arc<Api>>, req: HttpRequest, next: Next) ->
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>` (the token is in WORKSPACE/.cutover/api-token)",
+            "missing `Authorization: Bearer <token>` (the token is in WORKSPACE/.cutover/api-token \
+             unless the redirector runs with --api-token-file)",
         )
         .into_response(),
     }

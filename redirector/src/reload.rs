@@ -100,8 +100,12 @@ impl Rules {
 
     fn apply(&mut self, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<()> {
         let draining = self.draining.keys().copied().collect();
-        let plan = rules::plan(&self.current, cfg, &draining)
-            .with_context(|| format!("{}", self.workspace.redirector_path().display()))?;
+        let plan = rules::plan(&self.current, cfg, &draining).with_context(|| {
+            format!(
+                "planning the rules of {}",
+                self.workspace.redirector_path().display()
+            )
+        })?;
         if let Err(e) = sync::apply(maps.rule_maps(), &plan) {
             // Part of the plan may be in the maps: put the previous rules
             // back so that the maps and `current` agree again.
