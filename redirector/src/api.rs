@@ -141,7 +141,11 @@ impl ApiError {
         }
     }
 
+    /// A 500; logged too, because it is the daemon's failure, not the
+    /// caller's, and the caller may not be watching.
     fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        warn!(%message, "API request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
@@ -390,7 +394,7 @@ fn history_error(e: HistoryError) -> ApiError {
     let status = match &e {
         HistoryError::Invalid(_) => StatusCode::BAD_REQUEST,
         HistoryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => return ApiError::internal(e.to_string()),
     };
     ApiError::new(status, e.to_string())
 }
