@@ -143,7 +143,7 @@ pub async fn run(opts: Options) -> Result<()> {
                 log_stats(&maps, &published, &mut last_sample);
             }
             _ = api_tick.tick(), if server.is_some() => {
-                match stats::read_counters(&maps.counters, counter_ids(&published)) {
+                match stats::read_counters(&maps.counters, stats::counter_ids(&published)) {
                     Ok(c) => samples.push(Instant::now(), c),
                     Err(e) => debug!("sampling counters for the API: {e:#}"),
                 }
@@ -276,13 +276,6 @@ fn reload(maps: &mut Maps, rules: &mut Rules, published: &mut State, path: Optio
     applied
 }
 
-/// Counter slot 0 (packets for no rule) and every rule's slot.
-fn counter_ids(state: &State) -> Vec<u32> {
-    std::iter::once(0)
-        .chain(state.rules.iter().map(|r| r.id))
-        .collect()
-}
-
 /// Serves one API request; only this loop touches the maps.
 fn answer(
     request: api::Request,
@@ -314,7 +307,7 @@ fn answer(
 /// The report of `redirector stats --json`, rates measured since the
 /// sample the loop took a second or two ago.
 fn api_report(maps: &Maps, state: &State, samples: &api::Samples) -> Result<stats::Report> {
-    let now = stats::read_counters(&maps.counters, counter_ids(state))?;
+    let now = stats::read_counters(&maps.counters, stats::counter_ids(state))?;
     let at = Instant::now();
     let active = stats::occupancy(&maps.flows)?;
     let empty = BTreeMap::new();
@@ -325,6 +318,8 @@ fn api_report(maps: &Maps, state: &State, samples: &api::Samples) -> Result<stat
     Ok(stats::build(state, before, &now, elapsed, &active))
 }
 
+/// Puts the rules in force into `state` and, when there is a state file,
+/// writes it for `redirector stats`.
 fn publish(state: &mut State, rules: &Rules, path: Option<&Path>) {
     rules.fill_state(state);
     let Some(path) = path else {

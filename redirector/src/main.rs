@@ -189,6 +189,7 @@ fn dispatch(command: Command) -> Result<()> {
     }
 }
 
+/// A command-line number of seconds, refused unless positive and finite.
 fn seconds(s: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(s)
         .ok()

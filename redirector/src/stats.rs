@@ -38,6 +38,14 @@ pub fn read_counters<T: Borrow<MapData>>(
     Ok(out)
 }
 
+/// The counter slots a report reads: slot 0 (packets for no rule) and the
+/// slot of every rule `state` names.
+pub fn counter_ids(state: &State) -> Vec<u32> {
+    std::iter::once(0)
+        .chain(state.rules.iter().map(|r| r.id))
+        .collect()
+}
+
 /// What the flow table holds for one rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Occupancy {
@@ -259,9 +267,7 @@ pub fn render_table(r: &Report) -> String {
 pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     let state = State::read(&state::path_for(pin_dir)?)?;
     let maps = PinnedMaps::open(pin_dir)?;
-    let ids: Vec<u32> = std::iter::once(0)
-        .chain(state.rules.iter().map(|r| r.id))
-        .collect();
+    let ids = counter_ids(&state);
     let started = Instant::now();
     let before = read_counters(&maps.counters, ids.iter().copied())?;
     std::thread::sleep(interval);
