@@ -9,7 +9,7 @@ mod status;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::{Dns, Endpoint, Redirector};
@@ -64,14 +64,25 @@ pub struct Apis {
 }
 
 impl Apis {
+    /// The bearer token from `path`, else from `CUTOVER_TOKEN`. The daemons
+    /// refuse every request without one, so a missing or empty token is
+    /// an error here rather than a 401 that does not say why.
     fn token(path: Option<&PathBuf>) -> Result<String> {
-        let Some(path) = path else {
-            return Ok(std::env::var("CUTOVER_TOKEN").unwrap_or_default());
+        let token = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the API token {}", path.display()))?,
+            None => std::env::var("CUTOVER_TOKEN").unwrap_or_default(),
         };
-        Ok(std::fs::read_to_string(path)
-            .with_context(|| format!("reading the API token {}", path.display()))?
-            .trim()
-            .to_string())
+        let token = token.trim();
+        if token.is_empty() {
+            match path {
+                Some(path) => bail!("the API token file {} is empty", path.display()),
+                None => bail!(
+                    "no API token: pass --token-file WORKSPACE/.cutover/api-token or set CUTOVER_TOKEN"
+                ),
+            }
+        }
+        Ok(token.to_string())
     }
 
     pub fn dns(&self) -> Result<Dns> {
