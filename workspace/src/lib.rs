@@ -17,6 +17,7 @@ mod error;
 mod history;
 mod pidfile;
 mod redirector;
+mod rule_list;
 mod token;
 mod toml_file;
 mod zones;
@@ -30,6 +31,7 @@ pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
 pub use pidfile::PidFile;
 pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
+pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;
 pub use zones::ZoneFile;
 
