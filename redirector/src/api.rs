@@ -21,7 +21,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cutover_workspace::{FileChange, HistoryError, REDIRECTOR_FILE, Workspace, token_matches};
+use cutover_workspace::{
+    FileChange, HistoryError, REDIRECTOR_FILE, RuleList, Workspace, token_matches,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -258,17 +260,7 @@ async fn put_rule(
     let name = checked_name(&name)?;
     let message = format!("redirect {name}: {} -> {}", body.from, body.to);
     change(&api, &message, move |rules| {
-        let mut entry = toml::Table::new();
-        entry.insert("name".into(), name.clone().into());
-        entry.insert("from".into(), body.from.into());
-        entry.insert("to".into(), body.to.into());
-        match rules
-            .iter()
-            .position(|r| rule_name(r).as_deref() == Some(&name))
-        {
-            Some(i) => rules[i] = toml::Value::Table(entry),
-            None => rules.push(toml::Value::Table(entry)),
-        }
+        rules.put(&name, &body.from, &body.to);
         Ok(())
     })
     .await
@@ -281,9 +273,7 @@ async fn delete_rule(
     let name = checked_name(&name)?;
     let message = format!("remove the redirect {name}");
     change(&api, &message, move |rules| {
-        let before = rules.len();
-        rules.retain(|r| rule_name(r).as_deref() != Some(&name));
-        if rules.len() == before {
+        if !rules.remove(&name) {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no rule named {name:?} (see GET /v1/rules)"),
@@ -305,22 +295,13 @@ fn checked_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
-/// A rule's name as the workspace format defines it: `name`, else `from`.
-fn rule_name(rule: &toml::Value) -> Option<String> {
-    let t = rule.as_table()?;
-    t.get("name")
-        .or_else(|| t.get("from"))
-        .and_then(|v| v.as_str())
-        .map(|s| s.trim().to_string())
-}
-
 /// Edits the `[[rule]]` list of `redirector.toml` with `edit`, commits the
 /// result as a new generation and applies it. `[nat]` and `[timeouts]` are
-/// kept; comments are not (the file is re-serialised).
+/// kept; comments are not (see [`RuleList`]).
 async fn change(
     api: &Arc<Api>,
     message: &str,
-    edit: impl FnOnce(&mut Vec<toml::Value>) -> Result<(), ApiError> + Send + 'static,
+    edit: impl FnOnce(&mut RuleList) -> Result<(), ApiError> + Send + 'static,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let _writer = api.writer.lock().await;
     let workspace = api.workspace.clone();
@@ -333,30 +314,11 @@ async fn change(
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
         };
-        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "{} does not parse, fix it by hand first: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        let mut rules = match doc.remove("rule") {
-            None => Vec::new(),
-            Some(toml::Value::Array(a)) => a,
-            Some(_) => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("{}: `rule` is not a list of [[rule]]", path.display()),
-                ));
-            }
-        };
+        let mut rules = RuleList::parse(&text)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{}: {e}", path.display())))?;
         edit(&mut rules)?;
-        if !rules.is_empty() {
-            doc.insert("rule".into(), toml::Value::Array(rules));
-        }
-        let new_text = toml::to_string(&doc)
+        let new_text = rules
+            .to_text()
             .map_err(|e| ApiError::internal(format!("writing redirector.toml: {e}")))?;
         let change = FileChange {
             path: PathBuf::from(REDIRECTOR_FILE),
@@ -429,20 +391,5 @@ impl Samples {
     /// milliseconds.
     pub fn base(&self) -> Option<&(std::time::Instant, BTreeMap<u32, crate::stats::Counters>)> {
         self.older.as_ref().or(self.newer.as_ref())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_rule_is_named_by_name_else_by_from() {
-        let v: toml::Table =
-            toml::from_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n[[rule]]\nname = \"www\"\nfrom = \"198.18.0.2:81\"\nto = \"198.18.0.3:80\"\n")
-                .unwrap();
-        let rules = v["rule"].as_array().unwrap();
-        assert_eq!(rule_name(&rules[0]).as_deref(), Some("198.18.0.2:80"));
-        assert_eq!(rule_name(&rules[1]).as_deref(), Some("www"));
     }
 }
