@@ -2,14 +2,13 @@
 //! interfaces clients and new hosts are reached through; the program is
 //! detached when the [`Attached`] value is dropped.
 
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use aya::Ebpf;
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use redirector_common::PROGRAM_NAME;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::program::OBJECT;
 
@@ -69,16 +68,13 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Loads the object, starts forwarding the program's aya-log records to
-    /// `tracing`, and attaches the program to every interface of `ifaces`.
+    /// Loads the object and attaches its program to every interface of
+    /// `ifaces`.
     /// Any failure detaches what was attached.
     pub fn load(ifaces: &[String], mode: AttachMode) -> Result<Self> {
+        // The program does not log (it counts instead, see
+        // `redirector_common::counter`), so no aya-log reader is started.
         let mut ebpf = Ebpf::load(OBJECT).context("loading the XDP object into the kernel")?;
-        match aya_log::EbpfLogger::init(&mut ebpf) {
-            Ok(logger) => spawn_log_reader(logger),
-            // The program may not log at all.
-            Err(e) => debug!(error = %e, "the XDP program has no log map"),
-        }
         program(&mut ebpf)?
             .load()
             .context("the kernel refused the XDP program (verifier)")?;
@@ -143,30 +139,5 @@ impl Drop for Attached {
     fn drop(&mut self) {
         // Failures were logged one by one.
         let _ = self.detach();
-    }
-}
-
-/// Reads the program's log ring buffer whenever it has records; records go
-/// through the `log` facade into `tracing`.
-fn spawn_log_reader(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    let fd = logger.as_raw_fd();
-    // SAFETY: the logger owns the ring buffer's fd and keeps it open and
-    // unchanged for as long as the AsyncFd that owns the logger exists.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    };
-    match registered {
-        Ok(mut fd_guard) => {
-            tokio::spawn(async move {
-                loop {
-                    let Ok(mut ready) = fd_guard.readable_mut().await else {
-                        break;
-                    };
-                    ready.get_inner_mut().flush();
-                    ready.clear_ready();
-                }
-            });
-        }
-        Err(e) => warn!(fd, error = %e, "cannot watch the XDP program's log buffer"),
     }
 }
