@@ -339,24 +339,36 @@ mod tests {
         assert_eq!(report.open, 1);
     }
 
-    /// Needs root: a real map, as the daemon uses it.
-    #[test]
-    fn a_collection_pass_deletes_idle_and_orphaned_entries_from_the_map() {
+    /// A real map holding `entries`, as the daemon uses it (needs root).
+    fn map_holding<'a>(
+        entries: impl IntoIterator<Item = &'a (FlowKey, Flow)>,
+    ) -> BpfHashMap<MapData, FlowKey, Flow> {
         let mut map = BpfHashMap::<MapData, FlowKey, Flow>::create(1024, 0)
             .expect("creating a hash map (run as root)");
-        let now = monotonic_now_ns().unwrap();
-        let idle = pair_on(
+        for (k, v) in entries {
+            map.insert(k, v, 0).unwrap();
+        }
+        map
+    }
+
+    /// A connection that closed a minute ago, at `now`: past `closing`.
+    fn closed_a_minute_ago(now: u64) -> [(FlowKey, Flow); 2] {
+        pair_on(
             40000,
             1,
             FLOW_ESTABLISHED | FLOW_FIN,
             now - 60 * S,
             now - 60 * S,
-        );
+        )
+    }
+
+    #[test]
+    fn a_collection_pass_deletes_idle_and_orphaned_entries_from_the_map() {
+        let now = monotonic_now_ns().unwrap();
+        let idle = closed_a_minute_ago(now);
         let live = pair_on(40001, 1, FLOW_ESTABLISHED, now - 60 * S, now);
         let lone = pair_on(40002, 2, FLOW_ESTABLISHED, now - 60 * S, now - 60 * S)[0];
-        for (k, v) in idle.iter().chain(live.iter()).chain([lone].iter()) {
-            map.insert(k, v, 0).unwrap();
-        }
+        let mut map = map_holding(idle.iter().chain(live.iter()).chain([lone].iter()));
 
         let report = collect(&mut map, &timeouts()).unwrap();
 
@@ -368,23 +380,13 @@ mod tests {
         assert_eq!(report.active, BTreeMap::from([(1, 1)]));
     }
 
-    /// Needs root. A reply that arrives between the snapshot and the
-    /// deletions keeps the whole connection, not just the entry it touched.
+    /// A reply that arrives between the snapshot and the deletions keeps
+    /// the whole connection, not just the entry it touched.
     #[test]
     fn a_connection_that_sends_during_the_pass_keeps_both_entries() {
-        let mut map = BpfHashMap::<MapData, FlowKey, Flow>::create(1024, 0)
-            .expect("creating a hash map (run as root)");
         let now = monotonic_now_ns().unwrap();
-        let idle = pair_on(
-            40000,
-            1,
-            FLOW_ESTABLISHED | FLOW_FIN,
-            now - 60 * S,
-            now - 60 * S,
-        );
-        for (k, v) in &idle {
-            map.insert(k, v, 0).unwrap();
-        }
+        let idle = closed_a_minute_ago(now);
+        let mut map = map_holding(&idle);
         let snap = snapshot(&map).unwrap();
         let (doomed, mut report) = sweep(&snap, now, &timeouts());
         assert_eq!(doomed.len(), 2, "the idle connection is doomed");
