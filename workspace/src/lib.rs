@@ -55,7 +55,8 @@ impl Workspace {
         if !root.is_dir() {
             return Err(ConfigError::file(
                 &root,
-                "the workspace is not a directory (pass --workspace DIR)",
+                "not a directory: a workspace is the directory that holds redirector.toml, \
+                 dnsd.toml and zones/",
             ));
         }
         Ok(Self { root })
