@@ -33,6 +33,7 @@ mod rewrite;
 mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_log_ebpf::debug;
 use redirector_common::{DIR_FORWARD, FlowKey, IPPROTO_TCP, RuleKey, counter};
 
 use crate::{
@@ -149,6 +150,13 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
         Open::Existing(flow) => flow,
         Open::Exhausted => {
             counters::inc(id, counter::NAT_PORT_EXHAUSTED);
+            debug!(
+                ctx,
+                "rule {}: no free NAT port for {:i}:{}; its SYN is dropped",
+                id,
+                u32::from_be(key.saddr),
+                u16::from_be(key.sport)
+            );
             return xdp_action::XDP_DROP;
         }
     };
@@ -172,6 +180,21 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
             forward::send(ctx, seg.eth, id, &hop)
         }
         NextHop::Kernel(reason) => {
+            if reason == counter::PASS_NO_NEIGH {
+                debug!(
+                    ctx,
+                    "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
+                    id,
+                    u32::from_be(flow.daddr)
+                );
+            } else {
+                debug!(
+                    ctx,
+                    "rule {}: the way to {:i} leaves by an interface the redirector is not on; the kernel forwards",
+                    id,
+                    u32::from_be(flow.daddr)
+                );
+            }
             // Fully translated, so the kernel's forwarding path can take it
             // from here (it decrements the TTL and resolves the neighbour).
             rewrite::translate(seg, key, flow, false);

@@ -1,7 +1,8 @@
 //! The redirector's user space: loads the XDP program, keeps its maps in step
 //! with the workspace, collects garbage flows and reports counters.
 //!
-//! One job per module: `loader` (object and attachment), `maps` (typed map
+//! One job per module: `loader` (object and attachment), `program_log` (the
+//! program's own log records into `tracing`), `maps` (typed map
 //! handles), `pin` (bpffs pins for other processes), `rules` (config ->
 //! desired map contents, pure), `sync` (desired contents -> maps), `gc`
 //! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report),
@@ -18,6 +19,7 @@ pub mod loader;
 pub mod maps;
 pub mod pin;
 pub mod program;
+pub mod program_log;
 pub mod reload;
 pub mod rules;
 pub mod signals;

@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use aya::Ebpf;
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
 use redirector_common::PROGRAM_NAME;
 use tracing::{info, warn};
 
 use crate::program::OBJECT;
+use crate::program_log;
 
 /// How the program is attached to an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -68,13 +69,15 @@ pub struct Attached {
 }
 
 impl Attached {
-    /// Loads the object and attaches its program to every interface of
-    /// `ifaces`.
-    /// Any failure detaches what was attached.
+    /// Loads the object, starts forwarding its log records to `tracing`
+    /// (`program_log`), and attaches its program to every interface of
+    /// `ifaces`. Any failure detaches what was attached.
     pub fn load(ifaces: &[String], mode: AttachMode) -> Result<Self> {
-        // The program does not log (it counts instead, see
-        // `redirector_common::counter`), so no aya-log reader is started.
-        let mut ebpf = Ebpf::load(OBJECT).context("loading the XDP object into the kernel")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &program_log::level(), true)
+            .load(OBJECT)
+            .context("loading the XDP object into the kernel")?;
+        program_log::forward(&mut ebpf);
         program(&mut ebpf)?
             .load()
             .context("the kernel refused the XDP program (verifier)")?;

@@ -47,7 +47,9 @@ impl Redirector {
             .arg(workspace)
             .arg("--pin-dir")
             .arg(pins)
-            .env("RUST_LOG", "info")
+            // The program's own records of rare events (target `redirector`,
+            // debug level) help explain a failing test.
+            .env("RUST_LOG", "info,redirector=debug")
             .stdout(Stdio::null())
             .stderr(log);
         let mut me = Self {

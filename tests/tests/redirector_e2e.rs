@@ -187,6 +187,16 @@ fn a_first_syn_whose_next_hop_is_unresolved_still_connects() -> Result<()> {
         }
     }
     assert!(slow_path_taken > 0, "the NO_NEIGH path was never taken");
+    // The program says so in the daemon's log (aya-log, debug level).
+    let said = "no neighbour entry for the next hop to 198.18.0.3 yet";
+    ensure!(
+        wait_until(Duration::from_secs(5), || site
+            .redirector
+            .log()
+            .contains(said)),
+        "the program's record of the NO_NEIGH path is not in the log:\n{}",
+        site.redirector.log()
+    );
     Ok(())
 }
 
