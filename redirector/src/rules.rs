@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 
 use cutover_workspace::RedirectorConfig;
-use redirector_common::{IPPROTO_TCP, MAX_RULES, NatSettings, RuleKey, RuleValue};
+use redirector_common::{
+    IPPROTO_TCP, MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue,
+};
 
 /// One switched-on rule with the counter slot it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,11 @@ impl Plan {
             && self.removed.is_empty()
     }
 }
+
+// The format accepts `nat.port_retries` up to its own limit; the program
+// stops at its loop bound. Were the format's limit higher, a valid config
+// would be cut short without a word.
+const _: () = assert!(cutover_workspace::MAX_PORT_RETRIES as u32 <= MAX_PORT_RETRIES);
 
 /// The program's NAT settings for a config.
 pub fn nat_settings(cfg: &RedirectorConfig) -> NatSettings {

@@ -30,7 +30,7 @@ pub use dnsd::{
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
 pub use pidfile::PidFile;
-pub use redirector::{NatConfig, RedirectorConfig, Rule, Timeouts};
+pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;
 pub use zones::ZoneFile;
