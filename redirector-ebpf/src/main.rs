@@ -150,13 +150,7 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
         Open::Existing(flow) => flow,
         Open::Exhausted => {
             counters::inc(id, counter::NAT_PORT_EXHAUSTED);
-            debug!(
-                ctx,
-                "rule {}: no free NAT port for {:i}:{}; its SYN is dropped",
-                id,
-                u32::from_be(key.saddr),
-                u16::from_be(key.sport)
-            );
+            log_no_nat_port(ctx, id, key);
             return xdp_action::XDP_DROP;
         }
     };
@@ -180,21 +174,7 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
             forward::send(ctx, seg.eth, id, &hop)
         }
         NextHop::Kernel(reason) => {
-            if reason == counter::PASS_NO_NEIGH {
-                debug!(
-                    ctx,
-                    "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
-                    id,
-                    u32::from_be(flow.daddr)
-                );
-            } else {
-                debug!(
-                    ctx,
-                    "rule {}: the way to {:i} leaves by an interface the redirector is not on; the kernel forwards",
-                    id,
-                    u32::from_be(flow.daddr)
-                );
-            }
+            log_kernel_forwards(ctx, id, flow.daddr, reason);
             // Fully translated, so the kernel's forwarding path can take it
             // from here (it decrements the TTL and resolves the neighbour).
             rewrite::translate(seg, key, flow, false);
@@ -204,6 +184,40 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
             xdp_action::XDP_PASS
         }
         NextHop::Unroutable => xdp_action::XDP_DROP,
+    }
+}
+
+/// Records a SYN dropped for want of a NAT port. Out of line, like
+/// `log_kernel_forwards`, so that the code for the record stays out of the
+/// packet path (the daemon's log level decides whether it exists at all).
+#[inline(never)]
+fn log_no_nat_port(ctx: &XdpContext, rule_id: u32, key: &FlowKey) {
+    debug!(
+        ctx,
+        "rule {}: no free NAT port for {:i}:{}; its SYN is dropped",
+        rule_id,
+        u32::from_be(key.saddr),
+        u16::from_be(key.sport)
+    );
+}
+
+/// Records a translated packet handed to the kernel to forward.
+#[inline(never)]
+fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) {
+    if reason == counter::PASS_NO_NEIGH {
+        debug!(
+            ctx,
+            "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
+            rule_id,
+            u32::from_be(daddr)
+        );
+    } else {
+        debug!(
+            ctx,
+            "rule {}: the way to {:i} leaves by an interface the redirector is not on; the kernel forwards",
+            rule_id,
+            u32::from_be(daddr)
+        );
     }
 }
 

@@ -95,9 +95,17 @@ impl Old<'_> {
 
 /// Runs `test` on a fresh old host, removed afterwards whatever happens.
 fn on_old_host(test: impl FnOnce(&mut Old) -> Result<()> + Send) -> Result<()> {
+    on_old_host_loaded(Redirector::load, test)
+}
+
+/// `on_old_host` with the program loaded by `load`.
+fn on_old_host_loaded(
+    load: impl FnOnce() -> Result<Redirector> + Send,
+    test: impl FnOnce(&mut Old) -> Result<()> + Send,
+) -> Result<()> {
     let host = OldHost::new()?;
     host.run(|| {
-        let mut r = Redirector::load()?;
+        let mut r = load()?;
         let rules = [
             (80, new_host(), RULE),
             (81, SocketAddrV4::new(NEW_UNRESOLVED, 8080), RULE_UNRESOLVED),
@@ -1021,7 +1029,9 @@ fn flows_are_shared_by_all_cpus_and_not_duplicated_by_a_retransmitted_syn() -> R
 #[test]
 #[ignore = "benchmark: cargo xtask bench redirector"]
 fn per_packet_cost() -> Result<()> {
-    on_old_host(|o| {
+    // As a daemon at its default log filter (info) runs it.
+    let as_deployed = || Redirector::load_with_log_level(aya_log::Level::Info as u8);
+    on_old_host_loaded(as_deployed, |o| {
         let a = SocketAddrV4::new(client(0), 40000);
         let b = new_host();
         let entry = |to: SocketAddrV4, direction| Flow {

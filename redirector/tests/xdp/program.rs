@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
@@ -73,10 +73,20 @@ pub struct Redirector {
 }
 
 impl Redirector {
-    /// Loads `redirector::program::OBJECT`; the kernel's verifier runs here.
+    /// Loads `redirector::program::OBJECT` with the program's log calls of
+    /// every level live, so that the verifier checks them too; the kernel's
+    /// verifier runs here.
     pub fn load() -> Result<Self> {
-        let mut ebpf =
-            Ebpf::load(redirector::program::OBJECT).context("loading the eBPF object")?;
+        Self::load_with_log_level(aya_log::Level::Trace as u8)
+    }
+
+    /// Loads the object as the daemon does at log filter `level` (see
+    /// `redirector::program_log::level`): log calls below it are removed.
+    pub fn load_with_log_level(level: u8) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
+            .load(redirector::program::OBJECT)
+            .context("loading the eBPF object")?;
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("map {name} is missing"))
