@@ -221,10 +221,11 @@ fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) 
     }
 }
 
-/// Passes every frame; not part of the redirector. veth wakes its peer for
-/// frames sent with XDP_TX only if the peer runs an XDP program (GRO alone
-/// leaves them queued until other traffic arrives), so test topologies
-/// attach this to the veth peer of an interface the redirector runs on.
+/// Passes every frame; not part of the redirector. In native mode, veth
+/// wakes its peer for frames sent with XDP_TX only if the peer runs an XDP
+/// program (GRO alone leaves them queued until other traffic arrives), so
+/// test topologies for native mode attach this to the veth peer of an
+/// interface the redirector runs on. Generic mode needs nothing from the peer.
 #[xdp]
 pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS

@@ -39,7 +39,7 @@ impl Redirector {
         for iface in ifaces {
             cmd.args(["--iface", iface]);
         }
-        if !args.iter().any(|a| *a == "--api") {
+        if !args.contains(&"--api") {
             cmd.arg("--no-api");
         }
         cmd.args(args)

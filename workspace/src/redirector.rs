@@ -228,7 +228,23 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
                 }
                 name
             }
-            None => from.to_string(),
+            None => {
+                // The default name is the `from` address, which another
+                // rule may have taken as its explicit name.
+                let name = from.to_string();
+                if let Some(first) = seen_name.insert(name.clone(), i) {
+                    err(
+                        r.from.span(),
+                        format!("rule[{i}].from"),
+                        format!(
+                            "this rule's default name {name:?} is already the name of \
+                             rule[{first}]: give one of them another `name`"
+                        ),
+                    );
+                    continue;
+                }
+                name
+            }
         };
         rules.push(Rule { name, from, to });
     }
@@ -363,6 +379,28 @@ to = "198.18.0.4:80"
         .unwrap_err();
         let fields: Vec<_> = err.0.iter().filter_map(|e| e.field.clone()).collect();
         assert_eq!(fields, ["rule[1].name", "rule[2].from"]);
+    }
+
+    #[test]
+    fn a_default_name_cannot_clash_with_an_explicit_one() {
+        // Either order: an API call naming a rule would otherwise edit both.
+        for (first, second) in [
+            (
+                "name = \"198.18.0.2:81\"\nfrom = \"198.18.0.2:80\"",
+                "from = \"198.18.0.2:81\"",
+            ),
+            (
+                "from = \"198.18.0.2:81\"",
+                "name = \"198.18.0.2:81\"\nfrom = \"198.18.0.2:80\"",
+            ),
+        ] {
+            let text = format!(
+                "[[rule]]\n{first}\nto = \"198.18.0.3:80\"\n[[rule]]\n{second}\nto = \"198.18.0.3:80\"\n"
+            );
+            let err = parse_str(&text).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{text}: {err}");
+            assert!(err.0[0].to_string().contains("198.18.0.2:81"), "{err}");
+        }
     }
 
     #[test]
