@@ -11,21 +11,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use cutover_workspace::{
-    DNSD_FILE, FileChange, HISTORY_DIR, HistoryError, Workspace, token_matches,
-};
+use cutover_control_api::{Access, ApiError, blocking, listen};
+use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::reload::Reloader;
 use crate::zone_edit::{self, ChangeLock, rdata_text};
@@ -35,78 +32,12 @@ use crate::zone_load;
 pub struct Api {
     workspace: Workspace,
     reloader: Arc<Reloader>,
-    token: String,
+    /// The bearer token every request must carry.
+    access: Access,
     /// Changes are committed and applied one at a time (with dynamic
     /// updates too), so that the snapshot a change acknowledges is the one
     /// it made.
     changes: ChangeLock,
-}
-
-/// An error response: `{"error": message}` with a 4xx or 5xx status.
-struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// Names the files of a refused change as the operator knows them
-    /// (`dnsd.toml:5:7`), not by the staging directory they were checked in
-    /// (`WORKSPACE/.cutover/generations/7.tmp/dnsd.toml:5:7`).
-    fn unstaged(mut self, root: &Path) -> Self {
-        let prefix = format!("{}/{HISTORY_DIR}/generations/", root.display());
-        let mut out = String::with_capacity(self.message.len());
-        let mut rest = self.message.as_str();
-        while let Some(at) = rest.find(&prefix) {
-            let after = &rest[at + prefix.len()..];
-            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-            out.push_str(&rest[..at]);
-            match after[digits..].strip_prefix(".tmp/") {
-                Some(tail) if digits > 0 => rest = tail,
-                _ => {
-                    out.push_str(&prefix);
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-        self.message = out;
-        self
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        warn!(%message, "API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-impl From<HistoryError> for ApiError {
-    fn from(e: HistoryError) -> Self {
-        let status = match &e {
-            HistoryError::Invalid(_) | HistoryError::Unmanaged(_) => StatusCode::BAD_REQUEST,
-            HistoryError::NoSuchGeneration(_) => StatusCode::NOT_FOUND,
-            HistoryError::Busy(_) => StatusCode::CONFLICT,
-            HistoryError::Io { .. } => return Self::internal(e.to_string()),
-        };
-        Self::new(status, e.to_string())
-    }
 }
 
 type Reply = Result<axum::Json<Value>, ApiError>;
@@ -114,26 +45,15 @@ type Reply = Result<axum::Json<Value>, ApiError>;
 /// The bearer token (see `Workspace::api_token`): from `explicit`, or the
 /// workspace's default file, created when missing.
 pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
-    let workspace = Workspace::open(root)?;
-    let (token, created) = workspace
-        .api_token(explicit)
-        .context("the control API's token")?;
-    if created {
-        info!(path = %workspace.api_token_path().display(), "created a new API token");
-    }
-    Ok(token)
+    cutover_control_api::load_token(&Workspace::open(root)?, explicit)
 }
 
 /// Binds `addr` and serves the API on the current runtime until the process
 /// exits. Binding fails loudly: a daemon that cannot be controlled should
 /// not pretend to be.
 pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the control API on {addr} (change it with --api ADDR:PORT or dnsd.toml's [api] listen, or turn it off with --no-api or [api] enabled = false)"))?;
-    let bound = listener.local_addr().unwrap_or(addr);
-    let api = Arc::new(api);
-    let app = Router::new()
+    let access = api.access.clone();
+    let routes = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/version", get(version))
         .route("/v1/services", get(services))
@@ -143,15 +63,16 @@ pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{origin}/records", get(records))
         .route("/v1/zones/{origin}/rrsets/{name}/{rtype}", put(put_rrset))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(middleware::from_fn_with_state(api.clone(), authorise))
-        .with_state(api);
-    info!(%bound, "control API listening");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(%e, "the control API stopped");
-        }
-    });
+        .with_state(Arc::new(api));
+    let serve = listen(
+        addr,
+        routes,
+        access,
+        "change it with --api ADDR:PORT or dnsd.toml's [api] listen, or turn it off with \
+         --no-api or [api] enabled = false",
+    )
+    .await?;
+    tokio::spawn(serve);
     Ok(())
 }
 
@@ -165,38 +86,10 @@ impl Api {
         Self {
             workspace,
             reloader,
-            token,
+            access: Access::new(token, "dnsd"),
             changes,
         }
     }
-}
-
-async fn authorise(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if token_matches(&api.token, token) => {
-            next.run(request).await
-        }
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing header Authorization: Bearer <token> (the token is in WORKSPACE/.cutover/api-token unless dnsd runs with --api-token-file)",
-        )
-        .into_response(),
-    }
-}
-
-/// Runs blocking workspace I/O off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
 }
 
 async fn health(State(api): State<Arc<Api>>) -> Reply {
@@ -291,10 +184,9 @@ async fn put_service(
             Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
         };
         let new_text = edit_service(&text, &name, &addresses, change.ttl)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no service {name} in dnsd.toml (see GET /v1/services)"),
-            )
+            ApiError::not_found(format!(
+                "no service {name} in dnsd.toml (see GET /v1/services)"
+            ))
         })?;
         let change = FileChange {
             path: PathBuf::from(DNSD_FILE),
@@ -417,12 +309,7 @@ async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) 
         .zones
         .iter()
         .find(|z| z.origin.to_string().to_ascii_lowercase() == origin)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no zone {origin} (see GET /v1/zones)"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
     let list: Vec<Value> = zone
         .records
         .iter()
@@ -480,12 +367,7 @@ async fn put_rrset(
             .map_err(|e| ApiError::internal(e.to_string()))?
             .into_iter()
             .find(|z| z.origin == origin)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no zone {origin} (see GET /v1/zones)"),
-                )
-            })?;
+            .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
         let zone = zone_load::load_zone(&zone_file).map_err(|e| {
             ApiError::internal(format!(
                 "the live zone file does not load: {}",
@@ -597,17 +479,5 @@ mod tests {
             edit_service(TOML, "nope.example.test.", &addrs, None),
             Ok(None)
         ));
-    }
-
-    #[test]
-    fn refusals_name_the_live_files() {
-        let e = ApiError::bad_request(
-            "refused:\n/ws/.cutover/generations/12.tmp/dnsd.toml:5:7: bad\n/ws/.cutover/generations/12.tmp/zones/a.zone:3: worse",
-        )
-        .unstaged(Path::new("/ws"));
-        assert_eq!(
-            e.message,
-            "refused:\ndnsd.toml:5:7: bad\nzones/a.zone:3: worse"
-        );
     }
 }

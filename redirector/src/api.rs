@@ -10,25 +10,21 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path as UrlPath, Request as HttpRequest, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
 use axum::routing::get;
-use cutover_workspace::{
-    FileChange, HistoryError, REDIRECTOR_FILE, RuleList, Workspace, token_matches,
-};
+use cutover_control_api::{Access, ApiError, blocking, listen};
+use cutover_workspace::{FileChange, REDIRECTOR_FILE, RuleList, Workspace};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::state::RuleInfo;
 use crate::stats::Report;
@@ -66,7 +62,6 @@ pub enum Request {
 struct Api {
     workspace: Workspace,
     iface: String,
-    token: String,
     daemon: mpsc::Sender<Request>,
     /// Serialises read-modify-commit-apply, so that two concurrent changes
     /// cannot both start from the same file and lose one.
@@ -75,15 +70,7 @@ struct Api {
 
 /// The bearer token (see `Workspace::api_token`): from `explicit`, or the
 /// workspace's default file, created when missing.
-pub fn token(workspace: &Workspace, explicit: Option<&Path>) -> Result<String> {
-    let (token, created) = workspace
-        .api_token(explicit)
-        .context("the control API's token")?;
-    if created {
-        info!(path = %workspace.api_token_path().display(), "created the API token");
-    }
-    Ok(token)
-}
+pub use cutover_control_api::load_token as token;
 
 /// Binds the listener (so that a taken port fails the start) and returns the
 /// server to spawn.
@@ -94,23 +81,19 @@ pub async fn bind(
     token: String,
     daemon: mpsc::Sender<Request>,
 ) -> Result<impl Future<Output = ()> + Send + 'static> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("listening for the API on {}", settings.listen))?;
-    info!(listen = %settings.listen, "API listening");
     let api = Arc::new(Api {
         workspace,
         iface,
-        token,
         daemon,
         writer: Mutex::new(()),
     });
-    let app = router(api);
-    Ok(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!("the API server stopped: {e}");
-        }
-    })
+    listen(
+        settings.listen,
+        router(api),
+        Access::new(token, "redirector"),
+        "change it with --api ADDR:PORT, or turn it off with --no-api",
+    )
+    .await
 }
 
 fn router(api: Arc<Api>) -> Router {
@@ -123,58 +106,7 @@ fn router(api: Arc<Api>) -> Router {
             axum::routing::put(put_rule).delete(delete_rule),
         )
         .route("/v1/stats", get(stats))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .with_state(api)
-}
-
-/// A 4xx/5xx answer with `{"error": ...}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// A 500; logged too, because it is the daemon's failure, not the
-    /// caller's, and the caller may not be watching.
-    fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        warn!(%message, "API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-async fn authorize(State(api): State<Arc<Api>>, req: HttpRequest, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if token_matches(&api.token, t) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>` (the token is in WORKSPACE/.cutover/api-token \
-             unless the redirector runs with --api-token-file)",
-        )
-        .into_response(),
-    }
 }
 
 async fn ask<T>(
@@ -249,13 +181,10 @@ async fn put_rule(
     body: Result<Json<RuleBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}}: {}",
-                e.body_text()
-            ),
-        )
+        ApiError::bad_request(format!(
+            "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}}: {}",
+            e.body_text()
+        ))
     })?;
     let name = checked_name(&name)?;
     let message = format!("redirect {name}: {} -> {}", body.from, body.to);
@@ -274,10 +203,9 @@ async fn delete_rule(
     let message = format!("remove the redirect {name}");
     change(&api, &message, move |rules| {
         if !rules.remove(&name) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no rule named {name:?} (see GET /v1/rules)"),
-            ));
+            return Err(ApiError::not_found(format!(
+                "no rule named {name:?} (see GET /v1/rules)"
+            )));
         }
         Ok(())
     })
@@ -287,10 +215,9 @@ async fn delete_rule(
 fn checked_name(name: &str) -> Result<String, ApiError> {
     let trimmed = name.trim();
     if trimmed.is_empty() || trimmed != name {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("name: {name:?} must be non-empty without surrounding spaces"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "name: {name:?} must be non-empty without surrounding spaces"
+        )));
     }
     Ok(name.to_string())
 }
@@ -307,7 +234,7 @@ async fn change(
     let workspace = api.workspace.clone();
     let message = message.to_string();
     // File I/O, fsync and the workspace lock (which may wait): off the loop.
-    let generation = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
+    let generation = blocking(move || {
         let path = workspace.redirector_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -326,11 +253,10 @@ async fn change(
         };
         let generation = workspace
             .commit(&[change], &message, validate)
-            .map_err(history_error)?;
+            .map_err(|e| ApiError::from(e).unstaged(workspace.root()))?;
         Ok(generation.number)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("the change task failed: {e}")))??;
+    .await?;
 
     ask(api, |reply| Request::Apply { reply })
         .await?
@@ -350,15 +276,6 @@ fn validate(staged: &Workspace) -> Result<(), String> {
     crate::rules::plan(&Default::default(), &cfg, &Default::default())
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-fn history_error(e: HistoryError) -> ApiError {
-    let status = match &e {
-        HistoryError::Invalid(_) => StatusCode::BAD_REQUEST,
-        HistoryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => return ApiError::internal(e.to_string()),
-    };
-    ApiError::new(status, e.to_string())
 }
 
 async fn stats(State(api): State<Arc<Api>>) -> Result<Json<Report>, ApiError> {

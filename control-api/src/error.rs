@@ -1,0 +1,166 @@
+//! The one shape of a failed API request: a status and `{"error": message}`,
+//! with the status of each workspace-history failure decided here once.
+
+use std::path::Path;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cutover_workspace::{HISTORY_DIR, HistoryError};
+use serde_json::json;
+use tracing::warn;
+
+/// A refused or failed request: a 4xx when the caller can fix it (the
+/// message names the field or the thing that is missing), a 5xx when the
+/// daemon failed. Answered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// A 500; logged too, because it is the daemon's failure, not the
+    /// caller's, and the caller may not be watching.
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        warn!(%message, "API request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// Names the files of a refused change as the operator knows them
+    /// (`dnsd.toml:5:7`), not by the staging directory they were checked in
+    /// (`WORKSPACE/.cutover/generations/7.tmp/dnsd.toml:5:7`).
+    pub fn unstaged(mut self, root: &Path) -> Self {
+        let prefix = format!("{}/{HISTORY_DIR}/generations/", root.display());
+        let mut out = String::with_capacity(self.message.len());
+        let mut rest = self.message.as_str();
+        while let Some(at) = rest.find(&prefix) {
+            let after = &rest[at + prefix.len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            out.push_str(&rest[..at]);
+            match after[digits..].strip_prefix(".tmp/") {
+                Some(tail) if digits > 0 => rest = tail,
+                _ => {
+                    out.push_str(&prefix);
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        self.message = out;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> Self {
+        let status = match &e {
+            HistoryError::Invalid(_) | HistoryError::Unmanaged(_) => StatusCode::BAD_REQUEST,
+            HistoryError::NoSuchGeneration(_) => StatusCode::NOT_FOUND,
+            // The caller's change is fine; it collided with another writer
+            // (the other daemon, `cutover`, a dynamic update) and can be
+            // sent again as it is.
+            HistoryError::Busy(lock) => {
+                return Self::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "another change is being written to the workspace ({} is held); \
+                         nothing was changed, retry",
+                        lock.display()
+                    ),
+                );
+            }
+            HistoryError::Io { .. } => return Self::internal(e.to_string()),
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+/// Runs blocking workspace work (file I/O, fsync, the history lock, which
+/// may wait) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("the worker running the request failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_live_files() {
+        let e = ApiError::bad_request(
+            "refused:\n/ws/.cutover/generations/12.tmp/dnsd.toml:5:7: bad\n/ws/.cutover/generations/12.tmp/zones/a.zone:3: worse",
+        )
+        .unstaged(Path::new("/ws"));
+        assert_eq!(
+            e.message,
+            "refused:\ndnsd.toml:5:7: bad\nzones/a.zone:3: worse"
+        );
+    }
+
+    #[test]
+    fn a_kept_generation_is_named_as_it_is() {
+        let kept = "generation 3 is /ws/.cutover/generations/3/dnsd.toml";
+        let e = ApiError::bad_request(kept).unstaged(Path::new("/ws"));
+        assert_eq!(e.message, kept);
+    }
+
+    #[test]
+    fn a_busy_workspace_is_a_conflict_to_retry() {
+        let e = ApiError::from(HistoryError::Busy(PathBuf::from("/ws/.cutover/lock")));
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert!(e.message.contains("another change"), "{}", e.message);
+        assert!(e.message.contains("retry"), "{}", e.message);
+        assert!(e.message.contains("/ws/.cutover/lock"), "{}", e.message);
+    }
+
+    #[test]
+    fn history_failures_get_the_status_of_whose_fault_they_are() {
+        let status = |e| ApiError::from(e).status;
+        assert_eq!(
+            status(HistoryError::Invalid("no".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(HistoryError::Unmanaged("x.txt".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(HistoryError::NoSuchGeneration(9)),
+            StatusCode::NOT_FOUND
+        );
+        let io = HistoryError::Io {
+            path: "/ws/.cutover/current".into(),
+            source: std::io::Error::other("disk gone"),
+        };
+        assert_eq!(status(io), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

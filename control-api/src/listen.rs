@@ -1,0 +1,96 @@
+//! Puts a daemon's routes behind the shared conventions and binds them.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::middleware;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::ApiError;
+use crate::access::{Access, authorise};
+
+/// Binds `addr` now, so that a taken port fails the daemon's start instead
+/// of leaving a daemon nobody can drive, and returns the server to spawn:
+/// `routes`, plus a JSON 404 for any other path, all behind `access`.
+/// `hint` tells the operator how to move or turn off the API
+/// ("change it with --api ADDR:PORT ...").
+pub async fn listen(
+    addr: SocketAddr,
+    routes: Router,
+    access: Access,
+    hint: &str,
+) -> Result<impl Future<Output = ()> + Send + 'static> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the control API on {addr} ({hint})"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let app = guarded(routes, access);
+    info!(%bound, "control API listening");
+    Ok(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(%e, "the control API stopped");
+        }
+    })
+}
+
+/// `routes` and a JSON 404 for any other path, all behind `access` (so that
+/// without the token not even the list of endpoints leaks).
+fn guarded(routes: Router, access: Access) -> Router {
+    routes
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn_with_state(access, authorise))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode, header};
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn call(authorization: Option<&str>, path: &str) -> (StatusCode, String) {
+        let routes = Router::new().route("/v1/health", get(|| async { "ok" }));
+        let app = guarded(routes, Access::new("s3cret".into(), "testd"));
+        let mut request = Request::get(path);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn only_the_workspace_token_opens_the_api() {
+        assert_eq!(
+            call(Some("Bearer s3cret"), "/v1/health").await,
+            (StatusCode::OK, "ok".to_string())
+        );
+        let (status, body) = call(Some("Bearer s3creT"), "/v1/health").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body, r#"{"error":"wrong bearer token"}"#);
+        let (status, body) = call(None, "/v1/health").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            body.contains("api-token") && body.contains("unless testd runs with --api-token-file"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_is_a_json_404_but_only_with_the_token() {
+        let (status, body) = call(Some("Bearer s3cret"), "/v1/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, r#"{"error":"no such endpoint"}"#);
+        let (status, _) = call(None, "/v1/nope").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+}
