@@ -173,6 +173,20 @@ impl Drop for Dnsd {
     }
 }
 
+/// Copies the example workspace's `example.test` zone (the one the README
+/// and the demo use) into workspace `ws`.
+pub fn add_example_zone(ws: &Path) -> Result<()> {
+    let zones = ws.join("zones");
+    fs::create_dir_all(&zones).with_context(|| format!("creating {}", zones.display()))?;
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/workspace/zones/example.test.zone"
+    );
+    fs::copy(example, zones.join("example.test.zone"))
+        .with_context(|| format!("copying {example}"))?;
+    Ok(())
+}
+
 /// What kdig gets from `server` for `name` of `qtype`: its `+short` lines,
 /// sorted, so that a test compares record sets, not orders.
 pub fn kdig_short(server: SocketAddr, name: &str, qtype: &str) -> Result<Vec<String>> {

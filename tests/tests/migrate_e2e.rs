@@ -49,14 +49,7 @@ impl Mission {
         let ws = tempfile::Builder::new()
             .prefix("cutover-mission")
             .tempdir()?;
-        std::fs::create_dir_all(ws.path().join("zones"))?;
-        std::fs::copy(
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../examples/workspace/zones/example.test.zone"
-            ),
-            ws.path().join("zones/example.test.zone"),
-        )?;
+        cutover_tests::dnsd::add_example_zone(ws.path())?;
         std::fs::write(
             ws.path().join("dnsd.toml"),
             format!("[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {ttl}\n"),

@@ -29,14 +29,7 @@ fn a_caching_resolver_keeps_the_old_address_for_its_ttl_then_sees_the_new_one() 
 {
     let ns = Netns::new("cores")?;
     let ws = tempfile::tempdir()?;
-    std::fs::create_dir_all(ws.path().join("zones"))?;
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/workspace/zones/example.test.zone"
-        ),
-        ws.path().join("zones/example.test.zone"),
-    )?;
+    cutover_tests::dnsd::add_example_zone(ws.path())?;
     let service = |ip: &str| {
         format!("[[service]]\nname = \"www.example.test.\"\naddresses = [\"{ip}\"]\nttl = 3\n")
     };
