@@ -522,3 +522,110 @@ fn api_changes_and_dynamic_updates_at_once_both_survive() -> Result<()> {
     })();
     result.map_err(|e| e.context(dnsd.log()))
 }
+
+/// A key whose secret lives in a file outside the workspace
+/// (`secret_file`) signs updates like an inline one, the secret never
+/// reaches the workspace's generations, and rotating the file changes the
+/// secret dnsd checks at the next update.
+#[test]
+fn a_secret_kept_in_a_file_outside_the_workspace_signs_updates_and_stays_out_of_generations()
+-> Result<()> {
+    use cutover_tests::dnsd_update::files_containing;
+    const FIRST: &str = "c2VjcmV0LWZyb20tYS1maWxlLWtlcHQtb3V0c2lkZSE=";
+    const ROTATED: &str = "cm90YXRlZC1zZWNyZXQtZnJvbS1hLWZpbGUta2VwdCE=";
+    tools(&[])?;
+    let secret = tempfile::NamedTempFile::new()?;
+    // As `openssl rand -base64 32 > FILE` writes it: with a newline.
+    std::fs::write(secret.path(), format!("{FIRST}\n"))?;
+    let ws = workspace()?;
+    ensure!(!secret.path().starts_with(ws.path()));
+    ws.toml(&format!(
+        "{DNSD_TOML}
+[[tsig_key]]
+name = \"file-key.\"
+algorithm = \"hmac-sha256\"
+secret_file = {:?}
+zones = [\"example.test.\"]
+",
+        secret.path().display().to_string()
+    ))?;
+    let dnsd = UpdateDnsd::start(&ws, loopback(9))?;
+    let result = (|| -> Result<()> {
+        let first = Key {
+            name: "file-key.",
+            secret: FIRST,
+        };
+        let status = dnsd.knsupdate(
+            Some(first),
+            "example.test.",
+            "update add filed.example.test. 60 A 198.18.0.9",
+            false,
+        )?;
+        ensure!(
+            status == "NOERROR",
+            "signed with the file's secret: {status}"
+        );
+        ensure!(dnsd.kdig("filed.example.test.", "A")? == ["198.18.0.9"]);
+        let wrong = Key {
+            name: "file-key.",
+            secret: OPS.secret,
+        };
+        let add = "update add wrong.example.test. 60 A 198.18.0.66";
+        let status = dnsd.nsupdate(Some(wrong), "example.test.", add)?;
+        ensure!(status == "NOTAUTH(BADSIG)", "another secret: {status}");
+
+        // Rotation: the file gets a new secret (written aside, renamed
+        // over); the next update must use it, the old one no longer works.
+        let staged = secret.path().with_extension("new");
+        std::fs::write(&staged, format!("{ROTATED}\n"))?;
+        std::fs::rename(&staged, secret.path())?;
+        let status = dnsd.nsupdate(Some(first), "example.test.", add)?;
+        ensure!(
+            status == "NOTAUTH(BADSIG)",
+            "the old secret after rotation: {status}"
+        );
+        let rotated = Key {
+            name: "file-key.",
+            secret: ROTATED,
+        };
+        let status = dnsd.knsupdate(
+            Some(rotated),
+            "example.test.",
+            "update add rotated.example.test. 60 A 198.18.0.10",
+            true,
+        )?;
+        ensure!(
+            status == "NOERROR",
+            "signed with the rotated secret: {status}"
+        );
+        ensure!(dnsd.kdig("rotated.example.test.", "A")? == ["198.18.0.10"]);
+        ensure!(dnsd.kdig("wrong.example.test.", "A")?.is_empty());
+
+        // The generations hold dnsd.toml (naming the file), never the secret.
+        let generations = ws.path().join(".cutover/generations");
+        ensure!(dnsd.state()?.generations.len() == 3);
+        let copies = files_containing(&generations, "secret_file")?;
+        ensure!(
+            copies.len() == 3,
+            "dnsd.toml in each generation: {copies:?}"
+        );
+        for leaked in [FIRST, ROTATED] {
+            let found = files_containing(&generations, leaked)?;
+            ensure!(found.is_empty(), "the secret is in {found:?}");
+        }
+
+        // A secret file gone bad is a broken dnsd.toml: updates are refused
+        // and change nothing, queries are still answered.
+        std::fs::write(secret.path(), "not base64!\n")?;
+        let before = dnsd.state()?;
+        let status = dnsd.knsupdate(Some(rotated), "example.test.", add, false)?;
+        ensure!(status == "SERVFAIL", "with a broken secret file: {status}");
+        ensure!(
+            dnsd.state()? == before,
+            "a refused update changed the workspace"
+        );
+        ensure!(dnsd.kdig("rotated.example.test.", "A")? == ["198.18.0.10"]);
+        Ok(())
+    })();
+    result.map_err(|e| e.context(dnsd.log()))
+}

@@ -31,16 +31,32 @@
 //! # zones listed. Only hmac-sha256. The secret is base64 of at least 16
 //! # random bytes (32 recommended: `openssl rand -base64 32`, or the
 //! # secret printed by `tsig-keygen -a hmac-sha256 NAME` / `keymgr -t NAME`).
-//! # It is kept here, inline, so that it is part of every generation: keep
-//! # the workspace readable only by its operators (the API token lives in it
-//! # too). Unsigned updates and updates signed by a key not listed for the
-//! # zone are refused.
+//! # Give it in exactly one of two ways:
+//! #   secret      = "BASE64"         inline: then it is copied into every
+//! #                                  generation (.cutover/generations/N/);
+//! #   secret_file = "/absolute/path" a file holding the base64 (surrounding
+//! #                                  whitespace ignored), kept outside the
+//! #                                  workspace and out of its generations.
+//! # Unsigned updates and updates signed by a key not listed for the zone
+//! # are refused.
 //! [[tsig_key]]
 //! name = "ops-key."
 //! algorithm = "hmac-sha256"
-//! secret = "c2l4dGVlbiBieXRlcyBvZiBzZWNyZXQgZm9yIHRoZSBleGFtcGxl"  # an example: make your own
+//! secret_file = "/etc/cutover/ops-key.secret"  # e.g. `openssl rand -base64 32 > ...`
 //! zones = ["example.test."]
 //! ```
+//!
+//! A `secret_file` is read whenever `dnsd.toml` is parsed, never cached
+//! apart from it: at start, on every reload, when a new generation is
+//! validated, and when dnsd authenticates a dynamic update (it reads
+//! `dnsd.toml` afresh for each one). So a rotated secret (write the new
+//! file, then rename it over the old one) signs the next update without a
+//! reload. A secret file that has become missing, unreadable or invalid is
+//! a broken `dnsd.toml`: reloads and workspace changes fail, dnsd keeps
+//! answering queries from the snapshot it has, and updates are refused
+//! (SERVFAIL) until the file is fixed. The path must be absolute because
+//! generations are validated in a staging copy of the workspace, where a
+//! relative path would point elsewhere.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -200,7 +216,8 @@ struct RawApi {
 struct RawTsigKey {
     name: Spanned<String>,
     algorithm: Spanned<String>,
-    secret: Spanned<String>,
+    secret: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
     zones: Spanned<Vec<Spanned<String>>>,
 }
 
@@ -329,7 +346,8 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     let mut tsig_keys = Vec::with_capacity(raw.tsig_key.len());
     let mut seen_keys: HashMap<String, usize> = HashMap::new();
     for (i, k) in raw.tsig_key.iter().enumerate() {
-        let line = crate::line_col(source, k.span().start).0;
+        let entry_span = k.span();
+        let line = crate::line_col(source, entry_span.start).0;
         let k = k.get_ref();
         let Some(name) = unique_name(&k.name, "tsig_key", i, &mut seen_keys, &mut err) else {
             continue;
@@ -350,28 +368,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
                 ),
             );
         }
-        let secret = match decode_base64(k.secret.get_ref()) {
-            Some(bytes) if bytes.len() >= MIN_TSIG_SECRET => bytes,
-            Some(bytes) => {
-                err(
-                    k.secret.span(),
-                    format!("tsig_key[{i}].secret"),
-                    format!(
-                        "{} bytes is too short: use at least {MIN_TSIG_SECRET} random bytes (32 recommended, e.g. `openssl rand -base64 32`)",
-                        bytes.len()
-                    ),
-                );
-                Vec::new()
-            }
-            None => {
-                err(
-                    k.secret.span(),
-                    format!("tsig_key[{i}].secret"),
-                    "not base64 (the standard alphabet, padded with '=')".into(),
-                );
-                Vec::new()
-            }
-        };
+        let secret = key_secret(k, i, entry_span, &mut err).unwrap_or_default();
         let zones = distinct_values(
             &k.zones,
             &format!("tsig_key[{i}].zones"),
@@ -404,6 +401,113 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Longest secret file read: a base64 secret of any sensible length fits
+/// many times over, and a path like /dev/zero must not hang a reload.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// The decoded secret of `tsig_key[i]`, from `secret` or `secret_file`
+/// (exactly one of them); `None`, with the problem reported, otherwise.
+fn key_secret(
+    k: &RawTsigKey,
+    i: usize,
+    entry: Range<usize>,
+    err: &mut Report<'_>,
+) -> Option<Vec<u8>> {
+    let (text, span, field, origin) = match (&k.secret, &k.secret_file) {
+        (Some(_), Some(file)) => {
+            err(
+                file.span(),
+                format!("tsig_key[{i}].secret_file"),
+                "give either secret or secret_file, not both".into(),
+            );
+            return None;
+        }
+        (None, None) => {
+            err(
+                entry,
+                format!("tsig_key[{i}].secret"),
+                "a key needs its secret: add secret_file = \"/absolute/path\" (a file holding the base64 secret, kept out of the workspace) or secret = \"BASE64\"".into(),
+            );
+            return None;
+        }
+        (Some(inline), None) => (
+            inline.get_ref().clone(),
+            inline.span(),
+            format!("tsig_key[{i}].secret"),
+            String::new(),
+        ),
+        (None, Some(file)) => {
+            let field = format!("tsig_key[{i}].secret_file");
+            let path = Path::new(file.get_ref().trim());
+            if !path.is_absolute() {
+                err(
+                    file.span(),
+                    field,
+                    format!(
+                        "{:?} is not an absolute path: generations are checked in a copy of the workspace, so write the full path (and keep the secret outside the workspace)",
+                        file.get_ref()
+                    ),
+                );
+                return None;
+            }
+            match read_secret_file(path) {
+                Ok(text) => (text, file.span(), field, format!("{}: ", path.display())),
+                Err(e) => {
+                    err(
+                        file.span(),
+                        field,
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    match decode_base64(&text) {
+        Some(bytes) if bytes.len() >= MIN_TSIG_SECRET => Some(bytes),
+        Some(bytes) => {
+            err(
+                span,
+                field,
+                format!(
+                    "{origin}{} bytes is too short: use at least {MIN_TSIG_SECRET} random bytes (32 recommended, e.g. `openssl rand -base64 32`)",
+                    bytes.len()
+                ),
+            );
+            None
+        }
+        None => {
+            err(
+                span,
+                field,
+                format!("{origin}not base64 (the standard alphabet, padded with '=')"),
+            );
+            None
+        }
+    }
+}
+
+/// The text of a secret file, at most `MAX_SECRET_FILE` bytes of UTF-8.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {MAX_SECRET_FILE} bytes: not a base64 secret"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not text: the file should hold the secret in base64",
+        )
+    })
 }
 
 /// Reports a problem with one field: its span, its path (`service[0].name`)
@@ -684,6 +788,140 @@ zones = [\"a..b\"]
                 (23, "tsig_key[3].zones[0]".to_string()),
             ]
         );
+    }
+
+    /// A key whose secret is given by `secret_lines` (TOML), on line 1.
+    fn key_with(secret_lines: &str) -> String {
+        format!(
+            "[[tsig_key]]\nname = \"ops-key.\"\nalgorithm = \"hmac-sha256\"\n{secret_lines}\nzones = [\"example.test.\"]\n"
+        )
+    }
+
+    /// A secret file outside any workspace holding `content`.
+    fn secret_file(content: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, content.as_bytes()).unwrap();
+        file
+    }
+
+    /// The one error of parsing `text`: its line, field and message.
+    fn only_error(text: &str) -> (usize, String, String) {
+        let err = parse_str(text).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        let e = &err.0[0];
+        (e.line.unwrap(), e.field.clone().unwrap(), e.message.clone())
+    }
+
+    #[test]
+    fn a_secret_file_holds_the_base64_secret_and_debug_never_shows_it() {
+        let file = secret_file("  MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n\n");
+        let text = key_with(&format!(
+            "secret_file = {:?}",
+            file.path().display().to_string()
+        ));
+        let cfg = parse_str(&text).unwrap();
+        let key = &cfg.tsig_keys[0];
+        assert_eq!(key.secret, b"0123456789abcdef0123456789abcdef");
+        let debug = format!("{cfg:?}");
+        assert!(
+            !debug.contains("0123") && !debug.contains("MDEy"),
+            "Debug leaks the secret: {debug}"
+        );
+        assert!(debug.contains("<32 bytes>"), "{debug}");
+    }
+
+    #[test]
+    fn a_rotated_secret_file_is_read_at_the_next_parse() {
+        let file = secret_file("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+        let text = key_with(&format!(
+            "secret_file = {:?}",
+            file.path().display().to_string()
+        ));
+        assert_eq!(
+            parse_str(&text).unwrap().tsig_keys[0].secret,
+            b"0123456789abcdef0123456789abcdef"
+        );
+        std::fs::write(file.path(), "cm90YXRlZC1zZWNyZXQtcm90YXRlZC1zZWNyZXQ=\n").unwrap();
+        assert_eq!(
+            parse_str(&text).unwrap().tsig_keys[0].secret,
+            b"rotated-secret-rotated-secret"
+        );
+    }
+
+    #[test]
+    fn a_key_needs_exactly_one_of_secret_and_secret_file() {
+        let file = secret_file("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+        let both = key_with(&format!(
+            "secret = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\nsecret_file = {:?}",
+            file.path().display().to_string()
+        ));
+        let (line, field, message) = only_error(&both);
+        assert_eq!((line, field.as_str()), (5, "tsig_key[0].secret_file"));
+        assert!(message.contains("not both"), "{message}");
+
+        let (line, field, message) = only_error(&format!("\n{}", key_with("")));
+        assert_eq!((line, field.as_str()), (2, "tsig_key[0].secret"));
+        assert!(message.contains("secret_file"), "{message}");
+    }
+
+    #[test]
+    fn a_relative_secret_file_is_rejected() {
+        let (line, field, message) = only_error(&key_with("secret_file = \"secrets/ops.key\""));
+        assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret_file"));
+        assert!(message.contains("absolute"), "{message}");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_named_with_the_os_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.key");
+        let text = key_with(&format!(
+            "secret_file = {:?}",
+            missing.display().to_string()
+        ));
+        let (line, field, message) = only_error(&text);
+        assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret_file"));
+        assert!(
+            message.contains(&missing.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("No such file"), "{message}");
+
+        // A directory is not a secret either.
+        let text = key_with(&format!(
+            "secret_file = {:?}",
+            dir.path().display().to_string()
+        ));
+        let (_, _, message) = only_error(&text);
+        assert!(message.contains("directory"), "{message}");
+    }
+
+    #[test]
+    fn a_secret_file_that_is_not_a_long_enough_base64_secret_is_rejected() {
+        for (content, expected) in [
+            ("not base64!\n", "not base64"),
+            ("c2hvcnQ=\n", "5 bytes is too short"),
+            ("", "not base64"),
+        ] {
+            let file = secret_file(content);
+            let path = file.path().display().to_string();
+            let (line, field, message) = only_error(&key_with(&format!("secret_file = {path:?}")));
+            assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret_file"));
+            assert!(
+                message.contains(expected) && message.contains(&path),
+                "{content:?}: {message}"
+            );
+            assert!(!message.contains("c2hvcnQ"), "the error shows the secret");
+        }
+
+        // Reading stops at a bound: a huge file (or /dev/zero) is no secret.
+        let huge = secret_file(&"A".repeat(MAX_SECRET_FILE as usize + 4));
+        let text = key_with(&format!(
+            "secret_file = {:?}",
+            huge.path().display().to_string()
+        ));
+        let (_, _, message) = only_error(&text);
+        assert!(message.contains("longer than"), "{message}");
     }
 
     #[test]
