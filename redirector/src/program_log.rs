@@ -7,21 +7,25 @@ use std::os::fd::AsRawFd as _;
 
 use aya::Ebpf;
 use aya_log::{EbpfLogger, Level};
-use tracing::level_filters::LevelFilter;
 use tracing::{debug, warn};
 
-/// The most verbose level the program should emit: what the daemon's log
-/// filter lets through at all. It is written into the program before it is
-/// loaded, so the verifier drops every log call below it and a quiet daemon
-/// pays nothing for them.
+/// The most verbose level the program should emit: the most verbose one
+/// the daemon's log filter lets through for the program's target. It is
+/// written into the program before it is loaded, so the verifier drops
+/// every log call below it and a quiet daemon pays nothing for them.
 pub fn level() -> u8 {
-    let level = match LevelFilter::current() {
-        LevelFilter::OFF => return 0,
-        LevelFilter::ERROR => Level::Error,
-        LevelFilter::WARN => Level::Warn,
-        LevelFilter::INFO => Level::Info,
-        LevelFilter::DEBUG => Level::Debug,
-        LevelFilter::TRACE => Level::Trace,
+    let level = if tracing::enabled!(target: "redirector", tracing::Level::TRACE) {
+        Level::Trace
+    } else if tracing::enabled!(target: "redirector", tracing::Level::DEBUG) {
+        Level::Debug
+    } else if tracing::enabled!(target: "redirector", tracing::Level::INFO) {
+        Level::Info
+    } else if tracing::enabled!(target: "redirector", tracing::Level::WARN) {
+        Level::Warn
+    } else if tracing::enabled!(target: "redirector", tracing::Level::ERROR) {
+        Level::Error
+    } else {
+        return 0;
     };
     level as u8
 }
