@@ -11,6 +11,7 @@
 //! with `update` and `tsig`) go back to the workspace through `zone_edit`
 //! as new generations, then through `reload`.
 
+mod affinity;
 mod answer;
 mod api;
 mod dname;
@@ -22,6 +23,7 @@ mod reload;
 mod rotate;
 mod server;
 mod snapshot;
+mod sockets;
 mod tsig;
 mod udp;
 mod update;
@@ -241,6 +243,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     // The socket settings in effect, for reload to tell changes that need a
     // restart.
     let sockets_config = loaded.config.server.clone();
+    let cpu_affinity = sockets_config.cpu_affinity;
     let from_cli = !listen.is_empty();
     let listen = if listen.is_empty() {
         loaded.config.server.listen.clone()
@@ -293,7 +296,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         let handler = server::Handler::new(state).with_updates(updater);
         let mut server = Server::new(handler.clone());
         for addr in &listen {
-            let bound = server::listen(&mut server, &handler, *addr, sockets)?;
+            let bound = sockets::listen(&mut server, &handler, *addr, sockets, cpu_affinity)?;
             info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
         }
         info!(zones, records, workspace = %workspace.display(), "serving");

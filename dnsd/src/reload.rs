@@ -70,10 +70,13 @@ impl Reloader {
         match built {
             Ok(Ok((snapshot, records, server))) => {
                 let listen_changed = !self.listen_from_cli && server.listen != self.sockets.listen;
-                if listen_changed || server.udp_sockets != self.sockets.udp_sockets {
+                if listen_changed
+                    || server.udp_sockets != self.sockets.udp_sockets
+                    || server.cpu_affinity != self.sockets.cpu_affinity
+                {
                     warn!(
-                        "server.listen and server.udp_sockets take effect on restart; \
-                         the zones and max_answers are reloaded"
+                        "server.listen, server.udp_sockets and server.cpu_affinity take \
+                         effect on restart; the zones and max_answers are reloaded"
                     );
                 }
                 let zones = snapshot.zone_count();

@@ -1,5 +1,5 @@
-//! The network edge: sockets, and the hickory-server `RequestHandler` that
-//! turns a parsed request into a response with `answer::answer`.
+//! The hickory-server `RequestHandler` that turns a parsed request into a
+//! response with `answer::answer`.
 //!
 //! The handler owns the protocol rules around the answer: EDNS (OPT echoed
 //! with our 1232-byte payload, BADVERS for versions above 0, Client Subnet
@@ -8,16 +8,13 @@
 //! query without exactly one question, and truncation (TC with empty
 //! sections when the answer does not fit the client's UDP buffer; the full
 //! answer over TCP). UDP datagrams come through `udp`; TCP connections
-//! through hickory-server's `Server`.
+//! through hickory-server's `Server`; `sockets` binds both.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -26,21 +23,16 @@ use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
-use socket2::{Domain, Socket, Type};
 use tracing::debug;
 
 use crate::answer::{self, Context, EMPTY, Question, Response, Section};
 use crate::fast_path;
 use crate::snapshot::Snapshot;
-use crate::udp;
 use crate::update_handler::Updater;
 
 /// The UDP payload dnsd advertises and never exceeds: the DNS Flag Day 2020
 /// size that avoids IP fragmentation on common paths.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
-
-/// Idle time after which a TCP client is disconnected.
-const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// The served state, shared with the reloader, which swaps it whole.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -292,53 +284,4 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
             })
         }
     }
-}
-
-/// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
-/// thread, and one TCP listener handed to `server`, on `addr`. Returns the
-/// bound address (its port resolved if `addr` asked for port 0).
-pub fn listen(
-    server: &mut Server<Handler>,
-    handler: &Handler,
-    addr: SocketAddr,
-    udp_sockets: usize,
-) -> Result<SocketAddr> {
-    let mut bound = addr;
-    for _ in 0..udp_sockets.max(1) {
-        let socket = udp_socket(bound).with_context(|| format!("binding UDP {bound}"))?;
-        bound = socket
-            .local_addr()
-            .context("reading the bound UDP address")?;
-        udp::spawn(socket, handler.clone(), tokio::runtime::Handle::current())?;
-    }
-    let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
-    server.register_listener(listener, TCP_IDLE, 32);
-    Ok(bound)
-}
-
-fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-    // One socket per core on the same address: the kernel spreads clients
-    // over them by flow hash, so each core serves its own queue.
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // A burst of queries should wait in the socket, not be dropped; the
-    // kernel caps this at net.core.rmem_max, which is fine.
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(tokio::net::TcpListener::from_std(socket.into())?)
 }

@@ -24,17 +24,25 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
+use crate::affinity;
 use crate::mmsg::Batch;
 use crate::server::Handler;
 
-/// Starts the thread serving `socket` (a blocking socket).
-pub fn spawn(socket: UdpSocket, handler: Handler, runtime: Handle) -> Result<()> {
+/// Starts the thread serving `socket` (a blocking socket), restricted to
+/// `cpus` unless that is empty.
+pub fn spawn(socket: UdpSocket, handler: Handler, runtime: Handle, cpus: Vec<usize>) -> Result<()> {
     let name = format!("dnsd-udp-{}", socket.local_addr()?);
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || serve(Arc::new(socket), &handler, &runtime))
+        .spawn(move || {
+            if let Err(error) = affinity::pin_current_thread(&cpus) {
+                // Still correct, only slower: the query crosses CPUs.
+                warn!(%error, ?cpus, "pinning a UDP thread to its CPUs");
+            }
+            serve(Arc::new(socket), &handler, &runtime)
+        })
         .context("starting a UDP thread")?;
     Ok(())
 }

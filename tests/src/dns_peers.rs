@@ -60,6 +60,11 @@ pub struct ServerOptions {
     pub rotate: bool,
     /// Zone files to serve, as (origin, file).
     pub zones: Vec<(String, PathBuf)>,
+    /// Keep each worker on its own CPU: NSD `cpu-affinity` with one CPU per
+    /// server process, Knot `socket-affinity`, dnsd `cpu_affinity` (which
+    /// also steers each query to the socket of the CPU that received it).
+    /// `None` leaves each server at its own default (on only for dnsd).
+    pub cpu_affinity: Option<bool>,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +72,7 @@ impl Default for ServerOptions {
         Self {
             workers: 1,
             rotate: false,
+            cpu_affinity: None,
             zones: vec![(TEST_ORIGIN.to_string(), test_zone())],
         }
     }
@@ -150,6 +156,18 @@ remote-control:
         workers = options.workers,
         rotate = yes_no(options.rotate),
     );
+    if options.cpu_affinity == Some(true) {
+        let cpus = crate::cpus::allowed()?;
+        let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+        // The list must come before the per-server lines that refer to it.
+        let at = conf.find("remote-control:").unwrap_or(conf.len());
+        let mut lines = format!("    cpu-affinity: {}\n", list.join(" "));
+        for n in 1..=options.workers {
+            let cpu = cpus[(n - 1) % cpus.len()];
+            writeln!(lines, "    server-{n}-cpu-affinity: {cpu}")?;
+        }
+        conf.insert_str(at, &lines);
+    }
     for (origin, file) in &options.zones {
         let copy = copy_zone(&dir, origin, file)?;
         write!(
@@ -179,6 +197,7 @@ pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     tcp-workers: 1
     background-workers: 1
     answer-rotation: {rotate}
+    socket-affinity: {affinity}
 database:
     storage: \"{d}\"
 log:
@@ -195,6 +214,11 @@ zone:
 ",
         workers = options.workers,
         rotate = if options.rotate { "on" } else { "off" },
+        affinity = if options.cpu_affinity == Some(true) {
+            "on"
+        } else {
+            "off"
+        },
     );
     // Knot's RRL is a module (mod-rrl) that is only active when configured:
     // nothing to turn off.
@@ -234,8 +258,11 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
     fs::write(
         workspace.join("dnsd.toml"),
         format!(
-            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n",
-            options.workers
+            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n{}",
+            options.workers,
+            options
+                .cpu_affinity
+                .map_or(String::new(), |on| format!("cpu_affinity = {on}\n")),
         ),
     )
     .context("writing dnsd.toml")?;

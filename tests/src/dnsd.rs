@@ -140,6 +140,10 @@ impl Dnsd {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// Sends SIGHUP.
     pub fn reload(&self) -> Result<()> {
         self.daemon.signal(1)

@@ -66,7 +66,7 @@ fn a_reload_under_load_answers_every_query_with_the_old_or_the_new_release_never
                 // Every other query carries a Client Subnet option, which
                 // dnsd answers on its general path instead of the fast one.
                 let mut query = query_packet(id, "www.example.test.", 1, true);
-                if id % 2 == 0 {
+                if id.is_multiple_of(2) {
                     query = with_client_subnet(query);
                 }
                 match raw_exchange(addr, &query) {

@@ -6,6 +6,7 @@
 //! listen = ["127.0.0.1:53", "[::1]:53"]   # UDP and TCP on each
 //! udp_sockets = 0                          # SO_REUSEPORT sockets per address; 0 = one per core
 //! max_answers = 8                          # cap on rotated A/AAAA records per answer; 0 = none
+//! cpu_affinity = true                      # answer each query on the CPU that received it
 //!
 //! # The control API (HTTP/JSON, bearer token); listen and enabled show
 //! # the defaults. dnsd's flags win over this section: `--api ADDR:PORT` serves it on ADDR
@@ -162,6 +163,9 @@ pub struct ServerConfig {
     pub udp_sockets: usize,
     /// At most this many A (or AAAA) records in one answer; 0 means no cap.
     pub max_answers: usize,
+    /// Steer each UDP query to the socket whose thread runs on the CPU
+    /// that received it (see the README on when to turn this off).
+    pub cpu_affinity: bool,
 }
 
 impl Default for ServerConfig {
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
             udp_sockets: 0,
             max_answers: 0,
+            cpu_affinity: true,
         }
     }
 }
@@ -227,6 +232,7 @@ struct RawServer {
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     udp_sockets: Option<usize>,
     max_answers: Option<usize>,
+    cpu_affinity: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +277,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
         }
         server.udp_sockets = raw_server.udp_sockets.unwrap_or(0);
         server.max_answers = raw_server.max_answers.unwrap_or(0);
+        server.cpu_affinity = raw_server.cpu_affinity.unwrap_or(true);
     }
 
     let mut services = Vec::with_capacity(raw.service.len());
@@ -668,6 +675,7 @@ mod tests {
 listen = ["127.0.0.1:5300", "[::1]:5300"]
 udp_sockets = 2
 max_answers = 8
+cpu_affinity = false
 
 [[service]]
 name = "WWW.Example.Test"
@@ -678,15 +686,25 @@ ttl = 60
         .unwrap();
         assert_eq!(cfg.server.listen.len(), 2);
         assert_eq!(cfg.server.max_answers, 8);
+        assert!(!cfg.server.cpu_affinity);
         assert_eq!(cfg.services[0].name, "www.example.test.");
         assert_eq!(cfg.services[0].addresses.len(), 3);
-        assert_eq!(cfg.services[0].line, 7);
+        assert_eq!(cfg.services[0].line, 8);
     }
 
     #[test]
     fn the_defaults_listen_on_loopback() {
         let cfg = parse_str("").unwrap();
         assert_eq!(cfg.server.listen, vec!["127.0.0.1:53".parse().unwrap()]);
+        assert!(cfg.server.cpu_affinity);
+    }
+
+    #[test]
+    fn cpu_affinity_must_be_a_boolean() {
+        let err = parse_str("[server]\ncpu_affinity = \"yes\"\n").unwrap_err();
+        let e = &err.0[0];
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("boolean"), "{}", e.message);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! names, static names, NXDOMAIN and NODATA.
 //!
 //! Two figures per server, each the median over alternating rounds:
-//! - queries/s with dnsperf unbounded (`-l` seconds, `-c` clients);
+//! - queries/s with dnsperf unbounded (`-l` seconds, `-c` clients, `-T`
+//!   threads: one per worker, so that dnsperf is not the bottleneck and
+//!   queries are sent, hence received, on every CPU, as from a multi-queue
+//!   NIC rather than from a single sending thread);
 //! - server CPU per query at a fixed rate (`-Q`): the growth of utime+stime
 //!   of the server's whole process tree (NSD forks its workers) in
 //!   /proc/PID/stat, divided by the queries answered.
@@ -34,6 +37,9 @@ pub struct Args {
     /// dnsperf clients (UDP sockets) in the unbounded run.
     #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// dnsperf threads in the unbounded run; 0 means one per UDP worker.
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
     /// Queries/s of the fixed-rate run that measures CPU per query.
     #[arg(long, default_value_t = 50_000)]
     rate: u32,
@@ -46,6 +52,47 @@ pub struct Args {
     /// Benchmark this dnsd binary instead of building the release one.
     #[arg(long)]
     dnsd: Option<PathBuf>,
+    /// Workers kept on their own CPUs: `default` leaves every server at its
+    /// default (on for dnsd, off for NSD and Knot); `on` turns on NSD's
+    /// cpu-affinity, Knot's socket-affinity and dnsd's cpu_affinity; `off`
+    /// turns them all off.
+    #[arg(long, value_enum, default_value_t = Affinity::Default)]
+    affinity: Affinity,
+}
+
+impl Args {
+    /// dnsperf threads of the unbounded run.
+    fn dnsperf_threads(&self) -> u32 {
+        match self.threads {
+            0 => u32::try_from(self.workers).unwrap_or(u32::MAX),
+            n => n,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Affinity {
+    Default,
+    On,
+    Off,
+}
+
+impl Affinity {
+    fn option(self) -> Option<bool> {
+        match self {
+            Affinity::Default => None,
+            Affinity::On => Some(true),
+            Affinity::Off => Some(false),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Affinity::Default => "each server's default (dnsd on, NSD and Knot off)",
+            Affinity::On => "on for every server",
+            Affinity::Off => "off for every server",
+        }
+    }
 }
 
 /// Targets from issue 3, relative to NSD.
@@ -86,6 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     let options = ServerOptions {
         workers: args.workers,
         rotate: true,
+        cpu_affinity: args.affinity.option(),
         ..ServerOptions::default()
     };
     let mut servers: Vec<Result<DnsServer, String>> = vec![
@@ -229,10 +277,18 @@ fn measure(
     args: &Args,
     ticks: f64,
 ) -> Result<(Perf, Perf, f64)> {
-    let max = dnsperf(server.addr, queries, args.duration, args.clients, None)?;
+    let threads = args.dnsperf_threads();
+    let max = dnsperf(
+        server.addr,
+        queries,
+        args.duration,
+        args.clients,
+        threads,
+        None,
+    )?;
     server.assert_running()?;
     let before = tree_cpu_ticks(server.pid())?;
-    let fixed = dnsperf(server.addr, queries, args.duration, 1, Some(args.rate))?;
+    let fixed = dnsperf(server.addr, queries, args.duration, 1, 1, Some(args.rate))?;
     let after = tree_cpu_ticks(server.pid())?;
     server.assert_running()?;
     if fixed.completed == 0 {
@@ -247,6 +303,7 @@ fn dnsperf(
     queries: &Path,
     seconds: u32,
     clients: u32,
+    threads: u32,
     rate: Option<u32>,
 ) -> Result<Perf> {
     let mut cmd = Command::new("dnsperf");
@@ -256,6 +313,7 @@ fn dnsperf(
         .arg(queries)
         .args(["-l", &seconds.to_string()])
         .args(["-c", &clients.to_string()])
+        .args(["-T", &threads.to_string()])
         // EDNS0, as resolvers send it; 1 s timeout: a late answer is lost.
         .arg("-e")
         .args(["-t", "1"]);
@@ -394,11 +452,13 @@ fn table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nDNS: dnsperf -e, unbounded for {d} s with {c} clients (qps), then -Q {r} for {d} s \
-         (server CPU per answered query); median of {n} rounds; {w} UDP workers each; RRL off, \
-         rotation on; zone tests/data/example.test.zone",
+        "\nDNS: dnsperf -e, unbounded for {d} s with {c} clients in {t} threads (qps), then -Q {r} \
+         for {d} s with 1 client (server CPU per answered query); median of {n} rounds; {w} UDP \
+         workers each; CPU affinity {a}; RRL off, rotation on; zone tests/data/example.test.zone",
         d = args.duration,
         c = args.clients,
+        t = args.dnsperf_threads(),
+        a = args.affinity.label(),
         r = args.rate,
         n = args.rounds,
         w = args.workers,

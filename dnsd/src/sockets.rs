@@ -1,0 +1,96 @@
+//! The network edge: binding the UDP sockets (one SO_REUSEPORT group per
+//! listen address, each socket served by its own `udp` thread) and the TCP
+//! listener that hickory-server's `Server` accepts on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use hickory_server::Server;
+use socket2::{Domain, Socket, Type};
+use tracing::{info, warn};
+
+use crate::affinity;
+use crate::server::Handler;
+use crate::udp;
+
+/// Idle time after which a TCP client is disconnected.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
+/// thread, and one TCP listener handed to `server`, on `addr`. With
+/// `cpu_affinity`, each query is answered on the CPU that received it
+/// (`affinity`). Returns the bound address (its port resolved if `addr`
+/// asked for port 0).
+pub fn listen(
+    server: &mut Server<Handler>,
+    handler: &Handler,
+    addr: SocketAddr,
+    udp_sockets: usize,
+    cpu_affinity: bool,
+) -> Result<SocketAddr> {
+    let sockets = udp_sockets.max(1);
+    let mut cpus = if cpu_affinity && sockets > 1 {
+        affinity::allowed_cpus()
+            .map_err(|error| warn!(%error, "reading the CPUs dnsd may use; no CPU affinity"))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut bound = addr;
+    for i in 0..sockets {
+        let socket = udp_socket(bound).with_context(|| format!("binding UDP {bound}"))?;
+        bound = socket
+            .local_addr()
+            .context("reading the bound UDP address")?;
+        // The program belongs to the whole group, so the first socket
+        // carries it; sockets joining later are chosen by it too.
+        if i == 0
+            && !cpus.is_empty()
+            && let Err(error) = affinity::steer_by_cpu(&socket, sockets)
+        {
+            warn!(%error, %bound, "steering UDP queries by CPU; the kernel spreads them by flow hash");
+            cpus.clear();
+        }
+        let pinned = affinity::cpus_of_socket(&cpus, i, sockets);
+        udp::spawn(
+            socket,
+            handler.clone(),
+            tokio::runtime::Handle::current(),
+            pinned,
+        )?;
+    }
+    if !cpus.is_empty() {
+        info!(%bound, sockets, ?cpus, "UDP queries are answered on the CPU that received them");
+    }
+    let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
+    server.register_listener(listener, TCP_IDLE, 32);
+    Ok(bound)
+}
+
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // One socket per core on the same address: the kernel spreads clients
+    // over them by flow hash, so each core serves its own queue.
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A burst of queries should wait in the socket, not be dropped; the
+    // kernel caps this at net.core.rmem_max, which is fine.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(tokio::net::TcpListener::from_std(socket.into())?)
+}
