@@ -10,7 +10,7 @@ use hickory_server::Server;
 use socket2::{Domain, Socket, Type};
 use tracing::{info, warn};
 
-use crate::affinity;
+use crate::affinity::CpuPlan;
 use crate::server::Handler;
 use crate::udp;
 
@@ -30,12 +30,12 @@ pub fn listen(
     cpu_affinity: bool,
 ) -> Result<SocketAddr> {
     let sockets = udp_sockets.max(1);
-    let mut cpus = if cpu_affinity && sockets > 1 {
-        affinity::allowed_cpus()
+    let mut plan = if cpu_affinity && sockets > 1 {
+        CpuPlan::for_this_process(sockets)
             .map_err(|error| warn!(%error, "reading the CPUs dnsd may use; no CPU affinity"))
-            .unwrap_or_default()
+            .ok()
     } else {
-        Vec::new()
+        None
     };
     let mut bound = addr;
     for i in 0..sockets {
@@ -46,13 +46,13 @@ pub fn listen(
         // The program belongs to the whole group, so the first socket
         // carries it; sockets joining later are chosen by it too.
         if i == 0
-            && !cpus.is_empty()
-            && let Err(error) = affinity::steer_by_cpu(&socket, sockets)
+            && let Some(p) = &plan
+            && let Err(error) = p.steer(&socket)
         {
             warn!(%error, %bound, "steering UDP queries by CPU; the kernel spreads them by flow hash");
-            cpus.clear();
+            plan = None;
         }
-        let pinned = affinity::cpus_of_socket(&cpus, i, sockets);
+        let pinned = plan.as_ref().map_or_else(Vec::new, |p| p.cpus_of_socket(i));
         udp::spawn(
             socket,
             handler.clone(),
@@ -60,7 +60,8 @@ pub fn listen(
             pinned,
         )?;
     }
-    if !cpus.is_empty() {
+    if let Some(p) = &plan {
+        let cpus = p.cpus();
         info!(%bound, sockets, ?cpus, "UDP queries are answered on the CPU that received them");
     }
     let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;

@@ -67,7 +67,7 @@ fn each_query_is_answered_on_the_cpu_that_received_it() -> Result<()> {
     let (_ws, dnsd) = start("[server]\nudp_sockets = 2\n", 74)?;
     dnsd.wait_for_log("answered on the CPU that received them", 1)?;
 
-    // Socket i's thread runs on the CPUs whose number is i modulo 2.
+    // The CPUs are dealt to the two sockets in turn.
     let threads = udp_threads(&dnsd)?;
     let mut by_cpu = Vec::new();
     for cpu in &allowed[..2] {
