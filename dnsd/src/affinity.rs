@@ -13,8 +13,10 @@
 //! dnsd may not use gets an index past the group, and the kernel falls back
 //! to the flow hash for it.
 
+use std::ffi::CStr;
+use std::fs;
 use std::io;
-use std::net::UdpSocket;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// Which CPUs belong to which socket of a group.
@@ -148,6 +150,114 @@ pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     Ok(())
 }
 
+/// An interface that receives on fewer queues than dnsd has sockets, with
+/// no RPS to spread the packets further: all it receives is processed on
+/// those queues' CPUs, so with affinity only their sockets' threads answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarrowInterface {
+    pub name: String,
+    pub rx_queues: usize,
+}
+
+/// The interfaces that can receive queries sent to `ip` and would leave
+/// some of `sockets` sockets idle under affinity. Loopback is never one:
+/// a datagram sent over it is received on the sender's CPU.
+pub fn narrow_interfaces(ip: IpAddr, sockets: usize) -> io::Result<Vec<NarrowInterface>> {
+    let mut narrow = Vec::new();
+    for name in interfaces_for(ip)? {
+        let queues = std::path::Path::new("/sys/class/net")
+            .join(&name)
+            .join("queues");
+        let Ok(entries) = fs::read_dir(&queues) else {
+            continue; // no queue information: nothing to say
+        };
+        let mut rx_queues = 0;
+        let mut rps = false;
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with("rx-") {
+                continue;
+            }
+            rx_queues += 1;
+            let mask = fs::read_to_string(entry.path().join("rps_cpus")).unwrap_or_default();
+            rps |= !mask_is_empty(&mask);
+        }
+        if rx_queues > 0 && rx_queues < sockets && !rps {
+            narrow.push(NarrowInterface { name, rx_queues });
+        }
+    }
+    Ok(narrow)
+}
+
+/// Whether a sysfs CPU mask (`00000000,00000003`) selects no CPU.
+fn mask_is_empty(mask: &str) -> bool {
+    mask.trim().chars().all(|c| c == '0' || c == ',')
+}
+
+/// The non-loopback interfaces that hold `ip`, or every one that is up if
+/// `ip` is the unspecified address.
+fn interfaces_for(ip: IpAddr) -> io::Result<Vec<String>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list that is freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut names = Vec::new();
+    let mut at = list;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*at };
+        at = ifa.ifa_next;
+        let flags = ifa.ifa_flags;
+        if flags & libc::IFF_LOOPBACK as u32 != 0 || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr, when set, points at a sockaddr of its family.
+        let addr = unsafe { sockaddr_ip(ifa.ifa_addr) };
+        let holds = if ip.is_unspecified() {
+            flags & libc::IFF_UP as u32 != 0
+        } else {
+            addr == Some(ip)
+        };
+        if holds {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
+                .to_string_lossy()
+                .into_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(names)
+}
+
+/// The IP address in a sockaddr, if it is IPv4 or IPv6.
+///
+/// # Safety
+/// `sa` is null or points at a socket address whose family field tells its
+/// real type.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: the caller guarantees the family tells the type.
+    unsafe {
+        match i32::from((*sa).sa_family) {
+            libc::AF_INET => {
+                let v4 = &*sa.cast::<libc::sockaddr_in>();
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))))
+            }
+            libc::AF_INET6 => {
+                let v6 = &*sa.cast::<libc::sockaddr_in6>();
+                Some(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +314,23 @@ mod tests {
         let plan = CpuPlan::new(vec![2, 0], 2);
         assert_eq!(plan.cpus_of_socket(0), vec![0]);
         assert_eq!(plan.cpus_of_socket(1), vec![2]);
+    }
+
+    #[test]
+    fn rps_masks_with_any_cpu_are_not_empty() {
+        assert!(mask_is_empty("00000000,00000000\n"));
+        assert!(mask_is_empty("0"));
+        assert!(!mask_is_empty("00000000,00000003\n"));
+        assert!(!mask_is_empty("f"));
+    }
+
+    #[test]
+    fn loopback_is_never_narrow() {
+        // Whatever the host's interfaces, 127.0.0.1 lives on lo.
+        assert_eq!(
+            narrow_interfaces("127.0.0.1".parse().unwrap(), 64).unwrap(),
+            vec![]
+        );
     }
 
     #[test]

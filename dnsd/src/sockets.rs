@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use hickory_server::Server;
 use socket2::{Domain, Socket, Type};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::affinity::CpuPlan;
+use crate::affinity::{self, CpuPlan};
 use crate::server::Handler;
 use crate::udp;
 
@@ -53,20 +53,49 @@ pub fn listen(
             plan = None;
         }
         let pinned = plan.as_ref().map_or_else(Vec::new, |p| p.cpus_of_socket(i));
-        udp::spawn(
-            socket,
-            handler.clone(),
-            tokio::runtime::Handle::current(),
-            pinned,
-        )?;
+        let runtime = tokio::runtime::Handle::current();
+        if let Err(error) = udp::spawn(socket, handler.clone(), runtime, pinned.clone())? {
+            // Still correct, only slower: its queries may cross CPUs.
+            warn!(%error, cpus = ?pinned, "pinning a UDP thread to its CPUs");
+        }
     }
     if let Some(p) = &plan {
-        let cpus = p.cpus();
-        info!(%bound, sockets, ?cpus, "UDP queries are answered on the CPU that received them");
+        report_affinity(p, bound, sockets);
     }
     let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
     server.register_listener(listener, TCP_IDLE, 32);
     Ok(bound)
+}
+
+/// Says how queries are steered, and where affinity cannot do its job:
+/// sockets without a CPU, or an interface whose packets all arrive on
+/// fewer CPUs than there are sockets.
+fn report_affinity(plan: &CpuPlan, bound: SocketAddr, sockets: usize) {
+    let cpus = plan.cpus();
+    info!(%bound, sockets, ?cpus, "UDP queries are steered to the thread of the CPU that received them");
+    if cpus.len() < sockets {
+        warn!(
+            %bound,
+            sockets,
+            cpus = cpus.len(),
+            "more UDP sockets than CPUs: with cpu_affinity the extra sockets get no queries"
+        );
+    }
+    match affinity::narrow_interfaces(bound.ip(), sockets) {
+        Ok(narrow) => {
+            for n in narrow {
+                warn!(
+                    interface = %n.name,
+                    rx_queues = n.rx_queues,
+                    sockets,
+                    "this interface receives on fewer queues than dnsd has UDP sockets and RPS is \
+                     off: with cpu_affinity, only the threads of those queues' CPUs answer its \
+                     queries; set server.cpu_affinity = false or spread them with RPS"
+                );
+            }
+        }
+        Err(error) => debug!(%error, "listing interfaces to check their receive queues"),
+    }
 }
 
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {

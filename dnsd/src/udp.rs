@@ -24,27 +24,34 @@ use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use crate::affinity;
 use crate::mmsg::Batch;
 use crate::server::Handler;
 
 /// Starts the thread serving `socket` (a blocking socket), restricted to
-/// `cpus` unless that is empty.
-pub fn spawn(socket: UdpSocket, handler: Handler, runtime: Handle, cpus: Vec<usize>) -> Result<()> {
+/// `cpus` unless that is empty. Returns once the thread runs where it
+/// should, with whether pinning it worked: a thread that could not be
+/// pinned still serves, only its queries may cross CPUs.
+pub fn spawn(
+    socket: UdpSocket,
+    handler: Handler,
+    runtime: Handle,
+    cpus: Vec<usize>,
+) -> Result<std::io::Result<()>> {
     let name = format!("dnsd-udp-{}", socket.local_addr()?);
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            if let Err(error) = affinity::pin_current_thread(&cpus) {
-                // Still correct, only slower: the query crosses CPUs.
-                warn!(%error, ?cpus, "pinning a UDP thread to its CPUs");
-            }
+            let _ = pinned_tx.send(affinity::pin_current_thread(&cpus));
             serve(Arc::new(socket), &handler, &runtime)
         })
         .context("starting a UDP thread")?;
-    Ok(())
+    pinned_rx
+        .recv()
+        .context("a UDP thread ended before it started serving")
 }
 
 /// Serves queries arriving on `socket`, for as long as the process runs.

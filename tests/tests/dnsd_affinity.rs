@@ -5,15 +5,27 @@
 //! Over loopback a datagram is received on the CPU that sent it, so a
 //! client thread pinned to one CPU stands for a NIC queue bound to it.
 
+use std::fs;
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
 use cutover_tests::cpus::{self, ThreadInfo};
 use cutover_tests::dnsd::{Dnsd, DnsdWorkspace, add_example_zone, header, loopback, query_packet};
+use cutover_tests::netns::Netns;
+use cutover_tests::process::{Daemon, wait_until};
 
 /// Queries sent from each CPU, each after the previous one's answer.
-const QUERIES: u64 = 300;
+const QUERIES: u64 = 320;
+
+/// Client sockets per CPU, used in turn: flows the kernel's hash would
+/// spread over both dnsd sockets, so broken steering cannot pass by luck.
+const CLIENT_SOCKETS: usize = 16;
+
+/// What dnsd logs when it steers queries by CPU.
+const STEERING: &str = "steered to the thread of the CPU that received them";
 
 fn start(toml: &str, ip: u8) -> Result<(DnsdWorkspace, Dnsd)> {
     let ws = DnsdWorkspace::new()?;
@@ -33,15 +45,21 @@ fn udp_threads(dnsd: &Dnsd) -> Result<Vec<ThreadInfo>> {
 }
 
 /// Sends `QUERIES` queries from a thread pinned to `cpu`, each after the
-/// previous one's answer.
+/// previous one's answer, from `CLIENT_SOCKETS` sockets in turn.
 fn ask_from_cpu(server: SocketAddr, cpu: usize) -> Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             cpus::pin_current_thread(cpu)?;
-            let socket = UdpSocket::bind((server.ip(), 0)).context("binding the client")?;
-            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let sockets = (0..CLIENT_SOCKETS)
+                .map(|_| {
+                    let socket = UdpSocket::bind((server.ip(), 0)).context("binding a client")?;
+                    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    Ok(socket)
+                })
+                .collect::<Result<Vec<_>>>()?;
             let mut buf = [0u8; 1500];
             for id in 0..QUERIES as u16 {
+                let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
                 socket.send_to(&query_packet(id, "api.example.test.", 1, false), server)?;
                 let n = socket
                     .recv(&mut buf)
@@ -65,7 +83,7 @@ fn each_query_is_answered_on_the_cpu_that_received_it() -> Result<()> {
         return Ok(());
     }
     let (_ws, dnsd) = start("[server]\nudp_sockets = 2\n", 74)?;
-    dnsd.wait_for_log("answered on the CPU that received them", 1)?;
+    dnsd.wait_for_log(STEERING, 1)?;
 
     // The CPUs are dealt to the two sockets in turn.
     let threads = udp_threads(&dnsd)?;
@@ -132,6 +150,65 @@ fn without_cpu_affinity_the_threads_may_run_anywhere() -> Result<()> {
             .contains("answered on the CPU that received them"),
         "dnsd says it steers by CPU:\n{}",
         dnsd.log()
+    );
+    Ok(())
+}
+
+/// dnsd in its own namespace, listening on `ADDR` of a veth, which
+/// receives on one queue.
+const ADDR: &str = "198.18.7.1";
+
+fn dnsd_in_namespace(ns: &Netns, ws: &DnsdWorkspace) -> Result<(Daemon, String)> {
+    let log = ws.path().with_extension("log");
+    let out = fs::File::create(&log)?;
+    let mut cmd = ns.command(bins::path("dnsd"));
+    cmd.arg("--workspace")
+        .arg(ws.path())
+        .args(["--listen", &format!("{ADDR}:5300"), "--no-api"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out));
+    let mut daemon = Daemon::spawn("dnsd", cmd)?;
+    let read = || fs::read_to_string(&log).unwrap_or_default();
+    let serving = wait_until(Duration::from_secs(15), || read().contains("serving"));
+    daemon.assert_running()?;
+    ensure!(serving, "dnsd did not start; log:\n{}", read());
+    let text = read();
+    let _ = fs::remove_file(&log);
+    Ok((daemon, text))
+}
+
+#[test]
+fn an_interface_with_fewer_receive_queues_than_sockets_and_no_rps_is_named_at_start() -> Result<()>
+{
+    let ns = Netns::new("codaff")?;
+    ns.ip(&[
+        "link", "add", "dns0", "type", "veth", "peer", "name", "dns0p",
+    ])?;
+    ns.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "dns0"])?;
+    ns.ip(&["link", "set", "dns0p", "up"])?;
+    ns.ip(&["link", "set", "dns0", "up"])?;
+    let ws = DnsdWorkspace::new()?;
+    add_example_zone(ws.path())?;
+    ws.toml("[server]\nudp_sockets = 2\n")?;
+
+    let (daemon, log) = dnsd_in_namespace(&ns, &ws)?;
+    drop(daemon);
+    ensure!(
+        log.contains("fewer queues than dnsd has UDP sockets") && log.contains("dns0"),
+        "no warning about dns0's single queue; log:\n{log}"
+    );
+
+    // RPS spreads what the queue receives over the CPUs: nothing to say.
+    ns.exec(
+        "sh",
+        &["-c", "echo 3 > /sys/class/net/dns0/queues/rx-0/rps_cpus"],
+    )?;
+    let (daemon, log) = dnsd_in_namespace(&ns, &ws)?;
+    drop(daemon);
+    ensure!(
+        log.contains(STEERING) && !log.contains("fewer queues"),
+        "dnsd warned although RPS is on; log:\n{log}"
     );
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! listen = ["127.0.0.1:53", "[::1]:53"]   # UDP and TCP on each
 //! udp_sockets = 0                          # SO_REUSEPORT sockets per address; 0 = one per core
 //! max_answers = 8                          # cap on rotated A/AAAA records per answer; 0 = none
-//! cpu_affinity = true                      # answer each query on the CPU that received it
+//! cpu_affinity = true                      # steer each UDP query to a thread on the CPU that received it
 //!
 //! # The control API (HTTP/JSON, bearer token); listen and enabled show
 //! # the defaults. dnsd's flags win over this section: `--api ADDR:PORT` serves it on ADDR

@@ -144,6 +144,23 @@ pub fn run(args: Args) -> Result<()> {
         ratio(ka[2].per_sec, ka[0].per_sec),
         ratio(cl[2].per_sec, cl[1].per_sec),
     );
+    // The old host can only add work to the direct path, so (a) is the
+    // ceiling of (c): say how much of the gap iptables leaves (c) closes,
+    // and whether the conn/s target fits under the ceiling at all.
+    let closed = |a: f64, b: f64, c: f64| {
+        if a > b && b > 0.0 {
+            format!("{:.0} %", 100.0 * (c - b) / (a - b))
+        } else {
+            "n/a".to_string()
+        }
+    };
+    println!(
+        "ceiling: (a) is {} x (b) in conn/s; of the gap between (b) and (a), (c) closes {} \
+         with keep-alive and {} in conn/s",
+        ratio(cl[0].per_sec, cl[1].per_sec),
+        closed(ka[0].per_sec, ka[1].per_sec, ka[2].per_sec),
+        closed(cl[0].per_sec, cl[1].per_sec, cl[2].per_sec),
+    );
     Ok(())
 }
 
