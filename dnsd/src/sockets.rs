@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use hickory_server::Server;
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, info, warn};
@@ -19,9 +19,9 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
 /// thread, and one TCP listener handed to `server`, on `addr`. With
-/// `cpu_affinity`, each query is answered on the CPU that received it
-/// (`affinity`). Returns the bound address (its port resolved if `addr`
-/// asked for port 0).
+/// `cpu_affinity`, each query is steered to the thread of the CPU that
+/// received it (`affinity`). Returns the bound address (its port resolved
+/// if `addr` asked for port 0).
 pub fn listen(
     server: &mut Server<Handler>,
     handler: &Handler,
@@ -29,6 +29,7 @@ pub fn listen(
     udp_sockets: usize,
     cpu_affinity: bool,
 ) -> Result<SocketAddr> {
+    ensure_unused(addr)?;
     let sockets = udp_sockets.max(1);
     let mut plan = if cpu_affinity && sockets > 1 {
         CpuPlan::for_this_process(sockets)
@@ -98,10 +99,32 @@ fn report_affinity(plan: &CpuPlan, bound: SocketAddr, sockets: usize) {
     }
 }
 
+/// Refuses an address that another process already serves over UDP: a
+/// SO_REUSEPORT socket would silently join that process's group, and the
+/// two would split the queries (and this one would replace its steering
+/// program) instead of failing as a second server should.
+fn ensure_unused(addr: SocketAddr) -> Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "UDP {addr} is already in use by another process (is another dnsd still running?)"
+        ),
+        Err(e) => Err(e).with_context(|| format!("binding UDP {addr}")),
+    }
+}
+
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-    // One socket per core on the same address: the kernel spreads clients
-    // over them by flow hash, so each core serves its own queue.
+    // Several sockets on the same address: the kernel hands each datagram
+    // to one of them, by flow hash or by the affinity program, so that
+    // each core serves its own queue.
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;

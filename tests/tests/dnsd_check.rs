@@ -1,5 +1,6 @@
 //! Broken zone files and broken TOML: `dnsd check` names the file, the line
-//! and the problem, and dnsd refuses to serve anything from them.
+//! and the problem, and dnsd refuses to serve anything from them. And an
+//! address another dnsd already serves: the second refuses to start.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,7 @@ use anyhow::Result;
 use cutover_tests::bins;
 use cutover_tests::dns_peers::{free_port, sbin};
 use cutover_tests::dnsd::{
-    DnsdWorkspace, check, loopback, query_packet, raw_exchange, run_to_exit,
+    Dnsd, DnsdWorkspace, check, header, loopback, query_packet, raw_exchange, run_to_exit,
 };
 
 const GOOD: &str = "$TTL 300
@@ -144,6 +145,35 @@ fn dnsd_refuses_to_start_on_a_broken_workspace_and_serves_nothing() -> Result<()
     let out = run_to_exit(&ws, addr)?;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("dnsd.toml:1:"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[test]
+fn a_second_dnsd_on_an_address_already_served_refuses_to_start_and_the_first_keeps_answering()
+-> Result<()> {
+    let first_ws = DnsdWorkspace::new()?;
+    first_ws.zone("example.test.", GOOD)?;
+    let first = Dnsd::start(&first_ws, loopback(77))?;
+
+    // Without the check its SO_REUSEPORT sockets would join the first's
+    // group and take a share of the queries.
+    let second_ws = DnsdWorkspace::new()?;
+    second_ws.zone("example.test.", GOOD)?;
+    let out = run_to_exit(&second_ws, first.addr)?;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("UDP {} is already in use", first.addr)),
+        "{err}"
+    );
+    for id in 0..50 {
+        let reply = raw_exchange(first.addr, &query_packet(id, "www.example.test.", 1, false))
+            .map(|r| header(&r));
+        assert!(
+            matches!(reply, Some(Some(h)) if h.id == id && h.rcode == 0),
+            "query {id}: {reply:?}"
+        );
+    }
     Ok(())
 }
 
