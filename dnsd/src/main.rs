@@ -6,7 +6,8 @@
 //! see) → `snapshot` (immutable index, keyed by `name_key`) → `answer`
 //! (pure selection, with `rotate`) → `server` (protocol rules; UDP through
 //! `udp` and `mmsg`, common queries straight from the wire in `fast_path`).
-//! `reload` swaps the snapshot.
+//! `sockets` binds the listeners, with `affinity` keeping each query on the
+//! CPU that received it. `reload` swaps the snapshot.
 //! Changes (the control API in `api`, RFC 2136 updates in `update_handler`
 //! with `update` and `tsig`) go back to the workspace through `zone_edit`
 //! as new generations, then through `reload`.
