@@ -131,6 +131,74 @@ fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
+/// Where one UDP thread may run: its own CPUs while it keeps up, every CPU
+/// of the plan while it falls behind.
+///
+/// Pinning pays when the thread sleeps between queries: each wake-up then
+/// stays on one CPU. When the thread is saturated it hardly sleeps, and a
+/// pin only keeps it from an idle CPU — as when one NIC queue (or one
+/// local sender) delivers everything on the same CPU as its sender. So a
+/// thread whose receives keep coming back full lets go of its pin, and
+/// takes it back once its receives have stayed small for a while.
+#[derive(Debug)]
+pub struct Overflow {
+    own: Vec<usize>,
+    all: Vec<usize>,
+    floating: bool,
+    /// Consecutive receives that filled the batch, or that stayed small.
+    full: u32,
+    quiet: u32,
+}
+
+/// Consecutive full receives after which a pinned thread floats.
+const FULL_TO_FLOAT: u32 = 8;
+/// Consecutive small receives (under a quarter of a batch) after which a
+/// floating thread is pinned again.
+const QUIET_TO_PIN: u32 = 256;
+
+impl Overflow {
+    /// A thread pinned to `own` that may float over `all`; inert when
+    /// `own` is empty (no affinity).
+    pub fn new(own: Vec<usize>, all: Vec<usize>) -> Self {
+        Self {
+            own,
+            all,
+            floating: false,
+            full: 0,
+            quiet: 0,
+        }
+    }
+
+    /// Takes the size of a receive (of at most `batch` datagrams); returns
+    /// the CPUs to move the thread to when it should change.
+    pub fn observe(&mut self, received: usize, batch: usize) -> Option<&[usize]> {
+        if self.own.is_empty() {
+            return None;
+        }
+        if received >= batch {
+            self.full += 1;
+            self.quiet = 0;
+        } else if received < batch / 4 {
+            self.quiet += 1;
+            self.full = 0;
+        } else {
+            self.full = 0;
+            self.quiet = 0;
+        }
+        if !self.floating && self.full >= FULL_TO_FLOAT {
+            self.floating = true;
+            self.full = 0;
+            return Some(&self.all);
+        }
+        if self.floating && self.quiet >= QUIET_TO_PIN {
+            self.floating = false;
+            self.quiet = 0;
+            return Some(&self.own);
+        }
+        None
+    }
+}
+
 /// Restricts the calling thread to `cpus` (a no-op for an empty list).
 pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     if cpus.is_empty() {
@@ -314,6 +382,35 @@ mod tests {
         let plan = CpuPlan::new(vec![2, 0], 2);
         assert_eq!(plan.cpus_of_socket(0), vec![0]);
         assert_eq!(plan.cpus_of_socket(1), vec![2]);
+    }
+
+    #[test]
+    fn a_thread_that_falls_behind_floats_and_is_pinned_again_when_quiet() {
+        let mut o = Overflow::new(vec![1], vec![0, 1]);
+        for _ in 0..FULL_TO_FLOAT - 1 {
+            assert_eq!(o.observe(32, 32), None);
+        }
+        // A medium receive breaks the streak.
+        assert_eq!(o.observe(16, 32), None);
+        for _ in 0..FULL_TO_FLOAT - 1 {
+            assert_eq!(o.observe(32, 32), None);
+        }
+        assert_eq!(o.observe(32, 32), Some(&[0, 1][..]));
+        // Full again while floating: nothing to change.
+        assert_eq!(o.observe(32, 32), None);
+        for _ in 0..QUIET_TO_PIN - 1 {
+            assert_eq!(o.observe(1, 32), None);
+        }
+        assert_eq!(o.observe(1, 32), Some(&[1][..]));
+        assert_eq!(o.observe(1, 32), None);
+    }
+
+    #[test]
+    fn without_affinity_nothing_moves() {
+        let mut o = Overflow::new(vec![], vec![0, 1]);
+        for _ in 0..100 {
+            assert_eq!(o.observe(32, 32), None);
+        }
     }
 
     #[test]

@@ -54,8 +54,9 @@ pub fn listen(
             plan = None;
         }
         let pinned = plan.as_ref().map_or_else(Vec::new, |p| p.cpus_of_socket(i));
+        let all = plan.as_ref().map_or_else(Vec::new, |p| p.cpus().to_vec());
         let runtime = tokio::runtime::Handle::current();
-        if let Err(error) = udp::spawn(socket, handler.clone(), runtime, pinned.clone())? {
+        if let Err(error) = udp::spawn(socket, handler.clone(), runtime, pinned.clone(), all)? {
             // Still correct, only slower: its queries may cross CPUs.
             warn!(%error, cpus = ?pinned, "pinning a UDP thread to its CPUs");
         }

@@ -26,27 +26,35 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::affinity;
-use crate::mmsg::Batch;
+use crate::affinity::{self, Overflow};
+use crate::mmsg::{self, Batch};
 use crate::server::Handler;
 
 /// Starts the thread serving `socket` (a blocking socket), restricted to
-/// `cpus` unless that is empty. Returns once the thread runs where it
-/// should, with whether pinning it worked: a thread that could not be
-/// pinned still serves, only its queries may cross CPUs.
+/// `cpus` unless that is empty (then it never moves), and free to float
+/// over `all` while it falls behind (`affinity::Overflow`). Returns once
+/// the thread runs where it should, with whether pinning it worked: a
+/// thread that could not be pinned still serves, only its queries may
+/// cross CPUs.
 pub fn spawn(
     socket: UdpSocket,
     handler: Handler,
     runtime: Handle,
     cpus: Vec<usize>,
+    all: Vec<usize>,
 ) -> Result<std::io::Result<()>> {
     let name = format!("dnsd-udp-{}", socket.local_addr()?);
     let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let _ = pinned_tx.send(affinity::pin_current_thread(&cpus));
-            serve(Arc::new(socket), &handler, &runtime)
+            let pinned = affinity::pin_current_thread(&cpus);
+            let overflow = match pinned {
+                Ok(()) => Overflow::new(cpus, all),
+                Err(_) => Overflow::new(Vec::new(), Vec::new()),
+            };
+            let _ = pinned_tx.send(pinned);
+            serve(Arc::new(socket), &handler, &runtime, overflow)
         })
         .context("starting a UDP thread")?;
     pinned_rx
@@ -55,13 +63,21 @@ pub fn spawn(
 }
 
 /// Serves queries arriving on `socket`, for as long as the process runs.
-fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle) {
+fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut overflow: Overflow) {
     let mut batch = Batch::new();
     loop {
-        if let Err(error) = batch.recv(&socket) {
-            // ICMP errors from earlier sends surface here; keep going.
-            debug!(%error, "receiving on a UDP socket");
-            continue;
+        let received = match batch.recv(&socket) {
+            Ok(n) => n,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here; keep going.
+                debug!(%error, "receiving on a UDP socket");
+                continue;
+            }
+        };
+        if let Some(cpus) = overflow.observe(received, mmsg::BATCH)
+            && let Err(error) = affinity::pin_current_thread(cpus)
+        {
+            debug!(%error, ?cpus, "moving a UDP thread");
         }
         batch.answer_each(|packet, src, out| {
             if !is_query(packet) || src.port() == 0 {

@@ -144,6 +144,11 @@ impl Dnsd {
         self.daemon.pid()
     }
 
+    /// Sends `signal` (SIGSTOP 19 and SIGCONT 18 freeze and thaw it).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.daemon.signal(signal)
+    }
+
     /// Sends SIGHUP.
     pub fn reload(&self) -> Result<()> {
         self.daemon.signal(1)

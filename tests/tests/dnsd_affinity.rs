@@ -8,7 +8,7 @@
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bins;
@@ -131,6 +131,90 @@ fn each_query_is_answered_on_the_cpu_that_received_it() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Sends `n` queries from a thread pinned to `cpu` while dnsd is frozen,
+/// so that they wait in its socket, then thaws it; returns the replies.
+fn burst_from_cpu(dnsd: &Dnsd, cpu: usize, n: u16) -> Result<usize> {
+    let server = dnsd.addr;
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<usize> {
+            cpus::pin_current_thread(cpu)?;
+            let sockets = (0..CLIENT_SOCKETS)
+                .map(|_| {
+                    let socket = UdpSocket::bind((server.ip(), 0)).context("binding a client")?;
+                    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+                    Ok(socket)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            dnsd.signal(19)?;
+            let sent = (0..n).try_for_each(|id| {
+                let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
+                socket
+                    .send_to(&query_packet(id, "api.example.test.", 1, false), server)
+                    .map(|_| ())
+            });
+            dnsd.signal(18)?;
+            sent?;
+            let mut replies = 0;
+            let mut buf = [0u8; 1500];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while replies < usize::from(n) && Instant::now() < deadline {
+                for socket in &sockets {
+                    while socket.recv(&mut buf).is_ok() {
+                        replies += 1;
+                    }
+                }
+            }
+            Ok(replies)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+    })
+}
+
+#[test]
+fn a_thread_that_falls_behind_may_use_every_cpu_until_its_load_is_light_again() -> Result<()> {
+    let allowed = cpus::allowed()?;
+    if allowed.len() < 2 {
+        eprintln!("skipped: this process may use only CPUs {allowed:?}");
+        return Ok(());
+    }
+    let (_ws, dnsd) = start("[server]\nudp_sockets = 2\n", 78)?;
+    dnsd.wait_for_log(STEERING, 1)?;
+    let cpu = allowed[0];
+    let owner_cpus = || -> Result<Vec<usize>> {
+        let threads = udp_threads(&dnsd)?;
+        let owner = threads
+            .iter()
+            .find(|t| t.cpus.contains(&cpu))
+            .with_context(|| format!("no UDP thread may run on CPU {cpu}: {threads:?}"))?;
+        Ok(owner.cpus.clone())
+    };
+    let own = owner_cpus()?;
+    ensure!(
+        own.len() < allowed.len(),
+        "the thread of CPU {cpu} is not pinned: {own:?}"
+    );
+
+    // A backlog of 400 queries on one CPU: its thread receives full
+    // batches, one after another, and lets go of its pin.
+    let replies = burst_from_cpu(&dnsd, cpu, 400)?;
+    ensure!(replies == 400, "{replies} of 400 queries answered");
+    let floating = owner_cpus()?;
+    ensure!(
+        floating == allowed,
+        "after a backlog the thread of CPU {cpu} may run on {floating:?}, not on every CPU"
+    );
+
+    // One query at a time: small receives, and the pin comes back.
+    ask_from_cpu(dnsd.addr, cpu)?;
+    let again = owner_cpus()?;
+    ensure!(
+        again == own,
+        "once quiet the thread runs on {again:?}, not on {own:?} again"
+    );
     Ok(())
 }
 
