@@ -35,6 +35,20 @@ fn start(toml: &str, ip: u8) -> Result<(DnsdWorkspace, Dnsd)> {
     Ok((ws, dnsd))
 }
 
+/// dnsd with two UDP sockets on loopback address `ip`, once it steers by
+/// CPU, and the CPUs this process may use; `None` (the test is skipped)
+/// when that is a single CPU, where steering has nothing to show.
+fn start_on_two_cpus(ip: u8) -> Result<Option<(DnsdWorkspace, Dnsd, Vec<usize>)>> {
+    let allowed = cpus::allowed()?;
+    if allowed.len() < 2 {
+        eprintln!("skipped: this process may use only CPUs {allowed:?}");
+        return Ok(None);
+    }
+    let (ws, dnsd) = start("[server]\nudp_sockets = 2\n", ip)?;
+    dnsd.wait_for_log(STEERING, 1)?;
+    Ok(Some((ws, dnsd, allowed)))
+}
+
 fn udp_threads(dnsd: &Dnsd) -> Result<Vec<ThreadInfo>> {
     let threads = cpus::threads(dnsd.pid(), "dnsd-udp")?;
     ensure!(
@@ -44,46 +58,59 @@ fn udp_threads(dnsd: &Dnsd) -> Result<Vec<ThreadInfo>> {
     Ok(threads)
 }
 
-/// Sends `QUERIES` queries from a thread pinned to `cpu`, each after the
-/// previous one's answer, from `CLIENT_SOCKETS` sockets in turn.
-fn ask_from_cpu(server: SocketAddr, cpu: usize) -> Result<()> {
+/// Runs `client` on a thread of its own pinned to `cpu`.
+fn on_cpu<T: Send>(cpu: usize, client: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|s| {
-        s.spawn(|| -> Result<()> {
+        s.spawn(|| {
             cpus::pin_current_thread(cpu)?;
-            let sockets = (0..CLIENT_SOCKETS)
-                .map(|_| {
-                    let socket = UdpSocket::bind((server.ip(), 0)).context("binding a client")?;
-                    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    Ok(socket)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut buf = [0u8; 1500];
-            for id in 0..QUERIES as u16 {
-                let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
-                socket.send_to(&query_packet(id, "api.example.test.", 1, false), server)?;
-                let n = socket
-                    .recv(&mut buf)
-                    .with_context(|| format!("no answer to query {id} sent from CPU {cpu}"))?;
-                let h = header(&buf[..n]).context("a reply without a header")?;
-                ensure!(h.id == id && h.rcode == 0, "unexpected reply {h:?}");
-            }
-            Ok(())
+            client()
         })
         .join()
         .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
     })
 }
 
+/// `CLIENT_SOCKETS` client sockets for `server`, each waiting at most
+/// `timeout` for a reply.
+fn client_sockets(server: SocketAddr, timeout: Duration) -> Result<Vec<UdpSocket>> {
+    (0..CLIENT_SOCKETS)
+        .map(|_| {
+            let socket = UdpSocket::bind((server.ip(), 0)).context("binding a client")?;
+            socket.set_read_timeout(Some(timeout))?;
+            Ok(socket)
+        })
+        .collect()
+}
+
+/// The query with ID `id`.
+fn query(id: u16) -> Vec<u8> {
+    query_packet(id, "api.example.test.", 1, false)
+}
+
+/// Sends `QUERIES` queries from a thread pinned to `cpu`, each after the
+/// previous one's answer, from `CLIENT_SOCKETS` sockets in turn.
+fn ask_from_cpu(server: SocketAddr, cpu: usize) -> Result<()> {
+    on_cpu(cpu, || {
+        let sockets = client_sockets(server, Duration::from_secs(2))?;
+        let mut buf = [0u8; 1500];
+        for id in 0..QUERIES as u16 {
+            let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
+            socket.send_to(&query(id), server)?;
+            let n = socket
+                .recv(&mut buf)
+                .with_context(|| format!("no answer to query {id} sent from CPU {cpu}"))?;
+            let h = header(&buf[..n]).context("a reply without a header")?;
+            ensure!(h.id == id && h.rcode == 0, "unexpected reply {h:?}");
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn each_query_is_answered_on_the_cpu_that_received_it() -> Result<()> {
-    let allowed = cpus::allowed()?;
-    if allowed.len() < 2 {
-        // Steering needs two CPUs to show; one CPU is all there is.
-        eprintln!("skipped: this process may use only CPUs {allowed:?}");
+    let Some((_ws, dnsd, allowed)) = start_on_two_cpus(74)? else {
         return Ok(());
-    }
-    let (_ws, dnsd) = start("[server]\nudp_sockets = 2\n", 74)?;
-    dnsd.wait_for_log(STEERING, 1)?;
+    };
 
     // The CPUs are dealt to the two sockets in turn.
     let threads = udp_threads(&dnsd)?;
@@ -138,51 +165,34 @@ fn each_query_is_answered_on_the_cpu_that_received_it() -> Result<()> {
 /// so that they wait in its socket, then thaws it; returns the replies.
 fn burst_from_cpu(dnsd: &Dnsd, cpu: usize, n: u16) -> Result<usize> {
     let server = dnsd.addr;
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<usize> {
-            cpus::pin_current_thread(cpu)?;
-            let sockets = (0..CLIENT_SOCKETS)
-                .map(|_| {
-                    let socket = UdpSocket::bind((server.ip(), 0)).context("binding a client")?;
-                    socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-                    Ok(socket)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            dnsd.signal(19)?;
-            let sent = (0..n).try_for_each(|id| {
-                let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
-                socket
-                    .send_to(&query_packet(id, "api.example.test.", 1, false), server)
-                    .map(|_| ())
-            });
-            dnsd.signal(18)?;
-            sent?;
-            let mut replies = 0;
-            let mut buf = [0u8; 1500];
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while replies < usize::from(n) && Instant::now() < deadline {
-                for socket in &sockets {
-                    while socket.recv(&mut buf).is_ok() {
-                        replies += 1;
-                    }
+    on_cpu(cpu, || {
+        let sockets = client_sockets(server, Duration::from_millis(20))?;
+        dnsd.signal(19)?;
+        let sent = (0..n).try_for_each(|id| {
+            let socket = &sockets[usize::from(id) % CLIENT_SOCKETS];
+            socket.send_to(&query(id), server).map(|_| ())
+        });
+        dnsd.signal(18)?;
+        sent?;
+        let mut replies = 0;
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while replies < usize::from(n) && Instant::now() < deadline {
+            for socket in &sockets {
+                while socket.recv(&mut buf).is_ok() {
+                    replies += 1;
                 }
             }
-            Ok(replies)
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the client thread panicked"))?
+        }
+        Ok(replies)
     })
 }
 
 #[test]
 fn a_thread_that_falls_behind_may_use_every_cpu_until_its_load_is_light_again() -> Result<()> {
-    let allowed = cpus::allowed()?;
-    if allowed.len() < 2 {
-        eprintln!("skipped: this process may use only CPUs {allowed:?}");
+    let Some((_ws, dnsd, allowed)) = start_on_two_cpus(78)? else {
         return Ok(());
-    }
-    let (_ws, dnsd) = start("[server]\nudp_sockets = 2\n", 78)?;
-    dnsd.wait_for_log(STEERING, 1)?;
+    };
     let cpu = allowed[0];
     let owner_cpus = || -> Result<Vec<usize>> {
         let threads = udp_threads(&dnsd)?;
