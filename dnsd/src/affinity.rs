@@ -43,8 +43,13 @@ impl CpuPlan {
         }
     }
 
+    /// Where the thread of socket `index` runs.
+    pub fn placement(&self, index: usize) -> Placement {
+        Placement::new(self.cpus_of_socket(index), self.cpus.clone())
+    }
+
     /// The CPUs whose datagrams go to socket `index`.
-    pub fn cpus_of_socket(&self, index: usize) -> Vec<usize> {
+    fn cpus_of_socket(&self, index: usize) -> Vec<usize> {
         self.cpus
             .iter()
             .enumerate()
@@ -131,8 +136,8 @@ fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
-/// Where one UDP thread may run: its own CPUs while it keeps up, every CPU
-/// of the plan while it falls behind.
+/// Where one UDP thread runs: its own CPUs while it keeps up, every CPU of
+/// the plan while it falls behind; anywhere, unmoved, without affinity.
 ///
 /// Pinning pays when the thread sleeps between queries: each wake-up then
 /// stays on one CPU. When the thread is saturated it hardly sleeps, and a
@@ -141,7 +146,7 @@ fn allowed_cpus() -> io::Result<Vec<usize>> {
 /// thread whose receives keep coming back full lets go of its pin, and
 /// takes it back once its receives have stayed small for a while.
 #[derive(Debug)]
-pub struct Overflow {
+pub struct Placement {
     own: Vec<usize>,
     all: Vec<usize>,
     floating: bool,
@@ -156,7 +161,7 @@ const FULL_TO_FLOAT: u32 = 8;
 /// floating thread is pinned again.
 const QUIET_TO_PIN: u32 = 256;
 
-impl Overflow {
+impl Placement {
     /// A thread pinned to `own` that may float over `all`; inert when
     /// `own` is empty (no affinity).
     pub fn new(own: Vec<usize>, all: Vec<usize>) -> Self {
@@ -169,9 +174,36 @@ impl Overflow {
         }
     }
 
-    /// Takes the size of a receive (of at most `batch` datagrams); returns
-    /// the CPUs to move the thread to when it should change.
-    pub fn observe(&mut self, received: usize, batch: usize) -> Option<&[usize]> {
+    /// A thread the kernel places as it likes.
+    pub fn none() -> Self {
+        Self::new(Vec::new(), Vec::new())
+    }
+
+    /// Pins the calling thread to its own CPUs. If that fails the placement
+    /// becomes inert: the thread still serves, only its queries may cross
+    /// CPUs.
+    pub fn settle(&mut self) -> io::Result<()> {
+        pin_current_thread(&self.own).map_err(|e| {
+            let own = std::mem::take(&mut self.own);
+            io::Error::new(
+                e.kind(),
+                format!("pinning a UDP thread to CPUs {own:?}: {e}"),
+            )
+        })
+    }
+
+    /// Takes the size of a receive (of at most `batch` datagrams) and moves
+    /// the calling thread when its load says so.
+    pub fn after_receive(&mut self, received: usize, batch: usize) -> io::Result<()> {
+        match self.observe(received, batch) {
+            Some(cpus) => pin_current_thread(cpus),
+            None => Ok(()),
+        }
+    }
+
+    /// The CPUs to move the thread to after a receive of `received`
+    /// datagrams, when it should move.
+    fn observe(&mut self, received: usize, batch: usize) -> Option<&[usize]> {
         if self.own.is_empty() {
             return None;
         }
@@ -200,7 +232,7 @@ impl Overflow {
 }
 
 /// Restricts the calling thread to `cpus` (a no-op for an empty list).
-pub fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
+fn pin_current_thread(cpus: &[usize]) -> io::Result<()> {
     if cpus.is_empty() {
         return Ok(());
     }
@@ -386,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_thread_that_falls_behind_floats_and_is_pinned_again_when_quiet() {
-        let mut o = Overflow::new(vec![1], vec![0, 1]);
+        let mut o = Placement::new(vec![1], vec![0, 1]);
         for _ in 0..FULL_TO_FLOAT - 1 {
             assert_eq!(o.observe(32, 32), None);
         }
@@ -407,7 +439,7 @@ mod tests {
 
     #[test]
     fn without_affinity_nothing_moves() {
-        let mut o = Overflow::new(vec![], vec![0, 1]);
+        let mut o = Placement::new(vec![], vec![0, 1]);
         for _ in 0..100 {
             assert_eq!(o.observe(32, 32), None);
         }

@@ -10,7 +10,7 @@ use hickory_server::Server;
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::affinity::{self, CpuPlan};
+use crate::affinity::{self, CpuPlan, Placement};
 use crate::server::Handler;
 use crate::udp;
 
@@ -53,12 +53,12 @@ pub fn listen(
             warn!(%error, %bound, "steering UDP queries by CPU; the kernel spreads them by flow hash");
             plan = None;
         }
-        let pinned = plan.as_ref().map_or_else(Vec::new, |p| p.cpus_of_socket(i));
-        let all = plan.as_ref().map_or_else(Vec::new, |p| p.cpus().to_vec());
+        let placement = plan
+            .as_ref()
+            .map_or_else(Placement::none, |p| p.placement(i));
         let runtime = tokio::runtime::Handle::current();
-        if let Err(error) = udp::spawn(socket, handler.clone(), runtime, pinned.clone(), all)? {
-            // Still correct, only slower: its queries may cross CPUs.
-            warn!(%error, cpus = ?pinned, "pinning a UDP thread to its CPUs");
+        if let Err(error) = udp::spawn(socket, handler.clone(), runtime, placement)? {
+            warn!(%error, "a UDP thread runs unpinned");
         }
     }
     if let Some(p) = &plan {

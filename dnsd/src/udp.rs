@@ -26,44 +26,35 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::affinity::{self, Overflow};
+use crate::affinity::Placement;
 use crate::mmsg::{self, Batch};
 use crate::server::Handler;
 
-/// Starts the thread serving `socket` (a blocking socket), restricted to
-/// `cpus` unless that is empty (then it never moves), and free to float
-/// over `all` while it falls behind (`affinity::Overflow`). Returns once
-/// the thread runs where it should, with whether pinning it worked: a
-/// thread that could not be pinned still serves, only its queries may
-/// cross CPUs.
+/// Starts the thread serving `socket` (a blocking socket), placed by
+/// `placement`. Returns once the thread runs where it should, with whether
+/// pinning it worked.
 pub fn spawn(
     socket: UdpSocket,
     handler: Handler,
     runtime: Handle,
-    cpus: Vec<usize>,
-    all: Vec<usize>,
+    mut placement: Placement,
 ) -> Result<std::io::Result<()>> {
     let name = format!("dnsd-udp-{}", socket.local_addr()?);
-    let (pinned_tx, pinned_rx) = std::sync::mpsc::sync_channel(1);
+    let (settled_tx, settled_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let pinned = affinity::pin_current_thread(&cpus);
-            let overflow = match pinned {
-                Ok(()) => Overflow::new(cpus, all),
-                Err(_) => Overflow::new(Vec::new(), Vec::new()),
-            };
-            let _ = pinned_tx.send(pinned);
-            serve(Arc::new(socket), &handler, &runtime, overflow)
+            let _ = settled_tx.send(placement.settle());
+            serve(Arc::new(socket), &handler, &runtime, placement)
         })
         .context("starting a UDP thread")?;
-    pinned_rx
+    settled_rx
         .recv()
         .context("a UDP thread ended before it started serving")
 }
 
 /// Serves queries arriving on `socket`, for as long as the process runs.
-fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut overflow: Overflow) {
+fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut placement: Placement) {
     let mut batch = Batch::new();
     loop {
         let received = match batch.recv(&socket) {
@@ -74,10 +65,8 @@ fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut overfl
                 continue;
             }
         };
-        if let Some(cpus) = overflow.observe(received, mmsg::BATCH)
-            && let Err(error) = affinity::pin_current_thread(cpus)
-        {
-            debug!(%error, ?cpus, "moving a UDP thread");
+        if let Err(error) = placement.after_receive(received, mmsg::BATCH) {
+            debug!(%error, "moving a UDP thread");
         }
         batch.answer_each(|packet, src, out| {
             if !is_query(packet) || src.port() == 0 {

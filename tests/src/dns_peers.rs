@@ -127,6 +127,17 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let dir = scratch.path.clone();
     let port = free_port(ip)?;
     let d = dir.display();
+    // One CPU per server process, in turn.
+    let mut affinity = String::new();
+    if options.cpu_affinity == Some(true) {
+        let cpus = crate::cpus::allowed()?;
+        let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+        writeln!(affinity, "    cpu-affinity: {}", list.join(" "))?;
+        for n in 1..=options.workers {
+            let cpu = cpus[(n - 1) % cpus.len()];
+            writeln!(affinity, "    server-{n}-cpu-affinity: {cpu}")?;
+        }
+    }
     let mut conf = format!(
         "server:
     ip-address: {ip}@{port}
@@ -148,7 +159,7 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     rrl-ratelimit: 0
     round-robin: {rotate}
     verbosity: 1
-remote-control:
+{affinity}remote-control:
     control-enable: no
 ",
         v4 = yes_no(ip.is_ipv4()),
@@ -156,18 +167,6 @@ remote-control:
         workers = options.workers,
         rotate = yes_no(options.rotate),
     );
-    if options.cpu_affinity == Some(true) {
-        let cpus = crate::cpus::allowed()?;
-        let list: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-        // The list must come before the per-server lines that refer to it.
-        let at = conf.find("remote-control:").unwrap_or(conf.len());
-        let mut lines = format!("    cpu-affinity: {}\n", list.join(" "));
-        for n in 1..=options.workers {
-            let cpu = cpus[(n - 1) % cpus.len()];
-            writeln!(lines, "    server-{n}-cpu-affinity: {cpu}")?;
-        }
-        conf.insert_str(at, &lines);
-    }
     for (origin, file) in &options.zones {
         let copy = copy_zone(&dir, origin, file)?;
         write!(
