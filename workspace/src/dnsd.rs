@@ -815,6 +815,11 @@ zones = [\"a..b\"]
         )
     }
 
+    /// A key whose secret is read from `path`.
+    fn key_from_file(path: &std::path::Path) -> String {
+        key_with(&format!("secret_file = {:?}", path.display().to_string()))
+    }
+
     /// A secret file outside any workspace holding `content`.
     fn secret_file(content: &str) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -833,10 +838,7 @@ zones = [\"a..b\"]
     #[test]
     fn a_secret_file_holds_the_base64_secret_and_debug_never_shows_it() {
         let file = secret_file("  MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n\n");
-        let text = key_with(&format!(
-            "secret_file = {:?}",
-            file.path().display().to_string()
-        ));
+        let text = key_from_file(file.path());
         let cfg = parse_str(&text).unwrap();
         let key = &cfg.tsig_keys[0];
         assert_eq!(key.secret, b"0123456789abcdef0123456789abcdef");
@@ -851,10 +853,7 @@ zones = [\"a..b\"]
     #[test]
     fn a_rotated_secret_file_is_read_at_the_next_parse() {
         let file = secret_file("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
-        let text = key_with(&format!(
-            "secret_file = {:?}",
-            file.path().display().to_string()
-        ));
+        let text = key_from_file(file.path());
         assert_eq!(
             parse_str(&text).unwrap().tsig_keys[0].secret,
             b"0123456789abcdef0123456789abcdef"
@@ -893,10 +892,7 @@ zones = [\"a..b\"]
     fn an_unreadable_secret_file_is_named_with_the_os_error() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.key");
-        let text = key_with(&format!(
-            "secret_file = {:?}",
-            missing.display().to_string()
-        ));
+        let text = key_from_file(&missing);
         let (line, field, message) = only_error(&text);
         assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret_file"));
         assert!(
@@ -906,10 +902,7 @@ zones = [\"a..b\"]
         assert!(message.contains("No such file"), "{message}");
 
         // A directory is not a secret either.
-        let text = key_with(&format!(
-            "secret_file = {:?}",
-            dir.path().display().to_string()
-        ));
+        let text = key_from_file(dir.path());
         let (_, _, message) = only_error(&text);
         assert!(message.contains("directory"), "{message}");
     }
@@ -923,7 +916,7 @@ zones = [\"a..b\"]
         ] {
             let file = secret_file(content);
             let path = file.path().display().to_string();
-            let (line, field, message) = only_error(&key_with(&format!("secret_file = {path:?}")));
+            let (line, field, message) = only_error(&key_from_file(file.path()));
             assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret_file"));
             assert!(
                 message.contains(expected) && message.contains(&path),
@@ -934,10 +927,7 @@ zones = [\"a..b\"]
 
         // Reading stops at a bound: a huge file (or /dev/zero) is no secret.
         let huge = secret_file(&"A".repeat(MAX_SECRET_FILE as usize + 4));
-        let text = key_with(&format!(
-            "secret_file = {:?}",
-            huge.path().display().to_string()
-        ));
+        let text = key_from_file(huge.path());
         let (_, _, message) = only_error(&text);
         assert!(message.contains("longer than"), "{message}");
     }
