@@ -1,0 +1,157 @@
+//! RFC 1035 master files ("zone files") read into wire-form records and
+//! written back, exactly as NSD and Knot read them: `\DDD` is one octet,
+//! any octet may be in a label, every type NSD 4.6 loads has its own
+//! syntax, any type may be given in the RFC 3597 form `\# LEN HEX`, and
+//! written text reads back to the same octets in NSD, Knot and here.
+//!
+//! The crate knows text and octets only — no server, no I/O except what the
+//! caller's [`Includes`] does — so that every rule of the format is tested
+//! here, without sockets.
+
+mod lexer;
+mod name;
+mod rdata;
+mod reader;
+mod types;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use name::{MAX_LABEL, MAX_NAME, Name};
+pub use reader::DEFAULT_TTL;
+pub use types::{class_code, is_meta, type_code, type_name};
+
+/// One resource record, its rdata in uncompressed wire form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Record {
+    pub owner: Name,
+    pub class: u16,
+    pub ttl: u32,
+    pub rtype: u16,
+    pub rdata: Vec<u8>,
+}
+
+/// A record and where it was written.
+#[derive(Debug, Clone)]
+pub struct ZoneRecord {
+    pub record: Record,
+    /// Index into [`Zone::files`].
+    pub file: usize,
+    /// The line its entry starts on (1-based).
+    pub line: usize,
+}
+
+/// What a zone file holds: its records in file order, and the files read
+/// (the zone file first, then each `$INCLUDE`d file in the order read).
+#[derive(Debug, Default)]
+pub struct Zone {
+    pub records: Vec<ZoneRecord>,
+    pub files: Vec<PathBuf>,
+}
+
+/// A problem with one entry of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// How `$INCLUDE` finds files: the caller decides which paths are allowed
+/// and reads them.
+pub trait Includes {
+    /// Resolves `path` (as written, escapes decoded) named in a `$INCLUDE`
+    /// of the file `from`, and reads it; returns the path to report and
+    /// the content, or why it may not be read.
+    fn read(&mut self, path: &[u8], from: &Path) -> Result<(PathBuf, Vec<u8>), String>;
+}
+
+/// Refuses every `$INCLUDE`: for text that is not a file (an API body).
+pub struct NoIncludes;
+
+impl Includes for NoIncludes {
+    fn read(&mut self, _: &[u8], _: &Path) -> Result<(PathBuf, Vec<u8>), String> {
+        Err("not allowed here".into())
+    }
+}
+
+/// Reads master-file `text` (the content of `file`) with `origin` as the
+/// initial `$ORIGIN`. Every entry is read; all problems are returned, each
+/// with its file and line, or the records if there were none.
+pub fn read(
+    text: &[u8],
+    file: &Path,
+    origin: &Name,
+    includes: &mut dyn Includes,
+) -> Result<Zone, Vec<Error>> {
+    reader::read(text, file, origin, includes)
+}
+
+/// Reads the rdata of one record of type `rtype` from presentation text
+/// (`10 mail`, `"v=spf1 -all"`, `\# 4 c6120001`): for callers that take
+/// rdata alone, such as an API.
+pub fn parse_rdata(rtype: u16, text: &str, origin: &Name) -> Result<Vec<u8>, String> {
+    let entries = lexer::entries(text.as_bytes()).map_err(|e| e.message)?;
+    let tokens: Vec<lexer::Token> = entries.into_iter().flat_map(|e| e.tokens).collect();
+    rdata::parse(rtype, &tokens, origin)
+}
+
+/// Rdata in presentation form; the generic form for types without a
+/// syntax of their own or rdata that does not fit it.
+pub fn format_rdata(rtype: u16, rdata: &[u8]) -> String {
+    rdata::format(rtype, rdata)
+}
+
+/// The domain name that rdata of these types points at: NS, CNAME, PTR,
+/// DNAME targets, MX exchanges, SRV targets.
+pub fn rdata_target(rtype: u16, rdata: &[u8]) -> Option<Name> {
+    rdata::target(rtype, rdata)
+}
+
+/// The type as a master file should name it: its mnemonic when NSD, Knot
+/// and this crate all read that type's own syntax, `TYPE<n>` otherwise.
+pub fn type_text(rtype: u16) -> String {
+    if rdata::has_syntax(rtype) {
+        type_name(rtype)
+    } else {
+        format!("TYPE{rtype}")
+    }
+}
+
+/// One record as a master-file line, owner and rdata names absolute, so
+/// that the line means the same under any `$ORIGIN`.
+pub fn write_record(r: &Record) -> String {
+    let class = match r.class {
+        types::IN => "IN".to_string(),
+        c => format!("CLASS{c}"),
+    };
+    format!(
+        "{} {} {class} {} {}",
+        r.owner,
+        r.ttl,
+        type_text(r.rtype),
+        format_rdata(r.rtype, &r.rdata)
+    )
+}
+
+/// A whole zone file holding `records`, in the order given, headed by the
+/// comment lines of `header`.
+pub fn write_zone(header: &str, records: &[Record]) -> String {
+    let mut out = String::with_capacity(records.len() * 64 + header.len());
+    for line in header.lines() {
+        out.push_str("; ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    for r in records {
+        out.push_str(&write_record(r));
+        out.push('\n');
+    }
+    out
+}
