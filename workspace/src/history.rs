@@ -6,29 +6,46 @@
 //! WORKSPACE/.cutover/
 //!   lock                      flock(2) held by the one writer
 //!   current                   number of the generation the live files match
-//!   generations/<N>/          full copy of the managed files of generation N
+//!   generations/<N>/          full copy of the managed files of generation N:
+//!     redirector.toml, dnsd.toml
+//!     zones/**                every managed file under zones/, subdirectories kept
 //!   generations/<N>/GENERATION.toml   when and why
 //! ```
+//!
+//! The managed files are `redirector.toml`, `dnsd.toml` and every regular
+//! file under `zones/` at any depth: the zones and whatever they `$INCLUDE`,
+//! since a zone is made of both. Hidden names and editor backups are left
+//! out (`zones::is_skipped_name`), and so are symlinks: a generation holds
+//! content, and a link's target may lie outside the workspace. A zone may
+//! include only a managed file (`Workspace::managed_zone_path`).
 //!
 //! The daemons keep reading the live files at the workspace root; a commit
 //! (1) stages the new generation in `<N>.tmp`, (2) validates it, (3) fsyncs
 //! and renames it to `<N>`, (4) replaces each changed live file by
-//! temp-file + fsync + rename, (5) records `current`. A crash after (3)
-//! leaves a generation newer than `current`; the next writer finishes
-//! installing it, because it was validated. Hand edits of the live files are
-//! not lost either: the next commit first records them as a generation of
-//! their own.
+//! temp-file + fsync + rename, creating (and fsyncing) the directories under
+//! `zones/` it needs, then removes the managed files the generation does not
+//! have and the directories under `zones/` that this leaves empty,
+//! (5) records `current`. A crash after (3) leaves a generation newer than
+//! `current`; the next writer finishes installing it, because it was
+//! validated. A crash during (4) leaves each live file old or new, never
+//! torn, and the same finishing repeats (4) whole. Hand edits of the live
+//! files are not lost either: the next commit first records them as a
+//! generation of their own. Before (1), a change is refused if a live path
+//! it writes through is a symlink or a file where a directory is needed
+//! (or a directory where its file goes), so that (4) cannot fail on it, nor
+//! write through a link to outside the workspace.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONE_SUFFIX, ZONES_DIR};
+use crate::zones::{is_managed_in_zones, is_skipped_name};
+use crate::{DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONES_DIR};
 
 /// Directory of the history inside a workspace.
 pub const HISTORY_DIR: &str = ".cutover";
@@ -49,7 +66,9 @@ pub struct Generation {
     pub message: String,
 }
 
-/// One file to write (`Some`) or remove (`None`), relative to the root.
+/// One file to write (`Some`) or remove (`None`), relative to the root:
+/// `redirector.toml`, `dnsd.toml` or a path under `zones/` (any depth, no
+/// `..`); anything else is refused as `HistoryError::Unmanaged`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileChange {
     pub path: PathBuf,
@@ -72,7 +91,9 @@ pub enum HistoryError {
     #[error("generation {0} does not exist (see the list of generations)")]
     NoSuchGeneration(u64),
     #[error(
-        "{0} is not a file the workspace manages (redirector.toml, dnsd.toml, zones/<origin>.zone)"
+        "{0} is not a file the workspace manages (redirector.toml, dnsd.toml, or a file under \
+         zones/, named relative to the workspace without `..`, that is not hidden or an editor \
+         backup)"
     )]
     Unmanaged(PathBuf),
 }
@@ -185,6 +206,9 @@ impl Workspace {
         {
             return self.generation(n);
         }
+        if let Some(why) = layout_problem(self.root(), &live, &next) {
+            return Err(HistoryError::Invalid(why));
+        }
         let generation = self.write_generation(&next, message, validate)?;
         self.install(&live, &next)?;
         self.set_current(generation.number)?;
@@ -283,18 +307,43 @@ impl Workspace {
         Ok(generation)
     }
 
-    /// Makes the live files equal to `next`, one atomic rename per file.
+    /// Makes the live files equal to `next`, one atomic rename per file,
+    /// then removes the files `next` does not have and the directories
+    /// under `zones/` that this empties (a rollback restores the tree, not
+    /// only the files' content).
     fn install(&self, live: &Files, next: &Files) -> Result<(), HistoryError> {
+        let root = self.root();
         for (rel, bytes) in next {
             if live.get(rel) != Some(bytes) {
-                write_durably(&self.root().join(rel), bytes)?;
+                // Checked before the generation was made; checked again
+                // because a writer finishing a crashed commit did not, and
+                // because writing through a link could land outside.
+                if let Some(why) = obstacle(root, rel) {
+                    let path = root.join(rel);
+                    return Err(HistoryError::Io {
+                        path,
+                        source: std::io::Error::other(why),
+                    });
+                }
+                write_durably(&root.join(rel), bytes)?;
             }
         }
         for rel in live.keys().filter(|p| !next.contains_key(*p)) {
-            let path = self.root().join(rel);
+            let path = root.join(rel);
             fs::remove_file(&path).map_err(io(&path))?;
-            if let Some(parent) = path.parent() {
-                sync_dir(parent)?;
+            sync_dir(&parent_of(&path))?;
+            let mut dir = rel.parent();
+            while let Some(d) = dir
+                && d.starts_with(ZONES_DIR)
+                && d != Path::new(ZONES_DIR)
+            {
+                // Fails, and stops here, unless the directory is empty.
+                let path = root.join(d);
+                if fs::remove_dir(&path).is_err() {
+                    break;
+                }
+                sync_dir(&parent_of(&path))?;
+                dir = d.parent();
             }
         }
         Ok(())
@@ -351,19 +400,23 @@ fn check(dir: &Path) -> Result<Workspace, String> {
     Ok(ws)
 }
 
+/// Whether `rel` (relative to the workspace root) is a path the history
+/// manages: `redirector.toml`, `dnsd.toml`, or a managed name under `zones/`
+/// (`zones::is_managed_in_zones`).
 fn is_managed(rel: &Path) -> bool {
-    let parts: Vec<_> = rel.components().collect();
-    let name = |c: &std::path::Component| c.as_os_str().to_str().map(str::to_string);
-    match parts.as_slice() {
-        [f] => matches!(name(f).as_deref(), Some(REDIRECTOR_FILE | DNSD_FILE)),
-        [d, f] => {
-            name(d).as_deref() == Some(ZONES_DIR)
-                && name(f).is_some_and(|n| n.ends_with(ZONE_SUFFIX) && !n.starts_with('.'))
+    let mut parts = rel.components();
+    match parts.next() {
+        Some(Component::Normal(first)) if first == ZONES_DIR => {
+            is_managed_in_zones(parts.as_path())
+        }
+        Some(Component::Normal(first)) => {
+            parts.next().is_none() && (first == REDIRECTOR_FILE || first == DNSD_FILE)
         }
         _ => false,
     }
 }
 
+/// The managed files found under `root` (the live workspace, a generation).
 fn read_managed(root: &Path) -> Result<Files, HistoryError> {
     let mut files = Files::new();
     for name in [REDIRECTOR_FILE, DNSD_FILE] {
@@ -376,29 +429,120 @@ fn read_managed(root: &Path) -> Result<Files, HistoryError> {
             Err(e) => return Err(io(&path)(e)),
         }
     }
-    let zones = root.join(ZONES_DIR);
-    match fs::read_dir(&zones) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry.map_err(io(&zones))?;
-                let rel = Path::new(ZONES_DIR).join(entry.file_name());
-                if is_managed(&rel) && entry.path().is_file() {
-                    let bytes = fs::read(entry.path()).map_err(io(&entry.path()))?;
-                    files.insert(rel, bytes);
-                }
-            }
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&zones)(e)),
-    }
+    read_zones_tree(root, Path::new(ZONES_DIR), &mut files)?;
     Ok(files)
 }
 
+/// Adds every managed file under `root/rel` to `files`, subdirectories
+/// included. Symlinks are neither followed nor kept (see the module doc),
+/// except that `zones/` itself may be one: where it lives is the operator's
+/// layout, like the workspace root. A file or directory that vanishes while
+/// it is read (a hand edit racing the commit) is simply not there.
+fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), HistoryError> {
+    let dir = root.join(rel);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(&dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| !is_skipped_name(n)) else {
+            continue;
+        };
+        let rel = rel.join(name);
+        let path = entry.path();
+        let kind = match entry.file_type() {
+            Ok(kind) => kind,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if kind.is_dir() {
+            read_zones_tree(root, &rel, files)?;
+        } else if kind.is_file() {
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    files.insert(rel, bytes);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why `next` cannot be installed over the live files at `root`, if it
+/// cannot: a path that would be both a file and a directory, or a live
+/// path in the way (`obstacle`). Checked before the generation is made so
+/// that a refused change writes nothing.
+fn layout_problem(root: &Path, live: &Files, next: &Files) -> Option<String> {
+    // Paths sort by component, so a file's descendants follow it directly.
+    let paths: Vec<&PathBuf> = next.keys().collect();
+    if let Some(pair) = paths.windows(2).find(|w| w[1].starts_with(w[0])) {
+        return Some(format!(
+            "{} cannot be both a file and the directory that holds {}",
+            pair[0].display(),
+            pair[1].display()
+        ));
+    }
+    next.iter()
+        .filter(|(rel, bytes)| live.get(*rel) != Some(*bytes))
+        .find_map(|(rel, _)| obstacle(root, rel))
+}
+
+/// What on disk stops `rel` from being written at `root`, if anything: a
+/// directory under `zones/` on its way that is a symlink or a file (writing
+/// through a link could land outside the workspace), or a directory where
+/// the file itself goes. Directories that do not exist yet are no obstacle:
+/// they are created. `zones/` itself may be a symlink (see
+/// `read_zones_tree`).
+fn obstacle(root: &Path, rel: &Path) -> Option<String> {
+    let parts: Vec<Component> = rel.components().collect();
+    let (file, dirs) = parts.split_last()?;
+    let mut at = PathBuf::new();
+    for (i, part) in dirs.iter().enumerate() {
+        at.push(part);
+        if i == 0 {
+            continue;
+        }
+        match fs::symlink_metadata(root.join(&at)) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) => {
+                let what = if meta.is_symlink() {
+                    "a symlink"
+                } else {
+                    "a file"
+                };
+                return Some(format!(
+                    "{}: {what}, not a directory, is in the way of {}; the workspace writes \
+                     zone files only into real directories under {ZONES_DIR}/ (replace it by a \
+                     directory, or move it)",
+                    at.display(),
+                    rel.display()
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) => return Some(format!("{}: {e}", at.display())),
+        }
+    }
+    at.push(file);
+    match fs::symlink_metadata(root.join(&at)) {
+        Ok(meta) if meta.is_dir() => Some(format!(
+            "{}: a directory is where this file goes; move it away",
+            at.display()
+        )),
+        _ => None,
+    }
+}
+
 /// temp file in the same directory, fsync, rename over, fsync the directory:
-/// a reader sees the old or the new content, never a torn file.
+/// a reader sees the old or the new content, never a torn file. Missing
+/// directories are created durably (`create_dirs_durably`).
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io(parent))?;
+    let parent = parent_of(path);
+    create_dirs_durably(&parent)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = parent.join(format!(".{name}.cutover-tmp"));
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -406,7 +550,36 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(parent)
+    sync_dir(&parent)
+}
+
+/// Creates `dir` and its missing ancestors, fsyncing the parent of each
+/// one created: a file fsynced inside a new directory is only durable once
+/// the directory's own entry is.
+fn create_dirs_durably(dir: &Path) -> Result<(), HistoryError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_of(dir);
+    if parent == dir {
+        // `.` that is not a directory: nothing to create it in.
+        return Err(io(dir)(ErrorKind::NotFound.into()));
+    }
+    create_dirs_durably(&parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => sync_dir(&parent),
+        // Made by a racing hand edit; the write into it reports any trouble.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// The directory holding `path`, `.` for a bare relative name.
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), HistoryError> {
@@ -572,13 +745,25 @@ mod tests {
         let (_d, ws) = ws_with(&[]);
         for p in [
             "../etc/passwd",
+            "/etc/passwd",
             "zones/../../x.zone",
+            "zones/inc/../../dnsd.toml",
+            "./dnsd.toml",
             "other.toml",
-            "zones/a.txt",
+            "zones",
+            "zones/.a.inc",
+            "zones/a.inc~",
+            "zones/inc/a.inc.swp",
+            "zones/a.zone.tmp",
+            "zones/.git/config",
             ".cutover/current",
         ] {
             let err = ws.commit(&[change(p, "x")], "bad", |_| Ok(())).unwrap_err();
             assert!(matches!(err, HistoryError::Unmanaged(_)), "{p}: {err}");
+        }
+        for p in ["zones/a.txt", "zones/inc/common.inc", "zones/a/b/c.inc"] {
+            ws.commit(&[change(p, "x")], "include material", |_| Ok(()))
+                .unwrap();
         }
     }
 
@@ -601,5 +786,237 @@ mod tests {
         assert_eq!(ws.zone_files().unwrap().len(), 8);
         let numbers: Vec<u64> = ws.generations().unwrap().iter().map(|g| g.number).collect();
         assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    }
+
+    const ZONE_WITH_INCLUDE: &str = "$ORIGIN a.test.\n$INCLUDE extra.inc\n";
+
+    /// The files of generation `n` under zones/, by path.
+    fn zone_paths(ws: &Workspace, n: u64) -> Vec<String> {
+        ws.generation_files(n)
+            .unwrap()
+            .keys()
+            .filter(|p| p.starts_with(ZONES_DIR))
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_included_file_is_in_every_generation() {
+        let (_d, ws) = ws_with(&[
+            ("zones/a.test.zone", ZONE_WITH_INCLUDE),
+            ("zones/extra.inc", "www IN A 198.18.0.2\n"),
+        ]);
+        ws.commit(&[change("dnsd.toml", "")], "add dnsd", |_| Ok(()))
+            .unwrap();
+        ws.commit(
+            &[change("redirector.toml", RULE_A)],
+            "add rules",
+            |_| Ok(()),
+        )
+        .unwrap();
+        let gens = ws.generations().unwrap();
+        assert_eq!(gens.len(), 3);
+        for g in gens {
+            assert_eq!(
+                ws.generation_files(g.number).unwrap()[Path::new("zones/extra.inc")],
+                b"www IN A 198.18.0.2\n",
+                "generation {}",
+                g.number
+            );
+        }
+    }
+
+    #[test]
+    fn a_rollback_restores_an_earlier_include_and_removes_one_added_later() {
+        let (_d, ws) = ws_with(&[
+            ("zones/a.test.zone", ZONE_WITH_INCLUDE),
+            ("zones/extra.inc", "www IN A 198.18.0.2\n"),
+        ]);
+        ws.commit(
+            &[
+                change("zones/extra.inc", "www IN A 198.18.0.3\n"),
+                change("zones/later.inc", "api IN A 198.18.0.20\n"),
+            ],
+            "move www, add api",
+            |_| Ok(()),
+        )
+        .unwrap();
+        ws.rollback(1, "back to .2").unwrap();
+        let zones = ws.zones_dir();
+        assert_eq!(
+            fs::read_to_string(zones.join("extra.inc")).unwrap(),
+            "www IN A 198.18.0.2\n"
+        );
+        assert!(!zones.join("later.inc").exists());
+        assert_eq!(ws.live_files().unwrap(), ws.generation_files(1).unwrap());
+    }
+
+    #[test]
+    fn a_hand_edit_of_an_included_file_becomes_its_own_generation() {
+        let (_d, ws) = ws_with(&[
+            ("zones/a.test.zone", ZONE_WITH_INCLUDE),
+            ("zones/extra.inc", "www IN A 198.18.0.2\n"),
+        ]);
+        ws.commit(&[change("dnsd.toml", "")], "add dnsd", |_| Ok(()))
+            .unwrap();
+        fs::write(ws.zones_dir().join("extra.inc"), "www IN A 198.18.0.9\n").unwrap();
+        // an editor's scratch beside it is no edit at all
+        fs::write(ws.zones_dir().join(".extra.inc.swp"), "scratch").unwrap();
+        fs::write(ws.zones_dir().join("extra.inc~"), "backup").unwrap();
+        let g = ws
+            .commit(
+                &[change("redirector.toml", RULE_A)],
+                "add rules",
+                |_| Ok(()),
+            )
+            .unwrap();
+        assert_eq!(g.number, 4);
+        assert_eq!(
+            ws.generation(3).unwrap().message,
+            "hand edits since generation 2"
+        );
+        let hand = ws.generation_files(3).unwrap();
+        assert_eq!(hand[Path::new("zones/extra.inc")], b"www IN A 198.18.0.9\n");
+        assert_eq!(zone_paths(&ws, 3), ["zones/a.test.zone", "zones/extra.inc"]);
+        // the next commit finds no hand edit
+        ws.commit(&[change("dnsd.toml", "# quiet\n")], "comment", |_| Ok(()))
+            .unwrap();
+        assert_eq!(ws.generations().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_subdirectory_of_zones_round_trips() {
+        let (_d, ws) = ws_with(&[
+            ("zones/a.test.zone", "$INCLUDE inc/common.inc\n"),
+            ("zones/inc/common.inc", "ns1 IN A 198.18.0.53\n"),
+        ]);
+        ws.commit(
+            &[
+                change("zones/inc/deep/more.inc", "x IN A 198.18.0.7\n"),
+                FileChange {
+                    path: "zones/inc/common.inc".into(),
+                    content: None,
+                },
+            ],
+            "reshape the includes",
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            zone_paths(&ws, 2),
+            ["zones/a.test.zone", "zones/inc/deep/more.inc"]
+        );
+        ws.rollback(1, "back").unwrap();
+        let zones = ws.zones_dir();
+        assert_eq!(
+            fs::read_to_string(zones.join("inc/common.inc")).unwrap(),
+            "ns1 IN A 198.18.0.53\n"
+        );
+        assert!(
+            !zones.join("inc/deep").exists(),
+            "a directory the rollback emptied is removed"
+        );
+        fs::remove_dir_all(zones.join("inc")).unwrap();
+        ws.rollback(2, "forward again, after inc/ was deleted by hand")
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(zones.join("inc/deep/more.inc")).unwrap(),
+            "x IN A 198.18.0.7\n"
+        );
+        assert!(!zones.join("inc/common.inc").exists());
+        assert_eq!(ws.live_files().unwrap(), ws.generation_files(2).unwrap());
+    }
+
+    #[test]
+    fn the_validator_sees_the_included_files() {
+        let (_d, ws) = ws_with(&[
+            ("zones/a.test.zone", ZONE_WITH_INCLUDE),
+            ("zones/extra.inc", "www IN A 198.18.0.2\n"),
+            ("zones/inc/common.inc", "ns1 IN A 198.18.0.53\n"),
+        ]);
+        ws.commit(&[change("dnsd.toml", "")], "add dnsd", |staged| {
+            let zones = staged.zones_dir();
+            let extra = fs::read_to_string(zones.join("extra.inc")).map_err(|e| e.to_string())?;
+            let common =
+                fs::read_to_string(zones.join("inc/common.inc")).map_err(|e| e.to_string())?;
+            staged
+                .managed_zone_path(Path::new("inc/common.inc"))
+                .map_err(|e| e.to_string())?;
+            if extra.contains("198.18.0.2") && common.contains("198.18.0.53") {
+                Ok(())
+            } else {
+                Err("the staged includes differ from the live ones".into())
+            }
+        })
+        .unwrap();
+        // and only the .zone file is a zone there
+        assert_eq!(ws.zone_files().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn symlinks_under_zones_are_not_versioned_nor_written_through() {
+        let outside = tempfile::tempdir().unwrap();
+        let (_d, ws) = ws_with(&[("zones/a.test.zone", ZONE_WITH_INCLUDE)]);
+        let zones = ws.zones_dir();
+        std::os::unix::fs::symlink("/etc/passwd", zones.join("passwd.inc")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), zones.join("inc")).unwrap();
+        ws.commit(&[change("dnsd.toml", "")], "add dnsd", |_| Ok(()))
+            .unwrap();
+        assert_eq!(zone_paths(&ws, 1), ["zones/a.test.zone"]);
+        let err = ws
+            .commit(&[change("zones/inc/a.inc", "x")], "through a link", |_| {
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, HistoryError::Invalid(ref m) if m.contains("zones/inc: a symlink")),
+            "{err}"
+        );
+        assert!(!outside.path().join("a.inc").exists());
+        assert_eq!(ws.generations().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_path_cannot_be_both_a_file_and_a_directory() {
+        let (_d, ws) = ws_with(&[("zones/inc/a.inc", "x")]);
+        let err = ws
+            .commit(&[change("zones/inc", "x")], "file over a directory", |_| {
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, HistoryError::Invalid(_)), "{err}");
+        assert_eq!(
+            fs::read_to_string(ws.zones_dir().join("inc/a.inc")).unwrap(),
+            "x"
+        );
+        let err = ws
+            .commit(
+                &[change("zones/b", "x"), change("zones/b/c.inc", "y")],
+                "both at once",
+                |_| Ok(()),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, HistoryError::Invalid(ref m) if m.contains("both a file and")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_zones_directory_that_is_a_symlink_is_the_operators_layout() {
+        let real = tempfile::tempdir().unwrap();
+        fs::write(real.path().join("a.test.zone"), ZONE_WITH_INCLUDE).unwrap();
+        let (_d, ws) = ws_with(&[]);
+        std::os::unix::fs::symlink(real.path(), ws.zones_dir()).unwrap();
+        ws.commit(&[change("zones/inc/extra.inc", "x")], "add", |_| Ok(()))
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(real.path().join("inc/extra.inc")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            zone_paths(&ws, 2),
+            ["zones/a.test.zone", "zones/inc/extra.inc"]
+        );
     }
 }

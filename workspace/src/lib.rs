@@ -6,6 +6,8 @@
 //!   dnsd.toml            listen addresses, answer limits, shorthand services,
 //!                        the control API, TSIG keys for dynamic updates
 //!   zones/<origin>.zone  RFC 1035 zone files, one per served zone
+//!   zones/**             anything they `$INCLUDE` (e.g. zones/inc/common.inc);
+//!                        versioned with the zones, never served on its own
 //! ```
 //!
 //! This crate owns the format: it reads the files, validates them and hands
@@ -33,7 +35,7 @@ pub use pidfile::PidFile;
 pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;
-pub use zones::ZoneFile;
+pub use zones::{ZoneFile, ZonePathError};
 
 /// File names inside a workspace, in one place.
 pub const REDIRECTOR_FILE: &str = "redirector.toml";
@@ -97,8 +99,10 @@ impl Workspace {
         }
     }
 
-    /// The zone files of the workspace, sorted by origin. Their content is
-    /// parsed by dnsd, which owns the DNS data model.
+    /// The zone files of the workspace, sorted by origin: the
+    /// `<origin>.zone` files directly in `zones/`. Other files under
+    /// `zones/` are what zones include (see `managed_zone_path`). Their
+    /// content is parsed by dnsd, which owns the DNS data model.
     pub fn zone_files(&self) -> Result<Vec<ZoneFile>, ConfigError> {
         zones::list(&self.zones_dir())
     }
