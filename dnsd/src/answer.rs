@@ -413,7 +413,7 @@ ns.sub   IN A   198.18.1.53
                     rec.name,
                     rec.ttl,
                     rec.record_type(),
-                    rec.data
+                    crate::zone_edit::rdata_text(&rec.data)
                 )
             })
             .collect()
@@ -528,7 +528,7 @@ ns.sub   IN A   198.18.1.53
         assert!(r.answer.is_empty());
         // The wildcard name itself matches as an ordinary name.
         let r = ask(&s, "*.wild.example.test.", RecordType::TXT, 0);
-        assert_eq!(show(&r, &r.answer), ["*.wild.example.test. 300 TXT wild"]);
+        assert_eq!(show(&r, &r.answer), ["*.wild.example.test. 300 TXT \"wild\""]);
         // A wildcard CNAME is synthesized, then followed.
         let r = ask(&s, "app.wc.example.test.", RecordType::AAAA, 0);
         assert_eq!(
@@ -687,7 +687,7 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
             .unwrap()
             .remove(0)
             .data;
-        data.to_string()
+        crate::zone_edit::rdata_text(&data)
     }
 
     #[test]

@@ -19,11 +19,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use cutover_control_api::{Access, ApiError, blocking, listen};
 use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
+use crate::records;
 use crate::reload::Reloader;
 use crate::zone_edit::{self, ChangeLock, rdata_text};
 use crate::zone_load;
@@ -314,10 +315,9 @@ async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) 
         .records
         .iter()
         .map(|r| {
-            let rtype: RecordType = r.record_type();
             json!({
-                "name": r.name.to_string(),
-                "type": rtype.to_string(),
+                "name": records::zone_name(&r.name).to_string(),
+                "type": zonefile::type_name(u16::from(r.record_type())),
                 "ttl": r.ttl,
                 "data": rdata_text(&r.data),
             })
@@ -345,13 +345,12 @@ async fn put_rrset(
             "the body must be {{\"ttl\": SECONDS, \"records\": [\"RDATA\", ...]}}: {e}"
         ))
     })?;
-    let rtype: RecordType = rtype
-        .to_ascii_uppercase()
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("type: {rtype:?} is not a record type")))?;
-    // Caught here, not by the zone's rules: hickory's zone parser keeps one
-    // CNAME or DNAME per name, so a second would vanish when the zone is
-    // written and read back.
+    let rtype: RecordType = zonefile::type_code(rtype.as_bytes())
+        .filter(|&t| !zonefile::is_meta(t))
+        .map(RecordType::from)
+        .ok_or_else(|| ApiError::bad_request(format!("type: {rtype:?} is not a record type")))?;
+    // Said here in the API's own terms; the zone's rules would refuse it
+    // too, on the rewritten file.
     if matches!(rtype, RecordType::CNAME | RecordType::DNAME) && change.records.len() > 1 {
         return Err(ApiError::bad_request(format!(
             "records: a name has at most one {rtype} (RFC 1034 §3.6.2, RFC 6672 §2.4)"
@@ -368,13 +367,14 @@ async fn put_rrset(
             .into_iter()
             .find(|z| z.origin == origin)
             .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
-        let zone = zone_load::load_zone(&zone_file).map_err(|e| {
+        let zone = zone_load::load_zone(&ws, &zone_file).map_err(|e| {
             ApiError::internal(format!(
                 "the live zone file does not load: {}",
                 cutover_workspace::ConfigErrors(e)
             ))
         })?;
-        let owner = Name::from_ascii(&name)
+        let owner = zonefile::Name::parse(name.as_bytes(), &zonefile::Name::root())
+            .map(|n| records::name(&n))
             .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
         if !zone.origin.zone_of(&owner) {
             return Err(ApiError::bad_request(format!(
@@ -414,17 +414,11 @@ async fn put_rrset(
                     "records[{i}]: {rdata:?}: one record per entry, without comments or parentheses"
                 )));
             }
-            let line = format!("{owner} {ttl} IN {rtype} {rdata}\n");
-            let parsed = zone_load::parse_records(&line, &zone.origin)
-                .map_err(|e| ApiError::bad_request(format!("records[{i}]: {rdata:?}: {e}")))?;
-            match parsed.as_slice() {
-                [one] if one.record_type() == rtype => wanted.push(one.clone()),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "records[{i}]: {rdata:?} is not one {rtype} record"
-                    )));
-                }
-            }
+            let wire =
+                zonefile::parse_rdata(u16::from(rtype), rdata, &records::zone_name(&zone.origin))
+                    .map_err(|e| ApiError::bad_request(format!("records[{i}]: {rdata:?}: {e}")))?;
+            let data = records::rdata(rtype, &wire);
+            wanted.push(Record::from_rdata(owner.clone(), ttl, data));
         }
         // Secondaries notice a change by the serial.
         if rtype != RecordType::SOA {

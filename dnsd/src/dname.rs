@@ -1,48 +1,13 @@
 //! DNAME records (RFC 6672): how they are read, stored and expanded.
 //!
-//! hickory-proto has no DNAME rdata and its zone parser refuses the type.
-//! So the type token of each DNAME entry (found by `zone_scan`) is renamed
-//! ANAME before the parser reads the text — ANAME's rdata is one domain
-//! name, read exactly as a DNAME target (relative to `$ORIGIN`, `@`), and
-//! the renaming keeps every byte offset and line — and the parser's ANAME
-//! records are turned back into DNAME records afterwards. A zone file's own
-//! ANAME records are refused first (ANAME is an expired draft that neither
-//! NSD nor Knot loads), so nothing else is renamed by mistake.
-//!
-//! A DNAME record is stored as hickory's generic rdata: its target in
-//! uncompressed wire form, which is how RFC 6672 §2.5 says it is sent.
+//! hickory-proto has no DNAME rdata. A DNAME record is kept as hickory's
+//! generic rdata with the DNAME type: its target in uncompressed wire form,
+//! which is how RFC 6672 §2.5 says it is sent, and how the zone-file
+//! reader produces it.
 
 use hickory_proto::rr::rdata::NULL;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
-
-use crate::zone_scan::Entry;
-
-/// The placeholder type DNAME entries are read as.
-const PLACEHOLDER: &str = "ANAME";
-
-/// `text` with the type token of every DNAME entry renamed to the
-/// placeholder, byte for byte the same length.
-pub fn rename_for_parser(text: &str, entries: &[Entry]) -> String {
-    let mut out = text.to_string();
-    for e in entries.iter().filter(|e| e.rtype == RecordType::DNAME) {
-        if out.get(e.type_span.clone()).map(str::len) == Some(PLACEHOLDER.len()) {
-            out.replace_range(e.type_span.clone(), PLACEHOLDER);
-        }
-    }
-    out
-}
-
-/// Turns the parser's placeholder records back into DNAME records.
-pub fn restore(records: &mut [Record]) {
-    for r in records.iter_mut() {
-        if let RData::ANAME(target) = &r.data
-            && let Some(data) = rdata(&target.0)
-        {
-            r.data = data;
-        }
-    }
-}
 
 /// DNAME rdata pointing at `target`, in the generic form hickory carries it
 /// in (it has no DNAME type of its own); `None` if the name does not encode.
@@ -109,11 +74,6 @@ fn wire_len(name: &Name) -> usize {
     name.iter().map(|l| l.len() + 1).sum::<usize>() + 1
 }
 
-/// Whether the zone text declares ANAME records of its own.
-pub fn own_anames(entries: &[Entry]) -> impl Iterator<Item = &Entry> {
-    entries.iter().filter(|e| e.rtype == RecordType::ANAME)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,16 +122,12 @@ mod tests {
     }
 
     #[test]
-    fn dname_entries_are_renamed_in_place() {
+    fn dname_records_are_read_with_their_target() {
         let origin = name("example.test.");
         let text = "dn 60 IN dname target\nx IN A 198.18.0.1\n";
-        let scan = crate::zone_scan::scan(text, &origin);
-        let renamed = rename_for_parser(text, &scan.entries);
-        assert_eq!(renamed, "dn 60 IN ANAME target\nx IN A 198.18.0.1\n");
-        let mut records = crate::zone_load::parse_records(text, &origin).unwrap();
-        records.sort_by_key(|r| u16::from(r.record_type()));
-        assert_eq!(records[1].record_type(), RecordType::DNAME);
-        assert_eq!(target(&records[1]), Some(name("target.example.test.")));
-        assert_eq!(records[1].ttl, 60);
+        let records = crate::zone_load::parse_records(text, &origin).unwrap();
+        assert_eq!(records[0].record_type(), RecordType::DNAME);
+        assert_eq!(target(&records[0]), Some(name("target.example.test.")));
+        assert_eq!(records[0].ttl, 60);
     }
 }

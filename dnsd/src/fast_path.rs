@@ -339,7 +339,7 @@ alias    IN CNAME www
         let mut expected: Vec<String> = general
             .records(&general.answer)
             .chain(general.records(&general.authority))
-            .map(|r| r.to_string())
+            .map(crate::zone_edit::record_line)
             .collect();
         expected.sort();
         Some((msg, expected))
@@ -350,7 +350,7 @@ alias    IN CNAME www
             .answers
             .iter()
             .chain(msg.authorities.iter())
-            .map(|r| r.to_string())
+            .map(crate::zone_edit::record_line)
             .collect();
         got.sort();
         got

@@ -1,9 +1,9 @@
 //! dnsd: authoritative DNS for the config workspace's zones, with rotating
 //! low-TTL answers and atomic reload on SIGHUP.
 //!
-//! Data flows one way: workspace files → `zone_load` (parse and check, with
-//! `zone_scan`, `name_rules` and `dname` for what hickory's parser cannot
-//! see) → `snapshot` (immutable index, keyed by `name_key`) → `answer`
+//! Data flows one way: workspace files → `zone_load` (read with the
+//! `zonefile` crate, checked with `name_rules`; `records` turns its octets
+//! into hickory records, DNAME through `dname`) → `snapshot` (immutable index, keyed by `name_key`) → `answer`
 //! (pure selection, with `rotate`) → `server` (protocol rules; UDP through
 //! `udp` and `mmsg`, common queries straight from the wire in `fast_path`).
 //! `sockets` binds the listeners, with `affinity` keeping each query on the
@@ -20,6 +20,7 @@ mod fast_path;
 mod mmsg;
 mod name_key;
 mod name_rules;
+mod records;
 mod reload;
 mod rotate;
 mod server;
@@ -31,7 +32,6 @@ mod update;
 mod update_handler;
 mod zone_edit;
 mod zone_load;
-mod zone_scan;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! The rules on what may share a name, checked on a zone file's entries as
-//! written (see `zone_scan`), so that each problem has its line. NSD and
+//! The rules on what may share a name, checked on a zone's records as
+//! written, each with its file and line, so that each problem has its line. NSD and
 //! Knot DNS refuse to load a zone that breaks one; dnsd refuses it too:
 //!
 //! - a CNAME is alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1), except
@@ -21,12 +21,25 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::name_key::{self, NameKey};
 
 type Hasher = foldhash::fast::RandomState;
-use crate::zone_scan::Entry;
+
+/// One record of a zone as written: where, its owner and type, and the
+/// target of a CNAME or DNAME.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The line the record's entry starts on (1-based).
+    pub line: usize,
+    /// Which file of the zone (the zone file, or an `$INCLUDE`d one).
+    pub file: usize,
+    pub owner: Name,
+    pub rtype: RecordType,
+    pub target: Option<Name>,
+}
 
 /// One broken rule: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub line: usize,
+    pub file: usize,
     pub message: String,
 }
 
@@ -105,6 +118,7 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             };
             problems.push(Problem {
                 line: e.line,
+                file: e.file,
                 message,
             });
         }
@@ -115,6 +129,7 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
         {
             problems.push(Problem {
                 line: e.line,
+                file: e.file,
                 message: format!(
                     "{owner}: DNAME and NS at the same name (DNAME on line {}, NS on line {}): \
                      below the apex a DNAME cannot share its name with a delegation \
@@ -141,6 +156,7 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                 if let Some(dname) = dnames.get(k) {
                     problems.push(Problem {
                         line: first.line,
+                        file: first.file,
                         message: format!(
                             "{}: data below the DNAME at {} (line {}): no name may exist \
                              below a DNAME (RFC 6672 §2.3)",
@@ -170,6 +186,7 @@ fn at_most_one<'e>(slot: &mut Option<&'e Entry>, e: &'e Entry, rfc: &str) -> Opt
     let (owner, rtype) = (&e.owner, e.rtype);
     Some(Problem {
         line: e.line,
+        file: e.file,
         message: format!(
             "{owner}: multiple {rtype}s at the same name (this one{}, another on line {}): a \
              name has at most one {rtype} ({rfc})",
@@ -197,7 +214,30 @@ fn target_text(e: &Entry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone_scan::scan;
+
+    /// The entries of a zone file's text, as the loader makes them.
+    fn scan(text: &str, origin: &Name) -> Vec<Entry> {
+        let origin = crate::records::zone_name(origin);
+        let zone = zonefile::read(
+            text.as_bytes(),
+            std::path::Path::new("t"),
+            &origin,
+            &mut zonefile::NoIncludes,
+        )
+        .unwrap();
+        zone.records
+            .iter()
+            .map(|r| Entry {
+                line: r.line,
+                file: r.file,
+                owner: crate::records::name(&r.record.owner),
+                rtype: RecordType::from(r.record.rtype),
+                target: zonefile::rdata_target(r.record.rtype, &r.record.rdata)
+                    .filter(|_| matches!(r.record.rtype, 5 | 39))
+                    .map(|t| crate::records::name(&t)),
+            })
+            .collect()
+    }
 
     const HEAD: &str = "$TTL 300
 @ IN SOA ns1 hostmaster 1 3600 600 86400 60
@@ -208,7 +248,7 @@ ns1 IN A 198.18.0.53
     fn problems(tail: &str) -> Vec<(usize, String)> {
         let origin = Name::from_ascii("example.test.").unwrap();
         let text = format!("{HEAD}{tail}");
-        check(&origin, &scan(&text, &origin).entries)
+        check(&origin, &scan(&text, &origin))
             .into_iter()
             .map(|p| (p.line, p.message))
             .collect()
@@ -231,7 +271,7 @@ dn IN DNAME elsewhere.test.
         let p = problems("x IN CNAME a\nfoo IN A 198.18.0.1\nX IN CNAME b\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 7);
-        assert!(p[0].1.contains("x.example.test.: multiple CNAMEs"), "{p:?}");
+        assert!(p[0].1.contains("X.example.test.: multiple CNAMEs"), "{p:?}");
         assert!(
             p[0].1
                 .contains("this one to b.example.test., another on line 5"),
@@ -290,7 +330,7 @@ dn IN DNAME elsewhere.test.
         let origin = Name::from_ascii("example.test.").unwrap();
         let text = "@ IN SOA ns1.other.test. h.other.test. 1 2 3 4 5\n\
                     @ IN NS ns1.other.test.\n@ IN DNAME other.test.\n";
-        assert_eq!(check(&origin, &scan(text, &origin).entries), []);
+        assert_eq!(check(&origin, &scan(text, &origin)), []);
         let p = problems("@ IN DNAME other.test.\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 4, "ns1 is below the apex DNAME");

@@ -34,6 +34,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+use crate::records;
 use crate::reload::Reloader;
 use crate::tsig::{self, Found, Signature};
 use crate::update::{self, Zone};
@@ -338,8 +339,9 @@ impl Updater {
         let _one_change = self.changes.lock().await;
         let ws = self.workspace.clone();
         let key = key.clone();
-        let prerequisites = request.answers.clone();
-        let updates = request.authorities.clone();
+        // Compared with zone data, so in the form zone data is kept.
+        let prerequisites: Vec<_> = request.answers.iter().map(records::canonical).collect();
+        let updates: Vec<_> = request.authorities.iter().map(records::canonical).collect();
         let message = format!(
             "dynamic update of {origin} by key {}: {} change(s)",
             key.name,
@@ -472,7 +474,7 @@ fn write_update(
     else {
         return Verdict::refuse(ResponseCode::NotAuth, format!("{origin} has no zone file"));
     };
-    let mut records = match zone_load::load_zone(&file) {
+    let mut records = match zone_load::load_zone(ws, &file) {
         Ok(z) => z.records,
         Err(e) => {
             return Verdict::refuse(

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use cutover_workspace::{FileChange, Generation, HistoryError, Workspace, ZONES_DIR, ZoneFile};
 use hickory_proto::rr::{Name, RData, Record};
 
-use crate::dname;
-use crate::zone_load;
+use crate::{records, zone_load};
 
 /// Held by whoever changes the live workspace (an API request, a dynamic
 /// update) from reading it to serving the result: a change is computed
@@ -20,51 +19,16 @@ use crate::zone_load;
 /// workspace's own lock only covers the commit itself.
 pub type ChangeLock = Arc<tokio::sync::Mutex<()>>;
 
-/// One record as a comparable line of zone-file text.
+/// One record as a comparable line of zone-file text, in the presentation
+/// form NSD, Knot and dnsd read to the same octets (ASCII, `\DDD` for
+/// other octets, RFC 3597 generic rdata where a type has no syntax).
 pub fn record_line(r: &Record) -> String {
-    format!(
-        "{} {} IN {} {}",
-        r.name,
-        r.ttl,
-        r.record_type(),
-        rdata_text(&r.data)
-    )
+    records::from_hickory(r).map_or_else(String::new, |z| zonefile::write_record(&z))
 }
 
-/// Rdata in zone-file syntax. hickory's Display writes TXT and HINFO
-/// strings without quotes and a DNAME (generic rdata to hickory) as
-/// base64, none of which would read back; everything else it writes in
-/// master-file form, and a rewrite is checked by reading it back anyway.
+/// Rdata in zone-file syntax.
 pub fn rdata_text(data: &RData) -> String {
-    if let Some(target) = dname::target_of(data) {
-        return target.to_string();
-    }
-    let strings: Vec<&[u8]> = match data {
-        RData::TXT(txt) => txt.txt_data.iter().map(|s| &s[..]).collect(),
-        RData::HINFO(hinfo) => vec![&hinfo.cpu[..], &hinfo.os[..]],
-        _ => return data.to_string(),
-    };
-    let quoted: Vec<String> = strings.into_iter().map(character_string).collect();
-    quoted.join(" ")
-}
-
-/// One RFC 1035 <character-string>, quoted, with `"` and `\` escaped and
-/// bytes outside printable ASCII as `\DDD`.
-fn character_string(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for &b in bytes {
-        match b {
-            b'"' | b'\\' => {
-                out.push('\\');
-                out.push(char::from(b));
-            }
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => out.push_str(&format!("\\{b:03}")),
-        }
-    }
-    out.push('"');
-    out
+    records::rdata_text(data.record_type(), data)
 }
 
 /// Adds one to the SOA serial (RFC 1982 arithmetic wraps): secondaries
@@ -98,7 +62,10 @@ pub fn lines(records: &[Record]) -> Vec<String> {
 /// naming `writer`. Errs (naming a record) when the text would not read
 /// back as the same records: then nothing may be written.
 pub fn render(origin: &Name, records: &[Record], writer: &str) -> Result<String, String> {
-    let mut text = format!("; written by {writer}\n$ORIGIN {origin}\n");
+    let mut text = format!(
+        "; written by {writer}\n$ORIGIN {}\n",
+        crate::records::zone_name(origin)
+    );
     let lines = lines(records);
     for l in &lines {
         text.push_str(l);

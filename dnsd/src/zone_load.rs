@@ -1,36 +1,39 @@
-//! Reading a workspace into checked DNS data: every zone file parsed with
-//! hickory-proto's RFC 1035 parser and checked the way NSD and Knot check a
-//! zone, then the `[[service]]` shorthands of `dnsd.toml` applied on top.
-//! The parser merges RRsets and does not read DNAME, so each file is first
-//! scanned as text (`zone_scan`): DNAME entries are read through a stand-in
-//! type (`dname`), and the rules on what may share a name are checked on
-//! the entries as written (`name_rules`).
+//! Reading a workspace into checked DNS data: every zone file read with the
+//! project's own master-file reader (crate `zonefile`, exact to the octet),
+//! its `$INCLUDE`s resolved inside the workspace's versioned `zones/`, then
+//! checked the way NSD and Knot check a zone (`name_rules` for what may
+//! share a name), then the `[[service]]` shorthands of `dnsd.toml` applied
+//! on top.
 //!
 //! Every problem is reported, each with its file, its line where it has one,
 //! and what is wrong, so that one `dnsd check` shows an operator all of them.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cutover_workspace::{ConfigError, ConfigErrors, DnsdConfig, Service, Workspace, ZoneFile};
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet, RecordType, RrKey};
-use hickory_proto::serialize::txt::Parser;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::{dname, name_rules, zone_scan};
+use crate::name_rules::{self, Entry};
+use crate::records;
 
-/// One zone, parsed and checked.
+/// One zone, read and checked.
 #[derive(Debug)]
 pub struct LoadedZone {
     /// The zone's apex, from the file name (`zones/<origin>.zone`).
     pub origin: Name,
     pub file: PathBuf,
-    /// Every record of the zone, in file order within each RRset; each keeps
-    /// its own TTL.
+    /// Every record of the zone, in file order; each keeps its own TTL.
     pub records: Vec<Record>,
+    /// Worth an operator's attention, but served: an RRset whose records
+    /// carry different TTLs (served with the lowest, RFC 2181 §5.2).
+    pub warnings: Vec<ConfigError>,
 }
 
-/// A whole workspace, parsed and checked: what a snapshot is built from.
+/// A whole workspace, read and checked: what a snapshot is built from.
 #[derive(Debug)]
 pub struct LoadedWorkspace {
     pub config: DnsdConfig,
@@ -40,6 +43,11 @@ pub struct LoadedWorkspace {
 impl LoadedWorkspace {
     pub fn record_count(&self) -> usize {
         self.zones.iter().map(|z| z.records.len()).sum()
+    }
+
+    /// Every warning of every zone.
+    pub fn warnings(&self) -> impl Iterator<Item = &ConfigError> {
+        self.zones.iter().flat_map(|z| z.warnings.iter())
     }
 }
 
@@ -63,7 +71,7 @@ pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
     };
     let mut zones = Vec::with_capacity(files.len());
     for file in &files {
-        match load_zone(file) {
+        match load_zone(&ws, file) {
             Ok(zone) => zones.push(zone),
             Err(mut e) => errors.append(&mut e),
         }
@@ -93,154 +101,222 @@ fn error_at(file: &Path, line: Option<usize>, message: impl Into<String>) -> Con
     e
 }
 
-type ParsedZone = BTreeMap<RrKey, RecordSet>;
-
-fn parse(text: &str, file: &Path, origin: &Name) -> Result<ParsedZone, String> {
-    Parser::new(text, Some(file.to_path_buf()), Some(origin.clone()))
-        .parse()
-        .map(|(_, records)| records)
-        .map_err(|e| e.to_string())
+/// `$INCLUDE` as dnsd allows it: a path relative to the workspace's
+/// `zones/` directory that stays inside it, so that every included file is
+/// versioned with the zone (see `Workspace::managed_zone_path`).
+struct WorkspaceIncludes<'w> {
+    workspace: &'w Workspace,
 }
 
-/// Parses zone-file text relative to `origin` into records, in no
-/// particular order; DNAME records included.
+impl zonefile::Includes for WorkspaceIncludes<'_> {
+    fn read(&mut self, path: &[u8], _from: &Path) -> Result<(PathBuf, Vec<u8>), String> {
+        let rel = Path::new(OsStr::from_bytes(path));
+        let resolved = self.workspace.managed_zone_path(rel).map_err(|e| {
+            format!("{e} (an included file must be inside the workspace's zones/ directory, named relative to it)")
+        })?;
+        let text = std::fs::read(&resolved).map_err(|e| format!("{}: {e}", resolved.display()))?;
+        Ok((resolved, text))
+    }
+}
+
+/// Parses zone-file text relative to `origin` into records, in file
+/// order, refusing `$INCLUDE`: for text that is not a workspace file.
 pub fn parse_records(text: &str, origin: &Name) -> Result<Vec<Record>, String> {
-    let scan = zone_scan::scan(text, origin);
-    if let Some(e) = dname::own_anames(&scan.entries).next() {
-        return Err(aname_refused(e));
-    }
-    let text = dname::rename_for_parser(text, &scan.entries);
-    let mut records: Vec<Record> = parse(&text, Path::new("-"), origin)
-        .map(|zone| zone.into_values().flat_map(|set| set.into_iter()).collect())?;
-    dname::restore(&mut records);
-    Ok(records)
-}
-
-fn aname_refused(e: &zone_scan::Entry) -> String {
-    format!(
-        "{}: ANAME is not a standard record type and is not served \
-         (neither NSD nor Knot loads it); use a CNAME below the apex, or A/AAAA records",
-        e.owner
+    let origin = records::zone_name(origin);
+    zonefile::read(
+        text.as_bytes(),
+        Path::new("-"),
+        &origin,
+        &mut zonefile::NoIncludes,
     )
+    .map(|zone| {
+        zone.records
+            .iter()
+            .map(|r| records::to_hickory(&r.record))
+            .collect()
+    })
+    .map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
-/// Reads and checks one zone file as written, without the services.
-pub fn load_zone(zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
+/// Reads and checks one zone file of `workspace` as written, without the
+/// services.
+pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
     let file = zf.path.as_path();
-    let text = std::fs::read_to_string(file)
+    let text = std::fs::read(file)
         .map_err(|e| vec![ConfigError::file(file, format!("cannot read: {e}"))])?;
-    let origin = Name::from_ascii(&zf.origin).map_err(|e| {
-        vec![ConfigError::file(
-            file,
-            format!("the file name does not give a valid zone origin: {e}"),
-        )]
+    let origin =
+        zonefile::Name::parse(zf.origin.as_bytes(), &zonefile::Name::root()).map_err(|e| {
+            vec![ConfigError::file(
+                file,
+                format!("the file name does not give a valid zone origin: {e}"),
+            )]
+        })?;
+    let mut includes = WorkspaceIncludes { workspace };
+    let zone = zonefile::read(&text, file, &origin, &mut includes).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| error_at(&e.file, Some(e.line), e.message))
+            .collect::<Vec<_>>()
     })?;
-    let scan = zone_scan::scan(&text, &origin);
-    let anames: Vec<ConfigError> = dname::own_anames(&scan.entries)
-        .map(|e| error_at(file, Some(e.line), aname_refused(e)))
-        .collect();
-    if !anames.is_empty() {
-        return Err(anames);
-    }
-    // Same length and lines as the file: offsets and lines found in one
-    // hold in the other.
-    let original = text;
-    let text = dname::rename_for_parser(&original, &scan.entries);
-    let entries = Entries::split(&text);
-    let parsed = match parse(&text, file, &origin) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            // The parser reports what is wrong but not where: find the first
-            // entry whose inclusion makes the file fail to parse.
-            let entry = entries.first_where(&text, |prefix| parse(prefix, file, &origin).is_err());
-            let line = entry.and_then(|i| entries.lines.get(i).copied());
-            let message = if scan.includes && message.contains("DNAME") {
-                format!(
-                    "{message} (DNAME records are read from the zone file itself, \
-                     not from $INCLUDEd files)"
-                )
-            } else {
-                message
-            };
-            let message = match entry.map(|i| entries.quote(&original, i)) {
-                Some(quoted) if !quoted.is_empty() => format!("{message} (in `{quoted}`)"),
-                _ => message,
-            };
-            return Err(vec![error_at(file, line, message)]);
-        }
+    let origin = records::name(&origin);
+    let (records, entries) = dedup(&zone);
+    let at = |file: usize, line: usize| {
+        let path = zone
+            .files
+            .get(file)
+            .map_or(zf.path.as_path(), PathBuf::as_path);
+        error_at(path, Some(line), "")
     };
-    let mut problems = check_zone(&origin, &parsed);
-    if scan.includes {
-        problems.extend(included_cname_conflicts(&parsed, &scan.entries));
-    }
-    let mut errors: Vec<ConfigError> = problems
+    let mut errors: Vec<ConfigError> = check_zone(&origin, &records, &entries)
         .into_iter()
-        .map(|(key, message)| {
-            let line = key.as_ref().and_then(|key| {
-                entries.first_line_where(&text, |prefix| {
-                    parse(prefix, file, &origin).map_or(true, |p| p.contains_key(key))
-                })
-            });
-            error_at(file, line, message)
+        .map(|(place, message)| match place {
+            Some((f, line)) => ConfigError {
+                message,
+                ..at(f, line)
+            },
+            None => ConfigError::file(file, message),
         })
         .collect();
     errors.extend(
-        name_rules::check(&origin, &scan.entries)
+        name_rules::check(&origin, &entries)
             .into_iter()
-            .map(|p| error_at(file, Some(p.line), p.message)),
+            .map(|p| ConfigError {
+                message: p.message,
+                ..at(p.file, p.line)
+            }),
     );
     if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line);
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(errors);
     }
-    let mut records: Vec<Record> = parsed
-        .into_values()
-        .flat_map(|set| set.into_iter())
+    let warnings = ttl_warnings(&records, &entries)
+        .into_iter()
+        .map(|(f, line, message)| ConfigError {
+            message,
+            ..at(f, line)
+        })
         .collect();
-    dname::restore(&mut records);
     Ok(LoadedZone {
         origin,
         file: file.to_path_buf(),
         records,
+        warnings,
     })
 }
 
-/// Semantic checks NSD and Knot make before serving a zone, on the parsed
-/// RRsets (the rules on what may share a name are `name_rules`'). Each
-/// problem names the RRset it is about, so that its line can be found.
-fn check_zone(origin: &Name, zone: &ParsedZone) -> Vec<(Option<RrKey>, String)> {
+/// The records of a zone as served, and where each was written. The same
+/// record written twice is one record (RFC 2181 §5), as NSD and Knot load
+/// it; names compare without case, in rdata too (`CNAME www` and `CNAME
+/// WWW` are one record).
+fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
+    let mut seen: HashMap<(Vec<u8>, u16, Vec<u8>), ()> = HashMap::with_capacity(zone.records.len());
+    let mut records = Vec::with_capacity(zone.records.len());
+    let mut entries = Vec::with_capacity(zone.records.len());
+    for zr in &zone.records {
+        let r = &zr.record;
+        let key = (
+            r.owner.wire().to_ascii_lowercase(),
+            r.rtype,
+            comparable_rdata(r),
+        );
+        if seen.insert(key, ()).is_some() {
+            continue;
+        }
+        let record = records::to_hickory(r);
+        entries.push(Entry {
+            line: zr.line,
+            file: zr.file,
+            owner: record.name.clone(),
+            rtype: record.record_type(),
+            target: zonefile::rdata_target(r.rtype, &r.rdata)
+                .filter(|_| matches!(r.rtype, 5 | 39))
+                .map(|t| records::name(&t)),
+        });
+        records.push(record);
+    }
+    (records, entries)
+}
+
+/// Rdata with the case of the name dnsd reads in it folded: a wire-form
+/// name's length octets are all below `A`, so folding the name's octets
+/// folds only its letters. Other rdata compares as octets.
+fn comparable_rdata(r: &zonefile::Record) -> Vec<u8> {
+    let name_at = match r.rtype {
+        2 | 5 | 12 | 39 => 0,
+        15 => 2,
+        33 => 6,
+        _ => return r.rdata.clone(),
+    };
+    let mut out = r.rdata.clone();
+    if let Some(name) = out.get_mut(name_at..) {
+        name.make_ascii_lowercase();
+    }
+    out
+}
+
+/// Semantic checks NSD and Knot make before serving a zone (the rules on
+/// what may share a name are `name_rules`'). Each problem names the file
+/// and line of the record it is about, when there is one.
+fn check_zone(
+    origin: &Name,
+    records: &[Record],
+    entries: &[Entry],
+) -> Vec<(Option<(usize, usize)>, String)> {
     let mut problems = Vec::new();
-    for (key, set) in zone {
-        let name = set.name();
+    for (r, e) in records.iter().zip(entries) {
+        let place = Some((e.file, e.line));
+        let name = &r.name;
         if !origin.zone_of(name) {
             problems.push((
-                Some(key.clone()),
+                place,
                 format!("{name} is outside the zone {origin} (a missing trailing dot?)"),
             ));
             continue;
         }
-        if set.dns_class() != DNSClass::IN {
+        if r.dns_class != DNSClass::IN {
             problems.push((
-                Some(key.clone()),
-                format!("{name}: class {} is not served, only IN", set.dns_class()),
+                place,
+                format!("{name}: class {} is not served, only IN", r.dns_class),
             ));
         }
-        match set.record_type() {
-            RecordType::SOA if name != origin => problems.push((
-                Some(key.clone()),
+        if r.record_type() == RecordType::SOA && name != origin {
+            problems.push((
+                place,
                 format!("{name}: an SOA record belongs only at the zone apex {origin}"),
-            )),
-            _ => {}
+            ));
         }
     }
-    let apex = |rtype| zone.contains_key(&RrKey::new(origin.into(), rtype));
-    if !apex(RecordType::SOA) {
-        problems.push((
+    let at_apex = |rtype| {
+        records
+            .iter()
+            .filter(move |r| r.record_type() == rtype && r.name == *origin)
+    };
+    match at_apex(RecordType::SOA).count() {
+        0 => problems.push((
             None,
             format!("the zone has no SOA record at its apex {origin}"),
-        ));
+        )),
+        1 => {}
+        _ => {
+            let second = records
+                .iter()
+                .zip(entries)
+                .filter(|(r, _)| r.record_type() == RecordType::SOA && r.name == *origin)
+                .nth(1)
+                .map(|(_, e)| (e.file, e.line));
+            problems.push((
+                second,
+                format!("{origin}: a second SOA record; a zone has exactly one"),
+            ));
+        }
     }
-    if !apex(RecordType::NS) {
+    if at_apex(RecordType::NS).next().is_none() {
         problems.push((
             None,
             format!("the zone has no NS records at its apex {origin}"),
@@ -249,64 +325,36 @@ fn check_zone(origin: &Name, zone: &ParsedZone) -> Vec<(Option<RrKey>, String)> 
     problems
 }
 
-/// A CNAME beside other data where one side comes from an `$INCLUDE`d
-/// file, which `name_rules` does not see (the scan reads one file): found
-/// on the merged RRsets instead, so it cannot say which of two CNAMEs, only
-/// that the name has a CNAME and other data.
-fn included_cname_conflicts(
-    zone: &ParsedZone,
-    entries: &[zone_scan::Entry],
-) -> Vec<(Option<RrKey>, String)> {
-    let in_file: std::collections::HashSet<RrKey> = entries
-        .iter()
-        .map(|e| {
-            // DNAME entries are parsed as the stand-in type.
-            let rtype = match e.rtype {
-                RecordType::DNAME => RecordType::ANAME,
-                t => t,
-            };
-            RrKey::new((&e.owner).into(), rtype)
-        })
-        .collect();
-    let mut problems = Vec::new();
-    for (key, set) in zone {
-        if set.record_type() != RecordType::CNAME {
-            continue;
-        }
-        let others: Vec<&RrKey> = zone
-            .keys()
-            .filter(|k| {
-                k.name == key.name
-                    && !matches!(
-                        k.record_type,
-                        RecordType::CNAME
-                            | RecordType::RRSIG
-                            | RecordType::NSEC
-                            | RecordType::NSEC3
-                    )
-            })
-            .collect();
-        let from_include = !in_file.contains(key) || others.iter().any(|k| !in_file.contains(*k));
-        if !others.is_empty() && from_include {
-            let types: Vec<String> = others
+/// RRsets whose records carry different TTLs: each is served with the
+/// lowest (RFC 2181 §5.2), reported at its first record with another TTL.
+fn ttl_warnings(records: &[Record], entries: &[Entry]) -> Vec<(usize, usize, String)> {
+    let mut first: HashMap<(Name, RecordType), u32> = HashMap::new();
+    let mut reported: HashMap<(Name, RecordType), ()> = HashMap::new();
+    let mut warnings = Vec::new();
+    for (r, e) in records.iter().zip(entries) {
+        let key = (r.name.to_lowercase(), r.record_type());
+        let ttl = *first.entry(key.clone()).or_insert(r.ttl);
+        if ttl != r.ttl && reported.insert(key, ()).is_none() {
+            let lowest = records
                 .iter()
-                .map(|k| match k.record_type {
-                    RecordType::ANAME => "DNAME".to_string(),
-                    t => t.to_string(),
-                })
-                .collect();
-            problems.push((
-                Some(key.clone()),
+                .filter(|o| o.name == r.name && o.record_type() == r.record_type())
+                .map(|o| o.ttl)
+                .min()
+                .unwrap_or(r.ttl);
+            warnings.push((
+                e.file,
+                e.line,
                 format!(
-                    "{}: CNAME and other data at the same name ({}; some in an $INCLUDEd \
-                     file): a CNAME must be alone at its name (RFC 1034 §3.6.2)",
-                    set.name(),
-                    types.join(", ")
+                    "{} {}: the records of one RRset carry different TTLs ({ttl} and {}); \
+                     all are served with the lowest, {lowest} (RFC 2181 §5.2)",
+                    r.name,
+                    r.record_type(),
+                    r.ttl
                 ),
             ));
         }
     }
-    problems
+    warnings
 }
 
 /// Replaces each service's A/AAAA RRsets in the zone that contains it.
@@ -375,95 +423,6 @@ fn apply_services(
         }
     }
 }
-
-/// The logical entries of a zone file (one per line, or several lines
-/// joined by parentheses), as byte offsets where each ends and the line
-/// where each starts.
-struct Entries {
-    ends: Vec<usize>,
-    lines: Vec<usize>,
-}
-
-impl Entries {
-    fn split(text: &str) -> Self {
-        let mut ends = Vec::new();
-        let mut lines = vec![1];
-        let (mut line, mut depth) = (1usize, 0usize);
-        let (mut quoted, mut escaped, mut comment) = (false, false, false);
-        for (i, c) in text.char_indices() {
-            if escaped {
-                escaped = false;
-            } else if comment {
-                comment = c != '\n';
-            } else if quoted {
-                match c {
-                    '\\' => escaped = true,
-                    '"' => quoted = false,
-                    _ => {}
-                }
-            } else {
-                match c {
-                    '\\' => escaped = true,
-                    '"' => quoted = true,
-                    ';' => comment = true,
-                    '(' => depth += 1,
-                    ')' => depth = depth.saturating_sub(1),
-                    _ => {}
-                }
-            }
-            if c == '\n' {
-                line += 1;
-                if depth == 0 && !quoted {
-                    comment = false;
-                    ends.push(i + 1);
-                    lines.push(line);
-                }
-            }
-        }
-        ends.push(text.len());
-        Self { ends, lines }
-    }
-
-    /// The index of the first entry `e` such that `fails(text up to e)`,
-    /// found by bisection: a prefix that fails keeps failing as it grows.
-    fn first_where(&self, text: &str, mut fails: impl FnMut(&str) -> bool) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.ends.len());
-        if !fails(text) {
-            return None;
-        }
-        // Invariant: the first `hi` entries fail to parse, the first `lo` do not.
-        while lo + 1 < hi {
-            let mid = (lo + hi) / 2;
-            if fails(&text[..self.ends[mid - 1]]) {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        Some(hi - 1)
-    }
-
-    fn first_line_where(&self, text: &str, fails: impl FnMut(&str) -> bool) -> Option<usize> {
-        self.first_where(text, fails)
-            .and_then(|i| self.lines.get(i).copied())
-    }
-
-    /// The first line of entry `i`, trimmed and shortened, to quote it.
-    fn quote<'t>(&self, text: &'t str, i: usize) -> &'t str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        let entry = text.get(start..self.ends[i]).unwrap_or("");
-        let line = entry
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        match line.char_indices().nth(80) {
-            Some((cut, _)) => &line[..cut],
-            None => line,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,11 +535,49 @@ www 60 IN A 198.18.0.2
     }
 
     #[test]
-    fn a_dname_in_an_included_file_is_explained() {
-        let dir = workspace(&format!("{GOOD}$INCLUDE more.inc\n"), "");
-        std::fs::write(dir.path().join("zones/more.inc"), "dn IN DNAME www\n").unwrap();
-        let err = load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("not from $INCLUDEd files"), "{err}");
+    fn an_included_file_is_read_from_zones_and_its_errors_name_it() {
+        let dir = workspace(&format!("{GOOD}$INCLUDE inc/more.inc\n"), "");
+        std::fs::create_dir(dir.path().join("zones/inc")).unwrap();
+        std::fs::write(
+            dir.path().join("zones/inc/more.inc"),
+            "dn IN DNAME www\nx IN TXT \"\\065\"\n",
+        )
+        .unwrap();
+        let ws = load(dir.path()).unwrap();
+        assert_eq!(ws.record_count(), 7);
+        std::fs::write(
+            dir.path().join("zones/inc/more.inc"),
+            "ok IN A 198.18.0.1\nbad IN A 1.2.3\n",
+        )
+        .unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].file.ends_with("zones/inc/more.inc"), "{err}");
+        assert_eq!(err.0[0].line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn an_include_outside_zones_is_refused() {
+        for path in ["/etc/passwd", "../dnsd.toml", "missing.inc"] {
+            let dir = workspace(&format!("{GOOD}$INCLUDE {path}\n"), "");
+            let err = load(dir.path()).unwrap_err();
+            assert_eq!(err.0[0].line, Some(7), "{path}: {err}");
+            assert!(err.to_string().contains("$INCLUDE"), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn records_written_twice_are_one_and_mixed_ttls_warn() {
+        let zone = format!(
+            "{GOOD}www 60 IN A 198.18.0.1\nalias IN CNAME www\nalias IN CNAME WWW\nmix 60 IN A 198.18.0.8\nmix 30 IN A 198.18.0.9\n"
+        );
+        let dir = workspace(&zone, "");
+        let ws = load(dir.path()).unwrap();
+        assert_eq!(ws.record_count(), 8);
+        let warnings: Vec<_> = ws.warnings().collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, Some(11));
+        assert!(warnings[0].message.contains("lowest, 30"), "{warnings:?}");
     }
 
     #[test]
@@ -596,18 +593,13 @@ www 60 IN A 198.18.0.2
     }
 
     #[test]
-    fn a_cname_beside_data_from_an_included_file_is_refused_once() {
+    fn a_cname_beside_data_from_an_included_file_names_the_included_line() {
         let dir = workspace(&format!("{GOOD}x IN CNAME www\n$INCLUDE more.inc\n"), "");
-        std::fs::write(dir.path().join("zones/more.inc"), "x IN A 198.18.0.9\n").unwrap();
+        std::fs::write(dir.path().join("zones/more.inc"), "\nx IN A 198.18.0.9\n").unwrap();
         let err = load(dir.path()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.to_string().contains("CNAME and other data"), "{err}");
-        // Both in the file itself: reported by the text rules alone.
-        let zone = format!("{GOOD}x IN CNAME www\nx IN A 198.18.0.9\n$INCLUDE more.inc\n");
-        let dir = workspace(&zone, "");
-        std::fs::write(dir.path().join("zones/more.inc"), "y IN A 198.18.0.9\n").unwrap();
-        let err = load(dir.path()).unwrap_err();
-        assert_eq!(err.0.len(), 1, "{err}");
-        assert_eq!(err.0[0].line, Some(8), "{err}");
+        assert!(err.0[0].file.ends_with("zones/more.inc"), "{err}");
+        assert_eq!(err.0[0].line, Some(2), "{err}");
     }
 }
