@@ -379,6 +379,42 @@ pub fn ask_on_one_tcp_connection(
     Ok(replies)
 }
 
+/// The whole zone `zone` from `server` by AXFR over TCP, the SOA once
+/// (dig `+onesoa`), in transfer order, with further dig `options`
+/// (`+unknownformat` prints every RDATA in RFC 3597 hex, octet for octet).
+/// Records are parsed as in a message (owner lower-cased). A refused or
+/// failed transfer, or a message dig cannot parse, is an error.
+pub fn axfr(server: SocketAddr, zone: &str, options: &[&str]) -> Result<Vec<Record>> {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args(["+onesoa", "+nocmd", "+nostats", "+tries=2", "+timeout=3"])
+        .args(options)
+        .args(["-t", "AXFR", "-q", zone])
+        .output()
+        .context("running dig (install bind9-dnsutils)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || stdout.contains("; Transfer failed.") {
+        bail!(
+            "AXFR {zone} from {server} failed ({}): {}{}",
+            out.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let records = stdout
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .map(parse_record)
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("parsing dig's AXFR of {zone} from {server}:\n{stdout}"))?;
+    if records.is_empty() {
+        bail!("AXFR {zone} from {server} gave no records:\n{stdout}");
+    }
+    Ok(records)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Section {
     None,

@@ -1,9 +1,10 @@
 //! Authoritative DNS servers to compare dnsd with: NSD and Knot DNS, started
 //! as child processes on a 127.0.0.0/8 address and a free high port, each
 //! with its own scratch directory for configuration, pid file, database and
-//! log, and dnsd itself started the same way. The differential test and
-//! `cargo xtask bench dns` both start their servers here, so both compare the
-//! peers in one configuration.
+//! log, and dnsd itself started the same way. The differential test, the
+//! zone-fidelity test and `cargo xtask bench dns` start their servers here,
+//! so all compare the peers in one configuration. The peers' own zone
+//! checkers (`nsd-checkzone`, `knotc zone-check`) are here too.
 //!
 //! Every peer runs with response rate limiting off (NSD enables it by
 //! default) and, unless asked, without answer rotation, so that its answers
@@ -13,7 +14,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -65,6 +66,10 @@ pub struct ServerOptions {
     /// also steers each query to the socket of the CPU that received it).
     /// `None` leaves each server at its own default (on only for dnsd).
     pub cpu_affinity: Option<bool>,
+    /// Give the whole zone by AXFR to any client on 127.0.0.0/8 (NSD
+    /// `provide-xfr`, a Knot ACL), so that a test can compare what each
+    /// peer loaded. dnsd has no such setting and ignores it.
+    pub allow_axfr: bool,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +79,7 @@ impl Default for ServerOptions {
             rotate: false,
             cpu_affinity: None,
             zones: vec![(TEST_ORIGIN.to_string(), test_zone())],
+            allow_axfr: false,
         }
     }
 }
@@ -174,12 +180,21 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
             "zone:\n    name: \"{origin}\"\n    zonefile: \"{}\"\n",
             copy.display()
         )?;
+        if options.allow_axfr {
+            conf.push_str("    provide-xfr: 127.0.0.0/8 NOKEY\n");
+        }
     }
     let conf_path = dir.join("nsd.conf");
     fs::write(&conf_path, conf).context("writing nsd.conf")?;
     let mut cmd = Command::new(sbin("nsd"));
     cmd.arg("-d").arg("-c").arg(&conf_path);
-    start(Implementation::Nsd, cmd, scratch, SocketAddr::new(ip, port))
+    start(
+        Implementation::Nsd,
+        cmd,
+        scratch,
+        SocketAddr::new(ip, port),
+        probe_origin(options),
+    )
 }
 
 /// Starts Knot DNS on `ip` (a free port is chosen).
@@ -188,6 +203,11 @@ pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let dir = scratch.path.clone();
     let port = free_port(ip)?;
     let d = dir.display();
+    let acl = if options.allow_axfr {
+        "acl:\n  - id: axfr\n    address: 127.0.0.0/8\n    action: transfer\n"
+    } else {
+        ""
+    };
     let mut conf = format!(
         "server:
     rundir: \"{d}\"
@@ -202,7 +222,7 @@ database:
 log:
   - target: stderr
     any: warning
-template:
+{acl}template:
   - id: default
     storage: \"{d}\"
     # Serve the file as it is and never write to it; no journal.
@@ -228,6 +248,9 @@ zone:
             "  - domain: \"{origin}\"\n    file: \"{}\"\n",
             copy.display()
         )?;
+        if options.allow_axfr {
+            conf.push_str("    acl: axfr\n");
+        }
     }
     let conf_path = dir.join("knot.conf");
     fs::write(&conf_path, conf).context("writing knot.conf")?;
@@ -238,6 +261,7 @@ zone:
         cmd,
         scratch,
         SocketAddr::new(ip, port),
+        probe_origin(options),
     )
 }
 
@@ -273,7 +297,22 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
         // The API's default port would be shared by every test's dnsd.
         .arg("--no-api")
         .env("RUST_LOG", "warn");
-    start(Implementation::Dnsd, cmd, scratch, addr)
+    start(
+        Implementation::Dnsd,
+        cmd,
+        scratch,
+        addr,
+        probe_origin(options),
+    )
+}
+
+/// The zone whose SOA tells that a server is ready: the first one it
+/// serves (the test zone unless told otherwise).
+fn probe_origin(options: &ServerOptions) -> &str {
+    options
+        .zones
+        .first()
+        .map_or(TEST_ORIGIN, |(origin, _)| origin.as_str())
 }
 
 fn start(
@@ -281,6 +320,7 @@ fn start(
     mut cmd: Command,
     scratch: Scratch,
     addr: SocketAddr,
+    origin: &str,
 ) -> Result<DnsServer> {
     let log_path = scratch.path.join("server.log");
     let log = fs::File::create(&log_path).context("creating the server log")?;
@@ -293,7 +333,7 @@ fn start(
         daemon,
         scratch,
     };
-    let probe = Query::new(TEST_ORIGIN, "SOA");
+    let probe = Query::new(origin, "SOA");
     let mut last = String::from("no query sent");
     let ready = wait_until(Duration::from_secs(15), || {
         if server.daemon.assert_running().is_err() {
@@ -315,7 +355,7 @@ fn start(
     server.assert_running()?;
     if !ready {
         bail!(
-            "{} on {addr} does not answer SOA {TEST_ORIGIN} over UDP and TCP within 15 s \
+            "{} on {addr} does not answer SOA {origin} over UDP and TCP within 15 s \
              (last reply: {last}); log:\n{}",
             implementation.label(),
             server.log_tail()
@@ -344,6 +384,43 @@ fn copy_zone(dir: &Path, origin: &str, file: &Path) -> Result<PathBuf> {
     fs::copy(file, &copy)
         .with_context(|| format!("copying {} to {}", file.display(), copy.display()))?;
     Ok(copy)
+}
+
+/// What NSD's own checker says of `file` as the zone `origin`
+/// (`nsd-checkzone`, run in the file's directory so that a relative
+/// `$INCLUDE` is looked up beside it). It exits 0 when NSD would load the
+/// zone; errors and warnings are on stderr as `file:line: message`.
+pub fn nsd_checkzone(origin: &str, file: &Path) -> Result<Output> {
+    let mut cmd = Command::new(sbin("nsd-checkzone"));
+    cmd.arg(origin).arg(file);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        cmd.current_dir(dir);
+    }
+    cmd.output().context("running nsd-checkzone (install nsd)")
+}
+
+/// What Knot DNS says of `file` as the zone `origin`: `knotc zone-check`
+/// on a configuration of that zone alone (Debian's knot package has no
+/// `kzonecheck`), run in the file's directory. It exits 0 when Knot would
+/// load the zone; errors are on stderr with the file and line.
+pub fn knot_zone_check(origin: &str, file: &Path) -> Result<Output> {
+    let scratch = Scratch::new("knotc")?;
+    let d = scratch.path.display();
+    let file = fs::canonicalize(file).with_context(|| format!("finding {}", file.display()))?;
+    let conf = format!(
+        "server:\n    rundir: \"{d}\"\ndatabase:\n    storage: \"{d}\"\n\
+         template:\n  - id: default\n    storage: \"{d}\"\n\
+         zone:\n  - domain: \"{origin}\"\n    file: \"{}\"\n",
+        file.display()
+    );
+    let conf_path = scratch.path.join("knot.conf");
+    fs::write(&conf_path, conf).context("writing knot.conf")?;
+    let mut cmd = Command::new(sbin("knotc"));
+    cmd.arg("-c").arg(&conf_path).arg("zone-check").arg(origin);
+    if let Some(dir) = file.parent() {
+        cmd.current_dir(dir);
+    }
+    cmd.output().context("running knotc (install knot)")
 }
 
 /// A daemon or tool from /usr/sbin, which an unprivileged user's PATH
