@@ -62,28 +62,59 @@ pub struct Response<'s> {
 /// The records of one section, as windows over the snapshot's RRsets.
 #[derive(Debug, Default)]
 pub struct Section<'s> {
+    /// One part per RRset, in the order they are sent.
     parts: Vec<Part<'s>>,
     wire_len: usize,
 }
 
+/// One RRset of a section.
 #[derive(Debug)]
-enum Part<'s> {
+struct Part<'s> {
+    records: Source<'s>,
+    /// Glue that a referral must carry whole, or be truncated (RFC 9471
+    /// §3); every other RRset of the additional section is optional.
+    required: bool,
+}
+
+#[derive(Debug)]
+enum Source<'s> {
     Set(&'s [Record], Window),
     /// A range of the response's own synthesized records.
     Synthesized(Range<usize>),
+}
+
+impl<'s> Part<'s> {
+    fn set(records: &'s [Record], window: Window) -> Self {
+        Self {
+            records: Source::Set(records, window),
+            required: false,
+        }
+    }
+
+    fn synthesized(range: Range<usize>) -> Self {
+        Self {
+            records: Source::Synthesized(range),
+            required: false,
+        }
+    }
 }
 
 impl Section<'_> {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
-}
 
-/// An empty section, for responses sent without one.
-pub static EMPTY: Section<'static> = Section {
-    parts: Vec::new(),
-    wire_len: 0,
-};
+    /// The number of RRsets in the section.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Whether RRset number `i` is glue that a referral must carry: a
+    /// response that cannot hold it is truncated, not sent without it.
+    pub fn is_required(&self, i: usize) -> bool {
+        self.parts.get(i).is_some_and(|p| p.required)
+    }
+}
 
 impl<'s> Response<'s> {
     fn new(rcode: ResponseCode, authoritative: bool) -> Self {
@@ -107,19 +138,33 @@ impl<'s> Response<'s> {
         }
     }
 
+    /// The records of RRset number `i` of `section` (none past its end).
+    pub fn rrset<'r>(&'r self, section: &'r Section<'s>, i: usize) -> Records<'r, 's> {
+        Records {
+            parts: section.parts.get(i..=i).unwrap_or_default(),
+            synthesized: &self.synthesized,
+            part: 0,
+            index: 0,
+        }
+    }
+
     fn push(section: &mut Section<'s>, set: &'s RrSet, window: Window) {
-        section.parts.push(Part::Set(&set.records, window));
+        section.parts.push(Part::set(&set.records, window));
         section.wire_len += set.wire_len;
     }
 
-    fn push_additional(&mut self, set: &'s RrSet) {
-        if !set.additional.is_empty() {
+    /// Adds the addresses of the names `set` points at; in a referral
+    /// (`glue`), those of in-domain name servers are required.
+    fn push_additional(&mut self, set: &'s RrSet, glue: bool) {
+        for add in set.additional.iter() {
             let all = Window {
                 start: 0,
-                take: set.additional.len(),
+                take: add.records.len(),
             };
-            self.additional.parts.push(Part::Set(&set.additional, all));
-            self.additional.wire_len += set.additional_wire_len;
+            let mut part = Part::set(&add.records, all);
+            part.required = glue && add.required;
+            self.additional.parts.push(part);
+            self.additional.wire_len += add.wire_len;
         }
     }
 
@@ -141,7 +186,7 @@ impl<'s> Response<'s> {
                 }));
             let range = start..self.synthesized.len();
             self.answer.wire_len += wire_len(&self.synthesized[range.clone()]);
-            self.answer.parts.push(Part::Synthesized(range));
+            self.answer.parts.push(Part::synthesized(range));
         }
     }
 
@@ -183,12 +228,12 @@ impl<'r> Iterator for Records<'r, '_> {
 
     fn next(&mut self) -> Option<&'r Record> {
         loop {
-            let (len, record) = match self.parts.get(self.part)? {
-                Part::Set(records, w) => (
+            let (len, record) = match &self.parts.get(self.part)?.records {
+                Source::Set(records, w) => (
                     w.take,
                     records.get((w.start + self.index) % records.len().max(1)),
                 ),
-                Part::Synthesized(range) => {
+                Source::Synthesized(range) => {
                     (range.len(), self.synthesized.get(range.start + self.index))
                 }
             };
@@ -252,7 +297,7 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
                     take: ns.records.len(),
                 };
                 Response::push(&mut resp.authority, ns, all);
-                resp.push_additional(ns);
+                resp.push_additional(ns, true);
                 Step::Done
             }
             Lookup::NxDomain => {
@@ -267,6 +312,26 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
         }
     }
     resp
+}
+
+/// Answers a zone transfer asked over UDP. dnsd gives none (no secondaries
+/// are configured), and says why as NSD and Knot do: AXFR is only defined
+/// over TCP (RFC 5936 §4.2), so it is NOTIMP, whatever the name. IXFR may be
+/// asked over UDP (RFC 1995 §2): a name that is no zone dnsd serves is
+/// NOTAUTH (both peers), and a served zone is REFUSED, the policy refusal of
+/// RFC 5936 §2.2.1 that NSD sends (Knot says NOTAUTH there too) and that
+/// dnsd sends for a transfer over TCP.
+pub fn transfer_over_udp<'s>(snapshot: &'s Snapshot, q: &Question<'_>) -> Response<'s> {
+    let rcode = if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
+        ResponseCode::Refused
+    } else if q.qtype == RecordType::AXFR {
+        ResponseCode::NotImp
+    } else if NameKey::new(q.name).is_some_and(|key| snapshot.serves_zone(key.as_bytes())) {
+        ResponseCode::Refused
+    } else {
+        ResponseCode::NotAuth
+    };
+    Response::new(rcode, false)
 }
 
 /// Answers at `name`, a name below the DNAME `set`: the DNAME (owned by
@@ -300,7 +365,7 @@ fn below_dname<'s>(
     let start = resp.synthesized.len();
     resp.answer.wire_len += wire_len(std::slice::from_ref(&cname));
     resp.synthesized.push(cname);
-    resp.answer.parts.push(Part::Synthesized(start..start + 1));
+    resp.answer.parts.push(Part::synthesized(start..start + 1));
     let RData::CNAME(CNAME(rewritten)) = &resp.synthesized[start].data else {
         return Step::Done;
     };
@@ -329,7 +394,7 @@ fn at_node<'s>(
         }
         if let Some(set) = node.rrsets.first() {
             resp.answer_with(set, owner, cx, cap);
-            resp.push_additional(set);
+            resp.push_additional(set, false);
         }
         return Step::Done;
     }
@@ -349,7 +414,7 @@ fn at_node<'s>(
     match node.get(qtype) {
         Some(set) => {
             resp.answer_with(set, owner, cx, cap);
-            resp.push_additional(set);
+            resp.push_additional(set, false);
         }
         None => resp.negative(zone, ResponseCode::NoError),
     }
@@ -434,16 +499,17 @@ ns.sub   IN A   198.18.1.53
     }
 
     #[test]
-    fn every_record_keeps_its_own_ttl_and_the_rrset_rotates() {
+    fn an_rrset_is_served_with_its_lowest_ttl_and_rotates() {
         let s = snapshot(ZONE, "");
         let r = ask(&s, "www.example.test.", RecordType::A, 1);
         assert_eq!(
             show(&r, &r.answer),
             [
-                "www.example.test. 60 A 198.18.0.2",
+                "www.example.test. 30 A 198.18.0.2",
                 "www.example.test. 30 A 198.18.0.3",
-                "www.example.test. 60 A 198.18.0.1",
-            ]
+                "www.example.test. 30 A 198.18.0.1",
+            ],
+            "RFC 2181 §5.2: one TTL per RRset, the lowest of its records"
         );
     }
 
@@ -455,7 +521,7 @@ ns.sub   IN A   198.18.1.53
             show(&r, &r.answer),
             [
                 "www.example.test. 30 A 198.18.0.3",
-                "www.example.test. 60 A 198.18.0.1"
+                "www.example.test. 30 A 198.18.0.1"
             ]
         );
     }
@@ -826,5 +892,158 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
             &rotation,
             &mut out
         ));
+    }
+
+    /// Issue 9's answer classes.
+    const EDGES: &str = "*.wmail   IN A     198.18.13.1
+*.wmail   IN AAAA  2001:2::13:1
+mx-wild   IN MX    10 host.wmail
+mx-wild   IN MX    20 mail
+mx-wild   IN MX    30 HOST.wmail
+mx-cname  IN MX    10 a.wc
+mx-below  IN MX    10 x.www
+mx-cut    IN MX    10 x.sub
+srv-wild  IN SRV   0 0 443 sip.wmail
+wdel      IN NS    ns.wmail
+mixed     IN NS    ns1.mixed
+mixed     IN NS    ns.sub
+mixed     IN NS    ns.elsewhere.test.
+ns1.mixed 70 IN A  198.18.2.1
+ns1.mixed 20 IN A  198.18.2.2
+mttl  100 IN A     198.18.17.1
+mttl  200 IN A     198.18.17.2
+mttl   50 IN A     198.18.17.3
+*.mttlw 100 IN TXT \"a\"
+*.mttlw  20 IN TXT \"b\"
+mttlmx 300 IN MX   10 mttl
+mttlmx  60 IN MX   20 mail
+";
+
+    fn edges() -> Snapshot {
+        snapshot(&format!("{ZONE}{EDGES}"), "")
+    }
+
+    #[test]
+    fn targets_covered_by_a_wildcard_get_its_addresses_under_their_own_name() {
+        let s = edges();
+        let r = ask(&s, "mx-wild.example.test.", RecordType::MX, 0);
+        assert_eq!(
+            show(&r, &r.additional),
+            [
+                "host.wmail.example.test. 300 A 198.18.13.1",
+                "host.wmail.example.test. 300 AAAA 2001:2::13:1",
+                "mail.example.test. 300 A 198.18.0.25",
+            ],
+            "each target once (names compare without case), A then AAAA"
+        );
+        let r = ask(&s, "srv-wild.example.test.", RecordType::SRV, 0);
+        assert_eq!(show(&r, &r.additional).len(), 2);
+        assert!(show(&r, &r.additional)[0].starts_with("sip.wmail.example.test. "));
+        // A referral to a name server covered by a wildcard carries its
+        // addresses too, as optional glue: the name is not below the cut.
+        let r = ask(&s, "x.wdel.example.test.", RecordType::A, 0);
+        assert!(!r.authoritative);
+        assert_eq!(show(&r, &r.additional).len(), 2);
+        assert!((0..r.additional.len()).all(|i| !r.additional.is_required(i)));
+    }
+
+    #[test]
+    fn a_wildcard_gives_no_addresses_where_it_does_not_apply() {
+        let s = edges();
+        for name in [
+            // *.wc is a CNAME: additional processing does not follow it.
+            "mx-cname.example.test.",
+            // www exists: *.example.test would not cover x.www anyway, and
+            // no wildcard exists below www.
+            "mx-below.example.test.",
+            // Below a zone cut only glue that exists counts.
+            "mx-cut.example.test.",
+        ] {
+            let r = ask(&s, name, RecordType::MX, 0);
+            assert_eq!(show(&r, &r.answer).len(), 1, "{name}");
+            assert!(r.additional.is_empty(), "{name}: {:?}", show(&r, &r.additional));
+        }
+    }
+
+    #[test]
+    fn only_the_glue_of_in_domain_name_servers_of_a_referral_is_required() {
+        let s = edges();
+        let r = ask(&s, "www.mixed.example.test.", RecordType::A, 0);
+        assert!(!r.authoritative);
+        assert_eq!(show(&r, &r.authority).len(), 3);
+        let glue: Vec<(String, bool)> = (0..r.additional.len())
+            .map(|i| {
+                let owner = r.rrset(&r.additional, i).next().unwrap().name.to_string();
+                (owner, r.additional.is_required(i))
+            })
+            .collect();
+        assert_eq!(
+            glue,
+            [
+                ("ns1.mixed.example.test.".to_string(), true),
+                ("ns.sub.example.test.".to_string(), false),
+            ],
+            "ns1.mixed is below the cut (RFC 9471 §3), ns.sub is sibling glue"
+        );
+        // The same addresses in an answer are optional data.
+        let r = ask(&s, "example.test.", RecordType::NS, 0);
+        assert!(!r.additional.is_empty());
+        assert!((0..r.additional.len()).all(|i| !r.additional.is_required(i)));
+        // Glue that a CNAME leads to is still the referral's.
+        let s = snapshot(&format!("{ZONE}{EDGES}to-mixed IN CNAME x.mixed\n"), "");
+        let r = ask(&s, "to-mixed.example.test.", RecordType::A, 0);
+        assert!(r.authoritative);
+        assert!(r.additional.is_required(0));
+    }
+
+    #[test]
+    fn rrsets_with_mixed_ttls_are_served_with_the_lowest_on_every_path() {
+        let s = edges();
+        let ttls = |r: &Response<'_>, section: &Section<'_>| -> Vec<u32> {
+            r.records(section).map(|rec| rec.ttl).collect()
+        };
+        let r = ask(&s, "mttl.example.test.", RecordType::A, 0);
+        assert_eq!(ttls(&r, &r.answer), [50, 50, 50]);
+        let r = ask(&s, "x.mttlw.example.test.", RecordType::TXT, 0);
+        assert_eq!(ttls(&r, &r.answer), [20, 20], "at a wildcard");
+        let r = ask(&s, "x.mixed.example.test.", RecordType::A, 0);
+        assert_eq!(ttls(&r, &r.additional), [20, 20, 300], "in glue");
+        let r = ask(&s, "mttlmx.example.test.", RecordType::MX, 0);
+        assert_eq!(ttls(&r, &r.answer), [60, 60]);
+        assert_eq!(
+            ttls(&r, &r.additional)[..3],
+            [50, 50, 50],
+            "in the addresses an answer adds"
+        );
+    }
+
+    fn transfer(s: &Snapshot, name: &str, qtype: RecordType, qclass: DNSClass) -> ResponseCode {
+        let name = Name::from_ascii(name).unwrap();
+        let q = Question {
+            name: &name,
+            qtype,
+            qclass,
+        };
+        let r = transfer_over_udp(s, &q);
+        assert!(!r.authoritative && r.answer.is_empty() && r.authority.is_empty());
+        r.rcode
+    }
+
+    #[test]
+    fn transfers_over_udp_are_answered_as_nsd_answers_them() {
+        let s = edges();
+        let (axfr, ixfr, class_in) = (RecordType::AXFR, RecordType::IXFR, DNSClass::IN);
+        for name in ["example.test.", "Www.Example.Test.", "example.org."] {
+            assert_eq!(transfer(&s, name, axfr, class_in), ResponseCode::NotImp, "{name}");
+        }
+        assert_eq!(transfer(&s, "Example.TEST.", ixfr, class_in), ResponseCode::Refused);
+        for name in ["www.example.test.", "sub.example.test.", "example.org.", "."] {
+            assert_eq!(transfer(&s, name, ixfr, class_in), ResponseCode::NotAuth, "{name}");
+        }
+        let class_ch = DNSClass::CH;
+        assert_eq!(transfer(&s, "example.test.", axfr, class_ch), ResponseCode::Refused);
+        // Over TCP the answer path refuses both, as before.
+        let r = ask(&s, "example.test.", RecordType::AXFR, 0);
+        assert_eq!(r.rcode, ResponseCode::Refused);
     }
 }

@@ -5,10 +5,12 @@
 //! with our 1232-byte payload, BADVERS for versions above 0, Client Subnet
 //! echoed with scope 0), UPDATE handed to `update_handler` (NOTIMP when
 //! dnsd runs without it), NOTIMP for other opcodes but QUERY, FORMERR for a
-//! query without exactly one question, and truncation (TC with empty
-//! sections when the answer does not fit the client's UDP buffer; the full
-//! answer over TCP). UDP datagrams come through `udp`; TCP connections
-//! through hickory-server's `Server`; `sockets` binds both.
+//! query without exactly one question, zone transfers asked over UDP (see
+//! `answer::transfer_over_udp`), and truncation: over UDP an answer that
+//! does not fit the client's buffer keeps what fits of it, RRset by RRset,
+//! as NSD and Knot fill a response (`choose_fit`); over TCP it is sent
+//! whole. UDP datagrams come through `udp`; TCP connections through
+//! hickory-server's `Server`; `sockets` binds both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,15 +19,16 @@ use anyhow::Result;
 use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::Record;
+use hickory_server::proto::rr::{Record, RecordType};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_server::proto::serialize::binary::{BinDecoder, BinEncoder};
+use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::debug;
 
-use crate::answer::{self, Context, EMPTY, Question, Response, Section};
+use crate::answer::{self, Context, Question, Response, Section};
 use crate::fast_path;
 use crate::snapshot::Snapshot;
 use crate::update_handler::Updater;
@@ -100,14 +103,34 @@ fn size_limit(request: &Request) -> usize {
     }
 }
 
-/// Which sections a response is sent with.
-#[derive(Clone, Copy, PartialEq)]
-enum Fit {
-    Full,
-    /// The additional section is optional data: keep only its first
-    /// records that fit, as NSD does, before truncating.
-    Additional(usize),
-    Truncated,
+/// Which RRsets a response is sent with: the first `answer` and
+/// `authority` RRsets of those sections, the additional RRsets `additional`
+/// keeps (all of them when `None`), and whether the response is truncated.
+struct Fit {
+    answer: usize,
+    authority: usize,
+    additional: Option<Vec<bool>>,
+    truncated: bool,
+}
+
+impl Fit {
+    const FULL: Fit = Fit {
+        answer: usize::MAX,
+        authority: usize::MAX,
+        additional: None,
+        truncated: false,
+    };
+
+    /// TC, with the answer and authority RRsets before the first one that
+    /// did not fit, and no additional data.
+    fn truncated(answer: usize, authority: usize) -> Self {
+        Self {
+            answer,
+            authority,
+            additional: Some(Vec::new()),
+            truncated: true,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -166,7 +189,12 @@ impl RequestHandler for Handler {
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
         let snapshot = self.snapshot.load();
-        let resp = answer::answer(&snapshot, &question, cx);
+        let transfer = matches!(question.qtype, RecordType::AXFR | RecordType::IXFR);
+        let resp = if transfer && request.protocol() == Protocol::Udp {
+            answer::transfer_over_udp(&snapshot, &question)
+        } else {
+            answer::answer(&snapshot, &question, cx)
+        };
         metadata.authoritative = resp.authoritative;
         metadata.response_code = resp.rcode;
 
@@ -174,28 +202,26 @@ impl RequestHandler for Handler {
         // An OPT record is 11 bytes plus its options; ours carry at most an
         // echoed Client Subnet (4 + 4 + 16 bytes).
         let opt_len = if edns.is_some() { 11 + 24 } else { 0 };
-        let bound = 12 + request.queries.as_bytes().len() + opt_len + resp.wire_len();
+        let asked = request.queries.as_bytes();
+        let bound = 12 + asked.len() + opt_len + resp.wire_len();
         let fit = if bound <= limit {
-            Fit::Full
+            Fit::FULL
         } else {
-            choose_fit(request, edns.as_ref(), metadata, &resp, limit)
+            choose_fit(asked, edns.as_ref(), &resp, limit)
         };
-        if fit == Fit::Truncated {
-            metadata.truncation = true;
-        }
-        let response = message(request, edns.as_ref(), metadata, &resp, fit);
+        metadata.truncation = fit.truncated;
+        let response = message(request, edns.as_ref(), metadata, &resp, &fit);
         finish(response_handle.send_response(response).await, metadata)
     }
 }
 
-/// The response message as sent with `fit`: the sections it keeps, and
-/// as many additional records as it allows.
+/// The response message as sent with `fit`.
 fn message<'q, 'r>(
     request: &'q Request,
     edns: Option<&'q Edns>,
     metadata: Metadata,
     resp: &'r Response<'_>,
-    fit: Fit,
+    fit: &'r Fit,
 ) -> MessageResponse<
     'q,
     'r,
@@ -204,71 +230,156 @@ fn message<'q, 'r>(
     std::iter::Empty<&'r Record>,
     impl Iterator<Item = &'r Record> + Send + 'r,
 > {
-    let (ans, auth, add, take): (&Section<'_>, &Section<'_>, &Section<'_>, usize) = match fit {
-        Fit::Full => (&resp.answer, &resp.authority, &resp.additional, usize::MAX),
-        Fit::Additional(n) => (&resp.answer, &resp.authority, &resp.additional, n),
-        Fit::Truncated => (&EMPTY, &EMPTY, &EMPTY, 0),
+    let first = |section: &'r Section<'_>, n: usize| {
+        (0..section.len().min(n)).flat_map(move |i| resp.rrset(section, i))
     };
+    let kept = &fit.additional;
+    let additional = (0..resp.additional.len())
+        .filter(move |&i| kept.as_ref().is_none_or(|k| k.get(i) == Some(&true)))
+        .flat_map(move |i| resp.rrset(&resp.additional, i));
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = edns {
         builder.edns(edns);
     }
     builder.build(
         metadata,
-        resp.records(ans),
-        resp.records(auth),
+        first(&resp.answer, fit.answer),
+        first(&resp.authority, fit.authority),
         std::iter::empty(),
-        resp.records(add).take(take),
+        additional,
     )
 }
 
-/// The fullest way to send a response that may exceed `limit`: the whole
-/// response, or fewer additional records, or TC with empty sections (as NSD
-/// and Knot: the client retries over TCP). Only answers near the limit pay
-/// for these trial encodings.
-fn choose_fit(
-    request: &Request,
-    edns: Option<&Edns>,
-    metadata: Metadata,
-    resp: &Response<'_>,
-    limit: usize,
-) -> Fit {
-    let Some(full) = trial(request, edns, metadata, resp, Fit::Full, limit) else {
-        return Fit::Truncated;
+/// The fullest way to send `resp` within `limit` bytes, as NSD and Knot
+/// fill a response that must fit a UDP buffer (RFC 2181 §9):
+/// - the answer and authority sections keep their RRsets in order, each
+///   whole, up to the first that does not fit, which sets TC and ends the
+///   response: a CNAME chain keeps the links that fit, and a negative
+///   answer whose SOA does not fit is truncated (as NSD; Knot leaves the
+///   SOA out without TC, but a resolver cannot cache a negative answer
+///   without it, RFC 2308 §5);
+/// - the additional section then takes each RRset that still fits, whole,
+///   and skips those that do not; when one it skips is the glue of an
+///   in-domain name server of a referral, the referral is incomplete and
+///   says so with TC (RFC 9471 §3), still carrying the glue that did fit.
+///   That is Knot's referral; NSD 4.6 sends it without TC, and its
+///   additional section takes records by type (every A, then every AAAA)
+///   rather than by name server.
+///
+/// Each RRset is encoded as the response will encode it (same compression,
+/// see `response_encoder`), so the sizes are exact; the OPT record keeps
+/// its room. Only responses near the limit pay for this encoding.
+fn choose_fit(question: &[u8], edns: Option<&Edns>, resp: &Response<'_>, limit: usize) -> Fit {
+    let nothing = || Fit::truncated(0, 0);
+    let opt_len = edns.map_or(Some(0), |edns| {
+        let mut opt = Vec::new();
+        Record::from(edns)
+            .emit(&mut BinEncoder::new(&mut opt))
+            .ok()
+            .map(|()| opt.len())
+    });
+    let Some(room) = opt_len.and_then(|len| limit.checked_sub(len)) else {
+        return nothing();
     };
-    if !full.truncation {
-        return Fit::Full;
+    let mut buf = Vec::with_capacity(limit + 512);
+    let Ok(mut encoder) = response_encoder(&mut buf, question) else {
+        return nothing();
+    };
+    let mut kept = [0usize; 2];
+    for (s, section) in [&resp.answer, &resp.authority].into_iter().enumerate() {
+        for i in 0..section.len() {
+            if !emit_within(&mut encoder, resp.rrset(section, i), room) {
+                return Fit::truncated(kept[0], kept[1]);
+            }
+            kept[s] += 1;
+        }
     }
-    // The encoder stopped at the first record that did not fit: start from
-    // what it managed and back off, since the OPT record must fit too.
-    let total = resp.records(&resp.additional).count();
-    let mut n = usize::from(full.counts().additionals).min(total);
-    loop {
-        let fit = Fit::Additional(n);
-        if trial(request, edns, metadata, resp, fit, limit).is_some_and(|i| !i.truncation) {
-            return fit;
-        }
-        match n.checked_sub(1) {
-            Some(less) => n = less,
-            None => return Fit::Truncated,
-        }
+    let mut additional = vec![false; resp.additional.len()];
+    let mut truncated = false;
+    for (i, keep) in additional.iter_mut().enumerate() {
+        *keep = emit_within(&mut encoder, resp.rrset(&resp.additional, i), room);
+        truncated |= !*keep && resp.additional.is_required(i);
+    }
+    Fit {
+        answer: kept[0],
+        authority: kept[1],
+        additional: Some(additional),
+        truncated,
     }
 }
 
-/// Encodes the response as sent with `fit` within `limit` bytes.
-fn trial(
-    request: &Request,
-    edns: Option<&Edns>,
-    metadata: Metadata,
-    resp: &Response<'_>,
-    fit: Fit,
-    limit: usize,
-) -> Option<ResponseInfo> {
-    let message = message(request, edns, metadata, resp, fit);
-    let mut buf = Vec::with_capacity(limit);
-    let mut encoder = BinEncoder::new(&mut buf);
-    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
-    message.destructive_emit(&mut encoder).ok()
+/// Emits `records` if the message stays within `room` bytes; if not,
+/// leaves the encoder as it was (bytes and compression targets) and says
+/// so.
+fn emit_within<'r>(
+    encoder: &mut BinEncoder<'_>,
+    records: impl Iterator<Item = &'r Record>,
+    room: usize,
+) -> bool {
+    let mark = encoder.offset();
+    for record in records {
+        if record.emit(encoder).is_err() || encoder.offset() > room {
+            // `trim` drops the bytes and every compression target that
+            // starts past the mark.
+            encoder.set_offset(mark);
+            encoder.trim();
+            return false;
+        }
+    }
+    true
+}
+
+/// Most compression targets a question seeds; hickory keeps 64 in all, and
+/// later names need some.
+const QUESTION_TARGETS: usize = 32;
+
+/// An encoder for a response to a query whose question section is
+/// `question` (as the query sent it), positioned after that question, with
+/// every suffix of the question name registered as a compression target.
+///
+/// Why: hickory-server copies the question as one block and registers it
+/// whole, type and class included, so no later name can point into it and
+/// every response spells out the asked name again. NSD and Knot point the
+/// owner of the answer at the question, and a 255-octet name answered at
+/// 512 bytes needs that. The response is then emitted over this encoder
+/// from offset 0: the header and question are written again, byte for
+/// byte the same, so the targets stay valid.
+pub fn response_encoder<'b>(
+    buf: &'b mut Vec<u8>,
+    question: &[u8],
+) -> Result<BinEncoder<'b>, ProtoError> {
+    let mut encoder = BinEncoder::new(buf);
+    encoder.emit_vec(&[0; 12])?;
+    encoder.emit_vec(question)?;
+    // Label starts of the question name, up to its root label.
+    let mut starts = Vec::new();
+    let mut at = 0;
+    let root = loop {
+        match question.get(at) {
+            Some(0) => break Some(at),
+            // A compressed or truncated question: register nothing.
+            Some(&len) if len < 0x40 => {
+                starts.push(at);
+                at += 1 + usize::from(len);
+            }
+            _ => break None,
+        }
+    };
+    if let Some(root) = root {
+        // The whole name first, then the suffixes nearest the root, which
+        // the zone's other names share.
+        let skip = starts.len().saturating_sub(QUESTION_TARGETS);
+        for start in starts.iter().take(1).chain(starts.iter().skip(skip.max(1))) {
+            encoder.store_label_pointer(12 + start, 12 + root);
+        }
+    }
+    // hickory-server registers the question as a block too (it can never
+    // match a name, but it takes a place): the same here keeps the trial
+    // encoding in `choose_fit` exactly the sent one.
+    if !question.is_empty() {
+        encoder.store_label_pointer(12, 12 + question.len());
+    }
+    Ok(encoder)
 }
 
 fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadata) -> ResponseInfo {
@@ -282,6 +393,206 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
                 metadata,
                 counts: HeaderCounts::default(),
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{Message, MessageType, Query};
+    use hickory_server::proto::rr::Name;
+    use hickory_server::proto::serialize::binary::BinDecodable;
+
+    const ZONE: &str = "$TTL 300
+@        IN SOA ns1 hostmaster 7 3600 600 86400 120
+@        IN NS  ns1
+ns1      IN A   198.18.0.53
+mail     IN A   198.18.0.25
+mail     IN AAAA 2001:2::25
+c1       IN CNAME c2
+c2       IN CNAME c3
+c3       IN CNAME big
+*.lw     IN A   198.18.12.1
+mx       IN MX  10 big6
+mx       IN MX  20 mail
+sibs     IN NS  ns1.elsewhere-sibs
+sibs     IN NS  ns2.elsewhere-sibs
+";
+
+    /// `ZONE` with generated RRsets: 40 A at big, 30 AAAA at big6, a
+    /// delegation with 16 in-domain name servers (A and AAAA glue each),
+    /// and chains of long names into a missing name.
+    fn zone() -> String {
+        let mut z = ZONE.to_string();
+        for i in 1..=40 {
+            z.push_str(&format!("big IN A 198.18.3.{i}\n"));
+        }
+        for i in 1..=30 {
+            z.push_str(&format!("big6 IN AAAA 2001:2::3:{i:x}\n"));
+        }
+        for i in 1..=16 {
+            z.push_str(&format!("bigdel IN NS ns{i:02}.bigdel\n"));
+            z.push_str(&format!("ns{i:02}.bigdel IN A 198.18.14.{i}\n"));
+            z.push_str(&format!("ns{i:02}.bigdel IN AAAA 2001:2::14:{i:x}\n"));
+        }
+        let long = |n: usize, a: char, b: char| {
+            format!("n{n}.{}.{}", a.to_string().repeat(63), b.to_string().repeat(63))
+        };
+        z.push_str(&format!("n1 IN CNAME {}\n", long(2, 'a', 'b')));
+        z.push_str(&format!("{} IN CNAME {}\n", long(2, 'a', 'b'), long(3, 'c', 'd')));
+        z.push_str(&format!("{} IN CNAME {}\n", long(3, 'c', 'd'), long(4, 'e', 'f')));
+        z
+    }
+
+    fn snapshot() -> Snapshot {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("zones")).unwrap();
+        std::fs::write(dir.path().join("zones/example.test.zone"), zone()).unwrap();
+        std::fs::write(dir.path().join("dnsd.toml"), "").unwrap();
+        Snapshot::build(&crate::zone_load::load(dir.path()).unwrap())
+    }
+
+    /// A UDP query for `name`, with an EDNS buffer of `payload` if any.
+    fn query(name: &str, qtype: RecordType, payload: Option<u16>) -> Request {
+        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(payload) = payload {
+            let mut edns = Edns::new();
+            edns.set_max_payload(payload);
+            m.edns = Some(edns);
+        }
+        let src = "127.0.0.1:5353".parse().unwrap();
+        Request::from_bytes(m.to_vec().unwrap(), src, Protocol::Udp).unwrap()
+    }
+
+    /// What the UDP path sends for `request`, encoded as `udp` encodes it,
+    /// always through `choose_fit`: its size and the decoded message.
+    fn reply(s: &Snapshot, request: &Request) -> (usize, usize, Message) {
+        let edns = response_edns(request);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        let q = &request.queries.queries()[0];
+        let question = Question {
+            name: q.original().name(),
+            qtype: q.query_type(),
+            qclass: q.query_class(),
+        };
+        let resp = answer::answer(s, &question, Context { rotation: 0 });
+        metadata.authoritative = resp.authoritative;
+        metadata.response_code = resp.rcode;
+        let limit = size_limit(request);
+        let fit = choose_fit(request.queries.as_bytes(), edns.as_ref(), &resp, limit);
+        metadata.truncation = fit.truncated;
+        let response = message(request, edns.as_ref(), metadata, &resp, &fit);
+        let mut bytes = Vec::new();
+        let mut encoder = response_encoder(&mut bytes, request.queries.as_bytes()).unwrap();
+        encoder.set_offset(0);
+        response.destructive_emit(&mut encoder).unwrap();
+        let decoded = Message::from_bytes(&bytes).unwrap();
+        (bytes.len(), limit, decoded)
+    }
+
+    fn types(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| r.record_type().to_string()).collect()
+    }
+
+    #[test]
+    fn a_truncated_answer_keeps_the_cname_chain_that_fits() {
+        let s = snapshot();
+        for payload in [None, Some(512)] {
+            let (len, limit, m) = reply(&s, &query("c1.example.test.", RecordType::A, payload));
+            assert!(len <= limit);
+            assert!(m.metadata.truncation, "{payload:?}");
+            assert_eq!(types(&m.answers), ["CNAME", "CNAME", "CNAME"]);
+            assert!(m.authorities.is_empty() && m.additionals.is_empty());
+        }
+        let (_, _, m) = reply(&s, &query("c1.example.test.", RecordType::A, Some(1232)));
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 43, "the whole chain and RRset once it fits");
+        // An RRset that does not fit is left out whole: TC and nothing.
+        let (_, _, m) = reply(&s, &query("big.example.test.", RecordType::A, None));
+        assert!(m.metadata.truncation && m.answers.is_empty());
+    }
+
+    #[test]
+    fn a_negative_answer_without_room_for_its_soa_is_truncated() {
+        let s = snapshot();
+        let (len, limit, m) = reply(&s, &query("n1.example.test.", RecordType::A, None));
+        assert!(len <= limit);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert!(m.metadata.truncation);
+        assert_eq!(types(&m.answers), ["CNAME", "CNAME", "CNAME"]);
+        assert!(m.authorities.is_empty());
+        let (_, _, m) = reply(&s, &query("n1.example.test.", RecordType::A, Some(1232)));
+        assert!(!m.metadata.truncation);
+        assert_eq!(types(&m.authorities), ["SOA"]);
+    }
+
+    #[test]
+    fn a_255_octet_name_under_a_wildcard_is_answered_in_512_bytes() {
+        let s = snapshot();
+        let labels = ["k".repeat(45), "A".repeat(63), "a".repeat(63), "a".repeat(63)];
+        let name = format!("{}.lw.example.test.", labels.join("."));
+        let request = query(&name, RecordType::A, None);
+        assert_eq!(request.queries.as_bytes().len(), 255 + 4);
+        let (len, _, m) = reply(&s, &request);
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].name.to_ascii(), name, "the owner as asked");
+        assert_eq!(len, 12 + 259 + 2 + 10 + 4, "the owner points at the question");
+    }
+
+    #[test]
+    fn a_referral_without_room_for_in_domain_glue_is_truncated_with_the_glue_that_fits() {
+        let s = snapshot();
+        for payload in [None, Some(512)] {
+            let request = query("x.bigdel.example.test.", RecordType::A, payload);
+            let (len, limit, m) = reply(&s, &request);
+            assert!(len <= limit);
+            assert!(m.metadata.truncation, "RFC 9471 §3");
+            assert!(!m.metadata.authoritative);
+            assert_eq!(m.authorities.len(), 16);
+            let glue: Vec<String> = m
+                .additionals
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.record_type()))
+                .collect();
+            // Name server by name server in NS order, each A then AAAA; an
+            // RRset that does not fit is skipped and a smaller one after it
+            // may still fit (as Knot fills it).
+            assert_eq!(
+                glue[..2],
+                ["ns01.bigdel.example.test. A", "ns01.bigdel.example.test. AAAA"]
+            );
+            let mut sorted = glue.clone();
+            sorted.sort();
+            assert_eq!(glue, sorted, "{glue:?}");
+        }
+        let (_, _, m) = reply(&s, &query("x.bigdel.example.test.", RecordType::A, Some(1232)));
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.additionals.len(), 32);
+    }
+
+    #[test]
+    fn optional_additional_data_that_does_not_fit_is_left_out_whole_without_tc() {
+        let s = snapshot();
+        let (len, limit, m) = reply(&s, &query("mx.example.test.", RecordType::MX, None));
+        assert!(len <= limit);
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 2);
+        // big6's 30 AAAA do not fit; mail's addresses after them do.
+        let additional: Vec<String> = m.additionals.iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(additional, ["mail.example.test.", "mail.example.test."]);
+        let (_, _, m) = reply(&s, &query("mx.example.test.", RecordType::MX, Some(1232)));
+        assert_eq!(m.additionals.len(), 32);
+    }
+
+    #[test]
+    fn a_question_that_is_not_plain_labels_seeds_no_compression() {
+        for question in [&b"\xc0\x0c\x00\x01\x00\x01"[..], b"\x05ab", b""] {
+            let mut buf = Vec::new();
+            let encoder = response_encoder(&mut buf, question).unwrap();
+            assert_eq!(encoder.offset(), 12 + question.len());
         }
     }
 }

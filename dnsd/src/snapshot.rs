@@ -58,31 +58,53 @@ impl Node {
 #[derive(Debug)]
 pub struct RrSet {
     pub rtype: RecordType,
+    /// The records, all with one TTL: the lowest the zone file gives any of
+    /// them (RFC 2181 §5.2: an RRset whose TTLs differ is treated as if all
+    /// had the lowest; serving that keeps every path — fast path included —
+    /// consistent).
     pub records: Box<[Record]>,
-    /// Address records of the in-zone names this RRset points at (NS, MX,
-    /// SRV targets): the glue of a referral, the additional section of an
-    /// answer.
-    pub additional: Box<[Record]>,
+    /// The address RRsets of the in-zone names this RRset points at (NS,
+    /// MX, SRV targets, each A then AAAA, targets in record order): the
+    /// glue of a referral, the additional section of an answer.
+    pub additional: Box<[Additional]>,
     /// Encoded size of `records` without name compression: an upper bound
     /// on what they add to a response.
     pub wire_len: usize,
-    pub additional_wire_len: usize,
     /// The records pre-encoded for the UDP fast path.
     pub encoded: Option<Encoded>,
 }
 
 impl RrSet {
-    fn new(records: Vec<Record>) -> Self {
+    fn new(mut records: Vec<Record>) -> Self {
         let rtype = records[0].record_type();
+        if let Some(lowest) = records.iter().map(|r| r.ttl).min() {
+            for r in &mut records {
+                r.ttl = lowest;
+            }
+        }
         Self {
             rtype,
             wire_len: wire_len(&records),
             encoded: Encoded::new(&records),
             records: records.into_boxed_slice(),
             additional: Box::default(),
-            additional_wire_len: 0,
         }
     }
+}
+
+/// An address RRset (A or AAAA) of a name that an NS, MX or SRV RRset
+/// points at, owned by that name as the pointing record writes it (a target
+/// covered by a wildcard gets the wildcard's records under its own name,
+/// RFC 1034 §4.3.2 step 6, as NSD and Knot add them).
+#[derive(Debug)]
+pub struct Additional {
+    pub records: Box<[Record]>,
+    pub wire_len: usize,
+    /// The target is at or below the owner of an NS set: in a referral this
+    /// is the glue of an in-domain name server, which a referral must carry
+    /// whole or be truncated (RFC 9471 §3). Glue of other names (sibling
+    /// glue) and the addresses added to answers are optional.
+    pub required: bool,
 }
 
 /// Upper bound of the encoded size of `records`.
@@ -154,6 +176,11 @@ impl Snapshot {
         }
     }
 
+    /// Whether the name with key `key` is the apex of a served zone.
+    pub fn serves_zone(&self, key: &[u8]) -> bool {
+        self.zones.contains_key(key)
+    }
+
     pub fn zone_count(&self) -> usize {
         self.zones.len()
     }
@@ -213,29 +240,12 @@ impl Zone {
             }
         }
 
-        // Additional data: address records of in-zone NS/MX/SRV targets.
-        let mut extras: Vec<(Box<[u8]>, usize, Vec<Record>)> = Vec::new();
+        // Additional data: address RRsets of in-zone NS/MX/SRV targets.
+        let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
+        let mut extras: Vec<(Box<[u8]>, usize, Vec<Additional>)> = Vec::new();
         for (key, node) in &nodes {
             for (i, set) in node.rrsets.iter().enumerate() {
-                let mut add = Vec::new();
-                for r in set.records.iter() {
-                    let target = match &r.data {
-                        RData::NS(ns) => &ns.0,
-                        RData::MX(mx) => &mx.exchange,
-                        RData::SRV(srv) => &srv.target,
-                        _ => continue,
-                    };
-                    let Some(tk) = NameKey::new(target) else {
-                        continue;
-                    };
-                    if let Some(t) = nodes.get(tk.as_bytes()) {
-                        for rtype in [RecordType::A, RecordType::AAAA] {
-                            if let Some(s) = t.get(rtype) {
-                                add.extend(s.records.iter().cloned());
-                            }
-                        }
-                    }
-                }
+                let add = additional_of(&nodes, apex, key, set, has_wildcards);
                 if !add.is_empty() {
                     extras.push((key.clone(), i, add));
                 }
@@ -243,7 +253,6 @@ impl Zone {
         }
         for (key, i, add) in extras {
             if let Some(set) = nodes.get_mut(&key).and_then(|n| n.rrsets.get_mut(i)) {
-                set.additional_wire_len = wire_len(&add);
                 set.additional = add.into_boxed_slice();
             }
         }
@@ -253,7 +262,6 @@ impl Zone {
         if let RData::SOA(data) = &soa.data {
             negative.ttl = soa.ttl.min(data.minimum);
         }
-        let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
         let has_dnames = nodes.values().any(|n| n.get(RecordType::DNAME).is_some());
         Some(Self {
             origin: loaded.origin.clone(),
@@ -313,4 +321,93 @@ impl Zone {
             None => Lookup::NxDomain,
         }
     }
+}
+
+/// The address RRsets that `set`, owned by the name with key `owner`, adds
+/// to a response: for each in-zone target of its NS, MX or SRV records (once
+/// per name), the target's A then AAAA RRset.
+fn additional_of(
+    nodes: &Map<Node>,
+    apex: &[u8],
+    owner: &[u8],
+    set: &RrSet,
+    has_wildcards: bool,
+) -> Vec<Additional> {
+    let mut add = Vec::new();
+    let mut seen: Vec<NameKey> = Vec::new();
+    for r in set.records.iter() {
+        let target = match &r.data {
+            RData::NS(ns) => &ns.0,
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            _ => continue,
+        };
+        let Some(tk) = NameKey::new(target) else {
+            continue;
+        };
+        let tk_bytes = tk.as_bytes();
+        if !name_key::is_at_or_below(tk_bytes, apex) || seen.iter().any(|k| k.as_bytes() == tk_bytes)
+        {
+            continue;
+        }
+        seen.push(tk);
+        let Some((node, synthesized)) = address_node(nodes, tk_bytes, has_wildcards) else {
+            continue;
+        };
+        let required = set.rtype == RecordType::NS
+            && owner != apex
+            && name_key::is_at_or_below(tk_bytes, owner);
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let Some(s) = node.get(rtype) else {
+                continue;
+            };
+            let records: Vec<Record> = s
+                .records
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    if synthesized {
+                        r.name = target.clone();
+                    }
+                    r
+                })
+                .collect();
+            add.push(Additional {
+                wire_len: wire_len(&records),
+                records: records.into_boxed_slice(),
+                required,
+            });
+        }
+    }
+    add
+}
+
+/// The node that holds the addresses of the in-zone name with key `key`,
+/// and whether it is a wildcard that covers the name: the name's own node
+/// (glue below a zone cut included), else the wildcard at its closest
+/// encloser (RFC 4592 §3.3.1), unless that encloser is at or below a cut or
+/// owns a DNAME, where nothing is synthesized.
+fn address_node<'n>(
+    nodes: &'n Map<Node>,
+    key: &[u8],
+    has_wildcards: bool,
+) -> Option<(&'n Node, bool)> {
+    if let Some(node) = nodes.get(key) {
+        return Some((node, false));
+    }
+    if !has_wildcards {
+        return None;
+    }
+    let mut encloser = key;
+    let node = loop {
+        encloser = name_key::parent(encloser)?;
+        if let Some(node) = nodes.get(encloser) {
+            break node;
+        }
+    };
+    if node.delegation.is_some() || node.get(RecordType::DNAME).is_some() {
+        return None;
+    }
+    let wildcard = NameKey::wildcard_of(encloser)?;
+    nodes.get(wildcard.as_bytes()).map(|node| (node, true))
 }

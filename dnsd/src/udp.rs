@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result};
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -28,7 +29,7 @@ use tracing::{debug, error};
 
 use crate::affinity::Placement;
 use crate::mmsg::{self, Batch};
-use crate::server::Handler;
+use crate::server::{self, Handler};
 
 /// Starts the thread serving `socket` (a blocking socket), placed by
 /// `placement`. Returns once the thread runs where it should, with whether
@@ -103,6 +104,7 @@ fn general(
             let reply = UdpReply {
                 socket: socket.clone(),
                 dst: src,
+                question: request.queries.as_bytes().into(),
             };
             // The handler never waits on I/O here (the reply is a plain
             // blocking send), so this only drives it to completion.
@@ -131,11 +133,26 @@ fn formerr(query: &[u8]) -> [u8; 12] {
     h
 }
 
+/// Cuts an encoded response down to its header and question (whose length
+/// is `question_len` when the header counts `questions`) with TC set.
+fn truncate_to_question(bytes: &mut Vec<u8>, question_len: usize, questions: u16) {
+    let keep = if questions == 1 { 12 + question_len } else { 12 };
+    bytes.truncate(keep);
+    if let Some(header) = bytes.get_mut(..12) {
+        header[2] |= 0x02;
+        header[4..6].copy_from_slice(&u16::from(questions == 1).to_be_bytes());
+        header[6..12].fill(0);
+    }
+}
+
 /// Sends one response back to the client that asked.
 #[derive(Clone)]
 struct UdpReply {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    /// The query's question section, as it sent it: a response that echoes
+    /// it compresses names into it (`server::response_encoder`).
+    question: Arc<[u8]>,
 }
 
 #[async_trait::async_trait]
@@ -152,13 +169,36 @@ impl ResponseHandler for UdpReply {
         >,
     ) -> Result<ResponseInfo, NetError> {
         // RFC 1035 §4.2.1 and RFC 6891 §6.2.5: never more than the client
-        // can take. The handler has already fitted the response; this is
-        // the backstop that sets TC rather than send too much.
-        let limit = response.edns().map_or(512, |e| e.max_payload().max(512));
+        // can take. The handler has already fitted the response; the check
+        // below is the backstop that sets TC rather than send too much. The
+        // encoder itself is not limited: hickory writes a name in full
+        // before it compresses it, so a limit would refuse a long name that
+        // ends up a two-byte pointer.
+        let limit = usize::from(response.edns().map_or(512, |e| e.max_payload().max(512)));
+        // Only an answer to a query echoes the question as it came (the
+        // UPDATE path signs its own encoding, and FORMERR drops the
+        // question), so only those compress into it.
+        let metadata = response.metadata();
+        let echoes = metadata.op_code == OpCode::Query
+            && metadata.response_code != ResponseCode::FormErr;
         let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(limit);
+        let mut encoder = if echoes {
+            let mut encoder = server::response_encoder(&mut bytes, &self.question)?;
+            encoder.set_offset(0);
+            encoder
+        } else {
+            BinEncoder::new(&mut bytes)
+        };
         let info = response.destructive_emit(&mut encoder)?;
+        if bytes.len() > limit {
+            error!(
+                dst = %self.dst,
+                len = bytes.len(),
+                limit,
+                "a response exceeds the client's buffer; sent truncated instead"
+            );
+            truncate_to_question(&mut bytes, self.question.len(), info.counts().queries);
+        }
         if let Err(error) = self.socket.send_to(&bytes, self.dst) {
             debug!(%error, dst = %self.dst, "sending a UDP response");
         }

@@ -97,6 +97,57 @@ impl Query {
         self
     }
 
+    /// dig turns an AXFR question into a zone transfer, which it always
+    /// makes over TCP and prints as records, not as a message; asked over
+    /// UDP, the question goes out with mdig (BIND's plain query tool, the
+    /// same output) instead.
+    fn needs_mdig(&self) -> bool {
+        !self.tcp && self.qtype.eq_ignore_ascii_case("AXFR")
+    }
+
+    /// The program that sends this query: dig, or mdig where dig cannot.
+    pub fn program(&self) -> &'static str {
+        if self.needs_mdig() { "mdig" } else { "dig" }
+    }
+
+    /// The program's arguments for this query (without server and port).
+    pub fn args(&self) -> Vec<String> {
+        if self.needs_mdig() {
+            self.mdig_args()
+        } else {
+            self.dig_args()
+        }
+    }
+
+    /// mdig's arguments: dig's query options without the display and retry
+    /// ones mdig lacks (it neither retries over TCP on TC nor renegotiates
+    /// EDNS), and the name last. No opcodes.
+    fn mdig_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["+norec", "+nocookie", "+noadflag", "+tries=2", "+timeout=3"]
+            .map(String::from)
+            .to_vec();
+        args.push(match self.edns {
+            Edns::Off => "+noedns".into(),
+            Edns::Payload(size) => format!("+bufsize={size}"),
+            Edns::Version(v) => format!("+edns={v}"),
+        });
+        if let Some(subnet) = &self.subnet {
+            args.push(format!("+subnet={subnet}"));
+        }
+        if self.dnssec {
+            args.push("+dnssec".into());
+        }
+        args.extend(self.extra.iter().cloned());
+        args.extend([
+            "-c".to_string(),
+            self.class.clone(),
+            "-t".to_string(),
+            self.qtype.clone(),
+            self.name.clone(),
+        ]);
+        args
+    }
+
     /// dig's arguments for this query (without server and port).
     pub fn dig_args(&self) -> Vec<String> {
         let mut args = self.dig_options();
@@ -134,6 +185,11 @@ impl Query {
         .to_vec();
         if self.tcp {
             args.push("+tcp".into());
+        } else if self.qtype.to_ascii_uppercase().starts_with("IXFR") {
+            // dig asks IXFR=serial over TCP unless told, and prints the
+            // reply as a transfer (records only) unless asked for the
+            // header and question.
+            args.extend(["+notcp", "+comments", "+question"].map(String::from));
         }
         match self.edns {
             Edns::Off => args.push("+noedns".into()),
@@ -309,18 +365,22 @@ impl fmt::Display for Reply {
     }
 }
 
-/// Sends `query` to `server` with dig and parses the response.
+/// Sends `query` to `server` with dig (or mdig, see [`Query::program`])
+/// and parses the response.
 pub fn ask(server: SocketAddr, query: &Query) -> Result<Reply> {
-    let out = Command::new("dig")
+    let out = Command::new(query.program())
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
-        .args(query.dig_args())
+        .args(query.args())
         .output()
         .context("running dig (install bind9-dnsutils)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     // dig exits 9 when no reply came, and reports a TCP connection the
-    // server closed as a communications error.
+    // server closed as a communications error; mdig exits 1 without a
+    // message.
+    let mdig_silent = query.program() == "mdig" && !stdout.contains("->>HEADER<<-");
     if out.status.code() == Some(9)
+        || mdig_silent
         || stdout.contains("no servers could be reached")
         || stdout.contains("communications error")
     {

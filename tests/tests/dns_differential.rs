@@ -39,6 +39,32 @@
 //!   the SOA), and a DNAME loop stops at the first repeated name, or after
 //!   one rewrite when a DNAME's target is below its own owner (Knot follows
 //!   either for several rounds). Those cases are compared with NSD only.
+//!
+//! Answers at the edges (issue 9), asked over UDP with a 1232-byte buffer,
+//! without EDNS, with a 512-byte buffer, and over TCP:
+//! - truncation keeps the CNAME chain (RFC 2181 §9): both peers send the
+//!   RRsets that fit, whole, with TC, and nothing after them. Where the
+//!   CNAMEs fit but a negative answer's SOA does not, NSD sets TC and Knot
+//!   leaves the SOA out without it; dnsd answers as NSD (a resolver cannot
+//!   cache a negative answer without its SOA, RFC 2308 §5): `LikeNsd`;
+//! - a referral that cannot carry the glue of its in-domain name servers:
+//!   Knot sets TC (RFC 9471 §3) and fills the additional section name server
+//!   by name server, NSD 4.6 sends it without TC and fills it by type (every
+//!   A first); dnsd answers as Knot, which follows the RFC: `LikeKnot`.
+//!   Sibling glue is optional for both, and compared strictly;
+//! - the addresses of MX, SRV and NS targets covered by a wildcard are
+//!   additional data both peers add (RFC 1034 §4.3.2 step 6): for those
+//!   questions the additional section of a positive answer is compared
+//!   strictly, less NSD's apex NS addresses (`StrictAdditional`);
+//! - an RRset whose records carry different TTLs: NSD serves each record's
+//!   own TTL, Knot the TTL of the last one in the file; dnsd serves the
+//!   lowest, which RFC 2181 §5.2 tells a client to use. `LowestTtl`: every
+//!   section is compared with NSD's TTLs lowered to the lowest of their
+//!   RRset, and with Knot's TTLs set aside;
+//! - AXFR over UDP is NOTIMP from both; IXFR over UDP is NOTAUTH from both
+//!   for a name that is not a served zone, and at the apex REFUSED (NSD,
+//!   RFC 5936 §2.2.1's policy refusal) or NOTAUTH (Knot): dnsd says REFUSED
+//!   there (`LikeNsd`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -60,8 +86,18 @@ enum Rule {
     /// Peers differ in the sections; compare the header, and dnsd must equal
     /// one of them.
     EitherPeer,
-    /// Peers differ in everything (DNAME corner cases): dnsd must equal NSD.
+    /// Peers differ in everything (DNAME corner cases, a negative answer
+    /// truncated before its SOA, IXFR at the apex): dnsd must equal NSD.
     LikeNsd,
+    /// Peers differ (a referral without room for its in-domain glue): dnsd
+    /// must equal Knot.
+    LikeKnot,
+    /// Like `Strict`, and the additional section of a positive answer is
+    /// compared too, less NSD's optional apex NS addresses.
+    StrictAdditional,
+    /// RRsets with mixed TTLs: like `StrictAdditional`, with NSD's TTLs
+    /// lowered to the lowest of each RRset and Knot's set aside.
+    LowestTtl,
 }
 
 struct Case {
@@ -231,6 +267,202 @@ const OUTSIDE: &[(&str, &str)] = &[
     ("xexample.test.", "A"),
 ];
 
+/// Truncation keeps the CNAME chain (RFC 2181 §9): chains that end in an
+/// RRset too big for 512 bytes (big, bigv6, the wildcard *.bigw, bigmx) or
+/// for 1232 (bigtxt), a chain of long names of which only the first links
+/// fit in 512 bytes, and a chain into a delegation whose NS set does not
+/// fit. NSD and Knot agree on all of them.
+const TRUNCATED_CHAINS: &[(&str, &str)] = &[
+    ("tc-chain1", "A"),
+    ("tc-chain2", "A"),
+    ("tc-chain3", "A"),
+    ("tc-chain4", "A"),
+    ("TC-Chain1", "A"),
+    ("tc-chain1", "AAAA"),
+    ("tc-chain3", "CNAME"),
+    ("tc-v6", "AAAA"),
+    ("tc-v6", "A"),
+    ("tc-txt", "TXT"),
+    ("tc-txt2", "TXT"),
+    ("tc-wild", "A"),
+    ("x.tcw", "A"),
+    ("Y.Z.TCW", "A"),
+    ("x.tcw", "TXT"),
+    ("tc-mx", "MX"),
+    ("bigv6", "AAAA"),
+    ("y.bigw", "A"),
+    ("tc-long1", "A"),
+    ("tc-long1", "TXT"),
+    ("to-hugedel", "A"),
+    ("x.hugedel", "A"),
+    ("hugedel", "NS"),
+];
+
+/// Chains whose CNAMEs fit in 512 bytes but whose negative answer's SOA
+/// does not: NSD truncates, Knot drops the SOA (module comment).
+const TRUNCATED_NEGATIVE: &[(&str, &str)] = &[("tc-nx1", "A"), ("tc-nodata1", "A")];
+
+/// Long names under wildcards: (wildcard parent, type); each is asked with
+/// names of 245 to 255 octets.
+const LONG_NAME_PARENTS: &[(&str, &str)] = &[
+    ("lw", "A"),
+    ("lw", "AAAA"),
+    ("lw", "TXT"),
+    ("lw", "MX"),
+    ("lw", "SRV"),
+    ("lwc", "A"),
+    ("lwt", "TXT"),
+    ("wild", "TXT"),
+    ("multi", "AAAA"),
+    ("bigw", "A"),
+    ("nolw", "A"),
+];
+
+/// Names whose MX, SRV or NS targets a wildcard covers (or does not: a
+/// wildcard CNAME, a name that exists, an empty non-terminal), and plain
+/// in-zone targets next to them.
+const WILDCARD_TARGETS: &[(&str, &str)] = &[
+    ("mx-wild", "MX"),
+    ("mx-wild2", "MX"),
+    ("mx-wild-v4", "MX"),
+    ("mx-wild-cname", "MX"),
+    ("mx-wild-blocked", "MX"),
+    ("a.wmx", "MX"),
+    ("B.C.WMX", "MX"),
+    ("_sip._tcp.srv-wild", "SRV"),
+    ("srv-wild2", "SRV"),
+    ("wdel", "NS"),
+    ("x.wdel", "A"),
+    ("wdel2", "A"),
+    ("wdel2", "NS"),
+    ("@", "MX"),
+    ("host-mx", "MX"),
+    ("_sip._udp", "SRV"),
+];
+
+/// Referrals with many name servers: (name, type, the largest buffer at
+/// which the required glue does not fit, 0 if it always fits).
+const BIG_REFERRALS: &[(&str, &str, u16)] = &[
+    ("x.bigdel", "A", 1232),
+    ("bigdel", "NS", 1232),
+    ("a.b.bigdel", "MX", 1232),
+    ("ns01.bigdel", "A", 1232),
+    ("to-bigdel", "A", 1232),
+    ("x.middel", "A", 512),
+    ("middel", "NS", 512),
+    ("to-middel", "A", 512),
+    ("x.sibdel", "A", 0),
+    ("sibdel", "NS", 0),
+    ("bigdel", "DS", 0),
+    ("middel", "DS", 0),
+];
+
+/// RRsets whose records carry different TTLs, on every answer path.
+const MIXED_TTLS: &[(&str, &str)] = &[
+    ("mttl", "A"),
+    ("mttl", "AAAA"),
+    ("mttl", "TXT"),
+    ("mttl2", "A"),
+    ("mttl3", "A"),
+    ("Mttl3", "A"),
+    ("x.mttlw", "A"),
+    ("y.z.mttlw", "A"),
+    ("mttldel", "NS"),
+    ("x.mttldel", "A"),
+    ("ns.mttldel", "A"),
+    ("mttlmx", "MX"),
+    ("to-mttl", "A"),
+];
+
+/// Zone transfers asked over UDP: (name, type, rule).
+const TRANSFERS_OVER_UDP: &[(&str, &str, Rule)] = &[
+    ("@", "AXFR", Rule::Strict),
+    ("Example.Test.", "AXFR", Rule::Strict),
+    ("www", "AXFR", Rule::Strict),
+    ("child", "AXFR", Rule::Strict),
+    ("nope", "AXFR", Rule::Strict),
+    ("example.org.", "AXFR", Rule::Strict),
+    ("@", "IXFR=2026112601", Rule::LikeNsd),
+    ("@", "IXFR=1", Rule::LikeNsd),
+    ("www", "IXFR=1", Rule::Strict),
+    ("child", "IXFR=1", Rule::Strict),
+    ("x.child", "IXFR=1", Rule::Strict),
+    ("nope", "IXFR=1", Rule::Strict),
+    ("a.wild", "IXFR=1", Rule::Strict),
+    ("example.org.", "IXFR=1", Rule::Strict),
+];
+
+/// A name of exactly `octets` octets in wire form (root label included)
+/// below `parent` (a name relative to example.test): labels of `label`
+/// repeated, as long as they go (63), or one octet each when `short`.
+fn long_name(octets: usize, parent: &str, label: char, short: bool) -> String {
+    let parent = fqdn(parent);
+    let mut extra = octets - (parent.len() + 1);
+    let mut labels = Vec::new();
+    while extra > 0 {
+        let mut len = if short { 1 } else { (extra - 1).min(63) };
+        // A label takes its length plus one; never leave one octet over.
+        if extra - (len + 1) == 1 {
+            len = if len > 1 { len - 1 } else { len + 1 };
+        }
+        labels.push(label.to_string().repeat(len));
+        extra -= len + 1;
+    }
+    format!("{}.{parent}", labels.join("."))
+}
+
+/// The cases of issue 9's answer classes (module comment).
+fn answer_edges() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut ask = |name: &str, qtype: &str, rule: Rule, cut: Rule, cut_at: u16| {
+        cases.extend(over_four_transports(
+            Query::new(&fqdn(name), qtype),
+            rule,
+            cut,
+            cut_at,
+        ));
+    };
+    for &(name, qtype) in TRUNCATED_CHAINS {
+        ask(name, qtype, Rule::Strict, Rule::Strict, 512);
+    }
+    for &(name, qtype) in TRUNCATED_NEGATIVE {
+        ask(name, qtype, Rule::Strict, Rule::LikeNsd, 512);
+    }
+    for &(parent, qtype) in LONG_NAME_PARENTS {
+        for (octets, label, short) in [
+            (245, 'k', false),
+            (250, 'L', false),
+            (253, 'm', false),
+            (255, 'n', false),
+            (247, 'q', true),
+            (255, 'R', true),
+        ] {
+            let name = long_name(octets, parent, label, short);
+            ask(&name, qtype, Rule::Strict, Rule::Strict, 512);
+        }
+    }
+    for &(name, qtype) in WILDCARD_TARGETS {
+        let rule = Rule::StrictAdditional;
+        ask(name, qtype, rule, rule, 512);
+    }
+    for &(name, qtype, cut_at) in BIG_REFERRALS {
+        ask(name, qtype, Rule::Strict, Rule::LikeKnot, cut_at);
+    }
+    for &(name, qtype) in MIXED_TTLS {
+        ask(name, qtype, Rule::LowestTtl, Rule::LowestTtl, 512);
+    }
+    for &(name, qtype, rule) in TRANSFERS_OVER_UDP {
+        let query = Query::new(&fqdn(name), qtype);
+        for edns in [Edns::Payload(1232), Edns::Off, Edns::Payload(512)] {
+            cases.push(Case {
+                query: query.clone().edns(edns),
+                rule,
+            });
+        }
+    }
+    cases
+}
+
 fn fqdn(name: &str) -> String {
     match name {
         "@" => TEST_ORIGIN.to_string(),
@@ -257,6 +489,31 @@ fn over_udp_and_tcp(query: Query, rule: Rule) -> [Case; 2] {
     [query.clone(), query.tcp()].map(|query| Case { query, rule })
 }
 
+/// `query` over UDP with EDNS (1232), without EDNS, with a 512-byte EDNS
+/// buffer, and over TCP: under `cut` over UDP with a buffer of at most
+/// `cut_at` bytes (where the answer does not fit), under `rule` otherwise.
+fn over_four_transports(query: Query, rule: Rule, cut: Rule, cut_at: u16) -> [Case; 4] {
+    let rule_at = |size: u16| if size <= cut_at { cut } else { rule };
+    [
+        Case {
+            query: query.clone(),
+            rule: rule_at(1232),
+        },
+        Case {
+            query: query.clone().edns(Edns::Off),
+            rule: rule_at(512),
+        },
+        Case {
+            query: query.clone().edns(Edns::Payload(512)),
+            rule: rule_at(512),
+        },
+        Case {
+            query: query.tcp(),
+            rule,
+        },
+    ]
+}
+
 /// The whole corpus: every question over UDP with and without EDNS and over
 /// TCP, then the cases that only make sense once (case, ECS, payload sizes,
 /// EDNS versions, DO, classes, opcodes).
@@ -274,6 +531,7 @@ fn corpus() -> Vec<Case> {
         let query = Query::new(&fqdn(name), qtype);
         cases.extend(over_every_transport(query, Rule::LikeNsd));
     }
+    cases.extend(answer_edges());
     // ANY below a DNAME: both peers rewrite and follow it like any type
     // (one RRset at the end of the chain), so it is compared strictly.
     // Near 512 bytes NSD and Knot compress the long rewrite differently
@@ -440,17 +698,30 @@ fn is_positive(m: &Message) -> bool {
 /// The additional section of a positive answer without the addresses of
 /// NSD's optional apex NS set, or None if the authority section holds
 /// anything but that set (a partial referral after a CNAME into a
-/// delegation, or a wrong record), which is then compared as it is.
-fn additional_without_apex_ns(m: &Message, ctx: &ZoneFacts) -> Option<Vec<Record>> {
+/// delegation, or a wrong record), which is then compared as it is. With
+/// `ttls_set_aside` (a `LowestTtl` comparison that set every TTL to 0) the
+/// set is recognised by everything but its TTL.
+fn additional_without_apex_ns(
+    m: &Message,
+    ctx: &ZoneFacts,
+    ttls_set_aside: bool,
+) -> Option<Vec<Record>> {
     if m.authority.is_empty() {
         return Some(m.additional.clone());
     }
     let authority = sorted(&m.authority);
+    let ttl = |r: &Record| if ttls_set_aside { 0 } else { r.ttl };
     let apex_ns = ctx
         .apex_ns
         .iter()
         .map(|set| sorted(set))
-        .find(|set| *set == authority)?;
+        .find(|set| {
+            set.len() == authority.len()
+                && set.iter().zip(&authority).all(|(a, b)| {
+                    (&a.name, ttl(a), &a.class, &a.rtype, &a.rdata)
+                        == (&b.name, b.ttl, &b.class, &b.rtype, &b.rdata)
+                })
+        })?;
     let targets: BTreeSet<&str> = apex_ns.iter().map(|r| r.rdata.as_str()).collect();
     let additional = m
         .additional
@@ -522,16 +793,64 @@ fn compare_header(a: &Message, b: &Message, out: &mut Vec<String>) {
     }
 }
 
-/// Compares the replies `a` (from server `names.0`) and `b` (`names.1`) to
-/// one case under its rule.
+/// `m` with the TTLs of every section set to 0.
+fn without_ttls(m: &Message) -> Message {
+    let mut m = m.clone();
+    for section in [&mut m.answer, &mut m.authority, &mut m.additional] {
+        for r in section.iter_mut() {
+            r.ttl = 0;
+        }
+    }
+    m
+}
+
+/// `m` with every RRset of every section served with the lowest TTL of
+/// its records (RFC 2181 §5.2).
+fn with_lowest_ttls(m: &Message) -> Message {
+    let mut m = m.clone();
+    for section in [&mut m.answer, &mut m.authority, &mut m.additional] {
+        let lowest = |r: &Record, all: &[Record]| {
+            all.iter()
+                .filter(|o| o.name == r.name && o.rtype == r.rtype && o.class == r.class)
+                .map(|o| o.ttl)
+                .min()
+                .unwrap_or(r.ttl)
+        };
+        let all = section.clone();
+        for r in section.iter_mut() {
+            r.ttl = lowest(r, &all);
+        }
+    }
+    m
+}
+
+/// Compares the replies `a` (from server `names.0`, an `implementation`)
+/// and `b` (`names.1`) to one case under its rule.
 fn compare(
     case: &Case,
     (a, b): (&Reply, &Reply),
     names: (&str, &str),
+    implementation: Implementation,
     ctx: &ZoneFacts,
     peers_only: bool,
 ) -> Result<Differences> {
     let mut d = Differences::default();
+    // Mixed TTLs: the peers each serve their own (module comment); dnsd
+    // must serve NSD's lowest, and is compared with Knot on the rest.
+    let views: [Reply; 2];
+    let ttls_set_aside =
+        case.rule == Rule::LowestTtl && (peers_only || implementation != Implementation::Nsd);
+    let (a, b) = match (a, b) {
+        (Reply::Message(ma), Reply::Message(mb)) if case.rule == Rule::LowestTtl => {
+            views = if ttls_set_aside {
+                [without_ttls(ma), without_ttls(mb)].map(Reply::Message)
+            } else {
+                [with_lowest_ttls(ma), mb.clone()].map(Reply::Message)
+            };
+            (&views[0], &views[1])
+        }
+        _ => (a, b),
+    };
     let (ma, mb) = match (a, b) {
         // Every query of the corpus deserves an answer.
         (Reply::Silence(_), Reply::Silence(_)) => {
@@ -547,7 +866,7 @@ fn compare(
     };
     check_alone(&case.query, ma, &mut d, names.0);
     check_alone(&case.query, mb, &mut d, names.1);
-    if case.rule == Rule::LikeNsd && peers_only {
+    if matches!(case.rule, Rule::LikeNsd | Rule::LikeKnot) && peers_only {
         // The peers' disagreement is documented, not compared.
         return Ok(d);
     }
@@ -599,11 +918,17 @@ fn compare(
 
     if is_positive(ma) && is_positive(mb) {
         match (
-            additional_without_apex_ns(ma, ctx),
-            additional_without_apex_ns(mb, ctx),
+            additional_without_apex_ns(ma, ctx, ttls_set_aside),
+            additional_without_apex_ns(mb, ctx, ttls_set_aside),
         ) {
             (Some(adda), Some(addb)) => {
-                compare_section(&mut d.notes, "additional (positive answer)", &adda, &addb)
+                let strict = matches!(case.rule, Rule::StrictAdditional | Rule::LowestTtl);
+                let out = if strict {
+                    &mut d.failures
+                } else {
+                    &mut d.notes
+                };
+                compare_section(out, "additional (positive answer)", &adda, &addb)
             }
             _ => {
                 compare_section(&mut d.failures, "authority", &ma.authority, &mb.authority);
@@ -725,10 +1050,11 @@ fn apex_ns(server: &DnsServer, options: &ServerOptions) -> Result<Vec<Vec<Record
 
 fn dig_line(server: &DnsServer, q: &Query) -> String {
     format!(
-        "dig @{} -p {} {}",
+        "{} @{} -p {} {}",
+        q.program(),
         server.addr.ip(),
         server.addr.port(),
-        q.dig_args().join(" ")
+        q.args().join(" ")
     )
 }
 
@@ -750,7 +1076,15 @@ fn report(
         let mut per_peer = Vec::new();
         for &p in peers {
             let names = (servers[p].label(), servers[candidate].label());
-            let d = compare(case, (&replies[p][i], got), names, ctx, peers_only)?;
+            let implementation = servers[p].implementation;
+            let d = compare(
+                case,
+                (&replies[p][i], got),
+                names,
+                implementation,
+                ctx,
+                peers_only,
+            )?;
             per_peer.push((p, d));
         }
         // A case with its own rule for peers that disagree passes if the
@@ -760,6 +1094,10 @@ fn report(
             Rule::LikeNsd if !peers_only => per_peer
                 .iter()
                 .filter(|(p, _)| servers[*p].implementation == Implementation::Nsd)
+                .all(|(_, d)| d.is_empty()),
+            Rule::LikeKnot if !peers_only => per_peer
+                .iter()
+                .filter(|(p, _)| servers[*p].implementation == Implementation::Knot)
                 .all(|(_, d)| d.is_empty()),
             _ => per_peer.iter().all(|(_, d)| d.is_empty()),
         };
