@@ -846,9 +846,11 @@ fn dnsd_serves_the_transfer(path: &Path, transfer: &BTreeSet<Record>, slot: u8) 
         match dns_peers::start_dnsd(&bins::path("dnsd"), loopback(slot, 3), &zone_options(path)) {
             Ok(dnsd) => dnsd,
             Err(e) => bail!(
-                "{origin}: dnsd does not serve the zone ({} RRsets, {} queries not asked): {e:#}",
+                "{origin}: dnsd does not serve the zone ({} RRsets, {} queries not asked); \
+                 dnsd check says:\n{}\n{e:#}",
                 sets.len(),
-                4 * sets.len()
+                4 * sets.len(),
+                dnsd_check_says(&origin, path)?
             ),
         };
     let queries: Vec<(usize, Query, usize)> = sets
@@ -898,6 +900,19 @@ fn dnsd_serves_the_transfer(path: &Path, transfer: &BTreeSet<Record>, slot: u8) 
         tally.asked - tally.matched - tally.truncated,
         tally.asked
     )
+}
+
+/// The first lines of what `dnsd check` says of the zone file `path`
+/// alone (the server's log shows only the tail of a panic's backtrace).
+fn dnsd_check_says(origin: &str, path: &Path) -> Result<String> {
+    let ws = DnsdWorkspace::new()?;
+    ws.toml("")?;
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ws.zone(origin, &text)?;
+    let out = check(ws.path())?;
+    let text = output_text(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).take(5).collect();
+    Ok(format!("  ({}) {}", out.status, lines.join("\n  ")))
 }
 
 fn transport_label(query: &Query) -> String {
