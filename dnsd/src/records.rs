@@ -48,8 +48,16 @@ pub fn rdata(rtype: RecordType, wire: &[u8]) -> RData {
     }
     RData::Unknown {
         code: rtype,
-        rdata: NULL::with(wire.to_vec()),
+        rdata: opaque(wire),
     }
+}
+
+/// Octets as hickory's generic rdata. Not `NULL::with`, which asserts that
+/// there are some: empty rdata (`TYPE65281 \# 0`) is legal (RFC 3597 §5).
+fn opaque(wire: &[u8]) -> NULL {
+    let mut data = NULL::new();
+    data.anything = wire.to_vec();
+    data
 }
 
 /// The uncompressed wire octets of rdata; `None` if hickory cannot encode

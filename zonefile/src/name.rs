@@ -151,6 +151,23 @@ impl Name {
     }
 }
 
+/// Whether presentation text names an absolute name: it ends with a dot
+/// that is not escaped (or is the root, `.`).
+pub fn is_absolute(text: &[u8]) -> bool {
+    let mut i = 0;
+    let mut last_plain_dot = false;
+    while i < text.len() {
+        if text[i] == b'\\' {
+            i += unescape(&text[i..]).map_or(text.len(), |(_, used)| used);
+            last_plain_dot = false;
+        } else {
+            last_plain_dot = text[i] == b'.';
+            i += 1;
+        }
+    }
+    last_plain_dot
+}
+
 /// The labels of a wire-form name.
 pub struct Labels<'n> {
     wire: &'n [u8],
@@ -301,6 +318,16 @@ mod tests {
         assert!(parse("a..b").is_err());
         assert!(parse("\\256").unwrap_err().contains("more than 255"));
         assert!(parse("\\12").is_err());
+    }
+
+    #[test]
+    fn absolute_text_ends_with_a_plain_dot() {
+        assert!(is_absolute(b"a.b."));
+        assert!(is_absolute(b"."));
+        assert!(is_absolute(b"a\\\\."));
+        assert!(!is_absolute(b"a\\."));
+        assert!(!is_absolute(b"a.b"));
+        assert!(!is_absolute(b"a\\046"));
     }
 
     #[test]

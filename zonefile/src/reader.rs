@@ -98,6 +98,13 @@ impl State<'_> {
             let [arg] = args else {
                 return Err("$ORIGIN takes one domain name".into());
             };
+            // NSD and Knot refuse a relative origin, whatever BIND does.
+            if !crate::name::is_absolute(arg.text) {
+                return Err(format!(
+                    "$ORIGIN {}: the origin must be absolute (end with a dot)",
+                    arg.show()
+                ));
+            }
             self.origin =
                 Name::parse(arg.text, &self.origin).map_err(|e| format!("$ORIGIN: {e}"))?;
         } else if name.is("$TTL") {

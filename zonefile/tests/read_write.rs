@@ -36,7 +36,7 @@ fn directives_owners_ttls_and_classes() {
 $TTL 1h
 www A 198.18.0.1
     60 IN A 198.18.0.2
-$ORIGIN sub
+$ORIGIN sub.example.test.
 x IN TXT \"in sub\"
 ",
     )
@@ -63,6 +63,8 @@ fn without_ttl_records_get_nsds_default() {
 
 #[test]
 fn every_bad_entry_is_reported_with_its_line_and_the_rest_is_read() {
+    let errors = zone("$ORIGIN relative\n").unwrap_err();
+    assert!(errors[0].message.contains("must be absolute"), "{errors:?}");
     let errors = zone(
         "ok A 198.18.0.1
 bad A 198.18.0.1 198.18.0.2
