@@ -6,9 +6,12 @@
 //! Semantics follow RFC 1034 §4.3.2 as NSD and Knot implement it, with
 //! Knot's minimal positive answers: an answer carries no NS set in its
 //! authority section; NS, MX and SRV answers carry the in-zone addresses of
-//! their targets in the additional section. Negative answers carry the SOA
-//! with TTL min(SOA TTL, MINIMUM); referrals carry the cut's NS set and glue
-//! without AA; CNAME chains are followed inside the zone; wildcards are
+//! their targets in the additional section, also of targets a wildcard
+//! covers. Negative answers carry the SOA with TTL min(SOA TTL, MINIMUM);
+//! referrals carry the cut's NS set and glue without AA, the glue of
+//! in-domain name servers marked as required (what `server` may not drop
+//! without TC, RFC 9471 §3); CNAME chains are followed inside the zone;
+//! every RRset has one TTL (the snapshot's); wildcards are
 //! expanded per RFC 4592; ANY gets a single RRset (RFC 8482 §4.1, as NSD
 //! and Knot answer it over UDP and TCP alike). A name below a DNAME gets
 //! the DNAME and a CNAME synthesized from it, then the CNAME is followed
@@ -594,7 +597,10 @@ ns.sub   IN A   198.18.1.53
         assert!(r.answer.is_empty());
         // The wildcard name itself matches as an ordinary name.
         let r = ask(&s, "*.wild.example.test.", RecordType::TXT, 0);
-        assert_eq!(show(&r, &r.answer), ["*.wild.example.test. 300 TXT \"wild\""]);
+        assert_eq!(
+            show(&r, &r.answer),
+            ["*.wild.example.test. 300 TXT \"wild\""]
+        );
         // A wildcard CNAME is synthesized, then followed.
         let r = ask(&s, "app.wc.example.test.", RecordType::AAAA, 0);
         assert_eq!(
@@ -961,7 +967,11 @@ mttlmx  60 IN MX   20 mail
         ] {
             let r = ask(&s, name, RecordType::MX, 0);
             assert_eq!(show(&r, &r.answer).len(), 1, "{name}");
-            assert!(r.additional.is_empty(), "{name}: {:?}", show(&r, &r.additional));
+            assert!(
+                r.additional.is_empty(),
+                "{name}: {:?}",
+                show(&r, &r.additional)
+            );
         }
     }
 
@@ -1034,14 +1044,33 @@ mttlmx  60 IN MX   20 mail
         let s = edges();
         let (axfr, ixfr, class_in) = (RecordType::AXFR, RecordType::IXFR, DNSClass::IN);
         for name in ["example.test.", "Www.Example.Test.", "example.org."] {
-            assert_eq!(transfer(&s, name, axfr, class_in), ResponseCode::NotImp, "{name}");
+            assert_eq!(
+                transfer(&s, name, axfr, class_in),
+                ResponseCode::NotImp,
+                "{name}"
+            );
         }
-        assert_eq!(transfer(&s, "Example.TEST.", ixfr, class_in), ResponseCode::Refused);
-        for name in ["www.example.test.", "sub.example.test.", "example.org.", "."] {
-            assert_eq!(transfer(&s, name, ixfr, class_in), ResponseCode::NotAuth, "{name}");
+        assert_eq!(
+            transfer(&s, "Example.TEST.", ixfr, class_in),
+            ResponseCode::Refused
+        );
+        for name in [
+            "www.example.test.",
+            "sub.example.test.",
+            "example.org.",
+            ".",
+        ] {
+            assert_eq!(
+                transfer(&s, name, ixfr, class_in),
+                ResponseCode::NotAuth,
+                "{name}"
+            );
         }
         let class_ch = DNSClass::CH;
-        assert_eq!(transfer(&s, "example.test.", axfr, class_ch), ResponseCode::Refused);
+        assert_eq!(
+            transfer(&s, "example.test.", axfr, class_ch),
+            ResponseCode::Refused
+        );
         // Over TCP the answer path refuses both, as before.
         let r = ask(&s, "example.test.", RecordType::AXFR, 0);
         assert_eq!(r.rcode, ResponseCode::Refused);

@@ -21,8 +21,8 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{Record, RecordType};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_server::proto::rr::{Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
@@ -437,11 +437,23 @@ sibs     IN NS  ns2.elsewhere-sibs
             z.push_str(&format!("ns{i:02}.bigdel IN AAAA 2001:2::14:{i:x}\n"));
         }
         let long = |n: usize, a: char, b: char| {
-            format!("n{n}.{}.{}", a.to_string().repeat(63), b.to_string().repeat(63))
+            format!(
+                "n{n}.{}.{}",
+                a.to_string().repeat(63),
+                b.to_string().repeat(63)
+            )
         };
         z.push_str(&format!("n1 IN CNAME {}\n", long(2, 'a', 'b')));
-        z.push_str(&format!("{} IN CNAME {}\n", long(2, 'a', 'b'), long(3, 'c', 'd')));
-        z.push_str(&format!("{} IN CNAME {}\n", long(3, 'c', 'd'), long(4, 'e', 'f')));
+        z.push_str(&format!(
+            "{} IN CNAME {}\n",
+            long(2, 'a', 'b'),
+            long(3, 'c', 'd')
+        ));
+        z.push_str(&format!(
+            "{} IN CNAME {}\n",
+            long(3, 'c', 'd'),
+            long(4, 'e', 'f')
+        ));
         z
     }
 
@@ -493,7 +505,10 @@ sibs     IN NS  ns2.elsewhere-sibs
     }
 
     fn types(records: &[Record]) -> Vec<String> {
-        records.iter().map(|r| r.record_type().to_string()).collect()
+        records
+            .iter()
+            .map(|r| r.record_type().to_string())
+            .collect()
     }
 
     #[test]
@@ -508,7 +523,11 @@ sibs     IN NS  ns2.elsewhere-sibs
         }
         let (_, _, m) = reply(&s, &query("c1.example.test.", RecordType::A, Some(1232)));
         assert!(!m.metadata.truncation);
-        assert_eq!(m.answers.len(), 43, "the whole chain and RRset once it fits");
+        assert_eq!(
+            m.answers.len(),
+            43,
+            "the whole chain and RRset once it fits"
+        );
         // An RRset that does not fit is left out whole: TC and nothing.
         let (_, _, m) = reply(&s, &query("big.example.test.", RecordType::A, None));
         assert!(m.metadata.truncation && m.answers.is_empty());
@@ -531,7 +550,12 @@ sibs     IN NS  ns2.elsewhere-sibs
     #[test]
     fn a_255_octet_name_under_a_wildcard_is_answered_in_512_bytes() {
         let s = snapshot();
-        let labels = ["k".repeat(45), "A".repeat(63), "a".repeat(63), "a".repeat(63)];
+        let labels = [
+            "k".repeat(45),
+            "A".repeat(63),
+            "a".repeat(63),
+            "a".repeat(63),
+        ];
         let name = format!("{}.lw.example.test.", labels.join("."));
         let request = query(&name, RecordType::A, None);
         assert_eq!(request.queries.as_bytes().len(), 255 + 4);
@@ -539,7 +563,11 @@ sibs     IN NS  ns2.elsewhere-sibs
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 1);
         assert_eq!(m.answers[0].name.to_ascii(), name, "the owner as asked");
-        assert_eq!(len, 12 + 259 + 2 + 10 + 4, "the owner points at the question");
+        assert_eq!(
+            len,
+            12 + 259 + 2 + 10 + 4,
+            "the owner points at the question"
+        );
     }
 
     #[test]
@@ -562,13 +590,19 @@ sibs     IN NS  ns2.elsewhere-sibs
             // may still fit (as Knot fills it).
             assert_eq!(
                 glue[..2],
-                ["ns01.bigdel.example.test. A", "ns01.bigdel.example.test. AAAA"]
+                [
+                    "ns01.bigdel.example.test. A",
+                    "ns01.bigdel.example.test. AAAA"
+                ]
             );
             let mut sorted = glue.clone();
             sorted.sort();
             assert_eq!(glue, sorted, "{glue:?}");
         }
-        let (_, _, m) = reply(&s, &query("x.bigdel.example.test.", RecordType::A, Some(1232)));
+        let (_, _, m) = reply(
+            &s,
+            &query("x.bigdel.example.test.", RecordType::A, Some(1232)),
+        );
         assert!(!m.metadata.truncation);
         assert_eq!(m.additionals.len(), 32);
     }

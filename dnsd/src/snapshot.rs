@@ -346,7 +346,8 @@ fn additional_of(
             continue;
         };
         let tk_bytes = tk.as_bytes();
-        if !name_key::is_at_or_below(tk_bytes, apex) || seen.iter().any(|k| k.as_bytes() == tk_bytes)
+        if !name_key::is_at_or_below(tk_bytes, apex)
+            || seen.iter().any(|k| k.as_bytes() == tk_bytes)
         {
             continue;
         }

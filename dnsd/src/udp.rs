@@ -136,7 +136,11 @@ fn formerr(query: &[u8]) -> [u8; 12] {
 /// Cuts an encoded response down to its header and question (whose length
 /// is `question_len` when the header counts `questions`) with TC set.
 fn truncate_to_question(bytes: &mut Vec<u8>, question_len: usize, questions: u16) {
-    let keep = if questions == 1 { 12 + question_len } else { 12 };
+    let keep = if questions == 1 {
+        12 + question_len
+    } else {
+        12
+    };
     bytes.truncate(keep);
     if let Some(header) = bytes.get_mut(..12) {
         header[2] |= 0x02;
@@ -179,8 +183,8 @@ impl ResponseHandler for UdpReply {
         // UPDATE path signs its own encoding, and FORMERR drops the
         // question), so only those compress into it.
         let metadata = response.metadata();
-        let echoes = metadata.op_code == OpCode::Query
-            && metadata.response_code != ResponseCode::FormErr;
+        let echoes =
+            metadata.op_code == OpCode::Query && metadata.response_code != ResponseCode::FormErr;
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = if echoes {
             let mut encoder = server::response_encoder(&mut bytes, &self.question)?;

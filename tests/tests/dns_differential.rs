@@ -711,17 +711,13 @@ fn additional_without_apex_ns(
     }
     let authority = sorted(&m.authority);
     let ttl = |r: &Record| if ttls_set_aside { 0 } else { r.ttl };
-    let apex_ns = ctx
-        .apex_ns
-        .iter()
-        .map(|set| sorted(set))
-        .find(|set| {
-            set.len() == authority.len()
-                && set.iter().zip(&authority).all(|(a, b)| {
-                    (&a.name, ttl(a), &a.class, &a.rtype, &a.rdata)
-                        == (&b.name, b.ttl, &b.class, &b.rtype, &b.rdata)
-                })
-        })?;
+    let apex_ns = ctx.apex_ns.iter().map(|set| sorted(set)).find(|set| {
+        set.len() == authority.len()
+            && set.iter().zip(&authority).all(|(a, b)| {
+                (&a.name, ttl(a), &a.class, &a.rtype, &a.rdata)
+                    == (&b.name, b.ttl, &b.class, &b.rtype, &b.rdata)
+            })
+    })?;
     let targets: BTreeSet<&str> = apex_ns.iter().map(|r| r.rdata.as_str()).collect();
     let additional = m
         .additional
