@@ -224,6 +224,25 @@ mod tests {
     }
 
     #[test]
+    fn the_backstop_keeps_the_header_and_question_with_tc() {
+        let question = b"\x03www\x07example\x04test\x00\x00\x01\x00\x01";
+        let mut bytes = vec![0xab, 0xcd, 0x84, 0x00, 0, 1, 0, 40, 0, 0, 0, 1];
+        bytes.extend_from_slice(question);
+        bytes.extend_from_slice(&[0xc0; 600]);
+        truncate_to_question(&mut bytes, question.len(), 1);
+        assert_eq!(bytes.len(), 12 + question.len());
+        assert_eq!(bytes[2], 0x86, "TC set, the rest of the flags kept");
+        assert_eq!(&bytes[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&bytes[12..], question);
+        let mut no_question = vec![0xab, 0xcd, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        truncate_to_question(&mut no_question, question.len(), 0);
+        assert_eq!(
+            no_question,
+            [0xab, 0xcd, 0x83, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
     fn formerr_echoes_id_opcode_and_rd() {
         let query = [0xab, 0xcd, 0x29, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
         let reply = formerr(&query);
