@@ -55,17 +55,19 @@ fn rdata(records: &[cutover_tests::dig::Record]) -> BTreeSet<String> {
 const NEGATIVE_SOA: &str = "example.test. 120 IN SOA ns1.example.test. hostmaster.example.test. 2026112601 7200 3600 1209600 120";
 
 #[test]
-fn a_client_gets_every_address_with_its_own_ttl_and_its_question_as_asked() -> Result<()> {
+fn a_client_gets_every_address_with_the_rrsets_one_ttl_and_its_question_as_asked() -> Result<()> {
     let (_ws, dnsd) = serve(10, "", "")?;
     let m = dnsd.ask(&Query::new("WwW.Example.TEST.", "A"))?;
     assert_eq!(m.rcode, "NOERROR", "{m}");
     assert_eq!(flags(&m), ["aa", "qr"], "{m}");
     assert_eq!(m.question, ["WwW.Example.TEST. IN A"], "{m}");
+    // The zone gives the records 60, 60 and 30: an RRset has one TTL, the
+    // lowest (RFC 2181 §5.2).
     assert_eq!(
         rdata(&m.answer),
         BTreeSet::from([
-            "60 A 198.18.0.1".to_string(),
-            "60 A 198.18.0.2".into(),
+            "30 A 198.18.0.1".to_string(),
+            "30 A 198.18.0.2".into(),
             "30 A 198.18.0.3".into()
         ]),
         "{m}"
