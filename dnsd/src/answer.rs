@@ -29,7 +29,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use crate::dname::{self, Substitution};
 use crate::name_key::NameKey;
 use crate::rotate::{self, Window};
-use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, wire_len};
+use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, ZoneLookup, wire_len};
 
 /// Longest CNAME chain followed inside a zone, as a guard against loops
 /// that revisit no name twice only by being very long.
@@ -275,8 +275,11 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
     let Some(key) = NameKey::new(q.name) else {
         return Response::new(ResponseCode::FormErr, false);
     };
-    let Some(zone) = snapshot.find_zone(key.as_bytes(), q.qtype) else {
-        return refused();
+    let zone = match snapshot.find_zone(key.as_bytes(), q.qtype) {
+        ZoneLookup::Serving(zone) => zone,
+        // The zone is ours, but its file has never loaded.
+        ZoneLookup::Unavailable => return Response::new(ResponseCode::ServFail, false),
+        ZoneLookup::NotServed => return refused(),
     };
     let mut resp = Response::new(ResponseCode::NoError, true);
     let mut name: Cow<'_, Name> = Cow::Borrowed(q.name);
@@ -460,7 +463,7 @@ ns.sub   IN A   198.18.1.53
         std::fs::write(dir.path().join("zones/example.test.zone"), zone).unwrap();
         std::fs::write(dir.path().join("dnsd.toml"), toml).unwrap();
         let ws = crate::zone_load::load(dir.path()).unwrap();
-        Snapshot::build(&ws)
+        Snapshot::build(&ws, None)
     }
 
     fn ask<'s>(s: &'s Snapshot, name: &str, qtype: RecordType, rotation: u64) -> Response<'s> {
@@ -651,7 +654,7 @@ ns   IN A   198.18.1.53
 host IN A   198.18.1.80
 ";
         std::fs::write(dir.path().join("zones/sub.example.test.zone"), child).unwrap();
-        let s = Snapshot::build(&crate::zone_load::load(dir.path()).unwrap());
+        let s = Snapshot::build(&crate::zone_load::load(dir.path()).unwrap(), None);
         let r = ask(&s, "host.sub.example.test.", RecordType::A, 0);
         assert!(r.authoritative);
         assert_eq!(

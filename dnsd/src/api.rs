@@ -193,7 +193,7 @@ async fn put_service(
             path: PathBuf::from(DNSD_FILE),
             content: Some(new_text.into_bytes()),
         };
-        ws.commit(&[change], &message, zone_edit::validate)
+        ws.commit(&[change], &message, zone_edit::validator(&ws))
             .map_err(|e| ApiError::from(e).unstaged(ws.root()))
     })
     .await?;
@@ -279,7 +279,8 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
             .join(HISTORY_DIR)
             .join("generations")
             .join(n.to_string());
-        zone_load::load(&dir).map_err(|e| {
+        let restored = Workspace::open(&dir).map_err(|e| ApiError::internal(e.to_string()))?;
+        zone_edit::validator(&ws)(&restored).map_err(|e| {
             ApiError::bad_request(format!(
                 "generation {n} does not load, so it is not restored:\n{e}"
             ))

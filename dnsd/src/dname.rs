@@ -5,21 +5,14 @@
 //! which is how RFC 6672 §2.5 says it is sent, and how the zone-file
 //! reader produces it.
 
-use hickory_proto::rr::rdata::NULL;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-/// DNAME rdata pointing at `target`, in the generic form hickory carries it
-/// in (it has no DNAME type of its own); `None` if the name does not encode.
+/// DNAME rdata pointing at `target`, as the zone-file reader makes it.
+#[cfg(test)]
 pub fn rdata(target: &Name) -> Option<RData> {
-    let mut fqdn = target.clone();
-    fqdn.set_fqdn(true);
-    // Name's own encoding is uncompressed, as RFC 6672 §2.5 asks.
-    let wire = fqdn.to_bytes().ok()?;
-    Some(RData::Unknown {
-        code: RecordType::DNAME,
-        rdata: NULL::with(wire),
-    })
+    let wire = crate::records::zone_name(target);
+    Some(crate::records::rdata(RecordType::DNAME, wire.wire()))
 }
 
 /// The target of a DNAME record; `None` for any other record.
@@ -87,7 +80,7 @@ mod tests {
         let data = rdata(&name("Target.example.test.")).unwrap();
         let r = Record::from_rdata(name("dn.example.test."), 300, data);
         assert_eq!(r.record_type(), RecordType::DNAME);
-        let wire = r.data.to_bytes().unwrap();
+        let wire = crate::records::rdata_wire(&r.data).unwrap();
         assert_eq!(wire, b"\x06Target\x07example\x04test\x00");
         assert_eq!(target(&r), Some(name("target.example.test.")));
         assert!(target(&r).unwrap().eq_case(&name("Target.example.test.")));

@@ -161,7 +161,8 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
         return false;
     };
     let qtype = hickory_proto::rr::RecordType::from(q.qtype);
-    let Some(zone) = snapshot.find_zone(q.key.as_bytes(), qtype) else {
+    let crate::snapshot::ZoneLookup::Serving(zone) = snapshot.find_zone(q.key.as_bytes(), qtype)
+    else {
         return false;
     };
     let (rcode, answer, soa): (u8, Option<&RrSet>, bool) =
@@ -284,7 +285,7 @@ alias    IN CNAME www
         std::fs::create_dir(dir.path().join("zones")).unwrap();
         std::fs::write(dir.path().join("zones/example.test.zone"), ZONE).unwrap();
         let ws = crate::zone_load::load(dir.path()).unwrap();
-        Snapshot::build(&ws)
+        Snapshot::build(&ws, None)
     }
 
     fn query(name: &str, qtype: u16, edns: Option<(u16, bool)>) -> Vec<u8> {

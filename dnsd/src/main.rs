@@ -3,8 +3,9 @@
 //!
 //! Data flows one way: workspace files → `zone_load` (read with the
 //! `zonefile` crate, checked with `name_rules`; `records` turns its octets
-//! into hickory records, DNAME through `dname`) → `snapshot` (immutable index, keyed by `name_key`) → `answer`
-//! (pure selection, with `rotate`) → `server` (protocol rules; UDP through
+//! into hickory records, DNAME through `dname`) → `snapshot` (immutable
+//! index, keyed by `name_key`) → `answer` (pure selection, with `rotate`)
+//! → `server` (protocol rules; UDP through
 //! `udp` and `mmsg`, common queries straight from the wire in `fast_path`).
 //! `sockets` binds the listeners, with `affinity` keeping each query on the
 //! CPU that received it. `reload` swaps the snapshot.
@@ -195,6 +196,9 @@ fn check(dir: &Path) -> ExitCode {
                     zone.records.len()
                 );
             }
+            for w in ws.warnings() {
+                println!("{}", warning(w));
+            }
             // A key for a zone not served is harmless (its updates get
             // NOTAUTH) but most likely a typo.
             for key in &ws.config.tsig_keys {
@@ -220,7 +224,20 @@ fn check(dir: &Path) -> ExitCode {
                 ws.config.services.len(),
                 ws.config.tsig_keys.len()
             );
-            ExitCode::SUCCESS
+            if ws.broken.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            for e in ws.problems() {
+                eprintln!("{e}");
+            }
+            let names: Vec<String> = ws.broken.iter().map(|z| z.origin.to_string()).collect();
+            eprintln!(
+                "{}: {} problem(s); zone(s) {} would not be served (SERVFAIL), the others would",
+                dir.display(),
+                ws.problems().count(),
+                names.join(", ")
+            );
+            ExitCode::FAILURE
         }
         Err(errors) => {
             for e in &errors.0 {
@@ -236,11 +253,23 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
+/// A problem that does not stop a zone from being served, as `dnsd check`
+/// prints it: `file:line: warning: what`.
+fn warning(e: &cutover_workspace::ConfigError) -> String {
+    let mut w = e.clone();
+    w.message = format!("warning: {}", e.message);
+    w.to_string()
+}
+
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let loaded = zone_load::load(workspace)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
+    for w in loaded.warnings() {
+        warn!("{w}");
+    }
+    reload::report_broken(&loaded);
     // The socket settings in effect, for reload to tell changes that need a
     // restart.
     let sockets_config = loaded.config.server.clone();
@@ -257,7 +286,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     };
     let records = loaded.record_count();
     let api = api.resolve(&loaded.config.api, workspace);
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded)));
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded, None)));
     drop(loaded);
     let token = match &api {
         Some(options) => Some(api::load_token(workspace, options.token_file.as_deref())?),

@@ -59,11 +59,17 @@ impl Reloader {
     pub async fn reload(&self) -> Result<(), String> {
         let _one_at_a_time = self.running.lock().await;
         let dir = self.root.clone();
+        // A zone whose file does not load keeps this snapshot's version.
+        let previous = self.state.load_full();
         let built = tokio::task::spawn_blocking(move || {
             zone_load::load(&dir).map(|ws| {
+                for w in ws.warnings() {
+                    warn!("{w}");
+                }
+                report_broken(&ws);
                 let records = ws.record_count();
                 let server = ws.config.server.clone();
-                (Snapshot::build(&ws), records, server)
+                (Snapshot::build(&ws, Some(&previous)), records, server)
             })
         })
         .await;
@@ -80,11 +86,12 @@ impl Reloader {
                     );
                 }
                 let zones = snapshot.zone_count();
+                let unavailable = snapshot.unavailable_count();
                 let old = self.state.swap(Arc::new(snapshot));
                 // The last reference to a big snapshot may be freed here,
                 // on the reloader, rather than by a query.
                 drop(old);
-                info!(zones, records, workspace = %self.root.display(), "reloaded");
+                info!(zones, unavailable, records, workspace = %self.root.display(), "reloaded");
                 Ok(())
             }
             Ok(Err(errors)) => {
@@ -103,6 +110,22 @@ impl Reloader {
                 Err(format!("reload task failed: {e}"))
             }
         }
+    }
+}
+
+/// Logs every zone that did not load, each problem with its file and line:
+/// those zones keep their previous version, or get SERVFAIL, until fixed.
+pub fn report_broken(ws: &zone_load::LoadedWorkspace) {
+    for zone in &ws.broken {
+        for e in &zone.errors {
+            error!("{e}");
+        }
+        warn!(
+            zone = %zone.origin,
+            file = %zone.file.display(),
+            problems = zone.errors.len(),
+            "zone not loaded: its previous version keeps being served, or SERVFAIL if it has none"
+        );
     }
 }
 

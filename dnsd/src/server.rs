@@ -462,7 +462,7 @@ sibs     IN NS  ns2.elsewhere-sibs
         std::fs::create_dir(dir.path().join("zones")).unwrap();
         std::fs::write(dir.path().join("zones/example.test.zone"), zone()).unwrap();
         std::fs::write(dir.path().join("dnsd.toml"), "").unwrap();
-        Snapshot::build(&crate::zone_load::load(dir.path()).unwrap())
+        Snapshot::build(&crate::zone_load::load(dir.path()).unwrap(), None)
     }
 
     /// A UDP query for `name`, with an EDNS buffer of `payload` if any.

@@ -5,6 +5,7 @@
 //! precomputed here so that answering is lookups and slicing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
@@ -18,9 +19,29 @@ type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 /// Everything dnsd serves at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
-    zones: Map<Zone>,
+    zones: Map<Held>,
     /// Cap on A/AAAA records per answer; 0 means none.
     pub max_answers: usize,
+}
+
+/// What a snapshot holds for one zone of the workspace.
+#[derive(Debug)]
+enum Held {
+    /// Its index; shared with the snapshot before when its file did not
+    /// load this time, so that the zone keeps its last good version.
+    Serving(Arc<Zone>),
+    /// Its file has never loaded: dnsd is authoritative for it by
+    /// configuration but has no data (SERVFAIL).
+    Unavailable,
+}
+
+/// The zone a query falls into.
+pub enum ZoneLookup<'s> {
+    Serving(&'s Zone),
+    /// A zone whose file has not loaded: answer SERVFAIL.
+    Unavailable,
+    /// No zone of the workspace encloses the name: REFUSED.
+    NotServed,
 }
 
 /// One served zone.
@@ -135,15 +156,26 @@ pub enum Lookup<'s> {
 
 impl Snapshot {
     /// Indexes a loaded workspace. Never fails: everything was checked when
-    /// it was loaded.
-    pub fn build(ws: &LoadedWorkspace) -> Self {
+    /// it was loaded. A zone whose file did not load keeps the version
+    /// `previous` serves, if any (the same index, not a copy).
+    pub fn build(ws: &LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
         let mut zones = Map::default();
         for zone in &ws.zones {
             if let Some(key) = NameKey::new(&zone.origin)
                 && let Some(z) = Zone::build(zone)
             {
-                zones.insert(Box::from(key.as_bytes()), z);
+                zones.insert(Box::from(key.as_bytes()), Held::Serving(Arc::new(z)));
             }
+        }
+        for broken in &ws.broken {
+            let Some(key) = NameKey::new(&broken.origin) else {
+                continue;
+            };
+            let held = match previous.and_then(|p| p.zones.get(key.as_bytes())) {
+                Some(Held::Serving(zone)) => Held::Serving(Arc::clone(zone)),
+                _ => Held::Unavailable,
+            };
+            zones.insert(Box::from(key.as_bytes()), held);
         }
         Self {
             zones,
@@ -155,18 +187,20 @@ impl Snapshot {
     /// closest enclosing zone, except that DS at the apex of a served child
     /// zone belongs to the parent side of the cut (RFC 4035 §3.1.4.1) when
     /// the parent is served too.
-    pub fn find_zone(&self, key: &[u8], qtype: RecordType) -> Option<&Zone> {
+    pub fn find_zone(&self, key: &[u8], qtype: RecordType) -> ZoneLookup<'_> {
         if qtype == RecordType::DS
             && let Some(parent) = name_key::parent(key)
-            && let Some(zone) = self.closest_zone(parent)
+            && let Some(held) = self.closest_zone(parent)
         {
-            return Some(zone);
+            return held.into();
         }
         self.closest_zone(key)
+            .map_or(ZoneLookup::NotServed, ZoneLookup::from)
     }
 
-    /// The closest enclosing zone of a name, by its key.
-    fn closest_zone(&self, key: &[u8]) -> Option<&Zone> {
+    /// The closest enclosing zone of a name, by its key; a zone that is
+    /// unavailable still encloses its names.
+    fn closest_zone(&self, key: &[u8]) -> Option<&Held> {
         let mut k = key;
         loop {
             if let Some(z) = self.zones.get(k) {
@@ -176,13 +210,31 @@ impl Snapshot {
         }
     }
 
-    /// Whether the name with key `key` is the apex of a served zone.
+    /// Whether the name with key `key` is the apex of a zone of the
+    /// workspace (served or unavailable).
     pub fn serves_zone(&self, key: &[u8]) -> bool {
         self.zones.contains_key(key)
     }
 
+    /// Zones whose file has never loaded.
+    pub fn unavailable_count(&self) -> usize {
+        self.zones
+            .values()
+            .filter(|z| matches!(z, Held::Unavailable))
+            .count()
+    }
+
     pub fn zone_count(&self) -> usize {
         self.zones.len()
+    }
+}
+
+impl<'s> From<&'s Held> for ZoneLookup<'s> {
+    fn from(held: &'s Held) -> Self {
+        match held {
+            Held::Serving(zone) => ZoneLookup::Serving(zone),
+            Held::Unavailable => ZoneLookup::Unavailable,
+        }
     }
 }
 

@@ -412,6 +412,19 @@ fn write_update(
             );
         }
     };
+    if let Some(broken) = served
+        .broken
+        .iter()
+        .find(|z| z.origin.to_string().eq_ignore_ascii_case(origin))
+    {
+        return Verdict::refuse(
+            ResponseCode::ServFail,
+            format!(
+                "{origin} does not load, fix its file first:\n{}",
+                cutover_workspace::ConfigErrors(broken.errors.clone())
+            ),
+        );
+    }
     let Some(zone) = served
         .zones
         .iter()

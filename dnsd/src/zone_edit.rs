@@ -89,7 +89,7 @@ pub fn render(origin: &Name, records: &[Record], writer: &str) -> Result<String,
 }
 
 /// Commits `text` as the new content of `zone_file`, refused unless the
-/// staged workspace loads (`validate`). Blocking I/O.
+/// staged workspace loads (`validator`). Blocking I/O.
 pub fn commit(
     workspace: &Workspace,
     zone_file: &ZoneFile,
@@ -103,15 +103,29 @@ pub fn commit(
         path: Path::new(ZONES_DIR).join(file_name),
         content: Some(text.into_bytes()),
     };
-    workspace.commit(&[change], message, validate)
+    workspace.commit(&[change], message, validator(workspace))
 }
 
-/// The commit validator: the staged workspace must load into a complete
-/// dnsd state, exactly as a reload would.
-pub fn validate(staged: &Workspace) -> Result<(), String> {
-    zone_load::load(staged.root())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// The commit validator for a change to the live `workspace`: the staged
+/// workspace must load as a reload would, and break no zone that loads
+/// now. A zone that is already broken does not block changes to the
+/// others (it is not served from its file either way).
+pub fn validator(workspace: &Workspace) -> impl FnOnce(&Workspace) -> Result<(), String> + use<> {
+    let broken_now = zone_load::broken_zones(workspace.root()).unwrap_or_default();
+    move |staged| {
+        let loaded = zone_load::load(staged.root()).map_err(|e| e.to_string())?;
+        let newly: Vec<String> = loaded
+            .broken
+            .iter()
+            .filter(|z| !broken_now.contains(&z.origin))
+            .flat_map(|z| z.errors.iter().map(ToString::to_string))
+            .collect();
+        if newly.is_empty() {
+            Ok(())
+        } else {
+            Err(newly.join("\n"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,11 +33,26 @@ pub struct LoadedZone {
     pub warnings: Vec<ConfigError>,
 }
 
+/// A zone file that does not load: it is not served from this file (its
+/// previous good version keeps serving, or its queries get SERVFAIL), and
+/// every other zone is, as NSD and Knot isolate zones.
+#[derive(Debug)]
+pub struct BrokenZone {
+    /// The zone's apex, from the file name.
+    pub origin: Name,
+    pub file: PathBuf,
+    /// Every problem, each with its file and line.
+    pub errors: Vec<ConfigError>,
+}
+
 /// A whole workspace, read and checked: what a snapshot is built from.
 #[derive(Debug)]
 pub struct LoadedWorkspace {
     pub config: DnsdConfig,
+    /// The zones that loaded, services applied.
     pub zones: Vec<LoadedZone>,
+    /// The zones that did not.
+    pub broken: Vec<BrokenZone>,
 }
 
 impl LoadedWorkspace {
@@ -49,9 +64,16 @@ impl LoadedWorkspace {
     pub fn warnings(&self) -> impl Iterator<Item = &ConfigError> {
         self.zones.iter().flat_map(|z| z.warnings.iter())
     }
+
+    /// Every problem of every broken zone.
+    pub fn problems(&self) -> impl Iterator<Item = &ConfigError> {
+        self.broken.iter().flat_map(|z| z.errors.iter())
+    }
 }
 
-/// Reads, parses and checks the workspace at `root`.
+/// Reads, parses and checks the workspace at `root`. Fails as a whole only
+/// for what every zone depends on (`dnsd.toml`, its services, the list of
+/// zones); a zone file that does not load is set aside in `broken`.
 pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
     let ws = Workspace::open(root)?;
     let mut errors = Vec::new();
@@ -70,19 +92,26 @@ pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
         }
     };
     let mut zones = Vec::with_capacity(files.len());
+    let mut broken = Vec::new();
     for file in &files {
         match load_zone(&ws, file) {
             Ok(zone) => zones.push(zone),
-            Err(mut e) => errors.append(&mut e),
+            Err(errors) => broken.push(BrokenZone {
+                origin: Name::from_ascii(&file.origin).unwrap_or_else(|_| Name::root()),
+                file: file.path.clone(),
+                errors,
+            }),
         }
     }
     if let Some(config) = &config {
-        // A service outside every zone is only meaningful to report when
-        // every zone loaded: a broken zone file would make it look misplaced.
-        if errors.is_empty() {
-            apply_services(&ws.dnsd_path(), &config.services, &mut zones, &mut errors);
-        }
-        if zones.is_empty() && errors.is_empty() {
+        apply_services(
+            &ws.dnsd_path(),
+            &config.services,
+            &mut zones,
+            &broken,
+            &mut errors,
+        );
+        if files.is_empty() && errors.is_empty() {
             errors.push(ConfigError::file(
                 &ws.zones_dir(),
                 "no zone files: dnsd serves zones/<origin>.zone, e.g. zones/example.test.zone",
@@ -90,9 +119,24 @@ pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
         }
     }
     match config {
-        Some(config) if errors.is_empty() => Ok(LoadedWorkspace { config, zones }),
-        _ => Err(ConfigErrors(errors)),
+        Some(config) if errors.is_empty() => Ok(LoadedWorkspace {
+            config,
+            zones,
+            broken,
+        }),
+        _ => {
+            // What the workspace-wide problems may stem from is worth
+            // seeing beside them.
+            errors.extend(broken.into_iter().flat_map(|z| z.errors));
+            Err(ConfigErrors(errors))
+        }
     }
+}
+
+/// Origins of the zones that do not load in the workspace at `root`; the
+/// error if the workspace as a whole does not.
+pub fn broken_zones(root: &Path) -> Result<Vec<Name>, ConfigErrors> {
+    load(root).map(|ws| ws.broken.into_iter().map(|z| z.origin).collect())
 }
 
 fn error_at(file: &Path, line: Option<usize>, message: impl Into<String>) -> ConfigError {
@@ -357,11 +401,14 @@ fn ttl_warnings(records: &[Record], entries: &[Entry]) -> Vec<(usize, usize, Str
     warnings
 }
 
-/// Replaces each service's A/AAAA RRsets in the zone that contains it.
+/// Replaces each service's A/AAAA RRsets in the zone that contains it. A
+/// service of a broken zone is left to that zone: it is not served, and
+/// whether it fits the zone cannot be told.
 fn apply_services(
     toml: &Path,
     services: &[Service],
     zones: &mut [LoadedZone],
+    broken: &[BrokenZone],
     errors: &mut Vec<ConfigError>,
 ) {
     for service in services {
@@ -374,6 +421,19 @@ fn apply_services(
             }
         };
         // The closest enclosing zone owns the name.
+        let closest_broken = broken
+            .iter()
+            .filter(|z| z.origin.zone_of(&name))
+            .map(|z| z.origin.num_labels())
+            .max();
+        let closest_loaded = zones
+            .iter()
+            .filter(|z| z.origin.zone_of(&name))
+            .map(|z| z.origin.num_labels())
+            .max();
+        if closest_broken.is_some() && closest_broken >= closest_loaded {
+            continue;
+        }
         let Some(zone) = zones
             .iter_mut()
             .filter(|z| z.origin.zone_of(&name))
@@ -435,6 +495,16 @@ mod tests {
         dir
     }
 
+    /// The workspace if every zone loads, as `dnsd check` requires.
+    fn complete(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
+        let ws = load(root)?;
+        if ws.broken.is_empty() {
+            Ok(ws)
+        } else {
+            Err(ConfigErrors(ws.problems().cloned().collect()))
+        }
+    }
+
     const GOOD: &str = "$TTL 300
 @ IN SOA ns1 hostmaster 1 3600 600 86400 60
   IN NS ns1
@@ -455,7 +525,7 @@ www 60 IN A 198.18.0.2
     fn a_syntax_error_names_its_line() {
         let zone = format!("{GOOD}mail IN MX ten mail\nok IN A 198.18.0.9\n");
         let dir = workspace(&zone, "");
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert_eq!(err.0[0].line, Some(7), "{err}");
         assert!(err.0[0].file.ends_with("zones/example.test.zone"));
@@ -465,7 +535,7 @@ www 60 IN A 198.18.0.2
     fn a_bad_address_inside_parentheses_names_the_first_line_of_its_entry() {
         let zone = format!("{GOOD}txt IN TXT ( \"a\"\n \"b\" )\nbad IN A 198.18.0.300\n");
         let dir = workspace(&zone, "");
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0[0].line, Some(9), "{err}");
     }
 
@@ -473,7 +543,7 @@ www 60 IN A 198.18.0.2
     fn semantic_errors_name_their_lines() {
         let zone = format!("{GOOD}www IN CNAME ns1\nother.test. IN A 198.18.0.7\n");
         let dir = workspace(&zone, "");
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         let mut lines: Vec<_> = err.0.iter().map(|e| e.line).collect();
         lines.sort();
         assert_eq!(lines, [Some(7), Some(8)], "{err}");
@@ -482,7 +552,7 @@ www 60 IN A 198.18.0.2
     #[test]
     fn a_zone_without_soa_or_ns_is_refused() {
         let dir = workspace("$TTL 60\nwww IN A 198.18.0.1\n", "");
-        let err = load(dir.path()).unwrap_err().to_string();
+        let err = complete(dir.path()).unwrap_err().to_string();
         assert!(err.contains("no SOA"), "{err}");
         assert!(err.contains("no NS"), "{err}");
     }
@@ -505,7 +575,7 @@ www 60 IN A 198.18.0.2
     fn a_service_outside_every_zone_names_its_toml_line() {
         let toml = "\n[[service]]\nname = \"www.elsewhere.test\"\naddresses = [\"198.18.0.3\"]\nttl = 30\n";
         let dir = workspace(GOOD, toml);
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0[0].line, Some(2), "{err}");
         assert!(err.0[0].file.ends_with("dnsd.toml"));
     }
@@ -528,7 +598,7 @@ www 60 IN A 198.18.0.2
         );
         let zone = format!("{GOOD}x IN CNAME www\nx IN CNAME ns1\n");
         let dir = workspace(&zone, "");
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert_eq!(err.0[0].line, Some(8), "{err}");
         assert!(err.to_string().contains("multiple CNAMEs"), "{err}");
@@ -550,7 +620,7 @@ www 60 IN A 198.18.0.2
             "ok IN A 198.18.0.1\nbad IN A 1.2.3\n",
         )
         .unwrap();
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.0[0].file.ends_with("zones/inc/more.inc"), "{err}");
         assert_eq!(err.0[0].line, Some(2), "{err}");
@@ -560,7 +630,7 @@ www 60 IN A 198.18.0.2
     fn an_include_outside_zones_is_refused() {
         for path in ["/etc/passwd", "../dnsd.toml", "missing.inc"] {
             let dir = workspace(&format!("{GOOD}$INCLUDE {path}\n"), "");
-            let err = load(dir.path()).unwrap_err();
+            let err = complete(dir.path()).unwrap_err();
             assert_eq!(err.0[0].line, Some(7), "{path}: {err}");
             assert!(err.to_string().contains("$INCLUDE"), "{path}: {err}");
         }
@@ -585,7 +655,7 @@ www 60 IN A 198.18.0.2
         let zone = format!("{GOOD}old IN DNAME www\n");
         let toml = "[[service]]\nname = \"api.old.example.test\"\naddresses = [\"198.18.0.3\"]\nttl = 30\n";
         let dir = workspace(&zone, toml);
-        let err = load(dir.path()).unwrap_err().to_string();
+        let err = complete(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("below the DNAME at old.example.test."),
             "{err}"
@@ -596,10 +666,32 @@ www 60 IN A 198.18.0.2
     fn a_cname_beside_data_from_an_included_file_names_the_included_line() {
         let dir = workspace(&format!("{GOOD}x IN CNAME www\n$INCLUDE more.inc\n"), "");
         std::fs::write(dir.path().join("zones/more.inc"), "\nx IN A 198.18.0.9\n").unwrap();
-        let err = load(dir.path()).unwrap_err();
+        let err = complete(dir.path()).unwrap_err();
         assert_eq!(err.0.len(), 1, "{err}");
         assert!(err.to_string().contains("CNAME and other data"), "{err}");
         assert!(err.0[0].file.ends_with("zones/more.inc"), "{err}");
         assert_eq!(err.0[0].line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn a_broken_zone_is_set_aside_and_the_others_load() {
+        let dir = workspace(
+            GOOD,
+            "[[service]]\nname = \"www.broken.test\"\naddresses = [\"198.18.0.3\"]\nttl = 30\n",
+        );
+        std::fs::write(
+            dir.path().join("zones/broken.test.zone"),
+            "@ IN SOA ns1 h 1 2 3 4 5\n@ IN NS ns1\nx IN A 1.2.3\n",
+        )
+        .unwrap();
+        let ws = load(dir.path()).unwrap();
+        assert_eq!(ws.zones.len(), 1);
+        assert_eq!(ws.broken.len(), 1);
+        assert_eq!(ws.broken[0].origin.to_string(), "broken.test.");
+        assert_eq!(ws.broken[0].errors[0].line, Some(3));
+        // The service of the broken zone waits for it; it is not misplaced.
+        assert_eq!(broken_zones(dir.path()).unwrap().len(), 1);
+        let err = complete(dir.path()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
     }
 }

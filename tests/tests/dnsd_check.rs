@@ -1,11 +1,13 @@
 //! Broken zone files and broken TOML: `dnsd check` names the file, the line
-//! and the problem, and dnsd refuses to serve anything from them. And an
+//! and the problem; a broken zone is not served (SERVFAIL) while every other
+//! zone is, and a broken `dnsd.toml` stops dnsd from starting. And an
 //! address another dnsd already serves: the second refuses to start.
 
 use std::net::SocketAddr;
 
 use anyhow::Result;
 use cutover_tests::bins;
+use cutover_tests::dig::Query;
 use cutover_tests::dns_peers::{free_port, sbin};
 use cutover_tests::dnsd::{
     Dnsd, DnsdWorkspace, check, header, loopback, query_packet, raw_exchange, run_to_exit,
@@ -125,26 +127,61 @@ fn check_names_the_file_line_and_field_of_broken_toml() -> Result<()> {
 }
 
 #[test]
-fn dnsd_refuses_to_start_on_a_broken_workspace_and_serves_nothing() -> Result<()> {
-    let ip = loopback(40);
-    let addr = SocketAddr::new(ip, free_port(ip)?);
+fn a_broken_zone_at_start_gets_servfail_and_every_other_zone_is_served() -> Result<()> {
     let ws = DnsdWorkspace::new()?;
     ws.zone("example.test.", &format!("{GOOD}bad IN A 198.18.0.999\n"))?;
-    let out = run_to_exit(&ws, addr)?;
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("example.test.zone:6:"), "{err}");
+    ws.zone("good.test.", GOOD)?;
+    let mut dnsd = Dnsd::start(&ws, loopback(40))?;
+    dnsd.wait_for_log("zone not loaded", 1)?;
     assert!(
-        raw_exchange(addr, &query_packet(1, "www.example.test.", 1, false)).is_none(),
-        "nothing may answer on {addr}"
+        dnsd.log().contains("example.test.zone:6:"),
+        "{}",
+        dnsd.log()
     );
+    dnsd.assert_running()?;
+    let good = dnsd.ask(&Query::new("www.good.test.", "A"))?;
+    assert_eq!(good.rcode, "NOERROR", "{good}");
+    assert_eq!(good.answer.len(), 1, "{good}");
+    // The zone is dnsd's, but it has no data to give: SERVFAIL, as NSD and
+    // Knot answer, so that resolvers ask another server (REFUSED would say
+    // this server is not authoritative for it at all).
+    for q in [
+        Query::new("www.example.test.", "A"),
+        Query::new("www.example.test.", "A").tcp(),
+        Query::new("example.test.", "SOA").edns(cutover_tests::dig::Edns::Off),
+    ] {
+        let m = dnsd.ask(&q)?;
+        assert_eq!(m.rcode, "SERVFAIL", "{q}: {m}");
+        assert!(m.answer.is_empty(), "{m}");
+    }
+    // Outside every zone is still REFUSED.
+    let other = dnsd.ask(&Query::new("www.example.org.", "A"))?;
+    assert_eq!(other.rcode, "REFUSED", "{other}");
+    // `dnsd check` still fails and lists the problem.
+    let out = check(ws.path())?;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("example.test.zone:6:"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
 
+#[test]
+fn dnsd_refuses_to_start_on_a_broken_dnsd_toml_and_serves_nothing() -> Result<()> {
+    let ip = loopback(40);
+    let addr = SocketAddr::new(ip, free_port(ip)?);
     let ws = DnsdWorkspace::new()?;
     ws.zone("example.test.", GOOD)?;
     ws.toml("[server\n")?;
     let out = run_to_exit(&ws, addr)?;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("dnsd.toml:1:"), "{}", stderr(&out));
+    assert!(
+        raw_exchange(addr, &query_packet(1, "www.example.test.", 1, false)).is_none(),
+        "nothing may answer on {addr}"
+    );
     Ok(())
 }
 
@@ -300,24 +337,21 @@ fn a_zone_that_declares_aname_is_refused_and_a_dname_at_a_delegation_too() -> Re
 }
 
 #[test]
-fn dnsd_refuses_to_start_on_a_zone_with_two_cnames_at_one_name() -> Result<()> {
-    let ip = loopback(41);
-    let addr = SocketAddr::new(ip, free_port(ip)?);
+fn a_zone_with_two_cnames_at_one_name_is_not_served_and_the_log_says_where() -> Result<()> {
     let ws = DnsdWorkspace::new()?;
     ws.zone(
         "example.test.",
         &format!("{GOOD}alias IN CNAME www\nalias IN CNAME ns1\n"),
     )?;
-    let out = run_to_exit(&ws, addr)?;
-    assert!(!out.status.success());
+    let dnsd = Dnsd::start(&ws, loopback(41))?;
+    dnsd.wait_for_log("zone not loaded", 1)?;
     assert!(
-        stderr(&out).contains("example.test.zone:7: alias.example.test.: multiple CNAMEs"),
+        dnsd.log()
+            .contains("example.test.zone:7: alias.example.test.: multiple CNAMEs"),
         "{}",
-        stderr(&out)
+        dnsd.log()
     );
-    assert!(
-        raw_exchange(addr, &query_packet(1, "alias.example.test.", 1, false)).is_none(),
-        "nothing may answer on {addr}"
-    );
+    let m = dnsd.ask(&Query::new("alias.example.test.", "A"))?;
+    assert_eq!(m.rcode, "SERVFAIL", "{m}");
     Ok(())
 }
