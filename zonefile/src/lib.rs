@@ -114,14 +114,32 @@ pub fn rdata_target(rtype: u16, rdata: &[u8]) -> Option<Name> {
     rdata::target(rtype, rdata)
 }
 
+/// Types this crate reads in their own syntax but Knot 3.2 does not (it
+/// loads them only in the generic form): obsolete or experimental ones.
+const NOT_IN_KNOT: &[u16] = &[
+    3, 4, 7, 8, 9, 10, 11, 19, 20, 22, 23, 24, 26, 30, 258, 32769,
+];
+
 /// The type as a master file should name it: its mnemonic when NSD, Knot
 /// and this crate all read that type's own syntax, `TYPE<n>` otherwise.
 pub fn type_text(rtype: u16) -> String {
-    if rdata::has_syntax(rtype) {
+    if written_in_own_syntax(rtype) {
         type_name(rtype)
     } else {
         format!("TYPE{rtype}")
     }
+}
+
+/// Whether this crate reads `rtype` in a syntax of its own (any type may
+/// also be read in the generic form).
+pub fn has_syntax(rtype: u16) -> bool {
+    rdata::has_syntax(rtype)
+}
+
+/// Whether records of `rtype` are written in their type's syntax (else in
+/// the generic form, which every server reads).
+fn written_in_own_syntax(rtype: u16) -> bool {
+    rdata::has_syntax(rtype) && !NOT_IN_KNOT.contains(&rtype)
 }
 
 /// One record as a master-file line, owner and rdata names absolute, so
@@ -131,12 +149,16 @@ pub fn write_record(r: &Record) -> String {
         types::IN => "IN".to_string(),
         c => format!("CLASS{c}"),
     };
+    let rdata = if written_in_own_syntax(r.rtype) {
+        format_rdata(r.rtype, &r.rdata)
+    } else {
+        rdata::generic_text(&r.rdata)
+    };
     format!(
-        "{} {} {class} {} {}",
+        "{} {} {class} {} {rdata}",
         r.owner,
         r.ttl,
-        type_text(r.rtype),
-        format_rdata(r.rtype, &r.rdata)
+        type_text(r.rtype)
     )
 }
 

@@ -239,7 +239,7 @@ fn any_records_written_read_back_to_the_same_octets() {
             } else {
                 // Any type without a syntax here: only the generic form.
                 let t = 1 + rng.below(65534) as u16;
-                if zonefile::is_meta(t) || zonefile::type_text(t) != format!("TYPE{t}") {
+                if zonefile::is_meta(t) || zonefile::has_syntax(t) {
                     continue;
                 }
                 t
