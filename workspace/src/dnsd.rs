@@ -956,15 +956,69 @@ zones = [\"a..b\"]
 
     #[test]
     fn base64_is_decoded_strictly() {
-        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(decode_base64("aGVsbG8h").unwrap(), b"hello!");
-        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
-        assert_eq!(decode_base64("aA==").unwrap(), b"h");
-        assert!(decode_base64("aGVsbG8").is_none());
-        assert!(decode_base64("aA==aA==").is_none());
-        assert!(decode_base64("a===").is_none());
-        assert!(decode_base64("aGV sbG8=").is_none());
-        assert!(decode_base64("").is_none());
+        let accepted: [(&str, &[u8]); 11] = [
+            ("aGVsbG8=", b"hello"),
+            ("aGVsbG8h", b"hello!"),
+            ("aGk=", b"hi"),
+            ("aA==", b"h"),
+            ("+/+/", &[0xfb, 0xff, 0xbf]),
+            // Whitespace around the text is ignored, Unicode's too.
+            ("  aGk=\n", b"hi"),
+            ("\taGk=\r\n", b"hi"),
+            ("\u{3000}aGk=\u{a0}", b"hi"),
+            // Bits past the last byte are dropped, not checked.
+            ("aGl=", b"hi"),
+            ("aB==", b"h"),
+            ("aGVsbG9=", b"hello"),
+        ];
+        for (text, bytes) in accepted {
+            assert_eq!(decode_base64(text).as_deref(), Some(bytes), "{text:?}");
+        }
+        for text in [
+            // Nothing at all.
+            "",
+            "   ",
+            "====",
+            // Padding missing, too long, or anywhere but the end.
+            "aGVsbG8",
+            "aGk",
+            "aA=",
+            "aA",
+            "a",
+            "a===",
+            "aGk==",
+            "aGk=====",
+            "aA==aA==",
+            "a=A=",
+            "aG=k",
+            // Whitespace inside, or characters outside the standard alphabet.
+            "aGV sbG8=",
+            "aGVs\nbG8=",
+            "aG-k",
+            "aG_k",
+            "aGk\u{e9}",
+            "not base64!",
+        ] {
+            assert_eq!(decode_base64(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_is_at_least_16_bytes() {
+        // 16 bytes: "0123456789abcdef"; 15 bytes: "0123456789abcde".
+        let cfg = parse_str(&key_with("secret = \"MDEyMzQ1Njc4OWFiY2RlZg==\"")).unwrap();
+        assert_eq!(cfg.tsig_keys[0].secret, b"0123456789abcdef");
+        let (line, field, message) = only_error(&key_with("secret = \"MDEyMzQ1Njc4OWFiY2Rl\""));
+        assert_eq!((line, field.as_str()), (4, "tsig_key[0].secret"));
+        assert_eq!(
+            message,
+            "15 bytes is too short: use at least 16 random bytes (32 recommended, e.g. `openssl rand -base64 32`)"
+        );
+        let (_, _, message) = only_error(&key_with("secret = \"MDEy MzQ1Njc4OWFiY2RlZg==\""));
+        assert_eq!(
+            message,
+            "not base64 (the standard alphabet, padded with '=')"
+        );
     }
 
     #[test]
