@@ -19,13 +19,14 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use cutover_control_api::{Access, ApiError, blocking, listen};
 use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
 use crate::records;
 use crate::reload::Reloader;
+use crate::zone_change::{self, ChangeError, Edited};
 use crate::zone_edit::{self, ChangeLock, rdata_text};
 use crate::zone_load;
 
@@ -359,83 +360,101 @@ async fn put_rrset(
     }
     let origin = fqdn(&origin);
     let name = fqdn(&name);
+    let owner = zonefile::Name::parse(name.as_bytes(), &zonefile::Name::root())
+        .map(|n| records::name(&n))
+        .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
-    let generation = blocking(move || {
-        let zone_file = ws
-            .zone_files()
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .into_iter()
-            .find(|z| z.origin == origin)
-            .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
-        let zone = zone_load::load_zone(&ws, &zone_file).map_err(|e| {
-            ApiError::internal(format!(
-                "the live zone file does not load: {}",
-                cutover_workspace::ConfigErrors(e)
-            ))
-        })?;
-        let owner = zonefile::Name::parse(name.as_bytes(), &zonefile::Name::root())
-            .map(|n| records::name(&n))
-            .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
-        if !zone.origin.zone_of(&owner) {
-            return Err(ApiError::bad_request(format!(
-                "name: {name} is not inside the zone {origin}"
-            )));
-        }
-        let config = ws
-            .load_dnsd()
-            .map_err(|e| ApiError::internal(format!("the live dnsd.toml is not valid: {e}")))?;
-        if matches!(rtype, RecordType::A | RecordType::AAAA)
-            && config.services.iter().any(|s| s.name == name)
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("{name} is a service: its addresses change with PUT /v1/services/{name}"),
-            ));
-        }
-        let old_ttl = zone
-            .records
-            .iter()
-            .find(|r| r.name == owner && r.record_type() == rtype)
-            .map(|r| r.ttl);
-        let ttl = match (change.ttl, old_ttl) {
-            (Some(t), _) | (None, Some(t)) => t,
-            (None, None) if change.records.is_empty() => 0,
-            (None, None) => return Err(ApiError::bad_request("ttl: required for a new RRset")),
-        };
-        let mut wanted: Vec<Record> = zone
-            .records
-            .iter()
-            .filter(|r| !(r.name == owner && r.record_type() == rtype))
-            .cloned()
-            .collect();
-        for (i, rdata) in change.records.iter().enumerate() {
-            if rdata.contains(['\n', ';', '(', ')']) {
-                return Err(ApiError::bad_request(format!(
-                    "records[{i}]: {rdata:?}: one record per entry, without comments or parentheses"
-                )));
+    let changed = blocking(move || {
+        let changed = zone_change::zone(&ws, &origin, "dnsd's control API", |zone| {
+            edit_rrset(zone, &owner, rtype, &change)
+        });
+        match changed {
+            Ok(Some(generation)) => Ok(Some(generation.number)),
+            Ok(None) => Ok(None),
+            Err(ChangeError::Refused(e)) => Err(e),
+            Err(ChangeError::NoSuchZone(origin)) => Err(ApiError::not_found(format!(
+                "no zone {origin} (see GET /v1/zones)"
+            ))),
+            Err(ChangeError::LiveBroken(why) | ChangeError::Failed(why)) => {
+                Err(ApiError::internal(why))
             }
-            let wire =
-                zonefile::parse_rdata(u16::from(rtype), rdata, &records::zone_name(&zone.origin))
-                    .map_err(|e| ApiError::bad_request(format!("records[{i}]: {rdata:?}: {e}")))?;
-            let data = records::rdata(rtype, &wire);
-            wanted.push(Record::from_rdata(owner.clone(), ttl, data));
+            Err(ChangeError::Commit(e)) => Err(ApiError::from(e).unstaged(ws.root())),
         }
-        // Secondaries notice a change by the serial.
-        if rtype != RecordType::SOA {
-            zone_edit::bump_serial(&mut wanted);
-        }
-        let text = zone_edit::render(&zone.origin, &wanted, "dnsd's control API")
-            .map_err(ApiError::internal)?;
-        let message = match change.records.len() {
-            0 => format!("delete {name} {rtype}"),
-            n => format!("set {name} {rtype} to {n} record(s)"),
-        };
-        zone_edit::commit(&ws, &zone_file, text, &message)
-            .map_err(|e| ApiError::from(e).unstaged(ws.root()))
     })
     .await?;
-    apply(&api, generation.number).await
+    match changed {
+        Some(generation) => apply(&api, generation).await,
+        // Nothing to change: the generation in force already has it.
+        None => {
+            let ws = api.workspace.clone();
+            let current = blocking(move || Ok(ws.current_generation()?)).await?;
+            Ok(axum::Json(json!({ "generation": current })))
+        }
+    }
+}
+
+/// The API's edit of a zone: `owner`'s `rtype` RRset becomes the records
+/// of `change` (none deletes it).
+fn edit_rrset(
+    zone: &mut zone_change::Zone<'_>,
+    owner: &Name,
+    rtype: RecordType,
+    change: &RrsetChange,
+) -> Result<Edited, ApiError> {
+    let origin = &zone.served.origin;
+    let name = records::zone_name(owner).to_string();
+    if !origin.zone_of(owner) {
+        return Err(ApiError::bad_request(format!(
+            "name: {name} is not inside the zone {}",
+            records::zone_name(origin)
+        )));
+    }
+    if matches!(rtype, RecordType::A | RecordType::AAAA)
+        && zone.services.iter().any(|s| s.name == name)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{name} is a service: its addresses change with PUT /v1/services/{name}"),
+        ));
+    }
+    let old_ttl = zone
+        .file
+        .iter()
+        .find(|r| r.name == *owner && r.record_type() == rtype)
+        .map(|r| r.ttl);
+    let ttl = match (change.ttl, old_ttl) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) if change.records.is_empty() => 0,
+        (None, None) => return Err(ApiError::bad_request("ttl: required for a new RRset")),
+    };
+    let mut wanted = Vec::with_capacity(change.records.len());
+    for (i, rdata) in change.records.iter().enumerate() {
+        if rdata.contains(['\n', ';', '(', ')']) {
+            return Err(ApiError::bad_request(format!(
+                "records[{i}]: {rdata:?}: one record per entry, without comments or parentheses"
+            )));
+        }
+        let wire = zonefile::parse_rdata(u16::from(rtype), rdata, &records::zone_name(origin))
+            .map_err(|e| ApiError::bad_request(format!("records[{i}]: {rdata:?}: {e}")))?;
+        wanted.push(Record::from_rdata(
+            owner.clone(),
+            ttl,
+            records::rdata(rtype, &wire),
+        ));
+    }
+    zone.file
+        .retain(|r| !(r.name == *owner && r.record_type() == rtype));
+    zone.file.extend(wanted);
+    let message = match change.records.len() {
+        0 => format!("delete {name} {rtype}"),
+        n => format!("set {name} {rtype} to {n} record(s)"),
+    };
+    // Secondaries notice a change by the serial; a new SOA sets its own.
+    Ok(Edited {
+        message,
+        soa_set: rtype == RecordType::SOA,
+    })
 }
 
 /// The live workspace as dnsd reads it, services applied.

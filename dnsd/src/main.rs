@@ -31,6 +31,7 @@ mod tsig;
 mod udp;
 mod update;
 mod update_handler;
+mod zone_change;
 mod zone_edit;
 mod zone_load;
 

@@ -38,8 +38,8 @@ use crate::records;
 use crate::reload::Reloader;
 use crate::tsig::{self, Found, Signature};
 use crate::update::{self, Zone};
-use crate::zone_edit::{self, ChangeLock};
-use crate::zone_load;
+use crate::zone_change::{self, ChangeError, Edited};
+use crate::zone_edit::ChangeLock;
 
 /// Applies authenticated dynamic updates; one per process, shared by the
 /// UDP threads and the TCP server.
@@ -393,8 +393,8 @@ fn error_only(sig: &Signature, error: TsigError) -> Outcome {
     }
 }
 
-/// The blocking part of a transaction, run with the change lock held:
-/// evaluates the update against the live workspace and commits it.
+/// The blocking part of a transaction, run with the change lock held: the
+/// update as an edit of the zone-change transaction (`zone_change`).
 fn write_update(
     ws: &Workspace,
     key: &TsigKey,
@@ -403,127 +403,66 @@ fn write_update(
     updates: &[hickory_proto::rr::Record],
     message: &str,
 ) -> Verdict {
-    let served = match zone_load::load(ws.root()) {
-        Ok(served) => served,
-        Err(e) => {
-            return Verdict::refuse(
-                ResponseCode::ServFail,
-                format!("the live workspace does not load, fix it first:\n{e}"),
-            );
+    let changed = zone_change::zone(ws, origin, "dnsd (RFC 2136 dynamic update)", |zone| {
+        // Only now, so that a zone not served is NOTAUTH whatever the key.
+        if !key.allows(origin) {
+            return Err(Verdict::refuse(
+                ResponseCode::Refused,
+                format!(
+                    "key {} may not update {origin} (its zones: {})",
+                    key.name,
+                    key.zones.join(", ")
+                ),
+            ));
         }
-    };
-    if let Some(broken) = served
-        .broken
-        .iter()
-        .find(|z| z.origin.to_string().eq_ignore_ascii_case(origin))
-    {
-        return Verdict::refuse(
-            ResponseCode::ServFail,
-            format!(
-                "{origin} does not load, fix its file first:\n{}",
-                cutover_workspace::ConfigErrors(broken.errors.clone())
-            ),
-        );
-    }
-    let Some(zone) = served
-        .zones
-        .iter()
-        .find(|z| z.origin.to_string().eq_ignore_ascii_case(origin))
-    else {
-        return Verdict::refuse(
-            ResponseCode::NotAuth,
-            format!("{origin} is not a served zone"),
-        );
-    };
-    // Only now, so that a zone not served is NOTAUTH whatever the key.
-    if !key.allows(origin) {
-        return Verdict::refuse(
-            ResponseCode::Refused,
-            format!(
-                "key {} may not update {origin} (its zones: {})",
-                key.name,
-                key.zones.join(", ")
-            ),
-        );
-    }
-    let children: Vec<Name> = served
-        .zones
-        .iter()
-        .filter(|z| z.origin != zone.origin && zone.origin.zone_of(&z.origin))
-        .map(|z| z.origin.clone())
-        .collect();
-    let scope = Zone {
-        origin: &zone.origin,
-        children: &children,
-    };
-    if let Err(rcode) = update::check_prerequisites(&scope, &zone.records, prerequisites) {
-        return Verdict::refuse(rcode, "a prerequisite does not hold");
-    }
-    if let Err(rcode) = update::prescan(&scope, updates) {
-        return Verdict::refuse(rcode, "the update section is malformed or leaves the zone");
-    }
-    let services = &served.config.services;
-    let is_service = |name: &Name| {
-        services
-            .iter()
-            .any(|s| s.name.eq_ignore_ascii_case(&name.to_string()))
-    };
-    if let Some(u) = update::touches_service(updates, is_service) {
-        return Verdict::refuse(
-            ResponseCode::Refused,
-            format!(
-                "{} is a [[service]] of dnsd.toml: its A/AAAA records change with the control API (PUT /v1/services) or dnsd.toml, not with UPDATE",
-                u.name
-            ),
-        );
-    }
-    let files = match ws.zone_files() {
-        Ok(files) => files,
-        Err(e) => return Verdict::refuse(ResponseCode::ServFail, e.to_string()),
-    };
-    let Some(file) = files
-        .into_iter()
-        .find(|f| f.origin.eq_ignore_ascii_case(origin))
-    else {
-        return Verdict::refuse(ResponseCode::NotAuth, format!("{origin} has no zone file"));
-    };
-    let mut records = match zone_load::load_zone(ws, &file) {
-        Ok(z) => z.records,
-        Err(e) => {
-            return Verdict::refuse(
-                ResponseCode::ServFail,
-                cutover_workspace::ConfigErrors(e).to_string(),
-            );
-        }
-    };
-    let before = zone_edit::lines(&records);
-    let applied = update::apply(&scope, &mut records, updates);
-    if zone_edit::lines(&records) == before {
-        // RFC 2136 §3.4.2: a no-op update succeeds, and makes no generation.
-        return Verdict {
-            rcode: ResponseCode::NoError,
-            reason: None,
-            generation: None,
+        let scope = Zone {
+            origin: &zone.served.origin,
+            children: zone.children,
         };
-    }
-    if !applied.soa_replaced {
-        zone_edit::bump_serial(&mut records);
-    }
-    let text = match zone_edit::render(&zone.origin, &records, "dnsd (RFC 2136 dynamic update)") {
-        Ok(text) => text,
-        Err(e) => return Verdict::refuse(ResponseCode::ServFail, e),
-    };
-    match zone_edit::commit(ws, &file, text, message) {
+        update::check_prerequisites(&scope, &zone.served.records, prerequisites)
+            .map_err(|rcode| Verdict::refuse(rcode, "a prerequisite does not hold"))?;
+        update::prescan(&scope, updates).map_err(|rcode| {
+            Verdict::refuse(rcode, "the update section is malformed or leaves the zone")
+        })?;
+        let is_service = |name: &Name| {
+            zone.services
+                .iter()
+                .any(|s| s.name.eq_ignore_ascii_case(&name.to_string()))
+        };
+        if let Some(u) = update::touches_service(updates, is_service) {
+            return Err(Verdict::refuse(
+                ResponseCode::Refused,
+                format!(
+                    "{} is a [[service]] of dnsd.toml: its A/AAAA records change with the control API (PUT /v1/services) or dnsd.toml, not with UPDATE",
+                    u.name
+                ),
+            ));
+        }
+        let applied = update::apply(&scope, &mut zone.file, updates);
+        Ok(Edited {
+            message: message.to_string(),
+            soa_set: applied.soa_replaced,
+        })
+    });
+    match changed {
         Ok(generation) => Verdict {
             rcode: ResponseCode::NoError,
             reason: None,
-            generation: Some(generation.number),
+            generation: generation.map(|g| g.number),
         },
+        Err(ChangeError::Refused(verdict)) => verdict,
+        Err(ChangeError::NoSuchZone(_)) => Verdict::refuse(
+            ResponseCode::NotAuth,
+            format!("{origin} is not a served zone"),
+        ),
+        Err(ChangeError::LiveBroken(why) | ChangeError::Failed(why)) => {
+            Verdict::refuse(ResponseCode::ServFail, why)
+        }
         // The result would not load (a CNAME beside a service, say).
-        Err(HistoryError::Invalid(why)) => Verdict::refuse(
+        Err(ChangeError::Commit(HistoryError::Invalid(why))) => Verdict::refuse(
             ResponseCode::Refused,
             format!("the zone would not load after it:\n{why}"),
         ),
-        Err(e) => Verdict::refuse(ResponseCode::ServFail, e.to_string()),
+        Err(ChangeError::Commit(e)) => Verdict::refuse(ResponseCode::ServFail, e.to_string()),
     }
 }
