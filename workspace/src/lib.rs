@@ -18,6 +18,7 @@ mod dnsd;
 mod error;
 mod history;
 mod pidfile;
+mod problems;
 mod redirector;
 mod rule_list;
 mod token;

@@ -23,7 +23,8 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{ConfigError, ConfigErrors, toml_file};
+use crate::problems::Problems;
+use crate::{ConfigErrors, toml_file};
 
 /// A validated `redirector.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,10 +118,7 @@ struct RawRule {
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, ConfigErrors> {
     let raw: RawFile = toml_file::parse(path, source)?;
-    let mut errors = Vec::new();
-    let mut err = |span: std::ops::Range<usize>, field: String, msg: String| {
-        errors.push(ConfigError::at(path, source, Some(span), Some(field), msg));
-    };
+    let mut problems = Problems::new(path, source);
 
     let mut nat = NatConfig::default();
     if let Some(raw_nat) = raw.nat {
@@ -128,9 +126,9 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
         if let Some(range) = raw_nat.port_range {
             let [lo, hi] = *range.get_ref();
             if lo == 0 || lo > hi {
-                err(
+                problems.at(
                     range.span(),
-                    "nat.port_range".into(),
+                    "nat.port_range",
                     format!(
                         "[{lo}, {hi}] is not a range of ports: write [LOW, HIGH] with 1 <= LOW <= HIGH"
                     ),
@@ -142,9 +140,9 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
         if let Some(retries) = raw_nat.port_retries {
             let n = *retries.get_ref();
             if n == 0 || n > MAX_PORT_RETRIES {
-                err(
+                problems.at(
                     retries.span(),
-                    "nat.port_retries".into(),
+                    "nat.port_retries",
                     format!("{n} is out of range 1..={MAX_PORT_RETRIES}"),
                 );
             }
@@ -162,10 +160,10 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             ("closing", timeouts.closing),
         ] {
             if value == 0 {
-                err(
+                problems.at(
                     span.clone(),
                     format!("timeouts.{name}"),
-                    "a timeout of 0 s would expire every flow at once".into(),
+                    "a timeout of 0 s would expire every flow at once",
                 );
             }
         }
@@ -181,16 +179,16 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             (Ok(from), Ok(to)) => (from, to),
             (from, to) => {
                 if let Err(m) = from {
-                    err(r.from.span(), format!("rule[{i}].from"), m);
+                    problems.at(r.from.span(), format!("rule[{i}].from"), m);
                 }
                 if let Err(m) = to {
-                    err(r.to.span(), format!("rule[{i}].to"), m);
+                    problems.at(r.to.span(), format!("rule[{i}].to"), m);
                 }
                 continue;
             }
         };
         if from == to {
-            err(
+            problems.at(
                 r.to.span(),
                 format!("rule[{i}].to"),
                 format!("{to} redirects to itself"),
@@ -198,7 +196,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             continue;
         }
         if let Some(first) = seen_from.insert(from, i) {
-            err(
+            problems.at(
                 r.from.span(),
                 format!("rule[{i}].from"),
                 format!(
@@ -211,15 +209,11 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             Some(n) => {
                 let name = n.get_ref().trim().to_string();
                 if name.is_empty() {
-                    err(
-                        n.span(),
-                        format!("rule[{i}].name"),
-                        "the name is empty".into(),
-                    );
+                    problems.at(n.span(), format!("rule[{i}].name"), "the name is empty");
                     continue;
                 }
                 if let Some(first) = seen_name.insert(name.clone(), i) {
-                    err(
+                    problems.at(
                         n.span(),
                         format!("rule[{i}].name"),
                         format!("the name {name:?} is already used by rule[{first}]"),
@@ -233,7 +227,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
                 // rule may have taken as its explicit name.
                 let name = from.to_string();
                 if let Some(first) = seen_name.insert(name.clone(), i) {
-                    err(
+                    problems.at(
                         r.from.span(),
                         format!("rule[{i}].from"),
                         format!(
@@ -249,15 +243,11 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
         rules.push(Rule { name, from, to });
     }
 
-    if errors.is_empty() {
-        Ok(RedirectorConfig {
-            nat,
-            timeouts,
-            rules,
-        })
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    problems.into_result(RedirectorConfig {
+        nat,
+        timeouts,
+        rules,
+    })
 }
 
 fn parse_endpoint(s: &str) -> Result<SocketAddrV4, String> {
