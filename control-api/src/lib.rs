@@ -3,12 +3,21 @@
 //! every error is `{"error": "..."}` with one status per kind of failure
 //! ([`ApiError`]), every request carries the workspace's bearer token
 //! ([`Access`]), and the listener is bound before the daemon reports itself
-//! started ([`listen`]). The endpoints themselves stay in each daemon.
+//! started ([`listen`]). The JSON of every endpoint is a type of
+//! [`contract`], shared with the client; the handlers stay in each daemon.
 
+pub mod contract;
+
+#[cfg(feature = "server")]
 mod access;
+#[cfg(feature = "server")]
 mod error;
+#[cfg(feature = "server")]
 mod listen;
 
+#[cfg(feature = "server")]
 pub use access::{Access, load_token};
+#[cfg(feature = "server")]
 pub use error::{ApiError, blocking};
+#[cfg(feature = "server")]
 pub use listen::listen;

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cutover_control_api::contract::{Change, ErrorBody, GenerationInfo, RuleChange, ServiceChange};
+pub use cutover_control_api::contract::{Rule, Service, Stats, fqdn};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 /// One daemon's API: base URL and bearer token.
 #[derive(Clone)]
@@ -51,39 +52,14 @@ impl Endpoint {
                 .with_context(|| format!("{what}: unexpected response")),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
-                let msg = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+                let msg = serde_json::from_str::<ErrorBody>(&text)
+                    .map(|b| b.error)
                     .unwrap_or(text);
                 bail!("{what}: {code}: {msg}")
             }
             Err(e) => Err(e).with_context(|| format!("{what}: the daemon is not reachable")),
         }
     }
-}
-
-/// A dnsd service as `GET /v1/services` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Service {
-    pub name: String,
-    pub addresses: Vec<String>,
-    pub ttl: u32,
-}
-
-/// The answer to a change: the workspace generation it became.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Change {
-    pub generation: u64,
-}
-
-/// One workspace generation as `GET /v1/generations` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct GenerationInfo {
-    pub number: u64,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    pub current: bool,
 }
 
 /// dnsd's API.
@@ -107,51 +83,23 @@ impl Dns {
             })
     }
 
-    pub fn set_service(&self, name: &str, addresses: &[String], ttl: u32) -> Result<u64> {
-        let body = serde_json::json!({ "addresses": addresses, "ttl": ttl });
-        let c: Change = self
-            .0
-            .call("PUT", &format!("/v1/services/{}", fqdn(name)), Some(body))?;
+    /// Sets a service's addresses and TTL; the generation that serves them.
+    pub fn set_service(&self, name: &str, addresses: &[String], ttl: u32) -> Result<Option<u64>> {
+        let body = ServiceChange {
+            addresses: addresses.to_vec(),
+            ttl: Some(ttl),
+        };
+        let c: Change = self.0.call(
+            "PUT",
+            &format!("/v1/services/{}", fqdn(name)),
+            Some(json(&body)?),
+        )?;
         Ok(c.generation)
     }
 
     pub fn generations(&self) -> Result<Vec<GenerationInfo>> {
         self.0.call("GET", "/v1/generations", None)
     }
-}
-
-/// A redirect rule as `GET /v1/rules` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Rule {
-    pub name: String,
-    pub from: String,
-    pub to: String,
-}
-
-/// The figures of one rule in `GET /v1/stats`: the part a migration's
-/// drain watches.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RuleStats {
-    pub name: String,
-    #[serde(default)]
-    pub from: String,
-    #[serde(default)]
-    pub to: String,
-    #[serde(default)]
-    pub new_flows_per_s: f64,
-    #[serde(default)]
-    pub active_flows: u64,
-    #[serde(default)]
-    pub distinct_clients: u64,
-    #[serde(default)]
-    pub new_flows: u64,
-}
-
-/// `GET /v1/stats` of a redirector.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Stats {
-    #[serde(default)]
-    pub rules: Vec<RuleStats>,
 }
 
 /// A redirector's API (on the old host, or on the new one for a reverse
@@ -163,11 +111,15 @@ impl Redirector {
         self.0.call("GET", "/v1/rules", None)
     }
 
-    pub fn put_rule(&self, name: &str, from: &str, to: &str) -> Result<u64> {
-        let body = serde_json::json!({ "from": from, "to": to });
+    /// Adds or replaces a rule; the generation that holds it.
+    pub fn put_rule(&self, name: &str, from: &str, to: &str) -> Result<Option<u64>> {
+        let body = RuleChange {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
         let c: Change = self
             .0
-            .call("PUT", &format!("/v1/rules/{name}"), Some(body))?;
+            .call("PUT", &format!("/v1/rules/{name}"), Some(json(&body)?))?;
         Ok(c.generation)
     }
 
@@ -186,11 +138,7 @@ impl Redirector {
     }
 }
 
-/// Names are compared and sent fully qualified.
-pub fn fqdn(name: &str) -> String {
-    if name.ends_with('.') {
-        name.to_ascii_lowercase()
-    } else {
-        format!("{}.", name.to_ascii_lowercase())
-    }
+/// A request body as JSON.
+fn json(body: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(body).context("encoding a request body")
 }

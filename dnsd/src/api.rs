@@ -17,11 +17,13 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use cutover_control_api::contract::{
+    Change, DnsHealth, GenerationInfo, RecordInfo, RrsetChange, Service, ServiceChange, Version,
+    ZoneInfo, fqdn,
+};
 use cutover_control_api::{Access, ApiError, blocking, listen};
 use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
-use serde::Deserialize;
-use serde_json::{Value, json};
 use tracing::info;
 
 use crate::records;
@@ -42,7 +44,7 @@ pub struct Api {
     changes: ChangeLock,
 }
 
-type Reply = Result<axum::Json<Value>, ApiError>;
+type Reply<T> = Result<axum::Json<T>, ApiError>;
 
 /// The bearer token (see `Workspace::api_token`): from `explicit`, or the
 /// workspace's default file, created when missing.
@@ -94,60 +96,48 @@ impl Api {
     }
 }
 
-async fn health(State(api): State<Arc<Api>>) -> Reply {
+async fn health(State(api): State<Arc<Api>>) -> Reply<DnsHealth> {
     let ws = api.workspace.clone();
     let generation = blocking(move || Ok(ws.current_generation()?)).await?;
-    Ok(axum::Json(json!({
-        "status": "ok",
-        "generation": generation,
-        "zones": api.reloader.serving_zones(),
-    })))
+    Ok(axum::Json(DnsHealth {
+        status: "ok".into(),
+        generation,
+        zones: api.reloader.serving_zones(),
+    }))
 }
 
-async fn version() -> Reply {
-    Ok(axum::Json(
-        json!({ "name": "dnsd", "version": env!("CARGO_PKG_VERSION") }),
-    ))
+async fn version() -> Reply<Version> {
+    Ok(axum::Json(Version {
+        name: "dnsd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        iface: None,
+    }))
 }
 
-async fn services(State(api): State<Arc<Api>>) -> Reply {
+async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
     let ws = api.workspace.clone();
     let config = blocking(move || {
         ws.load_dnsd()
             .map_err(|e| ApiError::internal(format!("the live dnsd.toml is not valid: {e}")))
     })
     .await?;
-    let list: Vec<Value> = config
+    let list = config
         .services
         .iter()
-        .map(|s| json!({ "name": s.name, "addresses": s.addresses, "ttl": s.ttl }))
+        .map(|s| Service {
+            name: s.name.clone(),
+            addresses: s.addresses.iter().map(ToString::to_string).collect(),
+            ttl: s.ttl,
+        })
         .collect();
-    Ok(axum::Json(Value::Array(list)))
-}
-
-/// Body of `PUT /v1/services/{name}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServiceChange {
-    addresses: Vec<String>,
-    ttl: Option<u32>,
-}
-
-/// `www.Example.test` and `www.example.test.` name the same service.
-fn fqdn(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    if lower.ends_with('.') {
-        lower
-    } else {
-        format!("{lower}.")
-    }
+    Ok(axum::Json(list))
 }
 
 async fn put_service(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
     body: Bytes,
-) -> Reply {
+) -> Reply<Change> {
     let change: ServiceChange = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be {{\"addresses\": [\"IP\", ...], \"ttl\": SECONDS (optional)}}: {e}"
@@ -235,35 +225,35 @@ fn edit_service(
 }
 
 /// Serves the generation just committed and acknowledges it.
-async fn apply(api: &Api, generation: u64) -> Reply {
+async fn apply(api: &Api, generation: u64) -> Reply<Change> {
     api.reloader.reload().await.map_err(|e| {
         ApiError::internal(format!(
             "generation {generation} was written but does not load; the previous zones keep being served: {e}"
         ))
     })?;
     info!(generation, "applied a change made through the API");
-    Ok(axum::Json(json!({ "generation": generation })))
+    Ok(axum::Json(Change {
+        generation: Some(generation),
+    }))
 }
 
-async fn generations(State(api): State<Arc<Api>>) -> Reply {
+async fn generations(State(api): State<Arc<Api>>) -> Reply<Vec<GenerationInfo>> {
     let ws = api.workspace.clone();
     let (list, current) =
         blocking(move || Ok((ws.generations()?, ws.current_generation()?))).await?;
-    let list: Vec<Value> = list
+    let list = list
         .into_iter()
-        .map(|g| {
-            json!({
-                "number": g.number,
-                "created_unix": g.created_unix,
-                "message": g.message,
-                "current": Some(g.number) == current,
-            })
+        .map(|g| GenerationInfo {
+            current: Some(g.number) == current,
+            number: g.number,
+            created_unix: g.created_unix,
+            message: g.message,
         })
         .collect();
-    Ok(axum::Json(Value::Array(list)))
+    Ok(axum::Json(list))
 }
 
-async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> Reply {
+async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> Reply<Change> {
     let n: u64 = n.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "{n:?} is not a generation number (see GET /v1/generations)"
@@ -292,20 +282,24 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
     apply(&api, generation.number).await
 }
 
-async fn zones(State(api): State<Arc<Api>>) -> Reply {
+async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
     let loaded = load_live(&api).await?;
-    let list: Vec<Value> = loaded
+    let list = loaded
         .zones
         .iter()
-        .map(|z| {
-            let serial = zone_edit::serial(&z.records);
-            json!({ "origin": z.origin.to_string(), "serial": serial, "records": z.records.len() })
+        .map(|z| ZoneInfo {
+            origin: records::zone_name(&z.origin).to_string(),
+            serial: zone_edit::serial(&z.records),
+            records: z.records.len(),
         })
         .collect();
-    Ok(axum::Json(Value::Array(list)))
+    Ok(axum::Json(list))
 }
 
-async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) -> Reply {
+async fn records(
+    State(api): State<Arc<Api>>,
+    UrlPath(origin): UrlPath<String>,
+) -> Reply<Vec<RecordInfo>> {
     let loaded = load_live(&api).await?;
     let origin = fqdn(&origin);
     let zone = loaded
@@ -313,35 +307,24 @@ async fn records(State(api): State<Arc<Api>>, UrlPath(origin): UrlPath<String>) 
         .iter()
         .find(|z| z.origin.to_string().to_ascii_lowercase() == origin)
         .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
-    let list: Vec<Value> = zone
+    let list = zone
         .records
         .iter()
-        .map(|r| {
-            json!({
-                "name": records::zone_name(&r.name).to_string(),
-                "type": zonefile::type_name(u16::from(r.record_type())),
-                "ttl": r.ttl,
-                "data": rdata_text(&r.data),
-            })
+        .map(|r| RecordInfo {
+            name: records::zone_name(&r.name).to_string(),
+            rtype: zonefile::type_name(u16::from(r.record_type())),
+            ttl: r.ttl,
+            data: rdata_text(&r.data),
         })
         .collect();
-    Ok(axum::Json(Value::Array(list)))
-}
-
-/// Body of `PUT /v1/zones/{origin}/rrsets/{name}/{type}`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RrsetChange {
-    ttl: Option<u32>,
-    /// Rdata in zone-file text form; empty deletes the RRset.
-    records: Vec<String>,
+    Ok(axum::Json(list))
 }
 
 async fn put_rrset(
     State(api): State<Arc<Api>>,
     UrlPath((origin, name, rtype)): UrlPath<(String, String, String)>,
     body: Bytes,
-) -> Reply {
+) -> Reply<Change> {
     let change: RrsetChange = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be {{\"ttl\": SECONDS, \"records\": [\"RDATA\", ...]}}: {e}"
@@ -388,8 +371,8 @@ async fn put_rrset(
         // Nothing to change: the generation in force already has it.
         None => {
             let ws = api.workspace.clone();
-            let current = blocking(move || Ok(ws.current_generation()?)).await?;
-            Ok(axum::Json(json!({ "generation": current })))
+            let generation = blocking(move || Ok(ws.current_generation()?)).await?;
+            Ok(axum::Json(Change { generation }))
         }
     }
 }

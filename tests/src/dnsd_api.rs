@@ -30,6 +30,15 @@ pub struct Response {
     pub body: String,
 }
 
+impl Response {
+    /// The body as one of the API contract's types (crate
+    /// `cutover-control-api`), read as strictly as `cutover` reads it.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("the body is not the contract's type: {}", self.body))
+    }
+}
+
 impl ApiDnsd {
     /// Starts dnsd serving `ws` on `ip`, with the API on another free port of
     /// `ip`; `extra` are further dnsd arguments (`--api-token-file ...`).

@@ -7,8 +7,18 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 
 use anyhow::{Result, ensure};
+use cutover_control_api::contract::{GenerationInfo, RecordInfo, Service, ZoneInfo};
 use cutover_tests::dnsd::{DnsdWorkspace, loopback};
 use cutover_tests::dnsd_api::ApiDnsd;
+
+/// `www.example.test.` as `GET /v1/services` lists it.
+fn service(address: &str, ttl: u32) -> Service {
+    Service {
+        name: "www.example.test.".into(),
+        addresses: vec![address.into()],
+        ttl,
+    }
+}
 
 const ZONE: &str = "$TTL 60
 @    IN SOA ns1 hostmaster 2026112601 3600 600 86400 60
@@ -126,8 +136,8 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
         let r = dnsd.call("GET", "/v1/services", t, None)?;
         ensure!(r.status == 200, "{r:?}");
         ensure!(
-            r.body
-                .contains(r#"{"addresses":["198.18.0.2"],"name":"www.example.test.","ttl":60}"#),
+            r.json::<Vec<Service>>()?
+                .contains(&service("198.18.0.2", 60)),
             "{r:?}"
         );
         ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
@@ -170,22 +180,21 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
         ensure!(r.body == r#"{"generation":3}"#, "{r:?}");
         let r = dnsd.call("GET", "/v1/services", t, None)?;
         ensure!(
-            r.body
-                .contains(r#"{"addresses":["198.18.0.3"],"name":"www.example.test.","ttl":5}"#),
+            r.json::<Vec<Service>>()?
+                .contains(&service("198.18.0.3", 5)),
             "{r:?}"
         );
 
         let r = dnsd.call("GET", "/v1/generations", t, None)?;
         ensure!(r.status == 200, "{r:?}");
+        let listed: Vec<(u64, String, bool)> = r
+            .json::<Vec<GenerationInfo>>()?
+            .into_iter()
+            .map(|g| (g.number, g.message, g.current))
+            .collect();
         ensure!(
-            r.body
-                .contains(r#""current":false,"message":"the workspace as found","number":1"#),
-            "{r:?}"
-        );
-        ensure!(
-            r.body.contains(
-                r#""current":true,"message":"set www.example.test. to 198.18.0.3","number":3"#
-            ),
+            listed.contains(&(1, "the workspace as found".into(), false))
+                && listed.contains(&(3, "set www.example.test. to 198.18.0.3".into(), true)),
             "{r:?}"
         );
         let r = dnsd.call("GET", "/v1/health", t, None)?;
@@ -199,14 +208,22 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
 
         let r = dnsd.call("GET", "/v1/zones", t, None)?;
         ensure!(
-            r.body == r#"[{"origin":"example.test.","records":5,"serial":2026112601}]"#,
+            r.json::<Vec<ZoneInfo>>()?
+                == [ZoneInfo {
+                    origin: "example.test.".into(),
+                    serial: Some(2026112601),
+                    records: 5
+                }],
             "{r:?}"
         );
         let r = dnsd.call("GET", "/v1/zones/example.test./records", t, None)?;
         ensure!(
-            r.body.contains(
-                r#"{"data":"198.18.0.2","name":"www.example.test.","ttl":60,"type":"A"}"#
-            ),
+            r.json::<Vec<RecordInfo>>()?.contains(&RecordInfo {
+                name: "www.example.test.".into(),
+                rtype: "A".into(),
+                ttl: 60,
+                data: "198.18.0.2".into(),
+            }),
             "{r:?}"
         );
         Ok(())
@@ -373,11 +390,18 @@ fn a_dname_is_listed_by_its_target_and_can_be_moved_through_the_api() -> Result<
     with_api(&ws, 75, |dnsd, token| {
         let t = Some(token);
         let records = || dnsd.call("GET", "/v1/zones/example.test./records", t, None);
-        let dname_row = |target: &str| {
-            format!(r#"{{"data":"{target}","name":"old.example.test.","ttl":60,"type":"DNAME"}}"#)
+        let dname_row = |target: &str| RecordInfo {
+            name: "old.example.test.".into(),
+            rtype: "DNAME".into(),
+            ttl: 60,
+            data: target.into(),
         };
         let r = records()?;
-        ensure!(r.body.contains(&dname_row("new.example.test.")), "{r:?}");
+        ensure!(
+            r.json::<Vec<RecordInfo>>()?
+                .contains(&dname_row("new.example.test.")),
+            "{r:?}"
+        );
         ensure!(
             dnsd.kdig("www.old.example.test.", "A")?
                 == ["198.18.0.31", "new.example.test.", "www.new.example.test."]
@@ -412,7 +436,11 @@ fn a_dname_is_listed_by_its_target_and_can_be_moved_through_the_api() -> Result<
         let r = put("old.example.test.", r#"{"records":["elsewhere.test."]}"#)?;
         ensure!(r.status == 200, "{r:?}");
         let r = records()?;
-        ensure!(r.body.contains(&dname_row("elsewhere.test.")), "{r:?}");
+        ensure!(
+            r.json::<Vec<RecordInfo>>()?
+                .contains(&dname_row("elsewhere.test.")),
+            "{r:?}"
+        );
         let answer = dnsd.kdig("www.old.example.test.", "A")?;
         ensure!(
             answer == ["elsewhere.test.", "www.elsewhere.test."],

@@ -1,0 +1,222 @@
+//! The JSON both daemons' control APIs speak, as types: the daemons
+//! serialize them, `cutover` deserializes them. Every field is required
+//! unless it is an `Option`, so a renamed or missing field fails loudly in
+//! the client instead of reading as 0 (a busy old host read as drained).
+//! Request bodies refuse unknown fields, so a typo is a 400, not ignored.
+//!
+//! This module needs serde only; the server side of the crate (errors as
+//! responses, the token check, the listener) is behind the `server`
+//! feature.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// The answer to a change: the workspace generation in force once it is
+/// served (`None` only when a change that changed nothing met a workspace
+/// with no history yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub generation: Option<u64>,
+}
+
+/// `GET /v1/version` of either daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub name: String,
+    pub version: String,
+    /// The interface a redirector serves; dnsd has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+}
+
+/// One workspace generation, as `GET /v1/generations` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationInfo {
+    pub number: u64,
+    /// Seconds since the Unix epoch.
+    pub created_unix: u64,
+    pub message: String,
+    /// The live files are this generation.
+    pub current: bool,
+}
+
+// ---- dnsd ----
+
+/// `GET /v1/health` of dnsd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsHealth {
+    pub status: String,
+    pub generation: Option<u64>,
+    /// Zones being served (those whose file has never loaded included).
+    pub zones: usize,
+}
+
+/// A `[[service]]` of dnsd.toml, as `GET /v1/services` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub ttl: u32,
+}
+
+/// Body of `PUT /v1/services/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceChange {
+    pub addresses: Vec<String>,
+    /// Left out: the service keeps its TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+/// One zone, as `GET /v1/zones` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneInfo {
+    pub origin: String,
+    pub serial: Option<u32>,
+    pub records: usize,
+}
+
+/// One record, as `GET /v1/zones/{origin}/records` lists it, in zone-file
+/// presentation form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+/// Body of `PUT /v1/zones/{origin}/rrsets/{name}/{type}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrsetChange {
+    /// Required for a new RRset; left out, an existing one keeps its TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// Rdata in zone-file text form; empty deletes the RRset.
+    pub records: Vec<String>,
+}
+
+// ---- redirector ----
+
+/// `GET /v1/health` of a redirector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectorHealth {
+    pub status: String,
+    pub generation: Option<u64>,
+    /// Rules in force (draining ones not counted).
+    pub rules: usize,
+}
+
+/// A redirect rule, as `GET /v1/rules` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// The rule's slot in the program's maps.
+    pub id: u32,
+}
+
+/// Body of `PUT /v1/rules/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleChange {
+    pub from: String,
+    pub to: String,
+}
+
+/// The figures of one rule, in `GET /v1/stats` and `redirector stats --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleStats {
+    pub id: u32,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// Removed from the config; its flows still run.
+    pub draining: bool,
+    pub new_flows_per_s: f64,
+    pub active_flows: u64,
+    /// Distinct clients among the active flows.
+    pub active_clients: u64,
+    /// The same figure under the name `cutover` has always read.
+    pub distinct_clients: u64,
+    pub new_flows: u64,
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    /// Packets sent back out of the interface they came in on (XDP_TX) and
+    /// through another interface (XDP_REDIRECT).
+    pub sent_back: u64,
+    pub redirected: u64,
+    /// New connections refused a NAT port.
+    pub nat_failures: u64,
+    /// Flows lost to LRU pressure (seen by the program or by collection).
+    pub evictions: u64,
+    /// Flows removed by collection after their idle timeout.
+    pub expired: u64,
+    /// Non-zero pass and drop counters by name.
+    pub passes: BTreeMap<String, u64>,
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// `GET /v1/stats` of a redirector, and what `redirector stats` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub iface: String,
+    /// The daemon that published the rules, and whether it still runs: the
+    /// pins of a killed daemon outlive it, frozen.
+    pub daemon_pid: u32,
+    pub daemon_running: bool,
+    pub sample_seconds: f64,
+    pub rules: Vec<RuleStats>,
+    /// Non-zero counters of packets that matched no rule.
+    pub unmatched: BTreeMap<String, u64>,
+}
+
+/// A domain name as both APIs compare and send it: lower case, fully
+/// qualified (`www.Example.test` is `www.example.test.`).
+pub fn fqdn(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    if lower.ends_with('.') {
+        lower
+    } else {
+        format!("{lower}.")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_field_fails_loudly_instead_of_reading_as_zero() {
+        let json = r#"{"iface":"eth0","daemon_pid":1,"daemon_running":true,"sample_seconds":1.0,"rules":[{"id":1,"name":"www","from":"a","to":"b","draining":false,"new_flows_per_s":0.0,"flows_in_flight":7,"active_clients":1,"distinct_clients":1,"new_flows":9,"fwd_packets":0,"fwd_bytes":0,"reply_packets":0,"reply_bytes":0,"sent_back":0,"redirected":0,"nat_failures":0,"evictions":0,"expired":0,"passes":{},"drops":{}}],"unmatched":{}}"#;
+        let e = serde_json::from_str::<Stats>(json).unwrap_err().to_string();
+        assert!(e.contains("active_flows"), "{e}");
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let e = serde_json::from_str::<RrsetChange>(r#"{"ttl":60,"record":["x"]}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `record`"), "{e}");
+        let ok: ServiceChange = serde_json::from_str(r#"{"addresses":["198.18.0.3"]}"#).unwrap();
+        assert_eq!(ok.ttl, None);
+    }
+
+    #[test]
+    fn names_are_compared_fully_qualified_in_lower_case() {
+        assert_eq!(fqdn(" www.Example.test"), "www.example.test.");
+        assert_eq!(fqdn("www.example.test."), "www.example.test.");
+    }
+}
