@@ -82,14 +82,14 @@ struct Parsed {
     edns: Option<(u16, bool)>,
 }
 
-const CLASS_IN: u16 = 1;
-const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = zonefile::codes::IN;
+const TYPE_OPT: u16 = zonefile::codes::OPT;
 
-/// Types the general path treats specially.
+/// Types the general path treats specially: CNAME is answered as an
+/// ordinary type; the reserved type 0 and every meta type or QTYPE (OPT,
+/// TSIG, IXFR, AXFR, ANY, ...) are not.
 fn is_special(qtype: u16) -> bool {
-    // CNAME (5) is answered as an ordinary type; ANY, AXFR, IXFR, OPT and
-    // the obsolete MAILA/MAILB are not.
-    matches!(qtype, 41 | 251..=255) || qtype == 0
+    qtype == 0 || zonefile::is_meta(qtype)
 }
 
 fn parse(query: &[u8]) -> Option<Parsed> {
@@ -251,7 +251,8 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
         out.extend_from_slice(e.record(0));
     }
     if let Some((_, dnssec_ok)) = q.edns {
-        out.extend_from_slice(&[0, 0, TYPE_OPT as u8]);
+        out.push(0);
+        out.extend_from_slice(&TYPE_OPT.to_be_bytes());
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
         out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     }
@@ -311,7 +312,8 @@ alias    IN CNAME www
         p.extend_from_slice(&qtype.to_be_bytes());
         p.extend_from_slice(&[0, 1]);
         if let Some((payload, dnssec_ok)) = edns {
-            p.extend_from_slice(&[0, 0, 41]);
+            p.push(0);
+            p.extend_from_slice(&TYPE_OPT.to_be_bytes());
             p.extend_from_slice(&payload.to_be_bytes());
             p.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
         }

@@ -233,7 +233,12 @@ mod tests {
                 owner: crate::records::name(&r.record.owner),
                 rtype: RecordType::from(r.record.rtype),
                 target: zonefile::rdata_target(r.record.rtype, &r.record.rdata)
-                    .filter(|_| matches!(r.record.rtype, 5 | 39))
+                    .filter(|_| {
+                        matches!(
+                            RecordType::from(r.record.rtype),
+                            RecordType::CNAME | RecordType::DNAME
+                        )
+                    })
                     .map(|t| crate::records::name(&t)),
             })
             .collect()

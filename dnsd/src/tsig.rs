@@ -54,10 +54,13 @@ pub fn find(message: &[u8]) -> Found {
     let Some((&last, earlier)) = offsets.split_last() else {
         return Found::Unsigned;
     };
-    if earlier.iter().any(|&at| rr_type(message, at) == Some(250)) {
+    if earlier
+        .iter()
+        .any(|&at| rr_type(message, at) == Some(zonefile::codes::TSIG))
+    {
         return Found::Malformed("a TSIG record that is not the last record");
     }
-    if rr_type(message, last) != Some(250) {
+    if rr_type(message, last) != Some(zonefile::codes::TSIG) {
         return Found::Unsigned;
     }
     let mut decoder = BinDecoder::new(message);

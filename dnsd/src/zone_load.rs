@@ -279,7 +279,7 @@ fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
             owner: record.name.clone(),
             rtype: record.record_type(),
             target: zonefile::rdata_target(r.rtype, &r.rdata)
-                .filter(|_| matches!(r.rtype, 5 | 39))
+                .filter(|_| matches!(record.record_type(), RecordType::CNAME | RecordType::DNAME))
                 .map(|t| records::name(&t)),
         });
         records.push(record);
@@ -291,10 +291,11 @@ fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
 /// name's length octets are all below `A`, so folding the name's octets
 /// folds only its letters. Other rdata compares as octets.
 fn comparable_rdata(r: &zonefile::Record) -> Vec<u8> {
-    let name_at = match r.rtype {
-        2 | 5 | 12 | 39 => 0,
-        15 => 2,
-        33 => 6,
+    let name_at = match RecordType::from(r.rtype) {
+        RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => 0,
+        // After the preference; after priority, weight and port.
+        RecordType::MX => 2,
+        RecordType::SRV => 6,
         _ => return r.rdata.clone(),
     };
     let mut out = r.rdata.clone();

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use name::{MAX_LABEL, MAX_NAME, Name};
 pub use reader::DEFAULT_TTL;
-pub use types::{class_code, is_meta, type_code, type_name};
+pub use types::{class_code, codes, is_meta, type_code, type_name};
 
 /// One resource record, its rdata in uncompressed wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

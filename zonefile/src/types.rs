@@ -81,12 +81,26 @@ const TYPES: &[(u16, &str)] = &[
     (32769, "DLV"),
 ];
 
-pub const IN: u16 = 1;
+/// Codes the servers built on this crate compare on the wire, by name.
+pub mod codes {
+    /// The Internet class.
+    pub const IN: u16 = 1;
+    pub const SOA: u16 = 6;
+    /// EDNS's pseudo-record (RFC 6891).
+    pub const OPT: u16 = 41;
+    /// Transaction signatures (RFC 8945).
+    pub const TSIG: u16 = 250;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+}
+
+pub use codes::IN;
 
 /// Whether `code` is a meta type or QTYPE (RFC 6895 §3.1): it names a
 /// query or a transaction, never data in a zone.
 pub fn is_meta(code: u16) -> bool {
-    code == 41 || (128..=255).contains(&code)
+    code == codes::OPT || (128..=255).contains(&code)
 }
 
 /// The mnemonic of a type, or `TYPE<code>`.
