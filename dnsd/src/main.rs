@@ -1,39 +1,27 @@
 //! dnsd: authoritative DNS for the config workspace's zones, with rotating
 //! low-TTL answers and atomic reload on SIGHUP.
 //!
-//! Data flows one way: workspace files → `zone_load` (read with the
-//! `zonefile` crate, checked with `name_rules`; `records` turns its octets
-//! into hickory records, DNAME through `dname`) → `snapshot` (immutable
-//! index, keyed by `name_key`) → `answer` (pure selection, with `rotate`)
-//! → `server` (protocol rules; UDP through
-//! `udp` and `mmsg`, common queries straight from the wire in `fast_path`).
-//! `sockets` binds the listeners, with `affinity` keeping each query on the
-//! CPU that received it. `reload` swaps the snapshot.
-//! Changes (the control API in `api`, RFC 2136 updates in `update_handler`
-//! with `update` and `tsig`) go back to the workspace through `zone_edit`
-//! as new generations, then through `reload`.
+//! Data flows one way, each folder a job, imports only towards the top:
+//!
+//! - `zone/` — workspace files to checked records: read with the `zonefile`
+//!   crate, checked by `name_rules`, turned into hickory records by
+//!   `records` (DNAME by `dname`), names keyed by `name_key`;
+//! - `snapshot/` — records to the immutable index every query reads (with
+//!   `encoded`, the fast path's pre-encoded RRsets);
+//! - `answer/` — the pure selection of an answer (with `rotate`);
+//! - `serve/` — sockets (`sockets`, `affinity`), the UDP loop (`udp`,
+//!   `mmsg`), the fast path and the protocol rules (`server`);
+//! - `reload` — a new snapshot from the workspace, swapped in whole;
+//! - `change/` — changes back to the workspace: the one zone-change
+//!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
+//!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
 
-mod affinity;
 mod answer;
-mod api;
-mod dname;
-mod fast_path;
-mod mmsg;
-mod name_key;
-mod name_rules;
-mod records;
+mod change;
 mod reload;
-mod rotate;
-mod server;
+mod serve;
 mod snapshot;
-mod sockets;
-mod tsig;
-mod udp;
-mod update;
-mod update_handler;
-mod zone_change;
-mod zone_edit;
-mod zone_load;
+mod zone;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +38,8 @@ use tracing::{info, warn};
 
 use cutover_workspace::Workspace;
 
+use crate::change::{api, update_handler, zone_edit};
+use crate::serve::{server, sockets};
 use crate::snapshot::Snapshot;
 
 /// Authoritative DNS server for a cutover config workspace.
@@ -187,7 +177,7 @@ fn init_logging() {
 }
 
 fn check(dir: &Path) -> ExitCode {
-    match zone_load::load(dir) {
+    match zone::load(dir) {
         Ok(ws) => {
             for zone in &ws.zones {
                 println!(
@@ -264,7 +254,7 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
 
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
-    let loaded = zone_load::load(workspace)
+    let loaded = zone::load(workspace)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
     for w in loaded.warnings() {

@@ -13,9 +13,9 @@ use tracing::{error, info, warn};
 
 use cutover_workspace::ServerConfig;
 
-use crate::server::SharedSnapshot;
+use crate::snapshot::SharedSnapshot;
 use crate::snapshot::Snapshot;
-use crate::zone_load;
+use crate::zone;
 
 /// Rebuilds the served snapshot from the workspace; one per process.
 pub struct Reloader {
@@ -62,7 +62,7 @@ impl Reloader {
         // A zone whose file does not load keeps this snapshot's version.
         let previous = self.state.load_full();
         let built = tokio::task::spawn_blocking(move || {
-            zone_load::load(&dir).map(|ws| {
+            zone::load(&dir).map(|ws| {
                 for w in ws.warnings() {
                     warn!("{w}");
                 }
@@ -115,7 +115,7 @@ impl Reloader {
 
 /// Logs every zone that did not load, each problem with its file and line:
 /// those zones keep their previous version, or get SERVFAIL, until fixed.
-pub fn report_broken(ws: &zone_load::LoadedWorkspace) {
+pub fn report_broken(ws: &zone::LoadedWorkspace) {
     for zone in &ws.broken {
         for e in &zone.errors {
             error!("{e}");

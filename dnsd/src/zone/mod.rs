@@ -8,6 +8,11 @@
 //! Every problem is reported, each with its file, its line where it has one,
 //! and what is wrong, so that one `dnsd check` shows an operator all of them.
 
+pub mod dname;
+pub mod name_key;
+pub mod name_rules;
+pub mod records;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -17,8 +22,7 @@ use cutover_workspace::{ConfigError, ConfigErrors, DnsdConfig, Service, Workspac
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::name_rules::{self, Entry};
-use crate::records;
+use self::name_rules::Entry;
 
 /// One zone, read and checked.
 #[derive(Debug)]
@@ -594,7 +598,7 @@ www 60 IN A 198.18.0.2
         assert_eq!(dname.len(), 1);
         assert_eq!(dname[0].ttl, 60);
         assert_eq!(
-            crate::dname::target(dname[0]).map(|n| n.to_string()),
+            crate::zone::dname::target(dname[0]).map(|n| n.to_string()),
             Some("target.example.test.".to_string())
         );
         let zone = format!("{GOOD}x IN CNAME www\nx IN CNAME ns1\n");

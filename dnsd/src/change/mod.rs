@@ -1,6 +1,9 @@
-//! The one way a zone's data changes: a transaction on the live workspace
-//! that the control API (`PUT .../rrsets`) and RFC 2136 updates both run,
-//! each supplying only its edit. Holding the change lock, it
+//! Changes to the workspace: the control API (`api`), RFC 2136 dynamic
+//! updates (`update_handler` around the pure rules of `update`, signed
+//! with `tsig`), zone files written (`zone_edit`), and here the one way a
+//! zone's data changes: a transaction on the live workspace that the API's
+//! `PUT .../rrsets` and updates both run, each supplying only its edit.
+//! Holding the change lock, it
 //!
 //! 1. loads the live workspace as a reload would (a broken `dnsd.toml`, or
 //!    the zone's own file not loading, stops it: fix that first);
@@ -17,11 +20,16 @@
 //! The caller then serves it (`Reloader::reload`) and turns a
 //! [`ChangeError`] into its protocol's answer: an HTTP status, an rcode.
 
+pub mod api;
+pub mod tsig;
+pub mod update;
+pub mod update_handler;
+pub mod zone_edit;
+
 use cutover_workspace::{Generation, HistoryError, Service, Workspace};
 use hickory_proto::rr::{Name, Record};
 
-use crate::zone_edit;
-use crate::zone_load::{self, LoadedZone};
+use crate::zone::{self, LoadedZone};
 
 /// What an edit sees of the zone it changes.
 pub struct Zone<'a> {
@@ -74,7 +82,7 @@ pub fn zone<E>(
     author: &str,
     edit: impl FnOnce(&mut Zone<'_>) -> Result<Edited, E>,
 ) -> Result<Changed, ChangeError<E>> {
-    let live = zone_load::load(ws.root()).map_err(|e| {
+    let live = zone::load(ws.root()).map_err(|e| {
         ChangeError::LiveBroken(format!(
             "the live workspace does not load, fix it first:\n{e}"
         ))
@@ -98,7 +106,7 @@ pub fn zone<E>(
     else {
         return Err(ChangeError::NoSuchZone(origin.to_string()));
     };
-    let file = zone_load::load_zone(ws, &zone_file).map_err(|e| {
+    let file = zone::load_zone(ws, &zone_file).map_err(|e| {
         ChangeError::LiveBroken(format!(
             "the live zone file does not load, fix it first:\n{}",
             cutover_workspace::ConfigErrors(e)

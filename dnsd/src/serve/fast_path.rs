@@ -16,58 +16,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::rr::{Name, Record};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
-
-use crate::name_key::NameKey;
-use crate::rotate;
-use crate::server::MAX_UDP_PAYLOAD;
+use crate::answer::rotate;
+use crate::serve::MAX_UDP_PAYLOAD;
+use crate::snapshot::encoded::wire_len;
 use crate::snapshot::{Lookup, RrSet, Snapshot};
-
-/// An RRset's records in wire form, each without its owner name: TYPE,
-/// CLASS, TTL, RDLENGTH and uncompressed RDATA.
-#[derive(Debug)]
-pub struct Encoded {
-    bytes: Box<[u8]>,
-    /// Where each record starts in `bytes`, and where the last ends.
-    starts: Box<[u32]>,
-}
-
-impl Encoded {
-    /// Encodes `records`; `None` if one cannot be encoded (the general path
-    /// then reports it).
-    pub fn new(records: &[Record]) -> Option<Self> {
-        let mut bytes = Vec::new();
-        let mut starts = vec![0u32];
-        for record in records {
-            let mut buf = Vec::with_capacity(64);
-            let mut encoder = BinEncoder::new(&mut buf);
-            encoder.set_name_encoding(NameEncoding::Uncompressed);
-            record.emit(&mut encoder).ok()?;
-            let owner = wire_len(&record.name);
-            bytes.extend_from_slice(buf.get(owner..)?);
-            starts.push(u32::try_from(bytes.len()).ok()?);
-        }
-        Some(Self {
-            bytes: bytes.into_boxed_slice(),
-            starts: starts.into_boxed_slice(),
-        })
-    }
-
-    fn record(&self, i: usize) -> &[u8] {
-        let (start, end) = (self.starts[i] as usize, self.starts[i + 1] as usize);
-        &self.bytes[start..end]
-    }
-
-    fn len(&self) -> usize {
-        self.starts.len() - 1
-    }
-}
-
-/// Uncompressed wire length of a name, root label included.
-fn wire_len(name: &Name) -> usize {
-    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
-}
+use crate::zone::name_key::NameKey;
 
 /// The parts of a query the fast path understands.
 struct Parsed {
@@ -204,12 +157,12 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
     let answer_len = encoded_answer.map_or(0, |(set, e)| {
         let take = rotate::window(set.rtype, e.len(), 0, cap).take;
         if take == e.len() {
-            e.bytes.len() + 2 * take
+            e.byte_len() + 2 * take
         } else {
             take * (2 + e.record(0).len())
         }
     });
-    let soa_len = soa_encoded.map_or(0, |e| 2 + e.bytes.len());
+    let soa_len = soa_encoded.map_or(0, |e| 2 + e.byte_len());
     let (opt_len, limit) = match q.edns {
         Some((payload, _)) => (11, usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))),
         None => (0, 512),
@@ -265,6 +218,7 @@ mod tests {
     use super::*;
     use crate::answer::{self, Context, Question};
     use hickory_proto::op::Message;
+    use hickory_proto::rr::Name;
     use hickory_proto::rr::{DNSClass, RecordType};
     use hickory_proto::serialize::binary::BinDecodable;
 
@@ -285,7 +239,7 @@ alias    IN CNAME www
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("zones")).unwrap();
         std::fs::write(dir.path().join("zones/example.test.zone"), ZONE).unwrap();
-        let ws = crate::zone_load::load(dir.path()).unwrap();
+        let ws = crate::zone::load(dir.path()).unwrap();
         Snapshot::build(&ws, None)
     }
 
@@ -342,7 +296,7 @@ alias    IN CNAME www
         let mut expected: Vec<String> = general
             .records(&general.answer)
             .chain(general.records(&general.authority))
-            .map(crate::zone_edit::record_line)
+            .map(crate::change::zone_edit::record_line)
             .collect();
         expected.sort();
         Some((msg, expected))
@@ -353,7 +307,7 @@ alias    IN CNAME www
             .answers
             .iter()
             .chain(msg.authorities.iter())
-            .map(crate::zone_edit::record_line)
+            .map(crate::change::zone_edit::record_line)
             .collect();
         got.sort();
         got

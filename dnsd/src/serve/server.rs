@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
-use arc_swap::ArcSwap;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
@@ -29,16 +28,10 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Quer
 use tracing::debug;
 
 use crate::answer::{self, Context, Question, Response, Section};
-use crate::fast_path;
-use crate::snapshot::Snapshot;
-use crate::update_handler::Updater;
-
-/// The UDP payload dnsd advertises and never exceeds: the DNS Flag Day 2020
-/// size that avoids IP fragmentation on common paths.
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
-
-/// The served state, shared with the reloader, which swaps it whole.
-pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+use crate::change::update_handler::Updater;
+use crate::serve::MAX_UDP_PAYLOAD;
+use crate::serve::fast_path;
+use crate::snapshot::SharedSnapshot;
 
 /// Answers every query from the current snapshot. Clones share the
 /// snapshot and the rotation counter: the UDP tasks and the TCP server each
@@ -400,6 +393,7 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Snapshot;
     use hickory_server::proto::op::{Message, MessageType, Query};
     use hickory_server::proto::rr::Name;
     use hickory_server::proto::serialize::binary::BinDecodable;
@@ -462,7 +456,7 @@ sibs     IN NS  ns2.elsewhere-sibs
         std::fs::create_dir(dir.path().join("zones")).unwrap();
         std::fs::write(dir.path().join("zones/example.test.zone"), zone()).unwrap();
         std::fs::write(dir.path().join("dnsd.toml"), "").unwrap();
-        Snapshot::build(&crate::zone_load::load(dir.path()).unwrap(), None)
+        Snapshot::build(&crate::zone::load(dir.path()).unwrap(), None)
     }
 
     /// A UDP query for `name`, with an EDNS buffer of `payload` if any.

@@ -27,9 +27,9 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::affinity::Placement;
-use crate::mmsg::{self, Batch};
-use crate::server::{self, Handler};
+use crate::serve::affinity::Placement;
+use crate::serve::mmsg::{self, Batch};
+use crate::serve::server::{self, Handler};
 
 /// Starts the thread serving `socket` (a blocking socket), placed by
 /// `placement`. Returns once the thread runs where it should, with whether

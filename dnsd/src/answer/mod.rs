@@ -19,6 +19,8 @@
 //! long the answer is YXDOMAIN with the DNAME, as NSD sends it (Knot says
 //! NXDOMAIN).
 
+pub mod rotate;
+
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -26,10 +28,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use crate::dname::{self, Substitution};
-use crate::name_key::NameKey;
-use crate::rotate::{self, Window};
+use self::rotate::Window;
 use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, ZoneLookup, wire_len};
+use crate::zone::dname::{self, Substitution};
+use crate::zone::name_key::NameKey;
 
 /// Longest CNAME chain followed inside a zone, as a guard against loops
 /// that revisit no name twice only by being very long.
@@ -462,7 +464,7 @@ ns.sub   IN A   198.18.1.53
         std::fs::create_dir(dir.path().join("zones")).unwrap();
         std::fs::write(dir.path().join("zones/example.test.zone"), zone).unwrap();
         std::fs::write(dir.path().join("dnsd.toml"), toml).unwrap();
-        let ws = crate::zone_load::load(dir.path()).unwrap();
+        let ws = crate::zone::load(dir.path()).unwrap();
         Snapshot::build(&ws, None)
     }
 
@@ -484,7 +486,7 @@ ns.sub   IN A   198.18.1.53
                     rec.name,
                     rec.ttl,
                     rec.record_type(),
-                    crate::zone_edit::rdata_text(&rec.data)
+                    crate::zone::records::rdata_text(rec.record_type(), &rec.data)
                 )
             })
             .collect()
@@ -654,7 +656,7 @@ ns   IN A   198.18.1.53
 host IN A   198.18.1.80
 ";
         std::fs::write(dir.path().join("zones/sub.example.test.zone"), child).unwrap();
-        let s = Snapshot::build(&crate::zone_load::load(dir.path()).unwrap(), None);
+        let s = Snapshot::build(&crate::zone::load(dir.path()).unwrap(), None);
         let r = ask(&s, "host.sub.example.test.", RecordType::A, 0);
         assert!(r.authoritative);
         assert_eq!(
@@ -758,11 +760,11 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
 
     fn dname_rdata(target: &str) -> String {
         let name = Name::from_ascii(target).unwrap();
-        let data = crate::zone_load::parse_records(&format!("x 1 IN DNAME {name}\n"), &name)
+        let data = crate::zone::parse_records(&format!("x 1 IN DNAME {name}\n"), &name)
             .unwrap()
             .remove(0)
             .data;
-        crate::zone_edit::rdata_text(&data)
+        crate::zone::records::rdata_text(data.record_type(), &data)
     }
 
     #[test]
@@ -884,18 +886,18 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
             "a.b.out.example.test.",
         ] {
             assert!(
-                !crate::fast_path::answer(&s, &query(name, 1), &rotation, &mut out),
+                !crate::serve::fast_path::answer(&s, &query(name, 1), &rotation, &mut out),
                 "{name}"
             );
         }
         // The owner itself is an ordinary name: the fast path may answer it.
-        assert!(crate::fast_path::answer(
+        assert!(crate::serve::fast_path::answer(
             &s,
             &query("dn.example.test.", 1),
             &rotation,
             &mut out
         ));
-        assert!(crate::fast_path::answer(
+        assert!(crate::serve::fast_path::answer(
             &s,
             &query("dn.example.test.", 39),
             &rotation,

@@ -11,8 +11,8 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 /// DNAME rdata pointing at `target`, as the zone-file reader makes it.
 #[cfg(test)]
 pub fn rdata(target: &Name) -> Option<RData> {
-    let wire = crate::records::zone_name(target);
-    Some(crate::records::rdata(RecordType::DNAME, wire.wire()))
+    let wire = crate::zone::records::zone_name(target);
+    Some(crate::zone::records::rdata(RecordType::DNAME, wire.wire()))
 }
 
 /// The target of a DNAME record; `None` for any other record.
@@ -80,7 +80,7 @@ mod tests {
         let data = rdata(&name("Target.example.test.")).unwrap();
         let r = Record::from_rdata(name("dn.example.test."), 300, data);
         assert_eq!(r.record_type(), RecordType::DNAME);
-        let wire = crate::records::rdata_wire(&r.data).unwrap();
+        let wire = crate::zone::records::rdata_wire(&r.data).unwrap();
         assert_eq!(wire, b"\x06Target\x07example\x04test\x00");
         assert_eq!(target(&r), Some(name("target.example.test.")));
         assert!(target(&r).unwrap().eq_case(&name("Target.example.test.")));
@@ -118,7 +118,7 @@ mod tests {
     fn dname_records_are_read_with_their_target() {
         let origin = name("example.test.");
         let text = "dn 60 IN dname target\nx IN A 198.18.0.1\n";
-        let records = crate::zone_load::parse_records(text, &origin).unwrap();
+        let records = crate::zone::parse_records(text, &origin).unwrap();
         assert_eq!(records[0].record_type(), RecordType::DNAME);
         assert_eq!(target(&records[0]), Some(name("target.example.test.")));
         assert_eq!(records[0].ttl, 60);

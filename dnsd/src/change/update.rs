@@ -255,8 +255,8 @@ fn rrset<'r>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone_edit;
-    use crate::zone_load;
+    use crate::change::zone_edit;
+    use crate::zone;
 
     const ZONE: &str = "$TTL 300
 @ IN SOA ns1 hostmaster 10 3600 600 86400 60
@@ -274,7 +274,7 @@ alias IN CNAME www
     }
 
     fn zone_records() -> Vec<Record> {
-        zone_load::parse_records(ZONE, &origin()).unwrap()
+        zone::parse_records(ZONE, &origin()).unwrap()
     }
 
     fn name(s: &str) -> Name {
@@ -287,9 +287,7 @@ alias IN CNAME www
         let mut r = match data {
             Some(text) => {
                 let line = format!("{owner} {ttl} IN {rtype} {text}\n");
-                zone_load::parse_records(&line, &origin())
-                    .unwrap()
-                    .remove(0)
+                zone::parse_records(&line, &origin()).unwrap().remove(0)
             }
             None => {
                 let mut r = Record::update0(name(owner), ttl, rtype);
@@ -647,7 +645,7 @@ alias IN CNAME www
                 Some("198.18.0.9"),
             );
             r.name = name("old.example.test.");
-            r.data = crate::dname::rdata(&name(target)).unwrap();
+            r.data = crate::zone::dname::rdata(&name(target)).unwrap();
             r
         };
         let (lines, _) = applied(&[dname("a.test."), dname("b.test.")]);

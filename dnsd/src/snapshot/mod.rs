@@ -4,15 +4,21 @@
 //! delegation above it, the negative-answer SOA, the glue of an NS set — is
 //! precomputed here so that answering is lookups and slicing.
 
+pub mod encoded;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
-use crate::fast_path::Encoded;
-use crate::name_key::{self, NameKey};
-use crate::zone_load::{LoadedWorkspace, LoadedZone};
+use crate::snapshot::encoded::Encoded;
+use crate::zone::name_key::{self, NameKey};
+use crate::zone::{LoadedWorkspace, LoadedZone};
+
+/// The served state, shared by every thread that answers and by the
+/// reloader, which swaps it whole.
+pub type SharedSnapshot = Arc<arc_swap::ArcSwap<Snapshot>>;
 
 type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
 

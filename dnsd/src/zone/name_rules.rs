@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::name_key::{self, NameKey};
+use crate::zone::name_key::{self, NameKey};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -217,7 +217,7 @@ mod tests {
 
     /// The entries of a zone file's text, as the loader makes them.
     fn scan(text: &str, origin: &Name) -> Vec<Entry> {
-        let origin = crate::records::zone_name(origin);
+        let origin = crate::zone::records::zone_name(origin);
         let zone = zonefile::read(
             text.as_bytes(),
             std::path::Path::new("t"),
@@ -230,7 +230,7 @@ mod tests {
             .map(|r| Entry {
                 line: r.line,
                 file: r.file,
-                owner: crate::records::name(&r.record.owner),
+                owner: crate::zone::records::name(&r.record.owner),
                 rtype: RecordType::from(r.record.rtype),
                 target: zonefile::rdata_target(r.record.rtype, &r.record.rdata)
                     .filter(|_| {
@@ -239,7 +239,7 @@ mod tests {
                             RecordType::CNAME | RecordType::DNAME
                         )
                     })
-                    .map(|t| crate::records::name(&t)),
+                    .map(|t| crate::zone::records::name(&t)),
             })
             .collect()
     }

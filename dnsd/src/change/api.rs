@@ -26,11 +26,11 @@ use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tracing::info;
 
-use crate::records;
+use crate::change::zone_edit::{self, ChangeLock, rdata_text};
+use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
-use crate::zone_change::{self, ChangeError, Edited};
-use crate::zone_edit::{self, ChangeLock, rdata_text};
-use crate::zone_load;
+use crate::zone;
+use crate::zone::records;
 
 /// Everything a request handler needs.
 pub struct Api {
@@ -349,7 +349,7 @@ async fn put_rrset(
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
     let changed = blocking(move || {
-        let changed = zone_change::zone(&ws, &origin, "dnsd's control API", |zone| {
+        let changed = change::zone(&ws, &origin, "dnsd's control API", |zone| {
             edit_rrset(zone, &owner, rtype, &change)
         });
         match changed {
@@ -380,7 +380,7 @@ async fn put_rrset(
 /// The API's edit of a zone: `owner`'s `rtype` RRset becomes the records
 /// of `change` (none deletes it).
 fn edit_rrset(
-    zone: &mut zone_change::Zone<'_>,
+    zone: &mut change::Zone<'_>,
     owner: &Name,
     rtype: RecordType,
     change: &RrsetChange,
@@ -441,10 +441,10 @@ fn edit_rrset(
 }
 
 /// The live workspace as dnsd reads it, services applied.
-async fn load_live(api: &Api) -> Result<zone_load::LoadedWorkspace, ApiError> {
+async fn load_live(api: &Api) -> Result<zone::LoadedWorkspace, ApiError> {
     let root = api.workspace.root().to_path_buf();
     blocking(move || {
-        zone_load::load(&root)
+        zone::load(&root)
             .map_err(|e| ApiError::internal(format!("the live workspace does not load: {e}")))
     })
     .await

@@ -34,12 +34,12 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
-use crate::records;
+use crate::change::tsig::{self, Found, Signature};
+use crate::change::update::{self, Zone};
+use crate::change::zone_edit::ChangeLock;
+use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
-use crate::tsig::{self, Found, Signature};
-use crate::update::{self, Zone};
-use crate::zone_change::{self, ChangeError, Edited};
-use crate::zone_edit::ChangeLock;
+use crate::zone::records;
 
 /// Applies authenticated dynamic updates; one per process, shared by the
 /// UDP threads and the TCP server.
@@ -403,7 +403,7 @@ fn write_update(
     updates: &[hickory_proto::rr::Record],
     message: &str,
 ) -> Verdict {
-    let changed = zone_change::zone(ws, origin, "dnsd (RFC 2136 dynamic update)", |zone| {
+    let changed = change::zone(ws, origin, "dnsd (RFC 2136 dynamic update)", |zone| {
         // Only now, so that a zone not served is NOTAUTH whatever the key.
         if !key.allows(origin) {
             return Err(Verdict::refuse(

@@ -10,9 +10,9 @@ use hickory_server::Server;
 use socket2::{Domain, Socket, Type};
 use tracing::{debug, info, warn};
 
-use crate::affinity::{self, CpuPlan, Placement};
-use crate::server::Handler;
-use crate::udp;
+use crate::serve::affinity::{self, CpuPlan, Placement};
+use crate::serve::server::Handler;
+use crate::serve::udp;
 
 /// Idle time after which a TCP client is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);

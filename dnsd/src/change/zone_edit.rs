@@ -11,7 +11,7 @@ use std::sync::Arc;
 use cutover_workspace::{FileChange, Generation, HistoryError, Workspace, ZONES_DIR, ZoneFile};
 use hickory_proto::rr::{Name, RData, Record};
 
-use crate::{records, zone_load};
+use crate::zone::{self, records};
 
 /// Held by whoever changes the live workspace (an API request, a dynamic
 /// update) from reading it to serving the result: a change is computed
@@ -64,14 +64,14 @@ pub fn lines(records: &[Record]) -> Vec<String> {
 pub fn render(origin: &Name, records: &[Record], writer: &str) -> Result<String, String> {
     let mut text = format!(
         "; written by {writer}\n$ORIGIN {}\n",
-        crate::records::zone_name(origin)
+        crate::zone::records::zone_name(origin)
     );
     let lines = lines(records);
     for l in &lines {
         text.push_str(l);
         text.push('\n');
     }
-    let back = zone_load::parse_records(&text, origin)
+    let back = zone::parse_records(&text, origin)
         .map_err(|e| format!("the rewritten zone does not parse: {e}"))?;
     let back = self::lines(&back);
     if back != lines {
@@ -111,9 +111,9 @@ pub fn commit(
 /// now. A zone that is already broken does not block changes to the
 /// others (it is not served from its file either way).
 pub fn validator(workspace: &Workspace) -> impl FnOnce(&Workspace) -> Result<(), String> + use<> {
-    let broken_now = zone_load::broken_zones(workspace.root()).unwrap_or_default();
+    let broken_now = zone::broken_zones(workspace.root()).unwrap_or_default();
     move |staged| {
-        let loaded = zone_load::load(staged.root()).map_err(|e| e.to_string())?;
+        let loaded = zone::load(staged.root()).map_err(|e| e.to_string())?;
         let newly: Vec<String> = loaded
             .broken
             .iter()
@@ -134,7 +134,7 @@ mod tests {
 
     fn records(text: &str) -> (Name, Vec<Record>) {
         let origin = Name::from_ascii("example.test.").unwrap();
-        let records = zone_load::parse_records(text, &origin).unwrap();
+        let records = zone::parse_records(text, &origin).unwrap();
         (origin, records)
     }
 
