@@ -1,18 +1,21 @@
-//! `redirector run`: the daemon's lifecycle from start to a clean exit.
+//! `redirector run`: the [`Daemon`] and its lifecycle from start to a clean
+//! exit.
 //!
 //! Start: validate the workspace (refuse to start on errors), set the host
 //! up, load and attach the program, pin its maps, fill them. Then wait for
-//! signals and timers: SIGHUP reloads, the collection timer expires flows,
-//! the stats timer logs figures. SIGINT/SIGTERM detach and exit 0.
+//! signals, timers and API requests: SIGHUP reloads, the collection timer
+//! expires flows, the stats timer logs figures, the API's requests are
+//! answered. SIGINT/SIGTERM detach and exit 0.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use cutover_workspace::Workspace;
+use cutover_workspace::{PidFile, Workspace};
 use tokio::sync::mpsc;
-use tokio::time::{MissedTickBehavior, interval};
+use tokio::task::JoinHandle;
+use tokio::time::{Interval, MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
 use crate::loader::{AttachMode, Attached};
@@ -46,315 +49,450 @@ pub struct Options {
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(opts: Options) -> Result<()> {
-    let workspace = Workspace::open(&opts.workspace)
-        .with_context(|| format!("opening the workspace {}", opts.workspace.display()))?;
-    let cfg = reload::load_config(&workspace)?;
-    let mut signals = Signals::install()?;
-    // Lets operator tools find this daemon to send SIGHUP; refuses a second
-    // daemon for the same workspace and interface.
-    let first = opts.ifaces.first().context("no interface given")?;
-    let pid_name = format!("redirector-{first}");
-    let _pid_file = workspace
-        .write_pid(&pid_name)
-        .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
+    let mut daemon = Daemon::start(&opts).await?;
+    let signal = daemon.run().await;
+    daemon.stop(signal, opts.drain_on_stop).await
+}
 
-    // The API listens before anything is attached, so that a taken port
-    // fails the start instead of leaving a daemon nobody can drive.
-    let (api_tx, mut api_rx) = mpsc::channel::<api::Request>(16);
-    let server = match &opts.api {
-        Some(settings) => {
-            let token = api::token(&workspace, settings.token_file.as_deref())?;
-            let serve = api::bind(
-                settings,
-                workspace.clone(),
-                opts.ifaces.join(","),
-                token,
-                api_tx.clone(),
-            )
-            .await?;
-            Some(tokio::spawn(serve))
+/// A running redirector: the attached program, its maps, the rules in them,
+/// the state file that names them, and everything that wakes the loop.
+///
+/// Invariants: only the loop — a method of this type — touches the maps;
+/// the API asks through its request channel and waits for the answer.
+/// `rules` is the image of what `maps` hold (every change goes through
+/// [`Rules`], which puts the previous rules back when the maps refuse new
+/// ones), and `published` is brought up to date with it after every change.
+pub struct Daemon {
+    signals: Signals,
+    timers: Timers,
+    /// `None` with `--no-api`.
+    api: Option<ApiEnd>,
+    /// The counters a second or two ago, which the API's rates are
+    /// measured against.
+    samples: api::Samples,
+    maps: Maps,
+    rules: Rules,
+    /// What `redirector stats` reads: the rules in force and gc totals.
+    published: State,
+    /// Where `published` is written; `None` when the maps could not be
+    /// pinned (no `redirector stats` could open them anyway).
+    state_path: Option<PathBuf>,
+    /// The counters at the last stats log line, to log what changed since.
+    logged: Option<(Instant, BTreeMap<u32, Counters>)>,
+    /// `None` when pinning failed; dropping it unpins.
+    pins: Option<Pins>,
+    attached: Attached,
+    /// Declared last, so that it is removed last: operator tools find this
+    /// daemon for as long as anything of it is left.
+    _pid_file: PidFile,
+}
+
+/// What wakes the loop: one value per source, each handed to one method.
+enum Wake {
+    /// SIGHUP ([`Daemon::reload`]), SIGINT or SIGTERM (the loop ends).
+    Signal(Event),
+    /// The collection timer: [`Daemon::housekeep`].
+    Collect,
+    /// The stats timer: [`Daemon::log_stats`].
+    LogStats,
+    /// The API's sampling timer: [`Daemon::sample`].
+    SampleCounters,
+    /// A request of the API's handlers: [`Daemon::answer`].
+    Request(api::Request),
+}
+
+impl Daemon {
+    /// Validates the workspace, takes the pid file, binds the API, prepares
+    /// the host, attaches the program, pins and fills its maps, and writes
+    /// the state file. Fails, leaving nothing attached, at the first step
+    /// that does.
+    pub async fn start(opts: &Options) -> Result<Self> {
+        let workspace = Workspace::open(&opts.workspace)
+            .with_context(|| format!("opening the workspace {}", opts.workspace.display()))?;
+        let cfg = reload::load_config(&workspace)?;
+        let signals = Signals::install()?;
+        // Lets operator tools find this daemon to send SIGHUP; refuses a
+        // second daemon for the same workspace and interface.
+        let first = opts.ifaces.first().context("no interface given")?;
+        let pid_name = format!("redirector-{first}");
+        let pid_file = workspace
+            .write_pid(&pid_name)
+            .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
+        let iface = opts.ifaces.join(",");
+        // The API listens before anything is attached, so that a taken port
+        // fails the start instead of leaving a daemon nobody can drive.
+        let api = match &opts.api {
+            Some(settings) => Some(ApiEnd::bind(settings, &workspace, iface.clone()).await?),
+            None => None,
+        };
+
+        for iface in &opts.ifaces {
+            host::prepare(iface)
+                .with_context(|| format!("preparing the host for forwarding on {iface}"))?;
         }
-        None => None,
-    };
-    // Kept so that the channel never reports closed while the loop runs.
-    let _api_tx = api_tx;
+        let mut attached = Attached::load(&opts.ifaces, opts.xdp_mode)?;
+        let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!("`redirector stats` will not reach this daemon: {e:#}");
+                None
+            }
+        };
+        let mut maps = Maps::take(attached.ebpf_mut())?;
+        sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
+        let rules = Rules::start(workspace, &cfg, &mut maps)?;
 
-    for iface in &opts.ifaces {
-        host::prepare(iface)
-            .with_context(|| format!("preparing the host for forwarding on {iface}"))?;
-    }
-    let mut attached = Attached::load(&opts.ifaces, opts.xdp_mode)?;
-    let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            warn!("`redirector stats` will not reach this daemon: {e:#}");
-            None
-        }
-    };
-    let mut maps = Maps::take(attached.ebpf_mut())?;
-    sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
-    let mut rules = Rules::start(workspace, &cfg, &mut maps)?;
-
-    // Published only next to pins that `redirector stats` can open.
-    let state_path = match pins.as_ref().map(|p| state::path_for(p.dir())) {
-        Some(Ok(path)) => Some(path),
-        Some(Err(e)) => {
-            warn!("`redirector stats` will not know the rule names: {e:#}");
-            None
-        }
-        None => None,
-    };
-    let mut published = State {
-        iface: opts.ifaces.join(","),
-        pid: std::process::id(),
-        ..State::default()
-    };
-    publish(&mut published, &rules, state_path.as_deref());
-    info!(ifaces = %opts.ifaces.join(","), "redirector running");
-
-    let mut gc_tick = interval(opts.gc_interval);
-    gc_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut stats_tick = interval(opts.stats_interval.unwrap_or(Duration::from_secs(3600)));
-    stats_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_sample: Option<(Instant, BTreeMap<u32, Counters>)> = None;
-    let mut api_tick = interval(Duration::from_secs(1));
-    api_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut samples = api::Samples::default();
-
-    let reason = loop {
-        tokio::select! {
-            event = signals.next() => match event {
-                Event::Reload => {
-                    info!("SIGHUP: reloading the workspace");
-                    reload(&mut maps, &mut rules, &mut published, state_path.as_deref());
-                }
-                Event::Shutdown(signal) => break signal,
+        // Published only next to pins that `redirector stats` can open.
+        let state_path = match pins.as_ref().map(|p| state::path_for(p.dir())) {
+            Some(Ok(path)) => Some(path),
+            Some(Err(e)) => {
+                warn!("`redirector stats` will not know the rule names: {e:#}");
+                None
+            }
+            None => None,
+        };
+        let mut daemon = Self {
+            signals,
+            timers: Timers::start(opts, api.is_some()),
+            api,
+            samples: api::Samples::default(),
+            maps,
+            rules,
+            published: State {
+                iface: iface.clone(),
+                pid: std::process::id(),
+                ..State::default()
             },
-            _ = gc_tick.tick() => {
-                let _ = collect(&mut maps, &mut rules, &mut published);
-                // Interfaces come and go (VPNs, VLANs): keep EGRESS current.
-                if let Err(e) = sync::sync_egress(&mut maps.egress) {
-                    warn!("refreshing EGRESS: {e:#}");
+            state_path,
+            logged: None,
+            pins,
+            attached,
+            _pid_file: pid_file,
+        };
+        daemon.publish();
+        info!(ifaces = %iface, "redirector running");
+        Ok(daemon)
+    }
+
+    /// The loop: waits for the next wake-up and hands it to its method,
+    /// until SIGINT or SIGTERM, whose name it returns.
+    pub async fn run(&mut self) -> &'static str {
+        loop {
+            match self.next().await {
+                Wake::Signal(Event::Reload) => {
+                    info!("SIGHUP: reloading the workspace");
+                    self.reload();
                 }
-                publish(&mut published, &rules, state_path.as_deref());
-                host::warm_neighbours(rules.current().rules.values().map(|r| r.to));
-            }
-            _ = stats_tick.tick(), if opts.stats_interval.is_some() => {
-                log_stats(&maps, &published, &mut last_sample);
-            }
-            _ = api_tick.tick(), if server.is_some() => {
-                match stats::read_counters(&maps.counters, stats::counter_ids(&published)) {
-                    Ok(c) => samples.push(Instant::now(), c),
-                    Err(e) => debug!("sampling counters for the API: {e:#}"),
-                }
-            }
-            Some(request) = api_rx.recv() => {
-                answer(request, &mut maps, &mut rules, &mut published, state_path.as_deref(), &samples);
+                Wake::Signal(Event::Shutdown(signal)) => return signal,
+                Wake::Collect => self.housekeep(),
+                Wake::LogStats => self.log_stats(),
+                Wake::SampleCounters => self.sample(),
+                Wake::Request(request) => self.answer(request),
             }
         }
-    };
-    // Requests in flight get "the daemon is stopping" rather than a hang.
-    if let Some(server) = server {
-        server.abort();
     }
-    drop(api_rx);
 
-    info!(signal = reason, "stopping");
-    if let Some(limit) = opts.drain_on_stop {
-        drain(
-            limit,
-            &mut maps,
-            &mut rules,
-            &mut published,
-            state_path.as_deref(),
-            &mut signals,
-        )
-        .await;
-    }
-    // Clean up the pins and the state file even when detaching failed.
-    let detached = attached.detach();
-    drop(pins);
-    if let Some(path) = &state_path
-        && let Err(e) = std::fs::remove_file(path)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        warn!(path = %path.display(), error = %e, "removing the state file");
-    }
-    detached
-}
-
-/// Stops redirecting new connections and waits, up to `limit`, until the
-/// connections in flight have finished (FIN or RST seen, or idle past their
-/// timeout), so that detaching cuts none. Another SIGINT/SIGTERM ends the
-/// wait at once.
-async fn drain(
-    limit: Duration,
-    maps: &mut Maps,
-    rules: &mut Rules,
-    published: &mut State,
-    state_path: Option<&Path>,
-    signals: &mut Signals,
-) {
-    if let Err(e) = rules.switch_off(maps) {
-        warn!("cannot switch the rules off, detaching now: {e:#}");
-        return;
-    }
-    publish(published, rules, state_path);
-    info!(limit = ?limit, "draining: no new connections are redirected; waiting for those in flight");
-    let deadline = Instant::now() + limit;
-    let mut tick = interval(Duration::from_secs(1));
-    loop {
+    /// The next wake-up; cancel-safe, as every source is. A timer that is
+    /// off and an absent API never wake the loop.
+    async fn next(&mut self) -> Wake {
         tokio::select! {
-            event = signals.next() => {
-                if let Event::Shutdown(signal) = event {
-                    info!(signal, "second signal: detaching without waiting");
-                    return;
-                }
-            }
-            _ = tick.tick() => {
-                let Some(report) = collect(maps, rules, published) else {
-                    return;
-                };
-                publish(published, rules, state_path);
-                if report.open == 0 {
-                    info!("drained: no connection in flight");
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    warn!(open = report.open, "drain time is up: detaching cuts these connections");
-                    return;
-                }
-                debug!(open = report.open, "draining");
-            }
+            event = self.signals.next() => Wake::Signal(event),
+            _ = self.timers.collect.tick() => Wake::Collect,
+            _ = tick(&mut self.timers.stats) => Wake::LogStats,
+            _ = tick(&mut self.timers.sample) => Wake::SampleCounters,
+            request = ApiEnd::next(&mut self.api) => Wake::Request(request),
         }
     }
-}
 
-/// One garbage collection pass, with its totals added to the state file.
-fn collect(maps: &mut Maps, rules: &mut Rules, published: &mut State) -> Option<gc::Report> {
-    let started = Instant::now();
-    let timeouts = *rules.timeouts();
-    match gc::collect(&mut maps.flows, &timeouts) {
-        Ok(report) => {
-            for (id, n) in &report.expired {
-                *published.gc_expired.entry(*id).or_default() += n;
-            }
-            for (id, n) in &report.evicted {
-                *published.gc_evicted.entry(*id).or_default() += n;
-            }
-            let evicted: u64 = report.evicted.values().sum();
-            if evicted > 0 {
-                warn!(
-                    evicted,
-                    "flows lost their partner entry to LRU eviction: FLOWS is too small for the load"
-                );
-            }
-            debug!(
-                active = report.active.values().sum::<u64>(),
-                expired = report.expired.values().sum::<u64>(),
-                took = ?started.elapsed(),
-                "flow collection"
-            );
-            rules.after_collection(&report);
-            Some(report)
+    /// SIGINT/SIGTERM: closes the API, drains when `drain` says so, detaches
+    /// the program and removes the pins and the state file. Consumes the
+    /// daemon: the maps are not touched again. Detaching's error is the
+    /// result; the pins and the state file are cleaned up even then.
+    pub async fn stop(mut self, signal: &'static str, drain: Option<Duration>) -> Result<()> {
+        // Requests in flight get "the daemon is stopping" rather than a hang.
+        if let Some(api) = self.api.take() {
+            api.server.abort();
         }
-        Err(e) => {
-            warn!("flow collection failed: {e:#}");
-            None
+        info!(signal, "stopping");
+        if let Some(limit) = drain {
+            self.drain(limit).await;
         }
+        let detached = self.attached.detach();
+        drop(self.pins.take());
+        if let Some(path) = &self.state_path
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %path.display(), error = %e, "removing the state file");
+        }
+        detached
     }
-}
 
-/// SIGHUP and API changes: re-read the workspace into the maps. Returns
-/// whether the new config is in force.
-fn reload(maps: &mut Maps, rules: &mut Rules, published: &mut State, path: Option<&Path>) -> bool {
-    if let Err(e) = sync::sync_egress(&mut maps.egress) {
-        warn!("refreshing EGRESS: {e:#}");
-    }
-    let applied = rules.reload(maps);
-    publish(published, rules, path);
-    applied
-}
-
-/// Serves one API request; only this loop touches the maps.
-fn answer(
-    request: api::Request,
-    maps: &mut Maps,
-    rules: &mut Rules,
-    published: &mut State,
-    path: Option<&Path>,
-    samples: &api::Samples,
-) {
-    // A requester that went away is no error: the change is made anyway.
-    match request {
-        api::Request::Apply { reply } => {
-            let result = if reload(maps, rules, published, path) {
-                Ok(())
-            } else {
-                Err("the maps refused the new rules (see the daemon's log); the previous rules stay in force".to_string())
-            };
-            let _ = reply.send(result);
-        }
-        api::Request::Rules { reply } => {
-            let _ = reply.send(rules.infos());
-        }
-        api::Request::Stats { reply } => {
-            let _ = reply.send(api_report(maps, published, samples).map_err(|e| format!("{e:#}")));
-        }
-    }
-}
-
-/// The report of `redirector stats --json`, rates measured since the
-/// sample the loop took a second or two ago.
-fn api_report(maps: &Maps, state: &State, samples: &api::Samples) -> Result<stats::Report> {
-    let now = stats::read_counters(&maps.counters, stats::counter_ids(state))?;
-    let at = Instant::now();
-    let active = stats::occupancy(&maps.flows)?;
-    let empty = BTreeMap::new();
-    let (before, elapsed) = match samples.base() {
-        Some((then_at, then)) => (then, at - *then_at),
-        None => (&empty, Duration::ZERO),
-    };
-    Ok(stats::build(state, before, &now, elapsed, &active))
-}
-
-/// Puts the rules in force into `state` and, when there is a state file,
-/// writes it for `redirector stats`.
-fn publish(state: &mut State, rules: &Rules, path: Option<&Path>) {
-    rules.fill_state(state);
-    let Some(path) = path else {
-        return;
-    };
-    if let Err(e) = state.write(path) {
-        warn!("`redirector stats` will show stale rule names: {e:#}");
-    }
-}
-
-/// Logs one line per rule with what changed since the previous tick.
-fn log_stats(maps: &Maps, state: &State, last: &mut Option<(Instant, BTreeMap<u32, Counters>)>) {
-    let ids: Vec<u32> = state.rules.iter().map(|r| r.id).collect();
-    let now = match stats::read_counters(&maps.counters, ids) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!("reading counters: {e:#}");
+    /// Stops redirecting new connections and waits, up to `limit`, until the
+    /// connections in flight have finished (FIN or RST seen, or idle past
+    /// their timeout), so that detaching cuts none. Another SIGINT/SIGTERM
+    /// ends the wait at once.
+    async fn drain(&mut self, limit: Duration) {
+        if let Err(e) = self.rules.switch_off(&mut self.maps) {
+            warn!("cannot switch the rules off, detaching now: {e:#}");
             return;
         }
-    };
-    let at = Instant::now();
-    if let Some((then_at, then)) = last.as_ref() {
-        let report = stats::build(state, then, &now, at - *then_at, &BTreeMap::new());
-        for r in &report.rules {
-            info!(
-                rule = %r.name,
-                new_flows_per_s = format!("{:.1}", r.new_flows_per_s),
-                new_flows = r.new_flows,
-                fwd_packets = r.fwd_packets,
-                reply_packets = r.reply_packets,
-                nat_failures = r.nat_failures,
-                evictions = r.evictions,
-                "stats"
-            );
+        self.publish();
+        info!(limit = ?limit, "draining: no new connections are redirected; waiting for those in flight");
+        let deadline = Instant::now() + limit;
+        let mut tick = interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = self.signals.next() => {
+                    if let Event::Shutdown(signal) = event {
+                        info!(signal, "second signal: detaching without waiting");
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(report) = self.collect() else {
+                        return;
+                    };
+                    self.publish();
+                    if report.open == 0 {
+                        info!("drained: no connection in flight");
+                        return;
+                    }
+                    if Instant::now() >= deadline {
+                        warn!(open = report.open, "drain time is up: detaching cuts these connections");
+                        return;
+                    }
+                    debug!(open = report.open, "draining");
+                }
+            }
         }
     }
-    *last = Some((at, now));
+
+    /// The collection timer's work: expires flows, keeps EGRESS current
+    /// (interfaces come and go: VPNs, VLANs), republishes, and keeps the
+    /// new hosts' neighbour entries warm.
+    fn housekeep(&mut self) {
+        let _ = self.collect();
+        self.refresh_egress();
+        self.publish();
+        host::warm_neighbours(self.rules.current().rules.values().map(|r| r.to));
+    }
+
+    /// One garbage collection pass, with its totals added to `published`
+    /// (not yet written) and the rules whose last flow went ending their
+    /// draining. `None` when the flow table could not be read.
+    fn collect(&mut self) -> Option<gc::Report> {
+        let started = Instant::now();
+        let timeouts = *self.rules.timeouts();
+        match gc::collect(&mut self.maps.flows, &timeouts) {
+            Ok(report) => {
+                for (id, n) in &report.expired {
+                    *self.published.gc_expired.entry(*id).or_default() += n;
+                }
+                for (id, n) in &report.evicted {
+                    *self.published.gc_evicted.entry(*id).or_default() += n;
+                }
+                let evicted: u64 = report.evicted.values().sum();
+                if evicted > 0 {
+                    warn!(
+                        evicted,
+                        "flows lost their partner entry to LRU eviction: FLOWS is too small for the load"
+                    );
+                }
+                debug!(
+                    active = report.active.values().sum::<u64>(),
+                    expired = report.expired.values().sum::<u64>(),
+                    took = ?started.elapsed(),
+                    "flow collection"
+                );
+                self.rules.after_collection(&report);
+                Some(report)
+            }
+            Err(e) => {
+                warn!("flow collection failed: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// SIGHUP and the API's changes: re-reads the workspace into the maps
+    /// and republishes. Returns whether the new config is in force; when it
+    /// is not, the previous rules are.
+    fn reload(&mut self) -> bool {
+        self.refresh_egress();
+        let applied = self.rules.reload(&mut self.maps);
+        self.publish();
+        applied
+    }
+
+    /// Makes EGRESS hold the host's interfaces as they are now; a failure
+    /// is logged and leaves the previous contents.
+    fn refresh_egress(&mut self) {
+        if let Err(e) = sync::sync_egress(&mut self.maps.egress) {
+            warn!("refreshing EGRESS: {e:#}");
+        }
+    }
+
+    /// Serves one API request. A requester that went away is no error: the
+    /// change is made anyway.
+    fn answer(&mut self, request: api::Request) {
+        match request {
+            api::Request::Apply { reply } => {
+                let result = if self.reload() {
+                    Ok(())
+                } else {
+                    Err("the maps refused the new rules (see the daemon's log); the previous rules stay in force".to_string())
+                };
+                let _ = reply.send(result);
+            }
+            api::Request::Rules { reply } => {
+                let _ = reply.send(self.rules.infos());
+            }
+            api::Request::Stats { reply } => {
+                let _ = reply.send(self.api_report().map_err(|e| format!("{e:#}")));
+            }
+        }
+    }
+
+    /// The report of `redirector stats --json`, rates measured since the
+    /// sample the loop took a second or two ago.
+    fn api_report(&self) -> Result<stats::Report> {
+        let state = &self.published;
+        let now = stats::read_counters(&self.maps.counters, stats::counter_ids(state))?;
+        let at = Instant::now();
+        let active = stats::occupancy(&self.maps.flows)?;
+        let empty = BTreeMap::new();
+        let (before, elapsed) = match self.samples.base() {
+            Some((then_at, then)) => (then, at - *then_at),
+            None => (&empty, Duration::ZERO),
+        };
+        Ok(stats::build(state, before, &now, elapsed, &active))
+    }
+
+    /// Takes the counter sample the API's rates are measured against; a
+    /// failed read only skips one sample.
+    fn sample(&mut self) {
+        match stats::read_counters(&self.maps.counters, stats::counter_ids(&self.published)) {
+            Ok(c) => self.samples.push(Instant::now(), c),
+            Err(e) => debug!("sampling counters for the API: {e:#}"),
+        }
+    }
+
+    /// Puts the rules in force into `published` and, when there is a state
+    /// file, writes it for `redirector stats`. Called after every change of
+    /// the rules and every collection pass.
+    fn publish(&mut self) {
+        self.rules.fill_state(&mut self.published);
+        let Some(path) = &self.state_path else {
+            return;
+        };
+        if let Err(e) = self.published.write(path) {
+            warn!("`redirector stats` will show stale rule names: {e:#}");
+        }
+    }
+
+    /// Logs one line per rule with what changed since the previous tick
+    /// (nothing on the first tick, which only takes the baseline).
+    fn log_stats(&mut self) {
+        let ids: Vec<u32> = self.published.rules.iter().map(|r| r.id).collect();
+        let now = match stats::read_counters(&self.maps.counters, ids) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reading counters: {e:#}");
+                return;
+            }
+        };
+        let at = Instant::now();
+        if let Some((then_at, then)) = self.logged.as_ref() {
+            let report = stats::build(&self.published, then, &now, at - *then_at, &BTreeMap::new());
+            for r in &report.rules {
+                info!(
+                    rule = %r.name,
+                    new_flows_per_s = format!("{:.1}", r.new_flows_per_s),
+                    new_flows = r.new_flows,
+                    fwd_packets = r.fwd_packets,
+                    reply_packets = r.reply_packets,
+                    nat_failures = r.nat_failures,
+                    evictions = r.evictions,
+                    "stats"
+                );
+            }
+        }
+        self.logged = Some((at, now));
+    }
+}
+
+/// The loop's clocks. Each fires first at once, then every period, and
+/// delays a missed tick rather than bursting to catch up.
+struct Timers {
+    /// Flow collection, EGRESS refresh, the state file.
+    collect: Interval,
+    /// Per-rule log lines; `None` without `--stats-interval`.
+    stats: Option<Interval>,
+    /// Counter samples for the API's rates; `None` with `--no-api`.
+    sample: Option<Interval>,
+}
+
+impl Timers {
+    fn start(opts: &Options, api: bool) -> Self {
+        Self {
+            collect: every(opts.gc_interval),
+            stats: opts.stats_interval.map(every),
+            sample: api.then(|| every(Duration::from_secs(1))),
+        }
+    }
+}
+
+/// A timer that first fires at once, then every `period`, delaying a
+/// missed tick.
+fn every(period: Duration) -> Interval {
+    let mut timer = interval(period);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
+}
+
+/// The next tick of a timer; never, for a timer that is off.
+async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The control API's end of the loop: the HTTP server's task and the
+/// requests its handlers send. The server never touches the maps; it asks
+/// the loop and waits for the answer.
+struct ApiEnd {
+    /// Aborted on stop, so that requests in flight fail instead of hanging.
+    server: JoinHandle<()>,
+    requests: mpsc::Receiver<api::Request>,
+    /// Kept so that `requests` never reports closed while the loop runs.
+    _sender: mpsc::Sender<api::Request>,
+}
+
+impl ApiEnd {
+    /// Loads the token, binds the listener (so that a taken port fails the
+    /// start) and spawns the server.
+    async fn bind(settings: &api::Settings, workspace: &Workspace, iface: String) -> Result<Self> {
+        let (sender, requests) = mpsc::channel::<api::Request>(16);
+        let token = api::token(workspace, settings.token_file.as_deref())?;
+        let serve = api::bind(settings, workspace.clone(), iface, token, sender.clone()).await?;
+        Ok(Self {
+            server: tokio::spawn(serve),
+            requests,
+            _sender: sender,
+        })
+    }
+
+    /// The next request; never, without an API. Cancel-safe.
+    async fn next(api: &mut Option<Self>) -> api::Request {
+        if let Some(api) = api
+            && let Some(request) = api.requests.recv().await
+        {
+            return request;
+        }
+        std::future::pending().await
+    }
 }
