@@ -3,7 +3,7 @@
 //! every error is `{"error": "..."}` with one status per kind of failure
 //! ([`ApiError`]), every request carries the workspace's bearer token
 //! ([`Access`]), and the listener is bound before the daemon reports itself
-//! started ([`listen`]). The JSON of every endpoint is a type of
+//! started ([`listen`]), and signals mean the same to both ([`signals`]). The JSON of every endpoint is a type of
 //! [`contract`], shared with the client; the handlers stay in each daemon.
 
 pub mod contract;
@@ -14,6 +14,8 @@ mod access;
 mod error;
 #[cfg(feature = "server")]
 mod listen;
+#[cfg(feature = "server")]
+pub mod signals;
 
 #[cfg(feature = "server")]
 pub use access::{Access, load_token};

@@ -32,8 +32,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use arc_swap::ArcSwap;
 use clap::{CommandFactory, Parser, Subcommand};
+use cutover_control_api::signals::{Event, Signals};
 use hickory_server::Server;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use cutover_workspace::Workspace;
@@ -296,9 +296,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     runtime.block_on(async {
         // Signal handlers first: a SIGHUP that arrives once the sockets
         // answer must reload, not kill the process.
-        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut signals = Signals::install()?;
 
         let zones = state.load().zone_count();
         let reloader = Arc::new(reload::Reloader::new(
@@ -328,13 +326,19 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             )
             .await?;
         }
-        tokio::spawn(reload::run(reloader, hup));
-
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        info!("stopping");
+        let signal = loop {
+            match signals.next().await {
+                // On a task of its own, so that a stop does not wait for a
+                // long reload; reloads queue behind one another.
+                Event::Reload => {
+                    let reloader = reloader.clone();
+                    // Failures are logged by `reload`; dnsd keeps serving.
+                    tokio::spawn(async move { reloader.reload().await });
+                }
+                Event::Shutdown(signal) => break signal,
+            }
+        };
+        info!(signal, "stopping");
         let token = server.shutdown_token().clone();
         token.cancel();
         if tokio::time::timeout(Duration::from_secs(5), server.block_until_done())

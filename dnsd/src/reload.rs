@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::signal::unix::Signal;
 use tracing::{error, info, warn};
 
 use cutover_workspace::ServerConfig;
@@ -126,13 +125,5 @@ pub fn report_broken(ws: &zone::LoadedWorkspace) {
             problems = zone.errors.len(),
             "zone not loaded: its previous version keeps being served, or SERVFAIL if it has none"
         );
-    }
-}
-
-/// Reloads on every SIGHUP delivered to `hup`, until the signal stream ends.
-pub async fn run(reloader: Arc<Reloader>, mut hup: Signal) {
-    while hup.recv().await.is_some() {
-        // Failures are logged by `reload`; the daemon keeps serving.
-        let _ = reloader.reload().await;
     }
 }

@@ -108,6 +108,13 @@ pub fn format_rdata(rtype: u16, rdata: &[u8]) -> String {
     rdata::format(rtype, rdata)
 }
 
+/// Whether `rdata` is well-formed rdata of `rtype`, what a zone file can
+/// hold: it reads back from its own syntax (always true for types read
+/// only in the generic form).
+pub fn rdata_fits(rtype: u16, rdata: &[u8]) -> bool {
+    rdata::fits(rtype, rdata)
+}
+
 /// The domain name that rdata of these types points at: NS, CNAME, PTR,
 /// DNAME targets, MX exchanges, SRV targets.
 pub fn rdata_target(rtype: u16, rdata: &[u8]) -> Option<Name> {

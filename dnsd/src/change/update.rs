@@ -92,13 +92,17 @@ pub fn prescan(zone: &Zone<'_>, updates: &[Record]) -> Result<(), ResponseCode> 
             return Err(ResponseCode::NotZone);
         }
         let rtype = u.record_type();
-        let meta = matches!(
-            rtype,
-            RecordType::AXFR | RecordType::IXFR | RecordType::OPT | RecordType::TSIG
-        ) || matches!(u16::from(rtype), 253 | 254);
+        // ANY is a meta type too, but a delete names it on purpose.
+        let meta = zonefile::is_meta(u16::from(rtype)) && rtype != RecordType::ANY;
         let empty = matches!(u.data, RData::Update0(_));
+        // Data to add must be what a zone file could hold: an EUI48 of five
+        // octets is a malformed request, not a server failure.
+        let fits = || {
+            crate::zone::records::rdata_wire(&u.data)
+                .is_some_and(|wire| zonefile::rdata_fits(u16::from(rtype), &wire))
+        };
         let ok = match u.dns_class {
-            DNSClass::IN => !meta && rtype != RecordType::ANY && !empty,
+            DNSClass::IN => !meta && rtype != RecordType::ANY && !empty && fits(),
             DNSClass::ANY => !meta && u.ttl == 0 && empty,
             DNSClass::NONE => !meta && rtype != RecordType::ANY && u.ttl == 0 && !empty,
             _ => false,

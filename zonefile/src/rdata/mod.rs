@@ -242,6 +242,12 @@ pub fn ttl(t: &Token) -> Result<u32, String> {
 
 pub use cursor::decode_escapes;
 
+/// Whether `wire` is valid rdata of `rtype` (types without a syntax here
+/// take any octets).
+pub fn fits(rtype: u16, wire: &[u8]) -> bool {
+    !has_syntax(rtype) || format_known(rtype, wire).is_some()
+}
+
 /// Whether `rtype` has a presentation syntax here (else only `\#`).
 pub fn has_syntax(rtype: u16) -> bool {
     !matches!(schema(rtype), Schema::GenericOnly)
