@@ -19,10 +19,9 @@ use axum::Router;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use cutover_control_api::contract::{Change, RedirectorHealth, Rule, RuleChange, Version};
 use cutover_control_api::{Access, ApiError, blocking, listen};
 use cutover_workspace::{FileChange, REDIRECTOR_FILE, RuleList, Workspace};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::info;
 
@@ -122,42 +121,33 @@ async fn ask<T>(
         .map_err(|_| ApiError::internal("the daemon is stopping"))
 }
 
-async fn health(State(api): State<Arc<Api>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn health(State(api): State<Arc<Api>>) -> Result<Json<RedirectorHealth>, ApiError> {
     let rules = ask(&api, |reply| Request::Rules { reply }).await?;
     let generation = api.workspace.current_generation().ok().flatten();
-    Ok(Json(json!({
-        "status": "ok",
-        "generation": generation,
-        "rules": rules.iter().filter(|r| !r.draining).count(),
-    })))
-}
-
-async fn version(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "name": "redirector",
-        "version": env!("CARGO_PKG_VERSION"),
-        "iface": api.iface,
+    Ok(Json(RedirectorHealth {
+        status: "ok".into(),
+        generation,
+        rules: rules.iter().filter(|r| !r.draining).count(),
     }))
 }
 
-/// One rule as the API shows it.
-#[derive(Debug, Serialize)]
-struct RuleView {
-    name: String,
-    from: String,
-    to: String,
-    id: u32,
+async fn version(State(api): State<Arc<Api>>) -> Json<Version> {
+    Json(Version {
+        name: "redirector".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        iface: Some(api.iface.clone()),
+    })
 }
 
 /// The rules in force (removed rules that still drain are left out: they
 /// no longer redirect anything).
-async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<RuleView>>, ApiError> {
+async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<Rule>>, ApiError> {
     let rules = ask(&api, |reply| Request::Rules { reply }).await?;
     Ok(Json(
         rules
             .into_iter()
             .filter(|r| !r.draining)
-            .map(|r| RuleView {
+            .map(|r| Rule {
                 name: r.name,
                 from: r.from,
                 to: r.to,
@@ -167,19 +157,11 @@ async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<RuleView>>, 
     ))
 }
 
-/// The body of `PUT /v1/rules/{name}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleBody {
-    from: String,
-    to: String,
-}
-
 async fn put_rule(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
-    body: Result<Json<RuleBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    body: Result<Json<RuleChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Change>, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}}: {}",
@@ -198,7 +180,7 @@ async fn put_rule(
 async fn delete_rule(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Change>, ApiError> {
     let name = checked_name(&name)?;
     let message = format!("remove the redirect {name}");
     change(&api, &message, move |rules| {
@@ -229,7 +211,7 @@ async fn change(
     api: &Arc<Api>,
     message: &str,
     edit: impl FnOnce(&mut RuleList) -> Result<(), ApiError> + Send + 'static,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Change>, ApiError> {
     let _writer = api.writer.lock().await;
     let workspace = api.workspace.clone();
     let message = message.to_string();
@@ -266,7 +248,9 @@ async fn change(
             ))
         })?;
     info!(generation, "API change applied");
-    Ok(Json(json!({ "generation": generation })))
+    Ok(Json(Change {
+        generation: Some(generation),
+    }))
 }
 
 /// Beyond the format's checks (which `commit` runs): the new rules must fit

@@ -22,10 +22,10 @@ use crate::loader::{AttachMode, Attached};
 use crate::maps::Maps;
 use crate::pin::Pins;
 use crate::reload::{self, Rules};
-use crate::signals::{Event, Signals};
 use crate::state::{self, State};
 use crate::stats::{self, Counters};
 use crate::{api, gc, host, sync};
+use cutover_control_api::signals::{Event, Signals};
 
 /// Everything `redirector run` is told.
 #[derive(Debug, Clone)]

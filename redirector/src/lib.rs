@@ -7,8 +7,9 @@
 //! desired map contents, pure), `sync` (desired contents -> maps), `gc`
 //! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report),
 //! `state` (the published rule names), `host` (sysctls, neighbour warm-up),
-//! `signals` and `reload` (lifecycle), `api` (the HTTP control API), `daemon`
-//! (the run loop).
+//! `reload` (lifecycle; signals come from `cutover_control_api::signals`,
+//! shared with dnsd), `api` (the HTTP control API), `daemon` (the
+//! `Daemon` and its event loop).
 
 pub mod api;
 pub mod batch;
@@ -22,7 +23,6 @@ pub mod program;
 pub mod program_log;
 pub mod reload;
 pub mod rules;
-pub mod signals;
 pub mod state;
 pub mod stats;
 pub mod sync;

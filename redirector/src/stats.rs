@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use redirector_common::{DIR_FORWARD, Flow, FlowKey, counter};
-use serde::Serialize;
 
 use crate::maps::PinnedMaps;
 use crate::state::{self, State};
@@ -82,55 +81,9 @@ pub fn occupancy<T: Borrow<MapData>>(
         .collect())
 }
 
-/// The figures of one rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RuleReport {
-    pub id: u32,
-    pub name: String,
-    pub from: String,
-    pub to: String,
-    /// Removed from the config; its flows still run.
-    pub draining: bool,
-    pub new_flows_per_s: f64,
-    pub active_flows: u64,
-    /// Distinct clients among the active flows.
-    pub active_clients: u64,
-    /// The same figure under the name of the API contract (`cutover`
-    /// reads this one).
-    pub distinct_clients: u64,
-    pub new_flows: u64,
-    pub fwd_packets: u64,
-    pub fwd_bytes: u64,
-    pub reply_packets: u64,
-    pub reply_bytes: u64,
-    /// Packets sent back out of the interface they came in on (XDP_TX) and
-    /// through another interface (XDP_REDIRECT).
-    pub sent_back: u64,
-    pub redirected: u64,
-    /// New connections refused a NAT port.
-    pub nat_failures: u64,
-    /// Flows lost to LRU pressure (seen by the program or by collection).
-    pub evictions: u64,
-    /// Flows removed by collection after their idle timeout.
-    pub expired: u64,
-    /// Non-zero pass and drop counters by name.
-    pub passes: BTreeMap<&'static str, u64>,
-    pub drops: BTreeMap<&'static str, u64>,
-}
-
-/// What `redirector stats` prints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    pub iface: String,
-    /// The daemon that published the rules, and whether it still runs: the
-    /// pins of a killed daemon outlive it, frozen.
-    pub daemon_pid: u32,
-    pub daemon_running: bool,
-    pub sample_seconds: f64,
-    pub rules: Vec<RuleReport>,
-    /// Non-zero counters of packets that matched no rule.
-    pub unmatched: BTreeMap<&'static str, u64>,
-}
+/// What `redirector stats` prints and `GET /v1/stats` answers: the API
+/// contract's types, so that `cutover` reads exactly what is written.
+pub use cutover_control_api::contract::{RuleStats as RuleReport, Stats as Report};
 
 /// Builds the report from two counter samples `elapsed` apart.
 pub fn build(
@@ -191,12 +144,12 @@ pub fn build(
     }
 }
 
-fn named(c: &Counters, prefix: &str) -> BTreeMap<&'static str, u64> {
+fn named(c: &Counters, prefix: &str) -> BTreeMap<String, u64> {
     counter::NAMES
         .iter()
         .zip(c.iter())
         .filter(|(name, v)| name.starts_with(prefix) && **v > 0)
-        .map(|(name, v)| (*name, *v))
+        .map(|(name, v)| ((*name).to_string(), *v))
         .collect()
 }
 
@@ -347,9 +300,12 @@ mod tests {
         assert_eq!(r.active_clients, 2);
         assert_eq!(r.evictions, 3, "program-seen plus collected evictions");
         assert_eq!(r.expired, 4);
-        assert_eq!(r.passes, BTreeMap::from([("pass_no_neigh", 3)]));
-        assert_eq!(r.drops, BTreeMap::from([("drop_no_route", 5)]));
-        assert_eq!(report.unmatched, BTreeMap::from([("pass_no_rule", 7)]));
+        assert_eq!(r.passes, BTreeMap::from([("pass_no_neigh".into(), 3)]));
+        assert_eq!(r.drops, BTreeMap::from([("drop_no_route".into(), 5)]));
+        assert_eq!(
+            report.unmatched,
+            BTreeMap::from([("pass_no_rule".into(), 7)])
+        );
 
         let table = render_table(&report);
         assert!(table.contains("198.18.0.2:80 -> 198.18.0.3:80"), "{table}");
