@@ -18,7 +18,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use name::{MAX_LABEL, MAX_NAME, Name};
-pub use reader::DEFAULT_TTL;
+pub use reader::{DEFAULT_TTL, read};
 pub use types::{class_code, codes, is_meta, type_code, type_name};
 
 /// One resource record, its rdata in uncompressed wire form.
@@ -79,18 +79,6 @@ impl Includes for NoIncludes {
     fn read(&mut self, _: &[u8], _: &Path) -> Result<(PathBuf, Vec<u8>), String> {
         Err("not allowed here".into())
     }
-}
-
-/// Reads master-file `text` (the content of `file`) with `origin` as the
-/// initial `$ORIGIN`. Every entry is read; all problems are returned, each
-/// with its file and line, or the records if there were none.
-pub fn read(
-    text: &[u8],
-    file: &Path,
-    origin: &Name,
-    includes: &mut dyn Includes,
-) -> Result<Zone, Vec<Error>> {
-    reader::read(text, file, origin, includes)
 }
 
 /// Reads the rdata of one record of type `rtype` from presentation text

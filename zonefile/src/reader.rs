@@ -26,6 +26,9 @@ struct State<'i> {
     errors: Vec<Error>,
 }
 
+/// Reads master-file `text` (the content of `file`) with `origin` as the
+/// initial `$ORIGIN`. Every entry is read; all problems are returned, each
+/// with its file and line, or the records if there were none.
 pub fn read(
     text: &[u8],
     file: &Path,

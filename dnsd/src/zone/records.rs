@@ -124,15 +124,8 @@ mod tests {
     use super::*;
 
     fn record(text: &str) -> Record {
-        let origin = zonefile::Name::parse(b"example.test.", &zonefile::Name::root()).unwrap();
-        let zone = zonefile::read(
-            text.as_bytes(),
-            std::path::Path::new("t"),
-            &origin,
-            &mut zonefile::NoIncludes,
-        )
-        .unwrap();
-        to_hickory(&zone.records[0].record)
+        let origin = Name::from_ascii("example.test.").unwrap();
+        crate::zone::parse_records(text, &origin).unwrap().remove(0)
     }
 
     #[test]
