@@ -55,7 +55,7 @@ pub(crate) async fn authorise(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let refusal = match presented {
         Some(token) if token_matches(&access.token, token) => return next.run(request).await,
         Some(_) => "wrong bearer token".to_string(),
@@ -66,4 +66,14 @@ pub(crate) async fn authorise(
         ),
     };
     ApiError::new(StatusCode::UNAUTHORIZED, refusal).into_response()
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's
+/// name is case-insensitive (RFC 7235 §2.1), as curl and proxies may send
+/// it in any case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }

@@ -74,9 +74,20 @@ mod tests {
             call(Some("Bearer s3cret"), "/v1/health").await,
             (StatusCode::OK, "ok".to_string())
         );
+        // The scheme's name is case-insensitive (RFC 7235 §2.1); the token
+        // is not.
+        for scheme in ["bearer", "BEARER", "Bearer  "] {
+            assert_eq!(
+                call(Some(&format!("{scheme} s3cret")), "/v1/health").await,
+                (StatusCode::OK, "ok".to_string()),
+                "{scheme}"
+            );
+        }
         let (status, body) = call(Some("Bearer s3creT"), "/v1/health").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(body, r#"{"error":"wrong bearer token"}"#);
+        let (status, _) = call(Some("Basic s3cret"), "/v1/health").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, body) = call(None, "/v1/health").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(

@@ -372,6 +372,29 @@ fn an_rrset_replaced_through_the_api_is_served_at_once_and_a_bad_one_changes_not
         ensure!(r.status == 200, "{r:?}");
         ensure!(dnsd.kdig("app.example.test.", "A")?.is_empty());
         ensure!(dnsd.kdig("www.example.test.", "A")? == ["198.18.0.2"]);
+
+        // Deleting it again changes nothing: no generation, the same serial.
+        let generations = || -> Result<usize> {
+            Ok(dnsd
+                .call("GET", "/v1/generations", t, None)?
+                .json::<Vec<cutover_control_api::contract::GenerationInfo>>()?
+                .len())
+        };
+        let serial = || -> Result<Option<u32>> {
+            let r = dnsd.call("GET", "/v1/zones", t, None)?;
+            Ok(r.json::<Vec<ZoneInfo>>()?.first().and_then(|z| z.serial))
+        };
+        let (n, before) = (generations()?, serial()?);
+        let r = put("app.example.test.", "A", r#"{"records":[]}"#)?;
+        ensure!(r.status == 200, "{r:?}");
+        ensure!(
+            generations()? == n && serial()? == before,
+            "a no-op made a change"
+        );
+
+        // A name in the path is taken as written, not trimmed.
+        let r = dnsd.call("GET", "/v1/zones/example.test.%0a/records", t, None)?;
+        ensure!(r.status == 400 && r.body.contains("origin"), "{r:?}");
         Ok(())
     })
 }

@@ -157,7 +157,7 @@ async fn put_service(
             "addresses: a service needs at least one address",
         ));
     }
-    let name = fqdn(&name);
+    let name = path_name(&name, "name")?;
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
     let message = format!(
@@ -222,6 +222,18 @@ fn edit_service(
         entry["ttl"] = toml_edit::value(i64::from(ttl));
     }
     Ok(Some(doc.to_string()))
+}
+
+/// A domain name from the request path, fully qualified. Whitespace and
+/// control characters are refused, not trimmed: `example.test%0a` is a
+/// mistake, not `example.test.` (escapes such as `\032` spell such octets).
+fn path_name(raw: &str, what: &str) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "{what}: {raw:?} is not a domain name (write other octets as \\DDD)"
+        )));
+    }
+    Ok(fqdn(raw))
 }
 
 /// Serves the generation just committed and acknowledges it.
@@ -301,7 +313,7 @@ async fn records(
     UrlPath(origin): UrlPath<String>,
 ) -> Reply<Vec<RecordInfo>> {
     let loaded = load_live(&api).await?;
-    let origin = fqdn(&origin);
+    let origin = path_name(&origin, "origin")?;
     let zone = loaded
         .zones
         .iter()
@@ -341,8 +353,8 @@ async fn put_rrset(
             "records: a name has at most one {rtype} (RFC 1034 §3.6.2, RFC 6672 §2.4)"
         )));
     }
-    let origin = fqdn(&origin);
-    let name = fqdn(&name);
+    let origin = path_name(&origin, "origin")?;
+    let name = path_name(&name, "name")?;
     let owner = zonefile::Name::parse(name.as_bytes(), &zonefile::Name::root())
         .map(|n| records::name(&n))
         .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
