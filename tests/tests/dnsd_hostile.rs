@@ -72,6 +72,12 @@ fn malformed() -> Vec<(&'static str, Vec<u8>)> {
     let mut p = header_bytes(5, 0, [1, 0, 0, 0]);
     p.extend_from_slice(&[0xc0, 0xff, 0, 1, 0, 1]);
     cases.push(("pointer past the end", p));
+    // A name that points into the header: it decodes (offset 4 holds the
+    // question count, 0x00 0x01: the root), but echoed raw it would point
+    // at other bytes of the response.
+    let mut p = header_bytes(15, 0, [1, 0, 0, 0]);
+    p.extend_from_slice(&[0xc0, 4, 0, 1, 0, 1]);
+    cases.push(("compression pointer into the header", p));
     let mut p = header_bytes(6, 0, [1, 0, 0, 0]);
     p.extend_from_slice(&[0x03, b'w', b'w', b'w', 0xc0, 12, 0, 1, 0, 1]);
     cases.push(("pointer back to a label that points on", p));
@@ -151,6 +157,8 @@ fn malformed_queries_get_formerr_or_silence_and_the_server_keeps_answering() -> 
                 h.rcode
             );
             assert_eq!(h.ancount, 0, "{what}");
+            // A question that could not be read is not echoed (as NSD).
+            assert_eq!(h.qdcount, 0, "{what}");
         }
         assert_still_serving(&mut dnsd, what)?;
     }

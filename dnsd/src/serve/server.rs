@@ -149,7 +149,7 @@ impl RequestHandler for Handler {
             Some(ResponseCode::BADVERS)
         } else if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
-        } else if request.queries.len() != 1 {
+        } else if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
             Some(ResponseCode::FormErr)
         } else {
             None
@@ -390,6 +390,25 @@ fn finish<E: std::fmt::Display>(sent: Result<ResponseInfo, E>, metadata: Metadat
     }
 }
 
+/// Whether a question's name, as the query wrote it, uses a compression
+/// pointer. The question is echoed as raw octets, where a pointer would
+/// point at other bytes of the response; no client compresses the one
+/// name of a query, so such a query is FORMERR, without its question (as
+/// NSD answers it).
+fn compressed(question: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&len) = question.get(i) {
+        if len == 0 {
+            return false;
+        }
+        if len & 0xc0 != 0 {
+            return true;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +632,16 @@ sibs     IN NS  ns2.elsewhere-sibs
         assert_eq!(additional, ["mail.example.test.", "mail.example.test."]);
         let (_, _, m) = reply(&s, &query("mx.example.test.", RecordType::MX, Some(1232)));
         assert_eq!(m.additionals.len(), 32);
+    }
+
+    #[test]
+    fn a_question_whose_name_uses_a_pointer_is_told_apart() {
+        assert!(compressed(b"\xc0\x04\x00\x01\x00\x01"));
+        assert!(compressed(b"\x03www\xc0\x0c\x00\x01\x00\x01"));
+        assert!(!compressed(
+            b"\x03www\x07example\x04test\x00\x00\x01\x00\x01"
+        ));
+        assert!(!compressed(b"\x00\x00\x01\x00\x01"));
     }
 
     #[test]
