@@ -135,6 +135,29 @@ pub struct RuleChange {
     pub to: String,
 }
 
+/// Body of `POST /v1/probe`: open a TCP connection to `to` from the
+/// redirector's host, so that `cutover` checks a target from where clients
+/// (or forwarded connections) will reach it, not from the operator's desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeRequest {
+    /// `IP:PORT` (`[IPv6]:PORT`).
+    pub to: String,
+}
+
+/// The answer to `POST /v1/probe`. A connection the host opens itself
+/// leaves through its own stack, never through the XDP program, so a probe
+/// of the host's own address reaches its local server even while a rule
+/// redirects that address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub to: String,
+    /// The three-way handshake completed (within 3 s).
+    pub connected: bool,
+    /// Why not, when it did not.
+    pub error: Option<String>,
+}
+
 /// The figures of one rule, in `GET /v1/stats` and `redirector stats --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleStats {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use cutover_control_api::contract::{Change, ErrorBody, GenerationInfo, RuleChange, ServiceChange};
+use cutover_control_api::contract::{
+    Change, ErrorBody, GenerationInfo, ProbeReport, ProbeRequest, RuleChange, ServiceChange,
+};
 pub use cutover_control_api::contract::{Rule, Service, Stats, fqdn};
 use serde::de::DeserializeOwned;
 
@@ -13,17 +15,20 @@ use serde::de::DeserializeOwned;
 pub struct Endpoint {
     pub base: String,
     token: String,
+    /// Where the token came from ("the file F", "CUTOVER_TOKEN"), for a 401.
+    token_source: String,
     agent: ureq::Agent,
 }
 
 impl Endpoint {
-    pub fn new(base: &str, token: &str) -> Self {
+    pub fn new(base: &str, token: &str, token_source: &str) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
             .build();
         Self {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            token_source: token_source.to_string(),
             agent,
         }
     }
@@ -55,6 +60,12 @@ impl Endpoint {
                 let msg = serde_json::from_str::<ErrorBody>(&text)
                     .map(|b| b.error)
                     .unwrap_or(text);
+                if code == 401 {
+                    bail!(
+                        "{what}: 401: {msg}; cutover sent the token from {}",
+                        self.token_source
+                    )
+                }
                 bail!("{what}: {code}: {msg}")
             }
             Err(e) => Err(e).with_context(|| format!("{what}: the daemon is not reachable")),
@@ -135,6 +146,12 @@ impl Redirector {
 
     pub fn stats(&self) -> Result<Stats> {
         self.0.call("GET", "/v1/stats", None)
+    }
+
+    /// Whether this redirector's host can connect to `to` (`IP:PORT`).
+    pub fn probe(&self, to: &str) -> Result<ProbeReport> {
+        let body = ProbeRequest { to: to.to_string() };
+        self.0.call("POST", "/v1/probe", Some(json(&body)?))
     }
 }
 

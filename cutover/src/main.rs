@@ -4,6 +4,7 @@
 mod api;
 mod migrate;
 mod migration;
+mod preflight;
 mod status;
 
 use std::path::PathBuf;
@@ -64,14 +65,21 @@ pub struct Apis {
 }
 
 impl Apis {
-    /// The bearer token from `path`, else from `CUTOVER_TOKEN`. The daemons
-    /// refuse every request without one, so a missing or empty token is
-    /// an error here rather than a 401 that does not say why.
-    fn token(path: Option<&PathBuf>) -> Result<String> {
-        let token = match path {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the API token {}", path.display()))?,
-            None => std::env::var("CUTOVER_TOKEN").unwrap_or_default(),
+    /// The bearer token from `path`, else from `CUTOVER_TOKEN`, and where
+    /// it came from (a 401 names it). The daemons refuse every request
+    /// without one, so a missing or empty token is an error here rather
+    /// than a 401 that does not say why.
+    fn token(path: Option<&PathBuf>) -> Result<(String, String)> {
+        let (token, source) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the API token {}", path.display()))?,
+                format!("the file {}", path.display()),
+            ),
+            None => (
+                std::env::var("CUTOVER_TOKEN").unwrap_or_default(),
+                "the variable CUTOVER_TOKEN".to_string(),
+            ),
         };
         let token = token.trim();
         if token.is_empty() {
@@ -82,14 +90,12 @@ impl Apis {
                 ),
             }
         }
-        Ok(token.to_string())
+        Ok((token.to_string(), source))
     }
 
     pub fn dns(&self) -> Result<Dns> {
-        Ok(Dns(Endpoint::new(
-            &self.dns,
-            &Self::token(self.token_file.as_ref())?,
-        )))
+        let (token, source) = Self::token(self.token_file.as_ref())?;
+        Ok(Dns(Endpoint::new(&self.dns, &token, &source)))
     }
 
     /// The old host's redirector.
@@ -101,7 +107,8 @@ impl Apis {
     /// reached with the old host's token.
     pub fn redirector_at(&self, url: &str) -> Result<Redirector> {
         let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
-        Ok(Redirector(Endpoint::new(url, &Self::token(file)?)))
+        let (token, source) = Self::token(file)?;
+        Ok(Redirector(Endpoint::new(url, &token, &source)))
     }
 
     pub fn store(&self) -> migration::Store {

@@ -3,7 +3,7 @@
 //! after every step so that any interruption can be resumed.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::Apis;
 use crate::api::fqdn;
 use crate::migration::{Migration, Phase, Step, Traffic, now};
+use crate::preflight;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,31 +61,23 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     let store = apis.store();
     let dns = apis.dns()?;
     let old = apis.old()?;
-    let mut m = match store.load(&args.name)? {
-        Some(m) if !matches!(m.phase, Phase::Done | Phase::RolledBack) => {
-            if m.to != args.to.to_string() {
-                bail!(
-                    "a migration of {} to {} is in progress: resume it with --to {}, or `cutover rollback {}` first",
-                    m.name,
-                    m.to,
-                    m.to,
-                    m.name
-                );
-            }
-            println!(
-                "resuming the migration of {} to {} ({:?})",
-                m.name, m.to, m.phase
-            );
-            m
-        }
-        _ => plan(&dns.service(&args.name)?, &args)?,
-    };
+    let mut m = start(&store, &dns, &old, &args).with_context(|| {
+        format!(
+            "refusing to migrate {}; nothing was changed",
+            fqdn(&args.name)
+        )
+    })?;
+    // Saved once the checks passed, before the first change, so that a crash
+    // after it resumes; a first step that fails removes it again.
     store.save(&m)?;
 
     loop {
         match m.next_step(now()) {
             Step::LowerTtl => {
-                dns.set_service(&m.name, &m.from, m.move_ttl)?;
+                if let Err(e) = dns.set_service(&m.name, &m.from, m.move_ttl) {
+                    store.remove_planned(&m.name)?;
+                    return Err(e.context("lowering the TTL; nothing was changed"));
+                }
                 m.phase = Phase::TtlLowered;
                 m.ttl_lowered_at = Some(now());
                 store.save(&m)?;
@@ -102,12 +95,21 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 }
             }
             Step::SwitchOnRedirect => {
-                reachable(&m.to, m.new_port)?;
-                old.put_rule(
-                    &m.rule,
-                    &format!("{}:{}", m.old, m.port),
-                    &format!("{}:{}", m.to, m.new_port),
-                )?;
+                let on = preflight::new_accepts(&old, &m.to, m.new_port).and_then(|()| {
+                    old.put_rule(
+                        &m.rule,
+                        &format!("{}:{}", m.old, m.port),
+                        &format!("{}:{}", m.to, m.new_port),
+                    )
+                });
+                if let Err(e) = on {
+                    if m.phase == Phase::Planned {
+                        store.remove_planned(&m.name)?;
+                    }
+                    return Err(
+                        e.context("switching on the redirect; the record still points at OLD")
+                    );
+                }
                 if !old.rules()?.iter().any(|r| r.name == m.rule) {
                     bail!(
                         "the old host accepted the rule {} but does not list it",
@@ -122,7 +124,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 );
             }
             Step::Flip => {
-                reachable(&m.to, m.new_port)
+                preflight::new_accepts(&old, &m.to, m.new_port)
                     .context("refusing to flip the record; the redirect stays on (roll back with `cutover rollback`)")?;
                 dns.set_service(&m.name, std::slice::from_ref(&m.to), m.move_ttl)?;
                 m.phase = Phase::Flipped;
@@ -168,22 +170,50 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     }
 }
 
+/// The migration to carry out: the one in progress (resumed), or a new one
+/// once every pre-flight check passed. Changes nothing.
+fn start(
+    store: &crate::migration::Store,
+    dns: &crate::api::Dns,
+    old: &crate::api::Redirector,
+    args: &Args,
+) -> Result<Migration> {
+    let service = preflight::apis(dns, old, &args.name)?;
+    let m = match store.load(&args.name)? {
+        Some(m) if !matches!(m.phase, Phase::Planned | Phase::Done | Phase::RolledBack) => {
+            if m.to != args.to.to_string() {
+                bail!(
+                    "a migration of {} to {} is in progress: resume it with --to {}, or `cutover rollback {}` first",
+                    m.name,
+                    m.to,
+                    m.to,
+                    m.name
+                );
+            }
+            println!(
+                "resuming the migration of {} to {} ({:?})",
+                m.name, m.to, m.phase
+            );
+            m
+        }
+        _ => plan(&service, args)?,
+    };
+    if matches!(
+        m.phase,
+        Phase::Planned | Phase::TtlLowered | Phase::Redirecting
+    ) {
+        preflight::new_accepts(old, &m.to, m.new_port)?;
+    }
+    Ok(m)
+}
+
 /// A new migration's record, from the service as dnsd serves it now.
 fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
     let to = args.to.to_string();
     if service.addresses == [to.clone()] {
         bail!("{} already points at {to}", service.name);
     }
-    let old = match (&args.from, service.addresses.as_slice()) {
-        (Some(from), _) => from.to_string(),
-        (None, [only]) => only.clone(),
-        (None, many) => bail!(
-            "{} has {} addresses ({}): say which one to redirect with --from",
-            service.name,
-            many.len(),
-            many.join(", ")
-        ),
-    };
+    let old = preflight::old_address(service, args.from)?;
     if old == to {
         bail!("--from and --to are the same address");
     }
@@ -205,17 +235,6 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         max_cache: args.max_cache.as_secs(),
         quiet_period: args.quiet.as_secs(),
     })
-}
-
-/// The new release must accept connections before anyone is sent to it.
-fn reachable(ip: &str, port: u16) -> Result<()> {
-    let addr: SocketAddr = format!("{ip}:{port}")
-        .parse()
-        .or_else(|_| format!("[{ip}]:{port}").parse())
-        .with_context(|| format!("{ip}:{port} is not an address"))?;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map(drop)
-        .with_context(|| format!("the new host {addr} does not accept connections"))
 }
 
 fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<Traffic> {
@@ -241,25 +260,44 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
             apis.state_dir.display()
         )
     })?;
-    apis.dns()?.set_service(&m.name, &m.from, m.original_ttl)?;
+    let dns = apis.dns()?;
+    let old = apis.old()?;
+    let reverse = match &args.reverse_on {
+        Some(url) => Some(apis.redirector_at(url)?),
+        None => None,
+    };
+    rollback_checks(&dns, &old, reverse.as_ref(), &m)
+        .with_context(|| format!("refusing to roll back {}; nothing was changed", m.name))?;
+
+    dns.set_service(&m.name, &m.from, m.original_ttl)?;
     println!(
         "{} points at {} again (TTL {} s)",
         m.name,
         m.from.join(", "),
         m.original_ttl
     );
-    apis.old()?.delete_rule(&m.rule)?;
+    let moved = || {
+        format!(
+            "{} already points at {} again, but the rest of the rollback failed: run `cutover rollback {}` again",
+            m.name,
+            m.from.join(", "),
+            m.name
+        )
+    };
+    old.delete_rule(&m.rule).with_context(moved)?;
     println!(
         "redirect {}:{} -> {}:{} switched off",
         m.old, m.port, m.to, m.new_port
     );
-    if let Some(url) = &args.reverse_on {
-        let reverse = format!("{}-reverse", m.rule);
-        apis.redirector_at(url)?.put_rule(
-            &reverse,
-            &format!("{}:{}", m.to, m.new_port),
-            &format!("{}:{}", m.old, m.port),
-        )?;
+    if let Some(reverse) = &reverse {
+        let name = format!("{}-reverse", m.rule);
+        reverse
+            .put_rule(
+                &name,
+                &format!("{}:{}", m.to, m.new_port),
+                &format!("{}:{}", m.old, m.port),
+            )
+            .with_context(moved)?;
         println!(
             "reverse redirect on the new host: {}:{} -> {}:{}",
             m.to, m.new_port, m.old, m.port
@@ -267,6 +305,24 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
     }
     m.phase = Phase::RolledBack;
     store.save(&m)
+}
+
+/// Before a rollback changes anything: dnsd and the old host's redirector
+/// answer with their tokens (and the new host's, for `--reverse-on`), and
+/// the old host's own server accepts connections.
+fn rollback_checks(
+    dns: &crate::api::Dns,
+    old: &crate::api::Redirector,
+    reverse: Option<&crate::api::Redirector>,
+    m: &Migration,
+) -> Result<()> {
+    preflight::apis(dns, old, &m.name)?;
+    if let Some(reverse) = reverse {
+        reverse
+            .rules()
+            .with_context(|| format!("the new host's redirector API at {}", reverse.0.base))?;
+    }
+    preflight::old_accepts(old, &m.old, m.port)
 }
 
 fn flush() {

@@ -185,6 +185,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes the record of a migration that changed nothing yet, so that
+    /// a refused start leaves no trace; a record further along is kept.
+    pub fn remove_planned(&self, name: &str) -> Result<()> {
+        if self.load(name)?.is_some_and(|m| m.phase == Phase::Planned) {
+            let path = self.path(name);
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Saves atomically: a crash leaves the previous or the new record.
     pub fn save(&self, m: &Migration) -> Result<()> {
         std::fs::create_dir_all(&self.dir)

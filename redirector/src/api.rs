@@ -105,6 +105,7 @@ fn router(api: Arc<Api>) -> Router {
             axum::routing::put(put_rule).delete(delete_rule),
         )
         .route("/v1/stats", get(stats))
+        .route("/v1/probe", axum::routing::post(probe))
         .with_state(api)
 }
 
@@ -293,4 +294,44 @@ impl Samples {
     pub fn base(&self) -> Option<&(std::time::Instant, BTreeMap<u32, crate::stats::Counters>)> {
         self.older.as_ref().or(self.newer.as_ref())
     }
+}
+
+/// `POST /v1/probe {"to": "IP:PORT"}`: whether this host can open a TCP
+/// connection to `to` within three seconds. `cutover` asks before it sends
+/// clients anywhere: the new host must accept connections from the old host
+/// that will forward to it, and the old host's own server must answer
+/// before a rollback sends clients back (a connection the host opens itself
+/// does not pass through the XDP program, so a redirect cannot hide a dead
+/// local server).
+async fn probe(
+    body: Result<
+        Json<cutover_control_api::contract::ProbeRequest>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Json<cutover_control_api::contract::ProbeReport>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"to\": \"IP:PORT\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let to: SocketAddr = body
+        .to
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("to: {:?} is not IP:PORT", body.to)))?;
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::net::TcpStream::connect(to),
+    )
+    .await;
+    let error = match attempt {
+        Ok(Ok(_stream)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 3 s".to_string()),
+    };
+    Ok(Json(cutover_control_api::contract::ProbeReport {
+        to: body.to,
+        connected: error.is_none(),
+        error,
+    }))
 }

@@ -34,7 +34,8 @@ struct Mission {
     redirector: Redirector,
     dnsd: Daemon,
     _bpffs: Bpffs,
-    _old_web: Nginx,
+    /// Dropped to stop the old release (a dead old server).
+    old_web: Option<Nginx>,
     _new_web: Nginx,
     ws: tempfile::TempDir,
     state: tempfile::TempDir,
@@ -96,7 +97,7 @@ impl Mission {
             redirector,
             dnsd,
             _bpffs: bpffs,
-            _old_web: old_web,
+            old_web: Some(old_web),
             _new_web: new_web,
             state,
             ws,
@@ -115,12 +116,22 @@ impl Mission {
 
     /// `cutover ARGS...` from the client, pointed at this site's daemons.
     fn cutover_command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = self.net.client.command(bins::path("cutover"));
+        self.cutover_via(OLD_API, args)
+    }
+
+    /// `cutover ARGS...` with the old host's API at `old_api`. The binary is
+    /// `$CUTOVER_BIN` when set, so that a test can be replayed against an
+    /// older cutover to see it fail.
+    fn cutover_via(&self, old_api: &str, args: &[&str]) -> std::process::Command {
+        let bin = std::env::var_os("CUTOVER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| bins::path("cutover"));
+        let mut cmd = self.net.client.command(bin);
         cmd.args([
             "--dns",
             "http://127.0.0.1:8053",
             "--old",
-            OLD_API,
+            old_api,
             "--token-file",
         ])
         .arg(token_path(self.ws.path()))
@@ -135,6 +146,46 @@ impl Mission {
         self.cutover_command(args)
             .output()
             .context("running cutover")
+    }
+
+    /// A migration to NEW with short timers: TTL 2 s, quiet after 3 s.
+    fn migrate_quickly(&self) -> Result<()> {
+        let out = self.cutover(&[
+            "migrate",
+            NAME,
+            "--to",
+            NEW_IP,
+            "--ttl",
+            "2",
+            "--max-cache",
+            "60s",
+            "--quiet",
+            "3s",
+        ])?;
+        ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+        ensure!(wait_until(Duration::from_secs(10), || self.resolve() == NEW_IP));
+        Ok(())
+    }
+
+    /// The service's address and TTL as dnsd serves them (not the cache).
+    fn served(&self) -> (String, u32) {
+        let out = self.net.client.exec(
+            "kdig",
+            &["@127.0.0.1", "-p", "5300", "+noall", "+answer", NAME, "A"],
+        );
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        (
+            fields.get(4).unwrap_or(&"").to_string(),
+            fields.get(1).and_then(|t| t.parse().ok()).unwrap_or(0),
+        )
+    }
+
+    /// Whether cutover left a migration record.
+    fn has_record(&self) -> bool {
+        self.state.path().join(format!("{NAME}.toml")).exists()
     }
 
     /// What the client's resolver says now.
@@ -457,5 +508,139 @@ fn an_interrupted_migration_resumes_where_it_stopped() -> Result<()> {
     if get(&m.net.client.name, NEW_IP) != Ok(NEW_BODY.to_string()) {
         bail!("the new host does not serve");
     }
+    Ok(())
+}
+
+/// A refused command: it failed, said `why`, and changed nothing.
+fn refused(out: &Output, why: &str) -> Result<()> {
+    ensure!(!out.status.success(), "it went ahead: {}", describe(out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains(why),
+        "the refusal does not say {why:?}: {}",
+        describe(out)
+    );
+    ensure!(err.contains("nothing was changed"), "{}", describe(out));
+    Ok(())
+}
+
+/// Issue 11, item 6: a wrong old-host token, an unreachable old API and a
+/// dead NEW are found before the TTL is lowered (the old cutover lowered it,
+/// waited the old TTL out, then failed).
+#[test]
+fn a_migrate_that_cannot_succeed_is_refused_before_the_ttl_is_lowered() -> Result<()> {
+    let m = Mission::start(6)?;
+    let wrong = m.state.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token\n")?;
+    let wrong = wrong.to_string_lossy().into_owned();
+    let migrate = [
+        "migrate", NAME, "--to", NEW_IP, "--ttl", "2", "--quiet", "1s",
+    ];
+
+    let mut args = vec!["--old-token-file", wrong.as_str()];
+    args.extend(migrate);
+    let out = m.cutover(&args)?;
+    refused(&out, "401")?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains(&wrong),
+        "the 401 does not name the token file: {}",
+        describe(&out)
+    );
+    ensure!(m.served() == (OLD_IP.to_string(), 6), "{:?}", m.served());
+    ensure!(!m.has_record(), "a record was written");
+
+    let out = m.cutover_via("http://198.18.0.2:8099", &migrate).output()?;
+    refused(&out, "not reachable")?;
+    ensure!(m.served() == (OLD_IP.to_string(), 6), "{:?}", m.served());
+    ensure!(!m.has_record(), "a record was written");
+
+    let out = m.cutover(&["migrate", NAME, "--to", "198.18.0.99", "--ttl", "2"])?;
+    refused(&out, "does not accept connections")?;
+    ensure!(m.served() == (OLD_IP.to_string(), 6), "{:?}", m.served());
+    ensure!(!m.has_record(), "a record was written");
+    Ok(())
+}
+
+/// Issue 11, item 8: an old address the service does not have is refused
+/// (the old cutover redirected it, which matched nothing, and flipped).
+#[test]
+fn a_from_address_the_service_does_not_hold_is_refused() -> Result<()> {
+    let m = Mission::start(2)?;
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--from",
+        "198.18.0.77",
+        "--ttl",
+        "2",
+        "--quiet",
+        "1s",
+        "--max-cache",
+        "5s",
+    ])?;
+    refused(&out, "is not an address of")?;
+    ensure!(m.served() == (OLD_IP.to_string(), 2), "{:?}", m.served());
+    ensure!(!m.has_record(), "a record was written");
+    Ok(())
+}
+
+/// Issue 11, item 9: a refused migrate leaves no record behind, so the next
+/// migrate (elsewhere) goes ahead (the old cutover left a `planned` record
+/// that refused it as "in progress").
+#[test]
+fn a_refused_migrate_leaves_no_record_to_block_the_next() -> Result<()> {
+    let m = Mission::start(2)?;
+    let out = m.cutover(&["migrate", NAME, "--to", "198.18.0.99", "--ttl", "2"])?;
+    ensure!(!out.status.success(), "{}", describe(&out));
+    ensure!(!m.has_record(), "a record was left: phase {:?}", m.phase());
+    let load = Load::start(&m.net.client);
+    m.migrate_quickly()?;
+    let samples = load.finish();
+    ensure!(failures(&samples).is_empty(), "{:?}", failures(&samples));
+    ensure!(m.phase() == "done");
+    Ok(())
+}
+
+/// Issue 11, item 3: a rollback first checks that the old server accepts
+/// connections (asked of the old host: from anywhere else the redirect
+/// would answer for it); the old cutover flipped back to a dead server.
+#[test]
+fn a_rollback_to_a_dead_old_server_is_refused() -> Result<()> {
+    let mut m = Mission::start(2)?;
+    m.migrate_quickly()?;
+    drop(m.old_web.take());
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = m.cutover(&["rollback", NAME])?;
+    std::thread::sleep(Duration::from_secs(4));
+    let samples = load.finish();
+    refused(&out, "does not accept connections")?;
+    ensure!(m.served() == (NEW_IP.to_string(), 2), "{:?}", m.served());
+    ensure!(m.phase() == "done", "the record says {:?}", m.phase());
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Issue 11, item 12: with the old host's API down, a rollback checks first
+/// and changes nothing (the old cutover moved DNS, then failed, and left
+/// the record `done`).
+#[test]
+fn a_rollback_with_the_old_api_down_changes_nothing() -> Result<()> {
+    let m = Mission::start(2)?;
+    m.migrate_quickly()?;
+    let out = m
+        .cutover_via("http://198.18.0.2:8099", &["rollback", NAME])
+        .output()?;
+    refused(&out, "not reachable")?;
+    ensure!(m.served() == (NEW_IP.to_string(), 2), "{:?}", m.served());
+    ensure!(m.phase() == "done", "the record says {:?}", m.phase());
     Ok(())
 }

@@ -1,0 +1,95 @@
+//! The checks `cutover migrate` and `cutover rollback` run before they change
+//! anything. Each names what failed; a command whose check fails changes
+//! nothing — no TTL lowered, no redirect, no record written — so that a
+//! wrong token or a dead host costs a retry, not an hour of waiting out a
+//! TTL with the service half-moved.
+//!
+//! Targets are checked from where they will be reached: NEW from the old
+//! host that forwards to it (the redirector's `POST /v1/probe`) as well as
+//! from here, and OLD from the old host itself, because while a redirect is
+//! on, a connection to OLD from anywhere else is forwarded to NEW and would
+//! hide a dead old server.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::api::{Dns, Redirector, Service};
+
+/// Both APIs answer with their tokens; dnsd serves `name`. Returns the
+/// service as dnsd serves it now.
+pub fn apis(dns: &Dns, old: &Redirector, name: &str) -> Result<Service> {
+    let service = dns.service(name).context("dnsd's API")?;
+    old.rules()
+        .with_context(|| format!("the old host's redirector API at {}", old.0.base))?;
+    Ok(service)
+}
+
+/// The old address to redirect: `--from`, which must be one of the
+/// service's addresses, or the service's only address.
+pub fn old_address(service: &Service, from: Option<IpAddr>) -> Result<String> {
+    match (from, service.addresses.as_slice()) {
+        (Some(from), addresses) => {
+            let from = from.to_string();
+            if !addresses.contains(&from) {
+                bail!(
+                    "--from {from} is not an address of {} (it has {}): a redirect of {from} would \
+                     never see the service's clients",
+                    service.name,
+                    addresses.join(", ")
+                );
+            }
+            Ok(from)
+        }
+        (None, [only]) => Ok(only.clone()),
+        (None, many) => bail!(
+            "{} has {} addresses ({}): say which one to redirect with --from",
+            service.name,
+            many.len(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// NEW:port accepts connections from here and from the old host, which
+/// will forward clients to it.
+pub fn new_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
+    let addr = socket(ip, port)?;
+    TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .map(drop)
+        .with_context(|| format!("the new host {addr} does not accept connections from here"))?;
+    probe(old, &addr).with_context(|| {
+        format!(
+            "the new host {addr} does not accept connections from the old host (asked {})",
+            old.0.base
+        )
+    })
+}
+
+/// OLD:port accepts connections, asked of the old host itself (a
+/// connection from here would be forwarded to NEW while the redirect is on).
+pub fn old_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
+    let addr = socket(ip, port)?;
+    probe(old, &addr).with_context(|| {
+        format!(
+            "the old host's server {addr} does not accept connections (asked {})",
+            old.0.base
+        )
+    })
+}
+
+fn probe(from: &Redirector, addr: &SocketAddr) -> Result<()> {
+    let report = from.probe(&addr.to_string())?;
+    if !report.connected {
+        bail!("{}", report.error.unwrap_or_else(|| "refused".into()));
+    }
+    Ok(())
+}
+
+fn socket(ip: &str, port: u16) -> Result<SocketAddr> {
+    let ip: IpAddr = ip
+        .parse()
+        .with_context(|| format!("{ip} is not an IP address"))?;
+    Ok(SocketAddr::new(ip, port))
+}
