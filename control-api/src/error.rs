@@ -1,12 +1,10 @@
 //! The one shape of a failed API request: a status and `{"error": message}`,
 //! with the status of each workspace-history failure decided here once.
 
-use std::path::Path;
-
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cutover_workspace::{HISTORY_DIR, HistoryError};
+use cutover_workspace::HistoryError;
 use serde_json::json;
 use tracing::warn;
 
@@ -41,30 +39,6 @@ impl ApiError {
         let message = message.into();
         warn!(%message, "API request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-
-    /// Names the files of a refused change as the operator knows them
-    /// (`dnsd.toml:5:7`), not by the staging directory they were checked in
-    /// (`WORKSPACE/.cutover/generations/7.tmp/dnsd.toml:5:7`).
-    pub fn unstaged(mut self, root: &Path) -> Self {
-        let prefix = format!("{}/{HISTORY_DIR}/generations/", root.display());
-        let mut out = String::with_capacity(self.message.len());
-        let mut rest = self.message.as_str();
-        while let Some(at) = rest.find(&prefix) {
-            let after = &rest[at + prefix.len()..];
-            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-            out.push_str(&rest[..at]);
-            match after[digits..].strip_prefix(".tmp/") {
-                Some(tail) if digits > 0 => rest = tail,
-                _ => {
-                    out.push_str(&prefix);
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
-        self.message = out;
-        self
     }
 }
 
@@ -110,28 +84,11 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
+
+    use cutover_workspace::ConfigError;
 
     use super::*;
-
-    #[test]
-    fn refusals_name_the_live_files() {
-        let e = ApiError::bad_request(
-            "refused:\n/ws/.cutover/generations/12.tmp/dnsd.toml:5:7: bad\n/ws/.cutover/generations/12.tmp/zones/a.zone:3: worse",
-        )
-        .unstaged(Path::new("/ws"));
-        assert_eq!(
-            e.message,
-            "refused:\ndnsd.toml:5:7: bad\nzones/a.zone:3: worse"
-        );
-    }
-
-    #[test]
-    fn a_kept_generation_is_named_as_it_is() {
-        let kept = "generation 3 is /ws/.cutover/generations/3/dnsd.toml";
-        let e = ApiError::bad_request(kept).unstaged(Path::new("/ws"));
-        assert_eq!(e.message, kept);
-    }
 
     #[test]
     fn a_busy_workspace_is_a_conflict_to_retry() {
@@ -146,7 +103,9 @@ mod tests {
     fn history_failures_get_the_status_of_whose_fault_they_are() {
         let status = |e| ApiError::from(e).status;
         assert_eq!(
-            status(HistoryError::Invalid("no".into())),
+            status(HistoryError::Invalid(
+                ConfigError::file(Path::new("dnsd.toml"), "no").into()
+            )),
             StatusCode::BAD_REQUEST
         );
         assert_eq!(

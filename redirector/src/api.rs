@@ -21,7 +21,9 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use cutover_control_api::contract::{Change, RedirectorHealth, Rule, RuleChange, Version};
 use cutover_control_api::{Access, ApiError, blocking, listen};
-use cutover_workspace::{FileChange, REDIRECTOR_FILE, RuleList, Workspace};
+use cutover_workspace::{
+    ConfigError, ConfigErrors, FileChange, REDIRECTOR_FILE, RuleList, Workspace,
+};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::info;
 
@@ -234,9 +236,7 @@ async fn change(
             path: PathBuf::from(REDIRECTOR_FILE),
             content: Some(new_text.into_bytes()),
         };
-        let generation = workspace
-            .commit(&[change], &message, validate)
-            .map_err(|e| ApiError::from(e).unstaged(workspace.root()))?;
+        let generation = workspace.commit(&[change], &message, validate)?;
         Ok(generation.number)
     })
     .await?;
@@ -256,11 +256,11 @@ async fn change(
 
 /// Beyond the format's checks (which `commit` runs): the new rules must fit
 /// the program's rule table.
-fn validate(staged: &Workspace) -> Result<(), String> {
-    let cfg = staged.load_redirector().map_err(|e| e.to_string())?;
+fn validate(staged: &Workspace) -> Result<(), ConfigErrors> {
+    let cfg = staged.load_redirector()?;
     crate::rules::plan(&Default::default(), &cfg, &Default::default())
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| ConfigError::file(&staged.redirector_path(), e.to_string()).into())
 }
 
 async fn stats(State(api): State<Arc<Api>>) -> Result<Json<Report>, ApiError> {

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::zones::{is_managed_in_zones, is_skipped_name};
-use crate::{DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONES_DIR};
+use crate::{ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONES_DIR};
 
 /// Directory of the history inside a workspace.
 pub const HISTORY_DIR: &str = ".cutover";
@@ -84,8 +84,12 @@ pub enum HistoryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The new generation does not pass the format's checks or the
+    /// caller's validator; each error names its file relative to the
+    /// workspace root, as the operator knows it (`dnsd.toml:5:7: ...`),
+    /// not by the directory it was checked in.
     #[error("the change was refused, nothing was written:\n{0}")]
-    Invalid(String),
+    Invalid(ConfigErrors),
     #[error("another writer holds {0} (waited {LOCK_WAIT:?}); try again")]
     Busy(PathBuf),
     #[error("generation {0} does not exist (see the list of generations)")]
@@ -114,6 +118,13 @@ impl Workspace {
         self.history_dir().join("generations")
     }
 
+    /// The directory holding the managed files of generation `n`, laid out
+    /// as a workspace (`Workspace::open` reads it like the live one). It
+    /// may not exist: `generation` says whether `n` does.
+    pub fn generation_root(&self, n: u64) -> PathBuf {
+        self.generations_dir().join(n.to_string())
+    }
+
     /// The generations kept, oldest first.
     pub fn generations(&self) -> Result<Vec<Generation>, HistoryError> {
         let mut out = Vec::new();
@@ -125,10 +136,7 @@ impl Workspace {
 
     /// Metadata of generation `n`.
     pub fn generation(&self, n: u64) -> Result<Generation, HistoryError> {
-        let path = self
-            .generations_dir()
-            .join(n.to_string())
-            .join(GENERATION_FILE);
+        let path = self.generation_root(n).join(GENERATION_FILE);
         let text = match fs::read_to_string(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(HistoryError::NoSuchGeneration(n));
@@ -153,7 +161,7 @@ impl Workspace {
 
     /// The managed files of generation `n`.
     pub fn generation_files(&self, n: u64) -> Result<Files, HistoryError> {
-        let dir = self.generations_dir().join(n.to_string());
+        let dir = self.generation_root(n);
         if !dir.is_dir() {
             return Err(HistoryError::NoSuchGeneration(n));
         }
@@ -167,14 +175,15 @@ impl Workspace {
 
     /// Applies `changes` as a new generation and installs it in the live
     /// files. `validate` sees the complete new workspace (staged in a
-    /// separate directory) and refuses it by returning an error message; the
-    /// format's own checks run first. Nothing is written when the change is
+    /// separate directory) and refuses it by returning the errors it found,
+    /// which the history names by their live paths (`HistoryError::Invalid`);
+    /// the format's own checks run first. Nothing is written when the change is
     /// refused, and a change that changes nothing makes no generation.
     pub fn commit(
         &self,
         changes: &[FileChange],
         message: &str,
-        validate: impl FnOnce(&Workspace) -> Result<(), String>,
+        validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
     ) -> Result<Generation, HistoryError> {
         for c in changes {
             if !is_managed(&c.path) {
@@ -207,7 +216,7 @@ impl Workspace {
             return self.generation(n);
         }
         if let Some(why) = layout_problem(self.root(), &live, &next) {
-            return Err(HistoryError::Invalid(why));
+            return Err(HistoryError::Invalid(why.into()));
         }
         let generation = self.write_generation(&next, message, validate)?;
         self.install(&live, &next)?;
@@ -274,7 +283,7 @@ impl Workspace {
         &self,
         files: &Files,
         message: &str,
-        validate: impl FnOnce(&Workspace) -> Result<(), String>,
+        validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
     ) -> Result<Generation, HistoryError> {
         let dir = self.generations_dir();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -287,9 +296,9 @@ impl Workspace {
             write_durably(&staged.join(rel), bytes)?;
         }
         fs::create_dir_all(&staged).map_err(io(&staged))?;
-        if let Err(msg) = check(&staged).and_then(|ws| validate(&ws)) {
+        if let Err(errors) = check(&staged).and_then(|ws| validate(&ws)) {
             let _ = fs::remove_dir_all(&staged);
-            return Err(HistoryError::Invalid(msg));
+            return Err(HistoryError::Invalid(unstaged(errors, &staged)));
         }
         let generation = Generation {
             number,
@@ -298,9 +307,12 @@ impl Workspace {
                 .map_or(0, |d| d.as_secs()),
             message: message.to_string(),
         };
-        let meta =
-            toml::to_string(&generation).map_err(|e| HistoryError::Invalid(e.to_string()))?;
-        write_durably(&staged.join(GENERATION_FILE), meta.as_bytes())?;
+        let meta_path = staged.join(GENERATION_FILE);
+        let meta = toml::to_string(&generation).map_err(|e| HistoryError::Io {
+            path: meta_path.clone(),
+            source: std::io::Error::new(ErrorKind::InvalidData, e.to_string()),
+        })?;
+        write_durably(&meta_path, meta.as_bytes())?;
         let final_dir = dir.join(number.to_string());
         fs::rename(&staged, &final_dir).map_err(io(&final_dir))?;
         sync_dir(&dir)?;
@@ -322,7 +334,7 @@ impl Workspace {
                     let path = root.join(rel);
                     return Err(HistoryError::Io {
                         path,
-                        source: std::io::Error::other(why),
+                        source: std::io::Error::other(why.to_string()),
                     });
                 }
                 write_durably(&root.join(rel), bytes)?;
@@ -392,12 +404,28 @@ struct WriterLock {
 }
 
 /// The format's own checks on a staged workspace.
-fn check(dir: &Path) -> Result<Workspace, String> {
-    let ws = Workspace::open(dir).map_err(|e| e.to_string())?;
-    ws.load_redirector().map_err(|e| e.to_string())?;
-    ws.load_dnsd().map_err(|e| e.to_string())?;
-    ws.zone_files().map_err(|e| e.to_string())?;
+fn check(dir: &Path) -> Result<Workspace, ConfigErrors> {
+    let ws = Workspace::open(dir)?;
+    ws.load_redirector()?;
+    ws.load_dnsd()?;
+    ws.zone_files()?;
     Ok(ws)
+}
+
+/// `errors` found in the workspace staged at `staged`, each naming its
+/// file relative to the workspace root (`zones/a.test.zone`), and any
+/// staged path its message quotes ("also in ...") the same way: the
+/// staging directory is the history's business, not the operator's.
+fn unstaged(errors: ConfigErrors, staged: &Path) -> ConfigErrors {
+    let quoted = format!("{}/", staged.display());
+    let errors = errors.0.into_iter().map(|mut e| {
+        if let Ok(rel) = e.file.strip_prefix(staged) {
+            e.file = rel.to_path_buf();
+        }
+        e.message = e.message.replace(&quoted, "");
+        e
+    });
+    ConfigErrors(errors.collect())
 }
 
 /// Whether `rel` (relative to the workspace root) is a path the history
@@ -477,14 +505,16 @@ fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), His
 /// cannot: a path that would be both a file and a directory, or a live
 /// path in the way (`obstacle`). Checked before the generation is made so
 /// that a refused change writes nothing.
-fn layout_problem(root: &Path, live: &Files, next: &Files) -> Option<String> {
+fn layout_problem(root: &Path, live: &Files, next: &Files) -> Option<ConfigError> {
     // Paths sort by component, so a file's descendants follow it directly.
     let paths: Vec<&PathBuf> = next.keys().collect();
     if let Some(pair) = paths.windows(2).find(|w| w[1].starts_with(w[0])) {
-        return Some(format!(
-            "{} cannot be both a file and the directory that holds {}",
-            pair[0].display(),
-            pair[1].display()
+        return Some(ConfigError::file(
+            pair[0],
+            format!(
+                "cannot be both a file and the directory that holds {}",
+                pair[1].display()
+            ),
         ));
     }
     next.iter()
@@ -498,7 +528,7 @@ fn layout_problem(root: &Path, live: &Files, next: &Files) -> Option<String> {
 /// the file itself goes. Directories that do not exist yet are no obstacle:
 /// they are created. `zones/` itself may be a symlink (see
 /// `read_zones_tree`).
-fn obstacle(root: &Path, rel: &Path) -> Option<String> {
+fn obstacle(root: &Path, rel: &Path) -> Option<ConfigError> {
     let parts: Vec<Component> = rel.components().collect();
     let (file, dirs) = parts.split_last()?;
     let mut at = PathBuf::new();
@@ -515,23 +545,25 @@ fn obstacle(root: &Path, rel: &Path) -> Option<String> {
                 } else {
                     "a file"
                 };
-                return Some(format!(
-                    "{}: {what}, not a directory, is in the way of {}; the workspace writes \
-                     zone files only into real directories under {ZONES_DIR}/ (replace it by a \
-                     directory, or move it)",
-                    at.display(),
-                    rel.display()
+                return Some(ConfigError::file(
+                    &at,
+                    format!(
+                        "{what}, not a directory, is in the way of {}; the workspace writes \
+                         zone files only into real directories under {ZONES_DIR}/ (replace it \
+                         by a directory, or move it)",
+                        rel.display()
+                    ),
                 ));
             }
             Err(e) if e.kind() == ErrorKind::NotFound => return None,
-            Err(e) => return Some(format!("{}: {e}", at.display())),
+            Err(e) => return Some(ConfigError::file(&at, e.to_string())),
         }
     }
     at.push(file);
     match fs::symlink_metadata(root.join(&at)) {
-        Ok(meta) if meta.is_dir() => Some(format!(
-            "{}: a directory is where this file goes; move it away",
-            at.display()
+        Ok(meta) if meta.is_dir() => Some(ConfigError::file(
+            &at,
+            "a directory is where this file goes; move it away",
         )),
         _ => None,
     }
@@ -608,6 +640,11 @@ mod tests {
         }
     }
 
+    /// A validator's refusal, for tests that only need one.
+    fn refusal(why: impl std::fmt::Display) -> ConfigErrors {
+        ConfigError::file(Path::new("validator"), why.to_string()).into()
+    }
+
     const RULE_A: &str = "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n";
     const RULE_B: &str = "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.4:80\"\n";
 
@@ -660,12 +697,12 @@ mod tests {
         );
         let err = ws.commit(&[bad], "broken", |_| Ok(())).unwrap_err();
         assert!(
-            matches!(err, HistoryError::Invalid(ref m) if m.contains("rule[0].from")),
+            matches!(err, HistoryError::Invalid(ref m) if m.to_string().contains("rule[0].from")),
             "{err}"
         );
         assert_eq!(fs::read_to_string(ws.redirector_path()).unwrap(), RULE_A);
         let refused = ws.commit(&[change("redirector.toml", RULE_B)], "vetoed", |_| {
-            Err("no".into())
+            Err(refusal("no"))
         });
         assert!(refused.is_err());
         assert_eq!(fs::read_to_string(ws.redirector_path()).unwrap(), RULE_A);
@@ -674,15 +711,42 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_names_the_files_as_the_operator_knows_them() {
+        let (_d, ws) = ws_with(&[("zones/a.test.zone", "z")]);
+        let bad = change("dnsd.toml", "[server]\nmax_answers = \"many\"\n");
+        let err = ws.commit(&[bad], "broken", |_| Ok(())).unwrap_err();
+        let HistoryError::Invalid(errors) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(errors.0[0].file, Path::new("dnsd.toml"));
+        assert!(err.to_string().contains("\ndnsd.toml:2:"), "{err}");
+        let twice = change("zones/A.test.zone", "z");
+        let err = ws.commit(&[twice], "twice", |_| Ok(())).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains(HISTORY_DIR), "{text}");
+        assert!(text.contains("(also in zones/"), "{text}");
+        // and the validator's own errors too
+        let err = ws
+            .commit(&[change("zones/b.test.zone", "b")], "vetoed", |staged| {
+                Err(ConfigError::file(&staged.zones_dir().join("b.test.zone"), "no").into())
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the change was refused, nothing was written:\nzones/b.test.zone: no"
+        );
+    }
+
+    #[test]
     fn the_validator_sees_the_complete_new_workspace() {
         let (_d, ws) = ws_with(&[("redirector.toml", RULE_A), ("zones/a.test.zone", "z")]);
         ws.commit(&[change("dnsd.toml", "")], "add dnsd", |staged| {
-            let zones = staged.zone_files().map_err(|e| e.to_string())?;
-            let rules = staged.load_redirector().map_err(|e| e.to_string())?;
+            let zones = staged.zone_files()?;
+            let rules = staged.load_redirector()?;
             if zones.len() == 1 && rules.rules.len() == 1 && staged.dnsd_path().exists() {
                 Ok(())
             } else {
-                Err("incomplete".into())
+                Err(refusal("incomplete"))
             }
         })
         .unwrap();
@@ -936,16 +1000,15 @@ mod tests {
         ]);
         ws.commit(&[change("dnsd.toml", "")], "add dnsd", |staged| {
             let zones = staged.zones_dir();
-            let extra = fs::read_to_string(zones.join("extra.inc")).map_err(|e| e.to_string())?;
-            let common =
-                fs::read_to_string(zones.join("inc/common.inc")).map_err(|e| e.to_string())?;
+            let extra = fs::read_to_string(zones.join("extra.inc")).map_err(refusal)?;
+            let common = fs::read_to_string(zones.join("inc/common.inc")).map_err(refusal)?;
             staged
                 .managed_zone_path(Path::new("inc/common.inc"))
-                .map_err(|e| e.to_string())?;
+                .map_err(refusal)?;
             if extra.contains("198.18.0.2") && common.contains("198.18.0.53") {
                 Ok(())
             } else {
-                Err("the staged includes differ from the live ones".into())
+                Err(refusal("the staged includes differ from the live ones"))
             }
         })
         .unwrap();
@@ -969,7 +1032,7 @@ mod tests {
             })
             .unwrap_err();
         assert!(
-            matches!(err, HistoryError::Invalid(ref m) if m.contains("zones/inc: a symlink")),
+            matches!(err, HistoryError::Invalid(ref m) if m.to_string().contains("zones/inc: a symlink")),
             "{err}"
         );
         assert!(!outside.path().join("a.inc").exists());
@@ -997,7 +1060,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(
-            matches!(err, HistoryError::Invalid(ref m) if m.contains("both a file and")),
+            matches!(err, HistoryError::Invalid(ref m) if m.to_string().contains("both a file and")),
             "{err}"
         );
     }

@@ -22,7 +22,7 @@ use cutover_control_api::contract::{
     ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, blocking, listen};
-use cutover_workspace::{DNSD_FILE, FileChange, HISTORY_DIR, Workspace};
+use cutover_workspace::{DNSD_FILE, FileChange, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tracing::info;
 
@@ -184,8 +184,7 @@ async fn put_service(
             path: PathBuf::from(DNSD_FILE),
             content: Some(new_text.into_bytes()),
         };
-        ws.commit(&[change], &message, zone_edit::validator(&ws))
-            .map_err(|e| ApiError::from(e).unstaged(ws.root()))
+        Ok(ws.commit(&[change], &message, zone_edit::validator(&ws))?)
     })
     .await?;
     apply(&api, generation.number).await
@@ -277,12 +276,8 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
         // A generation imported from hand edits was never validated: check
         // it before it replaces what is serving.
         ws.generation(n)?;
-        let dir = ws
-            .root()
-            .join(HISTORY_DIR)
-            .join("generations")
-            .join(n.to_string());
-        let restored = Workspace::open(&dir).map_err(|e| ApiError::internal(e.to_string()))?;
+        let restored = Workspace::open(ws.generation_root(n))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         zone_edit::validator(&ws)(&restored).map_err(|e| {
             ApiError::bad_request(format!(
                 "generation {n} does not load, so it is not restored:\n{e}"
@@ -374,7 +369,7 @@ async fn put_rrset(
             Err(ChangeError::LiveBroken(why) | ChangeError::Failed(why)) => {
                 Err(ApiError::internal(why))
             }
-            Err(ChangeError::Commit(e)) => Err(ApiError::from(e).unstaged(ws.root())),
+            Err(ChangeError::Commit(e)) => Err(ApiError::from(e)),
         }
     })
     .await?;

@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cutover_workspace::{FileChange, Generation, HistoryError, Workspace, ZONES_DIR, ZoneFile};
+use cutover_workspace::{
+    ConfigErrors, FileChange, Generation, HistoryError, Workspace, ZONES_DIR, ZoneFile,
+};
 use hickory_proto::rr::{Name, RData, Record};
 
 use crate::zone::{self, records};
@@ -110,20 +112,22 @@ pub fn commit(
 /// workspace must load as a reload would, and break no zone that loads
 /// now. A zone that is already broken does not block changes to the
 /// others (it is not served from its file either way).
-pub fn validator(workspace: &Workspace) -> impl FnOnce(&Workspace) -> Result<(), String> + use<> {
+pub fn validator(
+    workspace: &Workspace,
+) -> impl FnOnce(&Workspace) -> Result<(), ConfigErrors> + use<> {
     let broken_now = zone::broken_zones(workspace.root()).unwrap_or_default();
     move |staged| {
-        let loaded = zone::load(staged.root()).map_err(|e| e.to_string())?;
-        let newly: Vec<String> = loaded
+        let loaded = zone::load(staged.root())?;
+        let newly: Vec<_> = loaded
             .broken
-            .iter()
+            .into_iter()
             .filter(|z| !broken_now.contains(&z.origin))
-            .flat_map(|z| z.errors.iter().map(ToString::to_string))
+            .flat_map(|z| z.errors)
             .collect();
         if newly.is_empty() {
             Ok(())
         } else {
-            Err(newly.join("\n"))
+            Err(ConfigErrors(newly))
         }
     }
 }
