@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::Apis;
 use crate::api::fqdn;
 use crate::migration::{Migration, Phase, Step, Traffic, now};
-use crate::preflight;
+use crate::{loops, preflight};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,12 +61,27 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     let store = apis.store();
     let dns = apis.dns()?;
     let old = apis.old()?;
-    let mut m = start(&store, &dns, &old, &args).with_context(|| {
+    let (mut m, leftovers) = start(apis, &store, &dns, &old, &args).with_context(|| {
         format!(
             "refusing to migrate {}; nothing was changed",
             fqdn(&args.name)
         )
     })?;
+    // The previous record (which names the reverse rule's host) is replaced
+    // only once the reverse rule is gone.
+    for f in leftovers {
+        f.redirector.delete_rule(&f.rule.name).with_context(|| {
+            format!(
+                "removing the reverse redirect {} a rollback left on {}",
+                f.rule.name, f.redirector.0.base
+            )
+        })?;
+        println!(
+            "0. removed the reverse redirect {} -> {} ({}) a rollback left on {}",
+            f.rule.from, f.rule.to, f.rule.name, f.redirector.0.base
+        );
+    }
+
     // Saved once the checks passed, before the first change, so that a crash
     // after it resumes; a first step that fails removes it again.
     store.save(&m)?;
@@ -95,13 +110,15 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 }
             }
             Step::SwitchOnRedirect => {
-                let on = preflight::new_accepts(&old, &m.to, m.new_port).and_then(|()| {
-                    old.put_rule(
-                        &m.rule,
-                        &format!("{}:{}", m.old, m.port),
-                        &format!("{}:{}", m.to, m.new_port),
-                    )
-                });
+                let on = loops::before_redirect(apis, &store, &m, None)
+                    .and_then(|_| preflight::new_accepts(&old, &m.to, m.new_port))
+                    .and_then(|()| {
+                        old.put_rule(
+                            &m.rule,
+                            &format!("{}:{}", m.old, m.port),
+                            &format!("{}:{}", m.to, m.new_port),
+                        )
+                    });
                 if let Err(e) = on {
                     if m.phase == Phase::Planned {
                         store.remove_planned(&m.name)?;
@@ -172,14 +189,18 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
 
 /// The migration to carry out: the one in progress (resumed), or a new one
 /// once every pre-flight check passed. Changes nothing.
+/// Also returns the reverse rules of the service's last rollback, which
+/// must go before its redirect goes on (see `loops`).
 fn start(
+    apis: &Apis,
     store: &crate::migration::Store,
     dns: &crate::api::Dns,
     old: &crate::api::Redirector,
     args: &Args,
-) -> Result<Migration> {
+) -> Result<(Migration, Vec<loops::Forwarding>)> {
     let service = preflight::apis(dns, old, &args.name)?;
-    let m = match store.load(&args.name)? {
+    let previous = store.load(&args.name)?;
+    let m = match previous.clone() {
         Some(m) if !matches!(m.phase, Phase::Planned | Phase::Done | Phase::RolledBack) => {
             if m.to != args.to.to_string() {
                 bail!(
@@ -198,13 +219,17 @@ fn start(
         }
         _ => plan(&service, args)?,
     };
+    let mut leftovers = Vec::new();
+    if matches!(m.phase, Phase::Planned | Phase::TtlLowered) {
+        leftovers = loops::before_redirect(apis, store, &m, previous.as_ref())?;
+    }
     if matches!(
         m.phase,
         Phase::Planned | Phase::TtlLowered | Phase::Redirecting
     ) {
         preflight::new_accepts(old, &m.to, m.new_port)?;
     }
-    Ok(m)
+    Ok((m, leftovers))
 }
 
 /// A new migration's record, from the service as dnsd serves it now.
@@ -234,6 +259,7 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         quiet_since: None,
         max_cache: args.max_cache.as_secs(),
         quiet_period: args.quiet.as_secs(),
+        reverse_on: None,
     })
 }
 
@@ -266,7 +292,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         Some(url) => Some(apis.redirector_at(url)?),
         None => None,
     };
-    rollback_checks(&dns, &old, reverse.as_ref(), &m)
+    rollback_checks(apis, &store, &dns, &old, reverse.as_ref(), &m)
         .with_context(|| format!("refusing to roll back {}; nothing was changed", m.name))?;
 
     dns.set_service(&m.name, &m.from, m.original_ttl)?;
@@ -290,7 +316,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         m.old, m.port, m.to, m.new_port
     );
     if let Some(reverse) = &reverse {
-        let name = format!("{}-reverse", m.rule);
+        let name = m.reverse_rule();
         reverse
             .put_rule(
                 &name,
@@ -299,9 +325,10 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
             )
             .with_context(moved)?;
         println!(
-            "reverse redirect on the new host: {}:{} -> {}:{}",
-            m.to, m.new_port, m.old, m.port
+            "reverse redirect on the new host: {}:{} -> {}:{} (rule {name}; the next `cutover migrate {}` removes it)",
+            m.to, m.new_port, m.old, m.port, m.name
         );
+        m.reverse_on = Some(reverse.0.base.clone());
     }
     m.phase = Phase::RolledBack;
     store.save(&m)
@@ -311,6 +338,8 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
 /// answer with their tokens (and the new host's, for `--reverse-on`), and
 /// the old host's own server accepts connections.
 fn rollback_checks(
+    apis: &Apis,
+    store: &crate::migration::Store,
     dns: &crate::api::Dns,
     old: &crate::api::Redirector,
     reverse: Option<&crate::api::Redirector>,
@@ -321,6 +350,20 @@ fn rollback_checks(
         reverse
             .rules()
             .with_context(|| format!("the new host's redirector API at {}", reverse.0.base))?;
+        // The reverse rule points at OLD: nothing but this migration's own
+        // redirect (switched off first) may forward OLD.
+        let target = format!("{}:{}", m.old, m.port);
+        if let Some(f) = loops::forwarding(apis, store, &target, &m.rule)?.first() {
+            bail!(
+                "the redirector at {} forwards {} -> {} (rule {}): a reverse redirect into {target} \
+                 would loop or chain; remove that rule first: {}",
+                f.redirector.0.base,
+                f.rule.from,
+                f.rule.to,
+                f.rule.name,
+                f.removal()
+            );
+        }
     }
     preflight::old_accepts(old, &m.old, m.port)
 }

@@ -55,6 +55,11 @@ pub struct Migration {
     /// Drain policy, seconds.
     pub max_cache: u64,
     pub quiet_period: u64,
+    /// The new host's redirector API where a rollback put the reverse rule
+    /// NEW -> OLD ([`Migration::reverse_rule`]); the next migrate of the
+    /// service removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_on: Option<String>,
 }
 
 /// What `cutover migrate` does next.
@@ -91,6 +96,11 @@ impl Traffic {
 }
 
 impl Migration {
+    /// The name of the reverse rule NEW -> OLD a rollback puts on the new host.
+    pub fn reverse_rule(&self) -> String {
+        format!("{}-reverse", self.rule)
+    }
+
     /// The next step at time `now` (seconds since the epoch).
     pub fn next_step(&self, now: u64) -> Step {
         match self.phase {
@@ -236,6 +246,7 @@ mod tests {
             quiet_since: None,
             max_cache: 86_400,
             quiet_period: 600,
+            reverse_on: None,
         }
     }
 

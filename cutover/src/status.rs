@@ -27,29 +27,57 @@ pub fn run(apis: &Apis) -> Result<()> {
     }
     for m in &migrations {
         println!("  {:<32} {} -> {}  {:?}", m.name, m.old, m.to, m.phase);
+        if let Some(url) = &m.reverse_on {
+            println!(
+                "  {:<32} reverse redirect {}:{} -> {}:{} (rule {}) on {url}; the next `cutover migrate {}` removes it",
+                "",
+                m.to,
+                m.new_port,
+                m.old,
+                m.port,
+                m.reverse_rule(),
+                m.name
+            );
+        }
     }
 
-    let old = apis.old()?;
-    match old.stats() {
-        Ok(stats) => {
-            println!("redirects (old host at {}):", old.0.base);
-            if stats.rules.is_empty() {
-                println!("  none");
+    // The old host's redirects, then those of every new host a rollback put
+    // a reverse redirect on (see `loops`).
+    for (i, url) in crate::loops::known_redirectors(apis, &apis.store())?
+        .iter()
+        .enumerate()
+    {
+        let host = if i == 0 {
+            "old host"
+        } else {
+            "reverse redirects, new host"
+        };
+        match apis.redirector_at(url)?.stats() {
+            Ok(stats) => {
+                println!("redirects ({host} at {url}):");
+                if stats.rules.is_empty() {
+                    println!("  none");
+                }
+                for r in stats.rules {
+                    println!(
+                        "  {:<24} {} -> {}  {:.1} new flows/s, {} active flows, {} clients, {} flows in all{}",
+                        r.name,
+                        r.from,
+                        r.to,
+                        r.new_flows_per_s,
+                        r.active_flows,
+                        r.distinct_clients,
+                        r.new_flows,
+                        if r.draining {
+                            " (removed, draining)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
-            for r in stats.rules {
-                println!(
-                    "  {:<24} {} -> {}  {:.1} new flows/s, {} active flows, {} clients, {} flows in all",
-                    r.name,
-                    r.from,
-                    r.to,
-                    r.new_flows_per_s,
-                    r.active_flows,
-                    r.distinct_clients,
-                    r.new_flows
-                );
-            }
+            Err(e) => println!("redirects ({host} at {url}): not available: {e:#}"),
         }
-        Err(e) => println!("redirects: not available: {e:#}"),
     }
     Ok(())
 }

@@ -644,3 +644,161 @@ fn a_rollback_with_the_old_api_down_changes_nothing() -> Result<()> {
     ensure!(m.phase() == "done", "the record says {:?}", m.phase());
     Ok(())
 }
+
+const NEW_API: &str = "http://198.18.0.3:8054";
+
+/// A redirector on the new host too (its own workspace and maps, the
+/// site's token), for rollbacks with `--reverse-on`.
+struct NewHostRedirector {
+    redirector: Redirector,
+    _bpffs: Bpffs,
+    _ws: tempfile::TempDir,
+}
+
+impl NewHostRedirector {
+    fn start(m: &Mission) -> Result<Self> {
+        let ws = tempfile::Builder::new()
+            .prefix("cutover-newhost")
+            .tempdir()?;
+        std::fs::write(
+            ws.path().join("redirector.toml"),
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\n",
+        )?;
+        let bpffs = Bpffs::mount(&ws.path().join(".bpffs"))?;
+        let token = token_path(m.ws.path()).to_string_lossy().into_owned();
+        let redirector = Redirector::start(
+            &m.net.new,
+            &["eth0"],
+            ws.path(),
+            &bpffs.pins(),
+            ws.path(),
+            &["--api", "198.18.0.3:8054", "--api-token-file", &token],
+        )?;
+        Ok(Self {
+            redirector,
+            _bpffs: bpffs,
+            _ws: ws,
+        })
+    }
+}
+
+/// Issue 11, item 1: after `rollback --reverse-on NEW`, the new host forwards
+/// NEW back to OLD. The old cutover's next migrate to NEW switched OLD -> NEW
+/// on beside it, a loop in which every request to OLD timed out. Now
+/// `status` shows the reverse rule and the next migrate removes it before
+/// its redirect goes on: no request fails.
+#[test]
+fn a_migration_after_a_reverse_rollback_does_not_loop() -> Result<()> {
+    let m = Mission::start(2)?;
+    let new_host = NewHostRedirector::start(&m)?;
+    m.migrate_quickly()?;
+    let out = m.cutover(&["rollback", NAME, "--reverse-on", NEW_API])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    ensure!(wait_until(Duration::from_secs(10), || m.resolve() == OLD_IP));
+    let status = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(
+        text.contains("cutover-www.example.test-reverse")
+            && text.contains(&format!("{NEW_IP}:80 -> {OLD_IP}:80")),
+        "status does not show the reverse redirect: {text}"
+    );
+
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "2",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "3s",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    let out = out?;
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(3).collect::<Vec<_>>()
+    );
+    ensure!(
+        count(&samples, OLD_IP, NEW_BODY) > 0,
+        "nothing was forwarded"
+    );
+    let status = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(
+        !text.contains("reverse redirect"),
+        "the reverse redirect is still there: {text}"
+    );
+    drop(new_host.redirector);
+    Ok(())
+}
+
+/// Issue 11, item 1: a rule cutover did not leave that forwards NEW is
+/// refused, named with the command that removes it, and nothing changes.
+#[test]
+fn a_redirect_into_an_address_that_redirects_is_refused() -> Result<()> {
+    let m = Mission::start(2)?;
+    let new_host = NewHostRedirector::start(&m)?;
+    m.migrate_quickly()?;
+    let out = m.cutover(&["rollback", NAME, "--reverse-on", NEW_API])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    // Someone replaces the reverse rule with one of their own, forwarding NEW.
+    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let reverse = format!("{NEW_API}/v1/rules/cutover-www.example.test-reverse");
+    m.net.client.exec(
+        "curl",
+        &["-sS", "--fail", "-X", "DELETE", "-H", &auth, &reverse],
+    )?;
+    m.net.client.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!("{{\"from\":\"{NEW_IP}:80\",\"to\":\"{OLD_IP}:80\"}}"),
+            &format!("{NEW_API}/v1/rules/by-hand"),
+        ],
+    )?;
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "2",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "3s",
+    ])?;
+    refused(&out, "rule by-hand")?;
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("DELETE"),
+        "{}",
+        describe(&out)
+    );
+    ensure!(m.served() == (OLD_IP.to_string(), 2), "{:?}", m.served());
+    ensure!(
+        m.phase() == "rolled-back",
+        "the record says {:?}",
+        m.phase()
+    );
+    drop(new_host.redirector);
+    Ok(())
+}
