@@ -2,6 +2,7 @@
 //! steps: `migrate` a service to a new host, `rollback`, `status`.
 
 mod api;
+mod lease;
 mod loops;
 mod migrate;
 mod migration;

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::Apis;
 use crate::api::fqdn;
+use crate::lease::Lease;
 use crate::migration::{Migration, Phase, Step, Traffic, now};
 use crate::{loops, preflight};
 
@@ -45,6 +46,9 @@ pub struct Args {
     /// How often the drain is sampled.
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     poll: Duration,
+    /// Take the service over from another running cutover (see `status`).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -55,12 +59,22 @@ pub struct RollbackArgs {
     /// URL, for clients that cached the new address meanwhile.
     #[arg(long)]
     reverse_on: Option<String>,
+    /// Take the service over from another running rollback (a running
+    /// migrate is cancelled without it).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(apis: &Apis, args: Args) -> Result<()> {
     let store = apis.store();
     let dns = apis.dns()?;
     let old = apis.old()?;
+    // Held to the end; renewed (and checked) before every change.
+    let hold = Duration::from_secs(30).max(args.poll * 3);
+    let mut lease = Lease::take(store.dir(), &args.name, "migrate", hold, args.force, &[])?;
+    if let Some(h) = &lease.took_over {
+        println!("took {} over from {}", fqdn(&args.name), h.describe());
+    }
     let (mut m, leftovers) = start(apis, &store, &dns, &old, &args).with_context(|| {
         format!(
             "refusing to migrate {}; nothing was changed",
@@ -87,6 +101,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     store.save(&m)?;
 
     loop {
+        still_ours(&mut lease, &store, &m)?;
         match m.next_step(now()) {
             Step::LowerTtl => {
                 if let Err(e) = dns.set_service(&m.name, &m.from, m.move_ttl) {
@@ -95,7 +110,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 }
                 m.phase = Phase::TtlLowered;
                 m.ttl_lowered_at = Some(now());
-                store.save(&m)?;
+                checked_save(&mut lease, &store, &m)?;
                 println!(
                     "1. TTL of {} lowered from {} s to {} s",
                     m.name, m.original_ttl, m.move_ttl
@@ -134,7 +149,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     );
                 }
                 m.phase = Phase::Redirecting;
-                store.save(&m)?;
+                checked_save(&mut lease, &store, &m)?;
                 println!(
                     "2. redirect on: {}:{} -> {}:{}",
                     m.old, m.port, m.to, m.new_port
@@ -146,11 +161,16 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 dns.set_service(&m.name, std::slice::from_ref(&m.to), m.move_ttl)?;
                 m.phase = Phase::Flipped;
                 m.flipped_at = Some(now());
-                store.save(&m)?;
+                checked_save(&mut lease, &store, &m)?;
                 println!("3. {} now points at {}", m.name, m.to);
             }
             Step::Drain { remaining } => {
-                let traffic = drain_sample(&old, &m.rule).with_context(|| {
+                let sample = drain_sample(&old, &m.rule);
+                if sample.is_err() {
+                    // A rollback removes the rule: say that, not "no rule".
+                    still_ours(&mut lease, &store, &m)?;
+                }
+                let traffic = sample.with_context(|| {
                     format!(
                         "reading the old host's counters; run the same `cutover migrate {} --to {}` again to resume",
                         m.name, m.to
@@ -158,7 +178,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 })?;
                 let t = now();
                 m.observe(traffic, t);
-                store.save(&m)?;
+                checked_save(&mut lease, &store, &m)?;
                 let quiet = m.quiet_since.map_or(0, |q| t.saturating_sub(q));
                 print!(
                     "\r4. draining {}: {:>7.1} new flows/s, {:>6} active flows, {:>5} clients, quiet {:>5} s, caches expire in {:>6} s ",
@@ -176,7 +196,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 println!();
                 dns.set_service(&m.name, std::slice::from_ref(&m.to), m.original_ttl)?;
                 m.phase = Phase::Done;
-                store.save(&m)?;
+                checked_save(&mut lease, &store, &m)?;
                 println!(
                     "5. {} can be retired; TTL of {} restored to {} s",
                     m.old, m.name, m.original_ttl
@@ -277,8 +297,55 @@ fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<Traffic> {
     })
 }
 
+/// Before every change: this migrate still holds the service and the
+/// record is what it last wrote. Otherwise (a rollback took over) it stops
+/// without changing anything more.
+fn still_ours(lease: &mut Lease, store: &crate::migration::Store, m: &Migration) -> Result<()> {
+    let stop = || {
+        format!(
+            "stopped the migration of {}; it changed nothing more",
+            m.name
+        )
+    };
+    lease.renew().with_context(stop)?;
+    let now = store.load(&m.name)?;
+    if now.as_ref() != Some(m) {
+        let phase = now.map_or("removed".to_string(), |r| format!("{:?}", r.phase));
+        bail!("{}: its record changed under it (now {phase})", stop());
+    }
+    Ok(())
+}
+
+/// Saves the record if this migrate still holds the service.
+fn checked_save(lease: &mut Lease, store: &crate::migration::Store, m: &Migration) -> Result<()> {
+    lease.renew().with_context(|| {
+        format!(
+            "stopped the migration of {} before saving its {:?} phase",
+            m.name, m.phase
+        )
+    })?;
+    store.save(m)
+}
+
 pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
     let store = apis.store();
+    let lease = Lease::take(
+        store.dir(),
+        &args.name,
+        "rollback",
+        Duration::from_secs(60),
+        args.force,
+        &["migrate"],
+    )?;
+    if let Some(h) = &lease.took_over {
+        println!("cancelling {}", h.describe());
+        if !lease.wait_for_previous(Duration::from_secs(20)) {
+            bail!(
+                "{} did not stop within 20 s; nothing was changed (run the rollback again)",
+                h.describe()
+            );
+        }
+    }
     let mut m = store.load(&args.name)?.with_context(|| {
         format!(
             "no migration of {} is recorded in {}",

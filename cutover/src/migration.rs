@@ -160,6 +160,11 @@ impl Store {
         }
     }
 
+    /// The directory, where leases live beside the records.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{}toml", crate::api::fqdn(name)))
     }
@@ -216,6 +221,29 @@ impl Store {
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     }
+}
+
+/// A record's timestamp as UTC, `2026-12-07 00:35:00 UTC` (the civil
+/// calendar from days since the epoch, H. Hinnant's algorithm; a date crate
+/// for one line of output is not worth its weight).
+pub fn clock(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Seconds since the Unix epoch: the clock of the record's timestamps.
@@ -310,6 +338,13 @@ mod tests {
         m.observe(Traffic::default(), 700);
         assert!(matches!(m.next_step(1200), Step::Drain { .. }));
         assert_eq!(m.next_step(1300), Step::RestoreTtl);
+    }
+
+    #[test]
+    fn timestamps_read_as_utc() {
+        assert_eq!(clock(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(clock(1_796_603_700), "2026-12-07 00:35:00 UTC");
+        assert_eq!(clock(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 
     #[test]

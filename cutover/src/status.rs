@@ -27,6 +27,20 @@ pub fn run(apis: &Apis) -> Result<()> {
     }
     for m in &migrations {
         println!("  {:<32} {} -> {}  {:?}", m.name, m.old, m.to, m.phase);
+        match crate::lease::Lease::read(apis.state_dir.as_path(), &m.name)? {
+            Some(h) if h.is_live(crate::migration::now()) => println!(
+                "  {:<32} being changed by {} (lease until {})",
+                "",
+                h.describe(),
+                crate::migration::clock(h.expires)
+            ),
+            Some(h) => println!(
+                "  {:<32} stale lease of {} (it no longer runs; the next command takes it)",
+                "",
+                h.describe()
+            ),
+            None => {}
+        }
         if let Some(url) = &m.reverse_on {
             println!(
                 "  {:<32} reverse redirect {}:{} -> {}:{} (rule {}) on {url}; the next `cutover migrate {}` removes it",

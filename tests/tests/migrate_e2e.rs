@@ -802,3 +802,92 @@ fn a_redirect_into_an_address_that_redirects_is_refused() -> Result<()> {
     drop(new_host.redirector);
     Ok(())
 }
+
+/// Issue 11, item 2: one writer per service. While a migrate drains, a
+/// second migrate is refused naming the holder and `status` shows the
+/// lease; a rollback cancels the running migrate, which stops without
+/// undoing it (the old cutover's migrate went on and pointed the name back
+/// at NEW).
+#[test]
+fn a_rollback_while_migrate_drains_is_not_undone() -> Result<()> {
+    let m = Mission::start(2)?;
+    let load = Load::start(&m.net.client);
+    let mut migrate = m
+        .cutover_command(&[
+            "migrate",
+            NAME,
+            "--to",
+            NEW_IP,
+            "--ttl",
+            "2",
+            "--max-cache",
+            "15s",
+            "--quiet",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let flipped = wait_until(Duration::from_secs(15), || m.phase() == "flipped");
+    let second = m.cutover(&["migrate", NAME, "--to", NEW_IP, "--ttl", "2"])?;
+    let status = m.cutover(&["status"])?;
+    let rollback = m.cutover(&["rollback", NAME])?;
+    let stopped = wait_until(Duration::from_secs(15), || {
+        migrate.try_wait().ok().flatten().is_some()
+    });
+    if !stopped {
+        let _ = migrate.kill();
+    }
+    let migrate = migrate.wait_with_output()?;
+    // Past the moment the old migrate would have ended its drain.
+    std::thread::sleep(Duration::from_secs(6));
+    let samples = load.finish();
+
+    ensure!(flipped, "migrate never flipped: {}", describe(&migrate));
+    ensure!(
+        !second.status.success(),
+        "a second migrate ran beside the first: {}",
+        describe(&second)
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    ensure!(
+        err.contains("cutover migrate") && err.contains("--force"),
+        "{}",
+        describe(&second)
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        text.contains("being changed by `cutover migrate`"),
+        "status: {text}"
+    );
+    ensure!(
+        rollback.status.success(),
+        "rollback failed: {}",
+        describe(&rollback)
+    );
+    ensure!(
+        String::from_utf8_lossy(&rollback.stdout).contains("cancelling"),
+        "{}",
+        describe(&rollback)
+    );
+    ensure!(stopped, "migrate did not stop after the rollback");
+    ensure!(
+        String::from_utf8_lossy(&migrate.stderr).contains("took over"),
+        "{}",
+        describe(&migrate)
+    );
+    ensure!(
+        m.phase() == "rolled-back",
+        "the record says {:?}",
+        m.phase()
+    );
+    ensure!(m.served() == (OLD_IP.to_string(), 2), "{:?}", m.served());
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(())
+}
