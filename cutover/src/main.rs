@@ -126,6 +126,9 @@ enum Command {
     Migrate(migrate::Args),
     /// Put NAME back on its old addresses and switch the redirect off.
     Rollback(migrate::RollbackArgs),
+    /// Switch off a finished migration's redirect: OLD may go (after a
+    /// migrate that ended with clients still arriving).
+    Retire(migrate::RetireArgs),
     /// Services, migrations, redirects and their counters, the workspace generation.
     Status,
 }
@@ -135,6 +138,7 @@ fn main() {
     let result = match cli.command {
         Command::Migrate(args) => migrate::run(&cli.apis, args),
         Command::Rollback(args) => migrate::rollback(&cli.apis, args),
+        Command::Retire(args) => migrate::retire(&cli.apis, args),
         Command::Status => status::run(&cli.apis),
     };
     if let Err(e) = result {

@@ -49,6 +49,10 @@ pub struct Args {
     /// Take the service over from another running cutover (see `status`).
     #[arg(long)]
     force: bool,
+    /// When --max-cache runs out while clients still arrive at OLD, switch
+    /// the redirect off anyway (by default it stays on, with a warning).
+    #[arg(long)]
+    retire_anyway: bool,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +104,8 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     // after it resumes; a first step that fails removes it again.
     store.save(&m)?;
 
+    // The last drain sample, for the warning when --max-cache runs out.
+    let mut last: Option<Traffic> = None;
     loop {
         still_ours(&mut lease, &store, &m)?;
         match m.next_step(now()) {
@@ -149,6 +155,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     );
                 }
                 m.phase = Phase::Redirecting;
+                m.redirect_on_at = Some(now());
                 checked_save(&mut lease, &store, &m)?;
                 println!(
                     "2. redirect on: {}:{} -> {}:{}",
@@ -170,14 +177,15 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     // A rollback removes the rule: say that, not "no rule".
                     still_ours(&mut lease, &store, &m)?;
                 }
-                let traffic = sample.with_context(|| {
+                let (traffic, window) = sample.with_context(|| {
                     format!(
                         "reading the old host's counters; run the same `cutover migrate {} --to {}` again to resume",
                         m.name, m.to
                     )
                 })?;
                 let t = now();
-                m.observe(traffic, t);
+                m.observe(traffic, t, window);
+                last = Some(traffic);
                 checked_save(&mut lease, &store, &m)?;
                 let quiet = m.quiet_since.map_or(0, |q| t.saturating_sub(q));
                 print!(
@@ -192,15 +200,39 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 flush();
                 sleep(args.poll);
             }
-            Step::RestoreTtl => {
+            Step::RestoreTtl {
+                clients_still_arriving,
+            } => {
                 println!();
                 dns.set_service(&m.name, std::slice::from_ref(&m.to), m.original_ttl)?;
                 m.phase = Phase::Done;
+                m.busy_at_end = clients_still_arriving;
                 checked_save(&mut lease, &store, &m)?;
-                println!(
-                    "5. {} can be retired; TTL of {} restored to {} s",
-                    m.old, m.name, m.original_ttl
+                if !clients_still_arriving {
+                    println!(
+                        "5. {} can be retired; TTL of {} restored to {} s",
+                        m.old, m.name, m.original_ttl
+                    );
+                    continue;
+                }
+                println!("5. TTL of {} restored to {} s", m.name, m.original_ttl);
+                let t = last.unwrap_or_default();
+                eprintln!(
+                    "WARNING: --max-cache ({} s) has run out but clients still arrive at {}: {:.1} new flows/s, {} active flows, {} clients at the last sample.",
+                    m.max_cache, m.old, t.new_flows_per_s, t.active_flows, t.distinct_clients
                 );
+                if args.retire_anyway {
+                    old.delete_rule(&m.rule)?;
+                    eprintln!(
+                        "WARNING: --retire-anyway: the redirect {}:{} -> {}:{} is off; those clients now reach whatever {} serves itself.",
+                        m.old, m.port, m.to, m.new_port, m.old
+                    );
+                } else {
+                    eprintln!(
+                        "WARNING: {} can NOT be retired yet: the redirect {}:{} -> {}:{} stays on. Watch it with `cutover status`; switch it off with `cutover retire {}` when you decide.",
+                        m.old, m.old, m.port, m.to, m.new_port, m.name
+                    );
+                }
             }
             Step::Finished => return Ok(()),
         }
@@ -280,21 +312,27 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         max_cache: args.max_cache.as_secs(),
         quiet_period: args.quiet.as_secs(),
         reverse_on: None,
+        redirect_on_at: None,
+        busy_at_end: false,
     })
 }
 
-fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<Traffic> {
+/// The rule's figures and the length of the window they were measured over.
+fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<(Traffic, f64)> {
     let stats = old.stats()?;
     let r = stats
         .rules
         .iter()
         .find(|r| r.name == rule)
         .with_context(|| format!("the old host has no rule {rule} any more"))?;
-    Ok(Traffic {
-        new_flows_per_s: r.new_flows_per_s,
-        active_flows: r.active_flows,
-        distinct_clients: r.distinct_clients,
-    })
+    Ok((
+        Traffic {
+            new_flows_per_s: r.new_flows_per_s,
+            active_flows: r.active_flows,
+            distinct_clients: r.distinct_clients,
+        },
+        stats.sample_seconds,
+    ))
 }
 
 /// Before every change: this migrate still holds the service and the
@@ -325,6 +363,51 @@ fn checked_save(lease: &mut Lease, store: &crate::migration::Store, m: &Migratio
         )
     })?;
     store.save(m)
+}
+
+#[derive(clap::Args)]
+pub struct RetireArgs {
+    /// The service whose finished migration's redirect goes off.
+    name: String,
+    /// Take the service over from another running cutover.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `cutover retire NAME`: the operator decides that OLD may go; the
+/// finished migration's redirect is switched off.
+pub fn retire(apis: &Apis, args: RetireArgs) -> Result<()> {
+    let store = apis.store();
+    let _lease = Lease::take(
+        store.dir(),
+        &args.name,
+        "retire",
+        Duration::from_secs(60),
+        args.force,
+        &[],
+    )?;
+    let mut m = store.load(&args.name)?.with_context(|| {
+        format!(
+            "no migration of {} is recorded in {}",
+            fqdn(&args.name),
+            apis.state_dir.display()
+        )
+    })?;
+    if m.phase != Phase::Done {
+        bail!(
+            "the migration of {} is {:?}: only a finished migration's redirect is retired (a running one ends with migrate, or is undone with rollback)",
+            m.name,
+            m.phase
+        );
+    }
+    apis.old()?.delete_rule(&m.rule)?;
+    m.busy_at_end = false;
+    store.save(&m)?;
+    println!(
+        "redirect {}:{} -> {}:{} switched off (its open connections drain); {} can be retired",
+        m.old, m.port, m.to, m.new_port, m.old
+    );
+    Ok(())
 }
 
 pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {

@@ -60,6 +60,14 @@ pub struct Migration {
     /// service removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverse_on: Option<String>,
+    /// When the redirect went on: drain samples count as quiet only once a
+    /// whole sample window lies after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_on_at: Option<u64>,
+    /// `--max-cache` ran out while clients still arrived at OLD: the
+    /// redirect was left on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub busy_at_end: bool,
 }
 
 /// What `cutover migrate` does next.
@@ -76,8 +84,11 @@ pub enum Step {
     Drain {
         remaining: u64,
     },
-    /// The old host can be retired: restore the TTL.
-    RestoreTtl,
+    /// The drain is over: restore the TTL. `clients_still_arriving`: it
+    /// ended because `--max-cache` ran out, not because OLD went quiet.
+    RestoreTtl {
+        clients_still_arriving: bool,
+    },
     Finished,
 }
 
@@ -124,8 +135,10 @@ impl Migration {
                 let quiet = self
                     .quiet_since
                     .is_some_and(|q| now >= q + self.quiet_period);
-                if all_expired || quiet {
-                    Step::RestoreTtl
+                if quiet || all_expired {
+                    Step::RestoreTtl {
+                        clients_still_arriving: !quiet && self.quiet_since.is_none(),
+                    }
                 } else {
                     Step::Drain {
                         remaining: (flipped + self.max_cache).saturating_sub(now),
@@ -136,13 +149,21 @@ impl Migration {
         }
     }
 
-    /// Records a drain observation: the quiet period starts with the first
-    /// idle sample and is reset by any traffic.
-    pub fn observe(&mut self, traffic: Traffic, now: u64) {
-        if traffic.is_idle() {
-            self.quiet_since.get_or_insert(now);
-        } else {
+    /// Records a drain observation taken at `now` over the old host's last
+    /// `window` seconds: the quiet period starts with the first idle sample
+    /// whose whole window lies after the redirect went on (a sample taken
+    /// just after, of a rule with no history, always reads zero), and any
+    /// traffic resets it.
+    pub fn observe(&mut self, traffic: Traffic, now: u64, window: f64) {
+        if !traffic.is_idle() {
             self.quiet_since = None;
+            return;
+        }
+        // `redirect_on_at` is truncated to the second: one more second makes
+        // sure the window starts after the redirect.
+        let on = self.redirect_on_at.or(self.flipped_at).unwrap_or(now);
+        if now >= on + 1 + window.max(0.0).ceil() as u64 {
+            self.quiet_since.get_or_insert(now);
         }
     }
 }
@@ -275,6 +296,8 @@ mod tests {
             max_cache: 86_400,
             quiet_period: 600,
             reverse_on: None,
+            redirect_on_at: None,
+            busy_at_end: false,
         }
     }
 
@@ -315,9 +338,16 @@ mod tests {
                 distinct_clients: 2,
             },
             150,
+            1.0,
         );
         assert_eq!(m.next_step(150), Step::Drain { remaining: 86_350 });
-        assert_eq!(m.next_step(100 + 86_400), Step::RestoreTtl);
+        // clients still arrived at the last sample: said so
+        assert_eq!(
+            m.next_step(100 + 86_400),
+            Step::RestoreTtl {
+                clients_still_arriving: true
+            }
+        );
     }
 
     #[test]
@@ -325,7 +355,7 @@ mod tests {
         let mut m = planned(60, 60);
         m.phase = Phase::Flipped;
         m.flipped_at = Some(0);
-        m.observe(Traffic::default(), 10);
+        m.observe(Traffic::default(), 10, 1.0);
         assert!(matches!(m.next_step(500), Step::Drain { .. }));
         // traffic comes back: the quiet period starts over
         m.observe(
@@ -334,10 +364,33 @@ mod tests {
                 ..Default::default()
             },
             500,
+            1.0,
         );
-        m.observe(Traffic::default(), 700);
+        m.observe(Traffic::default(), 700, 1.0);
         assert!(matches!(m.next_step(1200), Step::Drain { .. }));
-        assert_eq!(m.next_step(1300), Step::RestoreTtl);
+        assert_eq!(
+            m.next_step(1300),
+            Step::RestoreTtl {
+                clients_still_arriving: false
+            }
+        );
+    }
+
+    #[test]
+    fn quiet_is_measured_only_after_a_full_window_with_the_redirect_on() {
+        let mut m = planned(60, 60);
+        m.phase = Phase::Flipped;
+        m.redirect_on_at = Some(100);
+        m.flipped_at = Some(100);
+        m.quiet_period = 1;
+        // milliseconds after the redirect went on, a 2 s window reads zero
+        m.observe(Traffic::default(), 100, 2.0);
+        m.observe(Traffic::default(), 102, 2.0);
+        assert_eq!(m.quiet_since, None);
+        assert!(matches!(m.next_step(102), Step::Drain { .. }));
+        m.observe(Traffic::default(), 103, 2.0);
+        assert_eq!(m.quiet_since, Some(103));
+        assert!(matches!(m.next_step(104), Step::RestoreTtl { .. }));
     }
 
     #[test]

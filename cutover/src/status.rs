@@ -41,6 +41,12 @@ pub fn run(apis: &Apis) -> Result<()> {
             ),
             None => {}
         }
+        if m.busy_at_end {
+            println!(
+                "  {:<32} clients still arrived at {} when --max-cache ran out: its redirect stays on until `cutover retire {}`",
+                "", m.old, m.name
+            );
+        }
         if let Some(url) = &m.reverse_on {
             println!(
                 "  {:<32} reverse redirect {}:{} -> {}:{} (rule {}) on {url}; the next `cutover migrate {}` removes it",

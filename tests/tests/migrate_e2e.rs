@@ -231,6 +231,8 @@ fn describe(o: &Output) -> String {
 /// back (or why nothing did).
 #[derive(Debug, Clone)]
 struct Sample {
+    /// When the client started resolving.
+    at: Instant,
     ip: String,
     body: Result<String, String>,
 }
@@ -252,13 +254,14 @@ impl Load {
             let mut samples = Vec::new();
             while !flag.load(Ordering::Relaxed) && Instant::now() < deadline && samples.len() < 3000
             {
+                let at = Instant::now();
                 let ip = resolve_in(&ns_name);
                 let body = if ip.is_empty() {
                     Err("the resolver gave no address".to_string())
                 } else {
                     get(&ns_name, &ip)
                 };
-                samples.push(Sample { ip, body });
+                samples.push(Sample { at, ip, body });
                 std::thread::sleep(Duration::from_millis(50));
             }
             samples
@@ -889,5 +892,136 @@ fn a_rollback_while_migrate_drains_is_not_undone() -> Result<()> {
         samples.len(),
         failures(&samples).iter().take(3).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// Waits until the client's resolver has just fetched the answer (its TTL
+/// reads the full `ttl`), so that clients keep OLD for a whole TTL after a
+/// flip that follows at once.
+fn wait_fresh_cache(client: &Netns, ttl: u32) -> Result<()> {
+    let fresh = wait_until(Duration::from_secs(u64::from(ttl) + 5), || {
+        client
+            .exec("kdig", &["@127.0.0.53", "+noall", "+answer", NAME, "A"])
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1)
+                    == Some(ttl.to_string().as_str())
+            })
+            .unwrap_or(false)
+    });
+    ensure!(fresh, "the resolver never fetched a fresh answer");
+    Ok(())
+}
+
+/// The moment the last request that resolved to OLD started.
+fn last_to_old(samples: &[Sample]) -> Option<Instant> {
+    samples
+        .iter()
+        .filter(|s| s.ip == OLD_IP)
+        .map(|s| s.at)
+        .max()
+}
+
+/// Issue 11, item 7: with a short `--quiet`, the drain goes on while
+/// clients that cached OLD still arrive (the old cutover took its first
+/// sample, milliseconds after the redirect went on, as quiet and ended the
+/// drain a second after the flip).
+#[test]
+fn a_short_quiet_is_measured_only_after_a_full_window() -> Result<()> {
+    let m = Mission::start(8)?;
+    let load = Load::start(&m.net.client);
+    wait_fresh_cache(&m.net.client, 8)?;
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "8",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "1s",
+    ]);
+    let ended = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let samples = load.finish();
+    let out = out?;
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    eprintln!("migrate: {}", describe(&out));
+    let last = last_to_old(&samples).context("no request went to OLD")?;
+    ensure!(
+        last < ended,
+        "the drain ended {:?} before the last client that cached OLD arrived: {}",
+        last - ended,
+        describe(&out)
+    );
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// Issue 11, item 5: `--max-cache` running out while clients still arrive
+/// at OLD is said loudly and the redirect stays on (the old cutover printed
+/// "OLD can be retired"); `cutover retire` switches it off when the
+/// operator decides. No request fails.
+#[test]
+fn max_cache_running_out_with_clients_still_arriving_keeps_the_redirect() -> Result<()> {
+    let m = Mission::start(8)?;
+    let load = Load::start(&m.net.client);
+    wait_fresh_cache(&m.net.client, 8)?;
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "8",
+        "--max-cache",
+        "2s",
+        "--quiet",
+        "60s",
+    ]);
+    let status = m.cutover(&["status"]);
+    // Every cached OLD has expired (TTL 8) by now.
+    std::thread::sleep(Duration::from_secs(9));
+    let samples = load.finish();
+    let (out, status) = (out?, status?);
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !stdout.contains("can be retired")
+            && stderr.contains("clients still arrive")
+            && stderr.contains("can NOT be retired"),
+        "{}",
+        describe(&out)
+    );
+    let text = String::from_utf8_lossy(&status.stdout);
+    ensure!(
+        text.contains(&format!("{OLD_IP}:80 -> {NEW_IP}:80")) && text.contains("cutover retire"),
+        "status: {text}"
+    );
+    ensure!(
+        last_to_old(&samples).is_some() && count(&samples, OLD_IP, NEW_BODY) > 0,
+        "no client was forwarded"
+    );
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(3).collect::<Vec<_>>()
+    );
+
+    let out = m.cutover(&["retire", NAME])?;
+    ensure!(out.status.success(), "retire failed: {}", describe(&out));
+    let rules = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&rules.stdout);
+    ensure!(!text.contains("cutover retire"), "status: {text}");
     Ok(())
 }
