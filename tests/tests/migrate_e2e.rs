@@ -1025,3 +1025,43 @@ fn max_cache_running_out_with_clients_still_arriving_keeps_the_redirect() -> Res
     ensure!(!text.contains("cutover retire"), "status: {text}");
     Ok(())
 }
+
+/// Issue 11, item 14: a 401 names the token file, as the README says: the
+/// daemon's answer names the file it reads, and cutover adds the file it
+/// sent (the old daemons said only "wrong bearer token").
+#[test]
+fn a_wrong_token_is_refused_naming_the_token_files() -> Result<()> {
+    let m = Mission::start(2)?;
+    let daemons_file = std::path::absolute(token_path(m.ws.path()))?;
+    let daemons_file = daemons_file.to_string_lossy().into_owned();
+    for (url, header) in [
+        (format!("{OLD_API}/v1/rules"), "Authorization: Bearer wrong"),
+        (
+            "http://127.0.0.1:8053/v1/services".to_string(),
+            "X-No-Token: 1",
+        ),
+    ] {
+        let out = m
+            .net
+            .client
+            .command("curl")
+            .args(["-sS", "-H", header, &url])
+            .output()?;
+        let body = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            body.contains(&daemons_file),
+            "{url}: the 401 does not name {daemons_file}: {body}"
+        );
+    }
+    let wrong = m.state.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token\n")?;
+    let wrong = wrong.to_string_lossy().into_owned();
+    let out = m.cutover(&["--old-token-file", &wrong, "migrate", NAME, "--to", NEW_IP])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains(&wrong) && err.contains(&daemons_file),
+        "{}",
+        describe(&out)
+    );
+    Ok(())
+}
