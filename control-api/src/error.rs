@@ -66,7 +66,11 @@ impl From<HistoryError> for ApiError {
                     ),
                 );
             }
-            HistoryError::Io { .. } => return Self::internal(e.to_string()),
+            // The daemon's disk failed the change; the message says whether
+            // it will yet take effect (`Unfinished`) or not (`Io`).
+            HistoryError::Io { .. } | HistoryError::Unfinished { .. } => {
+                return Self::internal(e.to_string());
+            }
         };
         Self::new(status, e.to_string())
     }

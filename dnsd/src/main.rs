@@ -36,7 +36,7 @@ use cutover_control_api::signals::{Event, Signals};
 use hickory_server::Server;
 use tracing::{info, warn};
 
-use cutover_workspace::Workspace;
+use cutover_workspace::{Settlement, Workspace};
 
 use crate::change::{api, update_handler, zone_edit};
 use crate::serve::{server, sockets};
@@ -125,7 +125,9 @@ impl ApiFlags {
 #[derive(Subcommand)]
 enum Command {
     /// Check a workspace without serving it: prints a summary and exits 0,
-    /// or prints every problem (file:line: what is wrong) and exits 1.
+    /// or prints every problem (file:line: what is wrong) and exits 1. A
+    /// commit to the workspace that was interrupted (a crash, a full disk)
+    /// is finished first, as dnsd's start would.
     Check {
         /// The config workspace directory.
         dir: PathBuf,
@@ -179,7 +181,16 @@ fn init_logging() {
 }
 
 fn check(dir: &Path) -> ExitCode {
-    match zone::load(dir) {
+    // Settled as dnsd's start would: an interrupted commit is finished, or
+    // the generation it was installing is checked from its copy.
+    let settled = Workspace::open(dir).map(|ws| ws.settled());
+    if let Ok(settled) = &settled
+        && settled.settlement() != &Settlement::Live
+    {
+        eprintln!("{}: {}", dir.display(), settled.settlement());
+    }
+    let read = settled.as_ref().map_or(dir, |s| s.root());
+    match zone::load(read) {
         Ok(ws) => {
             for zone in &ws.zones {
                 println!(
@@ -256,9 +267,11 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
 
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
-    let loaded = zone::load(workspace)
+    let settled = reload::settled(&ws);
+    let loaded = zone::load(settled.root())
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
+    drop(settled);
     for w in loaded.warnings() {
         warn!("{w}");
     }

@@ -3,14 +3,17 @@
 //! a single atomic swap. A query holds one snapshot from start to finish, so
 //! it sees the old data or the new, never a mix. A broken workspace is
 //! logged file by file and line by line, and the previous snapshot keeps
-//! serving. SIGHUP and the control API share this one path.
+//! serving. SIGHUP and the control API share this one path. The workspace
+//! is read settled (`Workspace::settled`): never half a commit, and an
+//! interrupted commit is finished, or its generation read from its copy,
+//! before anything is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use cutover_workspace::ServerConfig;
+use cutover_workspace::{ServerConfig, Settled, Settlement, Workspace};
 
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::Snapshot;
@@ -61,7 +64,11 @@ impl Reloader {
         // A zone whose file does not load keeps this snapshot's version.
         let previous = self.state.load_full();
         let built = tokio::task::spawn_blocking(move || {
-            zone::load(&dir).map(|ws| {
+            let settled = Workspace::open(&dir).map(|ws| settled(&ws))?;
+            let loaded = zone::load(settled.root());
+            // Read: writers may go on while the snapshot is built.
+            drop(settled);
+            loaded.map(|ws| {
                 for w in ws.warnings() {
                     warn!("{w}");
                 }
@@ -110,6 +117,20 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The workspace to read, settled (see the module doc), with what
+/// settling it did logged.
+pub fn settled(ws: &Workspace) -> Settled {
+    let settled = ws.settled();
+    match settled.settlement() {
+        Settlement::Live => {}
+        Settlement::Finished(_) => {
+            info!(workspace = %ws.root().display(), "{}", settled.settlement())
+        }
+        _ => warn!(workspace = %ws.root().display(), "{}", settled.settlement()),
+    }
+    settled
 }
 
 /// Logs every zone that did not load, each problem with its file and line:

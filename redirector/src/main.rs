@@ -81,7 +81,9 @@ enum Command {
         #[arg(long, value_name = "S", default_value_t = 1.0)]
         interval: f64,
     },
-    /// Validate a workspace's redirector.toml and print the rules.
+    /// Validate a workspace's redirector.toml and print the rules. A commit
+    /// to the workspace that was interrupted (a crash, a full disk) is
+    /// finished first, as the daemon's start would.
     Check {
         /// The config workspace directory.
         dir: PathBuf,

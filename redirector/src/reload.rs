@@ -1,11 +1,14 @@
 //! Keeps the maps in step with the workspace: the first load, every SIGHUP,
 //! and the draining of removed rules. A config that fails validation, or
-//! that the maps cannot take, leaves the previous rules in force.
+//! that the maps cannot take, leaves the previous rules in force. The
+//! workspace is read settled (`Workspace::settled`): never half a commit,
+//! and an interrupted commit is finished, or its generation read from its
+//! copy, first.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, anyhow};
-use cutover_workspace::{ConfigErrors, RedirectorConfig, Timeouts, Workspace};
+use cutover_workspace::{ConfigErrors, RedirectorConfig, Settlement, Timeouts, Workspace};
 use tracing::{error, info, warn};
 
 use crate::gc;
@@ -28,9 +31,22 @@ pub struct Rules {
 /// Validates the workspace's `redirector.toml`, turning every error (each
 /// naming file, line and field) into one message.
 pub fn load_config(workspace: &Workspace) -> Result<RedirectorConfig> {
-    workspace
-        .load_redirector()
+    read_settled(workspace)
         .map_err(|errors| anyhow!("the workspace is invalid:\n{}", indent(&errors)))
+}
+
+/// `redirector.toml` as it is settled (see the module doc), with what
+/// settling it did logged.
+fn read_settled(workspace: &Workspace) -> Result<RedirectorConfig, ConfigErrors> {
+    let settled = workspace.settled();
+    match settled.settlement() {
+        Settlement::Live => {}
+        Settlement::Finished(_) => {
+            info!(workspace = %workspace.root().display(), "{}", settled.settlement())
+        }
+        _ => warn!(workspace = %workspace.root().display(), "{}", settled.settlement()),
+    }
+    settled.workspace().load_redirector()
 }
 
 fn indent(errors: &ConfigErrors) -> String {
@@ -74,7 +90,7 @@ impl Rules {
     /// SIGHUP: re-reads the workspace. Returns whether the new config is in
     /// force; on failure every error is logged and nothing changes.
     pub fn reload(&mut self, maps: &mut Maps) -> bool {
-        let cfg = match self.workspace.load_redirector() {
+        let cfg = match read_settled(&self.workspace) {
             Ok(cfg) => cfg,
             Err(errors) => {
                 for e in &errors.0 {

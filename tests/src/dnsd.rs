@@ -32,6 +32,16 @@ impl DnsdWorkspace {
         Ok(Self { root })
     }
 
+    /// A workspace at `root` (made if missing, e.g. on a small tmpfs),
+    /// removed on drop like the others.
+    pub fn at(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root.join("zones"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.root
     }
@@ -81,14 +91,16 @@ pub struct Dnsd {
     log: PathBuf,
 }
 
-/// Starts dnsd serving `ws` on `addr` with `args` more, its output in
-/// `log`, and waits until it answers over UDP and `tcp` (its DNS or API
-/// port) accepts connections. A dnsd that exits or stays silent for 15 s
-/// fails with its log.
+/// Starts dnsd serving `ws` on `addr` with `args` more and the
+/// environment `env` (`CUTOVER_FAULT`), its output in `log`, and waits
+/// until it answers over UDP and `tcp` (its DNS or API port) accepts
+/// connections. A dnsd that exits or stays silent for 15 s fails with its
+/// log.
 pub(crate) fn spawn_ready(
     ws: &DnsdWorkspace,
     addr: SocketAddr,
     args: &[&str],
+    env: &[(&str, &str)],
     tcp: SocketAddr,
     log: &Path,
 ) -> Result<Daemon> {
@@ -100,13 +112,16 @@ pub(crate) fn spawn_ready(
         .arg(addr.to_string())
         .args(args)
         .env("RUST_LOG", "info,hickory_server=warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(out));
     let mut daemon = Daemon::spawn("dnsd", cmd)?;
+    // TCP first: refused at once while dnsd is starting, where a query
+    // sent too early would wait a whole second for its answer.
     let ready = wait_until(Duration::from_secs(15), || {
         daemon.assert_running().is_err()
-            || (raw_exchange(addr, &query_packet(1, ".", 6, false)).is_some()
-                && TcpStream::connect_timeout(&tcp, Duration::from_millis(200)).is_ok())
+            || (TcpStream::connect_timeout(&tcp, Duration::from_millis(200)).is_ok()
+                && raw_exchange(addr, &query_packet(1, ".", 6, false)).is_some())
     });
     let log_text = || fs::read_to_string(log).unwrap_or_default();
     if let Err(e) = daemon.assert_running() {
@@ -128,7 +143,7 @@ impl Dnsd {
         let addr = SocketAddr::new(ip, free_port(ip)?);
         let log = ws.path().with_extension("log");
         // The API's default port would be shared by every test's dnsd.
-        let daemon = spawn_ready(ws, addr, &["--no-api"], addr, &log)?;
+        let daemon = spawn_ready(ws, addr, &["--no-api"], &[], addr, &log)?;
         Ok(Self { addr, daemon, log })
     }
 

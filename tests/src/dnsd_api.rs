@@ -43,6 +43,16 @@ impl ApiDnsd {
     /// Starts dnsd serving `ws` on `ip`, with the API on another free port of
     /// `ip`; `extra` are further dnsd arguments (`--api-token-file ...`).
     pub fn start(ws: &DnsdWorkspace, ip: IpAddr, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(ws, ip, extra, &[])
+    }
+
+    /// `start` with the environment `env` added (`CUTOVER_FAULT`).
+    pub fn start_with_env(
+        ws: &DnsdWorkspace,
+        ip: IpAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dns = SocketAddr::new(ip, free_port(ip)?);
         let mut api = SocketAddr::new(ip, free_port(ip)?);
         while api.port() == dns.port() {
@@ -52,7 +62,7 @@ impl ApiDnsd {
         let api_text = api.to_string();
         let mut args = vec!["--api", api_text.as_str()];
         args.extend_from_slice(extra);
-        let daemon = spawn_ready(ws, dns, &args, api, &log)?;
+        let daemon = spawn_ready(ws, dns, &args, env, api, &log)?;
         Ok(Self {
             dns,
             api,
@@ -133,6 +143,20 @@ impl ApiDnsd {
         match self.daemon.take() {
             Some(d) => d.stop(Duration::from_secs(10)),
             None => Ok(false),
+        }
+    }
+
+    /// Whether dnsd has exited (a fault it was given killed it).
+    pub fn exited(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_none_or(|d| d.assert_running().is_err())
+    }
+
+    /// `kill -9`, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.kill();
         }
     }
 

@@ -72,7 +72,7 @@ impl UpdateDnsd {
         ready: SocketAddr,
     ) -> Result<Self> {
         let log = ws.path().with_extension("update.log");
-        let daemon = spawn_ready(ws, dns, args, ready, &log)?;
+        let daemon = spawn_ready(ws, dns, args, &[], ready, &log)?;
         Ok(Self {
             dns,
             daemon: Some(daemon),
@@ -88,7 +88,7 @@ impl UpdateDnsd {
             d.stop(Duration::from_secs(10))?;
         }
         self.earlier_log = format!("{}--- restarted ---\n", self.log());
-        let daemon = spawn_ready(ws, self.dns, &["--no-api"], self.dns, &self.log)?;
+        let daemon = spawn_ready(ws, self.dns, &["--no-api"], &[], self.dns, &self.log)?;
         self.daemon = Some(daemon);
         Ok(())
     }

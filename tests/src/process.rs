@@ -52,6 +52,14 @@ impl Daemon {
         Ok(())
     }
 
+    /// SIGKILL, as `kill -9`, and reaps it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns
     /// whether it exited successfully.
     pub fn stop(mut self, timeout: Duration) -> Result<bool> {

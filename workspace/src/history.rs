@@ -1,56 +1,116 @@
-//! Versioned workspace: every change is a new generation, written
-//! atomically, with its history kept, so that a rollback restores any earlier
-//! generation exactly.
+//! Versioned workspace: every change is a new generation, made durable and
+//! validated before any live file changes and then installed whole, with
+//! the history kept, so that a rollback restores any earlier generation
+//! exactly and no crash or full disk leaves a workspace a daemon refuses.
 //!
 //! ```text
-//! WORKSPACE/.cutover/
-//!   lock                      flock(2) held by the one writer
-//!   current                   number of the generation the live files match
-//!   generations/<N>/          full copy of the managed files of generation N:
+//! WORKSPACE/.cutover/                 0700; every file under it 0600, every directory 0700
+//!   lock                              flock(2): exclusive for the one writer, shared for readers
+//!   lock.gate                         flock(2): a waiting writer holds it, so readers queue behind
+//!   current                           number of the generation the live files match
+//!   generations/<N>/                  full copy of the managed files of generation N:
 //!     redirector.toml, dnsd.toml
-//!     zones/**                every managed file under zones/, subdirectories kept
+//!     zones/**                        every managed file under zones/, subdirectories kept
 //!   generations/<N>/GENERATION.toml   when and why
+//!   generations/<N>.tmp/              generation N while it is staged; never read
 //! ```
 //!
 //! The managed files are `redirector.toml`, `dnsd.toml` and every regular
-//! file under `zones/` at any depth: the zones and whatever they `$INCLUDE`,
-//! since a zone is made of both. Hidden names and editor backups are left
-//! out (`zones::is_skipped_name`), and so are symlinks: a generation holds
-//! content, and a link's target may lie outside the workspace. A zone may
-//! include only a managed file (`Workspace::managed_zone_path`).
+//! file under `zones/` at any depth: the zones and whatever they
+//! `$INCLUDE`, since a zone is made of both. Hidden names and editor
+//! backups are left out (`zones::is_skipped_name`), and so are symlinks: a
+//! generation holds content, and a link's target may lie outside the
+//! workspace. The exceptions are the files the daemons read through a
+//! link: `dnsd.toml`, `redirector.toml` and a zone file itself
+//! (`zones/<origin>.zone`) that link to a regular file are versioned by
+//! their content, and written through the link (beside its target), which
+//! stays a link. A zone may include only a managed file
+//! (`Workspace::managed_zone_path`).
 //!
-//! The daemons keep reading the live files at the workspace root; a commit
-//! (1) stages the new generation in `<N>.tmp`, (2) validates it, (3) fsyncs
-//! and renames it to `<N>`, (4) replaces each changed live file by
-//! temp-file + fsync + rename, creating (and fsyncing) the directories under
-//! `zones/` it needs, then removes the managed files the generation does not
-//! have and the directories under `zones/` that this leaves empty,
-//! (5) records `current`. A crash after (3) leaves a generation newer than
-//! `current`; the next writer finishes installing it, because it was
-//! validated. A crash during (4) leaves each live file old or new, never
-//! torn, and the same finishing repeats (4) whole. Hand edits of the live
-//! files are not lost either: the next commit first records them as a
-//! generation of their own. Before (1), a change is refused if a live path
-//! it writes through is a symlink or a file where a directory is needed
-//! (or a directory where its file goes), so that (4) cannot fail on it, nor
+//! # A commit
+//!
+//! The daemons read the live files at the workspace root. A writer holds
+//! the lock exclusively; it first settles an interrupted commit (below),
+//! then records hand edits of the live files as a generation of their own,
+//! so that none is lost. Then generation N goes through these steps, each
+//! a named hook point for fault injection (`fault.rs`):
+//!
+//! 1. **stage**: every managed file of N, then its `GENERATION.toml`, is
+//!    written into `generations/N.tmp/` and fsynced, its directories too.
+//! 2. **validate**: the format's checks and the caller's validator run on
+//!    the staged copy; their errors name the live paths
+//!    (`HistoryError::Invalid`). A refusal removes the copy.
+//! 3. **prepare**: each live file the commit changes gets its new content
+//!    in a temp file beside it (`.NAME.cutover-tmp`, beside the target of
+//!    a linked file) with the live file's mode and owner, fsynced, after
+//!    the directories new files need are created; the new `current` is
+//!    prepared the same way. This is the last step that needs free space.
+//! 4. **seal**: `N.tmp` is renamed to `N`, and `generations/` fsynced.
+//!    This is the commit point.
+//! 5. **install**: each temp file is renamed over its live file;
+//!    **remove**: the files N does not have are removed, with the
+//!    directories under `zones/` this empties; each directory is fsynced.
+//! 6. **record**: the prepared `current` is renamed into place.
+//!
+//! A failure in 1–4 (a full disk, a refusal) removes what the commit
+//! wrote, and the live files are the old generation, untouched. Steps 5
+//! and 6 only rename, unlink and fsync, which need no free space. What a
+//! crash (`kill -9`, a power cut) after each step leaves:
+//!
+//! - after 1, 2 or 3: the old generation, live and current; `N.tmp` and
+//!   perhaps some temp files, which the next writer removes;
+//! - after 4, and during 5 or 6: generation N, durable and validated, is
+//!   newer than `current`, and each live file is old or new, never torn.
+//!   The commit is then *finished* — rolled forward, never undone — by the
+//!   next one to settle the workspace: 3 again for the files that are not
+//!   new yet, reusing the temp files already prepared (so that this needs
+//!   no free space either), then 5 and 6. Only the files in which N
+//!   differs from generation `current` are touched.
+//!
+//! # Readers
+//!
+//! A reader — dnsd and the redirector at start and at each reload, `dnsd
+//! check`, `redirector check` — reads through `Workspace::settled`, which
+//! holds the lock shared while it reads. A writer installs only while it
+//! holds it exclusively, so a reader sees the live files of one
+//! generation, never half a commit. A reader that finds a sealed
+//! generation not installed yet finishes it first (as Knot replays its
+//! journal). If that fails — the disk is full and the temp files are gone,
+//! the file system is read-only, the reader may not write — it reads
+//! generation N from its copy in the history instead: a daemon still
+//! serves the whole new generation, and the next reader tries again.
+//!
+//! Before (1), a change is refused if a live path it writes through is a
+//! symlinked directory or a file where a directory is needed (or a
+//! directory where its file goes), so that (5) cannot fail on it, nor
 //! write through a link to outside the workspace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{self, io, parent_of, sync_dir, temp_beside};
+use crate::fault;
 use crate::zones::{is_managed_in_zones, is_skipped_name};
-use crate::{ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONES_DIR};
+use crate::{
+    ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONE_SUFFIX, ZONES_DIR,
+};
 
 /// Directory of the history inside a workspace.
 pub const HISTORY_DIR: &str = ".cutover";
 const GENERATION_FILE: &str = "GENERATION.toml";
-/// How long a writer waits for another one to finish.
+const CURRENT_FILE: &str = "current";
+const LOCK_FILE: &str = "lock";
+const GATE_FILE: &str = "lock.gate";
+/// How long a writer waits for another one to finish, and a reader for
+/// the writer.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The managed files of a workspace, by path relative to its root.
@@ -100,12 +160,76 @@ pub enum HistoryError {
          backup)"
     )]
     Unmanaged(PathBuf),
+    /// Generation `number` is sealed — durable and validated — but the
+    /// live files could not all be made its (step 5 or 6 failed).
+    #[error(
+        "generation {number} is recorded but not yet installed in the live files ({source}); \
+         the next change, or a daemon's start, reload or check, finishes it, and reads it from \
+         its copy in the history until then"
+    )]
+    Unfinished {
+        number: u64,
+        source: Box<HistoryError>,
+    },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
-    move |source| HistoryError::Io {
-        path: path.to_path_buf(),
-        source,
+/// The workspace as a reader should read it: one whole generation, kept
+/// so by the history's lock until this is dropped (see the module doc).
+#[derive(Debug)]
+pub struct Settled {
+    workspace: Workspace,
+    settlement: Settlement,
+    _lock: Option<HistoryLock>,
+}
+
+/// How `Workspace::settled` found the workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// No commit was interrupted: the live files.
+    Live,
+    /// The interrupted commit of this generation was finished: the live
+    /// files are that generation now.
+    Finished(u64),
+    /// The interrupted commit of generation `number` could not be
+    /// finished (`why`): the generation is read from its copy in the
+    /// history, and the live files are left as they are.
+    FromCopy { number: u64, why: String },
+    /// The history could not be read or locked (`why`): the live files,
+    /// as they are.
+    Unsettled(String),
+}
+
+impl Settled {
+    /// The workspace to read: the live one, or a generation's copy.
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
+    }
+
+    pub fn root(&self) -> &Path {
+        self.workspace.root()
+    }
+
+    pub fn settlement(&self) -> &Settlement {
+        &self.settlement
+    }
+}
+
+impl fmt::Display for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Live => write!(f, "the live files"),
+            Self::Finished(n) => write!(
+                f,
+                "finished installing generation {n}, whose commit was interrupted"
+            ),
+            Self::FromCopy { number, why } => write!(
+                f,
+                "the commit of generation {number} was interrupted and cannot be finished now \
+                 ({why}); reading generation {number} from its copy in the history, the live \
+                 files are left as they are until it can"
+            ),
+            Self::Unsettled(why) => write!(f, "{why}; reading the live files as they are"),
+        }
     }
 }
 
@@ -116,6 +240,10 @@ impl Workspace {
 
     fn generations_dir(&self) -> PathBuf {
         self.history_dir().join("generations")
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.history_dir().join(CURRENT_FILE)
     }
 
     /// The directory holding the managed files of generation `n`, laid out
@@ -151,7 +279,7 @@ impl Workspace {
 
     /// The generation the live files were last set to, if any.
     pub fn current_generation(&self) -> Result<Option<u64>, HistoryError> {
-        let path = self.history_dir().join("current");
+        let path = self.current_path();
         match fs::read_to_string(&path) {
             Ok(s) => Ok(s.trim().parse().ok()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -173,12 +301,74 @@ impl Workspace {
         read_managed(self.root())
     }
 
+    /// The workspace to read, settled as the module doc says: with no
+    /// history, or no commit interrupted, the live files under a shared
+    /// lock; an interrupted commit finished first; or, when it cannot be,
+    /// the generation it was installing, from its copy. Never fails: what
+    /// it could not do is in the `Settlement`, for the caller to log.
+    /// Hold the result while reading; a writer waits for it.
+    pub fn settled(&self) -> Settled {
+        let settled = |workspace: Workspace, settlement, lock| Settled {
+            workspace,
+            settlement,
+            _lock: lock,
+        };
+        let live = |settlement, lock| settled(self.clone(), settlement, lock);
+        let from_copy = |number: u64, why: String, lock| {
+            let copy = Workspace {
+                root: self.generation_root(number),
+            };
+            settled(copy, Settlement::FromCopy { number, why }, lock)
+        };
+        let generations = self.generations_dir();
+        match fs::metadata(&generations) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return live(Settlement::Live, None),
+            Err(e) => {
+                let why = format!("{}: {e}", generations.display());
+                return live(Settlement::Unsettled(why), None);
+            }
+        }
+        let shared = match self.lock_shared() {
+            Ok(lock) => lock,
+            // Cannot take the lock (it may not even be opened): whether a
+            // commit is pending is still known.
+            Err(locking) => {
+                return match self.pending() {
+                    Ok(Some(p)) => from_copy(p.number, locking.to_string(), None),
+                    Ok(None) => live(Settlement::Unsettled(locking.to_string()), None),
+                    Err(e) => live(Settlement::Unsettled(e.to_string()), None),
+                };
+            }
+        };
+        match self.pending() {
+            Ok(None) => live(Settlement::Live, Some(shared)),
+            Err(e) => live(Settlement::Unsettled(e.to_string()), Some(shared)),
+            Ok(Some(pending)) => {
+                drop(shared);
+                match self.lock() {
+                    Ok(lock) => match self.settle_locked() {
+                        Ok(Some(n)) => live(Settlement::Finished(n), Some(lock)),
+                        // Another reader or writer finished it meanwhile.
+                        Ok(None) => live(Settlement::Live, Some(lock)),
+                        Err(HistoryError::Unfinished { number, source }) => {
+                            from_copy(number, source.to_string(), Some(lock))
+                        }
+                        Err(e) => live(Settlement::Unsettled(e.to_string()), Some(lock)),
+                    },
+                    Err(e) => from_copy(pending.number, e.to_string(), None),
+                }
+            }
+        }
+    }
+
     /// Applies `changes` as a new generation and installs it in the live
     /// files. `validate` sees the complete new workspace (staged in a
     /// separate directory) and refuses it by returning the errors it found,
     /// which the history names by their live paths (`HistoryError::Invalid`);
-    /// the format's own checks run first. Nothing is written when the change is
-    /// refused, and a change that changes nothing makes no generation.
+    /// the format's own checks run first. Nothing is written when the change
+    /// is refused, nor when the disk fills up before the commit point, and
+    /// a change that changes nothing makes no generation.
     pub fn commit(
         &self,
         changes: &[FileChange],
@@ -191,7 +381,8 @@ impl Workspace {
             }
         }
         let _lock = self.lock()?;
-        let current = self.recover()?;
+        self.settle_locked()?;
+        let current = self.current_generation()?;
         let live = self.live_files()?;
         let mut base = current;
         if current.is_none_or(|n| self.generation_files(n).ok().as_ref() != Some(&live)) {
@@ -199,8 +390,7 @@ impl Workspace {
                 None => "the workspace as found".to_string(),
                 Some(n) => format!("hand edits since generation {n}"),
             };
-            let imported = self.write_generation(&live, &why, |_| Ok(()))?;
-            self.set_current(imported.number)?;
+            let imported = self.make_generation(&live, &live, &why, |_| Ok(()))?;
             base = Some(imported.number);
         }
         let mut next = live.clone();
@@ -218,10 +408,7 @@ impl Workspace {
         if let Some(why) = layout_problem(self.root(), &live, &next) {
             return Err(HistoryError::Invalid(why.into()));
         }
-        let generation = self.write_generation(&next, message, validate)?;
-        self.install(&live, &next)?;
-        self.set_current(generation.number)?;
-        Ok(generation)
+        self.make_generation(&live, &next, message, validate)
     }
 
     /// Restores generation `n` exactly, as a new generation (history only
@@ -262,44 +449,92 @@ impl Workspace {
         Ok(numbers)
     }
 
-    /// Finishes a commit that was interrupted after its generation was
-    /// made durable; returns the current generation.
-    fn recover(&self) -> Result<Option<u64>, HistoryError> {
+    /// The sealed generation the live files are not known to match, if a
+    /// commit was interrupted after its commit point.
+    fn pending(&self) -> Result<Option<Pending>, HistoryError> {
         let current = self.current_generation()?;
         let newest = self.generation_numbers()?.last().copied();
-        if let Some(newest) = newest
-            && current.is_none_or(|c| newest > c)
-        {
-            let files = self.generation_files(newest)?;
-            let live = self.live_files()?;
-            self.install(&live, &files)?;
-            self.set_current(newest)?;
-            return Ok(Some(newest));
-        }
-        Ok(current)
+        Ok(newest
+            .filter(|n| current.is_none_or(|c| *n > c))
+            .map(|number| Pending {
+                number,
+                base: current,
+            }))
     }
 
-    fn write_generation(
+    /// With the lock held: removes what a commit that crashed before its
+    /// commit point left, and finishes the install of a sealed generation
+    /// (steps 3, 5 and 6 for the files not new yet). Returns the
+    /// generation finished, if there was one.
+    fn settle_locked(&self) -> Result<Option<u64>, HistoryError> {
+        self.discard_staged();
+        let Some(pending) = self.pending()? else {
+            return Ok(None);
+        };
+        let finish = || {
+            let to = self.generation_files(pending.number)?;
+            let from = match pending.base {
+                // A base that is gone: every file of the generation counts.
+                Some(n) => self.generation_files(n).unwrap_or_default(),
+                None => Files::new(),
+            };
+            let live = self.live_files()?;
+            let plan = Install::plan(self.root(), &live, &from, &to);
+            self.prepare(&plan, pending.number, &mut Vec::new())?;
+            self.install(&plan)?;
+            self.record()
+        };
+        finish()
+            .map(|()| Some(pending.number))
+            .map_err(|source| HistoryError::Unfinished {
+                number: pending.number,
+                source: Box::new(source),
+            })
+    }
+
+    /// Removes every staged generation (`N.tmp`) and the temp files its
+    /// commit may have prepared: what a writer that crashed, or failed,
+    /// before its commit point left behind. Best effort: what remains is
+    /// hidden, never read, and tried again next time.
+    fn discard_staged(&self) {
+        let Ok(entries) = fs::read_dir(self.generations_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let staging = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .is_some_and(|n| n.parse::<u64>().is_ok());
+            if !staging {
+                continue;
+            }
+            let staged = entry.path();
+            // Its metadata is staged last: only then may temp files exist.
+            if staged.join(GENERATION_FILE).exists()
+                && let (Ok(files), Ok(live)) = (read_managed(&staged), self.live_files())
+            {
+                self.unprepare(&Install::plan(self.root(), &live, &live, &files), &[]);
+            }
+            let _ = fs::remove_dir_all(&staged);
+        }
+    }
+
+    /// Makes generation N of `next` and installs it over the live files
+    /// `live`: steps 1 to 6 of the module doc. Before the commit point a
+    /// failure removes what was written; after it, it is `Unfinished`.
+    fn make_generation(
         &self,
-        files: &Files,
+        live: &Files,
+        next: &Files,
         message: &str,
         validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
     ) -> Result<Generation, HistoryError> {
         let dir = self.generations_dir();
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        durable::private_dir_all(&dir)?;
         let number = self.generation_numbers()?.last().map_or(1, |n| n + 1);
         let staged = dir.join(format!("{number}.tmp"));
-        if staged.exists() {
-            fs::remove_dir_all(&staged).map_err(io(&staged))?;
-        }
-        for (rel, bytes) in files {
-            write_durably(&staged.join(rel), bytes)?;
-        }
-        fs::create_dir_all(&staged).map_err(io(&staged))?;
-        if let Err(errors) = check(&staged).and_then(|ws| validate(&ws)) {
-            let _ = fs::remove_dir_all(&staged);
-            return Err(HistoryError::Invalid(unstaged(errors, &staged)));
-        }
+        let sealed = self.generation_root(number);
         let generation = Generation {
             number,
             created_unix: SystemTime::now()
@@ -307,100 +542,309 @@ impl Workspace {
                 .map_or(0, |d| d.as_secs()),
             message: message.to_string(),
         };
-        let meta_path = staged.join(GENERATION_FILE);
-        let meta = toml::to_string(&generation).map_err(|e| HistoryError::Io {
-            path: meta_path.clone(),
-            source: std::io::Error::new(ErrorKind::InvalidData, e.to_string()),
-        })?;
-        write_durably(&meta_path, meta.as_bytes())?;
-        let final_dir = dir.join(number.to_string());
-        fs::rename(&staged, &final_dir).map_err(io(&final_dir))?;
-        sync_dir(&dir)?;
+        let plan = Install::plan(self.root(), live, live, next);
+        let mut created = Vec::new();
+        let up_to_the_commit_point = || {
+            self.stage(&staged, next, &generation)?;
+            fault::step("validate", &staged, || {
+                check(&staged)
+                    .and_then(|ws| validate(&ws))
+                    .map_err(|errors| HistoryError::Invalid(unstaged(errors, &staged)))
+            })?;
+            self.prepare(&plan, number, &mut created)?;
+            fault::step("seal", &sealed, || {
+                fs::rename(&staged, &sealed).map_err(io(&sealed))
+            })
+        };
+        if let Err(e) = up_to_the_commit_point() {
+            self.unprepare(&plan, &created);
+            let _ = fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+        sync_dir(&dir)
+            .and_then(|()| self.install(&plan))
+            .and_then(|()| self.record())
+            .map_err(|source| HistoryError::Unfinished {
+                number,
+                source: Box::new(source),
+            })?;
         Ok(generation)
     }
 
-    /// Makes the live files equal to `next`, one atomic rename per file,
-    /// then removes the files `next` does not have and the directories
-    /// under `zones/` that this empties (a rollback restores the tree, not
-    /// only the files' content).
-    fn install(&self, live: &Files, next: &Files) -> Result<(), HistoryError> {
+    /// Step 1: `files` and `generation`'s metadata, last, into `staged`.
+    fn stage(
+        &self,
+        staged: &Path,
+        files: &Files,
+        generation: &Generation,
+    ) -> Result<(), HistoryError> {
+        if staged.exists() {
+            fs::remove_dir_all(staged).map_err(io(staged))?;
+        }
+        durable::private_dir_all(staged)?;
+        let mut dirs = BTreeSet::from([staged.to_path_buf()]);
+        for (rel, bytes) in files {
+            let path = staged.join(rel);
+            let parent = parent_of(&path);
+            if dirs.insert(parent.clone()) {
+                durable::private_dir_all(&parent)?;
+            }
+            fault::step("stage", &path, || durable::create_private(&path, bytes))?;
+        }
+        let path = staged.join(GENERATION_FILE);
+        let meta = toml::to_string(generation).map_err(|e| HistoryError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(ErrorKind::InvalidData, e.to_string()),
+        })?;
+        fault::step("stage", &path, || {
+            durable::create_private(&path, meta.as_bytes())
+        })?;
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    /// Step 3: the temp file of each write of `plan`, and of `current`
+    /// (generation `number`); directories it creates are added to
+    /// `created`.
+    fn prepare(
+        &self,
+        plan: &Install<'_>,
+        number: u64,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<(), HistoryError> {
         let root = self.root();
-        for (rel, bytes) in next {
-            if live.get(rel) != Some(bytes) {
+        for w in &plan.writes {
+            fault::step("prepare", &w.target, || {
                 // Checked before the generation was made; checked again
-                // because a writer finishing a crashed commit did not, and
+                // because a reader finishing a crashed commit did not, and
                 // because writing through a link could land outside.
-                if let Some(why) = obstacle(root, rel) {
-                    let path = root.join(rel);
+                if let Some(why) = obstacle(root, w.rel) {
                     return Err(HistoryError::Io {
-                        path,
+                        path: root.join(w.rel),
                         source: std::io::Error::other(why.to_string()),
                     });
                 }
-                write_durably(&root.join(rel), bytes)?;
-            }
+                durable::live_dirs(&parent_of(&w.target), created)?;
+                durable::prepare_beside(&w.target, w.bytes, false).map(drop)
+            })?;
         }
-        for rel in live.keys().filter(|p| !next.contains_key(*p)) {
+        let current = self.current_path();
+        fault::step("prepare", &current, || {
+            durable::prepare_beside(&current, format!("{number}\n").as_bytes(), true).map(drop)
+        })
+    }
+
+    /// Undoes `prepare`: removes the temp files and the directories it
+    /// created. Best effort: what remains is hidden or empty.
+    fn unprepare(&self, plan: &Install<'_>, created: &[PathBuf]) {
+        for w in &plan.writes {
+            let _ = fs::remove_file(temp_beside(&w.target));
+        }
+        let _ = fs::remove_file(temp_beside(&self.current_path()));
+        for dir in created.iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
+    /// Step 5: renames each prepared file over its live file, then removes
+    /// the files the generation does not have and the directories under
+    /// `zones/` that this empties (a rollback restores the tree, not only
+    /// the files' content).
+    fn install(&self, plan: &Install<'_>) -> Result<(), HistoryError> {
+        let root = self.root();
+        for w in &plan.writes {
+            fault::step("install", &w.target, || {
+                durable::rename_into_place(&temp_beside(&w.target), &w.target)
+            })?;
+        }
+        for rel in &plan.removes {
             let path = root.join(rel);
-            fs::remove_file(&path).map_err(io(&path))?;
-            sync_dir(&parent_of(&path))?;
-            let mut dir = rel.parent();
-            while let Some(d) = dir
-                && d.starts_with(ZONES_DIR)
-                && d != Path::new(ZONES_DIR)
-            {
-                // Fails, and stops here, unless the directory is empty.
-                let path = root.join(d);
-                if fs::remove_dir(&path).is_err() {
-                    break;
+            fault::step("remove", &path, || {
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(&path)(e)),
+                    _ => {}
                 }
                 sync_dir(&parent_of(&path))?;
-                dir = d.parent();
-            }
+                let mut dir = rel.parent();
+                while let Some(d) = dir
+                    && d.starts_with(ZONES_DIR)
+                    && d != Path::new(ZONES_DIR)
+                {
+                    // Fails, and stops here, unless the directory is empty.
+                    let path = root.join(d);
+                    if fs::remove_dir(&path).is_err() {
+                        break;
+                    }
+                    sync_dir(&parent_of(&path))?;
+                    dir = d.parent();
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
-    fn set_current(&self, n: u64) -> Result<(), HistoryError> {
-        write_durably(
-            &self.history_dir().join("current"),
-            format!("{n}\n").as_bytes(),
-        )
+    /// Step 6: the prepared `current` into place.
+    fn record(&self) -> Result<(), HistoryError> {
+        let current = self.current_path();
+        fault::step("record", &current, || {
+            durable::rename_into_place(&temp_beside(&current), &current)
+        })
     }
 
-    fn lock(&self) -> Result<WriterLock, HistoryError> {
+    /// The writers' lock, held exclusively; `.cutover/` is made (or made
+    /// again) private on the way. The gate is held too, so that readers
+    /// queue behind a waiting writer instead of starving it.
+    fn lock(&self) -> Result<HistoryLock, HistoryError> {
         let dir = self.history_dir();
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory is involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(WriterLock { _file: file });
+        durable::private_dir_all(&dir)?;
+        durable::narrow(&dir);
+        let gate = flock(open_lock(&dir.join(GATE_FILE))?, libc::LOCK_EX)?;
+        let lock = flock(open_lock(&dir.join(LOCK_FILE))?, libc::LOCK_EX)?;
+        Ok(HistoryLock {
+            _files: vec![gate, lock],
+        })
+    }
+
+    /// The readers' lock, held shared: no writer installs meanwhile. The
+    /// gate is passed on the way in (see `lock`).
+    fn lock_shared(&self) -> Result<HistoryLock, HistoryError> {
+        let dir = self.history_dir();
+        let open = |name: &str| {
+            let path = dir.join(name);
+            match File::open(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => open_lock(&path),
+                other => other.map(|file| (file, path.clone())).map_err(io(&path)),
             }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != ErrorKind::WouldBlock {
-                return Err(io(&path)(err));
-            }
-            if Instant::now() > deadline {
-                return Err(HistoryError::Busy(path));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        let gate = flock(open(GATE_FILE)?, libc::LOCK_SH)?;
+        let lock = flock(open(LOCK_FILE)?, libc::LOCK_SH)?;
+        drop(gate);
+        Ok(HistoryLock { _files: vec![lock] })
     }
 }
 
-/// Held while writing; the kernel releases the flock when the file closes,
-/// even if the writer crashes.
-struct WriterLock {
-    _file: File,
+/// A commit interrupted after its commit point: generation `number` is
+/// sealed, and the live files were generation `base` before it began.
+struct Pending {
+    number: u64,
+    base: Option<u64>,
+}
+
+/// What installing a generation writes and removes.
+struct Install<'a> {
+    writes: Vec<LiveWrite<'a>>,
+    /// Paths relative to the root.
+    removes: Vec<PathBuf>,
+}
+
+/// One live file to write.
+struct LiveWrite<'a> {
+    /// Relative to the root.
+    rel: &'a Path,
+    /// Where the bytes go: `root/rel`, or the target of the link there
+    /// (`live_target`).
+    target: PathBuf,
+    bytes: &'a [u8],
+}
+
+impl<'a> Install<'a> {
+    /// Going from generation `from` to `to` over the live files `live`:
+    /// each file in which `from` and `to` differ that is not yet as `to`
+    /// has it. From `live` itself, that is every difference; from the base
+    /// of an interrupted commit, what that commit has still to do.
+    fn plan(root: &Path, live: &Files, from: &Files, to: &'a Files) -> Self {
+        let changed: BTreeSet<&PathBuf> = from
+            .keys()
+            .chain(to.keys())
+            .filter(|p| from.get(*p) != to.get(*p))
+            .collect();
+        let mut writes = Vec::new();
+        let mut removes = Vec::new();
+        for rel in changed {
+            match to.get_key_value(rel) {
+                Some((rel, bytes)) if live.get(rel) != Some(bytes) => writes.push(LiveWrite {
+                    rel,
+                    target: live_target(root, rel),
+                    bytes,
+                }),
+                Some(_) => {}
+                None if live.contains_key(rel) => removes.push(rel.clone()),
+                None => {}
+            }
+        }
+        Self { writes, removes }
+    }
+}
+
+/// Held while writing (exclusively) or reading (shared); the kernel
+/// releases the flocks when the files close, even if the process crashes.
+#[derive(Debug)]
+struct HistoryLock {
+    _files: Vec<File>,
+}
+
+/// Opens (creating, 0600) the lock file at `path`.
+fn open_lock(path: &Path) -> Result<(File, PathBuf), HistoryError> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(durable::PRIVATE_FILE)
+        .open(path)
+        .map(|file| (file, path.to_path_buf()))
+        .map_err(io(path))
+}
+
+/// Takes `op` (LOCK_EX, LOCK_SH) on the file, waiting up to `LOCK_WAIT`.
+fn flock((file, path): (File, PathBuf), op: libc::c_int) -> Result<File, HistoryError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != ErrorKind::WouldBlock {
+            return Err(io(&path)(err));
+        }
+        if Instant::now() > deadline {
+            return Err(HistoryError::Busy(path));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Where the content of managed file `rel` lives: `root/rel`, or, for a
+/// file the daemons read through a link (`dnsd.toml`, `redirector.toml`,
+/// a zone file directly in `zones/`) that links to a regular file, the
+/// link's target, which a commit writes so that the link stays a link.
+fn live_target(root: &Path, rel: &Path) -> PathBuf {
+    let path = root.join(rel);
+    if is_read_through_link(rel)
+        && fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
+        && fs::metadata(&path).is_ok_and(|m| m.is_file())
+        && let Ok(target) = fs::canonicalize(&path)
+    {
+        return target;
+    }
+    path
+}
+
+/// Whether a link at `rel` is read through rather than skipped: the
+/// daemons' two files and the zone files themselves.
+fn is_read_through_link(rel: &Path) -> bool {
+    let parts: Vec<Component> = rel.components().collect();
+    match parts.as_slice() {
+        [Component::Normal(name)] => *name == REDIRECTOR_FILE || *name == DNSD_FILE,
+        [Component::Normal(dir), Component::Normal(name)] => {
+            *dir == ZONES_DIR
+                && name
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(ZONE_SUFFIX) && !is_skipped_name(n))
+        }
+        _ => false,
+    }
 }
 
 /// The format's own checks on a staged workspace.
@@ -463,9 +907,11 @@ fn read_managed(root: &Path) -> Result<Files, HistoryError> {
 
 /// Adds every managed file under `root/rel` to `files`, subdirectories
 /// included. Symlinks are neither followed nor kept (see the module doc),
-/// except that `zones/` itself may be one: where it lives is the operator's
-/// layout, like the workspace root. A file or directory that vanishes while
-/// it is read (a hand edit racing the commit) is simply not there.
+/// except that `zones/` itself may be one (where it lives is the operator's
+/// layout, like the workspace root), and that a zone file linking to a
+/// regular file is read through its link (`is_read_through_link`). A file
+/// or directory that vanishes while it is read (a hand edit racing the
+/// commit) is simply not there.
 fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), HistoryError> {
     let dir = root.join(rel);
     let entries = match fs::read_dir(&dir) {
@@ -486,9 +932,14 @@ fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), His
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(io(&path)(e)),
         };
+        let linked_zone = || {
+            kind.is_symlink()
+                && is_read_through_link(&rel)
+                && fs::metadata(&path).is_ok_and(|m| m.is_file())
+        };
         if kind.is_dir() {
             read_zones_tree(root, &rel, files)?;
-        } else if kind.is_file() {
+        } else if kind.is_file() || linked_zone() {
             match fs::read(&path) {
                 Ok(bytes) => {
                     files.insert(rel, bytes);
@@ -569,54 +1020,8 @@ fn obstacle(root: &Path, rel: &Path) -> Option<ConfigError> {
     }
 }
 
-/// temp file in the same directory, fsync, rename over, fsync the directory:
-/// a reader sees the old or the new content, never a torn file. Missing
-/// directories are created durably (`create_dirs_durably`).
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), HistoryError> {
-    let parent = parent_of(path);
-    create_dirs_durably(&parent)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = parent.join(format!(".{name}.cutover-tmp"));
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(&parent)
-}
-
-/// Creates `dir` and its missing ancestors, fsyncing the parent of each
-/// one created: a file fsynced inside a new directory is only durable once
-/// the directory's own entry is.
-fn create_dirs_durably(dir: &Path) -> Result<(), HistoryError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let parent = parent_of(dir);
-    if parent == dir {
-        // `.` that is not a directory: nothing to create it in.
-        return Err(io(dir)(ErrorKind::NotFound.into()));
-    }
-    create_dirs_durably(&parent)?;
-    match fs::create_dir(dir) {
-        Ok(()) => sync_dir(&parent),
-        // Made by a racing hand edit; the write into it reports any trouble.
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io(dir)(e)),
-    }
-}
-
-/// The directory holding `path`, `.` for a bare relative name.
-fn parent_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), HistoryError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
+#[cfg(test)]
+mod crash_tests;
 
 #[cfg(test)]
 mod tests {
@@ -637,6 +1042,17 @@ mod tests {
         FileChange {
             path: path.into(),
             content: Some(content.as_bytes().to_vec()),
+        }
+    }
+
+    /// Runs `commit` with the fault `plan` armed, which must crash it.
+    fn crash_at<T: std::fmt::Debug>(plan: &str, commit: impl FnOnce() -> T) {
+        let _armed = fault::arm(plan);
+        let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(commit));
+        match crashed {
+            Err(p) if p.is::<fault::Crash>() => {}
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(done) => panic!("{plan} did not crash the commit: {done:?}"),
         }
     }
 
@@ -788,11 +1204,12 @@ mod tests {
         let (_d, ws) = ws_with(&[("redirector.toml", RULE_A)]);
         ws.commit(&[change("dnsd.toml", "")], "one", |_| Ok(()))
             .unwrap();
-        // Simulate a crash after the generation became durable but before
-        // the live files were installed.
-        let mut files = ws.live_files().unwrap();
-        files.insert("redirector.toml".into(), RULE_B.as_bytes().to_vec());
-        ws.write_generation(&files, "crashed", |_| Ok(())).unwrap();
+        // A crash after the generation became durable but before the live
+        // files were installed.
+        crash_at("after:seal", || {
+            ws.commit(&[change("redirector.toml", RULE_B)], "crashed", |_| Ok(()))
+        });
+        assert_eq!(fs::read_to_string(ws.redirector_path()).unwrap(), RULE_A);
         ws.commit(&[change("zones/x.test.zone", "x")], "next", |_| Ok(()))
             .unwrap();
         assert_eq!(fs::read_to_string(ws.redirector_path()).unwrap(), RULE_B);

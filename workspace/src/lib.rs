@@ -15,7 +15,9 @@
 //! signals; the daemons turn what it returns into their own snapshots.
 
 mod dnsd;
+mod durable;
 mod error;
+mod fault;
 mod history;
 mod pidfile;
 mod problems;
@@ -31,7 +33,7 @@ pub use dnsd::{
     ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, ServerConfig, Service, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
-pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError};
+pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError, Settled, Settlement};
 pub use pidfile::PidFile;
 pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};

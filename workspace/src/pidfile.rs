@@ -1,14 +1,17 @@
 //! Pid files of the daemons serving a workspace, so that an operator tool can
 //! tell them to reload (SIGHUP) without knowing how they were started.
 //!
-//! `WORKSPACE/.cutover/run/<daemon>.pid` holds the pid in decimal. A daemon
-//! writes it when it starts serving and removes it when it exits cleanly; a
-//! stale file (the process is gone) is treated as "not running".
+//! `WORKSPACE/.cutover/run/<daemon>.pid` holds the pid in decimal (0600, in
+//! 0700 directories, as everything under `.cutover/`). A daemon writes it
+//! when it starts serving and removes it when it exits cleanly; a stale file
+//! (the process is gone) is treated as "not running".
 
-use std::fs;
-use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
+use crate::durable::{self, PRIVATE_DIR, PRIVATE_FILE};
 use crate::{HISTORY_DIR, Workspace};
 
 /// A pid file owned by the running daemon; removed on drop.
@@ -46,11 +49,34 @@ impl Workspace {
             ));
         }
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            DirBuilder::new()
+                .recursive(true)
+                .mode(PRIVATE_DIR)
+                .create(dir)?;
+            durable::narrow(&self.root().join(HISTORY_DIR));
         }
+        let text = format!("{}\n", std::process::id());
         let tmp = path.with_extension("pid.tmp");
-        fs::write(&tmp, format!("{}\n", std::process::id()))?;
-        fs::rename(&tmp, &path)?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        match written {
+            Ok(()) => fs::rename(&tmp, &path)?,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                // A full disk must not stop a DNS server: a stale pid file
+                // (its daemon was killed) is rewritten where it is, in the
+                // block it already has.
+                if e.raw_os_error() != Some(libc::ENOSPC) || rewrite_in_place(&path, &text).is_err()
+                {
+                    return Err(e);
+                }
+            }
+        }
         Ok(PidFile { path })
     }
 
@@ -69,6 +95,14 @@ impl Workspace {
             .exists()
             .then_some(pid))
     }
+}
+
+/// Overwrites the existing file `path` with `text`, allocating nothing
+/// new for a text as short as a pid.
+fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().write(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.set_len(text.len() as u64)
 }
 
 #[cfg(test)]

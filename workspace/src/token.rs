@@ -2,9 +2,9 @@
 //! (`.cutover/api-token`), so that dnsd, the redirector and `cutover` running
 //! against one workspace share it without configuration.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{HISTORY_DIR, Workspace};
@@ -60,7 +60,13 @@ fn read_token(path: &Path) -> io::Result<String> {
 /// token wins and nobody ever reads a half-written file.
 fn create_token(path: &Path) -> io::Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(doing("creating", dir))?;
+    // `.cutover/`, private like everything in it.
+    DirBuilder::new()
+        .recursive(true)
+        .mode(crate::durable::PRIVATE_DIR)
+        .create(dir)
+        .map_err(doing("creating", dir))?;
+    crate::durable::narrow(dir);
     // 32 bytes of token, then 8 that name this writer's temp file.
     let mut bytes = [0u8; 40];
     let urandom = Path::new("/dev/urandom");
