@@ -396,7 +396,7 @@ const TRANSFERS_OVER_UDP: &[(&str, &str, Rule)] = &[
 /// below `parent` (a name relative to example.test): labels of `label`
 /// repeated, as long as they go (63), or one octet each when `short`.
 fn long_name(octets: usize, parent: &str, label: char, short: bool) -> String {
-    let parent = fqdn(parent);
+    let parent = in_zone(parent);
     let mut extra = octets - (parent.len() + 1);
     let mut labels = Vec::new();
     while extra > 0 {
@@ -416,7 +416,7 @@ fn answer_edges() -> Vec<Case> {
     let mut cases = Vec::new();
     let mut ask = |name: &str, qtype: &str, rule: Rule, cut: Rule, cut_at: u16| {
         cases.extend(over_four_transports(
-            Query::new(&fqdn(name), qtype),
+            Query::new(&in_zone(name), qtype),
             rule,
             cut,
             cut_at,
@@ -452,7 +452,7 @@ fn answer_edges() -> Vec<Case> {
         ask(name, qtype, Rule::LowestTtl, Rule::LowestTtl, 512);
     }
     for &(name, qtype, rule) in TRANSFERS_OVER_UDP {
-        let query = Query::new(&fqdn(name), qtype);
+        let query = Query::new(&in_zone(name), qtype);
         for edns in [Edns::Payload(1232), Edns::Off, Edns::Payload(512)] {
             cases.push(Case {
                 query: query.clone().edns(edns),
@@ -463,7 +463,8 @@ fn answer_edges() -> Vec<Case> {
     cases
 }
 
-fn fqdn(name: &str) -> String {
+/// A name of the corpus: relative to the test zone, `@` its apex, or absolute.
+fn in_zone(name: &str) -> String {
     match name {
         "@" => TEST_ORIGIN.to_string(),
         n if n.ends_with('.') => n.to_string(),
@@ -524,11 +525,11 @@ fn corpus() -> Vec<Case> {
         rule: Rule::Strict,
     };
     for &(name, qtype) in QUESTIONS.iter().chain(OUTSIDE) {
-        let query = Query::new(&fqdn(name), qtype);
+        let query = Query::new(&in_zone(name), qtype);
         cases.extend(over_every_transport(query, rule_for(qtype)));
     }
     for &(name, qtype) in DNAME_LIKE_NSD {
-        let query = Query::new(&fqdn(name), qtype);
+        let query = Query::new(&in_zone(name), qtype);
         cases.extend(over_every_transport(query, Rule::LikeNsd));
     }
     cases.extend(answer_edges());
@@ -537,7 +538,7 @@ fn corpus() -> Vec<Case> {
     // Near 512 bytes NSD and Knot compress the long rewrite differently
     // (NSD sets TC without EDNS, Knot fits): that one only with EDNS/TCP.
     for (name, qtype) in [("www.dn", "ANY"), ("alias.dn", "ANY"), ("x.dn-long", "A")] {
-        let base = Query::new(&fqdn(name), qtype);
+        let base = Query::new(&in_zone(name), qtype);
         cases.extend(over_udp_and_tcp(base.clone(), Rule::Strict));
         if qtype == "ANY" {
             cases.push(strict(base.edns(Edns::Off)));
@@ -545,7 +546,7 @@ fn corpus() -> Vec<Case> {
     }
     // TCP without EDNS: the full answer even past 512 bytes.
     for (name, qtype) in [("big", "A"), ("bigtxt", "TXT"), ("www", "A"), ("nope", "A")] {
-        cases.push(strict(Query::new(&fqdn(name), qtype).tcp().edns(Edns::Off)));
+        cases.push(strict(Query::new(&in_zone(name), qtype).tcp().edns(Edns::Off)));
     }
     // Names match case-insensitively; the question is echoed as asked.
     for (name, qtype) in [
@@ -582,7 +583,7 @@ fn corpus() -> Vec<Case> {
         ("a.wild", "A", "0.0.0.0/0"),
         ("q.multi", "AAAA", "::/0"),
     ] {
-        let q = Query::new(&fqdn(name), qtype).subnet(subnet);
+        let q = Query::new(&in_zone(name), qtype).subnet(subnet);
         cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // Payload sizes: TC when the answer does not fit, the OPT still there;
@@ -602,12 +603,12 @@ fn corpus() -> Vec<Case> {
         ("www.child", "A", 512),
     ] {
         cases.push(strict(
-            Query::new(&fqdn(name), qtype).edns(Edns::Payload(size)),
+            Query::new(&in_zone(name), qtype).edns(Edns::Payload(size)),
         ));
     }
     // An unknown EDNS version: BADVERS, over UDP and TCP.
     for (name, qtype) in [("www", "A"), ("nope", "A"), ("www.example.org.", "A")] {
-        let q = Query::new(&fqdn(name), qtype).edns(Edns::Version(1));
+        let q = Query::new(&in_zone(name), qtype).edns(Edns::Version(1));
         cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // The DO bit on an unsigned zone: echoed, no DNSSEC records.
@@ -617,7 +618,7 @@ fn corpus() -> Vec<Case> {
         ("static", "AAAA"),
         ("child", "NS"),
     ] {
-        cases.push(strict(Query::new(&fqdn(name), qtype).dnssec()));
+        cases.push(strict(Query::new(&in_zone(name), qtype).dnssec()));
     }
     // Header bits: RD is echoed (and RA stays clear), AD and CD in a query
     // do not make an unsigned answer authenticated or checked.
@@ -629,7 +630,7 @@ fn corpus() -> Vec<Case> {
         ("nope", "A", "+cdflag"),
         ("www.child", "A", "+cdflag"),
     ] {
-        let q = Query::new(&fqdn(name), qtype).dig_option(option);
+        let q = Query::new(&in_zone(name), qtype).dig_option(option);
         cases.extend(over_udp_and_tcp(q, Rule::Strict));
     }
     // Unknown EDNS options, EDNS flag bits and the header's Z bit are
@@ -643,11 +644,11 @@ fn corpus() -> Vec<Case> {
         "+padding=64",
     ] {
         for name in ["www", "nope"] {
-            cases.push(strict(Query::new(&fqdn(name), "A").dig_option(option)));
+            cases.push(strict(Query::new(&in_zone(name), "A").dig_option(option)));
         }
     }
     for name in ["www", "nope"] {
-        let q = Query::new(&fqdn(name), "A").tcp().dig_option("+keepalive");
+        let q = Query::new(&in_zone(name), "A").tcp().dig_option("+keepalive");
         cases.push(strict(q));
     }
     // Another class than IN: REFUSED. (Not HS: NSD drops the question
@@ -1318,7 +1319,7 @@ fn dnsd_rotates_multi_address_answers_like_nsd_and_knot() -> Result<()> {
     for (name, qtype, _) in rrsets {
         for _ in 0..ANSWERS {
             cases.push(Case {
-                query: Query::new(&fqdn(name), qtype),
+                query: Query::new(&in_zone(name), qtype),
                 rule: Rule::Strict,
             });
         }
