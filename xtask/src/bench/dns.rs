@@ -101,13 +101,13 @@ const TARGET_CPU_RATIO: f64 = 0.8;
 
 /// What one dnsperf run reported.
 #[derive(Debug, Clone, Default)]
-struct Perf {
-    sent: u64,
-    completed: u64,
-    lost: u64,
-    qps: f64,
+pub(super) struct Perf {
+    pub(super) sent: u64,
+    pub(super) completed: u64,
+    pub(super) lost: u64,
+    pub(super) qps: f64,
     /// Response codes and their counts.
-    rcodes: BTreeMap<String, u64>,
+    pub(super) rcodes: BTreeMap<String, u64>,
 }
 
 /// One server's results over all rounds.
@@ -335,7 +335,7 @@ fn dnsperf(
     parse_dnsperf(&text).with_context(|| format!("reading the output of {}", display(&cmd)))
 }
 
-fn parse_dnsperf(text: &str) -> Result<Perf> {
+pub(super) fn parse_dnsperf(text: &str) -> Result<Perf> {
     let mut perf = Perf::default();
     let first_number = |s: &str| -> Result<f64> {
         s.split_whitespace()
@@ -558,7 +558,7 @@ fn table(
 }
 
 /// The commit the benchmark ran on, so that a table can be traced back.
-fn revision() -> String {
+pub(super) fn revision() -> String {
     Command::new("git")
         .args(["describe", "--always", "--dirty"])
         .current_dir(root())
@@ -570,7 +570,7 @@ fn revision() -> String {
 }
 
 /// The peers' and dnsperf's versions, as they print them.
-fn versions() -> String {
+pub(super) fn versions() -> String {
     // (program, argument, a word on the line that holds the version)
     let tools = [
         ("nsd", "-v", "NSD"),
@@ -597,7 +597,7 @@ fn versions() -> String {
         .join(", ")
 }
 
-fn met(ok: bool) -> &'static str {
+pub(super) fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
 }
 

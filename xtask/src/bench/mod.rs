@@ -4,6 +4,7 @@
 
 mod dns;
 mod redirector;
+mod zone;
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -14,11 +15,15 @@ pub enum Which {
     Dns(dns::Args),
     /// wrk through the XDP redirector vs iptables NAT vs direct.
     Redirector(redirector::Args),
+    /// One large zone in dnsd, NSD and Knot DNS: load time, memory,
+    /// changes (API, RFC 2136), and dnsd's memory over reloads.
+    Zone(zone::Args),
 }
 
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Dns(args) => dns::run(args),
         Which::Redirector(args) => redirector::run(args),
+        Which::Zone(args) => zone::run(args),
     }
 }
