@@ -18,6 +18,7 @@
 
 mod answer;
 mod change;
+mod memory;
 mod reload;
 mod serve;
 mod snapshot;
@@ -292,8 +293,12 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     };
     let records = loaded.record_count();
     let api = api.resolve(&loaded.config.api, workspace);
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(&loaded, None)));
-    drop(loaded);
+    let arenas = memory::SnapshotArenas::new();
+    let (snapshot, arena) = arenas.build(|| Snapshot::from_workspace(loaded, None));
+    arenas.serve(arena);
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    // What loading freed goes back now, not over the allocator's decay.
+    memory::release();
     let token = match &api {
         Some(options) => Some(api::load_token(workspace, options.token_file.as_deref())?),
         None => None,
@@ -319,6 +324,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             state.clone(),
             sockets_config,
             from_cli,
+            arenas,
         ));
         // The API and dynamic updates change the workspace one at a time.
         let changes = zone_edit::ChangeLock::default();

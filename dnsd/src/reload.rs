@@ -7,14 +7,26 @@
 //! is read settled (`Workspace::settled`): never half a commit, and an
 //! interrupted commit is finished, or its generation read from its copy,
 //! before anything is read.
+//!
+//! Memory: a reload holds the old snapshot and the new one side by side,
+//! and no more (the loaded records move into the new index, see
+//! `Snapshot::from_workspace`). The new one is built, from the files read
+//! to the finished index, in the snapshot arena the old one is not in
+//! (`memory::SnapshotArenas`). The old one is then freed on a blocking
+//! thread once the queries still reading it are done, never by a query,
+//! and its pages are handed back to the system (`memory::release`) before
+//! the next reload may start, so that the resident size after any number
+//! of reloads is the size after the first load.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use cutover_workspace::{ServerConfig, Settled, Settlement, Workspace};
+use cutover_workspace::{ConfigErrors, ServerConfig, Settled, Settlement, Workspace};
 
+use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::Snapshot;
 use crate::zone;
@@ -29,9 +41,12 @@ pub struct Reloader {
     sockets: ServerConfig,
     /// The listen addresses came from `--listen`, not from dnsd.toml.
     listen_from_cli: bool,
+    /// Where snapshots are built: the one served was built in the other.
+    arenas: Arc<SnapshotArenas>,
     /// One reload at a time, so that two reloads finishing out of order can
-    /// never leave the older workspace serving.
-    running: tokio::sync::Mutex<()>,
+    /// never leave the older workspace serving; held until the replaced
+    /// snapshot is freed, so that a reload never builds beside two.
+    running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Reloader {
@@ -40,13 +55,15 @@ impl Reloader {
         state: SharedSnapshot,
         sockets: ServerConfig,
         listen_from_cli: bool,
+        arenas: SnapshotArenas,
     ) -> Self {
         Self {
             root,
             state,
             sockets,
             listen_from_cli,
-            running: tokio::sync::Mutex::new(()),
+            arenas: Arc::new(arenas),
+            running: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -59,28 +76,36 @@ impl Reloader {
     /// from it. On `Err` (every problem, one per line) the previous snapshot
     /// keeps serving.
     pub async fn reload(&self) -> Result<(), String> {
-        let _one_at_a_time = self.running.lock().await;
+        let one_at_a_time = Arc::clone(&self.running).lock_owned().await;
         let dir = self.root.clone();
         // A zone whose file does not load keeps this snapshot's version.
         let previous = self.state.load_full();
+        let arenas = Arc::clone(&self.arenas);
         let built = tokio::task::spawn_blocking(move || {
-            let settled = Workspace::open(&dir).map(|ws| settled(&ws))?;
-            let loaded = zone::load(settled.root());
-            // Read: writers may go on while the snapshot is built.
-            drop(settled);
-            loaded.map(|ws| {
-                for w in ws.warnings() {
-                    warn!("{w}");
-                }
-                report_broken(&ws);
-                let records = ws.record_count();
-                let server = ws.config.server.clone();
-                (Snapshot::build(&ws, Some(&previous)), records, server)
-            })
+            let (loaded, arena) = arenas.build(|| -> Result<_, ConfigErrors> {
+                let settled = Workspace::open(&dir).map(|ws| settled(&ws))?;
+                let loaded = zone::load(settled.root());
+                // Read: writers may go on while the snapshot is built.
+                drop(settled);
+                loaded.map(|ws| {
+                    for w in ws.warnings() {
+                        warn!("{w}");
+                    }
+                    report_broken(&ws);
+                    let records = ws.record_count();
+                    let server = ws.config.server.clone();
+                    (
+                        Snapshot::from_workspace(ws, Some(&previous)),
+                        records,
+                        server,
+                    )
+                })
+            });
+            loaded.map(|(snapshot, records, server)| (snapshot, records, server, arena))
         })
         .await;
         match built {
-            Ok(Ok((snapshot, records, server))) => {
+            Ok(Ok((snapshot, records, server, arena))) => {
                 let listen_changed = !self.listen_from_cli && server.listen != self.sockets.listen;
                 if listen_changed
                     || server.udp_sockets != self.sockets.udp_sockets
@@ -94,10 +119,12 @@ impl Reloader {
                 let zones = snapshot.zone_count();
                 let unavailable = snapshot.unavailable_count();
                 let old = self.state.swap(Arc::new(snapshot));
-                // The last reference to a big snapshot may be freed here,
-                // on the reloader, rather than by a query.
-                drop(old);
+                self.arenas.serve(arena);
                 info!(zones, unavailable, records, workspace = %self.root.display(), "reloaded");
+                tokio::task::spawn_blocking(move || {
+                    retire(old);
+                    drop(one_at_a_time);
+                });
                 Ok(())
             }
             Ok(Err(errors)) => {
@@ -131,6 +158,42 @@ pub fn settled(ws: &Workspace) -> Settled {
         _ => warn!(workspace = %ws.root().display(), "{}", settled.settlement()),
     }
     settled
+}
+
+/// How long a replaced snapshot waits for the queries still reading it
+/// (each holds it for microseconds) before the last of them is left to free
+/// it.
+const RETIRE_WAIT: Duration = Duration::from_secs(1);
+
+/// Frees a snapshot that has just been replaced, once no query reads it any
+/// more, and gives its pages back to the system. Freeing a large zone takes
+/// tens of milliseconds, so it is done here, on a blocking thread, and not
+/// by whichever query happened to drop the last reference.
+fn retire(mut old: Arc<Snapshot>) {
+    let started = Instant::now();
+    loop {
+        match Arc::try_unwrap(old) {
+            Ok(snapshot) => {
+                drop(snapshot);
+                break;
+            }
+            Err(still_read) if started.elapsed() < RETIRE_WAIT => {
+                old = still_read;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => {
+                warn!(
+                    "a query still holds the replaced snapshot after {RETIRE_WAIT:?}: it frees it"
+                );
+                break;
+            }
+        }
+    }
+    memory::release();
+    debug!(
+        ms = started.elapsed().as_millis(),
+        "freed the replaced snapshot"
+    );
 }
 
 /// Logs every zone that did not load, each problem with its file and line:

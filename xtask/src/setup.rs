@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "unbound",
+    // dnsd's allocator (tikv-jemalloc-sys) builds jemalloc with make.
+    "make",
 ];
 
 pub fn run() -> Result<()> {

@@ -14,7 +14,7 @@ use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::snapshot::encoded::Encoded;
 use crate::zone::name_key::{self, NameKey};
-use crate::zone::{LoadedWorkspace, LoadedZone};
+use crate::zone::{BrokenZone, LoadedWorkspace};
 
 /// The served state, shared by every thread that answers and by the
 /// reloader, which swaps it whole.
@@ -146,6 +146,55 @@ pub fn wire_len(records: &[Record]) -> usize {
         .sum()
 }
 
+/// Sorts records by owner (case-insensitive, as names compare) and type,
+/// keeping the file's order within an RRset. The order is sorted as
+/// indexes, then applied by swapping along its cycles: a stable sort of the
+/// records themselves would need a scratch copy of half of them.
+fn sort_by_owner(records: &mut [Record]) {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (ra, rb) = (&records[a], &records[b]);
+        ra.name
+            .cmp(&rb.name)
+            .then_with(|| u16::from(ra.record_type()).cmp(&u16::from(rb.record_type())))
+            .then(a.cmp(&b))
+    });
+    // Position i takes the record at order[i]; a done position is marked
+    // with usize::MAX.
+    for start in 0..order.len() {
+        let mut at = start;
+        while order[at] != usize::MAX {
+            let from = order[at];
+            order[at] = usize::MAX;
+            if from == start {
+                break;
+            }
+            records.swap(at, from);
+            at = from;
+        }
+    }
+}
+
+/// The RRsets of one name's records (sorted by type), each in its own
+/// exactly sized allocation.
+fn rrsets_of(mut records: Vec<Record>) -> Vec<RrSet> {
+    let types = 1 + records
+        .windows(2)
+        .filter(|w| w[0].record_type() != w[1].record_type())
+        .count();
+    let mut rrsets = Vec::with_capacity(types);
+    while let Some(last) = records.last() {
+        let rtype = last.record_type();
+        let start = records
+            .iter()
+            .rposition(|r| r.record_type() != rtype)
+            .map_or(0, |i| i + 1);
+        rrsets.push(RrSet::new(records.drain(start..).collect()));
+    }
+    rrsets.reverse();
+    rrsets
+}
+
 /// Where a name leads in its zone.
 pub enum Lookup<'s> {
     /// The name exists and this zone is authoritative for it.
@@ -161,19 +210,45 @@ pub enum Lookup<'s> {
 }
 
 impl Snapshot {
-    /// Indexes a loaded workspace. Never fails: everything was checked when
-    /// it was loaded. A zone whose file did not load keeps the version
-    /// `previous` serves, if any (the same index, not a copy).
+    /// Indexes a loaded workspace, which it consumes: each zone's records
+    /// move into the index and the loaded copy shrinks as they go, so that
+    /// building holds about one copy of the records, not two (see
+    /// [`Zone::build`]). Never fails: everything was checked when it was
+    /// loaded. A zone whose file did not load keeps the version `previous`
+    /// serves, if any (the same index, not a copy). Load and reload use
+    /// this.
+    pub fn from_workspace(ws: LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
+        let max_answers = ws.config.server.max_answers;
+        let zones = ws.zones.into_iter().map(|zone| (zone.origin, zone.records));
+        Self::index(zones, &ws.broken, previous, max_answers)
+    }
+
+    /// Indexes a copy of a loaded workspace's records, leaving it whole; as
+    /// [`Snapshot::from_workspace`] otherwise. For tests.
+    #[cfg(test)]
     pub fn build(ws: &LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
+        let zones = ws
+            .zones
+            .iter()
+            .map(|zone| (zone.origin.clone(), zone.records.to_vec()));
+        Self::index(zones, &ws.broken, previous, ws.config.server.max_answers)
+    }
+
+    fn index(
+        loaded: impl Iterator<Item = (Name, Vec<Record>)>,
+        broken: &[BrokenZone],
+        previous: Option<&Snapshot>,
+        max_answers: usize,
+    ) -> Self {
         let mut zones = Map::default();
-        for zone in &ws.zones {
-            if let Some(key) = NameKey::new(&zone.origin)
-                && let Some(z) = Zone::build(zone)
+        for (origin, records) in loaded {
+            if let Some(key) = NameKey::new(&origin)
+                && let Some(z) = Zone::build(origin, records)
             {
                 zones.insert(Box::from(key.as_bytes()), Held::Serving(Arc::new(z)));
             }
         }
-        for broken in &ws.broken {
+        for broken in broken {
             let Some(key) = NameKey::new(&broken.origin) else {
                 continue;
             };
@@ -183,10 +258,7 @@ impl Snapshot {
             };
             zones.insert(Box::from(key.as_bytes()), held);
         }
-        Self {
-            zones,
-            max_answers: ws.config.server.max_answers,
-        }
+        Self { zones, max_answers }
     }
 
     /// The zone that answers `qtype` at the name with key `key`: the
@@ -245,23 +317,34 @@ impl<'s> From<&'s Held> for ZoneLookup<'s> {
 }
 
 impl Zone {
-    fn build(loaded: &LoadedZone) -> Option<Self> {
-        let apex = NameKey::new(&loaded.origin)?;
+    /// Indexes one zone's records, which it takes over. They are grouped
+    /// by owner through a sort, not a map of growing vectors (which, at four
+    /// records' room for the one record most names have, once cost four
+    /// times the zone), then moved name by name from the end of the sorted
+    /// vector into the index, the vector given back as it empties.
+    fn build(origin: Name, mut records: Vec<Record>) -> Option<Self> {
+        let apex = NameKey::new(&origin)?;
         let apex = apex.as_bytes();
-        let mut by_name: Map<Vec<Record>> = Map::default();
-        for r in &loaded.records {
-            if let Some(k) = NameKey::new(&r.name) {
-                by_name
-                    .entry(Box::from(k.as_bytes()))
-                    .or_default()
-                    .push(r.clone());
-            }
-        }
-        let mut nodes: Map<Node> = Map::default();
-        for (key, records) in by_name {
+        sort_by_owner(&mut records);
+        let names = 1 + records
+            .windows(2)
+            .filter(|w| w[0].name.cmp(&w[1].name).is_ne())
+            .count();
+        let mut nodes: Map<Node> = Map::with_capacity_and_hasher(names, Default::default());
+        let mut shrunk_at = records.len();
+        while let Some(last) = records.last() {
+            let start = records
+                .iter()
+                .rposition(|r| r.name.cmp(&last.name).is_ne())
+                .map_or(0, |i| i + 1);
+            let Some(key) = NameKey::new(&last.name) else {
+                records.truncate(start);
+                continue;
+            };
+            let key = key.as_bytes();
             // Every ancestor up to the apex exists, if only as an empty
             // non-terminal.
-            let mut k = name_key::parent(&key);
+            let mut k = name_key::parent(key);
             while let Some(p) = k {
                 if p.len() < apex.len() {
                     break;
@@ -269,17 +352,16 @@ impl Zone {
                 nodes.entry(Box::from(p)).or_default();
                 k = name_key::parent(p);
             }
-            let mut by_type: Vec<(RecordType, Vec<Record>)> = Vec::new();
-            for r in records {
-                match by_type.iter_mut().find(|(t, _)| *t == r.record_type()) {
-                    Some((_, v)) => v.push(r),
-                    None => by_type.push((r.record_type(), vec![r])),
-                }
+            let node = nodes.entry(Box::from(key)).or_default();
+            node.rrsets = rrsets_of(records.drain(start..).collect());
+            // Give back what the moved records held (large blocks shrink in
+            // place), so that the two copies never coexist.
+            if records.len() + shrunk_at / 16 < shrunk_at {
+                records.shrink_to_fit();
+                shrunk_at = records.len();
             }
-            by_type.sort_by_key(|(t, _)| u16::from(*t));
-            let node = nodes.entry(key).or_default();
-            node.rrsets = by_type.into_iter().map(|(_, v)| RrSet::new(v)).collect();
         }
+        drop(records);
 
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
@@ -322,7 +404,7 @@ impl Zone {
         }
         let has_dnames = nodes.values().any(|n| n.get(RecordType::DNAME).is_some());
         Some(Self {
-            origin: loaded.origin.clone(),
+            origin,
             nodes,
             negative_soa: RrSet::new(vec![negative]),
             has_wildcards,
@@ -469,4 +551,59 @@ fn address_node<'n>(
     }
     let wildcard = NameKey::wildcard_of(encloser)?;
     nodes.get(wildcard.as_bytes()).map(|node| (node, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::{A, TXT};
+
+    fn a(name: &str, last: u8) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            60,
+            RData::A(A::new(198, 18, 0, last)),
+        )
+    }
+
+    #[test]
+    fn records_group_by_owner_without_case_keeping_the_file_order_of_each_rrset() {
+        let txt = Record::from_rdata(
+            Name::from_ascii("a.test.").unwrap(),
+            60,
+            RData::TXT(TXT::new(vec!["x".into()])),
+        );
+        let mut records = vec![
+            a("b.test.", 1),
+            txt,
+            a("A.test.", 2),
+            a("b.test.", 3),
+            a("a.test.", 4),
+            a("B.TEST.", 5),
+        ];
+        sort_by_owner(&mut records);
+        let got: Vec<String> = records
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => format!("{} {}", r.name.to_lowercase(), a.octets()[3]),
+                _ => format!("{} {}", r.name.to_lowercase(), r.record_type()),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "a.test. 2",
+                "a.test. 4",
+                "a.test. TXT",
+                "b.test. 1",
+                "b.test. 3",
+                "b.test. 5"
+            ]
+        );
+        let rrsets = rrsets_of(records.drain(..3).collect());
+        assert_eq!(rrsets.len(), 2);
+        assert_eq!(rrsets[0].rtype, RecordType::A);
+        assert_eq!(rrsets[0].records.len(), 2);
+        assert_eq!(rrsets[1].rtype, RecordType::TXT);
+    }
 }

@@ -13,8 +13,9 @@ pub mod name_key;
 pub mod name_rules;
 pub mod records;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -206,14 +207,18 @@ pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec
             )]
         })?;
     let mut includes = WorkspaceIncludes { workspace };
-    let zone = zonefile::read(&text, file, &origin, &mut includes).map_err(|errors| {
+    let mut zone = zonefile::read(&text, file, &origin, &mut includes).map_err(|errors| {
         errors
             .into_iter()
             .map(|e| error_at(&e.file, Some(e.line), e.message))
             .collect::<Vec<_>>()
     })?;
+    // What is not needed any more is given back at once: a reload holds the
+    // zone being served beside the one being read.
+    drop(text);
     let origin = records::name(&origin);
     let (records, entries) = dedup(&zone);
+    drop(std::mem::take(&mut zone.records));
     let at = |file: usize, line: usize| {
         let path = zone
             .files
@@ -263,17 +268,14 @@ pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec
 /// it; names compare without case, in rdata too (`CNAME www` and `CNAME
 /// WWW` are one record).
 fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
-    let mut seen: HashMap<(Vec<u8>, u16, Vec<u8>), ()> = HashMap::with_capacity(zone.records.len());
+    // The keys borrow the records they stand for: owned copies of every
+    // owner and rdata cost more than the zone itself while it loads.
+    let mut seen: HashSet<Written<'_>> = HashSet::with_capacity(zone.records.len());
     let mut records = Vec::with_capacity(zone.records.len());
     let mut entries = Vec::with_capacity(zone.records.len());
     for zr in &zone.records {
         let r = &zr.record;
-        let key = (
-            r.owner.wire().to_ascii_lowercase(),
-            r.rtype,
-            comparable_rdata(r),
-        );
-        if seen.insert(key, ()).is_some() {
+        if !seen.insert(Written(r)) {
             continue;
         }
         let record = records::to_hickory(r);
@@ -291,22 +293,59 @@ fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
     (records, entries)
 }
 
-/// Rdata with the case of the name dnsd reads in it folded: a wire-form
-/// name's length octets are all below `A`, so folding the name's octets
-/// folds only its letters. Other rdata compares as octets.
-fn comparable_rdata(r: &zonefile::Record) -> Vec<u8> {
-    let name_at = match RecordType::from(r.rtype) {
-        RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => 0,
-        // After the preference; after priority, weight and port.
-        RecordType::MX => 2,
-        RecordType::SRV => 6,
-        _ => return r.rdata.clone(),
-    };
-    let mut out = r.rdata.clone();
-    if let Some(name) = out.get_mut(name_at..) {
-        name.make_ascii_lowercase();
+/// A record as written, compared as served: its owner without case, its
+/// type, and its rdata with the case of the name dnsd reads in it folded (a
+/// wire-form name's length octets are all below `A`, so folding the name's
+/// octets folds only its letters); other rdata compares as octets.
+struct Written<'z>(&'z zonefile::Record);
+
+impl Written<'_> {
+    /// The rdata as compared.
+    fn rdata(&self) -> impl Iterator<Item = u8> + '_ {
+        let name_at = match RecordType::from(self.0.rtype) {
+            RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => 0,
+            // After the preference; after priority, weight and port.
+            RecordType::MX => 2,
+            RecordType::SRV => 6,
+            _ => usize::MAX,
+        };
+        self.0.rdata.iter().enumerate().map(move |(i, &b)| {
+            if i >= name_at {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            }
+        })
     }
-    out
+}
+
+impl PartialEq for Written<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.rtype == other.0.rtype
+            && self
+                .0
+                .owner
+                .wire()
+                .eq_ignore_ascii_case(other.0.owner.wire())
+            && self.0.rdata.len() == other.0.rdata.len()
+            && self.rdata().eq(other.rdata())
+    }
+}
+
+impl Eq for Written<'_> {}
+
+impl Hash for Written<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.rtype.hash(state);
+        // A wire-form owner ends with its root label: no length needed.
+        for b in self.0.owner.wire() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+        state.write_usize(self.0.rdata.len());
+        for b in self.rdata() {
+            state.write_u8(b);
+        }
+    }
 }
 
 /// Semantic checks NSD and Knot make before serving a zone (the rules on
@@ -377,13 +416,14 @@ fn check_zone(
 /// RRsets whose records carry different TTLs: each is served with the
 /// lowest (RFC 2181 §5.2), reported at its first record with another TTL.
 fn ttl_warnings(records: &[Record], entries: &[Entry]) -> Vec<(usize, usize, String)> {
-    let mut first: HashMap<(Name, RecordType), u32> = HashMap::new();
-    let mut reported: HashMap<(Name, RecordType), ()> = HashMap::new();
+    // Names hash and compare without case; the keys borrow them.
+    let mut first: HashMap<(&Name, RecordType), u32> = HashMap::with_capacity(records.len());
+    let mut reported: HashSet<(&Name, RecordType)> = HashSet::new();
     let mut warnings = Vec::new();
     for (r, e) in records.iter().zip(entries) {
-        let key = (r.name.to_lowercase(), r.record_type());
-        let ttl = *first.entry(key.clone()).or_insert(r.ttl);
-        if ttl != r.ttl && reported.insert(key, ()).is_none() {
+        let key = (&r.name, r.record_type());
+        let ttl = *first.entry(key).or_insert(r.ttl);
+        if ttl != r.ttl && reported.insert(key) {
             let lowest = records
                 .iter()
                 .filter(|o| o.name == r.name && o.record_type() == r.record_type())
