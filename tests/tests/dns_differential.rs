@@ -546,7 +546,9 @@ fn corpus() -> Vec<Case> {
     }
     // TCP without EDNS: the full answer even past 512 bytes.
     for (name, qtype) in [("big", "A"), ("bigtxt", "TXT"), ("www", "A"), ("nope", "A")] {
-        cases.push(strict(Query::new(&in_zone(name), qtype).tcp().edns(Edns::Off)));
+        cases.push(strict(
+            Query::new(&in_zone(name), qtype).tcp().edns(Edns::Off),
+        ));
     }
     // Names match case-insensitively; the question is echoed as asked.
     for (name, qtype) in [
@@ -648,7 +650,9 @@ fn corpus() -> Vec<Case> {
         }
     }
     for name in ["www", "nope"] {
-        let q = Query::new(&in_zone(name), "A").tcp().dig_option("+keepalive");
+        let q = Query::new(&in_zone(name), "A")
+            .tcp()
+            .dig_option("+keepalive");
         cases.push(strict(q));
     }
     // Another class than IN: REFUSED. (Not HS: NSD drops the question

@@ -180,11 +180,15 @@ fn zone_text(names: usize, mixed: bool) -> String {
         "$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n  IN NS ns1\nns1 IN A 198.18.0.53\n",
     );
     for i in 0..names {
+        // Addresses from the benchmarking ranges only: 198.18.0.0/15 holds
+        // 131,072, so a million names reuse them (the data need not be
+        // unique); 2001:2::/48 has room for all.
         let [_, b, c, d] = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+        let v4 = format!("198.{}.{c}.{d}", 18 + (b & 1));
         let _ = match (mixed, i % 5) {
-            (false, _) | (true, 0) => writeln!(z, "h{i} IN A 10.{b}.{c}.{d}"),
-            (true, 1) => writeln!(z, "h{i} IN AAAA 2001:db8::{b:x}:{c:x}{d:02x}"),
-            (true, 2) => writeln!(z, "h{i} IN TXT \"v=spf1 ip4:10.{b}.{c}.{d} -all\""),
+            (false, _) | (true, 0) => writeln!(z, "h{i} IN A {v4}"),
+            (true, 1) => writeln!(z, "h{i} IN AAAA 2001:2::{b:x}:{c:x}{d:02x}"),
+            (true, 2) => writeln!(z, "h{i} IN TXT \"v=spf1 ip4:{v4} -all\""),
             (true, 3) => writeln!(z, "h{i} IN MX 10 h{}", i - 3),
             (true, _) => writeln!(z, "h{i} IN CNAME h{}", i - 4),
         };
@@ -1151,7 +1155,7 @@ mod tests {
         assert!(z.contains("h3 IN MX 10 h0\n"), "{z}");
         assert!(z.contains("h4 IN CNAME h0\n"), "{z}");
         assert!(
-            z.contains("h7 IN TXT \"v=spf1 ip4:10.0.0.7 -all\"\n"),
+            z.contains("h7 IN TXT \"v=spf1 ip4:198.18.0.7 -all\"\n"),
             "{z}"
         );
     }
