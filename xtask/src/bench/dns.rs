@@ -26,6 +26,7 @@ use anyhow::{Context, Result, bail};
 use cutover_tests::dig::{self, Query, Reply};
 use cutover_tests::dns_peers::{self, DnsServer, Implementation, ServerOptions};
 
+use super::procs;
 use crate::util::{cargo, display, exec, release_bin, root};
 
 #[derive(clap::Args)]
@@ -370,56 +371,13 @@ pub(super) fn parse_dnsperf(text: &str) -> Result<Perf> {
 
 /// utime+stime (in clock ticks) of `pid` and all its descendants.
 fn tree_cpu_ticks(pid: u32) -> Result<u64> {
-    // (pid, ppid, ticks) of every process.
-    let mut procs = Vec::new();
-    for entry in fs::read_dir("/proc").context("reading /proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Processes come and go while we read: skip the ones that went.
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some((ppid, ticks)) = parse_stat(&stat) {
-            procs.push((p, ppid, ticks));
-        }
-    }
-    let mut tree = vec![pid];
-    let mut total = 0;
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        for &(p, ppid, ticks) in &procs {
-            if p == parent {
-                total += ticks;
-            }
-            if ppid == parent {
-                tree.push(p);
-            }
-        }
-        i += 1;
-    }
-    if !procs.iter().any(|&(p, _, _)| p == pid) {
-        bail!("process {pid} is gone");
-    }
-    Ok(total)
-}
-
-/// (ppid, utime + stime) from a /proc/PID/stat line. The command name may
-/// hold spaces and parentheses, so fields are counted after the last ')'.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(3) ppid(4) ... utime(14) stime(15), 1-based.
-    let ppid = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    let procs = procs::all()?;
+    let tree = procs::tree(pid, &procs)?;
+    Ok(procs
+        .iter()
+        .filter(|p| tree.contains(&p.pid))
+        .map(|p| p.ticks)
+        .sum())
 }
 
 fn clock_ticks() -> Result<f64> {
@@ -625,12 +583,6 @@ Statistics:
         assert_eq!(p.lost, 8);
         assert!((p.qps - 141916.29).abs() < 0.01);
         assert_eq!(p.rcodes["NXDOMAIN"], 283828);
-    }
-
-    #[test]
-    fn reads_proc_stat_with_a_tricky_name() {
-        let stat = "4242 (nsd: xfrd) S 4200 4242 4200 0 -1 4194624 500 0 0 0 17 5 0 0 20 0 1 0";
-        assert_eq!(parse_stat(stat), Some((4200, 22)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! they report figures and targets, they do not fail on slow machines.
 
 mod dns;
+mod procs;
 mod redirector;
 mod zone;
 

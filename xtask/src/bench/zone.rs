@@ -43,6 +43,7 @@ use cutover_tests::dnsd::{header, query_packet, raw_exchange_within};
 use cutover_tests::process::Daemon;
 
 use super::dns::{Perf, met, parse_dnsperf, revision, versions};
+use super::procs;
 use crate::util::{cargo, display, exec, release_bin};
 
 #[derive(clap::Args)]
@@ -774,45 +775,7 @@ fn settled_memory(pid: u32) -> Result<Memory> {
 
 /// `pid` and every process below it.
 fn process_tree(pid: u32) -> Result<Vec<u32>> {
-    let mut parents = Vec::new();
-    for entry in fs::read_dir("/proc").context("reading /proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // The parent is the second field after the command, which may
-        // hold spaces and parentheses.
-        if let Some(ppid) = stat
-            .rfind(')')
-            .and_then(|at| stat[at + 1..].split_whitespace().nth(1))
-            .and_then(|f| f.parse::<u32>().ok())
-        {
-            parents.push((p, ppid));
-        }
-    }
-    if !parents.iter().any(|&(p, _)| p == pid) {
-        bail!("process {pid} is gone");
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|&&(_, pp)| pp == parent)
-                .map(|&(p, _)| p),
-        );
-        i += 1;
-    }
-    Ok(tree)
+    procs::tree(pid, &procs::all()?)
 }
 
 /// A `Name:   N kB` line of /proc/PID/status.
