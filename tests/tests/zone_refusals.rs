@@ -1032,12 +1032,9 @@ fn rcodes(dns: SocketAddr, packet: &[u8]) -> Result<[(u8, bool); 2]> {
 
 /// What a refused update must leave as it was: the workspace and the
 /// answers.
-fn update_state(dnsd: &UpdateDnsd) -> Result<(WorkspaceState, Vec<Vec<String>>)> {
-    Ok((dnsd.state()?, answers(dnsd.dns, INVALID_QUESTIONS)?))
-}
-
-#[test]
-fn an_update_with_malformed_wire_data_is_formerr_signed_or_not_and_changes_nothing() -> Result<()> {
+/// The good zone and another one, served by a dnsd that takes updates
+/// signed with `KEY` (on loopback slot `slot`).
+fn update_server(slot: u8) -> Result<(DnsdWorkspace, UpdateDnsd)> {
     ensure!(
         bins::have("knsupdate"),
         "knsupdate is not installed (knot-dnsutils)"
@@ -1046,7 +1043,17 @@ fn an_update_with_malformed_wire_data_is_formerr_signed_or_not_and_changes_nothi
     ws.toml(DNSD_TOML)?;
     ws.zone(ORIGIN, GOOD)?;
     ws.zone("other.test.", &other_zone("start"))?;
-    let dnsd = UpdateDnsd::start(&ws, loopback(3))?;
+    let dnsd = UpdateDnsd::start(&ws, loopback(slot))?;
+    Ok((ws, dnsd))
+}
+
+fn update_state(dnsd: &UpdateDnsd) -> Result<(WorkspaceState, Vec<Vec<String>>)> {
+    Ok((dnsd.state()?, answers(dnsd.dns, INVALID_QUESTIONS)?))
+}
+
+#[test]
+fn an_update_with_malformed_wire_data_is_formerr_signed_or_not_and_changes_nothing() -> Result<()> {
+    let (_ws, dnsd) = update_server(3)?;
     let run = || -> Result<()> {
         // The packets built here are right when they are well formed: the
         // same update unsigned is REFUSED (dnsd takes signed updates only),
@@ -1114,15 +1121,7 @@ fn an_update_with_malformed_wire_data_is_formerr_signed_or_not_and_changes_nothi
 
 #[test]
 fn an_update_that_would_break_the_zone_changes_nothing() -> Result<()> {
-    ensure!(
-        bins::have("knsupdate"),
-        "knsupdate is not installed (knot-dnsutils)"
-    );
-    let ws = DnsdWorkspace::new()?;
-    ws.toml(DNSD_TOML)?;
-    ws.zone(ORIGIN, GOOD)?;
-    ws.zone("other.test.", &other_zone("start"))?;
-    let dnsd = UpdateDnsd::start(&ws, loopback(4))?;
+    let (_ws, dnsd) = update_server(4)?;
     let run = || -> Result<()> {
         ensure!(answers(dnsd.dns, INVALID_QUESTIONS)? == good_answers());
         // A first update, so that there is a history to leave alone (the

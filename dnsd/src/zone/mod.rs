@@ -416,25 +416,28 @@ fn check_zone(
 /// RRsets whose records carry different TTLs: each is served with the
 /// lowest (RFC 2181 §5.2), reported at its first record with another TTL.
 fn ttl_warnings(records: &[Record], entries: &[Entry]) -> Vec<(usize, usize, String)> {
-    // Names hash and compare without case; the keys borrow them.
-    let mut first: HashMap<(&Name, RecordType), u32> = HashMap::with_capacity(records.len());
+    // Two passes, so that a zone of many such RRsets costs linear time:
+    // each RRset's first and lowest TTL, then a warning at the first record
+    // that differs. Names hash and compare without case; the keys borrow.
+    let mut ttls: HashMap<(&Name, RecordType), (u32, u32)> = HashMap::with_capacity(records.len());
+    for r in records {
+        ttls.entry((&r.name, r.record_type()))
+            .and_modify(|(_, lowest)| *lowest = (*lowest).min(r.ttl))
+            .or_insert((r.ttl, r.ttl));
+    }
     let mut reported: HashSet<(&Name, RecordType)> = HashSet::new();
     let mut warnings = Vec::new();
     for (r, e) in records.iter().zip(entries) {
         let key = (&r.name, r.record_type());
-        let ttl = *first.entry(key).or_insert(r.ttl);
-        if ttl != r.ttl && reported.insert(key) {
-            let lowest = records
-                .iter()
-                .filter(|o| o.name == r.name && o.record_type() == r.record_type())
-                .map(|o| o.ttl)
-                .min()
-                .unwrap_or(r.ttl);
+        let Some(&(first, lowest)) = ttls.get(&key) else {
+            continue;
+        };
+        if first != r.ttl && reported.insert(key) {
             warnings.push((
                 e.file,
                 e.line,
                 format!(
-                    "{} {}: the records of one RRset carry different TTLs ({ttl} and {}); \
+                    "{} {}: the records of one RRset carry different TTLs ({first} and {}); \
                      all are served with the lowest, {lowest} (RFC 2181 §5.2)",
                     r.name,
                     r.record_type(),
