@@ -29,6 +29,9 @@ use crate::HistoryError;
 /// module doc of `history.rs` for what each one does).
 pub const STEPS: &[&str] = &[
     "stage", "validate", "prepare", "seal", "install", "remove", "record",
+    // The journal's (`journal.rs`): a change's number, its frame; a zone
+    // file rewritten from the journal; a checkpoint.
+    "reserve", "journal", "sync", "compact",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,10 +98,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{self, io, parent_of, sync_dir, temp_beside};
 use crate::fault;
+use crate::journal;
 use crate::zones::{is_managed_in_zones, is_skipped_name};
+
+mod journaled;
 use crate::{
     ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONE_SUFFIX, ZONES_DIR,
 };
+pub use journaled::ZoneSource;
 
 /// Directory of the history inside a workspace.
 pub const HISTORY_DIR: &str = ".cutover";
@@ -154,6 +158,13 @@ pub enum HistoryError {
     Busy(PathBuf),
     #[error("generation {0} does not exist (see the list of generations)")]
     NoSuchGeneration(u64),
+    /// Rebuilding generation `n` needs changesets of a zone's journal
+    /// replayed, which dnsd does.
+    #[error(
+        "generation {0} includes zone changes kept in dnsd's journal: roll it back through dnsd \
+         (POST /v1/generations/{0}/rollback)"
+    )]
+    NeedsJournal(u64),
     #[error(
         "{0} is not a file the workspace manages (redirector.toml, dnsd.toml, or a file under \
          zones/, named relative to the workspace without `..`, that is not hidden or an editor \
@@ -253,12 +264,14 @@ impl Workspace {
         self.generations_dir().join(n.to_string())
     }
 
-    /// The generations kept, oldest first.
+    /// The generations kept, oldest first: those of whole files and the
+    /// zones' changesets (`journal.rs`).
     pub fn generations(&self) -> Result<Vec<Generation>, HistoryError> {
-        let mut out = Vec::new();
+        let mut out = self.journal_generations()?;
         for n in self.generation_numbers()? {
             out.push(self.generation(n)?);
         }
+        out.sort_by_key(|g| g.number);
         Ok(out)
     }
 
@@ -267,7 +280,11 @@ impl Workspace {
         let path = self.generation_root(n).join(GENERATION_FILE);
         let text = match fs::read_to_string(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(HistoryError::NoSuchGeneration(n));
+                return self
+                    .journal_generations()?
+                    .into_iter()
+                    .find(|g| g.number == n)
+                    .ok_or(HistoryError::NoSuchGeneration(n));
             }
             other => other.map_err(io(&path))?,
         };
@@ -277,8 +294,20 @@ impl Workspace {
         })
     }
 
-    /// The generation the live files were last set to, if any.
+    /// The generation in force: the newest change of a zone's journal, or
+    /// the generation the live files were last set to, whichever is newer.
     pub fn current_generation(&self) -> Result<Option<u64>, HistoryError> {
+        Ok(self.installed_generation()?.max(self.newest_journaled()?))
+    }
+
+    /// Whether generation `n` is a whole-files generation (not a zone
+    /// changeset of the journal).
+    pub fn has_copy(&self, n: u64) -> bool {
+        self.generation_root(n).join(GENERATION_FILE).is_file()
+    }
+
+    /// The generation the live files were last set to by a commit, if any.
+    fn installed_generation(&self) -> Result<Option<u64>, HistoryError> {
         let path = self.current_path();
         match fs::read_to_string(&path) {
             Ok(s) => Ok(s.trim().parse().ok()),
@@ -382,10 +411,15 @@ impl Workspace {
         }
         let _lock = self.lock()?;
         self.settle_locked()?;
-        let current = self.current_generation()?;
+        let current = self.installed_generation()?;
         let live = self.live_files()?;
         let mut base = current;
-        if current.is_none_or(|n| self.generation_files(n).ok().as_ref() != Some(&live)) {
+        let edited_by_hand = |n: u64| {
+            self.generation_files(n)
+                .ok()
+                .is_none_or(|copy| !same_but_for_syncs(&copy, &live))
+        };
+        if current.is_none_or(edited_by_hand) {
             let why = match current {
                 None => "the workspace as found".to_string(),
                 Some(n) => format!("hand edits since generation {n}"),
@@ -412,9 +446,35 @@ impl Workspace {
     }
 
     /// Restores generation `n` exactly, as a new generation (history only
-    /// grows, so a rollback can itself be rolled back).
+    /// grows, so a rollback can itself be rolled back). Only a generation
+    /// its copy holds whole: one that needs changesets of a zone's journal
+    /// replayed is rebuilt by dnsd, which reads zones
+    /// (`HistoryError::NeedsJournal`).
     pub fn rollback(&self, n: u64, message: &str) -> Result<Generation, HistoryError> {
-        let target = self.generation_files(n)?;
+        if !self.has_copy(n) {
+            self.generation(n)?;
+            return Err(HistoryError::NeedsJournal(n));
+        }
+        let mut target = self.generation_files(n)?;
+        for (rel, bytes) in target.iter_mut() {
+            let Some(from) = journal::synced_at(bytes) else {
+                continue;
+            };
+            let Some(origin) = zone_origin(rel) else {
+                continue;
+            };
+            let jnl = self.journal(&origin);
+            if !jnl.between(from, Some(n))?.is_empty() {
+                return Err(HistoryError::NeedsJournal(n));
+            }
+            // The copy is the zone whole at n: no later changeset may be
+            // replayed on top of it once it is live again.
+            let newest = jnl.newest()?.unwrap_or(0).max(from);
+            let body = bytes[journal::header_len(bytes)..].to_vec();
+            let mut text = journal::sync_header(newest, &body).into_bytes();
+            text.extend_from_slice(&body);
+            *bytes = text;
+        }
         let live = self.live_files()?;
         let mut changes: Vec<FileChange> = target
             .iter()
@@ -452,7 +512,7 @@ impl Workspace {
     /// The sealed generation the live files are not known to match, if a
     /// commit was interrupted after its commit point.
     fn pending(&self) -> Result<Option<Pending>, HistoryError> {
-        let current = self.current_generation()?;
+        let current = self.installed_generation()?;
         let newest = self.generation_numbers()?.last().copied();
         Ok(newest
             .filter(|n| current.is_none_or(|c| *n > c))
@@ -532,7 +592,7 @@ impl Workspace {
     ) -> Result<Generation, HistoryError> {
         let dir = self.generations_dir();
         durable::private_dir_all(&dir)?;
-        let number = self.generation_numbers()?.last().map_or(1, |n| n + 1);
+        let number = self.newest_number()? + 1;
         let staged = dir.join(format!("{number}.tmp"));
         let sealed = self.generation_root(number);
         let generation = Generation {
@@ -1018,6 +1078,33 @@ fn obstacle(root: &Path, rel: &Path) -> Option<ConfigError> {
         )),
         _ => None,
     }
+}
+
+/// Whether the live files `live` are the copy `copy` of a generation,
+/// but for zone files that dnsd has rewritten from its journal since (a
+/// valid sync header): those hold the same zone, and are no hand edit.
+fn same_but_for_syncs(copy: &Files, live: &Files) -> bool {
+    copy.keys()
+        .chain(live.keys())
+        .all(|p| match (copy.get(p), live.get(p)) {
+            (a, b) if a == b => true,
+            (Some(_), Some(l)) => zone_origin(p).is_some() && journal::synced_at(l).is_some(),
+            _ => false,
+        })
+}
+
+/// The origin of the zone whose file is `rel` (`zones/<origin>.zone`), if
+/// it is one.
+fn zone_origin(rel: &Path) -> Option<String> {
+    let mut parts = rel.components();
+    let (Some(Component::Normal(dir)), Some(Component::Normal(name)), None) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let stem = name.to_str()?.strip_suffix(ZONE_SUFFIX)?;
+    (dir == ZONES_DIR && !stem.is_empty() && !is_skipped_name(stem))
+        .then(|| format!("{}.", stem.trim_end_matches('.').to_ascii_lowercase()))
 }
 
 #[cfg(test)]

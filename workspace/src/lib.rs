@@ -19,6 +19,7 @@ mod durable;
 mod error;
 mod fault;
 mod history;
+mod journal;
 mod pidfile;
 mod problems;
 mod redirector;
@@ -33,7 +34,12 @@ pub use dnsd::{
     ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, ServerConfig, Service, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
-pub use history::{FileChange, Files, Generation, HISTORY_DIR, HistoryError, Settled, Settlement};
+pub use history::{
+    FileChange, Files, Generation, HISTORY_DIR, HistoryError, Settled, Settlement, ZoneSource,
+};
+pub use journal::{
+    Changeset, Entries, Journal, header_len, sync_header, synced_at, without_header,
+};
 pub use pidfile::PidFile;
 pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};
