@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use cutover_workspace::{Settlement, Workspace};
 
-use crate::change::{api, update_handler, zone_edit};
+use crate::change::{api, sync, update_handler, zone_edit};
 use crate::serve::{server, sockets};
 use crate::snapshot::Snapshot;
 
@@ -191,7 +191,12 @@ fn check(dir: &Path) -> ExitCode {
         eprintln!("{}: {}", dir.display(), settled.settlement());
     }
     let read = settled.as_ref().map_or(dir, |s| s.root());
-    match zone::load(read) {
+    let live = Workspace::open(dir).map_err(|e| e.to_string());
+    let loaded = match (&settled, &live) {
+        (Ok(settled), Ok(live)) => zone::load_settled(live, settled),
+        _ => zone::load(read),
+    };
+    match loaded {
         Ok(ws) => {
             for zone in &ws.zones {
                 println!(
@@ -269,7 +274,7 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let settled = reload::settled(&ws);
-    let loaded = zone::load(settled.root())
+    let loaded = zone::load_settled(&ws, &settled)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
     drop(settled);
@@ -328,10 +333,12 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         ));
         // The API and dynamic updates change the workspace one at a time.
         let changes = zone_edit::ChangeLock::default();
+        let syncer = sync::Syncer::new(ws.clone(), reloader.clone(), changes.clone());
         let updater = Arc::new(update_handler::Updater::new(
             ws.clone(),
             reloader.clone(),
             changes.clone(),
+            syncer.clone(),
         ));
         let handler = server::Handler::new(state).with_updates(updater);
         let mut server = Server::new(handler.clone());
@@ -343,7 +350,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         if let (Some(options), Some(token)) = (api, token) {
             api::start(
                 options.listen,
-                api::Api::new(ws.clone(), reloader.clone(), token, changes),
+                api::Api::new(ws.clone(), reloader.clone(), token, changes, syncer),
             )
             .await?;
         }

@@ -28,10 +28,15 @@ use cutover_workspace::{ConfigErrors, ServerConfig, Settled, Settlement, Workspa
 
 use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Source};
 use crate::zone;
+use crate::zone::journal::{Replayed, Stamps};
+use crate::zone::name_key::NameKey;
+use hickory_proto::rr::{Name, Record};
 
-/// Rebuilds the served snapshot from the workspace; one per process.
+/// Rebuilds the served snapshot from the workspace; one per process (its
+/// clones share everything).
+#[derive(Clone)]
 pub struct Reloader {
     root: PathBuf,
     state: SharedSnapshot,
@@ -67,6 +72,86 @@ impl Reloader {
         }
     }
 
+    /// What is served now.
+    pub fn serving(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// Zone `origin`'s file was rewritten from its journal (`change::sync`)
+    /// and holds generation `at`: the served zone is the same, its source is
+    /// now that file, so that the next change knows the file is dnsd's.
+    pub async fn file_rewritten(&self, origin: &str, stamps: Stamps, at: u64) {
+        let _one_at_a_time = self.running.lock().await;
+        let Some(key) = Name::from_ascii(origin)
+            .ok()
+            .as_ref()
+            .and_then(NameKey::new)
+        else {
+            return;
+        };
+        let current = self.state.load_full();
+        let Some((zone, source)) = current.served(key.as_bytes()) else {
+            return;
+        };
+        let source = Source {
+            stamps,
+            replayed: Replayed {
+                synced: Some(at),
+                at: source.replayed.at.max(Some(at)),
+            },
+        };
+        let next = current.with_zone(key.as_bytes(), Arc::clone(zone), source);
+        self.state.store(Arc::new(next));
+    }
+
+    /// Serves a change just recorded as generation `generation` of zone
+    /// `origin`: at the names it replaced only, when the change names them
+    /// and the zone can take it that way (`Zone::with_names`), in a new
+    /// snapshot that shares every other name and zone with this one; else
+    /// by a reload. Once this returns `Ok`, queries are answered from it.
+    pub async fn serve_change(
+        &self,
+        origin: &str,
+        names: Option<Vec<(Name, Vec<Record>)>>,
+        generation: u64,
+    ) -> Result<(), String> {
+        if let Some(names) = names
+            && let Some(key) = Name::from_ascii(origin)
+                .ok()
+                .as_ref()
+                .and_then(NameKey::new)
+        {
+            let one_at_a_time = self.running.lock().await;
+            let current = self.state.load_full();
+            let next = current.served(key.as_bytes()).and_then(|(zone, source)| {
+                let zone = zone.with_names(names)?;
+                let source = Source {
+                    stamps: source.stamps.clone(),
+                    replayed: Replayed {
+                        synced: source.replayed.synced,
+                        at: Some(generation),
+                    },
+                };
+                Some((zone, source))
+            });
+            if let Some((zone, source)) = next {
+                // Changes pile up beside the index until a reload folds
+                // them in: once they are many, one does, off this path.
+                let fold = zone.changed_names() > FOLD_AT.max(zone.names_read() / 8);
+                let snapshot = current.with_zone(key.as_bytes(), Arc::new(zone), source);
+                self.state.store(Arc::new(snapshot));
+                drop(one_at_a_time);
+                debug!(zone = origin, generation, "served a change by name");
+                if fold {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.reload().await });
+                }
+                return Ok(());
+            }
+        }
+        self.reload().await
+    }
+
     /// The number of zones being served now.
     pub fn serving_zones(&self) -> usize {
         self.state.load().zone_count()
@@ -83,8 +168,9 @@ impl Reloader {
         let arenas = Arc::clone(&self.arenas);
         let built = tokio::task::spawn_blocking(move || {
             let (loaded, arena) = arenas.build(|| -> Result<_, ConfigErrors> {
-                let settled = Workspace::open(&dir).map(|ws| settled(&ws))?;
-                let loaded = zone::load(settled.root());
+                let live = Workspace::open(&dir)?;
+                let settled = settled(&live);
+                let loaded = zone::load_settled(&live, &settled);
                 // Read: writers may go on while the snapshot is built.
                 drop(settled);
                 loaded.map(|ws| {
@@ -159,6 +245,10 @@ pub fn settled(ws: &Workspace) -> Settled {
     }
     settled
 }
+
+/// Names changed beside a zone's index that a reload folds in, at least
+/// (an eighth of the zone's names, if more).
+const FOLD_AT: usize = 1024;
 
 /// How long a replaced snapshot waits for the queries still reading it
 /// (each holds it for microseconds) before the last of them is left to free

@@ -322,24 +322,12 @@ impl WorkspaceState {
             ));
         }
         zones.sort();
-        let mut generations = Vec::new();
-        if let Ok(entries) = fs::read_dir(root.join(".cutover/generations")) {
-            for entry in entries {
-                let dir = entry?.path();
-                let Some(n) = dir.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
-                    continue;
-                };
-                let meta = fs::read_to_string(dir.join("GENERATION.toml")).unwrap_or_default();
-                let message = meta
-                    .lines()
-                    .find_map(|l| l.strip_prefix("message = "))
-                    .unwrap_or("")
-                    .trim_matches('"')
-                    .to_string();
-                generations.push((n, message));
-            }
-        }
-        generations.sort();
+        let generations = cutover_workspace::Workspace::open(root)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .generations()?
+            .into_iter()
+            .map(|g| (g.number, g.message))
+            .collect();
         Ok(Self { zones, generations })
     }
 }

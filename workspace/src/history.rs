@@ -102,6 +102,7 @@ use crate::journal;
 use crate::zones::{is_managed_in_zones, is_skipped_name};
 
 mod journaled;
+mod stamps;
 use crate::{
     ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONE_SUFFIX, ZONES_DIR,
 };
@@ -411,22 +412,7 @@ impl Workspace {
         }
         let _lock = self.lock()?;
         self.settle_locked()?;
-        let current = self.installed_generation()?;
-        let live = self.live_files()?;
-        let mut base = current;
-        let edited_by_hand = |n: u64| {
-            self.generation_files(n)
-                .ok()
-                .is_none_or(|copy| !same_but_for_syncs(&copy, &live))
-        };
-        if current.is_none_or(edited_by_hand) {
-            let why = match current {
-                None => "the workspace as found".to_string(),
-                Some(n) => format!("hand edits since generation {n}"),
-            };
-            let imported = self.make_generation(&live, &live, &why, |_| Ok(()))?;
-            base = Some(imported.number);
-        }
+        let (base, live) = self.import_hand_edits()?;
         let mut next = live.clone();
         for c in changes {
             match &c.content {
@@ -437,12 +423,40 @@ impl Workspace {
         if next == live
             && let Some(n) = base
         {
+            self.stamp_live();
             return self.generation(n);
         }
         if let Some(why) = layout_problem(self.root(), &live, &next) {
             return Err(HistoryError::Invalid(why.into()));
         }
-        self.make_generation(&live, &next, message, validate)
+        let made = self.make_generation(&live, &next, message, validate)?;
+        self.stamp_live();
+        Ok(made)
+    }
+
+    /// With the lock held: records the live files as a generation of their
+    /// own if they are not the generation installed last (hand edits, or a
+    /// workspace without history), and returns that base generation and
+    /// the live files. Reads every managed file.
+    fn import_hand_edits(&self) -> Result<(Option<u64>, Files), HistoryError> {
+        let current = self.installed_generation()?;
+        let live = self.live_files()?;
+        let mut base = current;
+        let edited_by_hand = |n: u64| {
+            self.generation_files(n)
+                .ok()
+                .is_none_or(|copy| !same_but_for_syncs(&copy, &live))
+        };
+        if current.is_none_or(edited_by_hand) {
+            // Since the newest generation, a zone's change included.
+            let why = match current.max(self.newest_journaled()?) {
+                None => "the workspace as found".to_string(),
+                Some(n) => format!("hand edits since generation {n}"),
+            };
+            let imported = self.make_generation(&live, &live, &why, |_| Ok(()))?;
+            base = Some(imported.number);
+        }
+        Ok((base, live))
     }
 
     /// Restores generation `n` exactly, as a new generation (history only
@@ -951,28 +965,45 @@ fn is_managed(rel: &Path) -> bool {
 /// The managed files found under `root` (the live workspace, a generation).
 fn read_managed(root: &Path) -> Result<Files, HistoryError> {
     let mut files = Files::new();
-    for name in [REDIRECTOR_FILE, DNSD_FILE] {
-        let path = root.join(name);
-        match fs::read(&path) {
-            Ok(b) => {
-                files.insert(PathBuf::from(name), b);
+    walk_managed(root, &mut |rel, path| {
+        match fs::read(path) {
+            Ok(bytes) => {
+                files.insert(rel, bytes);
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) => return Err(io(path)(e)),
         }
-    }
-    read_zones_tree(root, Path::new(ZONES_DIR), &mut files)?;
+        Ok(())
+    })?;
     Ok(files)
 }
 
-/// Adds every managed file under `root/rel` to `files`, subdirectories
-/// included. Symlinks are neither followed nor kept (see the module doc),
-/// except that `zones/` itself may be one (where it lives is the operator's
-/// layout, like the workspace root), and that a zone file linking to a
-/// regular file is read through its link (`is_read_through_link`). A file
-/// or directory that vanishes while it is read (a hand edit racing the
-/// commit) is simply not there.
-fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), HistoryError> {
+/// Calls `found` with each managed file under `root` (its path relative to
+/// the root, and where to read it): the daemons' two files and every
+/// managed file under `zones/`, subdirectories included. Symlinks are
+/// neither followed nor kept (see the module doc), except that `zones/`
+/// itself may be one (where it lives is the operator's layout, like the
+/// workspace root), and that a file the daemons read through a link
+/// (`is_read_through_link`) is read through it. A file or directory that
+/// vanishes meanwhile (a hand edit racing the commit) is simply not there.
+fn walk_managed(
+    root: &Path,
+    found: &mut dyn FnMut(PathBuf, &Path) -> Result<(), HistoryError>,
+) -> Result<(), HistoryError> {
+    for name in [REDIRECTOR_FILE, DNSD_FILE] {
+        let path = root.join(name);
+        if fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            found(PathBuf::from(name), &path)?;
+        }
+    }
+    walk_zones_tree(root, Path::new(ZONES_DIR), found)
+}
+
+fn walk_zones_tree(
+    root: &Path,
+    rel: &Path,
+    found: &mut dyn FnMut(PathBuf, &Path) -> Result<(), HistoryError>,
+) -> Result<(), HistoryError> {
     let dir = root.join(rel);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -998,15 +1029,9 @@ fn read_zones_tree(root: &Path, rel: &Path, files: &mut Files) -> Result<(), His
                 && fs::metadata(&path).is_ok_and(|m| m.is_file())
         };
         if kind.is_dir() {
-            read_zones_tree(root, &rel, files)?;
+            walk_zones_tree(root, &rel, found)?;
         } else if kind.is_file() || linked_zone() {
-            match fs::read(&path) {
-                Ok(bytes) => {
-                    files.insert(rel, bytes);
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path)(e)),
-            }
+            found(rel, &path)?;
         }
     }
     Ok(())

@@ -31,7 +31,8 @@ mod zones;
 use std::path::{Path, PathBuf};
 
 pub use dnsd::{
-    ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, ServerConfig, Service, TsigKey,
+    ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, HistoryConfig, ServerConfig, Service,
+    TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{

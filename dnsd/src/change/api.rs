@@ -22,10 +22,11 @@ use cutover_control_api::contract::{
     ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, blocking, listen};
-use cutover_workspace::{DNSD_FILE, FileChange, Workspace};
+use cutover_workspace::{DNSD_FILE, FileChange, HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tracing::info;
 
+use crate::change::sync::{self, Syncer};
 use crate::change::zone_edit::{self, ChangeLock, rdata_text};
 use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
@@ -42,6 +43,8 @@ pub struct Api {
     /// updates too), so that the snapshot a change acknowledges is the one
     /// it made.
     changes: ChangeLock,
+    /// Rewrites the zone files from the journal after changes.
+    syncer: Arc<Syncer>,
 }
 
 type Reply<T> = Result<axum::Json<T>, ApiError>;
@@ -86,12 +89,14 @@ impl Api {
         reloader: Arc<Reloader>,
         token: String,
         changes: ChangeLock,
+        syncer: Arc<Syncer>,
     ) -> Self {
         Self {
             workspace,
             reloader,
             access: Access::new(token, "dnsd"),
             changes,
+            syncer,
         }
     }
 }
@@ -235,13 +240,19 @@ fn path_name(raw: &str, what: &str) -> Result<String, ApiError> {
     Ok(fqdn(raw))
 }
 
+/// Why a change recorded as `generation` is not served.
+fn not_served(generation: u64, why: &str) -> ApiError {
+    ApiError::internal(format!(
+        "generation {generation} was written but does not load; the previous zones keep being served: {why}"
+    ))
+}
+
 /// Serves the generation just committed and acknowledges it.
 async fn apply(api: &Api, generation: u64) -> Reply<Change> {
-    api.reloader.reload().await.map_err(|e| {
-        ApiError::internal(format!(
-            "generation {generation} was written but does not load; the previous zones keep being served: {e}"
-        ))
-    })?;
+    api.reloader
+        .reload()
+        .await
+        .map_err(|e| not_served(generation, &e))?;
     info!(generation, "applied a change made through the API");
     Ok(axum::Json(Change {
         generation: Some(generation),
@@ -273,17 +284,28 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
     let generation = blocking(move || {
-        // A generation imported from hand edits was never validated: check
-        // it before it replaces what is serving.
-        ws.generation(n)?;
-        let restored = Workspace::open(ws.generation_root(n))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        zone_edit::validator(&ws)(&restored).map_err(|e| {
-            ApiError::bad_request(format!(
-                "generation {n} does not load, so it is not restored:\n{e}"
-            ))
+        // The files of generation n, each zone as it was then (its
+        // journal replayed), committed whole: history only grows.
+        let changes = sync::restore(&ws, n).map_err(|e| {
+            if matches!(ws.generation(n), Err(HistoryError::NoSuchGeneration(_))) {
+                ApiError::not_found(e)
+            } else {
+                ApiError::new(StatusCode::CONFLICT, e)
+            }
         })?;
-        Ok(ws.rollback(n, &format!("rollback to {n}"))?)
+        // A generation imported from hand edits was never validated: the
+        // commit's validator checks it before it replaces what is serving.
+        ws.commit(
+            &changes,
+            &format!("rollback to {n}"),
+            zone_edit::validator(&ws),
+        )
+        .map_err(|e| match e {
+            HistoryError::Invalid(why) => ApiError::bad_request(format!(
+                "generation {n} does not load, so it is not restored:\n{why}"
+            )),
+            other => ApiError::from(other),
+        })
     })
     .await?;
     apply(&api, generation.number).await
@@ -355,13 +377,20 @@ async fn put_rrset(
         .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
+    let serving = api.reloader.serving();
+    let zone = origin.clone();
     let changed = blocking(move || {
-        let changed = change::zone(&ws, &origin, "dnsd's control API", |zone| {
-            edit_rrset(zone, &owner, rtype, &change)
-        });
+        let names = [owner.clone()];
+        let changed = change::zone(
+            &ws,
+            &serving,
+            &origin,
+            &names,
+            "dnsd's control API",
+            |zone| edit_rrset(zone, &owner, rtype, &change),
+        );
         match changed {
-            Ok(Some(generation)) => Ok(Some(generation.number)),
-            Ok(None) => Ok(None),
+            Ok(changed) => Ok(changed),
             Err(ChangeError::Refused(e)) => Err(e),
             Err(ChangeError::NoSuchZone(origin)) => Err(ApiError::not_found(format!(
                 "no zone {origin} (see GET /v1/zones)"
@@ -374,7 +403,18 @@ async fn put_rrset(
     })
     .await?;
     match changed {
-        Some(generation) => apply(&api, generation).await,
+        Some(change) => {
+            let generation = change.generation.number;
+            api.reloader
+                .serve_change(&zone, change.names, generation)
+                .await
+                .map_err(|e| not_served(generation, &e))?;
+            info!(generation, "applied a change made through the API");
+            api.syncer.changed(&zone);
+            Ok(axum::Json(Change {
+                generation: Some(generation),
+            }))
+        }
         // Nothing to change: the generation in force already has it.
         None => {
             let ws = api.workspace.clone();
@@ -392,7 +432,7 @@ fn edit_rrset(
     rtype: RecordType,
     change: &RrsetChange,
 ) -> Result<Edited, ApiError> {
-    let origin = &zone.served.origin;
+    let origin = zone.origin;
     let name = records::zone_name(owner).to_string();
     if !origin.zone_of(owner) {
         return Err(ApiError::bad_request(format!(

@@ -1,45 +1,65 @@
 //! Changes to the workspace: the control API (`api`), RFC 2136 dynamic
 //! updates (`update_handler` around the pure rules of `update`, signed
 //! with `tsig`), zone files written (`zone_edit`), and here the one way a
-//! zone's data changes: a transaction on the live workspace that the API's
-//! `PUT .../rrsets` and updates both run, each supplying only its edit.
-//! Holding the change lock, it
+//! zone's data changes: a transaction that the API's `PUT .../rrsets` and
+//! updates both run, each supplying only the names it touches and its
+//! edit. Holding the change lock, it takes one of two paths.
 //!
-//! 1. loads the live workspace as a reload would (a broken `dnsd.toml`, or
-//!    the zone's own file not loading, stops it: fix that first);
-//! 2. finds the zone, its served records (services applied) and its file's
-//!    records;
-//! 3. lets the caller's edit check what it needs and change the file's
-//!    records, or refuse with its own reason;
-//! 4. skips a change that changes nothing (no generation);
-//! 5. raises the SOA serial unless the edit set the SOA itself;
-//! 6. renders the file, proves it reads back to the same records, and
-//!    commits it as one generation whose validator loads the whole staged
-//!    workspace and refuses to break a zone that loads now.
+//! **Through the journal**, the usual one, costs what the change changes:
+//! when the zone is served from a file dnsd wrote (a valid sync header)
+//! that nobody has written since it was read,
+//!
+//! 1. the records at the touched names (and the apex) are taken from the
+//!    served snapshot, the file's being those without the services;
+//! 2. the edit checks what it needs and changes them, or refuses;
+//! 3. a change that changes nothing ends here (no generation);
+//! 4. the SOA serial is raised unless the edit set the SOA itself;
+//! 5. the zone's rules are checked at those names (what may share a name,
+//!    the apex's SOA and NS, no name below a DNAME above them);
+//! 6. the removed and added records are appended to the zone's journal as
+//!    one generation, durable before anything answers from it.
+//!
+//! **Through the whole file** otherwise, and for what the names alone
+//! cannot check (a DNAME added, which may have names below it; a
+//! delegation added, which may hide a service): the live workspace is
+//! loaded, the edit runs on the whole zone, the file is rendered (with a
+//! sync header, so the next change takes the journal) and committed as one
+//! generation whose validator loads the whole staged workspace.
 //!
 //! The caller then serves it (`Reloader::reload`) and turns a
 //! [`ChangeError`] into its protocol's answer: an HTTP status, an rcode.
 
 pub mod api;
+pub mod sync;
 pub mod tsig;
 pub mod update;
 pub mod update_handler;
 pub mod zone_edit;
 
-use cutover_workspace::{Generation, HistoryError, Service, Workspace};
-use hickory_proto::rr::{Name, Record};
+use std::path::{Path, PathBuf};
 
-use crate::zone::{self, LoadedZone};
+use cutover_workspace::{
+    ConfigError, ConfigErrors, DNSD_FILE, Generation, HistoryError, Service, Workspace, ZONES_DIR,
+};
+use hickory_proto::rr::{Name, Record, RecordType};
+
+use crate::snapshot::Snapshot;
+use crate::zone::journal::{self as zone_journal, JournalView};
+use crate::zone::name_key::{self, NameKey};
+use crate::zone::{self, name_rules};
 
 /// What an edit sees of the zone it changes.
 pub struct Zone<'a> {
-    /// The zone as served: the file's records with the services applied.
-    pub served: &'a LoadedZone,
+    pub origin: &'a Name,
+    /// The records served at the names the change touches and at the apex
+    /// (the whole zone on the whole-file path): the file's with the
+    /// services applied.
+    pub served: &'a [Record],
     /// Origins of other zones of the workspace inside this one.
     pub children: &'a [Name],
     /// The `[[service]]` entries of `dnsd.toml`.
     pub services: &'a [Service],
-    /// The records of the zone file, for the edit to change.
+    /// The zone file's records at those names, for the edit to change.
     pub file: Vec<Record>,
 }
 
@@ -68,19 +88,267 @@ pub enum ChangeError<E> {
     Failed(String),
 }
 
-/// A change that went through: its generation, or `None` when it changed
-/// nothing (RFC 2136 §3.4.2: a no-op succeeds, and makes no generation).
-pub type Changed = Option<Generation>;
+/// A change that went through, or `None` when it changed nothing (RFC
+/// 2136 §3.4.2: a no-op succeeds, and makes no generation).
+pub type Changed = Option<Change>;
 
-/// Runs `edit` on zone `origin` of the live workspace `ws` and commits the
-/// result, as the module doc says; `author` heads the rewritten file
-/// ("dnsd's control API"). Blocking I/O: run it off the async workers, with
-/// the change lock held.
+/// What a change recorded, for the caller to serve it.
+#[derive(Debug)]
+pub struct Change {
+    pub generation: Generation,
+    /// On the journal's path, the records served at each name it touched
+    /// once it is served (services applied; none where a name has none
+    /// left): the snapshot is updated at those names only
+    /// (`Reloader::serve_change`). `None` on the whole file's path: a
+    /// reload serves it.
+    pub names: Option<Vec<(Name, Vec<Record>)>>,
+}
+
+/// Runs `edit` on zone `origin` and records the result, as the module doc
+/// says: `names` are the names the edit may look at or change, `serving`
+/// what is served now, `author` heads a rewritten file ("dnsd's control
+/// API"). The edit may run twice (the journal's path may hand over to the
+/// whole file's). Blocking I/O: run it off the async workers, with the
+/// change lock held.
 pub fn zone<E>(
+    ws: &Workspace,
+    serving: &Snapshot,
+    origin: &str,
+    names: &[Name],
+    author: &str,
+    edit: impl Fn(&mut Zone<'_>) -> Result<Edited, E>,
+) -> Result<Changed, ChangeError<E>> {
+    match through_journal(ws, serving, origin, names, &edit)? {
+        Journaled::Done(changed) => Ok(changed),
+        Journaled::NotHere => through_file(ws, origin, author, &edit),
+    }
+}
+
+enum Journaled {
+    Done(Changed),
+    /// The journal's path cannot make or check this change.
+    NotHere,
+}
+
+fn through_journal<E>(
+    ws: &Workspace,
+    serving: &Snapshot,
+    origin: &str,
+    names: &[Name],
+    edit: &impl Fn(&mut Zone<'_>) -> Result<Edited, E>,
+) -> Result<Journaled, ChangeError<E>> {
+    let Ok(apex) = Name::from_ascii(origin) else {
+        return Ok(Journaled::NotHere);
+    };
+    let Some(apex_key) = NameKey::new(&apex) else {
+        return Ok(Journaled::NotHere);
+    };
+    let Some((zone, source)) = serving.served(apex_key.as_bytes()) else {
+        return Ok(Journaled::NotHere);
+    };
+    if source.replayed.synced.is_none() || !source.stamps.unchanged() {
+        return Ok(Journaled::NotHere);
+    }
+    let config = ws.load_dnsd().map_err(|e| {
+        ChangeError::LiveBroken(format!(
+            "the live dnsd.toml does not load, fix it first:\n{e}"
+        ))
+    })?;
+    let services = &config.services;
+    let is_service = |n: &Name| {
+        services
+            .iter()
+            .any(|s| s.name.eq_ignore_ascii_case(&n.to_string()))
+    };
+    let children = children_of(serving, &zone.origin);
+
+    // The names, each once, the apex first.
+    let mut keys: Vec<(Name, NameKey)> = vec![(zone.origin.clone(), apex_key)];
+    for n in names {
+        if let Some(k) = NameKey::new(n)
+            && !keys.iter().any(|(_, have)| have.as_bytes() == k.as_bytes())
+        {
+            keys.push((n.clone(), k));
+        }
+    }
+    let mut served = Vec::new();
+    let mut above = Vec::new();
+    for (_, k) in &keys {
+        served.extend(zone.records_at(k.as_bytes()));
+        above.extend(zone.dnames_above(k.as_bytes()));
+    }
+    let from_service = |r: &Record| {
+        matches!(r.record_type(), RecordType::A | RecordType::AAAA) && is_service(&r.name)
+    };
+    let file: Vec<Record> = served
+        .iter()
+        .filter(|r| !from_service(r))
+        .cloned()
+        .collect();
+    let before = zone_edit::lines(&file);
+    let mut view = Zone {
+        origin: &zone.origin,
+        served: &served,
+        children: &children,
+        services,
+        file,
+    };
+    let edited = edit(&mut view).map_err(ChangeError::Refused)?;
+    let mut after = view.file;
+    if zone_edit::lines(&after) == before {
+        return Ok(Journaled::Done(None));
+    }
+    // What the names alone cannot check goes the whole file's way.
+    let widens = |r: &Record| {
+        r.record_type() == RecordType::DNAME
+            || (r.record_type() == RecordType::NS && r.name != zone.origin)
+    };
+    let touched_away = after
+        .iter()
+        .any(|r| !keys.iter().any(|(n, _)| *n == r.name));
+    if touched_away
+        || after
+            .iter()
+            .any(|r| widens(r) && !before.contains(&zone_edit::record_line(r)))
+    {
+        return Ok(Journaled::NotHere);
+    }
+    if !edited.soa_set {
+        zone_edit::bump_serial(&mut after);
+    }
+    let mut checked: Vec<Record> = served.iter().filter(|r| from_service(r)).cloned().collect();
+    checked.extend(after.iter().cloned());
+    // Named as the operator knows them, relative to the workspace.
+    let zone_file = ws
+        .zone_files()
+        .ok()
+        .and_then(|files| {
+            files
+                .into_iter()
+                .find(|f| f.origin.eq_ignore_ascii_case(origin))
+                .and_then(|f| Some(Path::new(ZONES_DIR).join(f.path.file_name()?)))
+        })
+        .unwrap_or_else(|| PathBuf::from(ZONES_DIR));
+    let mut errors: Vec<ConfigError> = services
+        .iter()
+        .filter(|s| {
+            after.iter().any(|r| {
+                r.record_type() == RecordType::CNAME
+                    && r.name.to_string().eq_ignore_ascii_case(&s.name)
+            })
+        })
+        .map(|s| {
+            let mut e = ConfigError::file(
+                Path::new(DNSD_FILE),
+                format!(
+                    "service {} cannot be served from {}: the zone gives it a CNAME",
+                    s.name,
+                    zone_file.display()
+                ),
+            );
+            e.line = Some(s.line);
+            e
+        })
+        .collect();
+    errors.extend(
+        check_names(&zone.origin, &checked, &above)
+            .into_iter()
+            .map(|m| ConfigError::file(&zone_file, m)),
+    );
+    if !errors.is_empty() {
+        return Err(ChangeError::Commit(HistoryError::Invalid(ConfigErrors(
+            errors,
+        ))));
+    }
+    let (removed, added) = zone_journal::diff(&before, &zone_edit::lines(&after));
+    let generation = ws
+        .append_change(
+            &origin.to_ascii_lowercase(),
+            &edited.message,
+            removed,
+            added,
+        )
+        .map_err(ChangeError::Commit)?;
+    let names = keys
+        .into_iter()
+        .map(|(name, _)| {
+            let at: Vec<Record> = checked.iter().filter(|r| r.name == name).cloned().collect();
+            (name, at)
+        })
+        .collect();
+    Ok(Journaled::Done(Some(Change {
+        generation,
+        names: Some(names),
+    })))
+}
+
+/// The zone's rules at the names of `records` (every record at each of
+/// them, the apex's among them): as loading checks the whole zone, with
+/// the DNAMEs `above` those names.
+fn check_names(origin: &Name, records: &[Record], above: &[Record]) -> Vec<String> {
+    let mut all: Vec<Record> = records.to_vec();
+    all.extend(above.iter().cloned());
+    all.sort_by_key(zone_edit::record_line);
+    all.dedup_by_key(|r| zone_edit::record_line(r));
+    let entries: Vec<name_rules::Entry> = all
+        .iter()
+        .enumerate()
+        .map(|(i, r)| name_rules::Entry {
+            line: i + 1,
+            file: 0,
+            owner: r.name.clone(),
+            rtype: r.record_type(),
+            target: crate::zone::dname::target(r).or_else(|| match &r.data {
+                hickory_proto::rr::RData::CNAME(c) => Some(c.0.clone()),
+                _ => None,
+            }),
+        })
+        .collect();
+    let mut problems: Vec<String> = zone::check_zone(origin, &all, &entries)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    problems.extend(
+        name_rules::check(origin, &entries)
+            .into_iter()
+            .map(|p| strip_lines(&p.message)),
+    );
+    problems
+}
+
+/// A rule's message without the line numbers of the entries it cites,
+/// which here are not lines of a file.
+fn strip_lines(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(" on line ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " on line ".len()..];
+        let digits = tail
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out.replace(" (line ", " (").replace(" ()", "")
+}
+
+/// Origins of the zones of `serving` inside `origin`.
+fn children_of(serving: &Snapshot, origin: &Name) -> Vec<Name> {
+    let own = NameKey::new(origin);
+    serving
+        .apexes()
+        .filter(|k| own.as_ref().is_none_or(|o| o.as_bytes() != *k))
+        .filter_map(name_key::to_name)
+        .filter(|n| origin.zone_of(n))
+        .collect()
+}
+
+fn through_file<E>(
     ws: &Workspace,
     origin: &str,
     author: &str,
-    edit: impl FnOnce(&mut Zone<'_>) -> Result<Edited, E>,
+    edit: &impl Fn(&mut Zone<'_>) -> Result<Edited, E>,
 ) -> Result<Changed, ChangeError<E>> {
     let live = zone::load(ws.root()).map_err(|e| {
         ChangeError::LiveBroken(format!(
@@ -91,7 +359,7 @@ pub fn zone<E>(
     if let Some(broken) = live.broken.iter().find(|z| wanted(&z.origin)) {
         return Err(ChangeError::LiveBroken(format!(
             "the live zone file does not load, fix it first:\n{}",
-            cutover_workspace::ConfigErrors(broken.errors.clone())
+            ConfigErrors(broken.errors.clone())
         )));
     }
     let Some(served) = live.zones.iter().find(|z| wanted(&z.origin)) else {
@@ -106,10 +374,10 @@ pub fn zone<E>(
     else {
         return Err(ChangeError::NoSuchZone(origin.to_string()));
     };
-    let file = zone::load_zone(ws, &zone_file).map_err(|e| {
+    let file = zone::load_zone(ws, &zone_file, &JournalView::all(ws.clone())).map_err(|e| {
         ChangeError::LiveBroken(format!(
             "the live zone file does not load, fix it first:\n{}",
-            cutover_workspace::ConfigErrors(e)
+            ConfigErrors(e)
         ))
     })?;
     let children: Vec<Name> = live
@@ -121,7 +389,8 @@ pub fn zone<E>(
         .cloned()
         .collect();
     let mut zone = Zone {
-        served,
+        origin: &served.origin,
+        served: &served.records,
         children: &children,
         services: &live.config.services,
         file: file.records,
@@ -135,8 +404,17 @@ pub fn zone<E>(
     if !edited.soa_set {
         zone_edit::bump_serial(&mut records);
     }
-    let text = zone_edit::render(&served.origin, &records, author).map_err(ChangeError::Failed)?;
+    let body = zone_edit::render(&served.origin, &records, author).map_err(ChangeError::Failed)?;
+    // Every changeset so far is in the body: none may replay onto it.
+    let newest = ws.newest_number().map_err(ChangeError::Commit)?;
+    let mut text = cutover_workspace::sync_header(newest, body.as_bytes());
+    text.push_str(&body);
     zone_edit::commit(ws, &zone_file, text, &edited.message)
-        .map(Some)
+        .map(|generation| {
+            Some(Change {
+                generation,
+                names: None,
+            })
+        })
         .map_err(ChangeError::Commit)
 }

@@ -34,11 +34,13 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+use crate::change::sync::Syncer;
 use crate::change::tsig::{self, Found, Signature};
 use crate::change::update::{self, Zone};
 use crate::change::zone_edit::ChangeLock;
 use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
+use crate::snapshot::Snapshot;
 use crate::zone::records;
 
 /// Applies authenticated dynamic updates; one per process, shared by the
@@ -47,6 +49,8 @@ pub struct Updater {
     workspace: Workspace,
     reloader: Arc<Reloader>,
     changes: ChangeLock,
+    /// Rewrites the zone files from the journal after changes.
+    syncer: Arc<Syncer>,
     /// Bounds the UPDATEs in progress: each reads dnsd.toml, and anyone can
     /// send UPDATE packets. Past the bound they are dropped unanswered.
     in_flight: Arc<Semaphore>,
@@ -91,6 +95,8 @@ struct Verdict {
     /// Why, for the log; `None` for a success.
     reason: Option<String>,
     generation: Option<u64>,
+    /// The names to serve the change at (`change::Change::names`).
+    names: Option<Vec<(Name, Vec<hickory_proto::rr::Record>)>>,
 }
 
 impl Verdict {
@@ -99,6 +105,7 @@ impl Verdict {
             rcode,
             reason: Some(reason.into()),
             generation: None,
+            names: None,
         }
     }
 }
@@ -110,11 +117,17 @@ fn unix_now() -> u64 {
 }
 
 impl Updater {
-    pub fn new(workspace: Workspace, reloader: Arc<Reloader>, changes: ChangeLock) -> Self {
+    pub fn new(
+        workspace: Workspace,
+        reloader: Arc<Reloader>,
+        changes: ChangeLock,
+        syncer: Arc<Syncer>,
+    ) -> Self {
         Self {
             workspace,
             reloader,
             changes,
+            syncer,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             replays: tsig::ReplayGuard::default(),
         }
@@ -347,11 +360,21 @@ impl Updater {
             key.name,
             updates.len()
         );
+        let serving = self.reloader.serving();
+        let zone = origin.clone();
         let worked = tokio::task::spawn_blocking(move || {
-            write_update(&ws, &key, &origin, &prerequisites, &updates, &message)
+            write_update(
+                &ws,
+                &serving,
+                &key,
+                &origin,
+                &prerequisites,
+                &updates,
+                &message,
+            )
         })
         .await;
-        let verdict = match worked {
+        let mut verdict = match worked {
             Ok(v) => v,
             Err(e) => {
                 return Verdict::refuse(
@@ -360,15 +383,17 @@ impl Updater {
                 );
             }
         };
-        if let (Some(generation), None) = (verdict.generation, &verdict.reason)
-            && let Err(e) = self.reloader.reload().await
-        {
-            return Verdict::refuse(
-                ResponseCode::ServFail,
-                format!(
-                    "generation {generation} was written but does not load; the previous zones keep being served: {e}"
-                ),
-            );
+        if let (Some(generation), None) = (verdict.generation, &verdict.reason) {
+            let names = verdict.names.take();
+            if let Err(e) = self.reloader.serve_change(&zone, names, generation).await {
+                return Verdict::refuse(
+                    ResponseCode::ServFail,
+                    format!(
+                        "generation {generation} was written but does not load; the previous zones keep being served: {e}"
+                    ),
+                );
+            }
+            self.syncer.changed(&zone);
         }
         verdict
     }
@@ -397,13 +422,22 @@ fn error_only(sig: &Signature, error: TsigError) -> Outcome {
 /// update as an edit of the zone-change transaction (`zone_change`).
 fn write_update(
     ws: &Workspace,
+    serving: &Snapshot,
     key: &TsigKey,
     origin: &str,
     prerequisites: &[hickory_proto::rr::Record],
     updates: &[hickory_proto::rr::Record],
     message: &str,
 ) -> Verdict {
-    let changed = change::zone(ws, origin, "dnsd (RFC 2136 dynamic update)", |zone| {
+    // Every name the update looks at or changes.
+    let mut names: Vec<Name> = Vec::new();
+    for r in prerequisites.iter().chain(updates) {
+        if !names.contains(&r.name) {
+            names.push(r.name.clone());
+        }
+    }
+    let author = "dnsd (RFC 2136 dynamic update)";
+    let changed = change::zone(ws, serving, origin, &names, author, |zone| {
         // Only now, so that a zone not served is NOTAUTH whatever the key.
         if !key.allows(origin) {
             return Err(Verdict::refuse(
@@ -416,10 +450,10 @@ fn write_update(
             ));
         }
         let scope = Zone {
-            origin: &zone.served.origin,
+            origin: zone.origin,
             children: zone.children,
         };
-        update::check_prerequisites(&scope, &zone.served.records, prerequisites)
+        update::check_prerequisites(&scope, zone.served, prerequisites)
             .map_err(|rcode| Verdict::refuse(rcode, "a prerequisite does not hold"))?;
         update::prescan(&scope, updates).map_err(|rcode| {
             Verdict::refuse(rcode, "the update section is malformed or leaves the zone")
@@ -445,11 +479,18 @@ fn write_update(
         })
     });
     match changed {
-        Ok(generation) => Verdict {
-            rcode: ResponseCode::NoError,
-            reason: None,
-            generation: generation.map(|g| g.number),
-        },
+        Ok(change) => {
+            let (generation, names) = match change {
+                Some(c) => (Some(c.generation.number), c.names),
+                None => (None, None),
+            };
+            Verdict {
+                rcode: ResponseCode::NoError,
+                reason: None,
+                generation,
+                names,
+            }
+        }
         Err(ChangeError::Refused(verdict)) => verdict,
         Err(ChangeError::NoSuchZone(_)) => Verdict::refuse(
             ResponseCode::NotAuth,

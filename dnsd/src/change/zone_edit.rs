@@ -13,6 +13,7 @@ use cutover_workspace::{
 };
 use hickory_proto::rr::{Name, RData, Record};
 
+use crate::zone::journal::JournalView;
 use crate::zone::{self, records};
 
 /// Held by whoever changes the live workspace (an API request, a dynamic
@@ -116,8 +117,11 @@ pub fn validator(
     workspace: &Workspace,
 ) -> impl FnOnce(&Workspace) -> Result<(), ConfigErrors> + use<> {
     let broken_now = zone::broken_zones(workspace.root()).unwrap_or_default();
+    // The staged files with the live journal: zone files dnsd wrote carry
+    // the changesets that apply on top of them.
+    let journals = JournalView::all(workspace.clone());
     move |staged| {
-        let loaded = zone::load(staged.root())?;
+        let loaded = zone::load_with(staged.root(), &journals)?;
         let newly: Vec<_> = loaded
             .broken
             .into_iter()

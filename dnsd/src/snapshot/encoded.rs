@@ -6,7 +6,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 /// An RRset's records in wire form, each without its owner name: TYPE,
 /// CLASS, TTL, RDLENGTH and uncompressed RDATA.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Encoded {
     bytes: Box<[u8]>,
     /// Where each record starts in `bytes`, and where the last ends.

@@ -13,6 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::snapshot::encoded::Encoded;
+use crate::zone::journal::{Replayed, Stamps};
 use crate::zone::name_key::{self, NameKey};
 use crate::zone::{BrokenZone, LoadedWorkspace};
 
@@ -33,9 +34,10 @@ pub struct Snapshot {
 /// What a snapshot holds for one zone of the workspace.
 #[derive(Debug)]
 enum Held {
-    /// Its index; shared with the snapshot before when its file did not
-    /// load this time, so that the zone keeps its last good version.
-    Serving(Arc<Zone>),
+    /// Its index, shared with the snapshot before when its file did not
+    /// load this time, so that the zone keeps its last good version; and
+    /// where that was read from.
+    Serving(Arc<Zone>, Source),
     /// Its file has never loaded: dnsd is authoritative for it by
     /// configuration but has no data (SERVFAIL).
     Unavailable,
@@ -56,23 +58,45 @@ pub struct Zone {
     pub origin: Name,
     /// Every name that exists: names with records, and the empty
     /// non-terminals between them and the apex (RFC 8020 makes those NODATA,
-    /// not NXDOMAIN).
-    nodes: Map<Node>,
+    /// not NXDOMAIN); as read from the files, shared by every version of
+    /// the zone that changes made since (`with_names`).
+    nodes: Arc<Map<Node>>,
+    /// The names changes have made, changed or removed (`None`) since the
+    /// zone was read: looked up before `nodes`. Each change copies this,
+    /// not `nodes`; a reload folds it in.
+    changed: Map<Option<Arc<Node>>>,
     /// The apex SOA with TTL min(SOA TTL, MINIMUM): the authority record of
     /// every negative answer (RFC 2308 §3).
-    pub negative_soa: RrSet,
+    pub negative_soa: Arc<RrSet>,
     has_wildcards: bool,
     has_dnames: bool,
+    /// The in-zone names NS, MX and SRV records point at: their addresses
+    /// are additional data of other names.
+    targets: Arc<Keys>,
+}
+
+type Keys = std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>;
+
+/// What a served zone was read from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Its files as they stood when read.
+    pub stamps: Stamps,
+    /// Its file's sync header and the journal replayed onto it.
+    pub replayed: Replayed,
 }
 
 /// The records at one name.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Node {
     /// Sorted by type code, so answers to ANY come out in a stable order.
     pub rrsets: Vec<RrSet>,
     /// The key of the highest zone cut at or above this name (excluding the
     /// apex): a query here is answered with a referral to it.
     delegation: Option<Box<[u8]>>,
+    /// How many names exist directly below this one: a name with none and
+    /// no records does not exist.
+    children: u32,
 }
 
 impl Node {
@@ -82,7 +106,7 @@ impl Node {
 }
 
 /// The records of one name and type.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RrSet {
     pub rtype: RecordType,
     /// The records, all with one TTL: the lowest the zone file gives any of
@@ -123,7 +147,7 @@ impl RrSet {
 /// points at, owned by that name as the pointing record writes it (a target
 /// covered by a wildcard gets the wildcard's records under its own name,
 /// RFC 1034 §4.3.2 step 6, as NSD and Knot add them).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Additional {
     pub records: Box<[Record]>,
     pub wire_len: usize,
@@ -219,7 +243,13 @@ impl Snapshot {
     /// this.
     pub fn from_workspace(ws: LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
         let max_answers = ws.config.server.max_answers;
-        let zones = ws.zones.into_iter().map(|zone| (zone.origin, zone.records));
+        let zones = ws.zones.into_iter().map(|zone| {
+            let source = Source {
+                stamps: zone.stamps,
+                replayed: zone.replayed,
+            };
+            (zone.origin, zone.records, source)
+        });
         Self::index(zones, &ws.broken, previous, max_answers)
     }
 
@@ -227,25 +257,31 @@ impl Snapshot {
     /// [`Snapshot::from_workspace`] otherwise. For tests.
     #[cfg(test)]
     pub fn build(ws: &LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
-        let zones = ws
-            .zones
-            .iter()
-            .map(|zone| (zone.origin.clone(), zone.records.to_vec()));
+        let zones = ws.zones.iter().map(|zone| {
+            let source = Source {
+                stamps: zone.stamps.clone(),
+                replayed: zone.replayed,
+            };
+            (zone.origin.clone(), zone.records.to_vec(), source)
+        });
         Self::index(zones, &ws.broken, previous, ws.config.server.max_answers)
     }
 
     fn index(
-        loaded: impl Iterator<Item = (Name, Vec<Record>)>,
+        loaded: impl Iterator<Item = (Name, Vec<Record>, Source)>,
         broken: &[BrokenZone],
         previous: Option<&Snapshot>,
         max_answers: usize,
     ) -> Self {
         let mut zones = Map::default();
-        for (origin, records) in loaded {
+        for (origin, records, source) in loaded {
             if let Some(key) = NameKey::new(&origin)
                 && let Some(z) = Zone::build(origin, records)
             {
-                zones.insert(Box::from(key.as_bytes()), Held::Serving(Arc::new(z)));
+                zones.insert(
+                    Box::from(key.as_bytes()),
+                    Held::Serving(Arc::new(z), source),
+                );
             }
         }
         for broken in broken {
@@ -253,7 +289,9 @@ impl Snapshot {
                 continue;
             };
             let held = match previous.and_then(|p| p.zones.get(key.as_bytes())) {
-                Some(Held::Serving(zone)) => Held::Serving(Arc::clone(zone)),
+                Some(Held::Serving(zone, source)) => {
+                    Held::Serving(Arc::clone(zone), source.clone())
+                }
                 _ => Held::Unavailable,
             };
             zones.insert(Box::from(key.as_bytes()), held);
@@ -288,6 +326,38 @@ impl Snapshot {
         }
     }
 
+    /// The zone served at apex key `key` and where it was read from; `None`
+    /// when it is not served (no such zone, or its file has never loaded).
+    pub fn served(&self, key: &[u8]) -> Option<(&Arc<Zone>, &Source)> {
+        match self.zones.get(key)? {
+            Held::Serving(zone, source) => Some((zone, source)),
+            Held::Unavailable => None,
+        }
+    }
+
+    /// This snapshot with zone `key` (served) replaced by `zone`, read from
+    /// `source`; every other zone shared, not copied.
+    pub fn with_zone(&self, key: &[u8], zone: Arc<Zone>, source: Source) -> Self {
+        let mut zones = Map::with_capacity_and_hasher(self.zones.len(), Default::default());
+        for (k, held) in &self.zones {
+            let held = match held {
+                _ if k.as_ref() == key => Held::Serving(Arc::clone(&zone), source.clone()),
+                Held::Serving(z, s) => Held::Serving(Arc::clone(z), s.clone()),
+                Held::Unavailable => Held::Unavailable,
+            };
+            zones.insert(k.clone(), held);
+        }
+        Self {
+            zones,
+            max_answers: self.max_answers,
+        }
+    }
+
+    /// The keys of the apexes of every zone (served or unavailable).
+    pub fn apexes(&self) -> impl Iterator<Item = &[u8]> {
+        self.zones.keys().map(|k| k.as_ref())
+    }
+
     /// Whether the name with key `key` is the apex of a zone of the
     /// workspace (served or unavailable).
     pub fn serves_zone(&self, key: &[u8]) -> bool {
@@ -310,7 +380,7 @@ impl Snapshot {
 impl<'s> From<&'s Held> for ZoneLookup<'s> {
     fn from(held: &'s Held) -> Self {
         match held {
-            Held::Serving(zone) => ZoneLookup::Serving(zone),
+            Held::Serving(zone, _) => ZoneLookup::Serving(zone),
             Held::Unavailable => ZoneLookup::Unavailable,
         }
     }
@@ -363,6 +433,18 @@ impl Zone {
         }
         drop(records);
 
+        // Every name but the apex is a child of its parent.
+        let parents: Vec<Box<[u8]>> = nodes
+            .keys()
+            .filter(|k| k.as_ref() != apex)
+            .filter_map(|k| name_key::parent(k).map(Box::from))
+            .collect();
+        for p in parents {
+            if let Some(node) = nodes.get_mut(&p) {
+                node.children += 1;
+            }
+        }
+
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
         let cuts: Vec<Box<[u8]>> = nodes
@@ -383,11 +465,16 @@ impl Zone {
         // Additional data: address RRsets of in-zone NS/MX/SRV targets.
         let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
         let mut extras: Vec<(Box<[u8]>, usize, Vec<Additional>)> = Vec::new();
-        for (key, node) in &nodes {
-            for (i, set) in node.rrsets.iter().enumerate() {
-                let add = additional_of(&nodes, apex, key, set, has_wildcards);
-                if !add.is_empty() {
-                    extras.push((key.clone(), i, add));
+        let mut targets = Keys::default();
+        {
+            let lookup = |k: &[u8]| nodes.get(k);
+            for (key, node) in &nodes {
+                for (i, set) in node.rrsets.iter().enumerate() {
+                    targets.extend(targets_of(apex, set));
+                    let add = additional_of(&lookup, apex, key, set, has_wildcards);
+                    if !add.is_empty() {
+                        extras.push((key.clone(), i, add));
+                    }
                 }
             }
         }
@@ -397,25 +484,248 @@ impl Zone {
             }
         }
 
-        let soa = nodes.get(apex)?.get(RecordType::SOA)?.records.first()?;
-        let mut negative = soa.clone();
-        if let RData::SOA(data) = &soa.data {
-            negative.ttl = soa.ttl.min(data.minimum);
-        }
+        let negative_soa = negative_soa(nodes.get(apex)?)?;
         let has_dnames = nodes.values().any(|n| n.get(RecordType::DNAME).is_some());
         Some(Self {
             origin,
-            nodes,
-            negative_soa: RrSet::new(vec![negative]),
+            nodes: Arc::new(nodes),
+            changed: Map::default(),
+            negative_soa: Arc::new(negative_soa),
             has_wildcards,
             has_dnames,
+            targets: Arc::new(targets),
         })
+    }
+
+    /// The node of the name with key `key`, if the name exists.
+    fn node(&self, key: &[u8]) -> Option<&Node> {
+        if !self.changed.is_empty()
+            && let Some(changed) = self.changed.get(key)
+        {
+            return changed.as_deref();
+        }
+        self.nodes.get(key)
+    }
+
+    /// How many names changes have touched since the zone was read: a
+    /// reload folds them into the index.
+    pub fn changed_names(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// How many names it had when it was read.
+    pub fn names_read(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// This zone with the records at each of `names` replaced by the
+    /// records given (served records: services applied; none removes the
+    /// name's records), sharing everything else with this one: the cost is
+    /// the change's, not the zone's. `None` when the change reaches past
+    /// those names — a delegation made, moved or removed (every name below
+    /// it changes), or the addresses or wildcard behind other names'
+    /// additional data — and the zone has to be indexed whole again.
+    pub fn with_names(&self, names: Vec<(Name, Vec<Record>)>) -> Option<Self> {
+        let apex_key = NameKey::new(&self.origin)?;
+        let apex = apex_key.as_bytes();
+        let mut next = Self {
+            origin: self.origin.clone(),
+            nodes: Arc::clone(&self.nodes),
+            changed: self.changed.clone(),
+            negative_soa: Arc::clone(&self.negative_soa),
+            has_wildcards: self.has_wildcards,
+            has_dnames: self.has_dnames,
+            targets: Arc::clone(&self.targets),
+        };
+        for (name, mut records) in names {
+            let key = NameKey::new(&name)?;
+            let k = key.as_bytes();
+            if !name_key::is_at_or_below(k, apex) || records.iter().any(|r| r.name != name) {
+                return None;
+            }
+            let old = next.node(k).cloned();
+            let is_wildcard = k.starts_with(b"\x01*");
+            let ns_here = records.iter().any(|r| r.record_type() == RecordType::NS)
+                || old
+                    .as_ref()
+                    .is_some_and(|n| n.get(RecordType::NS).is_some());
+            // Another name's additional data holds this one's addresses
+            // (a wildcard's, for the names it covers).
+            let addresses_change = || {
+                [RecordType::A, RecordType::AAAA].iter().any(|&t| {
+                    let was: Vec<&RData> = old
+                        .as_ref()
+                        .and_then(|n| n.get(t))
+                        .map_or_else(Vec::new, |s| s.records.iter().map(|r| &r.data).collect());
+                    let will: Vec<&RData> = records
+                        .iter()
+                        .filter(|r| r.record_type() == t)
+                        .map(|r| &r.data)
+                        .collect();
+                    was.len() != will.len() || was.iter().any(|d| !will.contains(d))
+                })
+            };
+            let pointed_at = next.targets.contains(k) || (is_wildcard && !next.targets.is_empty());
+            if (k != apex && ns_here) || (pointed_at && addresses_change()) {
+                return None;
+            }
+            let children = old.as_ref().map_or(0, |n| n.children);
+            if records.is_empty() {
+                match &old {
+                    None => {}
+                    Some(n) if n.rrsets.is_empty() => {}
+                    Some(n) if children > 0 || k == apex => {
+                        let ent = Node {
+                            rrsets: Vec::new(),
+                            delegation: n.delegation.clone(),
+                            children,
+                        };
+                        next.changed.insert(Box::from(k), Some(Arc::new(ent)));
+                    }
+                    Some(_) => next.remove_leaf(k, apex),
+                }
+                continue;
+            }
+            sort_by_owner(&mut records);
+            let mut rrsets = rrsets_of(records);
+            for set in &mut rrsets {
+                let targets: Vec<Box<[u8]>> = targets_of(apex, set).collect();
+                if !targets.is_empty() {
+                    let mut all = (*next.targets).clone();
+                    all.extend(targets);
+                    next.targets = Arc::new(all);
+                }
+                let lookup = |t: &[u8]| next.node(t);
+                set.additional =
+                    additional_of(&lookup, apex, k, set, next.has_wildcards).into_boxed_slice();
+            }
+            let delegation = match &old {
+                Some(n) => n.delegation.clone(),
+                None => next.delegation_above(k, apex),
+            };
+            if old.is_none() {
+                next.add_to_parents(k, apex);
+            }
+            next.has_wildcards |= is_wildcard;
+            next.has_dnames |= rrsets.iter().any(|s| s.rtype == RecordType::DNAME);
+            let node = Node {
+                rrsets,
+                delegation,
+                children,
+            };
+            if k == apex {
+                next.negative_soa = Arc::new(negative_soa(&node)?);
+            }
+            next.changed.insert(Box::from(k), Some(Arc::new(node)));
+        }
+        Some(next)
+    }
+
+    /// The highest zone cut strictly above `key` (below the apex), for a
+    /// name that is new.
+    fn delegation_above(&self, key: &[u8], apex: &[u8]) -> Option<Box<[u8]>> {
+        let mut cut = None;
+        let mut k = name_key::parent(key);
+        while let Some(p) = k {
+            if p.len() <= apex.len() {
+                break;
+            }
+            if let Some(node) = self.node(p) {
+                // Its own delegation is the highest cut at or above it.
+                if node.delegation.is_some() {
+                    return node.delegation.clone();
+                }
+                if node.get(RecordType::NS).is_some() {
+                    cut = Some(Box::from(p));
+                }
+            }
+            k = name_key::parent(p);
+        }
+        cut
+    }
+
+    /// A new name's ancestors: each that does not exist is made an empty
+    /// non-terminal, and each gains a child.
+    fn add_to_parents(&mut self, key: &[u8], apex: &[u8]) {
+        let mut k = key;
+        while k.len() > apex.len()
+            && let Some(p) = name_key::parent(k)
+        {
+            match self.node(p).cloned() {
+                Some(mut parent) => {
+                    parent.children += 1;
+                    self.changed.insert(Box::from(p), Some(Arc::new(parent)));
+                    return;
+                }
+                None => {
+                    let ent = Node {
+                        rrsets: Vec::new(),
+                        delegation: self.delegation_above(p, apex),
+                        children: 1,
+                    };
+                    self.changed.insert(Box::from(p), Some(Arc::new(ent)));
+                }
+            }
+            k = p;
+        }
+    }
+
+    /// Removes the name `key`, which has no records left and nothing below
+    /// it, and each empty non-terminal above it that this leaves without a
+    /// child (RFC 8020: a name with nothing at or below it does not exist).
+    fn remove_leaf(&mut self, key: &[u8], apex: &[u8]) {
+        self.changed.insert(Box::from(key), None);
+        let mut k = key;
+        while let Some(p) = name_key::parent(k) {
+            if p.len() < apex.len() {
+                return;
+            }
+            let Some(mut parent) = self.node(p).cloned() else {
+                return;
+            };
+            parent.children = parent.children.saturating_sub(1);
+            if parent.children == 0 && parent.rrsets.is_empty() && p != apex {
+                self.changed.insert(Box::from(p), None);
+                k = p;
+            } else {
+                self.changed.insert(Box::from(p), Some(Arc::new(parent)));
+                return;
+            }
+        }
+    }
+
+    /// Every record at the name with key `key`, as served (services
+    /// applied, each RRset with its one TTL).
+    pub fn records_at(&self, key: &[u8]) -> Vec<Record> {
+        self.node(key).map_or_else(Vec::new, |node| {
+            node.rrsets
+                .iter()
+                .flat_map(|s| s.records.iter().cloned())
+                .collect()
+        })
+    }
+
+    /// The DNAME records owned by names strictly above `key` in this zone:
+    /// a name below one of them may not exist (RFC 6672 §2.3).
+    pub fn dnames_above(&self, key: &[u8]) -> Vec<Record> {
+        if !self.has_dnames {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut k = key;
+        while let Some(p) = name_key::parent(k) {
+            if let Some(d) = self.node(p).and_then(|n| n.get(RecordType::DNAME)) {
+                out.extend(d.records.iter().cloned());
+            }
+            k = p;
+        }
+        out
     }
 
     /// Where `key` (a name at or below the apex) leads for a query of
     /// `qtype`.
     pub fn lookup(&self, key: &[u8], qtype: RecordType) -> Lookup<'_> {
-        if let Some(node) = self.nodes.get(key) {
+        if let Some(node) = self.node(key) {
             match &node.delegation {
                 // DS lives on the parent side of a cut (RFC 4035 §3.1.4.1).
                 Some(cut) if !(qtype == RecordType::DS && cut.as_ref() == key) => {
@@ -432,7 +742,7 @@ impl Zone {
                 return Lookup::NxDomain;
             };
             encloser = p;
-            if let Some(node) = self.nodes.get(encloser) {
+            if let Some(node) = self.node(encloser) {
                 break node;
             }
         };
@@ -448,7 +758,7 @@ impl Zone {
         }
         if self.has_wildcards
             && let Some(w) = NameKey::wildcard_of(encloser)
-            && let Some(node) = self.nodes.get(w.as_bytes())
+            && let Some(node) = self.node(w.as_bytes())
         {
             return Lookup::Wildcard(node);
         }
@@ -456,7 +766,7 @@ impl Zone {
     }
 
     fn referral(&self, cut: &[u8]) -> Lookup<'_> {
-        match self.nodes.get(cut).and_then(|n| n.get(RecordType::NS)) {
+        match self.node(cut).and_then(|n| n.get(RecordType::NS)) {
             Some(ns) => Lookup::Referral(ns),
             None => Lookup::NxDomain,
         }
@@ -466,8 +776,8 @@ impl Zone {
 /// The address RRsets that `set`, owned by the name with key `owner`, adds
 /// to a response: for each in-zone target of its NS, MX or SRV records (once
 /// per name), the target's A then AAAA RRset.
-fn additional_of(
-    nodes: &Map<Node>,
+fn additional_of<'n>(
+    nodes: &dyn Fn(&[u8]) -> Option<&'n Node>,
     apex: &[u8],
     owner: &[u8],
     set: &RrSet,
@@ -523,17 +833,42 @@ fn additional_of(
     add
 }
 
+/// The keys of the in-zone names the NS, MX or SRV records of `set` point
+/// at.
+fn targets_of<'s>(apex: &'s [u8], set: &'s RrSet) -> impl Iterator<Item = Box<[u8]>> + 's {
+    set.records.iter().filter_map(move |r| {
+        let target = match &r.data {
+            RData::NS(ns) => &ns.0,
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            _ => return None,
+        };
+        let key = NameKey::new(target)?;
+        name_key::is_at_or_below(key.as_bytes(), apex).then(|| Box::from(key.as_bytes()))
+    })
+}
+
+/// The authority record of negative answers, from the apex node's SOA.
+fn negative_soa(apex: &Node) -> Option<RrSet> {
+    let soa = apex.get(RecordType::SOA)?.records.first()?;
+    let mut negative = soa.clone();
+    if let RData::SOA(data) = &soa.data {
+        negative.ttl = soa.ttl.min(data.minimum);
+    }
+    Some(RrSet::new(vec![negative]))
+}
+
 /// The node that holds the addresses of the in-zone name with key `key`,
 /// and whether it is a wildcard that covers the name: the name's own node
 /// (glue below a zone cut included), else the wildcard at its closest
 /// encloser (RFC 4592 §3.3.1), unless that encloser is at or below a cut or
 /// owns a DNAME, where nothing is synthesized.
 fn address_node<'n>(
-    nodes: &'n Map<Node>,
+    nodes: &dyn Fn(&[u8]) -> Option<&'n Node>,
     key: &[u8],
     has_wildcards: bool,
 ) -> Option<(&'n Node, bool)> {
-    if let Some(node) = nodes.get(key) {
+    if let Some(node) = nodes(key) {
         return Some((node, false));
     }
     if !has_wildcards {
@@ -542,7 +877,7 @@ fn address_node<'n>(
     let mut encloser = key;
     let node = loop {
         encloser = name_key::parent(encloser)?;
-        if let Some(node) = nodes.get(encloser) {
+        if let Some(node) = nodes(encloser) {
             break node;
         }
     };
@@ -550,7 +885,7 @@ fn address_node<'n>(
         return None;
     }
     let wildcard = NameKey::wildcard_of(encloser)?;
-    nodes.get(wildcard.as_bytes()).map(|node| (node, true))
+    nodes(wildcard.as_bytes()).map(|node| (node, true))
 }
 
 #[cfg(test)]
@@ -605,5 +940,173 @@ mod tests {
         assert_eq!(rrsets[0].rtype, RecordType::A);
         assert_eq!(rrsets[0].records.len(), 2);
         assert_eq!(rrsets[1].rtype, RecordType::TXT);
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    //! A zone changed by name (`Zone::with_names`) answers exactly as the
+    //! zone indexed whole from the same records.
+
+    use super::*;
+    use crate::zone::parse_records;
+
+    const ZONE: &str = "$ORIGIN example.test.
+@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ 300 IN NS ns1
+@ 300 IN MX 10 mail
+ns1 300 IN A 198.18.0.53
+mail 300 IN A 198.18.0.25
+www 60 IN A 198.18.0.1
+a.b.c 60 IN TXT \"deep\"
+*.wild 60 IN TXT \"covered\"
+sub 300 IN NS ns.sub
+ns.sub 300 IN A 198.18.0.54
+";
+
+    fn origin() -> Name {
+        Name::from_ascii("example.test.").unwrap()
+    }
+
+    fn zone_of(text: &str) -> Zone {
+        Zone::build(origin(), parse_records(text, &origin()).unwrap()).unwrap()
+    }
+
+    /// How the zone answers each of `names` for each type: the kind of
+    /// answer and its records.
+    fn answers(zone: &Zone, names: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            let name = Name::from_ascii(n).unwrap();
+            let key = NameKey::new(&name).unwrap();
+            for qtype in [
+                RecordType::A,
+                RecordType::TXT,
+                RecordType::MX,
+                RecordType::NS,
+            ] {
+                let show = |s: &RrSet| {
+                    let mut v: Vec<String> = s.records.iter().map(|r| r.to_string()).collect();
+                    v.extend(
+                        s.additional
+                            .iter()
+                            .flat_map(|a| a.records.iter().map(|r| format!("+{r}"))),
+                    );
+                    v.join(" | ")
+                };
+                let line = match zone.lookup(key.as_bytes(), qtype) {
+                    Lookup::Node(node) => {
+                        format!("node {}", node.get(qtype).map_or("nodata".into(), show))
+                    }
+                    Lookup::Referral(ns) => format!("referral {}", show(ns)),
+                    Lookup::Wildcard(node) => {
+                        format!("wildcard {}", node.get(qtype).map_or("nodata".into(), show))
+                    }
+                    Lookup::Dname(d) => format!("dname {}", show(d)),
+                    Lookup::NxDomain => "nxdomain".into(),
+                };
+                out.push(format!("{n} {qtype}: {line}"));
+            }
+        }
+        out.push(format!("negative {}", zone.negative_soa.records[0]));
+        out
+    }
+
+    const NAMES: &[&str] = &[
+        "example.test.",
+        "www.example.test.",
+        "new.example.test.",
+        "x.y.new.example.test.",
+        "y.new.example.test.",
+        "b.c.example.test.",
+        "c.example.test.",
+        "a.b.c.example.test.",
+        "q.wild.example.test.",
+        "mail.example.test.",
+        "ns1.example.test.",
+        "sub.example.test.",
+        "x.sub.example.test.",
+        "gone.example.test.",
+    ];
+
+    /// Applies `edits` (name, records as zone text) one by one by name, and
+    /// checks each step against the whole zone built from the same text.
+    fn check(edits: &[(&str, &str)]) -> Option<()> {
+        let mut text: Vec<String> = ZONE.lines().map(str::to_string).collect();
+        let mut zone = zone_of(ZONE);
+        for (owner, records) in edits {
+            let name = Name::from_ascii(owner).unwrap();
+            let short = owner
+                .trim_end_matches("example.test.")
+                .trim_end_matches('.');
+            let short = if short.is_empty() { "@" } else { short };
+            text.retain(|l| l.split_whitespace().next() != Some(short));
+            let mut added = Vec::new();
+            for r in records.lines().filter(|l| !l.is_empty()) {
+                text.push(format!("{short} {r}"));
+                added.push(format!("{short} {r}"));
+            }
+            let recs = parse_records(
+                &format!("$ORIGIN example.test.\n{}\n", added.join("\n")),
+                &origin(),
+            )
+            .unwrap();
+            zone = zone.with_names(vec![(name, recs)])?;
+            let whole = zone_of(&text.join("\n"));
+            assert_eq!(
+                answers(&zone, NAMES),
+                answers(&whole, NAMES),
+                "after {owner}"
+            );
+        }
+        Some(())
+    }
+
+    #[test]
+    fn a_change_by_name_answers_as_the_zone_indexed_whole() {
+        check(&[
+            ("www.example.test.", "60 IN A 198.18.0.2\n60 IN A 198.18.0.3"),
+            ("x.y.new.example.test.", "60 IN TXT \"new\""),
+            ("new.example.test.", "60 IN A 198.18.0.9"),
+            ("x.y.new.example.test.", ""),
+            ("new.example.test.", ""),
+            ("a.b.c.example.test.", ""),
+            ("www.example.test.", ""),
+            ("example.test.", "300 IN SOA ns1 hostmaster 2 3600 600 86400 30\n300 IN NS ns1\n300 IN MX 10 mail\n300 IN TXT \"apex\""),
+            ("c.example.test.", "60 IN A 198.18.0.7"),
+            ("x.sub.example.test.", "60 IN A 198.18.0.8"),
+            ("q.wild.example.test.", "60 IN TXT \"own\""),
+        ])
+        .expect("each change is local");
+    }
+
+    #[test]
+    fn a_change_that_reaches_other_names_asks_for_a_whole_index() {
+        // A delegation made or removed, a target's address: others change.
+        assert!(check(&[("www.example.test.", "60 IN NS ns1.example.test.")]).is_none());
+        assert!(check(&[("sub.example.test.", "")]).is_none());
+        assert!(check(&[("mail.example.test.", "300 IN A 198.18.0.26")]).is_none());
+        // The target's other records, and the apex's serial, are its own.
+        check(&[(
+            "mail.example.test.",
+            "300 IN A 198.18.0.25\n300 IN TXT \"mx\"",
+        )])
+        .unwrap();
+        // A wildcard's addresses may be a target's.
+        assert!(check(&[("*.wild.example.test.", "60 IN A 198.18.0.99")]).is_none());
+    }
+
+    #[test]
+    fn the_zone_before_a_change_is_untouched() {
+        let before = zone_of(ZONE);
+        let snapshot = answers(&before, NAMES);
+        let name = Name::from_ascii("www.example.test.").unwrap();
+        let after = before.with_names(vec![(name, Vec::new())]).unwrap();
+        assert_eq!(answers(&before, NAMES), snapshot);
+        assert_ne!(answers(&after, NAMES), snapshot);
+        assert!(
+            Arc::ptr_eq(&before.nodes, &after.nodes),
+            "the index is shared, not copied"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! and what is wrong, so that one `dnsd check` shows an operator all of them.
 
 pub mod dname;
+pub mod journal;
 pub mod name_key;
 pub mod name_rules;
 pub mod records;
@@ -19,10 +20,13 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use cutover_workspace::{ConfigError, ConfigErrors, DnsdConfig, Service, Workspace, ZoneFile};
+use cutover_workspace::{
+    ConfigError, ConfigErrors, DnsdConfig, Service, Settled, Settlement, Workspace, ZoneFile,
+};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use self::journal::{JournalView, Replayed, Stamps};
 use self::name_rules::Entry;
 
 /// One zone, read and checked.
@@ -36,6 +40,11 @@ pub struct LoadedZone {
     /// Worth an operator's attention, but served: an RRset whose records
     /// carry different TTLs (served with the lowest, RFC 2181 §5.2).
     pub warnings: Vec<ConfigError>,
+    /// The files it was read from (the zone file, its includes) as they
+    /// stood.
+    pub stamps: Stamps,
+    /// Its file's sync header and the journal replayed onto it.
+    pub replayed: Replayed,
 }
 
 /// A zone file that does not load: it is not served from this file (its
@@ -76,10 +85,32 @@ impl LoadedWorkspace {
     }
 }
 
-/// Reads, parses and checks the workspace at `root`. Fails as a whole only
-/// for what every zone depends on (`dnsd.toml`, its services, the list of
-/// zones); a zone file that does not load is set aside in `broken`.
+/// Reads, parses and checks the live workspace at `root`, each zone's
+/// journal replayed onto its file. Fails as a whole only for what every
+/// zone depends on (`dnsd.toml`, its services, the list of zones); a zone
+/// file that does not load is set aside in `broken`.
 pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
+    let live = Workspace::open(root)?;
+    load_with(root, &JournalView::all(live))
+}
+
+/// Reads the workspace as `Workspace::settled` gave it (`live` settled):
+/// the live files, or a generation's copy, with the journal up to it.
+pub fn load_settled(live: &Workspace, settled: &Settled) -> Result<LoadedWorkspace, ConfigErrors> {
+    let upto = match settled.settlement() {
+        Settlement::FromCopy { number, .. } => Some(*number),
+        _ => None,
+    };
+    let view = JournalView {
+        live: live.clone(),
+        upto,
+    };
+    load_with(settled.root(), &view)
+}
+
+/// Reads the workspace at `root` (the live one, a staged commit, a
+/// generation's copy), with the changesets `view` gives.
+pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, ConfigErrors> {
     let ws = Workspace::open(root)?;
     let mut errors = Vec::new();
     let config = match ws.load_dnsd() {
@@ -99,7 +130,7 @@ pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
     let mut zones = Vec::with_capacity(files.len());
     let mut broken = Vec::new();
     for file in &files {
-        match load_zone(&ws, file) {
+        match load_zone(&ws, file, view) {
             Ok(zone) => zones.push(zone),
             Err(errors) => broken.push(BrokenZone {
                 origin: Name::from_ascii(&file.origin).unwrap_or_else(|_| Name::root()),
@@ -193,12 +224,31 @@ pub fn parse_records(text: &str, origin: &Name) -> Result<Vec<Record>, String> {
     })
 }
 
-/// Reads and checks one zone file of `workspace` as written, without the
-/// services.
-pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec<ConfigError>> {
+/// Reads and checks one zone of `workspace`, its file and the changesets
+/// of its journal that `view` gives, without the services.
+pub fn load_zone(
+    workspace: &Workspace,
+    zf: &ZoneFile,
+    view: &JournalView,
+) -> Result<LoadedZone, Vec<ConfigError>> {
+    load_zone_from(workspace, zf, None, view)
+}
+
+/// As `load_zone`, with the zone's changesets replayed after generation
+/// `from` whatever the file's header says (`None`: as it says): for a file
+/// that holds the zone at a known generation (a generation's copy, a
+/// checkpoint; `zf.path` is that file).
+pub fn load_zone_from(
+    workspace: &Workspace,
+    zf: &ZoneFile,
+    from: Option<u64>,
+    view: &JournalView,
+) -> Result<LoadedZone, Vec<ConfigError>> {
     let file = zf.path.as_path();
+    let stamped = Stamps::of(std::slice::from_ref(&zf.path));
     let text = std::fs::read(file)
         .map_err(|e| vec![ConfigError::file(file, format!("cannot read: {e}"))])?;
+    let synced = from.or_else(|| cutover_workspace::synced_at(&text));
     let origin =
         zonefile::Name::parse(zf.origin.as_bytes(), &zonefile::Name::root()).map_err(|e| {
             vec![ConfigError::file(
@@ -216,6 +266,10 @@ pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec
     // What is not needed any more is given back at once: a reload holds the
     // zone being served beside the one being read.
     drop(text);
+    // Stamped as read: the zone file before reading it (a write meanwhile
+    // shows as a change), its includes after.
+    let stamps = stamped.with(&zone.files[1..]);
+    let replayed = journal::replay(&mut zone, &origin, &zf.origin, synced, view)?;
     let origin = records::name(&origin);
     let (records, entries) = dedup(&zone);
     drop(std::mem::take(&mut zone.records));
@@ -260,6 +314,8 @@ pub fn load_zone(workspace: &Workspace, zf: &ZoneFile) -> Result<LoadedZone, Vec
         file: file.to_path_buf(),
         records,
         warnings,
+        stamps,
+        replayed,
     })
 }
 
@@ -351,7 +407,7 @@ impl Hash for Written<'_> {
 /// Semantic checks NSD and Knot make before serving a zone (the rules on
 /// what may share a name are `name_rules`'). Each problem names the file
 /// and line of the record it is about, when there is one.
-fn check_zone(
+pub(crate) fn check_zone(
     origin: &Name,
     records: &[Record],
     entries: &[Entry],

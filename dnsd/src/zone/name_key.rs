@@ -88,6 +88,17 @@ impl NameKey {
     }
 }
 
+/// The (lower-case) name whose key is `key`.
+pub fn to_name(key: &[u8]) -> Option<Name> {
+    let mut labels: Vec<&[u8]> = Vec::new();
+    let mut k = key;
+    while let Some(&len) = k.first() {
+        labels.push(k.get(1..=usize::from(len))?);
+        k = parent(k)?;
+    }
+    Name::from_labels(labels).ok()
+}
+
 /// The key of the parent name, or `None` for the root.
 pub fn parent(key: &[u8]) -> Option<&[u8]> {
     let first = *key.first()? as usize;
@@ -127,6 +138,11 @@ mod tests {
         assert_eq!(wire.as_bytes(), k.as_bytes());
         assert!(NameKey::from_wire(b"\x03www\x07exam").is_none());
         assert!(NameKey::from_wire(b"\x05www\x00").is_none());
+        assert_eq!(
+            to_name(k.as_bytes()).unwrap().to_string(),
+            "www.example.test."
+        );
+        assert!(to_name(b"").unwrap().is_root());
         let w = NameKey::wildcard_of(p).unwrap();
         assert_eq!(w.as_bytes(), b"\x01*\x07example\x04test");
     }

@@ -6,6 +6,7 @@
 //! [api]          # the control API (HTTP/JSON)             api.rs
 //! [[service]]    # names whose addresses cutover manages   service.rs
 //! [[tsig_key]]   # keys that may send dynamic updates      tsig_key.rs
+//! [history]      # the zones' journal                      history.rs
 //! ```
 //!
 //! Every section is optional and every unknown key is refused. Each section's
@@ -18,6 +19,7 @@
 
 mod api;
 mod fields;
+mod history;
 mod server;
 mod service;
 mod tsig_key;
@@ -28,6 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use api::{ApiConfig, DEFAULT_API_LISTEN};
+pub use history::HistoryConfig;
 pub use server::ServerConfig;
 pub use service::Service;
 pub use tsig_key::{HMAC_SHA256, TsigKey};
@@ -44,6 +47,7 @@ pub struct DnsdConfig {
     pub api: ApiConfig,
     /// Keys in file order; names are unique (case-insensitively).
     pub tsig_keys: Vec<TsigKey>,
+    pub history: HistoryConfig,
 }
 
 impl DnsdConfig {
@@ -67,6 +71,8 @@ struct RawFile {
     api: api::RawApi,
     #[serde(default)]
     tsig_key: Vec<Spanned<tsig_key::RawTsigKey>>,
+    #[serde(default)]
+    history: history::RawHistory,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigErrors> {
@@ -77,6 +83,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
         services: service::parse(&raw.service, &mut problems),
         api: api::parse(raw.api, &mut problems),
         tsig_keys: tsig_key::parse(&raw.tsig_key, &mut problems),
+        history: history::parse(raw.history, &mut problems),
     };
     problems.into_result(config)
 }

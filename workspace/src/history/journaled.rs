@@ -73,8 +73,9 @@ impl Workspace {
     }
 
     /// The highest generation number taken so far, by a sealed generation
-    /// or a changeset (its reservation).
-    pub(super) fn newest_number(&self) -> Result<u64, HistoryError> {
+    /// or a changeset (its reservation): a zone file written now with this
+    /// in its sync header has no changeset replayed onto it but later ones.
+    pub fn newest_number(&self) -> Result<u64, HistoryError> {
         let path = self.history_dir().join(SEQUENCE_FILE);
         let reserved = match fs::read_to_string(&path) {
             Ok(s) => s.trim().parse().unwrap_or(0),
@@ -98,6 +99,13 @@ impl Workspace {
     ) -> Result<Generation, HistoryError> {
         let _lock = self.lock()?;
         self.settle_locked()?;
+        // Hand edits of any file are recorded first, as a generation of
+        // their own, so that the generation before this one is restorable
+        // as it was live.
+        if !self.seen_as_live()? {
+            self.import_hand_edits()?;
+            self.stamp_live();
+        }
         let number = self.newest_number()? + 1;
         let sequence = self.history_dir().join(SEQUENCE_FILE);
         fault::step("reserve", &sequence, || {
@@ -131,10 +139,14 @@ impl Workspace {
         let target = live_target(self.root(), &rel);
         let mut text = journal::sync_header(at, body).into_bytes();
         text.extend_from_slice(body);
+        let seen = self.seen_as_live()?;
         fault::step("sync", &target, || {
             let temp = durable::prepare_beside(&target, &text, false)?;
             durable::rename_into_place(&temp, &target)
         })?;
+        if seen {
+            self.stamp_one(&rel, &target);
+        }
         Ok(target)
     }
 
@@ -320,6 +332,25 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|g| g.message.contains("hand edits"))
+        );
+    }
+
+    #[test]
+    fn a_hand_edit_of_any_file_becomes_a_generation_before_a_change_goes_to_the_journal() {
+        let (_d, ws) = ws();
+        commit(&ws, "dnsd.toml", "");
+        let n = add(&ws, 1);
+        assert_eq!(add(&ws, 2), n + 1, "nothing edited: no generation between");
+        fs::write(ws.root().join("redirector.toml"), "# edited by hand\n").unwrap();
+        let m = add(&ws, 3);
+        assert_eq!(m, n + 3);
+        assert_eq!(
+            ws.generation(n + 2).unwrap().message,
+            format!("hand edits since generation {}", n + 1)
+        );
+        assert_eq!(
+            ws.generation_files(n + 2).unwrap()[Path::new("redirector.toml")],
+            b"# edited by hand\n"
         );
     }
 

@@ -1,0 +1,273 @@
+//! The zones' journals turned back into files: a zone file rewritten from
+//! its journal (after `[history] zonefile_sync`, off the path of the
+//! changes), a journal compacted past `[history] journal_max_bytes`, and a
+//! zone rebuilt as it was at any generation still held, for a rollback.
+//! Each reads the zone as a reload would; none changes what is served.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_workspace::{ConfigErrors, FileChange, Workspace, ZoneFile};
+use hickory_proto::rr::{Name, Record};
+
+use tracing::{debug, warn};
+
+use crate::change::zone_edit::{self, ChangeLock};
+use crate::reload::Reloader;
+use crate::zone;
+use crate::zone::journal::{JournalView, Stamps};
+
+/// Who writes a zone file from the journal, in its first comment.
+const WRITER: &str = "dnsd, from its journal";
+
+/// What rewriting a zone file did.
+#[derive(Debug)]
+pub struct Synced {
+    /// The generation the file holds now.
+    pub at: u64,
+    /// The file as written.
+    pub stamps: Stamps,
+    /// Changesets the journal dropped by compacting.
+    pub compacted: usize,
+}
+
+/// Rewrites zone `origin`'s file from its journal if the journal holds
+/// changes the file does not, then compacts the journal if it is larger
+/// than `max_bytes`. `None`: the file holds the zone whole (written by
+/// hand, or already up to date and the journal small). Blocking I/O; the
+/// caller holds the change lock.
+pub fn zone(ws: &Workspace, origin: &str, max_bytes: u64) -> Result<Option<Synced>, String> {
+    let zf = zone_file(ws, origin)?;
+    let loaded = zone::load_zone(ws, &zf, &JournalView::all(ws.clone()))
+        .map_err(|e| ConfigErrors(e).to_string())?;
+    let (Some(synced), Some(at)) = (loaded.replayed.synced, loaded.replayed.at) else {
+        return Ok(None);
+    };
+    let journal = ws.journal(origin);
+    let large = journal.size() > max_bytes;
+    if at == synced && !large {
+        return Ok(None);
+    }
+    if at != synced {
+        let body = zone_edit::render(&loaded.origin, &loaded.records, WRITER)?;
+        ws.sync_zone(origin, body.as_bytes(), at)
+            .map_err(|e| e.to_string())?;
+    }
+    drop(loaded);
+    let compacted = if large {
+        compact(ws, origin, max_bytes)?
+    } else {
+        0
+    };
+    Ok(Some(Synced {
+        at,
+        stamps: Stamps::of(std::slice::from_ref(&zf.path)),
+        compacted,
+    }))
+}
+
+/// Compacts zone `origin`'s journal to about half of `max_bytes`: the zone
+/// at the generation where the newer changesets fit is written as its
+/// checkpoint, and the changesets up to it are dropped. Returns how many.
+fn compact(ws: &Workspace, origin: &str, max_bytes: u64) -> Result<usize, String> {
+    let entries = ws.journal(origin).read().map_err(|e| e.to_string())?;
+    let sizes: Vec<u64> = entries
+        .changes
+        .iter()
+        .map(|c| serde_json::to_vec(c).map_or(0, |b| b.len() as u64 + 12))
+        .collect();
+    // The oldest changeset that may stay: the newer ones fit in half.
+    let mut kept = 0u64;
+    let mut first_kept = sizes.len();
+    while first_kept > 0 && kept + sizes[first_kept - 1] <= max_bytes / 2 {
+        first_kept -= 1;
+        kept += sizes[first_kept];
+    }
+    let Some(through) = first_kept
+        .checked_sub(1)
+        .map(|i| entries.changes[i].generation)
+    else {
+        return Ok(0);
+    };
+    let records = at_generation(ws, origin, through)?;
+    let origin_name = Name::from_ascii(origin).map_err(|e| format!("{origin}: {e}"))?;
+    let body = zone_edit::render(&origin_name, &records, WRITER)?;
+    let mut base = cutover_workspace::sync_header(through, body.as_bytes()).into_bytes();
+    base.extend_from_slice(body.as_bytes());
+    ws.compact_journal(origin, &base, through)
+        .map_err(|e| e.to_string())
+}
+
+/// The records of zone `origin` (its file's, without the services) as
+/// they were at generation `n`, rebuilt from the newest file that holds
+/// the zone then and the changesets after it.
+pub fn at_generation(ws: &Workspace, origin: &str, n: u64) -> Result<Vec<Record>, String> {
+    let source = ws
+        .zone_source(origin, n)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "zone {origin} at generation {n} is no longer held (its journal was compacted \
+                 past it, or the zone did not exist then)"
+            )
+        })?;
+    // A generation's copy includes from its own zones/; a checkpoint
+    // includes nothing.
+    let includes = source
+        .path
+        .parent()
+        .filter(|d| d.ends_with("zones"))
+        .and_then(Path::parent)
+        .and_then(|root| Workspace::open(root).ok())
+        .unwrap_or_else(|| ws.clone());
+    let zf = ZoneFile {
+        origin: origin.to_string(),
+        path: source.path.clone(),
+    };
+    let view = JournalView {
+        live: ws.clone(),
+        upto: Some(n),
+    };
+    zone::load_zone_from(&includes, &zf, Some(source.from), &view)
+        .map(|z| z.records)
+        .map_err(|e| ConfigErrors(e).to_string())
+}
+
+/// The files that restore generation `n` of the workspace exactly: those
+/// of the newest generation of whole files at or before it, each zone
+/// rewritten as it was at `n` (changesets replayed) with a sync header that
+/// lets no older changeset replay onto it.
+pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
+    ws.generation(n).map_err(|e| e.to_string())?;
+    let whole = ws
+        .generations()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|g| g.number)
+        .filter(|g| *g <= n && ws.has_copy(*g))
+        .next_back()
+        .ok_or_else(|| format!("no generation holds the workspace's files at {n}"))?;
+    let mut files = ws.generation_files(whole).map_err(|e| e.to_string())?;
+    let newest = ws.newest_number().map_err(|e| e.to_string())?;
+    let copy = Workspace::open(ws.generation_root(whole)).map_err(|e| e.to_string())?;
+    for zf in copy.zone_files().map_err(|e| e.to_string())? {
+        let rel =
+            Path::new(cutover_workspace::ZONES_DIR).join(zf.path.file_name().unwrap_or_default());
+        let Some(held) = files.get_mut(&rel) else {
+            continue;
+        };
+        let from = cutover_workspace::synced_at(held).unwrap_or(whole);
+        let replays = ws
+            .journal(&zf.origin)
+            .between(from, Some(n))
+            .map_err(|e| e.to_string())?;
+        if replays.is_empty() && ws.compacted_through(&zf.origin).is_none_or(|c| from >= c) {
+            // The copy holds the zone at n as written: keep its bytes (a
+            // header is renewed, so that no later changeset replays).
+            if cutover_workspace::synced_at(held).is_some() {
+                let body = cutover_workspace::without_header(held).to_vec();
+                let mut text = cutover_workspace::sync_header(newest, &body).into_bytes();
+                text.extend_from_slice(&body);
+                *held = text;
+            }
+            continue;
+        }
+        let records = at_generation(ws, &zf.origin, n)?;
+        let origin = Name::from_ascii(&zf.origin).map_err(|e| format!("{}: {e}", zf.origin))?;
+        let body = zone_edit::render(&origin, &records, &format!("dnsd, rollback to {n}"))?;
+        let mut text = cutover_workspace::sync_header(newest, body.as_bytes()).into_bytes();
+        text.extend_from_slice(body.as_bytes());
+        files.insert(rel, text);
+    }
+    let live = ws.live_files().map_err(|e| e.to_string())?;
+    let mut changes: Vec<FileChange> = files
+        .iter()
+        .filter(|(p, b)| live.get(*p) != Some(*b))
+        .map(|(p, b)| FileChange {
+            path: p.clone(),
+            content: Some(b.clone()),
+        })
+        .collect();
+    changes.extend(
+        live.keys()
+            .filter(|p| !files.contains_key(*p))
+            .map(|p| FileChange {
+                path: p.clone(),
+                content: None,
+            }),
+    );
+    Ok(changes)
+}
+
+fn zone_file(ws: &Workspace, origin: &str) -> Result<ZoneFile, String> {
+    ws.zone_files()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|f| f.origin.eq_ignore_ascii_case(origin))
+        .ok_or_else(|| format!("no zone {origin}"))
+}
+
+/// Rewrites zone files from the journal in the background: `[history]
+/// zonefile_sync` seconds after a change (the changes meanwhile are
+/// written together), holding the change lock, and tells the served
+/// snapshot that the zone's file changed, so that the next change still
+/// goes to the journal.
+pub struct Syncer {
+    ws: Workspace,
+    reloader: Arc<Reloader>,
+    changes: ChangeLock,
+    /// Zones with a rewrite scheduled.
+    pending: Mutex<HashSet<String>>,
+}
+
+impl Syncer {
+    pub fn new(ws: Workspace, reloader: Arc<Reloader>, changes: ChangeLock) -> Arc<Self> {
+        Arc::new(Self {
+            ws,
+            reloader,
+            changes,
+            pending: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Zone `origin` changed through the journal: schedules its rewrite,
+    /// unless one is scheduled already.
+    pub fn changed(self: &Arc<Self>, origin: &str) {
+        let origin = origin.to_ascii_lowercase();
+        let fresh = self
+            .pending
+            .lock()
+            .map(|mut p| p.insert(origin.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let history = me.ws.load_dnsd().map(|c| c.history).unwrap_or_default();
+            tokio::time::sleep(Duration::from_secs(history.zonefile_sync)).await;
+            if let Ok(mut p) = me.pending.lock() {
+                p.remove(&origin);
+            }
+            let _one_change = me.changes.lock().await;
+            let (ws, o) = (me.ws.clone(), origin.clone());
+            let done =
+                tokio::task::spawn_blocking(move || zone(&ws, &o, history.journal_max_bytes)).await;
+            match done {
+                Ok(Ok(Some(synced))) => {
+                    debug!(zone = %origin, generation = synced.at, compacted = synced.compacted, "zone file written from the journal");
+                    me.reloader
+                        .file_rewritten(&origin, synced.stamps, synced.at)
+                        .await;
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    warn!(zone = %origin, "the zone file was not written from the journal (the journal keeps the changes): {e}")
+                }
+                Err(e) => warn!(zone = %origin, "the zone file task failed: {e}"),
+            }
+        });
+    }
+}

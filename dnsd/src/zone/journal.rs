@@ -1,0 +1,311 @@
+//! A zone's journal read into its records: the changesets the workspace
+//! keeps (`cutover_workspace::Journal`) replayed onto the records of the
+//! zone file they follow, and what a changeset is made of (`lines`).
+//!
+//! A changeset removes records by what they are — owner and rdata without
+//! case where names compare so, type; not TTL (as an IXFR deletion
+//! matches, RFC 1995) — and adds records whole. Replaying changesets is
+//! "the last changeset to touch a record decides whether it is there", so
+//! replaying them onto a file that already holds some of them (a crash
+//! between rewriting a zone file and anything after it) gives the same
+//! zone.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use cutover_workspace::{ConfigError, Workspace};
+
+use super::Written;
+
+/// Where the changesets of a zone being read come from: the journals of
+/// the live workspace `live`, up to generation `upto` (`None`: all), for
+/// the workspace being read is the live one, a staged commit of it, or a
+/// generation's copy.
+#[derive(Debug, Clone)]
+pub struct JournalView {
+    pub live: Workspace,
+    pub upto: Option<u64>,
+}
+
+impl JournalView {
+    /// Every changeset of `live`'s journals.
+    pub fn all(live: Workspace) -> Self {
+        Self { live, upto: None }
+    }
+}
+
+/// What replaying a zone's journal did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// The generation the zone file was written at (its sync header), if
+    /// dnsd wrote it; `None` for a file written by hand, which is the zone
+    /// whole.
+    pub synced: Option<u64>,
+    /// The newest generation applied: the zone's state is at least this.
+    pub at: Option<u64>,
+}
+
+/// Applies to `zone` (read from a file whose sync header says `synced`)
+/// the changesets of its journal after `synced`, as `view` allows.
+pub fn replay(
+    zone: &mut zonefile::Zone,
+    origin: &zonefile::Name,
+    origin_text: &str,
+    synced: Option<u64>,
+    view: &JournalView,
+) -> Result<Replayed, Vec<ConfigError>> {
+    let Some(from) = synced else {
+        return Ok(Replayed::default());
+    };
+    let journal = view.live.journal(origin_text);
+    let changes = journal
+        .between(from, view.upto)
+        .map_err(|e| vec![ConfigError::file(journal.path(), e.to_string())])?;
+    let at = changes.last().map_or(from, |c| c.generation);
+    if changes.is_empty() {
+        return Ok(Replayed {
+            synced,
+            at: Some(at),
+        });
+    }
+    // The last word on each record: Some(added), None (removed).
+    let mut last: HashMap<Key, Option<(zonefile::Record, u64)>> = HashMap::new();
+    let mut errors = Vec::new();
+    for c in &changes {
+        let parse = |line: &String, errors: &mut Vec<ConfigError>| {
+            parse_line(line, origin).map_err(|why| {
+                let mut e = ConfigError::file(
+                    journal.path(),
+                    format!("generation {}: {line:?}: {why}", c.generation),
+                );
+                e.line = None;
+                errors.push(e);
+            })
+        };
+        for line in &c.removed {
+            if let Ok(r) = parse(line, &mut errors) {
+                last.insert(Key::of(&r), None);
+            }
+        }
+        for line in &c.added {
+            if let Ok(r) = parse(line, &mut errors) {
+                last.insert(Key::of(&r), Some((r, c.generation)));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let owners: HashSet<Vec<u8>> = last.keys().map(|k| k.owner.clone()).collect();
+    zone.records.retain(|zr| {
+        !(owners.contains(&zr.record.owner.wire().to_ascii_lowercase())
+            && last.contains_key(&Key::of(&zr.record)))
+    });
+    let file = zone.files.len();
+    zone.files.push(journal.path().to_path_buf());
+    let mut added: Vec<(zonefile::Record, u64)> = last.into_values().flatten().collect();
+    // In the order they were added, for a stable file order.
+    added.sort_by_key(|(_, g)| *g);
+    zone.records
+        .extend(added.into_iter().map(|(record, g)| zonefile::ZoneRecord {
+            record,
+            file,
+            line: usize::try_from(g).unwrap_or(usize::MAX),
+        }));
+    Ok(Replayed {
+        synced,
+        at: Some(at),
+    })
+}
+
+/// One changeset line (a record with an absolute owner) as a record.
+fn parse_line(line: &str, origin: &zonefile::Name) -> Result<zonefile::Record, String> {
+    let zone = zonefile::read(
+        line.as_bytes(),
+        Path::new("journal"),
+        origin,
+        &mut zonefile::NoIncludes,
+    )
+    .map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| e.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    match <[zonefile::ZoneRecord; 1]>::try_from(zone.records) {
+        Ok([one]) => Ok(one.record),
+        Err(_) => Err("not one record".into()),
+    }
+}
+
+/// A record's identity in a changeset: as `Written` compares records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    rtype: u16,
+    owner: Vec<u8>,
+    rdata: Vec<u8>,
+}
+
+impl Key {
+    fn of(r: &zonefile::Record) -> Self {
+        let w = Written(r);
+        Self {
+            rtype: r.rtype,
+            owner: r.owner.wire().to_ascii_lowercase(),
+            rdata: w.rdata().collect(),
+        }
+    }
+}
+
+/// The generation's changeset of a zone going from the records `before`
+/// to `after` (zone-file lines, as `zone_edit::lines` gives them): the
+/// lines only before, and the lines only after.
+pub fn diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let b: HashSet<&String> = before.iter().collect();
+    let a: HashSet<&String> = after.iter().collect();
+    (
+        before.iter().filter(|l| !a.contains(l)).cloned().collect(),
+        after.iter().filter(|l| !b.contains(l)).cloned().collect(),
+    )
+}
+
+/// Paths a zone was read from, and how each stood then, so that a change
+/// can tell whether someone else has written them since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamps(Vec<(PathBuf, Option<Stamp>)>);
+
+/// What identifies a file's content without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamps {
+    /// The stamps of `paths` now (a file that is gone has none).
+    pub fn of(paths: &[PathBuf]) -> Self {
+        Self(paths.iter().map(|p| (p.clone(), stamp(p))).collect())
+    }
+
+    /// These and the stamps of `more` now.
+    pub fn with(mut self, more: &[PathBuf]) -> Self {
+        self.0.extend(Self::of(more).0);
+        self
+    }
+
+    /// Whether every file is as it was stamped.
+    pub fn unchanged(&self) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|(p, s)| stamp(p) == *s)
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_changeset_to_touch_a_record_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let origin = zonefile::Name::parse(b"example.test.", &zonefile::Name::root()).unwrap();
+        let text = "$ORIGIN example.test.\n@ 60 IN SOA ns1 h 1 1 1 1 1\nwww 60 IN A 198.18.0.1\nWWW 60 IN A 198.18.0.2\nmx 60 IN MX 10 MAIL\n";
+        let read = || {
+            zonefile::read(
+                text.as_bytes(),
+                Path::new("z"),
+                &origin,
+                &mut zonefile::NoIncludes,
+            )
+            .unwrap()
+        };
+        let line = |s: &str| s.to_string();
+        ws.append_change(
+            "example.test.",
+            "1",
+            vec![
+                line("www.example.test. 60 IN A 198.18.0.1"),
+                line("mx.example.test. 60 IN MX 10 mail.example.test."),
+            ],
+            vec![line("www.example.test. 30 IN A 198.18.0.3")],
+        )
+        .unwrap();
+        let second = ws
+            .append_change(
+                "example.test.",
+                "2",
+                vec![line("www.example.test. 30 IN A 198.18.0.3")],
+                vec![line("www.example.test. 30 IN A 198.18.0.1")],
+            )
+            .unwrap();
+        let view = JournalView::all(ws.clone());
+        let show = |z: &zonefile::Zone| {
+            let mut v: Vec<String> = z
+                .records
+                .iter()
+                .map(|r| zonefile::write_record(&r.record))
+                .collect();
+            v.sort();
+            v
+        };
+        // Twice: replaying onto a zone that already has them changes nothing.
+        for _ in 0..2 {
+            let mut zone = read();
+            let done = replay(&mut zone, &origin, "example.test.", Some(0), &view).unwrap();
+            assert_eq!(done.at, Some(second.number));
+            let got = show(&zone);
+            assert!(
+                got.iter()
+                    .any(|l| l.starts_with("www.example.test. 30 IN A 198.18.0.1")),
+                "{got:?}"
+            );
+            assert!(
+                got.iter()
+                    .any(|l| l.starts_with("WWW.example.test. 60 IN A 198.18.0.2")),
+                "{got:?}"
+            );
+            assert!(
+                !got.iter()
+                    .any(|l| l.contains("MX") || l.contains("198.18.0.3")),
+                "{got:?}"
+            );
+        }
+        // A hand-written file is the zone whole; a bound stops the replay.
+        let mut zone = read();
+        assert_eq!(
+            replay(&mut zone, &origin, "example.test.", None, &view).unwrap(),
+            Replayed::default()
+        );
+        assert_eq!(zone.records.len(), 4);
+        let first_only = JournalView {
+            live: ws,
+            upto: Some(second.number - 1),
+        };
+        let mut zone = read();
+        replay(&mut zone, &origin, "example.test.", Some(0), &first_only).unwrap();
+        assert!(show(&zone).iter().any(|l| l.contains("198.18.0.3")));
+    }
+
+    #[test]
+    fn a_diff_is_the_lines_on_each_side_only() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (removed, added) = diff(&l(&["a", "b", "c"]), &l(&["b", "c", "d"]));
+        assert_eq!((removed, added), (l(&["a"]), l(&["d"])));
+    }
+}
