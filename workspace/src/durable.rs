@@ -129,7 +129,19 @@ pub(crate) fn prepare_beside(
     bytes: &[u8],
     private: bool,
 ) -> Result<PathBuf, HistoryError> {
-    let temp = temp_beside(target);
+    prepare_as(&temp_beside(target), target, bytes, private)
+}
+
+/// As `prepare_beside`, under the temporary name `temp` (beside
+/// `target`): for a writer that prepares without the history's lock, so
+/// that it never shares a temp file with a commit.
+pub(crate) fn prepare_as(
+    temp: &Path,
+    target: &Path,
+    bytes: &[u8],
+    private: bool,
+) -> Result<PathBuf, HistoryError> {
+    let temp = temp.to_path_buf();
     if fs::read(&temp).is_ok_and(|old| old == bytes) {
         File::open(&temp)
             .and_then(|f| f.sync_all())

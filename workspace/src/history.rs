@@ -106,7 +106,7 @@ mod stamps;
 use crate::{
     ConfigError, ConfigErrors, DNSD_FILE, REDIRECTOR_FILE, Workspace, ZONE_SUFFIX, ZONES_DIR,
 };
-pub use journaled::ZoneSource;
+pub use journaled::{PreparedSync, ZoneSource};
 
 /// Directory of the history inside a workspace.
 pub const HISTORY_DIR: &str = ".cutover";

@@ -36,7 +36,8 @@ pub use dnsd::{
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use history::{
-    FileChange, Files, Generation, HISTORY_DIR, HistoryError, Settled, Settlement, ZoneSource,
+    FileChange, Files, Generation, HISTORY_DIR, HistoryError, PreparedSync, Settled, Settlement,
+    ZoneSource,
 };
 pub use journal::{
     Changeset, Entries, Journal, header_len, sync_header, synced_at, without_header,

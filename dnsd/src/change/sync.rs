@@ -12,7 +12,8 @@ use std::time::Duration;
 use cutover_workspace::{ConfigErrors, FileChange, Workspace, ZoneFile};
 use hickory_proto::rr::{Name, Record};
 
-use tracing::{debug, warn};
+use tokio::sync::OwnedMutexGuard;
+use tracing::{debug, info, warn};
 
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::reload::Reloader;
@@ -29,43 +30,58 @@ pub struct Synced {
     pub at: u64,
     /// The file as written.
     pub stamps: Stamps,
-    /// Changesets the journal dropped by compacting.
-    pub compacted: usize,
 }
 
 /// Rewrites zone `origin`'s file from its journal if the journal holds
-/// changes the file does not, then compacts the journal if it is larger
-/// than `max_bytes`. `None`: the file holds the zone whole (written by
-/// hand, or already up to date and the journal small). Blocking I/O; the
-/// caller holds the change lock.
-pub fn zone(ws: &Workspace, origin: &str, max_bytes: u64) -> Result<Option<Synced>, String> {
+/// changes the file does not. The zone is read and the new file written
+/// under a temporary name without any lock; `changes` (the change lock) is
+/// taken only to rename it into place — unless the file was written
+/// meanwhile, by hand: then nothing is — and is handed back held, for the
+/// caller to tell the served snapshot before any change reads it. `None`:
+/// nothing to do (a file written by hand, or already up to date).
+/// Blocking I/O.
+pub fn zone(
+    ws: &Workspace,
+    origin: &str,
+    changes: &ChangeLock,
+) -> Result<Option<(Synced, OwnedMutexGuard<()>)>, String> {
     let zf = zone_file(ws, origin)?;
     let loaded = zone::load_zone(ws, &zf, &JournalView::all(ws.clone()))
         .map_err(|e| ConfigErrors(e).to_string())?;
     let (Some(synced), Some(at)) = (loaded.replayed.synced, loaded.replayed.at) else {
         return Ok(None);
     };
-    let journal = ws.journal(origin);
-    let large = journal.size() > max_bytes;
-    if at == synced && !large {
+    if at == synced {
         return Ok(None);
     }
-    if at != synced {
-        let body = zone_edit::render(&loaded.origin, &loaded.records, WRITER)?;
-        ws.sync_zone(origin, body.as_bytes(), at)
-            .map_err(|e| e.to_string())?;
-    }
+    let body = zone_edit::render(&loaded.origin, &loaded.records, WRITER)?;
+    let read_from = loaded.stamps.clone();
     drop(loaded);
-    let compacted = if large {
-        compact(ws, origin, max_bytes)?
-    } else {
-        0
-    };
-    Ok(Some(Synced {
+    let prepared = ws
+        .prepare_sync(origin, body.as_bytes(), at)
+        .map_err(|e| e.to_string())?;
+    drop(body);
+    let held = Arc::clone(changes).blocking_lock_owned();
+    let installed = ws
+        .install_sync(prepared, || read_from.unchanged())
+        .map_err(|e| e.to_string())?;
+    if !installed {
+        return Ok(None);
+    }
+    let synced = Synced {
         at,
         stamps: Stamps::of(std::slice::from_ref(&zf.path)),
-        compacted,
-    }))
+    };
+    Ok(Some((synced, held)))
+}
+
+/// Compacts zone `origin`'s journal if it is larger than `max_bytes`;
+/// returns how many changesets went.
+pub fn compact_if_large(ws: &Workspace, origin: &str, max_bytes: u64) -> Result<usize, String> {
+    if ws.journal(origin).size() <= max_bytes {
+        return Ok(0);
+    }
+    compact(ws, origin, max_bytes)
 }
 
 /// Compacts zone `origin`'s journal to about half of `max_bytes`: the zone
@@ -251,22 +267,27 @@ impl Syncer {
             if let Ok(mut p) = me.pending.lock() {
                 p.remove(&origin);
             }
-            let _one_change = me.changes.lock().await;
-            let (ws, o) = (me.ws.clone(), origin.clone());
-            let done =
-                tokio::task::spawn_blocking(move || zone(&ws, &o, history.journal_max_bytes)).await;
+            let (ws, o, changes) = (me.ws.clone(), origin.clone(), me.changes.clone());
+            let done = tokio::task::spawn_blocking(move || zone(&ws, &o, &changes)).await;
             match done {
-                Ok(Ok(Some(synced))) => {
-                    debug!(zone = %origin, generation = synced.at, compacted = synced.compacted, "zone file written from the journal");
+                Ok(Ok(Some((synced, one_change)))) => {
                     me.reloader
                         .file_rewritten(&origin, synced.stamps, synced.at)
                         .await;
+                    drop(one_change);
+                    debug!(zone = %origin, generation = synced.at, "zone file written from the journal");
                 }
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    warn!(zone = %origin, "the zone file was not written from the journal (the journal keeps the changes): {e}")
-                }
+                Ok(Err(e)) => warn!(zone = %origin, "the zone file was not written from the journal (the journal keeps the changes): {e}"),
                 Err(e) => warn!(zone = %origin, "the zone file task failed: {e}"),
+            }
+            let (ws, o) = (me.ws.clone(), origin.clone());
+            let max = history.journal_max_bytes;
+            match tokio::task::spawn_blocking(move || compact_if_large(&ws, &o, max)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(dropped)) => info!(zone = %origin, dropped, "journal compacted"),
+                Ok(Err(e)) => warn!(zone = %origin, "the journal was not compacted: {e}"),
+                Err(e) => warn!(zone = %origin, "the compaction task failed: {e}"),
             }
         });
     }

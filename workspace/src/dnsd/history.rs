@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [history]
-//! zonefile_sync = 0                 # seconds after a change until the zone file is rewritten from the journal
+//! zonefile_sync = 10                # seconds after a change until the zone file is rewritten from the journal
 //! journal_max_bytes = 16777216      # a zone's journal is compacted to half of this when it grows past it
 //! ```
 
@@ -16,9 +16,10 @@ use crate::problems::Problems;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// Seconds after a change before its zone file is rewritten from the
-    /// journal (changes meanwhile are written together); as Knot's
-    /// `zonefile-sync`, 0 is "right after each change", off the change's
-    /// path.
+    /// journal (changes meanwhile are written together), off the change's
+    /// path; as Knot's `zonefile-sync`, 0 is "right after each change".
+    /// Rewriting costs what the zone holds, so the default lets a burst of
+    /// changes share one.
     pub zonefile_sync: u64,
     /// A zone's journal is compacted when it grows past this many bytes,
     /// down to about half: older changes are folded into a checkpoint and
@@ -29,7 +30,7 @@ pub struct HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
-            zonefile_sync: 0,
+            zonefile_sync: 10,
             journal_max_bytes: 16 << 20,
         }
     }
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn the_defaults_and_a_setting() {
         let cfg = parse_str("").unwrap();
-        assert_eq!(cfg.history.zonefile_sync, 0);
+        assert_eq!(cfg.history.zonefile_sync, 10);
         assert_eq!(cfg.history.journal_max_bytes, 16 << 20);
         let cfg =
             parse_str("[history]\nzonefile_sync = 30\njournal_max_bytes = 1048576\n").unwrap();

@@ -127,26 +127,53 @@ impl Workspace {
         })
     }
 
-    /// Rewrites the live file of zone `origin` as `body` headed by the sync
-    /// header of generation `at` (the zone's state at `at`, with every
-    /// changeset of it up to `at` applied), atomically and durably, through
-    /// a link if the zone file is one. Not a generation: the zone's state
-    /// does not change, only where it is kept.
-    pub fn sync_zone(&self, origin: &str, body: &[u8], at: u64) -> Result<PathBuf, HistoryError> {
+    /// Prepares the rewrite of zone `origin`'s live file as `body` headed by
+    /// the sync header of generation `at` (the zone's state at `at`, every
+    /// changeset of it up to `at` applied): written whole and fsynced under
+    /// a temporary name beside the file (beside its target, if the zone
+    /// file is a link), without the history's lock, which `install_sync`
+    /// takes only to rename it. Not a generation: the zone's state does not
+    /// change, only where it is kept.
+    pub fn prepare_sync(&self, origin: &str, body: &[u8], at: u64) -> Result<PreparedSync, HistoryError> {
         let rel = self.zone_rel(origin);
-        let _lock = self.lock()?;
-        self.settle_locked()?;
         let target = live_target(self.root(), &rel);
         let mut text = journal::sync_header(at, body).into_bytes();
         text.extend_from_slice(body);
+        let temp = sync_temp(&target);
+        durable::prepare_as(&temp, &target, &text, false)?;
+        Ok(PreparedSync { rel, target, temp })
+    }
+
+    /// Renames a prepared rewrite into place, under the history's lock,
+    /// if `still_current` says the live file is still the one the body was
+    /// read from (else a hand edit would be lost: the rewrite is dropped,
+    /// and `false` returned).
+    pub fn install_sync(
+        &self,
+        prepared: PreparedSync,
+        still_current: impl FnOnce() -> bool,
+    ) -> Result<bool, HistoryError> {
+        let _lock = self.lock()?;
+        self.settle_locked()?;
+        if !still_current() {
+            let _ = fs::remove_file(&prepared.temp);
+            return Ok(false);
+        }
         let seen = self.seen_as_live()?;
-        fault::step("sync", &target, || {
-            let temp = durable::prepare_beside(&target, &text, false)?;
-            durable::rename_into_place(&temp, &target)
+        fault::step("sync", &prepared.target, || {
+            durable::rename_into_place(&prepared.temp, &prepared.target)
         })?;
         if seen {
-            self.stamp_one(&rel, &target);
+            self.stamp_one(&prepared.rel, &prepared.target);
         }
+        Ok(true)
+    }
+
+    /// Prepares and installs a rewrite at once (`prepare_sync`).
+    pub fn sync_zone(&self, origin: &str, body: &[u8], at: u64) -> Result<PathBuf, HistoryError> {
+        let prepared = self.prepare_sync(origin, body, at)?;
+        let target = prepared.target.clone();
+        self.install_sync(prepared, || true)?;
         Ok(target)
     }
 
@@ -235,6 +262,25 @@ impl Workspace {
         }
         Ok(best.filter(|b| compacted.is_none_or(|c| b.from >= c)))
     }
+}
+
+/// A zone file's rewrite from the journal, written under a temporary name
+/// (`prepare_sync`).
+#[derive(Debug)]
+pub struct PreparedSync {
+    rel: PathBuf,
+    target: PathBuf,
+    temp: PathBuf,
+}
+
+/// The temporary name of a zone file's rewrite: hidden, and not the one a
+/// commit prepares under.
+fn sync_temp(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("zone");
+    durable::parent_of(target).join(format!(".{name}.cutover-sync"))
 }
 
 /// A file holding a zone at generation `from` (see `zone_source`).
