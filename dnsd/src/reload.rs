@@ -26,13 +26,14 @@ use tracing::{debug, error, info, warn};
 
 use cutover_workspace::{ConfigErrors, ServerConfig, Settled, Settlement, Workspace};
 
+use crate::change::Serve;
 use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::{Snapshot, Source};
 use crate::zone;
 use crate::zone::journal::{Replayed, Stamps};
 use crate::zone::name_key::NameKey;
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::Name;
 
 /// Rebuilds the served snapshot from the workspace; one per process (its
 /// clones share everything).
@@ -112,10 +113,10 @@ impl Reloader {
     pub async fn serve_change(
         &self,
         origin: &str,
-        names: Option<Vec<(Name, Vec<Record>)>>,
+        serve: Serve,
         generation: u64,
     ) -> Result<(), String> {
-        if let Some(names) = names
+        if let Some(names) = serve.names
             && let Some(key) = Name::from_ascii(origin)
                 .ok()
                 .as_ref()
@@ -125,10 +126,14 @@ impl Reloader {
             let current = self.state.load_full();
             let next = current.served(key.as_bytes()).and_then(|(zone, source)| {
                 let zone = zone.with_names(names)?;
+                let (stamps, synced) = match serve.adopted {
+                    Some((stamps, at)) => (stamps, Some(at)),
+                    None => (source.stamps.clone(), source.replayed.synced),
+                };
                 let source = Source {
-                    stamps: source.stamps.clone(),
+                    stamps,
                     replayed: Replayed {
-                        synced: source.replayed.synced,
+                        synced,
                         at: Some(generation),
                     },
                 };

@@ -406,7 +406,7 @@ async fn put_rrset(
         Some(change) => {
             let generation = change.generation.number;
             api.reloader
-                .serve_change(&zone, change.names, generation)
+                .serve_change(&zone, change.serve, generation)
                 .await
                 .map_err(|e| not_served(generation, &e))?;
             info!(generation, "applied a change made through the API");

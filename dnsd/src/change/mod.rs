@@ -44,7 +44,7 @@ use cutover_workspace::{
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::snapshot::Snapshot;
-use crate::zone::journal::{self as zone_journal, JournalView};
+use crate::zone::journal::{self as zone_journal, JournalView, Stamps};
 use crate::zone::name_key::{self, NameKey};
 use crate::zone::{self, name_rules};
 
@@ -96,12 +96,21 @@ pub type Changed = Option<Change>;
 #[derive(Debug)]
 pub struct Change {
     pub generation: Generation,
+    pub serve: Serve,
+}
+
+/// How a change is served (`Reloader::serve_change`).
+#[derive(Debug, Default)]
+pub struct Serve {
     /// On the journal's path, the records served at each name it touched
     /// once it is served (services applied; none where a name has none
-    /// left): the snapshot is updated at those names only
-    /// (`Reloader::serve_change`). `None` on the whole file's path: a
-    /// reload serves it.
+    /// left): the snapshot is updated at those names only. `None` on the
+    /// whole file's path: a reload serves it.
     pub names: Option<Vec<(Name, Vec<Record>)>>,
+    /// The zone's file, written by hand, was taken into the journal's
+    /// keeping first: how it stands now, and the generation its header
+    /// names.
+    pub adopted: Option<(Stamps, u64)>,
 }
 
 /// Runs `edit` on zone `origin` and records the result, as the module doc
@@ -146,7 +155,12 @@ fn through_journal<E>(
     let Some((zone, source)) = serving.served(apex_key.as_bytes()) else {
         return Ok(Journaled::NotHere);
     };
-    if source.replayed.synced.is_none() || !source.stamps.unchanged() {
+    if !source.stamps.unchanged() {
+        return Ok(Journaled::NotHere);
+    }
+    // A zone file written by hand with includes is rewritten whole, which
+    // inlines them (see the adoption below).
+    if source.replayed.synced.is_none() && source.stamps.len() != 1 {
         return Ok(Journaled::NotHere);
     }
     let config = ws.load_dnsd().map_err(|e| {
@@ -260,6 +274,19 @@ fn through_journal<E>(
             errors,
         ))));
     }
+    // A zone file written by hand and served as it stands is taken into
+    // the journal's keeping as it is (a header added), once, and only for
+    // a change that goes through: a refusal writes nothing.
+    let mut adopted = None;
+    if source.replayed.synced.is_none() {
+        let at = ws
+            .adopt_zone_file(origin, || source.stamps.unchanged())
+            .map_err(ChangeError::Commit)?;
+        let Some(at) = at else {
+            return Ok(Journaled::NotHere);
+        };
+        adopted = Some((source.stamps.restamped(), at));
+    }
     let (removed, added) = zone_journal::diff(&before, &zone_edit::lines(&after));
     let generation = ws
         .append_change(
@@ -278,7 +305,10 @@ fn through_journal<E>(
         .collect();
     Ok(Journaled::Done(Some(Change {
         generation,
-        names: Some(names),
+        serve: Serve {
+            names: Some(names),
+            adopted,
+        },
     })))
 }
 
@@ -413,7 +443,7 @@ fn through_file<E>(
         .map(|generation| {
             Some(Change {
                 generation,
-                names: None,
+                serve: Serve::default(),
             })
         })
         .map_err(ChangeError::Commit)

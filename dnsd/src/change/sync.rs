@@ -278,7 +278,9 @@ impl Syncer {
                     debug!(zone = %origin, generation = synced.at, "zone file written from the journal");
                 }
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => warn!(zone = %origin, "the zone file was not written from the journal (the journal keeps the changes): {e}"),
+                Ok(Err(e)) => {
+                    warn!(zone = %origin, "the zone file was not written from the journal (the journal keeps the changes): {e}")
+                }
                 Err(e) => warn!(zone = %origin, "the zone file task failed: {e}"),
             }
             let (ws, o) = (me.ws.clone(), origin.clone());

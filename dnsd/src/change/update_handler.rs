@@ -95,8 +95,8 @@ struct Verdict {
     /// Why, for the log; `None` for a success.
     reason: Option<String>,
     generation: Option<u64>,
-    /// The names to serve the change at (`change::Change::names`).
-    names: Option<Vec<(Name, Vec<hickory_proto::rr::Record>)>>,
+    /// How to serve the change.
+    serve: change::Serve,
 }
 
 impl Verdict {
@@ -105,7 +105,7 @@ impl Verdict {
             rcode,
             reason: Some(reason.into()),
             generation: None,
-            names: None,
+            serve: change::Serve::default(),
         }
     }
 }
@@ -384,8 +384,8 @@ impl Updater {
             }
         };
         if let (Some(generation), None) = (verdict.generation, &verdict.reason) {
-            let names = verdict.names.take();
-            if let Err(e) = self.reloader.serve_change(&zone, names, generation).await {
+            let serve = std::mem::take(&mut verdict.serve);
+            if let Err(e) = self.reloader.serve_change(&zone, serve, generation).await {
                 return Verdict::refuse(
                     ResponseCode::ServFail,
                     format!(
@@ -480,15 +480,15 @@ fn write_update(
     });
     match changed {
         Ok(change) => {
-            let (generation, names) = match change {
-                Some(c) => (Some(c.generation.number), c.names),
-                None => (None, None),
+            let (generation, serve) = match change {
+                Some(c) => (Some(c.generation.number), c.serve),
+                None => (None, change::Serve::default()),
             };
             Verdict {
                 rcode: ResponseCode::NoError,
                 reason: None,
                 generation,
-                names,
+                serve,
             }
         }
         Err(ChangeError::Refused(verdict)) => verdict,

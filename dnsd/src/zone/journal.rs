@@ -197,6 +197,16 @@ impl Stamps {
         self
     }
 
+    /// How many files.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The same files' stamps now.
+    pub fn restamped(&self) -> Self {
+        Self(self.0.iter().map(|(p, _)| (p.clone(), stamp(p))).collect())
+    }
+
     /// Whether every file is as it was stamped.
     pub fn unchanged(&self) -> bool {
         !self.0.is_empty() && self.0.iter().all(|(p, s)| stamp(p) == *s)

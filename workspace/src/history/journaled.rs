@@ -134,7 +134,12 @@ impl Workspace {
     /// file is a link), without the history's lock, which `install_sync`
     /// takes only to rename it. Not a generation: the zone's state does not
     /// change, only where it is kept.
-    pub fn prepare_sync(&self, origin: &str, body: &[u8], at: u64) -> Result<PreparedSync, HistoryError> {
+    pub fn prepare_sync(
+        &self,
+        origin: &str,
+        body: &[u8],
+        at: u64,
+    ) -> Result<PreparedSync, HistoryError> {
         let rel = self.zone_rel(origin);
         let target = live_target(self.root(), &rel);
         let mut text = journal::sync_header(at, body).into_bytes();
@@ -167,6 +172,44 @@ impl Workspace {
             self.stamp_one(&prepared.rel, &prepared.target);
         }
         Ok(true)
+    }
+
+    /// Takes zone `origin`'s file, written by hand, into the journal's
+    /// keeping without changing a byte of what it says: its exact text gets
+    /// a sync header naming the newest generation, so that the changes that
+    /// follow go to the journal and replay onto it. `still_current` says
+    /// whether the file is still the one the served zone was read from;
+    /// `None` when it is not (nothing is written). Returns the generation
+    /// the header names.
+    pub fn adopt_zone_file(
+        &self,
+        origin: &str,
+        still_current: impl FnOnce() -> bool,
+    ) -> Result<Option<u64>, HistoryError> {
+        let rel = self.zone_rel(origin);
+        let _lock = self.lock()?;
+        self.settle_locked()?;
+        if !still_current() {
+            return Ok(None);
+        }
+        let target = live_target(self.root(), &rel);
+        let body = fs::read(&target).map_err(io(&target))?;
+        if let Some(at) = journal::synced_at(&body) {
+            return Ok(Some(at));
+        }
+        let at = self.newest_number()?;
+        let mut text = journal::sync_header(at, &body).into_bytes();
+        text.extend_from_slice(&body);
+        drop(body);
+        let seen = self.seen_as_live()?;
+        fault::step("sync", &target, || {
+            let temp = durable::prepare_as(&sync_temp(&target), &target, &text, false)?;
+            durable::rename_into_place(&temp, &target)
+        })?;
+        if seen {
+            self.stamp_one(&rel, &target);
+        }
+        Ok(Some(at))
     }
 
     /// Prepares and installs a rewrite at once (`prepare_sync`).
