@@ -53,6 +53,7 @@ impl From<HistoryError> for ApiError {
         let status = match &e {
             HistoryError::Invalid(_) | HistoryError::Unmanaged(_) => StatusCode::BAD_REQUEST,
             HistoryError::NoSuchGeneration(_) => StatusCode::NOT_FOUND,
+            HistoryError::Compacted(_) => StatusCode::GONE,
             // Asked of a daemon that does not read zones (the redirector).
             HistoryError::NeedsJournal(_) => StatusCode::CONFLICT,
             // The caller's change is fine; it collided with another writer

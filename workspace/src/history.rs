@@ -166,6 +166,13 @@ pub enum HistoryError {
          (POST /v1/generations/{0}/rollback)"
     )]
     NeedsJournal(u64),
+    /// Generation `n` was a zone's change that its journal dropped when it
+    /// was compacted.
+    #[error(
+        "generation {0} is no longer held: the zone's journal was compacted past it (its size \
+         limit is [history] journal_max_bytes in dnsd.toml)"
+    )]
+    Compacted(u64),
     #[error(
         "{0} is not a file the workspace manages (redirector.toml, dnsd.toml, or a file under \
          zones/, named relative to the workspace without `..`, that is not hidden or an editor \
@@ -281,11 +288,19 @@ impl Workspace {
         let path = self.generation_root(n).join(GENERATION_FILE);
         let text = match fs::read_to_string(&path) {
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                let compacted = self
+                    .journaled_zones()
+                    .iter()
+                    .filter_map(|z| self.compacted_through(z))
+                    .max();
                 return self
                     .journal_generations()?
                     .into_iter()
                     .find(|g| g.number == n)
-                    .ok_or(HistoryError::NoSuchGeneration(n));
+                    .ok_or(match compacted {
+                        Some(c) if n <= c => HistoryError::Compacted(n),
+                        _ => HistoryError::NoSuchGeneration(n),
+                    });
             }
             other => other.map_err(io(&path))?,
         };

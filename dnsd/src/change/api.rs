@@ -286,13 +286,8 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
     let generation = blocking(move || {
         // The files of generation n, each zone as it was then (its
         // journal replayed), committed whole: history only grows.
-        let changes = sync::restore(&ws, n).map_err(|e| {
-            if matches!(ws.generation(n), Err(HistoryError::NoSuchGeneration(_))) {
-                ApiError::not_found(e)
-            } else {
-                ApiError::new(StatusCode::CONFLICT, e)
-            }
-        })?;
+        ws.generation(n)?;
+        let changes = sync::restore(&ws, n).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
         // A generation imported from hand edits was never validated: the
         // commit's validator checks it before it replaces what is serving.
         ws.commit(
