@@ -274,6 +274,7 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let settled = reload::settled(&ws);
+    let config_stamp = reload::Reloader::config_stamp(workspace);
     let loaded = zone::load_settled(&ws, &settled)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
@@ -330,6 +331,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             sockets_config,
             from_cli,
             arenas,
+            config_stamp,
         ));
         // The API and dynamic updates change the workspace one at a time.
         let changes = zone_edit::ChangeLock::default();

@@ -18,8 +18,8 @@
 //! the next reload may start, so that the resident size after any number
 //! of reloads is the size after the first load.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
@@ -53,6 +53,9 @@ pub struct Reloader {
     /// never leave the older workspace serving; held until the replaced
     /// snapshot is freed, so that a reload never builds beside two.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// dnsd.toml as it stood when it was last read or written by dnsd:
+    /// while it stands so, the served services are its services.
+    config: Arc<Mutex<Stamps>>,
 }
 
 impl Reloader {
@@ -62,6 +65,7 @@ impl Reloader {
         sockets: ServerConfig,
         listen_from_cli: bool,
         arenas: SnapshotArenas,
+        config: Stamps,
     ) -> Self {
         Self {
             root,
@@ -70,6 +74,24 @@ impl Reloader {
             listen_from_cli,
             arenas: Arc::new(arenas),
             running: Arc::new(tokio::sync::Mutex::new(())),
+            config: Arc::new(Mutex::new(config)),
+        }
+    }
+
+    /// The stamp of `root`'s dnsd.toml now, to take before reading it.
+    pub fn config_stamp(root: &Path) -> Stamps {
+        Stamps::of(&[root.join(cutover_workspace::DNSD_FILE)])
+    }
+
+    /// Whether dnsd.toml is as dnsd last read or wrote it.
+    pub fn config_unchanged(&self) -> bool {
+        self.config.lock().is_ok_and(|s| s.unchanged())
+    }
+
+    /// dnsd wrote dnsd.toml, and serves what it wrote.
+    pub fn config_written(&self) {
+        if let Ok(mut s) = self.config.lock() {
+            *s = Self::config_stamp(&self.root);
         }
     }
 
@@ -171,6 +193,7 @@ impl Reloader {
         // A zone whose file does not load keeps this snapshot's version.
         let previous = self.state.load_full();
         let arenas = Arc::clone(&self.arenas);
+        let config = Self::config_stamp(&self.root);
         let built = tokio::task::spawn_blocking(move || {
             let (loaded, arena) = arenas.build(|| -> Result<_, ConfigErrors> {
                 let live = Workspace::open(&dir)?;
@@ -210,6 +233,9 @@ impl Reloader {
                 let zones = snapshot.zone_count();
                 let unavailable = snapshot.unavailable_count();
                 let old = self.state.swap(Arc::new(snapshot));
+                if let Ok(mut s) = self.config.lock() {
+                    *s = config;
+                }
                 self.arenas.serve(arena);
                 info!(zones, unavailable, records, workspace = %self.root.display(), "reloaded");
                 tokio::task::spawn_blocking(move || {

@@ -427,7 +427,7 @@ impl Workspace {
         }
         let _lock = self.lock()?;
         self.settle_locked()?;
-        let (base, live) = self.import_hand_edits()?;
+        let (base, live, copy) = self.import_hand_edits()?;
         let mut next = live.clone();
         for c in changes {
             match &c.content {
@@ -444,34 +444,35 @@ impl Workspace {
         if let Some(why) = layout_problem(self.root(), &live, &next) {
             return Err(HistoryError::Invalid(why.into()));
         }
-        let made = self.make_generation(&live, &next, message, validate)?;
+        let from = base.map(|n| (n, &copy));
+        let made = self.make_generation(&live, &next, message, validate, from)?;
         self.stamp_live();
         Ok(made)
     }
 
     /// With the lock held: records the live files as a generation of their
     /// own if they are not the generation installed last (hand edits, or a
-    /// workspace without history), and returns that base generation and
-    /// the live files. Reads every managed file.
-    fn import_hand_edits(&self) -> Result<(Option<u64>, Files), HistoryError> {
+    /// workspace without history), and returns that base generation, the
+    /// live files and the base's copy of them. Reads every managed file.
+    fn import_hand_edits(&self) -> Result<(Option<u64>, Files, Files), HistoryError> {
         let current = self.installed_generation()?;
         let live = self.live_files()?;
         let mut base = current;
-        let edited_by_hand = |n: u64| {
-            self.generation_files(n)
-                .ok()
-                .is_none_or(|copy| !same_but_for_syncs(&copy, &live))
-        };
-        if current.is_none_or(edited_by_hand) {
+        let copy = current
+            .and_then(|n| self.generation_files(n).ok())
+            .unwrap_or_default();
+        if current.is_none() || !same_but_for_syncs(&copy, &live) {
             // Since the newest generation, a zone's change included.
             let why = match current.max(self.newest_journaled()?) {
                 None => "the workspace as found".to_string(),
                 Some(n) => format!("hand edits since generation {n}"),
             };
-            let imported = self.make_generation(&live, &live, &why, |_| Ok(()))?;
+            let from = current.map(|n| (n, &copy));
+            let imported = self.make_generation(&live, &live, &why, |_| Ok(()), from)?;
             base = Some(imported.number);
+            return Ok((base, live.clone(), live));
         }
-        Ok((base, live))
+        Ok((base, live, copy))
     }
 
     /// Restores generation `n` exactly, as a new generation (history only
@@ -618,6 +619,7 @@ impl Workspace {
         next: &Files,
         message: &str,
         validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
+        from: Option<(u64, &Files)>,
     ) -> Result<Generation, HistoryError> {
         let dir = self.generations_dir();
         durable::private_dir_all(&dir)?;
@@ -634,7 +636,7 @@ impl Workspace {
         let plan = Install::plan(self.root(), live, live, next);
         let mut created = Vec::new();
         let up_to_the_commit_point = || {
-            self.stage(&staged, next, &generation)?;
+            self.stage(&staged, next, &generation, from)?;
             fault::step("validate", &staged, || {
                 check(&staged)
                     .and_then(|ws| validate(&ws))
@@ -666,6 +668,7 @@ impl Workspace {
         staged: &Path,
         files: &Files,
         generation: &Generation,
+        from: Option<(u64, &Files)>,
     ) -> Result<(), HistoryError> {
         if staged.exists() {
             fs::remove_dir_all(staged).map_err(io(staged))?;
@@ -678,7 +681,16 @@ impl Workspace {
             if dirs.insert(parent.clone()) {
                 durable::private_dir_all(&parent)?;
             }
-            fault::step("stage", &path, || durable::create_private(&path, bytes))?;
+            // A file as the generation before holds it is a link to that
+            // copy (copies are never written again): a change costs what
+            // it changes, not a copy of every zone.
+            let same = from.filter(|(_, copy)| copy.get(rel) == Some(bytes));
+            fault::step("stage", &path, || match same {
+                Some((n, _)) if fs::hard_link(self.generation_root(n).join(rel), &path).is_ok() => {
+                    Ok(())
+                }
+                _ => durable::create_private(&path, bytes),
+            })?;
         }
         let path = staged.join(GENERATION_FILE);
         let meta = toml::to_string(generation).map_err(|e| HistoryError::Io {

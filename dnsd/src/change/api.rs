@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -22,10 +22,11 @@ use cutover_control_api::contract::{
     ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, blocking, listen};
-use cutover_workspace::{DNSD_FILE, FileChange, HistoryError, Workspace};
+use cutover_workspace::{HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tracing::info;
 
+use crate::change::service;
 use crate::change::sync::{self, Syncer};
 use crate::change::zone_edit::{self, ChangeLock, rdata_text};
 use crate::change::{self, ChangeError, Edited};
@@ -173,7 +174,9 @@ async fn put_service(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let generation = blocking(move || {
+    let serving = api.reloader.serving();
+    let by_name = api.reloader.config_unchanged();
+    let committed = blocking(move || {
         let path = ws.dnsd_path();
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -185,14 +188,26 @@ async fn put_service(
                 "no service {name} in dnsd.toml (see GET /v1/services)"
             ))
         })?;
-        let change = FileChange {
-            path: PathBuf::from(DNSD_FILE),
-            content: Some(new_text.into_bytes()),
-        };
-        Ok(ws.commit(&[change], &message, zone_edit::validator(&ws))?)
+        Ok(service::commit(
+            &ws, &serving, &name, new_text, &message, by_name,
+        )?)
     })
     .await?;
-    apply(&api, generation.number).await
+    let generation = committed.generation.number;
+    match committed.serve {
+        Some((zone, serve)) => {
+            api.reloader.config_written();
+            api.reloader
+                .serve_change(&zone, serve, generation)
+                .await
+                .map_err(|e| not_served(generation, &e))?;
+            info!(generation, "applied a change made through the API");
+            Ok(axum::Json(Change {
+                generation: Some(generation),
+            }))
+        }
+        None => apply(&api, generation).await,
+    }
 }
 
 /// Rewrites `source` with service `name`'s addresses (and TTL, if given)

@@ -425,6 +425,28 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_links_the_files_it_does_not_change_to_the_copy_before() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, ws) = ws();
+        let a = commit(&ws, "dnsd.toml", "# a\n");
+        let b = commit(&ws, "dnsd.toml", "# b\n");
+        let inode =
+            |n: u64, rel: &str| fs::metadata(ws.generation_root(n).join(rel)).unwrap().ino();
+        assert_eq!(
+            inode(a, "zones/example.test.zone"),
+            inode(b, "zones/example.test.zone")
+        );
+        assert_ne!(inode(a, "dnsd.toml"), inode(b, "dnsd.toml"));
+        assert_eq!(
+            ws.generation_files(b).unwrap()[Path::new("dnsd.toml")],
+            b"# b\n"
+        );
+        // A rollback restores the linked copy's content exactly.
+        ws.rollback(a, "back").unwrap();
+        assert_eq!(fs::read(ws.root().join("dnsd.toml")).unwrap(), b"# a\n");
+    }
+
+    #[test]
     fn a_hand_edit_of_any_file_becomes_a_generation_before_a_change_goes_to_the_journal() {
         let (_d, ws) = ws();
         commit(&ws, "dnsd.toml", "");

@@ -348,6 +348,12 @@ impl Bench<'_> {
             let rss = settled_memory(dnsd.pid)?.rss_mb();
             api_p99 = series.percentile_ms(0.99).or(api_p99);
             out.push_str(&series.row("dnsd API PUT .../rrsets", rss));
+            // The push button: a service's addresses (dnsd.toml).
+            let series = Series::run(n, budget, |i| {
+                api_put_service(api, &token, &changed_address(i))
+            });
+            let rss = settled_memory(dnsd.pid)?.rss_mb();
+            out.push_str(&series.row("dnsd API PUT /v1/services (flip)", rss));
             let series = Series::run(n, budget, |i| {
                 let name = changed_name(n + i, self.args.records, self.args.mixed);
                 knsupdate(dnsd.addr, &name, &changed_address(n + i))
@@ -581,7 +587,8 @@ impl Bench<'_> {
             ws.join("dnsd.toml"),
             format!(
                 "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n\n[[tsig_key]]\nname = \"{KEY_NAME}\"\n\
-                 algorithm = \"hmac-sha256\"\nsecret = \"{KEY_SECRET}\"\nzones = [\"{ORIGIN}\"]\n",
+                 algorithm = \"hmac-sha256\"\nsecret = \"{KEY_SECRET}\"\nzones = [\"{ORIGIN}\"]\n\n\
+                 [[service]]\nname = \"{SERVICE}\"\naddresses = [\"198.18.0.2\"]\nttl = 60\n",
                 self.args.workers
             ),
         )
@@ -1051,11 +1058,31 @@ impl Series {
     }
 }
 
+/// A service of dnsd.toml, flipped by the `changes` part.
+const SERVICE: &str = "www.big.test.";
+
+/// `PUT /v1/services/SERVICE` through curl, timed as `api_put`.
+fn api_put_service(api: SocketAddr, token: &str, address: &str) -> Result<Duration> {
+    let body = format!("{{\"addresses\":[\"{address}\"]}}");
+    curl_put(api, token, &format!("/v1/services/{SERVICE}"), &body)
+}
+
 /// `PUT /v1/zones/ORIGIN/rrsets/NAME/A` through curl; its own timer, from
 /// connecting to the last byte of the response (which dnsd sends once the
 /// change is served), without curl's start.
 fn api_put(api: SocketAddr, token: &str, name: &str, address: &str) -> Result<Duration> {
     let body = format!("{{\"ttl\":60,\"records\":[\"{address}\"]}}");
+    curl_put(
+        api,
+        token,
+        &format!("/v1/zones/{ORIGIN}/rrsets/{name}/A"),
+        &body,
+    )
+}
+
+/// `PUT path` with `body` through curl; curl's own time, from connecting
+/// to the last byte of the response.
+fn curl_put(api: SocketAddr, token: &str, path: &str, body: &str) -> Result<Duration> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "120", "-X", "PUT"])
         .args(["-w", "\n%{http_code} %{time_total}"])
@@ -1064,9 +1091,9 @@ fn api_put(api: SocketAddr, token: &str, name: &str, address: &str) -> Result<Du
             "-H",
             "Content-Type: application/json",
             "--data-binary",
-            &body,
+            body,
         ])
-        .arg(format!("http://{api}/v1/zones/{ORIGIN}/rrsets/{name}/A"))
+        .arg(format!("http://{api}{path}"))
         .output()
         .context("running curl")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -1076,7 +1103,7 @@ fn api_put(api: SocketAddr, token: &str, name: &str, address: &str) -> Result<Du
         bail!("curl: {}", String::from_utf8_lossy(&out.stderr).trim());
     };
     if status != "200" {
-        bail!("PUT {name}: {status} {body}");
+        bail!("PUT {path}: {status} {body}");
     }
     Ok(Duration::from_secs_f64(
         seconds.parse().context("curl's time_total")?,

@@ -1,0 +1,177 @@
+//! A service's addresses changed (`PUT /v1/services/NAME`, cutover's push
+//! button): dnsd.toml is committed with the one entry rewritten, and the
+//! change is checked and served at the service's name only — against the
+//! zone that serves it now (no CNAME there, no delegation or DNAME above
+//! it), and by replacing that name's addresses in the served snapshot — so
+//! that a flip costs what it changes, whatever the zones hold. When dnsd
+//! cannot tell that the served state is what dnsd.toml says (it was edited
+//! since it was read), the commit is checked by loading the whole staged
+//! workspace and served by a reload, as before.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use cutover_workspace::{
+    ConfigError, ConfigErrors, DNSD_FILE, FileChange, Generation, HistoryError, Service, Workspace,
+    ZONES_DIR,
+};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::change::{Serve, zone_edit};
+use crate::snapshot::{Lookup, Snapshot, ZoneLookup};
+use crate::zone::name_key::NameKey;
+use crate::zone::records;
+
+/// A service change committed: its generation, and the zone and names to
+/// serve it at (`None`: a reload serves it).
+pub struct Committed {
+    pub generation: Generation,
+    pub serve: Option<(String, Serve)>,
+}
+
+/// Commits `toml` (dnsd.toml with service `name` rewritten). `by_name`:
+/// the served state is dnsd.toml's as dnsd last read it, so the service
+/// can be checked and served at its name alone.
+pub fn commit(
+    ws: &Workspace,
+    serving: &Snapshot,
+    name: &str,
+    toml: String,
+    message: &str,
+    by_name: bool,
+) -> Result<Committed, HistoryError> {
+    let change = FileChange {
+        path: PathBuf::from(DNSD_FILE),
+        content: Some(toml.into_bytes()),
+    };
+    if !by_name {
+        let generation = ws.commit(&[change], message, zone_edit::validator(ws))?;
+        return Ok(Committed {
+            generation,
+            serve: None,
+        });
+    }
+    let planned: RefCell<Option<(String, Vec<Record>)>> = RefCell::new(None);
+    let check = |staged: &Workspace| -> Result<(), ConfigErrors> {
+        let config = staged.load_dnsd()?;
+        let Some(service) = config.services.iter().find(|s| s.name == name) else {
+            return Ok(());
+        };
+        let served = served_at(serving, service).map_err(|why| {
+            let zone = zone_file_of(ws, &why.origin);
+            let mut e = ConfigError::file(
+                Path::new(DNSD_FILE),
+                format!(
+                    "service {} cannot be served from {}: {}",
+                    service.name,
+                    zone.display(),
+                    why.message
+                ),
+            );
+            e.line = Some(service.line);
+            ConfigErrors(vec![e])
+        })?;
+        match served {
+            Some(plan) => {
+                *planned.borrow_mut() = Some(plan);
+                Ok(())
+            }
+            // No served zone holds it: the whole workspace's check says
+            // why (or that a zone loads it after all).
+            None => zone_edit::validator(ws)(staged),
+        }
+    };
+    let generation = ws.commit(&[change], message, check)?;
+    let serve = planned.into_inner().map(|(origin, records)| {
+        let owner = records.first().map(|r| r.name.clone());
+        let names = owner.map(|o| vec![(o, records)]);
+        (
+            origin,
+            Serve {
+                names,
+                adopted: None,
+            },
+        )
+    });
+    Ok(Committed { generation, serve })
+}
+
+/// Why a service cannot be served where it is.
+struct Conflict {
+    origin: String,
+    message: String,
+}
+
+/// The records `service` makes its name serve in the zone that serves it
+/// now, and that zone's origin; `None` when no served zone holds it (the
+/// whole workspace's check then says why).
+fn served_at(
+    serving: &Snapshot,
+    service: &Service,
+) -> Result<Option<(String, Vec<Record>)>, Conflict> {
+    let Ok(name) = Name::from_ascii(&service.name) else {
+        return Ok(None);
+    };
+    let Some(key) = NameKey::new(&name) else {
+        return Ok(None);
+    };
+    let ZoneLookup::Serving(zone) = serving.find_zone(key.as_bytes(), RecordType::A) else {
+        return Ok(None);
+    };
+    let origin = records::zone_name(&zone.origin).to_string();
+    let conflict = |message: String| Conflict {
+        origin: origin.clone(),
+        message,
+    };
+    match zone.lookup(key.as_bytes(), RecordType::A) {
+        Lookup::Referral(ns) => {
+            let at = ns
+                .records
+                .first()
+                .map(|r| r.name.to_string())
+                .unwrap_or_default();
+            return Err(conflict(format!("it is delegated away at {at}")));
+        }
+        Lookup::Dname(d) => {
+            let at = d
+                .records
+                .first()
+                .map(|r| r.name.to_string())
+                .unwrap_or_default();
+            return Err(conflict(format!(
+                "it is below the DNAME at {at}, where no name may exist"
+            )));
+        }
+        _ => {}
+    }
+    let mut records: Vec<Record> = zone
+        .records_at(key.as_bytes())
+        .into_iter()
+        .filter(|r| !matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+        .collect();
+    if records.iter().any(|r| r.record_type() == RecordType::CNAME) {
+        return Err(conflict("the zone gives it a CNAME".into()));
+    }
+    for address in &service.addresses {
+        let data = match address {
+            std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
+            std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+        };
+        records.push(Record::from_rdata(name.clone(), service.ttl, data));
+    }
+    Ok(Some((origin, records)))
+}
+
+/// `zones/<file>` of zone `origin`, as the operator knows it.
+fn zone_file_of(ws: &Workspace, origin: &str) -> PathBuf {
+    ws.zone_files()
+        .ok()
+        .and_then(|files| {
+            files
+                .into_iter()
+                .find(|f| f.origin.eq_ignore_ascii_case(origin))
+                .and_then(|f| Some(Path::new(ZONES_DIR).join(f.path.file_name()?)))
+        })
+        .unwrap_or_else(|| PathBuf::from(ZONES_DIR))
+}
