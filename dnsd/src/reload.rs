@@ -83,9 +83,16 @@ impl Reloader {
         Stamps::of(&[root.join(cutover_workspace::DNSD_FILE)])
     }
 
-    /// Whether dnsd.toml is as dnsd last read or wrote it.
-    pub fn config_unchanged(&self) -> bool {
+    /// Whether the workspace is as dnsd serves it: dnsd.toml as dnsd last
+    /// read or wrote it, and every served zone's files as they were read
+    /// (but zone `except`'s, whose change says how they stand). While it
+    /// is, a change can be checked and served at the names it touches;
+    /// else what was edited by hand is served too, by a reload.
+    pub fn as_served(&self, except: Option<&[u8]>) -> bool {
         self.config.lock().is_ok_and(|s| s.unchanged())
+            && self.state.load().sources().all(|(apex, source)| {
+                except.is_some_and(|e| e == apex) || source.stamps.unchanged()
+            })
     }
 
     /// dnsd wrote dnsd.toml, and serves what it wrote.
@@ -143,6 +150,7 @@ impl Reloader {
                 .ok()
                 .as_ref()
                 .and_then(NameKey::new)
+            && self.as_served(Some(key.as_bytes()))
         {
             let one_at_a_time = self.running.lock().await;
             let current = self.state.load_full();

@@ -427,6 +427,11 @@ impl Workspace {
         }
         let _lock = self.lock()?;
         self.settle_locked()?;
+        if let Some(n) = self.installed_generation()?
+            && let Some(rewritten) = self.unchanged_since_commit()
+        {
+            return self.commit_onto(n, &rewritten, changes, message, validate);
+        }
         let (base, live, copy) = self.import_hand_edits()?;
         let mut next = live.clone();
         for c in changes {
@@ -445,7 +450,52 @@ impl Workspace {
             return Err(HistoryError::Invalid(why.into()));
         }
         let from = base.map(|n| (n, &copy));
-        let made = self.make_generation(&live, &next, message, validate, from)?;
+        let made = self.make_generation(&live, &next, message, validate, from, None)?;
+        self.stamp_live();
+        Ok(made)
+    }
+
+    /// `commit` when nothing was edited by hand since generation `n` was
+    /// installed (the files' stamps say so): only the files the change
+    /// writes and those `rewritten` from the journal since are read; every
+    /// other file of the new generation is a link to `n`'s copy. So a
+    /// change to dnsd.toml costs what dnsd.toml holds, not the zones.
+    fn commit_onto(
+        &self,
+        n: u64,
+        rewritten: &BTreeSet<PathBuf>,
+        changes: &[FileChange],
+        message: &str,
+        validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
+    ) -> Result<Generation, HistoryError> {
+        let mut live = Files::new();
+        for rel in changes.iter().map(|c| &c.path).chain(rewritten) {
+            let path = self.root().join(rel);
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    live.insert(rel.clone(), bytes);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        let mut next = live.clone();
+        for c in changes {
+            match &c.content {
+                Some(bytes) => next.insert(c.path.clone(), bytes.clone()),
+                None => next.remove(&c.path),
+            };
+        }
+        if changes
+            .iter()
+            .all(|c| live.get(&c.path) == c.content.as_ref())
+        {
+            return self.generation(n);
+        }
+        if let Some(why) = layout_problem(self.root(), &live, &next) {
+            return Err(HistoryError::Invalid(why.into()));
+        }
+        let made = self.make_generation(&live, &next, message, validate, None, Some(n))?;
         self.stamp_live();
         Ok(made)
     }
@@ -468,7 +518,7 @@ impl Workspace {
                 Some(n) => format!("hand edits since generation {n}"),
             };
             let from = current.map(|n| (n, &copy));
-            let imported = self.make_generation(&live, &live, &why, |_| Ok(()), from)?;
+            let imported = self.make_generation(&live, &live, &why, |_| Ok(()), from, None)?;
             base = Some(imported.number);
             return Ok((base, live.clone(), live));
         }
@@ -620,6 +670,7 @@ impl Workspace {
         message: &str,
         validate: impl FnOnce(&Workspace) -> Result<(), ConfigErrors>,
         from: Option<(u64, &Files)>,
+        rest_from: Option<u64>,
     ) -> Result<Generation, HistoryError> {
         let dir = self.generations_dir();
         durable::private_dir_all(&dir)?;
@@ -636,7 +687,8 @@ impl Workspace {
         let plan = Install::plan(self.root(), live, live, next);
         let mut created = Vec::new();
         let up_to_the_commit_point = || {
-            self.stage(&staged, next, &generation, from)?;
+            let rest = rest_from.map(|r| (r, live));
+            self.stage(&staged, next, &generation, from, rest)?;
             fault::step("validate", &staged, || {
                 check(&staged)
                     .and_then(|ws| validate(&ws))
@@ -662,13 +714,17 @@ impl Workspace {
         Ok(generation)
     }
 
-    /// Step 1: `files` and `generation`'s metadata, last, into `staged`.
+    /// Step 1: `files` (a file as `from`'s copy holds it linked to that
+    /// copy), then every other file of `rest`'s copy (for a commit that
+    /// read only what it changes, with the live files it read), then
+    /// `generation`'s metadata, last, into `staged`.
     fn stage(
         &self,
         staged: &Path,
         files: &Files,
         generation: &Generation,
         from: Option<(u64, &Files)>,
+        rest: Option<(u64, &Files)>,
     ) -> Result<(), HistoryError> {
         if staged.exists() {
             fs::remove_dir_all(staged).map_err(io(staged))?;
@@ -692,6 +748,9 @@ impl Workspace {
                 _ => durable::create_private(&path, bytes),
             })?;
         }
+        if let Some((r, live)) = rest {
+            self.stage_rest(staged, r, live, files)?;
+        }
         let path = staged.join(GENERATION_FILE);
         let meta = toml::to_string(generation).map_err(|e| HistoryError::Io {
             path: path.clone(),
@@ -699,6 +758,39 @@ impl Workspace {
         })?;
         fault::step("stage", &path, || {
             durable::create_private(&path, meta.as_bytes())
+        })?;
+        dirs.iter().try_for_each(|d| sync_dir(d))
+    }
+
+    /// Step 1, for a commit that read only the files it changes
+    /// (`commit_onto`): every other managed file of generation `r`'s copy,
+    /// linked into `staged` (a file `live` has and `next` has not is one the
+    /// commit removes).
+    fn stage_rest(
+        &self,
+        staged: &Path,
+        r: u64,
+        live: &Files,
+        next: &Files,
+    ) -> Result<(), HistoryError> {
+        let copy = self.generation_root(r);
+        let mut dirs = BTreeSet::new();
+        walk_managed(&copy, &mut |rel, path| {
+            if next.contains_key(&rel) || live.contains_key(&rel) {
+                return Ok(());
+            }
+            let to = staged.join(&rel);
+            let parent = parent_of(&to);
+            if dirs.insert(parent.clone()) {
+                durable::private_dir_all(&parent)?;
+            }
+            fault::step("stage", &to, || match fs::hard_link(path, &to) {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    let bytes = fs::read(path).map_err(io(path))?;
+                    durable::create_private(&to, &bytes)
+                }
+            })
         })?;
         dirs.iter().try_for_each(|d| sync_dir(d))
     }

@@ -175,7 +175,7 @@ async fn put_service(
             .join(", ")
     );
     let serving = api.reloader.serving();
-    let by_name = api.reloader.config_unchanged();
+    let by_name = api.reloader.as_served(None);
     let committed = blocking(move || {
         let path = ws.dnsd_path();
         let text = match fs::read_to_string(&path) {

@@ -353,6 +353,14 @@ impl Snapshot {
         }
     }
 
+    /// Each served zone's apex key and where it was read from.
+    pub fn sources(&self) -> impl Iterator<Item = (&[u8], &Source)> {
+        self.zones.iter().filter_map(|(k, held)| match held {
+            Held::Serving(_, source) => Some((k.as_ref(), source)),
+            Held::Unavailable => None,
+        })
+    }
+
     /// The keys of the apexes of every zone (served or unavailable).
     pub fn apexes(&self) -> impl Iterator<Item = &[u8]> {
         self.zones.keys().map(|k| k.as_ref())

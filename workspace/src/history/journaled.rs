@@ -447,6 +447,57 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_that_reads_only_what_it_changes_still_holds_every_file() {
+        let (_d, ws) = ws();
+        fs::create_dir(ws.root().join("zones/inc")).unwrap();
+        fs::write(ws.root().join("zones/inc/a.inc"), "; a\n").unwrap();
+        commit(&ws, "dnsd.toml", "# 1\n");
+        // A zone file rewritten from the journal since: its new content is
+        // in the next copy, not a link to the old one.
+        let n = add(&ws, 1);
+        let body = format!("{ZONE}www 60 IN A 198.18.0.1\n");
+        let zone = ws.sync_zone("example.test.", body.as_bytes(), n).unwrap();
+        let g = commit(&ws, "dnsd.toml", "# 2\n");
+        let copy = ws.generation_files(g).unwrap();
+        assert_eq!(
+            copy[Path::new("zones/example.test.zone")],
+            fs::read(&zone).unwrap()
+        );
+        assert_eq!(copy[Path::new("zones/inc/a.inc")], b"; a\n");
+        assert_eq!(copy[Path::new("dnsd.toml")], b"# 2\n");
+        // A removal, and a new file.
+        let g = ws
+            .commit(
+                &[
+                    FileChange {
+                        path: "zones/inc/a.inc".into(),
+                        content: None,
+                    },
+                    FileChange {
+                        path: "zones/inc/b.inc".into(),
+                        content: Some(b"; b\n".to_vec()),
+                    },
+                ],
+                "swap",
+                |_| Ok(()),
+            )
+            .unwrap()
+            .number;
+        let copy = ws.generation_files(g).unwrap();
+        assert!(!copy.contains_key(Path::new("zones/inc/a.inc")));
+        assert_eq!(copy[Path::new("zones/inc/b.inc")], b"; b\n");
+        assert!(!ws.root().join("zones/inc/a.inc").exists());
+        assert_eq!(ws.live_files().unwrap(), copy);
+        // Nothing edited by hand along the way.
+        assert!(
+            !ws.generations()
+                .unwrap()
+                .iter()
+                .any(|g| g.message.contains("hand edits"))
+        );
+    }
+
+    #[test]
     fn a_hand_edit_of_any_file_becomes_a_generation_before_a_change_goes_to_the_journal() {
         let (_d, ws) = ws();
         commit(&ws, "dnsd.toml", "");

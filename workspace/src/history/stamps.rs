@@ -7,7 +7,7 @@
 //! stays restorable exactly. The record is a cache: a lost or stale one
 //! only costs that read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,15 @@ use crate::durable;
 const STAMPS_FILE: &str = "stamps";
 
 type Stamps = BTreeMap<PathBuf, [i128; 5]>;
+
+/// The record: the live files' stamps, and which of them dnsd has
+/// rewritten from the journal since the last commit (their content is not
+/// in the installed generation's copy).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Record {
+    stamps: Stamps,
+    rewritten: BTreeSet<PathBuf>,
+}
 
 impl Workspace {
     fn stamps_path(&self) -> PathBuf {
@@ -36,13 +45,13 @@ impl Workspace {
         Ok(out)
     }
 
-    fn recorded_stamps(&self) -> Option<Stamps> {
+    fn recorded(&self) -> Option<Record> {
         serde_json::from_slice(&fs::read(self.stamps_path()).ok()?).ok()
     }
 
-    fn record_stamps(&self, stamps: &Stamps) {
+    fn write_record(&self, record: &Record) {
         let path = self.stamps_path();
-        if let Ok(bytes) = serde_json::to_vec(stamps)
+        if let Ok(bytes) = serde_json::to_vec(record)
             && let Ok(temp) = durable::prepare_beside(&path, &bytes, true)
         {
             let _ = durable::rename_into_place(&temp, &path);
@@ -50,31 +59,42 @@ impl Workspace {
     }
 
     /// Records the live files as the history has seen them: after a commit
-    /// installed them. Best effort.
+    /// installed them, when they are its copy. Best effort.
     pub(super) fn stamp_live(&self) {
         if let Ok(stamps) = self.live_stamps() {
-            self.record_stamps(&stamps);
+            self.write_record(&Record {
+                stamps,
+                rewritten: BTreeSet::new(),
+            });
         }
     }
 
     /// Records that the history wrote the live file `rel` (a zone file
     /// rewritten from the journal) and nothing else changed. Best effort.
     pub(super) fn stamp_one(&self, rel: &Path, live: &Path) {
-        let Some(mut stamps) = self.recorded_stamps() else {
+        let Some(mut record) = self.recorded() else {
             return;
         };
         match stamp(live) {
-            Some(s) => stamps.insert(rel.to_path_buf(), s),
-            None => stamps.remove(rel),
+            Some(s) => record.stamps.insert(rel.to_path_buf(), s),
+            None => record.stamps.remove(rel),
         };
-        self.record_stamps(&stamps);
+        record.rewritten.insert(rel.to_path_buf());
+        self.write_record(&record);
     }
 
     /// Whether the live files are as the history last saw them.
     pub(super) fn seen_as_live(&self) -> Result<bool, HistoryError> {
-        Ok(self
-            .recorded_stamps()
-            .is_some_and(|recorded| self.live_stamps().is_ok_and(|live| live == recorded)))
+        Ok(self.unchanged_since_commit().is_some())
+    }
+
+    /// When the live files are as the history last saw them: the ones
+    /// rewritten from the journal since the last commit; every other one
+    /// is as that commit's copy holds it.
+    pub(super) fn unchanged_since_commit(&self) -> Option<BTreeSet<PathBuf>> {
+        let recorded = self.recorded()?;
+        let live = self.live_stamps().ok()?;
+        (live == recorded.stamps).then_some(recorded.rewritten)
     }
 }
 
