@@ -452,7 +452,30 @@ impl Workspace {
         let from = base.map(|n| (n, &copy));
         let made = self.make_generation(&live, &next, message, validate, from, None)?;
         self.stamp_live();
+        self.prune();
         Ok(made)
+    }
+
+    /// Removes the oldest generations of whole files past dnsd.toml's
+    /// `[history] keep_generations` (the default when it does not read).
+    /// Best effort, after a commit: what is left is removed next time.
+    fn prune(&self) {
+        let keep = self
+            .load_dnsd()
+            .map(|c| c.history.keep_generations)
+            .unwrap_or_else(|_| crate::HistoryConfig::default().keep_generations);
+        let Ok(numbers) = self.generation_numbers() else {
+            return;
+        };
+        let installed = self.installed_generation().ok().flatten();
+        let excess = numbers
+            .len()
+            .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+        for n in numbers.into_iter().take(excess) {
+            if Some(n) != installed {
+                let _ = fs::remove_dir_all(self.generation_root(n));
+            }
+        }
     }
 
     /// `commit` when nothing was edited by hand since generation `n` was
@@ -497,6 +520,7 @@ impl Workspace {
         }
         let made = self.make_generation(&live, &next, message, validate, None, Some(n))?;
         self.stamp_live();
+        self.prune();
         Ok(made)
     }
 

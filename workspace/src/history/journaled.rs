@@ -498,6 +498,28 @@ mod tests {
     }
 
     #[test]
+    fn only_the_newest_generations_of_whole_files_are_kept() {
+        let (_d, ws) = ws();
+        let keep = "[history]\nkeep_generations = 3\n";
+        let mut made = Vec::new();
+        for i in 0..6 {
+            made.push(commit(&ws, "dnsd.toml", &format!("{keep}# {i}\n")));
+        }
+        let kept: Vec<u64> = ws.generations().unwrap().iter().map(|g| g.number).collect();
+        assert_eq!(kept, made[3..]);
+        ws.rollback(made[3], "back").unwrap();
+        assert!(
+            fs::read_to_string(ws.root().join("dnsd.toml"))
+                .unwrap()
+                .ends_with("# 3\n")
+        );
+        assert!(matches!(
+            ws.rollback(made[0], "x"),
+            Err(HistoryError::NoSuchGeneration(_))
+        ));
+    }
+
+    #[test]
     fn a_hand_edit_of_any_file_becomes_a_generation_before_a_change_goes_to_the_journal() {
         let (_d, ws) = ws();
         commit(&ws, "dnsd.toml", "");
