@@ -579,6 +579,13 @@ impl Workspace {
             text.extend_from_slice(&body);
             *bytes = text;
         }
+        let changes = self.changes_to(&target)?;
+        self.commit(&changes, message, |_| Ok(()))
+    }
+
+    /// The changes that make the live files `target` exactly: each file
+    /// that differs written, each one `target` lacks removed.
+    pub fn changes_to(&self, target: &Files) -> Result<Vec<FileChange>, HistoryError> {
         let live = self.live_files()?;
         let mut changes: Vec<FileChange> = target
             .iter()
@@ -596,7 +603,7 @@ impl Workspace {
                     content: None,
                 }),
         );
-        self.commit(&changes, message, |_| Ok(()))
+        Ok(changes)
     }
 
     fn generation_numbers(&self) -> Result<Vec<u64>, HistoryError> {

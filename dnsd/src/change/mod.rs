@@ -37,10 +37,10 @@ pub mod update;
 pub mod update_handler;
 pub mod zone_edit;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cutover_workspace::{
-    ConfigError, ConfigErrors, DNSD_FILE, Generation, HistoryError, Service, Workspace, ZONES_DIR,
+    ConfigError, ConfigErrors, DNSD_FILE, Generation, HistoryError, Service, Workspace,
 };
 use hickory_proto::rr::{Name, Record, RecordType};
 
@@ -234,16 +234,7 @@ fn through_journal<E>(
     let mut checked: Vec<Record> = served.iter().filter(|r| from_service(r)).cloned().collect();
     checked.extend(after.iter().cloned());
     // Named as the operator knows them, relative to the workspace.
-    let zone_file = ws
-        .zone_files()
-        .ok()
-        .and_then(|files| {
-            files
-                .into_iter()
-                .find(|f| f.origin.eq_ignore_ascii_case(origin))
-                .and_then(|f| Some(Path::new(ZONES_DIR).join(f.path.file_name()?)))
-        })
-        .unwrap_or_else(|| PathBuf::from(ZONES_DIR));
+    let zone_file = ws.zone_rel(origin);
     let mut errors: Vec<ConfigError> = services
         .iter()
         .filter(|s| {

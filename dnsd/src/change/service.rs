@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use cutover_workspace::{
     ConfigError, ConfigErrors, DNSD_FILE, FileChange, Generation, HistoryError, Service, Workspace,
-    ZONES_DIR,
 };
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -59,7 +58,7 @@ pub fn commit(
             return Ok(());
         };
         let served = served_at(serving, service).map_err(|why| {
-            let zone = zone_file_of(ws, &why.origin);
+            let zone = ws.zone_rel(&why.origin);
             let mut e = ConfigError::file(
                 Path::new(DNSD_FILE),
                 format!(
@@ -161,17 +160,4 @@ fn served_at(
         records.push(Record::from_rdata(name.clone(), service.ttl, data));
     }
     Ok(Some((origin, records)))
-}
-
-/// `zones/<file>` of zone `origin`, as the operator knows it.
-fn zone_file_of(ws: &Workspace, origin: &str) -> PathBuf {
-    ws.zone_files()
-        .ok()
-        .and_then(|files| {
-            files
-                .into_iter()
-                .find(|f| f.origin.eq_ignore_ascii_case(origin))
-                .and_then(|f| Some(Path::new(ZONES_DIR).join(f.path.file_name()?)))
-        })
-        .unwrap_or_else(|| PathBuf::from(ZONES_DIR))
 }

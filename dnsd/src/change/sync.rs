@@ -197,24 +197,7 @@ pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
         text.extend_from_slice(body.as_bytes());
         files.insert(rel, text);
     }
-    let live = ws.live_files().map_err(|e| e.to_string())?;
-    let mut changes: Vec<FileChange> = files
-        .iter()
-        .filter(|(p, b)| live.get(*p) != Some(*b))
-        .map(|(p, b)| FileChange {
-            path: p.clone(),
-            content: Some(b.clone()),
-        })
-        .collect();
-    changes.extend(
-        live.keys()
-            .filter(|p| !files.contains_key(*p))
-            .map(|p| FileChange {
-                path: p.clone(),
-                content: None,
-            }),
-    );
-    Ok(changes)
+    ws.changes_to(&files).map_err(|e| e.to_string())
 }
 
 fn zone_file(ws: &Workspace, origin: &str) -> Result<ZoneFile, String> {

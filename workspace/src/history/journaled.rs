@@ -334,10 +334,10 @@ pub struct ZoneSource {
 }
 
 impl Workspace {
-    /// The path of zone `origin`'s file relative to the root: the live
-    /// one's name (`zones/example.test.zone`), or that name for a zone that
-    /// is not live.
-    fn zone_rel(&self, origin: &str) -> PathBuf {
+    /// The path of zone `origin`'s file relative to the root, as the
+    /// operator knows it: the live one's name (`zones/example.test.zone`),
+    /// or that name for a zone that is not live.
+    pub fn zone_rel(&self, origin: &str) -> PathBuf {
         let live = self.zone_files().ok().and_then(|files| {
             files
                 .into_iter()
