@@ -238,6 +238,45 @@ pub fn capture_knsupdate(ip: IpAddr, key: Key<'_>, zone: &str, commands: &str) -
 /// ARCOUNT. For requests that no update tool sends: knsupdate and nsupdate
 /// check the records they are given (lengths, classes) before signing.
 pub fn sign(message: &[u8], key: Key<'_>, time: u64) -> Result<Vec<u8>> {
+    sign_with_fudge(message, key, time, 300)
+}
+
+/// An UPDATE of zone `origin` with message ID `id` and one record in its
+/// update section — `owner` (wire form), `rtype`, `class`, TTL 60,
+/// `rdlength` and `rdata` as given, consistent or not — unsigned.
+pub fn update_packet(
+    id: u16,
+    origin: &str,
+    owner: &[u8],
+    rtype: u16,
+    class: u16,
+    rdlength: u16,
+    rdata: &[u8],
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(64);
+    p.extend_from_slice(&id.to_be_bytes());
+    // Opcode UPDATE; one zone, no prerequisite, one update, no additional.
+    p.extend_from_slice(&[0x28, 0x00, 0, 1, 0, 0, 0, 1, 0, 0]);
+    crate::dnsd::encode_name(&mut p, origin);
+    p.extend_from_slice(&[0, 6, 0, 1]);
+    p.extend_from_slice(owner);
+    p.extend_from_slice(&rtype.to_be_bytes());
+    p.extend_from_slice(&class.to_be_bytes());
+    p.extend_from_slice(&60u32.to_be_bytes());
+    p.extend_from_slice(&rdlength.to_be_bytes());
+    p.extend_from_slice(rdata);
+    p
+}
+
+/// Seconds since the Unix epoch, as a request's Time Signed counts them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// As [`sign`], with the fudge (the time window) the request claims.
+pub fn sign_with_fudge(message: &[u8], key: Key<'_>, time: u64, fudge: u16) -> Result<Vec<u8>> {
     use base64::Engine as _;
     use hmac::{Hmac, Mac as _};
     let header = message
@@ -251,7 +290,7 @@ pub fn sign(message: &[u8], key: Key<'_>, time: u64) -> Result<Vec<u8>> {
     let mut algorithm = Vec::new();
     crate::dnsd::encode_name(&mut algorithm, "hmac-sha256.");
     let time_signed = &time.to_be_bytes()[2..];
-    let fudge = 300u16.to_be_bytes();
+    let fudge = fudge.to_be_bytes();
     // RFC 8945 §4.3.3: what the MAC covers after the message itself.
     let mut variables = key_name.clone();
     variables.extend_from_slice(&[0, 255, 0, 0, 0, 0]); // class ANY, TTL 0

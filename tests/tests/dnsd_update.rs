@@ -444,44 +444,89 @@ fn the_api_section_of_dnsd_toml_places_and_guards_the_api() -> Result<()> {
     Ok(())
 }
 
-/// Someone who captured a signed update cannot play it again once a newer
-/// update by the same key was accepted: it gets BADTIME and changes
-/// nothing.
+/// A captured update, once accepted, is refused when played again —
+/// byte for byte or with another message ID, after another change, and
+/// after a restart (the MACs accepted are kept on disk) — while a client
+/// whose clock runs ahead locks no other out, and a fudge claimed past
+/// 300 s is not honoured (RFC 8945 §5.2.3, §10).
 #[test]
-fn a_captured_update_replayed_after_a_newer_one_is_refused() -> Result<()> {
-    use cutover_tests::dnsd::{header, raw_exchange};
-    use cutover_tests::dnsd_update::capture_knsupdate;
+fn a_captured_update_is_refused_when_replayed_even_after_a_restart() -> Result<()> {
+    use cutover_tests::dnsd::{encode_name, header, raw_exchange};
+    use cutover_tests::dnsd_update::{
+        capture_knsupdate, sign, sign_with_fudge, unix_now, update_packet,
+    };
     tools(&[])?;
     let ws = workspace()?;
-    let dnsd = UpdateDnsd::start(&ws, loopback(7))?;
+    let mut dnsd = UpdateDnsd::start(&ws, loopback(7))?;
     let result = (|| -> Result<()> {
-        let old = capture_knsupdate(
+        let captured = capture_knsupdate(
             loopback(7),
             OPS,
             "example.test.",
             "update add replayed.example.test. 60 A 198.18.0.40",
         )?;
-        // knsupdate signs with whole seconds: the next capture is newer.
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        let new = capture_knsupdate(
-            loopback(7),
-            OPS,
-            "example.test.",
-            "update add fresh.example.test. 60 A 198.18.0.41",
-        )?;
-        let rcode = |packet: &[u8]| -> Result<u8> {
-            let reply =
-                raw_exchange(dnsd.dns, packet).ok_or_else(|| anyhow::anyhow!("no reply"))?;
+        let rcode = |dns, packet: &[u8]| -> Result<u8> {
+            let reply = raw_exchange(dns, packet).ok_or_else(|| anyhow::anyhow!("no reply"))?;
             Ok(header(&reply)
                 .ok_or_else(|| anyhow::anyhow!("no header"))?
                 .rcode)
         };
-        ensure!(rcode(&new)? == 0, "the newer update is accepted");
-        ensure!(dnsd.kdig("fresh.example.test.", "A")? == ["198.18.0.41"]);
+        ensure!(rcode(dnsd.dns, &captured)? == 0, "the update is accepted");
+        ensure!(dnsd.kdig("replayed.example.test.", "A")? == ["198.18.0.40"]);
+        // Another change moves the name on; the replay would move it back.
+        let status = dnsd.knsupdate(
+            Some(OPS),
+            "example.test.",
+            "update delete replayed.example.test. A\nupdate add replayed.example.test. 60 A 198.18.0.41",
+            false,
+        )?;
+        ensure!(status == "NOERROR", "{status}");
         let before = dnsd.state()?;
-        ensure!(rcode(&old)? == 9, "the older one is NOTAUTH (BADTIME)");
-        ensure!(dnsd.state()? == before, "the replay changed the workspace");
-        ensure!(dnsd.kdig("replayed.example.test.", "A")?.is_empty());
+        ensure!(
+            rcode(dnsd.dns, &captured)? == 9,
+            "the replay is NOTAUTH (BADTIME)"
+        );
+        let mut new_id = captured.clone();
+        new_id[0] ^= 0x5a;
+        ensure!(
+            rcode(dnsd.dns, &new_id)? == 9,
+            "the replay with another ID too"
+        );
+        ensure!(dnsd.state()? == before, "a replay changed the workspace");
+        ensure!(dnsd.kdig("replayed.example.test.", "A")? == ["198.18.0.41"]);
+
+        dnsd.restart(&ws)?;
+        ensure!(
+            rcode(dnsd.dns, &captured)? == 9,
+            "the replay after a restart"
+        );
+        ensure!(dnsd.kdig("replayed.example.test.", "A")? == ["198.18.0.41"]);
+
+        // A clock 250 s ahead, within the fudge: accepted, and a correct
+        // clock's update right after it too.
+        let now = unix_now();
+        let mut owner = Vec::new();
+        encode_name(&mut owner, "ahead.example.test.");
+        let add =
+            |id, last: u8| update_packet(id, "example.test.", &owner, 1, 1, 4, &[198, 18, 0, last]);
+        ensure!(
+            rcode(dnsd.dns, &sign(&add(1, 50), OPS, now + 250)?)? == 0,
+            "signed 250 s ahead"
+        );
+        ensure!(
+            rcode(dnsd.dns, &sign(&add(2, 51), OPS, unix_now())?)? == 0,
+            "then signed now"
+        );
+        // A fudge of 65535 claimed by a request signed an hour ago is
+        // capped at 300 s: BADTIME.
+        let old = sign_with_fudge(&add(3, 52), OPS, now - 3600, 65535)?;
+        ensure!(
+            rcode(dnsd.dns, &old)? == 9,
+            "an hour old with a fudge of 65535"
+        );
+        let mut served = dnsd.kdig("ahead.example.test.", "A")?;
+        served.sort();
+        ensure!(served == ["198.18.0.50", "198.18.0.51"], "{served:?}");
         Ok(())
     })();
     result.map_err(|e| e.context(dnsd.log()))

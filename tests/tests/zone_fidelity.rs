@@ -153,7 +153,9 @@ fn zone_files_dnsd_writes_are_read_the_same_by_nsd_and_knot() -> Result<()> {
         let origin = origin_of(&path);
         let before = agreed_transfer(&path, &[Nsd, Knot], 13)?;
         let ws = DnsdWorkspace::new()?;
-        ws.toml("")?;
+        // The change goes to the zone's journal; the file is rewritten
+        // from it right after.
+        ws.toml("[history]\nzonefile_sync = 0\n")?;
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let live = ws.path().join("zones").join(format!("{origin}zone"));
         fs::write(&live, &text)?;
@@ -170,6 +172,16 @@ fn zone_files_dnsd_writes_are_read_the_same_by_nsd_and_knot() -> Result<()> {
             problems.push(format!(
                 "{file}: the API change failed: {} {}",
                 reply.status, reply.body
+            ));
+            continue;
+        }
+        let rewritten = || {
+            fs::read_to_string(&live)
+                .is_ok_and(|t| t.contains("; written by dnsd") && t.contains(&added))
+        };
+        if !cutover_tests::process::wait_until(std::time::Duration::from_secs(10), rewritten) {
+            problems.push(format!(
+                "{file}: the zone file was not rewritten from the journal"
             ));
             continue;
         }

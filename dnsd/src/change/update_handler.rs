@@ -34,6 +34,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
 use tracing::{debug, error, info, warn};
 
+use crate::change::replay::{ReplayGuard, Seen};
 use crate::change::sync::Syncer;
 use crate::change::tsig::{self, Found, Signature};
 use crate::change::update::{self, Zone};
@@ -54,7 +55,8 @@ pub struct Updater {
     /// Bounds the UPDATEs in progress: each reads dnsd.toml, and anyone can
     /// send UPDATE packets. Past the bound they are dropped unanswered.
     in_flight: Arc<Semaphore>,
-    replays: tsig::ReplayGuard,
+    /// The MACs accepted and not expired: a repeat is a replay.
+    replays: ReplayGuard,
 }
 
 /// UPDATEs in progress at once; more are dropped.
@@ -110,6 +112,9 @@ impl Verdict {
     }
 }
 
+/// Where the MACs accepted are kept, in `.cutover/`.
+const ACCEPTED_FILE: &str = "tsig-accepted";
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,13 +128,18 @@ impl Updater {
         changes: ChangeLock,
         syncer: Arc<Syncer>,
     ) -> Self {
+        let accepted = workspace
+            .root()
+            .join(cutover_workspace::HISTORY_DIR)
+            .join(ACCEPTED_FILE);
+        let replays = ReplayGuard::open(accepted, unix_now());
         Self {
             workspace,
             reloader,
             changes,
             syncer,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            replays: tsig::ReplayGuard::default(),
+            replays,
         }
     }
 
@@ -294,11 +304,23 @@ impl Updater {
         };
         let secret = key.map(|k| k.secret.as_slice());
         match tsig::verify(request.as_slice(), &sig, secret, now) {
-            Ok(()) if !self.replays.accept(&sig.key_name, sig.tsig.time) => {
-                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused an UPDATE signed before one already accepted (a replay?)");
-                return bad_time();
+            Ok(()) => {
+                let fudge = u64::from(sig.tsig.fudge);
+                match self
+                    .replays
+                    .check(&sig.key_name, &sig.tsig.mac, sig.tsig.time, fudge, now)
+                {
+                    Ok(Seen::Fresh) => {}
+                    Ok(Seen::Repeat) => {
+                        debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused a repeat of an UPDATE already accepted (a replay)");
+                        return bad_time();
+                    }
+                    Err(e) => {
+                        warn!(%e, "an UPDATE cannot be remembered against replays: refused");
+                        return unsigned(ResponseCode::ServFail);
+                    }
+                }
             }
-            Ok(()) => {}
             Err(TsigError::BadTime) => {
                 debug!(%src, key = %sig.key_name, signed = sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
                 return bad_time();
