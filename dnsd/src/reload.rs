@@ -31,8 +31,9 @@ use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::{Snapshot, Source};
 use crate::zone;
-use crate::zone::journal::{Replayed, Stamps};
+use crate::zone::journal::Replayed;
 use crate::zone::name_key::NameKey;
+use cutover_workspace::Stamps;
 use hickory_proto::rr::Name;
 
 /// Rebuilds the served snapshot from the workspace; one per process (its

@@ -18,6 +18,7 @@ mod dnsd;
 mod durable;
 mod error;
 mod fault;
+mod file_stamp;
 mod history;
 mod journal;
 mod pidfile;
@@ -35,6 +36,7 @@ pub use dnsd::{
     TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
+pub use file_stamp::{Stamp, Stamps, stamp};
 pub use history::{
     FileChange, Files, Generation, HISTORY_DIR, HistoryError, PreparedSync, Settled, Settlement,
     ZoneSource,

@@ -46,9 +46,10 @@ use cutover_workspace::{
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::snapshot::Snapshot;
-use crate::zone::journal::{self as zone_journal, JournalView, Stamps};
+use crate::zone::journal::{self as zone_journal, JournalView};
 use crate::zone::name_key::{self, NameKey};
 use crate::zone::{self, name_rules};
+use cutover_workspace::Stamps;
 
 /// What an edit sees of the zone it changes.
 pub struct Zone<'a> {

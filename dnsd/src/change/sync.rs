@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::reload::Reloader;
 use crate::zone;
-use crate::zone::journal::{JournalView, Stamps};
+use crate::zone::journal::JournalView;
+use cutover_workspace::Stamps;
 
 /// Who writes a zone file from the journal, in its first comment.
 const WRITER: &str = "dnsd, from its journal";

@@ -13,9 +13,10 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
 use crate::snapshot::encoded::Encoded;
-use crate::zone::journal::{Replayed, Stamps};
+use crate::zone::journal::Replayed;
 use crate::zone::name_key::{self, NameKey};
 use crate::zone::{BrokenZone, LoadedWorkspace};
+use cutover_workspace::Stamps;
 
 /// The served state, shared by every thread that answers and by the
 /// reloader, which swaps it whole.

@@ -11,7 +11,7 @@
 //! zone.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cutover_workspace::{ConfigError, Workspace};
 
@@ -168,62 +168,6 @@ pub fn diff(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
         before.iter().filter(|l| !a.contains(l)).cloned().collect(),
         after.iter().filter(|l| !b.contains(l)).cloned().collect(),
     )
-}
-
-/// Paths a zone was read from, and how each stood then, so that a change
-/// can tell whether someone else has written them since.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stamps(Vec<(PathBuf, Option<Stamp>)>);
-
-/// What identifies a file's content without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl Stamps {
-    /// The stamps of `paths` now (a file that is gone has none).
-    pub fn of(paths: &[PathBuf]) -> Self {
-        Self(paths.iter().map(|p| (p.clone(), stamp(p))).collect())
-    }
-
-    /// These and the stamps of `more` now.
-    pub fn with(mut self, more: &[PathBuf]) -> Self {
-        self.0.extend(Self::of(more).0);
-        self
-    }
-
-    /// How many files.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// The same files' stamps now.
-    pub fn restamped(&self) -> Self {
-        Self(self.0.iter().map(|(p, _)| (p.clone(), stamp(p))).collect())
-    }
-
-    /// Whether every file is as it was stamped.
-    pub fn unchanged(&self) -> bool {
-        !self.0.is_empty() && self.0.iter().all(|(p, s)| stamp(p) == *s)
-    }
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-    Some(Stamp {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-    })
 }
 
 #[cfg(test)]

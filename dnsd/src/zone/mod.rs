@@ -26,8 +26,9 @@ use cutover_workspace::{
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use self::journal::{JournalView, Replayed, Stamps};
+use self::journal::{JournalView, Replayed};
 use self::name_rules::Entry;
+use cutover_workspace::Stamps;
 
 /// One zone, read and checked.
 #[derive(Debug)]

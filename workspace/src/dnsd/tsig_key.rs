@@ -77,6 +77,8 @@ pub struct TsigKey {
     pub zones: Vec<String>,
     /// 1-based line of the `[[tsig_key]]` entry.
     pub line: usize,
+    /// The file the secret was read from, if it was (`secret_file`).
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 impl TsigKey {
@@ -146,12 +148,17 @@ pub(super) fn parse(raw: &[Spanned<RawTsigKey>], problems: &mut Problems<'_>) ->
             "list the zones this key may update, e.g. [\"example.test.\"]",
             problems,
         );
+        let secret_file = k
+            .secret_file
+            .as_ref()
+            .map(|f| std::path::PathBuf::from(f.get_ref()));
         tsig_keys.push(TsigKey {
             name,
             algorithm,
             secret,
             zones,
             line,
+            secret_file,
         });
     }
     tsig_keys

@@ -9,16 +9,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{HistoryError, walk_managed};
 use crate::Workspace;
 use crate::durable;
+use crate::file_stamp::{Stamp, stamp};
 
 const STAMPS_FILE: &str = "stamps";
 
-type Stamps = BTreeMap<PathBuf, [i128; 5]>;
+type Stamps = BTreeMap<PathBuf, Stamp>;
 
 /// The record: the live files' stamps, and which of them dnsd has
 /// rewritten from the journal since the last commit (their content is not
@@ -96,16 +96,4 @@ impl Workspace {
         let live = self.live_stamps().ok()?;
         (live == recorded.stamps).then_some(recorded.rewritten)
     }
-}
-
-fn stamp(path: &Path) -> Option<[i128; 5]> {
-    let m = fs::metadata(path).ok()?;
-    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-    Some([
-        i128::from(m.dev()),
-        i128::from(m.ino()),
-        i128::from(m.size()),
-        ns(m.mtime(), m.mtime_nsec()),
-        ns(m.ctime(), m.ctime_nsec()),
-    ])
 }
