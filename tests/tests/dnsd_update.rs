@@ -532,6 +532,82 @@ fn a_captured_update_is_refused_when_replayed_even_after_a_restart() -> Result<(
     result.map_err(|e| e.context(dnsd.log()))
 }
 
+/// Real updates are all answered while bogus ones (a MAC that does not
+/// verify) flood in: those are refused after a key lookup and an HMAC,
+/// without taking the turns of signed ones.
+#[test]
+fn real_updates_are_answered_during_a_flood_of_bogus_signatures() -> Result<()> {
+    use cutover_tests::dnsd::encode_name;
+    use cutover_tests::dnsd_update::{sign, unix_now, update_packet};
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    tools(&[])?;
+    let ws = workspace()?;
+    let dnsd = UpdateDnsd::start(&ws, loopback(9))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (stop, dns) = (Arc::clone(&stop), dnsd.dns);
+        std::thread::spawn(move || -> Result<u64> {
+            let socket = UdpSocket::bind((loopback(9), 0))?;
+            socket.set_nonblocking(true)?;
+            let mut owner = Vec::new();
+            encode_name(&mut owner, "bogus.example.test.");
+            let mut sent = 0u64;
+            let started = std::time::Instant::now();
+            // Bounded in count and time, whatever the test does.
+            while !stop.load(Ordering::Relaxed)
+                && sent < 2_000_000
+                && started.elapsed() < std::time::Duration::from_secs(60)
+            {
+                let packet = update_packet(
+                    sent as u16,
+                    "example.test.",
+                    &owner,
+                    1,
+                    1,
+                    4,
+                    &[198, 18, 0, 9],
+                );
+                let mut forged = sign(&packet, OPS, unix_now())?;
+                let n = forged.len();
+                forged[n - 7] ^= 1;
+                if socket.send_to(&forged, dns).is_ok() {
+                    sent += 1;
+                }
+            }
+            Ok(sent)
+        })
+    };
+    let result = (|| -> Result<()> {
+        // Over TCP: a UDP flood past what any server takes fills the
+        // socket's queue, and the kernel drops what does not fit, real
+        // updates included; what is asked of dnsd is that the bogus ones
+        // it does take never keep a real one from its turn.
+        for i in 0..10 {
+            let add = format!("update add real{i}.example.test. 60 A 198.18.3.{i}");
+            let status = dnsd.knsupdate(Some(OPS), "example.test.", &add, true)?;
+            ensure!(
+                status == "NOERROR",
+                "real update {i} during the flood: {status}"
+            );
+        }
+        for i in 0..10 {
+            ensure!(
+                dnsd.kdig(&format!("real{i}.example.test."), "A")? == [format!("198.18.3.{i}")]
+            );
+        }
+        ensure!(dnsd.kdig("bogus.example.test.", "A")?.is_empty());
+        Ok(())
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??;
+    println!("{sent} bogus updates sent meanwhile");
+    result.map_err(|e| e.context(dnsd.log()))
+}
+
 /// An operator's API change and a colleague's dynamic update arriving at
 /// the same moment both survive: they take turns on the workspace, so
 /// neither rewrites the zone from a copy that misses the other.

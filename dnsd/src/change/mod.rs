@@ -30,6 +30,7 @@
 //! [`ChangeError`] into its protocol's answer: an HTTP status, an rcode.
 
 pub mod api;
+pub mod keys;
 pub mod replay;
 pub mod service;
 pub mod sync;

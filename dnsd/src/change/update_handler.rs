@@ -21,6 +21,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cutover_workspace::{HistoryError, TsigKey, Workspace};
@@ -32,8 +33,9 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::sync::Semaphore;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+use crate::change::keys::Keys;
 use crate::change::replay::{ReplayGuard, Seen};
 use crate::change::sync::Syncer;
 use crate::change::tsig::{self, Found, Signature};
@@ -52,15 +54,27 @@ pub struct Updater {
     changes: ChangeLock,
     /// Rewrites the zone files from the journal after changes.
     syncer: Arc<Syncer>,
-    /// Bounds the UPDATEs in progress: each reads dnsd.toml, and anyone can
-    /// send UPDATE packets. Past the bound they are dropped unanswered.
+    /// The TSIG keys, read again only when dnsd.toml or a secret file
+    /// changed.
+    keys: Keys,
+    /// Bounds the refusals being sent to UPDATEs that do not authenticate:
+    /// anyone can send UPDATE packets. Past it they are dropped unanswered.
+    answering: Arc<Semaphore>,
+    /// Authenticated UPDATEs applied at once; the others wait their turn
+    /// (up to `MAX_WAITING`), however many bogus ones arrive meanwhile.
     in_flight: Arc<Semaphore>,
+    waiting: AtomicUsize,
     /// The MACs accepted and not expired: a repeat is a replay.
     replays: ReplayGuard,
 }
 
-/// UPDATEs in progress at once; more are dropped.
+/// Refusals being sent at once; more requests that do not authenticate
+/// are dropped.
+const MAX_ANSWERING: usize = 1024;
+/// Authenticated UPDATEs applied at once.
 const MAX_IN_FLIGHT: usize = 32;
+/// Authenticated UPDATEs waiting for a turn; more are dropped.
+const MAX_WAITING: usize = 1024;
 
 /// How the response is signed.
 enum Signing {
@@ -89,6 +103,61 @@ enum Signing {
 struct Outcome {
     rcode: ResponseCode,
     signing: Signing,
+}
+
+/// What becomes of an UPDATE once it was authenticated, or was not.
+enum Step {
+    /// Refused (unsigned, bad key, MAC or time): answer this.
+    Answer(Outcome),
+    /// Authenticated: apply it when its turn comes.
+    Apply(Box<Authenticated>),
+}
+
+/// A request whose signature verified, with its key.
+struct Authenticated {
+    sig: Signature,
+    /// `None` only on the way to a BADKEY answer.
+    key: Option<TsigKey>,
+    /// When it was received (Unix seconds).
+    now: u64,
+}
+
+impl Authenticated {
+    /// A response signed with the request's key.
+    fn signed(
+        &self,
+        rcode: ResponseCode,
+        error: Option<TsigError>,
+        time: u64,
+        other: Vec<u8>,
+    ) -> Outcome {
+        Outcome {
+            rcode,
+            signing: Signing::Key {
+                key_name: self.sig.key_name.clone(),
+                secret: self
+                    .key
+                    .as_ref()
+                    .map(|k| k.secret.clone())
+                    .unwrap_or_default(),
+                request_mac: self.sig.tsig.mac.clone(),
+                time,
+                error,
+                other,
+            },
+        }
+    }
+
+    /// RFC 8945 §5.2.3: BADTIME is signed, with our clock in Other Data so
+    /// that the client can tell how far off its own is.
+    fn bad_time(&self) -> Outcome {
+        self.signed(
+            ResponseCode::NotAuth,
+            Some(TsigError::BadTime),
+            self.sig.tsig.time,
+            self.now.to_be_bytes()[2..].to_vec(),
+        )
+    }
 }
 
 /// What a refused or accepted transaction tells the client and the log.
@@ -134,11 +203,14 @@ impl Updater {
             .join(ACCEPTED_FILE);
         let replays = ReplayGuard::open(accepted, unix_now());
         Self {
+            keys: Keys::new(workspace.clone()),
             workspace,
             reloader,
             changes,
             syncer,
+            answering: Arc::new(Semaphore::new(MAX_ANSWERING)),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            waiting: AtomicUsize::new(0),
             replays,
         }
     }
@@ -157,15 +229,30 @@ impl Updater {
             metadata: Metadata::response_from_request(&request.metadata),
             counts: HeaderCounts::default(),
         });
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            debug!(src = %request.src(), "dropped an UPDATE: {MAX_IN_FLIGHT} already in progress");
-            return info;
+        let (src, protocol) = (request.src(), request.protocol());
+        let (step, permit) = match self.authenticate(request) {
+            Ok(auth) => {
+                // Signed: it waits for its turn, however many bogus ones
+                // arrive meanwhile; only a full queue drops it.
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    debug!(%src, "dropped a signed UPDATE: {MAX_WAITING} already waiting");
+                    return info;
+                }
+                (Step::Apply(Box::new(auth)), None)
+            }
+            Err(outcome) => {
+                let Ok(permit) = self.answering.clone().try_acquire_owned() else {
+                    debug!(%src, "dropped an UPDATE that does not authenticate: {MAX_ANSWERING} refusals being sent");
+                    return info;
+                };
+                (Step::Answer(outcome), Some(permit))
+            }
         };
         let this = self.clone();
         let raw = request.as_slice().to_vec();
-        let (src, protocol) = (request.src(), request.protocol());
         tokio::spawn(async move {
-            this.respond(raw, src, protocol, response, edns).await;
+            this.respond(raw, src, protocol, response, edns, step).await;
             drop(permit);
         });
         info
@@ -178,12 +265,22 @@ impl Updater {
         protocol: Protocol,
         mut response: R,
         edns: Option<Edns>,
+        step: Step,
     ) {
         // It decoded once already, on the path that brought it here.
         let Ok(request) = Request::from_bytes(raw, src, protocol) else {
+            if matches!(step, Step::Apply(_)) {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         };
-        let outcome = self.process(&request).await;
+        let outcome = match step {
+            Step::Answer(outcome) => outcome,
+            Step::Apply(auth) => match self.apply(&request, *auth).await {
+                Some(outcome) => outcome,
+                None => return,
+            },
+        };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = outcome.rcode;
         let build = || {
@@ -253,87 +350,81 @@ impl Updater {
         }
     }
 
-    /// Authenticates the request, then runs it as a transaction.
-    async fn process(&self, request: &Request) -> Outcome {
+    /// Authenticates `request`, cheaply — a `stat` of dnsd.toml and its
+    /// secret files, a key lookup, an HMAC — on the thread that received
+    /// it: the answer to a request that does not authenticate, or what
+    /// applying it needs.
+    fn authenticate(&self, request: &Request) -> Result<Authenticated, Outcome> {
         let src = request.src();
         let sig = match tsig::find(request.as_slice()) {
             Found::Signed(sig) => *sig,
             Found::Unsigned => {
                 debug!(%src, "refused an unsigned UPDATE");
-                return unsigned(ResponseCode::Refused);
+                return Err(unsigned(ResponseCode::Refused));
             }
             Found::Malformed(why) => {
                 debug!(%src, why, "refused an UPDATE with a malformed TSIG record");
-                return unsigned(ResponseCode::FormErr);
+                return Err(unsigned(ResponseCode::FormErr));
             }
         };
-        let ws = self.workspace.clone();
-        let config = match tokio::task::spawn_blocking(move || ws.load_dnsd()).await {
-            Ok(Ok(config)) => config,
-            Ok(Err(e)) => {
-                warn!(%e, "an UPDATE cannot be authenticated: dnsd.toml does not load");
-                return unsigned(ResponseCode::ServFail);
-            }
+        let config = match self.keys.current() {
+            Ok(config) => config,
             Err(e) => {
-                error!(%e, "loading dnsd.toml failed");
-                return unsigned(ResponseCode::ServFail);
+                warn!(%e, "an UPDATE cannot be authenticated: dnsd.toml does not load");
+                return Err(unsigned(ResponseCode::ServFail));
             }
         };
-        let key = config.tsig_key(&sig.key_name.to_ascii());
         let now = unix_now();
-        let signed = |rcode, error: Option<TsigError>, time, other| Outcome {
-            rcode,
-            signing: Signing::Key {
-                key_name: sig.key_name.clone(),
-                secret: key.map(|k| k.secret.clone()).unwrap_or_default(),
-                request_mac: sig.tsig.mac.clone(),
-                time,
-                error,
-                other,
-            },
-        };
-        // RFC 8945 §5.2.3: BADTIME is signed, with our clock in Other Data
-        // so that the client can tell how far off its own is.
-        let bad_time = || {
-            signed(
-                ResponseCode::NotAuth,
-                Some(TsigError::BadTime),
-                sig.tsig.time,
-                now.to_be_bytes()[2..].to_vec(),
-            )
-        };
-        let secret = key.map(|k| k.secret.as_slice());
-        match tsig::verify(request.as_slice(), &sig, secret, now) {
-            Ok(()) => {
-                let fudge = u64::from(sig.tsig.fudge);
-                match self
-                    .replays
-                    .check(&sig.key_name, &sig.tsig.mac, sig.tsig.time, fudge, now)
-                {
-                    Ok(Seen::Fresh) => {}
-                    Ok(Seen::Repeat) => {
-                        debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused a repeat of an UPDATE already accepted (a replay)");
-                        return bad_time();
-                    }
-                    Err(e) => {
-                        warn!(%e, "an UPDATE cannot be remembered against replays: refused");
-                        return unsigned(ResponseCode::ServFail);
-                    }
-                }
-            }
+        let key = config.tsig_key(&sig.key_name.to_ascii()).cloned();
+        let auth = Authenticated { sig, key, now };
+        let secret = auth.key.as_ref().map(|k| k.secret.as_slice());
+        match tsig::verify(request.as_slice(), &auth.sig, secret, now) {
+            Ok(()) => {}
             Err(TsigError::BadTime) => {
-                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
-                return bad_time();
+                debug!(%src, key = %auth.sig.key_name, signed = auth.sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
+                return Err(auth.bad_time());
             }
             Err(error) => {
-                debug!(%src, key = %sig.key_name, ?error, "refused an UPDATE with a bad key or MAC");
-                return error_only(&sig, error);
+                debug!(%src, key = %auth.sig.key_name, ?error, "refused an UPDATE with a bad key or MAC");
+                return Err(error_only(&auth.sig, error));
             }
         }
-        // `verify` answered BADKEY without a key.
-        let Some(key) = key else {
-            return error_only(&sig, TsigError::BadKey);
+        if auth.key.is_none() {
+            // `verify` answered BADKEY without a key.
+            return Err(error_only(&auth.sig, TsigError::BadKey));
+        }
+        Ok(auth)
+    }
+
+    /// Applies an authenticated request once its turn comes: a repeat of
+    /// one accepted before is refused, the rest runs as a transaction.
+    /// `None`: dropped, the turns were all taken.
+    async fn apply(&self, request: &Request, auth: Authenticated) -> Option<Outcome> {
+        let src = request.src();
+        let turn = self.in_flight.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Ok(_turn) = turn else {
+            return None;
         };
+        let (sig, now) = (&auth.sig, auth.now);
+        let fudge = u64::from(sig.tsig.fudge);
+        // An fsync: off the async workers' hands.
+        let seen = tokio::task::block_in_place(|| {
+            self.replays
+                .check(&sig.key_name, &sig.tsig.mac, sig.tsig.time, fudge, now)
+        });
+        match seen {
+            Ok(Seen::Fresh) => {}
+            Ok(Seen::Repeat) => {
+                debug!(%src, key = %sig.key_name, signed = sig.tsig.time, "refused a repeat of an UPDATE already accepted (a replay)");
+                return Some(auth.bad_time());
+            }
+            Err(e) => {
+                warn!(%e, "an UPDATE cannot be remembered against replays: refused");
+                return Some(unsigned(ResponseCode::ServFail));
+            }
+        }
+        let key = auth.key.as_ref()?;
         let zone = request
             .queries
             .queries()
@@ -351,7 +442,7 @@ impl Updater {
                 "dynamic update refused: {reason}"
             ),
         }
-        signed(verdict.rcode, None, now, Vec::new())
+        Some(auth.signed(verdict.rcode, None, now, Vec::new()))
     }
 
     /// Everything after authentication: the zone, the key's right to it,
