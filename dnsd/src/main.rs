@@ -349,6 +349,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
         }
         info!(zones, records, workspace = %workspace.display(), "serving");
+        serve::malformed::start();
         if let (Some(options), Some(token)) = (api, token) {
             api::start(
                 options.listen,
@@ -369,6 +370,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             }
         };
         info!(signal, "stopping");
+        serve::malformed::summarize("since the last summary");
         let token = server.shutdown_token().clone();
         token.cancel();
         if tokio::time::timeout(Duration::from_secs(5), server.block_until_done())

@@ -92,7 +92,8 @@ pub struct Dnsd {
 }
 
 /// Starts dnsd serving `ws` on `addr` with `args` more and the
-/// environment `env` (`CUTOVER_FAULT`), its output in `log`, and waits
+/// environment `env` (`CUTOVER_FAULT`; an empty `RUST_LOG` leaves dnsd's
+/// own default filter), its output in `log`, and waits
 /// until it answers over UDP and `tcp` (its DNS or API port) accepts
 /// connections. A dnsd that exits or stays silent for 15 s fails with its
 /// log.
@@ -115,6 +116,9 @@ pub(crate) fn spawn_ready(
         .envs(env.iter().copied())
         .stdout(Stdio::from(out.try_clone()?))
         .stderr(Stdio::from(out));
+    if env.contains(&("RUST_LOG", "")) {
+        cmd.env_remove("RUST_LOG");
+    }
     let mut daemon = Daemon::spawn("dnsd", cmd)?;
     // TCP first: refused at once while dnsd is starting, where a query
     // sent too early would wait a whole second for its answer.
@@ -145,6 +149,24 @@ impl Dnsd {
         // The API's default port would be shared by every test's dnsd.
         let daemon = spawn_ready(ws, addr, &["--no-api"], &[], addr, &log)?;
         Ok(Self { addr, daemon, log })
+    }
+
+    /// As [`Dnsd::start`], with the environment `env` more.
+    pub fn start_with_env(ws: &DnsdWorkspace, ip: IpAddr, env: &[(&str, &str)]) -> Result<Self> {
+        let addr = SocketAddr::new(ip, free_port(ip)?);
+        let log = ws.path().with_extension("log");
+        let daemon = spawn_ready(ws, addr, &["--no-api"], env, addr, &log)?;
+        Ok(Self { addr, daemon, log })
+    }
+
+    /// Stops it with SIGTERM, and returns its whole log.
+    pub fn stop(mut self) -> Result<String> {
+        self.daemon.signal(15)?;
+        let exited = wait_until(Duration::from_secs(10), || {
+            self.daemon.assert_running().is_err()
+        });
+        anyhow::ensure!(exited, "dnsd did not stop within 10 s of SIGTERM");
+        Ok(self.log())
     }
 
     /// Asks with dig; no answer at all is an error.

@@ -251,3 +251,56 @@ fn garbage_over_tcp_and_stalled_connections_do_not_stop_other_clients() -> Resul
     drop(stalled);
     assert_still_serving(&mut dnsd, "garbage over TCP")
 }
+
+/// A flood of malformed queries (a bad EDNS option each, as in a 100,000
+/// packet burst that once wrote 53,668 warnings) leaves the log as it was
+/// at dnsd's default level, but for one summary line with the count.
+#[test]
+fn a_flood_of_malformed_queries_is_summarized_not_logged_one_by_one() -> Result<()> {
+    use std::net::UdpSocket;
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", ZONE)?;
+    let dnsd = Dnsd::start_with_env(&ws, loopback(38), &[("RUST_LOG", "")])?;
+    let before = dnsd.log().lines().count();
+    // A query with an OPT record whose one option claims more octets than
+    // it has.
+    let mut packet = header_bytes(7, 0, [1, 0, 0, 1]);
+    encode_name(&mut packet, "www.example.test.");
+    packet.extend_from_slice(&[0, 1, 0, 1]);
+    packet.extend_from_slice(&[0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 8, 0, 8, 0, 40, 0, 1, 0]);
+    let socket = UdpSocket::bind((loopback(38), 0))?;
+    socket.set_nonblocking(true)?;
+    let mut sent = 0u32;
+    for _ in 0..20_000 {
+        if socket.send_to(&packet, dnsd.addr).is_ok() {
+            sent += 1;
+        }
+        if sent % 500 == 0 {
+            // Paced, so that most reach dnsd rather than a full queue.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let log = dnsd.stop()?;
+    let lines: Vec<&str> = log.lines().skip(before).collect();
+    let summary = lines
+        .iter()
+        .find(|l| l.contains("malformed queries since the last summary"))
+        .with_context(|| format!("no summary in:\n{log}"))?;
+    let counted: u32 = summary
+        .split("count=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| summary.to_string())?;
+    anyhow::ensure!(counted > 0 && counted <= sent, "{summary}");
+    anyhow::ensure!(
+        lines.len() <= 6,
+        "{} lines for {sent} malformed queries:\n{log}",
+        lines.len()
+    );
+    println!(
+        "{sent} malformed queries sent, {counted} counted, {} log lines",
+        lines.len()
+    );
+    Ok(())
+}

@@ -1,10 +1,12 @@
 //! Serving: the sockets (`sockets`, with `affinity` keeping each query on
 //! the CPU that received it), the UDP loop (`udp` over `mmsg`), the common
-//! queries answered straight from the wire (`fast_path`), and the protocol
-//! rules around the answer function (`server`).
+//! queries answered straight from the wire (`fast_path`), the protocol
+//! rules around the answer function (`server`), and malformed queries
+//! counted, not logged one by one (`malformed`).
 
 pub mod affinity;
 pub mod fast_path;
+pub mod malformed;
 pub mod mmsg;
 pub mod server;
 pub mod sockets;

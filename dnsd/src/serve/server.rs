@@ -30,7 +30,7 @@ use tracing::debug;
 use crate::answer::{self, Context, Question, Response, Section};
 use crate::change::update_handler::Updater;
 use crate::serve::MAX_UDP_PAYLOAD;
-use crate::serve::fast_path;
+use crate::serve::{fast_path, malformed};
 use crate::snapshot::SharedSnapshot;
 
 /// Answers every query from the current snapshot. Clones share the
@@ -155,6 +155,9 @@ impl RequestHandler for Handler {
             None
         };
         if let Some(rcode) = error {
+            if rcode == ResponseCode::FormErr {
+                malformed::seen(request.src(), &"not one question, or a compressed one");
+            }
             // A malformed query's questions are not echoed (as NSD and Knot).
             let no_questions;
             let questions = if rcode == ResponseCode::FormErr {

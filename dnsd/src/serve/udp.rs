@@ -28,6 +28,7 @@ use tokio::runtime::Handle;
 use tracing::{debug, error};
 
 use crate::serve::affinity::Placement;
+use crate::serve::malformed;
 use crate::serve::mmsg::{self, Batch};
 use crate::serve::server::{self, Handler};
 
@@ -111,7 +112,7 @@ fn general(
             runtime.block_on(handler.handle_request::<_, TokioTime>(&request, reply));
         }
         Err(error) => {
-            debug!(%error, %src, "undecodable query");
+            malformed::seen(src, &error);
             let _ = socket.send_to(&formerr(packet), src);
         }
     }
