@@ -40,7 +40,7 @@ use tracing::{info, warn};
 use cutover_workspace::{Settlement, Workspace};
 
 use crate::change::{api, sync, update_handler, zone_edit};
-use crate::serve::{server, sockets};
+use crate::serve::{server, sockets, tcp};
 use crate::snapshot::Snapshot;
 
 /// Authoritative DNS server for a cutover config workspace.
@@ -287,6 +287,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     // restart.
     let sockets_config = loaded.config.server.clone();
     let cpu_affinity = sockets_config.cpu_affinity;
+    let tcp_connections = sockets_config.tcp_connections;
     let from_cli = !listen.is_empty();
     let listen = if listen.is_empty() {
         loaded.config.server.listen.clone()
@@ -319,7 +320,16 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    // The control API has a runtime of its own, so that no query load, TCP
+    // flood or update burst on the main one can keep it from answering.
+    let api_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("dnsd-api")
+        .enable_all()
+        .build()
+        .context("starting the control API's runtime")?;
+    let api_handle = api_runtime.handle().clone();
+    let served = runtime.block_on(async {
         // Signal handlers first: a SIGHUP that arrives once the sockets
         // answer must reload, not kill the process.
         let mut signals = Signals::install()?;
@@ -344,18 +354,30 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         ));
         let handler = server::Handler::new(state).with_updates(updater);
         let mut server = Server::new(handler.clone());
+        let fd_limit = tcp::raise_fd_limit();
+        let tcp_limits = tcp::Limits::new(tcp_connections, fd_limit);
         for addr in &listen {
-            let bound = sockets::listen(&mut server, &handler, *addr, sockets, cpu_affinity)?;
-            info!(%bound, udp_sockets = sockets, "listening on UDP and TCP");
+            let bound = sockets::listen(
+                &mut server,
+                &handler,
+                *addr,
+                sockets,
+                cpu_affinity,
+                tcp_limits,
+            )?;
+            info!(
+                %bound, udp_sockets = sockets, tcp_connections = tcp_limits.max_connections,
+                fd_limit, "listening on UDP and TCP"
+            );
         }
         info!(zones, records, workspace = %workspace.display(), "serving");
         serve::malformed::start();
         if let (Some(options), Some(token)) = (api, token) {
-            api::start(
-                options.listen,
-                api::Api::new(ws.clone(), reloader.clone(), token, changes, syncer),
-            )
-            .await?;
+            let api = api::Api::new(ws.clone(), reloader.clone(), token, changes, syncer);
+            api_handle
+                .spawn(api::start(options.listen, api))
+                .await
+                .context("the control API's runtime")??;
         }
         let signal = loop {
             match signals.next().await {
@@ -380,5 +402,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             warn!("connections still open after 5 s; exiting anyway");
         }
         Ok(())
-    })
+    });
+    api_runtime.shutdown_background();
+    served
 }

@@ -233,10 +233,12 @@ impl Reloader {
                 if listen_changed
                     || server.udp_sockets != self.sockets.udp_sockets
                     || server.cpu_affinity != self.sockets.cpu_affinity
+                    || server.tcp_connections != self.sockets.tcp_connections
                 {
                     warn!(
-                        "server.listen, server.udp_sockets and server.cpu_affinity take \
-                         effect on restart; the zones and max_answers are reloaded"
+                        "server.listen, server.udp_sockets, server.cpu_affinity and \
+                         server.tcp_connections take effect on restart; the zones and \
+                         max_answers are reloaded"
                     );
                 }
                 let zones = snapshot.zone_count();

@@ -105,8 +105,29 @@ pub(crate) fn spawn_ready(
     tcp: SocketAddr,
     log: &Path,
 ) -> Result<Daemon> {
+    spawn_wrapped(&[], ws, addr, args, env, tcp, log)
+}
+
+/// [`spawn_ready`] with dnsd run by `wrapper` (`prlimit --nofile=1024:1024
+/// --`), if not empty.
+pub(crate) fn spawn_wrapped(
+    wrapper: &[&str],
+    ws: &DnsdWorkspace,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+    tcp: SocketAddr,
+    log: &Path,
+) -> Result<Daemon> {
     let out = fs::File::create(log).context("creating the dnsd log")?;
-    let mut cmd = Command::new(bins::path("dnsd"));
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(bins::path("dnsd"));
+            cmd
+        }
+        None => Command::new(bins::path("dnsd")),
+    };
     cmd.arg("--workspace")
         .arg(ws.path())
         .arg("--listen")

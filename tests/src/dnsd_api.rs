@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::dns_peers::free_port;
-use crate::dnsd::{DnsdWorkspace, spawn_ready};
+use crate::dnsd::{DnsdWorkspace, spawn_wrapped};
 use crate::process::Daemon;
 
 /// A running dnsd with its API, stopped on drop.
@@ -53,6 +53,17 @@ impl ApiDnsd {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::start_wrapped(&[], ws, ip, extra, env)
+    }
+
+    /// `start` with dnsd run by `wrapper` (`prlimit --nofile=1024:1024 --`).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        ws: &DnsdWorkspace,
+        ip: IpAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let dns = SocketAddr::new(ip, free_port(ip)?);
         let mut api = SocketAddr::new(ip, free_port(ip)?);
         while api.port() == dns.port() {
@@ -62,7 +73,7 @@ impl ApiDnsd {
         let api_text = api.to_string();
         let mut args = vec!["--api", api_text.as_str()];
         args.extend_from_slice(extra);
-        let daemon = spawn_ready(ws, dns, &args, env, api, &log)?;
+        let daemon = spawn_wrapped(wrapper, ws, dns, &args, env, api, &log)?;
         Ok(Self {
             dns,
             api,

@@ -304,3 +304,132 @@ fn a_flood_of_malformed_queries_is_summarized_not_logged_one_by_one() -> Result<
     );
     Ok(())
 }
+
+/// Under systemd's default limit of 1024 open files, 1100 TCP connections
+/// held open leave dnsd answering: UDP, a new TCP query, the control API
+/// and a signed update, while its CPU stays low (hickory-server's accept
+/// loop spun on EMFILE at a full core, and the API and updates starved).
+#[test]
+fn held_tcp_connections_past_the_file_limit_leave_dnsd_answering() -> Result<()> {
+    use cutover_tests::dnsd_api::ApiDnsd;
+    use cutover_tests::dnsd_update::{Key, knsupdate};
+    use std::net::TcpStream;
+    const KEY: Key = Key {
+        name: "ops-key.",
+        secret: "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    };
+    const HELD: usize = 1100;
+    // This test holds more connections than 1024 itself.
+    raise_own_file_limit(HELD as u64 + 256)?;
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", ZONE)?;
+    ws.toml(&format!(
+        "[[tsig_key]]\nname = \"{}\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{}\"\nzones = [\"example.test.\"]\n",
+        KEY.name, KEY.secret
+    ))?;
+    let prlimit = ["prlimit", "--nofile=1024:1024", "--"];
+    let dnsd = ApiDnsd::start_wrapped(&prlimit, &ws, loopback(39), &[], &[])?;
+    let run = || -> Result<()> {
+        let mut held = Vec::with_capacity(HELD);
+        let query = {
+            let q = query_packet(9, "www.example.test.", 1, false);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            framed
+        };
+        for _ in 0..HELD {
+            let Ok(mut c) = TcpStream::connect_timeout(&dnsd.dns, Duration::from_secs(2)) else {
+                break;
+            };
+            let _ = c.write_all(&query);
+            held.push(c);
+        }
+        anyhow::ensure!(held.len() > 1024, "only {} connections opened", held.len());
+        let cpu_before = cpu_seconds(dnsd.pid())?;
+        let started = std::time::Instant::now();
+        // UDP, a new TCP connection, the API, a signed update.
+        anyhow::ensure!(
+            dnsd.kdig("www.example.test.", "A")? == ["198.18.0.1"],
+            "UDP"
+        );
+        let tcp = std::process::Command::new("kdig")
+            .arg(format!("@{}", dnsd.dns.ip()))
+            .args([
+                "-p",
+                &dnsd.dns.port().to_string(),
+                "+tcp",
+                "+short",
+                "+timeout=5",
+            ])
+            .args(["www.example.test.", "A"])
+            .output()?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&tcp.stdout).trim() == "198.18.0.1",
+            "TCP: {}{}",
+            String::from_utf8_lossy(&tcp.stdout),
+            String::from_utf8_lossy(&tcp.stderr)
+        );
+        let token = dnsd.default_token()?;
+        let r = dnsd.call("GET", "/v1/health", Some(&token), None)?;
+        anyhow::ensure!(r.status == 200, "the API: {r:?}");
+        let status = knsupdate(
+            dnsd.dns,
+            Some(KEY),
+            "example.test.",
+            "update add held.example.test. 60 A 198.18.0.77",
+            true,
+        )?;
+        anyhow::ensure!(status == "NOERROR", "a signed update: {status}");
+        anyhow::ensure!(dnsd.kdig("held.example.test.", "A")? == ["198.18.0.77"]);
+        // Busy a second more with the connections held, then the CPU it
+        // took over the whole time.
+        std::thread::sleep(Duration::from_secs(1));
+        let used = cpu_seconds(dnsd.pid())? - cpu_before;
+        let share = used / started.elapsed().as_secs_f64();
+        anyhow::ensure!(share < 0.5, "dnsd used {:.0} % of a CPU", share * 100.0);
+        println!(
+            "{} connections held; UDP, TCP, the API and an update answered; dnsd at {:.0} % of a CPU",
+            held.len(),
+            share * 100.0
+        );
+        drop(held);
+        Ok(())
+    };
+    run().map_err(|e| e.context(dnsd.log()))
+}
+
+/// Raises this process's soft limit on open files to at least `want`.
+fn raise_own_file_limit(want: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        anyhow::ensure!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0,
+            "getrlimit"
+        );
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max.max(want));
+            limit.rlim_max = limit.rlim_max.max(want);
+            anyhow::ensure!(
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0,
+                "setrlimit {want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The CPU time (user and system) process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command, which may hold spaces, in parentheses.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: a plain query of a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / per_second)
+}

@@ -3,7 +3,6 @@
 //! listener that hickory-server's `Server` accepts on.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use hickory_server::Server;
@@ -12,10 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::serve::affinity::{self, CpuPlan, Placement};
 use crate::serve::server::Handler;
-use crate::serve::udp;
-
-/// Idle time after which a TCP client is disconnected.
-const TCP_IDLE: Duration = Duration::from_secs(10);
+use crate::serve::{tcp, udp};
 
 /// Binds `udp_sockets` SO_REUSEPORT UDP sockets, each served by its own
 /// thread, and one TCP listener handed to `server`, on `addr`. With
@@ -28,6 +24,7 @@ pub fn listen(
     addr: SocketAddr,
     udp_sockets: usize,
     cpu_affinity: bool,
+    tcp_limits: tcp::Limits,
 ) -> Result<SocketAddr> {
     ensure_unused(addr)?;
     let sockets = udp_sockets.max(1);
@@ -65,7 +62,8 @@ pub fn listen(
         report_affinity(p, bound, sockets);
     }
     let listener = tcp_listener(bound).with_context(|| format!("binding TCP {bound}"))?;
-    server.register_listener(listener, TCP_IDLE, 32);
+    let shutdown = server.shutdown_token().clone();
+    tokio::spawn(tcp::serve(listener, handler.clone(), tcp_limits, shutdown));
     Ok(bound)
 }
 

@@ -7,6 +7,7 @@
 //! udp_sockets = 0                          # SO_REUSEPORT sockets per address; 0 = one per core
 //! max_answers = 8                          # cap on rotated A/AAAA records per answer; 0 = none
 //! cpu_affinity = true                      # steer each UDP query to a thread on the CPU that received it
+//! tcp_connections = 0                      # TCP connections open at once; 0 = half the file descriptors dnsd may open
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +28,9 @@ pub struct ServerConfig {
     /// Steer each UDP query to the socket whose thread runs on the CPU
     /// that received it (see the README on when to turn this off).
     pub cpu_affinity: bool,
+    /// TCP connections open at once; 0 means half the file descriptors
+    /// dnsd may open. At the cap a new one replaces the one idle longest.
+    pub tcp_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +40,7 @@ impl Default for ServerConfig {
             udp_sockets: 0,
             max_answers: 0,
             cpu_affinity: true,
+            tcp_connections: 0,
         }
     }
 }
@@ -48,6 +53,7 @@ pub(super) struct RawServer {
     udp_sockets: Option<usize>,
     max_answers: Option<usize>,
     cpu_affinity: Option<bool>,
+    tcp_connections: Option<usize>,
 }
 
 pub(super) fn parse(raw: RawServer, problems: &mut Problems<'_>) -> ServerConfig {
@@ -81,6 +87,7 @@ pub(super) fn parse(raw: RawServer, problems: &mut Problems<'_>) -> ServerConfig
         udp_sockets: raw.udp_sockets.unwrap_or(defaults.udp_sockets),
         max_answers: raw.max_answers.unwrap_or(defaults.max_answers),
         cpu_affinity: raw.cpu_affinity.unwrap_or(defaults.cpu_affinity),
+        tcp_connections: raw.tcp_connections.unwrap_or(defaults.tcp_connections),
     }
 }
 

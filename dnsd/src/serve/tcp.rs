@@ -1,0 +1,309 @@
+//! DNS over TCP (RFC 7766): dnsd's own accept loop and connections.
+//!
+//! Why not hickory-server's: it accepts without bound, so a client holding
+//! more connections than dnsd has file descriptors makes accept fail with
+//! EMFILE, which it retries at once — a core spent spinning, and nothing
+//! left for the control API, updates or reloads. Here:
+//!
+//! - at most `max_connections` are open (`[server] tcp_connections`, by
+//!   default half the descriptors dnsd may open, which it raises to its
+//!   hard limit at start); the rest are for everything else;
+//! - at the cap, a new connection takes the place of the one that has been
+//!   idle longest (as servers do under load, RFC 7766 §6.2.3), so that
+//!   clients holding connections open cannot keep new ones out;
+//! - a connection idle for `idle` is closed, and a query must arrive whole
+//!   within `QUERY_READ` once its length has;
+//! - an accept that fails for want of descriptors or memory backs off
+//!   (`BACKOFF`) instead of spinning, and says so once a minute at most.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::rr::Record;
+use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::serve::malformed;
+use crate::serve::server::Handler;
+
+/// A connection with no query for this long is closed (RFC 7766 §6.2.3
+/// suggests seconds, not minutes).
+pub const IDLE: Duration = Duration::from_secs(10);
+/// How long a query may take to arrive once its length has.
+const QUERY_READ: Duration = Duration::from_secs(5);
+/// How long writing one response may take.
+const WRITE: Duration = Duration::from_secs(5);
+/// How long accepting waits after running out of descriptors or memory.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// The bounds of the TCP server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// A connection with no query for this long is closed.
+    pub idle: Duration,
+}
+
+impl Limits {
+    /// `configured` connections (`[server] tcp_connections`), or, for 0,
+    /// half of the `fd_limit` descriptors dnsd may open: the other half is
+    /// for UDP sockets, zone files, reloads, the control API and updates.
+    pub fn new(configured: usize, fd_limit: u64) -> Self {
+        let auto = usize::try_from(fd_limit / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 65536);
+        Self {
+            max_connections: if configured == 0 { auto } else { configured },
+            idle: IDLE,
+        }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard one (as NSD and
+/// Knot do) and returns it.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Serves DNS over TCP on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let table = Arc::new(Connections::new(limits.max_connections));
+    let mut warned: Option<Instant> = None;
+    loop {
+        // A slot first, the oldest idle connection closed for it if need
+        // be: what waits meanwhile waits in the kernel's backlog.
+        let slot = tokio::select! {
+            slot = table.slot() => slot,
+            () = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, src) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if out_of_resources(&error) => {
+                if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
+                    warn!(%error, open = table.open(), "TCP accept failed for want of resources; backing off");
+                    warned = Some(Instant::now());
+                }
+                drop(slot);
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+            Err(error) => {
+                debug!(%error, "TCP accept failed");
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        let table = Arc::clone(&table);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let (id, evicted) = table.register();
+            tokio::select! {
+                () = connection(stream, src, handler, limits.idle, &table, id) => {}
+                () = evicted.notified() => debug!(%src, "closed the longest idle TCP connection for a new one"),
+                () = shutdown.cancelled() => {}
+            }
+            table.unregister(id);
+            drop(slot);
+        });
+    }
+}
+
+/// Whether an accept failed for want of descriptors or memory: retrying
+/// at once would spin.
+fn out_of_resources(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    ) || error.kind() == ErrorKind::OutOfMemory
+}
+
+/// One connection: queries read one at a time, each answered before the
+/// next is read (an UPDATE answers later, from its own task).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    src: SocketAddr,
+    handler: Handler,
+    idle: Duration,
+    table: &Connections,
+    id: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut read, write) = stream.into_split();
+    let write = Arc::new(tokio::sync::Mutex::new(write));
+    loop {
+        let Ok(Ok(len)) = tokio::time::timeout(idle, read.read_u16()).await else {
+            return;
+        };
+        table.touch(id);
+        let mut query = vec![0u8; usize::from(len)];
+        let Ok(Ok(_)) = tokio::time::timeout(QUERY_READ, read.read_exact(&mut query)).await else {
+            return;
+        };
+        match Request::from_bytes(query, src, Protocol::Tcp) {
+            Ok(request) => {
+                let reply = TcpReply {
+                    write: Arc::clone(&write),
+                };
+                handler
+                    .handle_request::<_, TokioTime>(&request, reply)
+                    .await;
+            }
+            Err(error) => {
+                malformed::seen(src, &error);
+                return;
+            }
+        }
+        table.touch(id);
+    }
+}
+
+/// Writes one response, with its length first.
+#[derive(Clone)]
+struct TcpReply {
+    write: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for TcpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = vec![0u8; 2];
+        let info = {
+            let mut encoder = BinEncoder::new(&mut bytes);
+            encoder.set_offset(2);
+            response.destructive_emit(&mut encoder)?
+        };
+        let len = u16::try_from(bytes.len() - 2)
+            .map_err(|_| NetError::from("a response over 65535 octets"))?;
+        bytes[..2].copy_from_slice(&len.to_be_bytes());
+        let mut write = self.write.lock().await;
+        match tokio::time::timeout(WRITE, write.write_all(&bytes)).await {
+            Ok(Ok(())) => Ok(info),
+            Ok(Err(e)) => Err(NetError::from(e)),
+            Err(_) => Err(NetError::from("writing a TCP response timed out")),
+        }
+    }
+}
+
+/// The open connections: a slot each, and when each last had a query, so
+/// that at the cap the one idle longest can be closed.
+struct Connections {
+    slots: Arc<Semaphore>,
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, (Instant, Arc<Notify>)>>,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A free slot; at the cap, the connection idle longest is told to
+    /// close, and its slot is taken when it has.
+    async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        loop {
+            if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+                return slot;
+            }
+            let oldest = self.open.lock().ok().and_then(|open| {
+                open.values()
+                    .min_by_key(|(at, _)| *at)
+                    .map(|(_, n)| Arc::clone(n))
+            });
+            if let Some(close) = oldest {
+                close.notify_one();
+            }
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                Arc::clone(&self.slots).acquire_owned(),
+            )
+            .await
+            {
+                Ok(Ok(slot)) => return slot,
+                _ => continue,
+            }
+        }
+    }
+
+    fn register(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, (Instant::now(), Arc::clone(&notify)));
+        }
+        (id, notify)
+    }
+
+    fn touch(&self, id: u64) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some((at, _)) = open.get_mut(&id)
+        {
+            *at = Instant::now();
+        }
+    }
+
+    fn unregister(&self, id: u64) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&id);
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.open.lock().map_or(0, |o| o.len())
+    }
+}
