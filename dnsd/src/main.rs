@@ -1,28 +1,15 @@
-//! dnsd: authoritative DNS for the config workspace's zones, with rotating
-//! low-TTL answers and atomic reload on SIGHUP.
-//!
-//! Data flows one way, each folder a job, imports only towards the top:
-//!
-//! - `zone/` — workspace files to checked records: read with the `zonefile`
-//!   crate, checked by `name_rules`, turned into hickory records by
-//!   `records` (DNAME by `dname`), names keyed by `name_key`;
-//! - `snapshot/` — records to the immutable index every query reads (with
-//!   `encoded`, the fast path's pre-encoded RRsets);
-//! - `answer/` — the pure selection of an answer (with `rotate`);
-//! - `serve/` — sockets (`sockets`, `affinity`), the UDP loop (`udp`,
-//!   `mmsg`), the fast path and the protocol rules (`server`);
-//! - `reload` — a new snapshot from the workspace, swapped in whole;
-//! - `change/` — changes back to the workspace: the one zone-change
-//!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
-//!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
+//! The `dnsd` binary: the command line (`dnsd [serve]`, `dnsd check`),
+//! start-up — the first snapshot, the sockets, the API on a runtime of its
+//! own — and the signals (SIGHUP reloads, SIGTERM stops). Everything else
+//! is the library (`lib.rs`).
 
-mod answer;
-mod change;
-mod memory;
-mod reload;
-mod serve;
-mod snapshot;
-mod zone;
+use tikv_jemallocator::Jemalloc;
+
+/// jemalloc, set up by `memory` (every snapshot built in an arena of its
+/// own); the binary's allocator, not the library's, so that the fuzz
+/// targets keep theirs.
+#[global_allocator]
+static GLOBAL: Jemalloc = Jemalloc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,9 +26,10 @@ use tracing::{info, warn};
 
 use cutover_workspace::{Settlement, Workspace};
 
-use crate::change::{api, sync, update_handler, zone_edit};
-use crate::serve::{server, sockets, tcp};
-use crate::snapshot::Snapshot;
+use dnsd::change::{api, sync, update_handler, zone_edit};
+use dnsd::serve::{server, sockets, tcp};
+use dnsd::snapshot::Snapshot;
+use dnsd::{memory, reload, zone};
 
 /// Authoritative DNS server for a cutover config workspace.
 ///
@@ -371,7 +359,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             );
         }
         info!(zones, records, workspace = %workspace.display(), "serving");
-        serve::malformed::start();
+        dnsd::serve::malformed::start();
         if let (Some(options), Some(token)) = (api, token) {
             let api = api::Api::new(ws.clone(), reloader.clone(), token, changes, syncer);
             api_handle
@@ -392,7 +380,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             }
         };
         info!(signal, "stopping");
-        serve::malformed::summarize("since the last summary");
+        dnsd::serve::malformed::summarize("since the last summary");
         let token = server.shutdown_token().clone();
         token.cancel();
         if tokio::time::timeout(Duration::from_secs(5), server.block_until_done())

@@ -19,11 +19,6 @@
 use std::ffi::{CStr, CString, c_uint, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tikv_jemallocator::Jemalloc;
-
-#[global_allocator]
-static GLOBAL: Jemalloc = Jemalloc;
-
 /// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the
 /// environment adds to them): a background thread gives back freed pages
 /// after about a second (10 s by default), so that memory freed outside a

@@ -50,6 +50,18 @@ pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;
 pub use zones::{ZoneFile, ZonePathError};
 
+/// Reads `source` as the `dnsd.toml` at `path` (which errors name), as
+/// `Workspace::load_dnsd` reads the file.
+pub fn parse_dnsd(path: &Path, source: &str) -> Result<DnsdConfig, ConfigErrors> {
+    dnsd::parse(path, source)
+}
+
+/// Reads `source` as the `redirector.toml` at `path`, as
+/// `Workspace::load_redirector` reads the file.
+pub fn parse_redirector(path: &Path, source: &str) -> Result<RedirectorConfig, ConfigErrors> {
+    redirector::parse(path, source)
+}
+
 /// File names inside a workspace, in one place.
 pub const REDIRECTOR_FILE: &str = "redirector.toml";
 pub const DNSD_FILE: &str = "dnsd.toml";

@@ -3,6 +3,7 @@
 mod bench;
 mod build_and_load;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -27,10 +28,12 @@ enum Command {
     /// new one in network namespaces, with dnsd and the redirector, then roll back.
     Demo,
     /// Install what a fresh machine lacks: rust-src for nightly, llvm-22-dev,
-    /// bpf-linker, and the Debian packages the tests and benchmarks use.
+    /// bpf-linker, cargo-fuzz, and the Debian packages the tests and
+    /// benchmarks use.
     /// Idempotent: does nothing for what is already there.
     Setup,
-    /// Run the whole test suite (runs `setup` first, then builds every binary).
+    /// Run the whole test suite (runs `setup` first, then builds every binary),
+    /// then every fuzz target for a few seconds.
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -44,6 +47,9 @@ enum Command {
         #[arg(long)]
         workspace: PathBuf,
     },
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz): `--smoke` each for a few
+    /// seconds, as CI does, or one TARGET for long.
+    Fuzz(fuzz::Args),
     /// Run a benchmark against its peers and print a table with ratios.
     Bench {
         #[command(subcommand)]
@@ -57,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Test { args } => test::run(&args),
         Command::BuildAndLoad { iface, workspace } => build_and_load::run(&iface, &workspace),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench { which } => bench::run(which),
     }
 }

@@ -36,6 +36,7 @@ pub fn run() -> Result<()> {
     rust_src()?;
     debian_packages()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
@@ -103,4 +104,13 @@ fn bpf_linker() -> Result<()> {
                 "llvm-22",
             ]),
     )
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
+        eprintln!("setup: cargo-fuzz is installed");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (about a minute)");
+    exec(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--version", "^0.13"]))
 }

@@ -37,8 +37,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::serve::malformed;
 use crate::serve::server::Handler;
+use crate::serve::{malformed, udp};
 
 /// A connection with no query for this long is closed (RFC 7766 §6.2.3
 /// suggests seconds, not minutes).
@@ -181,6 +181,8 @@ async fn connection(
         let Ok(Ok(_)) = tokio::time::timeout(QUERY_READ, read.read_exact(&mut query)).await else {
             return;
         };
+        // The header, for the FORMERR of a query that does not decode.
+        let head: Option<[u8; 12]> = query.get(..12).and_then(|h| h.try_into().ok());
         match Request::from_bytes(query, src, Protocol::Tcp) {
             Ok(request) => {
                 let reply = TcpReply {
@@ -192,7 +194,19 @@ async fn connection(
             }
             Err(error) => {
                 malformed::seen(src, &error);
-                return;
+                let Some(head) = head.filter(|h| udp::is_query(h)) else {
+                    return;
+                };
+                // As over UDP: a bare FORMERR header, and on to the next.
+                let mut framed = 12u16.to_be_bytes().to_vec();
+                framed.extend_from_slice(&udp::formerr(&head));
+                let mut write = write.lock().await;
+                if !matches!(
+                    tokio::time::timeout(WRITE, write.write_all(&framed)).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
             }
         }
         table.touch(id);
@@ -218,15 +232,15 @@ impl ResponseHandler for TcpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut bytes = vec![0u8; 2];
-        let info = {
-            let mut encoder = BinEncoder::new(&mut bytes);
-            encoder.set_offset(2);
-            response.destructive_emit(&mut encoder)?
-        };
-        let len = u16::try_from(bytes.len() - 2)
+        // Encoded on its own (compression pointers count from the message's
+        // first octet), then framed with its length.
+        let mut message = Vec::with_capacity(512);
+        let info = response.destructive_emit(&mut BinEncoder::new(&mut message))?;
+        let len = u16::try_from(message.len())
             .map_err(|_| NetError::from("a response over 65535 octets"))?;
-        bytes[..2].copy_from_slice(&len.to_be_bytes());
+        let mut bytes = Vec::with_capacity(message.len() + 2);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&message);
         let mut write = self.write.lock().await;
         match tokio::time::timeout(WRITE, write.write_all(&bytes)).await {
             Ok(Ok(())) => Ok(info),

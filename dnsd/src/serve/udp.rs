@@ -120,13 +120,13 @@ fn general(
 
 /// Whether a datagram can be a query: a whole header with QR clear.
 /// Anything else gets no reply at all.
-fn is_query(packet: &[u8]) -> bool {
+pub(crate) fn is_query(packet: &[u8]) -> bool {
     packet.len() >= 12 && packet[2] & 0x80 == 0
 }
 
 /// A bare FORMERR header for a query that does not decode: the ID, opcode
 /// and RD echoed, no sections (as NSD).
-fn formerr(query: &[u8]) -> [u8; 12] {
+pub(crate) fn formerr(query: &[u8]) -> [u8; 12] {
     let mut h = [0u8; 12];
     h[..2].copy_from_slice(&query[..2]);
     h[2] = 0x80 | (query[2] & 0x79);
