@@ -14,6 +14,7 @@ use crate::util::exec;
 /// Every target, in `fuzz/Cargo.toml`'s order.
 pub const TARGETS: &[&str] = &[
     "fast_path",
+    "message",
     "tsig",
     "update",
     "zone_file",
