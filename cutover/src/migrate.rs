@@ -25,24 +25,25 @@ pub struct Args {
     /// The old address to redirect (default: the service's only address).
     #[arg(long)]
     from: Option<IpAddr>,
-    /// The port clients connect to on the old host.
-    #[arg(long, default_value_t = 80)]
-    port: u16,
+    /// The port clients connect to on the old host [default: 80].
+    #[arg(long)]
+    port: Option<u16>,
     /// The port on the new host (default: --port).
     #[arg(long)]
     new_port: Option<u16>,
     /// The TTL during the move: a higher TTL is lowered to this and waited
-    /// out before anything moves.
-    #[arg(long, default_value_t = 60)]
-    ttl: u32,
+    /// out before anything moves [default: 60].
+    #[arg(long)]
+    ttl: Option<u32>,
     /// The longest time a client may cache an answer (resolvers, OSes,
     /// browsers); the old host keeps forwarding at least this long unless it
-    /// is quiet first.
-    #[arg(long, default_value = "24h", value_parser = crate::parse_duration)]
-    max_cache: Duration,
-    /// Stop watching once the old host has seen no traffic for this long.
-    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
-    quiet: Duration,
+    /// is quiet first [default: 24h].
+    #[arg(long, value_parser = crate::parse_duration)]
+    max_cache: Option<Duration>,
+    /// Stop watching once the old host has seen no traffic for this long
+    /// [default: 10m].
+    #[arg(long, value_parser = crate::parse_duration)]
+    quiet: Option<Duration>,
     /// How often the drain is sampled.
     #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     poll: Duration,
@@ -267,7 +268,7 @@ fn start(
                 "resuming the migration of {} to {} ({:?})",
                 m.name, m.to, m.phase
             );
-            m
+            resumed_with(m, args)?
         }
         _ => plan(&service, args)?,
     };
@@ -282,6 +283,89 @@ fn start(
         preflight::new_accepts(old, &m.to, m.new_port)?;
     }
     Ok((m, leftovers))
+}
+
+/// Defaults of the flags a resume compares with what the migration in
+/// progress was started with.
+const DEFAULT_PORT: u16 = 80;
+const DEFAULT_TTL: u32 = 60;
+const DEFAULT_MAX_CACHE: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_QUIET: Duration = Duration::from_secs(600);
+
+impl Args {
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// The migration in progress `m`, resumed with the flags given now: the
+/// drain policy (`--max-cache`, `--quiet`) given anew replaces its own, and
+/// says so; what has already happened cannot change — another port or old
+/// address is refused, another `--ttl` after the TTL was lowered is said to
+/// be ignored.
+fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
+    if let Some(port) = args.port
+        && port != m.port
+    {
+        bail!(
+            "the migration of {} in progress moves port {}, not {port}: let it finish, or `cutover rollback {}` first",
+            m.name,
+            m.port,
+            m.name
+        );
+    }
+    if let Some(new_port) = args.new_port
+        && new_port != m.new_port
+    {
+        bail!(
+            "the migration of {} in progress forwards to port {}, not {new_port}",
+            m.name,
+            m.new_port
+        );
+    }
+    if let Some(from) = args.from
+        && from.to_string() != m.old
+    {
+        bail!(
+            "the migration of {} in progress redirects {}, not {from}",
+            m.name,
+            m.old
+        );
+    }
+    if let Some(ttl) = args.ttl
+        && m.original_ttl.min(ttl) != m.move_ttl
+    {
+        if matches!(m.phase, Phase::Planned) {
+            m.move_ttl = m.original_ttl.min(ttl);
+            println!("the TTL during the move is now {} s (--ttl)", m.move_ttl);
+        } else {
+            println!(
+                "--ttl {ttl} is ignored: the TTL was already set to {} s for this migration",
+                m.move_ttl
+            );
+        }
+    }
+    if let Some(max_cache) = args.max_cache
+        && max_cache.as_secs() != m.max_cache
+    {
+        println!(
+            "the drain now waits at most {} s for cached answers (--max-cache; was {} s)",
+            max_cache.as_secs(),
+            m.max_cache
+        );
+        m.max_cache = max_cache.as_secs();
+    }
+    if let Some(quiet) = args.quiet
+        && quiet.as_secs() != m.quiet_period
+    {
+        println!(
+            "the drain now ends after {} s without traffic (--quiet; was {} s)",
+            quiet.as_secs(),
+            m.quiet_period
+        );
+        m.quiet_period = quiet.as_secs();
+    }
+    Ok(m)
 }
 
 /// A new migration's record, from the service as dnsd serves it now.
@@ -301,16 +385,16 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         from: service.addresses.clone(),
         old,
         to,
-        port: args.port,
-        new_port: args.new_port.unwrap_or(args.port),
+        port: args.port(),
+        new_port: args.new_port.unwrap_or(args.port()),
         original_ttl: service.ttl,
-        move_ttl: service.ttl.min(args.ttl),
+        move_ttl: service.ttl.min(args.ttl.unwrap_or(DEFAULT_TTL)),
         phase: Phase::Planned,
         ttl_lowered_at: None,
         flipped_at: None,
         quiet_since: None,
-        max_cache: args.max_cache.as_secs(),
-        quiet_period: args.quiet.as_secs(),
+        max_cache: args.max_cache.unwrap_or(DEFAULT_MAX_CACHE).as_secs(),
+        quiet_period: args.quiet.unwrap_or(DEFAULT_QUIET).as_secs(),
         reverse_on: None,
         redirect_on_at: None,
         busy_at_end: false,
@@ -520,4 +604,81 @@ fn rollback_checks(
 
 fn flush() {
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &str) -> Args {
+        let words = std::iter::once("cutover").chain(line.split_whitespace());
+        Cli::try_parse_from(words).expect("valid flags").args
+    }
+
+    fn in_progress(phase: Phase) -> Migration {
+        Migration {
+            name: "www.example.test.".into(),
+            from: vec!["198.18.0.2".into()],
+            old: "198.18.0.2".into(),
+            to: "198.18.0.3".into(),
+            port: 80,
+            new_port: 80,
+            original_ttl: 300,
+            move_ttl: 60,
+            rule: "cutover-www.example.test".into(),
+            phase,
+            ttl_lowered_at: None,
+            flipped_at: None,
+            quiet_since: None,
+            max_cache: 86400,
+            quiet_period: 600,
+            reverse_on: None,
+            redirect_on_at: None,
+            busy_at_end: false,
+        }
+    }
+
+    #[test]
+    fn a_resume_takes_a_new_drain_policy_and_refuses_another_port_or_address() {
+        let m = resumed_with(
+            in_progress(Phase::Flipped),
+            &args("www --to 198.18.0.3 --max-cache 1h --quiet 30s"),
+        )
+        .unwrap();
+        assert_eq!((m.max_cache, m.quiet_period), (3600, 30));
+        // Flags left out keep what the migration was started with.
+        let m = resumed_with(in_progress(Phase::Flipped), &args("www --to 198.18.0.3")).unwrap();
+        assert_eq!((m.max_cache, m.quiet_period, m.move_ttl), (86400, 600, 60));
+        for flags in ["--port 443", "--new-port 8080", "--from 198.18.0.9"] {
+            let refused = resumed_with(
+                in_progress(Phase::Redirecting),
+                &args(&format!("www --to 198.18.0.3 {flags}")),
+            );
+            assert!(refused.is_err(), "{flags}");
+        }
+    }
+
+    #[test]
+    fn a_new_ttl_applies_only_before_the_ttl_was_lowered() {
+        let line = "www --to 198.18.0.3 --ttl 30";
+        assert_eq!(
+            resumed_with(in_progress(Phase::Planned), &args(line))
+                .unwrap()
+                .move_ttl,
+            30
+        );
+        assert_eq!(
+            resumed_with(in_progress(Phase::TtlLowered), &args(line))
+                .unwrap()
+                .move_ttl,
+            60
+        );
+    }
 }
