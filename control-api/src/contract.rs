@@ -143,6 +143,12 @@ pub struct RuleChange {
 pub struct ProbeRequest {
     /// `IP:PORT` (`[IPv6]:PORT`).
     pub to: String,
+    /// The address to connect from: the one the redirector rewrites
+    /// forwarded connections to (a rule's OLD address), so that the probe
+    /// is refused where forwarded clients would be. Default: the address
+    /// the host's routing chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The answer to `POST /v1/probe`. A connection the host opens itself

@@ -148,9 +148,13 @@ impl Redirector {
         self.0.call("GET", "/v1/stats", None)
     }
 
-    /// Whether this redirector's host can connect to `to` (`IP:PORT`).
-    pub fn probe(&self, to: &str) -> Result<ProbeReport> {
-        let body = ProbeRequest { to: to.to_string() };
+    /// Whether this redirector's host can connect to `to` (`IP:PORT`),
+    /// from address `from` if given.
+    pub fn probe(&self, to: &str, from: Option<&str>) -> Result<ProbeReport> {
+        let body = ProbeRequest {
+            to: to.to_string(),
+            from: from.map(str::to_string),
+        };
         self.0.call("POST", "/v1/probe", Some(json(&body)?))
     }
 }

@@ -133,7 +133,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
             }
             Step::SwitchOnRedirect => {
                 let on = loops::before_redirect(apis, &store, &m, None)
-                    .and_then(|_| preflight::new_accepts(&old, &m.to, m.new_port))
+                    .and_then(|_| preflight::new_accepts(&old, &m.old, &m.to, m.new_port))
                     .and_then(|()| {
                         old.put_rule(
                             &m.rule,
@@ -164,7 +164,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 );
             }
             Step::Flip => {
-                preflight::new_accepts(&old, &m.to, m.new_port)
+                preflight::new_accepts(&old, &m.old, &m.to, m.new_port)
                     .context("refusing to flip the record; the redirect stays on (roll back with `cutover rollback`)")?;
                 dns.set_service(&m.name, std::slice::from_ref(&m.to), m.move_ttl)?;
                 m.phase = Phase::Flipped;
@@ -280,7 +280,7 @@ fn start(
         m.phase,
         Phase::Planned | Phase::TtlLowered | Phase::Redirecting
     ) {
-        preflight::new_accepts(old, &m.to, m.new_port)?;
+        preflight::new_accepts(old, &m.old, &m.to, m.new_port)?;
     }
     Ok((m, leftovers))
 }

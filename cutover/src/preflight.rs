@@ -53,15 +53,17 @@ pub fn old_address(service: &Service, from: Option<IpAddr>) -> Result<String> {
 }
 
 /// NEW:port accepts connections from here and from the old host, which
-/// will forward clients to it.
-pub fn new_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
+/// will forward clients to it from `old_ip` (the rule's OLD address, which
+/// the redirector rewrites their source to).
+pub fn new_accepts(old: &Redirector, old_ip: &str, ip: &str, port: u16) -> Result<()> {
     let addr = socket(ip, port)?;
     TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map(drop)
         .with_context(|| format!("the new host {addr} does not accept connections from here"))?;
-    probe(old, &addr).with_context(|| {
+    probe(old, &addr, Some(old_ip)).with_context(|| {
         format!(
-            "the new host {addr} does not accept connections from the old host (asked {})",
+            "the new host {addr} does not accept connections from the old host's {old_ip}, \
+             which forwarded clients come from (asked {})",
             old.0.base
         )
     })
@@ -71,7 +73,7 @@ pub fn new_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
 /// connection from here would be forwarded to NEW while the redirect is on).
 pub fn old_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
     let addr = socket(ip, port)?;
-    probe(old, &addr).with_context(|| {
+    probe(old, &addr, None).with_context(|| {
         format!(
             "the old host's server {addr} does not accept connections (asked {})",
             old.0.base
@@ -79,8 +81,8 @@ pub fn old_accepts(old: &Redirector, ip: &str, port: u16) -> Result<()> {
     })
 }
 
-fn probe(from: &Redirector, addr: &SocketAddr) -> Result<()> {
-    let report = from.probe(&addr.to_string())?;
+fn probe(host: &Redirector, addr: &SocketAddr, source: Option<&str>) -> Result<()> {
+    let report = host.probe(&addr.to_string(), source)?;
     if !report.connected {
         bail!("{}", report.error.unwrap_or_else(|| "refused".into()));
     }

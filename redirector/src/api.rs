@@ -319,11 +319,29 @@ async fn probe(
         .to
         .parse()
         .map_err(|_| ApiError::bad_request(format!("to: {:?} is not IP:PORT", body.to)))?;
-    let attempt = tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        tokio::net::TcpStream::connect(to),
-    )
-    .await;
+    let from: Option<std::net::IpAddr> = match &body.from {
+        Some(f) => Some(
+            f.parse()
+                .map_err(|_| ApiError::bad_request(format!("from: {f:?} is not an IP address")))?,
+        ),
+        None => None,
+    };
+    // From the rule's address when asked: NEW may accept the host's other
+    // addresses and refuse the one forwarded connections come from.
+    let connect = async {
+        let socket = if to.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(from) = from {
+            socket.bind(SocketAddr::new(from, 0)).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot connect from {from}: {e}"))
+            })?;
+        }
+        socket.connect(to).await
+    };
+    let attempt = tokio::time::timeout(std::time::Duration::from_secs(3), connect).await;
     let error = match attempt {
         Ok(Ok(_stream)) => None,
         Ok(Err(e)) => Some(e.to_string()),

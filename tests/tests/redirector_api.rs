@@ -56,6 +56,25 @@ fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
         "{body}"
     );
 
+    // The probe connects from the address asked for (the rule's OLD
+    // address, which forwarded connections come from), and says when it
+    // cannot.
+    let probe = |body: &str| -> Result<(u16, String)> { site.api("POST", "/v1/probe", Some(body)) };
+    let (status, body) = probe(r#"{"to":"198.18.0.3:80","from":"198.18.0.2"}"#)?;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"connected\":true"),
+        "from the old address: {body}"
+    );
+    let (status, body) = probe(r#"{"to":"198.18.0.3:80","from":"198.18.0.250"}"#)?;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"connected\":false") && body.contains("cannot connect from 198.18.0.250"),
+        "from an address the host does not have: {body}"
+    );
+    let (status, body) = probe(r#"{"to":"198.18.0.3:80","from":"not an address"}"#)?;
+    assert_eq!(status, 400, "{body}");
+
     // Switching the redirect on: the client that still has the old address
     // reaches the new host.
     let (status, body) = site.api("PUT", "/v1/rules/www", Some(WWW))?;
