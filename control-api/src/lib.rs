@@ -6,6 +6,7 @@
 //! started ([`listen`]), and signals mean the same to both ([`signals`]). The JSON of every endpoint is a type of
 //! [`contract`], shared with the client; the handlers stay in each daemon.
 
+pub mod attribution;
 pub mod contract;
 
 #[cfg(feature = "server")]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cutover_control_api::attribution;
 use cutover_control_api::contract::{
     Change, ErrorBody, GenerationInfo, ProbeReport, ProbeRequest, RuleChange, ServiceChange,
 };
@@ -18,6 +19,9 @@ pub struct Endpoint {
     /// Where the token came from ("the file F", "CUTOVER_TOKEN"), for a 401.
     token_source: String,
     agent: ureq::Agent,
+    /// Who asks, and why: recorded in the generations changes make.
+    by: Option<String>,
+    reason: Option<String>,
 }
 
 impl Endpoint {
@@ -30,13 +34,30 @@ impl Endpoint {
             token: token.to_string(),
             token_source: token_source.to_string(),
             agent,
+            by: None,
+            reason: None,
         }
     }
 
+    /// This endpoint, telling the daemon who asks and why with each request.
+    pub fn attributed(mut self, by: String, reason: Option<String>) -> Self {
+        self.by = Some(by);
+        self.reason = reason;
+        self
+    }
+
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent
+        let mut req = self
+            .agent
             .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Authorization", &format!("Bearer {}", self.token));
+        if let Some(by) = &self.by {
+            req = req.set(attribution::BY_HEADER, by);
+        }
+        if let Some(reason) = &self.reason {
+            req = req.set(attribution::REASON_HEADER, reason);
+        }
+        req
     }
 
     fn call<T: DeserializeOwned>(

@@ -56,6 +56,13 @@ pub struct Apis {
     /// File holding the old host's token, when it differs.
     #[arg(long, global = true)]
     old_token_file: Option<PathBuf>,
+    /// Who makes the changes, recorded in every generation they make
+    /// (default: $USER@host).
+    #[arg(long, global = true, env = "CUTOVER_BY")]
+    by: Option<String>,
+    /// Why, recorded beside who in every generation made.
+    #[arg(long, global = true, env = "CUTOVER_REASON")]
+    reason: Option<String>,
     /// Where migration records are kept, so that a migration can resume.
     #[arg(
         long,
@@ -97,7 +104,15 @@ impl Apis {
 
     pub fn dns(&self) -> Result<Dns> {
         let (token, source) = Self::token(self.token_file.as_ref())?;
-        Ok(Dns(Endpoint::new(&self.dns, &token, &source)))
+        Ok(Dns(
+            self.attributed(Endpoint::new(&self.dns, &token, &source))
+        ))
+    }
+
+    /// `endpoint`, sending who asks and why with every request.
+    fn attributed(&self, endpoint: Endpoint) -> Endpoint {
+        let by = self.by.clone().unwrap_or_else(default_by);
+        endpoint.attributed(by, self.reason.clone())
     }
 
     /// The old host's redirector.
@@ -110,7 +125,9 @@ impl Apis {
     pub fn redirector_at(&self, url: &str) -> Result<Redirector> {
         let file = self.old_token_file.as_ref().or(self.token_file.as_ref());
         let (token, source) = Self::token(file)?;
-        Ok(Redirector(Endpoint::new(url, &token, &source)))
+        Ok(Redirector(
+            self.attributed(Endpoint::new(url, &token, &source)),
+        ))
     }
 
     pub fn store(&self) -> migration::Store {
@@ -179,4 +196,15 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("999999999999999999d").is_err());
     }
+}
+
+/// `$USER@host`, as an audit trail names who ran a command.
+fn default_by() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{user}@{host}")
 }

@@ -20,7 +20,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use cutover_control_api::contract::{Change, RedirectorHealth, Rule, RuleChange, Version};
-use cutover_control_api::{Access, ApiError, blocking, listen};
+use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{
     ConfigError, ConfigErrors, FileChange, REDIRECTOR_FILE, RuleList, Workspace,
 };
@@ -163,6 +163,7 @@ async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<Rule>>, ApiE
 async fn put_rule(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Json<RuleChange>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Change>, ApiError> {
     let Json(body) = body.map_err(|e| {
@@ -172,7 +173,12 @@ async fn put_rule(
         ))
     })?;
     let name = checked_name(&name)?;
-    let message = format!("redirect {name}: {} -> {}", body.from, body.to);
+    let message = format!(
+        "redirect {name}: {} -> {}{}",
+        body.from,
+        body.to,
+        attribution::suffix(&headers)
+    );
     change(&api, &message, move |rules| {
         rules.put(&name, &body.from, &body.to);
         Ok(())
@@ -183,9 +189,13 @@ async fn put_rule(
 async fn delete_rule(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<Change>, ApiError> {
     let name = checked_name(&name)?;
-    let message = format!("remove the redirect {name}");
+    let message = format!(
+        "remove the redirect {name}{}",
+        attribution::suffix(&headers)
+    );
     change(&api, &message, move |rules| {
         if !rules.remove(&name) {
             return Err(ApiError::not_found(format!(

@@ -472,3 +472,54 @@ fn a_dname_is_listed_by_its_target_and_can_be_moved_through_the_api() -> Result<
         Ok(())
     })
 }
+
+/// Who made a change and why (cutover's `--by` and `--reason`, sent as
+/// headers) are recorded in the generation it makes; a request without
+/// them records no more than before, and control characters are not
+/// written into the history.
+#[test]
+fn a_generation_records_who_made_it_and_why() -> Result<()> {
+    let ws = workspace()?;
+    with_api(&ws, 200, |dnsd, token| {
+        let put = |address: &str, headers: &[&str]| -> Result<u16> {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {token}"))
+                .args(["-H", "Content-Type: application/json"]);
+            for h in headers {
+                cmd.arg("-H").arg(h);
+            }
+            let out = cmd
+                .arg("--data-binary")
+                .arg(format!("{{\"addresses\":[\"{address}\"]}}"))
+                .arg(format!("http://{}/v1/services/www.example.test.", dnsd.api))
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).parse()?)
+        };
+        ensure!(
+            put(
+                "198.18.0.31",
+                &["X-Cutover-By: alice@ops", "X-Cutover-Reason: release 42"]
+            )? == 200
+        );
+        ensure!(put("198.18.0.32", &[])? == 200);
+        let generations: Vec<GenerationInfo> = dnsd
+            .call("GET", "/v1/generations", Some(token), None)?
+            .json()?;
+        let messages: Vec<&str> = generations.iter().map(|g| g.message.as_str()).collect();
+        ensure!(
+            messages
+                .iter()
+                .any(|m| *m == "set www.example.test. to 198.18.0.31 (by alice@ops: release 42)"),
+            "{messages:?}"
+        );
+        ensure!(
+            messages
+                .iter()
+                .any(|m| *m == "set www.example.test. to 198.18.0.32"),
+            "{messages:?}"
+        );
+        Ok(())
+    })
+}

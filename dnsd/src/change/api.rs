@@ -15,13 +15,13 @@ use anyhow::Result;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
     Change, DnsHealth, GenerationInfo, RecordInfo, RrsetChange, Service, ServiceChange, Version,
     ZoneInfo, fqdn,
 };
-use cutover_control_api::{Access, ApiError, blocking, listen};
+use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
 use tracing::info;
@@ -142,6 +142,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
 async fn put_service(
     State(api): State<Arc<Api>>,
     UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Reply<Change> {
     let change: ServiceChange = serde_json::from_slice(&body).map_err(|e| {
@@ -167,12 +168,13 @@ async fn put_service(
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
     let message = format!(
-        "set {name} to {}",
+        "set {name} to {}{}",
         addresses
             .iter()
             .map(IpAddr::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        attribution::suffix(&headers)
     );
     let serving = api.reloader.serving();
     let by_name = api.reloader.as_served(None);
@@ -290,7 +292,12 @@ async fn generations(State(api): State<Arc<Api>>) -> Reply<Vec<GenerationInfo>> 
     Ok(axum::Json(list))
 }
 
-async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> Reply<Change> {
+async fn rollback(
+    State(api): State<Arc<Api>>,
+    UrlPath(n): UrlPath<String>,
+    headers: HeaderMap,
+) -> Reply<Change> {
+    let by = attribution::suffix(&headers);
     let n: u64 = n.parse().map_err(|_| {
         ApiError::bad_request(format!(
             "{n:?} is not a generation number (see GET /v1/generations)"
@@ -307,7 +314,7 @@ async fn rollback(State(api): State<Arc<Api>>, UrlPath(n): UrlPath<String>) -> R
         // commit's validator checks it before it replaces what is serving.
         ws.commit(
             &changes,
-            &format!("rollback to {n}"),
+            &format!("rollback to {n}{by}"),
             zone_edit::validator(&ws),
         )
         .map_err(|e| match e {
@@ -362,8 +369,10 @@ async fn records(
 async fn put_rrset(
     State(api): State<Arc<Api>>,
     UrlPath((origin, name, rtype)): UrlPath<(String, String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Reply<Change> {
+    let by = attribution::suffix(&headers);
     let change: RrsetChange = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be {{\"ttl\": SECONDS, \"records\": [\"RDATA\", ...]}}: {e}"
@@ -397,7 +406,12 @@ async fn put_rrset(
             &origin,
             &names,
             "dnsd's control API",
-            |zone| edit_rrset(zone, &owner, rtype, &change),
+            |zone| {
+                edit_rrset(zone, &owner, rtype, &change).map(|mut edited| {
+                    edited.message.push_str(&by);
+                    edited
+                })
+            },
         );
         match changed {
             Ok(changed) => Ok(changed),
