@@ -11,6 +11,7 @@ pub const BY_HEADER: &str = "x-cutover-by";
 pub const REASON_HEADER: &str = "x-cutover-reason";
 
 /// The longest text kept from each header.
+#[cfg(feature = "server")]
 const MAX_LEN: usize = 120;
 
 /// What to append to a generation's message for the request's

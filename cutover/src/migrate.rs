@@ -624,24 +624,8 @@ mod tests {
 
     fn in_progress(phase: Phase) -> Migration {
         Migration {
-            name: "www.example.test.".into(),
-            from: vec!["198.18.0.2".into()],
-            old: "198.18.0.2".into(),
-            to: "198.18.0.3".into(),
-            port: 80,
-            new_port: 80,
-            original_ttl: 300,
-            move_ttl: 60,
-            rule: "cutover-www.example.test".into(),
             phase,
-            ttl_lowered_at: None,
-            flipped_at: None,
-            quiet_since: None,
-            max_cache: 86400,
-            quiet_period: 600,
-            reverse_on: None,
-            redirect_on_at: None,
-            busy_at_end: false,
+            ..crate::migration::tests::planned(300, 60)
         }
     }
 

@@ -275,10 +275,12 @@ pub fn now() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn planned(original_ttl: u32, move_ttl: u32) -> Migration {
+    /// A migration of www.example.test. from 198.18.0.2 to .3, planned,
+    /// with these TTLs: for the tests of every module.
+    pub(crate) fn planned(original_ttl: u32, move_ttl: u32) -> Migration {
         Migration {
             name: "www.example.test.".into(),
             from: vec!["198.18.0.2".into()],

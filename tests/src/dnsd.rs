@@ -240,6 +240,22 @@ impl Drop for Dnsd {
     }
 }
 
+/// A copy of the workspace at `ws`, history and all, as `cp -a` makes it.
+pub fn copy_of(ws: &Path) -> Result<DnsdWorkspace> {
+    let copy = DnsdWorkspace::new()?;
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", ws.display()))
+        .arg(format!("{}/", copy.path().display()))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(copy)
+}
+
 /// Copies the example workspace's `example.test` zone (the one the README
 /// and the demo use) into workspace `ws`.
 pub fn add_example_zone(ws: &Path) -> Result<()> {

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail, ensure};
 use cutover_control_api::contract::{Change, Rule};
 use cutover_tests::bins;
 use cutover_tests::bpffs::Bpffs;
-use cutover_tests::dnsd::{Dnsd, DnsdWorkspace, check, kdig_short, loopback};
+use cutover_tests::dnsd::{Dnsd, DnsdWorkspace, check, copy_of, kdig_short, loopback};
 use cutover_tests::dnsd_api::{ApiDnsd, Response};
 use cutover_tests::process::wait_until;
 use cutover_tests::redirector::Redirector;
@@ -117,22 +117,6 @@ fn two_generations(ws: &DnsdWorkspace, dnsd_ip: u8, padding: usize) -> Result<()
     ensure!(set_api(SECOND.api)? == 4);
     ensure!(dnsd.stop()?, "dnsd did not stop cleanly");
     Ok(())
-}
-
-/// A copy of `ws`, history and all, as `cp -a` makes it.
-fn copy_of(ws: &Path) -> Result<DnsdWorkspace> {
-    let copy = DnsdWorkspace::new()?;
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", ws.display()))
-        .arg(format!("{}/", copy.path().display()))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "cp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(copy)
 }
 
 /// The three files the commit changes.

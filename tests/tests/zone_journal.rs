@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use cutover_control_api::contract::Change;
-use cutover_tests::dnsd::{Dnsd, DnsdWorkspace, check, loopback};
+use cutover_tests::dnsd::{Dnsd, DnsdWorkspace, check, copy_of, loopback};
 use cutover_tests::dnsd_api::ApiDnsd;
 use cutover_tests::process::wait_until;
 use cutover_tests::tmpfs::Tmpfs;
@@ -110,22 +110,6 @@ fn settled(root: &Path, v: u32) -> bool {
     let file = fs::read_to_string(root.join("zones/example.test.zone")).unwrap_or_default();
     let journal = workspace(root).map_or(u64::MAX, |ws| ws.journal(ORIGIN).size());
     file.contains(&format!("\"v{v}-00-")) && journal <= MAX_JOURNAL
-}
-
-/// A copy of `ws`, history and all, as `cp -a` makes it.
-fn copy_of(ws: &Path) -> Result<DnsdWorkspace> {
-    let copy = DnsdWorkspace::new()?;
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", ws.display()))
-        .arg(format!("{}/", copy.path().display()))
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "cp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(copy)
 }
 
 /// What a restart makes of a workspace dnsd died on: `dnsd check` passes,

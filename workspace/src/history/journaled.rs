@@ -384,6 +384,14 @@ mod tests {
         .number
     }
 
+    fn assert_no_hand_edits(ws: &Workspace) {
+        let generations = ws.generations().unwrap();
+        assert!(
+            !generations.iter().any(|g| g.message.contains("hand edits")),
+            "{generations:?}"
+        );
+    }
+
     fn add(ws: &Workspace, n: u8) -> u64 {
         ws.append_change(
             "example.test.",
@@ -416,12 +424,7 @@ mod tests {
         assert_eq!(ws.generation(6).unwrap().message, "add 3");
         assert!(ws.has_copy(5) && !ws.has_copy(6));
         // The journal's changes are not hand edits of the zone file.
-        assert!(
-            !ws.generations()
-                .unwrap()
-                .iter()
-                .any(|g| g.message.contains("hand edits"))
-        );
+        assert_no_hand_edits(&ws);
     }
 
     #[test]
@@ -489,12 +492,7 @@ mod tests {
         assert!(!ws.root().join("zones/inc/a.inc").exists());
         assert_eq!(ws.live_files().unwrap(), copy);
         // Nothing edited by hand along the way.
-        assert!(
-            !ws.generations()
-                .unwrap()
-                .iter()
-                .any(|g| g.message.contains("hand edits"))
-        );
+        assert_no_hand_edits(&ws);
     }
 
     #[test]
