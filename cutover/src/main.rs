@@ -147,7 +147,11 @@ enum Command {
     /// migrate that ended with clients still arriving).
     Retire(migrate::RetireArgs),
     /// Services, migrations, redirects and their counters, the workspace generation.
-    Status,
+    Status {
+        /// One JSON document instead of lines for a terminal.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -156,7 +160,7 @@ fn main() {
         Command::Migrate(args) => migrate::run(&cli.apis, args),
         Command::Rollback(args) => migrate::rollback(&cli.apis, args),
         Command::Retire(args) => migrate::retire(&cli.apis, args),
-        Command::Status => status::run(&cli.apis),
+        Command::Status { json } => status::run(&cli.apis, json),
     };
     if let Err(e) = result {
         eprintln!("cutover: {e:#}");

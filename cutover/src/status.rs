@@ -1,68 +1,76 @@
-//! `cutover status`: what is served, what is moving, what the old host sees.
+//! `cutover status`: what is served, what is moving, what the old host
+//! sees — gathered once into a [`Report`], printed for a terminal (lines
+//! that fit 80 columns) or, with `--json`, as one JSON document.
 
 use anyhow::Result;
+use serde::Serialize;
 
 use crate::Apis;
+use crate::api::{Service, Stats};
+use crate::lease::Holder;
+use crate::migration::Migration;
 
-pub fn run(apis: &Apis) -> Result<()> {
+/// Everything `status` shows.
+#[derive(Serialize)]
+pub struct Report {
+    pub dns: String,
+    pub services: Vec<Service>,
+    /// The workspace generation in force, if any: number and message.
+    pub generation: Option<(u64, String)>,
+    pub state_dir: String,
+    pub migrations: Vec<MigrationReport>,
+    pub redirectors: Vec<RedirectorReport>,
+}
+
+#[derive(Serialize)]
+pub struct MigrationReport {
+    #[serde(flatten)]
+    pub record: Migration,
+    /// Who holds the service's lease, and whether it still runs.
+    pub lease: Option<Holder>,
+    pub lease_live: bool,
+}
+
+#[derive(Serialize)]
+pub struct RedirectorReport {
+    /// "old host", or the new host of a reverse redirect.
+    pub host: String,
+    pub url: String,
+    pub stats: Option<Stats>,
+    pub error: Option<String>,
+}
+
+pub fn run(apis: &Apis, json: bool) -> Result<()> {
+    let report = gather(apis)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", text(&report));
+    }
+    Ok(())
+}
+
+fn gather(apis: &Apis) -> Result<Report> {
     let dns = apis.dns()?;
-    println!("services (dnsd at {}):", dns.0.base);
-    for s in dns.services()? {
-        println!(
-            "  {:<32} ttl {:>6}  {}",
-            s.name,
-            s.ttl,
-            s.addresses.join(", ")
-        );
+    let services = dns.services()?;
+    let generation = dns
+        .generations()?
+        .into_iter()
+        .find(|g| g.current)
+        .map(|g| (g.number, g.message));
+    let now = crate::migration::now();
+    let mut migrations = Vec::new();
+    for record in apis.store().all()? {
+        let lease = crate::lease::Lease::read(apis.state_dir.as_path(), &record.name)?;
+        migrations.push(MigrationReport {
+            lease_live: lease.as_ref().is_some_and(|h| h.is_live(now)),
+            lease,
+            record,
+        });
     }
-    match dns.generations()?.iter().find(|g| g.current) {
-        Some(g) => println!("workspace generation {}: {}", g.number, g.message),
-        None => println!("workspace generation: none recorded yet"),
-    }
-
-    let migrations = apis.store().all()?;
-    println!("migrations ({}):", apis.state_dir.display());
-    if migrations.is_empty() {
-        println!("  none");
-    }
-    for m in &migrations {
-        println!("  {:<32} {} -> {}  {:?}", m.name, m.old, m.to, m.phase);
-        match crate::lease::Lease::read(apis.state_dir.as_path(), &m.name)? {
-            Some(h) if h.is_live(crate::migration::now()) => println!(
-                "  {:<32} being changed by {} (lease until {})",
-                "",
-                h.describe(),
-                crate::migration::clock(h.expires)
-            ),
-            Some(h) => println!(
-                "  {:<32} stale lease of {} (it no longer runs; the next command takes it)",
-                "",
-                h.describe()
-            ),
-            None => {}
-        }
-        if m.busy_at_end {
-            println!(
-                "  {:<32} clients still arrived at {} when --max-cache ran out: its redirect stays on until `cutover retire {}`",
-                "", m.old, m.name
-            );
-        }
-        if let Some(url) = &m.reverse_on {
-            println!(
-                "  {:<32} reverse redirect {}:{} -> {}:{} (rule {}) on {url}; the next `cutover migrate {}` removes it",
-                "",
-                m.to,
-                m.new_port,
-                m.old,
-                m.port,
-                m.reverse_rule(),
-                m.name
-            );
-        }
-    }
-
     // The old host's redirects, then those of every new host a rollback put
     // a reverse redirect on (see `loops`).
+    let mut redirectors = Vec::new();
     for (i, url) in crate::loops::known_redirectors(apis, &apis.store())?
         .iter()
         .enumerate()
@@ -70,34 +78,238 @@ pub fn run(apis: &Apis) -> Result<()> {
         let host = if i == 0 {
             "old host"
         } else {
-            "reverse redirects, new host"
+            "new host, reverse redirects"
         };
-        match apis.redirector_at(url)?.stats() {
-            Ok(stats) => {
-                println!("redirects ({host} at {url}):");
-                if stats.rules.is_empty() {
-                    println!("  none");
-                }
-                for r in stats.rules {
-                    println!(
-                        "  {:<24} {} -> {}  {:.1} new flows/s, {} active flows, {} clients, {} flows in all{}",
-                        r.name,
-                        r.from,
-                        r.to,
-                        r.new_flows_per_s,
-                        r.active_flows,
-                        r.distinct_clients,
-                        r.new_flows,
-                        if r.draining {
-                            " (removed, draining)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-            }
-            Err(e) => println!("redirects ({host} at {url}): not available: {e:#}"),
+        let (stats, error) = match apis.redirector_at(url)?.stats() {
+            Ok(stats) => (Some(stats), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        redirectors.push(RedirectorReport {
+            host: host.to_string(),
+            url: url.clone(),
+            stats,
+            error,
+        });
+    }
+    Ok(Report {
+        dns: dns.0.base.clone(),
+        services,
+        generation,
+        state_dir: apis.state_dir.display().to_string(),
+        migrations,
+        redirectors,
+    })
+}
+
+/// The report for a terminal: each line within 80 columns but for names
+/// and URLs longer than the space they are given.
+fn text(r: &Report) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("services (dnsd at {}):", r.dns));
+    for s in &r.services {
+        line(format!(
+            "  {:<32} ttl {:>6}  {}",
+            s.name,
+            s.ttl,
+            s.addresses.join(", ")
+        ));
+    }
+    match &r.generation {
+        Some((n, message)) => line(format!("workspace generation {n}: {message}")),
+        None => line("workspace generation: none recorded yet".into()),
+    }
+    line(format!("migrations ({}):", r.state_dir));
+    if r.migrations.is_empty() {
+        line("  none".into());
+    }
+    for m in &r.migrations {
+        let rec = &m.record;
+        line(format!(
+            "  {}  {} -> {}  {:?}",
+            rec.name, rec.old, rec.to, rec.phase
+        ));
+        match &m.lease {
+            Some(h) if m.lease_live => line(format!(
+                "    being changed by {} (lease until {})",
+                h.describe(),
+                crate::migration::clock(h.expires)
+            )),
+            Some(h) => line(format!(
+                "    stale lease of {} (it no longer runs; the next command takes it)",
+                h.describe()
+            )),
+            None => {}
+        }
+        if rec.busy_at_end {
+            line(format!(
+                "    clients still arrived at {} when --max-cache ran out:",
+                rec.old
+            ));
+            line(format!(
+                "    its redirect stays on until `cutover retire {}`",
+                rec.name
+            ));
+        }
+        if let Some(url) = &rec.reverse_on {
+            line(format!(
+                "    reverse redirect {}:{} -> {}:{} (rule {}) on {url};",
+                rec.to,
+                rec.new_port,
+                rec.old,
+                rec.port,
+                rec.reverse_rule()
+            ));
+            line(format!(
+                "    the next `cutover migrate {}` removes it",
+                rec.name
+            ));
         }
     }
-    Ok(())
+    for red in &r.redirectors {
+        let Some(stats) = &red.stats else {
+            line(format!(
+                "redirects ({} at {}): not available: {}",
+                red.host,
+                red.url,
+                red.error.as_deref().unwrap_or("")
+            ));
+            continue;
+        };
+        line(format!("redirects ({} at {}):", red.host, red.url));
+        if stats.rules.is_empty() {
+            line("  none".into());
+        }
+        for rule in &stats.rules {
+            let draining = if rule.draining {
+                "  (removed, draining)"
+            } else {
+                ""
+            };
+            line(format!(
+                "  {}  {} -> {}{draining}",
+                rule.name, rule.from, rule.to
+            ));
+            line(format!(
+                "    {:.1} new flows/s, {} active flows, {} clients, {} flows in all",
+                rule.new_flows_per_s, rule.active_flows, rule.distinct_clients, rule.new_flows
+            ));
+            let mut packets = format!(
+                "    packets: {} forwarded, {} replies",
+                rule.fwd_packets, rule.reply_packets
+            );
+            if rule.nat_failures > 0 {
+                packets.push_str(&format!(", {} refused a NAT port", rule.nat_failures));
+            }
+            if rule.evictions > 0 {
+                packets.push_str(&format!(", {} flows evicted", rule.evictions));
+            }
+            line(packets);
+            if !rule.drops.is_empty() {
+                let drops: Vec<String> = rule
+                    .drops
+                    .iter()
+                    .map(|(why, n)| format!("{n} {why}"))
+                    .collect();
+                line(format!("    dropped: {}", drops.join(", ")));
+            }
+            if black_hole(rule) {
+                line("    WARNING: connections are forwarded and nothing comes back:".into());
+                line(format!("    does {} answer the old host?", rule.to));
+            }
+        }
+    }
+    out
+}
+
+/// Forwarded connections with no reply at all: NEW drops or does not
+/// route back what the old host sends it.
+fn black_hole(rule: &cutover_control_api::contract::RuleStats) -> bool {
+    rule.new_flows > 0 && rule.fwd_packets > 0 && rule.reply_packets == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_control_api::contract::RuleStats;
+
+    fn rule(fwd: u64, replies: u64) -> RuleStats {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "cutover-www.example.test", "from": "198.18.0.2:80",
+            "to": "198.18.0.3:80", "draining": false, "new_flows_per_s": 12.5,
+            "active_flows": 3, "active_clients": 2, "distinct_clients": 2, "new_flows": 40,
+            "fwd_packets": fwd, "fwd_bytes": 0, "reply_packets": replies, "reply_bytes": 0,
+            "sent_back": 0, "redirected": 0, "nat_failures": 0, "evictions": 0, "expired": 0,
+            "passes": {}, "drops": {"drop_no_route": 4}
+        }))
+        .expect("every field of RuleStats")
+    }
+
+    fn report(rules: Vec<RuleStats>) -> Report {
+        Report {
+            dns: "http://127.0.0.1:8053".into(),
+            services: vec![],
+            generation: Some((
+                7,
+                "set www.example.test. to 198.18.0.3 (by alice@ops)".into(),
+            )),
+            state_dir: "/var/lib/cutover".into(),
+            migrations: vec![MigrationReport {
+                record: crate::migration::tests::planned(300, 60),
+                lease: None,
+                lease_live: false,
+            }],
+            redirectors: vec![RedirectorReport {
+                host: "old host".into(),
+                url: "http://198.18.0.2:8054".into(),
+                stats: Some(Stats {
+                    iface: "eth0".into(),
+                    daemon_pid: 1,
+                    daemon_running: true,
+                    sample_seconds: 1.0,
+                    rules,
+                    unmatched: Default::default(),
+                }),
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn replies_and_drops_stand_beside_the_requests_and_a_black_hole_is_flagged() {
+        let shown = text(&report(vec![rule(900, 880)]));
+        assert!(shown.contains("3 active flows"), "{shown}");
+        assert!(
+            shown.contains("packets: 900 forwarded, 880 replies"),
+            "{shown}"
+        );
+        assert!(shown.contains("dropped: 4 drop_no_route"), "{shown}");
+        assert!(!shown.contains("WARNING"), "{shown}");
+        let hole = text(&report(vec![rule(900, 0)]));
+        assert!(
+            hole.contains("WARNING: connections are forwarded and nothing comes back"),
+            "{hole}"
+        );
+        for l in shown.lines().chain(hole.lines()) {
+            assert!(
+                l.chars().count() <= 80,
+                "{} columns: {l}",
+                l.chars().count()
+            );
+        }
+    }
+
+    #[test]
+    fn the_json_holds_the_same_report() {
+        let json = serde_json::to_value(report(vec![rule(900, 0)])).unwrap();
+        assert_eq!(
+            json["redirectors"][0]["stats"]["rules"][0]["reply_packets"],
+            0
+        );
+        assert_eq!(json["migrations"][0]["name"], "www.example.test.");
+        assert_eq!(json["generation"][0], 7);
+    }
 }
