@@ -128,10 +128,17 @@ fn text(r: &Report) -> String {
     }
     for m in &r.migrations {
         let rec = &m.record;
-        line(format!(
-            "  {}  {} -> {}  {:?}",
-            rec.name, rec.old, rec.to, rec.phase
-        ));
+        line(format!("  {}  {} -> {}", rec.name, rec.old, rec.to));
+        line(format!("    {}", phase_in_words(rec)));
+        for (what, at) in [
+            ("TTL lowered", rec.ttl_lowered_at),
+            ("redirect on", rec.redirect_on_at),
+            ("record flipped", rec.flipped_at),
+        ] {
+            if let Some(at) = at {
+                line(format!("    {what:<15} {}", crate::migration::clock(at)));
+            }
+        }
         match &m.lease {
             Some(h) if m.lease_live => line(format!(
                 "    being changed by {} (lease until {})",
@@ -225,6 +232,22 @@ fn text(r: &Report) -> String {
     out
 }
 
+/// Where a migration stands, said as an operator would.
+fn phase_in_words(m: &Migration) -> String {
+    use crate::migration::Phase;
+    match m.phase {
+        Phase::Planned => "planned: nothing changed yet".into(),
+        Phase::TtlLowered => format!(
+            "TTL lowered to {} s: waiting for caches of the old TTL to expire",
+            m.move_ttl
+        ),
+        Phase::Redirecting => format!("redirecting {} to {}: the record flips next", m.old, m.to),
+        Phase::Flipped => format!("record flipped: {} drains through its redirect", m.old),
+        Phase::Done => "done: the TTL is back, the old host may go".into(),
+        Phase::RolledBack => "rolled back to the old addresses".into(),
+    }
+}
+
 /// Forwarded connections with no reply at all: NEW drops or does not
 /// route back what the old host sends it.
 fn black_hole(rule: &cutover_control_api::contract::RuleStats) -> bool {
@@ -282,6 +305,7 @@ mod tests {
     fn replies_and_drops_stand_beside_the_requests_and_a_black_hole_is_flagged() {
         let shown = text(&report(vec![rule(900, 880)]));
         assert!(shown.contains("3 active flows"), "{shown}");
+        assert!(shown.contains("planned: nothing changed yet"), "{shown}");
         assert!(
             shown.contains("packets: 900 forwarded, 880 replies"),
             "{shown}"
