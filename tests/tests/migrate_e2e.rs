@@ -459,6 +459,81 @@ fn a_migration_to_an_unreachable_host_refuses_to_flip() -> Result<()> {
     Ok(())
 }
 
+/// NEW lets the old host's other addresses in but refuses OLD's own, the
+/// address the redirector rewrites forwarded connections to (a firewall
+/// written for the old release's address, say). The probe from the old
+/// host connects from that address, so migrate refuses before anything
+/// moves (issue 11, item 4); a probe from the host's default address
+/// would have passed, and every forwarded request failed.
+#[test]
+fn a_new_host_refusing_the_old_address_is_found_before_anything_moves() -> Result<()> {
+    let m = Mission::start(2)?;
+    // The old host's own connections leave from a second address...
+    m.net
+        .old
+        .ip(&["addr", "add", "198.18.0.12/24", "dev", "eth0"])?;
+    m.net.old.ip(&[
+        "route",
+        "replace",
+        "198.18.0.0/24",
+        "dev",
+        "eth0",
+        "proto",
+        "kernel",
+        "scope",
+        "link",
+        "src",
+        "198.18.0.12",
+    ])?;
+    // ...and NEW refuses connections from OLD's address only.
+    m.net
+        .new
+        .exec("nft", &["add", "table", "inet", "cutover_test"])?;
+    m.net.new.exec(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "cutover_test",
+            "input",
+            "{ type filter hook input priority 0 ; }",
+        ],
+    )?;
+    m.net.new.exec(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "cutover_test",
+            "input",
+            "ip",
+            "saddr",
+            OLD_IP,
+            "tcp",
+            "dport",
+            "80",
+            "reject",
+            "with",
+            "tcp",
+            "reset",
+        ],
+    )?;
+    let out = m.cutover(&[
+        "migrate", NAME, "--to", NEW_IP, "--ttl", "2", "--quiet", "1s",
+    ])?;
+    ensure!(!out.status.success(), "it went ahead: {}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("does not accept connections from the old host's 198.18.0.2"),
+        "{err}"
+    );
+    ensure!(m.resolve() == OLD_IP, "the record moved anyway");
+    ensure!(get(&m.net.client.name, OLD_IP) == Ok(OLD_BODY.to_string()));
+    Ok(())
+}
+
 #[test]
 fn an_interrupted_migration_resumes_where_it_stopped() -> Result<()> {
     // A TTL above the move's: cutover lowers it and waits the old one out,
