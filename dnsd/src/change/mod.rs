@@ -317,9 +317,8 @@ fn check_names(origin: &Name, records: &[Record], above: &[Record]) -> Vec<Strin
     all.dedup_by_key(|r| zone_edit::record_line(r));
     let entries: Vec<name_rules::Entry> = all
         .iter()
-        .enumerate()
-        .map(|(i, r)| name_rules::Entry {
-            line: i + 1,
+        .map(|r| name_rules::Entry {
+            line: 0,
             file: 0,
             owner: r.name.clone(),
             rtype: r.record_type(),
@@ -336,26 +335,9 @@ fn check_names(origin: &Name, records: &[Record], above: &[Record]) -> Vec<Strin
     problems.extend(
         name_rules::check(origin, &entries)
             .into_iter()
-            .map(|p| strip_lines(&p.message)),
+            .map(|p| p.message),
     );
     problems
-}
-
-/// A rule's message without the line numbers of the entries it cites,
-/// which here are not lines of a file.
-fn strip_lines(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(i) = rest.find(" on line ") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + " on line ".len()..];
-        let digits = tail
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        rest = &tail[digits..];
-    }
-    out.push_str(rest);
-    out.replace(" (line ", " (").replace(" ()", "")
 }
 
 /// Origins of the zones of `serving` inside `origin`.

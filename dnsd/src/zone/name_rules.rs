@@ -26,7 +26,9 @@ type Hasher = foldhash::fast::RandomState;
 /// target of a CNAME or DNAME.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The line the record's entry starts on (1-based).
+    /// The line the record's entry starts on (1-based); 0 for a record
+    /// that is not in a file (a change checked at its names), whose
+    /// problems then cite no line.
     pub line: usize,
     /// Which file of the zone (the zone file, or an `$INCLUDE`d one).
     pub file: usize,
@@ -98,22 +100,23 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             at.reported = true;
             let message = if owner == origin {
                 format!(
-                    "{owner}: CNAME at the zone apex (line {}), beside its SOA and NS \
-                     records: a CNAME must be alone at its name (RFC 1034 §3.6.2)",
-                    cname.line
+                    "{owner}: CNAME at the zone apex{}, beside its SOA and NS records: a \
+                     CNAME must be alone at its name (RFC 1034 §3.6.2)",
+                    at_line(cname)
                 )
             } else if other.rtype == RecordType::DNAME {
                 format!(
-                    "{owner}: DNAME and CNAME at the same name (CNAME on line {}, DNAME on \
-                     line {}): a DNAME never shares its name with a CNAME (RFC 6672 §2.4)",
-                    cname.line, other.line
+                    "{owner}: DNAME and CNAME at the same name ({}, {}): a DNAME never \
+                     shares its name with a CNAME (RFC 6672 §2.4)",
+                    on_line("CNAME", cname),
+                    on_line("DNAME", other)
                 )
             } else {
                 format!(
-                    "{owner}: CNAME and other data at the same name (CNAME on line {}, {} on \
-                     line {}): a CNAME must be alone at its name (RFC 1034 §3.6.2, \
-                     RFC 2181 §10.1)",
-                    cname.line, other.rtype, other.line
+                    "{owner}: CNAME and other data at the same name ({}, {}): a CNAME must \
+                     be alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1)",
+                    on_line("CNAME", cname),
+                    on_line(other.rtype, other)
                 )
             };
             problems.push(Problem {
@@ -131,10 +134,10 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                 line: e.line,
                 file: e.file,
                 message: format!(
-                    "{owner}: DNAME and NS at the same name (DNAME on line {}, NS on line {}): \
-                     below the apex a DNAME cannot share its name with a delegation \
-                     (RFC 6672 §2.3)",
-                    dname.line, ns.line
+                    "{owner}: DNAME and NS at the same name ({}, {}): below the apex a \
+                     DNAME cannot share its name with a delegation (RFC 6672 §2.3)",
+                    on_line("DNAME", dname),
+                    on_line("NS", ns)
                 ),
             });
         }
@@ -158,9 +161,11 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                         line: first.line,
                         file: first.file,
                         message: format!(
-                            "{}: data below the DNAME at {} (line {}): no name may exist \
-                             below a DNAME (RFC 6672 §2.3)",
-                            first.owner, dname.owner, dname.line
+                            "{}: data below the DNAME at {}{}: no name may exist below a \
+                             DNAME (RFC 6672 §2.3)",
+                            first.owner,
+                            dname.owner,
+                            at_line(dname)
                         ),
                     });
                     break;
@@ -188,12 +193,29 @@ fn at_most_one<'e>(slot: &mut Option<&'e Entry>, e: &'e Entry, rfc: &str) -> Opt
         line: e.line,
         file: e.file,
         message: format!(
-            "{owner}: multiple {rtype}s at the same name (this one{}, another on line {}): a \
-             name has at most one {rtype} ({rfc})",
+            "{owner}: multiple {rtype}s at the same name (this one{}, {}): a name has at \
+             most one {rtype} ({rfc})",
             target_text(e),
-            first.line
+            on_line("another", first)
         ),
     })
+}
+
+/// `what`, and the line of entry `e` if it has one: "CNAME on line 6".
+/// Entries checked outside a file (a change at a few names) have line 0.
+fn on_line(what: impl std::fmt::Display, e: &Entry) -> String {
+    match e.line {
+        0 => what.to_string(),
+        line => format!("{what} on line {line}"),
+    }
+}
+
+/// " (line 6)" for entry `e`, or nothing when it has no line.
+fn at_line(e: &Entry) -> String {
+    match e.line {
+        0 => String::new(),
+        line => format!(" (line {line})"),
+    }
 }
 
 /// The earliest entry recorded at a name.
@@ -257,6 +279,35 @@ ns1 IN A 198.18.0.53
             .into_iter()
             .map(|p| (p.line, p.message))
             .collect()
+    }
+
+    #[test]
+    fn entries_without_a_line_are_cited_without_one() {
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let text = format!(
+            "{HEAD}a IN CNAME b\na IN A 198.18.0.1\nd IN DNAME e.test.\nx.d IN A 198.18.0.2\n"
+        );
+        let mut entries = scan(&text, &origin);
+        for e in &mut entries {
+            e.line = 0;
+        }
+        let messages: Vec<String> = check(&origin, &entries)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("CNAME and other data at the same name (CNAME, A)")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("data below the DNAME at d.example.test.: no name")),
+            "{messages:?}"
+        );
+        assert!(!messages.iter().any(|m| m.contains("line")), "{messages:?}");
     }
 
     #[test]
