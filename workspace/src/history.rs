@@ -574,10 +574,7 @@ impl Workspace {
             // The copy is the zone whole at n: no later changeset may be
             // replayed on top of it once it is live again.
             let newest = jnl.newest()?.unwrap_or(0).max(from);
-            let body = bytes[journal::header_len(bytes)..].to_vec();
-            let mut text = journal::sync_header(newest, &body).into_bytes();
-            text.extend_from_slice(&body);
-            *bytes = text;
+            *bytes = journal::reheaded(newest, bytes);
         }
         let changes = self.changes_to(&target)?;
         self.commit(&changes, message, |_| Ok(()))

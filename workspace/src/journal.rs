@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A zone's state is its file plus its journal: the zone file's first line
-//! may be a *sync header* that dnsd writes (`sync_header`), naming the
+//! may be a *sync header* that dnsd writes (`headed`), naming the
 //! generation the file was written at and a hash of the rest of it; when
 //! the header is there and the hash matches, the changesets after that
 //! generation are applied on top (`Journal::read`). A file without a valid
@@ -311,14 +311,24 @@ fn frame_at(bytes: &[u8], at: usize) -> Option<(Changeset, usize)> {
 /// and an editor read the file as it is.
 const HEADER: &str = "; cutover: written from the journal at generation ";
 
-/// The first line of a zone file that dnsd writes at generation `n` with
-/// `body` below it: names the generation and a hash of the body, so that
-/// an edit below it shows (see the module doc).
-pub fn sync_header(n: u64, body: &[u8]) -> String {
-    format!(
+/// The zone file dnsd writes holding the zone at generation `n`: `body`
+/// below a first line that names the generation and a hash of the body, so
+/// that an edit below it shows (see the module doc).
+pub fn headed(n: u64, body: &[u8]) -> Vec<u8> {
+    let mut text = format!(
         "{HEADER}{n}, sha256 {} (an edit below this line makes it a hand edit)\n",
         hex(&Sha256::digest(body))
     )
+    .into_bytes();
+    text.extend_from_slice(body);
+    text
+}
+
+/// `text` (a zone file, with a sync header or without) headed as holding
+/// the zone at generation `n` instead, its body unchanged: for a copy that
+/// holds the zone whole, so that no changeset before `n` replays onto it.
+pub fn reheaded(n: u64, text: &[u8]) -> Vec<u8> {
+    headed(n, without_header(text))
 }
 
 /// The generation a zone file was written at by dnsd, if its first line
@@ -336,7 +346,7 @@ pub fn synced_at(text: &[u8]) -> Option<u64> {
 }
 
 /// The length of `text`'s sync header line, 0 without a valid one.
-pub fn header_len(text: &[u8]) -> usize {
+fn header_len(text: &[u8]) -> usize {
     if synced_at(text).is_none() {
         return 0;
     }
@@ -447,8 +457,9 @@ mod tests {
     #[test]
     fn the_sync_header_matches_only_its_own_body() {
         let body = b"$ORIGIN example.test.\nwww 60 IN A 198.18.0.1\n";
-        let mut text = sync_header(42, body).into_bytes();
-        text.extend_from_slice(body);
+        let text = headed(42, body);
+        assert_eq!(without_header(&text), body);
+        assert_eq!(synced_at(&reheaded(43, &text)), Some(43));
         assert_eq!(synced_at(&text), Some(42));
         let edited = String::from_utf8(text.clone())
             .unwrap()

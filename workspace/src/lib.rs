@@ -41,9 +41,7 @@ pub use history::{
     FileChange, Files, Generation, HISTORY_DIR, HistoryError, PreparedSync, Settled, Settlement,
     ZoneSource,
 };
-pub use journal::{
-    Changeset, Entries, Journal, header_len, sync_header, synced_at, without_header,
-};
+pub use journal::{Changeset, Entries, Journal, headed, reheaded, synced_at, without_header};
 pub use pidfile::PidFile;
 pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};

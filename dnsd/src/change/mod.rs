@@ -414,8 +414,7 @@ fn through_file<E>(
     let body = zone_edit::render(&served.origin, &records, author).map_err(ChangeError::Failed)?;
     // Every changeset so far is in the body: none may replay onto it.
     let newest = ws.newest_number().map_err(ChangeError::Commit)?;
-    let mut text = cutover_workspace::sync_header(newest, body.as_bytes());
-    text.push_str(&body);
+    let text = cutover_workspace::headed(newest, body.as_bytes());
     zone_edit::commit(ws, &zone_file, text, &edited.message)
         .map(|generation| {
             Some(Change {

@@ -111,8 +111,7 @@ fn compact(ws: &Workspace, origin: &str, max_bytes: u64) -> Result<usize, String
     let records = at_generation(ws, origin, through)?;
     let origin_name = Name::from_ascii(origin).map_err(|e| format!("{origin}: {e}"))?;
     let body = zone_edit::render(&origin_name, &records, WRITER)?;
-    let mut base = cutover_workspace::sync_header(through, body.as_bytes()).into_bytes();
-    base.extend_from_slice(body.as_bytes());
+    let base = cutover_workspace::headed(through, body.as_bytes());
     ws.compact_journal(origin, &base, through)
         .map_err(|e| e.to_string())
 }
@@ -184,19 +183,14 @@ pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
             // The copy holds the zone at n as written: keep its bytes (a
             // header is renewed, so that no later changeset replays).
             if cutover_workspace::synced_at(held).is_some() {
-                let body = cutover_workspace::without_header(held).to_vec();
-                let mut text = cutover_workspace::sync_header(newest, &body).into_bytes();
-                text.extend_from_slice(&body);
-                *held = text;
+                *held = cutover_workspace::reheaded(newest, held);
             }
             continue;
         }
         let records = at_generation(ws, &zf.origin, n)?;
         let origin = Name::from_ascii(&zf.origin).map_err(|e| format!("{}: {e}", zf.origin))?;
         let body = zone_edit::render(&origin, &records, &format!("dnsd, rollback to {n}"))?;
-        let mut text = cutover_workspace::sync_header(newest, body.as_bytes()).into_bytes();
-        text.extend_from_slice(body.as_bytes());
-        files.insert(rel, text);
+        files.insert(rel, cutover_workspace::headed(newest, body.as_bytes()));
     }
     ws.changes_to(&files).map_err(|e| e.to_string())
 }

@@ -96,7 +96,7 @@ pub fn render(origin: &Name, records: &[Record], writer: &str) -> Result<String,
 pub fn commit(
     workspace: &Workspace,
     zone_file: &ZoneFile,
-    text: String,
+    text: Vec<u8>,
     message: &str,
 ) -> Result<Generation, HistoryError> {
     let Some(file_name) = zone_file.path.file_name() else {
@@ -104,7 +104,7 @@ pub fn commit(
     };
     let change = FileChange {
         path: Path::new(ZONES_DIR).join(file_name),
-        content: Some(text.into_bytes()),
+        content: Some(text),
     };
     workspace.commit(&[change], message, validator(workspace))
 }

@@ -142,8 +142,7 @@ impl Workspace {
     ) -> Result<PreparedSync, HistoryError> {
         let rel = self.zone_rel(origin);
         let target = live_target(self.root(), &rel);
-        let mut text = journal::sync_header(at, body).into_bytes();
-        text.extend_from_slice(body);
+        let text = journal::headed(at, body);
         let temp = sync_temp(&target);
         durable::prepare_as(&temp, &target, &text, false)?;
         Ok(PreparedSync { rel, target, temp })
@@ -198,8 +197,7 @@ impl Workspace {
             return Ok(Some(at));
         }
         let at = self.newest_number()?;
-        let mut text = journal::sync_header(at, &body).into_bytes();
-        text.extend_from_slice(&body);
+        let text = journal::headed(at, &body);
         drop(body);
         let seen = self.seen_as_live()?;
         fault::step("sync", &target, || {
@@ -600,8 +598,7 @@ mod tests {
         assert!(src.path.starts_with(ws.generation_root(whole)));
         let b = add(&ws, 2);
         let body = format!("{ZONE}www 60 IN A 198.18.0.1\nwww 60 IN A 198.18.0.2\n");
-        let mut base = journal::sync_header(b, body.as_bytes()).into_bytes();
-        base.extend_from_slice(body.as_bytes());
+        let base = journal::headed(b, body.as_bytes());
         assert_eq!(ws.compact_journal("example.test.", &base, b).unwrap(), 2);
         let c = add(&ws, 3);
         assert_eq!(ws.compacted_through("example.test."), Some(b));
