@@ -116,8 +116,7 @@ enum Step {
 /// A request whose signature verified, with its key.
 struct Authenticated {
     sig: Signature,
-    /// `None` only on the way to a BADKEY answer.
-    key: Option<TsigKey>,
+    key: TsigKey,
     /// When it was received (Unix seconds).
     now: u64,
 }
@@ -135,11 +134,7 @@ impl Authenticated {
             rcode,
             signing: Signing::Key {
                 key_name: self.sig.key_name.clone(),
-                secret: self
-                    .key
-                    .as_ref()
-                    .map(|k| k.secret.clone())
-                    .unwrap_or_default(),
+                secret: self.key.secret.clone(),
                 request_mac: self.sig.tsig.mac.clone(),
                 time,
                 error,
@@ -374,11 +369,14 @@ impl Updater {
                 return Err(unsigned(ResponseCode::ServFail));
             }
         };
+        // RFC 8945 §5.2: the key first, then the MAC, then the time.
+        let Some(key) = config.tsig_key(&sig.key_name.to_ascii()).cloned() else {
+            debug!(%src, key = %sig.key_name, "refused an UPDATE signed with an unknown key");
+            return Err(error_only(&sig, TsigError::BadKey));
+        };
         let now = unix_now();
-        let key = config.tsig_key(&sig.key_name.to_ascii()).cloned();
         let auth = Authenticated { sig, key, now };
-        let secret = auth.key.as_ref().map(|k| k.secret.as_slice());
-        match tsig::verify(request.as_slice(), &auth.sig, secret, now) {
+        match tsig::verify(request.as_slice(), &auth.sig, Some(&auth.key.secret), now) {
             Ok(()) => {}
             Err(TsigError::BadTime) => {
                 debug!(%src, key = %auth.sig.key_name, signed = auth.sig.tsig.time, now, "refused an UPDATE signed outside the fudge");
@@ -388,10 +386,6 @@ impl Updater {
                 debug!(%src, key = %auth.sig.key_name, ?error, "refused an UPDATE with a bad key or MAC");
                 return Err(error_only(&auth.sig, error));
             }
-        }
-        if auth.key.is_none() {
-            // `verify` answered BADKEY without a key.
-            return Err(error_only(&auth.sig, TsigError::BadKey));
         }
         Ok(auth)
     }
@@ -424,7 +418,7 @@ impl Updater {
                 return Some(unsigned(ResponseCode::ServFail));
             }
         }
-        let key = auth.key.as_ref()?;
+        let key = &auth.key;
         let zone = request
             .queries
             .queries()
