@@ -236,8 +236,9 @@ fn through_journal<E>(
     }
     let mut checked: Vec<Record> = served.iter().filter(|r| from_service(r)).cloned().collect();
     checked.extend(after.iter().cloned());
-    // Named as the operator knows them, relative to the workspace.
-    let zone_file = ws.zone_rel(origin);
+    // Named as the operator knows it, relative to the workspace (a listing
+    // of zones/, only for a change that is refused).
+    let zone_file = || ws.zone_rel(origin);
     let mut errors: Vec<ConfigError> = services
         .iter()
         .filter(|s| {
@@ -252,7 +253,7 @@ fn through_journal<E>(
                 format!(
                     "service {} cannot be served from {}: the zone gives it a CNAME",
                     s.name,
-                    zone_file.display()
+                    zone_file().display()
                 ),
             );
             e.line = Some(s.line);
@@ -262,7 +263,7 @@ fn through_journal<E>(
     errors.extend(
         check_names(&zone.origin, &checked, &above)
             .into_iter()
-            .map(|m| ConfigError::file(&zone_file, m)),
+            .map(|m| ConfigError::file(&zone_file(), m)),
     );
     if !errors.is_empty() {
         return Err(ChangeError::Commit(HistoryError::Invalid(ConfigErrors(
