@@ -335,6 +335,19 @@ fn failures(samples: &[Sample]) -> Vec<&Sample> {
     samples.iter().filter(|s| s.body.is_err()).collect()
 }
 
+/// No request of `samples` failed; else how many did, and the first few.
+fn none_failed(samples: &[Sample]) -> Result<()> {
+    let failed = failures(samples);
+    ensure!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        samples.len(),
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 fn count(samples: &[Sample], ip: &str, body: &str) -> usize {
     samples
         .iter()
@@ -697,13 +710,7 @@ fn a_rollback_to_a_dead_old_server_is_refused() -> Result<()> {
     refused(&out, "does not accept connections")?;
     ensure!(m.served() == (NEW_IP.to_string(), 2), "{:?}", m.served());
     ensure!(m.phase() == "done", "the record says {:?}", m.phase());
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(3).collect::<Vec<_>>()
-    );
+    none_failed(&samples)?;
     Ok(())
 }
 
@@ -799,13 +806,7 @@ fn a_migration_after_a_reverse_rollback_does_not_loop() -> Result<()> {
     let samples = load.finish();
     let out = out?;
     ensure!(out.status.success(), "migrate failed: {}", describe(&out));
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(3).collect::<Vec<_>>()
-    );
+    none_failed(&samples)?;
     ensure!(
         count(&samples, OLD_IP, NEW_BODY) > 0,
         "nothing was forwarded"
@@ -960,13 +961,7 @@ fn a_rollback_while_migrate_drains_is_not_undone() -> Result<()> {
         m.phase()
     );
     ensure!(m.served() == (OLD_IP.to_string(), 2), "{:?}", m.served());
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(3).collect::<Vec<_>>()
-    );
+    none_failed(&samples)?;
     Ok(())
 }
 
@@ -1030,13 +1025,7 @@ fn a_short_quiet_is_measured_only_after_a_full_window() -> Result<()> {
         last - ended,
         describe(&out)
     );
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(3).collect::<Vec<_>>()
-    );
+    none_failed(&samples)?;
     Ok(())
 }
 
@@ -1085,13 +1074,7 @@ fn max_cache_running_out_with_clients_still_arriving_keeps_the_redirect() -> Res
         last_to_old(&samples).is_some() && count(&samples, OLD_IP, NEW_BODY) > 0,
         "no client was forwarded"
     );
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(3).collect::<Vec<_>>()
-    );
+    none_failed(&samples)?;
 
     let out = m.cutover(&["retire", NAME])?;
     ensure!(out.status.success(), "retire failed: {}", describe(&out));
