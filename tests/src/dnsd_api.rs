@@ -87,6 +87,14 @@ impl ApiDnsd {
         self.daemon.as_ref().map_or(0, Daemon::pid)
     }
 
+    /// Sends SIGHUP.
+    pub fn reload(&self) -> Result<()> {
+        match &self.daemon {
+            Some(d) => d.signal(1),
+            None => bail!("dnsd is not running"),
+        }
+    }
+
     /// The token dnsd created in the workspace at start.
     pub fn default_token(&self) -> Result<String> {
         let path = self.workspace.join(".cutover/api-token");

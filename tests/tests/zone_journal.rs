@@ -316,3 +316,67 @@ fn a_rollback_reaches_across_a_compaction_and_the_journal_keeps_its_limit() -> R
     );
     Ok(())
 }
+
+/// An operator edits a zone file that dnsd has not yet rewritten from its
+/// journal (the file still holds an older version under dnsd's header),
+/// then reloads: the edit is the zone whole, as the README says, and the
+/// next change records it as a generation of its own before it builds on
+/// it — so that what was live can be rolled back to — and survives a
+/// kill -9.
+#[test]
+fn a_hand_edit_of_a_file_the_journal_is_ahead_of_is_kept_as_its_own_generation() -> Result<()> {
+    let ws = DnsdWorkspace::new()?;
+    ws.toml(&format!(
+        "[history]\nzonefile_sync = 3600\njournal_max_bytes = {MAX_JOURNAL}\n"
+    ))?;
+    ws.zone(ORIGIN, &zone())?;
+    let mut dnsd = ApiDnsd::start(&ws, loopback(175), &[])?;
+    let token = dnsd.default_token()?;
+    let run = |dnsd: &ApiDnsd| -> Result<()> {
+        ensure!(put(dnsd, &token, 1)?.is_some());
+        ensure!(served(dnsd.dns)? == 1);
+        // The file still holds version 0 (its rewrite is an hour away).
+        let file = ws.path().join("zones/example.test.zone");
+        let mut text = fs::read_to_string(&file)?;
+        ensure!(text.contains("\"v0-00-"), "the file was rewritten already");
+        text.push_str("note 60 IN TXT \"edited by hand\"\n");
+        fs::write(&file, &text)?;
+        dnsd.reload()?;
+        ensure!(
+            wait_until(Duration::from_secs(10), || served(dnsd.dns)
+                .is_ok_and(|v| v == 0)),
+            "the hand edit is not served"
+        );
+        let hand_edit = put(dnsd, &token, 2)?.context("the change after the hand edit")?;
+        let generations = workspace(ws.path())?.generations()?;
+        let recorded = generations
+            .iter()
+            .find(|g| g.number < hand_edit && g.message.contains("hand edits"))
+            .with_context(|| format!("the hand edit is no generation: {generations:?}"))?;
+        let copy = workspace(ws.path())?.generation_files(recorded.number)?;
+        ensure!(
+            copy[Path::new("zones/example.test.zone")] == text.as_bytes(),
+            "generation {} is not the file as edited",
+            recorded.number
+        );
+        Ok(())
+    };
+    run(&dnsd).map_err(|e| e.context(dnsd.log()))?;
+    dnsd.kill();
+    let restarted = Dnsd::start(&ws, loopback(176))?;
+    ensure!(
+        served(restarted.addr)? == 2,
+        "the last change after a restart"
+    );
+    let note = Command::new("kdig")
+        .arg(format!("@{}", restarted.addr.ip()))
+        .args(["-p", &restarted.addr.port().to_string(), "+short"])
+        .args(["note.example.test.", "TXT"])
+        .output()?;
+    ensure!(
+        String::from_utf8_lossy(&note.stdout).trim() == "\"edited by hand\"",
+        "the hand edit after a restart: {}",
+        String::from_utf8_lossy(&note.stdout)
+    );
+    Ok(())
+}

@@ -325,10 +325,19 @@ pub fn headed(n: u64, body: &[u8]) -> Vec<u8> {
 }
 
 /// `text` (a zone file, with a sync header or without) headed as holding
-/// the zone at generation `n` instead, its body unchanged: for a copy that
-/// holds the zone whole, so that no changeset before `n` replays onto it.
+/// the zone at generation `n` instead, its body unchanged: for a file that
+/// holds the zone whole (a copy, a file written by hand), so that no
+/// changeset before `n` replays onto it. A stale header — an edit below it
+/// broke its hash — goes too, rather than linger as a comment.
 pub fn reheaded(n: u64, text: &[u8]) -> Vec<u8> {
-    headed(n, without_header(text))
+    let body = match text.strip_prefix(HEADER.as_bytes()) {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(&[][..], |eol| &rest[eol + 1..]),
+        None => text,
+    };
+    headed(n, body)
 }
 
 /// The generation a zone file was written at by dnsd, if its first line

@@ -99,13 +99,7 @@ impl Workspace {
     ) -> Result<Generation, HistoryError> {
         let _lock = self.lock()?;
         self.settle_locked()?;
-        // Hand edits of any file are recorded first, as a generation of
-        // their own, so that the generation before this one is restorable
-        // as it was live.
-        if !self.seen_as_live()? {
-            self.import_hand_edits()?;
-            self.stamp_live();
-        }
+        self.record_hand_edits()?;
         let number = self.newest_number()? + 1;
         let sequence = self.history_dir().join(SEQUENCE_FILE);
         fault::step("reserve", &sequence, || {
@@ -196,18 +190,29 @@ impl Workspace {
         if let Some(at) = journal::synced_at(&body) {
             return Ok(Some(at));
         }
+        // The file is an operator's: once it carries a valid header it is
+        // no hand edit any more, so it is recorded as one first.
+        self.record_hand_edits()?;
         let at = self.newest_number()?;
-        let text = journal::headed(at, &body);
+        let text = journal::reheaded(at, &body);
         drop(body);
-        let seen = self.seen_as_live()?;
         fault::step("sync", &target, || {
             let temp = durable::prepare_as(&sync_temp(&target), &target, &text, false)?;
             durable::rename_into_place(&temp, &target)
         })?;
-        if seen {
-            self.stamp_one(&rel, &target);
-        }
+        self.stamp_one(&rel, &target);
         Ok(Some(at))
+    }
+
+    /// With the lock held: hand edits of any file since the history last
+    /// saw the live files are recorded as a generation of their own, so
+    /// that every generation stays restorable as it was live.
+    fn record_hand_edits(&self) -> Result<(), HistoryError> {
+        if !self.seen_as_live()? {
+            self.import_hand_edits()?;
+            self.stamp_live();
+        }
+        Ok(())
     }
 
     /// Prepares and installs a rewrite at once (`prepare_sync`).
@@ -513,6 +518,46 @@ mod tests {
             ws.rollback(made[0], "x"),
             Err(HistoryError::NoSuchGeneration(_))
         ));
+    }
+
+    #[test]
+    fn a_hand_edit_below_a_stale_header_is_its_own_generation_before_it_is_adopted() {
+        let (_d, ws) = ws();
+        commit(&ws, "dnsd.toml", "");
+        // dnsd takes the hand-written file into the journal's keeping and
+        // appends a change to it...
+        let at = ws
+            .adopt_zone_file("example.test.", || true)
+            .unwrap()
+            .unwrap();
+        let n = add(&ws, 1);
+        let file = ws.root().join("zones/example.test.zone");
+        let adopted = fs::read(&file).unwrap();
+        assert_eq!(journal::synced_at(&adopted), Some(at));
+        // ...the operator edits the file before it is rewritten, keeping
+        // the header line, which no longer matches...
+        let edited = [&adopted[..], b"note 60 IN TXT \"hand\"\n"].concat();
+        fs::write(&file, &edited).unwrap();
+        // ...and dnsd, reading it as written by hand, takes it again.
+        ws.adopt_zone_file("example.test.", || true)
+            .unwrap()
+            .unwrap();
+        let generations = ws.generations().unwrap();
+        let hand = generations
+            .iter()
+            .find(|g| g.number > n && g.message.contains("hand edits"))
+            .unwrap_or_else(|| panic!("the hand edit is no generation: {generations:?}"));
+        assert_eq!(
+            ws.generation_files(hand.number).unwrap()[Path::new("zones/example.test.zone")],
+            edited
+        );
+        // The stale header is not kept below the new one.
+        let live = fs::read_to_string(&file).unwrap();
+        assert_eq!(
+            live.matches("; cutover: written from the journal").count(),
+            1,
+            "{live}"
+        );
     }
 
     #[test]
