@@ -433,3 +433,59 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok(ticks as f64 / per_second)
 }
+
+/// A burst of clients larger than the TCP cap, each from a port the kernel
+/// chose, all connecting and then all asking at once: every one is answered, the ones past the cap
+/// after a short wait in the backlog (a newcomer closes only a connection
+/// that has been idle a while, never one about to ask). The build before
+/// answered the cap's worth and closed the rest unanswered.
+#[test]
+fn a_burst_of_tcp_clients_past_the_cap_is_answered_whole() -> Result<()> {
+    use std::sync::{Arc, Barrier};
+    const CAP: usize = 40;
+    const CLIENTS: usize = 300;
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", ZONE)?;
+    ws.toml(&format!("[server]\ntcp_connections = {CAP}\n"))?;
+    let dnsd = Dnsd::start(&ws, loopback(40))?;
+    let query = {
+        let q = query_packet(7, "www.example.test.", 1, false);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        framed
+    };
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (start, query, addr) = (Arc::clone(&start), query.clone(), dnsd.addr);
+            std::thread::spawn(move || -> bool {
+                let ask = || -> std::io::Result<Vec<u8>> {
+                    let connected = TcpStream::connect_timeout(&addr, Duration::from_secs(10));
+                    // All connected (past the cap, in the backlog), then all
+                    // asking: as a crowd arrives, not one at a time.
+                    start.wait();
+                    let mut c = connected?;
+                    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    c.write_all(&query)?;
+                    let mut len = [0u8; 2];
+                    c.read_exact(&mut len)?;
+                    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                    c.read_exact(&mut reply)?;
+                    Ok(reply)
+                };
+                ask().is_ok_and(|r| header(&r).is_some_and(|h| h.rcode == 0 && h.id == 7))
+            })
+        })
+        .collect();
+    let answered = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or(false))
+        .filter(|&ok| ok)
+        .count();
+    anyhow::ensure!(
+        answered == CLIENTS,
+        "{answered} of {CLIENTS} clients answered with a cap of {CAP}; log:\n{}",
+        dnsd.log()
+    );
+    Ok(())
+}

@@ -9,8 +9,9 @@
 //!   default half the descriptors dnsd may open, which it raises to its
 //!   hard limit at start); the rest are for everything else;
 //! - at the cap, a new connection takes the place of the one that has been
-//!   idle longest (as servers do under load, RFC 7766 §6.2.3), so that
-//!   clients holding connections open cannot keep new ones out;
+//!   idle longest, if it has been idle a second (as servers do under load,
+//!   RFC 7766 §6.2.3), so that clients holding connections open cannot
+//!   keep new ones out, while a burst of clients waits its turn;
 //! - a connection idle for `idle` is closed, and a query must arrive whole
 //!   within `QUERY_READ` once its length has;
 //! - an accept that fails for want of descriptors or memory backs off
@@ -137,8 +138,9 @@ pub async fn serve(
         let handler = handler.clone();
         let table = Arc::clone(&table);
         let shutdown = shutdown.clone();
+        // Registered before the next accept, so that it can be evicted.
+        let (id, evicted) = table.register();
         tokio::spawn(async move {
-            let (id, evicted) = table.register();
             tokio::select! {
                 () = connection(stream, src, handler, limits.idle, &table, id) => {}
                 () = evicted.notified() => debug!(%src, "closed the longest idle TCP connection for a new one"),
@@ -176,7 +178,7 @@ async fn connection(
         let Ok(Ok(len)) = tokio::time::timeout(idle, read.read_u16()).await else {
             return;
         };
-        table.touch(id);
+        table.set_busy(id, true);
         let mut query = vec![0u8; usize::from(len)];
         let Ok(Ok(_)) = tokio::time::timeout(QUERY_READ, read.read_exact(&mut query)).await else {
             return;
@@ -209,7 +211,7 @@ async fn connection(
                 }
             }
         }
-        table.touch(id);
+        table.set_busy(id, false);
     }
 }
 
@@ -250,13 +252,27 @@ impl ResponseHandler for TcpReply {
     }
 }
 
-/// The open connections: a slot each, and when each last had a query, so
-/// that at the cap the one idle longest can be closed.
+/// The open connections: a slot each, and since when each has waited for
+/// a query, so that at the cap the one idle longest can be closed.
 struct Connections {
     slots: Arc<Semaphore>,
     next: AtomicU64,
-    open: Mutex<HashMap<u64, (Instant, Arc<Notify>)>>,
+    open: Mutex<HashMap<u64, Open>>,
 }
+
+/// One open connection.
+struct Open {
+    /// Since when it has waited for a query; `None` while it reads or
+    /// answers one (never closed for a new connection then).
+    idle_since: Option<Instant>,
+    close: Arc<Notify>,
+}
+
+/// How long a connection must have waited for a query before a new one may
+/// take its place: a burst of clients larger than the cap then waits its
+/// turn in the kernel's backlog, each answered as slots free, instead of
+/// each newcomer closing one that was about to ask.
+const EVICT_AFTER: Duration = Duration::from_secs(1);
 
 impl Connections {
     fn new(max: usize) -> Self {
@@ -267,47 +283,57 @@ impl Connections {
         }
     }
 
-    /// A free slot; at the cap, the connection idle longest is told to
-    /// close, and its slot is taken when it has.
+    /// A free slot; at the cap, the connection idle longest (for at least
+    /// `EVICT_AFTER`) is told to close, and its slot is taken when it has.
     async fn slot(&self) -> tokio::sync::OwnedSemaphorePermit {
         loop {
             if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
                 return slot;
             }
-            let oldest = self.open.lock().ok().and_then(|open| {
+            let now = Instant::now();
+            let idlest = self.open.lock().ok().and_then(|open| {
                 open.values()
-                    .min_by_key(|(at, _)| *at)
-                    .map(|(_, n)| Arc::clone(n))
+                    .filter_map(|o| Some((o.idle_since?, &o.close)))
+                    .filter(|(since, _)| now.duration_since(*since) >= EVICT_AFTER)
+                    .min_by_key(|(since, _)| *since)
+                    .map(|(_, close)| Arc::clone(close))
             });
-            if let Some(close) = oldest {
+            if let Some(close) = idlest {
                 close.notify_one();
             }
-            match tokio::time::timeout(
-                Duration::from_secs(1),
-                Arc::clone(&self.slots).acquire_owned(),
-            )
-            .await
+            let wait = Duration::from_millis(100);
+            if let Ok(Ok(slot)) =
+                tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await
             {
-                Ok(Ok(slot)) => return slot,
-                _ => continue,
+                return slot;
             }
         }
     }
 
+    /// A new connection, idle until its first query arrives.
     fn register(&self) -> (u64, Arc<Notify>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let notify = Arc::new(Notify::new());
+        let close = Arc::new(Notify::new());
         if let Ok(mut open) = self.open.lock() {
-            open.insert(id, (Instant::now(), Arc::clone(&notify)));
+            let idle_since = Some(Instant::now());
+            open.insert(
+                id,
+                Open {
+                    idle_since,
+                    close: Arc::clone(&close),
+                },
+            );
         }
-        (id, notify)
+        (id, close)
     }
 
-    fn touch(&self, id: u64) {
+    /// Connection `id` reads or answers a query (`busy`), or waits for the
+    /// next one.
+    fn set_busy(&self, id: u64, busy: bool) {
         if let Ok(mut open) = self.open.lock()
-            && let Some((at, _)) = open.get_mut(&id)
+            && let Some(o) = open.get_mut(&id)
         {
-            *at = Instant::now();
+            o.idle_since = (!busy).then(Instant::now);
         }
     }
 
