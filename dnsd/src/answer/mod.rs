@@ -28,9 +28,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
-use self::rotate::Window;
 use crate::snapshot::{Lookup, Node, RrSet, Snapshot, Zone, ZoneLookup, wire_len};
 use crate::zone::dname::{self, Substitution};
+use crate::zone::name_key;
 use crate::zone::name_key::NameKey;
 
 /// Longest CNAME chain followed inside a zone, as a guard against loops
@@ -52,59 +52,37 @@ pub struct Context {
     pub rotation: u64,
 }
 
-/// The parts of a response. Records are borrowed from the snapshot, except
-/// those synthesized from a wildcard, which the response owns.
+/// The parts of a response: its records, decoded from the snapshot's wire
+/// form as the answer is chosen (the UDP fast path copies that form and
+/// never gets here), and how they divide into sections and RRsets.
 #[derive(Debug)]
-pub struct Response<'s> {
+pub struct Response {
     pub rcode: ResponseCode,
     pub authoritative: bool,
-    pub answer: Section<'s>,
-    pub authority: Section<'s>,
-    pub additional: Section<'s>,
-    synthesized: Vec<Record>,
+    pub answer: Section,
+    pub authority: Section,
+    pub additional: Section,
+    records: Vec<Record>,
 }
 
-/// The records of one section, as windows over the snapshot's RRsets.
+/// The records of one section, as RRsets of the response's records.
 #[derive(Debug, Default)]
-pub struct Section<'s> {
+pub struct Section {
     /// One part per RRset, in the order they are sent.
-    parts: Vec<Part<'s>>,
+    parts: Vec<Part>,
     wire_len: usize,
 }
 
 /// One RRset of a section.
 #[derive(Debug)]
-struct Part<'s> {
-    records: Source<'s>,
+struct Part {
+    records: Range<usize>,
     /// Glue that a referral must carry whole, or be truncated (RFC 9471
     /// §3); every other RRset of the additional section is optional.
     required: bool,
 }
 
-#[derive(Debug)]
-enum Source<'s> {
-    Set(&'s [Record], Window),
-    /// A range of the response's own synthesized records.
-    Synthesized(Range<usize>),
-}
-
-impl<'s> Part<'s> {
-    fn set(records: &'s [Record], window: Window) -> Self {
-        Self {
-            records: Source::Set(records, window),
-            required: false,
-        }
-    }
-
-    fn synthesized(range: Range<usize>) -> Self {
-        Self {
-            records: Source::Synthesized(range),
-            required: false,
-        }
-    }
-}
-
-impl Section<'_> {
+impl Section {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
@@ -121,7 +99,7 @@ impl Section<'_> {
     }
 }
 
-impl<'s> Response<'s> {
+impl Response {
     fn new(rcode: ResponseCode, authoritative: bool) -> Self {
         Self {
             rcode,
@@ -129,83 +107,65 @@ impl<'s> Response<'s> {
             answer: Section::default(),
             authority: Section::default(),
             additional: Section::default(),
-            synthesized: Vec::new(),
+            records: Vec::new(),
         }
     }
 
     /// The records of `section` (one of this response's) in order.
-    pub fn records<'r>(&'r self, section: &'r Section<'s>) -> Records<'r, 's> {
-        Records {
-            parts: &section.parts,
-            synthesized: &self.synthesized,
-            part: 0,
-            index: 0,
-        }
+    pub fn records<'r>(&'r self, section: &'r Section) -> impl Iterator<Item = &'r Record> + 'r {
+        (0..section.len()).flat_map(move |i| self.rrset(section, i))
     }
 
     /// The records of RRset number `i` of `section` (none past its end).
-    pub fn rrset<'r>(&'r self, section: &'r Section<'s>, i: usize) -> Records<'r, 's> {
-        Records {
-            parts: section.parts.get(i..=i).unwrap_or_default(),
-            synthesized: &self.synthesized,
-            part: 0,
-            index: 0,
-        }
+    pub fn rrset<'r>(&'r self, section: &'r Section, i: usize) -> &'r [Record] {
+        section
+            .parts
+            .get(i)
+            .and_then(|p| self.records.get(p.records.clone()))
+            .unwrap_or_default()
     }
 
-    fn push(section: &mut Section<'s>, set: &'s RrSet, window: Window) {
-        section.parts.push(Part::set(&set.records, window));
-        section.wire_len += set.wire_len;
+    /// Adds `records` to `section` as one RRset.
+    fn push(&mut self, section: Which, records: impl Iterator<Item = Record>, required: bool) {
+        let start = self.records.len();
+        self.records.extend(records);
+        let range = start..self.records.len();
+        let wire_len = wire_len(&self.records[range.clone()]);
+        let section = match section {
+            Which::Answer => &mut self.answer,
+            Which::Authority => &mut self.authority,
+            Which::Additional => &mut self.additional,
+        };
+        section.wire_len += wire_len;
+        section.parts.push(Part {
+            records: range,
+            required,
+        });
     }
 
     /// Adds the addresses of the names `set` points at; in a referral
     /// (`glue`), those of in-domain name servers are required.
-    fn push_additional(&mut self, set: &'s RrSet, glue: bool) {
+    fn push_additional(&mut self, set: &RrSet, glue: bool) {
         for add in set.additional.iter() {
-            let all = Window {
-                start: 0,
-                take: add.records.len(),
-            };
-            let mut part = Part::set(&add.records, all);
-            part.required = glue && add.required;
-            self.additional.parts.push(part);
-            self.additional.wire_len += add.wire_len;
+            let all = add.set.all(&add.owner);
+            self.push(Which::Additional, all.into_iter(), glue && add.required);
         }
     }
 
-    /// Adds `set` to the answer, rotated, owned by `owner` as asked: the
-    /// records are copied only when their stored owner differs from it —
-    /// a wildcard, or a name asked in another case (clients that randomize
-    /// case check that the answer echoes theirs).
-    fn answer_with(&mut self, set: &'s RrSet, owner: &Name, cx: Context, cap: usize) {
-        let window = rotate::window(set.rtype, set.records.len(), cx.rotation, cap);
-        if set.records.first().is_none_or(|r| r.name.eq_case(owner)) {
-            Self::push(&mut self.answer, set, window);
-        } else {
-            let start = self.synthesized.len();
-            self.synthesized
-                .extend(rotate::iter(&set.records, window).map(|r| {
-                    let mut r = r.clone();
-                    r.name = owner.clone();
-                    r
-                }));
-            let range = start..self.synthesized.len();
-            self.answer.wire_len += wire_len(&self.synthesized[range.clone()]);
-            self.answer.parts.push(Part::synthesized(range));
-        }
+    /// Adds `set` to the answer, rotated, owned by `owner` as asked (which
+    /// echoes the asker's case, as clients that randomize it check).
+    fn answer_with(&mut self, set: &RrSet, owner: &Name, cx: Context, cap: usize) {
+        let window = rotate::window(set.rtype, set.len(), cx.rotation, cap);
+        self.push(Which::Answer, set.records(owner, window), false);
     }
 
-    fn negative(&mut self, zone: &'s Zone, rcode: ResponseCode) {
+    /// Adds the zone's SOA to the authority section, owned by the apex as
+    /// `name` (a name in the zone, as asked) writes it.
+    fn negative(&mut self, zone: &Zone, name: &Name, rcode: ResponseCode) {
         self.rcode = rcode;
-        let soa = &zone.negative_soa;
-        Self::push(
-            &mut self.authority,
-            soa,
-            Window {
-                start: 0,
-                take: soa.records.len(),
-            },
-        );
+        let apex = name.trim_to(zone.origin.iter().count());
+        let soa = zone.negative_soa.all(&apex);
+        self.push(Which::Authority, soa.into_iter(), false);
     }
 
     /// Whether a CNAME owned by `name` is already in the answer: a loop.
@@ -220,52 +180,24 @@ impl<'s> Response<'s> {
     }
 }
 
-/// Iterator over the records of one section.
-pub struct Records<'r, 's> {
-    parts: &'r [Part<'s>],
-    synthesized: &'r [Record],
-    part: usize,
-    index: usize,
-}
-
-impl<'r> Iterator for Records<'r, '_> {
-    type Item = &'r Record;
-
-    fn next(&mut self) -> Option<&'r Record> {
-        loop {
-            let (len, record) = match &self.parts.get(self.part)?.records {
-                Source::Set(records, w) => (
-                    w.take,
-                    records.get((w.start + self.index) % records.len().max(1)),
-                ),
-                Source::Synthesized(range) => {
-                    (range.len(), self.synthesized.get(range.start + self.index))
-                }
-            };
-            if self.index < len {
-                self.index += 1;
-                if record.is_some() {
-                    return record;
-                }
-            } else {
-                self.part += 1;
-                self.index = 0;
-            }
-        }
-    }
+/// A section of a response, to add to.
+#[derive(Clone, Copy)]
+enum Which {
+    Answer,
+    Authority,
+    Additional,
 }
 
 /// What to do after answering at one name.
-enum Step<'s> {
+enum Step {
     Done,
-    /// Follow a CNAME to this in-zone name.
-    Follow(&'s Name),
-    /// Follow a CNAME synthesized from a DNAME to this in-zone name.
-    Rewritten(Name),
+    /// Follow a CNAME (or one synthesized from a DNAME) to this in-zone
+    /// name.
+    Follow(Name),
 }
 
 /// Answers `q` from `snapshot`.
-pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Response<'s> {
+pub fn answer(snapshot: &Snapshot, q: &Question<'_>, cx: Context) -> Response {
     let refused = || Response::new(ResponseCode::Refused, false);
     if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
         return refused();
@@ -293,30 +225,28 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
             Lookup::Node(node) | Lookup::Wildcard(node) => {
                 at_node(&mut resp, zone, node, &name, q.qtype, cx, snapshot)
             }
-            Lookup::Dname(dname) => below_dname(&mut resp, zone, dname, &name, q.qtype, cx),
-            Lookup::Referral(ns) => {
+            Lookup::Dname { labels, dname } => {
+                below_dname(&mut resp, zone, (labels, dname), &name, q.qtype, cx)
+            }
+            Lookup::Referral { cut, ns } => {
                 // A referral is not an authoritative answer, unless the
                 // zone already answered with a CNAME leading there.
                 if resp.answer.is_empty() {
                     resp.authoritative = false;
                 }
-                let all = Window {
-                    start: 0,
-                    take: ns.records.len(),
-                };
-                Response::push(&mut resp.authority, ns, all);
+                let cut = name.trim_to(name_key::labels(cut));
+                resp.push(Which::Authority, ns.all(&cut).into_iter(), false);
                 resp.push_additional(ns, true);
                 Step::Done
             }
             Lookup::NxDomain => {
-                resp.negative(zone, ResponseCode::NXDomain);
+                resp.negative(zone, &name, ResponseCode::NXDomain);
                 Step::Done
             }
         };
         match step {
             Step::Done => break,
-            Step::Follow(target) => name = Cow::Borrowed(target),
-            Step::Rewritten(target) => name = Cow::Owned(target),
+            Step::Follow(target) => name = Cow::Owned(target),
         }
     }
     resp
@@ -329,7 +259,7 @@ pub fn answer<'s>(snapshot: &'s Snapshot, q: &Question<'_>, cx: Context) -> Resp
 /// NOTAUTH (both peers), and a served zone is REFUSED, the policy refusal of
 /// RFC 5936 §2.2.1 that NSD sends (Knot says NOTAUTH there too) and that
 /// dnsd sends for a transfer over TCP.
-pub fn transfer_over_udp<'s>(snapshot: &'s Snapshot, q: &Question<'_>) -> Response<'s> {
+pub fn transfer_over_udp(snapshot: &Snapshot, q: &Question<'_>) -> Response {
     let rcode = if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
         ResponseCode::Refused
     } else if q.qtype == RecordType::AXFR {
@@ -342,24 +272,20 @@ pub fn transfer_over_udp<'s>(snapshot: &'s Snapshot, q: &Question<'_>) -> Respon
     Response::new(rcode, false)
 }
 
-/// Answers at `name`, a name below the DNAME `set`: the DNAME (owned by
-/// the asked name's suffix, in the case asked) and the CNAME synthesized
-/// from it, with the DNAME's TTL.
-fn below_dname<'s>(
-    resp: &mut Response<'s>,
-    zone: &'s Zone,
-    set: &'s RrSet,
+/// Answers at `name`, a name below the DNAME `set` owned by its ancestor
+/// of `owner_labels` labels: the DNAME (owned by that suffix, in the case
+/// asked) and the CNAME synthesized from it, with the DNAME's TTL.
+fn below_dname(
+    resp: &mut Response,
+    zone: &Zone,
+    (owner_labels, set): (usize, &RrSet),
     name: &Name,
     qtype: RecordType,
     cx: Context,
-) -> Step<'s> {
-    let Some(record) = set.records.first() else {
+) -> Step {
+    let Some(target) = set.data().next().and_then(|d| dname::target_of(&d)) else {
         return Step::Done;
     };
-    let Some(target) = dname::target(record) else {
-        return Step::Done;
-    };
-    let owner_labels = usize::from(record.name.num_labels());
     let owner = name.trim_to(owner_labels);
     resp.answer_with(set, &owner, cx, 0);
     let rewritten = match dname::substitute(name, owner_labels, &target) {
@@ -369,36 +295,34 @@ fn below_dname<'s>(
             return Step::Done;
         }
     };
-    let cname = Record::from_rdata(name.clone(), record.ttl, RData::CNAME(CNAME(rewritten)));
-    let start = resp.synthesized.len();
-    resp.answer.wire_len += wire_len(std::slice::from_ref(&cname));
-    resp.synthesized.push(cname);
-    resp.answer.parts.push(Part::synthesized(start..start + 1));
-    let RData::CNAME(CNAME(rewritten)) = &resp.synthesized[start].data else {
-        return Step::Done;
-    };
     // A target below the DNAME's own owner would be rewritten by the same
     // DNAME again and again: NSD stops after one rewrite, and so does dnsd.
-    let loops = record.name.zone_of(rewritten) || resp.has_cname_at(rewritten);
-    if qtype == RecordType::CNAME || loops || !zone.origin.zone_of(rewritten) {
+    let loops = owner.zone_of(&rewritten) || resp.has_cname_at(&rewritten);
+    let cname = Record::from_rdata(
+        name.clone(),
+        set.ttl,
+        RData::CNAME(CNAME(rewritten.clone())),
+    );
+    resp.push(Which::Answer, std::iter::once(cname), false);
+    if qtype == RecordType::CNAME || loops || !zone.origin.zone_of(&rewritten) {
         return Step::Done;
     }
-    Step::Rewritten(rewritten.clone())
+    Step::Follow(rewritten)
 }
 
-fn at_node<'s>(
-    resp: &mut Response<'s>,
-    zone: &'s Zone,
-    node: &'s Node,
+fn at_node(
+    resp: &mut Response,
+    zone: &Zone,
+    node: &Node,
     owner: &Name,
     qtype: RecordType,
     cx: Context,
     snapshot: &Snapshot,
-) -> Step<'s> {
+) -> Step {
     let cap = snapshot.max_answers;
     if qtype == RecordType::ANY {
         if node.rrsets.is_empty() {
-            resp.negative(zone, ResponseCode::NoError);
+            resp.negative(zone, owner, ResponseCode::NoError);
         }
         if let Some(set) = node.rrsets.first() {
             resp.answer_with(set, owner, cx, cap);
@@ -410,12 +334,11 @@ fn at_node<'s>(
         && let Some(cname) = node.get(RecordType::CNAME)
     {
         resp.answer_with(cname, owner, cx, cap);
-        let target = match cname.records.first().map(|r| &r.data) {
-            Some(RData::CNAME(target)) => &target.0,
-            _ => return Step::Done,
+        let Some(RData::CNAME(target)) = cname.data().next() else {
+            return Step::Done;
         };
-        if zone.origin.zone_of(target) && !resp.has_cname_at(target) {
-            return Step::Follow(target);
+        if zone.origin.zone_of(&target.0) && !resp.has_cname_at(&target.0) {
+            return Step::Follow(target.0);
         }
         return Step::Done;
     }
@@ -424,7 +347,7 @@ fn at_node<'s>(
             resp.answer_with(set, owner, cx, cap);
             resp.push_additional(set, false);
         }
-        None => resp.negative(zone, ResponseCode::NoError),
+        None => resp.negative(zone, owner, ResponseCode::NoError),
     }
     Step::Done
 }
@@ -468,7 +391,7 @@ ns.sub   IN A   198.18.1.53
         Snapshot::build(&ws, None)
     }
 
-    fn ask<'s>(s: &'s Snapshot, name: &str, qtype: RecordType, rotation: u64) -> Response<'s> {
+    fn ask(s: &Snapshot, name: &str, qtype: RecordType, rotation: u64) -> Response {
         let name = Name::from_ascii(name).unwrap();
         let q = Question {
             name: &name,
@@ -478,7 +401,7 @@ ns.sub   IN A   198.18.1.53
         answer(s, &q, Context { rotation })
     }
 
-    fn show(r: &Response<'_>, section: &Section<'_>) -> Vec<String> {
+    fn show(r: &Response, section: &Section) -> Vec<String> {
         r.records(section)
             .map(|rec| {
                 format!(
@@ -783,7 +706,7 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
     #[test]
     fn dname_chains_nxdomain_cname_questions_and_out_of_zone_targets() {
         let s = dname_snapshot();
-        let types = |r: &Response<'_>| -> Vec<String> {
+        let types = |r: &Response| -> Vec<String> {
             r.records(&r.answer)
                 .map(|r| format!("{} {}", r.name, r.record_type()))
                 .collect()
@@ -988,7 +911,7 @@ mttlmx  60 IN MX   20 mail
         assert_eq!(show(&r, &r.authority).len(), 3);
         let glue: Vec<(String, bool)> = (0..r.additional.len())
             .map(|i| {
-                let owner = r.rrset(&r.additional, i).next().unwrap().name.to_string();
+                let owner = r.rrset(&r.additional, i).first().unwrap().name.to_string();
                 (owner, r.additional.is_required(i))
             })
             .collect();
@@ -1014,7 +937,7 @@ mttlmx  60 IN MX   20 mail
     #[test]
     fn rrsets_with_mixed_ttls_are_served_with_the_lowest_on_every_path() {
         let s = edges();
-        let ttls = |r: &Response<'_>, section: &Section<'_>| -> Vec<u32> {
+        let ttls = |r: &Response, section: &Section| -> Vec<u32> {
             r.records(section).map(|rec| rec.ttl).collect()
         };
         let r = ask(&s, "mttl.example.test.", RecordType::A, 0);

@@ -19,7 +19,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::change::{Serve, zone_edit};
 use crate::snapshot::{Lookup, Snapshot, ZoneLookup};
-use crate::zone::name_key::NameKey;
+use crate::zone::name_key::{self, NameKey};
 use crate::zone::records;
 
 /// A service change committed: its generation, and the zone and names to
@@ -124,20 +124,12 @@ fn served_at(
         message,
     };
     match zone.lookup(key.as_bytes(), RecordType::A) {
-        Lookup::Referral(ns) => {
-            let at = ns
-                .records
-                .first()
-                .map(|r| r.name.to_string())
-                .unwrap_or_default();
+        Lookup::Referral { cut, .. } => {
+            let at = name_key::to_name(cut).unwrap_or_default();
             return Err(conflict(format!("it is delegated away at {at}")));
         }
-        Lookup::Dname(d) => {
-            let at = d
-                .records
-                .first()
-                .map(|r| r.name.to_string())
-                .unwrap_or_default();
+        Lookup::Dname { labels, .. } => {
+            let at = name.trim_to(labels);
             return Err(conflict(format!(
                 "it is below the DNAME at {at}, where no name may exist"
             )));

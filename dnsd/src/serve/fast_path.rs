@@ -106,6 +106,20 @@ fn parse(query: &[u8]) -> Option<Parsed> {
     })
 }
 
+/// A record's octets before its RDLENGTH: the owner as a compression
+/// pointer, TYPE, CLASS and TTL.
+const RECORD_HEAD: usize = 2 + 2 + 2 + 4;
+
+/// Appends a record of `set` owned by the name at `pointer`, with `rdata`
+/// (RDLENGTH and RDATA, as `Rdatas` keeps them).
+fn put_record(out: &mut Vec<u8>, pointer: u16, set: &RrSet, rdata: &[u8]) {
+    out.extend_from_slice(&pointer.to_be_bytes());
+    out.extend_from_slice(&u16::from(set.rtype).to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&set.ttl.to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
 /// Answers `query` into `out` if it is one the fast path serves; `out`
 /// then holds the whole response. Takes a number from `rotation` only when
 /// it answers, so that the general path numbers the others.
@@ -134,35 +148,23 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
             }
             Lookup::NxDomain => (3, None, true),
             // Names below a DNAME get a synthesized CNAME: general path.
-            Lookup::Referral(_) | Lookup::Wildcard(_) | Lookup::Dname(_) => return false,
+            Lookup::Referral { .. } | Lookup::Wildcard(_) | Lookup::Dname { .. } => return false,
         };
-
-    let encoded_answer = match answer {
-        Some(set) => match &set.encoded {
-            Some(e) => Some((set, e)),
-            None => return false,
-        },
-        None => None,
-    };
-    let soa_encoded = match (soa, &zone.negative_soa.encoded) {
-        (true, Some(e)) => Some(e),
-        (true, None) => return false,
-        (false, _) => None,
-    };
+    let soa = soa.then_some(&*zone.negative_soa);
 
     // The size does not depend on the rotation (rotated address records all
     // have one length), so a response too big for the client is left to the
     // general path, which truncates it, before a rotation number is taken.
     let cap = snapshot.max_answers;
-    let answer_len = encoded_answer.map_or(0, |(set, e)| {
-        let take = rotate::window(set.rtype, e.len(), 0, cap).take;
-        if take == e.len() {
-            e.byte_len() + 2 * take
-        } else {
-            take * (2 + e.record(0).len())
+    let answer_len = answer.map_or(0, |set| {
+        let take = rotate::window(set.rtype, set.len(), 0, cap).take;
+        match set.rdatas.wire().next() {
+            _ if take == set.len() => set.rdatas.byte_len() + RECORD_HEAD * take,
+            Some(first) => take * (RECORD_HEAD + first.len()),
+            None => 0,
         }
     });
-    let soa_len = soa_encoded.map_or(0, |e| 2 + e.byte_len());
+    let soa_len = soa.map_or(0, |set| RECORD_HEAD + set.rdatas.byte_len());
     let (opt_len, limit) = match q.edns {
         Some((payload, _)) => (11, usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))),
         None => (0, 512),
@@ -170,9 +172,9 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
     if q.question_end + answer_len + soa_len + opt_len > limit {
         return false;
     }
-    let window = encoded_answer.map(|(set, e)| {
+    let window = answer.map(|set| {
         let n = rotation.fetch_add(1, Ordering::Relaxed);
-        (e, rotate::window(set.rtype, e.len(), n, cap))
+        (set, rotate::window(set.rtype, set.len(), n, cap))
     });
 
     out.clear();
@@ -182,26 +184,24 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
     let ancount = window.map_or(0, |(_, w)| w.take) as u16;
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&ancount.to_be_bytes());
-    out.extend_from_slice(&u16::from(soa_encoded.is_some()).to_be_bytes());
+    out.extend_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
     out.extend_from_slice(&query[12..q.question_end]);
-    if let Some((e, w)) = window {
-        let len = e.len();
-        for i in 0..w.take {
+    if let Some((set, w)) = window {
+        for rdata in set.rdatas.window(w) {
             // Owner: a pointer to the question name at offset 12.
-            out.extend_from_slice(&[0xc0, 0x0c]);
-            out.extend_from_slice(e.record((w.start + i) % len));
+            put_record(out, 0xc00c, set, rdata);
         }
     }
-    if let Some(e) = soa_encoded {
+    if let Some(set) = soa {
         // Owner: the apex, a suffix of the question name.
         let apex = wire_len(&zone.origin);
         let Some(offset) = (12 + q.qname_len).checked_sub(apex) else {
             return false;
         };
-        let pointer = 0xc000 | offset as u16;
-        out.extend_from_slice(&pointer.to_be_bytes());
-        out.extend_from_slice(e.record(0));
+        for rdata in set.rdatas.wire() {
+            put_record(out, 0xc000 | offset as u16, set, rdata);
+        }
     }
     if let Some((_, dnssec_ok)) = q.edns {
         out.push(0);

@@ -216,7 +216,7 @@ fn message<'q, 'r>(
     request: &'q Request,
     edns: Option<&'q Edns>,
     metadata: Metadata,
-    resp: &'r Response<'_>,
+    resp: &'r Response,
     fit: &'r Fit,
 ) -> MessageResponse<
     'q,
@@ -226,7 +226,7 @@ fn message<'q, 'r>(
     std::iter::Empty<&'r Record>,
     impl Iterator<Item = &'r Record> + Send + 'r,
 > {
-    let first = |section: &'r Section<'_>, n: usize| {
+    let first = |section: &'r Section, n: usize| {
         (0..section.len().min(n)).flat_map(move |i| resp.rrset(section, i))
     };
     let kept = &fit.additional;
@@ -265,7 +265,7 @@ fn message<'q, 'r>(
 /// Each RRset is encoded as the response will encode it (same compression,
 /// see `response_encoder`), so the sizes are exact; the OPT record keeps
 /// its room. Only responses near the limit pay for this encoding.
-fn choose_fit(question: &[u8], edns: Option<&Edns>, resp: &Response<'_>, limit: usize) -> Fit {
+fn choose_fit(question: &[u8], edns: Option<&Edns>, resp: &Response, limit: usize) -> Fit {
     let nothing = || Fit::truncated(0, 0);
     let opt_len = edns.map_or(Some(0), |edns| {
         let mut opt = Vec::new();
@@ -284,7 +284,7 @@ fn choose_fit(question: &[u8], edns: Option<&Edns>, resp: &Response<'_>, limit: 
     let mut kept = [0usize; 2];
     for (s, section) in [&resp.answer, &resp.authority].into_iter().enumerate() {
         for i in 0..section.len() {
-            if !emit_within(&mut encoder, resp.rrset(section, i), room) {
+            if !emit_within(&mut encoder, resp.rrset(section, i).iter(), room) {
                 return Fit::truncated(kept[0], kept[1]);
             }
             kept[s] += 1;
@@ -293,7 +293,7 @@ fn choose_fit(question: &[u8], edns: Option<&Edns>, resp: &Response<'_>, limit: 
     let mut additional = vec![false; resp.additional.len()];
     let mut truncated = false;
     for (i, keep) in additional.iter_mut().enumerate() {
-        *keep = emit_within(&mut encoder, resp.rrset(&resp.additional, i), room);
+        *keep = emit_within(&mut encoder, resp.rrset(&resp.additional, i).iter(), room);
         truncated |= !*keep && resp.additional.is_required(i);
     }
     Fit {

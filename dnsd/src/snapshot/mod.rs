@@ -12,9 +12,11 @@ use std::sync::Arc;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
-use crate::snapshot::encoded::Encoded;
+use crate::answer::rotate::Window;
+use crate::snapshot::encoded::Rdatas;
 use crate::zone::journal::Replayed;
 use crate::zone::name_key::{self, NameKey};
+use crate::zone::records;
 use crate::zone::{BrokenZone, LoadedWorkspace};
 use cutover_workspace::Stamps;
 
@@ -87,11 +89,13 @@ pub struct Source {
     pub replayed: Replayed,
 }
 
-/// The records at one name.
+/// The records at one name. The name itself is the node's key: records
+/// keep no owner of their own, and an answer owns them by the name asked
+/// (which echoes the asker's case).
 #[derive(Debug, Default, Clone)]
 pub struct Node {
     /// Sorted by type code, so answers to ANY come out in a stable order.
-    pub rrsets: Vec<RrSet>,
+    pub rrsets: Box<[RrSet]>,
     /// The key of the highest zone cut at or above this name (excluding the
     /// apex): a query here is answered with a referral to it.
     delegation: Option<Box<[u8]>>,
@@ -106,41 +110,76 @@ impl Node {
     }
 }
 
-/// The records of one name and type.
+/// The records of one name and type, in wire form: what a zone holds
+/// costs the octets it sends, not a decoded record apiece.
 #[derive(Debug, Clone)]
 pub struct RrSet {
     pub rtype: RecordType,
-    /// The records, all with one TTL: the lowest the zone file gives any of
-    /// them (RFC 2181 §5.2: an RRset whose TTLs differ is treated as if all
-    /// had the lowest; serving that keeps every path — fast path included —
+    /// The TTL of every record: the lowest the zone file gives any of them
+    /// (RFC 2181 §5.2: an RRset whose TTLs differ is treated as if all had
+    /// the lowest; serving that keeps every path — fast path included —
     /// consistent).
-    pub records: Box<[Record]>,
+    pub ttl: u32,
+    pub rdatas: Rdatas,
     /// The address RRsets of the in-zone names this RRset points at (NS,
     /// MX, SRV targets, each A then AAAA, targets in record order): the
     /// glue of a referral, the additional section of an answer.
     pub additional: Box<[Additional]>,
-    /// Encoded size of `records` without name compression: an upper bound
-    /// on what they add to a response.
-    pub wire_len: usize,
-    /// The records pre-encoded for the UDP fast path.
-    pub encoded: Option<Encoded>,
 }
 
 impl RrSet {
-    fn new(mut records: Vec<Record>) -> Self {
-        let rtype = records[0].record_type();
-        if let Some(lowest) = records.iter().map(|r| r.ttl).min() {
-            for r in &mut records {
-                r.ttl = lowest;
-            }
-        }
+    /// The RRset of `records`, which share owner and type. Rdata hickory
+    /// cannot encode (only an update's empty placeholder, which never
+    /// reaches a zone) is left out.
+    fn new(records: &[Record]) -> Self {
+        let rtype = records
+            .first()
+            .map_or(RecordType::NULL, Record::record_type);
+        let wires: Vec<Vec<u8>> = records
+            .iter()
+            .filter_map(|r| records::rdata_wire(&r.data))
+            .collect();
         Self {
             rtype,
-            wire_len: wire_len(&records),
-            encoded: Encoded::new(&records),
-            records: records.into_boxed_slice(),
+            ttl: records.iter().map(|r| r.ttl).min().unwrap_or(0),
+            rdatas: Rdatas::new(wires.iter().map(Vec::as_slice)).unwrap_or_default(),
             additional: Box::default(),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rdatas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rdatas.is_empty()
+    }
+
+    /// The records `w` selects, as hickory records owned by `owner`.
+    pub fn records<'a>(&'a self, owner: &'a Name, w: Window) -> impl Iterator<Item = Record> + 'a {
+        self.rdatas
+            .window(w)
+            .map(move |wire| self.record(owner, &wire[2..]))
+    }
+
+    /// Every record, owned by `owner`.
+    pub fn all(&self, owner: &Name) -> Vec<Record> {
+        let all = Window {
+            start: 0,
+            take: self.len(),
+        };
+        self.records(owner, all).collect()
+    }
+
+    /// Each record's data, decoded.
+    pub fn data(&self) -> impl Iterator<Item = RData> + '_ {
+        self.rdatas
+            .iter()
+            .map(|rdata| records::rdata(self.rtype, rdata))
+    }
+
+    fn record(&self, owner: &Name, rdata: &[u8]) -> Record {
+        Record::from_rdata(owner.clone(), self.ttl, records::rdata(self.rtype, rdata))
     }
 }
 
@@ -150,8 +189,8 @@ impl RrSet {
 /// RFC 1034 §4.3.2 step 6, as NSD and Knot add them).
 #[derive(Debug, Clone)]
 pub struct Additional {
-    pub records: Box<[Record]>,
-    pub wire_len: usize,
+    pub owner: Name,
+    pub set: RrSet,
     /// The target is at or below the owner of an NS set: in a referral this
     /// is the glue of an in-domain name server, which a referral must carry
     /// whole or be truncated (RFC 9471 §3). Glue of other names (sibling
@@ -238,37 +277,33 @@ fn sort_by_owner(records: &mut [Record]) -> OwnerKeys {
     keys
 }
 
-/// The RRsets of one name's records (sorted by type), each in its own
-/// exactly sized allocation.
-fn rrsets_of(mut records: Vec<Record>) -> Vec<RrSet> {
-    let types = 1 + records
-        .windows(2)
-        .filter(|w| w[0].record_type() != w[1].record_type())
-        .count();
-    let mut rrsets = Vec::with_capacity(types);
-    while let Some(last) = records.last() {
-        let rtype = last.record_type();
-        let start = records
-            .iter()
-            .rposition(|r| r.record_type() != rtype)
-            .map_or(0, |i| i + 1);
-        rrsets.push(RrSet::new(records.drain(start..).collect()));
-    }
-    rrsets.reverse();
-    rrsets
+/// The RRsets of one name's records (sorted by type).
+fn rrsets_of(records: &[Record]) -> Box<[RrSet]> {
+    records
+        .chunk_by(|a, b| a.record_type() == b.record_type())
+        .map(RrSet::new)
+        .collect()
 }
 
 /// Where a name leads in its zone.
 pub enum Lookup<'s> {
     /// The name exists and this zone is authoritative for it.
     Node(&'s Node),
-    /// The name is at or below a zone cut: refer to the cut's NS set.
-    Referral(&'s RrSet),
+    /// The name is at or below a zone cut (the key of the cut's name):
+    /// refer to its NS set.
+    Referral {
+        cut: &'s [u8],
+        ns: &'s RrSet,
+    },
     /// The name does not exist, but a wildcard covers it (RFC 4592).
     Wildcard(&'s Node),
-    /// The name is below a DNAME (this RRset, of one record): it is
-    /// rewritten into the DNAME's target (RFC 6672 §3.2).
-    Dname(&'s RrSet),
+    /// The name is below a DNAME (this RRset, of one record, owned by the
+    /// name's ancestor of `labels` labels): it is rewritten into the
+    /// DNAME's target (RFC 6672 §3.2).
+    Dname {
+        labels: usize,
+        dname: &'s RrSet,
+    },
     NxDomain,
 }
 
@@ -471,7 +506,8 @@ impl Zone {
                 k = name_key::parent(p);
             }
             let node = nodes.entry(Box::from(key)).or_default();
-            node.rrsets = rrsets_of(records.drain(start..).collect());
+            node.rrsets = rrsets_of(&records[start..]);
+            records.truncate(start);
             // Give back what the moved records held (large blocks shrink in
             // place), so that the two copies never coexist.
             if records.len() + shrunk_at / 16 < shrunk_at {
@@ -601,16 +637,16 @@ impl Zone {
             // (a wildcard's, for the names it covers).
             let addresses_change = || {
                 [RecordType::A, RecordType::AAAA].iter().any(|&t| {
-                    let was: Vec<&RData> = old
+                    let was: Vec<&[u8]> = old
                         .as_ref()
                         .and_then(|n| n.get(t))
-                        .map_or_else(Vec::new, |s| s.records.iter().map(|r| &r.data).collect());
-                    let will: Vec<&RData> = records
+                        .map_or_else(Vec::new, |s| s.rdatas.iter().collect());
+                    let will: Vec<Vec<u8>> = records
                         .iter()
                         .filter(|r| r.record_type() == t)
-                        .map(|r| &r.data)
+                        .filter_map(|r| records::rdata_wire(&r.data))
                         .collect();
-                    was.len() != will.len() || was.iter().any(|d| !will.contains(d))
+                    was.len() != will.len() || was.iter().any(|d| !will.iter().any(|w| w == d))
                 })
             };
             let pointed_at = next.targets.contains(k) || (is_wildcard && !next.targets.is_empty());
@@ -624,7 +660,7 @@ impl Zone {
                     Some(n) if n.rrsets.is_empty() => {}
                     Some(n) if children > 0 || k == apex => {
                         let ent = Node {
-                            rrsets: Vec::new(),
+                            rrsets: Box::default(),
                             delegation: n.delegation.clone(),
                             children,
                         };
@@ -635,8 +671,8 @@ impl Zone {
                 continue;
             }
             sort_by_owner(&mut records);
-            let mut rrsets = rrsets_of(records);
-            for set in &mut rrsets {
+            let mut rrsets = rrsets_of(&records);
+            for set in rrsets.iter_mut() {
                 let targets: Vec<Box<[u8]>> = targets_of(apex, set).collect();
                 if !targets.is_empty() {
                     let mut all = (*next.targets).clone();
@@ -707,7 +743,7 @@ impl Zone {
                 }
                 None => {
                     let ent = Node {
-                        rrsets: Vec::new(),
+                        rrsets: Box::default(),
                         delegation: self.delegation_above(p, apex),
                         children: 1,
                     };
@@ -743,14 +779,13 @@ impl Zone {
     }
 
     /// Every record at the name with key `key`, as served (services
-    /// applied, each RRset with its one TTL).
+    /// applied, each RRset with its one TTL), owned by the name in lower
+    /// case.
     pub fn records_at(&self, key: &[u8]) -> Vec<Record> {
-        self.node(key).map_or_else(Vec::new, |node| {
-            node.rrsets
-                .iter()
-                .flat_map(|s| s.records.iter().cloned())
-                .collect()
-        })
+        let (Some(node), Some(owner)) = (self.node(key), name_key::to_name(key)) else {
+            return Vec::new();
+        };
+        node.rrsets.iter().flat_map(|s| s.all(&owner)).collect()
     }
 
     /// The DNAME records owned by names strictly above `key` in this zone:
@@ -762,8 +797,10 @@ impl Zone {
         let mut out = Vec::new();
         let mut k = key;
         while let Some(p) = name_key::parent(k) {
-            if let Some(d) = self.node(p).and_then(|n| n.get(RecordType::DNAME)) {
-                out.extend(d.records.iter().cloned());
+            if let Some(d) = self.node(p).and_then(|n| n.get(RecordType::DNAME))
+                && let Some(owner) = name_key::to_name(p)
+            {
+                out.extend(d.all(&owner));
             }
             k = p;
         }
@@ -802,7 +839,10 @@ impl Zone {
         if self.has_dnames
             && let Some(dname) = node.get(RecordType::DNAME)
         {
-            return Lookup::Dname(dname);
+            return Lookup::Dname {
+                labels: name_key::labels(encloser),
+                dname,
+            };
         }
         if self.has_wildcards
             && let Some(w) = NameKey::wildcard_of(encloser)
@@ -813,9 +853,9 @@ impl Zone {
         Lookup::NxDomain
     }
 
-    fn referral(&self, cut: &[u8]) -> Lookup<'_> {
+    fn referral<'z>(&'z self, cut: &'z [u8]) -> Lookup<'z> {
         match self.node(cut).and_then(|n| n.get(RecordType::NS)) {
-            Some(ns) => Lookup::Referral(ns),
+            Some(ns) => Lookup::Referral { cut, ns },
             None => Lookup::NxDomain,
         }
     }
@@ -833,14 +873,8 @@ fn additional_of<'n>(
 ) -> Vec<Additional> {
     let mut add = Vec::new();
     let mut seen: Vec<NameKey> = Vec::new();
-    for r in set.records.iter() {
-        let target = match &r.data {
-            RData::NS(ns) => &ns.0,
-            RData::MX(mx) => &mx.exchange,
-            RData::SRV(srv) => &srv.target,
-            _ => continue,
-        };
-        let Some(tk) = NameKey::new(target) else {
+    for target in pointed_at(set) {
+        let Some(tk) = NameKey::new(&target) else {
             continue;
         };
         let tk_bytes = tk.as_bytes();
@@ -850,7 +884,7 @@ fn additional_of<'n>(
             continue;
         }
         seen.push(tk);
-        let Some((node, synthesized)) = address_node(nodes, tk_bytes, has_wildcards) else {
+        let Some(node) = address_node(nodes, tk_bytes, has_wildcards) else {
             continue;
         };
         let required = set.rtype == RecordType::NS
@@ -860,20 +894,9 @@ fn additional_of<'n>(
             let Some(s) = node.get(rtype) else {
                 continue;
             };
-            let records: Vec<Record> = s
-                .records
-                .iter()
-                .map(|r| {
-                    let mut r = r.clone();
-                    if synthesized {
-                        r.name = target.clone();
-                    }
-                    r
-                })
-                .collect();
             add.push(Additional {
-                wire_len: wire_len(&records),
-                records: records.into_boxed_slice(),
+                owner: target.clone(),
+                set: s.clone(),
                 required,
             });
         }
@@ -884,30 +907,47 @@ fn additional_of<'n>(
 /// The keys of the in-zone names the NS, MX or SRV records of `set` point
 /// at.
 fn targets_of<'s>(apex: &'s [u8], set: &'s RrSet) -> impl Iterator<Item = Box<[u8]>> + 's {
-    set.records.iter().filter_map(move |r| {
-        let target = match &r.data {
-            RData::NS(ns) => &ns.0,
-            RData::MX(mx) => &mx.exchange,
-            RData::SRV(srv) => &srv.target,
-            _ => return None,
-        };
-        let key = NameKey::new(target)?;
+    pointed_at(set).into_iter().filter_map(move |target| {
+        let key = NameKey::new(&target)?;
         name_key::is_at_or_below(key.as_bytes(), apex).then(|| Box::from(key.as_bytes()))
     })
 }
 
-/// The authority record of negative answers, from the apex node's SOA.
-fn negative_soa(apex: &Node) -> Option<RrSet> {
-    let soa = apex.get(RecordType::SOA)?.records.first()?;
-    let mut negative = soa.clone();
-    if let RData::SOA(data) = &soa.data {
-        negative.ttl = soa.ttl.min(data.minimum);
+/// The names the records of `set` point at, if it is an NS, MX or SRV set
+/// (the only ones decoded for this: a zone is mostly addresses).
+fn pointed_at(set: &RrSet) -> Vec<Name> {
+    if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
+        return Vec::new();
     }
-    Some(RrSet::new(vec![negative]))
+    set.data()
+        .filter_map(|data| match data {
+            RData::NS(ns) => Some(ns.0),
+            RData::MX(mx) => Some(mx.exchange),
+            RData::SRV(srv) => Some(srv.target),
+            _ => None,
+        })
+        .collect()
 }
 
-/// The node that holds the addresses of the in-zone name with key `key`,
-/// and whether it is a wildcard that covers the name: the name's own node
+/// The authority record of negative answers, from the apex node's SOA:
+/// its TTL is min(SOA TTL, MINIMUM).
+fn negative_soa(apex: &Node) -> Option<RrSet> {
+    let soa = apex.get(RecordType::SOA)?;
+    let first = soa.rdatas.iter().next()?;
+    let minimum = match records::rdata(RecordType::SOA, first) {
+        RData::SOA(data) => data.minimum,
+        _ => soa.ttl,
+    };
+    Some(RrSet {
+        rtype: RecordType::SOA,
+        ttl: soa.ttl.min(minimum),
+        rdatas: Rdatas::new(std::iter::once(first))?,
+        additional: Box::default(),
+    })
+}
+
+/// The node that holds the addresses of the in-zone name with key `key`:
+/// the name's own node
 /// (glue below a zone cut included), else the wildcard at its closest
 /// encloser (RFC 4592 §3.3.1), unless that encloser is at or below a cut or
 /// owns a DNAME, where nothing is synthesized.
@@ -915,9 +955,9 @@ fn address_node<'n>(
     nodes: &dyn Fn(&[u8]) -> Option<&'n Node>,
     key: &[u8],
     has_wildcards: bool,
-) -> Option<(&'n Node, bool)> {
+) -> Option<&'n Node> {
     if let Some(node) = nodes(key) {
-        return Some((node, false));
+        return Some(node);
     }
     if !has_wildcards {
         return None;
@@ -933,7 +973,7 @@ fn address_node<'n>(
         return None;
     }
     let wildcard = NameKey::wildcard_of(encloser)?;
-    nodes(wildcard.as_bytes()).map(|node| (node, true))
+    nodes(wildcard.as_bytes())
 }
 
 #[cfg(test)]
@@ -983,10 +1023,10 @@ mod tests {
                 "b.test. 5"
             ]
         );
-        let rrsets = rrsets_of(records.drain(..3).collect());
+        let rrsets = rrsets_of(&records[..3]);
         assert_eq!(rrsets.len(), 2);
         assert_eq!(rrsets[0].rtype, RecordType::A);
-        assert_eq!(rrsets[0].records.len(), 2);
+        assert_eq!(rrsets[0].len(), 2);
         assert_eq!(rrsets[1].rtype, RecordType::TXT);
     }
 }
@@ -1034,11 +1074,11 @@ ns.sub 300 IN A 198.18.0.54
                 RecordType::NS,
             ] {
                 let show = |s: &RrSet| {
-                    let mut v: Vec<String> = s.records.iter().map(|r| r.to_string()).collect();
+                    let mut v: Vec<String> = s.all(&name).iter().map(|r| r.to_string()).collect();
                     v.extend(
                         s.additional
                             .iter()
-                            .flat_map(|a| a.records.iter().map(|r| format!("+{r}"))),
+                            .flat_map(|a| a.set.all(&a.owner).into_iter().map(|r| format!("+{r}"))),
                     );
                     v.join(" | ")
                 };
@@ -1046,17 +1086,20 @@ ns.sub 300 IN A 198.18.0.54
                     Lookup::Node(node) => {
                         format!("node {}", node.get(qtype).map_or("nodata".into(), show))
                     }
-                    Lookup::Referral(ns) => format!("referral {}", show(ns)),
+                    Lookup::Referral { ns, .. } => format!("referral {}", show(ns)),
                     Lookup::Wildcard(node) => {
                         format!("wildcard {}", node.get(qtype).map_or("nodata".into(), show))
                     }
-                    Lookup::Dname(d) => format!("dname {}", show(d)),
+                    Lookup::Dname { dname, .. } => format!("dname {}", show(dname)),
                     Lookup::NxDomain => "nxdomain".into(),
                 };
                 out.push(format!("{n} {qtype}: {line}"));
             }
         }
-        out.push(format!("negative {}", zone.negative_soa.records[0]));
+        out.push(format!(
+            "negative {:?}",
+            zone.negative_soa.all(&zone.origin)
+        ));
         out
     }
 

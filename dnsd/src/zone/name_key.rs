@@ -99,6 +99,13 @@ pub fn to_name(key: &[u8]) -> Option<Name> {
     Name::from_labels(labels).ok()
 }
 
+/// How many labels the name with key `key` has (the root none).
+pub fn labels(key: &[u8]) -> usize {
+    std::iter::successors(Some(key), |k| parent(k))
+        .take_while(|k| !k.is_empty())
+        .count()
+}
+
 /// The key of the parent name, or `None` for the root.
 pub fn parent(key: &[u8]) -> Option<&[u8]> {
     let first = *key.first()? as usize;
@@ -143,6 +150,7 @@ mod tests {
             "www.example.test."
         );
         assert!(to_name(b"").unwrap().is_root());
+        assert_eq!((labels(k.as_bytes()), labels(p), labels(b"")), (3, 2, 0));
         let w = NameKey::wildcard_of(p).unwrap();
         assert_eq!(w.as_bytes(), b"\x01*\x07example\x04test");
     }
