@@ -28,7 +28,7 @@ use tracing::info;
 
 use crate::change::service;
 use crate::change::sync::{self, Syncer};
-use crate::change::zone_edit::{self, ChangeLock, rdata_text};
+use crate::change::zone_edit::{self, ChangeLock};
 use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
 use crate::zone;
@@ -335,7 +335,7 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
         .iter()
         .map(|z| ZoneInfo {
             origin: records::zone_name(&z.origin).to_string(),
-            serial: zone_edit::serial(&z.records),
+            serial: z.serial(),
             records: z.records.len(),
         })
         .collect();
@@ -354,13 +354,13 @@ async fn records(
         .find(|z| z.origin.to_string().to_ascii_lowercase() == origin)
         .ok_or_else(|| ApiError::not_found(format!("no zone {origin} (see GET /v1/zones)")))?;
     let list = zone
-        .records
-        .iter()
+        .in_file_order()
+        .into_iter()
         .map(|r| RecordInfo {
-            name: records::zone_name(&r.name).to_string(),
-            rtype: zonefile::type_name(u16::from(r.record_type())),
+            name: r.owner.to_string(),
+            rtype: zonefile::type_name(r.rtype),
             ttl: r.ttl,
-            data: rdata_text(&r.data),
+            data: zonefile::format_rdata(r.rtype, &r.rdata),
         })
         .collect();
     Ok(axum::Json(list))

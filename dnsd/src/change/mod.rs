@@ -47,9 +47,9 @@ use cutover_workspace::{
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::snapshot::Snapshot;
+use crate::zone;
 use crate::zone::journal::{self as zone_journal, JournalView};
 use crate::zone::name_key::{self, NameKey};
-use crate::zone::{self, name_rules};
 use cutover_workspace::Stamps;
 
 /// What an edit sees of the zone it changes.
@@ -316,29 +316,7 @@ fn check_names(origin: &Name, records: &[Record], above: &[Record]) -> Vec<Strin
     all.extend(above.iter().cloned());
     all.sort_by_key(zone_edit::record_line);
     all.dedup_by_key(|r| zone_edit::record_line(r));
-    let entries: Vec<name_rules::Entry> = all
-        .iter()
-        .map(|r| name_rules::Entry {
-            line: 0,
-            file: 0,
-            owner: r.name.clone(),
-            rtype: r.record_type(),
-            target: crate::zone::dname::target(r).or_else(|| match &r.data {
-                hickory_proto::rr::RData::CNAME(c) => Some(c.0.clone()),
-                _ => None,
-            }),
-        })
-        .collect();
-    let mut problems: Vec<String> = zone::check_zone(origin, &all, &entries)
-        .into_iter()
-        .map(|(_, m)| m)
-        .collect();
-    problems.extend(
-        name_rules::check(origin, &entries)
-            .into_iter()
-            .map(|p| p.message),
-    );
-    problems
+    zone::check_records(origin, &all)
 }
 
 /// Origins of the zones of `serving` inside `origin`.
@@ -396,12 +374,13 @@ fn through_file<E>(
         .filter(|o| **o != served.origin && served.origin.zone_of(o))
         .cloned()
         .collect();
+    let served_records = served.hickory_records();
     let mut zone = Zone {
         origin: &served.origin,
-        served: &served.records,
+        served: &served_records,
         children: &children,
         services: &live.config.services,
-        file: file.records,
+        file: file.hickory_records(),
     };
     let before = zone_edit::lines(&zone.file);
     let edited = edit(&mut zone).map_err(ChangeError::Refused)?;

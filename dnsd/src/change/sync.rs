@@ -55,7 +55,7 @@ pub fn zone(
     if at == synced {
         return Ok(None);
     }
-    let body = zone_edit::render(&loaded.origin, &loaded.records, WRITER)?;
+    let body = zone_edit::render(&loaded.origin, &loaded.hickory_records(), WRITER)?;
     let read_from = loaded.stamps.clone();
     drop(loaded);
     let prepared = ws
@@ -147,7 +147,7 @@ pub fn at_generation(ws: &Workspace, origin: &str, n: u64) -> Result<Vec<Record>
         upto: Some(n),
     };
     zone::load_zone_from(&includes, &zf, Some(source.from), &view)
-        .map(|z| z.records)
+        .map(|z| z.hickory_records())
         .map_err(|e| ConfigErrors(e).to_string())
 }
 

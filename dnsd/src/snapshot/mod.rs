@@ -210,78 +210,30 @@ pub fn wire_len(records: &[Record]) -> usize {
         .sum()
 }
 
-/// The lookup keys of records' owners (`name_key`: lower-cased wire
-/// form), all in one allocation, in the records' order: compared as bytes,
-/// which costs a fraction of comparing hickory names label by label.
-struct OwnerKeys {
-    bytes: Vec<u8>,
-    /// Where each record's key is in `bytes`; `None` for an owner too long
-    /// to have one (the wire decoder refuses those anyway).
-    spans: Vec<Option<(u32, u8)>>,
-}
-
-impl OwnerKeys {
-    fn of(records: &[Record]) -> Self {
-        let mut bytes = Vec::with_capacity(records.len() * 16);
-        let spans = records
-            .iter()
-            .map(|r| {
-                let key = NameKey::new(&r.name)?;
-                let at = u32::try_from(bytes.len()).ok()?;
-                let len = u8::try_from(key.as_bytes().len()).ok()?;
-                bytes.extend_from_slice(key.as_bytes());
-                Some((at, len))
-            })
-            .collect();
-        Self { bytes, spans }
-    }
-
-    /// The key of record `i`'s owner.
-    fn key(&self, i: usize) -> Option<&[u8]> {
-        let (at, len) = self.spans.get(i).copied().flatten()?;
-        self.bytes.get(at as usize..at as usize + usize::from(len))
-    }
-}
-
-/// Sorts records by owner (as names compare: without case) and type,
-/// keeping the file's order within an RRset, and returns their owners'
-/// keys in the new order. The order is sorted as indexes over the keys,
-/// then applied by swapping along its cycles: a stable sort of the records
-/// themselves would need a scratch copy of half of them.
-fn sort_by_owner(records: &mut [Record]) -> OwnerKeys {
-    let mut keys = OwnerKeys::of(records);
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        keys.key(a)
-            .cmp(&keys.key(b))
-            .then_with(|| {
-                u16::from(records[a].record_type()).cmp(&u16::from(records[b].record_type()))
-            })
-            .then(a.cmp(&b))
-    });
-    // Position i takes the record at order[i]; a done position is marked
-    // with usize::MAX.
-    for start in 0..order.len() {
-        let mut at = start;
-        while order[at] != usize::MAX {
-            let from = order[at];
-            order[at] = usize::MAX;
-            if from == start {
-                break;
-            }
-            records.swap(at, from);
-            keys.spans.swap(at, from);
-            at = from;
-        }
-    }
-    keys
-}
-
-/// The RRsets of one name's records (sorted by type).
-fn rrsets_of(records: &[Record]) -> Box<[RrSet]> {
+/// The RRsets of one name's records, sorted by type (the order read kept
+/// within an RRset).
+fn rrsets_of(records: &mut [Record]) -> Box<[RrSet]> {
+    records.sort_by_key(|r| u16::from(r.record_type()));
     records
         .chunk_by(|a, b| a.record_type() == b.record_type())
         .map(RrSet::new)
+        .collect()
+}
+
+/// The RRsets of one name's records as the loader gives them (wire form),
+/// sorted by type (the order read kept within an RRset).
+fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
+    records.sort_by_key(|zr| zr.record.rtype);
+    records
+        .chunk_by(|a, b| a.record.rtype == b.record.rtype)
+        .map(|set| RrSet {
+            rtype: RecordType::from(set[0].record.rtype),
+            ttl: set.iter().map(|zr| zr.record.ttl).min().unwrap_or(0),
+            // The reader refuses rdata longer than RDLENGTH can say.
+            rdatas: Rdatas::new(set.iter().map(|zr| zr.record.rdata.as_slice()))
+                .unwrap_or_default(),
+            additional: Box::default(),
+        })
         .collect()
 }
 
@@ -342,7 +294,7 @@ impl Snapshot {
     }
 
     fn index(
-        loaded: impl Iterator<Item = (Name, Vec<Record>, Source)>,
+        loaded: impl Iterator<Item = (Name, Vec<zonefile::ZoneRecord>, Source)>,
         broken: &[BrokenZone],
         previous: Option<&Snapshot>,
         max_answers: usize,
@@ -469,44 +421,35 @@ impl<'s> From<&'s Held> for ZoneLookup<'s> {
 }
 
 impl Zone {
-    /// Indexes one zone's records, which it takes over. They are grouped
-    /// by owner through a sort, not a map of growing vectors (which, at four
-    /// records' room for the one record most names have, once cost four
-    /// times the zone), then moved name by name from the end of the sorted
-    /// vector into the index, the vector given back as it empties.
-    fn build(origin: Name, mut records: Vec<Record>) -> Option<Self> {
+    /// Indexes one zone's records, which it takes over: grouped by owner,
+    /// as the loader gives them (`zone::checks::group`). They are moved
+    /// name by name from the end of the vector into the index, the vector
+    /// given back as it empties, so that the two never coexist whole.
+    fn build(origin: Name, mut records: Vec<zonefile::ZoneRecord>) -> Option<Self> {
         let apex = NameKey::new(&origin)?;
         let apex = apex.as_bytes();
-        let keys = sort_by_owner(&mut records);
-        let names = 1
-            + (1..records.len())
-                .filter(|&i| keys.key(i - 1) != keys.key(i))
-                .count();
-        let mut nodes: Map<Node> = Map::with_capacity_and_hasher(names, Default::default());
+        let same_owner = |a: &zonefile::ZoneRecord, b: &zonefile::ZoneRecord| {
+            a.record
+                .owner
+                .wire()
+                .eq_ignore_ascii_case(b.record.owner.wire())
+        };
+        // Sized once: the names with records, and room for a few empty
+        // non-terminals.
+        let names = records.chunk_by(same_owner).count();
+        let mut nodes: Map<Node> =
+            Map::with_capacity_and_hasher(names + names / 64 + 1, Default::default());
         let mut shrunk_at = records.len();
-        while !records.is_empty() {
-            let end = records.len();
-            let owner = keys.key(end - 1);
-            let start = (0..end - 1)
-                .rev()
-                .find(|&i| keys.key(i) != owner)
-                .map_or(0, |i| i + 1);
-            let Some(key) = owner else {
-                records.truncate(start);
-                continue;
-            };
-            // Every ancestor up to the apex exists, if only as an empty
-            // non-terminal.
-            let mut k = name_key::parent(key);
-            while let Some(p) = k {
-                if p.len() < apex.len() {
-                    break;
-                }
-                nodes.entry(Box::from(p)).or_default();
-                k = name_key::parent(p);
+        while let Some(last) = records.last() {
+            let key = NameKey::from_wire(last.record.owner.wire());
+            let start = records
+                .chunk_by(same_owner)
+                .next_back()
+                .map_or(0, |name| records.len() - name.len());
+            if let Some(key) = key {
+                let rrsets = rrsets_of_wire(&mut records[start..]);
+                add_node(&mut nodes, key.as_bytes(), apex, rrsets);
             }
-            let node = nodes.entry(Box::from(key)).or_default();
-            node.rrsets = rrsets_of(&records[start..]);
             records.truncate(start);
             // Give back what the moved records held (large blocks shrink in
             // place), so that the two copies never coexist.
@@ -516,18 +459,6 @@ impl Zone {
             }
         }
         drop(records);
-
-        // Every name but the apex is a child of its parent.
-        let parents: Vec<Box<[u8]>> = nodes
-            .keys()
-            .filter(|k| k.as_ref() != apex)
-            .filter_map(|k| name_key::parent(k).map(Box::from))
-            .collect();
-        for p in parents {
-            if let Some(node) = nodes.get_mut(&p) {
-                node.children += 1;
-            }
-        }
 
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
@@ -670,8 +601,7 @@ impl Zone {
                 }
                 continue;
             }
-            sort_by_owner(&mut records);
-            let mut rrsets = rrsets_of(&records);
+            let mut rrsets = rrsets_of(&mut records);
             for set in rrsets.iter_mut() {
                 let targets: Vec<Box<[u8]>> = targets_of(apex, set).collect();
                 if !targets.is_empty() {
@@ -861,6 +791,42 @@ impl Zone {
     }
 }
 
+/// Puts `rrsets` at the name with key `key` of the zone whose apex has key
+/// `apex`. A name new to `nodes` gets every ancestor up to the apex (an
+/// empty non-terminal where it has no records of its own, RFC 8020) and
+/// counts as a child of its parent.
+fn add_node(nodes: &mut Map<Node>, key: &[u8], apex: &[u8], rrsets: Box<[RrSet]>) {
+    if let Some(node) = nodes.get_mut(key) {
+        // An empty non-terminal so far: a name's records come together.
+        node.rrsets = rrsets;
+        return;
+    }
+    nodes.insert(
+        Box::from(key),
+        Node {
+            rrsets,
+            ..Node::default()
+        },
+    );
+    let mut k = key;
+    while k.len() > apex.len()
+        && let Some(p) = name_key::parent(k)
+    {
+        if let Some(parent) = nodes.get_mut(p) {
+            parent.children += 1;
+            return;
+        }
+        nodes.insert(
+            Box::from(p),
+            Node {
+                children: 1,
+                ..Node::default()
+            },
+        );
+        k = p;
+    }
+}
+
 /// The address RRsets that `set`, owned by the name with key `owner`, adds
 /// to a response: for each in-zone target of its NS, MX or SRV records (once
 /// per name), the target's A then AAAA RRset.
@@ -990,43 +956,21 @@ mod tests {
     }
 
     #[test]
-    fn records_group_by_owner_without_case_keeping_the_file_order_of_each_rrset() {
+    fn a_names_records_become_rrsets_by_type_keeping_the_order_of_each() {
         let txt = Record::from_rdata(
             Name::from_ascii("a.test.").unwrap(),
             60,
             RData::TXT(TXT::new(vec!["x".into()])),
         );
-        let mut records = vec![
-            a("b.test.", 1),
-            txt,
-            a("A.test.", 2),
-            a("b.test.", 3),
-            a("a.test.", 4),
-            a("B.TEST.", 5),
-        ];
-        sort_by_owner(&mut records);
-        let got: Vec<String> = records
-            .iter()
-            .map(|r| match &r.data {
-                RData::A(a) => format!("{} {}", r.name.to_lowercase(), a.octets()[3]),
-                _ => format!("{} {}", r.name.to_lowercase(), r.record_type()),
-            })
-            .collect();
-        assert_eq!(
-            got,
-            [
-                "a.test. 2",
-                "a.test. 4",
-                "a.test. TXT",
-                "b.test. 1",
-                "b.test. 3",
-                "b.test. 5"
-            ]
-        );
-        let rrsets = rrsets_of(&records[..3]);
+        let mut records = vec![a("a.test.", 2), txt, a("A.test.", 4), a("a.test.", 1)];
+        let rrsets = rrsets_of(&mut records);
         assert_eq!(rrsets.len(), 2);
         assert_eq!(rrsets[0].rtype, RecordType::A);
-        assert_eq!(rrsets[0].len(), 2);
+        let order: Vec<&[u8]> = rrsets[0].rdatas.iter().collect();
+        assert_eq!(
+            order,
+            [&[198, 18, 0, 2][..], &[198, 18, 0, 4], &[198, 18, 0, 1]]
+        );
         assert_eq!(rrsets[1].rtype, RecordType::TXT);
     }
 }
@@ -1057,7 +1001,16 @@ ns.sub 300 IN A 198.18.0.54
     }
 
     fn zone_of(text: &str) -> Zone {
-        Zone::build(origin(), parse_records(text, &origin()).unwrap()).unwrap()
+        let mut records = zonefile::read(
+            text.as_bytes(),
+            std::path::Path::new("-"),
+            &crate::zone::records::zone_name(&origin()),
+            &mut zonefile::NoIncludes,
+        )
+        .unwrap()
+        .records;
+        crate::zone::checks::group(&mut records);
+        Zone::build(origin(), records).unwrap()
     }
 
     /// How the zone answers each of `names` for each type: the kind of

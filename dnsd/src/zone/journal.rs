@@ -15,7 +15,7 @@ use std::path::Path;
 
 use cutover_workspace::{ConfigError, Workspace};
 
-use super::Written;
+use super::checks;
 
 /// Where the changesets of a zone being read come from: the journals of
 /// the live workspace `live`, up to generation `upto` (`None`: all), for
@@ -148,7 +148,8 @@ fn parse_line(line: &str, origin: &zonefile::Name) -> Result<zonefile::Record, S
     }
 }
 
-/// A record's identity in a changeset: as `Written` compares records.
+/// A record's identity in a changeset: as the loader tells repeated
+/// records apart (`checks::group`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     rtype: u16,
@@ -158,11 +159,10 @@ struct Key {
 
 impl Key {
     fn of(r: &zonefile::Record) -> Self {
-        let w = Written(r);
         Self {
             rtype: r.rtype,
             owner: r.owner.wire().to_ascii_lowercase(),
-            rdata: w.rdata().collect(),
+            rdata: checks::folded_rdata(r).collect(),
         }
     }
 }

@@ -8,31 +8,25 @@
 //! Every problem is reported, each with its file, its line where it has one,
 //! and what is wrong, so that one `dnsd check` shows an operator all of them.
 
+pub mod checks;
 pub mod dname;
 pub mod journal;
 pub mod name_key;
 pub mod name_rules;
 pub mod records;
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cutover_workspace::{
     ConfigError, ConfigErrors, DnsdConfig, Service, Settled, Settlement, Workspace, ZoneFile,
 };
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 
 use self::journal::{JournalView, Replayed};
-use self::name_rules::Entry;
+use self::name_key::NameKey;
 
-/// The hasher of the loader's tables: keyed by names from the zone files
-/// being read, not by what strangers send, so a fast one (SipHash cost a
-/// tenth of a large zone's load).
-type Fast = foldhash::fast::RandomState;
 use cutover_workspace::Stamps;
 
 /// One zone, read and checked.
@@ -41,8 +35,11 @@ pub struct LoadedZone {
     /// The zone's apex, from the file name (`zones/<origin>.zone`).
     pub origin: Name,
     pub file: PathBuf,
-    /// Every record of the zone, in file order; each keeps its own TTL.
-    pub records: Vec<Record>,
+    /// Every record of the zone, each once, in wire form, with where it
+    /// was written (a service's records on line 0): grouped by owner
+    /// (`checks::group`), the records of a name in the order read. Each
+    /// keeps its own TTL.
+    pub records: Vec<zonefile::ZoneRecord>,
     /// Worth an operator's attention, but served: an RRset whose records
     /// carry different TTLs (served with the lowest, RFC 2181 §5.2).
     pub warnings: Vec<ConfigError>,
@@ -73,6 +70,40 @@ pub struct LoadedWorkspace {
     pub zones: Vec<LoadedZone>,
     /// The zones that did not.
     pub broken: Vec<BrokenZone>,
+}
+
+impl LoadedZone {
+    /// The serial of its SOA record.
+    pub fn serial(&self) -> Option<u32> {
+        self.records.iter().find_map(|zr| {
+            let r = &zr.record;
+            match (RecordType::from(r.rtype), r.rdata.len().checked_sub(20)) {
+                (RecordType::SOA, Some(at)) => {
+                    let serial = r.rdata.get(at..at + 4)?;
+                    Some(u32::from_be_bytes(serial.try_into().ok()?))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Its records in the order of the files they were read from (a
+    /// service's first).
+    pub fn in_file_order(&self) -> Vec<&zonefile::Record> {
+        let mut in_files: Vec<&zonefile::ZoneRecord> = self.records.iter().collect();
+        in_files.sort_by_key(|zr| (zr.file, zr.line));
+        in_files.into_iter().map(|zr| &zr.record).collect()
+    }
+
+    /// The records as hickory records, in the order of the files they
+    /// were read from (a service's first): for the changes, which edit a
+    /// few of them, and the zone file's rewrite.
+    pub fn hickory_records(&self) -> Vec<Record> {
+        self.in_file_order()
+            .into_iter()
+            .map(records::to_hickory)
+            .collect()
+    }
 }
 
 impl LoadedWorkspace {
@@ -276,47 +307,55 @@ pub fn load_zone_from(
     // shows as a change), its includes after.
     let stamps = stamped.with(&zone.files[1..]);
     let replayed = journal::replay(&mut zone, &origin, &zf.origin, synced, view)?;
-    let origin = records::name(&origin);
-    let (records, entries) = dedup(&zone);
-    drop(std::mem::take(&mut zone.records));
-    let at = |file: usize, line: usize| {
+    let apex = NameKey::from_wire(origin.wire()).ok_or_else(|| {
+        vec![ConfigError::file(
+            file,
+            "the file name does not give a valid zone origin",
+        )]
+    })?;
+    let mut records = std::mem::take(&mut zone.records);
+    let keys = checks::group(&mut records);
+    let at = |i: usize| {
+        let zr = records.get(i);
+        let path = zr
+            .and_then(|zr| zone.files.get(zr.file))
+            .map_or(zf.path.as_path(), PathBuf::as_path);
+        error_at(path, zr.map(|zr| zr.line), "")
+    };
+    let mut errors: Vec<ConfigError> =
+        checks::check_zone(&origin, apex.as_bytes(), &records, &keys)
+            .into_iter()
+            .map(|(place, message)| match place {
+                Some(i) => ConfigError { message, ..at(i) },
+                None => ConfigError::file(file, message),
+            })
+            .collect();
+    let place = |f: usize, line: usize| {
         let path = zone
             .files
-            .get(file)
+            .get(f)
             .map_or(zf.path.as_path(), PathBuf::as_path);
         error_at(path, Some(line), "")
     };
-    let mut errors: Vec<ConfigError> = check_zone(&origin, &records, &entries)
-        .into_iter()
-        .map(|(place, message)| match place {
-            Some((f, line)) => ConfigError {
-                message,
-                ..at(f, line)
-            },
-            None => ConfigError::file(file, message),
-        })
-        .collect();
     errors.extend(
-        name_rules::check(&origin, &entries)
+        name_rules::check(apex.as_bytes(), &records, &keys)
             .into_iter()
             .map(|p| ConfigError {
                 message: p.message,
-                ..at(p.file, p.line)
+                ..place(p.file, p.line)
             }),
     );
     if !errors.is_empty() {
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(errors);
     }
-    let warnings = ttl_warnings(&records, &entries)
+    let warnings = checks::ttl_warnings(&records, &keys)
         .into_iter()
-        .map(|(f, line, message)| ConfigError {
-            message,
-            ..at(f, line)
-        })
+        .map(|(i, message)| ConfigError { message, ..at(i) })
         .collect();
+    drop(keys);
     Ok(LoadedZone {
-        origin,
+        origin: records::name(&origin),
         file: file.to_path_buf(),
         records,
         warnings,
@@ -325,192 +364,34 @@ pub fn load_zone_from(
     })
 }
 
-/// The records of a zone as served, and where each was written. The same
-/// record written twice is one record (RFC 2181 §5), as NSD and Knot load
-/// it; names compare without case, in rdata too (`CNAME www` and `CNAME
-/// WWW` are one record).
-fn dedup(zone: &zonefile::Zone) -> (Vec<Record>, Vec<Entry>) {
-    // The keys borrow the records they stand for: owned copies of every
-    // owner and rdata cost more than the zone itself while it loads.
-    let mut seen: HashSet<Written<'_>, Fast> =
-        HashSet::with_capacity_and_hasher(zone.records.len(), Fast::default());
-    let mut records = Vec::with_capacity(zone.records.len());
-    let mut entries = Vec::with_capacity(zone.records.len());
-    for zr in &zone.records {
-        let r = &zr.record;
-        if !seen.insert(Written(r)) {
-            continue;
-        }
-        let record = records::to_hickory(r);
-        entries.push(Entry {
-            line: zr.line,
-            file: zr.file,
-            owner: record.name.clone(),
-            rtype: record.record_type(),
-            target: zonefile::rdata_target(r.rtype, &r.rdata)
-                .filter(|_| matches!(record.record_type(), RecordType::CNAME | RecordType::DNAME))
-                .map(|t| records::name(&t)),
-        });
-        records.push(record);
-    }
-    (records, entries)
-}
-
-/// A record as written, compared as served: its owner without case, its
-/// type, and its rdata with the case of the name dnsd reads in it folded (a
-/// wire-form name's length octets are all below `A`, so folding the name's
-/// octets folds only its letters); other rdata compares as octets.
-struct Written<'z>(&'z zonefile::Record);
-
-impl Written<'_> {
-    /// The rdata as compared.
-    fn rdata(&self) -> impl Iterator<Item = u8> + '_ {
-        let name_at = match RecordType::from(self.0.rtype) {
-            RecordType::NS | RecordType::CNAME | RecordType::PTR | RecordType::DNAME => 0,
-            // After the preference; after priority, weight and port.
-            RecordType::MX => 2,
-            RecordType::SRV => 6,
-            _ => usize::MAX,
-        };
-        self.0.rdata.iter().enumerate().map(move |(i, &b)| {
-            if i >= name_at {
-                b.to_ascii_lowercase()
-            } else {
-                b
-            }
+/// Problems of `records` (hickory's, each at line 0 of file 0) in the
+/// zone whose apex is `origin`, as loading checks a whole zone: the checks
+/// of a change made at a few names.
+pub(crate) fn check_records(origin: &Name, records: &[Record]) -> Vec<String> {
+    let mut zone: Vec<zonefile::ZoneRecord> = records
+        .iter()
+        .filter_map(records::from_hickory)
+        .map(|record| zonefile::ZoneRecord {
+            record,
+            file: 0,
+            line: 0,
         })
-    }
-}
-
-impl PartialEq for Written<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.rtype == other.0.rtype
-            && self
-                .0
-                .owner
-                .wire()
-                .eq_ignore_ascii_case(other.0.owner.wire())
-            && self.0.rdata.len() == other.0.rdata.len()
-            && self.rdata().eq(other.rdata())
-    }
-}
-
-impl Eq for Written<'_> {}
-
-impl Hash for Written<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.rtype.hash(state);
-        // A wire-form owner ends with its root label: no length needed.
-        for b in self.0.owner.wire() {
-            state.write_u8(b.to_ascii_lowercase());
-        }
-        state.write_usize(self.0.rdata.len());
-        for b in self.rdata() {
-            state.write_u8(b);
-        }
-    }
-}
-
-/// Semantic checks NSD and Knot make before serving a zone (the rules on
-/// what may share a name are `name_rules`'). Each problem names the file
-/// and line of the record it is about, when there is one.
-pub(crate) fn check_zone(
-    origin: &Name,
-    records: &[Record],
-    entries: &[Entry],
-) -> Vec<(Option<(usize, usize)>, String)> {
-    let mut problems = Vec::new();
-    for (r, e) in records.iter().zip(entries) {
-        let place = Some((e.file, e.line));
-        let name = &r.name;
-        if !origin.zone_of(name) {
-            problems.push((
-                place,
-                format!("{name} is outside the zone {origin} (a missing trailing dot?)"),
-            ));
-            continue;
-        }
-        if r.dns_class != DNSClass::IN {
-            problems.push((
-                place,
-                format!("{name}: class {} is not served, only IN", r.dns_class),
-            ));
-        }
-        if r.record_type() == RecordType::SOA && name != origin {
-            problems.push((
-                place,
-                format!("{name}: an SOA record belongs only at the zone apex {origin}"),
-            ));
-        }
-    }
-    let at_apex = |rtype| {
-        records
-            .iter()
-            .filter(move |r| r.record_type() == rtype && r.name == *origin)
+        .collect();
+    let keys = checks::group(&mut zone);
+    let wire = records::zone_name(origin);
+    let Some(apex) = NameKey::from_wire(wire.wire()) else {
+        return vec![format!("{origin} is not a valid zone origin")];
     };
-    match at_apex(RecordType::SOA).count() {
-        0 => problems.push((
-            None,
-            format!("the zone has no SOA record at its apex {origin}"),
-        )),
-        1 => {}
-        _ => {
-            let second = records
-                .iter()
-                .zip(entries)
-                .filter(|(r, _)| r.record_type() == RecordType::SOA && r.name == *origin)
-                .nth(1)
-                .map(|(_, e)| (e.file, e.line));
-            problems.push((
-                second,
-                format!("{origin}: a second SOA record; a zone has exactly one"),
-            ));
-        }
-    }
-    if at_apex(RecordType::NS).next().is_none() {
-        problems.push((
-            None,
-            format!("the zone has no NS records at its apex {origin}"),
-        ));
-    }
+    let mut problems: Vec<String> = checks::check_zone(&wire, apex.as_bytes(), &zone, &keys)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect();
+    problems.extend(
+        name_rules::check(apex.as_bytes(), &zone, &keys)
+            .into_iter()
+            .map(|p| p.message),
+    );
     problems
-}
-
-/// RRsets whose records carry different TTLs: each is served with the
-/// lowest (RFC 2181 §5.2), reported at its first record with another TTL.
-fn ttl_warnings(records: &[Record], entries: &[Entry]) -> Vec<(usize, usize, String)> {
-    // Two passes, so that a zone of many such RRsets costs linear time:
-    // each RRset's first and lowest TTL, then a warning at the first record
-    // that differs. Names hash and compare without case; the keys borrow.
-    let mut ttls: HashMap<(&Name, RecordType), (u32, u32), Fast> =
-        HashMap::with_capacity_and_hasher(records.len(), Fast::default());
-    for r in records {
-        ttls.entry((&r.name, r.record_type()))
-            .and_modify(|(_, lowest)| *lowest = (*lowest).min(r.ttl))
-            .or_insert((r.ttl, r.ttl));
-    }
-    let mut reported: HashSet<(&Name, RecordType), Fast> = HashSet::default();
-    let mut warnings = Vec::new();
-    for (r, e) in records.iter().zip(entries) {
-        let key = (&r.name, r.record_type());
-        let Some(&(first, lowest)) = ttls.get(&key) else {
-            continue;
-        };
-        if first != r.ttl && reported.insert(key) {
-            warnings.push((
-                e.file,
-                e.line,
-                format!(
-                    "{} {}: the records of one RRset carry different TTLs ({first} and {}); \
-                     all are served with the lowest, {lowest} (RFC 2181 §5.2)",
-                    r.name,
-                    r.record_type(),
-                    r.ttl
-                ),
-            ));
-        }
-    }
-    warnings
 }
 
 /// Replaces each service's A/AAAA RRsets in the zone that contains it. A
@@ -556,23 +437,34 @@ fn apply_services(
             )));
             continue;
         };
-        let conflict = zone.records.iter().find_map(|r| {
-            let delegated =
-                r.record_type() == RecordType::NS && r.name != zone.origin && r.name.zone_of(&name);
-            if delegated {
-                Some(format!("it is delegated away at {}", r.name))
-            } else if r.record_type() == RecordType::CNAME && r.name == name {
-                Some("the zone gives it a CNAME".to_string())
-            } else if r.record_type() == RecordType::DNAME
-                && r.name != name
-                && r.name.zone_of(&name)
-            {
-                Some(format!(
+        let wire = records::zone_name(&name);
+        let (Some(key), Some(apex)) = (NameKey::new(&name), NameKey::new(&zone.origin)) else {
+            errors.push(fail(format!("{name}: not a name a zone can hold")));
+            continue;
+        };
+        let (key, apex) = (key.as_bytes(), apex.as_bytes());
+        let conflict = zone.records.iter().find_map(|zr| {
+            let r = &zr.record;
+            let rtype = RecordType::from(r.rtype);
+            if !matches!(
+                rtype,
+                RecordType::NS | RecordType::CNAME | RecordType::DNAME
+            ) {
+                return None;
+            }
+            let owner = NameKey::from_wire(r.owner.wire())?;
+            let owner = owner.as_bytes();
+            let above = name_key::is_at_or_below(key, owner);
+            match rtype {
+                RecordType::NS if owner != apex && above => {
+                    Some(format!("it is delegated away at {}", r.owner))
+                }
+                RecordType::CNAME if owner == key => Some("the zone gives it a CNAME".to_string()),
+                RecordType::DNAME if owner != key && above => Some(format!(
                     "it is below the DNAME at {}, where no name may exist",
-                    r.name
-                ))
-            } else {
-                None
+                    r.owner
+                )),
+                _ => None,
             }
         });
         if let Some(why) = conflict {
@@ -582,17 +474,40 @@ fn apply_services(
             )));
             continue;
         }
-        zone.records.retain(|r| {
-            !(r.name == name && matches!(r.record_type(), RecordType::A | RecordType::AAAA))
-        });
-        for address in &service.addresses {
-            let data = match address {
-                std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
-                std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+        // Its addresses replace the zone's, beside the name's other records
+        // (which keeps the records grouped by owner).
+        let at_name =
+            |zr: &zonefile::ZoneRecord| zr.record.owner.wire().eq_ignore_ascii_case(wire.wire());
+        let is_address = |zr: &zonefile::ZoneRecord| {
+            matches!(
+                RecordType::from(zr.record.rtype),
+                RecordType::A | RecordType::AAAA
+            )
+        };
+        zone.records.retain(|zr| !(is_address(zr) && at_name(zr)));
+        let at = zone
+            .records
+            .iter()
+            .rposition(at_name)
+            .map_or(zone.records.len(), |i| i + 1);
+        let added = service.addresses.iter().map(|address| {
+            let (rtype, rdata) = match address {
+                std::net::IpAddr::V4(v4) => (RecordType::A, v4.octets().to_vec()),
+                std::net::IpAddr::V6(v6) => (RecordType::AAAA, v6.octets().to_vec()),
             };
-            zone.records
-                .push(Record::from_rdata(name.clone(), service.ttl, data));
-        }
+            zonefile::ZoneRecord {
+                record: zonefile::Record {
+                    owner: wire.clone(),
+                    class: u16::from(DNSClass::IN),
+                    ttl: service.ttl,
+                    rtype: u16::from(rtype),
+                    rdata,
+                },
+                file: 0,
+                line: 0,
+            }
+        });
+        zone.records.splice(at..at, added);
     }
 }
 #[cfg(test)]
@@ -675,7 +590,7 @@ www 60 IN A 198.18.0.2
         let dir = workspace(GOOD, toml);
         let ws = load(dir.path()).unwrap();
         let www: Vec<_> = ws.zones[0]
-            .records
+            .hickory_records()
             .iter()
             .filter(|r| r.name.to_ascii() == "www.example.test.")
             .map(|r| (r.data.to_string(), r.ttl))
@@ -698,14 +613,14 @@ www 60 IN A 198.18.0.2
         let dir = workspace(&zone, "");
         let ws = load(dir.path()).unwrap();
         let dname: Vec<_> = ws.zones[0]
-            .records
-            .iter()
+            .hickory_records()
+            .into_iter()
             .filter(|r| r.record_type() == RecordType::DNAME)
             .collect();
         assert_eq!(dname.len(), 1);
         assert_eq!(dname[0].ttl, 60);
         assert_eq!(
-            crate::zone::dname::target(dname[0]).map(|n| n.to_string()),
+            crate::zone::dname::target(&dname[0]).map(|n| n.to_string()),
             Some("target.example.test.".to_string())
         );
         let zone = format!("{GOOD}x IN CNAME www\nx IN CNAME ns1\n");

@@ -88,6 +88,85 @@ impl NameKey {
     }
 }
 
+/// The keys of many names (the owners of a zone's records, say) in one
+/// allocation, each found by its index.
+#[derive(Debug, Default)]
+pub struct Keys {
+    bytes: Vec<u8>,
+    /// Where each key is in `bytes`.
+    spans: Vec<(u32, u8)>,
+}
+
+impl Keys {
+    pub fn with_capacity(names: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(names * 16),
+            spans: Vec::with_capacity(names),
+        }
+    }
+
+    /// Adds `key`; past 4 GiB of keys, the root's, which no zone's name
+    /// has, so that the record is refused as outside its zone rather than
+    /// mistaken for another.
+    pub fn push(&mut self, key: &[u8]) {
+        let span = u32::try_from(self.bytes.len())
+            .ok()
+            .zip(u8::try_from(key.len()).ok());
+        match span {
+            Some(span) => {
+                self.bytes.extend_from_slice(key);
+                self.spans.push(span);
+            }
+            None => self.spans.push((0, 0)),
+        }
+    }
+
+    /// Adds the key of the name whose wire form is `wire` (the root's for
+    /// one that is malformed, which the zone reader never gives).
+    pub fn push_wire(&mut self, wire: &[u8]) {
+        match NameKey::from_wire(wire) {
+            Some(key) => self.push(key.as_bytes()),
+            None => self.push(b""),
+        }
+    }
+
+    /// The key of name `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let (at, len) = self.spans.get(i).copied().unwrap_or((0, 0));
+        let at = at as usize;
+        self.bytes
+            .get(at..at + usize::from(len))
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The indexes of the names grouped by name, in index order within a
+    /// name. The groups come in no meaningful order: they are sorted by a
+    /// hash of the key (then the key, for two keys with one hash), which
+    /// compares as one integer where the keys would compare as bytes in
+    /// memory all over the arena.
+    pub fn grouped(&self) -> Vec<u32> {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::fast::FixedState::default();
+        let mut order: Vec<(u64, u32)> = (0..self.len())
+            .map(|i| (hasher.hash_one(self.get(i)), i as u32))
+            .collect();
+        order.sort_unstable_by(|&(ha, a), &(hb, b)| {
+            ha.cmp(&hb)
+                .then_with(|| self.get(a as usize).cmp(self.get(b as usize)))
+                .then(a.cmp(&b))
+        });
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
 /// The (lower-case) name whose key is `key`.
 pub fn to_name(key: &[u8]) -> Option<Name> {
     let mut labels: Vec<&[u8]> = Vec::new();

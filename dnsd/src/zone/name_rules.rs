@@ -16,28 +16,17 @@
 
 use std::collections::HashMap;
 
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
+use zonefile::ZoneRecord;
 
-use crate::zone::name_key::{self, NameKey};
+use crate::zone::checks;
+use crate::zone::name_key::{self, Keys};
 
 type Hasher = foldhash::fast::RandomState;
 
-/// One record of a zone as written: where, its owner and type, and the
-/// target of a CNAME or DNAME.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The line the record's entry starts on (1-based); 0 for a record
-    /// that is not in a file (a change checked at its names), whose
-    /// problems then cite no line.
-    pub line: usize,
-    /// Which file of the zone (the zone file, or an `$INCLUDE`d one).
-    pub file: usize,
-    pub owner: Name,
-    pub rtype: RecordType,
-    pub target: Option<Name>,
-}
-
-/// One broken rule: where, and what is wrong.
+/// One broken rule: where (line 0 for a record that is not in a file — a
+/// change checked at its names — whose problems then cite no line), and
+/// what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub line: usize,
@@ -45,14 +34,14 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The first entries of each kind seen at one name.
+/// The first records of each kind seen at one name.
 #[derive(Default)]
 struct AtName<'e> {
-    cname: Option<&'e Entry>,
-    dname: Option<&'e Entry>,
-    ns: Option<&'e Entry>,
-    /// The first entry of a type that may not stand beside a CNAME.
-    other: Option<&'e Entry>,
+    cname: Option<&'e ZoneRecord>,
+    dname: Option<&'e ZoneRecord>,
+    ns: Option<&'e ZoneRecord>,
+    /// The first record of a type that may not stand beside a CNAME.
+    other: Option<&'e ZoneRecord>,
     /// Already reported for a CNAME beside other data (once per name).
     reported: bool,
 }
@@ -65,18 +54,69 @@ fn may_share_with_cname(rtype: RecordType) -> bool {
     )
 }
 
-/// Checks the entries of one zone file whose apex is `origin`.
-pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
+fn rtype(e: &ZoneRecord) -> RecordType {
+    RecordType::from(e.record.rtype)
+}
+
+/// Checks the records of one zone whose apex has key `apex`, grouped by
+/// owner (`checks::group`; `keys` their owners' keys).
+pub fn check(apex: &[u8], records: &[ZoneRecord], keys: &Keys) -> Vec<Problem> {
     let mut problems = Vec::new();
-    // Keyed by lower-cased wire form: ancestors are suffixes (`name_key`).
-    let mut names: HashMap<Box<[u8]>, AtName<'_>, Hasher> = HashMap::default();
-    for e in entries {
-        let Some(key) = NameKey::new(&e.owner) else {
-            continue;
-        };
-        let at = names.entry(Box::from(key.as_bytes())).or_default();
-        let owner = &e.owner;
-        match e.rtype {
+    // The owners of DNAMEs, and the first record of each name.
+    let mut dnames: HashMap<&[u8], &ZoneRecord, Hasher> = HashMap::default();
+    let mut firsts: Vec<(&[u8], &ZoneRecord)> = Vec::new();
+    for name in checks::names(keys) {
+        let key = keys.get(name.start);
+        let at = check_name(key == apex, &records[name], &mut problems);
+        if let Some(dname) = at.dname {
+            dnames.insert(key, dname);
+        }
+        if let Some(first) = [at.cname, at.dname, at.ns, at.other]
+            .into_iter()
+            .flatten()
+            .min_by_key(|e| e.line)
+        {
+            firsts.push((key, first));
+        }
+    }
+    // Names below a DNAME, once per name.
+    if !dnames.is_empty() {
+        for (key, first) in firsts {
+            let mut ancestor = name_key::parent(key);
+            while let Some(k) = ancestor {
+                ancestor = name_key::parent(k);
+                if let Some(dname) = dnames.get(k) {
+                    problems.push(Problem {
+                        line: first.line,
+                        file: first.file,
+                        message: format!(
+                            "{}: data below the DNAME at {}{}: no name may exist below a \
+                             DNAME (RFC 6672 §2.3)",
+                            first.record.owner,
+                            dname.record.owner,
+                            at_line(dname)
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    problems
+}
+
+/// Checks the records of one name, in the order read, reporting each
+/// problem at the later of the records that break a rule.
+fn check_name<'e>(
+    is_apex: bool,
+    records: &'e [ZoneRecord],
+    problems: &mut Vec<Problem>,
+) -> AtName<'e> {
+    let mut at = AtName::default();
+    for e in records {
+        let owner = &e.record.owner;
+        match rtype(e) {
             RecordType::CNAME => {
                 problems.extend(at_most_one(&mut at.cname, e, "RFC 1034 §3.6.2"));
             }
@@ -88,23 +128,23 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             }
             _ => {}
         }
-        if !may_share_with_cname(e.rtype) && at.other.is_none() {
+        if !may_share_with_cname(rtype(e)) && at.other.is_none() {
             at.other = Some(e);
         }
 
-        // A CNAME beside other data, reported once at the later entry.
+        // A CNAME beside other data, reported once at the later record.
         if !at.reported
             && let (Some(cname), Some(other)) = (at.cname, at.other)
             && (std::ptr::eq(e, cname) || std::ptr::eq(e, other))
         {
             at.reported = true;
-            let message = if owner == origin {
+            let message = if is_apex {
                 format!(
                     "{owner}: CNAME at the zone apex{}, beside its SOA and NS records: a \
                      CNAME must be alone at its name (RFC 1034 §3.6.2)",
                     at_line(cname)
                 )
-            } else if other.rtype == RecordType::DNAME {
+            } else if rtype(other) == RecordType::DNAME {
                 format!(
                     "{owner}: DNAME and CNAME at the same name ({}, {}): a DNAME never \
                      shares its name with a CNAME (RFC 6672 §2.4)",
@@ -116,7 +156,7 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
                     "{owner}: CNAME and other data at the same name ({}, {}): a CNAME must \
                      be alone at its name (RFC 1034 §3.6.2, RFC 2181 §10.1)",
                     on_line("CNAME", cname),
-                    on_line(other.rtype, other)
+                    on_line(rtype(other), other)
                 )
             };
             problems.push(Problem {
@@ -128,7 +168,7 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
 
         if let (Some(dname), Some(ns)) = (at.dname, at.ns)
             && (std::ptr::eq(e, dname) || std::ptr::eq(e, ns))
-            && owner != origin
+            && !is_apex
         {
             problems.push(Problem {
                 line: e.line,
@@ -142,53 +182,26 @@ pub fn check(origin: &Name, entries: &[Entry]) -> Vec<Problem> {
             });
         }
     }
-
-    // Names below a DNAME, once per name.
-    let dnames: HashMap<&[u8], &Entry, Hasher> = names
-        .iter()
-        .filter_map(|(key, at)| at.dname.map(|d| (key.as_ref(), d)))
-        .collect();
-    if !dnames.is_empty() {
-        for (key, at) in &names {
-            let Some(first) = first_entry(at) else {
-                continue;
-            };
-            let mut ancestor = name_key::parent(key);
-            while let Some(k) = ancestor {
-                ancestor = name_key::parent(k);
-                if let Some(dname) = dnames.get(k) {
-                    problems.push(Problem {
-                        line: first.line,
-                        file: first.file,
-                        message: format!(
-                            "{}: data below the DNAME at {}{}: no name may exist below a \
-                             DNAME (RFC 6672 §2.3)",
-                            first.owner,
-                            dname.owner,
-                            at_line(dname)
-                        ),
-                    });
-                    break;
-                }
-            }
-        }
-    }
-    problems.sort_by_key(|p| p.line);
-    problems
+    at
 }
 
 /// Records `e`, of a type a name has at most one of (CNAME, DNAME), in
 /// `slot`: a second one to another target breaks the rule `rfc` states;
 /// the same record twice is one record (RFC 2181 §5).
-fn at_most_one<'e>(slot: &mut Option<&'e Entry>, e: &'e Entry, rfc: &str) -> Option<Problem> {
+fn at_most_one<'e>(
+    slot: &mut Option<&'e ZoneRecord>,
+    e: &'e ZoneRecord,
+    rfc: &str,
+) -> Option<Problem> {
     let Some(first) = *slot else {
         *slot = Some(e);
         return None;
     };
-    if matches!((&first.target, &e.target), (Some(x), Some(y)) if x == y) {
+    if matches!((target(first), target(e)), (Some(x), Some(y)) if x.wire().eq_ignore_ascii_case(y.wire()))
+    {
         return None;
     }
-    let (owner, rtype) = (&e.owner, e.rtype);
+    let (owner, rtype) = (&e.record.owner, rtype(e));
     Some(Problem {
         line: e.line,
         file: e.file,
@@ -201,69 +214,56 @@ fn at_most_one<'e>(slot: &mut Option<&'e Entry>, e: &'e Entry, rfc: &str) -> Opt
     })
 }
 
-/// `what`, and the line of entry `e` if it has one: "CNAME on line 6".
-/// Entries checked outside a file (a change at a few names) have line 0.
-fn on_line(what: impl std::fmt::Display, e: &Entry) -> String {
+/// `what`, and the line of record `e` if it has one: "CNAME on line 6".
+fn on_line(what: impl std::fmt::Display, e: &ZoneRecord) -> String {
     match e.line {
         0 => what.to_string(),
         line => format!("{what} on line {line}"),
     }
 }
 
-/// " (line 6)" for entry `e`, or nothing when it has no line.
-fn at_line(e: &Entry) -> String {
+/// " (line 6)" for record `e`, or nothing when it has no line.
+fn at_line(e: &ZoneRecord) -> String {
     match e.line {
         0 => String::new(),
         line => format!(" (line {line})"),
     }
 }
 
-/// The earliest entry recorded at a name.
-fn first_entry<'e>(at: &AtName<'e>) -> Option<&'e Entry> {
-    [at.cname, at.dname, at.ns, at.other]
-        .into_iter()
-        .flatten()
-        .min_by_key(|e| e.line)
+/// The target of a CNAME or DNAME record.
+fn target(e: &ZoneRecord) -> Option<zonefile::Name> {
+    zonefile::rdata_target(e.record.rtype, &e.record.rdata)
 }
 
-fn target_text(e: &Entry) -> String {
-    e.target
-        .as_ref()
-        .map(|t| format!(" to {t}"))
-        .unwrap_or_default()
+fn target_text(e: &ZoneRecord) -> String {
+    target(e).map(|t| format!(" to {t}")).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The entries of a zone file's text, as the loader makes them.
-    fn scan(text: &str, origin: &Name) -> Vec<Entry> {
+    use hickory_proto::rr::Name;
+
+    /// The records of a zone file's text, grouped as the loader groups
+    /// them, and their problems.
+    fn check_text(text: &str, origin: &Name, no_lines: bool) -> Vec<Problem> {
         let origin = crate::zone::records::zone_name(origin);
-        let zone = zonefile::read(
+        let mut zone = zonefile::read(
             text.as_bytes(),
             std::path::Path::new("t"),
             &origin,
             &mut zonefile::NoIncludes,
         )
         .unwrap();
-        zone.records
-            .iter()
-            .map(|r| Entry {
-                line: r.line,
-                file: r.file,
-                owner: crate::zone::records::name(&r.record.owner),
-                rtype: RecordType::from(r.record.rtype),
-                target: zonefile::rdata_target(r.record.rtype, &r.record.rdata)
-                    .filter(|_| {
-                        matches!(
-                            RecordType::from(r.record.rtype),
-                            RecordType::CNAME | RecordType::DNAME
-                        )
-                    })
-                    .map(|t| crate::zone::records::name(&t)),
-            })
-            .collect()
+        if no_lines {
+            for r in &mut zone.records {
+                r.line = 0;
+            }
+        }
+        let keys = checks::group(&mut zone.records);
+        let apex = crate::zone::name_key::NameKey::from_wire(origin.wire()).unwrap();
+        check(apex.as_bytes(), &zone.records, &keys)
     }
 
     const HEAD: &str = "$TTL 300
@@ -275,7 +275,7 @@ ns1 IN A 198.18.0.53
     fn problems(tail: &str) -> Vec<(usize, String)> {
         let origin = Name::from_ascii("example.test.").unwrap();
         let text = format!("{HEAD}{tail}");
-        check(&origin, &scan(&text, &origin))
+        check_text(&text, &origin, false)
             .into_iter()
             .map(|p| (p.line, p.message))
             .collect()
@@ -287,11 +287,7 @@ ns1 IN A 198.18.0.53
         let text = format!(
             "{HEAD}a IN CNAME b\na IN A 198.18.0.1\nd IN DNAME e.test.\nx.d IN A 198.18.0.2\n"
         );
-        let mut entries = scan(&text, &origin);
-        for e in &mut entries {
-            e.line = 0;
-        }
-        let messages: Vec<String> = check(&origin, &entries)
+        let messages: Vec<String> = check_text(&text, &origin, true)
             .into_iter()
             .map(|p| p.message)
             .collect();
@@ -386,7 +382,7 @@ dn IN DNAME elsewhere.test.
         let origin = Name::from_ascii("example.test.").unwrap();
         let text = "@ IN SOA ns1.other.test. h.other.test. 1 2 3 4 5\n\
                     @ IN NS ns1.other.test.\n@ IN DNAME other.test.\n";
-        assert_eq!(check(&origin, &scan(text, &origin)), []);
+        assert_eq!(check_text(text, &origin, false), []);
         let p = problems("@ IN DNAME other.test.\n");
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].0, 4, "ns1 is below the apex DNAME");
