@@ -17,8 +17,10 @@ pub struct Rdatas {
 impl Rdatas {
     /// The records whose rdata `rdatas` gives; `None` if one is longer
     /// than RDLENGTH can say.
-    pub fn new<'a>(rdatas: impl Iterator<Item = &'a [u8]>) -> Option<Self> {
-        let mut bytes = Vec::new();
+    pub fn new<'a>(rdatas: impl Iterator<Item = &'a [u8]> + Clone) -> Option<Self> {
+        // Sized exactly up front: the one allocation is the one kept.
+        let size = rdatas.clone().map(|r| 2 + r.len()).sum();
+        let mut bytes = Vec::with_capacity(size);
         let mut len = 0u32;
         for rdata in rdatas {
             bytes.extend_from_slice(&u16::try_from(rdata.len()).ok()?.to_be_bytes());

@@ -224,17 +224,17 @@ fn rrsets_of(records: &mut [Record]) -> Box<[RrSet]> {
 /// sorted by type (the order read kept within an RRset).
 fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
     records.sort_by_key(|zr| zr.record.rtype);
-    records
-        .chunk_by(|a, b| a.record.rtype == b.record.rtype)
-        .map(|set| RrSet {
-            rtype: RecordType::from(set[0].record.rtype),
-            ttl: set.iter().map(|zr| zr.record.ttl).min().unwrap_or(0),
-            // The reader refuses rdata longer than RDLENGTH can say.
-            rdatas: Rdatas::new(set.iter().map(|zr| zr.record.rdata.as_slice()))
-                .unwrap_or_default(),
-            additional: Box::default(),
-        })
-        .collect()
+    let sets = || records.chunk_by(|a, b| a.record.rtype == b.record.rtype);
+    // Sized exactly up front: the one allocation is the one kept.
+    let mut rrsets = Vec::with_capacity(sets().count());
+    rrsets.extend(sets().map(|set| RrSet {
+        rtype: RecordType::from(set[0].record.rtype),
+        ttl: set.iter().map(|zr| zr.record.ttl).min().unwrap_or(0),
+        // The reader refuses rdata longer than RDLENGTH can say.
+        rdatas: Rdatas::new(set.iter().map(|zr| zr.record.rdata.as_slice())).unwrap_or_default(),
+        additional: Box::default(),
+    }));
+    rrsets.into_boxed_slice()
 }
 
 /// Where a name leads in its zone.
@@ -439,6 +439,10 @@ impl Zone {
         let names = records.chunk_by(same_owner).count();
         let mut nodes: Map<Node> =
             Map::with_capacity_and_hasher(names + names / 64 + 1, Default::default());
+        // The names whose records point at others (NS, MX, SRV), for the
+        // passes below, which need not visit every name.
+        let mut pointing: Vec<Box<[u8]>> = Vec::new();
+        let (mut has_wildcards, mut has_dnames) = (false, false);
         let mut shrunk_at = records.len();
         while let Some(last) = records.last() {
             let key = NameKey::from_wire(last.record.owner.wire());
@@ -447,8 +451,15 @@ impl Zone {
                 .next_back()
                 .map_or(0, |name| records.len() - name.len());
             if let Some(key) = key {
+                let key = key.as_bytes();
                 let rrsets = rrsets_of_wire(&mut records[start..]);
-                add_node(&mut nodes, key.as_bytes(), apex, rrsets);
+                let has = |t: RecordType| rrsets.iter().any(|s| s.rtype == t);
+                if has(RecordType::NS) || has(RecordType::MX) || has(RecordType::SRV) {
+                    pointing.push(Box::from(key));
+                }
+                has_dnames |= has(RecordType::DNAME);
+                has_wildcards |= key.starts_with(b"\x01*");
+                add_node(&mut nodes, key, apex, rrsets);
             }
             records.truncate(start);
             // Give back what the moved records held (large blocks shrink in
@@ -462,10 +473,14 @@ impl Zone {
 
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
-        let cuts: Vec<Box<[u8]>> = nodes
+        let cuts: Vec<&Box<[u8]>> = pointing
             .iter()
-            .filter(|(k, n)| k.as_ref() != apex && n.get(RecordType::NS).is_some())
-            .map(|(k, _)| k.clone())
+            .filter(|k| {
+                k.as_ref() != apex
+                    && nodes
+                        .get(k.as_ref())
+                        .is_some_and(|n| n.get(RecordType::NS).is_some())
+            })
             .collect();
         if !cuts.is_empty() {
             for (key, node) in nodes.iter_mut() {
@@ -473,17 +488,19 @@ impl Zone {
                     .iter()
                     .filter(|c| name_key::is_at_or_below(key, c))
                     .min_by_key(|c| c.len())
-                    .cloned();
+                    .map(|c| (*c).clone());
             }
         }
 
         // Additional data: address RRsets of in-zone NS/MX/SRV targets.
-        let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
         let mut extras: Vec<(Box<[u8]>, usize, Vec<Additional>)> = Vec::new();
         let mut targets = Keys::default();
         {
             let lookup = |k: &[u8]| nodes.get(k);
-            for (key, node) in &nodes {
+            for key in &pointing {
+                let Some(node) = nodes.get(key) else {
+                    continue;
+                };
                 for (i, set) in node.rrsets.iter().enumerate() {
                     targets.extend(targets_of(apex, set));
                     let add = additional_of(&lookup, apex, key, set, has_wildcards);
@@ -500,7 +517,6 @@ impl Zone {
         }
 
         let negative_soa = negative_soa(nodes.get(apex)?)?;
-        let has_dnames = nodes.values().any(|n| n.get(RecordType::DNAME).is_some());
         Some(Self {
             origin,
             nodes: Arc::new(nodes),

@@ -147,11 +147,13 @@ impl Keys {
         self.spans.is_empty()
     }
 
-    /// The indexes of the names grouped by name, in index order within a
-    /// name. The groups come in no meaningful order: they are sorted by a
-    /// hash of the key (then the key, for two keys with one hash), which
-    /// compares as one integer where the keys would compare as bytes in
-    /// memory all over the arena.
+    /// The indexes of the names grouped by name: the names in the order
+    /// of their first index, the indexes of a name in order. Names are
+    /// brought together by sorting on a hash of the key (then the key, for
+    /// two keys with one hash), which compares as one integer where the
+    /// keys would compare as bytes all over the arena; the groups then go
+    /// back to the order they came in, so that whoever walks records in
+    /// this order reads memory in about the order it was written.
     pub fn grouped(&self) -> Vec<u32> {
         use std::hash::BuildHasher;
         let hasher = foldhash::fast::FixedState::default();
@@ -163,7 +165,22 @@ impl Keys {
                 .then_with(|| self.get(a as usize).cmp(self.get(b as usize)))
                 .then(a.cmp(&b))
         });
-        order.into_iter().map(|(_, i)| i).collect()
+        // Each name as (its first index, where its run starts, its length).
+        let mut runs: Vec<(u32, u32, u32)> = order
+            .chunk_by(|&(ha, a), &(hb, b)| ha == hb && self.get(a as usize) == self.get(b as usize))
+            .scan(0u32, |at, run| {
+                let start = *at;
+                *at += run.len() as u32;
+                Some((run[0].1, start, run.len() as u32))
+            })
+            .collect();
+        runs.sort_unstable();
+        let mut grouped = Vec::with_capacity(order.len());
+        for (_, start, len) in runs {
+            let run = &order[start as usize..(start + len) as usize];
+            grouped.extend(run.iter().map(|&(_, i)| i));
+        }
+        grouped
     }
 }
 
