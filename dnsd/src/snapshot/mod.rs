@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 
 use crate::answer::rotate::Window;
 use crate::snapshot::encoded::Rdatas;
@@ -464,7 +464,7 @@ impl Zone {
             records.truncate(start);
             // Give back what the moved records held (large blocks shrink in
             // place), so that the two copies never coexist.
-            if records.len() + shrunk_at / 16 < shrunk_at {
+            if records.len() + shrunk_at / 4 < shrunk_at {
                 records.shrink_to_fit();
                 shrunk_at = records.len();
             }
@@ -855,10 +855,7 @@ fn additional_of<'n>(
 ) -> Vec<Additional> {
     let mut add = Vec::new();
     let mut seen: Vec<NameKey> = Vec::new();
-    for target in pointed_at(set) {
-        let Some(tk) = NameKey::new(&target) else {
-            continue;
-        };
+    for (tk, target) in pointed_at(set) {
         let tk_bytes = tk.as_bytes();
         if !name_key::is_at_or_below(tk_bytes, apex)
             || seen.iter().any(|k| k.as_bytes() == tk_bytes)
@@ -872,6 +869,10 @@ fn additional_of<'n>(
         let required = set.rtype == RecordType::NS
             && owner != apex
             && name_key::is_at_or_below(tk_bytes, owner);
+        // Owned by the target as the pointing record writes it.
+        let Ok(target) = Name::read(&mut BinDecoder::new(target)) else {
+            continue;
+        };
         for rtype in [RecordType::A, RecordType::AAAA] {
             let Some(s) = node.get(rtype) else {
                 continue;
@@ -889,26 +890,28 @@ fn additional_of<'n>(
 /// The keys of the in-zone names the NS, MX or SRV records of `set` point
 /// at.
 fn targets_of<'s>(apex: &'s [u8], set: &'s RrSet) -> impl Iterator<Item = Box<[u8]>> + 's {
-    pointed_at(set).into_iter().filter_map(move |target| {
-        let key = NameKey::new(&target)?;
+    pointed_at(set).filter_map(move |(key, _)| {
         name_key::is_at_or_below(key.as_bytes(), apex).then(|| Box::from(key.as_bytes()))
     })
 }
 
-/// The names the records of `set` point at, if it is an NS, MX or SRV set
-/// (the only ones decoded for this: a zone is mostly addresses).
-fn pointed_at(set: &RrSet) -> Vec<Name> {
-    if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
-        return Vec::new();
-    }
-    set.data()
-        .filter_map(|data| match data {
-            RData::NS(ns) => Some(ns.0),
-            RData::MX(mx) => Some(mx.exchange),
-            RData::SRV(srv) => Some(srv.target),
-            _ => None,
+/// The names the records of `set` point at, if it is an NS, MX or SRV set:
+/// each one's key, and its wire form as the record writes it. Read from
+/// the rdata where the name stands (after MX's preference, SRV's priority,
+/// weight and port), uncompressed as stored, without decoding a record.
+fn pointed_at(set: &RrSet) -> impl Iterator<Item = (NameKey, &[u8])> {
+    let name_at = match set.rtype {
+        RecordType::NS => Some(0),
+        RecordType::MX => Some(2),
+        RecordType::SRV => Some(6),
+        _ => None,
+    };
+    name_at.into_iter().flat_map(move |at| {
+        set.rdatas.iter().filter_map(move |rdata| {
+            let wire = rdata.get(at..)?;
+            Some((NameKey::from_wire(wire)?, wire))
         })
-        .collect()
+    })
 }
 
 /// The authority record of negative answers, from the apex node's SOA:

@@ -27,7 +27,12 @@ pub type Problem = (Option<usize>, String);
 /// www` and `CNAME WWW` are one record). Returns the owners' keys, in the
 /// new order.
 pub fn group(records: &mut Vec<ZoneRecord>) -> Keys {
-    let mut keys = Keys::with_capacity(records.len());
+    // A key is its name's wire form without the root label.
+    let bytes = records
+        .iter()
+        .map(|zr| zr.record.owner.wire().len() - 1)
+        .sum();
+    let mut keys = Keys::with_capacity(records.len(), bytes);
     for zr in records.iter() {
         keys.push_wire(zr.record.owner.wire());
     }
@@ -39,7 +44,7 @@ pub fn group(records: &mut Vec<ZoneRecord>) -> Keys {
     // Position i takes the record at order[i], by swapping along the
     // permutation's cycles (no second copy of the records); a done
     // position is marked u32::MAX.
-    let mut grouped = Keys::with_capacity(records.len());
+    let mut grouped = Keys::with_capacity(records.len(), keys.byte_len());
     for &i in &order {
         if !repeat[i as usize] {
             grouped.push(keys.get(i as usize));

@@ -98,11 +98,17 @@ pub struct Keys {
 }
 
 impl Keys {
-    pub fn with_capacity(names: usize) -> Self {
+    /// Room for `names` keys of `bytes` octets in all.
+    pub fn with_capacity(names: usize, bytes: usize) -> Self {
         Self {
-            bytes: Vec::with_capacity(names * 16),
+            bytes: Vec::with_capacity(bytes),
             spans: Vec::with_capacity(names),
         }
+    }
+
+    /// The octets of every key together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
     }
 
     /// Adds `key`; past 4 GiB of keys, the root's, which no zone's name
