@@ -143,10 +143,14 @@ impl Response {
         });
     }
 
-    /// Adds the addresses of the names `set` points at; in a referral
-    /// (`glue`), those of in-domain name servers are required.
-    fn push_additional(&mut self, set: &RrSet, glue: bool) {
-        for add in set.additional.iter() {
+    /// Adds the addresses of the names `set`, owned by the name with key
+    /// `owner` in `zone`, points at; in a referral (`glue`), those of
+    /// in-domain name servers are required.
+    fn push_additional(&mut self, zone: &Zone, owner: &[u8], set: &RrSet, glue: bool) {
+        if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
+            return;
+        }
+        for add in zone.additional(owner, set) {
             let all = add.set.all(&add.owner);
             self.push(Which::Additional, all.into_iter(), glue && add.required);
         }
@@ -234,9 +238,9 @@ pub fn answer(snapshot: &Snapshot, q: &Question<'_>, cx: Context) -> Response {
                 if resp.answer.is_empty() {
                     resp.authoritative = false;
                 }
-                let cut = name.trim_to(name_key::labels(cut));
-                resp.push(Which::Authority, ns.all(&cut).into_iter(), false);
-                resp.push_additional(ns, true);
+                let owner = name.trim_to(name_key::labels(cut));
+                resp.push(Which::Authority, ns.all(&owner).into_iter(), false);
+                resp.push_additional(zone, cut, ns, true);
                 Step::Done
             }
             Lookup::NxDomain => {
@@ -320,13 +324,15 @@ fn at_node(
     snapshot: &Snapshot,
 ) -> Step {
     let cap = snapshot.max_answers;
+    let owner_key = NameKey::new(owner);
+    let owner_key = owner_key.as_ref().map_or(&[][..], NameKey::as_bytes);
     if qtype == RecordType::ANY {
         if node.rrsets.is_empty() {
             resp.negative(zone, owner, ResponseCode::NoError);
         }
         if let Some(set) = node.rrsets.first() {
             resp.answer_with(set, owner, cx, cap);
-            resp.push_additional(set, false);
+            resp.push_additional(zone, owner_key, set, false);
         }
         return Step::Done;
     }
@@ -345,7 +351,7 @@ fn at_node(
     match node.get(qtype) {
         Some(set) => {
             resp.answer_with(set, owner, cx, cap);
-            resp.push_additional(set, false);
+            resp.push_additional(zone, owner_key, set, false);
         }
         None => resp.negative(zone, owner, ResponseCode::NoError),
     }

@@ -141,8 +141,19 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
                     return false;
                 }
                 match node.get(qtype) {
-                    Some(set) if set.additional.is_empty() => (0, Some(set), false),
-                    Some(_) => return false,
+                    // NS, MX and SRV answers may carry their targets'
+                    // addresses: general path.
+                    Some(set)
+                        if matches!(
+                            set.rtype,
+                            hickory_proto::rr::RecordType::NS
+                                | hickory_proto::rr::RecordType::MX
+                                | hickory_proto::rr::RecordType::SRV
+                        ) =>
+                    {
+                        return false;
+                    }
+                    Some(set) => (0, Some(set), false),
                     None => (0, None, true),
                 }
             }

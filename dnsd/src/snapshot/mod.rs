@@ -73,12 +73,7 @@ pub struct Zone {
     pub negative_soa: Arc<RrSet>,
     has_wildcards: bool,
     has_dnames: bool,
-    /// The in-zone names NS, MX and SRV records point at: their addresses
-    /// are additional data of other names.
-    targets: Arc<Keys>,
 }
-
-type Keys = std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>;
 
 /// What a served zone was read from.
 #[derive(Debug, Clone, Default)]
@@ -121,10 +116,6 @@ pub struct RrSet {
     /// consistent).
     pub ttl: u32,
     pub rdatas: Rdatas,
-    /// The address RRsets of the in-zone names this RRset points at (NS,
-    /// MX, SRV targets, each A then AAAA, targets in record order): the
-    /// glue of a referral, the additional section of an answer.
-    pub additional: Box<[Additional]>,
 }
 
 impl RrSet {
@@ -143,7 +134,6 @@ impl RrSet {
             rtype,
             ttl: records.iter().map(|r| r.ttl).min().unwrap_or(0),
             rdatas: Rdatas::new(wires.iter().map(Vec::as_slice)).unwrap_or_default(),
-            additional: Box::default(),
         }
     }
 
@@ -187,10 +177,9 @@ impl RrSet {
 /// points at, owned by that name as the pointing record writes it (a target
 /// covered by a wildcard gets the wildcard's records under its own name,
 /// RFC 1034 §4.3.2 step 6, as NSD and Knot add them).
-#[derive(Debug, Clone)]
-pub struct Additional {
+pub struct Additional<'z> {
     pub owner: Name,
-    pub set: RrSet,
+    pub set: &'z RrSet,
     /// The target is at or below the owner of an NS set: in a referral this
     /// is the glue of an in-domain name server, which a referral must carry
     /// whole or be truncated (RFC 9471 §3). Glue of other names (sibling
@@ -232,7 +221,6 @@ fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
         ttl: set.iter().map(|zr| zr.record.ttl).min().unwrap_or(0),
         // The reader refuses rdata longer than RDLENGTH can say.
         rdatas: Rdatas::new(set.iter().map(|zr| zr.record.rdata.as_slice())).unwrap_or_default(),
-        additional: Box::default(),
     }));
     rrsets.into_boxed_slice()
 }
@@ -439,9 +427,8 @@ impl Zone {
         let names = records.chunk_by(same_owner).count();
         let mut nodes: Map<Node> =
             Map::with_capacity_and_hasher(names + names / 64 + 1, Default::default());
-        // The names whose records point at others (NS, MX, SRV), for the
-        // passes below, which need not visit every name.
-        let mut pointing: Vec<Box<[u8]>> = Vec::new();
+        // The names below the apex with NS records: the zone cuts.
+        let mut cuts: Vec<Box<[u8]>> = Vec::new();
         let (mut has_wildcards, mut has_dnames) = (false, false);
         let mut shrunk_at = records.len();
         while let Some(last) = records.last() {
@@ -454,8 +441,8 @@ impl Zone {
                 let key = key.as_bytes();
                 let rrsets = rrsets_of_wire(&mut records[start..]);
                 let has = |t: RecordType| rrsets.iter().any(|s| s.rtype == t);
-                if has(RecordType::NS) || has(RecordType::MX) || has(RecordType::SRV) {
-                    pointing.push(Box::from(key));
+                if has(RecordType::NS) && key != apex {
+                    cuts.push(Box::from(key));
                 }
                 has_dnames |= has(RecordType::DNAME);
                 has_wildcards |= key.starts_with(b"\x01*");
@@ -473,46 +460,13 @@ impl Zone {
 
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
-        let cuts: Vec<&Box<[u8]>> = pointing
-            .iter()
-            .filter(|k| {
-                k.as_ref() != apex
-                    && nodes
-                        .get(k.as_ref())
-                        .is_some_and(|n| n.get(RecordType::NS).is_some())
-            })
-            .collect();
         if !cuts.is_empty() {
             for (key, node) in nodes.iter_mut() {
                 node.delegation = cuts
                     .iter()
                     .filter(|c| name_key::is_at_or_below(key, c))
                     .min_by_key(|c| c.len())
-                    .map(|c| (*c).clone());
-            }
-        }
-
-        // Additional data: address RRsets of in-zone NS/MX/SRV targets.
-        let mut extras: Vec<(Box<[u8]>, usize, Vec<Additional>)> = Vec::new();
-        let mut targets = Keys::default();
-        {
-            let lookup = |k: &[u8]| nodes.get(k);
-            for key in &pointing {
-                let Some(node) = nodes.get(key) else {
-                    continue;
-                };
-                for (i, set) in node.rrsets.iter().enumerate() {
-                    targets.extend(targets_of(apex, set));
-                    let add = additional_of(&lookup, apex, key, set, has_wildcards);
-                    if !add.is_empty() {
-                        extras.push((key.clone(), i, add));
-                    }
-                }
-            }
-        }
-        for (key, i, add) in extras {
-            if let Some(set) = nodes.get_mut(&key).and_then(|n| n.rrsets.get_mut(i)) {
-                set.additional = add.into_boxed_slice();
+                    .cloned();
             }
         }
 
@@ -524,7 +478,6 @@ impl Zone {
             negative_soa: Arc::new(negative_soa),
             has_wildcards,
             has_dnames,
-            targets: Arc::new(targets),
         })
     }
 
@@ -566,7 +519,6 @@ impl Zone {
             negative_soa: Arc::clone(&self.negative_soa),
             has_wildcards: self.has_wildcards,
             has_dnames: self.has_dnames,
-            targets: Arc::clone(&self.targets),
         };
         for (name, mut records) in names {
             let key = NameKey::new(&name)?;
@@ -580,24 +532,7 @@ impl Zone {
                 || old
                     .as_ref()
                     .is_some_and(|n| n.get(RecordType::NS).is_some());
-            // Another name's additional data holds this one's addresses
-            // (a wildcard's, for the names it covers).
-            let addresses_change = || {
-                [RecordType::A, RecordType::AAAA].iter().any(|&t| {
-                    let was: Vec<&[u8]> = old
-                        .as_ref()
-                        .and_then(|n| n.get(t))
-                        .map_or_else(Vec::new, |s| s.rdatas.iter().collect());
-                    let will: Vec<Vec<u8>> = records
-                        .iter()
-                        .filter(|r| r.record_type() == t)
-                        .filter_map(|r| records::rdata_wire(&r.data))
-                        .collect();
-                    was.len() != will.len() || was.iter().any(|d| !will.iter().any(|w| w == d))
-                })
-            };
-            let pointed_at = next.targets.contains(k) || (is_wildcard && !next.targets.is_empty());
-            if (k != apex && ns_here) || (pointed_at && addresses_change()) {
+            if k != apex && ns_here {
                 return None;
             }
             let children = old.as_ref().map_or(0, |n| n.children);
@@ -617,18 +552,7 @@ impl Zone {
                 }
                 continue;
             }
-            let mut rrsets = rrsets_of(&mut records);
-            for set in rrsets.iter_mut() {
-                let targets: Vec<Box<[u8]>> = targets_of(apex, set).collect();
-                if !targets.is_empty() {
-                    let mut all = (*next.targets).clone();
-                    all.extend(targets);
-                    next.targets = Arc::new(all);
-                }
-                let lookup = |t: &[u8]| next.node(t);
-                set.additional =
-                    additional_of(&lookup, apex, k, set, next.has_wildcards).into_boxed_slice();
-            }
+            let rrsets = rrsets_of(&mut records);
             let delegation = match &old {
                 Some(n) => n.delegation.clone(),
                 None => next.delegation_above(k, apex),
@@ -799,6 +723,76 @@ impl Zone {
         Lookup::NxDomain
     }
 
+    /// The address RRsets that `set`, owned by the name with key `owner`,
+    /// adds to a response: for each in-zone target of its NS, MX or SRV
+    /// records (once per name), the target's A then AAAA RRset. Looked up
+    /// as the answer is made, so that a change to a target's addresses is
+    /// a change at that name alone.
+    pub fn additional(&self, owner: &[u8], set: &RrSet) -> Vec<Additional<'_>> {
+        let mut add = Vec::new();
+        let Some(apex) = NameKey::new(&self.origin) else {
+            return add;
+        };
+        let apex = apex.as_bytes();
+        let mut seen: Vec<NameKey> = Vec::new();
+        for (tk, target) in pointed_at(set) {
+            let tk_bytes = tk.as_bytes();
+            if !name_key::is_at_or_below(tk_bytes, apex)
+                || seen.iter().any(|k| k.as_bytes() == tk_bytes)
+            {
+                continue;
+            }
+            let Some(node) = self.address_node(tk_bytes) else {
+                seen.push(tk);
+                continue;
+            };
+            let required = set.rtype == RecordType::NS
+                && owner != apex
+                && name_key::is_at_or_below(tk_bytes, owner);
+            seen.push(tk);
+            // Owned by the target as the pointing record writes it.
+            let Ok(target) = Name::read(&mut BinDecoder::new(target)) else {
+                continue;
+            };
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = node.get(rtype) {
+                    add.push(Additional {
+                        owner: target.clone(),
+                        set,
+                        required,
+                    });
+                }
+            }
+        }
+        add
+    }
+
+    /// The node that holds the addresses of the in-zone name with key
+    /// `key`: the name's own node (glue below a zone cut included), else
+    /// the wildcard at its closest encloser (RFC 4592 §3.3.1), unless that
+    /// encloser is at or below a cut or owns a DNAME, where nothing is
+    /// synthesized.
+    fn address_node(&self, key: &[u8]) -> Option<&Node> {
+        if let Some(node) = self.node(key) {
+            return Some(node);
+        }
+        if !self.has_wildcards {
+            return None;
+        }
+        let mut encloser = key;
+        let node = loop {
+            encloser = name_key::parent(encloser)?;
+            if let Some(node) = self.node(encloser) {
+                break node;
+            }
+        };
+        if node.delegation.is_some() || node.get(RecordType::DNAME).is_some() {
+            return None;
+        }
+        let wildcard = NameKey::wildcard_of(encloser)?;
+        self.node(wildcard.as_bytes())
+    }
+
     fn referral<'z>(&'z self, cut: &'z [u8]) -> Lookup<'z> {
         match self.node(cut).and_then(|n| n.get(RecordType::NS)) {
             Some(ns) => Lookup::Referral { cut, ns },
@@ -843,58 +837,6 @@ fn add_node(nodes: &mut Map<Node>, key: &[u8], apex: &[u8], rrsets: Box<[RrSet]>
     }
 }
 
-/// The address RRsets that `set`, owned by the name with key `owner`, adds
-/// to a response: for each in-zone target of its NS, MX or SRV records (once
-/// per name), the target's A then AAAA RRset.
-fn additional_of<'n>(
-    nodes: &dyn Fn(&[u8]) -> Option<&'n Node>,
-    apex: &[u8],
-    owner: &[u8],
-    set: &RrSet,
-    has_wildcards: bool,
-) -> Vec<Additional> {
-    let mut add = Vec::new();
-    let mut seen: Vec<NameKey> = Vec::new();
-    for (tk, target) in pointed_at(set) {
-        let tk_bytes = tk.as_bytes();
-        if !name_key::is_at_or_below(tk_bytes, apex)
-            || seen.iter().any(|k| k.as_bytes() == tk_bytes)
-        {
-            continue;
-        }
-        seen.push(tk);
-        let Some(node) = address_node(nodes, tk_bytes, has_wildcards) else {
-            continue;
-        };
-        let required = set.rtype == RecordType::NS
-            && owner != apex
-            && name_key::is_at_or_below(tk_bytes, owner);
-        // Owned by the target as the pointing record writes it.
-        let Ok(target) = Name::read(&mut BinDecoder::new(target)) else {
-            continue;
-        };
-        for rtype in [RecordType::A, RecordType::AAAA] {
-            let Some(s) = node.get(rtype) else {
-                continue;
-            };
-            add.push(Additional {
-                owner: target.clone(),
-                set: s.clone(),
-                required,
-            });
-        }
-    }
-    add
-}
-
-/// The keys of the in-zone names the NS, MX or SRV records of `set` point
-/// at.
-fn targets_of<'s>(apex: &'s [u8], set: &'s RrSet) -> impl Iterator<Item = Box<[u8]>> + 's {
-    pointed_at(set).filter_map(move |(key, _)| {
-        name_key::is_at_or_below(key.as_bytes(), apex).then(|| Box::from(key.as_bytes()))
-    })
-}
-
 /// The names the records of `set` point at, if it is an NS, MX or SRV set:
 /// each one's key, and its wire form as the record writes it. Read from
 /// the rdata where the name stands (after MX's preference, SRV's priority,
@@ -927,38 +869,7 @@ fn negative_soa(apex: &Node) -> Option<RrSet> {
         rtype: RecordType::SOA,
         ttl: soa.ttl.min(minimum),
         rdatas: Rdatas::new(std::iter::once(first))?,
-        additional: Box::default(),
     })
-}
-
-/// The node that holds the addresses of the in-zone name with key `key`:
-/// the name's own node
-/// (glue below a zone cut included), else the wildcard at its closest
-/// encloser (RFC 4592 §3.3.1), unless that encloser is at or below a cut or
-/// owns a DNAME, where nothing is synthesized.
-fn address_node<'n>(
-    nodes: &dyn Fn(&[u8]) -> Option<&'n Node>,
-    key: &[u8],
-    has_wildcards: bool,
-) -> Option<&'n Node> {
-    if let Some(node) = nodes(key) {
-        return Some(node);
-    }
-    if !has_wildcards {
-        return None;
-    }
-    let mut encloser = key;
-    let node = loop {
-        encloser = name_key::parent(encloser)?;
-        if let Some(node) = nodes(encloser) {
-            break node;
-        }
-    };
-    if node.delegation.is_some() || node.get(RecordType::DNAME).is_some() {
-        return None;
-    }
-    let wildcard = NameKey::wildcard_of(encloser)?;
-    nodes(wildcard.as_bytes())
 }
 
 #[cfg(test)]
@@ -1048,7 +959,7 @@ ns.sub 300 IN A 198.18.0.54
                 let show = |s: &RrSet| {
                     let mut v: Vec<String> = s.all(&name).iter().map(|r| r.to_string()).collect();
                     v.extend(
-                        s.additional
+                        zone.additional(key.as_bytes(), s)
                             .iter()
                             .flat_map(|a| a.set.all(&a.owner).into_iter().map(|r| format!("+{r}"))),
                     );
@@ -1145,18 +1056,19 @@ ns.sub 300 IN A 198.18.0.54
 
     #[test]
     fn a_change_that_reaches_other_names_asks_for_a_whole_index() {
-        // A delegation made or removed, a target's address: others change.
+        // A delegation made or removed: every name below it changes.
         assert!(check(&[("www.example.test.", "60 IN NS ns1.example.test.")]).is_none());
         assert!(check(&[("sub.example.test.", "")]).is_none());
-        assert!(check(&[("mail.example.test.", "300 IN A 198.18.0.26")]).is_none());
-        // The target's other records, and the apex's serial, are its own.
+        // A target's addresses, a wildcard's, and the target's other
+        // records are the name's own: other names' additional data is
+        // looked up as they are answered.
+        check(&[("mail.example.test.", "300 IN A 198.18.0.26")]).unwrap();
         check(&[(
             "mail.example.test.",
             "300 IN A 198.18.0.25\n300 IN TXT \"mx\"",
         )])
         .unwrap();
-        // A wildcard's addresses may be a target's.
-        assert!(check(&[("*.wild.example.test.", "60 IN A 198.18.0.99")]).is_none());
+        check(&[("*.wild.example.test.", "60 IN A 198.18.0.99")]).unwrap();
     }
 
     #[test]
