@@ -425,8 +425,12 @@ impl Zone {
         // Sized once: the names with records, and room for a few empty
         // non-terminals.
         let names = records.chunk_by(same_owner).count();
-        let mut nodes: Map<Node> =
-            Map::with_capacity_and_hasher(names + names / 64 + 1, Default::default());
+        let mut tree = Tree {
+            nodes: Map::with_capacity_and_hasher(names + names / 64 + 1, Default::default()),
+            apex,
+            empty: Keys::default(),
+            tally: (Vec::new(), 0),
+        };
         // The names below the apex with NS records: the zone cuts.
         let mut cuts: Vec<Box<[u8]>> = Vec::new();
         let (mut has_wildcards, mut has_dnames) = (false, false);
@@ -446,7 +450,7 @@ impl Zone {
                 }
                 has_dnames |= has(RecordType::DNAME);
                 has_wildcards |= key.starts_with(b"\x01*");
-                add_node(&mut nodes, key, apex, rrsets);
+                tree.add(key, rrsets);
             }
             records.truncate(start);
             // Give back what the moved records held (large blocks shrink in
@@ -457,6 +461,7 @@ impl Zone {
             }
         }
         drop(records);
+        let mut nodes = tree.finish();
 
         // Zone cuts: NS sets below the apex. A name's delegation is its
         // highest cut, since everything below a cut is glue or occluded.
@@ -801,39 +806,73 @@ impl Zone {
     }
 }
 
-/// Puts `rrsets` at the name with key `key` of the zone whose apex has key
-/// `apex`. A name new to `nodes` gets every ancestor up to the apex (an
-/// empty non-terminal where it has no records of its own, RFC 8020) and
-/// counts as a child of its parent.
-fn add_node(nodes: &mut Map<Node>, key: &[u8], apex: &[u8], rrsets: Box<[RrSet]>) {
-    if let Some(node) = nodes.get_mut(key) {
-        // An empty non-terminal so far: a name's records come together.
-        node.rrsets = rrsets;
-        return;
-    }
-    nodes.insert(
-        Box::from(key),
-        Node {
-            rrsets,
-            ..Node::default()
-        },
-    );
-    let mut k = key;
-    while k.len() > apex.len()
-        && let Some(p) = name_key::parent(k)
-    {
-        if let Some(parent) = nodes.get_mut(p) {
-            parent.children += 1;
+/// The names of a zone being indexed, with the counts of their children.
+struct Tree<'a> {
+    nodes: Map<Node>,
+    apex: &'a [u8],
+    /// The names made empty non-terminals so far: the only names that can
+    /// be in `nodes` before their records come (a name's records come
+    /// together), so the only ones looked up before an insert.
+    empty: Keys,
+    /// Children counted for one parent and not yet added to its node: a
+    /// run of names under one parent (a flat zone is one) costs one lookup
+    /// of the parent, not one each.
+    tally: (Vec<u8>, u32),
+}
+
+type Keys = std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>;
+
+impl Tree<'_> {
+    /// Puts `rrsets` at the name with key `key`. A name new to the zone
+    /// gets every ancestor up to the apex (an empty non-terminal where it
+    /// has no records of its own, RFC 8020) and counts as a child of its
+    /// parent.
+    fn add(&mut self, key: &[u8], rrsets: Box<[RrSet]>) {
+        if !self.empty.is_empty() && self.empty.remove(key) {
+            if let Some(node) = self.nodes.get_mut(key) {
+                node.rrsets = rrsets;
+            }
             return;
         }
-        nodes.insert(
-            Box::from(p),
+        self.nodes.insert(
+            Box::from(key),
             Node {
-                children: 1,
+                rrsets,
                 ..Node::default()
             },
         );
-        k = p;
+        let mut k = key;
+        while k.len() > self.apex.len()
+            && let Some(p) = name_key::parent(k)
+        {
+            if self.tally.0 == p {
+                self.tally.1 += 1;
+                return;
+            }
+            self.settle();
+            self.tally = (p.to_vec(), 1);
+            if self.nodes.contains_key(p) {
+                return;
+            }
+            self.nodes.insert(Box::from(p), Node::default());
+            self.empty.insert(Box::from(p));
+            k = p;
+        }
+    }
+
+    /// Adds the children tallied to their parent's node.
+    fn settle(&mut self) {
+        let (parent, children) = std::mem::take(&mut self.tally);
+        if children > 0
+            && let Some(node) = self.nodes.get_mut(parent.as_slice())
+        {
+            node.children += children;
+        }
+    }
+
+    fn finish(mut self) -> Map<Node> {
+        self.settle();
+        self.nodes
     }
 }
 

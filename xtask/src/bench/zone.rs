@@ -72,6 +72,11 @@ pub struct Args {
     /// UDP workers of every server.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Starts of each server on the large zone in the load part, taken in
+    /// turns (NSD, Knot, dnsd, NSD, ...) so that a noisy moment hits them
+    /// alike: the load time is the best, beside the median.
+    #[arg(long, default_value_t = 3)]
+    starts: usize,
     /// The parts to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Load, Part::Changes, Part::Reloads])]
     parts: Vec<Part>,
@@ -226,50 +231,98 @@ struct Bench<'a> {
 /// One server's figures in the load part.
 struct Loaded {
     label: &'static str,
+    /// The best of its starts.
     load: Duration,
+    median: Duration,
     memory: Memory,
     /// The same server on the three-record zone.
     empty: Memory,
 }
 
+impl Loaded {
+    /// Bytes per name of the zone: its PSS over the same server's on the
+    /// three-record zone.
+    fn per_record(&self, names: f64) -> f64 {
+        self.memory.pss_kb.saturating_sub(self.empty.pss_kb) as f64 * 1024.0 / names
+    }
+}
+
 impl Bench<'_> {
-    /// The load part: every server on the small zone, then on the large one.
+    /// The load part: every server on the small zone, then each on the
+    /// large one `--starts` times, in turns.
     fn load(&self) -> Result<String> {
-        let mut rows: Vec<Result<Loaded>> = Vec::new();
-        for label in ["NSD", "Knot DNS", "dnsd"] {
-            let measure = |zone: &Path| -> Result<(Duration, Memory)> {
-                let server = self.start(label, zone, false)?;
-                let memory = settled_memory(server.pid)?;
-                Ok((server.load, memory))
-            };
-            let row = measure(&self.tiny).and_then(|(_, empty)| {
-                let (load, memory) = measure(&self.zone)?;
-                eprintln!(
-                    "{label}: first answer after {:.2} s, {:.0} MB resident",
-                    load.as_secs_f64(),
-                    memory.rss_mb()
-                );
+        const LABELS: [&str; 3] = ["NSD", "Knot DNS", "dnsd"];
+        let starts = self.args.starts.max(1);
+        let measure = |label: &str, zone: &Path| -> Result<(Duration, Memory)> {
+            let server = self.start(label, zone, false)?;
+            let memory = settled_memory(server.pid)?;
+            Ok((server.load, memory))
+        };
+        // Per server: its memory on the small zone, its load times, its
+        // memory after the last start.
+        type Starts = (Memory, Vec<Duration>, Option<Memory>);
+        let mut runs: Vec<Result<Starts>> = LABELS
+            .iter()
+            .map(|label| measure(label, &self.tiny).map(|(_, empty)| (empty, Vec::new(), None)))
+            .collect();
+        for _ in 0..starts {
+            for (label, run) in LABELS.iter().zip(runs.iter_mut()) {
+                let Ok((_, loads, memory)) = run else {
+                    continue;
+                };
+                match measure(label, &self.zone) {
+                    Ok((load, m)) => {
+                        eprintln!(
+                            "{label}: first answer after {:.2} s, {:.0} MB resident",
+                            load.as_secs_f64(),
+                            m.rss_mb()
+                        );
+                        loads.push(load);
+                        *memory = Some(m);
+                    }
+                    Err(e) => *run = Err(e),
+                }
+            }
+        }
+        let rows: Vec<Result<Loaded>> = LABELS
+            .iter()
+            .zip(runs)
+            .map(|(&label, run)| {
+                let (empty, mut loads, memory) = run?;
+                loads.sort();
                 Ok(Loaded {
                     label,
-                    load,
-                    memory,
+                    load: loads.first().copied().unwrap_or_default(),
+                    median: loads.get(loads.len() / 2).copied().unwrap_or_default(),
+                    memory: memory.context("no start measured")?,
                     empty,
                 })
-            });
-            rows.push(row);
-        }
+            })
+            .collect();
         let names = self.args.records as f64;
-        let mut out = String::from(
-            "\nload: start to the first answer; memory once settled, of the whole process tree \
-             (RSS counts the pages NSD's forked servers share once per process, PSS once in \
-             all); per record: PSS over the same server's on a 3-record zone\n",
+        let mut out = format!(
+            "\nload: start to the first answer, best and median of {starts} starts in turns; \
+             memory once settled, of the whole process tree (RSS counts the pages NSD's forked \
+             servers share once per process, PSS once in all); per record: PSS over the same \
+             server's on a 3-record zone\n",
         );
         let _ = writeln!(
             out,
-            "{:<10} {:>8} {:>7} {:>9} {:>7} {:>9} {:>7} {:>10}",
-            "server", "load s", "vs NSD", "RSS MB", "vs NSD", "PSS MB", "vs NSD", "B/record"
+            "{:<10} {:>8} {:>8} {:>7} {:>9} {:>7} {:>9} {:>7} {:>10}",
+            "server",
+            "load s",
+            "median s",
+            "vs NSD",
+            "RSS MB",
+            "vs NSD",
+            "PSS MB",
+            "vs NSD",
+            "B/record"
         );
-        let nsd = rows[0].as_ref().ok().map(|r| (r.load, r.memory));
+        let nsd = rows[0]
+            .as_ref()
+            .ok()
+            .map(|r| (r.load, r.memory, r.per_record(names)));
         for row in &rows {
             match row {
                 Err(e) => {
@@ -279,19 +332,18 @@ impl Bench<'_> {
                     let ratio = |x: f64, base: Option<f64>| {
                         base.map_or("-".into(), |b| format!("{:.2}", x / b))
                     };
-                    let per_record =
-                        (r.memory.pss_kb.saturating_sub(r.empty.pss_kb)) as f64 * 1024.0 / names;
                     let _ = writeln!(
                         out,
-                        "{:<10} {:>8.2} {:>7} {:>9.0} {:>7} {:>9.0} {:>7} {:>10.0}",
+                        "{:<10} {:>8.2} {:>8.2} {:>7} {:>9.0} {:>7} {:>9.0} {:>7} {:>10.0}",
                         r.label,
                         r.load.as_secs_f64(),
+                        r.median.as_secs_f64(),
                         ratio(r.load.as_secs_f64(), nsd.map(|n| n.0.as_secs_f64())),
                         r.memory.rss_mb(),
                         ratio(r.memory.rss_mb(), nsd.map(|n| n.1.rss_mb())),
                         r.memory.pss_mb(),
                         ratio(r.memory.pss_mb(), nsd.map(|n| n.1.pss_mb())),
-                        per_record,
+                        r.per_record(names),
                     );
                 }
             }
@@ -299,12 +351,14 @@ impl Bench<'_> {
         if let (Some(nsd), Ok(dnsd)) = (nsd, &rows[2]) {
             let rss = dnsd.memory.rss_mb() / nsd.1.rss_mb();
             let pss = dnsd.memory.pss_mb() / nsd.1.pss_mb();
+            let per_record = dnsd.per_record(names) / nsd.2;
             let load = dnsd.load.as_secs_f64() / nsd.0.as_secs_f64();
             let _ = writeln!(
                 out,
                 "targets (issue 10): dnsd memory <= {TARGET_MEMORY_VS_NSD:.1} x NSD: {rss:.2} in RSS, \
-                 {pss:.2} in PSS ({}); load <= {TARGET_LOAD_VS_NSD:.1} x NSD: {load:.2} ({})",
-                met(rss.max(pss) <= TARGET_MEMORY_VS_NSD),
+                 {pss:.2} in PSS, {per_record:.2} per record ({}); load <= {TARGET_LOAD_VS_NSD:.1} x \
+                 NSD: {load:.2}, best of {starts} ({})",
+                met(rss.max(pss).max(per_record) <= TARGET_MEMORY_VS_NSD),
                 met(load <= TARGET_LOAD_VS_NSD),
             );
         }
