@@ -110,14 +110,16 @@ fn parse(query: &[u8]) -> Option<Parsed> {
 /// pointer, TYPE, CLASS and TTL.
 const RECORD_HEAD: usize = 2 + 2 + 2 + 4;
 
-/// Appends a record of `set` owned by the name at `pointer`, with `rdata`
-/// (RDLENGTH and RDATA, as `Rdatas` keeps them).
-fn put_record(out: &mut Vec<u8>, pointer: u16, set: &RrSet, rdata: &[u8]) {
-    out.extend_from_slice(&pointer.to_be_bytes());
-    out.extend_from_slice(&u16::from(set.rtype).to_be_bytes());
-    out.extend_from_slice(&CLASS_IN.to_be_bytes());
-    out.extend_from_slice(&set.ttl.to_be_bytes());
-    out.extend_from_slice(rdata);
+/// What every record of `set` owned by the name at `pointer` starts with:
+/// the owner as that pointer, TYPE, CLASS and TTL. Its RDLENGTH and RDATA
+/// follow, as `Rdatas` keeps them.
+fn record_head(pointer: u16, set: &RrSet) -> [u8; RECORD_HEAD] {
+    let mut head = [0; RECORD_HEAD];
+    head[..2].copy_from_slice(&pointer.to_be_bytes());
+    head[2..4].copy_from_slice(&u16::from(set.rtype).to_be_bytes());
+    head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+    head[6..].copy_from_slice(&set.ttl.to_be_bytes());
+    head
 }
 
 /// Answers `query` into `out` if it is one the fast path serves; `out`
@@ -199,9 +201,11 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
     out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
     out.extend_from_slice(&query[12..q.question_end]);
     if let Some((set, w)) = window {
+        // Owner: a pointer to the question name at offset 12.
+        let head = record_head(0xc00c, set);
         for rdata in set.rdatas.window(w) {
-            // Owner: a pointer to the question name at offset 12.
-            put_record(out, 0xc00c, set, rdata);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(rdata);
         }
     }
     if let Some(set) = soa {
@@ -210,8 +214,10 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
         let Some(offset) = (12 + q.qname_len).checked_sub(apex) else {
             return false;
         };
+        let head = record_head(0xc000 | offset as u16, set);
         for rdata in set.rdatas.wire() {
-            put_record(out, 0xc000 | offset as u16, set, rdata);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(rdata);
         }
     }
     if let Some((_, dnssec_ok)) = q.edns {
