@@ -86,7 +86,10 @@ impl Includes for NoIncludes {
 /// rdata alone, such as an API.
 pub fn parse_rdata(rtype: u16, text: &str, origin: &Name) -> Result<Vec<u8>, String> {
     let entries = lexer::entries(text.as_bytes()).map_err(|e| e.message)?;
-    let tokens: Vec<lexer::Token> = entries.into_iter().flat_map(|e| e.tokens).collect();
+    let tokens: Vec<lexer::Token> = entries
+        .iter()
+        .flat_map(|e| e.tokens.iter().copied())
+        .collect();
     rdata::parse(rtype, &tokens, origin)
 }
 

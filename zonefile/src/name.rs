@@ -75,7 +75,8 @@ impl Name {
             return Ok(Self::root());
         }
         let shown = || String::from_utf8_lossy(text).into_owned();
-        let mut wire = Vec::with_capacity(text.len() + 2);
+        // Room for the origin a relative name ends with.
+        let mut wire = Vec::with_capacity(text.len() + 2 + origin.0.len());
         let mut label = Vec::with_capacity(MAX_LABEL);
         let mut absolute = false;
         let mut i = 0;

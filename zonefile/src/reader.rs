@@ -43,12 +43,8 @@ pub fn read(
         zone: Zone::default(),
         errors: Vec::new(),
     };
-    // Room for an entry per line, at most, up front: growing a million
-    // records by doubling copies them all twice over. What comments and
-    // blank lines leave unused is given back below.
-    let lines = text.iter().filter(|&&b| b == b'\n').count();
-    state.zone.records.reserve(lines + 1);
     state.file(text, file.to_path_buf(), 0);
+    // What directives left unused of the room made below goes back.
     state.zone.records.shrink_to_fit();
     if state.errors.is_empty() {
         Ok(state.zone)
@@ -72,7 +68,10 @@ impl State<'_> {
                 return;
             }
         };
-        for entry in entries {
+        // Room for a record per entry, up front: growing a million records
+        // by doubling copies them all twice over.
+        self.zone.records.reserve(entries.len());
+        for entry in entries.iter() {
             if self.errors.len() >= MAX_ERRORS {
                 return;
             }
@@ -80,7 +79,7 @@ impl State<'_> {
                 && entry.tokens[0].text.first() == Some(&b'$')
                 && !entry.tokens[0].quoted
             {
-                self.directive(&entry.tokens, &path, depth)
+                self.directive(entry.tokens, &path, depth)
             } else {
                 self.record(&entry).map(|record| {
                     self.zone.records.push(ZoneRecord {
@@ -154,7 +153,7 @@ impl State<'_> {
     }
 
     fn record(&mut self, entry: &lexer::Entry) -> Result<Record, String> {
-        let mut tokens = entry.tokens.as_slice();
+        let mut tokens = entry.tokens;
         let owner = if entry.blank_owner {
             self.last_owner
                 .clone()

@@ -88,7 +88,8 @@ fn schema(rtype: u16) -> Schema {
 /// Relative names are completed with `origin`.
 pub fn parse(rtype: u16, tokens: &[Token], origin: &Name) -> Result<Vec<u8>, String> {
     let mut tokens = Tokens::new(tokens);
-    let mut wire = Vec::new();
+    // Room for an address, or a short name, from the start.
+    let mut wire = Vec::with_capacity(16);
     if tokens.peek().is_some_and(|t| !t.quoted && t.text == b"\\#") {
         tokens.next_opt();
         let data = generic(&mut tokens)?;
@@ -178,9 +179,10 @@ fn format_known(rtype: u16, wire: &[u8]) -> Option<String> {
     let text = format_unchecked(rtype, wire)?;
     // Read back with the root as origin: every name was written absolute.
     let entries = crate::lexer::entries(text.as_bytes()).ok()?;
-    let tokens = match entries.as_slice() {
+    let all: Vec<_> = entries.iter().collect();
+    let tokens = match all.as_slice() {
         [] => &[][..],
-        [one] if !one.blank_owner => &one.tokens[..],
+        [one] if !one.blank_owner => one.tokens,
         _ => return None,
     };
     match parse(rtype, tokens, &Name::root()) {
