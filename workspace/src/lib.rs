@@ -32,8 +32,8 @@ mod zones;
 use std::path::{Path, PathBuf};
 
 pub use dnsd::{
-    ApiConfig, DEFAULT_API_LISTEN, DnsdConfig, HMAC_SHA256, HistoryConfig, ServerConfig, Service,
-    TsigKey,
+    Allow, ApiConfig, DEFAULT_API_LISTEN, DNS_PORT, DnsdConfig, HMAC_SHA256, HistoryConfig,
+    Secondary, ServerConfig, Service, TransferConfig, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use file_stamp::{Stamp, Stamps, stamp};

@@ -7,6 +7,8 @@
 //! [[service]]    # names whose addresses cutover manages   service.rs
 //! [[tsig_key]]   # keys that may send dynamic updates      tsig_key.rs
 //! [history]      # the zones' journal                      history.rs
+//! [[secondary]]  # servers that copy zones from dnsd       transfer.rs
+//! [transfer]     # who else may transfer zones             transfer.rs
 //! ```
 //!
 //! Every section is optional and every unknown key is refused. Each section's
@@ -22,6 +24,7 @@ mod fields;
 mod history;
 mod server;
 mod service;
+mod transfer;
 mod tsig_key;
 
 use std::path::Path;
@@ -33,6 +36,7 @@ pub use api::{ApiConfig, DEFAULT_API_LISTEN};
 pub use history::HistoryConfig;
 pub use server::ServerConfig;
 pub use service::Service;
+pub use transfer::{Allow, DNS_PORT, Secondary, TransferConfig, may_transfer};
 pub use tsig_key::{HMAC_SHA256, TsigKey};
 
 use crate::problems::Problems;
@@ -48,9 +52,24 @@ pub struct DnsdConfig {
     /// Keys in file order; names are unique (case-insensitively).
     pub tsig_keys: Vec<TsigKey>,
     pub history: HistoryConfig,
+    /// The servers that copy zones from dnsd, in file order.
+    pub secondaries: Vec<Secondary>,
+    pub transfer: TransferConfig,
 }
 
 impl DnsdConfig {
+    /// Whether a transfer of zone `origin` (fully qualified, lower case)
+    /// may be given to a client at `ip` whose request was signed with
+    /// `key` (already checked).
+    pub fn may_transfer(&self, origin: &str, ip: std::net::IpAddr, key: Option<&str>) -> bool {
+        may_transfer(&self.secondaries, &self.transfer, origin, ip, key)
+    }
+
+    /// The secondaries that copy zone `origin`.
+    pub fn secondaries_of<'c>(&'c self, origin: &'c str) -> impl Iterator<Item = &'c Secondary> {
+        self.secondaries.iter().filter(move |s| s.copies(origin))
+    }
+
     /// The key named `name` (any case, with or without the final dot).
     pub fn tsig_key(&self, name: &str) -> Option<&TsigKey> {
         let name = fields::normalize_name(name).ok()?;
@@ -73,17 +92,30 @@ struct RawFile {
     tsig_key: Vec<Spanned<tsig_key::RawTsigKey>>,
     #[serde(default)]
     history: history::RawHistory,
+    #[serde(default)]
+    secondary: Vec<Spanned<transfer::RawSecondary>>,
+    #[serde(default)]
+    transfer: transfer::RawTransfer,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigErrors> {
     let raw: RawFile = toml_file::parse(path, source)?;
     let mut problems = Problems::new(path, source);
+    let server = server::parse(raw.server, &mut problems);
+    let services = service::parse(&raw.service, &mut problems);
+    let api = api::parse(raw.api, &mut problems);
+    let tsig_keys = tsig_key::parse(&raw.tsig_key, &mut problems);
+    let history = history::parse(raw.history, &mut problems);
+    let secondaries = transfer::parse_secondaries(&raw.secondary, &tsig_keys, &mut problems);
+    let transfer = transfer::parse_transfer(raw.transfer, &tsig_keys, &mut problems);
     let config = DnsdConfig {
-        server: server::parse(raw.server, &mut problems),
-        services: service::parse(&raw.service, &mut problems),
-        api: api::parse(raw.api, &mut problems),
-        tsig_keys: tsig_key::parse(&raw.tsig_key, &mut problems),
-        history: history::parse(raw.history, &mut problems),
+        server,
+        services,
+        api,
+        tsig_keys,
+        history,
+        secondaries,
+        transfer,
     };
     problems.into_result(config)
 }

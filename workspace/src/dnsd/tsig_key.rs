@@ -24,7 +24,8 @@
 //! ```
 //!
 //! Unsigned updates and updates signed by a key not listed for the zone are
-//! refused.
+//! refused. A key without `zones` updates nothing: it is for signing zone
+//! transfers and NOTIFYs (`[[secondary]]`, `[transfer]`).
 //!
 //! A `secret_file` is read whenever `dnsd.toml` is parsed, never cached
 //! apart from it: at start, on every reload, when a new generation is
@@ -109,7 +110,7 @@ pub(super) struct RawTsigKey {
     algorithm: Spanned<String>,
     secret: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
-    zones: Spanned<Vec<Spanned<String>>>,
+    zones: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The keys in file order. An entry whose name is bad or already taken is
@@ -141,13 +142,17 @@ pub(super) fn parse(raw: &[Spanned<RawTsigKey>], problems: &mut Problems<'_>) ->
             );
         }
         let secret = key_secret(k, i, entry_span, problems).unwrap_or_default();
-        let zones = distinct_values(
-            &k.zones,
-            &format!("tsig_key[{i}].zones"),
-            normalize_zone,
-            "list the zones this key may update, e.g. [\"example.test.\"]",
-            problems,
-        );
+        // Without `zones`, a key updates nothing: it signs zone transfers
+        // and NOTIFYs only (`[[secondary]]`, `[transfer]`).
+        let zones = k.zones.as_ref().map_or_else(Vec::new, |zones| {
+            distinct_values(
+                zones,
+                &format!("tsig_key[{i}].zones"),
+                normalize_zone,
+                "list the zones this key may update, e.g. [\"example.test.\"], or leave `zones` out for a key that signs zone transfers only",
+                problems,
+            )
+        });
         let secret_file = k
             .secret_file
             .as_ref()
