@@ -26,4 +26,5 @@ pub mod memory;
 pub mod reload;
 pub mod serve;
 pub mod snapshot;
+pub mod transfer;
 pub mod zone;

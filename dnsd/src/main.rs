@@ -340,7 +340,10 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             changes.clone(),
             syncer.clone(),
         ));
-        let handler = server::Handler::new(state).with_updates(updater);
+        let transfers = Arc::new(dnsd::transfer::Transfers::new(ws.clone()));
+        let handler = server::Handler::new(state)
+            .with_updates(updater)
+            .with_transfers(transfers);
         let mut server = Server::new(handler.clone());
         let fd_limit = tcp::raise_fd_limit();
         let tcp_limits = tcp::Limits::new(tcp_connections, fd_limit);

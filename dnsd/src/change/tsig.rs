@@ -9,7 +9,7 @@
 
 use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
 use hickory_proto::rr::{Name, RData, Record};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -144,6 +144,66 @@ pub fn response_mac(
     let mut mac = HmacSha256::new_from_slice(secret).ok()?;
     mac.update(&input);
     Some(mac.finalize().into_bytes().to_vec())
+}
+
+/// What the MAC of a signed response continues from.
+pub enum Prior<'m> {
+    /// The request's MAC: the first (or only) message of a response.
+    Request(&'m [u8]),
+    /// The previous message's MAC: a later message of a multi-message
+    /// response (a zone transfer), whose MAC covers only the timers of its
+    /// TSIG variables (RFC 8945 §5.3.1).
+    Message(&'m [u8]),
+}
+
+/// Signs `message`, a whole response whose ID is the request's, with key
+/// `key_name` (`secret`) at Unix time `time`: appends its TSIG record,
+/// counted in ARCOUNT, and returns the MAC (the next message's prior).
+/// With `error`, an unsigned TSIG record that reports it (BADKEY, BADSIG:
+/// RFC 8945 §5.2) and no MAC.
+pub fn sign(
+    message: &mut Vec<u8>,
+    key_name: &Name,
+    secret: &[u8],
+    prior: Prior<'_>,
+    time: u64,
+    error: Option<TsigError>,
+) -> Option<Vec<u8>> {
+    let id = u16::from_be_bytes([*message.first()?, *message.get(1)?]);
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        time,
+        FUDGE,
+        vec![],
+        id,
+        error.clone(),
+        vec![],
+    );
+    let mac = match (&error, prior) {
+        (Some(_), _) => Vec::new(),
+        (None, Prior::Request(request_mac)) => {
+            response_mac(secret, request_mac, message, key_name, &tsig)?
+        }
+        (None, Prior::Message(prior_mac)) => {
+            let mut input = Vec::with_capacity(2 + prior_mac.len() + message.len() + 8);
+            input.extend_from_slice(&u16::try_from(prior_mac.len()).ok()?.to_be_bytes());
+            input.extend_from_slice(prior_mac);
+            input.extend_from_slice(message);
+            // The timers: time signed (48 bits) and fudge.
+            input.extend_from_slice(&time.to_be_bytes()[2..]);
+            input.extend_from_slice(&FUDGE.to_be_bytes());
+            let mut hmac = HmacSha256::new_from_slice(secret).ok()?;
+            hmac.update(&input);
+            hmac.finalize().into_bytes().to_vec()
+        }
+    };
+    let record = record(key_name.clone(), tsig.set_mac(mac.clone()));
+    let mut encoded = Vec::with_capacity(128);
+    record.emit(&mut BinEncoder::new(&mut encoded)).ok()?;
+    let arcount = u16::from_be_bytes([message[10], message[11]]).checked_add(1)?;
+    message[10..12].copy_from_slice(&arcount.to_be_bytes());
+    message.extend_from_slice(&encoded);
+    Some(mac)
 }
 
 /// Appends the TSIG variables: key name and algorithm in canonical form,

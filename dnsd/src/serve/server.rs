@@ -32,6 +32,7 @@ use crate::change::update_handler::Updater;
 use crate::serve::MAX_UDP_PAYLOAD;
 use crate::serve::{fast_path, malformed};
 use crate::snapshot::SharedSnapshot;
+use crate::transfer::Transfers;
 
 /// Answers every query from the current snapshot. Clones share the
 /// snapshot and the rotation counter: the UDP tasks and the TCP server each
@@ -45,6 +46,8 @@ pub struct Handler {
     rotation: Arc<AtomicU64>,
     /// Dynamic updates (RFC 2136), when they are accepted at all.
     updates: Option<Arc<Updater>>,
+    /// Zone transfers over TCP, when they are served at all.
+    transfers: Option<Arc<Transfers>>,
 }
 
 impl Handler {
@@ -53,7 +56,21 @@ impl Handler {
             snapshot,
             rotation: Arc::new(AtomicU64::new(0)),
             updates: None,
+            transfers: None,
         }
+    }
+
+    /// Serves zone transfers over TCP with `transfers`.
+    pub fn with_transfers(mut self, transfers: Arc<Transfers>) -> Self {
+        self.transfers = Some(transfers);
+        self
+    }
+
+    /// The transfer service, if transfers are served, and the snapshot
+    /// served now.
+    pub fn transfers(&self) -> Option<(&Transfers, Arc<crate::snapshot::Snapshot>)> {
+        let transfers = self.transfers.as_deref()?;
+        Some((transfers, self.snapshot.load_full()))
     }
 
     /// Hands UPDATE requests to `updater`.

@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 
 use crate::serve::server::Handler;
 use crate::serve::{malformed, udp};
+use crate::transfer::out;
 
 /// A connection with no query for this long is closed (RFC 7766 §6.2.3
 /// suggests seconds, not minutes).
@@ -183,6 +184,20 @@ async fn connection(
         let Ok(Ok(_)) = tokio::time::timeout(QUERY_READ, read.read_exact(&mut query)).await else {
             return;
         };
+        // A zone transfer is many messages, written here as they are made.
+        if out::is_transfer(&query)
+            && let Some((transfers, serving)) = handler.transfers()
+        {
+            let config = transfers.config();
+            let mut write = write.lock().await;
+            let sent = out::serve(&query, src, serving, config, &mut *write).await;
+            if let Err(e) = sent {
+                debug!(%src, %e, "a zone transfer ended early");
+                return;
+            }
+            table.set_busy(id, false);
+            continue;
+        }
         // The header, for the FORMERR of a query that does not decode.
         let head: Option<[u8; 12]> = query.get(..12).and_then(|h| h.try_into().ok());
         match Request::from_bytes(query, src, Protocol::Tcp) {

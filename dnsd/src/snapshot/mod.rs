@@ -496,6 +496,34 @@ impl Zone {
         self.nodes.get(key)
     }
 
+    /// Every name of the zone with its node, each once, changes made since
+    /// it was read included: what a zone transfer sends.
+    pub fn names(&self) -> impl Iterator<Item = (&[u8], &Node)> {
+        let changed = self
+            .changed
+            .iter()
+            .filter_map(|(k, n)| n.as_deref().map(|n| (k.as_ref(), n)));
+        let read = self
+            .nodes
+            .iter()
+            .filter(|(k, _)| !self.changed.contains_key(k.as_ref()))
+            .map(|(k, n)| (k.as_ref(), n));
+        changed.chain(read)
+    }
+
+    /// The zone's SOA RRset (its one record, with the TTL it was given).
+    pub fn soa(&self) -> Option<&RrSet> {
+        let apex = NameKey::new(&self.origin)?;
+        self.node(apex.as_bytes())?.get(RecordType::SOA)
+    }
+
+    /// The zone's SOA serial.
+    pub fn serial(&self) -> Option<u32> {
+        let rdata = self.soa()?.rdatas.iter().next()?;
+        let at = rdata.len().checked_sub(20)?;
+        Some(u32::from_be_bytes(rdata.get(at..at + 4)?.try_into().ok()?))
+    }
+
     /// How many names changes have touched since the zone was read: a
     /// reload folds them into the index.
     pub fn changed_names(&self) -> usize {
