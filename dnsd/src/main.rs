@@ -341,6 +341,15 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             syncer.clone(),
         ));
         let transfers = Arc::new(dnsd::transfer::Transfers::new(ws.clone()));
+        // NOTIFY goes out from the address secondaries know dnsd by.
+        let notify_from = listen
+            .first()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        tokio::spawn(dnsd::transfer::notify::run(
+            state.clone(),
+            Arc::clone(&transfers),
+            notify_from,
+        ));
         let handler = server::Handler::new(state)
             .with_updates(updater)
             .with_transfers(transfers);

@@ -70,6 +70,22 @@ pub struct ServerOptions {
     /// `provide-xfr`, a Knot ACL), so that a test can compare what each
     /// peer loaded. dnsd has no such setting and ignores it.
     pub allow_axfr: bool,
+    /// The port to listen on; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Serve the zones as a secondary of this primary (NSD `request-xfr`
+    /// and `allow-notify`, Knot `master` and a notify ACL) instead of from
+    /// their files. dnsd ignores it.
+    pub primary: Option<Primary>,
+    /// Added to dnsd's `dnsd.toml`; the others ignore it.
+    pub dnsd_toml: String,
+}
+
+/// The primary a secondary copies its zones from.
+#[derive(Debug, Clone)]
+pub struct Primary {
+    pub addr: SocketAddr,
+    /// A TSIG key (hmac-sha256): its name and base64 secret.
+    pub key: Option<(String, String)>,
 }
 
 impl Default for ServerOptions {
@@ -80,6 +96,9 @@ impl Default for ServerOptions {
             cpu_affinity: None,
             zones: vec![(TEST_ORIGIN.to_string(), test_zone())],
             allow_axfr: false,
+            port: None,
+            primary: None,
+            dnsd_toml: String::new(),
         }
     }
 }
@@ -117,6 +136,21 @@ impl DnsServer {
         log_tail(&self.scratch.path.join("server.log"))
     }
 
+    /// dnsd's config workspace (the others have none).
+    pub fn workspace(&self) -> PathBuf {
+        self.scratch.path.join("workspace")
+    }
+
+    /// Sends the server signal `signal` (`libc::SIGHUP`: reload).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.daemon.signal(signal)
+    }
+
+    /// Everything the server logged.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.scratch.path.join("server.log")).unwrap_or_default()
+    }
+
     /// Stops the server with SIGTERM.
     pub fn stop(self) -> Result<()> {
         let name = self.label();
@@ -131,7 +165,7 @@ impl DnsServer {
 pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let scratch = Scratch::new("nsd")?;
     let dir = scratch.path.clone();
-    let port = free_port(ip)?;
+    let port = port_for(ip, options)?;
     let d = dir.display();
     // One CPU per server process, in turn.
     let mut affinity = String::new();
@@ -173,13 +207,33 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
         workers = options.workers,
         rotate = yes_no(options.rotate),
     );
-    for (origin, file) in &options.zones {
-        let copy = copy_zone(&dir, origin, file)?;
+    if let Some((name, secret)) = options.primary.as_ref().and_then(|p| p.key.as_ref()) {
         write!(
             conf,
-            "zone:\n    name: \"{origin}\"\n    zonefile: \"{}\"\n",
-            copy.display()
+            "key:\n    name: \"{name}\"\n    algorithm: hmac-sha256\n    secret: \"{secret}\"\n"
         )?;
+    }
+    for (origin, file) in &options.zones {
+        if let Some(primary) = &options.primary {
+            let key = primary
+                .key
+                .as_ref()
+                .map_or("NOKEY", |(name, _)| name.as_str());
+            let (pip, pport) = (primary.addr.ip(), primary.addr.port());
+            write!(
+                conf,
+                "zone:\n    name: \"{origin}\"\n    zonefile: \"{d}/{origin}zone\"\n    \
+                 request-xfr: {pip}@{pport} {key}\n    allow-notify: {pip} {key}\n    \
+                 outgoing-interface: {ip}\n"
+            )?;
+        } else {
+            let copy = copy_zone(&dir, origin, file)?;
+            write!(
+                conf,
+                "zone:\n    name: \"{origin}\"\n    zonefile: \"{}\"\n",
+                copy.display()
+            )?;
+        }
         if options.allow_axfr {
             conf.push_str("    provide-xfr: 127.0.0.0/8 NOKEY\n");
         }
@@ -201,13 +255,32 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
 pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let scratch = Scratch::new("knot")?;
     let dir = scratch.path.clone();
-    let port = free_port(ip)?;
+    let port = port_for(ip, options)?;
     let d = dir.display();
-    let acl = if options.allow_axfr {
-        "acl:\n  - id: axfr\n    address: 127.0.0.0/8\n    action: transfer\n"
-    } else {
-        ""
-    };
+    let mut acl = String::new();
+    if options.allow_axfr {
+        acl.push_str("acl:\n  - id: axfr\n    address: 127.0.0.0/8\n    action: transfer\n");
+    }
+    if let Some(primary) = &options.primary {
+        let key_ref = match &primary.key {
+            Some((name, secret)) => {
+                acl = format!(
+                    "key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n{acl}"
+                );
+                format!("\n    key: {name}")
+            }
+            None => String::new(),
+        };
+        let (pip, pport) = (primary.addr.ip(), primary.addr.port());
+        if !acl.contains("acl:") {
+            acl.push_str("acl:\n");
+        }
+        write!(
+            acl,
+            "  - id: notify\n    address: {pip}\n    action: notify{key_ref}\n\
+             remote:\n  - id: primary\n    address: {pip}@{pport}\n    via: {ip}{key_ref}\n"
+        )?;
+    }
     let mut conf = format!(
         "server:
     rundir: \"{d}\"
@@ -242,12 +315,19 @@ zone:
     // Knot's RRL is a module (mod-rrl) that is only active when configured:
     // nothing to turn off.
     for (origin, file) in &options.zones {
-        let copy = copy_zone(&dir, origin, file)?;
-        write!(
-            conf,
-            "  - domain: \"{origin}\"\n    file: \"{}\"\n",
-            copy.display()
-        )?;
+        if options.primary.is_some() {
+            write!(
+                conf,
+                "  - domain: \"{origin}\"\n    file: \"{d}/{origin}zone\"\n    master: primary\n    acl: notify\n"
+            )?;
+        } else {
+            let copy = copy_zone(&dir, origin, file)?;
+            write!(
+                conf,
+                "  - domain: \"{origin}\"\n    file: \"{}\"\n",
+                copy.display()
+            )?;
+        }
         if options.allow_axfr {
             conf.push_str("    acl: axfr\n");
         }
@@ -270,7 +350,7 @@ zone:
 pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let scratch = Scratch::new("dnsd")?;
     let dir = scratch.path.clone();
-    let port = free_port(ip)?;
+    let port = port_for(ip, options)?;
     let addr = SocketAddr::new(ip, port);
     let workspace = dir.join("workspace");
     let zones = workspace.join("zones");
@@ -281,11 +361,12 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
     fs::write(
         workspace.join("dnsd.toml"),
         format!(
-            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n{}",
+            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n{}{}",
             options.workers,
             options
                 .cpu_affinity
                 .map_or(String::new(), |on| format!("cpu_affinity = {on}\n")),
+            options.dnsd_toml,
         ),
     )
     .context("writing dnsd.toml")?;
@@ -362,6 +443,11 @@ fn start(
         );
     }
     Ok(server)
+}
+
+/// The port `options` asks for, or a free one.
+fn port_for(ip: IpAddr, options: &ServerOptions) -> Result<u16> {
+    options.port.map_or_else(|| free_port(ip), Ok)
 }
 
 /// A port free for both UDP and TCP on `ip`. Another process may take it

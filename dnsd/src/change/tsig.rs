@@ -146,8 +146,10 @@ pub fn response_mac(
     Some(mac.finalize().into_bytes().to_vec())
 }
 
-/// What the MAC of a signed response continues from.
+/// What the MAC of a signed message continues from.
 pub enum Prior<'m> {
+    /// Nothing: the message is a request (a NOTIFY dnsd sends).
+    None,
     /// The request's MAC: the first (or only) message of a response.
     Request(&'m [u8]),
     /// The previous message's MAC: a later message of a multi-message
@@ -156,7 +158,8 @@ pub enum Prior<'m> {
     Message(&'m [u8]),
 }
 
-/// Signs `message`, a whole response whose ID is the request's, with key
+/// Signs `message`, a whole request or response (whose ID is then the
+/// request's), with key
 /// `key_name` (`secret`) at Unix time `time`: appends its TSIG record,
 /// counted in ARCOUNT, and returns the MAC (the next message's prior).
 /// With `error`, an unsigned TSIG record that reports it (BADKEY, BADSIG:
@@ -176,11 +179,18 @@ pub fn sign(
         FUDGE,
         vec![],
         id,
-        error.clone(),
+        error,
         vec![],
     );
     let mac = match (&error, prior) {
         (Some(_), _) => Vec::new(),
+        (None, Prior::None) => {
+            let mut input = message.clone();
+            emit_variables(&mut input, &tsig, key_name)?;
+            let mut hmac = HmacSha256::new_from_slice(secret).ok()?;
+            hmac.update(&input);
+            hmac.finalize().into_bytes().to_vec()
+        }
         (None, Prior::Request(request_mac)) => {
             response_mac(secret, request_mac, message, key_name, &tsig)?
         }

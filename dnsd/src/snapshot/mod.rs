@@ -367,6 +367,14 @@ impl Snapshot {
         }
     }
 
+    /// Each served zone, by its apex key.
+    pub fn zones(&self) -> impl Iterator<Item = (&[u8], &Arc<Zone>)> {
+        self.zones.iter().filter_map(|(k, held)| match held {
+            Held::Serving(zone, _) => Some((k.as_ref(), zone)),
+            Held::Unavailable => None,
+        })
+    }
+
     /// Each served zone's apex key and where it was read from.
     pub fn sources(&self) -> impl Iterator<Item = (&[u8], &Source)> {
         self.zones.iter().filter_map(|(k, held)| match held {

@@ -4,6 +4,7 @@
 //! `[transfer]`), read as it stands now for every request, as the TSIG keys
 //! are for updates.
 
+pub mod notify;
 pub mod out;
 
 use std::sync::Arc;

@@ -415,7 +415,7 @@ mod tests {
     fn transfer_questions_are_told_apart_and_an_ixfr_serial_read() {
         let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0];
         q.extend_from_slice(b"\x07example\x04test\x00\x00\xfb\x00\x01");
-        q.extend_from_slice(b"\xc0\x0c\x00\x06\x00\x01\x00\x00\x00\x00\x00\x1e");
+        q.extend_from_slice(b"\xc0\x0c\x00\x06\x00\x01\x00\x00\x00\x00\x00\x16");
         q.extend_from_slice(b"\x00\x00");
         q.extend_from_slice(&7u32.to_be_bytes());
         q.extend_from_slice(&[0; 16]);

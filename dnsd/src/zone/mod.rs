@@ -349,10 +349,11 @@ pub fn load_zone_from(
         errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
         return Err(errors);
     }
-    let warnings = checks::ttl_warnings(&records, &keys)
+    let mut warnings: Vec<ConfigError> = checks::ttl_warnings(&records, &keys)
         .into_iter()
         .map(|(i, message)| ConfigError { message, ..at(i) })
         .collect();
+    warnings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     drop(keys);
     Ok(LoadedZone {
         origin: records::name(&origin),

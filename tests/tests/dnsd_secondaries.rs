@@ -1,0 +1,217 @@
+//! dnsd as the primary of standard secondaries (issue 14): Knot DNS (its
+//! transfers signed with TSIG) and NSD copy dnsd's zone by zone transfer,
+//! hold exactly what dnsd serves, and follow a change within seconds
+//! because dnsd sends them NOTIFY (their SOA refresh is two hours away);
+//! transfers are refused to an address and a key dnsd.toml does not allow.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
+use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions, free_port};
+
+const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const WRONG: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn address(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 61, n))
+}
+
+/// What an AXFR from `server` gives, asked from `from` and signed with
+/// `key` (hmac-sha256 `xfr-key.`): its records, normalized and sorted (the
+/// TSIG records left out), or the error kdig reports.
+fn axfr(
+    server: SocketAddr,
+    from: IpAddr,
+    key: Option<&str>,
+) -> Result<Result<Vec<String>, String>> {
+    let mut cmd = Command::new("kdig");
+    cmd.arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "-b", &from.to_string()])
+        .args(["+timeout=5", "+retry=0", "AXFR", "example.test."]);
+    if let Some(secret) = key {
+        cmd.args(["-y", &format!("hmac-sha256:xfr-key.:{secret}")]);
+    }
+    let out = cmd.output().context("running kdig")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(error) = text
+        .lines()
+        .find(|l| l.contains(";; ERROR") || l.contains(";; WARNING"))
+    {
+        return Ok(Err(error.to_string()));
+    }
+    let mut records: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            let mut fields = l.split_whitespace();
+            let owner = fields.next().unwrap_or_default().to_ascii_lowercase();
+            let rest: Vec<&str> = fields.collect();
+            format!("{owner} {}", rest.join(" "))
+        })
+        .filter(|l| !l.contains(" TSIG "))
+        .collect();
+    records.sort();
+    // The SOA opens and closes a transfer: once is enough to compare.
+    records.dedup();
+    Ok(Ok(records))
+}
+
+/// The answer `server` gives for `name` A, sorted.
+fn addresses(server: SocketAddr, name: &str) -> Result<Vec<String>> {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "+short",
+            "+timeout=1",
+            name,
+            "A",
+        ])
+        .output()
+        .context("running kdig")?;
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    Ok(got)
+}
+
+fn secondary(
+    start: fn(IpAddr, &ServerOptions) -> Result<DnsServer>,
+    ip: IpAddr,
+    port: u16,
+    primary: SocketAddr,
+    key: bool,
+) -> Result<DnsServer> {
+    let options = ServerOptions {
+        port: Some(port),
+        allow_axfr: true,
+        primary: Some(Primary {
+            addr: primary,
+            key: key.then(|| ("xfr-key.".to_string(), SECRET.to_string())),
+        }),
+        ..ServerOptions::default()
+    };
+    start(ip, &options)
+}
+
+#[test]
+fn knot_and_nsd_copy_the_zone_and_follow_a_change_by_notify() -> Result<()> {
+    let (primary_ip, knot_ip, nsd_ip, reader) = (address(1), address(2), address(3), address(4));
+    let (knot_port, nsd_port) = (free_port(knot_ip)?, free_port(nsd_ip)?);
+    let toml = format!(
+        "
+[[tsig_key]]
+name = \"xfr-key.\"
+algorithm = \"hmac-sha256\"
+secret = \"{SECRET}\"
+
+[[secondary]]
+address = \"{knot_ip}:{knot_port}\"
+tsig_key = \"xfr-key.\"
+
+[[secondary]]
+address = \"{nsd_ip}:{nsd_port}\"
+
+[transfer]
+allow = [\"{reader}\"]
+"
+    );
+    let dnsd = dns_peers::start_dnsd(
+        &bins::path("dnsd"),
+        primary_ip,
+        &ServerOptions {
+            dnsd_toml: toml,
+            ..ServerOptions::default()
+        },
+    )?;
+    let knot = secondary(dns_peers::start_knot, knot_ip, knot_port, dnsd.addr, true)?;
+    let nsd = secondary(dns_peers::start_nsd, nsd_ip, nsd_port, dnsd.addr, false)?;
+    let result = (|| -> Result<()> {
+        let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
+        ensure!(whole.len() > 20, "dnsd's zone: {whole:?}");
+        for server in [&knot, &nsd] {
+            let copy = axfr(server.addr, reader, None)?.map_err(anyhow::Error::msg)?;
+            ensure!(
+                copy == whole,
+                "{} holds another zone: {copy:#?}\nthan dnsd's {whole:#?}",
+                server.label()
+            );
+        }
+
+        // Refused: an address dnsd.toml does not name, unsigned; a key it
+        // does not know the secret of. Allowed: the key, from anywhere.
+        let stranger = address(9);
+        let refused = axfr(dnsd.addr, stranger, None)?;
+        ensure!(
+            matches!(&refused, Err(e) if e.contains("REFUSED")),
+            "{refused:?}"
+        );
+        let forged = axfr(dnsd.addr, stranger, Some(WRONG))?;
+        ensure!(
+            forged.is_err(),
+            "a transfer signed with a wrong secret: {forged:?}"
+        );
+        let signed = axfr(dnsd.addr, stranger, Some(SECRET))?;
+        ensure!(
+            matches!(&signed, Err(e) if e.contains("REFUSED")),
+            "the key is a secondary's, not [transfer]'s: {signed:?}"
+        );
+
+        // A change: the next serial and new addresses for www, then a
+        // reload. Both secondaries serve it long before their SOA refresh.
+        let file = dnsd.workspace().join("zones/example.test.zone");
+        let text = std::fs::read_to_string(&file)?;
+        let changed = text
+            .replace("2026112601", "2026112602")
+            .replace("198.18.0.1\n", "198.18.9.1\n");
+        ensure!(changed != text, "the zone file did not change");
+        std::fs::write(&file, changed)?;
+        let changed_at = Instant::now();
+        dnsd.signal(libc::SIGHUP)?;
+        let want = ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.9.1"];
+        for server in [&knot, &nsd] {
+            loop {
+                if addresses(server.addr, "www.example.test.")? == want {
+                    println!(
+                        "{} serves the change {:?} after it was made",
+                        server.label(),
+                        changed_at.elapsed()
+                    );
+                    break;
+                }
+                if changed_at.elapsed() > Duration::from_secs(30) {
+                    bail!("{} does not serve the change after 30 s", server.label());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
+        for server in [&knot, &nsd] {
+            let copy = axfr(server.addr, reader, None)?.map_err(anyhow::Error::msg)?;
+            ensure!(
+                copy == whole,
+                "{} after the change: {copy:#?}",
+                server.label()
+            );
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        e.context(format!(
+            "dnsd's log:\n{}\nKnot's log:\n{}\nNSD's log:\n{}",
+            dnsd.log(),
+            knot.log_tail(),
+            nsd.log_tail()
+        ))
+    })
+}
