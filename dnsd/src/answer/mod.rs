@@ -206,7 +206,9 @@ pub fn answer(snapshot: &Snapshot, q: &Question<'_>, cx: Context) -> Response {
     if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
         return refused();
     }
-    // Zone transfers are not served (no secondaries are configured).
+    // Zone transfers over TCP are served by `transfer::out` before a query
+    // gets here, and over UDP by `transfer_over_udp`; one that still comes
+    // here (transfers are not served at all) is refused.
     if matches!(q.qtype, RecordType::AXFR | RecordType::IXFR) {
         return refused();
     }
@@ -256,22 +258,37 @@ pub fn answer(snapshot: &Snapshot, q: &Question<'_>, cx: Context) -> Response {
     resp
 }
 
-/// Answers a zone transfer asked over UDP. dnsd gives none (no secondaries
-/// are configured), and says why as NSD and Knot do: AXFR is only defined
-/// over TCP (RFC 5936 §4.2), so it is NOTIMP, whatever the name. IXFR may be
-/// asked over UDP (RFC 1995 §2): a name that is no zone dnsd serves is
-/// NOTAUTH (both peers), and a served zone is REFUSED, the policy refusal of
-/// RFC 5936 §2.2.1 that NSD sends (Knot says NOTAUTH there too) and that
-/// dnsd sends for a transfer over TCP.
-pub fn transfer_over_udp(snapshot: &Snapshot, q: &Question<'_>) -> Response {
+/// Answers a zone transfer asked over UDP, as NSD and Knot do: AXFR is only
+/// defined over TCP (RFC 5936 §4.2), so it is NOTIMP, whatever the name.
+/// IXFR may be asked over UDP (RFC 1995 §2): a name that is no zone dnsd
+/// serves is NOTAUTH (both peers); a served zone that `may` not give this
+/// client is REFUSED, the policy refusal of RFC 5936 §2.2.1 (NSD's; Knot
+/// says NOTAUTH); to one that may, the answer is the zone's SOA alone —
+/// "up to date" if the client has that serial, "ask over TCP" if not
+/// (RFC 1995 §2, §4): the differences are only sent over TCP.
+pub fn transfer_over_udp(
+    snapshot: &Snapshot,
+    q: &Question<'_>,
+    may: impl FnOnce(&Zone) -> bool,
+) -> Response {
     let rcode = if !matches!(q.qclass, DNSClass::IN | DNSClass::ANY) {
         ResponseCode::Refused
     } else if q.qtype == RecordType::AXFR {
         ResponseCode::NotImp
-    } else if NameKey::new(q.name).is_some_and(|key| snapshot.serves_zone(key.as_bytes())) {
-        ResponseCode::Refused
     } else {
-        ResponseCode::NotAuth
+        match NameKey::new(q.name).and_then(|key| snapshot.served(key.as_bytes())) {
+            Some((zone, _)) if may(zone) => {
+                let mut resp = Response::new(ResponseCode::NoError, true);
+                if let Some(soa) = zone.soa() {
+                    resp.push(Which::Answer, soa.all(q.name).into_iter(), false);
+                }
+                return resp;
+            }
+            _ if NameKey::new(q.name).is_some_and(|key| snapshot.serves_zone(key.as_bytes())) => {
+                ResponseCode::Refused
+            }
+            _ => ResponseCode::NotAuth,
+        }
     };
     Response::new(rcode, false)
 }
@@ -968,9 +985,29 @@ mttlmx  60 IN MX   20 mail
             qtype,
             qclass,
         };
-        let r = transfer_over_udp(s, &q);
+        let r = transfer_over_udp(s, &q, |_| false);
         assert!(!r.authoritative && r.answer.is_empty() && r.authority.is_empty());
         r.rcode
+    }
+
+    #[test]
+    fn an_ixfr_over_udp_from_a_reader_allowed_gets_the_soa_alone() {
+        let s = edges();
+        let name = Name::from_ascii("Example.TEST.").unwrap();
+        let q = Question {
+            name: &name,
+            qtype: RecordType::IXFR,
+            qclass: DNSClass::IN,
+        };
+        let r = transfer_over_udp(&s, &q, |zone| zone.origin.to_ascii() == "example.test.");
+        assert_eq!(r.rcode, ResponseCode::NoError);
+        assert!(r.authoritative);
+        let answer = show(&r, &r.answer);
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert!(
+            answer[0].starts_with("Example.TEST. ") && answer[0].contains(" SOA "),
+            "{answer:?}"
+        );
     }
 
     #[test]

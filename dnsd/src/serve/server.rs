@@ -204,7 +204,14 @@ impl RequestHandler for Handler {
         let snapshot = self.snapshot.load();
         let transfer = matches!(question.qtype, RecordType::AXFR | RecordType::IXFR);
         let resp = if transfer && request.protocol() == Protocol::Udp {
-            answer::transfer_over_udp(&snapshot, &question)
+            let src = request.src().ip();
+            answer::transfer_over_udp(&snapshot, &question, |zone| {
+                let origin = zone.origin.to_ascii().to_ascii_lowercase();
+                self.transfers
+                    .as_ref()
+                    .and_then(|t| t.config())
+                    .is_some_and(|c| c.may_transfer(&origin, src, None))
+            })
         } else {
             answer::answer(&snapshot, &question, cx)
         };

@@ -45,6 +45,8 @@ const REFUSED: u8 = 5;
 /// The question of a transfer request.
 struct Asked<'q> {
     id: u16,
+    /// The query's RD bit, copied into every message.
+    rd: u8,
     /// The question section as sent: echoed in the first message.
     question: &'q [u8],
     /// The zone's key (`name_key`).
@@ -91,6 +93,7 @@ fn parse(query: &[u8]) -> Option<Asked<'_>> {
         .flatten();
     Some(Asked {
         id: u16::from_be_bytes([h[0], h[1]]),
+        rd: h[2] & 0x01,
         question,
         key,
         qtype,
@@ -296,7 +299,8 @@ impl<'a> Messages<'a> {
         self.message.clear();
         self.message.extend_from_slice(&self.asked.id.to_be_bytes());
         // QR, opcode QUERY, AA; RCODE NOERROR.
-        self.message.extend_from_slice(&[0x84, 0x00]);
+        self.message
+            .extend_from_slice(&[0x84 | self.asked.rd, 0x00]);
         let qdcount = u16::from(self.first);
         self.message.extend_from_slice(&qdcount.to_be_bytes());
         self.message.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
@@ -356,7 +360,7 @@ impl<'a> Messages<'a> {
 fn refusal(asked: &Asked<'_>, rcode: u8) -> Vec<u8> {
     let mut m = Vec::with_capacity(12 + asked.question.len());
     m.extend_from_slice(&asked.id.to_be_bytes());
-    m.extend_from_slice(&[0x80, rcode, 0, 1, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(&[0x80 | asked.rd, rcode, 0, 1, 0, 0, 0, 0, 0, 0]);
     m.extend_from_slice(asked.question);
     m
 }
