@@ -27,10 +27,23 @@ fn axfr(
     from: IpAddr,
     key: Option<&str>,
 ) -> Result<Result<Vec<String>, String>> {
+    transfer(server, from, key, "AXFR", true)
+}
+
+/// The records of a transfer of type `kind` (`AXFR`, `IXFR=serial`),
+/// normalized (the TSIG records left out): sorted and each once if `set`,
+/// else as sent; or the error kdig reports.
+fn transfer(
+    server: SocketAddr,
+    from: IpAddr,
+    key: Option<&str>,
+    kind: &str,
+    set: bool,
+) -> Result<Result<Vec<String>, String>> {
     let mut cmd = Command::new("kdig");
     cmd.arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string(), "-b", &from.to_string()])
-        .args(["+timeout=5", "+retry=0", "AXFR", "example.test."]);
+        .args(["+timeout=5", "+retry=0", kind, "example.test."]);
     if let Some(secret) = key {
         cmd.args(["-y", &format!("hmac-sha256:xfr-key.:{secret}")]);
     }
@@ -57,9 +70,11 @@ fn axfr(
         })
         .filter(|l| !l.contains(" TSIG "))
         .collect();
-    records.sort();
-    // The SOA opens and closes a transfer: once is enough to compare.
-    records.dedup();
+    if set {
+        records.sort();
+        // The SOA opens and closes a transfer: once is enough to compare.
+        records.dedup();
+    }
     Ok(Ok(records))
 }
 
@@ -114,6 +129,12 @@ fn knot_and_nsd_copy_the_zone_and_follow_a_change_by_notify() -> Result<()> {
 name = \"xfr-key.\"
 algorithm = \"hmac-sha256\"
 secret = \"{SECRET}\"
+
+[[tsig_key]]
+name = \"ops-key.\"
+algorithm = \"hmac-sha256\"
+secret = \"{WRONG}\"
+zones = [\"example.test.\"]
 
 [[secondary]]
 address = \"{knot_ip}:{knot_port}\"
@@ -195,12 +216,63 @@ allow = [\"{reader}\"]
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // A dynamic update is in the journal: its serial is told to the
+        // secondaries, which ask for the difference (IXFR) and get it.
+        let status = cutover_tests::dnsd_update::knsupdate(
+            dnsd.addr,
+            Some(cutover_tests::dnsd_update::Key {
+                name: "ops-key.",
+                secret: WRONG,
+            }),
+            "example.test.",
+            "update add added.example.test. 60 A 198.18.9.9",
+            true,
+        )?;
+        ensure!(status == "NOERROR", "the update: {status}");
+        let updated_at = Instant::now();
+        for server in [&knot, &nsd] {
+            loop {
+                if addresses(server.addr, "added.example.test.")? == ["198.18.9.9"] {
+                    println!(
+                        "{} serves the update {:?} after it was made",
+                        server.label(),
+                        updated_at.elapsed()
+                    );
+                    break;
+                }
+                if updated_at.elapsed() > Duration::from_secs(30) {
+                    bail!("{} does not serve the update after 30 s", server.label());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let diff = transfer(dnsd.addr, reader, None, "IXFR=2026112602", false)?
+            .map_err(anyhow::Error::msg)?;
+        let kinds: Vec<&str> = diff
+            .iter()
+            .map(|l| l.split_whitespace().nth(3).unwrap_or(""))
+            .collect();
+        ensure!(
+            kinds == ["SOA", "SOA", "SOA", "A", "SOA"],
+            "the IXFR from the last reload: {diff:#?}"
+        );
+        ensure!(
+            diff[1].contains(" 2026112602 ") && diff[0].contains(" 2026112603 "),
+            "{diff:#?}"
+        );
+        // From before the hand edit the journal has no way: the whole zone.
         let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
+        let from_before = transfer(dnsd.addr, reader, None, "IXFR=2026112601", true)?
+            .map_err(anyhow::Error::msg)?;
+        ensure!(
+            from_before == whole,
+            "the IXFR from before the reload: {from_before:#?}"
+        );
         for server in [&knot, &nsd] {
             let copy = axfr(server.addr, reader, None)?.map_err(anyhow::Error::msg)?;
             ensure!(
                 copy == whole,
-                "{} after the change: {copy:#?}",
+                "{} after the changes: {copy:#?}",
                 server.label()
             );
         }

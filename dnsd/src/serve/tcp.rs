@@ -190,7 +190,8 @@ async fn connection(
         {
             let config = transfers.config();
             let mut write = write.lock().await;
-            let sent = out::serve(&query, src, serving, config, &mut *write).await;
+            let live = transfers.workspace().clone();
+            let sent = out::serve(&query, src, serving, config, live, &mut *write).await;
             if let Err(e) = sent {
                 debug!(%src, %e, "a zone transfer ended early");
                 return;

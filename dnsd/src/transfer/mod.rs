@@ -16,13 +16,20 @@ use crate::change::keys::Keys;
 /// What the TCP server needs to answer transfer requests.
 pub struct Transfers {
     config: Keys,
+    /// Where the zones' journals are: IXFR sends their differences.
+    workspace: Workspace,
 }
 
 impl Transfers {
     pub fn new(workspace: Workspace) -> Self {
         Self {
-            config: Keys::new(workspace),
+            config: Keys::new(workspace.clone()),
+            workspace,
         }
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
     }
 
     /// dnsd.toml as it stands now; `None` while it does not load (every

@@ -8,14 +8,17 @@
 //! Owner names are written in lower case and without compression.
 //!
 //! An IXFR whose serial is the zone's, or newer, is answered with the one
-//! SOA ("up to date", RFC 1995 §4); any other is answered with the whole
-//! zone in AXFR form, which RFC 1995 §4 allows when the differences are
-//! not kept.
+//! SOA ("up to date", RFC 1995 §4). One whose serial the zone's journal
+//! leads from, unbroken, to the zone served gets the difference, condensed
+//! into one sequence (RFC 1995 §5): the SOA served, the asker's SOA and the
+//! records removed since, the SOA served and the records added since, the
+//! SOA served. Any other gets the whole zone in AXFR form, which RFC 1995
+//! §4 allows (a hand-edited file, a rollback, a compacted journal).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cutover_workspace::DnsdConfig;
+use cutover_workspace::{DnsdConfig, Workspace};
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::TsigError;
 use tokio::io::AsyncWriteExt;
@@ -23,6 +26,7 @@ use tracing::{debug, info};
 
 use crate::change::tsig::{self, Found, Prior};
 use crate::snapshot::{RrSet, Snapshot, Zone};
+use crate::zone::journal::{self, Difference};
 use crate::zone::name_key::NameKey;
 
 /// The size a message of a transfer is filled to (a record never splits,
@@ -165,12 +169,14 @@ impl Signer {
 
 /// Answers the transfer request `query` from `src`, on `write`, from the
 /// snapshot `serving` holds, under `config` (the transfer policy and the
-/// keys). Errors are the connection's: the caller closes it.
+/// keys), with the journals of `live` for IXFR. Errors are the
+/// connection's: the caller closes it.
 pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     query: &[u8],
     src: SocketAddr,
     serving: Arc<Snapshot>,
     config: Option<Arc<DnsdConfig>>,
+    live: Workspace,
     write: &mut W,
 ) -> std::io::Result<()> {
     let Some(asked) = parse(query) else {
@@ -222,7 +228,7 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     let key_name = signer
         .as_ref()
         .map(|s| s.key_name.to_ascii().to_ascii_lowercase());
-    let Some((zone, _)) = serving.served(asked.key.as_bytes()) else {
+    let Some((zone, source)) = serving.served(asked.key.as_bytes()) else {
         return send_signed(write, refusal(&asked, NOTAUTH), &mut signer).await;
     };
     let origin = zone.origin.to_ascii().to_ascii_lowercase();
@@ -244,8 +250,52 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
         out.rrset(asked.key.as_bytes(), soa);
         return out.finish(write, &mut signer).await;
     }
+    if let (Some(from), Some(at)) = (asked.serial, source.replayed.at) {
+        let wire_origin = zonefile::Name::parse(origin.as_bytes(), &zonefile::Name::root());
+        let asked_origin = origin.clone();
+        let difference = tokio::task::spawn_blocking(move || {
+            let wire_origin = wire_origin.ok()?;
+            journal::difference(&live, &asked_origin, &wire_origin, from, serial, at)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(difference) = difference {
+            info!(%src, zone = %origin, from, serial, removed = difference.removed.len(), added = difference.added.len(), "an IXFR");
+            return ixfr(&difference, &asked, soa, write, &mut signer).await;
+        }
+    }
     info!(%src, zone = %origin, serial, kind = if asked.qtype == TYPE_IXFR { "IXFR (whole zone)" } else { "AXFR" }, "a zone transfer");
     axfr(zone, &asked, soa, write, &mut signer).await
+}
+
+/// The difference since the asker's serial, condensed (RFC 1995 §5).
+async fn ixfr<W: tokio::io::AsyncWrite + Unpin>(
+    difference: &Difference,
+    asked: &Asked<'_>,
+    soa: &RrSet,
+    write: &mut W,
+    signer: &mut Option<Signer>,
+) -> std::io::Result<()> {
+    let apex = asked.key.as_bytes();
+    let mut out = Messages::new(asked);
+    out.rrset(apex, soa);
+    out.record(&difference.from_soa);
+    for r in &difference.removed {
+        out.record(r);
+        if out.full() {
+            out.flush(write, signer).await?;
+        }
+    }
+    out.rrset(apex, soa);
+    for r in &difference.added {
+        out.record(r);
+        if out.full() {
+            out.flush(write, signer).await?;
+        }
+    }
+    out.rrset(apex, soa);
+    out.finish(write, signer).await
 }
 
 /// The whole zone: its SOA, every other RRset, its SOA again.
@@ -322,6 +372,20 @@ impl<'a> Messages<'a> {
             self.message.extend_from_slice(rdata);
             self.count += 1;
         }
+    }
+
+    /// Adds `r` as the zone file gave it.
+    fn record(&mut self, r: &zonefile::Record) {
+        let Ok(rdlength) = u16::try_from(r.rdata.len()) else {
+            return;
+        };
+        self.message.extend_from_slice(r.owner.wire());
+        self.message.extend_from_slice(&r.rtype.to_be_bytes());
+        self.message.extend_from_slice(&r.class.to_be_bytes());
+        self.message.extend_from_slice(&r.ttl.to_be_bytes());
+        self.message.extend_from_slice(&rdlength.to_be_bytes());
+        self.message.extend_from_slice(&r.rdata);
+        self.count += 1;
     }
 
     fn full(&self) -> bool {

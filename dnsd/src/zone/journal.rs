@@ -127,6 +127,118 @@ pub fn replay(
     })
 }
 
+/// How a zone differs between two serials, condensed (RFC 1995 §5): what
+/// an IXFR sends.
+#[derive(Debug)]
+pub struct Difference {
+    /// The SOA the asker holds, the first one it is told to delete.
+    pub from_soa: zonefile::Record,
+    /// Records removed since, and added since (a record removed and added
+    /// back is in neither; one whose TTL changed is in both), the SOA in
+    /// neither.
+    pub removed: Vec<zonefile::Record>,
+    pub added: Vec<zonefile::Record>,
+}
+
+/// The serial of an SOA record's rdata.
+fn soa_serial(r: &zonefile::Record) -> Option<u32> {
+    if r.rtype != zonefile::codes::SOA {
+        return None;
+    }
+    let at = r.rdata.len().checked_sub(20)?;
+    Some(u32::from_be_bytes(
+        r.rdata.get(at..at + 4)?.try_into().ok()?,
+    ))
+}
+
+/// The difference between zone `origin` at serial `from` and at serial
+/// `to`, which it has at generation `upto`, from the changesets of its
+/// journal in `live`; `None` unless they lead, unbroken, from one to the
+/// other (a hand edit or a rollback in between, or a compacted journal,
+/// leave a gap: the asker then gets the whole zone).
+pub fn difference(
+    live: &Workspace,
+    origin_text: &str,
+    origin: &zonefile::Name,
+    from: u32,
+    to: u32,
+    upto: u64,
+) -> Option<Difference> {
+    let entries = live.journal(origin_text).read().ok()?;
+    // Each changeset as (serial before, serial after, removed, added).
+    let mut chain = Vec::new();
+    for c in entries.changes.iter().filter(|c| c.generation <= upto) {
+        let parse = |lines: &[String]| -> Option<Vec<zonefile::Record>> {
+            lines.iter().map(|l| parse_line(l, origin).ok()).collect()
+        };
+        let (removed, added) = (parse(&c.removed)?, parse(&c.added)?);
+        let before = removed.iter().find_map(soa_serial);
+        let after = added.iter().find_map(soa_serial);
+        chain.push((before, after, removed, added));
+    }
+    let start = chain
+        .iter()
+        .position(|(before, ..)| *before == Some(from))?;
+    let chain = &chain[start..];
+    let linked = chain
+        .windows(2)
+        .all(|w| w[0].1.is_some() && w[0].1 == w[1].0);
+    if !linked || chain.last()?.1 != Some(to) {
+        return None;
+    }
+    let from_soa = chain[0]
+        .2
+        .iter()
+        .find(|r| soa_serial(r) == Some(from))?
+        .clone();
+    // The last word on each record: removed, added, or both (its TTL).
+    let mut net: HashMap<Key, (Option<zonefile::Record>, Option<zonefile::Record>)> =
+        HashMap::new();
+    let mut order: Vec<Key> = Vec::new();
+    for (_, _, removed, added) in chain {
+        for r in removed.iter().filter(|r| soa_serial(r).is_none()) {
+            let key = Key::of(r);
+            match net.get_mut(&key) {
+                // Added since `from`, removed again: nothing happened.
+                Some((None, Some(_))) => {
+                    net.remove(&key);
+                }
+                Some((_, new)) => *new = None,
+                None => {
+                    order.push(key.clone());
+                    net.insert(key, (Some(r.clone()), None));
+                }
+            }
+        }
+        for a in added.iter().filter(|a| soa_serial(a).is_none()) {
+            let key = Key::of(a);
+            match net.get_mut(&key) {
+                // Removed since `from`, back as it was: nothing happened.
+                Some((Some(old), None)) if old.ttl == a.ttl => {
+                    net.remove(&key);
+                }
+                Some((_, new)) => *new = Some(a.clone()),
+                None => {
+                    order.push(key.clone());
+                    net.insert(key, (None, Some(a.clone())));
+                }
+            }
+        }
+    }
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    for key in &order {
+        if let Some((old, new)) = net.remove(key) {
+            removed.extend(old);
+            added.extend(new);
+        }
+    }
+    Some(Difference {
+        from_soa,
+        removed,
+        added,
+    })
+}
+
 /// One changeset line (a record with an absolute owner) as a record.
 fn parse_line(line: &str, origin: &zonefile::Name) -> Result<zonefile::Record, String> {
     let zone = zonefile::read(
