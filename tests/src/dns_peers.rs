@@ -36,6 +36,7 @@ pub fn test_zone() -> PathBuf {
 pub enum Implementation {
     Nsd,
     Knot,
+    Bind,
     Dnsd,
 }
 
@@ -44,6 +45,7 @@ impl Implementation {
         match self {
             Implementation::Nsd => "NSD",
             Implementation::Knot => "Knot DNS",
+            Implementation::Bind => "BIND",
             Implementation::Dnsd => "dnsd",
         }
     }
@@ -338,6 +340,76 @@ zone:
     cmd.arg("-c").arg(&conf_path);
     start(
         Implementation::Knot,
+        cmd,
+        scratch,
+        SocketAddr::new(ip, port),
+        probe_origin(options),
+    )
+}
+
+/// Starts BIND (`named`) on `ip` as a secondary of `options.primary`,
+/// which it must name (a free port is chosen unless `options.port` says).
+/// named listens only on addresses an interface has (127.0.0.1 on lo, not
+/// the rest of 127.0.0.0/8).
+pub fn start_bind(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
+    let Some(primary) = &options.primary else {
+        bail!("BIND is only started as a secondary here: give ServerOptions::primary");
+    };
+    let scratch = Scratch::new("bind")?;
+    let dir = scratch.path.clone();
+    let port = port_for(ip, options)?;
+    let d = dir.display();
+    let (pip, pport) = (primary.addr.ip(), primary.addr.port());
+    let mut conf = format!(
+        "options {{
+    directory \"{d}\";
+    pid-file \"{d}/named.pid\";
+    listen-on port {port} {{ {ip}; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+    allow-transfer {{ {axfr}; }};
+    // Transfers are asked from this address, as a primary's ACL expects.
+    transfer-source {ip};
+}};
+controls {{ }};
+",
+        axfr = if options.allow_axfr {
+            "127.0.0.0/8"
+        } else {
+            "none"
+        },
+    );
+    let key = match &primary.key {
+        Some((name, secret)) => {
+            writeln!(
+                conf,
+                "key \"{name}\" {{ algorithm hmac-sha256; secret \"{secret}\"; }};"
+            )?;
+            format!(" key \"{name}\"")
+        }
+        None => String::new(),
+    };
+    for (origin, _) in &options.zones {
+        write!(
+            conf,
+            "zone \"{origin}\" {{
+    type secondary;
+    primaries {{ {pip} port {pport}{key}; }};
+    file \"{d}/{origin}zone\";
+    allow-notify {{ {pip}; }};
+}};
+"
+        )?;
+    }
+    let conf_path = dir.join("named.conf");
+    fs::write(&conf_path, conf).context("writing named.conf")?;
+    let mut cmd = Command::new(sbin("named"));
+    // In the foreground, logging to stderr, as the invoking user.
+    cmd.arg("-g").arg("-c").arg(&conf_path);
+    start(
+        Implementation::Bind,
         cmd,
         scratch,
         SocketAddr::new(ip, port),

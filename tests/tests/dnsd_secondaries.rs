@@ -1,5 +1,6 @@
-//! dnsd as the primary of standard secondaries (issue 14): Knot DNS (its
-//! transfers signed with TSIG) and NSD copy dnsd's zone by zone transfer,
+//! dnsd as the primary of standard secondaries (issue 14): Knot DNS and
+//! BIND (their transfers signed with TSIG) and NSD copy dnsd's zone by zone
+//! transfer,
 //! hold exactly what dnsd serves, and follow a change within seconds
 //! because dnsd sends them NOTIFY (their SOA refresh is two hours away);
 //! transfers are refused to an address and a key dnsd.toml does not allow.
@@ -78,6 +79,24 @@ fn transfer(
     Ok(Ok(records))
 }
 
+/// What kdig prints for the SOA of example.test. asked of `server` signed
+/// with `xfr-key.` and `secret`.
+fn signed_soa(server: SocketAddr, secret: &str, tcp: bool) -> Result<String> {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+timeout=2", "+retry=0"])
+        .arg(if tcp { "+tcp" } else { "+notcp" })
+        .args(["-y", &format!("hmac-sha256:xfr-key.:{secret}")])
+        .args(["example.test.", "SOA"])
+        .output()
+        .context("running kdig")?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// The answer `server` gives for `name` A, sorted.
 fn addresses(server: SocketAddr, name: &str) -> Result<Vec<String>> {
     let out = Command::new("kdig")
@@ -120,9 +139,12 @@ fn secondary(
 }
 
 #[test]
-fn knot_and_nsd_copy_the_zone_and_follow_a_change_by_notify() -> Result<()> {
+fn knot_nsd_and_bind_copy_the_zone_and_follow_changes_by_notify() -> Result<()> {
     let (primary_ip, knot_ip, nsd_ip, reader) = (address(1), address(2), address(3), address(4));
-    let (knot_port, nsd_port) = (free_port(knot_ip)?, free_port(nsd_ip)?);
+    // named listens only on addresses its interfaces have: lo's own.
+    let bind_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (knot_port, nsd_port, bind_port) =
+        (free_port(knot_ip)?, free_port(nsd_ip)?, free_port(bind_ip)?);
     let toml = format!(
         "
 [[tsig_key]]
@@ -143,6 +165,10 @@ tsig_key = \"xfr-key.\"
 [[secondary]]
 address = \"{nsd_ip}:{nsd_port}\"
 
+[[secondary]]
+address = \"{bind_ip}:{bind_port}\"
+tsig_key = \"xfr-key.\"
+
 [transfer]
 allow = [\"{reader}\"]
 "
@@ -157,15 +183,34 @@ allow = [\"{reader}\"]
     )?;
     let knot = secondary(dns_peers::start_knot, knot_ip, knot_port, dnsd.addr, true)?;
     let nsd = secondary(dns_peers::start_nsd, nsd_ip, nsd_port, dnsd.addr, false)?;
+    let bind = secondary(dns_peers::start_bind, bind_ip, bind_port, dnsd.addr, true)?;
     let result = (|| -> Result<()> {
         let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
         ensure!(whole.len() > 20, "dnsd's zone: {whole:?}");
-        for server in [&knot, &nsd] {
+        for server in [&knot, &nsd, &bind] {
             let copy = axfr(server.addr, reader, None)?.map_err(anyhow::Error::msg)?;
             ensure!(
                 copy == whole,
                 "{} holds another zone: {copy:#?}\nthan dnsd's {whole:#?}",
                 server.label()
+            );
+        }
+
+        // A signed query gets a signed answer, over UDP and TCP (kdig
+        // checks the MAC); a wrong secret gets NOTAUTH with BADSIG, which
+        // kdig shows as the status.
+        for tcp in [false, true] {
+            let signed = signed_soa(dnsd.addr, SECRET, tcp)?;
+            ensure!(
+                signed.contains("NOERROR")
+                    && !signed.contains("WARNING")
+                    && signed.contains("TSIG"),
+                "a signed SOA query (tcp {tcp}): {signed}"
+            );
+            let forged = signed_soa(dnsd.addr, WRONG, tcp)?;
+            ensure!(
+                (forged.contains("NOTAUTH") || forged.contains("BADSIG")),
+                "a query signed with a wrong secret (tcp {tcp}): {forged}"
             );
         }
 
@@ -200,7 +245,7 @@ allow = [\"{reader}\"]
         let changed_at = Instant::now();
         dnsd.signal(libc::SIGHUP)?;
         let want = ["198.18.0.2", "198.18.0.3", "198.18.0.4", "198.18.9.1"];
-        for server in [&knot, &nsd] {
+        for server in [&knot, &nsd, &bind] {
             loop {
                 if addresses(server.addr, "www.example.test.")? == want {
                     println!(
@@ -230,7 +275,7 @@ allow = [\"{reader}\"]
         )?;
         ensure!(status == "NOERROR", "the update: {status}");
         let updated_at = Instant::now();
-        for server in [&knot, &nsd] {
+        for server in [&knot, &nsd, &bind] {
             loop {
                 if addresses(server.addr, "added.example.test.")? == ["198.18.9.9"] {
                     println!(
@@ -268,7 +313,7 @@ allow = [\"{reader}\"]
             from_before == whole,
             "the IXFR from before the reload: {from_before:#?}"
         );
-        for server in [&knot, &nsd] {
+        for server in [&knot, &nsd, &bind] {
             let copy = axfr(server.addr, reader, None)?.map_err(anyhow::Error::msg)?;
             ensure!(
                 copy == whole,
@@ -280,10 +325,11 @@ allow = [\"{reader}\"]
     })();
     result.map_err(|e| {
         e.context(format!(
-            "dnsd's log:\n{}\nKnot's log:\n{}\nNSD's log:\n{}",
+            "dnsd's log:\n{}\nKnot's log:\n{}\nNSD's log:\n{}\nBIND's log:\n{}",
             dnsd.log(),
             knot.log_tail(),
-            nsd.log_tail()
+            nsd.log_tail(),
+            bind.log_tail()
         ))
     })
 }

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "knot",
     "knot-dnsutils",
     "bind9-dnsutils",
+    // BIND as a secondary of dnsd (tests/tests/dnsd_secondaries.rs).
+    "bind9",
     "dnsperf",
     "iputils-ping",
     "procps",

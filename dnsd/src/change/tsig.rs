@@ -278,6 +278,32 @@ fn rr_type(message: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([t[0], t[1]]))
 }
 
+/// The TSIG record that signs `response` (as it is sent, without it), the
+/// answer to the request `sig` signed, with `secret` at Unix time `time`;
+/// or, with `error`, reports it unsigned (RFC 8945 §5.2).
+pub fn response_record(
+    sig: &Signature,
+    secret: &[u8],
+    response: &[u8],
+    time: u64,
+    error: Option<TsigError>,
+) -> Option<Box<Record<TSIG>>> {
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        time,
+        FUDGE,
+        vec![],
+        sig.tsig.oid,
+        error,
+        vec![],
+    );
+    let mac = match error {
+        Some(_) => Vec::new(),
+        None => response_mac(secret, &sig.tsig.mac, response, &sig.key_name, &tsig)?,
+    };
+    Some(record(sig.key_name.clone(), tsig.set_mac(mac)))
+}
+
 /// The TSIG record that signs a response, or reports an error for an
 /// unsigned one (`mac` empty).
 pub fn record(key_name: Name, tsig: TSIG) -> Box<Record<TSIG>> {

@@ -21,6 +21,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_server::proto::rr::rdata::tsig::TsigError;
 use hickory_server::proto::rr::{Record, RecordType};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -28,6 +29,7 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Quer
 use tracing::debug;
 
 use crate::answer::{self, Context, Question, Response, Section};
+use crate::change::tsig::{self, Found};
 use crate::change::update_handler::Updater;
 use crate::serve::MAX_UDP_PAYLOAD;
 use crate::serve::{fast_path, malformed};
@@ -100,6 +102,74 @@ fn response_edns(request: &Request) -> Option<Edns> {
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
     Some(edns)
+}
+
+/// Room kept for the TSIG record of a signed answer: a key name of up to
+/// 255 octets, hmac-sha256's name, the fixed fields and a 32-octet MAC.
+const TSIG_ROOM: usize = 255 + 13 + 10 + 16 + 32;
+
+/// How the answer to a query is signed.
+enum QuerySigning {
+    Unsigned,
+    /// With the key that signed the query, whose signature verified.
+    Signed {
+        sig: tsig::Signature,
+        secret: Vec<u8>,
+        now: u64,
+    },
+}
+
+/// The answer to a query whose TSIG is wrong: FORMERR for a malformed one,
+/// NOTAUTH and the TSIG error (unsigned) for one that does not verify.
+struct Refusal {
+    rcode: ResponseCode,
+    tsig_error: Option<(Box<tsig::Signature>, TsigError)>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Handler {
+    /// How the answer to `request` is signed: as the query was, with a key
+    /// of dnsd.toml (RFC 8945 §5.2: the key, then the MAC, then the time).
+    fn query_signing(&self, request: &Request) -> Result<QuerySigning, Refusal> {
+        let sig = match tsig::find(request.as_slice()) {
+            Found::Unsigned => return Ok(QuerySigning::Unsigned),
+            Found::Malformed(_) => {
+                return Err(Refusal {
+                    rcode: ResponseCode::FormErr,
+                    tsig_error: None,
+                });
+            }
+            Found::Signed(sig) => sig,
+        };
+        let now = unix_now();
+        let secret = self
+            .transfers
+            .as_ref()
+            .and_then(|t| t.config())
+            .and_then(|c| {
+                c.tsig_key(&sig.key_name.to_ascii())
+                    .map(|k| k.secret.clone())
+            });
+        match tsig::verify(request.as_slice(), &sig, secret.as_deref(), now) {
+            Ok(()) => Ok(QuerySigning::Signed {
+                sig: *sig,
+                secret: secret.unwrap_or_default(),
+                now,
+            }),
+            Err(error) => {
+                debug!(src = %request.src(), key = %sig.key_name, ?error, "a signed query whose TSIG does not verify");
+                Err(Refusal {
+                    rcode: ResponseCode::NotAuth,
+                    tsig_error: Some((sig, error)),
+                })
+            }
+        }
+    }
 }
 
 /// Largest response `request` may get.
@@ -192,6 +262,24 @@ impl RequestHandler for Handler {
             return finish(response_handle.send_response(response).await, metadata);
         }
 
+        // A signed query gets a signed answer (RFC 8945 §5.3); one whose
+        // signature does not verify gets NOTAUTH and the TSIG error.
+        let signing = match self.query_signing(request) {
+            Ok(signing) => signing,
+            Err(refusal) => {
+                metadata.response_code = refusal.rcode;
+                let builder = MessageResponseBuilder::new(&request.queries, None);
+                let mut response = builder.build_no_records(metadata);
+                if let Some((sig, error)) = refusal.tsig_error
+                    && let Some(record) =
+                        tsig::response_record(&sig, &[], &[], unix_now(), Some(error))
+                {
+                    response.set_signature(record);
+                }
+                return finish(response_handle.send_response(response).await, metadata);
+            }
+        };
+
         let query = &request.queries.queries()[0];
         let question = Question {
             name: query.original().name(),
@@ -218,7 +306,12 @@ impl RequestHandler for Handler {
         metadata.authoritative = resp.authoritative;
         metadata.response_code = resp.rcode;
 
-        let limit = size_limit(request);
+        // A signed answer keeps room for its TSIG record.
+        let tsig_room = match &signing {
+            QuerySigning::Signed { .. } => TSIG_ROOM,
+            QuerySigning::Unsigned => 0,
+        };
+        let limit = size_limit(request).saturating_sub(tsig_room);
         // An OPT record is 11 bytes plus its options; ours carry at most an
         // echoed Client Subnet (4 + 4 + 16 bytes).
         let opt_len = if edns.is_some() { 11 + 24 } else { 0 };
@@ -231,7 +324,36 @@ impl RequestHandler for Handler {
         };
         metadata.truncation = fit.truncated;
         let response = message(request, edns.as_ref(), metadata, &resp, &fit);
-        finish(response_handle.send_response(response).await, metadata)
+        match signing {
+            QuerySigning::Unsigned => {
+                finish(response_handle.send_response(response).await, metadata)
+            }
+            QuerySigning::Signed { sig, secret, now } => {
+                // The MAC covers the response exactly as it is sent, less
+                // the TSIG record appended after it.
+                let mut unsigned = Vec::with_capacity(512);
+                let emitted = if request.protocol() == Protocol::Udp {
+                    // As the UDP loop encodes it: names compressed into the
+                    // question (see `response_encoder`).
+                    response_encoder(&mut unsigned, request.queries.as_bytes()).and_then(
+                        |mut encoder| {
+                            encoder.set_offset(0);
+                            response.destructive_emit(&mut encoder)
+                        },
+                    )
+                } else {
+                    response.destructive_emit(&mut BinEncoder::new(&mut unsigned))
+                };
+                let record = emitted
+                    .ok()
+                    .and_then(|_| tsig::response_record(&sig, &secret, &unsigned, now, None));
+                let mut response = message(request, edns.as_ref(), metadata, &resp, &fit);
+                if let Some(record) = record {
+                    response.set_signature(record);
+                }
+                finish(response_handle.send_response(response).await, metadata)
+            }
+        }
     }
 }
 
