@@ -721,6 +721,7 @@ fn agreed_transfer(path: &Path, peers: &[Implementation], slot: u8) -> Result<BT
             Nsd => dns_peers::start_nsd(ip, &options),
             Knot => dns_peers::start_knot(ip, &options),
             Implementation::Dnsd => bail!("dnsd is compared with the peers, not one of them"),
+            Implementation::Bind => bail!("BIND is started here only as a secondary of dnsd"),
         }
         .with_context(|| format!("{} does not serve {}", peer.label(), path.display()))?;
         let records = dig::axfr(server.addr, &origin, &["+unknownformat"])

@@ -113,7 +113,7 @@ enum QuerySigning {
     Unsigned,
     /// With the key that signed the query, whose signature verified.
     Signed {
-        sig: tsig::Signature,
+        sig: Box<tsig::Signature>,
         secret: Vec<u8>,
         now: u64,
     },
@@ -157,7 +157,7 @@ impl Handler {
             });
         match tsig::verify(request.as_slice(), &sig, secret.as_deref(), now) {
             Ok(()) => Ok(QuerySigning::Signed {
-                sig: *sig,
+                sig,
                 secret: secret.unwrap_or_default(),
                 now,
             }),
