@@ -56,22 +56,8 @@ fn parse(query: &[u8]) -> Option<Parsed> {
         return None;
     }
     // The name: plain labels only, no compression.
-    let mut at = 12;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        if len == 0 {
-            at += 1;
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
+    let at = crate::zone::name_key::plain_name_end(query, 12)?;
     let qname_len = at - 12;
-    if qname_len > 255 {
-        return None;
-    }
     let key = NameKey::from_wire(query.get(12..at)?)?;
     let fixed = query.get(at..at + 4)?;
     let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);

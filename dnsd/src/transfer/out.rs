@@ -27,7 +27,7 @@ use tracing::{debug, info};
 use crate::change::tsig::{self, Found, Prior};
 use crate::snapshot::{RrSet, Snapshot, Zone};
 use crate::zone::journal::{self, Difference};
-use crate::zone::name_key::NameKey;
+use crate::zone::name_key::{self, NameKey};
 
 /// The size a message of a transfer is filled to (a record never splits,
 /// so one may go past it, up to 65535).
@@ -72,18 +72,7 @@ fn parse(query: &[u8]) -> Option<Asked<'_>> {
     if h[2] & 0xf8 != 0 || u16::from_be_bytes([h[4], h[5]]) != 1 {
         return None;
     }
-    let mut at = 12;
-    loop {
-        let len = usize::from(*query.get(at)?);
-        if len == 0 {
-            at += 1;
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
+    let at = name_key::plain_name_end(query, 12)?;
     let key = NameKey::from_wire(query.get(12..at)?)?;
     let fixed = query.get(at..at + 4)?;
     let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
@@ -281,17 +270,19 @@ async fn ixfr<W: tokio::io::AsyncWrite + Unpin>(
     let mut out = Messages::new(asked);
     out.rrset(apex, soa);
     out.record(&difference.from_soa);
-    for r in &difference.removed {
-        out.record(r);
-        if out.full() {
-            out.flush(write, signer).await?;
+    // The deletions, then the served SOA and the additions.
+    for (i, records) in [&difference.removed, &difference.added]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 1 {
+            out.rrset(apex, soa);
         }
-    }
-    out.rrset(apex, soa);
-    for r in &difference.added {
-        out.record(r);
-        if out.full() {
-            out.flush(write, signer).await?;
+        for r in records {
+            out.record(r);
+            if out.full() {
+                out.flush(write, signer).await?;
+            }
         }
     }
     out.rrset(apex, soa);

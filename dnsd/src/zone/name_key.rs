@@ -208,6 +208,23 @@ pub fn labels(key: &[u8]) -> usize {
         .count()
 }
 
+/// Where the name that starts at `start` in `message` ends (after its
+/// root label), if it is written out in plain labels — no compression, as
+/// a question's name is — and fits the protocol's 255 octets.
+pub fn plain_name_end(message: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    loop {
+        let len = usize::from(*message.get(at)?);
+        if len == 0 {
+            return (at + 1 - start <= 255).then_some(at + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+}
+
 /// The key of the parent name, or `None` for the root.
 pub fn parent(key: &[u8]) -> Option<&[u8]> {
     let first = *key.first()? as usize;
