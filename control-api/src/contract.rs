@@ -82,6 +82,12 @@ pub struct ZoneInfo {
     pub origin: String,
     pub serial: Option<u32>,
     pub records: usize,
+    /// The name servers that must serve a change before it is out
+    /// (`address:port`): dnsd's own listening addresses and the zone's
+    /// `[[secondary]]`s; empty when the zone has no secondaries (dnsd alone
+    /// serves every change once it is acknowledged).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// One record, as `GET /v1/zones/{origin}/records` lists it, in zone-file

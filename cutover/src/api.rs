@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use cutover_control_api::attribution;
 use cutover_control_api::contract::{
     Change, ErrorBody, GenerationInfo, ProbeReport, ProbeRequest, RuleChange, ServiceChange,
+    ZoneInfo,
 };
 pub use cutover_control_api::contract::{Rule, Service, Stats, fqdn};
 use serde::de::DeserializeOwned;
@@ -100,6 +101,21 @@ pub struct Dns(pub Endpoint);
 impl Dns {
     pub fn services(&self) -> Result<Vec<Service>> {
         self.0.call("GET", "/v1/services", None)
+    }
+
+    /// The zone that holds `name`: the served zone whose origin is its
+    /// longest suffix.
+    pub fn zone_of(&self, name: &str) -> Result<ZoneInfo> {
+        let fqdn = fqdn(name).to_ascii_lowercase();
+        let zones: Vec<ZoneInfo> = self.0.call("GET", "/v1/zones", None)?;
+        zones
+            .into_iter()
+            .filter(|z| {
+                let origin = z.origin.to_ascii_lowercase();
+                fqdn == origin || fqdn.ends_with(&format!(".{origin}")) || origin == "."
+            })
+            .max_by_key(|z| z.origin.len())
+            .with_context(|| format!("no zone of dnsd at {} holds {fqdn}", self.0.base))
     }
 
     pub fn service(&self, name: &str) -> Result<Service> {

@@ -2,6 +2,7 @@
 //! steps: `migrate` a service to a new host, `rollback`, `status`.
 
 mod api;
+mod insync;
 mod lease;
 mod loops;
 mod migrate;
@@ -146,6 +147,15 @@ enum Command {
     /// Switch off a finished migration's redirect: OLD may go (after a
     /// migrate that ended with clients still arriving).
     Retire(migrate::RetireArgs),
+    /// Wait until every name server of NAME's zone (dnsd and the zone's
+    /// secondaries, or --nameservers) serves the zone's serial dnsd serves
+    /// now; fail naming those that do not in time.
+    Sync {
+        /// A name in the zone (a service, or the zone's origin).
+        name: String,
+        #[command(flatten)]
+        sync: migrate::SyncArgs,
+    },
     /// Services, migrations, redirects and their counters, the workspace generation.
     Status {
         /// One JSON document instead of lines for a terminal.
@@ -160,6 +170,7 @@ fn main() {
         Command::Migrate(args) => migrate::run(&cli.apis, args),
         Command::Rollback(args) => migrate::rollback(&cli.apis, args),
         Command::Retire(args) => migrate::retire(&cli.apis, args),
+        Command::Sync { name, sync } => migrate::sync(&cli.apis, &name, &sync),
         Command::Status { json } => status::run(&cli.apis, json),
     };
     if let Err(e) = result {

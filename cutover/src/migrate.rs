@@ -54,6 +54,63 @@ pub struct Args {
     /// the redirect off anyway (by default it stays on, with a warning).
     #[arg(long)]
     retire_anyway: bool,
+    #[command(flatten)]
+    sync: SyncArgs,
+}
+
+/// How a flip waits for every name server to serve it (`insync`).
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// The name servers that must serve the flip (`198.18.0.54:53,...`);
+    /// default: those dnsd lists for the zone (its own addresses and the
+    /// zone's `[[secondary]]`s).
+    #[arg(long, value_delimiter = ',')]
+    nameservers: Vec<std::net::SocketAddr>,
+    /// How long to wait for them.
+    #[arg(long, default_value = "2m", value_parser = crate::parse_duration)]
+    sync_timeout: Duration,
+    /// Go on even if some name servers do not serve the flip in time
+    /// (`--force` is taken: it takes a service over).
+    #[arg(long)]
+    unsynced_ok: bool,
+}
+
+/// `cutover sync`: waits until every name server serves `name`'s zone as
+/// dnsd does now.
+pub fn sync(apis: &Apis, name: &str, args: &SyncArgs) -> Result<()> {
+    let dns = apis.dns()?;
+    if await_sync(&dns, name, args)?.is_none() {
+        println!(
+            "no name servers to wait for: the zone has no secondaries (or give --nameservers)"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until every name server serves the change just made to `name`;
+/// says how long that took. An error names the laggards, unless
+/// `--unsynced-ok`, which goes on with a warning.
+fn await_sync(dns: &crate::api::Dns, name: &str, args: &SyncArgs) -> Result<Option<Duration>> {
+    match crate::insync::wait(dns, name, &args.nameservers, args.sync_timeout) {
+        Ok(None) => Ok(None),
+        Ok(Some(sync)) => {
+            println!(
+                "\r   every name server serves it ({} of them) {:.1} s after it was made",
+                sync.servers,
+                sync.after.as_secs_f64()
+            );
+            Ok(Some(sync.after))
+        }
+        Err(e) if args.unsynced_ok => {
+            // The line of waiting so far ends here.
+            println!();
+            eprintln!("\nWARNING: {e:#}; going on (--unsynced-ok)");
+            Ok(None)
+        }
+        Err(e) => Err(e.context(
+            "the flip is made but not out everywhere: fix the name servers named and run the same command again (or add --unsynced-ok)",
+        )),
+    }
 }
 
 #[derive(clap::Args)]
@@ -68,6 +125,8 @@ pub struct RollbackArgs {
     /// migrate is cancelled without it).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    sync: SyncArgs,
 }
 
 pub fn run(apis: &Apis, args: Args) -> Result<()> {
@@ -107,6 +166,8 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
 
     // The last drain sample, for the warning when --max-cache runs out.
     let mut last: Option<Traffic> = None;
+    // Whether this run has waited for the name servers to serve the flip.
+    let mut sync_checked = m.in_sync_after_ms.is_some();
     loop {
         still_ours(&mut lease, &store, &m)?;
         match m.next_step(now()) {
@@ -173,6 +234,15 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 println!("3. {} now points at {}", m.name, m.to);
             }
             Step::Drain { remaining } => {
+                // The flip counts once every name server serves it (again
+                // after a resume, until it did).
+                if !sync_checked {
+                    if let Some(after) = await_sync(&dns, &m.name, &args.sync)? {
+                        m.in_sync_after_ms = Some(after.as_millis() as u64);
+                        checked_save(&mut lease, &store, &m)?;
+                    }
+                    sync_checked = true;
+                }
                 let sample = drain_sample(&old, &m.rule);
                 if sample.is_err() {
                     // A rollback removes the rule: say that, not "no rule".
@@ -392,6 +462,7 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         phase: Phase::Planned,
         ttl_lowered_at: None,
         flipped_at: None,
+        in_sync_after_ms: None,
         quiet_since: None,
         max_cache: args.max_cache.unwrap_or(DEFAULT_MAX_CACHE).as_secs(),
         quiet_period: args.quiet.unwrap_or(DEFAULT_QUIET).as_secs(),
@@ -536,6 +607,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         m.from.join(", "),
         m.original_ttl
     );
+    await_sync(&dns, &m.name, &args.sync)?;
     let moved = || {
         format!(
             "{} already points at {} again, but the rest of the rollback failed: run `cutover rollback {}` again",

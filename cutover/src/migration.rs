@@ -64,6 +64,11 @@ pub struct Migration {
     /// whole sample window lies after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_on_at: Option<u64>,
+    /// How long after the flip every name server of the zone served it, in
+    /// milliseconds (`insync`); `None` until they all did, or when there
+    /// were none to wait for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync_after_ms: Option<u64>,
     /// `--max-cache` ran out while clients still arrived at OLD: the
     /// redirect was left on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -294,6 +299,7 @@ pub(crate) mod tests {
             phase: Phase::Planned,
             ttl_lowered_at: None,
             flipped_at: None,
+            in_sync_after_ms: None,
             quiet_since: None,
             max_cache: 86_400,
             quiet_period: 600,

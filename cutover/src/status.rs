@@ -139,6 +139,12 @@ fn text(r: &Report) -> String {
                 line(format!("    {what:<15} {}", crate::migration::clock(at)));
             }
         }
+        if let Some(ms) = rec.in_sync_after_ms {
+            line(format!(
+                "    in sync         every name server served the flip {:.1} s after it",
+                ms as f64 / 1000.0
+            ));
+        }
         match &m.lease {
             Some(h) if m.lease_live => line(format!(
                 "    being changed by {} (lease until {})",

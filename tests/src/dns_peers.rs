@@ -80,6 +80,9 @@ pub struct ServerOptions {
     pub primary: Option<Primary>,
     /// Added to dnsd's `dnsd.toml`; the others ignore it.
     pub dnsd_toml: String,
+    /// dnsd's control API on this address (its token in the workspace's
+    /// `.cutover/api-token`); off when `None`.
+    pub dnsd_api: Option<SocketAddr>,
 }
 
 /// The primary a secondary copies its zones from.
@@ -101,6 +104,7 @@ impl Default for ServerOptions {
             port: None,
             primary: None,
             dnsd_toml: String::new(),
+            dnsd_api: None,
         }
     }
 }
@@ -447,9 +451,12 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
         .arg(&workspace)
         .arg("--listen")
         .arg(addr.to_string())
-        // The API's default port would be shared by every test's dnsd.
-        .arg("--no-api")
         .env("RUST_LOG", "warn");
+    match options.dnsd_api {
+        Some(api) => cmd.arg("--api").arg(api.to_string()),
+        // The API's default port would be shared by every test's dnsd.
+        None => cmd.arg("--no-api"),
+    };
     start(
         Implementation::Dnsd,
         cmd,

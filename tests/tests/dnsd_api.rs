@@ -212,7 +212,8 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
                 == [ZoneInfo {
                     origin: "example.test.".into(),
                     serial: Some(2026112601),
-                    records: 5
+                    records: 5,
+                    nameservers: Vec::new(),
                 }],
             "{r:?}"
         );

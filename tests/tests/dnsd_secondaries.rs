@@ -97,6 +97,32 @@ fn signed_soa(server: SocketAddr, secret: &str, tcp: bool) -> Result<String> {
     ))
 }
 
+/// Runs `cutover sync www.example.test.` against dnsd's API at `api`
+/// (its token in `workspace`) with `more` arguments: whether it succeeded,
+/// and what it printed.
+fn cutover_sync(
+    api: SocketAddr,
+    workspace: &std::path::Path,
+    more: &[&str],
+) -> Result<(bool, String)> {
+    let out = Command::new(bins::path("cutover"))
+        .args(["--dns", &format!("http://{api}")])
+        .arg("--token-file")
+        .arg(workspace.join(".cutover/api-token"))
+        .args(["sync", "www.example.test."])
+        .args(more)
+        .output()
+        .context("running cutover")?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
 /// The answer `server` gives for `name` A, sorted.
 fn addresses(server: SocketAddr, name: &str) -> Result<Vec<String>> {
     let out = Command::new("kdig")
@@ -173,11 +199,13 @@ tsig_key = \"xfr-key.\"
 allow = [\"{reader}\"]
 "
     );
+    let api = SocketAddr::new(primary_ip, free_port(primary_ip)?);
     let dnsd = dns_peers::start_dnsd(
         &bins::path("dnsd"),
         primary_ip,
         &ServerOptions {
             dnsd_toml: toml,
+            dnsd_api: Some(api),
             ..ServerOptions::default()
         },
     )?;
@@ -306,6 +334,13 @@ allow = [\"{reader}\"]
             "{diff:#?}"
         );
         // From before the hand edit the journal has no way: the whole zone.
+        // `cutover sync`: dnsd and its three secondaries serve the serial.
+        let (ok, said) = cutover_sync(api, &dnsd.workspace(), &["--sync-timeout", "20s"])?;
+        ensure!(
+            ok && said.contains("every name server serves it (4 of them)"),
+            "{said}"
+        );
+
         let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
         let from_before = transfer(dnsd.addr, reader, None, "IXFR=2026112601", true)?
             .map_err(anyhow::Error::msg)?;
@@ -321,6 +356,13 @@ allow = [\"{reader}\"]
                 server.label()
             );
         }
+        // A name server that stops answering is named, and the wait fails.
+        let stopped = format!("{knot_ip}:{knot_port} does not answer");
+        knot.signal(libc::SIGSTOP)?;
+        let waited = cutover_sync(api, &dnsd.workspace(), &["--sync-timeout", "2s"]);
+        knot.signal(libc::SIGCONT)?;
+        let (ok, said) = waited?;
+        ensure!(!ok && said.contains(&stopped), "{said}");
         Ok(())
     })();
     result.map_err(|e| {

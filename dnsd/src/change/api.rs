@@ -333,10 +333,25 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
     let list = loaded
         .zones
         .iter()
-        .map(|z| ZoneInfo {
-            origin: records::zone_name(&z.origin).to_string(),
-            serial: z.serial(),
-            records: z.records.len(),
+        .map(|z| {
+            let origin = records::zone_name(&z.origin).to_string();
+            let config = &loaded.config;
+            let secondaries: Vec<String> = config
+                .secondaries_of(&origin.to_ascii_lowercase())
+                .map(|s| s.address.to_string())
+                .collect();
+            let nameservers = if secondaries.is_empty() {
+                Vec::new()
+            } else {
+                let own = config.server.listen.iter().map(ToString::to_string);
+                own.chain(secondaries).collect()
+            };
+            ZoneInfo {
+                origin,
+                serial: z.serial(),
+                records: z.records.len(),
+                nameservers,
+            }
         })
         .collect();
     Ok(axum::Json(list))
