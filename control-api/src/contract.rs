@@ -88,6 +88,29 @@ pub struct ZoneInfo {
     /// serves every change once it is acknowledged).
     #[serde(default)]
     pub nameservers: Vec<String>,
+    /// What each `[[secondary]]` of the zone has done since dnsd started.
+    #[serde(default)]
+    pub secondaries: Vec<SecondaryInfo>,
+}
+
+/// One secondary of a zone, as `GET /v1/zones` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondaryInfo {
+    /// `address:port`, as `[[secondary]]` gives it.
+    pub address: String,
+    /// The serial of the last NOTIFY it acknowledged, and when (Unix s).
+    #[serde(default)]
+    pub notify_acknowledged: Option<u32>,
+    #[serde(default)]
+    pub notify_acknowledged_at: Option<u64>,
+    /// The serial it last transferred, how (`AXFR`, `IXFR`, `IXFR (whole
+    /// zone)`, `IXFR (up to date)`), and when.
+    #[serde(default)]
+    pub transferred: Option<u32>,
+    #[serde(default)]
+    pub transfer: Option<String>,
+    #[serde(default)]
+    pub transferred_at: Option<u64>,
 }
 
 /// One record, as `GET /v1/zones/{origin}/records` lists it, in zone-file

@@ -352,7 +352,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         ));
         let handler = server::Handler::new(state)
             .with_updates(updater)
-            .with_transfers(transfers);
+            .with_transfers(Arc::clone(&transfers));
         let mut server = Server::new(handler.clone());
         let fd_limit = tcp::raise_fd_limit();
         let tcp_limits = tcp::Limits::new(tcp_connections, fd_limit);
@@ -373,7 +373,14 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         info!(zones, records, workspace = %workspace.display(), "serving");
         dnsd::serve::malformed::start();
         if let (Some(options), Some(token)) = (api, token) {
-            let api = api::Api::new(ws.clone(), reloader.clone(), token, changes, syncer);
+            let api = api::Api::new(
+                ws.clone(),
+                reloader.clone(),
+                token,
+                changes,
+                syncer,
+                Arc::clone(&transfers),
+            );
             api_handle
                 .spawn(api::start(options.listen, api))
                 .await

@@ -214,6 +214,7 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
                     serial: Some(2026112601),
                     records: 5,
                     nameservers: Vec::new(),
+                    secondaries: Vec::new(),
                 }],
             "{r:?}"
         );

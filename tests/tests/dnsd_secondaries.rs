@@ -356,6 +356,37 @@ allow = [\"{reader}\"]
                 server.label()
             );
         }
+        // The API says what each secondary acknowledged and took.
+        let token = std::fs::read_to_string(dnsd.workspace().join(".cutover/api-token"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("curl")
+                .args([
+                    "-sf",
+                    "-H",
+                    &format!("Authorization: Bearer {}", token.trim()),
+                ])
+                .arg(format!("http://{api}/v1/zones"))
+                .output()
+                .context("running curl")?;
+            let zones: Vec<cutover_control_api::contract::ZoneInfo> =
+                serde_json::from_slice(&out.stdout).context("GET /v1/zones")?;
+            let zone = zones.first().context("no zone listed")?;
+            let current = |s: &cutover_control_api::contract::SecondaryInfo| {
+                s.notify_acknowledged == Some(2026112603)
+                    && s.transferred == Some(2026112603)
+                    && s.transfer.as_deref().is_some_and(|t| t.starts_with("IXFR"))
+            };
+            if zone.secondaries.len() == 3 && zone.secondaries.iter().all(current) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the secondaries as the API shows them: {zone:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+
         // A name server that stops answering is named, and the wait fails.
         let stopped = format!("{knot_ip}:{knot_port} does not answer");
         knot.signal(libc::SIGSTOP)?;

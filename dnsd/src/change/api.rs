@@ -18,8 +18,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
-    Change, DnsHealth, GenerationInfo, RecordInfo, RrsetChange, Service, ServiceChange, Version,
-    ZoneInfo, fqdn,
+    Change, DnsHealth, GenerationInfo, RecordInfo, RrsetChange, SecondaryInfo, Service,
+    ServiceChange, Version, ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
@@ -31,6 +31,7 @@ use crate::change::sync::{self, Syncer};
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
+use crate::transfer::Transfers;
 use crate::zone;
 use crate::zone::records;
 
@@ -46,6 +47,8 @@ pub struct Api {
     changes: ChangeLock,
     /// Rewrites the zone files from the journal after changes.
     syncer: Arc<Syncer>,
+    /// What the secondaries were told and took.
+    transfers: Arc<Transfers>,
 }
 
 type Reply<T> = Result<axum::Json<T>, ApiError>;
@@ -91,6 +94,7 @@ impl Api {
         token: String,
         changes: ChangeLock,
         syncer: Arc<Syncer>,
+        transfers: Arc<Transfers>,
     ) -> Self {
         Self {
             workspace,
@@ -98,6 +102,7 @@ impl Api {
             access: Access::new(token, "dnsd"),
             changes,
             syncer,
+            transfers,
         }
     }
 }
@@ -336,21 +341,34 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
         .map(|z| {
             let origin = records::zone_name(&z.origin).to_string();
             let config = &loaded.config;
-            let secondaries: Vec<String> = config
-                .secondaries_of(&origin.to_ascii_lowercase())
-                .map(|s| s.address.to_string())
+            let lower = origin.to_ascii_lowercase();
+            let secondaries: Vec<SecondaryInfo> = config
+                .secondaries_of(&lower)
+                .map(|s| {
+                    let seen = api.transfers.seen(&lower, s.address.ip());
+                    SecondaryInfo {
+                        address: s.address.to_string(),
+                        notify_acknowledged: seen.acknowledged.map(|(serial, _)| serial),
+                        notify_acknowledged_at: seen.acknowledged.map(|(_, at)| at),
+                        transferred: seen.transferred.map(|(serial, _, _)| serial),
+                        transfer: seen.transferred.map(|(_, kind, _)| kind.to_string()),
+                        transferred_at: seen.transferred.map(|(_, _, at)| at),
+                    }
+                })
                 .collect();
             let nameservers = if secondaries.is_empty() {
                 Vec::new()
             } else {
                 let own = config.server.listen.iter().map(ToString::to_string);
-                own.chain(secondaries).collect()
+                own.chain(secondaries.iter().map(|s| s.address.clone()))
+                    .collect()
             };
             ZoneInfo {
                 origin,
                 serial: z.serial(),
                 records: z.records.len(),
                 nameservers,
+                secondaries,
             }
         })
         .collect();

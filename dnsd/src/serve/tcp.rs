@@ -188,10 +188,8 @@ async fn connection(
         if out::is_transfer(&query)
             && let Some((transfers, serving)) = handler.transfers()
         {
-            let config = transfers.config();
             let mut write = write.lock().await;
-            let live = transfers.workspace().clone();
-            let sent = out::serve(&query, src, serving, config, live, &mut *write).await;
+            let sent = out::serve(&query, src, serving, transfers, &mut *write).await;
             if let Err(e) = sent {
                 debug!(%src, %e, "a zone transfer ended early");
                 return;

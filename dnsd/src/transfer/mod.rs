@@ -7,17 +7,32 @@
 pub mod notify;
 pub mod out;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use cutover_workspace::{DnsdConfig, Workspace};
 
 use crate::change::keys::Keys;
 
-/// What the TCP server needs to answer transfer requests.
+/// What the TCP server needs to answer transfer requests, and what the
+/// secondaries have been told and have taken.
 pub struct Transfers {
     config: Keys,
     /// Where the zones' journals are: IXFR sends their differences.
     workspace: Workspace,
+    /// By zone (fully qualified, lower case) and the secondary's address.
+    seen: Mutex<HashMap<(String, IpAddr), Seen>>,
+}
+
+/// What one secondary has done with one zone since dnsd started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The serial of the last NOTIFY it acknowledged, and when (Unix s).
+    pub acknowledged: Option<(u32, u64)>,
+    /// The serial it last transferred, how (AXFR, IXFR, or the whole
+    /// zone for an IXFR), and when.
+    pub transferred: Option<(u32, &'static str, u64)>,
 }
 
 impl Transfers {
@@ -25,7 +40,37 @@ impl Transfers {
         Self {
             config: Keys::new(workspace.clone()),
             workspace,
+            seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What the secondary at `ip` has done with zone `origin`.
+    pub fn seen(&self, origin: &str, ip: IpAddr) -> Seen {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&(origin.to_string(), ip))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn update(&self, origin: &str, ip: IpAddr, change: impl FnOnce(&mut Seen)) {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        change(seen.entry((origin.to_string(), ip)).or_default());
+    }
+
+    /// The secondary at `ip` acknowledged a NOTIFY of `serial`.
+    pub fn acknowledged(&self, origin: &str, ip: IpAddr, serial: u32) {
+        self.update(origin, ip, |s| s.acknowledged = Some((serial, unix_now())));
+    }
+
+    /// The client at `ip` transferred `serial` of `origin`, by `kind`.
+    pub fn transferred(&self, origin: &str, ip: IpAddr, serial: u32, kind: &'static str) {
+        self.update(origin, ip, |s| {
+            s.transferred = Some((serial, kind, unix_now()));
+        });
     }
 
     pub fn workspace(&self) -> &Workspace {
@@ -37,4 +82,10 @@ impl Transfers {
     pub fn config(&self) -> Option<Arc<DnsdConfig>> {
         self.config.current().ok()
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

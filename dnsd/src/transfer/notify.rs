@@ -82,6 +82,7 @@ pub async fn run(snapshot: SharedSnapshot, transfers: Arc<Transfers>, from: IpAd
                             from,
                             origin.clone(),
                             serial,
+                            Arc::clone(&transfers),
                         ));
                         if let Some((_, older)) = sending.insert(at, (serial, task)) {
                             older.abort();
@@ -139,6 +140,7 @@ async fn send(
     from: IpAddr,
     origin: String,
     serial: u32,
+    transfers: Arc<Transfers>,
 ) {
     let to = secondary.address;
     let local = match (from, to) {
@@ -186,6 +188,7 @@ async fn send(
         .await;
         match answered {
             Ok(Some(0)) => {
+                transfers.acknowledged(&origin, to.ip(), serial);
                 info!(%to, zone = %origin, serial, "secondary acknowledged NOTIFY");
                 return;
             }

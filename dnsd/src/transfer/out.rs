@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cutover_workspace::{DnsdConfig, Workspace};
+use crate::transfer::Transfers;
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::TsigError;
 use tokio::io::AsyncWriteExt;
@@ -157,17 +157,19 @@ impl Signer {
 }
 
 /// Answers the transfer request `query` from `src`, on `write`, from the
-/// snapshot `serving` holds, under `config` (the transfer policy and the
-/// keys), with the journals of `live` for IXFR. Errors are the
-/// connection's: the caller closes it.
+/// snapshot `serving` holds, under dnsd.toml as `transfers` reads it (the
+/// transfer policy and the keys), with the zones' journals for IXFR; what
+/// was sent is recorded there. Errors are the connection's: the caller
+/// closes it.
 pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     query: &[u8],
     src: SocketAddr,
     serving: Arc<Snapshot>,
-    config: Option<Arc<DnsdConfig>>,
-    live: Workspace,
+    transfers: &Transfers,
     write: &mut W,
 ) -> std::io::Result<()> {
+    let config = transfers.config();
+    let live = transfers.workspace().clone();
     let Some(asked) = parse(query) else {
         return Ok(());
     };
@@ -237,7 +239,9 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     {
         let mut out = Messages::new(&asked);
         out.rrset(asked.key.as_bytes(), soa);
-        return out.finish(write, &mut signer).await;
+        out.finish(write, &mut signer).await?;
+        transfers.transferred(&origin, src.ip(), serial, "IXFR (up to date)");
+        return Ok(());
     }
     if let (Some(from), Some(at)) = (asked.serial, source.replayed.at) {
         let wire_origin = zonefile::Name::parse(origin.as_bytes(), &zonefile::Name::root());
@@ -251,11 +255,20 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
         .flatten();
         if let Some(difference) = difference {
             info!(%src, zone = %origin, from, serial, removed = difference.removed.len(), added = difference.added.len(), "an IXFR");
-            return ixfr(&difference, &asked, soa, write, &mut signer).await;
+            ixfr(&difference, &asked, soa, write, &mut signer).await?;
+            transfers.transferred(&origin, src.ip(), serial, "IXFR");
+            return Ok(());
         }
     }
-    info!(%src, zone = %origin, serial, kind = if asked.qtype == TYPE_IXFR { "IXFR (whole zone)" } else { "AXFR" }, "a zone transfer");
-    axfr(zone, &asked, soa, write, &mut signer).await
+    let kind = if asked.qtype == TYPE_IXFR {
+        "IXFR (whole zone)"
+    } else {
+        "AXFR"
+    };
+    info!(%src, zone = %origin, serial, kind, "a zone transfer");
+    axfr(zone, &asked, soa, write, &mut signer).await?;
+    transfers.transferred(&origin, src.ip(), serial, kind);
+    Ok(())
 }
 
 /// The difference since the asker's serial, condensed (RFC 1995 §5).
