@@ -7,9 +7,8 @@ use anyhow::{Context, Result, bail};
 use cutover_control_api::attribution;
 use cutover_control_api::contract::{
     Change, ErrorBody, GenerationInfo, ProbeReport, ProbeRequest, RuleChange, ServiceChange,
-    ZoneInfo,
 };
-pub use cutover_control_api::contract::{Rule, Service, Stats, fqdn};
+pub use cutover_control_api::contract::{Rule, Service, Stats, ZoneInfo, fqdn};
 use serde::de::DeserializeOwned;
 
 /// One daemon's API: base URL and bearer token.
@@ -107,8 +106,7 @@ impl Dns {
     /// longest suffix.
     pub fn zone_of(&self, name: &str) -> Result<ZoneInfo> {
         let fqdn = fqdn(name).to_ascii_lowercase();
-        let zones: Vec<ZoneInfo> = self.0.call("GET", "/v1/zones", None)?;
-        zones
+        self.zones()?
             .into_iter()
             .filter(|z| {
                 let origin = z.origin.to_ascii_lowercase();
@@ -116,6 +114,11 @@ impl Dns {
             })
             .max_by_key(|z| z.origin.len())
             .with_context(|| format!("no zone of dnsd at {} holds {fqdn}", self.0.base))
+    }
+
+    /// Every zone dnsd serves, with its name servers and secondaries.
+    pub fn zones(&self) -> Result<Vec<ZoneInfo>> {
+        self.0.call("GET", "/v1/zones", None)
     }
 
     pub fn service(&self, name: &str) -> Result<Service> {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::Apis;
-use crate::api::{Service, Stats};
+use crate::api::{Service, Stats, ZoneInfo};
 use crate::lease::Holder;
 use crate::migration::Migration;
 
@@ -17,6 +17,8 @@ pub struct Report {
     pub services: Vec<Service>,
     /// The workspace generation in force, if any: number and message.
     pub generation: Option<(u64, String)>,
+    /// The zones that have secondaries: what each acknowledged and took.
+    pub zones: Vec<ZoneInfo>,
     pub state_dir: String,
     pub migrations: Vec<MigrationReport>,
     pub redirectors: Vec<RedirectorReport>,
@@ -58,6 +60,11 @@ fn gather(apis: &Apis) -> Result<Report> {
         .into_iter()
         .find(|g| g.current)
         .map(|g| (g.number, g.message));
+    let zones = dns
+        .zones()?
+        .into_iter()
+        .filter(|z| !z.secondaries.is_empty())
+        .collect();
     let now = crate::migration::now();
     let mut migrations = Vec::new();
     for record in apis.store().all()? {
@@ -95,6 +102,7 @@ fn gather(apis: &Apis) -> Result<Report> {
         dns: dns.0.base.clone(),
         services,
         generation,
+        zones,
         state_dir: apis.state_dir.display().to_string(),
         migrations,
         redirectors,
@@ -121,6 +129,23 @@ fn text(r: &Report) -> String {
     match &r.generation {
         Some((n, message)) => line(format!("workspace generation {n}: {message}")),
         None => line("workspace generation: none recorded yet".into()),
+    }
+    for z in &r.zones {
+        let serial = z.serial.map_or("?".into(), |s| s.to_string());
+        line(format!("secondaries of {} (serial {serial}):", z.origin));
+        for s in &z.secondaries {
+            let told = match (s.notify_acknowledged, s.notify_acknowledged_at) {
+                (Some(n), Some(at)) => format!("told {n} at {}", crate::migration::clock(at)),
+                _ => "no NOTIFY answered".into(),
+            };
+            let took = match (s.transferred, &s.transfer) {
+                (Some(n), Some(how)) => format!("took {n} by {how}"),
+                _ => "took nothing yet".into(),
+            };
+            line(format!("  {}", s.address));
+            line(format!("    {told}"));
+            line(format!("    {took}"));
+        }
     }
     line(format!("migrations ({}):", r.state_dir));
     if r.migrations.is_empty() {
@@ -285,6 +310,20 @@ mod tests {
                 7,
                 "set www.example.test. to 198.18.0.3 (by alice@ops)".into(),
             )),
+            zones: vec![ZoneInfo {
+                origin: "example.test.".into(),
+                serial: Some(2026120703),
+                records: 5,
+                nameservers: vec!["127.0.0.1:53".into(), "198.18.0.54:53".into()],
+                secondaries: vec![cutover_control_api::contract::SecondaryInfo {
+                    address: "198.18.0.54:53".into(),
+                    notify_acknowledged: Some(2026120703),
+                    notify_acknowledged_at: Some(1_796_620_000),
+                    transferred: Some(2026120703),
+                    transfer: Some("IXFR (whole zone)".into()),
+                    transferred_at: Some(1_796_620_001),
+                }],
+            }],
             state_dir: "/var/lib/cutover".into(),
             migrations: vec![MigrationReport {
                 record: crate::migration::tests::planned(300, 60),

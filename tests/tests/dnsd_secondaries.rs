@@ -387,6 +387,26 @@ allow = [\"{reader}\"]
             std::thread::sleep(Duration::from_millis(200));
         }
 
+        // `cutover status` says the same.
+        let state = tempfile::tempdir()?;
+        let out = Command::new(bins::path("cutover"))
+            .args(["--dns", &format!("http://{api}")])
+            .arg("--token-file")
+            .arg(dnsd.workspace().join(".cutover/api-token"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("status")
+            .output()
+            .context("running cutover status")?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            said.contains("secondaries of example.test. (serial 2026112603):")
+                && said.matches("took 2026112603 by IXFR").count() == 3
+                && said.matches("told 2026112603 at ").count() == 3,
+            "cutover status: {said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
         // A name server that stops answering is named, and the wait fails.
         let stopped = format!("{knot_ip}:{knot_port} does not answer");
         knot.signal(libc::SIGSTOP)?;
