@@ -332,18 +332,13 @@ impl RequestHandler for Handler {
                 // The MAC covers the response exactly as it is sent, less
                 // the TSIG record appended after it.
                 let mut unsigned = Vec::with_capacity(512);
-                let emitted = if request.protocol() == Protocol::Udp {
-                    // As the UDP loop encodes it: names compressed into the
-                    // question (see `response_encoder`).
-                    response_encoder(&mut unsigned, request.queries.as_bytes()).and_then(
-                        |mut encoder| {
-                            encoder.set_offset(0);
-                            response.destructive_emit(&mut encoder)
-                        },
-                    )
-                } else {
-                    response.destructive_emit(&mut BinEncoder::new(&mut unsigned))
-                };
+                let emitted = transport_encoder(
+                    &mut unsigned,
+                    request.protocol(),
+                    request.queries.as_bytes(),
+                    response.metadata(),
+                )
+                .and_then(|mut encoder| response.destructive_emit(&mut encoder));
                 let record = emitted
                     .ok()
                     .and_then(|_| tsig::response_record(&sig, &secret, &unsigned, now, None));
@@ -486,6 +481,28 @@ const QUESTION_TARGETS: usize = 32;
 /// 512 bytes needs that. The response is then emitted over this encoder
 /// from offset 0: the header and question are written again, byte for
 /// byte the same, so the targets stay valid.
+/// The encoder a response goes out through over `protocol`, as the
+/// transports send it: over UDP, an answer to a QUERY that echoes its
+/// question `question` (anything but FORMERR, which drops it) compresses
+/// names into the question (`response_encoder`); everything else — TCP,
+/// UPDATE, FORMERR — is encoded plain. A TSIG MAC over a response is
+/// computed over these very bytes.
+pub fn transport_encoder<'b>(
+    buf: &'b mut Vec<u8>,
+    protocol: Protocol,
+    question: &[u8],
+    metadata: &Metadata,
+) -> Result<BinEncoder<'b>, ProtoError> {
+    let echoes =
+        metadata.op_code == OpCode::Query && metadata.response_code != ResponseCode::FormErr;
+    if protocol != Protocol::Udp || !echoes {
+        return Ok(BinEncoder::new(buf));
+    }
+    let mut encoder = response_encoder(buf, question)?;
+    encoder.set_offset(0);
+    Ok(encoder)
+}
+
 pub fn response_encoder<'b>(
     buf: &'b mut Vec<u8>,
     question: &[u8],

@@ -19,9 +19,7 @@ use anyhow::{Context as _, Result};
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{OpCode, ResponseCode};
 use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
@@ -180,20 +178,13 @@ impl ResponseHandler for UdpReply {
         // before it compresses it, so a limit would refuse a long name that
         // ends up a two-byte pointer.
         let limit = usize::from(response.edns().map_or(512, |e| e.max_payload().max(512)));
-        // Only an answer to a query echoes the question as it came (the
-        // UPDATE path signs its own encoding, and FORMERR drops the
-        // question), so only those compress into it.
-        let metadata = response.metadata();
-        let echoes =
-            metadata.op_code == OpCode::Query && metadata.response_code != ResponseCode::FormErr;
         let mut bytes = Vec::with_capacity(512);
-        let mut encoder = if echoes {
-            let mut encoder = server::response_encoder(&mut bytes, &self.question)?;
-            encoder.set_offset(0);
-            encoder
-        } else {
-            BinEncoder::new(&mut bytes)
-        };
+        let mut encoder = server::transport_encoder(
+            &mut bytes,
+            Protocol::Udp,
+            &self.question,
+            response.metadata(),
+        )?;
         let info = response.destructive_emit(&mut encoder)?;
         if bytes.len() > limit {
             error!(
