@@ -91,6 +91,35 @@ pub struct ZoneInfo {
     /// What each `[[secondary]]` of the zone has done since dnsd started.
     #[serde(default)]
     pub secondaries: Vec<SecondaryInfo>,
+    /// Set when the zone is a `[[replica]]`: another primary owns it, and
+    /// dnsd serves a copy (changes are refused; make them there).
+    #[serde(default)]
+    pub replica_of: Option<ReplicaInfo>,
+}
+
+/// A replica zone's primary and what its copy has done since dnsd started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaInfo {
+    /// `address:port` of the primary.
+    pub primary: String,
+    /// Whether the copy is served: `false` before the first transfer and
+    /// once expired (queries get SERVFAIL).
+    pub served: bool,
+    /// The last refresh that reached the primary (Unix s).
+    #[serde(default)]
+    pub refreshed_at: Option<u64>,
+    /// The serial last transferred, how (`AXFR`, `IXFR`), and when.
+    #[serde(default)]
+    pub transferred: Option<u32>,
+    #[serde(default)]
+    pub transfer: Option<String>,
+    #[serde(default)]
+    pub transferred_at: Option<u64>,
+    /// The last failure, cleared by the next success, and when.
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub failed_at: Option<u64>,
 }
 
 /// One secondary of a zone, as `GET /v1/zones` shows it.

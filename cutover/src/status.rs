@@ -323,6 +323,7 @@ mod tests {
                     transfer: Some("IXFR (whole zone)".into()),
                     transferred_at: Some(1_796_620_001),
                 }],
+                replica_of: None,
             }],
             state_dir: "/var/lib/cutover".into(),
             migrations: vec![MigrationReport {

@@ -222,13 +222,18 @@ fn check(dir: &Path) -> ExitCode {
                 ws.config.services.len(),
                 ws.config.tsig_keys.len()
             );
-            if ws.broken.is_empty() {
+            for zone in ws.broken.iter().filter(|z| z.withheld) {
+                for e in &zone.errors {
+                    println!("{}: {}", zone.origin, e.message);
+                }
+            }
+            if ws.faulty().next().is_none() {
                 return ExitCode::SUCCESS;
             }
             for e in ws.problems() {
                 eprintln!("{e}");
             }
-            let names: Vec<String> = ws.broken.iter().map(|z| z.origin.to_string()).collect();
+            let names: Vec<String> = ws.faulty().map(|z| z.origin.to_string()).collect();
             eprintln!(
                 "{}: {} problem(s); zone(s) {} would not be served (SERVFAIL), the others would",
                 dir.display(),
@@ -341,7 +346,8 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             syncer.clone(),
         ));
         let transfers = Arc::new(dnsd::transfer::Transfers::new(ws.clone()));
-        // NOTIFY goes out from the address secondaries know dnsd by.
+        // NOTIFY and requests to primaries go out from the address the
+        // other servers know dnsd by.
         let notify_from = listen
             .first()
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
@@ -350,6 +356,13 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             Arc::clone(&transfers),
             notify_from,
         ));
+        tokio::spawn(dnsd::transfer::replica::run(dnsd::transfer::replica::Keeper {
+            transfers: Arc::clone(&transfers),
+            reloader: reloader.clone(),
+            changes: changes.clone(),
+            syncer: syncer.clone(),
+            from: notify_from,
+        }));
         let handler = server::Handler::new(state)
             .with_updates(updater)
             .with_transfers(Arc::clone(&transfers));

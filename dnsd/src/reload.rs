@@ -331,7 +331,12 @@ fn retire(mut old: Arc<Snapshot>) {
 /// Logs every zone that did not load, each problem with its file and line:
 /// those zones keep their previous version, or get SERVFAIL, until fixed.
 pub fn report_broken(ws: &zone::LoadedWorkspace) {
-    for zone in &ws.broken {
+    for zone in ws.broken.iter().filter(|z| z.withheld) {
+        for e in &zone.errors {
+            warn!(zone = %zone.origin, "{}", e.message);
+        }
+    }
+    for zone in ws.faulty() {
         for e in &zone.errors {
             error!("{e}");
         }

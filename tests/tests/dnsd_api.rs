@@ -215,6 +215,7 @@ fn a_service_moved_through_the_api_is_served_at_once_and_rolls_back() -> Result<
                     records: 5,
                     nameservers: Vec::new(),
                     secondaries: Vec::new(),
+                    replica_of: None,
                 }],
             "{r:?}"
         );

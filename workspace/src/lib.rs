@@ -24,6 +24,7 @@ mod journal;
 mod pidfile;
 mod problems;
 mod redirector;
+mod replica_state;
 mod rule_list;
 mod token;
 mod toml_file;
@@ -33,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 pub use dnsd::{
     Allow, ApiConfig, DEFAULT_API_LISTEN, DNS_PORT, DnsdConfig, HMAC_SHA256, HistoryConfig,
-    Secondary, ServerConfig, Service, TransferConfig, TsigKey,
+    Replica, Secondary, ServerConfig, Service, TransferConfig, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use file_stamp::{Stamp, Stamps, stamp};

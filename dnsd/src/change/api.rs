@@ -18,7 +18,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
-    Change, DnsHealth, GenerationInfo, RecordInfo, RrsetChange, SecondaryInfo, Service,
+    Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange, SecondaryInfo, Service,
     ServiceChange, Version, ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
@@ -364,6 +364,7 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
                     .collect()
             };
             ZoneInfo {
+                replica_of: replica_info(&api, config, &lower, true),
                 origin,
                 serial: z.serial(),
                 records: z.records.len(),
@@ -371,8 +372,44 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
                 secondaries,
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Replica zones not served (not transferred yet, or expired) are
+    // listed too: that is what an operator looks for.
+    let mut list = list;
+    for z in loaded.broken.iter().filter(|z| z.withheld) {
+        let origin = records::zone_name(&z.origin).to_string();
+        let lower = origin.to_ascii_lowercase();
+        list.push(ZoneInfo {
+            replica_of: replica_info(&api, &loaded.config, &lower, false),
+            origin,
+            serial: None,
+            records: 0,
+            nameservers: Vec::new(),
+            secondaries: Vec::new(),
+        });
+    }
     Ok(axum::Json(list))
+}
+
+/// What `GET /v1/zones` says of zone `origin` if it is a replica.
+fn replica_info(
+    api: &Api,
+    config: &cutover_workspace::DnsdConfig,
+    origin: &str,
+    served: bool,
+) -> Option<ReplicaInfo> {
+    let replica = config.replica(origin)?;
+    let status = api.transfers.replicas.status(origin);
+    Some(ReplicaInfo {
+        primary: replica.primary.to_string(),
+        served,
+        refreshed_at: status.refreshed,
+        transferred: status.transferred.map(|(serial, _, _)| serial),
+        transfer: status.transferred.map(|(_, kind, _)| kind.to_string()),
+        transferred_at: status.transferred.map(|(_, _, at)| at),
+        failure: status.failed.as_ref().map(|(why, _)| why.clone()),
+        failed_at: status.failed.as_ref().map(|(_, at)| *at),
+    })
 }
 
 async fn records(
@@ -427,6 +464,17 @@ async fn put_rrset(
     let owner = zonefile::Name::parse(name.as_bytes(), &zonefile::Name::root())
         .map(|n| records::name(&n))
         .map_err(|e| ApiError::bad_request(format!("name: {name:?}: {e}")))?;
+    if let Some(config) = api.transfers.config()
+        && let Some(replica) = config.replica(&origin)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{origin} is a replica of {}: change it at that primary",
+                replica.primary
+            ),
+        ));
+    }
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
     let serving = api.reloader.serving();

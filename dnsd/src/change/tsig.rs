@@ -121,12 +121,7 @@ pub fn verify(
 /// before the TSIG record was added (the original ID, one additional
 /// record fewer), then the TSIG variables.
 fn request_mac_input(message: &[u8], sig: &Signature) -> Option<Vec<u8>> {
-    let mut input = Vec::with_capacity(message.len());
-    input.extend_from_slice(message.get(..12)?);
-    input[..2].copy_from_slice(&sig.tsig.oid.to_be_bytes());
-    let arcount = u16::from_be_bytes([input[10], input[11]]).checked_sub(1)?;
-    input[10..12].copy_from_slice(&arcount.to_be_bytes());
-    input.extend_from_slice(message.get(12..sig.offset)?);
+    let mut input = unsigned_form(message, sig)?;
     emit_variables(&mut input, &sig.tsig, &sig.key_name)?;
     Some(input)
 }
@@ -187,30 +182,9 @@ pub fn sign(
         error,
         vec![],
     );
-    let mac = match (&error, prior) {
-        (Some(_), _) => Vec::new(),
-        (None, Prior::None) => {
-            let mut input = message.clone();
-            emit_variables(&mut input, &tsig, key_name)?;
-            let mut hmac = HmacSha256::new_from_slice(secret).ok()?;
-            hmac.update(&input);
-            hmac.finalize().into_bytes().to_vec()
-        }
-        (None, Prior::Request(request_mac)) => {
-            response_mac(secret, request_mac, message, key_name, &tsig)?
-        }
-        (None, Prior::Message(prior_mac)) => {
-            let mut input = Vec::with_capacity(2 + prior_mac.len() + message.len() + 8);
-            input.extend_from_slice(&u16::try_from(prior_mac.len()).ok()?.to_be_bytes());
-            input.extend_from_slice(prior_mac);
-            input.extend_from_slice(message);
-            // The timers: time signed (48 bits) and fudge.
-            input.extend_from_slice(&time.to_be_bytes()[2..]);
-            input.extend_from_slice(&FUDGE.to_be_bytes());
-            let mut hmac = HmacSha256::new_from_slice(secret).ok()?;
-            hmac.update(&input);
-            hmac.finalize().into_bytes().to_vec()
-        }
+    let mac = match error {
+        Some(_) => Vec::new(),
+        None => mac_of(secret, &prior, message, key_name, &tsig)?,
     };
     let record = record(key_name.clone(), tsig.set_mac(mac.clone()));
     let mut encoded = Vec::with_capacity(128);
@@ -219,6 +193,88 @@ pub fn sign(
     message[10..12].copy_from_slice(&arcount.to_be_bytes());
     message.extend_from_slice(&encoded);
     Some(mac)
+}
+
+/// The MAC of `message` (as sent, without its TSIG record) continuing
+/// from `prior`, with the TSIG variables of `tsig` (all of them, or for a
+/// later message of a transfer only its timers: RFC 8945 §5.3.1).
+fn mac_of(
+    secret: &[u8],
+    prior: &Prior<'_>,
+    message: &[u8],
+    key_name: &Name,
+    tsig: &TSIG,
+) -> Option<Vec<u8>> {
+    let mut hmac = HmacSha256::new_from_slice(secret).ok()?;
+    match prior {
+        Prior::None => {
+            let mut input = message.to_vec();
+            emit_variables(&mut input, tsig, key_name)?;
+            hmac.update(&input);
+        }
+        Prior::Request(request_mac) => {
+            return response_mac(secret, request_mac, message, key_name, tsig);
+        }
+        Prior::Message(prior_mac) => {
+            hmac.update(&u16::try_from(prior_mac.len()).ok()?.to_be_bytes());
+            hmac.update(prior_mac);
+            hmac.update(message);
+            // The timers: time signed (48 bits) and fudge.
+            hmac.update(&tsig.time.to_be_bytes()[2..]);
+            hmac.update(&tsig.fudge.to_be_bytes());
+        }
+    }
+    Some(hmac.finalize().into_bytes().to_vec())
+}
+
+/// Checks the signature `sig` of `message`, a response to a request dnsd
+/// signed (a message of a zone transfer dnsd asked for), with `secret` at
+/// Unix time `now`: its MAC continues from `prior` and covers `before`,
+/// the messages since the last signed one (a transfer may sign only every
+/// few, RFC 8945 §5.3.1), then `message` without its TSIG record. Returns
+/// the MAC, the next message's prior.
+pub fn verify_response(
+    message: &[u8],
+    before: &[u8],
+    sig: &Signature,
+    secret: &[u8],
+    prior: Prior<'_>,
+    now: u64,
+) -> Result<Vec<u8>, TsigError> {
+    if sig.tsig.algorithm != TsigAlgorithm::HmacSha256 {
+        return Err(TsigError::BadKey);
+    }
+    if let Some(error) = sig.tsig.error {
+        return Err(error);
+    }
+    let mut covered = before.to_vec();
+    covered.extend_from_slice(&unsigned_form(message, sig).ok_or(TsigError::BadSig)?);
+    let mac = mac_of(secret, &prior, &covered, &sig.key_name, &sig.tsig).ok_or(TsigError::BadSig)?;
+    // Compared without early exit, as `verify` does.
+    let differs = mac
+        .iter()
+        .zip(&sig.tsig.mac)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if sig.tsig.mac.len() != MAC_LEN || differs != 0 {
+        return Err(TsigError::BadSig);
+    }
+    if now.abs_diff(sig.tsig.time) > u64::from(sig.tsig.fudge).min(super::replay::MAX_FUDGE) {
+        return Err(TsigError::BadTime);
+    }
+    Ok(mac)
+}
+
+/// A signed message as it was before its TSIG record was added: the
+/// original ID, one additional record fewer, the record cut off.
+fn unsigned_form(message: &[u8], sig: &Signature) -> Option<Vec<u8>> {
+    let mut unsigned = message.get(..sig.offset)?.to_vec();
+    if unsigned.len() < 12 {
+        return None;
+    }
+    unsigned[..2].copy_from_slice(&sig.tsig.oid.to_be_bytes());
+    let arcount = u16::from_be_bytes([unsigned[10], unsigned[11]]).checked_sub(1)?;
+    unsigned[10..12].copy_from_slice(&arcount.to_be_bytes());
+    Some(unsigned)
 }
 
 /// Appends the TSIG variables: key name and algorithm in canonical form,

@@ -456,6 +456,16 @@ impl Updater {
                 format!("class {} is not served", zone.query_class()),
             );
         }
+        // A replica's zone changes at its primary only (BIND, without
+        // update forwarding, refuses as well).
+        if let Ok(config) = self.keys.current()
+            && let Some(replica) = config.replica(&origin)
+        {
+            return Verdict::refuse(
+                ResponseCode::Refused,
+                format!("{origin} is a replica of {}: update it there", replica.primary),
+            );
+        }
         let _one_change = self.changes.lock().await;
         let ws = self.workspace.clone();
         let key = key.clone();

@@ -35,6 +35,7 @@ use crate::serve::MAX_UDP_PAYLOAD;
 use crate::serve::{fast_path, malformed};
 use crate::snapshot::SharedSnapshot;
 use crate::transfer::Transfers;
+use crate::transfer::replica::Notified;
 
 /// Answers every query from the current snapshot. Clones share the
 /// snapshot and the rotation counter: the UDP tasks and the TCP server each
@@ -232,9 +233,11 @@ impl RequestHandler for Handler {
         {
             return updates.start(request, response_handle, edns);
         }
+        // NOTIFY is taken for replica zones (`transfer::replica`).
+        let notify = request.metadata.op_code == OpCode::Notify && self.transfers.is_some();
         let error = if bad_version {
             Some(ResponseCode::BADVERS)
-        } else if request.metadata.op_code != OpCode::Query {
+        } else if request.metadata.op_code != OpCode::Query && !notify {
             Some(ResponseCode::NotImp)
         } else if request.queries.len() != 1 || compressed(request.queries.as_bytes()) {
             Some(ResponseCode::FormErr)
@@ -279,6 +282,10 @@ impl RequestHandler for Handler {
                 return finish(response_handle.send_response(response).await, metadata);
             }
         };
+
+        if notify {
+            return self.notify(request, response_handle, metadata, signing).await;
+        }
 
         let query = &request.queries.queries()[0];
         let question = Question {
@@ -349,6 +356,66 @@ impl RequestHandler for Handler {
                 finish(response_handle.send_response(response).await, metadata)
             }
         }
+    }
+}
+
+impl Handler {
+    /// Answers a NOTIFY (RFC 1996): NOERROR for a replica zone's primary
+    /// (signed with the replica's key, if it has one), whose zone is then
+    /// refreshed; REFUSED for anyone else, NOTAUTH for a primary's NOTIFY
+    /// not signed as it must be. Signed as it was.
+    async fn notify<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        mut metadata: Metadata,
+        signing: QuerySigning,
+    ) -> ResponseInfo {
+        let origin = request.queries.queries()[0]
+            .original()
+            .name()
+            .to_ascii()
+            .to_ascii_lowercase();
+        let key = match &signing {
+            QuerySigning::Signed { sig, .. } => Some(sig.key_name.to_ascii().to_ascii_lowercase()),
+            QuerySigning::Unsigned => None,
+        };
+        let src = request.src().ip();
+        let verdict = self
+            .transfers
+            .as_ref()
+            .and_then(|t| Some((t, t.config()?)))
+            .map_or(Notified::NotOurs, |(t, config)| {
+                t.replicas
+                    .notified(&config.replicas, &origin, src, key.as_deref())
+            });
+        debug!(zone = origin, %src, ?verdict, "NOTIFY");
+        metadata.response_code = match verdict {
+            Notified::Taken => ResponseCode::NoError,
+            Notified::NotOurs => ResponseCode::Refused,
+            Notified::Unsigned => ResponseCode::NotAuth,
+        };
+        metadata.authoritative = verdict == Notified::Taken;
+        let response = MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+        let QuerySigning::Signed { sig, secret, now } = signing else {
+            return finish(response_handle.send_response(response).await, metadata);
+        };
+        let mut unsigned = Vec::with_capacity(128);
+        let record = transport_encoder(
+            &mut unsigned,
+            request.protocol(),
+            request.queries.as_bytes(),
+            response.metadata(),
+        )
+        .and_then(|mut encoder| response.destructive_emit(&mut encoder))
+        .ok()
+        .and_then(|_| tsig::response_record(&sig, &secret, &unsigned, now, None));
+        let mut response =
+            MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+        if let Some(record) = record {
+            response.set_signature(record);
+        }
+        finish(response_handle.send_response(response).await, metadata)
     }
 }
 

@@ -303,7 +303,7 @@ impl Snapshot {
                 continue;
             };
             let held = match previous.and_then(|p| p.zones.get(key.as_bytes())) {
-                Some(Held::Serving(zone, source)) => {
+                Some(Held::Serving(zone, source)) if !broken.withheld => {
                     Held::Serving(Arc::clone(zone), source.clone())
                 }
                 _ => Held::Unavailable,

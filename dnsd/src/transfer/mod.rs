@@ -4,8 +4,10 @@
 //! `[transfer]`), read as it stands now for every request, as the TSIG keys
 //! are for updates.
 
+pub mod fetch;
 pub mod notify;
 pub mod out;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,6 +25,8 @@ pub struct Transfers {
     workspace: Workspace,
     /// By zone (fully qualified, lower case) and the secondary's address.
     seen: Mutex<HashMap<(String, IpAddr), Seen>>,
+    /// The zones dnsd keeps copies of (`[[replica]]`).
+    pub replicas: replica::Replicas,
 }
 
 /// What one secondary has done with one zone since dnsd started.
@@ -41,6 +45,7 @@ impl Transfers {
             config: Keys::new(workspace.clone()),
             workspace,
             seen: Mutex::new(HashMap::new()),
+            replicas: replica::Replicas::default(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod name_key;
 pub mod name_rules;
 pub mod records;
+pub mod replicas;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -60,6 +61,10 @@ pub struct BrokenZone {
     pub file: PathBuf,
     /// Every problem, each with its file and line.
     pub errors: Vec<ConfigError>,
+    /// Not served by choice rather than for a fault of its file: a replica
+    /// zone not yet transferred, or expired (`replicas`). Its queries get
+    /// SERVFAIL; no previous version stands in for it.
+    pub withheld: bool,
 }
 
 /// A whole workspace, read and checked: what a snapshot is built from.
@@ -81,6 +86,20 @@ impl LoadedZone {
                 (RecordType::SOA, Some(at)) => {
                     let serial = r.rdata.get(at..at + 4)?;
                     Some(u32::from_be_bytes(serial.try_into().ok()?))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// Its SOA's expire (RFC 1035 §3.3.13), in seconds.
+    pub fn expire(&self) -> Option<u32> {
+        self.records.iter().find_map(|zr| {
+            let r = &zr.record;
+            match (RecordType::from(r.rtype), r.rdata.len().checked_sub(8)) {
+                (RecordType::SOA, Some(at)) => {
+                    let expire = r.rdata.get(at..at + 4)?;
+                    Some(u32::from_be_bytes(expire.try_into().ok()?))
                 }
                 _ => None,
             }
@@ -116,9 +135,17 @@ impl LoadedWorkspace {
         self.zones.iter().flat_map(|z| z.warnings.iter())
     }
 
-    /// Every problem of every broken zone.
+    /// Every problem of every broken zone (not of a replica withheld).
     pub fn problems(&self) -> impl Iterator<Item = &ConfigError> {
-        self.broken.iter().flat_map(|z| z.errors.iter())
+        self.broken
+            .iter()
+            .filter(|z| !z.withheld)
+            .flat_map(|z| z.errors.iter())
+    }
+
+    /// The zones that do not load for a fault of their files.
+    pub fn faulty(&self) -> impl Iterator<Item = &BrokenZone> {
+        self.broken.iter().filter(|z| !z.withheld)
     }
 }
 
@@ -173,10 +200,19 @@ pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, Con
                 origin: Name::from_ascii(&file.origin).unwrap_or_else(|_| Name::root()),
                 file: file.path.clone(),
                 errors,
+                withheld: false,
             }),
         }
     }
     if let Some(config) = &config {
+        replicas::withhold(
+            &view.live,
+            &ws.zones_dir(),
+            &config.replicas,
+            &mut zones,
+            &mut broken,
+            unix_now(),
+        );
         apply_services(
             &ws.dnsd_path(),
             &config.services,
@@ -184,7 +220,7 @@ pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, Con
             &broken,
             &mut errors,
         );
-        if files.is_empty() && errors.is_empty() {
+        if files.is_empty() && config.replicas.is_empty() && errors.is_empty() {
             errors.push(ConfigError::file(
                 &ws.zones_dir(),
                 "no zone files: dnsd serves zones/<origin>.zone, e.g. zones/example.test.zone",
@@ -204,6 +240,12 @@ pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, Con
             Err(ConfigErrors(errors))
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Origins of the zones that do not load in the workspace at `root`; the

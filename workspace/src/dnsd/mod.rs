@@ -9,6 +9,7 @@
 //! [history]      # the zones' journal                      history.rs
 //! [[secondary]]  # servers that copy zones from dnsd       transfer.rs
 //! [transfer]     # who else may transfer zones             transfer.rs
+//! [[replica]]    # zones dnsd copies from another primary  replica.rs
 //! ```
 //!
 //! Every section is optional and every unknown key is refused. Each section's
@@ -22,6 +23,7 @@
 mod api;
 mod fields;
 mod history;
+mod replica;
 mod server;
 mod service;
 mod transfer;
@@ -34,6 +36,7 @@ use toml::Spanned;
 
 pub use api::{ApiConfig, DEFAULT_API_LISTEN};
 pub use history::HistoryConfig;
+pub use replica::Replica;
 pub use server::ServerConfig;
 pub use service::Service;
 pub use transfer::{Allow, DNS_PORT, Secondary, TransferConfig, may_transfer};
@@ -55,6 +58,8 @@ pub struct DnsdConfig {
     /// The servers that copy zones from dnsd, in file order.
     pub secondaries: Vec<Secondary>,
     pub transfer: TransferConfig,
+    /// The zones dnsd serves a copy of, in file order.
+    pub replicas: Vec<Replica>,
 }
 
 impl DnsdConfig {
@@ -68,6 +73,13 @@ impl DnsdConfig {
     /// The secondaries that copy zone `origin`.
     pub fn secondaries_of<'c>(&'c self, origin: &'c str) -> impl Iterator<Item = &'c Secondary> {
         self.secondaries.iter().filter(move |s| s.copies(origin))
+    }
+
+    /// The `[[replica]]` of zone `origin` (any case, with or without the
+    /// final dot), if dnsd serves a copy of it.
+    pub fn replica(&self, origin: &str) -> Option<&Replica> {
+        let origin = fields::normalize_zone(origin).ok()?;
+        self.replicas.iter().find(|r| r.zone == origin)
     }
 
     /// The key named `name` (any case, with or without the final dot).
@@ -96,6 +108,8 @@ struct RawFile {
     secondary: Vec<Spanned<transfer::RawSecondary>>,
     #[serde(default)]
     transfer: transfer::RawTransfer,
+    #[serde(default)]
+    replica: Vec<Spanned<replica::RawReplica>>,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigErrors> {
@@ -108,6 +122,8 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
     let history = history::parse(raw.history, &mut problems);
     let secondaries = transfer::parse_secondaries(&raw.secondary, &tsig_keys, &mut problems);
     let transfer = transfer::parse_transfer(raw.transfer, &tsig_keys, &mut problems);
+    let replicas = replica::parse(&raw.replica, &tsig_keys, &mut problems);
+    replica::check_services(&raw.service, &replicas, &mut problems);
     let config = DnsdConfig {
         server,
         services,
@@ -116,6 +132,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
         history,
         secondaries,
         transfer,
+        replicas,
     };
     problems.into_result(config)
 }

@@ -46,6 +46,11 @@ pub(super) struct RawService {
     ttl: Spanned<u32>,
 }
 
+/// Where the name of `raw` is written, and the name as written.
+pub(super) fn written_name(raw: &RawService) -> (std::ops::Range<usize>, &str) {
+    (raw.name.span(), raw.name.get_ref())
+}
+
 /// The services in file order. An entry whose name is bad or already taken
 /// is reported and left out, its other fields unchecked.
 pub(super) fn parse(raw: &[Spanned<RawService>], problems: &mut Problems<'_>) -> Vec<Service> {

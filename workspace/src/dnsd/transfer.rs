@@ -138,7 +138,7 @@ pub(super) struct RawTransfer {
 }
 
 /// A key name `field` refers to: one of `keys`, normalized.
-fn known_key(
+pub(super) fn known_key(
     name: &Spanned<String>,
     field: &str,
     keys: &[TsigKey],
@@ -173,28 +173,10 @@ pub(super) fn parse_secondaries(
         let line = problems.line(s.span().start);
         let s = s.get_ref();
         let field = format!("secondary[{i}].address");
-        let text = s.address.get_ref().trim();
-        let address = match text.parse::<SocketAddr>().or_else(|_| {
-            text.parse::<IpAddr>()
-                .map(|ip| SocketAddr::new(ip, DNS_PORT))
-        }) {
-            Ok(a) if a.ip().is_unspecified() || a.port() == 0 => {
-                problems.at(
-                    s.address.span(),
-                    field,
-                    format!("{a} is no address to send NOTIFY to"),
-                );
-                continue;
-            }
+        let address = match super::replica::server_address(s.address.get_ref(), "send NOTIFY to") {
             Ok(a) => a,
-            Err(_) => {
-                problems.at(
-                    s.address.span(),
-                    field,
-                    format!(
-                        "{text:?} is not an address (198.18.0.54, 198.18.0.54:53, [2001:2::54]:53)"
-                    ),
-                );
+            Err(m) => {
+                problems.at(s.address.span(), field, m);
                 continue;
             }
         };
