@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::dig::{self, Query, Reply};
 use crate::process::{Daemon, wait_until};
@@ -75,9 +75,17 @@ pub struct ServerOptions {
     /// The port to listen on; `None` picks a free one.
     pub port: Option<u16>,
     /// Serve the zones as a secondary of this primary (NSD `request-xfr`
-    /// and `allow-notify`, Knot `master` and a notify ACL) instead of from
-    /// their files. dnsd ignores it.
+    /// and `allow-notify`, Knot `master` and a notify ACL, dnsd
+    /// `[[replica]]`) instead of from their files.
     pub primary: Option<Primary>,
+    /// Knot only: send NOTIFY for the zones to these servers, signed with
+    /// `transfer_key`, keep a journal of changes so that IXFR can be
+    /// served, and load an edited zone file as a difference
+    /// (`DnsServer::knot_reload`).
+    pub notify: Vec<SocketAddr>,
+    /// Knot only: transfers are given to requests signed with this key
+    /// (hmac-sha256: name and base64 secret), from any address.
+    pub transfer_key: Option<(String, String)>,
     /// Added to dnsd's `dnsd.toml`; the others ignore it.
     pub dnsd_toml: String,
     /// dnsd's control API on this address (its token in the workspace's
@@ -103,6 +111,8 @@ impl Default for ServerOptions {
             allow_axfr: false,
             port: None,
             primary: None,
+            notify: Vec::new(),
+            transfer_key: None,
             dnsd_toml: String::new(),
             dnsd_api: None,
         }
@@ -117,6 +127,15 @@ pub struct DnsServer {
     pub addr: SocketAddr,
     daemon: Daemon,
     scratch: Scratch,
+    /// How to start dnsd again on the same workspace (`kill_and_restart`).
+    relaunch: Option<Relaunch>,
+}
+
+/// dnsd's command line, and the zone whose SOA tells it is ready.
+struct Relaunch {
+    bin: PathBuf,
+    api: Option<SocketAddr>,
+    origin: String,
 }
 
 impl DnsServer {
@@ -155,6 +174,51 @@ impl DnsServer {
     /// Everything the server logged.
     pub fn log(&self) -> String {
         fs::read_to_string(self.scratch.path.join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL, as a crash); `restart` starts it again.
+    pub fn crash(&mut self) {
+        self.daemon.kill_now();
+    }
+
+    /// dnsd only: kills it if it runs (SIGKILL, as a crash) and starts it
+    /// again on the same workspace and address, ready once it answers the
+    /// SOA of its first zone.
+    pub fn restart(&mut self) -> Result<()> {
+        let Some(relaunch) = &self.relaunch else {
+            bail!("only dnsd is restarted on its workspace");
+        };
+        self.daemon.kill_now();
+        let cmd = dnsd_command(&relaunch.bin, &self.workspace(), self.addr, relaunch.api);
+        let origin = relaunch.origin.clone();
+        self.daemon = spawn_logged(self.implementation, cmd, &self.scratch)?;
+        wait_ready(self, &origin)
+    }
+
+    /// Knot only: the copy of zone `origin`'s file it serves (rewrite it,
+    /// then `knot_reload`).
+    pub fn knot_zone_file(&self, origin: &str) -> PathBuf {
+        self.scratch
+            .path
+            .join(format!("{}.zone", origin.trim_end_matches('.')))
+    }
+
+    /// Knot only: loads its copy of zone `origin`'s file again (`knotc
+    /// zone-reload`), as a difference when `notify` is set.
+    pub fn knot_reload(&self, origin: &str) -> Result<()> {
+        let out = Command::new(sbin("knotc"))
+            .arg("-c")
+            .arg(self.scratch.path.join("knot.conf"))
+            .args(["zone-reload", origin])
+            .output()
+            .context("running knotc")?;
+        ensure!(
+            out.status.success(),
+            "knotc zone-reload {origin}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
     }
 
     /// Stops the server with SIGTERM.
@@ -287,6 +351,42 @@ pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
              remote:\n  - id: primary\n    address: {pip}@{pport}\n    via: {ip}{key_ref}\n"
         )?;
     }
+    let mut zone_extra = String::new();
+    if let Some((name, secret)) = &options.transfer_key {
+        if !acl.contains("key:\n") {
+            acl = format!(
+                "key:\n  - id: {name}\n    algorithm: hmac-sha256\n    secret: {secret}\n{acl}"
+            );
+        }
+        if !acl.contains("acl:") {
+            acl.push_str("acl:\n");
+        }
+        write!(acl, "  - id: keyed\n    key: {name}\n    action: transfer\n")?;
+        zone_extra.push_str("    acl: keyed\n");
+    }
+    if !options.notify.is_empty() {
+        let key_ref = options
+            .transfer_key
+            .as_ref()
+            .map_or(String::new(), |(name, _)| format!("\n    key: {name}"));
+        let mut ids = Vec::new();
+        let mut remotes = String::from("remote:\n");
+        for (i, to) in options.notify.iter().enumerate() {
+            write!(
+                remotes,
+                "  - id: notify{i}\n    address: {}@{}\n    via: {ip}{key_ref}\n",
+                to.ip(),
+                to.port()
+            )?;
+            ids.push(format!("notify{i}"));
+        }
+        acl.push_str(&remotes);
+        write!(
+            zone_extra,
+            "    notify: [{}]\n    zonefile-load: difference\n    journal-content: changes\n",
+            ids.join(", ")
+        )?;
+    }
     let mut conf = format!(
         "server:
     rundir: \"{d}\"
@@ -337,6 +437,7 @@ zone:
         if options.allow_axfr {
             conf.push_str("    acl: axfr\n");
         }
+        conf.push_str(&zone_extra);
     }
     let conf_path = dir.join("knot.conf");
     fs::write(&conf_path, conf).context("writing knot.conf")?;
@@ -431,13 +532,36 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
     let workspace = dir.join("workspace");
     let zones = workspace.join("zones");
     fs::create_dir_all(&zones).context("creating the dnsd workspace")?;
-    for (origin, file) in &options.zones {
-        copy_zone(&zones, origin, file)?;
+    let mut replicas = String::new();
+    match &options.primary {
+        None => {
+            for (origin, file) in &options.zones {
+                copy_zone(&zones, origin, file)?;
+            }
+        }
+        Some(primary) => {
+            if let Some((name, secret)) = &primary.key {
+                write!(
+                    replicas,
+                    "[[tsig_key]]\nname = \"{name}\"\nalgorithm = \"hmac-sha256\"\nsecret = \"{secret}\"\n"
+                )?;
+            }
+            for (origin, _) in &options.zones {
+                write!(
+                    replicas,
+                    "[[replica]]\nzone = \"{origin}\"\nprimary = \"{}\"\n",
+                    primary.addr
+                )?;
+                if let Some((name, _)) = &primary.key {
+                    writeln!(replicas, "tsig_key = \"{name}\"")?;
+                }
+            }
+        }
     }
     fs::write(
         workspace.join("dnsd.toml"),
         format!(
-            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n{}{}",
+            "[server]\nlisten = [\"{addr}\"]\nudp_sockets = {}\n{}{}{replicas}",
             options.workers,
             options
                 .cpu_affinity
@@ -446,24 +570,35 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
         ),
     )
     .context("writing dnsd.toml")?;
-    let mut cmd = Command::new(bin);
-    cmd.arg("--workspace")
-        .arg(&workspace)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn");
-    match options.dnsd_api {
-        Some(api) => cmd.arg("--api").arg(api.to_string()),
-        // The API's default port would be shared by every test's dnsd.
-        None => cmd.arg("--no-api"),
-    };
-    start(
+    let cmd = dnsd_command(bin, &workspace, addr, options.dnsd_api);
+    let mut server = start(
         Implementation::Dnsd,
         cmd,
         scratch,
         addr,
         probe_origin(options),
-    )
+    )?;
+    server.relaunch = Some(Relaunch {
+        bin: bin.to_path_buf(),
+        api: options.dnsd_api,
+        origin: probe_origin(options).to_string(),
+    });
+    Ok(server)
+}
+
+fn dnsd_command(bin: &Path, workspace: &Path, addr: SocketAddr, api: Option<SocketAddr>) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--workspace")
+        .arg(workspace)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env("RUST_LOG", "warn");
+    match api {
+        Some(api) => cmd.arg("--api").arg(api.to_string()),
+        // The API's default port would be shared by every test's dnsd.
+        None => cmd.arg("--no-api"),
+    };
+    cmd
 }
 
 /// The zone whose SOA tells that a server is ready: the first one it
@@ -477,22 +612,39 @@ fn probe_origin(options: &ServerOptions) -> &str {
 
 fn start(
     implementation: Implementation,
-    mut cmd: Command,
+    cmd: Command,
     scratch: Scratch,
     addr: SocketAddr,
     origin: &str,
 ) -> Result<DnsServer> {
-    let log_path = scratch.path.join("server.log");
-    let log = fs::File::create(&log_path).context("creating the server log")?;
-    cmd.stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-    let daemon = Daemon::spawn(implementation.label(), cmd)?;
+    let daemon = spawn_logged(implementation, cmd, &scratch)?;
     let mut server = DnsServer {
         implementation,
         addr,
         daemon,
         scratch,
+        relaunch: None,
     };
+    wait_ready(&mut server, origin)?;
+    Ok(server)
+}
+
+/// Starts `cmd` with its output appended to the server's log.
+fn spawn_logged(implementation: Implementation, mut cmd: Command, scratch: &Scratch) -> Result<Daemon> {
+    let log_path = scratch.path.join("server.log");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .context("opening the server log")?;
+    cmd.stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    Daemon::spawn(implementation.label(), cmd)
+}
+
+/// Waits until `server` answers the SOA of `origin` over UDP and TCP.
+fn wait_ready(server: &mut DnsServer, origin: &str) -> Result<()> {
+    let (addr, implementation) = (server.addr, server.implementation);
     let probe = Query::new(origin, "SOA");
     let mut last = String::from("no query sent");
     let ready = wait_until(Duration::from_secs(15), || {
@@ -521,7 +673,7 @@ fn start(
             server.log_tail()
         );
     }
-    Ok(server)
+    Ok(())
 }
 
 /// The port `options` asks for, or a free one.

@@ -19,3 +19,4 @@ pub mod tmpfs;
 pub mod topology;
 pub mod unbound;
 pub mod xdp_pass;
+pub mod xfr;

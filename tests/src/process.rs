@@ -54,6 +54,11 @@ impl Daemon {
 
     /// SIGKILL, as `kill -9`, and reaps it.
     pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    /// SIGKILL and reap, leaving a guard with no process.
+    pub fn kill_now(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

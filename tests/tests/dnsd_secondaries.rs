@@ -12,71 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bins;
 use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions, free_port};
+use cutover_tests::xfr::{addresses, axfr, transfer};
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const WRONG: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 
 fn address(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 61, n))
-}
-
-/// What an AXFR from `server` gives, asked from `from` and signed with
-/// `key` (hmac-sha256 `xfr-key.`): its records, normalized and sorted (the
-/// TSIG records left out), or the error kdig reports.
-fn axfr(
-    server: SocketAddr,
-    from: IpAddr,
-    key: Option<&str>,
-) -> Result<Result<Vec<String>, String>> {
-    transfer(server, from, key, "AXFR", true)
-}
-
-/// The records of a transfer of type `kind` (`AXFR`, `IXFR=serial`),
-/// normalized (the TSIG records left out): sorted and each once if `set`,
-/// else as sent; or the error kdig reports.
-fn transfer(
-    server: SocketAddr,
-    from: IpAddr,
-    key: Option<&str>,
-    kind: &str,
-    set: bool,
-) -> Result<Result<Vec<String>, String>> {
-    let mut cmd = Command::new("kdig");
-    cmd.arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string(), "-b", &from.to_string()])
-        .args(["+timeout=5", "+retry=0", kind, "example.test."]);
-    if let Some(secret) = key {
-        cmd.args(["-y", &format!("hmac-sha256:xfr-key.:{secret}")]);
-    }
-    let out = cmd.output().context("running kdig")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if let Some(error) = text
-        .lines()
-        .find(|l| l.contains(";; ERROR") || l.contains(";; WARNING"))
-    {
-        return Ok(Err(error.to_string()));
-    }
-    let mut records: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-        .map(|l| {
-            let mut fields = l.split_whitespace();
-            let owner = fields.next().unwrap_or_default().to_ascii_lowercase();
-            let rest: Vec<&str> = fields.collect();
-            format!("{owner} {}", rest.join(" "))
-        })
-        .filter(|l| !l.contains(" TSIG "))
-        .collect();
-    if set {
-        records.sort();
-        // The SOA opens and closes a transfer: once is enough to compare.
-        records.dedup();
-    }
-    Ok(Ok(records))
 }
 
 /// What kdig prints for the SOA of example.test. asked of `server` signed
@@ -121,28 +63,6 @@ fn cutover_sync(
             String::from_utf8_lossy(&out.stderr)
         ),
     ))
-}
-
-/// The answer `server` gives for `name` A, sorted.
-fn addresses(server: SocketAddr, name: &str) -> Result<Vec<String>> {
-    let out = Command::new("kdig")
-        .arg(format!("@{}", server.ip()))
-        .args([
-            "-p",
-            &server.port().to_string(),
-            "+short",
-            "+timeout=1",
-            name,
-            "A",
-        ])
-        .output()
-        .context("running kdig")?;
-    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    got.sort();
-    Ok(got)
 }
 
 fn secondary(

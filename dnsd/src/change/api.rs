@@ -24,7 +24,7 @@ use cutover_control_api::contract::{
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::change::service;
 use crate::change::sync::{self, Syncer};
@@ -33,6 +33,7 @@ use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
 use crate::transfer::Transfers;
 use crate::zone;
+use crate::zone::name_key::NameKey;
 use crate::zone::records;
 
 /// Everything a request handler needs.
@@ -183,6 +184,7 @@ async fn put_service(
     );
     let serving = api.reloader.serving();
     let by_name = api.reloader.as_served(None);
+    let (service_name, why) = (name.clone(), message.clone());
     let committed = blocking(move || {
         let path = ws.dnsd_path();
         let text = match fs::read_to_string(&path) {
@@ -201,7 +203,7 @@ async fn put_service(
     })
     .await?;
     let generation = committed.generation.number;
-    match committed.serve {
+    let served = match committed.serve {
         Some((zone, serve)) => {
             api.reloader.config_written();
             api.reloader
@@ -214,6 +216,60 @@ async fn put_service(
             }))
         }
         None => apply(&api, generation).await,
+    }?;
+    // The generation in force is the new serial's, when it was made.
+    match new_serial(&api, &service_name, &why).await {
+        Some(generation) => Ok(axum::Json(Change {
+            generation: Some(generation),
+        })),
+        None => Ok(served),
+    }
+}
+
+/// Gives the zone that serves service `name` a new serial, after its
+/// addresses changed (`change::new_serial`), and serves it. A failure is
+/// logged: the addresses are served already, and the zone's next change
+/// gives secondaries the new serial. Returns its generation.
+async fn new_serial(api: &Api, name: &str, why: &str) -> Option<u64> {
+    let serving = api.reloader.serving();
+    let origin = Name::from_ascii(name).ok().and_then(|n| {
+        let key = NameKey::new(&n)?;
+        match serving.find_zone(key.as_bytes(), RecordType::A) {
+            crate::snapshot::ZoneLookup::Serving(zone) => {
+                Some(records::zone_name(&zone.origin).to_string())
+            }
+            _ => None,
+        }
+    });
+    let origin = origin?;
+    let (ws, o, why) = (api.workspace.clone(), origin.clone(), why.to_string());
+    let changed = tokio::task::spawn_blocking(move || {
+        change::new_serial(&ws, &serving, &o, &format!("new serial: {why}"))
+    })
+    .await;
+    match changed {
+        Ok(Ok(Some(change))) => {
+            let generation = change.generation.number;
+            if let Err(e) = api
+                .reloader
+                .serve_change(&origin, change.serve, generation)
+                .await
+            {
+                warn!(zone = origin, "the zone's new serial is not served: {e}");
+                return None;
+            }
+            api.syncer.changed(&origin);
+            Some(generation)
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => {
+            warn!(zone = origin, "the zone keeps its serial after a service change: {e:?}");
+            None
+        }
+        Err(e) => {
+            warn!(zone = origin, "the serial task failed: {e}");
+            None
+        }
     }
 }
 
@@ -310,11 +366,17 @@ async fn rollback(
     })?;
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
+    let serving = api.reloader.serving();
     let generation = blocking(move || {
         // The files of generation n, each zone as it was then (its
         // journal replayed), committed whole: history only grows.
         ws.generation(n)?;
-        let changes = sync::restore(&ws, n).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        let served = |origin: &str| {
+            let key = NameKey::new(&Name::from_ascii(origin).ok()?)?;
+            serving.served(key.as_bytes())?.0.serial()
+        };
+        let changes =
+            sync::restore(&ws, n, served).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
         // A generation imported from hand edits was never validated: the
         // commit's validator checks it before it replaces what is serving.
         ws.commit(

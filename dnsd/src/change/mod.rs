@@ -137,6 +137,26 @@ pub fn zone<E>(
     }
 }
 
+/// Gives zone `origin` a new serial and nothing else, through its
+/// journal: for a change to what the zone serves that its file does not
+/// hold (a service's addresses), so that secondaries and `cutover`'s
+/// in-sync wait see it. A difference across such a changeset is the whole
+/// zone (`zone::journal::difference`). Blocking I/O, change lock held.
+pub fn new_serial(
+    ws: &Workspace,
+    serving: &Snapshot,
+    origin: &str,
+    message: &str,
+) -> Result<Changed, ChangeError<std::convert::Infallible>> {
+    zone(ws, serving, origin, &[], "dnsd", |z| {
+        zone_edit::bump_serial(&mut z.file);
+        Ok(Edited {
+            message: message.to_string(),
+            soa_set: true,
+        })
+    })
+}
+
 enum Journaled {
     Done(Changed),
     /// The journal's path cannot make or check this change.

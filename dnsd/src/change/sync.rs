@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cutover_workspace::{ConfigErrors, FileChange, Workspace, ZoneFile};
-use hickory_proto::rr::{Name, Record};
+use hickory_proto::rr::{Name, RData, Record};
 
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info, warn};
@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::reload::Reloader;
 use crate::zone;
+use crate::change::update::serial_newer;
 use crate::zone::journal::JournalView;
 use cutover_workspace::Stamps;
 
@@ -154,8 +155,15 @@ pub fn at_generation(ws: &Workspace, origin: &str, n: u64) -> Result<Vec<Record>
 /// The files that restore generation `n` of the workspace exactly: those
 /// of the newest generation of whole files at or before it, each zone
 /// rewritten as it was at `n` (changesets replayed) with a sync header that
-/// lets no older changeset replay onto it.
-pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
+/// lets no older changeset replay onto it. Exactly but for one field: a
+/// zone whose SOA serial then is not newer than the one `served` now gets
+/// the served serial plus one, so that secondaries and caches take the
+/// restored data as the change it is (RFC 1982).
+pub fn restore(
+    ws: &Workspace,
+    n: u64,
+    served: impl Fn(&str) -> Option<u32>,
+) -> Result<Vec<FileChange>, String> {
     ws.generation(n).map_err(|e| e.to_string())?;
     let whole = ws
         .generations()
@@ -179,7 +187,22 @@ pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
             .journal(&zf.origin)
             .between(from, Some(n))
             .map_err(|e| e.to_string())?;
-        if replays.is_empty() && ws.compacted_through(&zf.origin).is_none_or(|c| from >= c) {
+        let mut records = None;
+        if let Some(now) = served(&zf.origin) {
+            let mut then = at_generation(ws, &zf.origin, n)?;
+            if zone_edit::serial(&then).is_some_and(|s| !serial_newer(s, now)) {
+                for r in &mut then {
+                    if let RData::SOA(soa) = &mut r.data {
+                        soa.serial = now.wrapping_add(1);
+                    }
+                }
+                records = Some(then);
+            }
+        }
+        if records.is_none()
+            && replays.is_empty()
+            && ws.compacted_through(&zf.origin).is_none_or(|c| from >= c)
+        {
             // The copy holds the zone at n as written: keep its bytes (a
             // header is renewed, so that no later changeset replays).
             if cutover_workspace::synced_at(held).is_some() {
@@ -187,7 +210,10 @@ pub fn restore(ws: &Workspace, n: u64) -> Result<Vec<FileChange>, String> {
             }
             continue;
         }
-        let records = at_generation(ws, &zf.origin, n)?;
+        let records = match records {
+            Some(r) => r,
+            None => at_generation(ws, &zf.origin, n)?,
+        };
         let origin = Name::from_ascii(&zf.origin).map_err(|e| format!("{}: {e}", zf.origin))?;
         let body = zone_edit::render(&origin, &records, &format!("dnsd, rollback to {n}"))?;
         files.insert(rel, cutover_workspace::headed(newest, body.as_bytes()));

@@ -239,6 +239,16 @@ async fn keep(keeper: Keeper, zone: String, primary: Primary, wake: Arc<Notify>)
                     .transfers
                     .replicas
                     .report(&zone, |s| s.failed = Some((format!("{e:#}"), unix_now())));
+                // A copy past its expire is withheld by a reload
+                // (`zone::replicas`), once this refresh failed too.
+                if let Some(s) = &now_served
+                    && ws
+                        .replica_refreshed(&zone)
+                        .is_some_and(|r| r.saturating_add(s.expire) < unix_now())
+                {
+                    warn!(zone, primary = %primary.addr, "replica expired: SERVFAIL until a transfer succeeds");
+                    let _ = keeper.reloader.reload().await;
+                }
                 now_served.as_ref().map_or(FIRST_RETRY, |s| s.retry)
             }
         };
@@ -252,15 +262,6 @@ async fn keep(keeper: Keeper, zone: String, primary: Primary, wake: Arc<Notify>)
         tokio::select! {
             _ = wake.notified() => debug!(zone, "NOTIFY from the primary"),
             _ = tokio::time::sleep(wait) => {}
-        }
-        // An expired copy is withheld by a reload (`zone::replicas`).
-        if let Some(s) = served(&keeper.reloader, &origin)
-            && ws
-                .replica_refreshed(&zone)
-                .is_some_and(|r| r.saturating_add(s.expire) < unix_now())
-        {
-            warn!(zone, primary = %primary.addr, "replica expired: SERVFAIL until a transfer succeeds");
-            let _ = keeper.reloader.reload().await;
         }
     }
 }

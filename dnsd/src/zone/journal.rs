@@ -155,7 +155,8 @@ fn soa_serial(r: &zonefile::Record) -> Option<u32> {
 /// `to`, which it has at generation `upto`, from the changesets of its
 /// journal in `live`; `None` unless they lead, unbroken, from one to the
 /// other (a hand edit or a rollback in between, or a compacted journal,
-/// leave a gap: the asker then gets the whole zone).
+/// leave a gap: the asker then gets the whole zone), or when a service
+/// changed in between.
 pub fn difference(
     live: &Workspace,
     origin_text: &str,
@@ -184,6 +185,16 @@ pub fn difference(
         .windows(2)
         .all(|w| w[0].1.is_some() && w[0].1 == w[1].0);
     if !linked || chain.last()?.1 != Some(to) {
+        return None;
+    }
+    // A changeset of the SOA alone marks a change the zone's file does not
+    // hold (`change::new_serial`: a service's addresses): the difference
+    // across it is not in the journal.
+    let only_soa = |records: &[zonefile::Record]| records.iter().all(|r| soa_serial(r).is_some());
+    if chain
+        .iter()
+        .any(|(_, _, removed, added)| only_soa(removed) && only_soa(added))
+    {
         return None;
     }
     let from_soa = chain[0]
