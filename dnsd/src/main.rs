@@ -356,13 +356,15 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             Arc::clone(&transfers),
             notify_from,
         ));
-        tokio::spawn(dnsd::transfer::replica::run(dnsd::transfer::replica::Keeper {
-            transfers: Arc::clone(&transfers),
-            reloader: reloader.clone(),
-            changes: changes.clone(),
-            syncer: syncer.clone(),
-            from: notify_from,
-        }));
+        tokio::spawn(dnsd::transfer::replica::run(
+            dnsd::transfer::replica::Keeper {
+                transfers: Arc::clone(&transfers),
+                reloader: reloader.clone(),
+                changes: changes.clone(),
+                syncer: syncer.clone(),
+                from: notify_from,
+            },
+        ));
         let handler = server::Handler::new(state)
             .with_updates(updater)
             .with_transfers(Arc::clone(&transfers));

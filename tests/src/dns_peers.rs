@@ -361,7 +361,10 @@ pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
         if !acl.contains("acl:") {
             acl.push_str("acl:\n");
         }
-        write!(acl, "  - id: keyed\n    key: {name}\n    action: transfer\n")?;
+        write!(
+            acl,
+            "  - id: keyed\n    key: {name}\n    action: transfer\n"
+        )?;
         zone_extra.push_str("    acl: keyed\n");
     }
     if !options.notify.is_empty() {
@@ -586,7 +589,12 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
     Ok(server)
 }
 
-fn dnsd_command(bin: &Path, workspace: &Path, addr: SocketAddr, api: Option<SocketAddr>) -> Command {
+fn dnsd_command(
+    bin: &Path,
+    workspace: &Path,
+    addr: SocketAddr,
+    api: Option<SocketAddr>,
+) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("--workspace")
         .arg(workspace)
@@ -630,7 +638,11 @@ fn start(
 }
 
 /// Starts `cmd` with its output appended to the server's log.
-fn spawn_logged(implementation: Implementation, mut cmd: Command, scratch: &Scratch) -> Result<Daemon> {
+fn spawn_logged(
+    implementation: Implementation,
+    mut cmd: Command,
+    scratch: &Scratch,
+) -> Result<Daemon> {
     let log_path = scratch.path.join("server.log");
     let log = fs::OpenOptions::new()
         .create(true)

@@ -91,7 +91,6 @@ pub fn addresses(server: SocketAddr, name: &str) -> Result<Vec<String>> {
     Ok(got)
 }
 
-
 /// A call to dnsd's control API at `api` with the token of `workspace`:
 /// the HTTP status and the body.
 pub fn api_call(

@@ -110,8 +110,13 @@ fn notify_rcode(to: SocketAddr, from: IpAddr) -> Result<u8> {
     m.extend_from_slice(b"\x07example\x04test\x00\x00\x06\x00\x01");
     socket.send_to(&m, to)?;
     let mut reply = [0u8; 512];
-    let (n, _) = socket.recv_from(&mut reply).context("no answer to the NOTIFY")?;
-    ensure!(n >= 12 && reply[..2] == m[..2], "not an answer to the NOTIFY");
+    let (n, _) = socket
+        .recv_from(&mut reply)
+        .context("no answer to the NOTIFY")?;
+    ensure!(
+        n >= 12 && reply[..2] == m[..2],
+        "not an answer to the NOTIFY"
+    );
     Ok(reply[3] & 0x0f)
 }
 
@@ -120,7 +125,10 @@ fn dnsd_copies_a_zone_from_knot_and_follows_it_by_notify_and_ixfr() -> Result<()
     let bin = cutover_tests::bins::path("dnsd");
     let scratch = tempfile::tempdir()?;
     let file = scratch.path().join("example.test.zone");
-    std::fs::write(&file, zone_text(2026112601, "7200 3600 1209600 120", 2000, "")?)?;
+    std::fs::write(
+        &file,
+        zone_text(2026112601, "7200 3600 1209600 120", 2000, "")?,
+    )?;
     let replica_ip = address(2);
     let replica_port = free_port(replica_ip)?;
     let replica_addr = SocketAddr::new(replica_ip, replica_port);
@@ -172,7 +180,10 @@ fn dnsd_copies_a_zone_from_knot_and_follows_it_by_notify_and_ixfr() -> Result<()
     std::fs::write(knot.knot_zone_file(ORIGIN), changed)?;
     knot.knot_reload(ORIGIN)?;
     let took = until_serial(&replica, 2026112602)?;
-    println!("Knot -> dnsd replica: change served {} ms after the reload", took.as_millis());
+    println!(
+        "Knot -> dnsd replica: change served {} ms after the reload",
+        took.as_millis()
+    );
     let at_knot = whole(knot.addr, reader, true)?;
     ensure!(
         whole(replica.addr, reader, false)? == at_knot,
@@ -216,7 +227,8 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
             zones: vec![(ORIGIN.into(), file.clone())],
             dnsd_toml: format!(
                 "{keys}[[secondary]]\naddress = \"{replica_ip}:{replica_port}\"\ntsig_key = \"{KEY_NAME}\"\n\
-                 [transfer]\nallow = [\"key:{KEY_NAME}\"]\n"
+                 [transfer]\nallow = [\"key:{KEY_NAME}\"]\n\
+                 [[service]]\nname = \"svc.example.test.\"\naddresses = [\"198.18.9.20\"]\nttl = 60\n"
             ),
             dnsd_api: Some(primary_api),
             ..ServerOptions::default()
@@ -250,6 +262,7 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         Some(r#"{"ttl":60,"records":["198.18.9.9"]}"#),
     )?;
     ensure!(status == 200, "{status} {body}");
+    let rrset_change = body;
     let flip = until_serial(&replica, 2026112602)?;
     ensure!(addresses(replica.addr, "www.example.test.")? == ["198.18.9.9"]);
     let update = knsupdate(
@@ -270,10 +283,23 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         info.transfer.as_deref() == Some("IXFR") && info.transferred == Some(2026112603),
         "{info:?}"
     );
+    // A service flip (what `cutover migrate` does) is a new serial too;
+    // the primary sends it as the whole zone (its file did not change).
+    let (status, body) = api_call(
+        primary_api,
+        &primary.workspace(),
+        "PUT",
+        "/v1/services/svc.example.test.",
+        Some(r#"{"addresses":["198.18.9.21"]}"#),
+    )?;
+    ensure!(status == 200, "the flip at the primary: {status} {body}");
+    let flipped = until_serial(&replica, 2026112604)?;
+    ensure!(addresses(replica.addr, "svc.example.test.")? == ["198.18.9.21"]);
+
     // Back to the API change's generation: the update is undone, under a
     // newer serial. (The primary sends a rollback, a whole-file change, as
     // the whole zone.)
-    let generation: serde_json::Value = serde_json::from_str(&body)?;
+    let generation: serde_json::Value = serde_json::from_str(&rrset_change)?;
     let generation = generation["generation"].as_u64().context("no generation")?;
     let (status, body) = api_call(
         primary_api,
@@ -282,16 +308,20 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         &format!("/v1/generations/{generation}/rollback"),
         None,
     )?;
-    ensure!(status == 200, "the rollback at the primary: {status} {body}");
+    ensure!(
+        status == 200,
+        "the rollback at the primary: {status} {body}"
+    );
     let rolled = serial(primary.addr).context("the primary's serial")?;
-    ensure!(rolled > 2026112603, "the rollback's serial {rolled}");
+    ensure!(rolled > 2026112604, "the rollback's serial {rolled}");
     let rolled_back = until_serial(&replica, rolled)?;
     ensure!(addresses(replica.addr, "fresh.example.test.")?.is_empty());
     ensure!(whole(replica.addr, reader, false)? == whole(primary.addr, reader, true)?);
     println!(
-        "dnsd -> dnsd replica: API change {} ms, RFC 2136 update {} ms, rollback {} ms",
+        "dnsd -> dnsd replica: API rrset change {} ms, RFC 2136 update {} ms, service flip {} ms, rollback {} ms",
         flip.as_millis(),
         updated.as_millis(),
+        flipped.as_millis(),
         rolled_back.as_millis()
     );
 
@@ -321,11 +351,19 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         false,
     );
     ensure!(
-        update.as_deref().is_ok_and(|s| s == "REFUSED" || s == "NOTAUTH"),
+        update
+            .as_deref()
+            .is_ok_and(|s| s == "REFUSED" || s == "NOTAUTH"),
         "an update at the replica: {update:?}"
     );
-    ensure!(notify_rcode(replica.addr, address(99))? == 5, "a stranger's NOTIFY");
-    ensure!(notify_rcode(replica.addr, primary_ip)? == 9, "an unsigned NOTIFY");
+    ensure!(
+        notify_rcode(replica.addr, address(99))? == 5,
+        "a stranger's NOTIFY"
+    );
+    ensure!(
+        notify_rcode(replica.addr, primary_ip)? == 9,
+        "an unsigned NOTIFY"
+    );
 
     // The primary goes away: the replica serves its copy until the SOA's
     // expire (8 s) has passed without a refresh, then SERVFAIL; and back

@@ -53,8 +53,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
         assert_eq!(ws.replica_refreshed("example.org."), None);
-        ws.record_replica_refresh("Example.ORG.", 1_700_000_000).unwrap();
-        ws.record_replica_refresh("example.org.", 1_700_000_060).unwrap();
+        ws.record_replica_refresh("Example.ORG.", 1_700_000_000)
+            .unwrap();
+        ws.record_replica_refresh("example.org.", 1_700_000_060)
+            .unwrap();
         assert_eq!(ws.replica_refreshed("example.org."), Some(1_700_000_060));
     }
 }

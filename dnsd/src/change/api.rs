@@ -18,13 +18,13 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
-    Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange, SecondaryInfo, Service,
-    ServiceChange, Version, ZoneInfo, fqdn,
+    Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange, SecondaryInfo,
+    Service, ServiceChange, Version, ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::change::service;
 use crate::change::sync::{self, Syncer};
@@ -184,7 +184,17 @@ async fn put_service(
     );
     let serving = api.reloader.serving();
     let by_name = api.reloader.as_served(None);
-    let (service_name, why) = (name.clone(), message.clone());
+    // The zone's next serial: secondaries and caches see the flip by it.
+    let serial = Name::from_ascii(&name)
+        .ok()
+        .and_then(|n| NameKey::new(&n))
+        .and_then(
+            |key| match serving.find_zone(key.as_bytes(), RecordType::A) {
+                crate::snapshot::ZoneLookup::Serving(zone) => zone.serial(),
+                _ => None,
+            },
+        )
+        .map(|s| s.wrapping_add(1));
     let committed = blocking(move || {
         let path = ws.dnsd_path();
         let text = match fs::read_to_string(&path) {
@@ -192,18 +202,19 @@ async fn put_service(
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
         };
-        let new_text = edit_service(&text, &name, &addresses, change.ttl)?.ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no service {name} in dnsd.toml (see GET /v1/services)"
-            ))
-        })?;
+        let new_text =
+            edit_service(&text, &name, &addresses, change.ttl, serial)?.ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no service {name} in dnsd.toml (see GET /v1/services)"
+                ))
+            })?;
         Ok(service::commit(
             &ws, &serving, &name, new_text, &message, by_name,
         )?)
     })
     .await?;
     let generation = committed.generation.number;
-    let served = match committed.serve {
+    match committed.serve {
         Some((zone, serve)) => {
             api.reloader.config_written();
             api.reloader
@@ -216,60 +227,6 @@ async fn put_service(
             }))
         }
         None => apply(&api, generation).await,
-    }?;
-    // The generation in force is the new serial's, when it was made.
-    match new_serial(&api, &service_name, &why).await {
-        Some(generation) => Ok(axum::Json(Change {
-            generation: Some(generation),
-        })),
-        None => Ok(served),
-    }
-}
-
-/// Gives the zone that serves service `name` a new serial, after its
-/// addresses changed (`change::new_serial`), and serves it. A failure is
-/// logged: the addresses are served already, and the zone's next change
-/// gives secondaries the new serial. Returns its generation.
-async fn new_serial(api: &Api, name: &str, why: &str) -> Option<u64> {
-    let serving = api.reloader.serving();
-    let origin = Name::from_ascii(name).ok().and_then(|n| {
-        let key = NameKey::new(&n)?;
-        match serving.find_zone(key.as_bytes(), RecordType::A) {
-            crate::snapshot::ZoneLookup::Serving(zone) => {
-                Some(records::zone_name(&zone.origin).to_string())
-            }
-            _ => None,
-        }
-    });
-    let origin = origin?;
-    let (ws, o, why) = (api.workspace.clone(), origin.clone(), why.to_string());
-    let changed = tokio::task::spawn_blocking(move || {
-        change::new_serial(&ws, &serving, &o, &format!("new serial: {why}"))
-    })
-    .await;
-    match changed {
-        Ok(Ok(Some(change))) => {
-            let generation = change.generation.number;
-            if let Err(e) = api
-                .reloader
-                .serve_change(&origin, change.serve, generation)
-                .await
-            {
-                warn!(zone = origin, "the zone's new serial is not served: {e}");
-                return None;
-            }
-            api.syncer.changed(&origin);
-            Some(generation)
-        }
-        Ok(Ok(None)) => None,
-        Ok(Err(e)) => {
-            warn!(zone = origin, "the zone keeps its serial after a service change: {e:?}");
-            None
-        }
-        Err(e) => {
-            warn!(zone = origin, "the serial task failed: {e}");
-            None
-        }
     }
 }
 
@@ -281,6 +238,7 @@ fn edit_service(
     name: &str,
     addresses: &[IpAddr],
     ttl: Option<u32>,
+    serial: Option<u32>,
 ) -> Result<Option<String>, ApiError> {
     let mut doc: toml_edit::DocumentMut = source
         .parse()
@@ -302,6 +260,9 @@ fn edit_service(
     entry["addresses"] = toml_edit::value(list);
     if let Some(ttl) = ttl {
         entry["ttl"] = toml_edit::value(i64::from(ttl));
+    }
+    if let Some(serial) = serial {
+        entry["serial"] = toml_edit::value(i64::from(serial));
     }
     Ok(Some(doc.to_string()))
 }
@@ -673,13 +634,14 @@ mod tests {
     #[test]
     fn a_service_edit_replaces_only_that_entry_and_keeps_comments() {
         let addrs = ["198.18.0.3".parse().unwrap(), "2001:2::3".parse().unwrap()];
-        let out = edit_service(TOML, "www.example.test.", &addrs, None)
+        let out = edit_service(TOML, "www.example.test.", &addrs, None, Some(7))
             .ok()
             .flatten()
             .unwrap();
         assert!(out.starts_with("# moved by cutover\n"));
         assert!(out.contains("addresses = [\"198.18.0.3\", \"2001:2::3\"]"));
         assert!(out.contains("ttl = 60"));
+        assert!(out.contains("serial = 7"));
         assert!(out.contains("addresses = [\"198.18.0.9\"]\nttl = 30"));
     }
 
@@ -687,7 +649,7 @@ mod tests {
     fn an_unknown_service_is_not_edited() {
         let addrs = ["198.18.0.3".parse().unwrap()];
         assert!(matches!(
-            edit_service(TOML, "nope.example.test.", &addrs, None),
+            edit_service(TOML, "nope.example.test.", &addrs, None, None),
             Ok(None)
         ));
     }

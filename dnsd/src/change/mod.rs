@@ -44,7 +44,7 @@ use std::path::Path;
 use cutover_workspace::{
     ConfigError, ConfigErrors, DNSD_FILE, Generation, HistoryError, Service, Workspace,
 };
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::snapshot::Snapshot;
 use crate::zone;
@@ -135,26 +135,6 @@ pub fn zone<E>(
         Journaled::Done(changed) => Ok(changed),
         Journaled::NotHere => through_file(ws, origin, author, &edit),
     }
-}
-
-/// Gives zone `origin` a new serial and nothing else, through its
-/// journal: for a change to what the zone serves that its file does not
-/// hold (a service's addresses), so that secondaries and `cutover`'s
-/// in-sync wait see it. A difference across such a changeset is the whole
-/// zone (`zone::journal::difference`). Blocking I/O, change lock held.
-pub fn new_serial(
-    ws: &Workspace,
-    serving: &Snapshot,
-    origin: &str,
-    message: &str,
-) -> Result<Changed, ChangeError<std::convert::Infallible>> {
-    zone(ws, serving, origin, &[], "dnsd", |z| {
-        zone_edit::bump_serial(&mut z.file);
-        Ok(Edited {
-            message: message.to_string(),
-            soa_set: true,
-        })
-    })
 }
 
 enum Journaled {
@@ -409,6 +389,17 @@ fn through_file<E>(
         return Ok(None);
     }
     if !edited.soa_set {
+        // From the serial served, which a service may have raised above
+        // the file's (`zone::raise_serial`).
+        if let Some(now) = zone_edit::serial(&served_records) {
+            for r in &mut records {
+                if let RData::SOA(soa) = &mut r.data
+                    && zone::serial_newer(now, soa.serial)
+                {
+                    soa.serial = now;
+                }
+            }
+        }
         zone_edit::bump_serial(&mut records);
     }
     let body = zone_edit::render(&served.origin, &records, author).map_err(ChangeError::Failed)?;

@@ -51,7 +51,7 @@ pub fn commit(
             serve: None,
         });
     }
-    let planned: RefCell<Option<(String, Vec<Record>)>> = RefCell::new(None);
+    let planned: RefCell<Option<(String, Names)>> = RefCell::new(None);
     let check = |staged: &Workspace| -> Result<(), ConfigErrors> {
         let config = staged.load_dnsd()?;
         let Some(service) = config.services.iter().find(|s| s.name == name) else {
@@ -82,13 +82,11 @@ pub fn commit(
         }
     };
     let generation = ws.commit(&[change], message, check)?;
-    let serve = planned.into_inner().map(|(origin, records)| {
-        let owner = records.first().map(|r| r.name.clone());
-        let names = owner.map(|o| vec![(o, records)]);
+    let serve = planned.into_inner().map(|(origin, names)| {
         (
             origin,
             Serve {
-                names,
+                names: Some(names),
                 adopted: None,
             },
         )
@@ -102,13 +100,14 @@ struct Conflict {
     message: String,
 }
 
+/// The records served at each name a service change changes.
+type Names = Vec<(Name, Vec<Record>)>;
+
 /// The records `service` makes its name serve in the zone that serves it
-/// now, and that zone's origin; `None` when no served zone holds it (the
-/// whole workspace's check then says why).
-fn served_at(
-    serving: &Snapshot,
-    service: &Service,
-) -> Result<Option<(String, Vec<Record>)>, Conflict> {
+/// now — and the apex's, when the service's serial raises the zone's —
+/// and that zone's origin; `None` when no served zone holds it (the whole
+/// workspace's check then says why).
+fn served_at(serving: &Snapshot, service: &Service) -> Result<Option<(String, Names)>, Conflict> {
     let Ok(name) = Name::from_ascii(&service.name) else {
         return Ok(None);
     };
@@ -151,5 +150,25 @@ fn served_at(
         };
         records.push(Record::from_rdata(name.clone(), service.ttl, data));
     }
-    Ok(Some((origin, records)))
+    let raise = |records: &mut Vec<Record>| {
+        for r in records {
+            if let (RData::SOA(soa), Some(serial)) = (&mut r.data, service.serial)
+                && crate::zone::serial_newer(serial, soa.serial)
+            {
+                soa.serial = serial;
+            }
+        }
+    };
+    let mut names = Vec::with_capacity(2);
+    if name == zone.origin {
+        raise(&mut records);
+    } else if service.serial.is_some()
+        && let Some(apex) = NameKey::new(&zone.origin)
+    {
+        let mut at_apex = zone.records_at(apex.as_bytes());
+        raise(&mut at_apex);
+        names.push((zone.origin.clone(), at_apex));
+    }
+    names.insert(0, (name, records));
+    Ok(Some((origin, names)))
 }

@@ -15,10 +15,10 @@ use hickory_proto::rr::{Name, RData, Record};
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info, warn};
 
+use crate::change::update::serial_newer;
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::reload::Reloader;
 use crate::zone;
-use crate::change::update::serial_newer;
 use crate::zone::journal::JournalView;
 use cutover_workspace::Stamps;
 

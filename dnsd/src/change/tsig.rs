@@ -249,7 +249,8 @@ pub fn verify_response(
     }
     let mut covered = before.to_vec();
     covered.extend_from_slice(&unsigned_form(message, sig).ok_or(TsigError::BadSig)?);
-    let mac = mac_of(secret, &prior, &covered, &sig.key_name, &sig.tsig).ok_or(TsigError::BadSig)?;
+    let mac =
+        mac_of(secret, &prior, &covered, &sig.key_name, &sig.tsig).ok_or(TsigError::BadSig)?;
     // Compared without early exit, as `verify` does.
     let differs = mac
         .iter()

@@ -7,6 +7,8 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+pub use crate::zone::serial_newer;
+
 /// The zone an update is for, as far as these rules need it.
 pub struct Zone<'a> {
     pub origin: &'a Name,
@@ -235,11 +237,6 @@ pub fn apply(zone: &Zone<'_>, records: &mut Vec<Record>, updates: &[Record]) -> 
     applied
 }
 
-/// RFC 1982 serial number arithmetic: whether `new` follows `old`.
-pub fn serial_newer(new: u32, old: u32) -> bool {
-    new != old && (new.wrapping_sub(old) as i32) > 0
-}
-
 /// Whether any record is owned by `name` (an empty non-terminal is not in
 /// use, RFC 2136 §2.4.4).
 fn name_in_use(records: &[Record], name: &Name) -> bool {
@@ -261,6 +258,7 @@ mod tests {
     use super::*;
     use crate::change::zone_edit;
     use crate::zone;
+    use crate::zone::serial_newer;
 
     const ZONE: &str = "$TTL 300
 @ IN SOA ns1 hostmaster 10 3600 600 86400 60

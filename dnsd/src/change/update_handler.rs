@@ -463,7 +463,10 @@ impl Updater {
         {
             return Verdict::refuse(
                 ResponseCode::Refused,
-                format!("{origin} is a replica of {}: update it there", replica.primary),
+                format!(
+                    "{origin} is a replica of {}: update it there",
+                    replica.primary
+                ),
             );
         }
         let _one_change = self.changes.lock().await;

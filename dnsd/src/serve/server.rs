@@ -284,7 +284,9 @@ impl RequestHandler for Handler {
         };
 
         if notify {
-            return self.notify(request, response_handle, metadata, signing).await;
+            return self
+                .notify(request, response_handle, metadata, signing)
+                .await;
         }
 
         let query = &request.queries.queries()[0];
@@ -396,7 +398,8 @@ impl Handler {
             Notified::Unsigned => ResponseCode::NotAuth,
         };
         metadata.authoritative = verdict == Notified::Taken;
-        let response = MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+        let response =
+            MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
         let QuerySigning::Signed { sig, secret, now } = signing else {
             return finish(response_handle.send_response(response).await, metadata);
         };

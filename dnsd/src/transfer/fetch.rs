@@ -173,7 +173,8 @@ impl Stream {
         let Some(soa) = self.records.first() else {
             return Ok(None);
         };
-        let serial = soa_serial_of(soa).ok_or_else(|| anyhow!("the transfer does not start with an SOA"))?;
+        let serial =
+            soa_serial_of(soa).ok_or_else(|| anyhow!("the transfer does not start with an SOA"))?;
         let soas: Vec<usize> = (0..self.records.len())
             .filter(|&i| self.records[i].rtype == TYPE_SOA)
             .collect();
@@ -261,7 +262,9 @@ pub fn soa_serial_of(r: &zonefile::Record) -> Option<u32> {
         return None;
     }
     let at = r.rdata.len().checked_sub(20)?;
-    Some(u32::from_be_bytes(r.rdata.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        r.rdata.get(at..at + 4)?.try_into().ok()?,
+    ))
 }
 
 /// Checks the messages of one answer: IDs, rcodes, signatures.
@@ -335,7 +338,9 @@ impl<'p> Reader<'p> {
         match message[3] & 0x0f {
             0 => {}
             5 => bail!("{from} refused the request (REFUSED): does it allow this address or key?"),
-            9 => bail!("{from} answered NOTAUTH: it is not authoritative for the zone, or the key is wrong"),
+            9 => bail!(
+                "{from} answered NOTAUTH: it is not authoritative for the zone, or the key is wrong"
+            ),
             rcode => bail!("{from} answered with rcode {rcode}"),
         }
         answers(message).ok_or_else(|| anyhow!("{from} sent a message that does not parse"))

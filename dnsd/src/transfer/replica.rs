@@ -165,12 +165,7 @@ pub async fn run(keeper: Keeper) {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(replica.zone.clone(), Arc::clone(&wake));
-                let task = tokio::spawn(keep(
-                    keeper.clone(),
-                    replica.zone.clone(),
-                    primary,
-                    wake,
-                ));
+                let task = tokio::spawn(keep(keeper.clone(), replica.zone.clone(), primary, wake));
                 tasks.insert(replica.zone.clone(), (replica.clone(), task));
             }
         }
@@ -199,7 +194,9 @@ fn served(reloader: &Reloader, origin: &Name) -> Option<Served> {
     let rdata = zone.soa()?.rdatas.wire().next()?.to_vec();
     let at = rdata.len().checked_sub(20)?;
     let field = |i: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(rdata.get(at + i..at + i + 4)?.try_into().ok()?))
+        Some(u32::from_be_bytes(
+            rdata.get(at + i..at + i + 4)?.try_into().ok()?,
+        ))
     };
     let seconds = |s: u32| Duration::from_secs(u64::from(s)).clamp(MIN_WAIT, MAX_WAIT);
     Some(Served {
@@ -219,7 +216,8 @@ async fn keep(keeper: Keeper, zone: String, primary: Primary, wake: Arc<Notify>)
     let mut failures: u32 = 0;
     loop {
         let now_served = served(&keeper.reloader, &origin);
-        let wait = match refresh(&keeper, &ws, &zone, &origin, &primary, now_served.as_ref()).await {
+        let wait = match refresh(&keeper, &ws, &zone, &origin, &primary, now_served.as_ref()).await
+        {
             Ok(()) => {
                 failures = 0;
                 keeper.transfers.replicas.report(&zone, |s| {
@@ -297,9 +295,19 @@ async fn refresh(
         } => {
             let (r, a) = (removed.len(), added.len());
             match incremental(keeper, zone, origin, primary, serial, soa, removed, added).await? {
-                true => info!(zone, serial, removed = r, added = a, "replica transferred by IXFR"),
+                true => info!(
+                    zone,
+                    serial,
+                    removed = r,
+                    added = a,
+                    "replica transferred by IXFR"
+                ),
                 false => {
-                    warn!(zone, serial, "the IXFR does not apply to the copy served: transferring the whole zone");
+                    warn!(
+                        zone,
+                        serial,
+                        "the IXFR does not apply to the copy served: transferring the whole zone"
+                    );
                     let again = fetch::transfer(primary, origin, None).await?;
                     let Transferred::Whole { serial, records } = again else {
                         return Err(anyhow!("the primary answered AXFR with no zone"));
@@ -330,7 +338,10 @@ async fn whole(
     serial: u32,
     records: Vec<zonefile::Record>,
 ) -> Result<()> {
-    if !records.iter().all(|r| r.owner.is_at_or_below(&zone_name(origin))) {
+    if !records
+        .iter()
+        .all(|r| r.owner.is_at_or_below(&zone_name(origin)))
+    {
         return Err(anyhow!("the primary sent records outside {zone}"));
     }
     let count = records.len();
@@ -367,7 +378,13 @@ async fn whole(
         .transfers
         .replicas
         .report(zone, |s| s.transferred = Some((serial, "AXFR", unix_now())));
-    info!(zone, serial, records = count, generation = generation.number, "replica transferred by AXFR");
+    info!(
+        zone,
+        serial,
+        records = count,
+        generation = generation.number,
+        "replica transferred by AXFR"
+    );
     Ok(())
 }
 
@@ -396,9 +413,18 @@ async fn incremental(
     {
         return Err(anyhow!("the primary sent records outside {zone}"));
     }
-    let to_hickory = |r: &[zonefile::Record]| -> Vec<Record> { r.iter().map(records::to_hickory).collect() };
-    let (removed, added, soa) = (to_hickory(&removed), to_hickory(&added), records::to_hickory(&soa));
-    let mut names: Vec<Name> = removed.iter().chain(&added).map(|r| r.name.clone()).collect();
+    let to_hickory =
+        |r: &[zonefile::Record]| -> Vec<Record> { r.iter().map(records::to_hickory).collect() };
+    let (removed, added, soa) = (
+        to_hickory(&removed),
+        to_hickory(&added),
+        records::to_hickory(&soa),
+    );
+    let mut names: Vec<Name> = removed
+        .iter()
+        .chain(&added)
+        .map(|r| r.name.clone())
+        .collect();
     names.sort();
     names.dedup();
     let one_change = keeper.changes.lock().await;
@@ -422,7 +448,9 @@ async fn incremental(
                     .ok_or(Diverged)?;
                 view.file.swap_remove(at);
             }
-            view.file.retain(|r| r.record_type() != hickory_proto::rr::RecordType::SOA || r.name != soa.name);
+            view.file.retain(|r| {
+                r.record_type() != hickory_proto::rr::RecordType::SOA || r.name != soa.name
+            });
             view.file.push(soa.clone());
             view.file.extend(added.iter().cloned());
             Ok(Edited {

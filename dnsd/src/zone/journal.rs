@@ -68,8 +68,13 @@ pub fn replay(
             at: Some(at),
         });
     }
-    // The last word on each record: Some(added), None (removed).
+    // The last word on each record: Some(added), None (removed). The SOA
+    // is kept apart: a zone has one, and the one a changeset removes may
+    // carry a serial its file never held (raised by a service, see
+    // `zone::raise_serial`), so the last one added replaces whatever the
+    // file has.
     let mut last: HashMap<Key, Option<(zonefile::Record, u64)>> = HashMap::new();
+    let mut soa: Option<(zonefile::Record, u64)> = None;
     let mut errors = Vec::new();
     for c in &changes {
         let parse = |line: &String, errors: &mut Vec<ConfigError>| {
@@ -83,13 +88,19 @@ pub fn replay(
             })
         };
         for line in &c.removed {
-            if let Ok(r) = parse(line, &mut errors) {
+            if let Ok(r) = parse(line, &mut errors)
+                && r.rtype != zonefile::codes::SOA
+            {
                 last.insert(Key::of(&r), None);
             }
         }
         for line in &c.added {
-            if let Ok(r) = parse(line, &mut errors) {
-                last.insert(Key::of(&r), Some((r, c.generation)));
+            match parse(line, &mut errors) {
+                Ok(r) if r.rtype == zonefile::codes::SOA => soa = Some((r, c.generation)),
+                Ok(r) => {
+                    last.insert(Key::of(&r), Some((r, c.generation)));
+                }
+                Err(()) => {}
             }
         }
     }
@@ -108,11 +119,13 @@ pub fn replay(
         for (l, b) in owner.iter_mut().zip(wire) {
             *l = b.to_ascii_lowercase();
         }
-        !(owners.contains(&*owner) && last.contains_key(&Key::of(&zr.record)))
+        let replaced_soa = soa.is_some() && zr.record.rtype == zonefile::codes::SOA;
+        !(replaced_soa || (owners.contains(&*owner) && last.contains_key(&Key::of(&zr.record))))
     });
     let file = zone.files.len();
     zone.files.push(journal.path().to_path_buf());
     let mut added: Vec<(zonefile::Record, u64)> = last.into_values().flatten().collect();
+    added.extend(soa);
     // In the order they were added, for a stable file order.
     added.sort_by_key(|(_, g)| *g);
     zone.records
@@ -155,8 +168,7 @@ fn soa_serial(r: &zonefile::Record) -> Option<u32> {
 /// `to`, which it has at generation `upto`, from the changesets of its
 /// journal in `live`; `None` unless they lead, unbroken, from one to the
 /// other (a hand edit or a rollback in between, or a compacted journal,
-/// leave a gap: the asker then gets the whole zone), or when a service
-/// changed in between.
+/// leave a gap: the asker then gets the whole zone).
 pub fn difference(
     live: &Workspace,
     origin_text: &str,
@@ -185,16 +197,6 @@ pub fn difference(
         .windows(2)
         .all(|w| w[0].1.is_some() && w[0].1 == w[1].0);
     if !linked || chain.last()?.1 != Some(to) {
-        return None;
-    }
-    // A changeset of the SOA alone marks a change the zone's file does not
-    // hold (`change::new_serial`: a service's addresses): the difference
-    // across it is not in the journal.
-    let only_soa = |records: &[zonefile::Record]| records.iter().all(|r| soa_serial(r).is_some());
-    if chain
-        .iter()
-        .any(|(_, _, removed, added)| only_soa(removed) && only_soa(added))
-    {
         return None;
     }
     let from_soa = chain[0]

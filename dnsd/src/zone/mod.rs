@@ -242,6 +242,34 @@ pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, Con
     }
 }
 
+/// RFC 1982 serial number arithmetic: whether `new` follows `old`.
+pub fn serial_newer(new: u32, old: u32) -> bool {
+    new != old && (new.wrapping_sub(old) as i32) > 0
+}
+
+/// Raises the SOA serial of `records` to `serial` if that is newer: a
+/// service changed through the API carries its zone's serial then.
+pub fn raise_serial(records: &mut [zonefile::ZoneRecord], serial: u32) {
+    for zr in records {
+        let r = &mut zr.record;
+        if RecordType::from(r.rtype) != RecordType::SOA {
+            continue;
+        }
+        let Some(at) = r.rdata.len().checked_sub(20) else {
+            continue;
+        };
+        let now = u32::from_be_bytes([
+            r.rdata[at],
+            r.rdata[at + 1],
+            r.rdata[at + 2],
+            r.rdata[at + 3],
+        ]);
+        if serial_newer(serial, now) {
+            r.rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -551,6 +579,9 @@ fn apply_services(
             }
         });
         zone.records.splice(at..at, added);
+        if let Some(serial) = service.serial {
+            raise_serial(&mut zone.records, serial);
+        }
     }
 }
 #[cfg(test)]

@@ -66,10 +66,10 @@ pub(super) struct RawReplica {
 /// message of an address that is none.
 pub(super) fn server_address(text: &str, what: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
-    match text
-        .parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DNS_PORT)))
-    {
+    match text.parse::<SocketAddr>().or_else(|_| {
+        text.parse::<IpAddr>()
+            .map(|ip| SocketAddr::new(ip, DNS_PORT))
+    }) {
         Ok(a) if a.ip().is_unspecified() || a.port() == 0 => {
             Err(format!("{a} is no address to {what}"))
         }

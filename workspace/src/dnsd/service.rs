@@ -31,6 +31,11 @@ pub struct Service {
     /// 1-based line of the `[[service]]` entry, for errors found later
     /// (for example a name outside every served zone).
     pub line: usize,
+    /// The serial its zone had when dnsd's API last changed it: the zone
+    /// is served with at least this SOA serial, so that a change of the
+    /// service's addresses is a new serial to secondaries and resolvers
+    /// (the zone's file does not change). Written by dnsd.
+    pub serial: Option<u32>,
 }
 
 /// Upper bound on a service TTL: RFC 2181 §8 caps TTLs at 2^31 - 1, and a
@@ -44,6 +49,7 @@ pub(super) struct RawService {
     name: Spanned<String>,
     addresses: Spanned<Vec<Spanned<String>>>,
     ttl: Spanned<u32>,
+    serial: Option<u32>,
 }
 
 /// Where the name of `raw` is written, and the name as written.
@@ -86,6 +92,7 @@ pub(super) fn parse(raw: &[Spanned<RawService>], problems: &mut Problems<'_>) ->
             addresses,
             ttl,
             line,
+            serial: s.serial,
         });
     }
     services
