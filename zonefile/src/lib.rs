@@ -93,6 +93,26 @@ pub fn parse_rdata(rtype: u16, text: &str, origin: &Name) -> Result<Vec<u8>, Str
     rdata::parse(rtype, &tokens, origin)
 }
 
+/// Where the SOA serial of the zone file `text` is written, and its value:
+/// the byte range of its token, so that a caller can give the zone a new
+/// serial and leave every other byte as it is. `None` when the file writes
+/// no SOA itself (it includes it) or the serial is not plain digits.
+pub fn soa_serial_span(text: &[u8]) -> Option<(std::ops::Range<usize>, u32)> {
+    let entries = lexer::entries(text).ok()?;
+    let soa = entries.iter().find_map(|entry| {
+        // Not the owner (a name spelled "soa").
+        let skip = usize::from(!entry.blank_owner);
+        let at = skip + entry.tokens.get(skip..)?.iter().position(|t| t.is("SOA"))?;
+        entry.tokens.get(at + 3).copied()
+    })?;
+    if soa.quoted || !soa.text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let serial = std::str::from_utf8(soa.text).ok()?.parse().ok()?;
+    let start = (soa.text.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    Some((start..start + soa.text.len(), serial))
+}
+
 /// Rdata in presentation form; the generic form for types without a
 /// syntax of their own or rdata that does not fit it.
 pub fn format_rdata(rtype: u16, rdata: &[u8]) -> String {
@@ -174,4 +194,18 @@ pub fn write_zone(header: &str, records: &[Record]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod serial_span_tests {
+    use super::soa_serial_span;
+
+    #[test]
+    fn the_serial_is_found_inside_parentheses_and_after_comments() {
+        let text = b"; a zone\n$TTL 60\nsoa IN A 198.18.0.9\n@ IN SOA ns1 host ( ; names\n  2026112601 ; serial\n  3600 600 86400 60 )\nwww IN A 198.18.0.1\n";
+        let (span, serial) = soa_serial_span(text).unwrap();
+        assert_eq!(serial, 2026112601);
+        assert_eq!(&text[span], b"2026112601");
+        assert!(soa_serial_span(b"$INCLUDE soa.inc\nwww IN A 198.18.0.1\n").is_none());
+    }
 }

@@ -170,8 +170,7 @@ pub fn restore(
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|g| g.number)
-        .filter(|g| *g <= n && ws.has_copy(*g))
-        .next_back()
+        .rfind(|g| *g <= n && ws.has_copy(*g))
         .ok_or_else(|| format!("no generation holds the workspace's files at {n}"))?;
     let mut files = ws.generation_files(whole).map_err(|e| e.to_string())?;
     let newest = ws.newest_number().map_err(|e| e.to_string())?;
@@ -187,33 +186,37 @@ pub fn restore(
             .journal(&zf.origin)
             .between(from, Some(n))
             .map_err(|e| e.to_string())?;
-        let mut records = None;
-        if let Some(now) = served(&zf.origin) {
-            let mut then = at_generation(ws, &zf.origin, n)?;
-            if zone_edit::serial(&then).is_some_and(|s| !serial_newer(s, now)) {
-                for r in &mut then {
-                    if let RData::SOA(soa) = &mut r.data {
-                        soa.serial = now.wrapping_add(1);
-                    }
-                }
-                records = Some(then);
-            }
-        }
-        if records.is_none()
-            && replays.is_empty()
-            && ws.compacted_through(&zf.origin).is_none_or(|c| from >= c)
-        {
+        let now = served(&zf.origin);
+        if replays.is_empty() && ws.compacted_through(&zf.origin).is_none_or(|c| from >= c) {
             // The copy holds the zone at n as written: keep its bytes (a
-            // header is renewed, so that no later changeset replays).
-            if cutover_workspace::synced_at(held).is_some() {
+            // header is renewed, so that no later changeset replays), but
+            // for the serial.
+            let synced = cutover_workspace::synced_at(held).is_some();
+            let serial = now.map(|now| (now, zonefile::soa_serial_span(held)));
+            if let Some((now, Some((span, then)))) = &serial
+                && !serial_newer(*then, *now)
+            {
+                held.splice(span.clone(), now.wrapping_add(1).to_string().into_bytes());
+            }
+            if synced {
                 *held = cutover_workspace::reheaded(newest, held);
             }
-            continue;
+            // A serial written elsewhere (an included file) is given by a
+            // rewrite of the whole zone.
+            if !matches!(serial, Some((_, None))) {
+                continue;
+            }
         }
-        let records = match records {
-            Some(r) => r,
-            None => at_generation(ws, &zf.origin, n)?,
-        };
+        let mut records = at_generation(ws, &zf.origin, n)?;
+        if let Some(now) = now
+            && zone_edit::serial(&records).is_some_and(|s| !serial_newer(s, now))
+        {
+            for r in &mut records {
+                if let RData::SOA(soa) = &mut r.data {
+                    soa.serial = now.wrapping_add(1);
+                }
+            }
+        }
         let origin = Name::from_ascii(&zf.origin).map_err(|e| format!("{}: {e}", zf.origin))?;
         let body = zone_edit::render(&origin, &records, &format!("dnsd, rollback to {n}"))?;
         files.insert(rel, cutover_workspace::headed(newest, body.as_bytes()));

@@ -230,7 +230,7 @@ async fn keep(keeper: Keeper, zone: String, primary: Primary, wake: Arc<Notify>)
                 failures += 1;
                 // Once a failure, then every tenth: a primary that is down
                 // for a day does not fill the log.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     warn!(zone, primary = %primary.addr, failures, "replica not refreshed: {e:#}");
                 }
                 keeper
