@@ -1,6 +1,7 @@
 //! Serving past one machine: zone transfers to the secondaries (and to the
 //! readers `[transfer]` allows), and the NOTIFYs that tell secondaries a
-//! zone changed. Who is who comes from `dnsd.toml` (`[[secondary]]`,
+//! zone changed; and dnsd as a secondary itself (`replica`, with `fetch`
+//! asking its primaries). Who is who comes from `dnsd.toml` (`[[secondary]]`,
 //! `[transfer]`), read as it stands now for every request, as the TSIG keys
 //! are for updates.
 
