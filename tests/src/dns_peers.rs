@@ -86,6 +86,9 @@ pub struct ServerOptions {
     /// Knot only: transfers are given to requests signed with this key
     /// (hmac-sha256: name and base64 secret), from any address.
     pub transfer_key: Option<(String, String)>,
+    /// How long the server may take to answer its first zone's SOA (a
+    /// secondary: to transfer it).
+    pub ready_within: Duration,
     /// Added to dnsd's `dnsd.toml`; the others ignore it.
     pub dnsd_toml: String,
     /// dnsd's control API on this address (its token in the workspace's
@@ -113,6 +116,7 @@ impl Default for ServerOptions {
             primary: None,
             notify: Vec::new(),
             transfer_key: None,
+            ready_within: Duration::from_secs(15),
             dnsd_toml: String::new(),
             dnsd_api: None,
         }
@@ -127,15 +131,16 @@ pub struct DnsServer {
     pub addr: SocketAddr,
     daemon: Daemon,
     scratch: Scratch,
-    /// How to start dnsd again on the same workspace (`kill_and_restart`).
-    relaunch: Option<Relaunch>,
+    /// How to start it again on the same files (`restart`).
+    relaunch: Relaunch,
 }
 
-/// dnsd's command line, and the zone whose SOA tells it is ready.
+/// How the server was started: its command line, the zone whose SOA tells
+/// it is ready, and how long that may take.
 struct Relaunch {
-    bin: PathBuf,
-    api: Option<SocketAddr>,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
     origin: String,
+    within: Duration,
 }
 
 impl DnsServer {
@@ -181,18 +186,14 @@ impl DnsServer {
         self.daemon.kill_now();
     }
 
-    /// dnsd only: kills it if it runs (SIGKILL, as a crash) and starts it
-    /// again on the same workspace and address, ready once it answers the
-    /// SOA of its first zone.
+    /// Kills the server if it runs (SIGKILL, as a crash) and starts it
+    /// again on the same files and address (its zone files, journal, dnsd's
+    /// workspace), ready once it answers the SOA of its first zone.
     pub fn restart(&mut self) -> Result<()> {
-        let Some(relaunch) = &self.relaunch else {
-            bail!("only dnsd is restarted on its workspace");
-        };
         self.daemon.kill_now();
-        let cmd = dnsd_command(&relaunch.bin, &self.workspace(), self.addr, relaunch.api);
-        let origin = relaunch.origin.clone();
+        let cmd = (self.relaunch.command)();
         self.daemon = spawn_logged(self.implementation, cmd, &self.scratch)?;
-        wait_ready(self, &origin)
+        wait_ready(self)
     }
 
     /// Knot only: the copy of zone `origin`'s file it serves (rewrite it,
@@ -310,14 +311,17 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     }
     let conf_path = dir.join("nsd.conf");
     fs::write(&conf_path, conf).context("writing nsd.conf")?;
-    let mut cmd = Command::new(sbin("nsd"));
-    cmd.arg("-d").arg("-c").arg(&conf_path);
+    let command = move || {
+        let mut cmd = Command::new(sbin("nsd"));
+        cmd.arg("-d").arg("-c").arg(&conf_path);
+        cmd
+    };
     start(
         Implementation::Nsd,
-        cmd,
+        Box::new(command),
         scratch,
         SocketAddr::new(ip, port),
-        probe_origin(options),
+        options,
     )
 }
 
@@ -444,14 +448,17 @@ zone:
     }
     let conf_path = dir.join("knot.conf");
     fs::write(&conf_path, conf).context("writing knot.conf")?;
-    let mut cmd = Command::new(sbin("knotd"));
-    cmd.arg("-c").arg(&conf_path);
+    let command = move || {
+        let mut cmd = Command::new(sbin("knotd"));
+        cmd.arg("-c").arg(&conf_path);
+        cmd
+    };
     start(
         Implementation::Knot,
-        cmd,
+        Box::new(command),
         scratch,
         SocketAddr::new(ip, port),
-        probe_origin(options),
+        options,
     )
 }
 
@@ -513,15 +520,18 @@ controls {{ }};
     }
     let conf_path = dir.join("named.conf");
     fs::write(&conf_path, conf).context("writing named.conf")?;
-    let mut cmd = Command::new(sbin("named"));
-    // In the foreground, logging to stderr, as the invoking user.
-    cmd.arg("-g").arg("-c").arg(&conf_path);
+    let command = move || {
+        let mut cmd = Command::new(sbin("named"));
+        // In the foreground, logging to stderr, as the invoking user.
+        cmd.arg("-g").arg("-c").arg(&conf_path);
+        cmd
+    };
     start(
         Implementation::Bind,
-        cmd,
+        Box::new(command),
         scratch,
         SocketAddr::new(ip, port),
-        probe_origin(options),
+        options,
     )
 }
 
@@ -573,20 +583,15 @@ pub fn start_dnsd(bin: &Path, ip: IpAddr, options: &ServerOptions) -> Result<Dns
         ),
     )
     .context("writing dnsd.toml")?;
-    let cmd = dnsd_command(bin, &workspace, addr, options.dnsd_api);
-    let mut server = start(
+    let (bin, api) = (bin.to_path_buf(), options.dnsd_api);
+    let command = move || dnsd_command(&bin, &workspace, addr, api);
+    start(
         Implementation::Dnsd,
-        cmd,
+        Box::new(command),
         scratch,
         addr,
-        probe_origin(options),
-    )?;
-    server.relaunch = Some(Relaunch {
-        bin: bin.to_path_buf(),
-        api: options.dnsd_api,
-        origin: probe_origin(options).to_string(),
-    });
-    Ok(server)
+        options,
+    )
 }
 
 fn dnsd_command(
@@ -620,20 +625,24 @@ fn probe_origin(options: &ServerOptions) -> &str {
 
 fn start(
     implementation: Implementation,
-    cmd: Command,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
     scratch: Scratch,
     addr: SocketAddr,
-    origin: &str,
+    options: &ServerOptions,
 ) -> Result<DnsServer> {
-    let daemon = spawn_logged(implementation, cmd, &scratch)?;
+    let daemon = spawn_logged(implementation, command(), &scratch)?;
     let mut server = DnsServer {
         implementation,
         addr,
         daemon,
         scratch,
-        relaunch: None,
+        relaunch: Relaunch {
+            command,
+            origin: probe_origin(options).to_string(),
+            within: options.ready_within,
+        },
     };
-    wait_ready(&mut server, origin)?;
+    wait_ready(&mut server)?;
     Ok(server)
 }
 
@@ -654,12 +663,14 @@ fn spawn_logged(
     Daemon::spawn(implementation.label(), cmd)
 }
 
-/// Waits until `server` answers the SOA of `origin` over UDP and TCP.
-fn wait_ready(server: &mut DnsServer, origin: &str) -> Result<()> {
+/// Waits until `server` answers the SOA of its first zone over UDP and
+/// TCP.
+fn wait_ready(server: &mut DnsServer) -> Result<()> {
     let (addr, implementation) = (server.addr, server.implementation);
-    let probe = Query::new(origin, "SOA");
+    let (origin, within) = (server.relaunch.origin.clone(), server.relaunch.within);
+    let probe = Query::new(&origin, "SOA");
     let mut last = String::from("no query sent");
-    let ready = wait_until(Duration::from_secs(15), || {
+    let ready = wait_until(within, || {
         if server.daemon.assert_running().is_err() {
             return true;
         }
@@ -679,7 +690,7 @@ fn wait_ready(server: &mut DnsServer, origin: &str) -> Result<()> {
     server.assert_running()?;
     if !ready {
         bail!(
-            "{} on {addr} does not answer SOA {origin} over UDP and TCP within 15 s \
+            "{} on {addr} does not answer SOA {origin} over UDP and TCP within {within:?} \
              (last reply: {last}); log:\n{}",
             implementation.label(),
             server.log_tail()

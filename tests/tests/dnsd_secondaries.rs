@@ -131,7 +131,7 @@ allow = [\"{reader}\"]
     )?;
     let knot = secondary(dns_peers::start_knot, knot_ip, knot_port, dnsd.addr, true)?;
     let nsd = secondary(dns_peers::start_nsd, nsd_ip, nsd_port, dnsd.addr, false)?;
-    let bind = secondary(dns_peers::start_bind, bind_ip, bind_port, dnsd.addr, true)?;
+    let mut bind = secondary(dns_peers::start_bind, bind_ip, bind_port, dnsd.addr, true)?;
     let result = (|| -> Result<()> {
         let whole = axfr(dnsd.addr, reader, None)?.map_err(anyhow::Error::msg)?;
         ensure!(whole.len() > 20, "dnsd's zone: {whole:?}");
@@ -210,7 +210,9 @@ allow = [\"{reader}\"]
             }
         }
         // A dynamic update is in the journal: its serial is told to the
-        // secondaries, which ask for the difference (IXFR) and get it.
+        // secondaries, which ask for the difference (IXFR) and get it. BIND
+        // is down meanwhile (killed): it catches up once it is back.
+        bind.crash();
         let status = cutover_tests::dnsd_update::knsupdate(
             dnsd.addr,
             Some(cutover_tests::dnsd_update::Key {
@@ -223,7 +225,7 @@ allow = [\"{reader}\"]
         )?;
         ensure!(status == "NOERROR", "the update: {status}");
         let updated_at = Instant::now();
-        for server in [&knot, &nsd, &bind] {
+        for server in [&knot, &nsd] {
             loop {
                 if addresses(server.addr, "added.example.test.")? == ["198.18.9.9"] {
                     println!(
@@ -239,6 +241,20 @@ allow = [\"{reader}\"]
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        bind.restart()?;
+        let back_at = Instant::now();
+        while addresses(bind.addr, "added.example.test.")? != ["198.18.9.9"] {
+            ensure!(
+                back_at.elapsed() < Duration::from_secs(30),
+                "BIND did not catch up within 30 s of its restart:\n{}",
+                bind.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "BIND, down during the update, serves it {:?} after its restart",
+            back_at.elapsed()
+        );
         let diff = transfer(dnsd.addr, reader, None, "IXFR=2026112602", false)?
             .map_err(anyhow::Error::msg)?;
         let kinds: Vec<&str> = diff

@@ -5,6 +5,7 @@
 mod dns;
 mod procs;
 mod redirector;
+mod transfers;
 mod zone;
 
 use anyhow::Result;
@@ -17,7 +18,8 @@ pub enum Which {
     /// wrk through the XDP redirector vs iptables NAT vs direct.
     Redirector(redirector::Args),
     /// One large zone in dnsd, NSD and Knot DNS: load time, memory,
-    /// changes (API, RFC 2136), and dnsd's memory over reloads.
+    /// changes (API, RFC 2136), dnsd's memory over reloads, and (asked
+    /// for) zone transfers to secondaries.
     Zone(zone::Args),
 }
 

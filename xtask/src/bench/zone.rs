@@ -4,7 +4,7 @@
 //!
 //! The zone is `big.test.` with `--records` names under it (A records, or
 //! with `--mixed` A, AAAA, TXT, MX and CNAME names in turn), written once
-//! and given to every server. Four parts:
+//! and given to every server. Five parts:
 //!
 //! - **load**: each server is started on the zone; the time from its start
 //!   to its first answer (the apex SOA over UDP, then a TCP connection),
@@ -22,7 +22,10 @@
 //!   reset through /proc/PID/clear_refs before each SIGHUP, and VmRSS
 //!   sampled every 2 ms), against the size after the first load;
 //! - the same reloads under a dnsperf load (`--qps`, bounded in time and
-//!   passes over its query file), with the queries lost.
+//!   passes over its query file), with the queries lost;
+//! - **transfers** (asked for by name): the zone copied to Knot from dnsd
+//!   and from Knot, and API changes until Knot, NSD and BIND serve them
+//!   (`transfers.rs`).
 //!
 //! Targets are printed beside the figures; nothing fails on them.
 
@@ -77,6 +80,9 @@ pub struct Args {
     /// alike: the load time is the best, beside the median.
     #[arg(long, default_value_t = 3)]
     starts: usize,
+    /// API changes timed until every secondary serves them (transfers).
+    #[arg(long, default_value_t = 10)]
+    syncs: usize,
     /// The parts to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Load, Part::Changes, Part::Reloads])]
     parts: Vec<Part>,
@@ -90,6 +96,9 @@ enum Part {
     Load,
     Changes,
     Reloads,
+    /// AXFR to Knot, and changes until three secondaries serve them
+    /// (`transfers`); not in the default set.
+    Transfers,
 }
 
 /// The zone every server serves.
@@ -170,6 +179,14 @@ pub fn run(args: Args) -> Result<()> {
             Ok(table) => out.push_str(&table),
             Err(e) => {
                 let _ = writeln!(out, "reloads: failed: {e:#}");
+            }
+        }
+    }
+    if args.parts.contains(&Part::Transfers) {
+        match super::transfers::table(&bench.dnsd, &bench.zone, ORIGIN, args.syncs) {
+            Ok(table) => out.push_str(&table),
+            Err(e) => {
+                let _ = writeln!(out, "transfers: failed: {e:#}");
             }
         }
     }

@@ -1,0 +1,246 @@
+//! `cargo xtask bench zone --parts transfers`: the large zone copied to
+//! secondaries (issue 14).
+//!
+//! - **AXFR to Knot**: Knot DNS started as a secondary of dnsd, timed from
+//!   its start until it answers the zone's SOA (the transfer and Knot's
+//!   load of it), beside the same from a Knot primary; each copy is then
+//!   checked record for record against its primary's AXFR;
+//! - **in sync**: dnsd with Knot, NSD and BIND as its secondaries (each
+//!   having copied the whole zone), then `--syncs` API changes, each timed
+//!   from the request until the last secondary answers the new address
+//!   (dnsd sends NOTIFY, each asks IXFR). Target: 1 s.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions};
+use cutover_tests::xfr::addresses;
+
+const TARGET_IN_SYNC_S: f64 = 1.0;
+/// A secondary may take this long to copy the zone.
+const COPY_WITHIN: Duration = Duration::from_secs(900);
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 57, last))
+}
+
+/// The records of zone `origin` as an AXFR from `server` gives them,
+/// sorted (the closing SOA left out).
+fn axfr(server: SocketAddr, origin: &str) -> Result<Vec<String>> {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "+timeout=60",
+            "AXFR",
+            origin,
+        ])
+        .output()
+        .context("running kdig")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        !text.contains(";; ERROR"),
+        "AXFR from {server}: {}",
+        text.lines().find(|l| l.contains(";; ERROR")).unwrap_or("")
+    );
+    let mut records: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    records.sort();
+    records.dedup();
+    Ok(records)
+}
+
+fn options(zone: &Path, origin: &str) -> ServerOptions {
+    ServerOptions {
+        zones: vec![(origin.to_string(), zone.to_path_buf())],
+        allow_axfr: true,
+        ready_within: COPY_WITHIN,
+        ..ServerOptions::default()
+    }
+}
+
+/// A secondary of `primary`, on `ip`, timed from its start to its first
+/// answer from the copy.
+fn secondary(
+    start: fn(IpAddr, &ServerOptions) -> Result<DnsServer>,
+    ip: IpAddr,
+    port: u16,
+    zone: &Path,
+    origin: &str,
+    primary: SocketAddr,
+) -> Result<(DnsServer, Duration)> {
+    let options = ServerOptions {
+        port: Some(port),
+        primary: Some(Primary {
+            addr: primary,
+            key: None,
+        }),
+        ..options(zone, origin)
+    };
+    let t = Instant::now();
+    let server = start(ip, &options)?;
+    Ok((server, t.elapsed()))
+}
+
+/// The figures, as the part's lines of the report.
+pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<String> {
+    let mut out = String::new();
+    let _ = writeln!(out, "\nzone transfers (issue 14)");
+    let free = |ip| dns_peers::free_port(ip);
+
+    // dnsd -> Knot, then Knot -> Knot.
+    let knot_ip = ip(2);
+    let knot_port = free(knot_ip)?;
+    let toml = format!(
+        "[[secondary]]\naddress = \"{knot_ip}:{knot_port}\"\n[transfer]\nallow = [\"127.0.0.0/8\"]\n"
+    );
+    let dnsd_primary = dns_peers::start_dnsd(
+        dnsd,
+        ip(1),
+        &ServerOptions {
+            dnsd_toml: toml,
+            ..options(zone, origin)
+        },
+    )?;
+    let (knot, from_dnsd) = secondary(
+        dns_peers::start_knot,
+        knot_ip,
+        knot_port,
+        zone,
+        origin,
+        dnsd_primary.addr,
+    )?;
+    let whole = axfr(dnsd_primary.addr, origin)?;
+    let same_dnsd = axfr(knot.addr, origin)? == whole;
+    drop(knot);
+    let knot_primary = dns_peers::start_knot(ip(3), &options(zone, origin))?;
+    let (knot, from_knot) = secondary(
+        dns_peers::start_knot,
+        knot_ip,
+        free(knot_ip)?,
+        zone,
+        origin,
+        knot_primary.addr,
+    )?;
+    let same_knot = axfr(knot.addr, origin)? == axfr(knot_primary.addr, origin)?;
+    drop((knot, knot_primary));
+    let _ = writeln!(
+        out,
+        "  AXFR of {} records to Knot: from dnsd {:.2} s ({}), from Knot {:.2} s ({}): {:.2} x Knot",
+        whole.len(),
+        from_dnsd.as_secs_f64(),
+        if same_dnsd {
+            "copy identical"
+        } else {
+            "COPY DIFFERS"
+        },
+        from_knot.as_secs_f64(),
+        if same_knot {
+            "copy identical"
+        } else {
+            "COPY DIFFERS"
+        },
+        from_dnsd.as_secs_f64() / from_knot.as_secs_f64().max(1e-9),
+    );
+    drop(dnsd_primary);
+
+    // dnsd with three secondaries; changes until all serve them.
+    let (kip, nip, bip) = (ip(2), ip(4), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let (kport, nport, bport) = (free(kip)?, free(nip)?, free(bip)?);
+    let api = SocketAddr::new(ip(1), free(ip(1))?);
+    let toml = format!(
+        "[[secondary]]\naddress = \"{kip}:{kport}\"\n[[secondary]]\naddress = \"{nip}:{nport}\"\n\
+         [[secondary]]\naddress = \"{bip}:{bport}\"\n[transfer]\nallow = [\"127.0.0.0/8\"]\n"
+    );
+    let primary = dns_peers::start_dnsd(
+        dnsd,
+        ip(1),
+        &ServerOptions {
+            dnsd_toml: toml,
+            dnsd_api: Some(api),
+            ..options(zone, origin)
+        },
+    )?;
+    let mut copies = Vec::new();
+    let mut secondaries = Vec::new();
+    for (start, ip, port) in [
+        (dns_peers::start_knot as fn(_, &_) -> _, kip, kport),
+        (dns_peers::start_nsd, nip, nport),
+        (dns_peers::start_bind, bip, bport),
+    ] {
+        let (server, took) = secondary(start, ip, port, zone, origin, primary.addr)?;
+        copies.push(format!("{} {:.1} s", server.label(), took.as_secs_f64()));
+        secondaries.push(server);
+    }
+    let _ = writeln!(out, "  whole-zone copies from dnsd: {}", copies.join(", "));
+    let token = std::fs::read_to_string(primary.workspace().join(".cutover/api-token"))
+        .context("reading dnsd's API token")?;
+    let mut times = Vec::with_capacity(syncs);
+    let mut slowest: Vec<String> = Vec::new();
+    for n in 0..syncs {
+        let name = format!("h{}.{origin}", n * 7919 % 1000);
+        let address = format!("198.19.254.{}", n % 250 + 1);
+        let t = Instant::now();
+        put(api, token.trim(), origin, &name, &address)?;
+        let mut last = String::new();
+        for server in &secondaries {
+            while addresses(server.addr, &name)? != [address.clone()] {
+                if t.elapsed() > Duration::from_secs(60) {
+                    bail!("{} does not serve change {n} after 60 s", server.label());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            last = server.label().to_string();
+        }
+        times.push(t.elapsed());
+        slowest.push(last);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if let (Some(first), Some(last)) = (times.first(), times.last()) {
+        let median = times[times.len() / 2];
+        let _ = writeln!(
+            out,
+            "  API change to all three secondaries serving it ({syncs} changes): \
+             min {:.0} ms, median {:.0} ms, max {:.0} ms (target {:.0} ms: {})",
+            ms(*first),
+            ms(median),
+            ms(*last),
+            TARGET_IN_SYNC_S * 1000.0,
+            if last.as_secs_f64() <= TARGET_IN_SYNC_S {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    Ok(out)
+}
+
+/// `PUT /v1/zones/ORIGIN/rrsets/NAME/A` with one address.
+fn put(api: SocketAddr, token: &str, origin: &str, name: &str, address: &str) -> Result<()> {
+    let out = Command::new("curl")
+        .args(["-sSf", "--max-time", "120", "-X", "PUT"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "--data-binary",
+            &format!("{{\"ttl\":60,\"records\":[\"{address}\"]}}"),
+        ])
+        .arg(format!("http://{api}/v1/zones/{origin}/rrsets/{name}/A"))
+        .output()
+        .context("running curl")?;
+    ensure!(
+        out.status.success(),
+        "PUT {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
