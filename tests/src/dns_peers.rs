@@ -270,6 +270,9 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     rrl-ratelimit: 0
     round-robin: {rotate}
     verbosity: 1
+    # A secondary serves a transfer at once: by default NSD reloads at
+    # most once a second.
+    xfrd-reload-timeout: 0
 {affinity}remote-control:
     control-enable: no
 ",
@@ -605,7 +608,11 @@ fn dnsd_command(
         .arg(workspace)
         .arg("--listen")
         .arg(addr.to_string())
-        .env("RUST_LOG", "warn");
+        // DNSD_LOG=info shows what dnsd did in a test's log.
+        .env(
+            "RUST_LOG",
+            std::env::var("DNSD_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     match api {
         Some(api) => cmd.arg("--api").arg(api.to_string()),
         // The API's default port would be shared by every test's dnsd.

@@ -5,7 +5,8 @@
 //! snapshot and the next transfer. The zone goes out in as many messages
 //! as it takes (each at most `MESSAGE` octets), the SOA first and last;
 //! when the request was signed, every message is signed (RFC 8945 §5.3.1).
-//! Owner names are written in lower case and without compression.
+//! Owner names are written in lower case, each ending in a pointer to the
+//! zone's name; names in rdata are not compressed.
 //!
 //! An IXFR whose serial is the zone's, or newer, is answered with the one
 //! SOA ("up to date", RFC 1995 §4). One whose serial the zone's journal
@@ -313,7 +314,13 @@ async fn axfr<W: tokio::io::AsyncWrite + Unpin>(
     let apex = asked.key.as_bytes();
     let mut out = Messages::new(asked);
     out.rrset(apex, soa);
-    for (key, node) in zone.names() {
+    // In the order of their keys, not the index's hash order: a secondary
+    // builds its tree from the stream, and Knot took 1.55 s to take a
+    // million names in hash order, 0.69 s sorted (0.64 s from Knot).
+    // Sorting costs about 0.1 s a million.
+    let mut names: Vec<(&[u8], &crate::snapshot::Node)> = zone.names().collect();
+    names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (key, node) in names {
         for set in node.rrsets.iter() {
             if key == apex && set.rtype == hickory_proto::rr::RecordType::SOA {
                 continue;
@@ -335,6 +342,11 @@ struct Messages<'a> {
     count: u16,
     /// The question goes in the first message only.
     first: bool,
+    /// Where the zone's name is written in this message (the question's,
+    /// or the first owner's): every owner below it ends with a pointer
+    /// there (RFC 1035 §4.1.4), which makes a transfer about a quarter
+    /// smaller, as NSD's and Knot's are.
+    apex_at: Option<u16>,
 }
 
 impl<'a> Messages<'a> {
@@ -344,6 +356,7 @@ impl<'a> Messages<'a> {
             message: Vec::with_capacity(MESSAGE + 512),
             count: 0,
             first: true,
+            apex_at: None,
         };
         m.start();
         m
@@ -358,17 +371,47 @@ impl<'a> Messages<'a> {
         let qdcount = u16::from(self.first);
         self.message.extend_from_slice(&qdcount.to_be_bytes());
         self.message.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        self.apex_at = None;
         if self.first {
+            // The question's name is the zone's (in the asker's case).
+            self.apex_at = Some(12);
             self.message.extend_from_slice(self.asked.question);
         }
         self.count = 0;
     }
 
+    /// Writes the owner with key `key`: its labels below the zone's name,
+    /// then a pointer to that name, once it is in the message.
+    fn owner(&mut self, key: &[u8]) {
+        let apex = self.asked.key.as_bytes();
+        let Some(below) = key
+            .len()
+            .checked_sub(apex.len())
+            .filter(|_| key.ends_with(apex))
+        else {
+            self.message.extend_from_slice(key);
+            self.message.push(0);
+            return;
+        };
+        match self.apex_at {
+            Some(at) => {
+                self.message.extend_from_slice(&key[..below]);
+                self.message.extend_from_slice(&(0xc000 | at).to_be_bytes());
+            }
+            None => {
+                let at = self.message.len() + below;
+                self.message.extend_from_slice(key);
+                self.message.push(0);
+                // A pointer has 14 bits.
+                self.apex_at = u16::try_from(at).ok().filter(|&at| at < 0x4000);
+            }
+        }
+    }
+
     /// Adds the records of `set`, owned by the name with key `key`.
     fn rrset(&mut self, key: &[u8], set: &RrSet) {
         for rdata in set.rdatas.wire() {
-            self.message.extend_from_slice(key);
-            self.message.push(0);
+            self.owner(key);
             self.message
                 .extend_from_slice(&u16::from(set.rtype).to_be_bytes());
             self.message.extend_from_slice(&CLASS_IN.to_be_bytes());

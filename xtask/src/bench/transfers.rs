@@ -184,25 +184,43 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
     let token = std::fs::read_to_string(primary.workspace().join(".cutover/api-token"))
         .context("reading dnsd's API token")?;
     let mut times = Vec::with_capacity(syncs);
-    let mut slowest: Vec<String> = Vec::new();
+    let mut each: Vec<Vec<Duration>> = vec![Vec::new(); secondaries.len()];
     for n in 0..syncs {
         let name = format!("h{}.{origin}", n * 7919 % 1000);
         let address = format!("198.19.254.{}", n % 250 + 1);
         let t = Instant::now();
         put(api, token.trim(), origin, &name, &address)?;
-        let mut last = String::new();
-        for server in &secondaries {
-            while addresses(server.addr, &name)? != [address.clone()] {
-                if t.elapsed() > Duration::from_secs(60) {
-                    bail!("{} does not serve change {n} after 60 s", server.label());
+        // Each is asked in turn until all serve it: when each first did.
+        let mut served: Vec<Option<Duration>> = vec![None; secondaries.len()];
+        while served.iter().any(Option::is_none) {
+            for (i, server) in secondaries.iter().enumerate() {
+                if served[i].is_none() && addresses(server.addr, &name)? == [address.clone()] {
+                    served[i] = Some(t.elapsed());
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
-            last = server.label().to_string();
+            if t.elapsed() > Duration::from_secs(60) {
+                bail!("change {n} is not served by every secondary after 60 s");
+            }
+        }
+        for (i, at) in served.iter().enumerate() {
+            each[i].push(at.unwrap_or_default());
         }
         times.push(t.elapsed());
-        slowest.push(last);
     }
+    let medians: Vec<String> = secondaries
+        .iter()
+        .zip(&mut each)
+        .map(|(server, times)| {
+            times.sort();
+            format!(
+                "{} {:.0} ms",
+                server.label(),
+                times
+                    .get(times.len() / 2)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            )
+        })
+        .collect();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     if let (Some(first), Some(last)) = (times.first(), times.last()) {
@@ -221,6 +239,7 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
                 "not met"
             }
         );
+        let _ = writeln!(out, "    median per secondary: {}", medians.join(", "));
     }
     Ok(out)
 }
