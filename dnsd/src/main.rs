@@ -395,6 +395,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
                 changes,
                 syncer,
                 Arc::clone(&transfers),
+                listen.clone(),
             );
             api_handle
                 .spawn(api::start(options.listen, api))

@@ -368,7 +368,20 @@ impl fmt::Display for Reply {
 /// Sends `query` to `server` with dig (or mdig, see [`Query::program`])
 /// and parses the response.
 pub fn ask(server: SocketAddr, query: &Query) -> Result<Reply> {
-    let out = Command::new(query.program())
+    ask_in(None, server, query)
+}
+
+/// As `ask`, from network namespace `netns` if there is one.
+pub fn ask_in(netns: Option<&str>, server: SocketAddr, query: &Query) -> Result<Reply> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, query.program()]);
+            cmd
+        }
+        None => Command::new(query.program()),
+    };
+    let out = cmd
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
         .args(query.args())

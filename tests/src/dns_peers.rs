@@ -89,6 +89,9 @@ pub struct ServerOptions {
     /// How long the server may take to answer its first zone's SOA (a
     /// secondary: to transfer it).
     pub ready_within: Duration,
+    /// Run the server in this network namespace (its name), and ask it
+    /// from there.
+    pub netns: Option<String>,
     /// Added to dnsd's `dnsd.toml`; the others ignore it.
     pub dnsd_toml: String,
     /// dnsd's control API on this address (its token in the workspace's
@@ -117,6 +120,7 @@ impl Default for ServerOptions {
             notify: Vec::new(),
             transfer_key: None,
             ready_within: Duration::from_secs(15),
+            netns: None,
             dnsd_toml: String::new(),
             dnsd_api: None,
         }
@@ -141,6 +145,7 @@ struct Relaunch {
     command: Box<dyn Fn() -> Command + Send + Sync>,
     origin: String,
     within: Duration,
+    netns: Option<String>,
 }
 
 impl DnsServer {
@@ -191,7 +196,7 @@ impl DnsServer {
     /// workspace), ready once it answers the SOA of its first zone.
     pub fn restart(&mut self) -> Result<()> {
         self.daemon.kill_now();
-        let cmd = (self.relaunch.command)();
+        let cmd = in_netns((self.relaunch.command)(), self.relaunch.netns.as_deref());
         self.daemon = spawn_logged(self.implementation, cmd, &self.scratch)?;
         wait_ready(self)
     }
@@ -637,7 +642,12 @@ fn start(
     addr: SocketAddr,
     options: &ServerOptions,
 ) -> Result<DnsServer> {
-    let daemon = spawn_logged(implementation, command(), &scratch)?;
+    let netns = options.netns.clone();
+    let daemon = spawn_logged(
+        implementation,
+        in_netns(command(), netns.as_deref()),
+        &scratch,
+    )?;
     let mut server = DnsServer {
         implementation,
         addr,
@@ -647,10 +657,30 @@ fn start(
             command,
             origin: probe_origin(options).to_string(),
             within: options.ready_within,
+            netns,
         },
     };
     wait_ready(&mut server)?;
     Ok(server)
+}
+
+/// `cmd`, run in network namespace `netns` if there is one.
+fn in_netns(cmd: Command, netns: Option<&str>) -> Command {
+    let Some(ns) = netns else {
+        return cmd;
+    };
+    let mut wrapped = Command::new("ip");
+    wrapped
+        .args(["netns", "exec", ns])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
 }
 
 /// Starts `cmd` with its output appended to the server's log.
@@ -675,13 +705,21 @@ fn spawn_logged(
 fn wait_ready(server: &mut DnsServer) -> Result<()> {
     let (addr, implementation) = (server.addr, server.implementation);
     let (origin, within) = (server.relaunch.origin.clone(), server.relaunch.within);
+    let netns = server.relaunch.netns.clone();
     let probe = Query::new(&origin, "SOA");
     let mut last = String::from("no query sent");
+    let tcp_answers = || match &netns {
+        None => TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok(),
+        Some(ns) => matches!(
+            dig::ask_in(Some(ns), addr, &Query::new(&origin, "SOA").tcp()),
+            Ok(Reply::Message(_))
+        ),
+    };
     let ready = wait_until(within, || {
         if server.daemon.assert_running().is_err() {
             return true;
         }
-        let udp = match dig::ask(addr, &probe) {
+        let udp = match dig::ask_in(netns.as_deref(), addr, &probe) {
             Ok(Reply::Message(m)) if m.rcode == "NOERROR" && !m.answer.is_empty() => true,
             Ok(other) => {
                 last = other.to_string();
@@ -692,7 +730,7 @@ fn wait_ready(server: &mut DnsServer) -> Result<()> {
                 false
             }
         };
-        udp && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        udp && tcp_answers()
     });
     server.assert_running()?;
     if !ready {

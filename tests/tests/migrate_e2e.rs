@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bins;
 use cutover_tests::bpffs::Bpffs;
+use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
@@ -31,6 +32,9 @@ const OLD_API: &str = "http://198.18.0.2:8054";
 
 struct Mission {
     _unbound: Unbound,
+    /// Knot and NSD copying the zone from dnsd, when asked for; the
+    /// resolver then asks Knot.
+    _secondaries: Vec<DnsServer>,
     redirector: Redirector,
     dnsd: Daemon,
     _bpffs: Bpffs,
@@ -42,8 +46,17 @@ struct Mission {
     net: Topology,
 }
 
+/// The secondaries' addresses, in the client's namespace beside dnsd.
+const SECONDARIES: [&str; 2] = ["127.0.0.2:5300", "127.0.0.3:5300"];
+
 impl Mission {
     fn start(ttl: u32) -> Result<Self> {
+        Self::start_with(ttl, false)
+    }
+
+    /// The site, with `secondaries` (Knot, NSD) serving the zone beside
+    /// dnsd and the resolver asking them.
+    fn start_with(ttl: u32, secondaries: bool) -> Result<Self> {
         let net = Topology::new()?;
         let old_web = Nginx::start(&net.old, &[80], OLD_BODY, &[])?;
         let new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[])?;
@@ -51,10 +64,14 @@ impl Mission {
             .prefix("cutover-mission")
             .tempdir()?;
         cutover_tests::dnsd::add_example_zone(ws.path())?;
-        std::fs::write(
-            ws.path().join("dnsd.toml"),
-            format!("[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {ttl}\n"),
-        )?;
+        let mut toml =
+            format!("[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {ttl}\n");
+        if secondaries {
+            for address in SECONDARIES {
+                toml.push_str(&format!("[[secondary]]\naddress = \"{address}\"\n"));
+            }
+        }
+        std::fs::write(ws.path().join("dnsd.toml"), toml)?;
         // Closed flows leave the table within a second or two, so that the
         // old host's counters can fall to zero within the test.
         std::fs::write(
@@ -86,14 +103,40 @@ impl Mission {
             state.path(),
             &["--api", "198.18.0.2:8054"],
         )?;
+        let mut started = Vec::new();
+        if secondaries {
+            let primary: std::net::SocketAddr = "127.0.0.1:5300".parse()?;
+            for (start, address) in [
+                (dns_peers::start_knot as fn(_, &_) -> _, SECONDARIES[0]),
+                (dns_peers::start_nsd, SECONDARIES[1]),
+            ] {
+                let address: std::net::SocketAddr = address.parse()?;
+                let options = ServerOptions {
+                    port: Some(address.port()),
+                    primary: Some(Primary {
+                        addr: primary,
+                        key: None,
+                    }),
+                    netns: Some(net.client.name.clone()),
+                    ..ServerOptions::default()
+                };
+                started.push(start(address.ip(), &options)?);
+            }
+        }
+        let upstream = if secondaries {
+            SECONDARIES[0]
+        } else {
+            "127.0.0.1:5300"
+        };
         let unbound = Unbound::start(
             &net.client,
             "127.0.0.53:53".parse()?,
             "example.test.",
-            "127.0.0.1:5300".parse()?,
+            upstream.parse()?,
         )?;
         let m = Self {
             _unbound: unbound,
+            _secondaries: started,
             redirector,
             dnsd,
             _bpffs: bpffs,
@@ -439,6 +482,56 @@ fn a_migration_and_its_rollback_lose_no_request() -> Result<()> {
     ensure!(m.phase() == "rolled-back");
     drop(m.redirector);
     drop(m.dnsd);
+    Ok(())
+}
+
+#[test]
+fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
+    // The resolver asks Knot, a secondary: clients see the flip only once
+    // it has the zone's new serial.
+    let m = Mission::start_with(2, true)?;
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--ttl",
+        "2",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "3s",
+        "--poll",
+        "1s",
+    ])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let in_sync = said
+        .lines()
+        .find(|l| l.contains("every name server serves it (3 of them)"))
+        .with_context(|| format!("migrate waited for no secondary: {said}"))?;
+    println!("{}", in_sync.trim_start_matches('\r').trim());
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed during the migration: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(5).collect::<Vec<_>>()
+    );
+    ensure!(
+        count(&samples, NEW_IP, NEW_BODY) > 0,
+        "no request went to the new host"
+    );
+    ensure!(m.resolve() == NEW_IP);
+    let status = String::from_utf8_lossy(&m.cutover(&["status"])?.stdout).into_owned();
+    ensure!(
+        status.contains("every name server served the flip"),
+        "status: {status}"
+    );
     Ok(())
 }
 

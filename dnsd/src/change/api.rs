@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -50,6 +50,9 @@ pub struct Api {
     syncer: Arc<Syncer>,
     /// What the secondaries were told and took.
     transfers: Arc<Transfers>,
+    /// The addresses dnsd answers on (flags or dnsd.toml, as bound): the
+    /// name servers a change must reach besides the secondaries.
+    listening: Vec<SocketAddr>,
 }
 
 type Reply<T> = Result<axum::Json<T>, ApiError>;
@@ -96,6 +99,7 @@ impl Api {
         changes: ChangeLock,
         syncer: Arc<Syncer>,
         transfers: Arc<Transfers>,
+        listening: Vec<SocketAddr>,
     ) -> Self {
         Self {
             workspace,
@@ -104,6 +108,7 @@ impl Api {
             changes,
             syncer,
             transfers,
+            listening,
         }
     }
 }
@@ -382,7 +387,16 @@ async fn zones(State(api): State<Arc<Api>>) -> Reply<Vec<ZoneInfo>> {
             let nameservers = if secondaries.is_empty() {
                 Vec::new()
             } else {
-                let own = config.server.listen.iter().map(ToString::to_string);
+                // A wildcard address is asked on loopback (cutover beside
+                // dnsd; elsewhere, it is given --nameservers).
+                let own = api.listening.iter().map(|a| {
+                    let ip = match a.ip() {
+                        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                        ip => ip,
+                    };
+                    SocketAddr::new(ip, a.port()).to_string()
+                });
                 own.chain(secondaries.iter().map(|s| s.address.clone()))
                     .collect()
             };

@@ -8,7 +8,8 @@
 //! - **in sync**: dnsd with Knot, NSD and BIND as its secondaries (each
 //!   having copied the whole zone), then `--syncs` API changes, each timed
 //!   from the request until the last secondary answers the new address
-//!   (dnsd sends NOTIFY, each asks IXFR). Target: 1 s.
+//!   (dnsd sends NOTIFY, each asks IXFR). Target: 1 s. Each copy is
+//!   checked against dnsd's AXFR first.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -179,6 +180,11 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
         let (server, took) = secondary(start, ip, port, zone, origin, primary.addr)?;
         copies.push(format!("{} {:.1} s", server.label(), took.as_secs_f64()));
         secondaries.push(server);
+    }
+    let whole = axfr(primary.addr, origin)?;
+    for (copy, server) in copies.iter_mut().zip(&secondaries) {
+        let same = axfr(server.addr, origin)? == whole;
+        copy.push_str(if same { " (identical)" } else { " (DIFFERS)" });
     }
     let _ = writeln!(out, "  whole-zone copies from dnsd: {}", copies.join(", "));
     let token = std::fs::read_to_string(primary.workspace().join(".cutover/api-token"))
