@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bins;
 use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions, free_port};
-use cutover_tests::xfr::{addresses, axfr, transfer};
+use cutover_tests::xfr::{addresses, api_call, axfr, transfer};
 
 const SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const WRONG: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
@@ -117,6 +117,11 @@ tsig_key = \"xfr-key.\"
 
 [transfer]
 allow = [\"{reader}\"]
+
+[[service]]
+name = \"svc.example.test.\"
+addresses = [\"198.18.9.20\"]
+ttl = 60
 "
     );
     let api = SocketAddr::new(primary_ip, free_port(primary_ip)?);
@@ -350,6 +355,51 @@ allow = [\"{reader}\"]
         knot.signal(libc::SIGCONT)?;
         let (ok, said) = waited?;
         ensure!(!ok && said.contains(&stopped), "{said}");
+
+        // A service flip (cutover's push button), then a rollback to before
+        // it: each a new serial, which every secondary serves.
+        let generation = |body: &str| -> Result<u64> {
+            let v: serde_json::Value = serde_json::from_str(body)?;
+            v["generation"].as_u64().context("no generation")
+        };
+        let (status, body) = api_call(api, &dnsd.workspace(), "GET", "/v1/health", None)?;
+        ensure!(status == 200, "{status} {body}");
+        let before_flip = generation(&body)?;
+        for (what, method, path, body, want) in [
+            (
+                "flip",
+                "PUT",
+                "/v1/services/svc.example.test.".to_string(),
+                Some(r#"{"addresses":["198.18.9.21"]}"#),
+                "198.18.9.21",
+            ),
+            (
+                "rollback",
+                "POST",
+                format!("/v1/generations/{before_flip}/rollback"),
+                None,
+                "198.18.9.20",
+            ),
+        ] {
+            let (status, said) = api_call(api, &dnsd.workspace(), method, &path, body)?;
+            ensure!(status == 200, "the {what}: {status} {said}");
+            let made = Instant::now();
+            for server in [&knot, &nsd, &bind] {
+                while addresses(server.addr, "svc.example.test.")? != [want] {
+                    ensure!(
+                        made.elapsed() < Duration::from_secs(30),
+                        "{} does not serve the {what} after 30 s",
+                        server.label()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                println!(
+                    "{} serves the {what} {:?} after it was made",
+                    server.label(),
+                    made.elapsed()
+                );
+            }
+        }
         Ok(())
     })();
     result.map_err(|e| {
