@@ -83,8 +83,8 @@ pub struct ZoneInfo {
     pub serial: Option<u32>,
     pub records: usize,
     /// The name servers that must serve a change before it is out
-    /// (`address:port`): dnsd's own listening addresses and the zone's
-    /// `[[secondary]]`s; empty when the zone has no secondaries (dnsd alone
+    /// (`address:port`): the addresses dnsd listens on (a wildcard as
+    /// loopback) and the zone's `[[secondary]]`s; empty when the zone has no secondaries (dnsd alone
     /// serves every change once it is acknowledged).
     #[serde(default)]
     pub nameservers: Vec<String>,
