@@ -283,8 +283,8 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         info.transfer.as_deref() == Some("IXFR") && info.transferred == Some(2026112603),
         "{info:?}"
     );
-    // A service flip (what `cutover migrate` does) is a new serial too;
-    // the primary sends it as the whole zone (its file did not change).
+    // A service flip (what `cutover migrate` does) is a new serial too,
+    // and an IXFR: the primary keeps the changes it served by name.
     let (status, body) = api_call(
         primary_api,
         &primary.workspace(),
@@ -295,6 +295,11 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
     ensure!(status == 200, "the flip at the primary: {status} {body}");
     let flipped = until_serial(&replica, 2026112604)?;
     ensure!(addresses(replica.addr, "svc.example.test.")? == ["198.18.9.21"]);
+    let info = replica_info(api, &replica.workspace())?;
+    ensure!(
+        info.transfer.as_deref() == Some("IXFR") && info.transferred == Some(2026112604),
+        "the flip did not come by IXFR: {info:?}"
+    );
 
     // Back to the API change's generation: the update is undone, under a
     // newer serial. (The primary sends a rollback, a whole-file change, as

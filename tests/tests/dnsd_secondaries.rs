@@ -399,6 +399,18 @@ ttl = 60
                     made.elapsed()
                 );
             }
+            // A flip goes by IXFR: dnsd keeps the changes it served by
+            // name. (A rollback is a reload: the whole zone.)
+            if what == "flip" {
+                let zones = cutover_tests::xfr::zones(api, &dnsd.workspace())?;
+                let zone = zones.first().context("no zone listed")?;
+                ensure!(
+                    zone.secondaries.iter().all(|s| {
+                        s.transfer.as_deref() == Some("IXFR") && s.transferred == zone.serial
+                    }),
+                    "the flip's transfers: {zone:#?}"
+                );
+            }
         }
         Ok(())
     })();

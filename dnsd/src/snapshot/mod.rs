@@ -73,7 +73,28 @@ pub struct Zone {
     pub negative_soa: Arc<RrSet>,
     has_wildcards: bool,
     has_dnames: bool,
+    /// The changes served by name since the zone was read, oldest first,
+    /// each from one serial to the next: what an IXFR sends, whether or not
+    /// the zone's journal holds the change (a service flip is in dnsd.toml).
+    steps: Vec<Arc<Step>>,
 }
+
+/// One change served by name: the zone went from serial `from` to `to` by
+/// removing and adding these records (the SOA in neither), owners in lower
+/// case as a transfer sends them.
+#[derive(Debug)]
+pub struct Step {
+    pub from: u32,
+    pub to: u32,
+    pub removed: Vec<zonefile::Record>,
+    pub added: Vec<zonefile::Record>,
+}
+
+/// The steps a zone keeps: the newest, up to this many, and as many of
+/// those as hold this many records in all. Older serials get the whole
+/// zone, or the journal's difference.
+const STEPS: usize = 64;
+const STEP_RECORDS: usize = 100_000;
 
 /// What a served zone was read from.
 #[derive(Debug, Clone, Default)]
@@ -223,6 +244,35 @@ fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
         rdatas: Rdatas::new(set.iter().map(|zr| zr.record.rdata.as_slice())).unwrap_or_default(),
     }));
     rrsets.into_boxed_slice()
+}
+
+/// Adds to `removed` and `added` how a name's served records go from
+/// `old` to `new` (owners lower-cased, the SOA left out: a step carries
+/// the serials).
+fn step_at(
+    old: &[Record],
+    new: &[Record],
+    removed: &mut Vec<zonefile::Record>,
+    added: &mut Vec<zonefile::Record>,
+) {
+    let wire = |records: &[Record]| -> Vec<zonefile::Record> {
+        records
+            .iter()
+            .filter(|r| r.record_type() != RecordType::SOA)
+            .filter_map(crate::zone::records::from_hickory)
+            .map(|mut r| {
+                // Length octets are below 64: lower-casing leaves them.
+                let lower = r.owner.wire().to_ascii_lowercase();
+                if let Some((owner, _)) = zonefile::Name::from_wire_prefix(&lower) {
+                    r.owner = owner;
+                }
+                r
+            })
+            .collect()
+    };
+    let (old, new) = (wire(old), wire(new));
+    removed.extend(old.iter().filter(|r| !new.contains(r)).cloned());
+    added.extend(new.iter().filter(|r| !old.contains(r)).cloned());
 }
 
 /// Where a name leads in its zone.
@@ -491,6 +541,7 @@ impl Zone {
             negative_soa: Arc::new(negative_soa),
             has_wildcards,
             has_dnames,
+            steps: Vec::new(),
         })
     }
 
@@ -560,13 +611,16 @@ impl Zone {
             negative_soa: Arc::clone(&self.negative_soa),
             has_wildcards: self.has_wildcards,
             has_dnames: self.has_dnames,
+            steps: Vec::new(),
         };
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
         for (name, mut records) in names {
             let key = NameKey::new(&name)?;
             let k = key.as_bytes();
             if !name_key::is_at_or_below(k, apex) || records.iter().any(|r| r.name != name) {
                 return None;
             }
+            step_at(&self.records_at(k), &records, &mut removed, &mut added);
             let old = next.node(k).cloned();
             let is_wildcard = k.starts_with(b"\x01*");
             let ns_here = records.iter().any(|r| r.record_type() == RecordType::NS)
@@ -613,7 +667,50 @@ impl Zone {
             }
             next.changed.insert(Box::from(k), Some(Arc::new(node)));
         }
+        // A change that keeps the serial breaks the chain: a secondary at
+        // that serial cannot be told it.
+        if let (Some(from), Some(to)) = (self.serial(), next.serial())
+            && from != to
+        {
+            let mut steps = self.steps.clone();
+            steps.push(Arc::new(Step {
+                from,
+                to,
+                removed,
+                added,
+            }));
+            let mut records = 0;
+            let keep = steps
+                .iter()
+                .rev()
+                .take(STEPS)
+                .take_while(|s| {
+                    records += s.removed.len() + s.added.len();
+                    records <= STEP_RECORDS
+                })
+                .count();
+            next.steps = steps.split_off(steps.len() - keep);
+        }
         Some(next)
+    }
+
+    /// The difference from serial `from` to the serial served, condensed,
+    /// if the steps served since the zone was read lead from one to the
+    /// other: (removed, added), the SOA in neither.
+    pub fn served_since(
+        &self,
+        from: u32,
+    ) -> Option<(Vec<zonefile::Record>, Vec<zonefile::Record>)> {
+        let to = self.serial()?;
+        let start = self.steps.iter().position(|s| s.from == from)?;
+        let chain = &self.steps[start..];
+        let linked = chain.windows(2).all(|w| w[0].to == w[1].from);
+        if !linked || chain.last()?.to != to {
+            return None;
+        }
+        Some(crate::zone::journal::condense(
+            chain.iter().map(|s| (&s.removed[..], &s.added[..])),
+        ))
     }
 
     /// The highest zone cut strictly above `key` (below the apex), for a
@@ -1144,6 +1241,67 @@ ns.sub 300 IN A 198.18.0.54
         )])
         .unwrap();
         check(&[("*.wild.example.test.", "60 IN A 198.18.0.99")]).unwrap();
+    }
+
+    /// Replaces, in one change, the records at each owner with its records
+    /// (zone-file lines relative to the zone).
+    fn changed(zone: &Zone, edits: &[(&str, &str)]) -> Zone {
+        let names = edits
+            .iter()
+            .map(|(owner, records)| {
+                let recs = parse_records(&format!("$ORIGIN example.test.\n{records}\n"), &origin())
+                    .unwrap();
+                (Name::from_ascii(owner).unwrap(), recs)
+            })
+            .collect();
+        zone.with_names(names).unwrap()
+    }
+
+    fn lines(records: &[zonefile::Record]) -> Vec<String> {
+        let mut lines: Vec<String> = records.iter().map(zonefile::write_record).collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn changes_by_name_are_kept_as_steps_an_ixfr_condenses() {
+        let apex = "example.test.";
+        let soa = |serial: u32| {
+            format!(
+                "@ 300 IN SOA ns1 hostmaster {serial} 3600 600 86400 60\n@ 300 IN NS ns1\n@ 300 IN MX 10 mail"
+            )
+        };
+        // 1 -> 2: www's address (owners kept lower case).
+        let zone = changed(
+            &zone_of(ZONE),
+            &[
+                ("WWW.example.test.", "www 60 IN A 198.18.0.2"),
+                (apex, &soa(2)),
+            ],
+        );
+        let (removed, added) = zone.served_since(1).unwrap();
+        assert_eq!(lines(&removed), ["www.example.test. 60 IN A 198.18.0.1"]);
+        assert_eq!(lines(&added), ["www.example.test. 60 IN A 198.18.0.2"]);
+        // 2 -> 3: back, and a new name: from 1, only the new name.
+        let zone = changed(
+            &zone,
+            &[
+                ("www.example.test.", "www 60 IN A 198.18.0.1"),
+                ("new.example.test.", "new 60 IN TXT \"n\""),
+                (apex, &soa(3)),
+            ],
+        );
+        let (removed, added) = zone.served_since(1).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert_eq!(lines(&added), ["new.example.test. 60 IN TXT \"n\""]);
+        let (removed, _) = zone.served_since(2).unwrap();
+        assert_eq!(lines(&removed), ["www.example.test. 60 IN A 198.18.0.2"]);
+        // A serial it never had; one from before the zone was read; a
+        // change that keeps the serial breaks the chain.
+        assert!(zone.served_since(7).is_none());
+        assert!(zone_of(ZONE).served_since(1).is_none());
+        let kept = changed(&zone, &[("www.example.test.", "www 60 IN A 198.18.0.5")]);
+        assert!(kept.served_since(1).is_none());
     }
 
     #[test]

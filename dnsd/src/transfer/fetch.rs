@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use crate::change::tsig::{self, Found, Prior};
+use crate::zone::journal;
 
 const TYPE_SOA: u16 = 6;
 const TYPE_IXFR: u16 = 251;
@@ -203,57 +204,40 @@ impl Stream {
         // for each step, then SOA(new). A step's "to" is `serial` only in
         // the last one, so an SOA of `serial` where a step would start is
         // the end.
-        let mut removed: Vec<zonefile::Record> = Vec::new();
-        let mut added: Vec<zonefile::Record> = Vec::new();
-        let mut i = 1;
+        // Each step's (removed, added), in order.
+        let mut steps: Vec<(Vec<zonefile::Record>, Vec<zonefile::Record>)> = Vec::new();
         let mut in_removed = false;
-        let mut steps = 0;
-        while i < self.records.len() {
-            let r = &self.records[i];
-            if r.rtype == TYPE_SOA {
-                let s = soa_serial_of(r);
-                if !in_removed && s == Some(serial) && steps > 0 {
-                    if i + 1 != self.records.len() {
-                        bail!("records after the closing SOA of the transfer");
-                    }
-                    let soa = self.records[0].clone();
-                    return Ok(Some(Transferred::Incremental {
-                        serial,
-                        soa,
-                        removed,
-                        added,
-                    }));
-                }
-                in_removed = !in_removed;
-                if !in_removed {
-                    steps += 1;
-                }
-            } else if in_removed {
-                // A record added by an earlier step and removed by a later
-                // one cancels out.
-                match added.iter().position(|a| same(a, r)) {
-                    Some(at) => {
-                        added.swap_remove(at);
-                    }
-                    None => removed.push(r.clone()),
-                }
-            } else {
-                match removed.iter().position(|a| same(a, r)) {
-                    Some(at) if removed[at].ttl == r.ttl => {
-                        removed.swap_remove(at);
-                    }
-                    _ => added.push(r.clone()),
-                }
+        for (i, r) in self.records.iter().enumerate().skip(1) {
+            if r.rtype != TYPE_SOA {
+                let Some((removed, added)) = steps.last_mut() else {
+                    bail!("a record before the first step of the IXFR");
+                };
+                if in_removed { removed } else { added }.push(r.clone());
+                continue;
             }
-            i += 1;
+            if !in_removed && soa_serial_of(r) == Some(serial) && !steps.is_empty() {
+                if i + 1 != self.records.len() {
+                    bail!("records after the closing SOA of the transfer");
+                }
+                let (removed, added) = journal::condense(
+                    steps
+                        .iter()
+                        .map(|(removed, added)| (&removed[..], &added[..])),
+                );
+                return Ok(Some(Transferred::Incremental {
+                    serial,
+                    soa: self.records[0].clone(),
+                    removed,
+                    added,
+                }));
+            }
+            in_removed = !in_removed;
+            if in_removed {
+                steps.push((Vec::new(), Vec::new()));
+            }
         }
         Ok(None)
     }
-}
-
-/// The same record, TTL aside (RFC 2136 §1.1's comparison).
-fn same(a: &zonefile::Record, b: &zonefile::Record) -> bool {
-    a.rtype == b.rtype && a.class == b.class && a.owner == b.owner && a.rdata == b.rdata
 }
 
 /// The serial of an SOA record.
@@ -588,7 +572,7 @@ mod tests {
 
     fn record(text: &str) -> zonefile::Record {
         let origin = zonefile::Name::parse(b"example.org.", &zonefile::Name::root()).unwrap();
-        let mut files = NoIncludes;
+        let mut files = zonefile::NoIncludes;
         let zone = zonefile::read(
             text.as_bytes(),
             std::path::Path::new("t.zone"),
@@ -597,17 +581,6 @@ mod tests {
         )
         .unwrap();
         zone.records[0].record.clone()
-    }
-
-    struct NoIncludes;
-    impl zonefile::Includes for NoIncludes {
-        fn read(
-            &mut self,
-            _: &[u8],
-            _: &std::path::Path,
-        ) -> Result<(std::path::PathBuf, Vec<u8>), String> {
-            Err("no".into())
-        }
     }
 
     fn soa(serial: u32) -> zonefile::Record {

@@ -9,12 +9,14 @@
 //! zone's name; names in rdata are not compressed.
 //!
 //! An IXFR whose serial is the zone's, or newer, is answered with the one
-//! SOA ("up to date", RFC 1995 §4). One whose serial the zone's journal
-//! leads from, unbroken, to the zone served gets the difference, condensed
-//! into one sequence (RFC 1995 §5): the SOA served, the asker's SOA and the
-//! records removed since, the SOA served and the records added since, the
-//! SOA served. Any other gets the whole zone in AXFR form, which RFC 1995
-//! §4 allows (a hand-edited file, a rollback, a compacted journal).
+//! SOA ("up to date", RFC 1995 §4). One whose serial the changes served
+//! since the zone was read (`Zone::served_since`: service flips too), or
+//! else the zone's journal, lead from, unbroken, to the zone served gets
+//! the difference, condensed into one sequence (RFC 1995 §5): the SOA
+//! served, the asker's SOA and the records removed since, the SOA served and
+//! the records added since, the SOA served. Any other gets the whole zone in
+//! AXFR form, which RFC 1995 §4 allows (a hand-edited file, a rollback, a
+//! compacted journal).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -244,6 +246,22 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
         transfers.transferred(&origin, src.ip(), serial, "IXFR (up to date)");
         return Ok(());
     }
+    // The changes served since the zone was read (service flips among
+    // them), then the journal (across reloads and restarts).
+    if let Some(from) = asked.serial
+        && let Some((removed, added)) = zone.served_since(from)
+        && let Some(from_soa) = soa_with_serial(zone, soa, from)
+    {
+        let difference = Difference {
+            from_soa,
+            removed,
+            added,
+        };
+        info!(%src, zone = %origin, from, serial, removed = difference.removed.len(), added = difference.added.len(), "an IXFR");
+        ixfr(&difference, &asked, soa, write, &mut signer).await?;
+        transfers.transferred(&origin, src.ip(), serial, "IXFR");
+        return Ok(());
+    }
     if let (Some(from), Some(at)) = (asked.serial, source.replayed.at) {
         let wire_origin = zonefile::Name::parse(origin.as_bytes(), &zonefile::Name::root());
         let asked_origin = origin.clone();
@@ -270,6 +288,25 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     axfr(zone, &asked, soa, write, &mut signer).await?;
     transfers.transferred(&origin, src.ip(), serial, kind);
     Ok(())
+}
+
+/// The zone's SOA record as it was at serial `serial` (the asker's): only
+/// the serial differs from the one served.
+fn soa_with_serial(zone: &Zone, soa: &RrSet, serial: u32) -> Option<zonefile::Record> {
+    // The wire form is RDLENGTH, then RDATA.
+    let mut rdata = soa.rdatas.wire().next()?.get(2..)?.to_vec();
+    let at = rdata.len().checked_sub(20)?;
+    rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+    let owner = NameKey::new(&zone.origin)?;
+    let mut wire = owner.as_bytes().to_vec();
+    wire.push(0);
+    Some(zonefile::Record {
+        owner: zonefile::Name::from_wire_prefix(&wire)?.0,
+        class: CLASS_IN,
+        ttl: soa.ttl,
+        rtype: TYPE_SOA,
+        rdata,
+    })
 }
 
 /// The difference since the asker's serial, condensed (RFC 1995 §5).

@@ -204,11 +204,31 @@ pub fn difference(
         .iter()
         .find(|r| soa_serial(r) == Some(from))?
         .clone();
+    let (removed, added) = condense(
+        chain
+            .iter()
+            .map(|(_, _, removed, added)| (&removed[..], &added[..])),
+    );
+    Some(Difference {
+        from_soa,
+        removed,
+        added,
+    })
+}
+
+/// The records a chain of changes removed and added, each step's
+/// (removed, added) in order, condensed into one (RFC 1995 §5): a record
+/// added and removed again is in neither, one removed and added back as
+/// it was in neither, one whose TTL changed in both. SOA records are left
+/// out (the caller knows the serials).
+pub fn condense<'r>(
+    steps: impl IntoIterator<Item = (&'r [zonefile::Record], &'r [zonefile::Record])>,
+) -> (Vec<zonefile::Record>, Vec<zonefile::Record>) {
     // The last word on each record: removed, added, or both (its TTL).
     let mut net: HashMap<Key, (Option<zonefile::Record>, Option<zonefile::Record>)> =
         HashMap::new();
     let mut order: Vec<Key> = Vec::new();
-    for (_, _, removed, added) in chain {
+    for (removed, added) in steps {
         for r in removed.iter().filter(|r| soa_serial(r).is_none()) {
             let key = Key::of(r);
             match net.get_mut(&key) {
@@ -245,11 +265,7 @@ pub fn difference(
             added.extend(new);
         }
     }
-    Some(Difference {
-        from_soa,
-        removed,
-        added,
-    })
+    (removed, added)
 }
 
 /// One changeset line (a record with an absolute owner) as a record.

@@ -4,7 +4,8 @@
 //! - **AXFR to Knot**: Knot DNS started as a secondary of dnsd, timed from
 //!   its start until it answers the zone's SOA (the transfer and Knot's
 //!   load of it), beside the same from a Knot primary; each copy is then
-//!   checked record for record against its primary's AXFR;
+//!   checked record for record against its primary's AXFR; and dnsd as
+//!   the secondary (`[[replica]]`) of that Knot, timed the same way;
 //! - **in sync**: dnsd with Knot, NSD and BIND as its secondaries (each
 //!   having copied the whole zone), then `--syncs` API changes, each timed
 //!   from the request until the last secondary answers the new address
@@ -131,8 +132,23 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
         origin,
         knot_primary.addr,
     )?;
-    let same_knot = axfr(knot.addr, origin)? == axfr(knot_primary.addr, origin)?;
-    drop((knot, knot_primary));
+    let at_knot = axfr(knot_primary.addr, origin)?;
+    let same_knot = axfr(knot.addr, origin)? == at_knot;
+    drop(knot);
+    // dnsd as the secondary ([[replica]]) of the same Knot.
+    let replica_options = ServerOptions {
+        primary: Some(Primary {
+            addr: knot_primary.addr,
+            key: None,
+        }),
+        dnsd_toml: "[transfer]\nallow = [\"127.0.0.0/8\"]\n".into(),
+        ..options(zone, origin)
+    };
+    let t = Instant::now();
+    let replica = dns_peers::start_dnsd(dnsd, ip(5), &replica_options)?;
+    let into_dnsd = t.elapsed();
+    let same_replica = axfr(replica.addr, origin)? == at_knot;
+    drop((replica, knot_primary));
     let _ = writeln!(
         out,
         "  AXFR of {} records to Knot: from dnsd {:.2} s ({}), from Knot {:.2} s ({}): {:.2} x Knot",
@@ -150,6 +166,17 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
             "COPY DIFFERS"
         },
         from_dnsd.as_secs_f64() / from_knot.as_secs_f64().max(1e-9),
+    );
+    let _ = writeln!(
+        out,
+        "  AXFR from Knot into dnsd as a replica: {:.2} s ({}): {:.2} x Knot into Knot",
+        into_dnsd.as_secs_f64(),
+        if same_replica {
+            "copy identical"
+        } else {
+            "COPY DIFFERS"
+        },
+        into_dnsd.as_secs_f64() / from_knot.as_secs_f64().max(1e-9),
     );
     drop(dnsd_primary);
 
