@@ -9,8 +9,8 @@
 //! - **in sync**: dnsd with Knot, NSD and BIND as its secondaries (each
 //!   having copied the whole zone), then `--syncs` API changes, each timed
 //!   from the request until the last secondary answers the new address
-//!   (dnsd sends NOTIFY, each asks IXFR). Target: 1 s. Each copy is
-//!   checked against dnsd's AXFR first.
+//!   (dnsd sends NOTIFY, each asks IXFR), then as many service flips.
+//!   Target: 1 s. Each copy is checked against dnsd's AXFR first.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +23,8 @@ use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions};
 use cutover_tests::xfr::addresses;
 
 const TARGET_IN_SYNC_S: f64 = 1.0;
+/// The service the flips move (its zone is the benchmark's).
+const SERVICE: &str = "svc";
 /// A secondary may take this long to copy the zone.
 const COPY_WITHIN: Duration = Duration::from_secs(900);
 
@@ -186,7 +188,8 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
     let api = SocketAddr::new(ip(1), free(ip(1))?);
     let toml = format!(
         "[[secondary]]\naddress = \"{kip}:{kport}\"\n[[secondary]]\naddress = \"{nip}:{nport}\"\n\
-         [[secondary]]\naddress = \"{bip}:{bport}\"\n[transfer]\nallow = [\"127.0.0.0/8\"]\n"
+         [[secondary]]\naddress = \"{bip}:{bport}\"\n[transfer]\nallow = [\"127.0.0.0/8\"]\n\
+         [[service]]\nname = \"{SERVICE}.{origin}\"\naddresses = [\"198.19.255.1\"]\nttl = 60\n"
     );
     let primary = dns_peers::start_dnsd(
         dnsd,
@@ -216,13 +219,56 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
     let _ = writeln!(out, "  whole-zone copies from dnsd: {}", copies.join(", "));
     let token = std::fs::read_to_string(primary.workspace().join(".cutover/api-token"))
         .context("reading dnsd's API token")?;
+    let token = token.trim();
+    for kind in [Change::Rrset, Change::Flip] {
+        out.push_str(&in_sync(api, token, origin, kind, syncs, &secondaries)?);
+    }
+    Ok(out)
+}
+
+/// What the in-sync part changes through dnsd's API.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// `PUT .../rrsets/NAME/A` (through the zone's journal).
+    Rrset,
+    /// `PUT /v1/services/NAME` (cutover's flip; a new serial in dnsd.toml).
+    Flip,
+}
+
+/// `syncs` changes of `kind`, each timed until every secondary serves it:
+/// the report's lines.
+fn in_sync(
+    api: SocketAddr,
+    token: &str,
+    origin: &str,
+    kind: Change,
+    syncs: usize,
+    secondaries: &[DnsServer],
+) -> Result<String> {
     let mut times = Vec::with_capacity(syncs);
     let mut each: Vec<Vec<Duration>> = vec![Vec::new(); secondaries.len()];
     for n in 0..syncs {
-        let name = format!("h{}.{origin}", n * 7919 % 1000);
         let address = format!("198.19.254.{}", n % 250 + 1);
         let t = Instant::now();
-        put(api, token.trim(), origin, &name, &address)?;
+        let name = match kind {
+            Change::Rrset => {
+                let name = format!("h{}.{origin}", n * 7919 % 1000);
+                let body = format!("{{\"ttl\":60,\"records\":[\"{address}\"]}}");
+                put(
+                    api,
+                    token,
+                    &format!("/v1/zones/{origin}/rrsets/{name}/A"),
+                    &body,
+                )?;
+                name
+            }
+            Change::Flip => {
+                let name = format!("{SERVICE}.{origin}");
+                let body = format!("{{\"addresses\":[\"{address}\"]}}");
+                put(api, token, &format!("/v1/services/{name}"), &body)?;
+                name
+            }
+        };
         // Each is asked in turn until all serve it: when each first did.
         let mut served: Vec<Option<Duration>> = vec![None; secondaries.len()];
         while served.iter().any(Option::is_none) {
@@ -256,12 +302,17 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
         .collect();
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut out = String::new();
     if let (Some(first), Some(last)) = (times.first(), times.last()) {
         let median = times[times.len() / 2];
         let _ = writeln!(
             out,
-            "  API change to all three secondaries serving it ({syncs} changes): \
+            "  {} until all three secondaries serve it ({syncs} changes): \
              min {:.0} ms, median {:.0} ms, max {:.0} ms (target {:.0} ms: {})",
+            match kind {
+                Change::Rrset => "API rrset change",
+                Change::Flip => "service flip",
+            },
             ms(*first),
             ms(median),
             ms(*last),
@@ -277,21 +328,18 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
     Ok(out)
 }
 
-/// `PUT /v1/zones/ORIGIN/rrsets/NAME/A` with one address.
-fn put(api: SocketAddr, token: &str, origin: &str, name: &str, address: &str) -> Result<()> {
+/// `PUT path` with `body` to dnsd's API.
+fn put(api: SocketAddr, token: &str, path: &str, body: &str) -> Result<()> {
     let out = Command::new("curl")
         .args(["-sSf", "--max-time", "120", "-X", "PUT"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args([
-            "--data-binary",
-            &format!("{{\"ttl\":60,\"records\":[\"{address}\"]}}"),
-        ])
-        .arg(format!("http://{api}/v1/zones/{origin}/rrsets/{name}/A"))
+        .args(["--data-binary", body])
+        .arg(format!("http://{api}{path}"))
         .output()
         .context("running curl")?;
     ensure!(
         out.status.success(),
-        "PUT {name}: {}",
+        "PUT {path}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
