@@ -40,6 +40,34 @@ fn check_accepts_a_good_workspace_and_summarises_it() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn check_says_a_replica_is_not_yet_transferred_and_refuses_a_service_inside_it() -> Result<()> {
+    let ws = DnsdWorkspace::new()?;
+    ws.zone("example.test.", GOOD)?;
+    ws.toml("[[replica]]\nzone = \"example.org.\"\nprimary = \"198.18.0.60\"\n")?;
+    let out = check(ws.path())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(
+        stdout.contains("example.org.: replica of 198.18.0.60:53: not transferred yet"),
+        "{stdout}"
+    );
+    ws.toml(
+        "[[replica]]\nzone = \"example.org.\"\nprimary = \"198.18.0.60\"\n\
+         [[service]]\nname = \"www.example.org.\"\naddresses = [\"198.18.0.7\"]\nttl = 60\n",
+    )?;
+    let out = check(ws.path())?;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "dnsd.toml:5:8: field `service[0].name`: www.example.org. is inside example.org., a replica of 198.18.0.60:53"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
 /// Each broken zone and the `file:line` and words its error must carry.
 const BROKEN_ZONES: &[(&str, &str, &str, &str)] = &[
     (
