@@ -10,7 +10,8 @@
 //!   having copied the whole zone), then `--syncs` API changes, each timed
 //!   from the request until the last secondary answers the new address
 //!   (dnsd sends NOTIFY, each asks IXFR), then as many service flips.
-//!   Target: 1 s. Each copy is checked against dnsd's AXFR first.
+//!   Target: 1 s. Each copy is checked against dnsd's AXFR first, and
+//!   its answers to 2,000 queries against dnsd's.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -60,6 +61,87 @@ fn axfr(server: SocketAddr, origin: &str) -> Result<Vec<String>> {
     records.sort();
     records.dedup();
     Ok(records)
+}
+
+/// How many queries the answers of each secondary are compared on.
+const QUERIES: usize = 2000;
+
+/// A dig batch file: names of the zone spread over it (A, which they have;
+/// AAAA, which they have not), names it does not have, and the apex's SOA
+/// and NS.
+fn query_file(_zone: &Path, origin: &str, records: usize) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::NamedTempFile::new()?;
+    let mut text = format!("{origin} SOA\n{origin} NS\n");
+    for i in 0..QUERIES {
+        let n = i * 7919 % records.max(1);
+        let _ = match i % 4 {
+            0 | 1 => writeln!(text, "h{n}.{origin} A"),
+            2 => writeln!(text, "h{n}.{origin} AAAA"),
+            _ => writeln!(text, "nothing{n}.{origin} A"),
+        };
+    }
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    Ok(file)
+}
+
+/// What `server` answers the queries of `file`, reply by reply: its status
+/// and answer records, and its authority records when it has no answer
+/// (what a negative answer is). NSD and BIND add the zone's NS records to
+/// positive answers, dnsd and Knot do not: a difference of style, not of
+/// data.
+fn answers(server: SocketAddr, file: &Path) -> Result<Vec<String>> {
+    let out = Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), "+norec", "+tries=2"])
+        .args(["+noall", "+comments", "+answer", "+authority", "-f"])
+        .arg(file)
+        .output()
+        .context("running dig")?;
+    let mut replies = Vec::new();
+    let (mut status, mut answer, mut authority) = (String::new(), Vec::new(), Vec::new());
+    let mut section = "";
+    let mut flush = |status: &mut String, answer: &mut Vec<String>, authority: &mut Vec<String>| {
+        if !status.is_empty() {
+            let mut reply = std::mem::take(status);
+            let shown = if answer.is_empty() {
+                &*authority
+            } else {
+                &*answer
+            };
+            for r in shown {
+                reply.push('\n');
+                reply.push_str(r);
+            }
+            replies.push(reply);
+        }
+        answer.clear();
+        authority.clear();
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(rest) = line.split_once("status: ") {
+            flush(&mut status, &mut answer, &mut authority);
+            status = rest.1.split(',').next().unwrap_or("").to_string();
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if !line.starts_with(';') && !line.trim().is_empty() {
+            let record = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            match section {
+                "answer" => answer.push(record),
+                "authority" => authority.push(record),
+                _ => {}
+            }
+        }
+    }
+    flush(&mut status, &mut answer, &mut authority);
+    ensure!(
+        replies.len() == QUERIES + 2,
+        "{server} answered {} of {} queries",
+        replies.len(),
+        QUERIES + 2
+    );
+    Ok(replies)
 }
 
 fn options(zone: &Path, origin: &str) -> ServerOptions {
@@ -212,9 +294,18 @@ pub fn table(dnsd: &Path, zone: &Path, origin: &str, syncs: usize) -> Result<Str
         secondaries.push(server);
     }
     let whole = axfr(primary.addr, origin)?;
+    let queries = query_file(zone, origin, whole.len())?;
+    let asked = answers(primary.addr, queries.path())?;
     for (copy, server) in copies.iter_mut().zip(&secondaries) {
         let same = axfr(server.addr, origin)? == whole;
-        copy.push_str(if same { " (identical)" } else { " (DIFFERS)" });
+        copy.push_str(if same { ", identical" } else { ", DIFFERS" });
+        let theirs = answers(server.addr, queries.path())?;
+        match asked.iter().zip(&theirs).find(|(a, b)| a != b) {
+            None if theirs.len() == asked.len() => copy.push_str(", answers as dnsd"),
+            first => {
+                let _ = write!(copy, ", ANSWERS DIFFER: {first:?}");
+            }
+        }
     }
     let _ = writeln!(out, "  whole-zone copies from dnsd: {}", copies.join(", "));
     let token = std::fs::read_to_string(primary.workspace().join(".cutover/api-token"))
