@@ -12,6 +12,9 @@
 //! - `serve/` — sockets (`sockets`, `affinity`), the UDP loop (`udp`,
 //!   `mmsg`), the fast path and the protocol rules (`server`);
 //! - `reload` — a new snapshot from the workspace, swapped in whole;
+//! - `transfer/` — zone transfers out and in, NOTIFY, `[[replica]]`
+//!   zones;
+//! - `clock` — the time and random message IDs, for all of them;
 //! - `change/` — changes back to the workspace: the one zone-change
 //!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
 //!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
@@ -22,6 +25,7 @@
 
 pub mod answer;
 pub mod change;
+pub mod clock;
 pub mod memory;
 pub mod reload;
 pub mod serve;

@@ -22,7 +22,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cutover_workspace::{HistoryError, TsigKey, Workspace};
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
@@ -42,6 +41,7 @@ use crate::change::tsig::{self, Found, Signature};
 use crate::change::update::{self, Zone};
 use crate::change::zone_edit::ChangeLock;
 use crate::change::{self, ChangeError, Edited};
+use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::zone::records;
@@ -178,12 +178,6 @@ impl Verdict {
 
 /// Where the MACs accepted are kept, in `.cutover/`.
 const ACCEPTED_FILE: &str = "tsig-accepted";
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 impl Updater {
     pub fn new(

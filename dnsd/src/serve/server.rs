@@ -31,6 +31,7 @@ use tracing::debug;
 use crate::answer::{self, Context, Question, Response, Section};
 use crate::change::tsig::{self, Found};
 use crate::change::update_handler::Updater;
+use crate::clock::unix_now;
 use crate::serve::MAX_UDP_PAYLOAD;
 use crate::serve::{fast_path, malformed};
 use crate::snapshot::SharedSnapshot;
@@ -125,12 +126,6 @@ enum QuerySigning {
 struct Refusal {
     rcode: ResponseCode,
     tsig_error: Option<(Box<tsig::Signature>, TsigError)>,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Handler {

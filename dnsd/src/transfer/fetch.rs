@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use crate::change::tsig::{self, Found, Prior};
+use crate::clock::{random_id, unix_now};
 use crate::zone::journal;
 
 const TYPE_SOA: u16 = 6;
@@ -550,20 +551,6 @@ async fn read_message(stream: &mut TcpStream) -> Result<Vec<u8>> {
     .await
     .map_err(|_| anyhow!("no message from the primary for {} s", WAIT.as_secs()))?
     .context("reading from the primary (it closed the connection?)")
-}
-
-/// A message ID no one can guess in advance.
-fn random_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u16
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

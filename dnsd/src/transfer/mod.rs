@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use cutover_workspace::{DnsdConfig, Workspace};
 
 use crate::change::keys::Keys;
+use crate::clock::unix_now;
 
 /// What the TCP server needs to answer transfer requests, and what the
 /// secondaries have been told and have taken.
@@ -88,10 +89,4 @@ impl Transfers {
     pub fn config(&self) -> Option<Arc<DnsdConfig>> {
         self.config.current().ok()
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

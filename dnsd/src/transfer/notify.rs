@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::change::tsig::{self, Prior};
+use crate::clock::{random_id, unix_now};
 use crate::snapshot::{SharedSnapshot, Zone};
 use crate::transfer::Transfers;
 use crate::zone::name_key::NameKey;
@@ -96,15 +97,6 @@ pub async fn run(snapshot: SharedSnapshot, transfers: Arc<Transfers>, from: IpAd
     }
 }
 
-/// A message ID no one can guess in advance: std's per-process random
-/// hashing keys.
-fn random_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u16
-}
-
 /// A NOTIFY for `zone`: its name and SOA as the question, and its SOA (with
 /// the new serial) in the answer section.
 fn notify_message(zone: &Zone, id: u16) -> Vec<u8> {
@@ -159,10 +151,7 @@ async fn send(
     };
     if let Some((name, secret)) = &key {
         let signed = Name::from_ascii(name).ok().and_then(|name| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            tsig::sign(&mut message, &name, secret, Prior::None, now, None)
+            tsig::sign(&mut message, &name, secret, Prior::None, unix_now(), None)
         });
         if signed.is_none() {
             warn!(%to, zone = %origin, "could not sign a NOTIFY; it is not sent");

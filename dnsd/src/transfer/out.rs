@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::clock::unix_now;
 use crate::transfer::Transfers;
 use hickory_proto::rr::Name;
 use hickory_proto::rr::rdata::tsig::TsigError;
@@ -542,12 +543,6 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
             "the transfer's reader stopped reading",
         )),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use super::fetch::{self, Primary, Transferred};
 use crate::change::sync::Syncer;
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::change::{self, ChangeError, Edited};
+use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::zone::name_key::NameKey;
 use crate::zone::records;
@@ -488,10 +489,4 @@ async fn incremental(
 fn zone_name(origin: &Name) -> zonefile::Name {
     zonefile::Name::parse(origin.to_ascii().as_bytes(), &zonefile::Name::root())
         .unwrap_or_else(|_| zonefile::Name::root())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

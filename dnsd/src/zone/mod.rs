@@ -16,6 +16,7 @@ pub mod name_rules;
 pub mod records;
 pub mod replicas;
 
+use crate::clock::unix_now;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -268,12 +269,6 @@ pub fn raise_serial(records: &mut [zonefile::ZoneRecord], serial: u32) {
             r.rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Origins of the zones that do not load in the workspace at `root`; the
