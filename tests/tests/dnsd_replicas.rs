@@ -302,8 +302,8 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
     );
 
     // Back to the API change's generation: the update is undone, under a
-    // newer serial. (The primary sends a rollback, a whole-file change, as
-    // the whole zone.)
+    // newer serial, by IXFR (the primary compares the zone it reloaded
+    // with the one it served).
     let generation: serde_json::Value = serde_json::from_str(&rrset_change)?;
     let generation = generation["generation"].as_u64().context("no generation")?;
     let (status, body) = api_call(
@@ -321,6 +321,11 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
     ensure!(rolled > 2026112604, "the rollback's serial {rolled}");
     let rolled_back = until_serial(&replica, rolled)?;
     ensure!(addresses(replica.addr, "fresh.example.test.")?.is_empty());
+    let info = replica_info(api, &replica.workspace())?;
+    ensure!(
+        info.transfer.as_deref() == Some("IXFR"),
+        "the rollback did not come by IXFR: {info:?}"
+    );
     ensure!(whole(replica.addr, reader, false)? == whole(primary.addr, reader, true)?);
     println!(
         "dnsd -> dnsd replica: API rrset change {} ms, RFC 2136 update {} ms, service flip {} ms, rollback {} ms",

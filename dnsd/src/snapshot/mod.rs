@@ -95,6 +95,11 @@ pub struct Step {
 /// zone, or the journal's difference.
 const STEPS: usize = 64;
 const STEP_RECORDS: usize = 100_000;
+/// A reload that changes a zone's serial is a step too when neither
+/// version has more names than this (a million, with room for its empty
+/// non-terminals): comparing them name by name, in wire form, added
+/// 0.08 s to a reload of 200,000 names.
+const COMPARED_NAMES: usize = 1_200_000;
 
 /// What a served zone was read from.
 #[derive(Debug, Clone, Default)]
@@ -128,7 +133,7 @@ impl Node {
 
 /// The records of one name and type, in wire form: what a zone holds
 /// costs the octets it sends, not a decoded record apiece.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RrSet {
     pub rtype: RecordType,
     /// The TTL of every record: the lowest the zone file gives any of them
@@ -246,6 +251,21 @@ fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
     rrsets.into_boxed_slice()
 }
 
+/// The newest of `steps` a zone keeps (`STEPS`, `STEP_RECORDS`).
+fn trimmed(mut steps: Vec<Arc<Step>>) -> Vec<Arc<Step>> {
+    let mut records = 0;
+    let keep = steps
+        .iter()
+        .rev()
+        .take(STEPS)
+        .take_while(|s| {
+            records += s.removed.len() + s.added.len();
+            records <= STEP_RECORDS
+        })
+        .count();
+    steps.split_off(steps.len() - keep)
+}
+
 /// Adds to `removed` and `added` how a name's served records go from
 /// `old` to `new` (owners lower-cased, the SOA left out: a step carries
 /// the serials).
@@ -340,8 +360,11 @@ impl Snapshot {
         let mut zones = Map::default();
         for (origin, records, source) in loaded {
             if let Some(key) = NameKey::new(&origin)
-                && let Some(z) = Zone::build(origin, records)
+                && let Some(mut z) = Zone::build(origin, records)
             {
+                if let Some((before, _)) = previous.and_then(|p| p.served(key.as_bytes())) {
+                    z.follow(before);
+                }
                 zones.insert(
                     Box::from(key.as_bytes()),
                     Held::Serving(Arc::new(z), source),
@@ -679,19 +702,54 @@ impl Zone {
                 removed,
                 added,
             }));
-            let mut records = 0;
-            let keep = steps
-                .iter()
-                .rev()
-                .take(STEPS)
-                .take_while(|s| {
-                    records += s.removed.len() + s.added.len();
-                    records <= STEP_RECORDS
-                })
-                .count();
-            next.steps = steps.split_off(steps.len() - keep);
+            next.steps = trimmed(steps);
         }
         Some(next)
+    }
+
+    /// Carries the steps of `before`, the version this one replaces on a
+    /// reload, over to this one: as they are when the serial did not
+    /// change (another zone was reloaded, changes were folded in), with one
+    /// more when it did (a hand edit, a rollback) and both versions are
+    /// small enough to compare name by name; else none (IXFR then falls
+    /// back on the journal, or the whole zone).
+    fn follow(&mut self, before: &Zone) {
+        let (Some(from), Some(to)) = (before.serial(), self.serial()) else {
+            return;
+        };
+        if from == to {
+            self.steps = before.steps.clone();
+            return;
+        }
+        let size = |z: &Zone| z.nodes.len() + z.changed.len();
+        if size(before).max(size(self)) > COMPARED_NAMES {
+            return;
+        }
+        // Compared in wire form, name by name; decoded only where they
+        // differ: every name this version has, then those it lost.
+        let (mut removed, mut added) = (Vec::new(), Vec::new());
+        let mut differs = |key: &[u8]| {
+            let (old, new) = (before.records_at(key), self.records_at(key));
+            step_at(&old, &new, &mut removed, &mut added);
+        };
+        for (key, node) in self.names() {
+            if before.node(key).map(|n| &n.rrsets) != Some(&node.rrsets) {
+                differs(key);
+            }
+        }
+        for (key, _) in before.names() {
+            if self.node(key).is_none() {
+                differs(key);
+            }
+        }
+        let mut steps = before.steps.clone();
+        steps.push(Arc::new(Step {
+            from,
+            to,
+            removed,
+            added,
+        }));
+        self.steps = trimmed(steps);
     }
 
     /// The difference from serial `from` to the serial served, condensed,
@@ -1302,6 +1360,41 @@ ns.sub 300 IN A 198.18.0.54
         assert!(zone_of(ZONE).served_since(1).is_none());
         let kept = changed(&zone, &[("www.example.test.", "www 60 IN A 198.18.0.5")]);
         assert!(kept.served_since(1).is_none());
+    }
+
+    #[test]
+    fn a_reload_that_changes_the_serial_is_a_step_and_one_that_does_not_keeps_them() {
+        let before = changed(
+            &zone_of(ZONE),
+            &[
+                ("www.example.test.", "www 60 IN A 198.18.0.2"),
+                (
+                    "example.test.",
+                    "@ 300 IN SOA ns1 hostmaster 2 3600 600 86400 60\n@ 300 IN NS ns1\n@ 300 IN MX 10 mail",
+                ),
+            ],
+        );
+        // The file edited by hand to serial 3: www moved on, a name gone.
+        let edited = ZONE
+            .replace(" 1 3600 ", " 3 3600 ")
+            .replace("www 60 IN A 198.18.0.1", "www 60 IN A 198.18.0.3")
+            .replace("a.b.c 60 IN TXT \"deep\"\n", "");
+        let mut after = zone_of(&edited);
+        after.follow(&before);
+        let (removed, added) = after.served_since(1).unwrap();
+        assert_eq!(
+            lines(&removed),
+            [
+                "a.b.c.example.test. 60 IN TXT \"deep\"",
+                "www.example.test. 60 IN A 198.18.0.1"
+            ]
+        );
+        assert_eq!(lines(&added), ["www.example.test. 60 IN A 198.18.0.3"]);
+        assert_eq!(lines(&after.served_since(2).unwrap().1), lines(&added));
+        // The same serial: the steps as they were.
+        let mut again = zone_of(&edited);
+        again.follow(&after);
+        assert_eq!(again.steps.len(), 2);
     }
 
     #[test]
