@@ -22,7 +22,8 @@ pub struct Args {
     /// The new host's address.
     #[arg(long)]
     to: IpAddr,
-    /// The old address to redirect (default: the service's only address).
+    /// The old address to redirect (default: the service's only address
+    /// of the new one's family).
     #[arg(long)]
     from: Option<IpAddr>,
     /// The port clients connect to on the old host [default: 80].
@@ -227,7 +228,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
             Step::Flip => {
                 preflight::new_accepts(&old, &m.old, &m.to, m.new_port)
                     .context("refusing to flip the record; the redirect stays on (roll back with `cutover rollback`)")?;
-                dns.set_service(&m.name, std::slice::from_ref(&m.to), m.move_ttl)?;
+                dns.set_service(&m.name, &m.flipped(), m.move_ttl)?;
                 m.phase = Phase::Flipped;
                 m.flipped_at = Some(now());
                 checked_save(&mut lease, &store, &m)?;
@@ -275,7 +276,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 clients_still_arriving,
             } => {
                 println!();
-                dns.set_service(&m.name, std::slice::from_ref(&m.to), m.original_ttl)?;
+                dns.set_service(&m.name, &m.flipped(), m.original_ttl)?;
                 m.phase = Phase::Done;
                 m.busy_at_end = clients_still_arriving;
                 checked_save(&mut lease, &store, &m)?;
@@ -444,7 +445,7 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
     if service.addresses == [to.clone()] {
         bail!("{} already points at {to}", service.name);
     }
-    let old = preflight::old_address(service, args.from)?;
+    let old = preflight::old_address(service, args.from, args.to)?;
     if old == to {
         bail!("--from and --to are the same address");
     }

@@ -112,6 +112,20 @@ impl Traffic {
 }
 
 impl Migration {
+    /// The service's addresses once flipped: those it had, with the old
+    /// address replaced by the new one in its place; the other members of
+    /// a pool, and addresses of the other family, stay.
+    pub fn flipped(&self) -> Vec<String> {
+        let mut after: Vec<String> = Vec::with_capacity(self.from.len());
+        for a in &self.from {
+            let a = if *a == self.old { &self.to } else { a };
+            if !after.contains(a) {
+                after.push(a.clone());
+            }
+        }
+        after
+    }
+
     /// The name of the reverse rule NEW -> OLD a rollback puts on the new host.
     pub fn reverse_rule(&self) -> String {
         format!("{}-reverse", self.rule)
@@ -428,5 +442,15 @@ pub(crate) mod tests {
         assert_eq!(store.load("WWW.example.test").unwrap(), Some(m.clone()));
         assert_eq!(store.all().unwrap(), vec![m]);
         assert_eq!(store.load("other.test").unwrap(), None);
+    }
+
+    #[test]
+    fn a_flip_replaces_the_old_address_and_keeps_the_pool_and_the_other_family() {
+        let mut m = planned(300, 60);
+        m.from = vec!["198.18.0.9".into(), "198.18.0.2".into(), "2001:2::2".into()];
+        assert_eq!(m.flipped(), ["198.18.0.9", "198.18.0.3", "2001:2::2"]);
+        // Already in the pool: listed once.
+        m.from = vec!["198.18.0.2".into(), "198.18.0.3".into()];
+        assert_eq!(m.flipped(), ["198.18.0.3"]);
     }
 }

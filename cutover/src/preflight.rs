@@ -28,7 +28,22 @@ pub fn apis(dns: &Dns, old: &Redirector, name: &str) -> Result<Service> {
 
 /// The old address to redirect: `--from`, which must be one of the
 /// service's addresses, or the service's only address.
-pub fn old_address(service: &Service, from: Option<IpAddr>) -> Result<String> {
+pub fn old_address(service: &Service, from: Option<IpAddr>, to: IpAddr) -> Result<String> {
+    // Without --from, the one address of the new one's family (a v4 move
+    // leaves the AAAA records alone).
+    let same_family: Vec<&String> = service
+        .addresses
+        .iter()
+        .filter(|a| {
+            a.parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_ipv4() == to.is_ipv4())
+        })
+        .collect();
+    if from.is_none()
+        && let [only] = same_family.as_slice()
+    {
+        return Ok((*only).clone());
+    }
     match (from, service.addresses.as_slice()) {
         (Some(from), addresses) => {
             let from = from.to_string();
@@ -94,4 +109,35 @@ fn socket(ip: &str, port: u16) -> Result<SocketAddr> {
         .parse()
         .with_context(|| format!("{ip} is not an IP address"))?;
     Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(addresses: &[&str]) -> Service {
+        Service {
+            name: "www.example.test.".into(),
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            ttl: 60,
+        }
+    }
+
+    #[test]
+    fn the_old_address_is_the_one_of_the_new_ones_family_unless_told() {
+        let to: IpAddr = "198.18.0.3".parse().unwrap();
+        let dual = service(&["198.18.0.2", "2001:2::2"]);
+        assert_eq!(old_address(&dual, None, to).unwrap(), "198.18.0.2");
+        let pool = service(&["198.18.0.2", "198.18.0.9"]);
+        assert!(
+            old_address(&pool, None, to)
+                .unwrap_err()
+                .to_string()
+                .contains("--from")
+        );
+        let from = Some("198.18.0.9".parse().unwrap());
+        assert_eq!(old_address(&pool, from, to).unwrap(), "198.18.0.9");
+        let stranger = Some("198.18.0.7".parse().unwrap());
+        assert!(old_address(&pool, stranger, to).is_err());
+    }
 }

@@ -536,6 +536,43 @@ fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
 }
 
 #[test]
+fn a_flip_keeps_the_addresses_that_do_not_move() -> Result<()> {
+    let m = Mission::start(2)?;
+    // The service also has an IPv6 address, which this move leaves alone.
+    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
+    let out = m.net.client.exec(
+        "curl",
+        &[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            "-d",
+            &format!(r#"{{"addresses":["{OLD_IP}","2001:2::2"]}}"#),
+            &format!("http://127.0.0.1:8053/v1/services/{NAME}."),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", describe(&out));
+    m.migrate_quickly()?;
+    let aaaa = m.net.client.exec(
+        "kdig",
+        &["@127.0.0.1", "-p", "5300", "+short", NAME, "AAAA"],
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&aaaa.stdout).trim() == "2001:2::2",
+        "the AAAA after the flip: {}",
+        describe(&aaaa)
+    );
+    ensure!(m.served().0 == NEW_IP);
+    // The rollback puts both back.
+    let out = m.cutover(&["rollback", NAME])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    ensure!(m.served().0 == OLD_IP);
+    Ok(())
+}
+
+#[test]
 fn a_migration_to_an_unreachable_host_refuses_to_flip() -> Result<()> {
     let m = Mission::start(2)?;
     let out = m.cutover(&[
