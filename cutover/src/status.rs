@@ -17,7 +17,8 @@ pub struct Report {
     pub services: Vec<Service>,
     /// The workspace generation in force, if any: number and message.
     pub generation: Option<(u64, String)>,
-    /// The zones that have secondaries: what each acknowledged and took.
+    /// The zones that have secondaries (what each acknowledged and took),
+    /// and the zones dnsd keeps copies of (`[[replica]]`).
     pub zones: Vec<ZoneInfo>,
     pub state_dir: String,
     pub migrations: Vec<MigrationReport>,
@@ -63,7 +64,7 @@ fn gather(apis: &Apis) -> Result<Report> {
     let zones = dns
         .zones()?
         .into_iter()
-        .filter(|z| !z.secondaries.is_empty())
+        .filter(|z| !z.secondaries.is_empty() || z.replica_of.is_some())
         .collect();
     let now = crate::migration::now();
     let mut migrations = Vec::new();
@@ -132,6 +133,39 @@ fn text(r: &Report) -> String {
     }
     for z in &r.zones {
         let serial = z.serial.map_or("?".into(), |s| s.to_string());
+        if let Some(replica) = &z.replica_of {
+            let served = if replica.served {
+                format!("serial {serial}")
+            } else {
+                "NOT SERVED: not transferred yet, or expired".into()
+            };
+            line(format!(
+                "{} is a replica of {} ({served}):",
+                z.origin, replica.primary
+            ));
+            if let (Some(n), Some(how), Some(at)) = (
+                replica.transferred,
+                &replica.transfer,
+                replica.transferred_at,
+            ) {
+                line(format!(
+                    "    took {n} by {how} at {}",
+                    crate::migration::clock(at)
+                ));
+            }
+            if let Some(at) = replica.refreshed_at {
+                line(format!("    refreshed at {}", crate::migration::clock(at)));
+            }
+            if let (Some(why), Some(at)) = (&replica.failure, replica.failed_at) {
+                line(format!(
+                    "    failing since {}: {why}",
+                    crate::migration::clock(at)
+                ));
+            }
+        }
+        if z.secondaries.is_empty() {
+            continue;
+        }
         line(format!("secondaries of {} (serial {serial}):", z.origin));
         for s in &z.secondaries {
             let told = match (s.notify_acknowledged, s.notify_acknowledged_at) {
@@ -370,6 +404,36 @@ mod tests {
                 l.chars().count()
             );
         }
+    }
+
+    #[test]
+    fn a_replica_zone_shows_its_primary_and_what_it_last_took() {
+        let mut r = report(vec![]);
+        r.zones.push(ZoneInfo {
+            origin: "example.org.".into(),
+            serial: None,
+            records: 0,
+            nameservers: vec![],
+            secondaries: vec![],
+            replica_of: Some(cutover_control_api::contract::ReplicaInfo {
+                primary: "198.18.0.60:53".into(),
+                served: false,
+                refreshed_at: Some(1_796_620_000),
+                transferred: Some(7),
+                transfer: Some("IXFR".into()),
+                transferred_at: Some(1_796_620_000),
+                failure: Some("198.18.0.60:53 did not answer the SOA query".into()),
+                failed_at: Some(1_796_620_100),
+            }),
+        });
+        let shown = text(&r);
+        assert!(
+            shown.contains("example.org. is a replica of 198.18.0.60:53 (NOT SERVED"),
+            "{shown}"
+        );
+        assert!(shown.contains("    took 7 by IXFR at "), "{shown}");
+        assert!(shown.contains("    failing since "), "{shown}");
+        assert!(!shown.contains("secondaries of example.org."), "{shown}");
     }
 
     #[test]
