@@ -92,28 +92,36 @@ pub fn before_redirect(
     m: &Migration,
     previous: Option<&Migration>,
 ) -> Result<Vec<Forwarding>> {
-    let target = format!("{}:{}", m.to, m.new_port);
     let mut leftovers = Vec::new();
-    for f in forwarding(apis, store, &target, &m.rule)? {
-        let ours = previous.is_some_and(|p| {
-            p.reverse_on.as_deref().map(|u| u.trim_end_matches('/'))
-                == Some(f.redirector.0.base.as_str())
-                && f.rule.name == p.reverse_rule()
-        });
-        if !ours {
-            bail!(
-                "the redirector at {} forwards {} -> {} (rule {}): a redirect {}:{} -> {target} would \
-                 loop or chain; remove that rule first: {}",
-                f.redirector.0.base,
-                f.rule.from,
-                f.rule.to,
-                f.rule.name,
-                m.old,
-                m.port,
-                f.removal()
-            );
+    for r in m.redirects() {
+        let target = &r.to;
+        for f in forwarding(apis, store, target, &r.rule)? {
+            let ours = previous.is_some_and(|p| {
+                p.reverse_on.as_deref().map(|u| u.trim_end_matches('/'))
+                    == Some(f.redirector.0.base.as_str())
+                    && p.redirects()
+                        .iter()
+                        .any(|pr| f.rule.name == pr.reverse_rule())
+            });
+            if !ours {
+                bail!(
+                    "the redirector at {} forwards {} -> {} (rule {}): a redirect {} -> {target} would \
+                     loop or chain; remove that rule first: {}",
+                    f.redirector.0.base,
+                    f.rule.from,
+                    f.rule.to,
+                    f.rule.name,
+                    r.from,
+                    f.removal()
+                );
+            }
+            if !leftovers
+                .iter()
+                .any(|l: &Forwarding| l.rule.name == f.rule.name)
+            {
+                leftovers.push(f);
+            }
         }
-        leftovers.push(f);
     }
     Ok(leftovers)
 }

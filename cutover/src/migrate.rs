@@ -26,10 +26,11 @@ pub struct Args {
     /// of the new one's family).
     #[arg(long)]
     from: Option<IpAddr>,
-    /// The port clients connect to on the old host [default: 80].
-    #[arg(long)]
-    port: Option<u16>,
-    /// The port on the new host (default: --port).
+    /// The ports clients connect to on the old host, each moved by a
+    /// redirect of its own (`--port 80,443`) [default: 80].
+    #[arg(long, value_delimiter = ',')]
+    port: Vec<u16>,
+    /// The port on the new host, for one --port (default: the same port).
     #[arg(long)]
     new_port: Option<u16>,
     /// The TTL during the move: a higher TTL is lowered to this and waited
@@ -194,39 +195,45 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 }
             }
             Step::SwitchOnRedirect => {
+                let mut put = Vec::new();
                 let on = loops::before_redirect(apis, &store, &m, None)
-                    .and_then(|_| preflight::new_accepts(&old, &m.old, &m.to, m.new_port))
+                    .and_then(|_| new_accepts_all(&old, &m))
                     .and_then(|()| {
-                        old.put_rule(
-                            &m.rule,
-                            &format!("{}:{}", m.old, m.port),
-                            &format!("{}:{}", m.to, m.new_port),
-                        )
+                        m.redirects().into_iter().try_for_each(|r| {
+                            old.put_rule(&r.rule, &r.from, &r.to)?;
+                            put.push(r.rule);
+                            Ok(())
+                        })
                     });
                 if let Err(e) = on {
                     if m.phase == Phase::Planned {
+                        // The redirects put before one failed go too:
+                        // nothing was changed.
+                        for rule in &put {
+                            let _ = old.delete_rule(rule);
+                        }
                         store.remove_planned(&m.name)?;
                     }
                     return Err(
                         e.context("switching on the redirect; the record still points at OLD")
                     );
                 }
-                if !old.rules()?.iter().any(|r| r.name == m.rule) {
-                    bail!(
-                        "the old host accepted the rule {} but does not list it",
-                        m.rule
-                    );
+                let listed = old.rules()?;
+                for r in m.redirects() {
+                    if !listed.iter().any(|l| l.name == r.rule) {
+                        bail!(
+                            "the old host accepted the rule {} but does not list it",
+                            r.rule
+                        );
+                    }
                 }
                 m.phase = Phase::Redirecting;
                 m.redirect_on_at = Some(now());
                 checked_save(&mut lease, &store, &m)?;
-                println!(
-                    "2. redirect on: {}:{} -> {}:{}",
-                    m.old, m.port, m.to, m.new_port
-                );
+                println!("2. redirect on: {}", m.redirects_text());
             }
             Step::Flip => {
-                preflight::new_accepts(&old, &m.old, &m.to, m.new_port)
+                new_accepts_all(&old, &m)
                     .context("refusing to flip the record; the redirect stays on (roll back with `cutover rollback`)")?;
                 dns.set_service(&m.name, &m.flipped(), m.move_ttl)?;
                 m.phase = Phase::Flipped;
@@ -244,7 +251,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     }
                     sync_checked = true;
                 }
-                let sample = drain_sample(&old, &m.rule);
+                let sample = drain_sample(&old, &m);
                 if sample.is_err() {
                     // A rollback removes the rule: say that, not "no rule".
                     still_ours(&mut lease, &store, &m)?;
@@ -294,15 +301,20 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     m.max_cache, m.old, t.new_flows_per_s, t.active_flows, t.distinct_clients
                 );
                 if args.retire_anyway {
-                    old.delete_rule(&m.rule)?;
+                    for r in m.redirects() {
+                        old.delete_rule(&r.rule)?;
+                    }
                     eprintln!(
-                        "WARNING: --retire-anyway: the redirect {}:{} -> {}:{} is off; those clients now reach whatever {} serves itself.",
-                        m.old, m.port, m.to, m.new_port, m.old
+                        "WARNING: --retire-anyway: the redirect {} is off; those clients now reach whatever {} serves itself.",
+                        m.redirects_text(),
+                        m.old
                     );
                 } else {
                     eprintln!(
-                        "WARNING: {} can NOT be retired yet: the redirect {}:{} -> {}:{} stays on. Watch it with `cutover status`; switch it off with `cutover retire {}` when you decide.",
-                        m.old, m.old, m.port, m.to, m.new_port, m.name
+                        "WARNING: {} can NOT be retired yet: the redirect {} stays on. Watch it with `cutover status`; switch it off with `cutover retire {}` when you decide.",
+                        m.old,
+                        m.redirects_text(),
+                        m.name
                     );
                 }
             }
@@ -351,7 +363,7 @@ fn start(
         m.phase,
         Phase::Planned | Phase::TtlLowered | Phase::Redirecting
     ) {
-        preflight::new_accepts(old, &m.old, &m.to, m.new_port)?;
+        new_accepts_all(old, &m)?;
     }
     Ok((m, leftovers))
 }
@@ -364,8 +376,18 @@ const DEFAULT_MAX_CACHE: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_QUIET: Duration = Duration::from_secs(600);
 
 impl Args {
-    fn port(&self) -> u16 {
-        self.port.unwrap_or(DEFAULT_PORT)
+    /// The ports asked for, each once, or the default.
+    fn ports(&self) -> Vec<u16> {
+        let mut ports = Vec::with_capacity(self.port.len().max(1));
+        for &p in &self.port {
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        if ports.is_empty() {
+            ports.push(DEFAULT_PORT);
+        }
+        ports
     }
 }
 
@@ -375,13 +397,14 @@ impl Args {
 /// address is refused, another `--ttl` after the TTL was lowered is said to
 /// be ignored.
 fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
-    if let Some(port) = args.port
-        && port != m.port
-    {
+    let in_progress: Vec<u16> = m.redirects().iter().map(|r| r.port).collect();
+    if !args.port.is_empty() && args.ports() != in_progress {
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         bail!(
-            "the migration of {} in progress moves port {}, not {port}: let it finish, or `cutover rollback {}` first",
+            "the migration of {} in progress moves port {}, not {}: let it finish, or `cutover rollback {}` first",
             m.name,
-            m.port,
+            list(&in_progress),
+            list(&args.ports()),
             m.name
         );
     }
@@ -450,14 +473,19 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         bail!("--from and --to are the same address");
     }
     let name = fqdn(&service.name);
+    let ports = args.ports();
+    if args.new_port.is_some() && ports.len() > 1 {
+        bail!("--new-port maps one --port; with several, each goes to the same port on NEW");
+    }
     Ok(Migration {
         rule: format!("cutover-{}", name.trim_end_matches('.')),
         name,
         from: service.addresses.clone(),
         old,
         to,
-        port: args.port(),
-        new_port: args.new_port.unwrap_or(args.port()),
+        port: ports[0],
+        new_port: args.new_port.unwrap_or(ports[0]),
+        more_ports: ports[1..].to_vec(),
         original_ttl: service.ttl,
         move_ttl: service.ttl.min(args.ttl.unwrap_or(DEFAULT_TTL)),
         phase: Phase::Planned,
@@ -474,21 +502,30 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
 }
 
 /// The rule's figures and the length of the window they were measured over.
-fn drain_sample(old: &crate::api::Redirector, rule: &str) -> Result<(Traffic, f64)> {
+fn drain_sample(old: &crate::api::Redirector, m: &Migration) -> Result<(Traffic, f64)> {
     let stats = old.stats()?;
-    let r = stats
-        .rules
+    let mut traffic = Traffic::default();
+    for redirect in m.redirects() {
+        let rule = &redirect.rule;
+        let r = stats
+            .rules
+            .iter()
+            .find(|r| r.name == *rule)
+            .with_context(|| format!("the old host has no rule {rule} any more"))?;
+        traffic.new_flows_per_s += r.new_flows_per_s;
+        traffic.active_flows += r.active_flows;
+        // A client on two ports is counted on each: an upper bound.
+        traffic.distinct_clients += r.distinct_clients;
+    }
+    Ok((traffic, stats.sample_seconds))
+}
+
+/// NEW accepts connections on every port the migration moves, from here
+/// and from the old host.
+fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Result<()> {
+    m.redirects()
         .iter()
-        .find(|r| r.name == rule)
-        .with_context(|| format!("the old host has no rule {rule} any more"))?;
-    Ok((
-        Traffic {
-            new_flows_per_s: r.new_flows_per_s,
-            active_flows: r.active_flows,
-            distinct_clients: r.distinct_clients,
-        },
-        stats.sample_seconds,
-    ))
+        .try_for_each(|r| preflight::new_accepts(old, &m.old, &m.to, r.new_port))
 }
 
 /// Before every change: this migrate still holds the service and the
@@ -556,12 +593,16 @@ pub fn retire(apis: &Apis, args: RetireArgs) -> Result<()> {
             m.phase
         );
     }
-    apis.old()?.delete_rule(&m.rule)?;
+    let old = apis.old()?;
+    for r in m.redirects() {
+        old.delete_rule(&r.rule)?;
+    }
     m.busy_at_end = false;
     store.save(&m)?;
     println!(
-        "redirect {}:{} -> {}:{} switched off (its open connections drain); {} can be retired",
-        m.old, m.port, m.to, m.new_port, m.old
+        "redirect {} switched off (its open connections drain); {} can be retired",
+        m.redirects_text(),
+        m.old
     );
     Ok(())
 }
@@ -617,24 +658,21 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
             m.name
         )
     };
-    old.delete_rule(&m.rule).with_context(moved)?;
-    println!(
-        "redirect {}:{} -> {}:{} switched off",
-        m.old, m.port, m.to, m.new_port
-    );
+    for r in m.redirects() {
+        old.delete_rule(&r.rule).with_context(moved)?;
+    }
+    println!("redirect {} switched off", m.redirects_text());
     if let Some(reverse) = &reverse {
-        let name = m.reverse_rule();
-        reverse
-            .put_rule(
-                &name,
-                &format!("{}:{}", m.to, m.new_port),
-                &format!("{}:{}", m.old, m.port),
-            )
-            .with_context(moved)?;
-        println!(
-            "reverse redirect on the new host: {}:{} -> {}:{} (rule {name}; the next `cutover migrate {}` removes it)",
-            m.to, m.new_port, m.old, m.port, m.name
-        );
+        for r in m.redirects() {
+            let name = r.reverse_rule();
+            reverse
+                .put_rule(&name, &r.to, &r.from)
+                .with_context(moved)?;
+            println!(
+                "reverse redirect on the new host: {} -> {} (rule {name}; the next `cutover migrate {}` removes it)",
+                r.to, r.from, m.name
+            );
+        }
         m.reverse_on = Some(reverse.0.base.clone());
     }
     m.phase = Phase::RolledBack;
@@ -657,22 +695,26 @@ fn rollback_checks(
         reverse
             .rules()
             .with_context(|| format!("the new host's redirector API at {}", reverse.0.base))?;
-        // The reverse rule points at OLD: nothing but this migration's own
-        // redirect (switched off first) may forward OLD.
-        let target = format!("{}:{}", m.old, m.port);
-        if let Some(f) = loops::forwarding(apis, store, &target, &m.rule)?.first() {
-            bail!(
-                "the redirector at {} forwards {} -> {} (rule {}): a reverse redirect into {target} \
-                 would loop or chain; remove that rule first: {}",
-                f.redirector.0.base,
-                f.rule.from,
-                f.rule.to,
-                f.rule.name,
-                f.removal()
-            );
+        // The reverse rules point at OLD: nothing but this migration's own
+        // redirects (switched off first) may forward OLD.
+        for r in m.redirects() {
+            let target = &r.from;
+            if let Some(f) = loops::forwarding(apis, store, target, &r.rule)?.first() {
+                bail!(
+                    "the redirector at {} forwards {} -> {} (rule {}): a reverse redirect into {target} \
+                     would loop or chain; remove that rule first: {}",
+                    f.redirector.0.base,
+                    f.rule.from,
+                    f.rule.to,
+                    f.rule.name,
+                    f.removal()
+                );
+            }
         }
     }
-    preflight::old_accepts(old, &m.old, m.port)
+    m.redirects()
+        .iter()
+        .try_for_each(|r| preflight::old_accepts(old, &m.old, r.port))
 }
 
 fn flush() {
@@ -713,13 +755,24 @@ mod tests {
         // Flags left out keep what the migration was started with.
         let m = resumed_with(in_progress(Phase::Flipped), &args("www --to 198.18.0.3")).unwrap();
         assert_eq!((m.max_cache, m.quiet_period, m.move_ttl), (86400, 600, 60));
-        for flags in ["--port 443", "--new-port 8080", "--from 198.18.0.9"] {
+        for flags in [
+            "--port 443",
+            "--port 80,443",
+            "--new-port 8080",
+            "--from 198.18.0.9",
+        ] {
             let refused = resumed_with(
                 in_progress(Phase::Redirecting),
                 &args(&format!("www --to 198.18.0.3 {flags}")),
             );
             assert!(refused.is_err(), "{flags}");
         }
+        // The same ports, in any spelling, resume it.
+        let same = resumed_with(
+            in_progress(Phase::Redirecting),
+            &args("www --to 198.18.0.3 --port 80,80"),
+        );
+        assert!(same.is_ok());
     }
 
     #[test]

@@ -30,6 +30,25 @@ pub enum Phase {
     RolledBack,
 }
 
+/// One redirect rule of a migration on the old host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub rule: String,
+    /// `OLD:PORT`.
+    pub from: String,
+    /// `NEW:PORT`.
+    pub to: String,
+    pub port: u16,
+    pub new_port: u16,
+}
+
+impl Redirect {
+    /// The name of its reverse rule NEW -> OLD, after a rollback.
+    pub fn reverse_rule(&self) -> String {
+        format!("{}-reverse", self.rule)
+    }
+}
+
 /// The persisted record of one migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
@@ -42,6 +61,10 @@ pub struct Migration {
     pub to: String,
     pub port: u16,
     pub new_port: u16,
+    /// More ports moved with `port`, each to the same port on NEW, each by
+    /// a rule of its own (`Migration::redirects`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_ports: Vec<u16>,
     pub original_ttl: u32,
     /// TTL in force during the move (= original_ttl if it was low enough).
     pub move_ttl: u32,
@@ -129,6 +152,37 @@ impl Migration {
     /// The name of the reverse rule NEW -> OLD a rollback puts on the new host.
     pub fn reverse_rule(&self) -> String {
         format!("{}-reverse", self.rule)
+    }
+
+    /// The redirects the migration puts on the old host, one rule per port:
+    /// `rule` for the first, `rule-PORT` for each of `more_ports`.
+    pub fn redirects(&self) -> Vec<Redirect> {
+        let mut all = vec![Redirect {
+            rule: self.rule.clone(),
+            from: format!("{}:{}", self.old, self.port),
+            to: format!("{}:{}", self.to, self.new_port),
+            port: self.port,
+            new_port: self.new_port,
+        }];
+        for &port in &self.more_ports {
+            all.push(Redirect {
+                rule: format!("{}-{port}", self.rule),
+                from: format!("{}:{port}", self.old),
+                to: format!("{}:{port}", self.to),
+                port,
+                new_port: port,
+            });
+        }
+        all
+    }
+
+    /// `OLD:PORT -> NEW:PORT` of every redirect, for messages.
+    pub fn redirects_text(&self) -> String {
+        self.redirects()
+            .iter()
+            .map(|r| format!("{} -> {}", r.from, r.to))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The next step at time `now` (seconds since the epoch).
@@ -307,6 +361,7 @@ pub(crate) mod tests {
             to: "198.18.0.3".into(),
             port: 80,
             new_port: 80,
+            more_ports: Vec::new(),
             original_ttl,
             move_ttl,
             rule: "cutover-www.example.test".into(),
@@ -452,5 +507,30 @@ pub(crate) mod tests {
         // Already in the pool: listed once.
         m.from = vec!["198.18.0.2".into(), "198.18.0.3".into()];
         assert_eq!(m.flipped(), ["198.18.0.3"]);
+    }
+
+    #[test]
+    fn each_port_is_a_redirect_of_its_own_and_one_port_keeps_the_old_rule_name() {
+        let mut m = planned(300, 60);
+        let one = m.redirects();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].rule, m.rule);
+        assert_eq!(one[0].reverse_rule(), m.reverse_rule());
+        m.more_ports = vec![443];
+        let two = m.redirects();
+        assert_eq!(two[1].rule, format!("{}-443", m.rule));
+        assert_eq!(
+            (two[1].from.as_str(), two[1].to.as_str()),
+            ("198.18.0.2:443", "198.18.0.3:443")
+        );
+        assert_eq!(
+            m.redirects_text(),
+            "198.18.0.2:80 -> 198.18.0.3:80, 198.18.0.2:443 -> 198.18.0.3:443"
+        );
+        // A record written before several ports were known reads back.
+        let text = toml::to_string(&planned(300, 60)).unwrap();
+        assert!(!text.contains("more_ports"), "{text}");
+        let back: Migration = toml::from_str(&text).unwrap();
+        assert!(back.more_ports.is_empty());
     }
 }

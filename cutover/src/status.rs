@@ -227,14 +227,14 @@ fn text(r: &Report) -> String {
             ));
         }
         if let Some(url) = &rec.reverse_on {
-            line(format!(
-                "    reverse redirect {}:{} -> {}:{} (rule {}) on {url};",
-                rec.to,
-                rec.new_port,
-                rec.old,
-                rec.port,
-                rec.reverse_rule()
-            ));
+            for r in rec.redirects() {
+                line(format!(
+                    "    reverse redirect {} -> {} (rule {}) on {url};",
+                    r.to,
+                    r.from,
+                    r.reverse_rule()
+                ));
+            }
             line(format!(
                 "    the next `cutover migrate {}` removes it",
                 rec.name

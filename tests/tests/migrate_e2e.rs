@@ -51,15 +51,16 @@ const SECONDARIES: [&str; 2] = ["127.0.0.2:5300", "127.0.0.3:5300"];
 
 impl Mission {
     fn start(ttl: u32) -> Result<Self> {
-        Self::start_with(ttl, false)
+        Self::start_with(ttl, false, &[80])
     }
 
-    /// The site, with `secondaries` (Knot, NSD) serving the zone beside
-    /// dnsd and the resolver asking them.
-    fn start_with(ttl: u32, secondaries: bool) -> Result<Self> {
+    /// The site, served on `ports` by both releases, with `secondaries`
+    /// (Knot, NSD) serving the zone beside dnsd and the resolver asking
+    /// them.
+    fn start_with(ttl: u32, secondaries: bool, ports: &[u16]) -> Result<Self> {
         let net = Topology::new()?;
-        let old_web = Nginx::start(&net.old, &[80], OLD_BODY, &[])?;
-        let new_web = Nginx::start(&net.new, &[80], NEW_BODY, &[])?;
+        let old_web = Nginx::start(&net.old, ports, OLD_BODY, &[])?;
+        let new_web = Nginx::start(&net.new, ports, NEW_BODY, &[])?;
         let ws = tempfile::Builder::new()
             .prefix("cutover-mission")
             .tempdir()?;
@@ -489,7 +490,7 @@ fn a_migration_and_its_rollback_lose_no_request() -> Result<()> {
 fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
     // The resolver asks Knot, a secondary: clients see the flip only once
     // it has the zone's new serial.
-    let m = Mission::start_with(2, true)?;
+    let m = Mission::start_with(2, true, &[80])?;
     let load = Load::start(&m.net.client);
     std::thread::sleep(Duration::from_secs(1));
     let out = m.cutover(&[
@@ -533,6 +534,71 @@ fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
         "status: {status}"
     );
     Ok(())
+}
+
+#[test]
+fn a_site_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
+    let m = Mission::start_with(2, false, &[80, 443])?;
+    let on_443 = |ip: &str| -> Result<String> {
+        let out = m.net.client.exec(
+            "curl",
+            &["-s", "--max-time", "5", &format!("http://{ip}:443/")],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ensure!(on_443(OLD_IP)? == OLD_BODY);
+    let load = Load::start(&m.net.client);
+    let out = m.cutover(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--port",
+        "80,443",
+        "--ttl",
+        "2",
+        "--max-cache",
+        "60s",
+        "--quiet",
+        "3s",
+        "--poll",
+        "1s",
+    ])?;
+    let samples = load.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    ensure!(
+        failures(&samples).is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures(&samples).len(),
+        samples.len(),
+        failures(&samples).iter().take(5).collect::<Vec<_>>()
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        said.contains("198.18.0.2:80 -> 198.18.0.3:80, 198.18.0.2:443 -> 198.18.0.3:443"),
+        "{said}"
+    );
+    // A client that still holds the old address reaches the new release on
+    // both ports: one redirect each.
+    ensure!(curl_old(&m, 80)? == NEW_BODY);
+    ensure!(on_443(OLD_IP)? == NEW_BODY);
+    // The same ports are asked to resume it; another set is refused.
+    let other = m.cutover(&["migrate", NAME, "--to", NEW_IP, "--port", "443"])?;
+    ensure!(!other.status.success(), "{}", describe(&other));
+    let out = m.cutover(&["rollback", NAME])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    ensure!(on_443(OLD_IP)? == OLD_BODY, "port 443 after the rollback");
+    ensure!(curl_old(&m, 80)? == OLD_BODY, "port 80 after the rollback");
+    Ok(())
+}
+
+/// What the client gets from the old address on `port`.
+fn curl_old(m: &Mission, port: u16) -> Result<String> {
+    let out = m.net.client.exec(
+        "curl",
+        &["-s", "--max-time", "5", &format!("http://{OLD_IP}:{port}/")],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[test]
