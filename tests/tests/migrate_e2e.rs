@@ -46,6 +46,9 @@ struct Mission {
     net: Topology,
 }
 
+/// A migration's timers for a test: TTL 2 s, quiet after 3 s.
+const QUICK: [&str; 6] = ["--ttl", "2", "--max-cache", "60s", "--quiet", "3s"];
+
 /// The secondaries' addresses, in the client's namespace beside dnsd.
 const SECONDARIES: [&str; 2] = ["127.0.0.2:5300", "127.0.0.3:5300"];
 
@@ -194,21 +197,27 @@ impl Mission {
 
     /// A migration to NEW with short timers: TTL 2 s, quiet after 3 s.
     fn migrate_quickly(&self) -> Result<()> {
-        let out = self.cutover(&[
-            "migrate",
-            NAME,
-            "--to",
-            NEW_IP,
-            "--ttl",
-            "2",
-            "--max-cache",
-            "60s",
-            "--quiet",
-            "3s",
-        ])?;
+        let mut args = vec!["migrate", NAME, "--to", NEW_IP];
+        args.extend_from_slice(&QUICK);
+        let out = self.cutover(&args)?;
         ensure!(out.status.success(), "migrate failed: {}", describe(&out));
         ensure!(wait_until(Duration::from_secs(10), || self.resolve() == NEW_IP));
         Ok(())
+    }
+
+    /// `cutover migrate` with short timers (TTL 2 s, quiet after 3 s, a
+    /// sample a second) and `more` flags, while the client keeps
+    /// requesting (a second before it, and three after, as the last cached
+    /// answers expire): what it printed and every request's outcome.
+    fn migrate_under_load(&self, more: &[&str]) -> Result<(Output, Vec<Sample>)> {
+        let load = Load::start(&self.net.client);
+        std::thread::sleep(Duration::from_secs(1));
+        let mut args = vec!["migrate", NAME, "--to", NEW_IP, "--poll", "1s"];
+        args.extend_from_slice(&QUICK);
+        args.extend_from_slice(more);
+        let out = self.cutover(&args)?;
+        std::thread::sleep(Duration::from_secs(3));
+        Ok((out, load.finish()))
     }
 
     /// The service's address and TTL as dnsd serves them (not the cache).
@@ -402,33 +411,9 @@ fn count(samples: &[Sample], ip: &str, body: &str) -> usize {
 #[test]
 fn a_migration_and_its_rollback_lose_no_request() -> Result<()> {
     let m = Mission::start(2)?;
-    let load = Load::start(&m.net.client);
-    std::thread::sleep(Duration::from_secs(1));
-    let out = m.cutover(&[
-        "migrate",
-        NAME,
-        "--to",
-        NEW_IP,
-        "--ttl",
-        "2",
-        "--max-cache",
-        "60s",
-        "--quiet",
-        "3s",
-        "--poll",
-        "1s",
-    ])?;
-    // Keep requesting a little longer: the last cached answers expire.
-    std::thread::sleep(Duration::from_secs(3));
-    let samples = load.finish();
+    let (out, samples) = m.migrate_under_load(&[])?;
     ensure!(out.status.success(), "migrate failed: {}", describe(&out));
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed during the migration: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(5).collect::<Vec<_>>()
-    );
+    none_failed(&samples).context("during the migration")?;
     ensure!(
         count(&samples, OLD_IP, OLD_BODY) > 0,
         "no request reached the old release first"
@@ -491,24 +476,7 @@ fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
     // The resolver asks Knot, a secondary: clients see the flip only once
     // it has the zone's new serial.
     let m = Mission::start_with(2, true, &[80])?;
-    let load = Load::start(&m.net.client);
-    std::thread::sleep(Duration::from_secs(1));
-    let out = m.cutover(&[
-        "migrate",
-        NAME,
-        "--to",
-        NEW_IP,
-        "--ttl",
-        "2",
-        "--max-cache",
-        "60s",
-        "--quiet",
-        "3s",
-        "--poll",
-        "1s",
-    ])?;
-    std::thread::sleep(Duration::from_secs(3));
-    let samples = load.finish();
+    let (out, samples) = m.migrate_under_load(&[])?;
     ensure!(out.status.success(), "migrate failed: {}", describe(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     let in_sync = said
@@ -516,13 +484,7 @@ fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
         .find(|l| l.contains("every name server serves it (3 of them)"))
         .with_context(|| format!("migrate waited for no secondary: {said}"))?;
     println!("{}", in_sync.trim_start_matches('\r').trim());
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed during the migration: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(5).collect::<Vec<_>>()
-    );
+    none_failed(&samples).context("during the migration")?;
     ensure!(
         count(&samples, NEW_IP, NEW_BODY) > 0,
         "no request went to the new host"
@@ -547,32 +509,9 @@ fn a_site_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     ensure!(on_443(OLD_IP)? == OLD_BODY);
-    let load = Load::start(&m.net.client);
-    let out = m.cutover(&[
-        "migrate",
-        NAME,
-        "--to",
-        NEW_IP,
-        "--port",
-        "80,443",
-        "--ttl",
-        "2",
-        "--max-cache",
-        "60s",
-        "--quiet",
-        "3s",
-        "--poll",
-        "1s",
-    ])?;
-    let samples = load.finish();
+    let (out, samples) = m.migrate_under_load(&["--port", "80,443"])?;
     ensure!(out.status.success(), "migrate failed: {}", describe(&out));
-    ensure!(
-        failures(&samples).is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures(&samples).len(),
-        samples.len(),
-        failures(&samples).iter().take(5).collect::<Vec<_>>()
-    );
+    none_failed(&samples).context("during the migration")?;
     let said = String::from_utf8_lossy(&out.stdout);
     ensure!(
         said.contains("198.18.0.2:80 -> 198.18.0.3:80, 198.18.0.2:443 -> 198.18.0.3:443"),

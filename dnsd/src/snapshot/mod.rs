@@ -251,8 +251,11 @@ fn rrsets_of_wire(records: &mut [zonefile::ZoneRecord]) -> Box<[RrSet]> {
     rrsets.into_boxed_slice()
 }
 
-/// The newest of `steps` a zone keeps (`STEPS`, `STEP_RECORDS`).
-fn trimmed(mut steps: Vec<Arc<Step>>) -> Vec<Arc<Step>> {
+/// `steps` and then `step`, of which a zone keeps the newest (`STEPS`,
+/// `STEP_RECORDS`).
+fn stepped(steps: &[Arc<Step>], step: Step) -> Vec<Arc<Step>> {
+    let mut steps = steps.to_vec();
+    steps.push(Arc::new(step));
     let mut records = 0;
     let keep = steps
         .iter()
@@ -695,14 +698,15 @@ impl Zone {
         if let (Some(from), Some(to)) = (self.serial(), next.serial())
             && from != to
         {
-            let mut steps = self.steps.clone();
-            steps.push(Arc::new(Step {
-                from,
-                to,
-                removed,
-                added,
-            }));
-            next.steps = trimmed(steps);
+            next.steps = stepped(
+                &self.steps,
+                Step {
+                    from,
+                    to,
+                    removed,
+                    added,
+                },
+            );
         }
         Some(next)
     }
@@ -742,14 +746,15 @@ impl Zone {
                 differs(key);
             }
         }
-        let mut steps = before.steps.clone();
-        steps.push(Arc::new(Step {
-            from,
-            to,
-            removed,
-            added,
-        }));
-        self.steps = trimmed(steps);
+        self.steps = stepped(
+            &before.steps,
+            Step {
+                from,
+                to,
+                removed,
+                added,
+            },
+        );
     }
 
     /// The difference from serial `from` to the serial served, condensed,
