@@ -177,13 +177,19 @@ impl Stream {
         };
         let serial =
             soa_serial_of(soa).ok_or_else(|| anyhow!("the transfer does not start with an SOA"))?;
-        let soas: Vec<usize> = (0..self.records.len())
-            .filter(|&i| self.records[i].rtype == TYPE_SOA)
-            .collect();
         // An IXFR answered with the SOA alone: nothing newer.
         if first && self.records.len() == 1 && self.have.is_some() {
             return Ok(Some(Transferred::UpToDate(serial)));
         }
+        // Either form ends with the new SOA again: until a message ends
+        // with it, the records so far are not looked through (a million
+        // records come in some 1,500 messages).
+        if self.records.len() < 2 || self.records.last().and_then(soa_serial_of) != Some(serial) {
+            return Ok(None);
+        }
+        let soas: Vec<usize> = (0..self.records.len())
+            .filter(|&i| self.records[i].rtype == TYPE_SOA)
+            .collect();
         let incremental = self.have.is_some()
             && self.records.len() > 1
             && self.records[1].rtype == TYPE_SOA
