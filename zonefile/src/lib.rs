@@ -93,6 +93,34 @@ pub fn parse_rdata(rtype: u16, text: &str, origin: &Name) -> Result<Vec<u8>, Str
     rdata::parse(rtype, &tokens, origin)
 }
 
+/// The five numbers that end an SOA's RDATA (RFC 1035 §3.3.13): serial,
+/// refresh, retry, expire and minimum; `None` for RDATA too short to hold
+/// them. Read from the end, so that the names before them need no parsing.
+pub fn soa_numbers(rdata: &[u8]) -> Option<[u32; 5]> {
+    let tail = rdata.get(rdata.len().checked_sub(20)?..)?;
+    let n = |i: usize| u32::from_be_bytes([tail[i], tail[i + 1], tail[i + 2], tail[i + 3]]);
+    Some([n(0), n(4), n(8), n(12), n(16)])
+}
+
+/// Writes `serial` into an SOA's RDATA; `None` if it is too short.
+pub fn set_soa_serial(rdata: &mut [u8], serial: u32) -> Option<()> {
+    let at = rdata.len().checked_sub(20)?;
+    rdata
+        .get_mut(at..at + 4)?
+        .copy_from_slice(&serial.to_be_bytes());
+    Some(())
+}
+
+impl Record {
+    /// The serial, if this is an SOA record.
+    pub fn soa_serial(&self) -> Option<u32> {
+        (self.rtype == codes::SOA)
+            .then(|| soa_numbers(&self.rdata))??
+            .first()
+            .copied()
+    }
+}
+
 /// Where the SOA serial of the zone file `text` is written, and its value:
 /// the byte range of its token, so that a caller can give the zone a new
 /// serial and leave every other byte as it is. `None` when the file writes

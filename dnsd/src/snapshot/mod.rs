@@ -605,8 +605,7 @@ impl Zone {
     /// The zone's SOA serial.
     pub fn serial(&self) -> Option<u32> {
         let rdata = self.soa()?.rdatas.iter().next()?;
-        let at = rdata.len().checked_sub(20)?;
-        Some(u32::from_be_bytes(rdata.get(at..at + 4)?.try_into().ok()?))
+        Some(zonefile::soa_numbers(rdata)?[0])
     }
 
     /// How many names changes have touched since the zone was read: a

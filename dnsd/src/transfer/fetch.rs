@@ -97,7 +97,7 @@ pub async fn soa_serial(primary: &Primary, origin: &Name) -> Result<u32> {
         return records
             .iter()
             .find(|r| r.rtype == TYPE_SOA)
-            .and_then(soa_serial_of)
+            .and_then(zonefile::Record::soa_serial)
             .ok_or_else(|| anyhow!("{} answered the SOA query without an SOA", primary.addr));
     }
     bail!(
@@ -117,7 +117,7 @@ async fn soa_serial_tcp(primary: &Primary, origin: &Name) -> Result<u32> {
     records
         .iter()
         .find(|r| r.rtype == TYPE_SOA)
-        .and_then(soa_serial_of)
+        .and_then(zonefile::Record::soa_serial)
         .ok_or_else(|| anyhow!("{} answered the SOA query without an SOA", primary.addr))
 }
 
@@ -175,8 +175,9 @@ impl Stream {
         let Some(soa) = self.records.first() else {
             return Ok(None);
         };
-        let serial =
-            soa_serial_of(soa).ok_or_else(|| anyhow!("the transfer does not start with an SOA"))?;
+        let serial = soa
+            .soa_serial()
+            .ok_or_else(|| anyhow!("the transfer does not start with an SOA"))?;
         // An IXFR answered with the SOA alone: nothing newer.
         if first && self.records.len() == 1 && self.have.is_some() {
             return Ok(Some(Transferred::UpToDate(serial)));
@@ -184,7 +185,9 @@ impl Stream {
         // Either form ends with the new SOA again: until a message ends
         // with it, the records so far are not looked through (a million
         // records come in some 1,500 messages).
-        if self.records.len() < 2 || self.records.last().and_then(soa_serial_of) != Some(serial) {
+        if self.records.len() < 2
+            || self.records.last().and_then(zonefile::Record::soa_serial) != Some(serial)
+        {
             return Ok(None);
         }
         let soas: Vec<usize> = (0..self.records.len())
@@ -193,7 +196,7 @@ impl Stream {
         let incremental = self.have.is_some()
             && self.records.len() > 1
             && self.records[1].rtype == TYPE_SOA
-            && soa_serial_of(&self.records[1]) != Some(serial);
+            && self.records[1].soa_serial() != Some(serial);
         if !incremental {
             // AXFR form: the SOA again ends it.
             if soas.len() >= 2 {
@@ -222,7 +225,7 @@ impl Stream {
                 if in_removed { removed } else { added }.push(r.clone());
                 continue;
             }
-            if !in_removed && soa_serial_of(r) == Some(serial) && !steps.is_empty() {
+            if !in_removed && r.soa_serial() == Some(serial) && !steps.is_empty() {
                 if i + 1 != self.records.len() {
                     bail!("records after the closing SOA of the transfer");
                 }
@@ -245,17 +248,6 @@ impl Stream {
         }
         Ok(None)
     }
-}
-
-/// The serial of an SOA record.
-pub fn soa_serial_of(r: &zonefile::Record) -> Option<u32> {
-    if r.rtype != TYPE_SOA {
-        return None;
-    }
-    let at = r.rdata.len().checked_sub(20)?;
-    Some(u32::from_be_bytes(
-        r.rdata.get(at..at + 4)?.try_into().ok()?,
-    ))
 }
 
 /// Checks the messages of one answer: IDs, rcodes, signatures.

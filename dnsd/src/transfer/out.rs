@@ -120,8 +120,7 @@ fn ixfr_serial(query: &[u8], mut at: usize) -> Option<u32> {
     }
     let rdlength = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
     let rdata = query.get(at + 10..at + 10 + rdlength)?;
-    let serial = rdata.get(rdata.len().checked_sub(20)?..rdata.len() - 16)?;
-    Some(u32::from_be_bytes(serial.try_into().ok()?))
+    Some(zonefile::soa_numbers(rdata)?[0])
 }
 
 /// `a` is `b` or newer in serial arithmetic (RFC 1982).
@@ -296,8 +295,7 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
 fn soa_with_serial(zone: &Zone, soa: &RrSet, serial: u32) -> Option<zonefile::Record> {
     // The wire form is RDLENGTH, then RDATA.
     let mut rdata = soa.rdatas.wire().next()?.get(2..)?.to_vec();
-    let at = rdata.len().checked_sub(20)?;
-    rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+    zonefile::set_soa_serial(&mut rdata, serial)?;
     let owner = NameKey::new(&zone.origin)?;
     let mut wire = owner.as_bytes().to_vec();
     wire.push(0);

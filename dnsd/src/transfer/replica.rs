@@ -192,19 +192,14 @@ fn served(reloader: &Reloader, origin: &Name) -> Option<Served> {
     let key = NameKey::new(origin)?;
     let snapshot = reloader.serving();
     let (zone, _) = snapshot.served(key.as_bytes())?;
-    let rdata = zone.soa()?.rdatas.wire().next()?.to_vec();
-    let at = rdata.len().checked_sub(20)?;
-    let field = |i: usize| -> Option<u32> {
-        Some(u32::from_be_bytes(
-            rdata.get(at + i..at + i + 4)?.try_into().ok()?,
-        ))
-    };
+    let [serial, refresh, retry, expire, _] =
+        zonefile::soa_numbers(zone.soa()?.rdatas.iter().next()?)?;
     let seconds = |s: u32| Duration::from_secs(u64::from(s)).clamp(MIN_WAIT, MAX_WAIT);
     Some(Served {
-        serial: field(0)?,
-        refresh: seconds(field(4)?),
-        retry: seconds(field(8)?),
-        expire: u64::from(field(12)?),
+        serial,
+        refresh: seconds(refresh),
+        retry: seconds(retry),
+        expire: u64::from(expire),
     })
 }
 

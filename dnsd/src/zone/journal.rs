@@ -153,17 +153,6 @@ pub struct Difference {
     pub added: Vec<zonefile::Record>,
 }
 
-/// The serial of an SOA record's rdata.
-fn soa_serial(r: &zonefile::Record) -> Option<u32> {
-    if r.rtype != zonefile::codes::SOA {
-        return None;
-    }
-    let at = r.rdata.len().checked_sub(20)?;
-    Some(u32::from_be_bytes(
-        r.rdata.get(at..at + 4)?.try_into().ok()?,
-    ))
-}
-
 /// The difference between zone `origin` at serial `from` and at serial
 /// `to`, which it has at generation `upto`, from the changesets of its
 /// journal in `live`; `None` unless they lead, unbroken, from one to the
@@ -185,8 +174,8 @@ pub fn difference(
             lines.iter().map(|l| parse_line(l, origin).ok()).collect()
         };
         let (removed, added) = (parse(&c.removed)?, parse(&c.added)?);
-        let before = removed.iter().find_map(soa_serial);
-        let after = added.iter().find_map(soa_serial);
+        let before = removed.iter().find_map(zonefile::Record::soa_serial);
+        let after = added.iter().find_map(zonefile::Record::soa_serial);
         chain.push((before, after, removed, added));
     }
     let start = chain
@@ -202,7 +191,7 @@ pub fn difference(
     let from_soa = chain[0]
         .2
         .iter()
-        .find(|r| soa_serial(r) == Some(from))?
+        .find(|r| r.soa_serial() == Some(from))?
         .clone();
     let (removed, added) = condense(
         chain
@@ -229,7 +218,7 @@ pub fn condense<'r>(
         HashMap::new();
     let mut order: Vec<Key> = Vec::new();
     for (removed, added) in steps {
-        for r in removed.iter().filter(|r| soa_serial(r).is_none()) {
+        for r in removed.iter().filter(|r| r.soa_serial().is_none()) {
             let key = Key::of(r);
             match net.get_mut(&key) {
                 // Added since `from`, removed again: nothing happened.
@@ -243,7 +232,7 @@ pub fn condense<'r>(
                 }
             }
         }
-        for a in added.iter().filter(|a| soa_serial(a).is_none()) {
+        for a in added.iter().filter(|a| a.soa_serial().is_none()) {
             let key = Key::of(a);
             match net.get_mut(&key) {
                 // Removed since `from`, back as it was: nothing happened.

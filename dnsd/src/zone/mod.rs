@@ -81,29 +81,18 @@ pub struct LoadedWorkspace {
 impl LoadedZone {
     /// The serial of its SOA record.
     pub fn serial(&self) -> Option<u32> {
-        self.records.iter().find_map(|zr| {
-            let r = &zr.record;
-            match (RecordType::from(r.rtype), r.rdata.len().checked_sub(20)) {
-                (RecordType::SOA, Some(at)) => {
-                    let serial = r.rdata.get(at..at + 4)?;
-                    Some(u32::from_be_bytes(serial.try_into().ok()?))
-                }
-                _ => None,
-            }
-        })
+        Some(self.soa_numbers()?[0])
     }
 
     /// Its SOA's expire (RFC 1035 §3.3.13), in seconds.
     pub fn expire(&self) -> Option<u32> {
+        Some(self.soa_numbers()?[3])
+    }
+
+    fn soa_numbers(&self) -> Option<[u32; 5]> {
         self.records.iter().find_map(|zr| {
             let r = &zr.record;
-            match (RecordType::from(r.rtype), r.rdata.len().checked_sub(8)) {
-                (RecordType::SOA, Some(at)) => {
-                    let expire = r.rdata.get(at..at + 4)?;
-                    Some(u32::from_be_bytes(expire.try_into().ok()?))
-                }
-                _ => None,
-            }
+            (r.rtype == zonefile::codes::SOA).then(|| zonefile::soa_numbers(&r.rdata))?
         })
     }
 
@@ -256,17 +245,10 @@ pub fn raise_serial(records: &mut [zonefile::ZoneRecord], serial: u32) {
         if RecordType::from(r.rtype) != RecordType::SOA {
             continue;
         }
-        let Some(at) = r.rdata.len().checked_sub(20) else {
-            continue;
-        };
-        let now = u32::from_be_bytes([
-            r.rdata[at],
-            r.rdata[at + 1],
-            r.rdata[at + 2],
-            r.rdata[at + 3],
-        ]);
-        if serial_newer(serial, now) {
-            r.rdata[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+        if let Some([now, ..]) = zonefile::soa_numbers(&r.rdata)
+            && serial_newer(serial, now)
+        {
+            let _ = zonefile::set_soa_serial(&mut r.rdata, serial);
         }
     }
 }
