@@ -114,10 +114,10 @@ pub fn set_soa_serial(rdata: &mut [u8], serial: u32) -> Option<()> {
 impl Record {
     /// The serial, if this is an SOA record.
     pub fn soa_serial(&self) -> Option<u32> {
-        (self.rtype == codes::SOA)
-            .then(|| soa_numbers(&self.rdata))??
-            .first()
-            .copied()
+        if self.rtype != codes::SOA {
+            return None;
+        }
+        Some(soa_numbers(&self.rdata)?[0])
     }
 }
 
@@ -227,6 +227,19 @@ pub fn write_zone(header: &str, records: &[Record]) -> String {
 #[cfg(test)]
 mod serial_span_tests {
     use super::soa_serial_span;
+
+    #[test]
+    fn the_soa_numbers_are_read_and_the_serial_written_from_the_end() {
+        // Root names for MNAME and RNAME, then the five numbers.
+        let mut rdata = vec![0, 0];
+        for n in [7u32, 3600, 600, 86400, 60] {
+            rdata.extend_from_slice(&n.to_be_bytes());
+        }
+        assert_eq!(super::soa_numbers(&rdata), Some([7, 3600, 600, 86400, 60]));
+        super::set_soa_serial(&mut rdata, 8).unwrap();
+        assert_eq!(super::soa_numbers(&rdata).unwrap()[0], 8);
+        assert_eq!(super::soa_numbers(&rdata[..19]), None);
+    }
 
     #[test]
     fn the_serial_is_found_inside_parentheses_and_after_comments() {
