@@ -321,7 +321,9 @@ fn skip_record(message: &[u8], at: usize) -> Option<usize> {
     (end <= message.len()).then_some(end)
 }
 
-fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+/// Where the name at `at` of a message ends: after its root label, or
+/// after the compression pointer that ends it.
+pub fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
     loop {
         let len = *message.get(at)?;
         match len {

@@ -100,20 +100,9 @@ fn parse(query: &[u8]) -> Option<Asked<'_>> {
 
 /// The serial of the SOA an IXFR carries in its authority section, which
 /// starts at `at` (after the question).
-fn ixfr_serial(query: &[u8], mut at: usize) -> Option<u32> {
-    // Its owner (usually a pointer to the question).
-    loop {
-        let len = *query.get(at)?;
-        if len == 0 {
-            at += 1;
-            break;
-        }
-        if len & 0xc0 == 0xc0 {
-            at += 2;
-            break;
-        }
-        at += 1 + usize::from(len);
-    }
+fn ixfr_serial(query: &[u8], at: usize) -> Option<u32> {
+    // Its owner is usually a pointer to the question.
+    let at = tsig::skip_name(query, at)?;
     let fixed = query.get(at..at + 10)?;
     if u16::from_be_bytes([fixed[0], fixed[1]]) != TYPE_SOA {
         return None;
@@ -125,7 +114,7 @@ fn ixfr_serial(query: &[u8], mut at: usize) -> Option<u32> {
 
 /// `a` is `b` or newer in serial arithmetic (RFC 1982).
 fn serial_at_least(a: u32, b: u32) -> bool {
-    a == b || (a.wrapping_sub(b) as i32) > 0
+    a == b || crate::zone::serial_newer(a, b)
 }
 
 /// How a transfer's messages are signed: by the request's key, if it was
