@@ -452,6 +452,8 @@ fn apply_services(
     broken: &[BrokenZone],
     errors: &mut Vec<ConfigError>,
 ) {
+    // The newest serial of a service changed through the API, by zone.
+    let mut raised: std::collections::HashMap<Name, u32> = std::collections::HashMap::new();
     for service in services {
         let fail = |message: String| error_at(toml, Some(service.line), message);
         let name = match Name::from_ascii(&service.name) {
@@ -557,6 +559,15 @@ fn apply_services(
         });
         zone.records.splice(at..at, added);
         if let Some(serial) = service.serial {
+            let newest = raised.entry(zone.origin.clone()).or_insert(serial);
+            if serial_newer(serial, *newest) {
+                *newest = serial;
+            }
+        }
+    }
+    // Once per zone, its newest: finding the SOA is a pass over the zone.
+    for zone in zones.iter_mut() {
+        if let Some(&serial) = raised.get(&zone.origin) {
             raise_serial(&mut zone.records, serial);
         }
     }
@@ -590,6 +601,18 @@ ns1 IN A 198.18.0.53
 www 60 IN A 198.18.0.1
 www 60 IN A 198.18.0.2
 ";
+
+    #[test]
+    fn a_zone_is_served_with_the_newest_serial_its_services_carry() {
+        let toml = "[[service]]\nname = \"www.example.test.\"\naddresses = [\"198.18.0.3\"]\nttl = 60\nserial = 7\n\
+                    [[service]]\nname = \"api.example.test.\"\naddresses = [\"198.18.0.4\"]\nttl = 60\nserial = 5\n";
+        let dir = workspace(GOOD, toml);
+        let ws = complete(dir.path()).unwrap();
+        assert_eq!(ws.zones[0].serial(), Some(7));
+        // A serial below the file's leaves the file's.
+        let dir = workspace(&GOOD.replace(" 1 3600", " 9 3600"), toml);
+        assert_eq!(complete(dir.path()).unwrap().zones[0].serial(), Some(9));
+    }
 
     #[test]
     fn a_good_zone_loads_with_every_record() {
