@@ -120,9 +120,27 @@ fn notify_rcode(to: SocketAddr, from: IpAddr) -> Result<u8> {
     Ok(reply[3] & 0x0f)
 }
 
+/// dnsd on `ip`:`port`, its API on `api`, as the replica of the zone at
+/// `primary` (signed with the test key), its copy readable from 127/8.
+fn start_replica(ip: IpAddr, port: u16, api: SocketAddr, primary: SocketAddr) -> Result<DnsServer> {
+    dns_peers::start_dnsd(
+        &cutover_tests::bins::path("dnsd"),
+        ip,
+        &ServerOptions {
+            port: Some(port),
+            primary: Some(Primary {
+                addr: primary,
+                key: key(),
+            }),
+            dnsd_toml: "[transfer]\nallow = [\"127.0.0.0/8\"]\n".into(),
+            dnsd_api: Some(api),
+            ..ServerOptions::default()
+        },
+    )
+}
+
 #[test]
 fn dnsd_copies_a_zone_from_knot_and_follows_it_by_notify_and_ixfr() -> Result<()> {
-    let bin = cutover_tests::bins::path("dnsd");
     let scratch = tempfile::tempdir()?;
     let file = scratch.path().join("example.test.zone");
     std::fs::write(
@@ -142,20 +160,7 @@ fn dnsd_copies_a_zone_from_knot_and_follows_it_by_notify_and_ixfr() -> Result<()
         },
     )?;
     let api = SocketAddr::new(replica_ip, free_port(replica_ip)?);
-    let mut replica = dns_peers::start_dnsd(
-        &bin,
-        replica_ip,
-        &ServerOptions {
-            port: Some(replica_port),
-            primary: Some(Primary {
-                addr: knot.addr,
-                key: key(),
-            }),
-            dnsd_toml: "[transfer]\nallow = [\"127.0.0.0/8\"]\n".into(),
-            dnsd_api: Some(api),
-            ..ServerOptions::default()
-        },
-    )?;
+    let mut replica = start_replica(replica_ip, replica_port, api, knot.addr)?;
     let reader = address(9);
     let at_knot = whole(knot.addr, reader, true)?;
     ensure!(at_knot.len() > 4000, "Knot gives {} records", at_knot.len());
@@ -235,20 +240,7 @@ fn dnsd_copies_dnsd_refuses_changes_of_its_own_and_expires_without_its_primary()
         },
     )?;
     let api = SocketAddr::new(replica_ip, free_port(replica_ip)?);
-    let replica = dns_peers::start_dnsd(
-        &bin,
-        replica_ip,
-        &ServerOptions {
-            port: Some(replica_port),
-            primary: Some(Primary {
-                addr: primary.addr,
-                key: key(),
-            }),
-            dnsd_toml: "[transfer]\nallow = [\"127.0.0.0/8\"]\n".into(),
-            dnsd_api: Some(api),
-            ..ServerOptions::default()
-        },
-    )?;
+    let replica = start_replica(replica_ip, replica_port, api, primary.addr)?;
     let reader = address(9);
     ensure!(whole(replica.addr, reader, false)? == whole(primary.addr, reader, true)?);
 
