@@ -94,12 +94,25 @@ pub struct FlowKey {
 pub const DIR_FORWARD: u8 = 0;
 pub const DIR_REPLY: u8 = 1;
 
-/// TCP events seen on a flow (`Flow::tcp_flags`), OR-ed together.
+/// TCP events seen on a flow (`Flow::tcp_flags`), OR-ed together. All but
+/// `FLOW_SYN` and `FLOW_ESTABLISHED` are set on both entries of a flow.
 pub const FLOW_SYN: u8 = 1;
+/// A FIN in either direction.
 pub const FLOW_FIN: u8 = 2;
 pub const FLOW_RST: u8 = 4;
 /// Set on the forward entry once the client's handshake ACK went through.
 pub const FLOW_ESTABLISHED: u8 = 8;
+/// The client sent a FIN.
+pub const FLOW_FIN_FORWARD: u8 = 16;
+/// The new host sent a FIN.
+pub const FLOW_FIN_REPLY: u8 = 32;
+/// The new host's FIN came first: it, not the client, holds the connection
+/// in TIME_WAIT afterwards.
+pub const FLOW_REPLY_CLOSED_FIRST: u8 = 64;
+/// The connection is over: a RST, or both FINs and the last ACK after them.
+/// Its NAT port may go to a new connection at once (see `Flow::close_seq`),
+/// as conntrack lets a new connection take over a TIME_WAIT entry.
+pub const FLOW_CLOSED: u8 = 128;
 
 /// Value of `FLOWS`: how to rewrite a packet whose 4-tuple is the key. The
 /// forward entry (client -> OLD) rewrites to OLD:nat_port -> NEW; the reply
@@ -118,9 +131,10 @@ pub struct Flow {
     pub dport: u16,
     pub rule_id: u32,
     pub direction: u8,
-    /// FLOW_* bits. FIN/RST are set on both entries of a flow.
+    /// FLOW_* bits.
     pub tcp_flags: u8,
-    pub _pad: [u8; 2],
+    /// MTU of the cached next hop's interface; valid when `hop_ifindex` is.
+    pub hop_mtu: u16,
     /// Egress ifindex of the cached next hop; 0 = none cached.
     pub hop_ifindex: u32,
     /// Last packet seen in this direction, `bpf_ktime_get_coarse_ns`:
@@ -130,9 +144,21 @@ pub struct Flow {
     /// Source and destination MAC of the cached next hop.
     pub hop_smac: [u8; 6],
     pub hop_dmac: [u8; 6],
-    pub _pad2: [u8; 4],
+    /// The client's sequence number just past its FIN (host order), on
+    /// both entries; 0 before. When the new host closed first it holds
+    /// TIME_WAIT, and accepts a new SYN on the same tuple only if that SYN's
+    /// sequence number is past this one: a NAT port is reused only then.
+    pub close_seq: u32,
     /// When the cached next hop was looked up (same clock as `last_seen_ns`).
     pub hop_checked_ns: u64,
+    /// The path MTU this entry's sender was told in an ICMP
+    /// fragmentation-needed; 0 = none. Later GSO packets of the flow are
+    /// taken to be segmented to it (XDP cannot see their segment size).
+    pub pmtu_sent: u16,
+    /// MTU of the interface the packets of this entry arrive on, looked up
+    /// with the next hop: a longer packet is a GSO packet.
+    pub hop_in_mtu: u16,
+    pub _pad: [u8; 4],
 }
 
 impl Flow {
@@ -218,8 +244,21 @@ pub mod counter {
     /// ICMP errors (unreachable, fragmentation needed, time exceeded) about
     /// a tracked flow, translated and sent on to its other endpoint.
     pub const ICMP_TRANSLATED: u32 = 25;
+    /// A new connection took the NAT port of a closed one (TIME_WAIT reuse).
+    pub const PORT_REUSED: u32 = 26;
+    /// A GSO packet (longer than the ingress MTU: generic XDP sees the
+    /// socket buffer before segmentation) of a tracked flow, translated and
+    /// handed to the kernel, which segments it on the way out. The devmap
+    /// path of generic XDP would drop it as too long for the egress MTU.
+    pub const PASS_GSO: u32 = 27;
+    /// A tracked packet too big for the next hop's MTU with DF set:
+    /// dropped, and an ICMP fragmentation-needed sent back to its sender.
+    pub const ICMP_FRAG_NEEDED_SENT: u32 = 28;
+    /// A tracked packet too big for the next hop's MTU without DF: handed
+    /// translated to the kernel, which fragments it.
+    pub const PASS_FRAGMENT_NEEDED: u32 = 29;
     /// Number of counters per slot.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 30;
 
     /// Names for user space, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -249,6 +288,10 @@ pub mod counter {
         "pass_no_rule",
         "pass_no_egress",
         "icmp_translated",
+        "port_reused",
+        "pass_gso",
+        "icmp_frag_needed_sent",
+        "pass_fragment_needed",
     ];
 }
 
@@ -277,17 +320,21 @@ mod tests {
         assert_eq!(size_of::<RuleKey>(), 8);
         assert_eq!(size_of::<RuleValue>(), 12);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<Flow>(), 56);
+        assert_eq!(size_of::<Flow>(), 64);
         assert_eq!(size_of::<NatSettings>(), 8);
     }
 
     #[test]
     fn flow_fields_sit_where_the_program_expects_them() {
         use core::mem::offset_of;
+        assert_eq!(offset_of!(Flow, hop_mtu), 18);
         assert_eq!(offset_of!(Flow, hop_ifindex), 20);
         assert_eq!(offset_of!(Flow, last_seen_ns), 24);
         assert_eq!(offset_of!(Flow, hop_smac), 32);
+        assert_eq!(offset_of!(Flow, close_seq), 44);
         assert_eq!(offset_of!(Flow, hop_checked_ns), 48);
+        assert_eq!(offset_of!(Flow, pmtu_sent), 56);
+        assert_eq!(offset_of!(Flow, hop_in_mtu), 58);
     }
 
     #[test]

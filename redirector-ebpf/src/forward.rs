@@ -2,26 +2,28 @@
 //! MAC rewrite, and the way out (XDP_TX back out of the ingress interface,
 //! or XDP_REDIRECT through the `EGRESS` devmap).
 
-use core::{mem::size_of, ptr::write_volatile};
+use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::bpf_fib_lookup as fib_lookup,
+    helpers::{bpf_check_mtu, bpf_fib_lookup as fib_lookup},
     programs::XdpContext,
 };
 use redirector_common::{IPPROTO_TCP, counter};
 
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{counters, maps::EGRESS, nat::Hop};
+use crate::{
+    counters,
+    maps::{EGRESS, SCRATCH},
+    nat::Hop,
+};
 
 const AF_INET: u8 = 2;
 
-/// `struct bpf_fib_lookup` for IPv4. The verifier wants every byte the
-/// helper reads initialised; zeroing the generated binding's byte arrays
-/// (or a long run of zero fields, which LLVM merges) becomes a call to an
-/// out-of-line byte-by-byte memset. Few wide fields avoid it.
+/// `struct bpf_fib_lookup` for IPv4, with few wide fields for the parts
+/// IPv4 does not use.
 #[repr(C)]
 struct FibParams {
     family: u8,
@@ -56,46 +58,43 @@ pub enum NextHop {
     /// which also resolves the neighbour. The value is the counter.
     Kernel(u32),
     /// No usable route: unreachable, blackhole, forwarding disabled on the
-    /// ingress interface, a local destination, or the MTU is too small.
+    /// ingress interface, or a local destination.
     Unroutable,
 }
 
 /// Looks up the route for a packet from `saddr` to `daddr` (network order)
-/// that arrived on the context's interface, with the size and TOS of `ip`.
+/// that arrived on the context's interface, with the TOS of `ip`.
+///
+/// The size is left out (`tot_len` 0): the FIB would refuse a GSO packet,
+/// whose length is that of all its segments, as too big. The caller checks
+/// sizes against the egress MTU the hop carries, knowing which packets are
+/// GSO (`size::fit`).
+///
 #[inline(always)]
 pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, saddr: u32, daddr: u32) -> NextHop {
-    let (tot_len, tos) = unsafe { (u16::from_be_bytes((*ip).tot_len), (*ip).tos) };
-    let mut p = FibParams {
-        family: AF_INET,
-        l4_protocol: IPPROTO_TCP,
-        sport: 0,
-        dport: 0,
-        tot_len,
-        ifindex: ctx.ingress_ifindex() as u32,
-        tos: tos as u32,
-        ipv4_src: saddr,
-        ipv6_src_a: 0,
-        ipv6_src_b: 0,
-        ipv4_dst: daddr,
-        ipv6_dst_a: 0,
-        ipv6_dst_b: 0,
-        tbid: 0,
-        mac_a: 0,
-        mac_b: 0,
+    let tos = unsafe { (*ip).tos };
+    // In per-CPU scratch space rather than on the stack (see `SCRATCH`);
+    // map memory is initialised, so only the inputs need writing.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return NextHop::Unroutable;
     };
-    // Outputs only, but the verifier wants them initialised. Volatile keeps
-    // LLVM from merging this run of zero stores into a memset call.
-    unsafe {
-        write_volatile(&raw mut p.tbid, 0);
-        write_volatile(&raw mut p.mac_a, 0);
-        write_volatile(&raw mut p.mac_b, 0);
-    }
+    let p = unsafe { &mut *(&raw mut (*scratch).fib).cast::<FibParams>() };
+    p.family = AF_INET;
+    p.l4_protocol = IPPROTO_TCP;
+    p.sport = 0;
+    p.dport = 0;
+    p.tot_len = 0;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.tos = tos as u32;
+    p.ipv4_src = saddr;
+    p.ipv4_dst = daddr;
+    p.tbid = 0;
     // flags 0: a full lookup that honours policy routing and checks that
     // the ingress interface forwards (net.ipv4.conf.IF.forwarding).
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            (&mut p as *mut FibParams).cast::<bpf_fib_lookup>(),
+            (p as *mut FibParams).cast::<bpf_fib_lookup>(),
             size_of::<FibParams>() as i32,
             0,
         )
@@ -113,10 +112,28 @@ pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, saddr: u32, daddr: u32) -> N
                 ifindex: p.ifindex,
                 smac: [macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]],
                 dmac: [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11]],
+                mtu: mtu(ctx, p.ifindex),
+                in_mtu: mtu(ctx, 0),
             })
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => NextHop::Kernel(counter::PASS_NO_NEIGH),
         _ => NextHop::Unroutable,
+    }
+}
+
+/// The MTU of interface `ifindex`, 0 for the ingress interface (the device's
+/// MTU; a route's own `mtu` attribute is not seen). 0xffff if unknown, so
+/// that nothing is refused for it.
+#[inline(always)]
+pub fn mtu(ctx: &XdpContext, ifindex: u32) -> u16 {
+    // A length of 1 to check: the answer (pass) does not matter, only the
+    // MTU the helper reports.
+    let mut len: u32 = 1;
+    let rc = unsafe { bpf_check_mtu(ctx.as_ptr(), ifindex, &mut len, 0, 0) };
+    if rc < 0 || len == 0 || len > 0xffff {
+        0xffff
+    } else {
+        len as u16
     }
 }
 

@@ -31,7 +31,8 @@ const INNER_TCP_CHECK: usize = INNER_L4 + 16;
 
 /// Translates an ICMP error about a tracked flow and returns the action, or
 /// `None` if the frame is not one (it then passes as plain ICMP).
-#[inline(always)]
+/// Out of line (see `follow` in main.rs).
+#[inline(never)]
 pub fn translate(ctx: &XdpContext) -> Option<u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     let ip: *mut Ipv4Hdr = ptr_at(ctx, OUTER_IP)?;

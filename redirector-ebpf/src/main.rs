@@ -30,6 +30,7 @@ mod maps;
 mod nat;
 mod parse;
 mod rewrite;
+mod size;
 mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -39,43 +40,54 @@ use redirector_common::{DIR_FORWARD, FlowKey, IPPROTO_TCP, RuleKey, counter};
 use crate::{
     forward::NextHop,
     maps::RULES,
-    nat::{Follow, Open, Rewrite, Tracked},
+    nat::{Follow, Open, Rewrite, Syn, Tracked},
     parse::Segment,
+    size::Fit,
 };
 
 #[xdp]
 pub fn redirector(ctx: XdpContext) -> u32 {
-    match try_redirector(&ctx) {
-        Ok(action) => action,
-        Err(()) => xdp_action::XDP_PASS,
+    match follow(&ctx) {
+        UNTRACKED => untracked(&ctx),
+        action => action,
     }
 }
 
-fn try_redirector(ctx: &XdpContext) -> Result<u32, ()> {
+/// `follow`'s answer for a TCP packet without NAT state; no XDP action has
+/// it.
+const UNTRACKED: u32 = u32::MAX;
+
+/// Every packet starts here: parsed, and followed if its flow is tracked.
+/// Returns its action, or `UNTRACKED`.
+///
+/// `follow` and `untracked` are separate calls (each parses the packet)
+/// because the verifier limits the stack of a whole call chain to 512
+/// bytes, and either path needs most of that; packet pointers do not
+/// survive a trip through the caller's stack either.
+#[inline(never)]
+fn follow(ctx: &XdpContext) -> u32 {
     let seg = match parse::ipv4_tcp(ctx) {
         Ok(seg) => seg,
         Err(reason) => {
             if reason == counter::PASS_ICMP
                 && let Some(action) = icmp::translate(ctx)
             {
-                return Ok(action);
+                return action;
             }
             counters::inc(0, reason);
-            return Ok(xdp_action::XDP_PASS);
+            return xdp_action::XDP_PASS;
         }
     };
     let key = seg.key();
-    let tcp_flags = seg.tcp_flags();
-    Ok(match nat::follow(&key, tcp_flags) {
+    match nat::follow(&seg, &key, seg.tcp_flags()) {
         Follow::Hit(t) => tracked(ctx, &seg, &key, &t),
         // It cannot be translated back; handing it to the stack would
         // only make the old host answer with a RST.
         Follow::Broken => xdp_action::XDP_DROP,
-        Follow::Miss => untracked(ctx, &seg, &key, tcp_flags),
-    })
+        Follow::Miss => UNTRACKED,
+    }
 }
 
-/// A packet of a flow with NAT state.
 #[inline(always)]
 fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
     let flow = &t.to;
@@ -93,19 +105,55 @@ fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
             hop
         }
     };
-    if let NextHop::Unroutable = hop {
-        // Never hand a tracked packet to the stack untranslated: the old
-        // host would reset the connection.
-        counters::inc(flow.rule_id, counter::DROP_NO_ROUTE);
-        return xdp_action::XDP_DROP;
+    let hop = match hop {
+        NextHop::Resolved(h) => h,
+        NextHop::Kernel(reason) => return emit(ctx, seg, key, flow, NextHop::Kernel(reason), None),
+        NextHop::Unroutable => {
+            // Never hand a tracked packet to the stack untranslated: the
+            // old host would reset the connection.
+            counters::inc(flow.rule_id, counter::DROP_NO_ROUTE);
+            return xdp_action::XDP_DROP;
+        }
+    };
+    let pmtu_sent = unsafe { (*t.entry).pmtu_sent };
+    match size::fit(seg, &hop, pmtu_sent) {
+        Fit::Send => emit(ctx, seg, key, flow, NextHop::Resolved(hop), Some(false)),
+        Fit::Gso if hop.ifindex == ctx.ingress_ifindex() as u32 => {
+            emit(ctx, seg, key, flow, NextHop::Resolved(hop), Some(true))
+        }
+        Fit::Gso => emit(
+            ctx,
+            seg,
+            key,
+            flow,
+            NextHop::Kernel(counter::PASS_GSO),
+            Some(true),
+        ),
+        Fit::Fragment => emit(
+            ctx,
+            seg,
+            key,
+            flow,
+            NextHop::Kernel(counter::PASS_FRAGMENT_NEEDED),
+            Some(false),
+        ),
+        Fit::TooBig => {
+            unsafe { (*t.entry).pmtu_sent = hop.mtu };
+            counters::inc(flow.rule_id, counter::ICMP_FRAG_NEEDED_SENT);
+            size::frag_needed(ctx, hop.mtu).unwrap_or(xdp_action::XDP_DROP)
+        }
     }
-    emit(ctx, seg, key, flow, hop)
 }
 
 /// A packet without NAT state: a new connection to a rule's address, or
-/// something the old host's own stack handles.
-#[inline(always)]
-fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u32 {
+/// something the old host's own stack handles. Out of line (see `follow`).
+#[inline(never)]
+fn untracked(ctx: &XdpContext) -> u32 {
+    // `follow` parsed it already: it is an IPv4/TCP segment.
+    let Ok(seg) = parse::ipv4_tcp(ctx) else {
+        return xdp_action::XDP_PASS;
+    };
+    let (seg, key, tcp_flags) = (&seg, &seg.key(), seg.tcp_flags());
     let rule_key = RuleKey {
         addr: key.daddr,
         port: key.dport,
@@ -142,7 +190,11 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
         NextHop::Resolved(h) => Some(*h),
         _ => None,
     };
-    let flow = match nat::open(ctx, key, &rule, cached) {
+    let syn = Syn {
+        seq_end: seg.seq_end(),
+        hop: cached,
+    };
+    let flow = match nat::open(ctx, key, &rule, &syn) {
         Open::New(flow) => {
             counters::inc(id, counter::NEW_FLOWS);
             flow
@@ -154,12 +206,21 @@ fn untracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, tcp_flags: u8) -> u
             return xdp_action::XDP_DROP;
         }
     };
-    emit(ctx, seg, key, &flow, hop)
+    // A SYN is never a GSO packet.
+    emit(ctx, seg, key, &flow, hop, Some(false))
 }
 
-/// Translates a packet to `flow`'s tuple and sends it to `hop`.
+/// Translates a packet to `flow`'s tuple and sends it to `hop`. `gso`: whether
+/// it is a GSO packet, `None` when not known yet.
 #[inline(always)]
-fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: NextHop) -> u32 {
+fn emit(
+    ctx: &XdpContext,
+    seg: &Segment,
+    key: &FlowKey,
+    flow: &Rewrite,
+    hop: NextHop,
+    gso: Option<bool>,
+) -> u32 {
     let id = flow.rule_id;
     let (packets, bytes) = if flow.direction == DIR_FORWARD {
         (counter::FWD_PACKETS, counter::FWD_BYTES)
@@ -168,16 +229,19 @@ fn emit(ctx: &XdpContext, seg: &Segment, key: &FlowKey, flow: &Rewrite, hop: Nex
     };
     match hop {
         NextHop::Resolved(hop) => {
-            rewrite::translate(seg, key, flow, true);
+            rewrite::translate(seg, key, flow, true, gso.unwrap_or(false));
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
             forward::send(ctx, seg.eth, id, &hop)
         }
         NextHop::Kernel(reason) => {
-            log_kernel_forwards(ctx, id, flow.daddr, reason);
+            if reason == counter::PASS_NO_NEIGH || reason == counter::PASS_NO_EGRESS {
+                log_kernel_forwards(ctx, id, flow.daddr, reason);
+            }
             // Fully translated, so the kernel's forwarding path can take it
             // from here (it decrements the TTL and resolves the neighbour).
-            rewrite::translate(seg, key, flow, false);
+            let gso = gso.unwrap_or_else(|| size::is_gso(ctx, seg));
+            rewrite::translate(seg, key, flow, false, gso);
             counters::inc(id, packets);
             counters::add(id, bytes, seg.len as u64);
             counters::inc(id, reason);

@@ -30,6 +30,18 @@ pub static SETTINGS: Array<NatSettings> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// Room for values too big for the program's stack, which the verifier
+/// limits to 512 bytes along a whole call chain: a flow entry being built,
+/// and the FIB lookup's parameters. One per CPU, used within one run.
+#[repr(C)]
+pub struct Scratch {
+    pub flow: Flow,
+    pub fib: [u64; 8],
+}
+
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Egress interfaces for XDP_REDIRECT, keyed by ifindex.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS_IFACES, 0);

@@ -5,7 +5,7 @@
 //! is that tuple mirrored, and its partner's value is its own key mirrored.
 //! So either entry can rebuild the other when the LRU evicted it.
 
-use core::{mem::MaybeUninit, ptr::write_volatile};
+use core::ptr::write_volatile;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -13,18 +13,20 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use redirector_common::{
-    DIR_FORWARD, DIR_REPLY, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, FLOW_SYN, Flow, FlowKey,
-    IPPROTO_TCP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, RuleValue, counter,
+    DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, FlowKey, IPPROTO_TCP,
+    MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, RuleValue, counter,
 };
 
 use crate::{
     counters,
-    maps::{FLOWS, SETTINGS},
-    parse::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    maps::{FLOWS, SCRATCH, SETTINGS},
+    parse::{Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     socket,
 };
 
 const CLOSING: u8 = FLOW_FIN | FLOW_RST;
+const BOTH_FINS: u8 = FLOW_FIN_FORWARD | FLOW_FIN_REPLY;
 
 /// A `FLOWS` key for a TCP 4-tuple (network order).
 ///
@@ -51,20 +53,36 @@ fn partner_key(to: &Rewrite) -> FlowKey {
     flow_key(to.daddr, to.saddr, to.dport, to.sport)
 }
 
+#[inline(always)]
+fn same_tuple(a: &FlowKey, b: &FlowKey) -> bool {
+    a.saddr == b.saddr && a.daddr == b.daddr && a.sport == b.sport && a.dport == b.dport
+}
+
 /// A next hop as cached in a flow entry.
 #[derive(Clone, Copy)]
 pub struct Hop {
     pub ifindex: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
+    /// The egress interface's MTU.
+    pub mtu: u16,
+    /// The ingress interface's MTU.
+    pub in_mtu: u16,
 }
 
-/// Writes a `Flow` value in place, as seven words rather than as a struct
+/// A per-CPU place to build a `Flow` value in before it goes into `FLOWS`.
+#[inline(always)]
+fn scratch_flow() -> Option<*mut Flow> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    Some(unsafe { &raw mut (*scratch).flow })
+}
+
+/// Writes a `Flow` value in place, as eight words rather than as a struct
 /// literal: zeroed byte arrays in a literal, or a copy of a value LLVM
 /// knows to be partly zero, become an out-of-line memset loop.
 #[inline(always)]
 fn write_flow(
-    flow: &mut MaybeUninit<Flow>,
+    flow: *mut Flow,
     to: (u32, u32, u16, u16),
     rule_id: u32,
     direction: u8,
@@ -73,23 +91,24 @@ fn write_flow(
     hop: Option<Hop>,
 ) {
     let (saddr, daddr, sport, dport) = to;
-    let (ifindex, s, d, checked) = match hop {
-        Some(h) => (h.ifindex, h.smac, h.dmac, now),
-        None => (0, [0; 6], [0; 6], 0),
+    let (ifindex, s, d, mtu, in_mtu, checked) = match hop {
+        Some(h) => (h.ifindex, h.smac, h.dmac, h.mtu, h.in_mtu, now),
+        None => (0, [0; 6], [0; 6], 0, 0, 0),
     };
-    let words: [u64; 7] = [
+    let words: [u64; 8] = [
         saddr as u64 | (daddr as u64) << 32,
         sport as u64 | (dport as u64) << 16 | (rule_id as u64) << 32,
-        direction as u64 | (tcp_flags as u64) << 8 | (ifindex as u64) << 32,
+        direction as u64 | (tcp_flags as u64) << 8 | (mtu as u64) << 16 | (ifindex as u64) << 32,
         now,
         u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], d[0], d[1]]),
         u64::from_le_bytes([d[2], d[3], d[4], d[5], 0, 0, 0, 0]),
         checked,
+        (in_mtu as u64) << 16,
     ];
-    let out = flow.as_mut_ptr().cast::<u64>();
-    // SAFETY: Flow is #[repr(C)], 56 bytes of plain integers whose offsets
+    let out = flow.cast::<u64>();
+    // SAFETY: Flow is #[repr(C)], 64 bytes of plain integers whose offsets
     // redirector-common's layout test pins (bpfel is little endian), so
-    // seven words initialise all of it. Volatile keeps LLVM from merging
+    // eight words initialise all of it. Volatile keeps LLVM from merging
     // the zero words into a memset call.
     unsafe {
         for (i, w) in words.iter().enumerate() {
@@ -98,7 +117,7 @@ fn write_flow(
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Flow>() == 56);
+const _: () = assert!(core::mem::size_of::<Flow>() == 64);
 
 /// What a packet of a flow is rewritten to, and whose counters it counts in.
 #[derive(Clone, Copy)]
@@ -156,13 +175,15 @@ pub fn is_syn(tcp_flags: u8) -> bool {
 }
 
 /// Looks up the segment's flow and records what it saw: the time, the
-/// handshake ACK, FIN/RST on both entries (counted once per flow).
+/// handshake ACK, FIN/RST and the close on both entries (counted once per
+/// flow).
 ///
 /// The partner entry is checked only when the cached next hop is renewed
-/// (every `NEXT_HOP_CACHE_NS`) or on FIN/RST, because a lookup is a third of
-/// a packet's cost. A missing partner is rebuilt (counting `LRU_EVICTED`).
+/// (every `NEXT_HOP_CACHE_NS`) or on a new close event, because a lookup is
+/// a third of a packet's cost. A missing partner is rebuilt (counting
+/// `LRU_EVICTED`).
 #[inline(always)]
-pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
+pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
     let Some(entry) = FLOWS.get_ptr_mut(key) else {
         return Follow::Miss;
     };
@@ -178,13 +199,7 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
     }
 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let mut events = 0;
-    if tcp_flags & TCP_FIN != 0 {
-        events |= FLOW_FIN;
-    }
-    if tcp_flags & TCP_RST != 0 {
-        events |= FLOW_RST;
-    }
+    let events = close_events(seen, forward, tcp_flags) & !seen;
     let (hop_ifindex, hop_checked_ns) = unsafe { ((*entry).hop_ifindex, (*entry).hop_checked_ns) };
     let fresh = hop_ifindex != 0 && now.wrapping_sub(hop_checked_ns) < NEXT_HOP_CACHE_NS;
     if !fresh || events != 0 {
@@ -193,13 +208,20 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
         };
         if events != 0 {
             let partner_flags = unsafe { (*partner).tcp_flags };
-            if (seen | partner_flags) & CLOSING == 0 {
+            if (seen | partner_flags) & CLOSING == 0 && events & CLOSING != 0 {
                 counters::inc(to.rule_id, counter::FLOWS_CLOSING);
             }
-            // Both entries carry the close, so garbage collection can
-            // judge a flow by whichever entry it meets first.
-            if partner_flags | events != partner_flags {
-                unsafe { (*partner).tcp_flags = partner_flags | events };
+            // Both entries carry the close, so garbage collection and port
+            // reuse can judge a flow by whichever entry they meet.
+            unsafe {
+                if events & FLOW_FIN_FORWARD != 0 {
+                    let close_seq = seg.seq_end();
+                    (*entry).close_seq = close_seq;
+                    (*partner).close_seq = close_seq;
+                }
+                if partner_flags | events != partner_flags {
+                    (*partner).tcp_flags = partner_flags | events;
+                }
             }
         }
     }
@@ -222,6 +244,8 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
                 ifindex: hop_ifindex,
                 smac: (*entry).hop_smac,
                 dmac: (*entry).hop_dmac,
+                mtu: (*entry).hop_mtu,
+                in_mtu: (*entry).hop_in_mtu,
             })
         } else {
             None
@@ -233,6 +257,30 @@ pub fn follow(key: &FlowKey, tcp_flags: u8) -> Follow {
         hop,
         now,
     })
+}
+
+/// The close events a segment with `tcp_flags` brings to a flow that has
+/// seen `seen`, from the client (`forward`) or from the new host.
+#[inline(always)]
+fn close_events(seen: u8, forward: bool, tcp_flags: u8) -> u8 {
+    let mut events = 0;
+    if tcp_flags & TCP_FIN != 0 {
+        if forward {
+            events |= FLOW_FIN | FLOW_FIN_FORWARD;
+        } else {
+            events |= FLOW_FIN | FLOW_FIN_REPLY;
+            if seen & FLOW_FIN_FORWARD == 0 {
+                events |= FLOW_REPLY_CLOSED_FIRST;
+            }
+        }
+    } else if seen & BOTH_FINS == BOTH_FINS {
+        // After both FINs, a segment without one is the last ACK.
+        events |= FLOW_CLOSED;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        events |= FLOW_RST | FLOW_CLOSED;
+    }
+    events
 }
 
 /// The partner entry of (`key`, `flow`), rebuilt if the LRU evicted it;
@@ -251,9 +299,9 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
             } else {
                 DIR_FORWARD
             };
-            let mut rebuilt = MaybeUninit::uninit();
+            let rebuilt = scratch_flow()?;
             write_flow(
-                &mut rebuilt,
+                rebuilt,
                 (key.daddr, key.saddr, key.dport, key.sport),
                 to.rule_id,
                 direction,
@@ -264,7 +312,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
             FLOWS
                 .insert(
                     pkey,
-                    unsafe { rebuilt.assume_init_ref() },
+                    unsafe { &*rebuilt },
                     BPF_NOEXIST as u64,
                 )
                 .ok()?;
@@ -272,11 +320,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
         }
     };
     let back = partner_key(&Rewrite::of(partner));
-    if back.saddr != key.saddr
-        || back.daddr != key.daddr
-        || back.sport != key.sport
-        || back.dport != key.dport
-    {
+    if !same_tuple(&back, key) {
         counters::inc(to.rule_id, counter::LRU_EVICTED);
         return None;
     }
@@ -288,10 +332,21 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
 pub fn remember_hop(entry: *mut Flow, hop: &Hop, now: u64) {
     unsafe {
         (*entry).hop_ifindex = hop.ifindex;
+        (*entry).hop_mtu = hop.mtu;
+        (*entry).hop_in_mtu = hop.in_mtu;
         (*entry).hop_smac = hop.smac;
         (*entry).hop_dmac = hop.dmac;
         (*entry).hop_checked_ns = now;
     }
+}
+
+/// What `open` needs to know about the SYN besides its tuple (one argument:
+/// a BPF call takes at most five).
+pub struct Syn {
+    /// `Segment::seq_end` of the SYN.
+    pub seq_end: u32,
+    /// The next hop to cache in the forward entry, if resolved.
+    pub hop: Option<Hop>,
 }
 
 /// The result of opening a connection.
@@ -309,12 +364,15 @@ pub enum Open {
 /// claims a reply key (the client's own port if free, else random ports
 /// from `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
-pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>) -> Open {
+pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Open {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let (syn_end, hop) = (syn.seq_end, syn.hop);
     let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport);
-    let mut reply = MaybeUninit::uninit();
+    let Some(entry) = scratch_flow() else {
+        return Open::Exhausted;
+    };
     write_flow(
-        &mut reply,
+        entry,
         (key.daddr, key.saddr, key.dport, key.sport),
         rule.rule_id,
         DIR_REPLY,
@@ -322,9 +380,9 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
         now,
         None,
     );
-    let reply = unsafe { reply.assume_init_ref() };
+    let reply = unsafe { &*entry };
 
-    if !claim(ctx, &reply_key, reply) {
+    if !claim(ctx, &reply_key, reply, syn_end) {
         let Some(settings) = SETTINGS.get(0) else {
             return Open::Exhausted;
         };
@@ -343,7 +401,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
                     .checked_rem(span)
                     .unwrap_or(0);
             reply_key.dport = (port as u16).to_be();
-            if claim(ctx, &reply_key, reply) {
+            if claim(ctx, &reply_key, reply, syn_end) {
                 claimed = true;
                 break;
             }
@@ -355,9 +413,9 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
     }
 
     let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
-    let mut forward = MaybeUninit::uninit();
+    // The reply entry is in the map: its place becomes the forward entry's.
     write_flow(
-        &mut forward,
+        entry,
         to,
         rule.rule_id,
         DIR_FORWARD,
@@ -368,7 +426,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
     if FLOWS
         .insert(
             key,
-            unsafe { forward.assume_init_ref() },
+            unsafe { &*entry },
             BPF_NOEXIST as u64,
         )
         .is_ok()
@@ -389,11 +447,14 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, hop: Option<Hop>)
     }
 }
 
-/// Takes `reply_key` for a new connection unless a flow or a local socket
-/// already uses it. `BPF_NOEXIST` makes the claim atomic: two CPUs cannot
-/// take the same port.
+/// Takes `reply_key` for a new connection unless a live flow or a local
+/// socket uses it. `BPF_NOEXIST` makes the claim atomic: two CPUs cannot
+/// take the same port. A closed connection's port is taken over (see
+/// `reusable`), as conntrack does with TIME_WAIT entries: otherwise ports
+/// would stay reserved until garbage collection, and clients that open
+/// many short connections would run out of them.
 #[inline(always)]
-fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow) -> bool {
+fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32) -> bool {
     if socket::owned_locally(
         ctx,
         reply_key.saddr,
@@ -403,5 +464,43 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow) -> bool {
     ) {
         return false;
     }
-    FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok()
+    if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    let Some(old) = FLOWS.get_ptr(reply_key) else {
+        return false;
+    };
+    let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
+    if !reusable(flags, close_seq, syn_end) {
+        return false;
+    }
+    // The old connection's forward entry goes too, unless its key already
+    // belongs to another connection (the same client starting over).
+    let old_to = Rewrite::of(old);
+    let old_forward = partner_key(&old_to);
+    if let Some(f) = FLOWS.get_ptr(&old_forward) {
+        let back = partner_key(&Rewrite::of(f));
+        if same_tuple(&back, reply_key) {
+            let _ = FLOWS.remove(&old_forward);
+        }
+    }
+    let _ = FLOWS.remove(reply_key);
+    if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
+        counters::inc(old_to.rule_id, counter::PORT_REUSED);
+        return true;
+    }
+    false
+}
+
+/// Whether a closed connection's NAT port may go to a new connection whose
+/// SYN ends at `syn_end`. When the new host closed first it holds TIME_WAIT
+/// for the tuple and takes a new SYN only with a sequence number past the
+/// old connection's (RFC 6191; conntrack checks the same before it reuses
+/// a TIME_WAIT entry).
+#[inline(always)]
+fn reusable(flags: u8, close_seq: u32, syn_end: u32) -> bool {
+    if flags & FLOW_CLOSED == 0 {
+        return false;
+    }
+    flags & FLOW_REPLY_CLOSED_FIRST == 0 || (syn_end.wrapping_sub(close_seq) as i32) > 0
 }

@@ -68,6 +68,36 @@ impl Segment {
     pub fn ttl(&self) -> u8 {
         unsafe { (*self.ip).ttl }
     }
+
+    /// The IP header's total length: the size on the wire of the packet, or
+    /// of the segments together for a GSO packet in generic mode.
+    #[inline(always)]
+    pub fn ip_len(&self) -> u16 {
+        unsafe { u16::from_be_bytes((*self.ip).tot_len) }
+    }
+
+    /// Whether the IP header forbids fragmentation.
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        unsafe { (*self.ip).frags[0] & 0x40 != 0 }
+    }
+
+    /// The sequence number (host order).
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        unsafe { u32::from_be_bytes((*self.tcp).seq) }
+    }
+
+    /// The sequence number just past this segment: its payload, and one for
+    /// a SYN or a FIN (host order).
+    #[inline(always)]
+    pub fn seq_end(&self) -> u32 {
+        let doff = (unsafe { *(self.tcp as *const u8).add(12) } >> 4) as u32 * 4;
+        let payload = (self.ip_len() as u32).wrapping_sub(Ipv4Hdr::LEN as u32 + doff);
+        let flags = self.tcp_flags();
+        let control = (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
+        self.seq().wrapping_add(payload).wrapping_add(control)
+    }
 }
 
 /// Finds the IPv4/TCP headers, or says which pass-through counter applies.

@@ -1,15 +1,22 @@
 //! Rewrites a segment's addresses and ports to a flow entry's tuple and
 //! keeps the IPv4 and TCP checksums right without recomputing them.
+//!
+//! A GSO packet's TCP checksum field is not a checksum yet: the kernel
+//! keeps the sum of the pseudo-header there (uncomplemented, without the
+//! ports, which are in the part the device or the segmentation sums up),
+//! and completes it when it segments. So for such a packet only the
+//! addresses change it, in the opposite sense.
 
 use redirector_common::FlowKey;
 
 use crate::{csum::Delta, nat::Rewrite, parse::Segment};
 
-/// Rewrites `seg`, whose 4-tuple is `from`, to `to`'s 4-tuple. `forwarding` also decrements the TTL,
-/// as a router does; a frame handed to the kernel keeps its TTL because the
-/// kernel's forwarding path decrements it.
+/// Rewrites `seg`, whose 4-tuple is `from`, to `to`'s 4-tuple. `forwarding`
+/// also decrements the TTL, as a router does; a frame handed to the kernel
+/// keeps its TTL because the kernel's forwarding path decrements it. `gso`:
+/// the TCP checksum is a GSO packet's partial one.
 #[inline(always)]
-pub fn translate(seg: &Segment, from: &FlowKey, to: &Rewrite, forwarding: bool) {
+pub fn translate(seg: &Segment, from: &FlowKey, to: &Rewrite, forwarding: bool, gso: bool) {
     unsafe {
         let ip = seg.ip;
         let tcp = seg.tcp;
@@ -42,9 +49,15 @@ pub fn translate(seg: &Segment, from: &FlowKey, to: &Rewrite, forwarding: bool) 
 
         (*tcp).source = to.sport.to_ne_bytes();
         (*tcp).dest = to.dport.to_ne_bytes();
-        (*tcp).check = addrs
-            .plus(ports)
-            .apply(u16::from_ne_bytes((*tcp).check))
-            .to_ne_bytes();
+        let check = u16::from_ne_bytes((*tcp).check);
+        (*tcp).check = if gso {
+            Delta::new()
+                .dword(to.saddr, old_saddr)
+                .dword(to.daddr, old_daddr)
+                .apply(check)
+        } else {
+            addrs.plus(ports).apply(check)
+        }
+        .to_ne_bytes();
     }
 }
