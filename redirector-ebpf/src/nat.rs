@@ -310,11 +310,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
                 None,
             );
             FLOWS
-                .insert(
-                    pkey,
-                    unsafe { &*rebuilt },
-                    BPF_NOEXIST as u64,
-                )
+                .insert(pkey, unsafe { &*rebuilt }, BPF_NOEXIST as u64)
                 .ok()?;
             FLOWS.get_ptr_mut(pkey)?
         }
@@ -414,21 +410,9 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
 
     let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
     // The reply entry is in the map: its place becomes the forward entry's.
-    write_flow(
-        entry,
-        to,
-        rule.rule_id,
-        DIR_FORWARD,
-        FLOW_SYN,
-        now,
-        hop,
-    );
+    write_flow(entry, to, rule.rule_id, DIR_FORWARD, FLOW_SYN, now, hop);
     if FLOWS
-        .insert(
-            key,
-            unsafe { &*entry },
-            BPF_NOEXIST as u64,
-        )
+        .insert(key, unsafe { &*entry }, BPF_NOEXIST as u64)
         .is_ok()
     {
         return Open::New(Rewrite {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use redirector_common::{
-    DIR_FORWARD, DIR_REPLY, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, FLOW_SYN, Flow,
-    NEXT_HOP_CACHE_NS, counter,
+    DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, NEXT_HOP_CACHE_NS, counter,
 };
 
 use xdp::frame::{
@@ -932,6 +932,238 @@ fn icmp_errors_about_a_redirected_connection_reach_the_client() -> Result<()> {
             0,
             counter::PASS_ICMP,
         )?;
+        Ok(())
+    })
+}
+
+/// Closes the connection from client `n`'s `sport` to `to`, translated as
+/// `seen`: the client's FIN, the new host's FIN and the last ACK, in the
+/// order `client_first` says. Every segment must go through.
+fn close(
+    o: &Old,
+    n: u8,
+    sport: u16,
+    to: SocketAddrV4,
+    seen: &Seen,
+    client_first: bool,
+) -> Result<()> {
+    let from = SocketAddrV4::new(client(n), sport);
+    let client = Tcp::syn(client_mac(n), OLD_MAC, from, to);
+    let client_fin = client.clone().with(FIN | ACK, b"");
+    let client_ack = client.with(ACK, b"");
+    let new_fin = o.answer(seen, FIN | ACK, b"");
+    let new_ack = o.answer(seen, ACK, b"");
+    let order = if client_first {
+        [client_fin.bytes(), new_fin.bytes(), client_ack.bytes()]
+    } else {
+        [new_fin.bytes(), client_fin.bytes(), new_ack.bytes()]
+    };
+    for segment in order {
+        let out = o.send(&segment)?;
+        assert_eq!(out.action, XDP_TX, "a closing segment was not forwarded");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_closed_connections_nat_port_goes_to_the_next_client_at_once() -> Result<()> {
+    on_old_host(|o| {
+        // One NAT port, which client 0 keeps as its own.
+        o.r.set_ports(46000, 46000, 4)?;
+        let first = o.open(0, 46000, old(80))?;
+        assert_eq!(first.sport, 46000);
+
+        // Half closed (the client's FIN only): the new host may still be
+        // sending, so the port stays taken.
+        let c0 = Tcp::syn(
+            client_mac(0),
+            OLD_MAC,
+            SocketAddrV4::new(client(0), 46000),
+            old(80),
+        );
+        assert_eq!(
+            o.send(&c0.clone().with(FIN | ACK, b"").bytes())?.action,
+            XDP_TX
+        );
+        let (_, out) = o.syn(1, 46000, old(80))?;
+        assert_eq!(
+            out.action, XDP_DROP,
+            "a half-closed connection's port was taken"
+        );
+        assert_eq!(o.r.counter(RULE, counter::NAT_PORT_EXHAUSTED), 1);
+
+        // Closed by the client (the usual HTTP client close): the next
+        // client gets the port at once, without waiting for collection.
+        let fin = o.answer(&first, FIN | ACK, b"");
+        assert_eq!(o.send(&fin.bytes())?.action, XDP_TX);
+        assert_eq!(o.send(&c0.with(ACK, b"").bytes())?.action, XDP_TX);
+        let key0 = flow_key(SocketAddrV4::new(client(0), 46000), old(80));
+        let closed = o.r.flow(&key0).context("client 0's entry")?;
+        assert_eq!(
+            closed.tcp_flags & (FLOW_FIN_FORWARD | FLOW_FIN_REPLY | FLOW_CLOSED),
+            FLOW_FIN_FORWARD | FLOW_FIN_REPLY | FLOW_CLOSED
+        );
+        assert_eq!(closed.tcp_flags & FLOW_REPLY_CLOSED_FIRST, 0);
+        let second = o.open(1, 46000, old(80))?;
+        assert_eq!(second.sport, 46000);
+        assert_eq!(o.r.counter(RULE, counter::PORT_REUSED), 1);
+        assert!(
+            o.r.flow(&key0).is_none(),
+            "the old connection's entry stayed"
+        );
+        assert_eq!(o.r.flow_count(), 2);
+        // The port's replies now reach client 1.
+        let out = o.send(&o.answer(&second, SYN | ACK, b"").bytes())?;
+        assert_eq!(
+            parse_checked(&out.frame).to(),
+            SocketAddrV4::new(client(1), 46000)
+        );
+
+        // Closed by the new host first: it holds TIME_WAIT and takes a new
+        // SYN only with a sequence number past the old connection's.
+        close(o, 1, 46000, old(80), &second, false)?;
+        let key1 = flow_key(SocketAddrV4::new(client(1), 46000), old(80));
+        let flags = o.r.flow(&key1).context("client 1's entry")?.tcp_flags;
+        assert_ne!(flags & FLOW_REPLY_CLOSED_FIRST, 0);
+        assert_ne!(flags & FLOW_CLOSED, 0);
+        let (_, out) = o.syn(2, 46000, old(80))?;
+        assert_eq!(
+            out.action, XDP_DROP,
+            "a SYN the new host's TIME_WAIT would refuse"
+        );
+        let mut later = Tcp::syn(
+            client_mac(3),
+            OLD_MAC,
+            SocketAddrV4::new(client(3), 46000),
+            old(80),
+        );
+        later.seq = later.seq.wrapping_add(1_000_000);
+        let out = o.send(&later.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(parse_checked(&out.frame).sport, 46000);
+        assert_eq!(o.r.counter(RULE, counter::PORT_REUSED), 2);
+        Ok(())
+    })
+}
+
+/// A frame too big for a 1280-byte link: `payload` bytes of data from
+/// client 0's `sport` to `to`, DF set unless `df` is false.
+fn big_segment(sport: u16, to: SocketAddrV4, payload: usize, df: bool) -> Tcp {
+    let from = SocketAddrV4::new(client(0), sport);
+    let mut t = Tcp::syn(client_mac(0), OLD_MAC, from, to).with(ACK, &vec![0x5a; payload]);
+    if !df {
+        t.ip.frag = 0;
+    }
+    t
+}
+
+/// `t` as a GSO packet: its TCP checksum field holds the kernel's partial
+/// sum, as it does before segmentation.
+fn as_gso(t: &Tcp) -> Vec<u8> {
+    let mut f = t.bytes();
+    let len = (t.segment().len()) as u16;
+    let partial = frame::gso_partial_checksum(t.ip.saddr, t.ip.daddr, len);
+    f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&partial.to_be_bytes());
+    f
+}
+
+#[test]
+fn a_packet_too_big_for_the_next_hop_is_answered_with_fragmentation_needed() -> Result<()> {
+    on_old_host(|o| {
+        // The way to the new host behind old1 is a 1280-byte link.
+        o.host.ip(&["link", "set", OTHER, "mtu", "1280"])?;
+        let other = OldHost::ifindex(OTHER)?;
+        o.r.egress.insert(other, other, None, 0)?;
+        let (_, out) = o.syn(0, 40100, old(82))?;
+        assert_eq!(out.action, XDP_REDIRECT);
+
+        let big = big_segment(40100, old(82), 1400, true);
+        let out = o.send(&big.bytes())?;
+        assert_eq!(out.action, XDP_TX, "the error goes back out of old0");
+        let f = &out.frame;
+        assert_eq!(f.len(), 14 + 20 + 8 + 28, "IP header, ICMP header, quote");
+        assert_eq!((&f[0..6], &f[6..12]), (&client_mac(0)[..], &OLD_MAC[..]));
+        let ip = &f[14..34];
+        assert_eq!(frame::checksum(ip), 0, "IPv4 checksum");
+        assert_eq!(
+            (ip[9], &ip[12..16], &ip[16..20]),
+            (PROTO_ICMP, &OLD.octets()[..], &client(0).octets()[..])
+        );
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, f.len() - 14);
+        let icmp = &f[34..];
+        assert_eq!(frame::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1280, "next-hop MTU");
+        // The quote is what the client sent: its own header and ports.
+        let original = big.bytes();
+        assert_eq!(&icmp[8..], &original[14..14 + 28]);
+        assert_eq!(o.r.counter(RULE_OTHER, counter::ICMP_FRAG_NEEDED_SENT), 1);
+
+        // Without DF the kernel fragments it, translated.
+        let out = o.send(&big_segment(40100, old(82), 1400, false).bytes())?;
+        assert_eq!(out.action, XDP_PASS);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.daddr, NEW_OTHER);
+        assert_eq!(o.r.counter(RULE_OTHER, counter::PASS_FRAGMENT_NEEDED), 1);
+
+        // One that fits goes through the devmap as before.
+        let out = o.send(&big_segment(40100, old(82), 1200, true).bytes())?;
+        assert_eq!(out.action, XDP_REDIRECT);
+        Ok(())
+    })
+}
+
+#[test]
+fn gso_packets_leave_whole_with_their_partial_checksum_translated() -> Result<()> {
+    on_old_host(|o| {
+        // Longer than old0's MTU: a GSO packet, which only generic mode
+        // sees, its segments at most 1500 bytes.
+        let gso = big_segment(40200, old(80), 2900, true);
+        let seen = o.open(0, 40200, old(80))?;
+        // The hop is looked up again for it: once, the FIB's own size check
+        // dropped it here.
+        wait_for_next_hop_cache();
+        let out = o.send(&as_gso(&gso))?;
+        assert_eq!(out.action, XDP_TX, "the hairpin sends it whole");
+        let f = &out.frame;
+        let tcp = &f[34..];
+        let partial = u16::from_be_bytes([tcp[16], tcp[17]]);
+        assert_eq!(
+            partial,
+            frame::gso_partial_checksum(OLD, NEW, (tcp.len()) as u16),
+            "the partial checksum of the translated addresses"
+        );
+        assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), seen.sport);
+        assert_eq!(o.r.counter(RULE, counter::PASS_GSO), 0);
+
+        // To another interface: the devmap would drop it, the kernel
+        // forwards and segments it.
+        let other = OldHost::ifindex(OTHER)?;
+        o.r.egress.insert(other, other, None, 0)?;
+        assert_eq!(o.syn(0, 40201, old(82))?.1.action, XDP_REDIRECT);
+        let gso = big_segment(40201, old(82), 2900, true);
+        let out = o.send(&as_gso(&gso))?;
+        assert_eq!(out.action, XDP_PASS);
+        let tcp = &out.frame[34..];
+        assert_eq!(
+            u16::from_be_bytes([tcp[16], tcp[17]]),
+            frame::gso_partial_checksum(OLD, NEW_OTHER, tcp.len() as u16)
+        );
+        assert_eq!(o.r.counter(RULE_OTHER, counter::PASS_GSO), 1);
+
+        // Behind a smaller MTU its segments may not fit: the sender is told
+        // once, and its GSO packets are then taken to fit.
+        o.host.ip(&["link", "set", OTHER, "mtu", "1280"])?;
+        assert_eq!(o.syn(0, 40202, old(82))?.1.action, XDP_REDIRECT);
+        let gso = big_segment(40202, old(82), 2900, true);
+        let out = o.send(&as_gso(&gso))?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(out.frame[34], 3, "fragmentation needed");
+        let key = flow_key(SocketAddrV4::new(client(0), 40202), old(82));
+        assert_eq!(o.r.flow(&key).context("entry")?.pmtu_sent, 1280);
+        let out = o.send(&as_gso(&gso))?;
+        assert_eq!(out.action, XDP_PASS);
+        assert_eq!(o.r.counter(RULE_OTHER, counter::PASS_GSO), 2);
         Ok(())
     })
 }

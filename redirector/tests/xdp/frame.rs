@@ -47,6 +47,19 @@ fn l4_checksum(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8, segment: &[u8]) -> u
     checksum(&buf)
 }
 
+/// What the kernel keeps in the TCP checksum field of a GSO packet: the
+/// pseudo-header's sum for a segment of `len` bytes, folded, not
+/// complemented; segmentation completes it.
+pub fn gso_partial_checksum(saddr: Ipv4Addr, daddr: Ipv4Addr, len: u16) -> u16 {
+    let mut buf = Vec::with_capacity(12);
+    buf.extend_from_slice(&saddr.octets());
+    buf.extend_from_slice(&daddr.octets());
+    buf.push(0);
+    buf.push(PROTO_TCP);
+    buf.extend_from_slice(&len.to_be_bytes());
+    !checksum(&buf)
+}
+
 /// An Ethernet frame with `ether_type` and `payload`.
 pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());
