@@ -255,6 +255,10 @@ pub struct RuleStats {
     /// Non-zero pass and drop counters by name.
     pub passes: BTreeMap<String, u64>,
     pub drops: BTreeMap<String, u64>,
+    /// Other non-zero event counters by name: closing flows, translated
+    /// ICMP errors, fragmentation-needed sent, reused NAT ports.
+    #[serde(default)]
+    pub events: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/stats` of a redirector, and what `redirector stats` prints.

@@ -130,6 +130,11 @@ pub fn build(
                 expired: state.gc_expired.get(&r.id).copied().unwrap_or(0),
                 passes: named(now, "pass_"),
                 drops: named(now, "drop_"),
+                events: EVENTS
+                    .iter()
+                    .filter(|&&i| c(i) > 0)
+                    .map(|&i| (counter::NAMES[i as usize].to_string(), c(i)))
+                    .collect(),
             }
         })
         .collect();
@@ -143,6 +148,15 @@ pub fn build(
         unmatched: named(slot0, ""),
     }
 }
+
+/// The counters `RuleReport::events` lists (the others have fields, or are
+/// passes and drops).
+const EVENTS: [u32; 4] = [
+    counter::FLOWS_CLOSING,
+    counter::ICMP_TRANSLATED,
+    counter::ICMP_FRAG_NEEDED_SENT,
+    counter::PORT_REUSED,
+];
 
 fn named(c: &Counters, prefix: &str) -> BTreeMap<String, u64> {
     counter::NAMES
@@ -196,6 +210,7 @@ pub fn render_table(r: &Report) -> String {
             .passes
             .iter()
             .chain(rule.drops.iter())
+            .chain(rule.events.iter())
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         if !reasons.is_empty() {

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod nginx;
 pub mod process;
 pub mod redirector;
+pub mod redirector_site;
 pub mod tmpfs;
 pub mod topology;
 pub mod unbound;

@@ -21,6 +21,8 @@ pub struct Topology {
     /// XDP_PASS on the switch ports, when the old host runs XDP in native
     /// mode (see `xdp_pass`); empty otherwise.
     _xdp_pass: Vec<XdpPass>,
+    /// Whether hosts other than the old one keep their offloads.
+    pub offloads: bool,
     /// Declared last so that it is dropped after the hosts.
     pub switch: Netns,
 }
@@ -29,17 +31,26 @@ impl Topology {
     /// For a redirector in generic XDP mode, which veth interfaces get by
     /// default (`--xdp-mode auto`): the switch is a plain bridge.
     pub fn new() -> Result<Self> {
-        Self::build(false)
+        Self::build(false, false)
+    }
+
+    /// Like `new`, with the client's and the new host's offloads left on,
+    /// as a machine has them: their TCP sends GSO packets (TSO on veth),
+    /// which generic XDP on the old host sees whole. The old host's own
+    /// eth0 sends with checksums computed in software, so that a wrong
+    /// partial checksum of a GSO packet it forwards shows as loss.
+    pub fn with_offloads() -> Result<Self> {
+        Self::build(false, true)
     }
 
     /// For a redirector in native XDP mode (`--xdp-mode native`): frames the
     /// old host sends back out with XDP_TX reach the switch only if its
     /// ports run an XDP program too.
     pub fn for_native_xdp() -> Result<Self> {
-        Self::build(true)
+        Self::build(true, false)
     }
 
-    fn build(native_xdp: bool) -> Result<Self> {
+    fn build(native_xdp: bool, offloads: bool) -> Result<Self> {
         let switch = Netns::new("cosw")?;
         let client = Netns::new("cocl")?;
         let old = Netns::new("coold")?;
@@ -48,9 +59,12 @@ impl Topology {
             let mut bridge = Bridge::new(&switch)?;
             for (host, ip) in [(&client, CLIENT_IP), (&old, OLD_IP), (&new, NEW_IP)] {
                 bridge.attach(host, &[&format!("{ip}/{PREFIX_LEN}")])?;
-                // XDP forwards frames as they are; a frame whose TCP checksum
-                // was left to offload would leave with a partial checksum.
-                host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+                // XDP forwards frames as they are; a small frame whose TCP
+                // checksum was left to offload would leave with a partial
+                // checksum (only GSO packets are known to carry one).
+                if !offloads || host.name == old.name {
+                    host.exec("ethtool", &["-K", "eth0", "tx", "off"])?;
+                }
             }
         }
         let xdp_pass = if native_xdp {
@@ -63,6 +77,7 @@ impl Topology {
             old,
             new,
             _xdp_pass: xdp_pass,
+            offloads,
             switch,
         })
     }

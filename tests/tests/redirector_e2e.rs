@@ -4,18 +4,16 @@
 //!
 //! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use cutover_tests::bins;
-use cutover_tests::bpffs::Bpffs;
-use cutover_tests::netns::{Netns, run};
+use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector::Redirector;
-use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+use cutover_tests::redirector_site::{Site, curl, json_field, json_number, sha256};
+use cutover_tests::topology::{NEW_IP, OLD_IP};
 
 const NEW_BODY: &str = "served by the new host\n";
 const NEXT_BODY: &str = "served by the next release on the new host\n";
@@ -23,15 +21,11 @@ const OLD_BODY: &str = "served by the old host\n";
 const BIG: usize = 50 * 1024 * 1024;
 /// Long enough, at the client's rate limit, to be in flight across a reload.
 const SLOW: usize = 12 * 1024 * 1024;
-const SLOW_RATE: &str = "2M";
 /// The old host's own slow file differs in size, so it is not mistaken for
 /// the new host's.
 const OLD_SLOW: usize = SLOW + 4096;
 
 const FAR_BODY: &str = "served by the new host behind another interface\n";
-/// The old host's address on its second network, and the host behind it.
-const OLD_FAR_IP: &str = "198.18.1.1";
-const FAR_IP: &str = "198.18.1.3";
 
 const NO_RULES: &str = "";
 const RULE_WWW: &str = r#"
@@ -352,293 +346,4 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
         "{stdout}"
     );
     Ok(())
-}
-
-/// The mission's site: client, old and new host on a switch, the
-/// redirector on the old host's eth0 with a workspace the test rewrites.
-/// Fields drop in order: the daemon first, the namespaces last.
-struct Site {
-    redirector: Redirector,
-    bpffs: Bpffs,
-    workspace: PathBuf,
-    scratch: tempfile::TempDir,
-    /// A host reached through the old host's eth1, when the test needs one.
-    far: Option<Netns>,
-    net: Topology,
-}
-
-impl Site {
-    fn start(rules: &str) -> Result<Self> {
-        Self::build(Topology::new()?, rules, false, &[])
-    }
-
-    /// With extra `redirector run` arguments.
-    fn start_with_args(rules: &str, args: &[&str]) -> Result<Self> {
-        Self::build(Topology::new()?, rules, false, args)
-    }
-
-    /// With the program in the veth driver (native XDP) rather than in
-    /// generic mode, which `--xdp-mode auto` picks for veth.
-    fn start_native(rules: &str) -> Result<Self> {
-        Self::build(
-            Topology::for_native_xdp()?,
-            rules,
-            false,
-            &["--xdp-mode", "native"],
-        )
-    }
-
-    /// With a second network behind the old host's eth1 (198.18.1.0/24)
-    /// holding the `far` host, and the redirector on eth0 and eth1.
-    fn start_with_far_host(rules: &str) -> Result<Self> {
-        Self::build(Topology::new()?, rules, true, &[])
-    }
-
-    fn build(net: Topology, rules: &str, with_far_host: bool, args: &[&str]) -> Result<Self> {
-        let far = if with_far_host {
-            Some(far_host_behind(&net)?)
-        } else {
-            None
-        };
-        let ifaces: &[&str] = if with_far_host {
-            &["eth0", "eth1"]
-        } else {
-            &["eth0"]
-        };
-        let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
-        let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
-        let workspace = scratch.path().join("ws");
-        std::fs::create_dir_all(&workspace)?;
-        std::fs::write(workspace.join("redirector.toml"), rules)?;
-        let redirector = Redirector::start(
-            &net.old,
-            ifaces,
-            &workspace,
-            &bpffs.pins(),
-            scratch.path(),
-            args,
-        )?;
-        Ok(Self {
-            redirector,
-            bpffs,
-            workspace,
-            scratch,
-            far,
-            net,
-        })
-    }
-
-    /// GET http://OLD_IP{path} from the client.
-    fn get(&self, path: &str) -> Result<String> {
-        curl(&self.net.client, &format!("http://{OLD_IP}{path}"))
-    }
-
-    /// Rewrites redirector.toml and sends SIGHUP.
-    fn reload(&self, rules: &str) -> Result<()> {
-        std::fs::write(self.workspace.join("redirector.toml"), rules)?;
-        self.redirector.signal(1)
-    }
-
-    /// Waits until http://OLD_IP/ answers with `body` (a reload is applied
-    /// asynchronously).
-    fn wait_for_body(&self, body: &str) -> Result<()> {
-        let seen = wait_until(Duration::from_secs(15), || {
-            self.get("/").is_ok_and(|b| b == body)
-        });
-        ensure!(
-            seen,
-            "http://{OLD_IP}/ never answered {body:?}; last answer {:?}; log:\n{}",
-            self.get("/"),
-            self.redirector.log()
-        );
-        Ok(())
-    }
-
-    /// A rate-limited GET of http://OLD_IP/{file}, once its first bytes
-    /// arrived.
-    fn slow_download(&self, file: &str) -> Result<SlowDownload> {
-        let to = self.scratch.path().join(format!("slow-{file}"));
-        let slow = SlowDownload::start(&self.net.client, &format!("http://{OLD_IP}/{file}"), &to)?;
-        ensure!(
-            wait_until(Duration::from_secs(20), || file_len(&to) > 0),
-            "the slow download of {file} never started"
-        );
-        Ok(slow)
-    }
-
-    /// Downloads http://OLD_IP/{file} and checks that it is `web`'s copy,
-    /// byte for byte.
-    fn download_intact(&self, file: &str, web: &Nginx) -> Result<()> {
-        let copy = self.scratch.path().join(file);
-        self.net.client.exec(
-            "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--max-time",
-                "120",
-                "-o",
-                path_str(&copy)?,
-                &format!("http://{OLD_IP}/{file}"),
-            ],
-        )?;
-        ensure!(
-            sha256(&copy)? == sha256(&web.file(file))?,
-            "{file} arrived through the redirector corrupted"
-        );
-        Ok(())
-    }
-
-    /// How `ip link` says XDP is attached to the old host's eth0: `xdp`
-    /// (native) or `xdpgeneric`.
-    fn xdp_mode(&self) -> Result<String> {
-        let out = self.net.old.ip(&["-d", "link", "show", "eth0"])?;
-        let text = String::from_utf8(out.stdout)?;
-        text.split_whitespace()
-            .find(|w| w.starts_with("xdp"))
-            .map(str::to_string)
-            .with_context(|| format!("no XDP on eth0: {text}"))
-    }
-
-    /// `redirector stats --json`, run as a separate process outside the
-    /// namespace: it needs only the pins.
-    fn stats_json(&self) -> Result<String> {
-        self.stats(&["--json"])
-    }
-
-    fn stats(&self, extra: &[&str]) -> Result<String> {
-        let pins = self.bpffs.pins();
-        let mut args = vec!["stats", "--interval", "0.2", "--pin-dir", path_str(&pins)?];
-        args.extend_from_slice(extra);
-        let out = run(path_str(&bins::path("redirector"))?, &args)?;
-        Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-/// A rate-limited curl in the client namespace, killed on drop.
-struct SlowDownload {
-    child: Child,
-    /// Where the body goes.
-    to: PathBuf,
-}
-
-impl SlowDownload {
-    fn start(client: &Netns, url: &str, to: &Path) -> Result<Self> {
-        let child = client
-            .command("curl")
-            .args(["-sS", "--fail", "--limit-rate", SLOW_RATE, "-o"])
-            .arg(to)
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the slow download")?;
-        Ok(Self {
-            child,
-            to: to.to_path_buf(),
-        })
-    }
-
-    fn running(&mut self) -> Result<bool> {
-        Ok(self.child.try_wait()?.is_none())
-    }
-
-    fn finish(&mut self, timeout: Duration) -> Result<()> {
-        let mut status = None;
-        wait_until(timeout, || {
-            status = self.child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        match status {
-            Some(s) if s.success() => Ok(()),
-            Some(s) => {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                bail!("the slow download failed ({s}): {err}")
-            }
-            None => bail!("the slow download did not finish within {timeout:?}"),
-        }
-    }
-}
-
-impl Drop for SlowDownload {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A host on a network of its own behind the old host's eth1: far eth0
-/// 198.18.1.3/24 <-> old eth1 198.18.1.1/24, routed through the old host.
-/// Its eth0 runs GRO, which gives the veth the NAPI context that frames
-/// redirected into it by XDP need.
-fn far_host_behind(net: &Topology) -> Result<Netns> {
-    let far = Netns::new("cofar")?;
-    let tmp = cutover_tests::netns::unique_name("v");
-    net.old
-        .ip(&["link", "add", "eth1", "type", "veth", "peer", "name", &tmp])?;
-    net.old.ip(&["link", "set", &tmp, "netns", &far.name])?;
-    far.ip(&["link", "set", &tmp, "name", "eth0"])?;
-    net.old
-        .ip(&["addr", "add", &format!("{OLD_FAR_IP}/24"), "dev", "eth1"])?;
-    far.ip(&["addr", "add", &format!("{FAR_IP}/24"), "dev", "eth0"])?;
-    net.old.ip(&["link", "set", "eth1", "up"])?;
-    far.ip(&["link", "set", "eth0", "up"])?;
-    far.ip(&["route", "add", "default", "via", OLD_FAR_IP])?;
-    net.old.exec("ethtool", &["-K", "eth1", "tx", "off"])?;
-    far.exec("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
-    Ok(far)
-}
-
-/// GET `url` from the client; the body, or an error on any failure.
-fn curl(client: &Netns, url: &str) -> Result<String> {
-    let out = client.exec("curl", &["-sS", "--fail", "--max-time", "5", url])?;
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn sha256(path: &Path) -> Result<String> {
-    let out = run("sha256sum", &[path_str(path)?])?;
-    let text = String::from_utf8(out.stdout)?;
-    text.split_whitespace()
-        .next()
-        .map(str::to_string)
-        .context("sha256sum printed nothing")
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().context("non-UTF-8 path")
-}
-
-/// The number `"field": N` inside the rule object named `rule` of
-/// `redirector stats --json` (pretty-printed, one field per line). The tests
-/// crate has no JSON parser; the format is ours and stable.
-fn json_number(json: &str, rule: &str, field: &str) -> Result<u64> {
-    json_field(json, rule, field)?
-        .parse()
-        .with_context(|| format!("{field} of {rule} is not a number in {json}"))
-}
-
-/// The scalar `"field": VALUE` inside the rule object named `rule`.
-fn json_field(json: &str, rule: &str, field: &str) -> Result<String> {
-    let start = json
-        .find(&format!("\"name\": \"{rule}\""))
-        .with_context(|| format!("no rule {rule} in {json}"))?;
-    let key = format!("\"{field}\": ");
-    let at = json[start..]
-        .find(&key)
-        .with_context(|| format!("no {field} for {rule} in {json}"))?
-        + start
-        + key.len();
-    Ok(json[at..]
-        .chars()
-        .take_while(|c| !matches!(c, ',' | '\n' | '}'))
-        .collect())
 }
