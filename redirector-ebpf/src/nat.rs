@@ -357,8 +357,8 @@ pub enum Open {
 }
 
 /// Opens NAT state for a SYN with received tuple `key` under `rule`:
-/// claims a reply key (the client's own port if free, else random ports
-/// from `SETTINGS`), then inserts the forward entry.
+/// claims a reply key (the client's own port if free, else ports from
+/// `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
 pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Open {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -389,13 +389,15 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
             settings.port_retries
         };
         let span = max - min + 1;
+        // Consecutive ports from a random start, as the kernel's NAT picks
+        // them: in a small range every try is a different port.
+        let start = unsafe { bpf_get_prandom_u32() }
+            .checked_rem(span)
+            .unwrap_or(0);
         let mut claimed = false;
         let mut i = 0;
-        while i < MAX_PORT_RETRIES && i < tries {
-            let port = min
-                + unsafe { bpf_get_prandom_u32() }
-                    .checked_rem(span)
-                    .unwrap_or(0);
+        while i < MAX_PORT_RETRIES && i < tries && i < span {
+            let port = min + (start + i).checked_rem(span).unwrap_or(0);
             reply_key.dport = (port as u16).to_be();
             if claim(ctx, &reply_key, reply, syn_end) {
                 claimed = true;

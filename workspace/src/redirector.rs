@@ -3,7 +3,7 @@
 //! ```toml
 //! [nat]
 //! port_range = [20000, 29999]   # source ports used when the client's is taken
-//! port_retries = 8              # random tries in that range before giving up
+//! port_retries = 8              # ports tried in that range (from a random one on)
 //!
 //! [timeouts]                    # seconds a flow may stay idle
 //! syn = 60                      # handshake not finished
