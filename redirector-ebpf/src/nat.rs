@@ -378,36 +378,14 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
     );
     let reply = unsafe { &*entry };
 
-    if !claim(ctx, &reply_key, reply, syn_end) {
-        let Some(settings) = SETTINGS.get(0) else {
-            return Open::Exhausted;
-        };
-        let (min, max) = (settings.port_min as u32, settings.port_max as u32);
-        let tries = if min == 0 || max < min {
-            0
-        } else {
-            settings.port_retries
-        };
-        let span = max - min + 1;
-        // Consecutive ports from a random start, as the kernel's NAT picks
-        // them: in a small range every try is a different port.
-        let start = unsafe { bpf_get_prandom_u32() }
-            .checked_rem(span)
-            .unwrap_or(0);
-        let mut claimed = false;
-        let mut i = 0;
-        while i < MAX_PORT_RETRIES && i < tries && i < span {
-            let port = min + (start + i).checked_rem(span).unwrap_or(0);
-            reply_key.dport = (port as u16).to_be();
-            if claim(ctx, &reply_key, reply, syn_end) {
-                claimed = true;
-                break;
-            }
-            i += 1;
-        }
-        if !claimed {
-            return Open::Exhausted;
-        }
+    // Free ports first (a connection the client closed counts as free);
+    // only when none is, those of connections the new host closed, which
+    // it may still hold in TIME_WAIT (see `reusable`).
+    let start = unsafe { bpf_get_prandom_u32() };
+    if !pick(ctx, &mut reply_key, reply, syn_end, start, false)
+        && !pick(ctx, &mut reply_key, reply, syn_end, start, true)
+    {
+        return Open::Exhausted;
     }
 
     let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
@@ -433,14 +411,61 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
     }
 }
 
+/// Claims a reply key for a new connection: the client's own port (already
+/// in `reply_key`), else `nat.port_retries` consecutive ports of the range
+/// from a random one (`start`), as the kernel's NAT picks them, so that in a
+/// small range every try is a different port. `takeover`: the last resort,
+/// a port the new host may hold in TIME_WAIT counts as free (`reusable`).
+/// Leaves the claimed port in `reply_key`.
+#[inline(always)]
+fn pick(
+    ctx: &XdpContext,
+    reply_key: &mut FlowKey,
+    reply: &Flow,
+    syn_end: u32,
+    start: u32,
+    takeover: bool,
+) -> bool {
+    let own = reply_key.dport;
+    if claim(ctx, reply_key, reply, syn_end, takeover) {
+        return true;
+    }
+    let Some(settings) = SETTINGS.get(0) else {
+        return false;
+    };
+    let (min, max) = (settings.port_min as u32, settings.port_max as u32);
+    if min == 0 || max < min {
+        return false;
+    }
+    let span = max - min + 1;
+    let start = start.checked_rem(span).unwrap_or(0);
+    let mut i = 0;
+    while i < MAX_PORT_RETRIES && i < settings.port_retries && i < span {
+        let port = min + (start + i).checked_rem(span).unwrap_or(0);
+        reply_key.dport = (port as u16).to_be();
+        if claim(ctx, reply_key, reply, syn_end, takeover) {
+            return true;
+        }
+        i += 1;
+    }
+    reply_key.dport = own;
+    false
+}
+
 /// Takes `reply_key` for a new connection unless a live flow or a local
 /// socket uses it. `BPF_NOEXIST` makes the claim atomic: two CPUs cannot
 /// take the same port. A closed connection's port is taken over (see
-/// `reusable`), as conntrack does with TIME_WAIT entries: otherwise ports
-/// would stay reserved until garbage collection, and clients that open
-/// many short connections would run out of them.
+/// `reusable`): otherwise ports would stay reserved until garbage
+/// collection, and clients that open many short connections would run out
+/// of them.
 #[inline(always)]
-fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32) -> bool {
+fn claim(
+    ctx: &XdpContext,
+    reply_key: &FlowKey,
+    reply: &Flow,
+    syn_end: u32,
+    takeover: bool,
+) -> bool {
     if socket::owned_locally(
         ctx,
         reply_key.saddr,
@@ -457,7 +482,7 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32) -> b
         return false;
     };
     let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
-    if !reusable(flags, close_seq, syn_end) {
+    if !reusable(flags, close_seq, syn_end, takeover) {
         return false;
     }
     // The old connection's forward entry goes too, unless its key already
@@ -479,14 +504,20 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32) -> b
 }
 
 /// Whether a closed connection's NAT port may go to a new connection whose
-/// SYN ends at `syn_end`. When the new host closed first it holds TIME_WAIT
-/// for the tuple and takes a new SYN only with a sequence number past the
-/// old connection's (RFC 6191; conntrack checks the same before it reuses
-/// a TIME_WAIT entry).
+/// SYN ends at `syn_end`. Closed by the client first (or reset), the new
+/// host keeps nothing of it: the port is as good as free. Closed by the new
+/// host first, it holds TIME_WAIT for the tuple and takes a new SYN only
+/// with a sequence number past the old connection's (RFC 6191), and, with
+/// timestamps, only if the new client's clock is ahead, which a NAT cannot
+/// know: such a port is taken only as a last resort (`last_resort`), as
+/// conntrack does with its TIME_WAIT entries.
 #[inline(always)]
-fn reusable(flags: u8, close_seq: u32, syn_end: u32) -> bool {
+fn reusable(flags: u8, close_seq: u32, syn_end: u32, last_resort: bool) -> bool {
     if flags & FLOW_CLOSED == 0 {
         return false;
     }
-    flags & FLOW_REPLY_CLOSED_FIRST == 0 || (syn_end.wrapping_sub(close_seq) as i32) > 0
+    if flags & FLOW_REPLY_CLOSED_FIRST == 0 {
+        return true;
+    }
+    last_resort && (syn_end.wrapping_sub(close_seq) as i32) > 0
 }

@@ -2,8 +2,8 @@
 //!
 //! ```toml
 //! [nat]
-//! port_range = [20000, 29999]   # source ports used when the client's is taken
-//! port_retries = 8              # ports tried in that range (from a random one on)
+//! port_range = [1024, 32767]    # source ports used when the client's is taken
+//! port_retries = 16             # ports tried in that range (from a random one on)
 //!
 //! [timeouts]                    # seconds a flow may stay idle
 //! syn = 60                      # handshake not finished
@@ -60,9 +60,9 @@ impl Default for NatConfig {
         // Below Linux's default ephemeral range (32768-60999), so that NAT
         // ports do not collide with the old host's own outgoing connections.
         Self {
-            port_min: 20000,
-            port_max: 29999,
-            port_retries: 8,
+            port_min: 1024,
+            port_max: 32767,
+            port_retries: 16,
         }
     }
 }

@@ -55,6 +55,10 @@ enum Command {
         #[command(subcommand)]
         which: bench::Which,
     },
+    /// The many-clients load of `bench redirector`, run in the client's
+    /// namespace.
+    #[command(hide = true)]
+    Connect(bench::connect::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::BuildAndLoad { iface, workspace } => build_and_load::run(&iface, &workspace),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench { which } => bench::run(which),
+        Command::Connect(args) => bench::connect::run(args),
     }
 }

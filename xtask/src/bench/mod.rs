@@ -2,9 +2,11 @@
 //! side in one run and prints one table with ratios. Benchmarks, not tests:
 //! they report figures and targets, they do not fail on slow machines.
 
+pub mod connect;
 mod dns;
 mod procs;
 mod redirector;
+mod redirector_shapes;
 mod transfers;
 mod zone;
 

@@ -4,7 +4,8 @@
 //!   (b) through the old host with the mission's iptables DNAT + MASQUERADE,
 //!   (c) through the old host with the XDP redirector,
 //! with keep-alive (requests/s, p99) and with `Connection: close`
-//! (connections/s); plus ns/packet of a tracked flow from `BPF_PROG_TEST_RUN`.
+//! (connections/s); plus ns/packet of a tracked flow from `BPF_PROG_TEST_RUN`;
+//! then the shapes of `redirector_shapes` (many clients, bulk with offloads).
 //! The three paths run in alternating rounds and the table shows medians, so
 //! that a noisy neighbour hurts all of them alike.
 
@@ -35,10 +36,16 @@ pub struct Args {
     /// are delivered, which every path then pays for.
     #[arg(long, default_value = "auto", value_parser = ["auto", "native", "generic"])]
     xdp_mode: String,
+    /// Client addresses of the many-clients rows (at most 250).
+    #[arg(long, default_value_t = 250)]
+    clients: u32,
+    /// Seconds per bulk (iperf3) run.
+    #[arg(long, default_value_t = 5)]
+    bulk_duration: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Via {
+pub(super) enum Via {
     Direct,
     Iptables,
     Xdp,
@@ -161,11 +168,14 @@ pub fn run(args: Args) -> Result<()> {
         closed(ka[0].per_sec, ka[1].per_sec, ka[2].per_sec),
         closed(cl[0].per_sec, cl[1].per_sec, cl[2].per_sec),
     );
-    Ok(())
+    drop(net);
+    let mode = &args.xdp_mode;
+    super::redirector_shapes::many_clients(args.clients, args.duration.into(), args.rounds, mode)?;
+    super::redirector_shapes::bulk(args.bulk_duration, args.rounds, mode)
 }
 
 /// What a path needs switched on while it is measured; switched off on drop.
-enum Guard<'a> {
+pub(super) enum Guard<'a> {
     Nothing,
     Iptables(&'a Netns),
     Redirector {
@@ -183,54 +193,50 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// The mission's redirect of port 80 to the new host, on eth0.
+fn www() -> Vec<(u16, String)> {
+    vec![(80, format!("{NEW_IP}:80"))]
+}
+
 fn switch_on<'a>(net: &'a Topology, path: Via, xdp_mode: &str) -> Result<Guard<'a>> {
+    switch_on_redirects(&net.old, path, &www(), &["eth0"], xdp_mode)
+}
+
+/// Switches `path` on for `redirects` (OLD_IP:port -> address:port) on the
+/// old host's `ifaces`.
+pub(super) fn switch_on_redirects<'a>(
+    old: &'a Netns,
+    path: Via,
+    redirects: &[(u16, String)],
+    ifaces: &[&str],
+    xdp_mode: &str,
+) -> Result<Guard<'a>> {
     match path {
         Via::Direct => Ok(Guard::Nothing),
         Via::Iptables => {
-            // The mission's recipe, verbatim.
-            let new80 = format!("{NEW_IP}:80");
-            for rule in [
-                vec![
-                    "-t",
-                    "nat",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    "eth0",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    OLD_IP,
-                    "--dport",
-                    "80",
-                    "-j",
-                    "DNAT",
-                    "--to",
-                    &new80,
-                ],
-                vec![
-                    "-t",
-                    "nat",
-                    "-A",
-                    "POSTROUTING",
-                    "-o",
-                    "eth0",
-                    "-j",
-                    "MASQUERADE",
-                ],
-                vec!["-A", "FORWARD", "-i", "eth0", "-o", "eth0", "-j", "ACCEPT"],
-            ] {
-                net.old.exec("iptables", &rule)?;
+            // The mission's recipe, verbatim, once per redirect.
+            for (port, to) in redirects {
+                let port = port.to_string();
+                #[rustfmt::skip]
+                old.exec("iptables", &[
+                    "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-d", OLD_IP, "--dport", &port,
+                    "-j", "DNAT", "--to", to,
+                ])?;
             }
-            Ok(Guard::Iptables(&net.old))
+            old.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE"])?;
+            old.exec("iptables", &["-A", "FORWARD", "-j", "ACCEPT"])?;
+            Ok(Guard::Iptables(old))
         }
         Via::Xdp => {
             let ws = tempfile::Builder::new().prefix("cutover-bench").tempdir()?;
-            std::fs::write(
-                ws.path().join("redirector.toml"),
-                format!("[[rule]]\nname = \"www\"\nfrom = \"{OLD_IP}:80\"\nto = \"{NEW_IP}:80\"\n"),
-            )?;
-            let daemon = start_redirector(&net.old, ws.path(), xdp_mode)?;
+            let rules: String = redirects
+                .iter()
+                .map(|(port, to)| {
+                    format!("[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n")
+                })
+                .collect();
+            std::fs::write(ws.path().join("redirector.toml"), rules)?;
+            let daemon = start_redirector(old, ws.path(), ifaces, xdp_mode)?;
             Ok(Guard::Redirector {
                 _daemon: daemon,
                 _workspace: ws,
@@ -239,10 +245,14 @@ fn switch_on<'a>(net: &'a Topology, path: Via, xdp_mode: &str) -> Result<Guard<'
     }
 }
 
-fn start_redirector(old: &Netns, ws: &Path, xdp_mode: &str) -> Result<Daemon> {
+fn start_redirector(old: &Netns, ws: &Path, ifaces: &[&str], xdp_mode: &str) -> Result<Daemon> {
     let bin = release_bin("redirector");
     let mut cmd = old.command(&bin);
-    cmd.args(["run", "--iface", "eth0", "--xdp-mode", xdp_mode, "--no-api"])
+    cmd.arg("run");
+    for iface in ifaces {
+        cmd.args(["--iface", iface]);
+    }
+    cmd.args(["--xdp-mode", xdp_mode, "--no-api"])
         .arg("--workspace")
         .arg(ws);
     cmd.env("RUST_LOG", "warn");
@@ -266,7 +276,7 @@ fn tune_client(client: &Netns) -> Result<()> {
     client.sysctl("net.ipv4.ip_local_port_range=1024 65000")
 }
 
-fn enable_forwarding(old: &Netns) -> Result<()> {
+pub(super) fn enable_forwarding(old: &Netns) -> Result<()> {
     // Needed by the iptables recipe; the redirector sets the same itself.
     old.sysctl("net.ipv4.ip_forward=1")?;
     old.sysctl("net.ipv4.conf.all.send_redirects=0")?;
