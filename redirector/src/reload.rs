@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use cutover_workspace::{ConfigErrors, RedirectorConfig, Settlement, Timeouts, Workspace};
 use tracing::{error, info, warn};
 
@@ -115,6 +115,18 @@ impl Rules {
     }
 
     fn apply(&mut self, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<()> {
+        // Packets translated to one of this host's own addresses would be
+        // delivered here, not forwarded: the old host would answer its own
+        // redirect.
+        for r in &cfg.rules {
+            if crate::host::is_local(*r.to.ip()) {
+                bail!(
+                    "rule {}: `to` {} is an address of this host; a redirect must lead to another host",
+                    r.name,
+                    r.to
+                );
+            }
+        }
         let draining = self.draining.keys().copied().collect();
         let plan = rules::plan(&self.current, cfg, &draining).with_context(|| {
             format!(

@@ -195,6 +195,17 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             );
             continue;
         }
+        let ip = to.ip();
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+            problems.at(
+                r.to.span(),
+                format!("rule[{i}].to"),
+                format!(
+                    "{ip} is not the address of a host to forward to: use NEW's unicast address"
+                ),
+            );
+            continue;
+        }
         if let Some(first) = seen_from.insert(from, i) {
             problems.at(
                 r.from.span(),
@@ -265,6 +276,26 @@ fn parse_endpoint(s: &str) -> Result<SocketAddrV4, String> {
         }
         std::net::SocketAddr::V4(v4) => Ok(v4),
         std::net::SocketAddr::V6(_) => Err(format!("{s:?}: IPv6 rules are not supported yet")),
+    }
+}
+
+#[cfg(test)]
+mod unforwardable {
+    use super::*;
+
+    #[test]
+    fn a_to_that_cannot_be_forwarded_to_is_refused_naming_the_field() {
+        for to in [
+            "127.0.0.1:80",
+            "0.0.0.0:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+        ] {
+            let text = format!("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"{to}\"\n");
+            let errors = parse(Path::new("redirector.toml"), &text).unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{to}: {errors:?}");
+            assert_eq!(errors.0[0].field.as_deref(), Some("rule[0].to"), "{to}");
+        }
     }
 }
 

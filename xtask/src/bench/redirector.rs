@@ -42,6 +42,10 @@ pub struct Args {
     /// Seconds per bulk (iperf3) run.
     #[arg(long, default_value_t = 5)]
     bulk_duration: u64,
+    /// Which parts to run: wrk (one wrk client), clients (many clients),
+    /// bulk (iperf3 with offloads on).
+    #[arg(long, value_delimiter = ',', default_value = "wrk,clients,bulk")]
+    parts: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,6 +64,27 @@ struct Wrk {
 
 pub fn run(args: Args) -> Result<()> {
     exec(cargo().args(["build", "--release", "--bins"]))?;
+    let wants = |part: &str| args.parts.iter().any(|p| p == part);
+    if wants("wrk") {
+        one_client(&args)?;
+    }
+    let mode = &args.xdp_mode;
+    if wants("clients") {
+        super::redirector_shapes::many_clients(
+            args.clients,
+            args.duration.into(),
+            args.rounds,
+            mode,
+        )?;
+    }
+    if wants("bulk") {
+        super::redirector_shapes::bulk(args.bulk_duration, args.rounds, mode)?;
+    }
+    Ok(())
+}
+
+/// The wrk rows and the per-packet cost.
+fn one_client(args: &Args) -> Result<()> {
     let ns_per_packet = per_packet_cost();
 
     let net = if args.xdp_mode == "native" {
@@ -94,8 +119,8 @@ pub fn run(args: Args) -> Result<()> {
                 Via::Direct => NEW_IP,
                 _ => OLD_IP,
             };
-            keepalive[i].push(wrk(&net.client, target, &args, false)?);
-            close[i].push(wrk(&net.client, target, &args, true)?);
+            keepalive[i].push(wrk(&net.client, target, args, false)?);
+            close[i].push(wrk(&net.client, target, args, true)?);
         }
     }
 
@@ -168,10 +193,7 @@ pub fn run(args: Args) -> Result<()> {
         closed(ka[0].per_sec, ka[1].per_sec, ka[2].per_sec),
         closed(cl[0].per_sec, cl[1].per_sec, cl[2].per_sec),
     );
-    drop(net);
-    let mode = &args.xdp_mode;
-    super::redirector_shapes::many_clients(args.clients, args.duration.into(), args.rounds, mode)?;
-    super::redirector_shapes::bulk(args.bulk_duration, args.rounds, mode)
+    Ok(())
 }
 
 /// What a path needs switched on while it is measured; switched off on drop.
@@ -223,7 +245,10 @@ pub(super) fn switch_on_redirects<'a>(
                     "-j", "DNAT", "--to", to,
                 ])?;
             }
-            old.exec("iptables", &["-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE"])?;
+            old.exec(
+                "iptables",
+                &["-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE"],
+            )?;
             old.exec("iptables", &["-A", "FORWARD", "-j", "ACCEPT"])?;
             Ok(Guard::Iptables(old))
         }
@@ -232,7 +257,9 @@ pub(super) fn switch_on_redirects<'a>(
             let rules: String = redirects
                 .iter()
                 .map(|(port, to)| {
-                    format!("[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n")
+                    format!(
+                        "[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n"
+                    )
                 })
                 .collect();
             std::fs::write(ws.path().join("redirector.toml"), rules)?;
