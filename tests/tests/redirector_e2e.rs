@@ -333,6 +333,25 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("rule[0].to"));
 
+    // A `to` that is one of the old host's own addresses: packets sent
+    // there would be delivered to it, never forwarded.
+    host.ip(&["addr", "add", "198.18.9.9/32", "dev", "lo"])?;
+    std::fs::write(
+        scratch.path().join("redirector.toml"),
+        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.9.9:80\"\n",
+    )?;
+    let out = host
+        .command(bins::path("redirector"))
+        .args(["run", "--iface", "lo", "--no-api", "--workspace"])
+        .arg(scratch.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a local `to`: {stderr}");
+    assert!(
+        stderr.contains("198.18.9.9:80 is an address of this host"),
+        "{stderr}"
+    );
+
     // Fixed, the same workspace checks out and lists its rule.
     std::fs::write(scratch.path().join("redirector.toml"), RULE_WWW)?;
     let check = Command::new(bins::path("redirector"))
