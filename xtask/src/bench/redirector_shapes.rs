@@ -59,14 +59,7 @@ pub fn many_clients(clients: u32, seconds: u64, rounds: u32, xdp_mode: &str) -> 
             )?);
         }
     }
-    let m: Vec<Crowd> = runs
-        .iter()
-        .map(|r| {
-            let mut v = r.clone();
-            v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
-            v[v.len() / 2]
-        })
-        .collect();
+    let m: Vec<Crowd> = runs.iter().map(|r| median(r, |c| c.per_sec)).collect();
     println!(
         "\nmany clients: {} addresses, short connections (Connection: close, kernel-chosen \
          ports), 32 at a time, {seconds} s, median of {rounds} rounds",
@@ -186,14 +179,7 @@ pub fn bulk(seconds: u64, rounds: u32, xdp_mode: &str) -> Result<()> {
     println!("|---|---|---|---:|---:|---:|");
     for (w, (way, _, _)) in ways.iter().enumerate() {
         for (d, direction) in ["upload", "download"].iter().enumerate() {
-            let m: Vec<Bulk> = runs[w][d]
-                .iter()
-                .map(|r| {
-                    let mut v = r.clone();
-                    v.sort_by(|a, b| a.gbit_s.total_cmp(&b.gbit_s));
-                    v[v.len() / 2]
-                })
-                .collect();
+            let m: Vec<Bulk> = runs[w][d].iter().map(|r| median(r, |b| b.gbit_s)).collect();
             for p in 0..3 {
                 println!(
                     "| {way} | {direction} | {} | {:.1} | {:.2} | {} |",
@@ -207,6 +193,13 @@ pub fn bulk(seconds: u64, rounds: u32, xdp_mode: &str) -> Result<()> {
     }
     println!("target: redirector >= 1.0 x iptables on every row");
     Ok(())
+}
+
+/// The run whose `key` is the median of `runs` (the default if none).
+fn median<T: Copy + Default>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn iperf3_server(host: &Netns) -> Result<Daemon> {
