@@ -182,8 +182,15 @@ impl Flow {
 pub struct NatSettings {
     pub port_min: u16,
     pub port_max: u16,
-    /// Random tries after the client's own port is taken; at most MAX_PORT_RETRIES.
+    /// Ports of the range tried after the client's own is taken; at most
+    /// MAX_PORT_RETRIES.
     pub port_retries: u32,
+    /// The old host's own ephemeral ports (`ip_local_port_range`); 0, 0 for
+    /// none. A client's port in it is not kept: the old host's own
+    /// connections to NEW pick their ports there, unaware of the program's,
+    /// and would collide with a redirected connection holding one.
+    pub local_min: u16,
+    pub local_max: u16,
 }
 
 /// Counters: `COUNTERS[rule_id * counter::COUNT + counter::X]`, per CPU.
@@ -321,7 +328,7 @@ mod tests {
         assert_eq!(size_of::<RuleValue>(), 12);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Flow>(), 64);
-        assert_eq!(size_of::<NatSettings>(), 8);
+        assert_eq!(size_of::<NatSettings>(), 12);
     }
 
     #[test]

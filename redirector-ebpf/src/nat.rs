@@ -15,7 +15,7 @@ use aya_ebpf::{
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
     FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, FlowKey, IPPROTO_TCP,
-    MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, RuleValue, counter,
+    MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
 };
 
 use crate::{
@@ -382,8 +382,11 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
     // only when none is, those of connections the new host closed, which
     // it may still hold in TIME_WAIT (see `reusable`).
     let start = unsafe { bpf_get_prandom_u32() };
-    if !pick(ctx, &mut reply_key, reply, syn_end, start, false)
-        && !pick(ctx, &mut reply_key, reply, syn_end, start, true)
+    let Some(settings) = SETTINGS.get(0) else {
+        return Open::Exhausted;
+    };
+    if !pick(ctx, &mut reply_key, reply, syn_end, settings, start, false)
+        && !pick(ctx, &mut reply_key, reply, syn_end, settings, start, true)
     {
         return Open::Exhausted;
     }
@@ -412,7 +415,8 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
 }
 
 /// Claims a reply key for a new connection: the client's own port (already
-/// in `reply_key`), else `nat.port_retries` consecutive ports of the range
+/// in `reply_key`) unless it is one the old host may pick for its own
+/// connections, else `nat.port_retries` consecutive ports of the range
 /// from a random one (`start`), as the kernel's NAT picks them, so that in a
 /// small range every try is a different port. `takeover`: the last resort,
 /// a port the new host may hold in TIME_WAIT counts as free (`reusable`).
@@ -423,16 +427,16 @@ fn pick(
     reply_key: &mut FlowKey,
     reply: &Flow,
     syn_end: u32,
+    settings: &NatSettings,
     start: u32,
     takeover: bool,
 ) -> bool {
     let own = reply_key.dport;
-    if claim(ctx, reply_key, reply, syn_end, takeover) {
+    let own_host = u16::from_be(own);
+    let local = own_host >= settings.local_min && own_host <= settings.local_max;
+    if !local && claim(ctx, reply_key, reply, syn_end, takeover) {
         return true;
     }
-    let Some(settings) = SETTINGS.get(0) else {
-        return false;
-    };
     let (min, max) = (settings.port_min as u32, settings.port_max as u32);
     if min == 0 || max < min {
         return false;

@@ -119,6 +119,17 @@ pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
     }
 }
 
+/// The ports this host's own connections pick theirs from
+/// (`net.ipv4.ip_local_port_range`, in this network namespace).
+pub fn local_port_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(|p| p.parse::<u16>());
+    match (ports.next(), ports.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    }
+}
+
 /// Whether `ip` is an address of this host (in this network namespace):
 /// only those can be bound. A rule whose `from` is not local sees no
 /// traffic, which is worth a warning rather than an error (the address may

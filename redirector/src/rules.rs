@@ -93,12 +93,16 @@ impl Plan {
 // would be cut short without a word.
 const _: () = assert!(cutover_workspace::MAX_PORT_RETRIES as u32 <= MAX_PORT_RETRIES);
 
-/// The program's NAT settings for a config.
+/// The program's NAT settings for a config, on this host (its own
+/// ephemeral port range, read at every reload).
 pub fn nat_settings(cfg: &RedirectorConfig) -> NatSettings {
+    let (local_min, local_max) = crate::host::local_port_range().unwrap_or((0, 0));
     NatSettings {
         port_min: cfg.nat.port_min,
         port_max: cfg.nat.port_max,
         port_retries: u32::from(cfg.nat.port_retries),
+        local_min,
+        local_max,
     }
 }
 

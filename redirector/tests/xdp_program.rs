@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
-    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, NEXT_HOP_CACHE_NS, counter,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, NEXT_HOP_CACHE_NS,
+    NatSettings, counter,
 };
 
 use xdp::frame::{
@@ -323,6 +324,28 @@ fn a_client_port_already_in_use_gets_a_port_from_the_range() -> Result<()> {
             assert_eq!(back.to(), SocketAddrV4::new(client(n), 45000));
             assert_eq!(back.dst_mac, client_mac(n));
         }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_client_port_the_old_host_may_pick_for_itself_is_not_kept() -> Result<()> {
+    on_old_host(|o| {
+        o.r.set_settings(NatSettings {
+            port_min: PORT_MIN,
+            port_max: PORT_MAX,
+            port_retries: 8,
+            local_min: 32768,
+            local_max: 60999,
+        })?;
+        let inside = o.open(0, 45000, old(80))?;
+        assert!(
+            (PORT_MIN..=PORT_MAX).contains(&inside.sport),
+            "port {} of the old host's own range was kept",
+            inside.sport
+        );
+        let outside = o.open(1, 61000, old(80))?;
+        assert_eq!(outside.sport, 61000, "a port outside it is kept");
         Ok(())
     })
 }

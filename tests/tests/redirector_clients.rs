@@ -15,7 +15,7 @@ use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
 use cutover_tests::redirector_site::{Site, json_map, json_number};
-use cutover_tests::topology::OLD_IP;
+use cutover_tests::topology::{CLIENT_IP, NEW_IP, OLD_IP};
 
 const NEW_BODY: &str = "served by the new host\n";
 /// Ten NAT ports, all tried before a connection is refused.
@@ -24,6 +24,14 @@ const RULES: &str = r#"
 port_range = [20000, 20009]
 port_retries = 16
 
+[[rule]]
+name = "www"
+from = "198.18.0.2:80"
+to = "198.18.0.3:80"
+"#;
+
+/// The default NAT settings.
+const RULES_DEFAULT_NAT: &str = r#"
 [[rule]]
 name = "www"
 from = "198.18.0.2:80"
@@ -77,6 +85,39 @@ fn clients_get_the_ports_of_closed_connections_at_once() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_old_hosts_own_connection_to_the_new_host_is_not_taken_by_a_client() -> Result<()> {
+    let site = Site::start(RULES_DEFAULT_NAT)?;
+    let _web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", 4 << 20)])?;
+    site.wait_for_body(NEW_BODY)?;
+    // A client whose port is one the old host also picks its own from
+    // (Linux: 32768-60999), in a connection that stays open.
+    let mut download = SlowGet::start(&site.net.client, CLIENT_IP, 45000)?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || site.stats_json().is_ok_and(
+            |j| json_number(&j, "www", "active_flows").is_ok_and(|n| n > 0)
+        )),
+        "the client's download never went through the redirect"
+    );
+    // The old host's own request to the new host from that port (a health
+    // check, say) gets its own answer.
+    let out = site.net.old.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+            "--local-port",
+            "45000",
+            &format!("http://{NEW_IP}/"),
+        ],
+    )?;
+    ensure!(String::from_utf8(out.stdout)? == NEW_BODY);
+    download.finish()?;
+    Ok(())
+}
+
 /// GET http://OLD_IP/ from `addr`:`port`.
 fn get_from(client: &Netns, addr: &str, port: u16) -> Result<String> {
     let port = port.to_string();
@@ -97,7 +138,7 @@ fn get_from(client: &Netns, addr: &str, port: u16) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// A rate-limited GET of slow.bin (about two seconds) from `addr`:`port`.
+/// A GET of slow.bin at 512 KiB/s from `addr`:`port`.
 struct SlowGet {
     child: Child,
 }
@@ -106,7 +147,7 @@ impl SlowGet {
     fn start(client: &Netns, addr: &str, port: u16) -> Result<Self> {
         let child = client
             .command("curl")
-            .args(["-sS", "--fail", "--max-time", "20", "--limit-rate", "512K"])
+            .args(["-sS", "--fail", "--max-time", "30", "--limit-rate", "512K"])
             .args(["--interface", addr, "--local-port", &port.to_string()])
             .args(["-o", "/dev/null", &format!("http://{OLD_IP}/slow.bin")])
             .stdout(Stdio::null())

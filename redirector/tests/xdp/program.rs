@@ -144,17 +144,19 @@ impl Redirector {
         Ok(())
     }
 
-    /// Sets the NAT port range.
+    /// Sets the NAT port range; the old host has no ephemeral ports.
     pub fn set_ports(&mut self, port_min: u16, port_max: u16, port_retries: u32) -> Result<()> {
-        self.settings.set(
-            0,
-            NatSettings {
-                port_min,
-                port_max,
-                port_retries,
-            },
-            0,
-        )?;
+        self.set_settings(NatSettings {
+            port_min,
+            port_max,
+            port_retries,
+            local_min: 0,
+            local_max: 0,
+        })
+    }
+
+    pub fn set_settings(&mut self, settings: NatSettings) -> Result<()> {
+        self.settings.set(0, settings, 0)?;
         Ok(())
     }
 
