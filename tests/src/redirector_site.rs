@@ -17,6 +17,15 @@ use crate::process::wait_until;
 use crate::redirector::Redirector;
 use crate::topology::{OLD_IP, Topology};
 
+/// The mission's redirect, www: OLD_IP:80 -> NEW_IP:80, with the default
+/// NAT settings.
+pub const RULE_WWW: &str = r#"
+[[rule]]
+name = "www"
+from = "198.18.0.2:80"
+to = "198.18.0.3:80"
+"#;
+
 /// The rate of `Site::slow_download`.
 pub const SLOW_RATE: &str = "2M";
 /// The old host's address on its second network, and the host behind it.

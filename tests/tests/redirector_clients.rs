@@ -14,7 +14,7 @@ use anyhow::{Context, Result, ensure};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector_site::{Site, json_map, json_number};
+use cutover_tests::redirector_site::{RULE_WWW, Site, json_map, json_number};
 use cutover_tests::topology::{CLIENT_IP, NEW_IP, OLD_IP};
 
 const NEW_BODY: &str = "served by the new host\n";
@@ -24,14 +24,6 @@ const RULES: &str = r#"
 port_range = [20000, 20009]
 port_retries = 16
 
-[[rule]]
-name = "www"
-from = "198.18.0.2:80"
-to = "198.18.0.3:80"
-"#;
-
-/// The default NAT settings.
-const RULES_DEFAULT_NAT: &str = r#"
 [[rule]]
 name = "www"
 from = "198.18.0.2:80"
@@ -87,7 +79,7 @@ fn clients_get_the_ports_of_closed_connections_at_once() -> Result<()> {
 
 #[test]
 fn the_old_hosts_own_connection_to_the_new_host_is_not_taken_by_a_client() -> Result<()> {
-    let site = Site::start(RULES_DEFAULT_NAT)?;
+    let site = Site::start(RULE_WWW)?;
     let _web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", 4 << 20)])?;
     site.wait_for_body(NEW_BODY)?;
     // A client whose port is one the old host also picks its own from

@@ -12,7 +12,7 @@ use cutover_tests::bins;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector_site::{Site, curl, json_field, json_number, sha256};
+use cutover_tests::redirector_site::{RULE_WWW, Site, curl, json_field, json_number, sha256};
 use cutover_tests::topology::{NEW_IP, OLD_IP};
 
 const NEW_BODY: &str = "served by the new host\n";
@@ -28,12 +28,6 @@ const OLD_SLOW: usize = SLOW + 4096;
 const FAR_BODY: &str = "served by the new host behind another interface\n";
 
 const NO_RULES: &str = "";
-const RULE_WWW: &str = r#"
-[[rule]]
-name = "www"
-from = "198.18.0.2:80"
-to = "198.18.0.3:80"
-"#;
 const RULE_WWW_NEXT: &str = r#"
 [[rule]]
 name = "www"
