@@ -12,10 +12,15 @@
 pub mod maps {
     /// `HashMap<RuleKey, RuleValue>`: the switched-on redirects.
     pub const RULES: &str = "RULES";
-    /// `LruHashMap<FlowKey, Flow>`: NAT state, one forward and one reply entry
-    /// per connection. Shared by all CPUs, because a reply is often received
-    /// on another CPU than its request.
+    /// `LruHashMap<FlowKey, Flow>`: NAT state of established connections,
+    /// one forward and one reply entry per connection. Shared by all CPUs,
+    /// because a reply is often received on another CPU than its request.
     pub const FLOWS: &str = "FLOWS";
+    /// `LruHashMap<FlowKey, Flow>`: the same for connections still in their
+    /// handshake. A connection moves to `FLOWS` with the client's handshake
+    /// ACK, so that a flood of SYNs evicts half-open connections, never
+    /// established ones.
+    pub const EMBRYOS: &str = "EMBRYOS";
     /// `Array<NatSettings>` with one element.
     pub const SETTINGS: &str = "SETTINGS";
     /// `PerCpuArray<u64>`: counters, see [`crate::counter`].
@@ -39,6 +44,8 @@ pub const PASS_PROGRAM_NAME: &str = "xdp_pass";
 pub const MAX_RULES: u32 = 256;
 /// Capacity of `FLOWS` in entries (two per connection).
 pub const MAX_FLOW_ENTRIES: u32 = 1 << 19;
+/// Capacity of `EMBRYOS` in entries (two per half-open connection).
+pub const MAX_EMBRYO_ENTRIES: u32 = 1 << 16;
 /// Capacity of `EGRESS`.
 pub const MAX_EGRESS_IFACES: u32 = 64;
 /// How long a flow entry trusts its cached next hop (and its partner's

@@ -12,7 +12,7 @@ use crate::{
     counters,
     csum::Delta,
     forward::{self, NextHop},
-    maps::FLOWS,
+    maps::{EMBRYOS, FLOWS},
     nat::{Rewrite, flow_key},
     parse::ptr_at,
 };
@@ -54,7 +54,9 @@ pub fn translate(ctx: &XdpContext) -> Option<u32> {
             u32::from_ne_bytes((*inner).dst_addr),
         );
         let [isport, idport] = *ports;
-        let entry = FLOWS.get_ptr(flow_key(idaddr, isaddr, idport, isport))?;
+        let key = flow_key(idaddr, isaddr, idport, isport);
+        // An error about a SYN (a dead new host) concerns a half-open one.
+        let entry = FLOWS.get_ptr(&key).or_else(|| EMBRYOS.get_ptr(&key))?;
         let to = Rewrite::of(entry);
 
         if (*ip).ttl <= 1 {

@@ -49,31 +49,35 @@ use crate::{
 pub fn redirector(ctx: XdpContext) -> u32 {
     match follow(&ctx) {
         UNTRACKED => untracked(&ctx),
+        ICMP => match icmp::translate(&ctx) {
+            Some(action) => action,
+            None => {
+                counters::inc(0, counter::PASS_ICMP);
+                xdp_action::XDP_PASS
+            }
+        },
         action => action,
     }
 }
 
-/// `follow`'s answer for a TCP packet without NAT state; no XDP action has
-/// it.
+/// `follow`'s answers for a TCP packet without NAT state and for an ICMP
+/// packet; no XDP action has them.
 const UNTRACKED: u32 = u32::MAX;
+const ICMP: u32 = u32::MAX - 1;
 
 /// Every packet starts here: parsed, and followed if its flow is tracked.
-/// Returns its action, or `UNTRACKED`.
+/// Returns its action, `UNTRACKED` or `ICMP`.
 ///
-/// `follow` and `untracked` are separate calls (each parses the packet)
-/// because the verifier limits the stack of a whole call chain to 512
-/// bytes, and either path needs most of that; packet pointers do not
-/// survive a trip through the caller's stack either.
+/// `follow`, `untracked` and `icmp::translate` are separate calls (each
+/// parses the packet) because the verifier limits the stack of a whole call
+/// chain to 512 bytes, and each path needs most of that; packet pointers do
+/// not survive a trip through the caller's stack either.
 #[inline(never)]
 fn follow(ctx: &XdpContext) -> u32 {
     let seg = match parse::ipv4_tcp(ctx) {
         Ok(seg) => seg,
+        Err(counter::PASS_ICMP) => return ICMP,
         Err(reason) => {
-            if reason == counter::PASS_ICMP
-                && let Some(action) = icmp::translate(ctx)
-            {
-                return action;
-            }
             counters::inc(0, reason);
             return xdp_action::XDP_PASS;
         }

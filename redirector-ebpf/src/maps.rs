@@ -7,20 +7,25 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use redirector_common::{
-    COUNTER_SLOTS, Flow, FlowKey, MAX_EGRESS_IFACES, MAX_FLOW_ENTRIES, MAX_RULES, NatSettings,
-    RuleKey, RuleValue,
+    COUNTER_SLOTS, Flow, FlowKey, MAX_EGRESS_IFACES, MAX_EMBRYO_ENTRIES, MAX_FLOW_ENTRIES,
+    MAX_RULES, NatSettings, RuleKey, RuleValue,
 };
 
 /// The switched-on redirects, keyed by the old address and port.
 #[map]
 pub static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(MAX_RULES, 0);
 
-/// NAT state: a forward and a reply entry per connection. One map shared by
-/// all CPUs (not per-CPU), because a reply often arrives on another CPU than
-/// its request; LRU so that a flood of connections evicts idle ones instead
-/// of failing new ones.
+/// NAT state of established connections: a forward and a reply entry per
+/// connection. One map shared by all CPUs (not per-CPU), because a reply
+/// often arrives on another CPU than its request; LRU so that more
+/// connections than it holds evict idle ones instead of failing new ones.
 #[map]
 pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(MAX_FLOW_ENTRIES, 0);
+
+/// NAT state of connections in their handshake, apart so that a SYN flood
+/// evicts only its own kind (see `redirector_common::maps::EMBRYOS`).
+#[map]
+pub static EMBRYOS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(MAX_EMBRYO_ENTRIES, 0);
 
 /// `SETTINGS[0]`: the NAT port range.
 #[map]

@@ -20,7 +20,7 @@ use redirector_common::{
 
 use crate::{
     counters,
-    maps::{FLOWS, SCRATCH, SETTINGS},
+    maps::{EMBRYOS, FLOWS, SCRATCH, SETTINGS},
     parse::{Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     socket,
 };
@@ -184,8 +184,25 @@ pub fn is_syn(tcp_flags: u8) -> bool {
 /// `LRU_EVICTED`).
 #[inline(always)]
 pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
-    let Some(entry) = FLOWS.get_ptr_mut(key) else {
-        return Follow::Miss;
+    let entry = match FLOWS.get_ptr_mut(key) {
+        Some(entry) => entry,
+        None => {
+            // Maybe a connection still in its handshake: its handshake ACK
+            // moves it here, anything else is translated from EMBRYOS.
+            let Some(embryo) = EMBRYOS.get_ptr_mut(key) else {
+                return Follow::Miss;
+            };
+            let to = Rewrite::of(embryo);
+            if to.direction != DIR_FORWARD || tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_ACK {
+                return half_open(embryo, to, tcp_flags);
+            }
+            match establish(key, embryo, &to) {
+                Some(entry) => entry,
+                // Its partner was evicted by a flood: it cannot be
+                // translated back any more.
+                None => return Follow::Miss,
+            }
+        }
     };
     let to = Rewrite::of(entry);
     let seen = unsafe { (*entry).tcp_flags };
@@ -259,6 +276,52 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
     })
 }
 
+/// Follows a segment of a connection still in its handshake (SYN-ACK, a
+/// retransmitted SYN, a RST) from its entry in `EMBRYOS`: the next hop
+/// cached, a RST recorded so that collection ends it after
+/// `timeouts.closing`.
+#[inline(always)]
+fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let hop = unsafe {
+        if tcp_flags & TCP_RST != 0 {
+            (*entry).tcp_flags |= FLOW_RST | FLOW_CLOSED;
+        }
+        (*entry).last_seen_ns = now;
+        let (ifindex, checked) = ((*entry).hop_ifindex, (*entry).hop_checked_ns);
+        if ifindex != 0 && now.wrapping_sub(checked) < NEXT_HOP_CACHE_NS {
+            Some(Hop {
+                ifindex,
+                smac: (*entry).hop_smac,
+                dmac: (*entry).hop_dmac,
+                mtu: (*entry).hop_mtu,
+                in_mtu: (*entry).hop_in_mtu,
+            })
+        } else {
+            None
+        }
+    };
+    Follow::Hit(Tracked {
+        entry,
+        to,
+        hop,
+        now,
+    })
+}
+
+/// Moves a connection whose handshake completed from `EMBRYOS` to `FLOWS`
+/// (into `FLOWS` first, so that its ports are never free in between).
+#[inline(always)]
+fn establish(key: &FlowKey, entry: *mut Flow, to: &Rewrite) -> Option<*mut Flow> {
+    let pkey = partner_key(to);
+    let partner = EMBRYOS.get_ptr(&pkey)?;
+    FLOWS.insert(&pkey, unsafe { &*partner }, 0).ok()?;
+    FLOWS.insert(key, unsafe { &*entry }, 0).ok()?;
+    let _ = EMBRYOS.remove(&pkey);
+    let _ = EMBRYOS.remove(key);
+    FLOWS.get_ptr_mut(key)
+}
+
 /// The close events a segment with `tcp_flags` brings to a flow that has
 /// seen `seen`, from the client (`forward`) or from the new host.
 #[inline(always)]
@@ -292,6 +355,10 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
         Some(p) => p,
         None => {
             counters::inc(to.rule_id, counter::LRU_EVICTED);
+            // A new connection in its handshake took the key meanwhile.
+            if EMBRYOS.get_ptr(pkey).is_some() {
+                return None;
+            }
             // Its key is this entry's tuple mirrored, its tuple this
             // entry's key mirrored.
             let direction = if to.direction == DIR_FORWARD {
@@ -394,7 +461,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
     let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
     // The reply entry is in the map: its place becomes the forward entry's.
     write_flow(entry, to, rule.rule_id, DIR_FORWARD, FLOW_SYN, now, hop);
-    if FLOWS
+    if EMBRYOS
         .insert(key, unsafe { &*entry }, BPF_NOEXIST as u64)
         .is_ok()
     {
@@ -407,8 +474,8 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
             direction: DIR_FORWARD,
         });
     }
-    let _ = FLOWS.remove(reply_key);
-    match FLOWS.get_ptr(key) {
+    let _ = EMBRYOS.remove(reply_key);
+    match EMBRYOS.get_ptr(key) {
         Some(existing) => Open::Existing(Rewrite::of(existing)),
         None => Open::Exhausted,
     }
@@ -479,32 +546,38 @@ fn claim(
     ) {
         return false;
     }
-    if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
-        return true;
-    }
-    let Some(old) = FLOWS.get_ptr(reply_key) else {
-        return false;
-    };
-    let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
-    if !reusable(flags, close_seq, syn_end, takeover) {
-        return false;
-    }
-    // The old connection's forward entry goes too, unless its key already
-    // belongs to another connection (the same client starting over).
-    let old_to = Rewrite::of(old);
-    let old_forward = partner_key(&old_to);
-    if let Some(f) = FLOWS.get_ptr(&old_forward) {
-        let back = partner_key(&Rewrite::of(f));
-        if same_tuple(&back, reply_key) {
-            let _ = FLOWS.remove(&old_forward);
+    // Taken by an established (or closed) connection in FLOWS, unless that
+    // one may give it up; by a half-open one in EMBRYOS, always.
+    let mut reused = None;
+    if let Some(old) = FLOWS.get_ptr(reply_key) {
+        let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
+        if !reusable(flags, close_seq, syn_end, takeover) {
+            return false;
         }
+        // The old connection's forward entry goes too, unless its key
+        // already belongs to another connection (the same client starting
+        // over).
+        let old_to = Rewrite::of(old);
+        let old_forward = partner_key(&old_to);
+        if let Some(f) = FLOWS.get_ptr(&old_forward) {
+            let back = partner_key(&Rewrite::of(f));
+            if same_tuple(&back, reply_key) {
+                let _ = FLOWS.remove(&old_forward);
+            }
+        }
+        let _ = FLOWS.remove(reply_key);
+        reused = Some(old_to.rule_id);
     }
-    let _ = FLOWS.remove(reply_key);
-    if FLOWS.insert(reply_key, reply, BPF_NOEXIST as u64).is_ok() {
-        counters::inc(old_to.rule_id, counter::PORT_REUSED);
-        return true;
+    if EMBRYOS
+        .insert(reply_key, reply, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        return false;
     }
-    false
+    if let Some(rule_id) = reused {
+        counters::inc(rule_id, counter::PORT_REUSED);
+    }
+    true
 }
 
 /// Whether a closed connection's NAT port may go to a new connection whose

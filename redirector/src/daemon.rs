@@ -26,6 +26,7 @@ use crate::state::{self, State};
 use crate::stats::{self, Counters};
 use crate::{api, gc, host, sync};
 use cutover_control_api::signals::{Event, Signals};
+use redirector_common::MAX_FLOW_ENTRIES;
 
 /// Everything `redirector run` is told.
 #[derive(Debug, Clone)]
@@ -284,7 +285,21 @@ impl Daemon {
     fn collect(&mut self) -> Option<gc::Report> {
         let started = Instant::now();
         let timeouts = *self.rules.timeouts();
-        match gc::collect(&mut self.maps.flows, &timeouts) {
+        let collected = gc::collect(&mut self.maps.flows, &timeouts).and_then(|mut report| {
+            // Two entries per connection; past this, established
+            // connections start to evict one another.
+            let entries = 2 * report.active.values().sum::<u64>();
+            if entries * 10 > u64::from(MAX_FLOW_ENTRIES) * 9 {
+                warn!(
+                    entries,
+                    capacity = MAX_FLOW_ENTRIES,
+                    "the table of established flows is over 90 % full: idle ones will be evicted"
+                );
+            }
+            report.merge(gc::collect(&mut self.maps.embryos, &timeouts)?);
+            Ok(report)
+        });
+        match collected {
             Ok(report) => {
                 for (id, n) in &report.expired {
                     *self.published.gc_expired.entry(*id).or_default() += n;
@@ -360,7 +375,7 @@ impl Daemon {
         let state = &self.published;
         let now = stats::read_counters(&self.maps.counters, stats::counter_ids(state))?;
         let at = Instant::now();
-        let active = stats::occupancy(&self.maps.flows)?;
+        let active = stats::occupancy(&[&self.maps.flows, &self.maps.embryos])?;
         let empty = BTreeMap::new();
         let (before, elapsed) = match self.samples.base() {
             Some((then_at, then)) => (then, at - *then_at),

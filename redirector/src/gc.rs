@@ -68,6 +68,20 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds the report of another table's pass.
+    pub fn merge(&mut self, other: Report) {
+        for (mine, theirs) in [
+            (&mut self.active, other.active),
+            (&mut self.expired, other.expired),
+            (&mut self.evicted, other.evicted),
+        ] {
+            for (id, n) in theirs {
+                *mine.entry(id).or_default() += n;
+            }
+        }
+        self.open += other.open;
+    }
+
     /// Counts a connection that stays, judged by one of its entries.
     fn keep(&mut self, entry: &Flow) {
         *self.active.entry(entry.rule_id).or_default() += 1;
@@ -150,7 +164,7 @@ pub fn snapshot<T: std::borrow::Borrow<MapData>>(
     Ok(out)
 }
 
-/// One collection pass over `FLOWS`.
+/// One collection pass over a flow table (`FLOWS` or `EMBRYOS`).
 pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> Result<Report> {
     let snap = snapshot(flows)?;
     let now = monotonic_now_ns()?;

@@ -14,15 +14,17 @@ use redirector_common::{Flow, FlowKey, NatSettings, RuleKey, RuleValue, maps};
 pub struct Maps {
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub embryos: HashMap<MapData, FlowKey, Flow>,
     pub settings: Array<MapData, NatSettings>,
     pub counters: PerCpuArray<MapData, u64>,
     pub egress: DevMapHash<MapData>,
 }
 
 /// The maps pinned for other processes, in the order they are pinned.
-pub const PINNED: [&str; 5] = [
+pub const PINNED: [&str; 6] = [
     maps::RULES,
     maps::FLOWS,
+    maps::EMBRYOS,
     maps::SETTINGS,
     maps::COUNTERS,
     maps::EGRESS,
@@ -35,6 +37,7 @@ impl Maps {
         Ok(Self {
             rules: typed(take(ebpf, maps::RULES)?, maps::RULES)?,
             flows: typed(take(ebpf, maps::FLOWS)?, maps::FLOWS)?,
+            embryos: typed(take(ebpf, maps::EMBRYOS)?, maps::EMBRYOS)?,
             settings: typed(take(ebpf, maps::SETTINGS)?, maps::SETTINGS)?,
             counters: typed(take(ebpf, maps::COUNTERS)?, maps::COUNTERS)?,
             egress: typed(take(ebpf, maps::EGRESS)?, maps::EGRESS)?,
@@ -46,6 +49,7 @@ impl Maps {
 pub struct PinnedMaps {
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub embryos: HashMap<MapData, FlowKey, Flow>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -54,6 +58,7 @@ impl PinnedMaps {
         Ok(Self {
             rules: typed(open_pinned(dir, maps::RULES)?, maps::RULES)?,
             flows: typed(open_pinned(dir, maps::FLOWS)?, maps::FLOWS)?,
+            embryos: typed(open_pinned(dir, maps::EMBRYOS)?, maps::EMBRYOS)?,
             counters: typed(open_pinned(dir, maps::COUNTERS)?, maps::COUNTERS)?,
         })
     }

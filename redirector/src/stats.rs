@@ -54,12 +54,17 @@ pub struct Occupancy {
     pub clients: u64,
 }
 
-/// The flow table's connections and clients per rule.
+/// The connections and clients per rule of the flow tables (established
+/// and half-open).
 pub fn occupancy<T: Borrow<MapData>>(
-    flows: &BpfHashMap<T, FlowKey, Flow>,
+    tables: &[&BpfHashMap<T, FlowKey, Flow>],
 ) -> Result<BTreeMap<u32, Occupancy>> {
     let mut per_rule: BTreeMap<u32, (u64, HashSet<u32>)> = BTreeMap::new();
-    for (key, flow) in crate::gc::snapshot(flows)? {
+    let mut entries = Vec::new();
+    for table in tables {
+        entries.extend(crate::gc::snapshot(*table)?);
+    }
+    for (key, flow) in entries {
         if flow.direction == DIR_FORWARD {
             let (n, clients) = per_rule.entry(flow.rule_id).or_default();
             *n += 1;
@@ -241,7 +246,7 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     std::thread::sleep(interval);
     let after = read_counters(&maps.counters, ids.iter().copied())?;
     let elapsed = started.elapsed();
-    let active = occupancy(&maps.flows)?;
+    let active = occupancy(&[&maps.flows, &maps.embryos])?;
     let mut report = build(&state, &before, &after, elapsed, &active);
     report.daemon_running = state.daemon_alive();
     if !report.daemon_running {

@@ -1044,6 +1044,7 @@ fn a_closed_connections_nat_port_goes_to_the_next_client_at_once() -> Result<()>
 
         // Closed by the new host first: it holds TIME_WAIT and takes a new
         // SYN only with a sequence number past the old connection's.
+        establish(o, SocketAddrV4::new(client(1), 46000))?;
         close(o, 1, 46000, old(80), &second, false)?;
         let key1 = flow_key(SocketAddrV4::new(client(1), 46000), old(80));
         let flags = o.r.flow(&key1).context("client 1's entry")?.tcp_flags;
@@ -1208,11 +1209,67 @@ fn an_expiring_ttl_is_dropped_not_delivered_locally() -> Result<()> {
     })
 }
 
+/// The client at `from` (a client(n) address) sends its handshake ACK to
+/// OLD:80, which moves its connection among the established ones.
+fn establish(o: &Old, from: SocketAddrV4) -> Result<()> {
+    let n = from.ip().octets()[3] - 100;
+    let ack = Tcp::syn(client_mac(n), OLD_MAC, from, old(80)).with(ACK, b"");
+    assert_eq!(o.send(&ack.bytes())?.action, XDP_TX);
+    Ok(())
+}
+
+#[test]
+fn a_syn_flood_evicts_half_open_connections_never_established_ones() -> Result<()> {
+    // Tables small enough to overflow in a test: 20 connections fill half
+    // of FLOWS, and 2,000 SYNs overflow EMBRYOS many times over (and FLOWS
+    // too, were they put there).
+    let small = || Redirector::load_with_table_sizes(80, 64);
+    on_old_host_loaded(small, |o| {
+        let mut live = Vec::new();
+        for i in 0..20u16 {
+            let from = SocketAddrV4::new(client((i % 4) as u8), 41000 + i);
+            let seen = o.open((i % 4) as u8, 41000 + i, old(80))?;
+            establish(o, from)?;
+            live.push((from, seen));
+        }
+        assert_eq!(o.r.established_count(), 40);
+
+        // A flood of SYNs from addresses nobody answers.
+        for i in 0..2000u32 {
+            let from = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 100, 0)) + i),
+                1024 + (i % 60000) as u16,
+            );
+            let syn = Tcp::syn([0x02, 0, 0, 0, 0x09, 0x09], OLD_MAC, from, old(80));
+            o.send(&syn.bytes())?;
+        }
+        assert!(o.r.counter(RULE, counter::NEW_FLOWS) >= 2000);
+
+        // Every established connection still goes both ways.
+        assert_eq!(
+            o.r.established_count(),
+            40,
+            "established flows were evicted"
+        );
+        for (i, (from, seen)) in live.iter().enumerate() {
+            let n = (i % 4) as u8;
+            let data = Tcp::syn(client_mac(n), OLD_MAC, *from, old(80)).with(ACK | PSH, b"GET");
+            let out = o.send(&data.bytes())?;
+            assert_eq!(out.action, XDP_TX, "connection {i} lost its state");
+            assert_eq!(parse_checked(&out.frame).from(), seen.from());
+            let back = o.send(&o.answer(seen, ACK, b"200").bytes())?;
+            assert_eq!(parse_checked(&back.frame).to(), *from);
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn an_evicted_reply_entry_is_rebuilt_from_its_partner() -> Result<()> {
     on_old_host(|o| {
         let from = SocketAddrV4::new(client(0), 40000);
         let seen = o.open(0, 40000, old(80))?;
+        establish(o, from)?;
         let fwd =
             o.r.flow(&flow_key(from, old(80)))
                 .context("forward entry")?;
@@ -1240,6 +1297,7 @@ fn a_flow_whose_nat_port_went_to_another_client_is_dropped() -> Result<()> {
     on_old_host(|o| {
         let from = SocketAddrV4::new(client(0), 40000);
         o.open(0, 40000, old(80))?;
+        establish(o, from)?;
         let fwd =
             o.r.flow(&flow_key(from, old(80)))
                 .context("forward entry")?;

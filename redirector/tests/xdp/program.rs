@@ -67,6 +67,7 @@ pub struct Redirector {
     ebpf: Ebpf,
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub embryos: HashMap<MapData, FlowKey, Flow>,
     pub settings: Array<MapData, NatSettings>,
     pub counters: PerCpuArray<MapData, u64>,
     pub egress: DevMapHash<MapData>,
@@ -83,8 +84,22 @@ impl Redirector {
     /// Loads the object as the daemon does at log filter `level` (see
     /// `redirector::program_log::level`): log calls below it are removed.
     pub fn load_with_log_level(level: u8) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
+        Self::load_with(level, None)
+    }
+
+    /// Loads the object with `FLOWS` and `EMBRYOS` this small (entries).
+    pub fn load_with_table_sizes(flows: u32, embryos: u32) -> Result<Self> {
+        Self::load_with(aya_log::Level::Trace as u8, Some((flows, embryos)))
+    }
+
+    fn load_with(level: u8, tables: Option<(u32, u32)>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &level, true);
+        if let Some((flows, embryos)) = tables {
+            loader.set_max_entries(maps::FLOWS, flows);
+            loader.set_max_entries(maps::EMBRYOS, embryos);
+        }
+        let mut ebpf = loader
             .load(redirector::program::OBJECT)
             .context("loading the eBPF object")?;
         let mut take = |name: &str| {
@@ -93,6 +108,7 @@ impl Redirector {
         };
         let rules = HashMap::try_from(take(maps::RULES)?)?;
         let flows = HashMap::try_from(take(maps::FLOWS)?)?;
+        let embryos = HashMap::try_from(take(maps::EMBRYOS)?)?;
         let settings = Array::try_from(take(maps::SETTINGS)?)?;
         let counters = PerCpuArray::try_from(take(maps::COUNTERS)?)?;
         let egress = DevMapHash::try_from(take(maps::EGRESS)?)?;
@@ -105,6 +121,7 @@ impl Redirector {
             ebpf,
             rules,
             flows,
+            embryos,
             settings,
             counters,
             egress,
@@ -212,11 +229,21 @@ impl Redirector {
             .collect()
     }
 
+    /// A flow entry, established or half-open.
     pub fn flow(&self, key: &FlowKey) -> Option<Flow> {
-        self.flows.get(key, 0).ok()
+        self.flows
+            .get(key, 0)
+            .ok()
+            .or_else(|| self.embryos.get(key, 0).ok())
     }
 
+    /// Entries of both flow tables.
     pub fn flow_count(&self) -> usize {
+        self.flows.keys().count() + self.embryos.keys().count()
+    }
+
+    /// Entries of established connections only.
+    pub fn established_count(&self) -> usize {
         self.flows.keys().count()
     }
 }
