@@ -96,8 +96,8 @@ impl Redirector {
         let mut loader = EbpfLoader::new();
         loader.override_global(aya_log::LEVEL, &level, true);
         if let Some((flows, embryos)) = tables {
-            loader.set_max_entries(maps::FLOWS, flows);
-            loader.set_max_entries(maps::EMBRYOS, embryos);
+            loader.map_max_entries(maps::FLOWS, flows);
+            loader.map_max_entries(maps::EMBRYOS, embryos);
         }
         let mut ebpf = loader
             .load(redirector::program::OBJECT)
