@@ -256,17 +256,7 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
         if (*entry).last_seen_ns != now {
             (*entry).last_seen_ns = now;
         }
-        if fresh {
-            Some(Hop {
-                ifindex: hop_ifindex,
-                smac: (*entry).hop_smac,
-                dmac: (*entry).hop_dmac,
-                mtu: (*entry).hop_mtu,
-                in_mtu: (*entry).hop_in_mtu,
-            })
-        } else {
-            None
-        }
+        if fresh { Some(cached_hop(entry)) } else { None }
     };
     Follow::Hit(Tracked {
         entry,
@@ -274,6 +264,21 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
         hop,
         now,
     })
+}
+
+/// The next hop an entry caches (whether still fresh is the caller's
+/// question).
+#[inline(always)]
+fn cached_hop(entry: *const Flow) -> Hop {
+    unsafe {
+        Hop {
+            ifindex: (*entry).hop_ifindex,
+            smac: (*entry).hop_smac,
+            dmac: (*entry).hop_dmac,
+            mtu: (*entry).hop_mtu,
+            in_mtu: (*entry).hop_in_mtu,
+        }
+    }
 }
 
 /// Follows a segment of a connection still in its handshake (SYN-ACK, a
@@ -290,13 +295,7 @@ fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
         (*entry).last_seen_ns = now;
         let (ifindex, checked) = ((*entry).hop_ifindex, (*entry).hop_checked_ns);
         if ifindex != 0 && now.wrapping_sub(checked) < NEXT_HOP_CACHE_NS {
-            Some(Hop {
-                ifindex,
-                smac: (*entry).hop_smac,
-                dmac: (*entry).hop_dmac,
-                mtu: (*entry).hop_mtu,
-                in_mtu: (*entry).hop_in_mtu,
-            })
+            Some(cached_hop(entry))
         } else {
             None
         }
