@@ -446,13 +446,31 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
 
     // Free ports first (a connection the client closed counts as free);
     // only when none is, those of connections the new host closed, which
-    // it may still hold in TIME_WAIT (see `reusable`).
+    // it may still hold in TIME_WAIT: first those it will surely take the
+    // SYN on, then any (see `reusable`).
     let start = unsafe { bpf_get_prandom_u32() };
     let Some(settings) = SETTINGS.get(0) else {
         return Open::Exhausted;
     };
-    if !pick(ctx, &mut reply_key, reply, syn_end, settings, start, false)
-        && !pick(ctx, &mut reply_key, reply, syn_end, settings, start, true)
+    if !pick(ctx, &mut reply_key, reply, syn_end, settings, start, FREE)
+        && !pick(
+            ctx,
+            &mut reply_key,
+            reply,
+            syn_end,
+            settings,
+            start,
+            PAST_SEQUENCE,
+        )
+        && !pick(
+            ctx,
+            &mut reply_key,
+            reply,
+            syn_end,
+            settings,
+            start,
+            ANY_CLOSED,
+        )
     {
         return Open::Exhausted;
     }
@@ -484,8 +502,8 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
 /// in `reply_key`) unless it is one the old host may pick for its own
 /// connections, else `nat.port_retries` consecutive ports of the range
 /// from a random one (`start`), as the kernel's NAT picks them, so that in a
-/// small range every try is a different port. `takeover`: the last resort,
-/// a port the new host may hold in TIME_WAIT counts as free (`reusable`).
+/// small range every try is a different port. `level`: which closed
+/// connections' ports count as free (`reusable`).
 /// Leaves the claimed port in `reply_key`.
 #[inline(always)]
 fn pick(
@@ -495,12 +513,12 @@ fn pick(
     syn_end: u32,
     settings: &NatSettings,
     start: u32,
-    takeover: bool,
+    level: u8,
 ) -> bool {
     let own = reply_key.dport;
     let own_host = u16::from_be(own);
     let local = own_host >= settings.local_min && own_host <= settings.local_max;
-    if !local && claim(ctx, reply_key, reply, syn_end, takeover) {
+    if !local && claim(ctx, reply_key, reply, syn_end, level) {
         return true;
     }
     let (min, max) = (settings.port_min as u32, settings.port_max as u32);
@@ -513,7 +531,7 @@ fn pick(
     while i < MAX_PORT_RETRIES && i < settings.port_retries && i < span {
         let port = min + (start + i).checked_rem(span).unwrap_or(0);
         reply_key.dport = (port as u16).to_be();
-        if claim(ctx, reply_key, reply, syn_end, takeover) {
+        if claim(ctx, reply_key, reply, syn_end, level) {
             return true;
         }
         i += 1;
@@ -529,13 +547,7 @@ fn pick(
 /// collection, and clients that open many short connections would run out
 /// of them.
 #[inline(always)]
-fn claim(
-    ctx: &XdpContext,
-    reply_key: &FlowKey,
-    reply: &Flow,
-    syn_end: u32,
-    takeover: bool,
-) -> bool {
+fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, level: u8) -> bool {
     if socket::owned_locally(
         ctx,
         reply_key.saddr,
@@ -550,7 +562,7 @@ fn claim(
     let mut reused = None;
     if let Some(old) = FLOWS.get_ptr(reply_key) {
         let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
-        if !reusable(flags, close_seq, syn_end, takeover) {
+        if !reusable(flags, close_seq, syn_end, level) {
             return false;
         }
         // The old connection's forward entry goes too, unless its key
@@ -579,21 +591,35 @@ fn claim(
     true
 }
 
-/// Whether a closed connection's NAT port may go to a new connection whose
-/// SYN ends at `syn_end`. Closed by the client first (or reset), the new
-/// host keeps nothing of it: the port is as good as free. Closed by the new
-/// host first, it holds TIME_WAIT for the tuple and takes a new SYN only
-/// with a sequence number past the old connection's (RFC 6191), and, with
-/// timestamps, only if the new client's clock is ahead, which a NAT cannot
-/// know: such a port is taken only as a last resort (`last_resort`), as
-/// conntrack does with its TIME_WAIT entries.
+/// Which closed connections' ports `pick` may take: only free ones (a
+/// connection the client closed or reset counts as free: the new host
+/// keeps nothing of it)...
+const FREE: u8 = 0;
+/// ...also those the new host closed first, where the new SYN's sequence
+/// number is past the old connection's: the new host holds such a port in
+/// TIME_WAIT and takes a SYN on it when its sequence number is past (RFC
+/// 6191; conntrack reuses a TIME_WAIT entry only then)...
+const PAST_SEQUENCE: u8 = 1;
+/// ...and, as the last resort, any closed one: the new host also takes the
+/// SYN when its timestamp is newer (always, for the same client), and when
+/// it takes it on neither count, its answer makes the client reset the old
+/// connection and retransmit its SYN a second later, which is all that
+/// dropping the SYN would have achieved.
+const ANY_CLOSED: u8 = 2;
+
+/// Whether a closed connection's NAT port may go, at `level`, to a new
+/// connection whose SYN ends at `syn_end`.
 #[inline(always)]
-fn reusable(flags: u8, close_seq: u32, syn_end: u32, last_resort: bool) -> bool {
+fn reusable(flags: u8, close_seq: u32, syn_end: u32, level: u8) -> bool {
     if flags & FLOW_CLOSED == 0 {
         return false;
     }
     if flags & FLOW_REPLY_CLOSED_FIRST == 0 {
         return true;
     }
-    last_resort && (syn_end.wrapping_sub(close_seq) as i32) > 0
+    match level {
+        FREE => false,
+        PAST_SEQUENCE => (syn_end.wrapping_sub(close_seq) as i32) > 0,
+        _ => true,
+    }
 }

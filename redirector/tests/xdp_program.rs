@@ -1042,30 +1042,49 @@ fn a_closed_connections_nat_port_goes_to_the_next_client_at_once() -> Result<()>
             SocketAddrV4::new(client(1), 46000)
         );
 
-        // Closed by the new host first: it holds TIME_WAIT and takes a new
-        // SYN only with a sequence number past the old connection's.
+        // Closed by the new host first: it holds TIME_WAIT and surely takes
+        // a new SYN only with a sequence number past the old connection's.
         establish(o, SocketAddrV4::new(client(1), 46000))?;
         close(o, 1, 46000, old(80), &second, false)?;
         let key1 = flow_key(SocketAddrV4::new(client(1), 46000), old(80));
         let flags = o.r.flow(&key1).context("client 1's entry")?.tcp_flags;
         assert_ne!(flags & FLOW_REPLY_CLOSED_FIRST, 0);
         assert_ne!(flags & FLOW_CLOSED, 0);
-        let (_, out) = o.syn(2, 46000, old(80))?;
+        // A second port, closed the same way by a client whose FIN came
+        // earlier in sequence space.
+        o.r.set_ports(46000, 46001, 4)?;
+        let third = o.open(4, 46000, old(80))?;
+        assert_eq!(third.sport, 46001);
+        let from4 = SocketAddrV4::new(client(4), 46000);
+        establish(o, from4)?;
+        let mut late_fin = Tcp::syn(client_mac(4), OLD_MAC, from4, old(80)).with(FIN | ACK, b"");
+        late_fin.seq = late_fin.seq.wrapping_sub(2_000_000);
         assert_eq!(
-            out.action, XDP_DROP,
-            "a SYN the new host's TIME_WAIT would refuse"
+            o.send(&o.answer(&third, FIN | ACK, b"").bytes())?.action,
+            XDP_TX
         );
-        let mut later = Tcp::syn(
-            client_mac(3),
+        assert_eq!(o.send(&late_fin.bytes())?.action, XDP_TX);
+        assert_eq!(o.send(&o.answer(&third, ACK, b"").bytes())?.action, XDP_TX);
+
+        // A SYN past the second connection's sequence but not the first's
+        // gets the port where it is surely taken, not its own.
+        let mut between = Tcp::syn(
+            client_mac(2),
             OLD_MAC,
-            SocketAddrV4::new(client(3), 46000),
+            SocketAddrV4::new(client(2), 46000),
             old(80),
         );
-        later.seq = later.seq.wrapping_add(1_000_000);
-        let out = o.send(&later.bytes())?;
+        between.seq = between.seq.wrapping_sub(1_000_000);
+        let out = o.send(&between.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(parse_checked(&out.frame).sport, 46001);
+        // With no such port left, the last resort: any closed one (the new
+        // host takes it on a newer timestamp too; else the client's
+        // retransmission does, as it would after a drop).
+        let (_, out) = o.syn(3, 46000, old(80))?;
         assert_eq!(out.action, XDP_TX);
         assert_eq!(parse_checked(&out.frame).sport, 46000);
-        assert_eq!(o.r.counter(RULE, counter::PORT_REUSED), 2);
+        assert_eq!(o.r.counter(RULE, counter::PORT_REUSED), 3);
         Ok(())
     })
 }
