@@ -7,13 +7,13 @@
 //!
 //! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use cutover_tests::iperf3::Iperf3Server;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
-use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::process::wait_until;
 use cutover_tests::redirector_site::{Site, json_map, path_str, sha256};
 use cutover_tests::topology::OLD_IP;
 
@@ -145,25 +145,4 @@ fn upload(client: &Netns, port: u16, bytes: &str) -> Result<()> {
         )
         .with_context(|| format!("uploading {bytes} through port {port}"))?;
     Ok(())
-}
-
-/// `iperf3 -s` in a namespace, killed on drop.
-struct Iperf3Server {
-    _daemon: Daemon,
-}
-
-impl Iperf3Server {
-    fn start(host: &Netns) -> Result<Self> {
-        let mut cmd = host.command("iperf3");
-        cmd.args(["-s", "-p", "5201"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let daemon = Daemon::spawn("iperf3", cmd)?;
-        let listening = wait_until(Duration::from_secs(5), || {
-            host.exec("ss", &["-Hltn", "sport = :5201"])
-                .is_ok_and(|o| !o.stdout.is_empty())
-        });
-        ensure!(listening, "iperf3 did not start in {}", host.name);
-        Ok(Self { _daemon: daemon })
-    }
 }

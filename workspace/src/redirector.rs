@@ -280,7 +280,7 @@ fn parse_endpoint(s: &str) -> Result<SocketAddrV4, String> {
 }
 
 #[cfg(test)]
-mod unforwardable {
+mod tests {
     use super::*;
 
     #[test]
@@ -292,16 +292,11 @@ mod unforwardable {
             "255.255.255.255:80",
         ] {
             let text = format!("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"{to}\"\n");
-            let errors = parse(Path::new("redirector.toml"), &text).unwrap_err();
+            let errors = parse_str(&text).unwrap_err();
             assert_eq!(errors.0.len(), 1, "{to}: {errors:?}");
             assert_eq!(errors.0[0].field.as_deref(), Some("rule[0].to"), "{to}");
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     fn parse_str(s: &str) -> Result<RedirectorConfig, ConfigErrors> {
         parse(Path::new("ws/redirector.toml"), s)

@@ -5,12 +5,10 @@
 //! retransmits. Each row: direct, iptables DNAT + MASQUERADE, the redirector,
 //! in alternating rounds, medians.
 
-use std::time::Duration;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use cutover_tests::iperf3::Iperf3Server;
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
-use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::redirector_site::{FAR_IP, far_host_behind};
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 
@@ -142,7 +140,7 @@ pub fn bulk(seconds: u64, rounds: u32, xdp_mode: &str) -> Result<()> {
     // Direct to the far host is plain routing through the old host.
     net.client
         .ip(&["route", "add", "198.18.1.0/24", "via", OLD_IP])?;
-    let _servers = [iperf3_server(&net.new)?, iperf3_server(&far)?];
+    let _servers = [Iperf3Server::start(&net.new)?, Iperf3Server::start(&far)?];
     let redirects = [
         (5201, format!("{NEW_IP}:5201")),
         (5202, format!("{FAR_IP}:5201")),
@@ -200,21 +198,6 @@ fn median<T: Copy + Default>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
     let mut v = runs.to_vec();
     v.sort_by(|a, b| key(a).total_cmp(&key(b)));
     v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn iperf3_server(host: &Netns) -> Result<Daemon> {
-    let mut cmd = host.command("iperf3");
-    cmd.args(["-s", "-p", "5201"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let daemon = Daemon::spawn("iperf3", cmd)?;
-    if !wait_until(Duration::from_secs(5), || {
-        host.exec("ss", &["-Hltn", "sport = :5201"])
-            .is_ok_and(|o| !o.stdout.is_empty())
-    }) {
-        bail!("iperf3 did not start in {}", host.name);
-    }
-    Ok(daemon)
 }
 
 fn iperf3(client: &Netns, host: &str, port: u16, seconds: u64, reverse: bool) -> Result<Bulk> {
