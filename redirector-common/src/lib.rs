@@ -29,6 +29,15 @@ pub mod maps {
     pub const EGRESS: &str = "EGRESS";
 }
 
+/// The version of everything a running program keeps in its maps: the map
+/// set, each map's type, key, value and capacity, and what their fields and
+/// flags mean. A restarted or upgraded daemon reuses the pinned maps (and
+/// with them every connection in flight) only when their version is its
+/// own; they are pinned under `maps-v{LAYOUT_VERSION}`. Bump it with any
+/// such change: the test `the_layout_version_names_this_layout` fails until
+/// then.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
 /// A program in the same object that passes every frame, for the veth peer
@@ -349,6 +358,67 @@ mod tests {
         assert_eq!(offset_of!(Flow, hop_checked_ns), 48);
         assert_eq!(offset_of!(Flow, pmtu_sent), 56);
         assert_eq!(offset_of!(Flow, hop_in_mtu), 58);
+    }
+
+    /// FNV-1a over every size, offset, capacity and flag of the contract.
+    fn layout_fingerprint() -> u64 {
+        use core::mem::offset_of;
+        let parts = [
+            size_of::<RuleKey>(),
+            size_of::<RuleValue>(),
+            size_of::<FlowKey>(),
+            size_of::<Flow>(),
+            size_of::<NatSettings>(),
+            offset_of!(Flow, saddr),
+            offset_of!(Flow, daddr),
+            offset_of!(Flow, sport),
+            offset_of!(Flow, dport),
+            offset_of!(Flow, rule_id),
+            offset_of!(Flow, direction),
+            offset_of!(Flow, tcp_flags),
+            offset_of!(Flow, hop_mtu),
+            offset_of!(Flow, hop_ifindex),
+            offset_of!(Flow, last_seen_ns),
+            offset_of!(Flow, hop_smac),
+            offset_of!(Flow, hop_dmac),
+            offset_of!(Flow, close_seq),
+            offset_of!(Flow, hop_checked_ns),
+            offset_of!(Flow, pmtu_sent),
+            offset_of!(Flow, hop_in_mtu),
+            offset_of!(NatSettings, port_min),
+            offset_of!(NatSettings, port_max),
+            offset_of!(NatSettings, port_retries),
+            offset_of!(NatSettings, local_min),
+            offset_of!(NatSettings, local_max),
+            MAX_RULES as usize,
+            MAX_FLOW_ENTRIES as usize,
+            MAX_EMBRYO_ENTRIES as usize,
+            MAX_EGRESS_IFACES as usize,
+            counter::COUNT as usize,
+            COUNTER_SLOTS as usize,
+            usize::from(FLOW_SYN),
+            usize::from(FLOW_FIN),
+            usize::from(FLOW_RST),
+            usize::from(FLOW_ESTABLISHED),
+            usize::from(FLOW_FIN_FORWARD),
+            usize::from(FLOW_FIN_REPLY),
+            usize::from(FLOW_REPLY_CLOSED_FIRST),
+            usize::from(FLOW_CLOSED),
+            usize::from(DIR_FORWARD),
+            usize::from(DIR_REPLY),
+        ];
+        parts.iter().fold(0xcbf2_9ce4_8422_2325, |h, &p| {
+            (h ^ p as u64).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn the_layout_version_names_this_layout() {
+        // A failure here means the maps' layout changed: bump
+        // LAYOUT_VERSION (a daemon of the new version must not adopt maps
+        // pinned by the old one), then record the new pair.
+        assert_eq!((LAYOUT_VERSION, layout_fingerprint()),
+            (1, 0x7014_ec02_8c20_3c76));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! up, load and attach the program, pin its maps, fill them. Then wait for
 //! signals, timers and API requests: SIGHUP reloads, the collection timer
 //! expires flows, the stats timer logs figures, the API's requests are
-//! answered. SIGINT/SIGTERM detach and exit 0.
+//! answered. SIGINT/SIGTERM exit 0, leaving the program forwarding for the
+//! next daemon to take over (see `loader`), or detaching when told to.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,9 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
-use crate::loader::{AttachMode, Attached};
+use crate::loader::{AttachMode, Attached, Load};
 use crate::maps::Maps;
-use crate::pin::Pins;
+use crate::pin::{self, PinDir};
 use crate::reload::{self, Rules};
 use crate::state::{self, State};
 use crate::stats::{self, Counters};
@@ -41,9 +42,10 @@ pub struct Options {
     /// Log per-rule figures this often; never when `None`.
     pub stats_interval: Option<Duration>,
     pub gc_interval: Duration,
-    /// On SIGINT/SIGTERM, stop redirecting new connections and wait this
-    /// long for the ones in flight to finish before detaching.
-    pub drain_on_stop: Option<Duration>,
+    pub on_stop: Stop,
+    /// Take over from a redirector whose pinned maps have another layout,
+    /// cutting the connections they hold.
+    pub replace_maps: bool,
     /// The control API; none with `--no-api`.
     pub api: Option<api::Settings>,
 }
@@ -52,7 +54,20 @@ pub struct Options {
 pub async fn run(opts: Options) -> Result<()> {
     let mut daemon = Daemon::start(&opts).await?;
     let signal = daemon.run().await;
-    daemon.stop(signal, opts.drain_on_stop).await
+    daemon.stop(signal, opts.on_stop).await
+}
+
+/// What SIGINT/SIGTERM do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Exit, leaving the program attached and forwarding (as iptables
+    /// rules outlive the tool that wrote them), for the next daemon to take
+    /// over without cutting a connection.
+    Leave,
+    /// Detach and remove the pins; first, when `drain` says so, stop
+    /// redirecting new connections and wait that long for the ones in
+    /// flight to finish.
+    Detach { drain: Option<Duration> },
 }
 
 /// A running redirector: the attached program, its maps, the rules in them,
@@ -80,8 +95,8 @@ pub struct Daemon {
     state_path: Option<PathBuf>,
     /// The counters at the last stats log line, to log what changed since.
     logged: Option<(Instant, BTreeMap<u32, Counters>)>,
-    /// `None` when pinning failed; dropping it unpins.
-    pins: Option<Pins>,
+    /// `None` when nothing could be pinned.
+    pins: Option<PinDir>,
     attached: Attached,
     /// Declared last, so that it is removed last: operator tools find this
     /// daemon for as long as anything of it is left.
@@ -104,9 +119,10 @@ enum Wake {
 
 impl Daemon {
     /// Validates the workspace, takes the pid file, binds the API, prepares
-    /// the host, attaches the program, pins and fills its maps, and writes
-    /// the state file. Fails, leaving nothing attached, at the first step
-    /// that does.
+    /// the host, loads the program (with the maps an earlier daemon pinned,
+    /// when there are any), attaches it, fills the maps, and writes the
+    /// state file. Fails at the first step that does, leaving nothing of
+    /// its own attached.
     pub async fn start(opts: &Options) -> Result<Self> {
         let workspace = Workspace::open(&opts.workspace)
             .with_context(|| format!("opening the workspace {}", opts.workspace.display()))?;
@@ -131,20 +147,55 @@ impl Daemon {
             host::prepare(iface)
                 .with_context(|| format!("preparing the host for forwarding on {iface}"))?;
         }
-        let mut attached = Attached::load(&opts.ifaces, opts.xdp_mode)?;
-        let pins = match Pins::create(attached.ebpf(), &opts.pin_dir) {
+        pin::refuse_if_owned(&opts.pin_dir)?;
+        let pins = match PinDir::create(&opts.pin_dir) {
             Ok(p) => Some(p),
             Err(e) => {
-                warn!("`redirector stats` will not reach this daemon: {e:#}");
+                warn!(
+                    "{e:#}: nothing is pinned, so `redirector stats` cannot reach this daemon \
+                     and stopping it cuts every connection it forwards"
+                );
                 None
             }
         };
-        let mut maps = Maps::take(attached.ebpf_mut())?;
-        sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
-        let rules = Rules::start(workspace, &cfg, &mut maps)?;
+        let mut attached = Attached::load(&Load {
+            ifaces: &opts.ifaces,
+            mode: opts.xdp_mode,
+            pins: pins.as_ref(),
+            replace_maps: opts.replace_maps,
+        })?;
+        let state_path = pins.as_ref().map(|p| state::path_for(p.dir()));
+        let previous = match &state_path {
+            Some(Ok(path)) if attached.adopted() => State::read(path).ok(),
+            _ => None,
+        };
+        let filled = (|| -> Result<(Maps, Rules)> {
+            let mut maps = Maps::take(attached.ebpf_mut())?;
+            sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
+            let rules = if attached.adopted() {
+                Rules::adopt(workspace, &cfg, &mut maps, previous.as_ref())?
+            } else {
+                Rules::start(workspace, &cfg, &mut maps)?
+            };
+            Ok((maps, rules))
+        })();
+        let (maps, rules) = match filled {
+            Ok(filled) => filled,
+            Err(e) => {
+                // A first start leaves nothing behind; a takeover leaves the
+                // earlier daemon's rules and connections running.
+                attached.undo();
+                if !attached.adopted()
+                    && let Some(pins) = &pins
+                {
+                    pins.remove_all();
+                }
+                return Err(e);
+            }
+        };
 
         // Published only next to pins that `redirector stats` can open.
-        let state_path = match pins.as_ref().map(|p| state::path_for(p.dir())) {
+        let state_path = match state_path {
             Some(Ok(path)) => Some(path),
             Some(Err(e)) => {
                 warn!("`redirector stats` will not know the rule names: {e:#}");
@@ -152,6 +203,9 @@ impl Daemon {
             }
             None => None,
         };
+        let (gc_expired, gc_evicted) = previous
+            .map(|p| (p.gc_expired, p.gc_evicted))
+            .unwrap_or_default();
         let mut daemon = Self {
             signals,
             timers: Timers::start(opts, api.is_some()),
@@ -162,6 +216,8 @@ impl Daemon {
             published: State {
                 iface: iface.clone(),
                 pid: std::process::id(),
+                gc_expired,
+                gc_evicted,
                 ..State::default()
             },
             state_path,
@@ -205,21 +261,32 @@ impl Daemon {
         }
     }
 
-    /// SIGINT/SIGTERM: closes the API, drains when `drain` says so, detaches
-    /// the program and removes the pins and the state file. Consumes the
-    /// daemon: the maps are not touched again. Detaching's error is the
-    /// result; the pins and the state file are cleaned up even then.
-    pub async fn stop(mut self, signal: &'static str, drain: Option<Duration>) -> Result<()> {
+    /// SIGINT/SIGTERM: closes the API, then either leaves the program
+    /// attached and its maps pinned, forwarding on, for the next daemon to
+    /// take over (`Stop::Leave`), or drains as told, detaches and removes
+    /// the pins and the state file (`Stop::Detach`). Consumes the daemon:
+    /// the maps are not touched again. Detaching's error is the result;
+    /// the pins and the state file are cleaned up even then.
+    pub async fn stop(mut self, signal: &'static str, how: Stop) -> Result<()> {
         // Requests in flight get "the daemon is stopping" rather than a hang.
         if let Some(api) = self.api.take() {
             api.server.abort();
         }
         info!(signal, "stopping");
+        let drain = match how {
+            Stop::Leave => {
+                self.leave();
+                return Ok(());
+            }
+            Stop::Detach { drain } => drain,
+        };
         if let Some(limit) = drain {
             self.drain(limit).await;
         }
         let detached = self.attached.detach();
-        drop(self.pins.take());
+        if let Some(pins) = self.pins.take() {
+            pins.remove_all();
+        }
         if let Some(path) = &self.state_path
             && let Err(e) = std::fs::remove_file(path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -227,6 +294,23 @@ impl Daemon {
             warn!(path = %path.display(), error = %e, "removing the state file");
         }
         detached
+    }
+
+    /// Exits leaving the program attached: the state file says no daemon
+    /// runs (pid 0) and keeps the rule names and totals for the next one.
+    fn leave(mut self) {
+        self.published.pid = 0;
+        self.publish();
+        let dir = self.pins.as_ref().map(|p| p.dir().display().to_string());
+        if self.attached.release()
+            && let Some(dir) = dir
+        {
+            info!(
+                pin_dir = %dir,
+                "the program stays attached and keeps forwarding: `redirector run` takes over, \
+                 `redirector detach --pin-dir {dir}` removes it"
+            );
+        }
     }
 
     /// Stops redirecting new connections and waits, up to `limit`, until the

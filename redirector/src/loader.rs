@@ -1,15 +1,24 @@
 //! Loads the embedded XDP object and attaches its program to the
-//! interfaces clients and new hosts are reached through; the program is
-//! detached when the [`Attached`] value is dropped.
+//! interfaces clients and new hosts are reached through.
+//!
+//! With a pin directory, the maps and the XDP links are pinned and outlive
+//! the process: a daemon that starts where another one ran reuses its maps
+//! (every connection in flight is in them) and swaps its own program into
+//! the existing links in one step (`BPF_LINK_UPDATE`), so that a restart or
+//! an upgrade never leaves a packet without a program or a flow without its
+//! entry. Maps of another layout version are never loaded against.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
-use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use anyhow::{Context as _, Result, bail};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLink, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use redirector_common::PROGRAM_NAME;
+use redirector_common::{LAYOUT_VERSION, PROGRAM_NAME};
 use tracing::{info, warn};
 
+use crate::maps::{self, PINNED};
+use crate::pin::{PinDir, remove_pin};
 use crate::program::OBJECT;
 use crate::program_log;
 
@@ -47,7 +56,9 @@ impl AttachMode {
 /// Whether `iface` is a software device rather than a NIC. Sysfs lists
 /// software devices under /sys/devices/virtual/net.
 fn is_virtual(iface: &str) -> bool {
-    Path::new("/sys/devices/virtual/net").join(iface).exists()
+    std::path::Path::new("/sys/devices/virtual/net")
+        .join(iface)
+        .exists()
 }
 
 /// The name `ip link` shows for an attach mode.
@@ -60,21 +71,63 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
-/// The loaded object with its program attached to each interface in
-/// `links`. One program and one set of maps serve them all, so a flow that
-/// enters on one interface and is answered on another is still one flow.
+/// What [`Attached::load`] is told.
+pub struct Load<'a> {
+    pub ifaces: &'a [String],
+    pub mode: AttachMode,
+    /// Where maps and links are pinned; `None` when bpffs is not usable:
+    /// the program then lives only as long as the process.
+    pub pins: Option<&'a PinDir>,
+    /// Take over from a redirector whose maps have another layout (or
+    /// differ from this build's), cutting the connections they hold.
+    pub replace_maps: bool,
+}
+
+/// The loaded object with its program attached to each interface. One
+/// program and one set of maps serve them all, so that a flow that enters
+/// on one interface and is answered on another is still one flow.
 pub struct Attached {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<AttachedLink>,
+    adopted: bool,
+}
+
+struct AttachedLink {
+    iface: String,
+    link: Link,
+    /// Attached by this process, rather than taken over from a link an
+    /// earlier daemon pinned.
+    fresh: bool,
+}
+
+enum Link {
+    /// Pinned at `path`: stays attached after the process exits, until the
+    /// pin is removed.
+    Pinned { fd: FdLink, path: PathBuf },
+    /// Owned by the program: detached when the process exits.
+    Owned(XdpLinkId),
 }
 
 impl Attached {
-    /// Loads the object, starts forwarding its log records to `tracing`
-    /// (`program_log`), and attaches its program to every interface of
-    /// `ifaces`. Any failure detaches what was attached.
-    pub fn load(ifaces: &[String], mode: AttachMode) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &program_log::level(), true)
+    /// Loads the object (reusing the pinned maps of an earlier daemon when
+    /// there are any), starts forwarding its log records to `tracing`
+    /// (`program_log`), and attaches its program to every interface,
+    /// replacing the earlier daemon's program in its pinned links.
+    pub fn load(req: &Load<'_>) -> Result<Self> {
+        let adopted = match req.pins {
+            Some(pins) => prepare_maps(pins, req.replace_maps)?,
+            None => false,
+        };
+        let maps_dir = req.pins.map(PinDir::maps_dir);
+        let level = program_log::level();
+        let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &level, true);
+        if let Some(dir) = &maps_dir {
+            for name in PINNED {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .context("loading the XDP object into the kernel")?;
         program_log::forward(&mut ebpf);
@@ -84,22 +137,29 @@ impl Attached {
         let mut attached = Self {
             ebpf,
             links: Vec::new(),
+            adopted,
         };
-        for iface in ifaces {
-            let kernel_mode = mode.resolve(iface);
-            let link = program(&mut attached.ebpf)?
-                .attach(iface, kernel_mode)
-                .with_context(|| {
-                    format!(
-                        "attaching XDP to {iface} in {} mode (does it exist, is another XDP \
-                         program on it, does its driver support this mode?)",
-                        mode_name(kernel_mode)
-                    )
-                })?;
-            info!(%iface, mode = mode_name(kernel_mode), "XDP program attached");
-            attached.links.push((iface.clone(), link));
+        for iface in req.ifaces {
+            if let Err(e) = attached.attach(iface, req.mode, req.pins) {
+                attached.undo();
+                return Err(e);
+            }
+        }
+        if let Some(pins) = req.pins {
+            attached.release_others(pins, req.ifaces);
+            // Their program is gone from every link: nothing uses them now.
+            for version in pins.other_layouts() {
+                warn!(version, "removing the maps of another layout version");
+                pins.remove_maps(version);
+            }
         }
         Ok(attached)
+    }
+
+    /// Whether the maps were pinned by an earlier daemon, connections in
+    /// flight and rules included.
+    pub fn adopted(&self) -> bool {
+        self.adopted
     }
 
     pub fn ebpf(&self) -> &Ebpf {
@@ -110,25 +170,196 @@ impl Attached {
         &mut self.ebpf
     }
 
+    /// Attaches to `iface`: into its pinned link when there is one (an
+    /// atomic swap of the program), else afresh, pinning the new link.
+    fn attach(&mut self, iface: &str, mode: AttachMode, pins: Option<&PinDir>) -> Result<()> {
+        if let Some(pins) = pins {
+            let path = pins.link_path(iface);
+            if path.exists() {
+                match self.replace_in(&path) {
+                    Ok(fd) => {
+                        info!(%iface, "XDP program replaced in the pinned link: connections in flight keep flowing");
+                        self.links.push(AttachedLink {
+                            iface: iface.to_string(),
+                            link: Link::Pinned { fd, path },
+                            fresh: false,
+                        });
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        warn!(%iface, "the pinned link is unusable ({e:#}): attaching afresh");
+                        remove_pin(&path);
+                    }
+                }
+            }
+        }
+        let kernel_mode = mode.resolve(iface);
+        let id = program(&mut self.ebpf)?
+            .attach(iface, kernel_mode)
+            .with_context(|| {
+                format!(
+                    "attaching XDP to {iface} in {} mode (does it exist, is another XDP program \
+                     on it, does its driver support this mode?)",
+                    mode_name(kernel_mode)
+                )
+            })?;
+        info!(%iface, mode = mode_name(kernel_mode), "XDP program attached");
+        let link = match pins {
+            Some(pins) => self.pin(id, pins.link_path(iface))?,
+            None => Link::Owned(id),
+        };
+        self.links.push(AttachedLink {
+            iface: iface.to_string(),
+            link,
+            fresh: true,
+        });
+        Ok(())
+    }
+
+    /// Swaps this object's program into the link pinned at `path`.
+    fn replace_in(&mut self, path: &std::path::Path) -> Result<FdLink> {
+        let pinned = PinnedLink::from_pin(path).context("opening the pinned link")?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).context("not an XDP link")?;
+        let prog = program(&mut self.ebpf)?;
+        let id = prog
+            .attach_to_link(link)
+            .context("replacing the program in the link")?;
+        let link = prog.take_link(id).context("taking the link back")?;
+        FdLink::try_from(link).context("the link has no file descriptor")
+    }
+
+    /// Moves a freshly attached link out of the program's keeping into a
+    /// pin, so that it outlives the process.
+    fn pin(&mut self, id: XdpLinkId, path: PathBuf) -> Result<Link> {
+        let prog = program(&mut self.ebpf)?;
+        let link = prog.take_link(id).context("taking the new link")?;
+        let fd = FdLink::try_from(link).context(
+            "the kernel attached XDP without a BPF link (Linux before 5.9?): it cannot outlive \
+             the daemon",
+        )?;
+        let pinned = fd
+            .pin(&path)
+            .with_context(|| format!("pinning the XDP link at {}", path.display()))?;
+        Ok(Link::Pinned {
+            fd: FdLink::from(pinned),
+            path,
+        })
+    }
+
+    /// Detaches the links to interfaces this daemon was not given: an
+    /// earlier daemon ran on more of them.
+    fn release_others(&mut self, pins: &PinDir, ifaces: &[String]) {
+        for iface in pins.linked_ifaces() {
+            if !ifaces.contains(&iface) {
+                info!(%iface, "detaching from an interface the earlier daemon ran on and this one is not given");
+                remove_pin(&pins.link_path(&iface));
+            }
+        }
+    }
+
+    /// Undoes what this process attached afresh, after a failed start; the
+    /// links taken over stay (with this program in them: the maps and the
+    /// connections are the earlier daemon's).
+    pub fn undo(&mut self) {
+        let fresh: Vec<AttachedLink> = {
+            let (fresh, kept) = std::mem::take(&mut self.links)
+                .into_iter()
+                .partition(|l| l.fresh);
+            self.links = kept;
+            fresh
+        };
+        for link in fresh {
+            if let Err(e) = self.detach_one(link) {
+                warn!("{e:#}");
+            }
+        }
+    }
+
     /// Detaches the program from every interface; traffic then reaches the
     /// kernel stack untouched. Reports the first failure after trying all.
     pub fn detach(&mut self) -> Result<()> {
         let mut first_error = None;
-        while let Some((iface, link)) = self.links.pop() {
-            let result = program(&mut self.ebpf).and_then(|p| {
-                p.detach(link)
-                    .with_context(|| format!("detaching XDP from {iface}"))
-            });
-            match result {
-                Ok(()) => info!(%iface, "XDP program detached"),
-                Err(e) => {
-                    warn!("{e:#}");
-                    first_error.get_or_insert(e);
-                }
+        while let Some(link) = self.links.pop() {
+            if let Err(e) = self.detach_one(link) {
+                warn!("{e:#}");
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+
+    fn detach_one(&mut self, link: AttachedLink) -> Result<()> {
+        let iface = link.iface;
+        match link.link {
+            Link::Pinned { fd, path } => {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing the link pin {}", path.display()))?;
+                // The last reference: closing it detaches.
+                drop(fd);
+            }
+            Link::Owned(id) => {
+                program(&mut self.ebpf)?
+                    .detach(id)
+                    .with_context(|| format!("detaching XDP from {iface}"))?;
+            }
+        }
+        info!(%iface, "XDP program detached");
+        Ok(())
+    }
+
+    /// Leaves the program attached where its link is pinned, for the next
+    /// daemon to take over; links that could not be pinned go with the
+    /// process. Returns whether anything stays attached.
+    pub fn release(mut self) -> bool {
+        let mut kept = false;
+        for link in std::mem::take(&mut self.links) {
+            match link.link {
+                Link::Pinned { .. } => kept = true,
+                Link::Owned(_) => {
+                    warn!(iface = %link.iface, "the link is not pinned: exiting detaches it")
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// Makes the pin directory ready for a load: refuses (unless told to
+/// replace them) maps of another layout and maps that differ from this
+/// build's, and creates the maps directory. Returns whether maps of this
+/// layout are there to adopt.
+fn prepare_maps(pins: &PinDir, replace: bool) -> Result<bool> {
+    let others = pins.other_layouts();
+    if !others.is_empty() && !replace {
+        bail!(
+            "{} holds maps of layout version {others:?}, written by another version of the \
+             redirector whose program may still forward connections; this one uses version \
+             {LAYOUT_VERSION} and cannot read them. Start with --replace-maps to take over \
+             anyway (the connections they hold are cut), or let them drain and run \
+             `redirector detach` first",
+            pins.dir().display()
+        );
+    }
+    let dir = pins.maps_dir();
+    let adopted = match maps::check_pinned(&dir, OBJECT) {
+        Ok(any) => any,
+        Err(e) if replace => {
+            warn!("{e:#}: replacing them (--replace-maps)");
+            pins.remove_maps(LAYOUT_VERSION);
+            false
+        }
+        Err(e) => {
+            return Err(e.context(
+                "refusing to load the program against these maps: start with --replace-maps to \
+                 take over anyway (the connections they hold are cut)",
+            ));
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if adopted {
+        info!(dir = %dir.display(), "reusing the pinned maps: connections in flight are kept");
+    }
+    Ok(adopted)
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
@@ -136,11 +367,4 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
         .with_context(|| format!("the XDP object has no program {PROGRAM_NAME}"))?
         .try_into()
         .with_context(|| format!("{PROGRAM_NAME} is not an XDP program"))
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        // Failures were logged one by one.
-        let _ = self.detach();
-    }
 }

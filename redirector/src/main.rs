@@ -22,7 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach the redirector to an interface and run in the foreground.
-    /// SIGHUP re-reads the workspace; SIGINT/SIGTERM detach and exit.
+    /// SIGHUP re-reads the workspace; SIGINT/SIGTERM exit, leaving the
+    /// program forwarding for the next `run` to take over (unless --detach).
     #[command(after_help = RUN_HELP)]
     Run {
         /// The interface clients arrive on. Repeat it for the interfaces new
@@ -49,11 +50,22 @@ enum Command {
         /// the whole flow table (about 0.1 s for 120k entries).
         #[arg(long, value_name = "S", default_value_t = 10.0)]
         gc_interval: f64,
-        /// On SIGINT/SIGTERM, first stop redirecting new connections and wait
-        /// up to S seconds for those in flight to finish (a second signal
-        /// stops at once). Without it the program is detached at once.
+        /// On SIGINT/SIGTERM, detach the program and remove its pins, cutting
+        /// the connections it still forwards. Without it the program stays
+        /// attached and forwarding, for the next `redirector run` to take
+        /// over without cutting any.
+        #[arg(long)]
+        detach: bool,
+        /// Detach on SIGINT/SIGTERM (implies --detach), but first stop
+        /// redirecting new connections and wait up to S seconds for those
+        /// in flight to finish (a second signal detaches at once).
         #[arg(long, value_name = "S")]
         drain_on_stop: Option<f64>,
+        /// Take over from a redirector of another version whose pinned maps
+        /// have another layout: its program is replaced and the connections
+        /// in its maps are cut. Without it such a start is refused.
+        #[arg(long)]
+        replace_maps: bool,
         /// Where the control API listens (see README, "Control API").
         #[arg(long, value_name = "ADDR:PORT", default_value = redirector::api::DEFAULT_LISTEN)]
         api: std::net::SocketAddr,
@@ -81,6 +93,17 @@ enum Command {
         #[arg(long, value_name = "S", default_value_t = 1.0)]
         interval: f64,
     },
+    /// Detach a redirector that `run` left attached, and remove its pins and
+    /// state file: new and existing connections then reach this host's own
+    /// stack. Refused while a daemon runs there (stop it with --detach).
+    Detach {
+        /// The pin directory [default: /sys/fs/bpf/cutover/IFACE].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
+        /// The interface the daemon ran on (its first --iface).
+        #[arg(long, conflicts_with = "pin_dir", required_unless_present = "pin_dir")]
+        iface: Option<String>,
+    },
     /// Validate a workspace's redirector.toml and print the rules. A commit
     /// to the workspace that was interrupted (a crash, a full disk) is
     /// finished first, as the daemon's start would.
@@ -102,9 +125,14 @@ Host settings changed on start (and left so on exit): net.ipv4.ip_forward=1,
 conf.IFACE.forwarding=1, conf.{all,IFACE}.send_redirects=0,
 conf.IFACE.accept_local=1, conf.{all,IFACE}.rp_filter=0.
 
-Stopping (SIGINT/SIGTERM) detaches the program: connections it still forwards
-are cut, unless --drain-on-stop S lets them finish first (no new connection
-is redirected meanwhile; a second signal detaches at once).";
+Stopping (SIGINT/SIGTERM) leaves the program attached and its maps pinned
+under --pin-dir: forwarding goes on without a daemon (no collection, no API),
+and the next `redirector run` with the same --pin-dir takes over its rules and
+connections without cutting one, swapping its own program in atomically (an
+upgrade too, as long as the map layout version is the same). --detach
+detaches instead, cutting the connections in flight, unless --drain-on-stop S
+lets them finish first (no new connection is redirected meanwhile; a second
+signal detaches at once). `redirector detach` removes what a daemon left.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -134,7 +162,9 @@ fn dispatch(command: Command) -> Result<()> {
             stats_interval,
             pin_dir,
             gc_interval,
+            detach,
             drain_on_stop,
+            replace_maps,
             api,
             no_api,
             api_token_file,
@@ -147,7 +177,14 @@ fn dispatch(command: Command) -> Result<()> {
                 workspace,
                 stats_interval: stats_interval.map(seconds).transpose()?,
                 gc_interval: seconds(gc_interval)?,
-                drain_on_stop: drain_on_stop.map(seconds).transpose()?,
+                on_stop: match (detach, drain_on_stop) {
+                    (_, Some(s)) => daemon::Stop::Detach {
+                        drain: Some(seconds(s)?),
+                    },
+                    (true, None) => daemon::Stop::Detach { drain: None },
+                    (false, None) => daemon::Stop::Leave,
+                },
+                replace_maps,
                 api: (!no_api).then_some(redirector::api::Settings {
                     listen: api,
                     token_file: api_token_file,
@@ -172,6 +209,14 @@ fn dispatch(command: Command) -> Result<()> {
             };
             stats::run(&dir, seconds(interval)?, json)
         }
+        Command::Detach { pin_dir, iface } => {
+            let dir = match (pin_dir, iface) {
+                (Some(dir), _) => dir,
+                (None, Some(iface)) => pin::default_dir(&iface),
+                (None, None) => bail!("pass --iface or --pin-dir"),
+            };
+            detach(&dir)
+        }
         Command::Check { dir } => {
             let workspace = cutover_workspace::Workspace::open(&dir)
                 .with_context(|| format!("opening the workspace {}", dir.display()))?;
@@ -189,6 +234,31 @@ fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `redirector detach`: removes every pin (the links first) and the state
+/// file of a pin directory no daemon runs on.
+fn detach(dir: &std::path::Path) -> Result<()> {
+    let pins = pin::PinDir::existing(dir)?;
+    let ifaces = pins.linked_ifaces();
+    let state = redirector::state::path_for(dir).ok();
+    pins.remove_all();
+    if let Some(path) = state
+        && let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        bail!("removing the state file {}: {e}", path.display());
+    }
+    if ifaces.is_empty() {
+        println!("nothing was attached; pins under {} removed", dir.display());
+    } else {
+        println!(
+            "detached from {}; pins under {} removed",
+            ifaces.join(", "),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A command-line number of seconds, refused unless positive and finite.

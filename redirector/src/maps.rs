@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use aya::Ebpf;
-use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray};
-use redirector_common::{Flow, FlowKey, NatSettings, RuleKey, RuleValue, maps};
+use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapInfo, PerCpuArray};
+use redirector_common::{Flow, FlowKey, LAYOUT_VERSION, NatSettings, RuleKey, RuleValue, maps};
+
+use crate::pin;
 
 /// Every map the daemon writes. Owning them keeps them alive for as long as
 /// the program runs.
@@ -54,7 +56,23 @@ pub struct PinnedMaps {
 }
 
 impl PinnedMaps {
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens the maps of this build's layout pinned under the pin
+    /// directory `pins`.
+    pub fn open(pins: &Path) -> Result<Self> {
+        let dir = pin::maps_dir(pins);
+        if !dir.is_dir() && pins.is_dir() {
+            let others = pin::PinDir::existing(pins)
+                .map(|p| p.other_layouts())
+                .unwrap_or_default();
+            if let Some(v) = others.last() {
+                bail!(
+                    "{} holds maps of layout version {v}, this redirector reads version \
+                     {LAYOUT_VERSION}: use the `redirector` that runs there",
+                    pins.display()
+                );
+            }
+        }
+        let dir = dir.as_path();
         Ok(Self {
             rules: typed(open_pinned(dir, maps::RULES)?, maps::RULES)?,
             flows: typed(open_pinned(dir, maps::FLOWS)?, maps::FLOWS)?,
@@ -91,4 +109,46 @@ where
     T::try_from(map).with_context(|| {
         format!("map {name} has another type or layout than redirector-common says")
     })
+}
+
+/// Checks the maps pinned in `dir` against the definitions of the embedded
+/// object, so that a program is never loaded against maps it would read
+/// with another layout (same `LAYOUT_VERSION`, but a build that changed a
+/// map without bumping it). Returns whether any map is pinned there.
+pub fn check_pinned(dir: &Path, object: &[u8]) -> Result<bool> {
+    let parsed = aya_obj::Object::parse(object).context("parsing the embedded XDP object")?;
+    let mut any = false;
+    for name in PINNED {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let def = parsed
+            .maps
+            .get(name)
+            .with_context(|| format!("the XDP object has no map {name}"))?;
+        let info = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the pinned map {}", path.display()))?;
+        let pinned = (
+            info.map_type().map(|t| t as u32).unwrap_or(u32::MAX),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let wanted = (
+            def.map_type(),
+            def.key_size(),
+            def.value_size(),
+            def.max_entries(),
+        );
+        if pinned != wanted {
+            bail!(
+                "the pinned map {} (type, key, value, entries) = {pinned:?} differs from this \
+                 build's {wanted:?} although both say layout version {LAYOUT_VERSION}",
+                path.display()
+            );
+        }
+    }
+    Ok(any)
 }

@@ -1,10 +1,19 @@
-//! Makes the running program's maps reachable to `redirector stats`: pins
-//! them in a bpffs directory and removes the pins again on a clean exit.
+//! The pin directory: where a redirector's maps and XDP links live in
+//! bpffs, so that they outlive the daemon. A restarted or upgraded daemon
+//! finds them there and takes over without cutting a connection;
+//! `redirector stats` reads the maps; `redirector detach` removes it all.
+//!
+//! Layout of `DIR` (default `/sys/fs/bpf/cutover/IFACE`):
+//! - `maps-vN/NAME`: the maps of layout version N
+//!   ([`redirector_common::LAYOUT_VERSION`]);
+//! - `link-IFACE`: the XDP link of each interface. A pinned link keeps the
+//!   program attached after the process exits; removing the pin detaches
+//!   it (once no process holds the link open).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use aya::Ebpf;
+use redirector_common::LAYOUT_VERSION;
 use tracing::{info, warn};
 
 use crate::maps::PINNED;
@@ -12,77 +21,176 @@ use crate::maps::PINNED;
 /// Where bpffs is conventionally mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 
+const MAPS_PREFIX: &str = "maps-v";
+const LINK_PREFIX: &str = "link-";
+
 /// The pin directory used when `--pin-dir` is not given.
 pub fn default_dir(iface: &str) -> PathBuf {
     Path::new(BPFFS).join("cutover").join(iface)
 }
 
-/// The pinned maps; dropping it unpins them (the maps themselves live on
-/// for as long as the program holds them).
-#[derive(Debug)]
-pub struct Pins {
+/// Where the maps of this build's layout are pinned under `dir`.
+pub fn maps_dir(dir: &Path) -> PathBuf {
+    maps_dir_of(dir, LAYOUT_VERSION)
+}
+
+fn maps_dir_of(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("{MAPS_PREFIX}{version}"))
+}
+
+/// A pin directory on bpffs that no live daemon owns.
+#[derive(Debug, Clone)]
+pub struct PinDir {
     dir: PathBuf,
 }
 
-impl Pins {
-    /// Pins every map of the contract under `dir`, replacing pins a crashed
-    /// daemon left behind.
-    pub fn create(ebpf: &Ebpf, dir: &Path) -> Result<Self> {
+impl PinDir {
+    /// Creates `dir`, mounting bpffs on /sys/fs/bpf when that is where it
+    /// should be and nothing is mounted. Call [`refuse_if_owned`] first.
+    pub fn create(dir: &Path) -> Result<Self> {
         ensure_bpffs(dir)?;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the pin directory {}", dir.display()))?;
-        // Pins left by a crashed daemon are replaced; those of a live one
-        // are not taken over.
-        if let Ok(path) = crate::state::path_for(dir)
-            && let Ok(owner) = crate::state::State::read(&path)
-            && owner.pid != std::process::id()
-            && owner.daemon_alive()
-        {
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// An existing pin directory, for `redirector detach`: nothing is
+    /// created or mounted.
+    pub fn existing(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
             bail!(
-                "{} belongs to the redirector running as pid {} (on {}): pass another --pin-dir",
-                dir.display(),
-                owner.pid,
-                owner.iface
+                "{} does not exist: no redirector left anything pinned there (in this mount \
+                 namespace)",
+                dir.display()
             );
         }
-        let pins = Self {
+        refuse_if_owned(dir)?;
+        Ok(Self {
             dir: dir.to_path_buf(),
-        };
-        pins.remove_files();
-        for name in PINNED {
-            let map = ebpf
-                .map(name)
-                .with_context(|| format!("the XDP object has no map {name}"))?;
-            let path = dir.join(name);
-            map.pin(&path)
-                .with_context(|| format!("pinning map {name} at {}", path.display()))?;
-        }
-        info!(dir = %dir.display(), "maps pinned for `redirector stats`");
-        Ok(pins)
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn remove_files(&self) {
-        for name in PINNED {
-            let path = self.dir.join(name);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => warn!(path = %path.display(), error = %e, "cannot remove a pin"),
+    pub fn maps_dir(&self) -> PathBuf {
+        maps_dir(&self.dir)
+    }
+
+    pub fn link_path(&self, iface: &str) -> PathBuf {
+        self.dir.join(format!("{LINK_PREFIX}{iface}"))
+    }
+
+    /// Whether the maps of this build's layout are pinned (a daemon ran
+    /// here before and left its connections running).
+    pub fn has_maps(&self) -> bool {
+        self.maps_dir().join(PINNED[0]).exists()
+    }
+
+    /// The layout versions other than this build's that have maps pinned
+    /// here; `0` stands for maps pinned directly in the directory by a
+    /// redirector older than layout versions.
+    pub fn other_layouts(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        if PINNED.iter().any(|name| self.dir.join(name).exists()) {
+            found.push(0);
+        }
+        for name in self.entries() {
+            if let Some(v) = name.strip_prefix(MAPS_PREFIX)
+                && let Ok(v) = v.parse::<u32>()
+                && v != LAYOUT_VERSION
+            {
+                found.push(v);
             }
         }
+        found.sort_unstable();
+        found
+    }
+
+    /// The interfaces with a pinned link.
+    pub fn linked_ifaces(&self) -> Vec<String> {
+        let mut ifaces: Vec<String> = self
+            .entries()
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(LINK_PREFIX).map(str::to_string))
+            .collect();
+        ifaces.sort();
+        ifaces
+    }
+
+    /// Unpins the maps of layout `version` (0: the unversioned ones). The
+    /// maps go away once no program uses them.
+    pub fn remove_maps(&self, version: u32) {
+        let dir = if version == 0 {
+            self.dir.clone()
+        } else {
+            maps_dir_of(&self.dir, version)
+        };
+        for name in PINNED {
+            remove_pin(&dir.join(name));
+        }
+        if version != 0 {
+            remove_empty_dir(&dir);
+        }
+    }
+
+    /// Removes every pin (links first: the program stops before its maps
+    /// go) and then the directory itself when it is empty.
+    pub fn remove_all(&self) {
+        for iface in self.linked_ifaces() {
+            remove_pin(&self.link_path(&iface));
+        }
+        self.remove_maps(LAYOUT_VERSION);
+        for version in self.other_layouts() {
+            self.remove_maps(version);
+        }
+        remove_empty_dir(&self.dir);
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
     }
 }
 
-impl Drop for Pins {
-    fn drop(&mut self) {
-        self.remove_files();
-        // Only our own, now empty, directory; a busy one is left alone.
-        let _ = std::fs::remove_dir(&self.dir);
+/// Refuses a directory whose state file names a daemon that still runs.
+pub fn refuse_if_owned(dir: &Path) -> Result<()> {
+    if let Ok(path) = crate::state::path_for(dir)
+        && let Ok(owner) = crate::state::State::read(&path)
+        && owner.pid != std::process::id()
+        && owner.daemon_alive()
+    {
+        bail!(
+            "{} belongs to the redirector running as pid {} (on {}): stop it first, or pass \
+             another --pin-dir",
+            dir.display(),
+            owner.pid,
+            owner.iface
+        );
     }
+    Ok(())
+}
+
+/// Removes one pin; a missing one is no error.
+pub fn remove_pin(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(path = %path.display(), error = %e, "cannot remove a pin"),
+    }
+}
+
+/// Only an empty directory: one holding anything else is left alone.
+fn remove_empty_dir(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Makes sure `dir` would be on a bpf filesystem, mounting bpffs on

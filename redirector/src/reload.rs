@@ -5,7 +5,8 @@
 //! and an interrupted commit is finished, or its generation read from its
 //! copy, first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use cutover_workspace::{ConfigErrors, RedirectorConfig, Settlement, Timeouts, Workspace};
@@ -66,6 +67,81 @@ impl Rules {
             current: RuleSet::default(),
             config: cfg.clone(),
             draining: BTreeMap::new(),
+        };
+        rules.apply(cfg, maps)?;
+        Ok(rules)
+    }
+
+    /// Takes over the rules an earlier daemon left in the maps it pinned
+    /// (named as its state file `previous` names them), then applies `cfg`
+    /// as a reload would: a rule whose `from` is unchanged keeps its id and
+    /// counters, a removed one drains. Rule ids that flows in the tables
+    /// still count under, but that no rule holds, drain too, so that no new
+    /// rule mixes its counters with them.
+    pub fn adopt(
+        workspace: Workspace,
+        cfg: &RedirectorConfig,
+        maps: &mut Maps,
+        previous: Option<&State>,
+    ) -> Result<Self> {
+        let known: BTreeMap<u32, &RuleInfo> = previous
+            .map(|p| p.rules.iter().map(|r| (r.id, r)).collect())
+            .unwrap_or_default();
+        let name_of = |id: u32| {
+            known
+                .get(&id)
+                .map_or_else(|| format!("rule {id}"), |r| r.name.clone())
+        };
+        let mut current = RuleSet {
+            settings: maps.settings.get(&0, 0).ok(),
+            rules: BTreeMap::new(),
+        };
+        for entry in maps.rules.iter() {
+            let (key, value) = entry.context("reading the pinned RULES")?;
+            let from = SocketAddrV4::new(rules::ip_from_be(key.addr), u16::from_be(key.port));
+            let to = SocketAddrV4::new(
+                rules::ip_from_be(value.new_addr),
+                u16::from_be(value.new_port),
+            );
+            let id = value.rule_id;
+            let name = name_of(id);
+            current.rules.insert(from, ActiveRule { id, name, from, to });
+        }
+        let mut in_flight = gc::collect(&mut maps.flows, &cfg.timeouts)
+            .context("reading the pinned FLOWS")?;
+        in_flight.merge(
+            gc::collect(&mut maps.embryos, &cfg.timeouts).context("reading the pinned EMBRYOS")?,
+        );
+        let held: BTreeSet<u32> = current.ids().collect();
+        let draining = in_flight
+            .active
+            .keys()
+            .filter(|id| !held.contains(id))
+            .map(|&id| {
+                let addr = |text: Option<&String>| {
+                    text.and_then(|t| t.parse().ok())
+                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+                };
+                let info = known.get(&id);
+                let rule = ActiveRule {
+                    id,
+                    name: name_of(id),
+                    from: addr(info.map(|r| &r.from)),
+                    to: addr(info.map(|r| &r.to)),
+                };
+                (id, rule)
+            })
+            .collect();
+        info!(
+            rules = current.rules.len(),
+            connections = in_flight.open,
+            "took over the rules and connections the earlier daemon left in the maps"
+        );
+        let mut rules = Self {
+            workspace,
+            current,
+            config: cfg.clone(),
+            draining,
         };
         rules.apply(cfg, maps)?;
         Ok(rules)

@@ -46,6 +46,7 @@ fn file_name(pin_dir: &Path, dev: u64) -> PathBuf {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub iface: String,
+    /// The daemon's pid; 0 once it exited leaving the program attached.
     pub pid: u32,
     /// Switched-on rules and removed rules whose flows still drain.
     pub rules: Vec<RuleInfo>,
@@ -83,9 +84,13 @@ impl State {
     /// Whether the daemon that wrote this state still runs (signal 0 probes
     /// without sending).
     pub fn daemon_alive(&self) -> bool {
+        // 0: the daemon exited and left its program attached.
         let Ok(pid) = i32::try_from(self.pid) else {
             return false;
         };
+        if pid == 0 {
+            return false;
+        }
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
             Ok(()) => true,
             // It exists but belongs to someone else.

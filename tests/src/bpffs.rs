@@ -29,6 +29,17 @@ impl Bpffs {
     pub fn pins(&self) -> PathBuf {
         self.dir.join("redirector")
     }
+
+    /// Where the redirector pins its maps under `pins()`.
+    pub fn maps(&self) -> PathBuf {
+        self.pins()
+            .join(format!("maps-v{}", redirector_common::LAYOUT_VERSION))
+    }
+
+    /// Where the redirector pins its XDP link to `iface`.
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.pins().join(format!("link-{iface}"))
+    }
 }
 
 impl Drop for Bpffs {

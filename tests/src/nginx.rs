@@ -11,6 +11,14 @@ use anyhow::{Context, Result, bail};
 use crate::netns::Netns;
 use crate::process::{Daemon, wait_until};
 
+/// The rate nginx sends the files under `/paced/` at, per connection:
+/// the bytes of a long download keep crossing the network until its end
+/// (a rate limit at the client only stops it reading, and its socket
+/// buffer takes in megabytes at once).
+pub const PACED_RATE: &str = "256k";
+/// [`PACED_RATE`] in bytes per second.
+pub const PACED_BYTES_PER_S: usize = 256 * 1024;
+
 /// A running nginx; stops with the guard.
 pub struct Nginx {
     pub dir: tempfile::TempDir,
@@ -19,7 +27,8 @@ pub struct Nginx {
 
 impl Nginx {
     /// Serves `body` at `/` and the files in `files` (name, size in bytes,
-    /// pseudo-random content) on every `port`, inside `ns`.
+    /// pseudo-random content) on every `port`, inside `ns`; each file also
+    /// as `/paced/NAME`, sent at [`PACED_RATE`].
     pub fn start(ns: &Netns, ports: &[u16], body: &str, files: &[(&str, usize)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("cutover-nginx").tempdir()?;
         let root = dir.path().join("www");
@@ -38,7 +47,8 @@ impl Nginx {
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              keepalive_requests 1000000;\n  sendfile on;\n  default_type text/plain;\n\
-             server {{\n{listen}    root {root};\n  }}\n}}\n",
+             server {{\n{listen}    root {root};\n\
+             location /paced/ {{ alias {root}/; limit_rate {PACED_RATE}; }}\n  }}\n}}\n",
             d = dir.path().display(),
             root = root.display(),
         );

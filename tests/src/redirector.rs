@@ -56,7 +56,11 @@ impl Redirector {
             daemon: Some(Daemon::spawn("redirector", cmd)?),
             log_path,
         };
-        if !wait_until(Duration::from_secs(20), || pins.join("RULES").exists()) {
+        // Not the pins: a daemon that takes over finds them already there.
+        if !wait_until(Duration::from_secs(20), || {
+            me.log().contains("redirector running") || me.has_exited()
+        }) || me.has_exited()
+        {
             bail!("the redirector did not come up; log:\n{}", me.log());
         }
         me.assert_running()?;
@@ -73,6 +77,12 @@ impl Redirector {
 
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.daemon()?.signal(signal)
+    }
+
+    fn has_exited(&mut self) -> bool {
+        self.daemon
+            .as_mut()
+            .is_none_or(|d| d.assert_running().is_err())
     }
 
     /// Fails, with the log, if the daemon has exited.
@@ -95,6 +105,15 @@ impl Redirector {
             exit.is_some()
         });
         exit.with_context(|| format!("the redirector still runs after {timeout:?}"))
+    }
+
+    /// SIGKILL: a crash, as far as the daemon can tell.
+    pub fn kill(&mut self) -> Result<()> {
+        self.daemon
+            .take()
+            .context("the redirector was stopped")?
+            .kill();
+        Ok(())
     }
 
     /// SIGTERM; fails unless the daemon exits 0.

@@ -37,6 +37,10 @@ pub const FAR_IP: &str = "198.18.1.3";
 /// Fields drop in order: the daemon first, the namespaces last.
 pub struct Site {
     pub redirector: Redirector,
+    /// The interfaces the redirector runs on.
+    pub ifaces: Vec<&'static str>,
+    /// How many daemons were started (each logs in a directory of its own).
+    starts: u32,
     pub bpffs: Bpffs,
     pub workspace: PathBuf,
     pub scratch: tempfile::TempDir,
@@ -84,10 +88,10 @@ impl Site {
         } else {
             None
         };
-        let ifaces: &[&str] = if with_far_host {
-            &["eth0", "eth1"]
+        let ifaces = if with_far_host {
+            vec!["eth0", "eth1"]
         } else {
-            &["eth0"]
+            vec!["eth0"]
         };
         let scratch = tempfile::Builder::new().prefix("cutover-e2e").tempdir()?;
         let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
@@ -96,7 +100,7 @@ impl Site {
         std::fs::write(workspace.join("redirector.toml"), rules)?;
         let redirector = Redirector::start(
             &net.old,
-            ifaces,
+            &ifaces,
             &workspace,
             &bpffs.pins(),
             scratch.path(),
@@ -104,12 +108,55 @@ impl Site {
         )?;
         Ok(Self {
             redirector,
+            ifaces,
+            starts: 1,
             bpffs,
             workspace,
             scratch,
             far,
             net,
         })
+    }
+
+    /// Starts another daemon with the same interfaces, workspace and pins
+    /// (the previous one must have exited), logging in a directory of its
+    /// own so that its log holds only its own lines.
+    pub fn start_again(&mut self, args: &[&str]) -> Result<()> {
+        self.starts += 1;
+        let log_dir = self.scratch.path().join(format!("run-{}", self.starts));
+        std::fs::create_dir_all(&log_dir)?;
+        self.redirector = Redirector::start(
+            &self.net.old,
+            &self.ifaces,
+            &self.workspace,
+            &self.bpffs.pins(),
+            &log_dir,
+            args,
+        )?;
+        Ok(())
+    }
+
+    /// The id of the XDP program attached to the old host's eth0, if any
+    /// (`ip -d link`: `prog/xdp id N`).
+    pub fn xdp_prog_id(&self) -> Result<Option<u32>> {
+        let out = self.net.old.ip(&["-d", "link", "show", "eth0"])?;
+        let text = String::from_utf8(out.stdout)?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        Ok(words
+            .windows(3)
+            .find(|w| w[0] == "prog/xdp" && w[1] == "id")
+            .and_then(|w| w[2].parse().ok()))
+    }
+
+    /// `redirector detach --pin-dir` for this site's pins, run outside the
+    /// namespace as an operator would; its output, or its error.
+    pub fn detach(&self) -> Result<String> {
+        let pins = self.bpffs.pins();
+        let out = run(
+            path_str(&bins::path("redirector"))?,
+            &["detach", "--pin-dir", path_str(&pins)?],
+        )?;
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     /// GET http://OLD_IP{path} from the client.

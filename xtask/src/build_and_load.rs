@@ -18,7 +18,10 @@ pub fn run(iface: &str, workspace: &Path) -> Result<()> {
         .arg("--iface")
         .arg(iface)
         .arg("--workspace")
-        .arg(workspace);
+        .arg(workspace)
+        // A development loop: Ctrl-C should leave the interface as it was,
+        // not a program forwarding without a daemon.
+        .arg("--detach");
     eprintln!("+ {}", display(&cmd));
     // Become the redirector (cargo run already exec'd us), so that Ctrl-C
     // reaches it alone and the terminal waits until it has detached.

@@ -52,7 +52,7 @@ pub fn run() -> Result<()> {
         .arg(bpffs.pins());
     let redirector = Daemon::spawn("redirector", redirector_cmd)?;
     if !wait_until(Duration::from_secs(20), || {
-        bpffs.pins().join("RULES").exists()
+        bpffs.maps().join("RULES").exists()
     }) {
         bail!("the redirector did not start within 20 s");
     }
