@@ -40,6 +40,9 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
+/// The program for the loopback interface: it translates the ICMP errors
+/// the old host sends itself about translated packets (a dead new host).
+pub const LOCAL_PROGRAM_NAME: &str = "redirector_local";
 /// A program in the same object that passes every frame, for the veth peer
 /// of an interface the redirector runs on in native mode: veth delivers
 /// natively XDP_TX'd frames to its peer promptly only if the peer runs an
@@ -417,8 +420,10 @@ mod tests {
         // A failure here means the maps' layout changed: bump
         // LAYOUT_VERSION (a daemon of the new version must not adopt maps
         // pinned by the old one), then record the new pair.
-        assert_eq!((LAYOUT_VERSION, layout_fingerprint()),
-            (1, 0x7014_ec02_8c20_3c76));
+        assert_eq!(
+            (LAYOUT_VERSION, layout_fingerprint()),
+            (1, 0x7014_ec02_8c20_3c76)
+        );
     }
 
     #[test]

@@ -289,6 +289,22 @@ fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) 
     }
 }
 
+/// On the loopback interface. When the next hop towards a new host never
+/// answers ARP (the new host is dead), the old host's stack reports it with
+/// an ICMP host unreachable about the translated packet, addressed to the
+/// packet's source: the old host itself, so it travels over loopback. As
+/// conntrack does for a NATed connection, this translates it back to the
+/// client, whose connect then fails at once instead of after its own
+/// timeout. Everything else on loopback is the host's own traffic: it
+/// passes uncounted, and its TCP is never redirected.
+#[xdp]
+pub fn redirector_local(ctx: XdpContext) -> u32 {
+    match parse::ipv4_tcp(&ctx) {
+        Err(counter::PASS_ICMP) => icmp::translate(&ctx).unwrap_or(xdp_action::XDP_PASS),
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
 /// Passes every frame; not part of the redirector. In native mode, veth
 /// wakes its peer for frames sent with XDP_TX only if the peer runs an XDP
 /// program (GRO alone leaves them queued until other traffic arrives), so

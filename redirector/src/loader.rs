@@ -1,5 +1,7 @@
 //! Loads the embedded XDP object and attaches its program to the
-//! interfaces clients and new hosts are reached through.
+//! interfaces clients and new hosts are reached through, and its loopback
+//! program (the errors the host sends itself about translated packets) to
+//! `lo`.
 //!
 //! With a pin directory, the maps and the XDP links are pinned and outlive
 //! the process: a daemon that starts where another one ran reuses its maps
@@ -14,7 +16,7 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLink, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use redirector_common::{LAYOUT_VERSION, PROGRAM_NAME};
+use redirector_common::{LAYOUT_VERSION, LOCAL_PROGRAM_NAME, PROGRAM_NAME};
 use tracing::{info, warn};
 
 use crate::maps::{self, PINNED};
@@ -71,6 +73,9 @@ fn mode_name(mode: XdpMode) -> &'static str {
     }
 }
 
+/// Where [`LOCAL_PROGRAM_NAME`] runs.
+const LOOPBACK: &str = "lo";
+
 /// What [`Attached::load`] is told.
 pub struct Load<'a> {
     pub ifaces: &'a [String],
@@ -94,6 +99,9 @@ pub struct Attached {
 
 struct AttachedLink {
     iface: String,
+    /// The program in the link: `PROGRAM_NAME`, or `LOCAL_PROGRAM_NAME` on
+    /// loopback.
+    program: &'static str,
     link: Link,
     /// Attached by this process, rather than taken over from a link an
     /// earlier daemon pinned.
@@ -131,19 +139,31 @@ impl Attached {
             .load(OBJECT)
             .context("loading the XDP object into the kernel")?;
         program_log::forward(&mut ebpf);
-        program(&mut ebpf)?
-            .load()
-            .context("the kernel refused the XDP program (verifier)")?;
+        for name in [PROGRAM_NAME, LOCAL_PROGRAM_NAME] {
+            program(&mut ebpf, name)?
+                .load()
+                .with_context(|| format!("the kernel refused the XDP program {name} (verifier)"))?;
+        }
         let mut attached = Self {
             ebpf,
             links: Vec::new(),
             adopted,
         };
         for iface in req.ifaces {
-            if let Err(e) = attached.attach(iface, req.mode, req.pins) {
+            let mode = req.mode.resolve(iface);
+            if let Err(e) = attached.attach(iface, PROGRAM_NAME, mode, req.pins) {
                 attached.undo();
                 return Err(e);
             }
+        }
+        // Without it a client of a dead new host waits for its own timeout;
+        // everything else works, so a loopback already taken (by another
+        // redirector) is only worth a warning.
+        if let Err(e) = attached.attach(LOOPBACK, LOCAL_PROGRAM_NAME, XdpMode::Skb, req.pins) {
+            warn!(
+                "{e:#}: clients of a new host that stops answering ARP will not be told, \
+                 and wait for their own timeout"
+            );
         }
         if let Some(pins) = req.pins {
             attached.release_others(pins, req.ifaces);
@@ -170,17 +190,25 @@ impl Attached {
         &mut self.ebpf
     }
 
-    /// Attaches to `iface`: into its pinned link when there is one (an
-    /// atomic swap of the program), else afresh, pinning the new link.
-    fn attach(&mut self, iface: &str, mode: AttachMode, pins: Option<&PinDir>) -> Result<()> {
+    /// Attaches program `name` to `iface`: into its pinned link when there
+    /// is one (an atomic swap of the program), else afresh, pinning the new
+    /// link.
+    fn attach(
+        &mut self,
+        iface: &str,
+        name: &'static str,
+        kernel_mode: XdpMode,
+        pins: Option<&PinDir>,
+    ) -> Result<()> {
         if let Some(pins) = pins {
             let path = pins.link_path(iface);
             if path.exists() {
-                match self.replace_in(&path) {
+                match self.replace_in(&path, name) {
                     Ok(fd) => {
-                        info!(%iface, "XDP program replaced in the pinned link: connections in flight keep flowing");
+                        info!(%iface, program = name, "XDP program replaced in the pinned link: connections in flight keep flowing");
                         self.links.push(AttachedLink {
                             iface: iface.to_string(),
+                            program: name,
                             link: Link::Pinned { fd, path },
                             fresh: false,
                         });
@@ -193,8 +221,7 @@ impl Attached {
                 }
             }
         }
-        let kernel_mode = mode.resolve(iface);
-        let id = program(&mut self.ebpf)?
+        let id = program(&mut self.ebpf, name)?
             .attach(iface, kernel_mode)
             .with_context(|| {
                 format!(
@@ -203,24 +230,25 @@ impl Attached {
                     mode_name(kernel_mode)
                 )
             })?;
-        info!(%iface, mode = mode_name(kernel_mode), "XDP program attached");
+        info!(%iface, program = name, mode = mode_name(kernel_mode), "XDP program attached");
         let link = match pins {
-            Some(pins) => self.pin(id, pins.link_path(iface))?,
+            Some(pins) => self.pin(name, id, pins.link_path(iface))?,
             None => Link::Owned(id),
         };
         self.links.push(AttachedLink {
             iface: iface.to_string(),
+            program: name,
             link,
             fresh: true,
         });
         Ok(())
     }
 
-    /// Swaps this object's program into the link pinned at `path`.
-    fn replace_in(&mut self, path: &std::path::Path) -> Result<FdLink> {
+    /// Swaps this object's program `name` into the link pinned at `path`.
+    fn replace_in(&mut self, path: &std::path::Path, name: &str) -> Result<FdLink> {
         let pinned = PinnedLink::from_pin(path).context("opening the pinned link")?;
         let link = XdpLink::try_from(FdLink::from(pinned)).context("not an XDP link")?;
-        let prog = program(&mut self.ebpf)?;
+        let prog = program(&mut self.ebpf, name)?;
         let id = prog
             .attach_to_link(link)
             .context("replacing the program in the link")?;
@@ -230,8 +258,8 @@ impl Attached {
 
     /// Moves a freshly attached link out of the program's keeping into a
     /// pin, so that it outlives the process.
-    fn pin(&mut self, id: XdpLinkId, path: PathBuf) -> Result<Link> {
-        let prog = program(&mut self.ebpf)?;
+    fn pin(&mut self, name: &str, id: XdpLinkId, path: PathBuf) -> Result<Link> {
+        let prog = program(&mut self.ebpf, name)?;
         let link = prog.take_link(id).context("taking the new link")?;
         let fd = FdLink::try_from(link).context(
             "the kernel attached XDP without a BPF link (Linux before 5.9?): it cannot outlive \
@@ -250,7 +278,7 @@ impl Attached {
     /// earlier daemon ran on more of them.
     fn release_others(&mut self, pins: &PinDir, ifaces: &[String]) {
         for iface in pins.linked_ifaces() {
-            if !ifaces.contains(&iface) {
+            if iface != LOOPBACK && !ifaces.contains(&iface) {
                 info!(%iface, "detaching from an interface the earlier daemon ran on and this one is not given");
                 remove_pin(&pins.link_path(&iface));
             }
@@ -298,7 +326,7 @@ impl Attached {
                 drop(fd);
             }
             Link::Owned(id) => {
-                program(&mut self.ebpf)?
+                program(&mut self.ebpf, link.program)?
                     .detach(id)
                     .with_context(|| format!("detaching XDP from {iface}"))?;
             }
@@ -362,9 +390,9 @@ fn prepare_maps(pins: &PinDir, replace: bool) -> Result<bool> {
     Ok(adopted)
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .with_context(|| format!("the XDP object has no program {PROGRAM_NAME}"))?
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("the XDP object has no program {name}"))?
         .try_into()
-        .with_context(|| format!("{PROGRAM_NAME} is not an XDP program"))
+        .with_context(|| format!("{name} is not an XDP program"))
 }

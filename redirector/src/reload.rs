@@ -105,10 +105,12 @@ impl Rules {
             );
             let id = value.rule_id;
             let name = name_of(id);
-            current.rules.insert(from, ActiveRule { id, name, from, to });
+            current
+                .rules
+                .insert(from, ActiveRule { id, name, from, to });
         }
-        let mut in_flight = gc::collect(&mut maps.flows, &cfg.timeouts)
-            .context("reading the pinned FLOWS")?;
+        let mut in_flight =
+            gc::collect(&mut maps.flows, &cfg.timeouts).context("reading the pinned FLOWS")?;
         in_flight.merge(
             gc::collect(&mut maps.embryos, &cfg.timeouts).context("reading the pinned EMBRYOS")?,
         );

@@ -911,6 +911,55 @@ fn icmp_error(src_mac: [u8; 6], from: Ipv4Addr, kind: u8, code: u8, quoted: &[u8
 }
 
 #[test]
+fn on_loopback_only_the_hosts_own_errors_about_translated_packets_are_translated() -> Result<()> {
+    on_old_host(|o| {
+        let (_, out) = o.syn(0, 40000, old(80))?;
+        assert_eq!(out.action, XDP_TX);
+        let flows = o.r.flow_count();
+
+        // The old host's own connection to its own rule address crosses
+        // loopback: the host's business, never redirected, not counted.
+        let before: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+        let own = Tcp::syn([0; 6], [0; 6], SocketAddrV4::new(OLD, 50000), old(80)).bytes();
+        let passed = o.r.run_local(&own)?;
+        assert_eq!((passed.action, &passed.frame), (XDP_PASS, &own));
+        assert_eq!(o.r.flow_count(), flows);
+        let after: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+        assert_eq!(before, after, "loopback traffic was counted");
+
+        // The host's stack could not resolve the new host and tells the
+        // SYN's source, itself, over loopback (zero MACs): translated back
+        // to the client like any ICMP error about the connection.
+        let sent = &out.frame[14..];
+        let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(sent);
+        let c = frame::checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let error = ethernet(
+            [0; 6],
+            [0; 6],
+            ETH_IPV4,
+            &Ipv4::new(OLD, OLD, PROTO_ICMP).bytes(&icmp),
+        );
+        let back = o.r.run_local(&error)?;
+        assert_ne!(back.action, XDP_DROP);
+        let ip = &back.frame[14..34];
+        assert_eq!(frame::checksum(ip), 0, "outer IPv4 checksum");
+        assert_eq!(&ip[16..20], &client(0).octets()[..], "to the client");
+        let icmp = &back.frame[34..];
+        assert_eq!(frame::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!((icmp[0], icmp[1]), (3, 1), "host unreachable");
+        assert_eq!(
+            (&icmp[8 + 12..8 + 16], &icmp[8 + 16..8 + 20]),
+            (&client(0).octets()[..], &OLD.octets()[..]),
+            "the quote is the client's own SYN"
+        );
+        assert_eq!(o.r.counter(RULE, counter::ICMP_TRANSLATED), 1);
+        Ok(())
+    })
+}
+
+#[test]
 fn icmp_errors_about_a_redirected_connection_reach_the_client() -> Result<()> {
     on_old_host(|o| {
         let (syn, out) = o.syn(0, 40000, old(80))?;

@@ -121,11 +121,18 @@ fn a_client_with_the_old_address_reaches_the_new_release() -> Result<()> {
     // SIGTERM leaves the program forwarding (see redirector_restarts.rs);
     // `redirector detach` removes it, and the old host answers for itself.
     site.redirector.stop()?;
-    assert_eq!(site.get("/")?, NEW_BODY, "forwarding stopped with the daemon");
+    assert_eq!(
+        site.get("/")?,
+        NEW_BODY,
+        "forwarding stopped with the daemon"
+    );
     site.detach()?;
     let link = site.net.old.ip(&["link", "show", "eth0"])?;
     let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("xdp"), "XDP still attached after detach: {link}");
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after detach: {link}"
+    );
     assert!(
         !site.bpffs.maps().join("RULES").exists(),
         "pins left after detach"
@@ -184,6 +191,46 @@ fn a_first_syn_whose_next_hop_is_unresolved_still_connects() -> Result<()> {
         "the program's record of the NO_NEIGH path is not in the log:\n{}",
         site.redirector.log()
     );
+    Ok(())
+}
+
+#[test]
+fn a_client_of_a_dead_new_host_is_told_at_once() -> Result<()> {
+    let site = Site::start(RULE_WWW)?;
+    let _new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[])?;
+    site.wait_for_body(NEW_BODY)?;
+
+    // The new host dies: nothing answers ARP for it any more. Once the old
+    // host's neighbour entry is gone, its stack reports the redirected SYN
+    // as host unreachable to the SYN's source (the old host itself); the
+    // program on loopback translates that back to the client, as conntrack
+    // would, and the client's connect fails then rather than after its own
+    // timeout.
+    site.net.new.ip(&["link", "set", "eth0", "down"])?;
+    site.net.old.ip(&["neigh", "flush", "to", NEW_IP])?;
+    let started = std::time::Instant::now();
+    let out = site
+        .net
+        .client
+        .command("curl")
+        .args([
+            "-sS",
+            "-v",
+            "--connect-timeout",
+            "40",
+            &format!("http://{OLD_IP}/"),
+        ])
+        .output()?;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a dead host answered: {stderr}");
+    ensure!(
+        stderr.contains("No route to host") && took < Duration::from_secs(20),
+        "after {took:?}, not told the host is unreachable: {stderr}\nlog:\n{}",
+        site.redirector.log()
+    );
+    let translated = json_number(&site.stats_json()?, "www", "icmp_translated")?;
+    ensure!(translated >= 1, "icmp_translated is {translated}");
     Ok(())
 }
 

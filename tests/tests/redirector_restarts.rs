@@ -106,7 +106,11 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
         "{}",
         site.redirector.log()
     );
-    assert_eq!(site.xdp_prog_id()?, Some(first), "the program changed on stop");
+    assert_eq!(
+        site.xdp_prog_id()?,
+        Some(first),
+        "the program changed on stop"
+    );
     streams.assert_flowing(Duration::from_secs(1), "with no daemon running")?;
     assert_eq!(site.get("/")?, NEW_BODY, "a new connection with no daemon");
 
@@ -118,8 +122,13 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
             && log.contains("took over the rules and connections"),
         "{log}"
     );
-    let second = site.xdp_prog_id()?.context("no XDP program after the restart")?;
-    ensure!(second != first, "the restarted daemon's program is not the one attached");
+    let second = site
+        .xdp_prog_id()?
+        .context("no XDP program after the restart")?;
+    ensure!(
+        second != first,
+        "the restarted daemon's program is not the one attached"
+    );
     streams.assert_flowing(Duration::from_secs(1), "after the restart")?;
     // Its rule kept its name and its counters: the 50 streams and the GET
     // above were counted by the first daemon's program.
@@ -132,11 +141,20 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
 
     // A crash (SIGKILL) loses nothing either.
     site.redirector.kill()?;
-    assert_eq!(site.xdp_prog_id()?, Some(second), "the program changed on a crash");
+    assert_eq!(
+        site.xdp_prog_id()?,
+        Some(second),
+        "the program changed on a crash"
+    );
     streams.assert_flowing(Duration::from_secs(1), "after the daemon crashed")?;
     site.start_again(&[])?;
-    let third = site.xdp_prog_id()?.context("no XDP program after the crash")?;
-    ensure!(third != second, "the program was not replaced after the crash");
+    let third = site
+        .xdp_prog_id()?
+        .context("no XDP program after the crash")?;
+    ensure!(
+        third != second,
+        "the program was not replaced after the crash"
+    );
 
     streams.finish(&new_web.file("stream.bin"))?;
     assert_eq!(site.get("/")?, NEW_BODY);
@@ -150,13 +168,20 @@ fn maps_of_another_layout_are_never_loaded_against() -> Result<()> {
     let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
     site.wait_for_body(NEW_BODY)?;
     site.redirector.stop()?;
-    let running = site.xdp_prog_id()?.context("no XDP program left attached")?;
+    let running = site
+        .xdp_prog_id()?
+        .context("no XDP program left attached")?;
 
     // As a redirector of another layout version would have left them.
     let other = site.bpffs.pins().join("maps-v999");
     std::fs::rename(site.bpffs.maps(), &other)?;
     let refused = site.start_again(&[]);
-    let err = format!("{:#}", refused.err().context("a start over layout 999 was accepted")?);
+    let err = format!(
+        "{:#}",
+        refused
+            .err()
+            .context("a start over layout 999 was accepted")?
+    );
     ensure!(
         err.contains("layout version [999]") && err.contains("--replace-maps"),
         "the refusal does not say why and what to do: {err}"
@@ -164,11 +189,17 @@ fn maps_of_another_layout_are_never_loaded_against() -> Result<()> {
     // A refused start changes nothing: the running program still forwards.
     assert_eq!(site.xdp_prog_id()?, Some(running));
     assert_eq!(site.get("/")?, NEW_BODY);
-    ensure!(other.join("FLOWS").exists(), "the refused start removed the other layout's maps");
+    ensure!(
+        other.join("FLOWS").exists(),
+        "the refused start removed the other layout's maps"
+    );
 
     // Told to, it takes over with maps of its own and removes the others.
     site.start_again(&["--replace-maps"])?;
-    ensure!(site.xdp_prog_id()? != Some(running), "the program was not replaced");
+    ensure!(
+        site.xdp_prog_id()? != Some(running),
+        "the program was not replaced"
+    );
     ensure!(!other.exists(), "the other layout's maps are still pinned");
     assert_eq!(site.get("/")?, NEW_BODY);
     Ok(())
@@ -181,12 +212,21 @@ fn detach_removes_what_a_stopped_daemon_left_and_is_refused_while_one_runs() -> 
     let _old_web = Nginx::start(&site.net.old, &[80], OLD_BODY, &[])?;
     site.wait_for_body(NEW_BODY)?;
 
-    let err = format!("{:#}", site.detach().err().context("detach under a running daemon")?);
+    let err = format!(
+        "{:#}",
+        site.detach()
+            .err()
+            .context("detach under a running daemon")?
+    );
     ensure!(err.contains("belongs to the redirector running"), "{err}");
     assert_eq!(site.get("/")?, NEW_BODY);
 
     site.redirector.stop()?;
-    assert_eq!(site.get("/")?, NEW_BODY, "forwarding stopped with the daemon");
+    assert_eq!(
+        site.get("/")?,
+        NEW_BODY,
+        "forwarding stopped with the daemon"
+    );
     let out = site.detach()?;
     ensure!(out.contains("detached from eth0"), "{out}");
     assert_eq!(site.xdp_prog_id()?, None, "XDP still attached after detach");

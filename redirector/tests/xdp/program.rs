@@ -10,8 +10,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
 use redirector_common::{
-    Flow, FlowKey, IPPROTO_TCP, NatSettings, PASS_PROGRAM_NAME, PROGRAM_NAME, RuleKey, RuleValue,
-    counter, maps,
+    Flow, FlowKey, IPPROTO_TCP, LOCAL_PROGRAM_NAME, NatSettings, PASS_PROGRAM_NAME, PROGRAM_NAME,
+    RuleKey, RuleValue, counter, maps,
 };
 
 /// Network-order u32 of an address, as the maps hold it.
@@ -117,6 +117,11 @@ impl Redirector {
             .ok_or_else(|| anyhow!("no program {PROGRAM_NAME}"))?
             .try_into()?;
         program.load().context("verifying the XDP program")?;
+        let local: &mut Xdp = ebpf
+            .program_mut(LOCAL_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {LOCAL_PROGRAM_NAME}"))?
+            .try_into()?;
+        local.load().context("verifying the loopback program")?;
         Ok(Self {
             ebpf,
             rules,
@@ -185,6 +190,24 @@ impl Redirector {
     /// Runs the program `repeat` times; also returns the kernel's average
     /// duration per run in ns.
     pub fn run_repeat(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(Outcome, u64)> {
+        self.run_program(PROGRAM_NAME, frame, ifindex, repeat)
+    }
+
+    /// Runs the loopback program once on `frame` as if received on `lo`.
+    pub fn run_local(&self, frame: &[u8]) -> Result<Outcome> {
+        // The loopback interface's index in every network namespace.
+        const LOOPBACK_IFINDEX: u32 = 1;
+        self.run_program(LOCAL_PROGRAM_NAME, frame, LOOPBACK_IFINDEX, 1)
+            .map(|(o, _)| o)
+    }
+
+    fn run_program(
+        &self,
+        name: &str,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<(Outcome, u64)> {
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
         let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
@@ -192,8 +215,8 @@ impl Redirector {
         let mut out = vec![0u8; frame.len() + 256];
         let program: &Xdp = self
             .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or_else(|| anyhow!("no program"))?
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
             .try_into()?;
         let result = program
             .test_run(TestRunOptions {
