@@ -93,6 +93,9 @@ pub struct Daemon {
     /// Where `published` is written; `None` when the maps could not be
     /// pinned (no `redirector stats` could open them anyway).
     state_path: Option<PathBuf>,
+    /// The open connections of the last collection pass, to count those
+    /// the LRU evicts whole before the next.
+    open_flows: gc::OpenFlows,
     /// The counters at the last stats log line, to log what changed since.
     logged: Option<(Instant, BTreeMap<u32, Counters>)>,
     /// `None` when nothing could be pinned.
@@ -221,6 +224,7 @@ impl Daemon {
                 ..State::default()
             },
             state_path,
+            open_flows: gc::OpenFlows::default(),
             logged: None,
             pins,
             attached,
@@ -369,7 +373,13 @@ impl Daemon {
     fn collect(&mut self) -> Option<gc::Report> {
         let started = Instant::now();
         let timeouts = *self.rules.timeouts();
-        let collected = gc::collect(&mut self.maps.flows, &timeouts).and_then(|mut report| {
+        let collected = gc::collect_both(
+            &mut self.maps.flows,
+            &mut self.maps.embryos,
+            &timeouts,
+            &mut self.open_flows,
+        );
+        if let Ok(report) = &collected {
             // Two entries per connection; past this, established
             // connections start to evict one another.
             let entries = 2 * report.active.values().sum::<u64>();
@@ -380,9 +390,7 @@ impl Daemon {
                     "the table of established flows is over 90 % full: idle ones will be evicted"
                 );
             }
-            report.merge(gc::collect(&mut self.maps.embryos, &timeouts)?);
-            Ok(report)
-        });
+        }
         match collected {
             Ok(report) => {
                 for (id, n) in &report.expired {
@@ -395,7 +403,8 @@ impl Daemon {
                 if evicted > 0 {
                     warn!(
                         evicted,
-                        "flows lost their partner entry to LRU eviction: FLOWS is too small for the load"
+                        "connections lost one or both entries to LRU eviction: FLOWS is too small \
+                         for the load, and their clients will be reset"
                     );
                 }
                 debug!(

@@ -173,17 +173,97 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
     Ok(report)
 }
 
+/// The daemon's collection pass over both tables. Besides what [`collect`]
+/// finds, it counts as evicted the open connections of the last pass that
+/// lost both entries since (see [`OpenFlows`]), which no single snapshot
+/// can see.
+pub fn collect_both(
+    flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
+    embryos: &mut BpfHashMap<MapData, FlowKey, Flow>,
+    t: &Timeouts,
+    open: &mut OpenFlows,
+) -> Result<Report> {
+    let established = snapshot(flows)?;
+    let half_open = snapshot(embryos)?;
+    let now = monotonic_now_ns()?;
+    let vanished = open.vanished(&established, &half_open);
+    let (doomed, mut report) = sweep(&established, now, t);
+    let removed = delete(flows, &established, &doomed, &mut report)?;
+    open.remember(&established, &removed);
+    let (doomed, mut half) = sweep(&half_open, now, t);
+    delete(embryos, &half_open, &doomed, &mut half)?;
+    report.merge(half);
+    for (id, n) in vanished {
+        *report.evicted.entry(id).or_default() += n;
+    }
+    Ok(report)
+}
+
+/// The open connections (no FIN, no RST) of `FLOWS` that the last pass
+/// kept, by forward key, with their reply key and rule. Nothing but the LRU
+/// removes both entries of an open connection between two passes: the
+/// program deletes only closed connections' entries, and when it does, to
+/// give their NAT port (the reply key) or the client's port (the forward
+/// key) to a new connection, that key is in a table again. So an open
+/// connection of the last pass with neither key in either table now was
+/// evicted whole. (A connection that closed, gave up its port, and whose
+/// successor also ended within one interval would be miscounted; the
+/// program keeps the port of the last closed connection until it is
+/// needed, which makes that rare.)
+#[derive(Debug, Default)]
+pub struct OpenFlows {
+    by_forward: HashMap<FlowKey, (FlowKey, u32)>,
+}
+
+impl OpenFlows {
+    /// The connections open at the last pass that have no key left in
+    /// either table, counted by rule.
+    pub fn vanished(
+        &self,
+        flows: &HashMap<FlowKey, Flow>,
+        embryos: &HashMap<FlowKey, Flow>,
+    ) -> BTreeMap<u32, u64> {
+        let present = |k: &FlowKey| flows.contains_key(k) || embryos.contains_key(k);
+        let mut lost = BTreeMap::new();
+        for (forward, (reply, rule)) in &self.by_forward {
+            if !present(forward) && !present(reply) {
+                *lost.entry(*rule).or_default() += 1;
+            }
+        }
+        lost
+    }
+
+    /// Remembers the open connections of `snap` with both entries there
+    /// and neither in `removed`.
+    pub fn remember(&mut self, snap: &HashMap<FlowKey, Flow>, removed: &HashSet<FlowKey>) {
+        self.by_forward.clear();
+        for (key, entry) in snap {
+            if entry.direction != DIR_FORWARD || removed.contains(key) {
+                continue;
+            }
+            let reply = entry.partner_key();
+            let Some(partner) = snap.get(&reply) else {
+                continue;
+            };
+            if (entry.tcp_flags | partner.tcp_flags) & (FLOW_FIN | FLOW_RST) == 0 {
+                self.by_forward.insert(*key, (reply, entry.rule_id));
+            }
+        }
+    }
+}
+
 /// Deletes the entries `sweep` doomed, except those of connections that
 /// came back to life since the snapshot: a packet refreshed one of their
 /// entries, or the partner the snapshot missed was written during the scan.
 /// Such a connection is spared whole, so that the time between the snapshot
 /// and the deletions never leaves half a connection behind.
+/// Returns the keys it deleted.
 fn delete(
     flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
     snap: &HashMap<FlowKey, Flow>,
     doomed: &[(FlowKey, Flow)],
     report: &mut Report,
-) -> Result<()> {
+) -> Result<HashSet<FlowKey>> {
     let mut spared = HashSet::new();
     for (key, seen) in doomed {
         if spared.contains(key) {
@@ -214,15 +294,17 @@ fn delete(
         }
         report.keep(&current);
     }
+    let mut removed = HashSet::new();
     for (key, _) in doomed.iter().filter(|(key, _)| !spared.contains(key)) {
         match flows.remove(key) {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
         }
+        removed.insert(*key);
     }
     report.expired.retain(|_, n| *n > 0);
     report.evicted.retain(|_, n| *n > 0);
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -288,6 +370,36 @@ mod tests {
         };
         assert_eq!(reply.partner_key(), fwd_key, "the test pair mirrors itself");
         [(fwd_key, fwd), (reply_key, reply)]
+    }
+
+    fn table(pairs: &[[(FlowKey, Flow); 2]]) -> HashMap<FlowKey, Flow> {
+        pairs.iter().flatten().copied().collect()
+    }
+
+    #[test]
+    fn an_open_connection_that_lost_both_entries_between_passes_counts_as_evicted() {
+        let open = pair_on(40000, 1, FLOW_ESTABLISHED, S, S);
+        let closed = pair_on(40001, 1, FLOW_ESTABLISHED | FLOW_FIN, S, S);
+        let expired = pair_on(40002, 2, FLOW_ESTABLISHED, S, S);
+        let other = pair_on(40003, 1, FLOW_ESTABLISHED, S, S);
+        let mut seen = OpenFlows::default();
+        let removed: HashSet<FlowKey> = expired.iter().map(|(k, _)| *k).collect();
+        seen.remember(&table(&[open, closed, expired, other]), &removed);
+        let none = HashMap::new();
+
+        // Both entries of `open` gone: evicted. The closed one gave its
+        // ports away, and gc removed `expired` itself: neither counts.
+        assert_eq!(
+            seen.vanished(&table(&[other]), &none),
+            BTreeMap::from([(1, 1)])
+        );
+        // One entry left: the sweep's orphan rule counts it, not this.
+        let half: HashMap<FlowKey, Flow> = [open[1], other[0], other[1]].into_iter().collect();
+        assert!(seen.vanished(&half, &none).is_empty());
+        // Its NAT port (the reply key) belongs to a new, half-open
+        // connection: given away after a close, not evicted.
+        let reused: HashMap<FlowKey, Flow> = [open[1]].into_iter().collect();
+        assert!(seen.vanished(&table(&[other]), &reused).is_empty());
     }
 
     #[test]

@@ -119,6 +119,13 @@ pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
     }
 }
 
+/// Why this host cannot route to `ip`, or `None` when it can: connecting a
+/// UDP socket asks the routing table and sends nothing.
+pub fn no_route(ip: Ipv4Addr) -> Option<std::io::Error> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect(SocketAddrV4::new(ip, 9)).err()
+}
+
 /// The ports this host's own connections pick theirs from
 /// (`net.ipv4.ip_local_port_range`, in this network namespace).
 pub fn local_port_range() -> Option<(u16, u16)> {

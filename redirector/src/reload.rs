@@ -232,9 +232,11 @@ impl Rules {
                     if !crate::host::is_local(*r.from.ip()) {
                         warn!(rule = %r.name, from = %r.from, "{} is not an address of this host: the rule sees no traffic until it is", r.from.ip());
                     }
+                    warn_if_unroutable(r);
                 }
                 Some(old) if old.to != r.to => {
-                    info!(rule = %r.name, from = %r.from, was = %old.to, to = %r.to, "rule changed: new connections go to the new destination")
+                    info!(rule = %r.name, from = %r.from, was = %old.to, to = %r.to, "rule changed: new connections go to the new destination");
+                    warn_if_unroutable(r);
                 }
                 Some(_) => {}
             }
@@ -273,6 +275,20 @@ impl Rules {
     /// Fills the rule part of the state file.
     pub fn fill_state(&self, state: &mut State) {
         state.rules = self.infos();
+    }
+}
+
+/// The program leaves a new connection to the old host when its `to` has
+/// no route (`pass_no_route`): worth saying when the rule goes in rather
+/// than finding out from the counters.
+fn warn_if_unroutable(r: &ActiveRule) {
+    if let Some(why) = crate::host::no_route(*r.to.ip()) {
+        warn!(
+            rule = %r.name,
+            to = %r.to,
+            "this host has no route to {} ({why}): new connections stay with this host until it has one",
+            r.to.ip()
+        );
     }
 }
 

@@ -14,6 +14,7 @@ use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
 use cutover_tests::redirector_site::{RULE_WWW, Site, curl, json_field, json_number, sha256};
 use cutover_tests::topology::{NEW_IP, OLD_IP};
+use redirector_common::{FLOW_FIN, FLOW_RST};
 
 const NEW_BODY: &str = "served by the new host\n";
 const NEXT_BODY: &str = "served by the next release on the new host\n";
@@ -231,6 +232,103 @@ fn a_client_of_a_dead_new_host_is_told_at_once() -> Result<()> {
     );
     let translated = json_number(&site.stats_json()?, "www", "icmp_translated")?;
     ensure!(translated >= 1, "icmp_translated is {translated}");
+    Ok(())
+}
+
+#[test]
+fn a_connection_the_lru_evicts_whole_is_counted_and_logged() -> Result<()> {
+    let site = Site::start(RULE_WWW)?;
+    let _new_web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("slow.bin", SLOW)])?;
+    site.wait_for_body(NEW_BODY)?;
+    let _slow = site.slow_download("slow.bin")?;
+    // Let a collection pass see the connection open (passes run every
+    // second here).
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // Both entries vanish at once, as an LRU eviction under pressure takes
+    // them: no snapshot shows half a connection.
+    let flows = site.bpffs.maps().join("FLOWS");
+    let flows = flows.to_str().context("path")?;
+    let dump = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", flows])
+        .output()?;
+    let dump = String::from_utf8(dump.stdout)?;
+    // The download's two entries: neither has seen a FIN or a RST
+    // (`Flow::tcp_flags`, byte 17 of the value); the GETs before it have.
+    let keys: Vec<Vec<String>> = bpftool_entries(&dump)
+        .into_iter()
+        .filter(|(_, value)| {
+            u8::from_str_radix(&value[17], 16).is_ok_and(|f| f & (FLOW_FIN | FLOW_RST) == 0)
+        })
+        .map(|(key, _)| key)
+        .collect();
+    ensure!(
+        keys.len() == 2,
+        "expected one open connection in FLOWS: {dump}"
+    );
+    for key in &keys {
+        let mut args = vec!["map", "delete", "pinned", flows, "key", "hex"];
+        args.extend(key.iter().map(String::as_str));
+        let out = Command::new("bpftool").args(&args).output()?;
+        ensure!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    ensure!(
+        wait_until(Duration::from_secs(10), || site
+            .stats_json()
+            .and_then(|s| json_number(&s, "www", "evictions"))
+            .is_ok_and(|n| n >= 1)),
+        "the eviction was not counted: {}",
+        site.stats_json()?
+    );
+    ensure!(
+        site.redirector.log().contains("to LRU eviction"),
+        "the eviction was not logged: {}",
+        site.redirector.log()
+    );
+    Ok(())
+}
+
+/// The entries of `bpftool -j map dump`: key and value, each as its hex
+/// bytes without `0x`.
+fn bpftool_entries(dump: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let bytes = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(|b| {
+                b.trim()
+                    .trim_matches('"')
+                    .trim_start_matches("0x")
+                    .to_string()
+            })
+            .collect()
+    };
+    dump.split("\"key\":[")
+        .skip(1)
+        .filter_map(|rest| {
+            let (key, rest) = rest.split_once(']')?;
+            let value = rest.split_once("\"value\":[")?.1.split_once(']')?.0;
+            Some((bytes(key), bytes(value)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_destination_without_a_route_is_reported_when_the_rule_goes_in() -> Result<()> {
+    // 198.19.254.0/24: in the benchmarking range, routed nowhere here.
+    let site = Site::start(
+        "[[rule]]\nname = \"lost\"\nfrom = \"198.18.0.2:80\"\nto = \"198.19.254.3:80\"\n",
+    )?;
+    let log = site.redirector.log();
+    ensure!(
+        log.contains("has no route to 198.19.254.3"),
+        "no word about the unroutable destination:\n{log}"
+    );
+    // And the rule is in force: it applies once a route appears.
+    ensure!(site.stats(&[])?.contains("lost"));
     Ok(())
 }
 
