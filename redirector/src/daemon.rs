@@ -206,8 +206,8 @@ impl Daemon {
             }
             None => None,
         };
-        let (gc_expired, gc_evicted) = previous
-            .map(|p| (p.gc_expired, p.gc_evicted))
+        let (gc_expired, gc_evicted, gc_half_open_evicted) = previous
+            .map(|p| (p.gc_expired, p.gc_evicted, p.gc_half_open_evicted))
             .unwrap_or_default();
         let mut daemon = Self {
             signals,
@@ -221,6 +221,7 @@ impl Daemon {
                 pid: std::process::id(),
                 gc_expired,
                 gc_evicted,
+                gc_half_open_evicted,
                 ..State::default()
             },
             state_path,
@@ -398,6 +399,9 @@ impl Daemon {
                 }
                 for (id, n) in &report.evicted {
                     *self.published.gc_evicted.entry(*id).or_default() += n;
+                }
+                for (id, n) in &report.half_open_evicted {
+                    *self.published.gc_half_open_evicted.entry(*id).or_default() += n;
                 }
                 let evicted: u64 = report.evicted.values().sum();
                 if evicted > 0 {

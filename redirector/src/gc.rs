@@ -64,7 +64,11 @@ pub struct Report {
     /// detach would cut.
     pub open: u64,
     pub expired: BTreeMap<u32, u64>,
+    /// Established connections that lost one or both entries to the LRU.
     pub evicted: BTreeMap<u32, u64>,
+    /// Half-open connections that did (a SYN flood overflowing `EMBRYOS`
+    /// evicts them by design; no established connection suffers).
+    pub half_open_evicted: BTreeMap<u32, u64>,
 }
 
 impl Report {
@@ -74,6 +78,7 @@ impl Report {
             (&mut self.active, other.active),
             (&mut self.expired, other.expired),
             (&mut self.evicted, other.evicted),
+            (&mut self.half_open_evicted, other.half_open_evicted),
         ] {
             for (id, n) in theirs {
                 *mine.entry(id).or_default() += n;
@@ -192,6 +197,7 @@ pub fn collect_both(
     open.remember(&established, &removed);
     let (doomed, mut half) = sweep(&half_open, now, t);
     delete(embryos, &half_open, &doomed, &mut half)?;
+    half.half_open_evicted = std::mem::take(&mut half.evicted);
     report.merge(half);
     for (id, n) in vanished {
         *report.evicted.entry(id).or_default() += n;

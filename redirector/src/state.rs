@@ -53,6 +53,9 @@ pub struct State {
     /// Garbage collection totals since the daemon started, by rule id.
     pub gc_expired: BTreeMap<u32, u64>,
     pub gc_evicted: BTreeMap<u32, u64>,
+    /// Half-open connections the collection found evicted (a SYN flood).
+    #[serde(default)]
+    pub gc_half_open_evicted: BTreeMap<u32, u64>,
 }
 
 /// One counter slot's owner.
@@ -138,6 +141,7 @@ mod tests {
             }],
             gc_expired: BTreeMap::from([(1, 3)]),
             gc_evicted: BTreeMap::new(),
+            gc_half_open_evicted: BTreeMap::new(),
         };
         state.write(&path).unwrap();
         assert_eq!(State::read(&path).unwrap(), state);

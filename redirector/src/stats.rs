@@ -139,6 +139,13 @@ pub fn build(
                     .iter()
                     .filter(|&&i| c(i) > 0)
                     .map(|&i| (counter::NAMES[i as usize].to_string(), c(i)))
+                    .chain(
+                        state
+                            .gc_half_open_evicted
+                            .get(&r.id)
+                            .filter(|&&n| n > 0)
+                            .map(|&n| ("half_open_evicted".to_string(), n)),
+                    )
                     .collect(),
             }
         })
@@ -285,6 +292,7 @@ mod tests {
             }],
             gc_expired: BTreeMap::from([(1, 4)]),
             gc_evicted: BTreeMap::from([(1, 2)]),
+            gc_half_open_evicted: BTreeMap::from([(1, 5)]),
         }
     }
 
@@ -319,6 +327,11 @@ mod tests {
         assert_eq!(r.active_flows, 6);
         assert_eq!(r.active_clients, 2);
         assert_eq!(r.evictions, 3, "program-seen plus collected evictions");
+        assert_eq!(
+            r.events.get("half_open_evicted"),
+            Some(&5),
+            "half-open losses apart from established ones"
+        );
         assert_eq!(r.expired, 4);
         assert_eq!(r.passes, BTreeMap::from([("pass_no_neigh".into(), 3)]));
         assert_eq!(r.drops, BTreeMap::from([("drop_no_route".into(), 5)]));

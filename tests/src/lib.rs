@@ -17,6 +17,7 @@ pub mod nginx;
 pub mod process;
 pub mod redirector;
 pub mod redirector_site;
+pub mod syn_flood;
 pub mod tmpfs;
 pub mod topology;
 pub mod unbound;

@@ -52,6 +52,31 @@ impl Netns {
         run("ip", &full)
     }
 
+    /// Runs `f` on a thread of its own that has entered the namespace
+    /// (setns changes only the calling thread's namespace, so the test's
+    /// threads stay where they are). Sockets `f` opens belong to the
+    /// namespace for good and may be used from any thread afterwards.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        const CLONE_NEWNET: std::ffi::c_int = 0x4000_0000;
+        unsafe extern "C" {
+            fn setns(fd: std::ffi::c_int, nstype: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+                // SAFETY: a valid fd of a network namespace; affects this
+                // thread only.
+                if unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&ns), CLONE_NEWNET) } != 0 {
+                    bail!("setns {path}: {}", std::io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread in {} panicked", self.name))?
+        })
+    }
+
     /// A command that will run inside the namespace (`ip netns exec NAME program`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

@@ -26,11 +26,9 @@ const BPF_PROG_LOAD: c_long = 5;
 const BPF_LINK_CREATE: c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
-const CLONE_NEWNET: c_int = 0x4000_0000;
 
 unsafe extern "C" {
     fn syscall(number: c_long, ...) -> c_long;
-    fn setns(fd: c_int, nstype: c_int) -> c_int;
     fn if_nametoindex(name: *const c_char) -> u32;
 }
 
@@ -43,27 +41,16 @@ pub struct XdpPass {
 impl XdpPass {
     /// Attaches the program to `iface` inside `ns`.
     pub fn attach(ns: &Netns, iface: &str) -> Result<Self> {
-        let netns_path = format!("/run/netns/{}", ns.name);
-        let iface = iface.to_string();
-        // setns changes only the calling thread's namespace: use a thread
-        // of our own so the test's threads stay where they are.
-        std::thread::spawn(move || attach_here(&netns_path, &iface))
-            .join()
-            .map_err(|_| anyhow::anyhow!("the XDP attach thread panicked"))?
+        ns.run_in(|| attach_here(ns, iface))
     }
 }
 
-fn attach_here(netns_path: &str, iface: &str) -> Result<XdpPass> {
-    let ns = std::fs::File::open(netns_path).with_context(|| format!("opening {netns_path}"))?;
-    // SAFETY: a valid fd of a network namespace; affects this thread only.
-    if unsafe { setns(ns.as_raw_fd(), CLONE_NEWNET) } != 0 {
-        bail!("setns {netns_path}: {}", std::io::Error::last_os_error());
-    }
+fn attach_here(ns: &Netns, iface: &str) -> Result<XdpPass> {
     let c_iface = CString::new(iface)?;
     // SAFETY: a NUL-terminated string that outlives the call.
     let ifindex = unsafe { if_nametoindex(c_iface.as_ptr()) };
     if ifindex == 0 {
-        bail!("no interface {iface} in {netns_path}");
+        bail!("no interface {iface} in {}", ns.name);
     }
 
     // r0 = XDP_PASS (2); exit
