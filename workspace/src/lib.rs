@@ -33,8 +33,9 @@ mod zones;
 use std::path::{Path, PathBuf};
 
 pub use dnsd::{
-    Allow, ApiConfig, DEFAULT_API_LISTEN, DNS_PORT, DnsdConfig, HMAC_SHA256, HistoryConfig,
-    Replica, Secondary, ServerConfig, Service, TransferConfig, TsigKey,
+    Allow, ApiConfig, CheckKind, DEFAULT_API_LISTEN, DNS_PORT, DnsdConfig, HMAC_SHA256,
+    HealthCheck, HistoryConfig, Member, Network, Regions, Replica, Secondary, ServerConfig,
+    Service, TransferConfig, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use file_stamp::{Stamp, Stamps, stamp};

@@ -22,7 +22,10 @@
 
 mod api;
 mod fields;
+mod health;
 mod history;
+mod network;
+mod regions;
 mod replica;
 mod server;
 mod service;
@@ -35,10 +38,13 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use api::{ApiConfig, DEFAULT_API_LISTEN};
+pub use health::{CheckKind, HealthCheck};
 pub use history::HistoryConfig;
+pub use network::Network;
+pub use regions::Regions;
 pub use replica::Replica;
 pub use server::ServerConfig;
-pub use service::Service;
+pub use service::{Member, Service};
 pub use transfer::{Allow, DNS_PORT, Secondary, TransferConfig, may_transfer};
 pub use tsig_key::{HMAC_SHA256, TsigKey};
 
@@ -60,6 +66,8 @@ pub struct DnsdConfig {
     pub transfer: TransferConfig,
     /// The zones dnsd serves a copy of, in file order.
     pub replicas: Vec<Replica>,
+    /// Client networks by region, for services with regional addresses.
+    pub regions: Regions,
 }
 
 impl DnsdConfig {
@@ -110,13 +118,16 @@ struct RawFile {
     transfer: transfer::RawTransfer,
     #[serde(default)]
     replica: Vec<Spanned<replica::RawReplica>>,
+    #[serde(default)]
+    regions: regions::RawRegions,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigErrors> {
     let raw: RawFile = toml_file::parse(path, source)?;
     let mut problems = Problems::new(path, source);
     let server = server::parse(raw.server, &mut problems);
-    let services = service::parse(&raw.service, &mut problems);
+    let regions = regions::parse(&raw.regions, &mut problems);
+    let services = service::parse(&raw.service, &regions, &mut problems);
     let api = api::parse(raw.api, &mut problems);
     let tsig_keys = tsig_key::parse(&raw.tsig_key, &mut problems);
     let history = history::parse(raw.history, &mut problems);
@@ -133,6 +144,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<DnsdConfig, ConfigError
         secondaries,
         transfer,
         replicas,
+        regions,
     };
     problems.into_result(config)
 }

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::fields::{normalize_name, normalize_zone};
+use super::network::Network;
 use super::tsig_key::TsigKey;
 use crate::problems::Problems;
 
@@ -60,35 +61,24 @@ pub struct TransferConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allow {
     /// Any address in this network.
-    Net { addr: IpAddr, prefix: u8 },
+    Net(Network),
     /// Any request signed with this `[[tsig_key]]`.
     Key(String),
 }
 
 impl Allow {
     fn contains(&self, ip: IpAddr) -> bool {
-        let Allow::Net { addr, prefix } = self else {
-            return false;
-        };
-        let (net, ip, bits) = match (addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(*n) as u128, u32::from(i) as u128, 32),
-            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(*n), u128::from(i), 128),
-            // An IPv4 client on an IPv6 socket.
-            (IpAddr::V4(n), IpAddr::V6(i)) => match i.to_ipv4_mapped() {
-                Some(i) => (u32::from(*n) as u128, u32::from(i) as u128, 32),
-                None => return false,
-            },
-            _ => return false,
-        };
-        let shift = bits - u32::from(*prefix);
-        shift >= 128 || (net >> shift) == (ip >> shift)
+        match self {
+            Allow::Net(net) => net.contains(ip),
+            Allow::Key(_) => false,
+        }
     }
 }
 
 impl std::fmt::Display for Allow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Allow::Net { addr, prefix } => write!(f, "{addr}/{prefix}"),
+            Allow::Net(net) => write!(f, "{net}"),
             Allow::Key(name) => write!(f, "key:{name}"),
         }
     }
@@ -115,7 +105,7 @@ pub fn may_transfer(
     });
     as_secondary
         || transfer.allow.iter().any(|a| match a {
-            Allow::Net { .. } => a.contains(ip),
+            Allow::Net(_) => a.contains(ip),
             Allow::Key(k) => key == Some(k.as_str()),
         })
 }
@@ -252,24 +242,12 @@ pub(super) fn parse_transfer(
 
 /// A network, `198.18.0.0/15` or an address alone (all its bits).
 fn net(text: &str) -> Result<Allow, String> {
-    let bad = || {
-        format!(
+    if !text.contains('/') && text.parse::<IpAddr>().is_err() {
+        return Err(format!(
             "{text:?} is neither a network (127.0.0.0/8, 2001:2::/48, 198.18.0.5) nor a key (key:xfr-key.)"
-        )
-    };
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (
-            a.parse::<IpAddr>().map_err(|_| bad())?,
-            Some(p.parse::<u8>().map_err(|_| bad())?),
-        ),
-        None => (text.parse::<IpAddr>().map_err(|_| bad())?, None),
-    };
-    let bits = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = prefix.unwrap_or(bits);
-    if prefix > bits {
-        return Err(format!("{text:?}: a prefix of at most {bits} bits"));
+        ));
     }
-    Ok(Allow::Net { addr, prefix })
+    Network::parse(text).map(Allow::Net)
 }
 
 #[cfg(test)]

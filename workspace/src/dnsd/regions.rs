@@ -1,0 +1,108 @@
+//! `[regions]`: which client networks make up which region, for services
+//! whose addresses name one (`{ address = "198.18.0.4", region = "eu" }`).
+//!
+//! ```toml
+//! [regions]               # client network -> region; the longest prefix wins
+//! "198.18.64.0/18" = "eu"
+//! "2001:2:0:8000::/49" = "eu"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use toml::Spanned;
+
+use super::network::Network;
+use crate::problems::Problems;
+
+/// The client networks of each region, longest prefix first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Regions {
+    networks: Vec<(Network, String)>,
+}
+
+impl Regions {
+    /// The region of a client at `ip` and the prefix length that decided
+    /// it (for an ECS answer's scope); `None` outside every region.
+    pub fn of(&self, ip: IpAddr) -> Option<(&str, u8)> {
+        self.networks
+            .iter()
+            .find(|(net, _)| net.contains(ip))
+            .map(|(net, region)| (region.as_str(), net.prefix))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+
+    /// Whether some network belongs to `region`.
+    pub fn names(&self, region: &str) -> bool {
+        self.networks.iter().any(|(_, r)| r == region)
+    }
+
+    /// The networks, longest prefix first.
+    pub fn networks(&self) -> &[(Network, String)] {
+        &self.networks
+    }
+}
+
+pub(super) type RawRegions = BTreeMap<Spanned<String>, Spanned<String>>;
+
+pub(super) fn parse(raw: &RawRegions, problems: &mut Problems<'_>) -> Regions {
+    let mut networks = Vec::new();
+    for (net, region) in raw {
+        let field = format!("regions.{:?}", net.get_ref());
+        let parsed = match Network::parse(net.get_ref()) {
+            Ok(n) => n,
+            Err(m) => {
+                problems.at(net.span(), field, m);
+                continue;
+            }
+        };
+        let name = region.get_ref().trim();
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.at(region.span(), field, "a region's name is one word");
+            continue;
+        }
+        if networks
+            .iter()
+            .any(|(n, _): &(Network, String)| *n == parsed)
+        {
+            problems.at(net.span(), field, format!("{parsed} is listed twice"));
+            continue;
+        }
+        networks.push((parsed, name.to_string()));
+    }
+    // Longest prefix first, so that the first match is the best one; an
+    // IPv4 network never contains an IPv6 client (but mapped ones), so the
+    // two families need no other order.
+    networks.sort_by(|a, b| b.0.prefix.cmp(&a.0.prefix));
+    Regions { networks }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{only_error, parse_str};
+
+    #[test]
+    fn the_longest_prefix_decides_the_region() {
+        let cfg = parse_str(
+            "[regions]\n\"198.18.0.0/15\" = \"world\"\n\"198.18.64.0/18\" = \"eu\"\n\"2001:2:0:8000::/49\" = \"eu\"\n",
+        )
+        .unwrap();
+        let r = &cfg.regions;
+        assert_eq!(r.of("198.18.64.9".parse().unwrap()), Some(("eu", 18)));
+        assert_eq!(r.of("198.18.0.9".parse().unwrap()), Some(("world", 15)));
+        assert_eq!(r.of("2001:2:0:8000::9".parse().unwrap()), Some(("eu", 49)));
+        assert_eq!(r.of("192.0.2.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn a_bad_network_is_named() {
+        let (line, field, message) = only_error("[regions]\n\"198.18.0.0/40\" = \"eu\"\n");
+        assert_eq!((line, field.as_str()), (2, "regions.\"198.18.0.0/40\""));
+        assert!(message.contains("prefix of at most 32"), "{message}");
+        let (_, _, message) = only_error("[regions]\n\"198.18.0.0/16\" = \"e u\"\n");
+        assert!(message.contains("one word"), "{message}");
+    }
+}
