@@ -26,6 +26,7 @@
 pub mod answer;
 pub mod change;
 pub mod clock;
+pub mod health;
 pub mod memory;
 pub mod reload;
 pub mod serve;

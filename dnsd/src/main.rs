@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use cutover_workspace::{Settlement, Workspace};
 
 use dnsd::change::{api, sync, update_handler, zone_edit};
+use dnsd::health;
 use dnsd::serve::{server, sockets, tcp};
 use dnsd::snapshot::Snapshot;
 use dnsd::{memory, reload, zone};
@@ -264,6 +265,22 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
     w.to_string()
 }
 
+/// Serves each change of a health check's state (see `health`). Changes
+/// that come together (a backend with several services, a switch that
+/// failed) are served in one new snapshot.
+async fn serve_health_changes(
+    reloader: Arc<reload::Reloader>,
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<health::Target>,
+) {
+    while changes.recv().await.is_some() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        while changes.try_recv().is_ok() {}
+        if let Err(e) = reloader.serve_health().await {
+            warn!("serving a health change: {e}");
+        }
+    }
+}
+
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let settled = reload::settled(&ws);
@@ -292,6 +309,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         n => n,
     };
     let records = loaded.record_count();
+    let services = loaded.config.services.clone();
     let api = api.resolve(&loaded.config.api, workspace);
     let arenas = memory::SnapshotArenas::new();
     let (snapshot, arena) = arenas.build(|| Snapshot::from_workspace(loaded, None));
@@ -328,6 +346,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         let mut signals = Signals::install()?;
 
         let zones = state.load().zone_count();
+        let (health, health_changes) = health::Monitor::new();
         let reloader = Arc::new(reload::Reloader::new(
             workspace.to_path_buf(),
             state.clone(),
@@ -335,7 +354,10 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             from_cli,
             arenas,
             config_stamp,
+            health.clone(),
         ));
+        health.reconcile(&services);
+        tokio::spawn(serve_health_changes(reloader.clone(), health_changes));
         // The API and dynamic updates change the workspace one at a time.
         let changes = zone_edit::ChangeLock::default();
         let syncer = sync::Syncer::new(ws.clone(), reloader.clone(), changes.clone());

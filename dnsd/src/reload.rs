@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
 
-use cutover_workspace::{ConfigErrors, ServerConfig, Settled, Settlement, Workspace};
+use cutover_workspace::{ConfigErrors, ServerConfig, Service, Settled, Settlement, Workspace};
 
 use crate::change::Serve;
+use crate::change::service::served_at;
+use crate::health::Monitor;
 use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::{Snapshot, Source};
@@ -34,7 +36,7 @@ use crate::zone;
 use crate::zone::journal::Replayed;
 use crate::zone::name_key::NameKey;
 use cutover_workspace::Stamps;
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, Record, RecordType};
 
 /// Rebuilds the served snapshot from the workspace; one per process (its
 /// clones share everything).
@@ -57,6 +59,9 @@ pub struct Reloader {
     /// dnsd.toml as it stood when it was last read or written by dnsd:
     /// while it stands so, the served services are its services.
     config: Arc<Mutex<Stamps>>,
+    /// The health checks: what the zones are built with, and what
+    /// `serve_health` serves.
+    health: Monitor,
 }
 
 impl Reloader {
@@ -67,6 +72,7 @@ impl Reloader {
         listen_from_cli: bool,
         arenas: SnapshotArenas,
         config: Stamps,
+        health: Monitor,
     ) -> Self {
         Self {
             root,
@@ -76,7 +82,91 @@ impl Reloader {
             arenas: Arc::new(arenas),
             running: Arc::new(tokio::sync::Mutex::new(())),
             config: Arc::new(Mutex::new(config)),
+            health,
         }
+    }
+
+    pub fn health(&self) -> &Monitor {
+        &self.health
+    }
+
+    /// Serves the addresses the health-checked services have in use now
+    /// (`health::in_use`): each service whose served addresses differ is
+    /// replaced at its name, its zone's serial one up, so that secondaries
+    /// follow; all of them in one new snapshot. When the files were edited
+    /// since they were read, a reload serves them together with the health
+    /// state instead.
+    pub async fn serve_health(&self) -> Result<(), String> {
+        if !self.as_served(None) {
+            return self.reload().await;
+        }
+        let root = self.root.clone();
+        let config = tokio::task::spawn_blocking(move || {
+            Workspace::open(&root)
+                .map_err(|e| e.to_string())?
+                .load_dnsd()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let _one_at_a_time = self.running.lock().await;
+        let mut next = self.state.load_full();
+        let mut changed = false;
+        for service in config.services.iter().filter(|s| s.health.is_some()) {
+            match self.health_change(&next, service) {
+                Some(snapshot) => {
+                    next = Arc::new(snapshot);
+                    changed = true;
+                }
+                None => continue,
+            }
+        }
+        if changed {
+            self.state.store(next);
+        }
+        Ok(())
+    }
+
+    /// `serving` with `service` serving the addresses it has in use, under
+    /// its zone's next serial; `None` when that is what it serves already
+    /// (or it cannot be served by name).
+    fn health_change(&self, serving: &Snapshot, service: &Service) -> Option<Snapshot> {
+        let name = Name::from_ascii(&service.name).ok()?;
+        let key = NameKey::new(&name)?;
+        let crate::snapshot::ZoneLookup::Serving(zone) =
+            serving.find_zone(key.as_bytes(), RecordType::A)
+        else {
+            return None;
+        };
+        let next_serial = zone.serial()?.wrapping_add(1);
+        let raised = Service {
+            serial: Some(next_serial),
+            ..service.clone()
+        };
+        let (origin, names) = served_at(serving, &raised, &self.health).ok()??;
+        let addresses = |records: &[Record]| {
+            let mut a: Vec<(String, u32)> = records
+                .iter()
+                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
+                .map(|r| (r.data.to_string(), r.ttl))
+                .collect();
+            a.sort();
+            a
+        };
+        let wanted = addresses(&names.first()?.1);
+        if wanted == addresses(&zone.records_at(key.as_bytes())) {
+            return None;
+        }
+        let apex = NameKey::new(&Name::from_ascii(&origin).ok()?)?;
+        let (zone, source) = serving.served(apex.as_bytes())?;
+        let zone = zone.with_names(names)?;
+        info!(
+            service = %service.name,
+            serial = next_serial,
+            in_use = %wanted.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>().join(", "),
+            "health changed what the service serves"
+        );
+        Some(serving.with_zone(apex.as_bytes(), Arc::new(zone), source.clone()))
     }
 
     /// The stamp of `root`'s dnsd.toml now, to take before reading it.
@@ -203,32 +293,38 @@ impl Reloader {
         let previous = self.state.load_full();
         let arenas = Arc::clone(&self.arenas);
         let config = Self::config_stamp(&self.root);
+        let health = self.health.clone();
         let built = tokio::task::spawn_blocking(move || {
             let (loaded, arena) = arenas.build(|| -> Result<_, ConfigErrors> {
                 let live = Workspace::open(&dir)?;
                 let settled = settled(&live);
-                let loaded = zone::load_settled(&live, &settled);
+                let loaded = zone::load_settled_seen(&live, &settled, &health);
                 // Read: writers may go on while the snapshot is built.
                 drop(settled);
-                loaded.map(|ws| {
+                loaded.map(|mut ws| {
                     for w in ws.warnings() {
                         warn!("{w}");
                     }
                     report_broken(&ws);
+                    keep_health_serials_rising(&mut ws, &previous);
                     let records = ws.record_count();
                     let server = ws.config.server.clone();
+                    let services = ws.config.services.clone();
                     (
                         Snapshot::from_workspace(ws, Some(&previous)),
                         records,
                         server,
+                        services,
                     )
                 })
             });
-            loaded.map(|(snapshot, records, server)| (snapshot, records, server, arena))
+            loaded.map(|(snapshot, records, server, services)| {
+                (snapshot, records, server, services, arena)
+            })
         })
         .await;
         match built {
-            Ok(Ok((snapshot, records, server, arena))) => {
+            Ok(Ok((snapshot, records, server, services, arena))) => {
                 let listen_changed = !self.listen_from_cli && server.listen != self.sockets.listen;
                 if listen_changed
                     || server.udp_sockets != self.sockets.udp_sockets
@@ -248,6 +344,7 @@ impl Reloader {
                     *s = config;
                 }
                 self.arenas.serve(arena);
+                self.health.reconcile(&services);
                 info!(zones, unavailable, records, workspace = %self.root.display(), "reloaded");
                 tokio::task::spawn_blocking(move || {
                     retire(old);
@@ -270,6 +367,48 @@ impl Reloader {
                 error!(%e, "reload task failed: the previous zones keep being served");
                 Err(format!("reload task failed: {e}"))
             }
+        }
+    }
+}
+
+/// A zone with health-checked services may be served under a serial its
+/// files do not have: each health change raised it (`serve_health`). A
+/// reload must not take it back, or secondaries would keep what they have:
+/// such a zone whose loaded serial is not past the one served goes one past.
+fn keep_health_serials_rising(ws: &mut zone::LoadedWorkspace, previous: &Snapshot) {
+    let checked: Vec<Name> = ws
+        .config
+        .services
+        .iter()
+        .filter(|s| s.health.is_some())
+        .filter_map(|s| Name::from_ascii(&s.name).ok())
+        .collect();
+    if checked.is_empty() {
+        return;
+    }
+    for zone in &mut ws.zones {
+        if !checked.iter().any(|n| zone.origin.zone_of(n)) {
+            continue;
+        }
+        let Some(key) = NameKey::new(&zone.origin) else {
+            continue;
+        };
+        let Some(served) = previous
+            .served(key.as_bytes())
+            .and_then(|(z, _)| z.serial())
+        else {
+            continue;
+        };
+        let loaded = zone
+            .records
+            .iter()
+            .find(|r| RecordType::from(r.record.rtype) == RecordType::SOA)
+            .and_then(|r| zonefile::soa_numbers(&r.record.rdata))
+            .map(|[serial, ..]| serial);
+        if let Some(loaded) = loaded
+            && !zone::serial_newer(loaded, served)
+        {
+            zone::raise_serial(&mut zone.records, served.wrapping_add(1));
         }
     }
 }

@@ -224,9 +224,17 @@ impl Attached {
         let id = program(&mut self.ebpf, name)?
             .attach(iface, kernel_mode)
             .with_context(|| {
+                let busy = match pins {
+                    Some(pins) => format!(
+                        "another XDP program is on it: a redirector left attached under another \
+                         pin directory (`redirector detach --pin-dir DIR`; this one uses {})?",
+                        pins.dir().display()
+                    ),
+                    None => "another XDP program is on it?".to_string(),
+                };
                 format!(
-                    "attaching XDP to {iface} in {} mode (does it exist, is another XDP program \
-                     on it, does its driver support this mode?)",
+                    "attaching XDP to {iface} in {} mode (does it exist, does its driver support \
+                     this mode, {busy})",
                     mode_name(kernel_mode)
                 )
             })?;

@@ -16,9 +16,9 @@ use cutover_tests::topology::OLD_IP;
 
 const NEW_BODY: &str = "served by the new host\n";
 const OLD_BODY: &str = "served by the old host\n";
-/// Each stream lasts about 12 s at nginx's paced rate: long enough to span
+/// Each stream lasts about 20 s at nginx's paced rate: long enough to span
 /// two takeovers and the gaps between daemons.
-const STREAM: usize = 12 * PACED_BYTES_PER_S;
+const STREAM: usize = 20 * PACED_BYTES_PER_S;
 const STREAMS: usize = 50;
 
 /// 50 rate-limited downloads through the redirect.
@@ -56,23 +56,24 @@ impl Streams {
             .collect()
     }
 
-    /// Fails unless every stream is still running and has received more
-    /// bytes within `within`.
+    /// Fails unless every stream, over `within`, either received more
+    /// bytes or ended intact: forwarding went on. (Over a shorter window a
+    /// stream on a loaded machine may wait out a retransmission.)
     fn assert_flowing(&mut self, within: Duration, when: &str) -> Result<()> {
         let before = self.sizes();
         std::thread::sleep(within);
         let after = self.sizes();
         for (i, d) in self.downloads.iter_mut().enumerate() {
-            ensure!(
-                d.running()?,
-                "stream {i} ended {when} (at {} of {STREAM} bytes)",
-                after[i]
-            );
-            ensure!(
-                after[i] > before[i],
-                "stream {i} stalled {when} (at {} bytes)",
-                after[i]
-            );
+            if d.running()? {
+                ensure!(
+                    after[i] > before[i],
+                    "stream {i} stalled for {within:?} {when} (at {} bytes)",
+                    after[i]
+                );
+            } else {
+                d.finish(Duration::ZERO)
+                    .with_context(|| format!("stream {i} ended {when}"))?;
+            }
         }
         Ok(())
     }
@@ -111,7 +112,7 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
         Some(first),
         "the program changed on stop"
     );
-    streams.assert_flowing(Duration::from_secs(1), "with no daemon running")?;
+    streams.assert_flowing(Duration::from_secs(3), "with no daemon running")?;
     assert_eq!(site.get("/")?, NEW_BODY, "a new connection with no daemon");
 
     // The next daemon takes the maps over and swaps its program in.
@@ -129,7 +130,7 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
         second != first,
         "the restarted daemon's program is not the one attached"
     );
-    streams.assert_flowing(Duration::from_secs(1), "after the restart")?;
+    streams.assert_flowing(Duration::from_secs(3), "after the restart")?;
     // Its rule kept its name and its counters: the 50 streams and the GET
     // above were counted by the first daemon's program.
     let stats = site.stats_json()?;
@@ -146,7 +147,7 @@ fn fifty_streams_survive_a_stop_a_restart_a_crash_and_a_second_takeover() -> Res
         Some(second),
         "the program changed on a crash"
     );
-    streams.assert_flowing(Duration::from_secs(1), "after the daemon crashed")?;
+    streams.assert_flowing(Duration::from_secs(3), "after the daemon crashed")?;
     site.start_again(&[])?;
     let third = site
         .xdp_prog_id()?

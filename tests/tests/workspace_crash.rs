@@ -213,7 +213,8 @@ impl RedirectorHost {
             ws,
             &pins,
             self.scratch.path(),
-            &["--api", "127.0.0.1:8054"],
+            // Each run starts clean: its program goes with it.
+            &["--api", "127.0.0.1:8054", "--detach"],
         )?;
         let token = fs::read_to_string(ws.join(".cutover/api-token"))?;
         let mut rules = Err(anyhow::anyhow!("no answer"));

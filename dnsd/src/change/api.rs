@@ -189,6 +189,7 @@ async fn put_service(
     );
     let serving = api.reloader.serving();
     let by_name = api.reloader.as_served(None);
+    let reloader = Arc::clone(&api.reloader);
     // The zone's next serial: secondaries and caches see the flip by it.
     let serial = Name::from_ascii(&name)
         .ok()
@@ -214,7 +215,13 @@ async fn put_service(
                 ))
             })?;
         Ok(service::commit(
-            &ws, &serving, &name, new_text, &message, by_name,
+            &ws,
+            &serving,
+            reloader.health(),
+            &name,
+            new_text,
+            &message,
+            by_name,
         )?)
     })
     .await?;

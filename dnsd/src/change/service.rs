@@ -18,6 +18,7 @@ use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::change::{Serve, zone_edit};
+use crate::health;
 use crate::snapshot::{Lookup, Snapshot, ZoneLookup};
 use crate::zone::name_key::{self, NameKey};
 use crate::zone::records;
@@ -35,6 +36,7 @@ pub struct Committed {
 pub fn commit(
     ws: &Workspace,
     serving: &Snapshot,
+    health: &dyn health::View,
     name: &str,
     toml: String,
     message: &str,
@@ -57,7 +59,7 @@ pub fn commit(
         let Some(service) = config.services.iter().find(|s| s.name == name) else {
             return Ok(());
         };
-        let served = served_at(serving, service).map_err(|why| {
+        let served = served_at(serving, service, health).map_err(|why| {
             let zone = ws.zone_rel(&why.origin);
             let mut e = ConfigError::file(
                 Path::new(DNSD_FILE),
@@ -95,19 +97,24 @@ pub fn commit(
 }
 
 /// Why a service cannot be served where it is.
-struct Conflict {
-    origin: String,
-    message: String,
+pub struct Conflict {
+    pub origin: String,
+    pub message: String,
 }
 
 /// The records served at each name a service change changes.
-type Names = Vec<(Name, Vec<Record>)>;
+pub type Names = Vec<(Name, Vec<Record>)>;
 
 /// The records `service` makes its name serve in the zone that serves it
-/// now — and the apex's, when the service's serial raises the zone's —
-/// and that zone's origin; `None` when no served zone holds it (the whole
-/// workspace's check then says why).
-fn served_at(serving: &Snapshot, service: &Service) -> Result<Option<(String, Names)>, Conflict> {
+/// now, with the addresses it has in use under `health` — and the apex's,
+/// when the service's serial raises the zone's — and that zone's origin;
+/// `None` when no served zone holds it (the whole workspace's check then
+/// says why).
+pub fn served_at(
+    serving: &Snapshot,
+    service: &Service,
+    health: &dyn health::View,
+) -> Result<Option<(String, Names)>, Conflict> {
     let Ok(name) = Name::from_ascii(&service.name) else {
         return Ok(None);
     };
@@ -143,12 +150,13 @@ fn served_at(serving: &Snapshot, service: &Service) -> Result<Option<(String, Na
     if records.iter().any(|r| r.record_type() == RecordType::CNAME) {
         return Err(conflict("the zone gives it a CNAME".into()));
     }
-    for address in &service.addresses {
+    let in_use = health::in_use(service, health);
+    for address in &in_use.addresses {
         let data = match address {
             std::net::IpAddr::V4(v4) => RData::A(A(*v4)),
             std::net::IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
         };
-        records.push(Record::from_rdata(name.clone(), service.ttl, data));
+        records.push(Record::from_rdata(name.clone(), in_use.ttl, data));
     }
     let raise = |records: &mut Vec<Record>| {
         for r in records {

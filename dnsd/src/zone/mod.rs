@@ -17,6 +17,7 @@ pub mod records;
 pub mod replicas;
 
 use crate::clock::unix_now;
+use crate::health;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -151,6 +152,16 @@ pub fn load(root: &Path) -> Result<LoadedWorkspace, ConfigErrors> {
 /// Reads the workspace as `Workspace::settled` gave it (`live` settled):
 /// the live files, or a generation's copy, with the journal up to it.
 pub fn load_settled(live: &Workspace, settled: &Settled) -> Result<LoadedWorkspace, ConfigErrors> {
+    load_settled_seen(live, settled, &health::AllUp)
+}
+
+/// `load_settled`, each service serving the addresses `health` says are
+/// in use (`health::in_use`).
+pub fn load_settled_seen(
+    live: &Workspace,
+    settled: &Settled,
+    health: &dyn health::View,
+) -> Result<LoadedWorkspace, ConfigErrors> {
     let upto = match settled.settlement() {
         Settlement::FromCopy { number, .. } => Some(*number),
         _ => None,
@@ -159,12 +170,23 @@ pub fn load_settled(live: &Workspace, settled: &Settled) -> Result<LoadedWorkspa
         live: live.clone(),
         upto,
     };
-    load_with(settled.root(), &view)
+    load_seen(settled.root(), &view, health)
 }
 
 /// Reads the workspace at `root` (the live one, a staged commit, a
-/// generation's copy), with the changesets `view` gives.
+/// generation's copy), with the changesets `view` gives, every address
+/// taken to be up.
 pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, ConfigErrors> {
+    load_seen(root, view, &health::AllUp)
+}
+
+/// `load_with`, each service serving the addresses `health` says are in
+/// use.
+pub fn load_seen(
+    root: &Path,
+    view: &JournalView,
+    health: &dyn health::View,
+) -> Result<LoadedWorkspace, ConfigErrors> {
     let ws = Workspace::open(root)?;
     let mut errors = Vec::new();
     let config = match ws.load_dnsd() {
@@ -206,6 +228,7 @@ pub fn load_with(root: &Path, view: &JournalView) -> Result<LoadedWorkspace, Con
         apply_services(
             &ws.dnsd_path(),
             &config.services,
+            health,
             &mut zones,
             &broken,
             &mut errors,
@@ -442,12 +465,14 @@ pub(crate) fn check_records(origin: &Name, records: &[Record]) -> Vec<String> {
     problems
 }
 
-/// Replaces each service's A/AAAA RRsets in the zone that contains it. A
-/// service of a broken zone is left to that zone: it is not served, and
-/// whether it fits the zone cannot be told.
+/// Replaces each service's A/AAAA RRsets in the zone that contains it with
+/// the addresses it has in use (`health::in_use`). A service of a broken
+/// zone is left to that zone: it is not served, and whether it fits the
+/// zone cannot be told.
 fn apply_services(
     toml: &Path,
     services: &[Service],
+    health: &dyn health::View,
     zones: &mut [LoadedZone],
     broken: &[BrokenZone],
     errors: &mut Vec<ConfigError>,
@@ -540,7 +565,8 @@ fn apply_services(
             .iter()
             .rposition(at_name)
             .map_or(zone.records.len(), |i| i + 1);
-        let added = service.addresses.iter().map(|address| {
+        let in_use = health::in_use(service, health);
+        let added = in_use.addresses.iter().map(|address| {
             let (rtype, rdata) = match address {
                 std::net::IpAddr::V4(v4) => (RecordType::A, v4.octets().to_vec()),
                 std::net::IpAddr::V6(v6) => (RecordType::AAAA, v6.octets().to_vec()),
@@ -549,7 +575,7 @@ fn apply_services(
                 record: zonefile::Record {
                     owner: wire.clone(),
                     class: u16::from(DNSClass::IN),
-                    ttl: service.ttl,
+                    ttl: in_use.ttl,
                     rtype: u16::from(rtype),
                     rdata,
                 },
