@@ -11,6 +11,7 @@ pub mod dns_peers;
 pub mod dnsd;
 pub mod dnsd_api;
 pub mod dnsd_update;
+pub mod http_backend;
 pub mod iperf3;
 pub mod netns;
 pub mod nginx;

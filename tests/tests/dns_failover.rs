@@ -1,0 +1,284 @@
+//! DNS failover with real backends: three addresses of a service on the
+//! new host, each an HTTP server the test fails, revives or flaps; dnsd in
+//! the client's namespace checks them and answers with those in use.
+//!
+//! Needs root; the daemon is `target/<profile>/dnsd` (`cargo build --bins`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use cutover_tests::bins;
+use cutover_tests::http_backend::Backend;
+use cutover_tests::process::{Daemon, wait_until};
+use cutover_tests::topology::Topology;
+
+const NAME: &str = "www.example.test";
+const ADDRESSES: [&str; 3] = ["198.18.0.3", "198.18.0.4", "198.18.0.5"];
+/// Checks every 300 ms; out after two failures, back after two passes.
+const QUICK: &str = "[service.health]\ncheck = \"http\"\npath = \"/healthz\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2\ndegraded_ttl = 5\n";
+
+struct Site {
+    net: Topology,
+    backends: Vec<Backend>,
+    ws: tempfile::TempDir,
+    dnsd: Daemon,
+}
+
+impl Site {
+    /// The service with `addresses` (TOML array items) and `health`, its
+    /// backends on the new host, dnsd on the client's host.
+    fn start(addresses: &[&str], health: &str) -> Result<Self> {
+        let net = Topology::new()?;
+        for a in &ADDRESSES[1..] {
+            net.new
+                .ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+        }
+        let mut backends = Vec::new();
+        for a in ADDRESSES {
+            backends.push(Backend::start(&net.new, format!("{a}:80").parse()?)?);
+        }
+        let ws = tempfile::Builder::new()
+            .prefix("cutover-failover")
+            .tempdir()?;
+        cutover_tests::dnsd::add_example_zone(ws.path())?;
+        std::fs::write(ws.path().join("dnsd.toml"), service_toml(addresses, health))?;
+        let log = std::fs::File::create(ws.path().join("dnsd.log"))?;
+        let mut cmd = net.client.command(bins::path("dnsd"));
+        cmd.arg("--workspace")
+            .arg(ws.path())
+            .args(["--listen", "127.0.0.1:5300", "--no-api"])
+            .stderr(log);
+        let dnsd = Daemon::spawn("dnsd", cmd)?;
+        let site = Self {
+            net,
+            backends,
+            ws,
+            dnsd,
+        };
+        ensure!(
+            wait_until(Duration::from_secs(10), || site.answer().is_ok()),
+            "dnsd does not answer"
+        );
+        Ok(site)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.ws.path().join("dnsd.log")).unwrap_or_default()
+    }
+
+    fn backend(&self, address: &str) -> &Backend {
+        let addr: SocketAddr = format!("{address}:80").parse().expect("an address");
+        self.backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .expect("a backend")
+    }
+
+    fn kdig(&self, qtype: &str) -> Result<String> {
+        let out = self.net.client.exec(
+            "kdig",
+            &[
+                "@127.0.0.1",
+                "-p",
+                "5300",
+                "+noall",
+                "+answer",
+                "+timeout=1",
+                "+retry=0",
+                NAME,
+                qtype,
+            ],
+        )?;
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// The addresses answered (sorted) and their TTL.
+    fn answer(&self) -> Result<(Vec<String>, u32)> {
+        let text = self.kdig("A")?;
+        let mut addresses = Vec::new();
+        let mut ttl = 0;
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [_, t, _, "A", address] = words.as_slice() {
+                ttl = t.parse()?;
+                addresses.push(address.to_string());
+            }
+        }
+        if addresses.is_empty() {
+            bail!("no A records: {text}");
+        }
+        addresses.sort();
+        Ok((addresses, ttl))
+    }
+
+    fn serial(&self) -> Result<u32> {
+        let out = self.net.client.exec(
+            "kdig",
+            &["@127.0.0.1", "-p", "5300", "+short", "example.test", "SOA"],
+        )?;
+        let text = String::from_utf8(out.stdout)?;
+        text.split_whitespace()
+            .nth(2)
+            .context("no SOA")?
+            .parse()
+            .context("serial")
+    }
+
+    /// Waits up to `limit` until the answer is exactly `want`; how long it
+    /// took.
+    fn wait_for(&self, want: &[&str], limit: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < limit {
+            let got = self.answer()?.0;
+            if got == want {
+                return Ok(started.elapsed());
+            }
+            last = Some(got);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "after {limit:?} the answer is {last:?}, not {want:?}; log:\n{}",
+            self.log()
+        )
+    }
+}
+
+fn service_toml(addresses: &[&str], health: &str) -> String {
+    format!(
+        "[[service]]\nname = \"{NAME}.\"\nttl = 60\naddresses = [{}]\n{health}",
+        addresses.join(", ")
+    )
+}
+
+fn quoted(addresses: &[&str]) -> Vec<String> {
+    addresses.iter().map(|a| format!("\"{a}\"")).collect()
+}
+
+#[test]
+fn a_dead_address_leaves_the_answers_and_comes_back_after_rise() -> Result<()> {
+    let all = quoted(&ADDRESSES);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let site = Site::start(&all, QUICK)?;
+    // Addresses start up: answers do not wait for a first check.
+    assert_eq!(site.answer()?, (ADDRESSES.map(String::from).to_vec(), 60));
+    ensure!(
+        wait_until(Duration::from_secs(5), || site
+            .backends
+            .iter()
+            .all(|b| b.requests() >= 2)),
+        "not every address is checked"
+    );
+    let serial = site.serial()?;
+
+    // Out within interval x fall (0.6 s) plus a check's timeout; the TTL
+    // drops to degraded_ttl, and the zone has a new serial.
+    site.backend("198.18.0.4").set_status(503);
+    let took = site.wait_for(&["198.18.0.3", "198.18.0.5"], Duration::from_secs(5))?;
+    ensure!(took < Duration::from_secs(2), "out only after {took:?}");
+    assert_eq!(site.answer()?.1, 5, "degraded TTL");
+    let degraded = site.serial()?;
+    ensure!(degraded > serial, "serial {serial} -> {degraded}");
+
+    // Back after rise passes.
+    site.backend("198.18.0.4").set_status(200);
+    site.wait_for(&ADDRESSES, Duration::from_secs(5))?;
+    assert_eq!(site.answer()?.1, 60);
+    ensure!(site.serial()? > degraded);
+
+    // All down: every address answered (fail open).
+    for b in &site.backends {
+        b.set_status(503);
+    }
+    site.wait_for(&["198.18.0.3", "198.18.0.5"], Duration::from_secs(5))
+        .or_else(|_| site.wait_for(&ADDRESSES, Duration::from_secs(5)))?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(site.answer()?, (ADDRESSES.map(String::from).to_vec(), 5));
+    ensure!(
+        site.log().contains("health check fails"),
+        "a change of state is logged:\n{}",
+        site.log()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_flapping_address_stays_out() -> Result<()> {
+    let all = quoted(&ADDRESSES);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    // Back only after six passes in a row (1.8 s): a backend that is up
+    // for one second at a time never gets there.
+    let health = QUICK.replace("rise = 2", "rise = 6");
+    let site = Site::start(&all, &health)?;
+    let flapper = site.backend("198.18.0.5");
+    flapper.set_status(503);
+    site.wait_for(&["198.18.0.3", "198.18.0.4"], Duration::from_secs(5))?;
+    let started = Instant::now();
+    let mut up = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        up = !up;
+        flapper.set_status(if up { 200 } else { 503 });
+        let phase = Instant::now();
+        while phase.elapsed() < Duration::from_secs(1) {
+            let got = site.answer()?.0;
+            ensure!(
+                got == ["198.18.0.3", "198.18.0.4"],
+                "the flapping address came back: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn backups_answer_only_when_no_primary_is_up() -> Result<()> {
+    let site = Site::start(
+        &[
+            "\"198.18.0.3\"",
+            "\"198.18.0.4\"",
+            "{ address = \"198.18.0.5\", backup = true }",
+        ],
+        QUICK,
+    )?;
+    assert_eq!(site.answer()?.0, ["198.18.0.3", "198.18.0.4"]);
+    site.backend("198.18.0.3").set_status(503);
+    site.wait_for(&["198.18.0.4"], Duration::from_secs(5))?;
+    site.backend("198.18.0.4").set_status(503);
+    site.wait_for(&["198.18.0.5"], Duration::from_secs(5))?;
+    site.backend("198.18.0.3").set_status(200);
+    site.wait_for(&["198.18.0.3"], Duration::from_secs(5))?;
+    Ok(())
+}
+
+#[test]
+fn a_reload_keeps_known_states_and_stops_checking_removed_addresses() -> Result<()> {
+    let all = quoted(&ADDRESSES);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let site = Site::start(&all, QUICK)?;
+    site.backend("198.18.0.4").set_status(503);
+    site.wait_for(&["198.18.0.3", "198.18.0.5"], Duration::from_secs(5))?;
+
+    // .5 leaves the service; .4 stays out through the reload.
+    std::fs::write(
+        site.ws.path().join("dnsd.toml"),
+        service_toml(&["\"198.18.0.3\"", "\"198.18.0.4\""], QUICK),
+    )?;
+    site.dnsd.signal(1)?;
+    site.wait_for(&["198.18.0.3"], Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let checks = site.backend("198.18.0.5").requests();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        site.backend("198.18.0.5").requests(),
+        checks,
+        "a removed address is still checked"
+    );
+    assert_eq!(
+        site.answer()?.0,
+        ["198.18.0.3"],
+        "the reload brought .4 back"
+    );
+    Ok(())
+}
