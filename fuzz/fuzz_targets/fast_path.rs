@@ -40,7 +40,13 @@ fn snapshot() -> &'static Snapshot {
 fuzz_target!(|query: &[u8]| {
     let rotation = AtomicU64::new(0);
     let mut out = Vec::new();
-    if !dnsd::serve::fast_path::answer(snapshot(), query, &rotation, &mut out) {
+    if !dnsd::serve::fast_path::answer(
+        snapshot(),
+        query,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        &rotation,
+        &mut out,
+    ) {
         return;
     }
     let asked = Message::from_vec(query).expect("a query the fast path answers decodes");

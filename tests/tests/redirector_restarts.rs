@@ -6,7 +6,7 @@
 //!
 //! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -79,7 +79,7 @@ impl Streams {
     }
 
     /// Waits for every stream to end and checks each copy byte for byte.
-    fn finish(mut self, original: &PathBuf) -> Result<()> {
+    fn finish(mut self, original: &Path) -> Result<()> {
         let want = sha256(original)?;
         for (i, d) in self.downloads.iter_mut().enumerate() {
             d.finish(Duration::from_secs(90))

@@ -20,6 +20,7 @@
 //! NXDOMAIN).
 
 pub mod rotate;
+pub mod steer;
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -50,6 +51,9 @@ pub struct Question<'q> {
 pub struct Context {
     /// The answer's number in the rotation sequence.
     pub rotation: u64,
+    /// Who asks, for services answered by region (`steer`); `None` when
+    /// it does not matter.
+    pub client: Option<steer::Client>,
 }
 
 /// The parts of a response: its records, decoded from the snapshot's wire
@@ -63,6 +67,9 @@ pub struct Response {
     pub authority: Section,
     pub additional: Section,
     records: Vec<Record>,
+    /// The EDNS Client Subnet scope the answer holds for: set when a
+    /// service's answer was chosen by the client's region (`steer`).
+    pub ecs_scope: Option<u8>,
 }
 
 /// The records of one section, as RRsets of the response's records.
@@ -108,6 +115,7 @@ impl Response {
             authority: Section::default(),
             additional: Section::default(),
             records: Vec::new(),
+            ecs_scope: None,
         }
     }
 
@@ -161,6 +169,13 @@ impl Response {
     fn answer_with(&mut self, set: &RrSet, owner: &Name, cx: Context, cap: usize) {
         let window = rotate::window(set.rtype, set.len(), cx.rotation, cap);
         self.push(Which::Answer, set.records(owner, window), false);
+    }
+
+    /// Adds `set` in the order `picked` chose (a steered service's
+    /// addresses).
+    fn answer_picked(&mut self, set: &RrSet, owner: &Name, picked: &steer::Picked) {
+        self.ecs_scope = Some(picked.scope);
+        self.push(Which::Answer, set.picked(owner, picked), false);
     }
 
     /// Adds the zone's SOA to the authority section, owned by the apex as
@@ -367,7 +382,10 @@ fn at_node(
     }
     match node.get(qtype) {
         Some(set) => {
-            resp.answer_with(set, owner, cx, cap);
+            match steered(snapshot, owner_key, set, cx, cap) {
+                Some(picked) => resp.answer_picked(set, owner, &picked),
+                None => resp.answer_with(set, owner, cx, cap),
+            }
             resp.push_additional(zone, owner_key, set, false);
         }
         None => resp.negative(zone, owner, ResponseCode::NoError),
@@ -375,9 +393,28 @@ fn at_node(
     Step::Done
 }
 
+/// The order a steered service's addresses go in (`steer`); `None` for
+/// every other RRset, which is rotated.
+pub fn steered(
+    snapshot: &Snapshot,
+    owner_key: &[u8],
+    set: &RrSet,
+    cx: Context,
+    cap: usize,
+) -> Option<steer::Picked> {
+    if !matches!(set.rtype, RecordType::A | RecordType::AAAA) || set.len() > steer::MAX_STEERED {
+        return None;
+    }
+    let steering = snapshot.steers.get(owner_key)?;
+    Some(snapshot.steers.pick(steering, &set.rdatas, cx.client, cap))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The asker's address where it does not matter.
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     use hickory_proto::op::{Message, MessageType, OpCode};
 
     const ZONE: &str = "$TTL 300
@@ -421,7 +458,14 @@ ns.sub   IN A   198.18.1.53
             qtype,
             qclass: DNSClass::IN,
         };
-        answer(s, &q, Context { rotation })
+        answer(
+            s,
+            &q,
+            Context {
+                rotation,
+                client: None,
+            },
+        )
     }
 
     fn show(r: &Response, section: &Section) -> Vec<String> {
@@ -832,7 +876,7 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
             "a.b.out.example.test.",
         ] {
             assert!(
-                !crate::serve::fast_path::answer(&s, &query(name, 1), &rotation, &mut out),
+                !crate::serve::fast_path::answer(&s, &query(name, 1), LOCAL, &rotation, &mut out),
                 "{name}"
             );
         }
@@ -840,12 +884,14 @@ long     IN DNAME a2345678901234567890123456789012345678901234567890123456789012
         assert!(crate::serve::fast_path::answer(
             &s,
             &query("dn.example.test.", 1),
+            LOCAL,
             &rotation,
             &mut out
         ));
         assert!(crate::serve::fast_path::answer(
             &s,
             &query("dn.example.test.", 39),
+            LOCAL,
             &rotation,
             &mut out
         ));

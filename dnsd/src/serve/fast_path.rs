@@ -14,9 +14,10 @@
 //! the fast path must produce exactly what it would, byte order of records
 //! aside.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::answer::rotate;
+use crate::answer::{rotate, steer};
 use crate::serve::MAX_UDP_PAYLOAD;
 use crate::snapshot::encoded::wire_len;
 use crate::snapshot::{Lookup, RrSet, Snapshot};
@@ -111,7 +112,13 @@ fn record_head(pointer: u16, set: &RrSet) -> [u8; RECORD_HEAD] {
 /// Answers `query` into `out` if it is one the fast path serves; `out`
 /// then holds the whole response. Takes a number from `rotation` only when
 /// it answers, so that the general path numbers the others.
-pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut Vec<u8>) -> bool {
+pub fn answer(
+    snapshot: &Snapshot,
+    query: &[u8],
+    src: IpAddr,
+    rotation: &AtomicU64,
+    out: &mut Vec<u8>,
+) -> bool {
     let Some(q) = parse(query) else {
         return false;
     };
@@ -150,6 +157,23 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
             Lookup::Referral { .. } | Lookup::Wildcard(_) | Lookup::Dname { .. } => return false,
         };
     let soa = soa.then_some(&*zone.negative_soa);
+
+    // A steered service's addresses in the order chosen for this client
+    // (`answer::steer`); the number of records may depend on its region.
+    let client = Some(steer::Client {
+        addr: src,
+        ecs_prefix: None,
+    });
+    let cx = crate::answer::Context {
+        rotation: 0,
+        client,
+    };
+    let picked = answer.and_then(|set| {
+        crate::answer::steered(snapshot, q.key.as_bytes(), set, cx, snapshot.max_answers)
+    });
+    if let (Some(set), Some(p)) = (answer, &picked) {
+        return write_picked(&q, query, set, p, out);
+    }
 
     // The size does not depend on the rotation (rotated address records all
     // have one length), so a response too big for the client is left to the
@@ -206,19 +230,66 @@ pub fn answer(snapshot: &Snapshot, query: &[u8], rotation: &AtomicU64, out: &mut
             out.extend_from_slice(rdata);
         }
     }
+    write_opt(&q, out);
+    debug_assert!(out.len() <= limit);
+    true
+}
+
+/// The response to `q` carrying `set`'s records in the order `picked`
+/// chose, if it fits the client's limit (else the general path truncates).
+fn write_picked(
+    q: &Parsed,
+    query: &[u8],
+    set: &RrSet,
+    picked: &steer::Picked,
+    out: &mut Vec<u8>,
+) -> bool {
+    let record_len = set.rdatas.wire().next().map_or(0, <[u8]>::len);
+    let answer_len = picked.len() * (RECORD_HEAD + record_len);
+    let (opt_len, limit) = match q.edns {
+        Some((payload, _)) => (11, usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))),
+        None => (0, 512),
+    };
+    if q.question_end + answer_len + opt_len > limit {
+        return false;
+    }
+    out.clear();
+    out.extend_from_slice(&q.id);
+    out.push(0x80 | 0x04 | u8::from(q.rd));
+    out.push(0);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&(picked.len() as u16).to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
+    out.extend_from_slice(&query[12..q.question_end]);
+    let head = record_head(0xc00c, set);
+    for i in picked.indices() {
+        let Some(wire) = set.rdatas.wire().nth(i) else {
+            return false;
+        };
+        out.extend_from_slice(&head);
+        out.extend_from_slice(wire);
+    }
+    write_opt(q, out);
+    true
+}
+
+/// The OPT record of a response to an EDNS query.
+fn write_opt(q: &Parsed, out: &mut Vec<u8>) {
     if let Some((_, dnssec_ok)) = q.edns {
         out.push(0);
         out.extend_from_slice(&TYPE_OPT.to_be_bytes());
         out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
         out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
     }
-    debug_assert!(out.len() <= limit);
-    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The asker's address where it does not matter.
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     use crate::answer::{self, Context, Question};
     use hickory_proto::op::Message;
     use hickory_proto::rr::Name;
@@ -282,7 +353,7 @@ alias    IN CNAME www
     fn both(s: &Snapshot, name: &str, qtype: u16, rotation: u64) -> Option<(Message, Vec<String>)> {
         let q = query(name, qtype, Some((1232, false)));
         let mut out = Vec::new();
-        if !answer(s, &q, &AtomicU64::new(rotation), &mut out) {
+        if !answer(s, &q, LOCAL, &AtomicU64::new(rotation), &mut out) {
             return None;
         }
         let msg = Message::from_bytes(&out).unwrap();
@@ -294,7 +365,10 @@ alias    IN CNAME www
                 qtype: RecordType::from(qtype),
                 qclass: DNSClass::IN,
             },
-            Context { rotation },
+            Context {
+                rotation,
+                client: None,
+            },
         );
         let mut expected: Vec<String> = general
             .records(&general.answer)
@@ -350,6 +424,7 @@ alias    IN CNAME www
             assert!(answer(
                 &s,
                 &query("www.example.test.", 1, None),
+                LOCAL,
                 &counter,
                 &mut out
             ));
@@ -374,14 +449,14 @@ alias    IN CNAME www
             query("example.org.", 1, None),
             query("www.example.test.", 1, Some((1232, false)))[..20].to_vec(),
         ] {
-            assert!(!answer(&s, &q, &AtomicU64::new(0), &mut out));
+            assert!(!answer(&s, &q, LOCAL, &AtomicU64::new(0), &mut out));
         }
         let mut badvers = query("www.example.test.", 1, Some((1232, false)));
         let n = badvers.len();
         badvers[n - 5] = 1;
-        assert!(!answer(&s, &badvers, &AtomicU64::new(0), &mut out));
+        assert!(!answer(&s, &badvers, LOCAL, &AtomicU64::new(0), &mut out));
         let mut notify = query("www.example.test.", 1, None);
         notify[2] = 4 << 3;
-        assert!(!answer(&s, &notify, &AtomicU64::new(0), &mut out));
+        assert!(!answer(&s, &notify, LOCAL, &AtomicU64::new(0), &mut out));
     }
 }

@@ -28,7 +28,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::debug;
 
-use crate::answer::{self, Context, Question, Response, Section};
+use crate::answer::{self, Context, Question, Response, Section, steer};
 use crate::change::tsig::{self, Found};
 use crate::change::update_handler::Updater;
 use crate::clock::unix_now;
@@ -85,8 +85,8 @@ impl Handler {
 
     /// Answers a raw UDP query through the fast path into `out`, if it is
     /// one that path serves.
-    pub fn fast_answer(&self, query: &[u8], out: &mut Vec<u8>) -> bool {
-        fast_path::answer(&self.snapshot.load(), query, &self.rotation, out)
+    pub fn fast_answer(&self, query: &[u8], src: std::net::IpAddr, out: &mut Vec<u8>) -> bool {
+        fast_path::answer(&self.snapshot.load(), query, src, &self.rotation, out)
     }
 }
 
@@ -99,11 +99,43 @@ fn response_edns(request: &Request) -> Option<Edns> {
     edns.set_dnssec_ok(asked.flags().dnssec_ok);
     if let Some(EdnsOption::Subnet(ecs)) = asked.option(EdnsCode::Subnet) {
         // RFC 7871 §7.2.1: scope 0 says the answer holds for every client,
-        // which is true until answers depend on where the client is.
+        // which is true but for services answered by region, whose answers
+        // set it (`scope_client_subnet`).
         let echo = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), 0);
         edns.options_mut().insert(EdnsOption::Subnet(echo));
     }
     Some(edns)
+}
+
+/// Who asks, for answers chosen by region: the Client Subnet option's
+/// network when the query has one (RFC 7871), else the source address.
+fn client_of(request: &Request) -> steer::Client {
+    if let Some(EdnsOption::Subnet(ecs)) = request
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(EdnsCode::Subnet))
+    {
+        return steer::Client {
+            addr: ecs.addr(),
+            ecs_prefix: Some(ecs.source_prefix()),
+        };
+    }
+    steer::Client {
+        addr: request.src().ip(),
+        ecs_prefix: None,
+    }
+}
+
+/// Sets the scope of the echoed Client Subnet option to the prefix the
+/// answer was chosen by.
+fn scope_client_subnet(edns: &mut Edns, scope: u8) {
+    let echoed = match edns.option(EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(ecs)) => ClientSubnet::new(ecs.addr(), ecs.source_prefix(), scope),
+        _ => return,
+    };
+    // `insert` appends: the echo without a scope goes first.
+    edns.options_mut().remove(EdnsCode::Subnet);
+    edns.options_mut().insert(EdnsOption::Subnet(echoed));
 }
 
 /// Room kept for the TSIG record of a signed answer: a key name of up to
@@ -216,7 +248,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let edns = response_edns(request);
+        let mut edns = response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         // NSD and Knot answer with CD clear: dnsd serves no DNSSEC data.
         metadata.checking_disabled = false;
@@ -292,6 +324,7 @@ impl RequestHandler for Handler {
         };
         let cx = Context {
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
+            client: Some(client_of(request)),
         };
         let snapshot = self.snapshot.load();
         let transfer = matches!(question.qtype, RecordType::AXFR | RecordType::IXFR);
@@ -309,6 +342,9 @@ impl RequestHandler for Handler {
         };
         metadata.authoritative = resp.authoritative;
         metadata.response_code = resp.rcode;
+        if let (Some(scope), Some(edns)) = (resp.ecs_scope, edns.as_mut()) {
+            scope_client_subnet(edns, scope);
+        }
 
         // A signed answer keeps room for its TSIG record.
         let tsig_room = match &signing {
@@ -733,7 +769,14 @@ sibs     IN NS  ns2.elsewhere-sibs
             qtype: q.query_type(),
             qclass: q.query_class(),
         };
-        let resp = answer::answer(s, &question, Context { rotation: 0 });
+        let resp = answer::answer(
+            s,
+            &question,
+            Context {
+                rotation: 0,
+                client: None,
+            },
+        );
         metadata.authoritative = resp.authoritative;
         metadata.response_code = resp.rcode;
         let limit = size_limit(request);

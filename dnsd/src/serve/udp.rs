@@ -75,7 +75,7 @@ fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut placem
             // A bug that panics on one query must not stop this socket
             // (the kernel keeps steering a share of clients to it).
             let answered = panic::catch_unwind(AssertUnwindSafe(|| {
-                if handler.fast_answer(packet, out) {
+                if handler.fast_answer(packet, src.ip(), out) {
                     return true;
                 }
                 general(&socket, handler, runtime, packet, src);

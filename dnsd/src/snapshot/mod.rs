@@ -13,6 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable};
 
 use crate::answer::rotate::Window;
+use crate::answer::steer::{Picked, Steers};
 use crate::snapshot::encoded::Rdatas;
 use crate::zone::journal::Replayed;
 use crate::zone::name_key::{self, NameKey};
@@ -32,6 +33,8 @@ pub struct Snapshot {
     zones: Map<Held>,
     /// Cap on A/AAAA records per answer; 0 means none.
     pub max_answers: usize,
+    /// The services whose answers are chosen by weight and region.
+    pub steers: Arc<Steers>,
 }
 
 /// What a snapshot holds for one zone of the workspace.
@@ -176,6 +179,18 @@ impl RrSet {
         self.rdatas
             .window(w)
             .map(move |wire| self.record(owner, &wire[2..]))
+    }
+
+    /// The records `picked` selects, in its order, owned by `owner`.
+    pub fn picked<'a>(
+        &'a self,
+        owner: &'a Name,
+        picked: &'a Picked,
+    ) -> impl Iterator<Item = Record> + 'a {
+        let all: Vec<&[u8]> = self.rdatas.iter().collect();
+        picked
+            .indices()
+            .filter_map(move |i| all.get(i).map(|rdata| self.record(owner, rdata)))
     }
 
     /// Every record, owned by `owner`.
@@ -330,6 +345,7 @@ impl Snapshot {
     /// this.
     pub fn from_workspace(ws: LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
         let max_answers = ws.config.server.max_answers;
+        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions));
         let zones = ws.zones.into_iter().map(|zone| {
             let source = Source {
                 stamps: zone.stamps,
@@ -337,7 +353,7 @@ impl Snapshot {
             };
             (zone.origin, zone.records, source)
         });
-        Self::index(zones, &ws.broken, previous, max_answers)
+        Self::index(zones, &ws.broken, previous, max_answers, steers)
     }
 
     /// Indexes a copy of a loaded workspace's records, leaving it whole; as
@@ -351,7 +367,14 @@ impl Snapshot {
             };
             (zone.origin.clone(), zone.records.to_vec(), source)
         });
-        Self::index(zones, &ws.broken, previous, ws.config.server.max_answers)
+        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions));
+        Self::index(
+            zones,
+            &ws.broken,
+            previous,
+            ws.config.server.max_answers,
+            steers,
+        )
     }
 
     fn index(
@@ -359,6 +382,7 @@ impl Snapshot {
         broken: &[BrokenZone],
         previous: Option<&Snapshot>,
         max_answers: usize,
+        steers: Arc<Steers>,
     ) -> Self {
         let mut zones = Map::default();
         for (origin, records, source) in loaded {
@@ -386,7 +410,11 @@ impl Snapshot {
             };
             zones.insert(Box::from(key.as_bytes()), held);
         }
-        Self { zones, max_answers }
+        Self {
+            zones,
+            max_answers,
+            steers,
+        }
     }
 
     /// The zone that answers `qtype` at the name with key `key`: the
@@ -440,6 +468,7 @@ impl Snapshot {
         Self {
             zones,
             max_answers: self.max_answers,
+            steers: Arc::clone(&self.steers),
         }
     }
 

@@ -82,14 +82,15 @@ pub(super) fn parse(raw: &RawHealth, i: usize, problems: &mut Problems<'_>) -> O
                 .path
                 .as_ref()
                 .map_or("/".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                if let Some(p) = &raw.path {
-                    problems.at(
-                        p.span(),
-                        field("path"),
-                        "a path starts with / and has no spaces",
-                    );
-                }
+            if let Some(p) = &raw.path
+                && (!path.starts_with('/')
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                problems.at(
+                    p.span(),
+                    field("path"),
+                    "a path starts with / and has no spaces",
+                );
             }
             let expect = match &raw.expect {
                 None => (200, 399),

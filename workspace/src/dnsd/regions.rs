@@ -76,7 +76,7 @@ pub(super) fn parse(raw: &RawRegions, problems: &mut Problems<'_>) -> Regions {
     // Longest prefix first, so that the first match is the best one; an
     // IPv4 network never contains an IPv6 client (but mapped ones), so the
     // two families need no other order.
-    networks.sort_by(|a, b| b.0.prefix.cmp(&a.0.prefix));
+    networks.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix));
     Regions { networks }
 }
 

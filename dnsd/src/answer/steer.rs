@@ -1,0 +1,348 @@
+//! Weighted and regional answers for services whose addresses say so
+//! (`{ address = ..., weight = 3, region = "eu" }`).
+//!
+//! Which addresses a service serves is zone content (`health::in_use`:
+//! healthy primaries, else backups, else all), the same on every server;
+//! this only chooses, per answer, among the records the zone holds:
+//! - of the client's region, when any record is tied to it: those and the
+//!   records tied to no region; else all (a client of no region, or of a
+//!   region with no address in use, gets every region's);
+//! - the first record by weight: over every run of `sum of weights`
+//!   answers each record leads exactly `weight` times, spread out rather
+//!   than bunched (the positions are walked with a stride coprime to the
+//!   sum); weight 0 leads only when no record of weight above 0 is left,
+//!   as with Route 53;
+//! - the others after it in zone order, wrapping, up to `max_answers`.
+//!
+//! The region comes from the EDNS Client Subnet option when the query has
+//! one, else from the source address; the answer's scope prefix is the
+//! prefix of the `[regions]` network that decided it, or, when none did,
+//! the query's source prefix (RFC 7871 §7.2.1: the answer holds for that
+//! network), and 0 for services without regions, whose answers do not
+//! depend on the client.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cutover_workspace::{Regions, Service};
+
+use crate::snapshot::encoded::Rdatas;
+
+/// The most records of one RRset steering orders; a larger RRset is
+/// rotated as any other.
+pub const MAX_STEERED: usize = 64;
+
+/// Where a query comes from, as far as regions care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    pub addr: IpAddr,
+    /// The EDNS Client Subnet source prefix, when the address came from
+    /// one; `None` for the query's own source address.
+    pub ecs_prefix: Option<u8>,
+}
+
+/// The steered services of a snapshot, by name key, and the regions.
+#[derive(Debug, Default)]
+pub struct Steers {
+    by_name: HashMap<Box<[u8]>, Steering, foldhash::fast::RandomState>,
+    regions: Regions,
+}
+
+impl Steers {
+    /// The services of `services` whose answers need choosing: weights
+    /// other than 1, or regions.
+    pub fn new(services: &[Service], regions: &Regions) -> Self {
+        let mut by_name = HashMap::default();
+        for service in services {
+            let weighted = service
+                .members
+                .iter()
+                .any(|m| m.weight != 1 || m.region.is_some());
+            if !weighted {
+                continue;
+            }
+            let Some(key) = hickory_proto::rr::Name::from_ascii(&service.name)
+                .ok()
+                .as_ref()
+                .and_then(crate::zone::name_key::NameKey::new)
+            else {
+                continue;
+            };
+            by_name.insert(Box::from(key.as_bytes()), Steering::new(service));
+        }
+        Self {
+            by_name,
+            regions: regions.clone(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The steering of the name with key `key`, if its answers are chosen.
+    pub fn get(&self, key: &[u8]) -> Option<&Steering> {
+        if self.by_name.is_empty() {
+            return None;
+        }
+        self.by_name.get(key)
+    }
+
+    /// The order of `rdatas`' records for `client`, and the ECS scope.
+    pub fn pick(
+        &self,
+        steering: &Steering,
+        rdatas: &Rdatas,
+        client: Option<Client>,
+        cap: usize,
+    ) -> Picked {
+        let region = match (client, steering.has_regions) {
+            (Some(c), true) => Some(self.regions.of(c.addr).ok_or(c.ecs_prefix)),
+            _ => None,
+        };
+        let scope = match region {
+            Some(Ok((_, prefix))) => prefix,
+            Some(Err(source)) => source.unwrap_or(0),
+            None => 0,
+        };
+        let name = region.and_then(|r| r.ok()).map(|(name, _)| name);
+        steering.pick(rdatas, name, cap, scope)
+    }
+}
+
+/// One service's weights and regions, by address.
+#[derive(Debug)]
+pub struct Steering {
+    /// Each address's octets, weight and region.
+    members: Vec<(Box<[u8]>, u32, Option<String>)>,
+    has_regions: bool,
+    /// Answers chosen so far: the position in the weighted sequence.
+    next: AtomicU64,
+}
+
+/// Records of an RRset, by index, in the order an answer carries them.
+#[derive(Debug, Clone, Copy)]
+pub struct Picked {
+    order: [u8; MAX_STEERED],
+    len: usize,
+    /// The ECS scope prefix the answer holds for.
+    pub scope: u8,
+}
+
+impl Picked {
+    pub fn indices(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.order[..self.len].iter().map(|&i| usize::from(i))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Steering {
+    fn new(service: &Service) -> Self {
+        let members = service
+            .members
+            .iter()
+            .map(|m| {
+                let octets: Box<[u8]> = match m.address {
+                    IpAddr::V4(a) => Box::new(a.octets()),
+                    IpAddr::V6(a) => Box::new(a.octets()),
+                };
+                (octets, m.weight, m.region.clone())
+            })
+            .collect();
+        Self {
+            members,
+            has_regions: service.members.iter().any(|m| m.region.is_some()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The order of `rdatas`' records for a client of `region` (see the
+    /// module doc), at most `cap` (0: no cap).
+    fn pick(&self, rdatas: &Rdatas, region: Option<&str>, cap: usize, scope: u8) -> Picked {
+        let mut picked = Picked {
+            order: [0; MAX_STEERED],
+            len: 0,
+            scope,
+        };
+        let n = rdatas.len().min(MAX_STEERED);
+        // Each record's weight and whether it may go to this client.
+        let mut weights = [0u32; MAX_STEERED];
+        let mut tied = [None::<&str>; MAX_STEERED];
+        for (i, rdata) in rdatas.iter().take(n).enumerate() {
+            let member = self
+                .members
+                .iter()
+                .find(|(octets, _, _)| **octets == *rdata);
+            weights[i] = member.map_or(1, |m| m.1);
+            tied[i] = member.and_then(|m| m.2.as_deref());
+        }
+        let regional = region.is_some_and(|r| tied[..n].contains(&Some(r)));
+        let eligible = |i: usize| !regional || tied[i].is_none() || tied[i] == region;
+        let positive = (0..n).any(|i| eligible(i) && weights[i] > 0);
+        let weight = |i: usize| match (eligible(i), positive) {
+            (false, _) => 0,
+            (true, true) => weights[i],
+            (true, false) => 1,
+        };
+        let total: u64 = (0..n).map(|i| u64::from(weight(i))).sum();
+        if total == 0 {
+            return picked;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut at = k.wrapping_mul(stride(total)) % total;
+        let mut first = 0;
+        for i in 0..n {
+            let w = u64::from(weight(i));
+            if at < w {
+                first = i;
+                break;
+            }
+            at -= w;
+        }
+        let take = if cap == 0 { n } else { cap.min(n) };
+        for step in 0..n {
+            let i = (first + step) % n;
+            if picked.len == take {
+                break;
+            }
+            // The leader by weight, then every other eligible record that
+            // may lead at all.
+            if weight(i) > 0 {
+                picked.order[picked.len] = i as u8;
+                picked.len += 1;
+            }
+        }
+        picked
+    }
+}
+
+/// A step through `0..total` that visits every position once per round
+/// and spreads each record's positions over it: the integer nearest to
+/// `total` times the golden ratio's fraction that is coprime to `total`.
+fn stride(total: u64) -> u64 {
+    if total <= 2 {
+        return 1;
+    }
+    let mut s = ((total as f64) * 0.618_033_988_75).round() as u64;
+    s = s.clamp(1, total - 1);
+    while gcd(s, total) != 1 {
+        s += 1;
+        if s >= total {
+            s = 1;
+        }
+    }
+    s
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_workspace::Member;
+
+    fn service(members: &[(&str, u32, Option<&str>)]) -> Service {
+        let members: Vec<Member> = members
+            .iter()
+            .map(|(a, w, r)| Member {
+                address: a.parse().unwrap(),
+                weight: *w,
+                region: r.map(str::to_string),
+                backup: false,
+            })
+            .collect();
+        Service {
+            name: "www.example.test.".into(),
+            addresses: members.iter().map(|m| m.address).collect(),
+            ttl: 60,
+            line: 1,
+            serial: None,
+            members,
+            health: None,
+        }
+    }
+
+    fn rdatas(addresses: &[&str]) -> Rdatas {
+        let octets: Vec<Vec<u8>> = addresses
+            .iter()
+            .map(|a| match a.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            })
+            .collect();
+        Rdatas::new(octets.iter().map(Vec::as_slice)).unwrap()
+    }
+
+    #[test]
+    fn weights_give_exact_shares_spread_over_each_round() {
+        let s = Steering::new(&service(&[
+            ("198.18.0.3", 1, None),
+            ("198.18.0.4", 3, None),
+            ("198.18.0.5", 0, None),
+        ]));
+        let set = rdatas(&["198.18.0.3", "198.18.0.4", "198.18.0.5"]);
+        let firsts: Vec<usize> = (0..400)
+            .map(|_| s.pick(&set, None, 1, 0).indices().next().unwrap())
+            .collect();
+        let count = |i| firsts.iter().filter(|&&f| f == i).count();
+        assert_eq!((count(0), count(1), count(2)), (100, 300, 0));
+        // Spread: the weight-1 record never leads twice in a row.
+        assert!(firsts.windows(2).all(|w| !(w[0] == 0 && w[1] == 0)));
+        // Without a cap the others follow, weight 0 left out.
+        let all = s.pick(&set, None, 0, 0);
+        assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn weight_zero_leads_only_when_nothing_else_is_left() {
+        let s = Steering::new(&service(&[
+            ("198.18.0.3", 5, None),
+            ("198.18.0.5", 0, None),
+        ]));
+        // The weighted address is down: the zone holds only the other.
+        let set = rdatas(&["198.18.0.5"]);
+        assert_eq!(s.pick(&set, None, 0, 0).indices().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn a_region_keeps_its_clients_and_the_rest_get_every_region() {
+        let s = Steering::new(&service(&[
+            ("198.18.0.3", 1, Some("us")),
+            ("198.18.0.4", 1, Some("eu")),
+            ("198.18.0.5", 1, None),
+        ]));
+        let set = rdatas(&["198.18.0.3", "198.18.0.4", "198.18.0.5"]);
+        for _ in 0..10 {
+            let eu: Vec<usize> = s.pick(&set, Some("eu"), 0, 18).indices().collect();
+            let mut sorted = eu.clone();
+            sorted.sort();
+            assert_eq!(sorted, [1, 2], "eu's address and the untied one");
+        }
+        let nowhere: Vec<usize> = s.pick(&set, None, 0, 0).indices().collect();
+        assert_eq!(nowhere.len(), 3);
+        // A region whose addresses are all out of the zone: every region.
+        let set = rdatas(&["198.18.0.3", "198.18.0.5"]);
+        assert_eq!(s.pick(&set, Some("eu"), 0, 18).len(), 2);
+    }
+
+    #[test]
+    fn strides_are_coprime_with_the_total() {
+        for total in 1..200 {
+            let s = stride(total);
+            assert_eq!(gcd(s, total), 1, "{total}");
+        }
+    }
+}
