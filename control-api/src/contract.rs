@@ -62,8 +62,44 @@ pub struct DnsHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
+    /// Every address configured, whether in the answers now or not.
     pub addresses: Vec<String>,
     pub ttl: u32,
+    /// Each address, how it is used and whether it is in the answers now;
+    /// empty from a dnsd that does not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ServiceMember>,
+}
+
+/// One address of a [`Service`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceMember {
+    pub address: String,
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub backup: bool,
+    /// Served now: up (or not checked), and not a backup while a primary
+    /// is up; every address when all are down (fail open).
+    pub in_use: bool,
+    /// Its health check; `None` when the service has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<AddressHealth>,
+}
+
+/// The state of an address's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressHealth {
+    pub up: bool,
+    /// Checks run since dnsd started checking it.
+    pub checks: u64,
+    /// When the last check ended (Unix time, ms); `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_ms: Option<u64>,
+    /// Why the last check failed; `None` when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// Body of `PUT /v1/services/{name}`.

@@ -120,6 +120,7 @@ mod tests {
             name: "www.example.test.".into(),
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             ttl: 60,
+            members: Vec::new(),
         }
     }
 

@@ -124,7 +124,7 @@ fn text(r: &Report) -> String {
             "  {:<32} ttl {:>6}  {}",
             s.name,
             s.ttl,
-            s.addresses.join(", ")
+            service_addresses(s)
         ));
     }
     match &r.generation {
@@ -319,6 +319,42 @@ fn black_hole(rule: &cutover_control_api::contract::RuleStats) -> bool {
     rule.new_flows > 0 && rule.fwd_packets > 0 && rule.reply_packets == 0
 }
 
+/// A service's addresses with what is worth knowing about each: its
+/// weight and region when set, a backup, an address whose check fails, one
+/// out of the answers (`198.18.0.4 w3 @eu (down, out)`).
+fn service_addresses(s: &Service) -> String {
+    if s.members.is_empty() {
+        return s.addresses.join(", ");
+    }
+    s.members
+        .iter()
+        .map(|m| {
+            let mut text = m.address.clone();
+            if m.weight != 1 {
+                text.push_str(&format!(" w{}", m.weight));
+            }
+            if let Some(region) = &m.region {
+                text.push_str(&format!(" @{region}"));
+            }
+            let mut notes = Vec::new();
+            if m.backup {
+                notes.push("backup");
+            }
+            if m.health.as_ref().is_some_and(|h| !h.up) {
+                notes.push("down");
+            }
+            if !m.in_use {
+                notes.push("out");
+            }
+            if !notes.is_empty() {
+                text.push_str(&format!(" ({})", notes.join(", ")));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +415,39 @@ mod tests {
                 error: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_services_addresses_say_weight_region_backup_and_health() {
+        use cutover_control_api::contract::{AddressHealth, ServiceMember};
+        let member =
+            |address: &str, weight, region: Option<&str>, backup, up, in_use| ServiceMember {
+                address: address.into(),
+                weight,
+                region: region.map(str::to_string),
+                backup,
+                in_use,
+                health: Some(AddressHealth {
+                    up,
+                    checks: 3,
+                    last_check_ms: None,
+                    last_error: None,
+                }),
+            };
+        let s = Service {
+            name: "www.example.test.".into(),
+            addresses: vec![],
+            ttl: 60,
+            members: vec![
+                member("198.18.0.3", 1, None, false, true, true),
+                member("198.18.0.4", 3, Some("eu"), false, false, false),
+                member("198.18.0.5", 1, None, true, true, false),
+            ],
+        };
+        assert_eq!(
+            service_addresses(&s),
+            "198.18.0.3, 198.18.0.4 w3 @eu (down, out), 198.18.0.5 (backup, out)"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Site {
         let mut cmd = net.client.command(bins::path("dnsd"));
         cmd.arg("--workspace")
             .arg(ws.path())
-            .args(["--listen", "127.0.0.1:5300", "--no-api"])
+            .args(["--listen", "127.0.0.1:5300", "--api", "127.0.0.1:8053"])
             .stderr(log);
         let dnsd = Daemon::spawn("dnsd", cmd)?;
         let site = Self {
@@ -61,6 +61,22 @@ impl Site {
             "dnsd does not answer"
         );
         Ok(site)
+    }
+
+    /// `GET /v1/services` through the control API.
+    fn services(&self) -> Result<Vec<cutover_control_api::contract::Service>> {
+        let token = std::fs::read_to_string(self.ws.path().join(".cutover/api-token"))?;
+        let out = self.net.client.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "-H",
+                &format!("Authorization: Bearer {}", token.trim()),
+                "http://127.0.0.1:8053/v1/services",
+            ],
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     fn log(&self) -> String {
@@ -180,6 +196,23 @@ fn a_dead_address_leaves_the_answers_and_comes_back_after_rise() -> Result<()> {
     assert_eq!(site.answer()?.1, 5, "degraded TTL");
     let degraded = site.serial()?;
     ensure!(degraded > serial, "serial {serial} -> {degraded}");
+    // The API says which address is out and why.
+    let services = site.services()?;
+    let dead = services[0]
+        .members
+        .iter()
+        .find(|m| m.address == "198.18.0.4")
+        .context("no member 198.18.0.4")?;
+    let health = dead.health.as_ref().context("no health")?;
+    ensure!(
+        !dead.in_use
+            && !health.up
+            && health
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("503")),
+        "{dead:?}"
+    );
 
     // Back after rise passes.
     site.backend("198.18.0.4").set_status(200);

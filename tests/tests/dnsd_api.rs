@@ -17,6 +17,7 @@ fn service(address: &str, ttl: u32) -> Service {
         name: "www.example.test.".into(),
         addresses: vec![address.into()],
         ttl,
+        members: Vec::new(),
     }
 }
 

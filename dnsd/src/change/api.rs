@@ -18,8 +18,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
-    Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange, SecondaryInfo,
-    Service, ServiceChange, Version, ZoneInfo, fqdn,
+    AddressHealth, Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange,
+    SecondaryInfo, Service, ServiceChange, ServiceMember, Version, ZoneInfo, fqdn,
 };
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
@@ -138,6 +138,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
             .map_err(|e| ApiError::internal(format!("the live dnsd.toml is not valid: {e}")))
     })
     .await?;
+    let health = api.reloader.health();
     let list = config
         .services
         .iter()
@@ -145,9 +146,46 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
             name: s.name.clone(),
             addresses: s.addresses.iter().map(ToString::to_string).collect(),
             ttl: s.ttl,
+            members: members(s, health),
         })
         .collect();
     Ok(axum::Json(list))
+}
+
+/// Each address of `service`: how it is used, and its health.
+fn members(
+    service: &cutover_workspace::Service,
+    health: &crate::health::Monitor,
+) -> Vec<ServiceMember> {
+    let in_use = crate::health::in_use(service, health);
+    service
+        .members
+        .iter()
+        .map(|m| {
+            let checked = service.health.as_ref().map(|check| {
+                let state = health.state(m.address, check);
+                let last = state.as_ref().and_then(|s| s.last.as_ref());
+                AddressHealth {
+                    up: state.as_ref().is_none_or(|s| s.up),
+                    checks: state.as_ref().map_or(0, |s| s.checks),
+                    last_check_ms: last.and_then(|(at, _)| {
+                        at.duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_millis() as u64)
+                    }),
+                    last_error: last.and_then(|(_, r)| r.as_ref().err().cloned()),
+                }
+            });
+            ServiceMember {
+                address: m.address.to_string(),
+                weight: m.weight,
+                region: m.region.clone(),
+                backup: m.backup,
+                in_use: in_use.addresses.contains(&m.address),
+                health: checked,
+            }
+        })
+        .collect()
 }
 
 async fn put_service(
