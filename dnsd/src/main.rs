@@ -285,9 +285,10 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let settled = reload::settled(&ws);
     let config_stamp = reload::Reloader::config_stamp(workspace);
-    let loaded = zone::load_settled(&ws, &settled)
+    let mut loaded = zone::load_settled(&ws, &settled)
         .map_err(|errors| anyhow!("{errors}"))
         .with_context(|| format!("the workspace {} is not valid", workspace.display()))?;
+    health::keep_serials_rising(&mut loaded, &ws, None);
     drop(settled);
     for w in loaded.warnings() {
         warn!("{w}");

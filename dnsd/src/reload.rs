@@ -28,7 +28,7 @@ use cutover_workspace::{ConfigErrors, ServerConfig, Service, Settled, Settlement
 
 use crate::change::Serve;
 use crate::change::service::served_at;
-use crate::health::Monitor;
+use crate::health::{self, Monitor};
 use crate::memory::{self, SnapshotArenas};
 use crate::snapshot::SharedSnapshot;
 use crate::snapshot::{Snapshot, Source};
@@ -122,7 +122,26 @@ impl Reloader {
             }
         }
         if changed {
+            let zones: Vec<(String, u32)> = next
+                .zones()
+                .filter(|(key, zone)| current_serial(&self.state.load(), key) != zone.serial())
+                .filter_map(|(_, zone)| Some((zone.origin.to_ascii(), zone.serial()?)))
+                .collect();
             self.state.store(next);
+            let root = self.root.clone();
+            // So that a restart never serves an older serial than the
+            // secondaries took (`health::keep_serials_rising`).
+            let _ = tokio::task::spawn_blocking(move || {
+                let Ok(ws) = Workspace::open(&root) else {
+                    return;
+                };
+                for (origin, serial) in zones {
+                    if let Err(e) = ws.record_served_serial(&origin, serial) {
+                        warn!(zone = origin, "recording the served serial: {e}");
+                    }
+                }
+            })
+            .await;
         }
         Ok(())
     }
@@ -306,7 +325,7 @@ impl Reloader {
                         warn!("{w}");
                     }
                     report_broken(&ws);
-                    keep_health_serials_rising(&mut ws, &previous);
+                    health::keep_serials_rising(&mut ws, &live, Some(&previous));
                     let records = ws.record_count();
                     let server = ws.config.server.clone();
                     let services = ws.config.services.clone();
@@ -371,46 +390,9 @@ impl Reloader {
     }
 }
 
-/// A zone with health-checked services may be served under a serial its
-/// files do not have: each health change raised it (`serve_health`). A
-/// reload must not take it back, or secondaries would keep what they have:
-/// such a zone whose loaded serial is not past the one served goes one past.
-fn keep_health_serials_rising(ws: &mut zone::LoadedWorkspace, previous: &Snapshot) {
-    let checked: Vec<Name> = ws
-        .config
-        .services
-        .iter()
-        .filter(|s| s.health.is_some())
-        .filter_map(|s| Name::from_ascii(&s.name).ok())
-        .collect();
-    if checked.is_empty() {
-        return;
-    }
-    for zone in &mut ws.zones {
-        if !checked.iter().any(|n| zone.origin.zone_of(n)) {
-            continue;
-        }
-        let Some(key) = NameKey::new(&zone.origin) else {
-            continue;
-        };
-        let Some(served) = previous
-            .served(key.as_bytes())
-            .and_then(|(z, _)| z.serial())
-        else {
-            continue;
-        };
-        let loaded = zone
-            .records
-            .iter()
-            .find(|r| RecordType::from(r.record.rtype) == RecordType::SOA)
-            .and_then(|r| zonefile::soa_numbers(&r.record.rdata))
-            .map(|[serial, ..]| serial);
-        if let Some(loaded) = loaded
-            && !zone::serial_newer(loaded, served)
-        {
-            zone::raise_serial(&mut zone.records, served.wrapping_add(1));
-        }
-    }
+/// The serial the snapshot serves zone `key` under.
+fn current_serial(snapshot: &Snapshot, key: &[u8]) -> Option<u32> {
+    snapshot.served(key).and_then(|(zone, _)| zone.serial())
 }
 
 /// The workspace to read, settled (see the module doc), with what

@@ -29,6 +29,11 @@ impl Site {
     /// The service with `addresses` (TOML array items) and `health`, its
     /// backends on the new host, dnsd on the client's host.
     fn start(addresses: &[&str], health: &str) -> Result<Self> {
+        Self::start_with(addresses, health, "")
+    }
+
+    /// With `extra` appended to dnsd.toml.
+    fn start_with(addresses: &[&str], health: &str, extra: &str) -> Result<Self> {
         let net = Topology::new()?;
         for a in &ADDRESSES[1..] {
             net.new
@@ -42,14 +47,11 @@ impl Site {
             .prefix("cutover-failover")
             .tempdir()?;
         cutover_tests::dnsd::add_example_zone(ws.path())?;
-        std::fs::write(ws.path().join("dnsd.toml"), service_toml(addresses, health))?;
-        let log = std::fs::File::create(ws.path().join("dnsd.log"))?;
-        let mut cmd = net.client.command(bins::path("dnsd"));
-        cmd.arg("--workspace")
-            .arg(ws.path())
-            .args(["--listen", "127.0.0.1:5300", "--api", "127.0.0.1:8053"])
-            .stderr(log);
-        let dnsd = Daemon::spawn("dnsd", cmd)?;
+        std::fs::write(
+            ws.path().join("dnsd.toml"),
+            format!("{extra}{}", service_toml(addresses, health)),
+        )?;
+        let dnsd = spawn_dnsd(&net, ws.path())?;
         let site = Self {
             net,
             backends,
@@ -159,6 +161,20 @@ impl Site {
             self.log()
         )
     }
+}
+
+/// dnsd in the client's namespace, logging to WS/dnsd.log (appended).
+fn spawn_dnsd(net: &Topology, ws: &std::path::Path) -> Result<Daemon> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(ws.join("dnsd.log"))?;
+    let mut cmd = net.client.command(bins::path("dnsd"));
+    cmd.arg("--workspace")
+        .arg(ws)
+        .args(["--listen", "127.0.0.1:5300", "--api", "127.0.0.1:8053"])
+        .stderr(log);
+    Daemon::spawn("dnsd", cmd)
 }
 
 fn service_toml(addresses: &[&str], health: &str) -> String {
@@ -312,6 +328,86 @@ fn a_reload_keeps_known_states_and_stops_checking_removed_addresses() -> Result<
         site.answer()?.0,
         ["198.18.0.3"],
         "the reload brought .4 back"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back() -> Result<()> {
+    use cutover_tests::dns_peers::{self, Primary, ServerOptions};
+    let all = quoted(&ADDRESSES);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let secondary: SocketAddr = "127.0.0.2:5302".parse()?;
+    let mut site = Site::start_with(
+        &all,
+        QUICK,
+        &format!("[[secondary]]\naddress = \"{secondary}\"\n\n"),
+    )?;
+    let _knot = dns_peers::start_knot(
+        secondary.ip(),
+        &ServerOptions {
+            port: Some(secondary.port()),
+            primary: Some(Primary {
+                addr: "127.0.0.1:5300".parse()?,
+                key: None,
+            }),
+            netns: Some(site.net.client.name.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .with_context(|| format!("dnsd's log:\n{}", site.log()))?;
+    let knot_answer = || -> Vec<String> {
+        let out = site.net.client.exec(
+            "kdig",
+            &[
+                "@127.0.0.2",
+                "-p",
+                "5302",
+                "+short",
+                "+timeout=1",
+                "+retry=0",
+                NAME,
+                "A",
+            ],
+        );
+        let mut a: Vec<String> = out
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        a.sort();
+        a
+    };
+    ensure!(
+        wait_until(Duration::from_secs(10), || knot_answer() == ADDRESSES),
+        "the secondary never served the zone: {:?}",
+        knot_answer()
+    );
+    site.backend("198.18.0.4").set_status(503);
+    site.wait_for(&["198.18.0.3", "198.18.0.5"], Duration::from_secs(5))?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || knot_answer()
+            == ["198.18.0.3", "198.18.0.5"]),
+        "the secondary did not follow the health change: {:?}",
+        knot_answer()
+    );
+    let degraded = site.serial()?;
+
+    // A restart: every address starts up again, under a newer serial, so
+    // the secondary follows back.
+    site.dnsd.kill_now();
+    site.dnsd = spawn_dnsd(&site.net, site.ws.path())?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || site.serial().is_ok()),
+        "dnsd did not come back"
+    );
+    let restarted = site.serial()?;
+    ensure!(
+        restarted > degraded,
+        "after the restart the serial is {restarted}, was {degraded}"
     );
     Ok(())
 }

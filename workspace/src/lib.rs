@@ -24,10 +24,10 @@ mod journal;
 mod pidfile;
 mod problems;
 mod redirector;
-mod replica_state;
 mod rule_list;
 mod token;
 mod toml_file;
+mod zone_state;
 mod zones;
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use cutover_workspace::{HealthCheck, Service};
+use cutover_workspace::{HealthCheck, Service, Workspace};
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::snapshot::Snapshot;
+use crate::zone::LoadedWorkspace;
+use crate::zone::name_key::NameKey;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -88,6 +93,58 @@ pub fn in_use(service: &Service, view: &dyn View) -> InUse {
         addresses,
         ttl,
         down,
+    }
+}
+
+/// A zone with health-checked services may be served under a serial its
+/// files do not have: each health change raised it (`Reloader::
+/// serve_health`, which records it in the workspace). A load must not take
+/// it back, or secondaries would keep what they took: such a zone whose
+/// loaded serial is not past the one served before (by `previous`, or
+/// before a restart as recorded) goes one past it, and that is recorded.
+pub fn keep_serials_rising(
+    ws: &mut LoadedWorkspace,
+    live: &Workspace,
+    previous: Option<&Snapshot>,
+) {
+    let checked: Vec<Name> = ws
+        .config
+        .services
+        .iter()
+        .filter(|s| s.health.is_some())
+        .filter_map(|s| Name::from_ascii(&s.name).ok())
+        .collect();
+    for zone in &mut ws.zones {
+        if !checked.iter().any(|n| zone.origin.zone_of(n)) {
+            continue;
+        }
+        let origin = zone.origin.to_ascii();
+        let before = previous
+            .zip(NameKey::new(&zone.origin))
+            .and_then(|(p, key)| p.served(key.as_bytes()).and_then(|(z, _)| z.serial()));
+        let served = match (before, live.served_serial(&origin)) {
+            (Some(a), Some(b)) if crate::zone::serial_newer(b, a) => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        let Some(served) = served else {
+            continue;
+        };
+        let loaded = zone
+            .records
+            .iter()
+            .find(|r| RecordType::from(r.record.rtype) == RecordType::SOA)
+            .and_then(|r| zonefile::soa_numbers(&r.record.rdata))
+            .map(|[serial, ..]| serial);
+        if let Some(loaded) = loaded
+            && !crate::zone::serial_newer(loaded, served)
+        {
+            let raised = served.wrapping_add(1);
+            crate::zone::raise_serial(&mut zone.records, raised);
+            if let Err(e) = live.record_served_serial(&origin, raised) {
+                warn!(zone = origin, "recording the served serial: {e}");
+            }
+        }
     }
 }
 
