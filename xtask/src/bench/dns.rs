@@ -135,6 +135,8 @@ pub fn run(args: Args) -> Result<()> {
         workers: args.workers,
         rotate: true,
         cpu_affinity: args.affinity.option(),
+        // For dnsd only (the others serve the zone file's two records).
+        dnsd_toml: STEERED_API.to_string(),
         ..ServerOptions::default()
     };
     let mut servers: Vec<Result<DnsServer, String>> = vec![
@@ -205,6 +207,29 @@ fn build_dnsd() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// `api.example.test.` as a service with the zone file's two addresses,
+/// health-checked, weighted and tied to a region that holds the load
+/// generator's address: its answers go through every step of `steer` on
+/// dnsd's fast path. The checks fail (nothing listens there), so both
+/// addresses are served (fail open), as the peers serve them.
+const STEERED_API: &str = r#"
+[regions]
+"127.0.0.0/8" = "here"
+
+[[service]]
+name = "api.example.test."
+ttl = 120
+addresses = [
+  { address = "198.18.1.1", weight = 3, region = "here" },
+  { address = "198.18.1.2", weight = 1 },
+]
+[service.health]
+check = "tcp"
+port = 9
+interval = "5s"
+timeout = "1s"
+"#;
+
 /// The query mix: rotating names (several A/AAAA), static names, NXDOMAIN
 /// and NODATA. dnsperf cycles through the file in order.
 fn query_file() -> String {
@@ -249,6 +274,7 @@ fn query_file() -> String {
 fn sanity_check(server: &DnsServer) -> Result<()> {
     let expect = [
         ("www.example.test.", "A", "NOERROR", 4),
+        ("api.example.test.", "A", "NOERROR", 2),
         ("static.example.test.", "A", "NOERROR", 1),
         ("nx1.example.test.", "A", "NXDOMAIN", 0),
         ("www.example.test.", "TXT", "NOERROR", 0),
