@@ -110,6 +110,10 @@ pub struct ServiceChange {
     /// Left out: the service keeps its TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// Weights by address (0..=1000); an address left out keeps the weight
+    /// it has (1 when it is new). Regions and backup flags always stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// One zone, as `GET /v1/zones` lists it.

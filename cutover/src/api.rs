@@ -139,6 +139,27 @@ impl Dns {
         let body = ServiceChange {
             addresses: addresses.to_vec(),
             ttl: Some(ttl),
+            weights: None,
+        };
+        let c: Change = self.0.call(
+            "PUT",
+            &format!("/v1/services/{}", fqdn(name)),
+            Some(json(&body)?),
+        )?;
+        Ok(c.generation)
+    }
+
+    /// Sets the weights of a service's addresses (the addresses as given);
+    /// the generation that serves them.
+    pub fn set_weights(
+        &self,
+        name: &str,
+        weights: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<Option<u64>> {
+        let body = ServiceChange {
+            addresses: weights.keys().cloned().collect(),
+            ttl: None,
+            weights: Some(weights.clone()),
         };
         let c: Change = self.0.call(
             "PUT",

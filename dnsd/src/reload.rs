@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use cutover_workspace::{ConfigErrors, ServerConfig, Service, Settled, Settlement, Workspace};
 
+use crate::answer::steer::Steers;
 use crate::change::Serve;
 use crate::change::service::served_at;
 use crate::health::{self, Monitor};
@@ -88,6 +89,29 @@ impl Reloader {
 
     pub fn health(&self) -> &Monitor {
         &self.health
+    }
+
+    /// dnsd.toml's services changed and were served by name
+    /// (`serve_change`): their weights and regions (`Snapshot::steers`) and
+    /// the addresses to check follow it too.
+    pub async fn services_changed(&self) -> Result<(), String> {
+        let root = self.root.clone();
+        let config = tokio::task::spawn_blocking(move || {
+            Workspace::open(&root)
+                .map_err(|e| e.to_string())?
+                .load_dnsd()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let steers = Arc::new(Steers::new(&config.services, &config.regions));
+        {
+            let _one_at_a_time = self.running.lock().await;
+            let current = self.state.load_full();
+            self.state.store(Arc::new(current.with_steers(steers)));
+        }
+        self.health.reconcile(&config.services);
+        Ok(())
     }
 
     /// Serves the addresses the health-checked services have in use now

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 pub use dnsd::{
     Allow, ApiConfig, CheckKind, DEFAULT_API_LISTEN, DNS_PORT, DnsdConfig, HMAC_SHA256,
-    HealthCheck, HistoryConfig, Member, Network, Regions, Replica, Secondary, ServerConfig,
-    Service, TransferConfig, TsigKey,
+    HealthCheck, HistoryConfig, MAX_WEIGHT, Member, Network, Regions, Replica, Secondary,
+    ServerConfig, Service, TransferConfig, TsigKey,
 };
 pub use error::{ConfigError, ConfigErrors, line_col};
 pub use file_stamp::{Stamp, Stamps, stamp};

@@ -196,7 +196,8 @@ async fn put_service(
 ) -> Reply<Change> {
     let change: ServiceChange = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be {{\"addresses\": [\"IP\", ...], \"ttl\": SECONDS (optional)}}: {e}"
+            "the body must be {{\"addresses\": [\"IP\", ...], \"ttl\": SECONDS (optional), \
+             \"weights\": {{\"IP\": 0..1000}} (optional)}}: {e}"
         ))
     })?;
     let mut addresses = Vec::with_capacity(change.addresses.len());
@@ -212,6 +213,24 @@ async fn put_service(
         return Err(ApiError::bad_request(
             "addresses: a service needs at least one address",
         ));
+    }
+    let mut weights = std::collections::HashMap::new();
+    for (a, w) in change.weights.iter().flatten() {
+        let ip: IpAddr = a.trim().parse().map_err(|_| {
+            ApiError::bad_request(format!("weights: {a:?} is not an IPv4 or IPv6 address"))
+        })?;
+        if !addresses.contains(&ip) {
+            return Err(ApiError::bad_request(format!(
+                "weights: {ip} is not one of the addresses"
+            )));
+        }
+        if *w > cutover_workspace::MAX_WEIGHT {
+            return Err(ApiError::bad_request(format!(
+                "weights: {ip}: {w} is above {}",
+                cutover_workspace::MAX_WEIGHT
+            )));
+        }
+        weights.insert(ip, *w);
     }
     let name = path_name(&name, "name")?;
     let _one_change = api.changes.lock().await;
@@ -246,8 +265,8 @@ async fn put_service(
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
         };
-        let new_text =
-            edit_service(&text, &name, &addresses, change.ttl, serial)?.ok_or_else(|| {
+        let new_text = edit_service(&text, &name, &addresses, &weights, change.ttl, serial)?
+            .ok_or_else(|| {
                 ApiError::not_found(format!(
                     "no service {name} in dnsd.toml (see GET /v1/services)"
                 ))
@@ -271,6 +290,10 @@ async fn put_service(
                 .serve_change(&zone, serve, generation)
                 .await
                 .map_err(|e| not_served(generation, &e))?;
+            api.reloader
+                .services_changed()
+                .await
+                .map_err(|e| not_served(generation, &e))?;
             info!(generation, "applied a change made through the API");
             Ok(axum::Json(Change {
                 generation: Some(generation),
@@ -287,6 +310,7 @@ fn edit_service(
     source: &str,
     name: &str,
     addresses: &[IpAddr],
+    weights: &std::collections::HashMap<IpAddr, u32>,
     ttl: Option<u32>,
     serial: Option<u32>,
 ) -> Result<Option<String>, ApiError> {
@@ -306,7 +330,38 @@ fn edit_service(
     }) else {
         return Ok(None);
     };
-    let list: toml_edit::Array = addresses.iter().map(|a| a.to_string()).collect();
+    // What each address had besides itself (weight, region, backup), to
+    // keep; a table whose address does not parse is left to validation.
+    let mut had: std::collections::HashMap<IpAddr, toml_edit::InlineTable> =
+        std::collections::HashMap::new();
+    if let Some(old) = entry.get("addresses").and_then(toml_edit::Item::as_array) {
+        for item in old.iter() {
+            if let Some(table) = item.as_inline_table()
+                && let Some(ip) = table
+                    .get("address")
+                    .and_then(|a| a.as_str())
+                    .and_then(|a| a.trim().parse::<IpAddr>().ok())
+            {
+                had.insert(ip, table.clone());
+            }
+        }
+    }
+    let mut list = toml_edit::Array::new();
+    for address in addresses {
+        let mut table = had.remove(address).unwrap_or_default();
+        table.insert("address", address.to_string().into());
+        if let Some(w) = weights.get(address) {
+            table.insert("weight", i64::from(*w).into());
+        }
+        let plain = table.len() == 1
+            || (table.len() == 2 && table.get("weight").and_then(|w| w.as_integer()) == Some(1));
+        if plain {
+            list.push(address.to_string());
+        } else {
+            table.fmt();
+            list.push(toml_edit::Value::InlineTable(table));
+        }
+    }
     entry["addresses"] = toml_edit::value(list);
     if let Some(ttl) = ttl {
         entry["ttl"] = toml_edit::value(i64::from(ttl));
@@ -693,7 +748,8 @@ mod tests {
     #[test]
     fn a_service_edit_replaces_only_that_entry_and_keeps_comments() {
         let addrs = ["198.18.0.3".parse().unwrap(), "2001:2::3".parse().unwrap()];
-        let out = edit_service(TOML, "www.example.test.", &addrs, None, Some(7))
+        let none = std::collections::HashMap::new();
+        let out = edit_service(TOML, "www.example.test.", &addrs, &none, None, Some(7))
             .ok()
             .flatten()
             .unwrap();
@@ -708,8 +764,45 @@ mod tests {
     fn an_unknown_service_is_not_edited() {
         let addrs = ["198.18.0.3".parse().unwrap()];
         assert!(matches!(
-            edit_service(TOML, "nope.example.test.", &addrs, None, None),
+            edit_service(
+                TOML,
+                "nope.example.test.",
+                &addrs,
+                &std::collections::HashMap::new(),
+                None,
+                None
+            ),
             Ok(None)
         ));
+    }
+
+    #[test]
+    fn weights_are_written_and_regions_and_backups_kept() {
+        let toml = "[regions]\n\"198.18.64.0/18\" = \"eu\"\n[[service]]\nname = \"www.example.test.\"\nttl = 60\naddresses = [\"198.18.0.2\", { address = \"198.18.0.5\", backup = true }, { address = \"198.18.0.6\", region = \"eu\", weight = 2 }]\n";
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        let addrs = [
+            ip("198.18.0.2"),
+            ip("198.18.0.3"),
+            ip("198.18.0.5"),
+            ip("198.18.0.6"),
+        ];
+        let weights =
+            std::collections::HashMap::from([(ip("198.18.0.2"), 9), (ip("198.18.0.3"), 1)]);
+        let out = edit_service(toml, "www.example.test.", &addrs, &weights, None, None)
+            .ok()
+            .flatten()
+            .unwrap();
+        let cfg = cutover_workspace::parse_dnsd(std::path::Path::new("dnsd.toml"), &out).unwrap();
+        let m = &cfg.services[0].members;
+        assert_eq!(
+            m.iter().map(|m| m.weight).collect::<Vec<_>>(),
+            [9, 1, 1, 2],
+            "{out}"
+        );
+        assert!(m[2].backup && m[3].region.as_deref() == Some("eu"), "{out}");
+        assert!(
+            out.contains("\"198.18.0.3\""),
+            "a plain address stays plain: {out}"
+        );
     }
 }

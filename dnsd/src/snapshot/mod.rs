@@ -456,19 +456,34 @@ impl Snapshot {
     /// This snapshot with zone `key` (served) replaced by `zone`, read from
     /// `source`; every other zone shared, not copied.
     pub fn with_zone(&self, key: &[u8], zone: Arc<Zone>, source: Source) -> Self {
+        let mut zones = self.zones_shared();
+        zones.insert(Box::from(key), Held::Serving(zone, source));
+        Self {
+            zones,
+            max_answers: self.max_answers,
+            steers: Arc::clone(&self.steers),
+        }
+    }
+
+    /// Every zone of this snapshot, each shared with it.
+    fn zones_shared(&self) -> Map<Held> {
         let mut zones = Map::with_capacity_and_hasher(self.zones.len(), Default::default());
         for (k, held) in &self.zones {
             let held = match held {
-                _ if k.as_ref() == key => Held::Serving(Arc::clone(&zone), source.clone()),
                 Held::Serving(z, s) => Held::Serving(Arc::clone(z), s.clone()),
                 Held::Unavailable => Held::Unavailable,
             };
             zones.insert(k.clone(), held);
         }
+        zones
+    }
+
+    /// This snapshot with `steers` choosing the services' answers.
+    pub fn with_steers(&self, steers: Arc<Steers>) -> Self {
         Self {
-            zones,
+            zones: self.zones_shared(),
             max_answers: self.max_answers,
-            steers: Arc::clone(&self.steers),
+            steers,
         }
     }
 

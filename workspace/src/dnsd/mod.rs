@@ -44,7 +44,7 @@ pub use network::Network;
 pub use regions::Regions;
 pub use replica::Replica;
 pub use server::ServerConfig;
-pub use service::{Member, Service};
+pub use service::{MAX_WEIGHT, Member, Service};
 pub use transfer::{Allow, DNS_PORT, Secondary, TransferConfig, may_transfer};
 pub use tsig_key::{HMAC_SHA256, TsigKey};
 
