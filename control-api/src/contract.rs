@@ -102,6 +102,9 @@ pub struct AddressHealth {
     pub last_error: Option<String>,
 }
 
+/// The largest weight of a service's address (`ServiceChange::weights`).
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// Body of `PUT /v1/services/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +117,11 @@ pub struct ServiceChange {
     /// it has (1 when it is new). Regions and backup flags always stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    /// When given, exactly these of the addresses are backups (checked,
+    /// served only when no other address is up); left out, every address
+    /// keeps its flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<Vec<String>>,
 }
 
 /// One zone, as `GET /v1/zones` lists it.

@@ -140,6 +140,7 @@ impl Dns {
             addresses: addresses.to_vec(),
             ttl: Some(ttl),
             weights: None,
+            backups: None,
         };
         let c: Change = self.0.call(
             "PUT",
@@ -149,17 +150,20 @@ impl Dns {
         Ok(c.generation)
     }
 
-    /// Sets the weights of a service's addresses (the addresses as given);
-    /// the generation that serves them.
+    /// Sets a service's addresses to the keys of `weights`, with those
+    /// weights, `backups` being exactly its backups; the generation that
+    /// serves them.
     pub fn set_weights(
         &self,
         name: &str,
         weights: &std::collections::BTreeMap<String, u32>,
+        backups: &[String],
     ) -> Result<Option<u64>> {
         let body = ServiceChange {
             addresses: weights.keys().cloned().collect(),
             ttl: None,
             weights: Some(weights.clone()),
+            backups: Some(backups.to_vec()),
         };
         let c: Change = self.0.call(
             "PUT",

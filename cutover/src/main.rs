@@ -8,6 +8,7 @@ mod loops;
 mod migrate;
 mod migration;
 mod preflight;
+mod shift;
 mod status;
 
 use std::path::PathBuf;
@@ -156,6 +157,9 @@ enum Command {
         #[command(flatten)]
         sync: migrate::SyncArgs,
     },
+    /// Move NAME's answers to new addresses step by step (a canary release
+    /// by DNS weights), reverting when a new address fails its health check.
+    Shift(shift::Args),
     /// Services, migrations, redirects and their counters, the workspace generation.
     Status {
         /// One JSON document instead of lines for a terminal.
@@ -171,6 +175,7 @@ fn main() {
         Command::Rollback(args) => migrate::rollback(&cli.apis, args),
         Command::Retire(args) => migrate::retire(&cli.apis, args),
         Command::Sync { name, sync } => migrate::sync(&cli.apis, &name, &sync),
+        Command::Shift(args) => shift::run(&cli.apis, args),
         Command::Status { json } => status::run(&cli.apis, json),
     };
     if let Err(e) = result {

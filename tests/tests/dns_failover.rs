@@ -411,3 +411,106 @@ fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back(
     );
     Ok(())
 }
+
+impl Site {
+    /// `cutover shift` in the client's namespace, against this dnsd.
+    fn shift(&self, args: &[&str]) -> std::process::Child {
+        self.net
+            .client
+            .command(bins::path("cutover"))
+            .arg("--dns")
+            .arg("http://127.0.0.1:8053")
+            .arg("--token-file")
+            .arg(self.ws.path().join(".cutover/api-token"))
+            .arg("shift")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("cutover runs")
+    }
+
+    /// The leading address of each answer while `child` runs, and how it
+    /// ended (its output).
+    fn watch(&self, mut child: std::process::Child) -> Result<(Vec<String>, bool, String)> {
+        let mut leads = Vec::new();
+        let started = Instant::now();
+        while child.try_wait()?.is_none() {
+            ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "cutover shift did not end"
+            );
+            let text = self.kdig("A")?;
+            if let Some(first) = text
+                .lines()
+                .find_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            {
+                leads.push(first);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((leads, out.status.success(), text))
+    }
+}
+
+#[test]
+fn a_shift_moves_the_answers_step_by_step_to_the_new_address() -> Result<()> {
+    let site = Site::start_with(&["\"198.18.0.3\""], QUICK, "[server]\nmax_answers = 1\n\n")?;
+    let child = site.shift(&[
+        NAME,
+        "--to",
+        "198.18.0.4",
+        "--steps",
+        "50,100",
+        "--every",
+        "3",
+        "--poll-ms",
+        "200",
+    ]);
+    let (leads, ok, out) = site.watch(child)?;
+    ensure!(ok, "the shift failed: {out}\nlog:\n{}", site.log());
+    let count = |a: &str| leads.iter().filter(|l| *l == a).count();
+    ensure!(
+        count("198.18.0.3") > 0 && count("198.18.0.4") > 0,
+        "both releases should have led answers during the shift: {leads:?}"
+    );
+    assert_eq!(site.answer()?.0, ["198.18.0.4"]);
+    let services = site.services()?;
+    assert_eq!(services[0].addresses, ["198.18.0.4"]);
+    Ok(())
+}
+
+#[test]
+fn a_failing_canary_is_never_served_and_the_shift_reverts() -> Result<()> {
+    let site = Site::start_with(&["\"198.18.0.3\""], QUICK, "[server]\nmax_answers = 1\n\n")?;
+    site.backend("198.18.0.4").set_status(503);
+    let child = site.shift(&[
+        NAME,
+        "--to",
+        "198.18.0.4",
+        "--steps",
+        "50,100",
+        "--every",
+        "5",
+        "--poll-ms",
+        "200",
+    ]);
+    let (leads, ok, out) = site.watch(child)?;
+    ensure!(
+        !ok && out.contains("reverted"),
+        "the shift did not revert: {out}"
+    );
+    ensure!(
+        leads.iter().all(|l| l == "198.18.0.3"),
+        "the failing canary was served: {leads:?}"
+    );
+    let services = site.services()?;
+    assert_eq!(services[0].addresses, ["198.18.0.3"]);
+    Ok(())
+}

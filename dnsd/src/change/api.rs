@@ -57,6 +57,9 @@ pub struct Api {
 
 type Reply<T> = Result<axum::Json<T>, ApiError>;
 
+// The API's limit is dnsd.toml's: a weight the API takes always loads.
+const _: () = assert!(cutover_workspace::MAX_WEIGHT == cutover_control_api::contract::MAX_WEIGHT);
+
 /// The bearer token (see `Workspace::api_token`): from `explicit`, or the
 /// workspace's default file, created when missing.
 pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
@@ -232,6 +235,22 @@ async fn put_service(
         }
         weights.insert(ip, *w);
     }
+    let mut backups = None;
+    if let Some(list) = &change.backups {
+        let mut set = std::collections::HashSet::new();
+        for a in list {
+            let ip: IpAddr = a.trim().parse().map_err(|_| {
+                ApiError::bad_request(format!("backups: {a:?} is not an IPv4 or IPv6 address"))
+            })?;
+            if !addresses.contains(&ip) {
+                return Err(ApiError::bad_request(format!(
+                    "backups: {ip} is not one of the addresses"
+                )));
+            }
+            set.insert(ip);
+        }
+        backups = Some(set);
+    }
     let name = path_name(&name, "name")?;
     let _one_change = api.changes.lock().await;
     let ws = api.workspace.clone();
@@ -239,11 +258,19 @@ async fn put_service(
         "set {name} to {}{}",
         addresses
             .iter()
-            .map(IpAddr::to_string)
+            .map(|a| match weights.get(a) {
+                Some(w) if *w != 1 => format!("{a} (weight {w})"),
+                _ => a.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(", "),
         attribution::suffix(&headers)
     );
+    let edit = Edit {
+        addresses,
+        weights,
+        backups,
+    };
     let serving = api.reloader.serving();
     let by_name = api.reloader.as_served(None);
     let reloader = Arc::clone(&api.reloader);
@@ -265,12 +292,11 @@ async fn put_service(
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
         };
-        let new_text = edit_service(&text, &name, &addresses, &weights, change.ttl, serial)?
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "no service {name} in dnsd.toml (see GET /v1/services)"
-                ))
-            })?;
+        let new_text = edit_service(&text, &name, &edit, change.ttl, serial)?.ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no service {name} in dnsd.toml (see GET /v1/services)"
+            ))
+        })?;
         Ok(service::commit(
             &ws,
             &serving,
@@ -306,11 +332,18 @@ async fn put_service(
 /// Rewrites `source` with service `name`'s addresses (and TTL, if given)
 /// replaced, touching nothing else, so that the operator's comments and
 /// layout survive. `None`: there is no such service.
+/// A service's new addresses, with the weights and backup flags that
+/// change (`None`: every address keeps its flag).
+struct Edit {
+    addresses: Vec<IpAddr>,
+    weights: std::collections::HashMap<IpAddr, u32>,
+    backups: Option<std::collections::HashSet<IpAddr>>,
+}
+
 fn edit_service(
     source: &str,
     name: &str,
-    addresses: &[IpAddr],
-    weights: &std::collections::HashMap<IpAddr, u32>,
+    edit: &Edit,
     ttl: Option<u32>,
     serial: Option<u32>,
 ) -> Result<Option<String>, ApiError> {
@@ -347,14 +380,25 @@ fn edit_service(
         }
     }
     let mut list = toml_edit::Array::new();
-    for address in addresses {
+    for address in &edit.addresses {
         let mut table = had.remove(address).unwrap_or_default();
         table.insert("address", address.to_string().into());
-        if let Some(w) = weights.get(address) {
+        if let Some(w) = edit.weights.get(address) {
             table.insert("weight", i64::from(*w).into());
         }
-        let plain = table.len() == 1
-            || (table.len() == 2 && table.get("weight").and_then(|w| w.as_integer()) == Some(1));
+        match &edit.backups {
+            Some(b) if b.contains(address) => {
+                table.insert("backup", true.into());
+            }
+            Some(_) => {
+                table.remove("backup");
+            }
+            None => {}
+        }
+        if table.get("weight").and_then(|w| w.as_integer()) == Some(1) {
+            table.remove("weight");
+        }
+        let plain = table.len() == 1;
         if plain {
             list.push(address.to_string());
         } else {
@@ -749,7 +793,12 @@ mod tests {
     fn a_service_edit_replaces_only_that_entry_and_keeps_comments() {
         let addrs = ["198.18.0.3".parse().unwrap(), "2001:2::3".parse().unwrap()];
         let none = std::collections::HashMap::new();
-        let out = edit_service(TOML, "www.example.test.", &addrs, &none, None, Some(7))
+        let edit = Edit {
+            addresses: addrs.to_vec(),
+            weights: none,
+            backups: None,
+        };
+        let out = edit_service(TOML, "www.example.test.", &edit, None, Some(7))
             .ok()
             .flatten()
             .unwrap();
@@ -767,8 +816,11 @@ mod tests {
             edit_service(
                 TOML,
                 "nope.example.test.",
-                &addrs,
-                &std::collections::HashMap::new(),
+                &Edit {
+                    addresses: addrs.to_vec(),
+                    weights: std::collections::HashMap::new(),
+                    backups: None,
+                },
                 None,
                 None
             ),
@@ -788,7 +840,12 @@ mod tests {
         ];
         let weights =
             std::collections::HashMap::from([(ip("198.18.0.2"), 9), (ip("198.18.0.3"), 1)]);
-        let out = edit_service(toml, "www.example.test.", &addrs, &weights, None, None)
+        let edit = Edit {
+            addresses: addrs.to_vec(),
+            weights,
+            backups: None,
+        };
+        let out = edit_service(toml, "www.example.test.", &edit, None, None)
             .ok()
             .flatten()
             .unwrap();

@@ -1,0 +1,307 @@
+//! `cutover shift NAME --to NEW[,NEW...] --steps 10,50,100 --every 5m`: a
+//! canary release by DNS weights, judged by the service's own health check.
+//!
+//! 1. The new addresses join the service as backups: dnsd checks them (from
+//!    its host, with the service's check) but serves none while an old
+//!    address is up. A new address that does not pass `rise` checks in a
+//!    row within `--every` ends the shift there, before any client saw it.
+//! 2. Each step gives the new addresses that share of the answers (the
+//!    first address of each answer, see dnsd's weights), and is held for
+//!    `--every`; a new address whose check fails meanwhile reverts the
+//!    service to its old addresses and weights, and the shift fails.
+//! 3. After the last step (100 %) the old addresses leave the service.
+//!
+//! Clients that resolved an old address keep it for the TTL, and the old
+//! host keeps serving them: both releases run throughout. To retire a host,
+//! `cutover migrate` moves its address with the redirect that catches
+//! stale caches.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::Apis;
+use crate::api::{Dns, Service};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The service (a `[[service]]` of dnsd with a `[service.health]` check).
+    name: String,
+    /// The new addresses.
+    #[arg(long, value_delimiter = ',', required = true)]
+    to: Vec<IpAddr>,
+    /// The new addresses' share of the answers at each step, in percent,
+    /// rising, the last 100.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    steps: Vec<u32>,
+    /// How long each step is held (and how long the new addresses have to
+    /// pass their first checks).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "5m")]
+    every: Duration,
+    /// How often the new addresses' health is looked at.
+    #[arg(long, value_parser = parse_millis, default_value = "1000")]
+    poll_ms: Duration,
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))
+}
+
+pub fn run(apis: &Apis, args: Args) -> Result<()> {
+    check_steps(&args.steps)?;
+    let dns = apis.dns()?;
+    let service = dns.service(&args.name)?;
+    if service.members.iter().all(|m| m.health.is_none()) {
+        bail!(
+            "{} has no health check: a shift judges the new addresses by it (add \
+             [service.health] to its [[service]])",
+            service.name
+        );
+    }
+    let new: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
+    let old: BTreeMap<String, u32> = service
+        .members
+        .iter()
+        .filter(|m| !new.contains(&m.address))
+        .map(|m| (m.address.clone(), m.weight))
+        .collect();
+    let old_backups: Vec<String> = service
+        .members
+        .iter()
+        .filter(|m| m.backup && !new.contains(&m.address))
+        .map(|m| m.address.clone())
+        .collect();
+    if old.is_empty() {
+        bail!(
+            "{} has no address besides {}: nothing to shift from",
+            service.name,
+            new.join(", ")
+        );
+    }
+    let revert = |why: String| -> Result<()> {
+        dns.set_weights(&args.name, &old, &old_backups)
+            .context("reverting to the old addresses")?;
+        bail!("{why}: reverted {} to {}", service.name, join(old.keys()))
+    };
+
+    // 1. Checked, not served.
+    let mut trial = old.clone();
+    trial.extend(new.iter().map(|a| (a.clone(), 1)));
+    let mut backups = old_backups.clone();
+    backups.extend(new.iter().cloned());
+    dns.set_weights(&args.name, &trial, &backups)?;
+    say(&format!(
+        "{}: {} checked by dnsd, not served yet",
+        service.name,
+        new.join(", ")
+    ));
+    if let Err(why) = await_passing(&dns, &args, &new) {
+        return revert(why);
+    }
+
+    // 2. The steps.
+    for &percent in &args.steps {
+        let weights = split(&old, &new, percent);
+        dns.set_weights(&args.name, &weights, &old_backups)?;
+        say(&format!(
+            "{}: {percent} % of the answers lead with {}",
+            service.name,
+            new.join(", ")
+        ));
+        if let Err(why) = hold(&dns, &args, &new) {
+            return revert(why);
+        }
+    }
+
+    // 3. The old addresses leave.
+    let only_new: BTreeMap<String, u32> = new.iter().map(|a| (a.clone(), 1)).collect();
+    dns.set_weights(&args.name, &only_new, &[])?;
+    say(&format!(
+        "{}: shifted to {}; {} left the answers (clients that cached them reach them for \
+         the TTL)",
+        service.name,
+        new.join(", "),
+        join(old.keys())
+    ));
+    Ok(())
+}
+
+/// Steps in 1..=100, rising, ending at 100.
+fn check_steps(steps: &[u32]) -> Result<()> {
+    if steps.is_empty() || steps.iter().any(|&s| s == 0 || s > 100) {
+        bail!("--steps: percentages from 1 to 100");
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--steps: each step above the one before");
+    }
+    if steps.last() != Some(&100) {
+        bail!("--steps: the last step is 100");
+    }
+    Ok(())
+}
+
+/// Weights that give the `new` addresses `percent` % of the answers
+/// between them, the old ones keeping their proportions among themselves.
+fn split(old: &BTreeMap<String, u32>, new: &[String], percent: u32) -> BTreeMap<String, u32> {
+    let old_sum: u64 = old.values().map(|&w| u64::from(w.max(1))).sum();
+    let n_new = new.len() as u64;
+    // new share / old share = percent / (100 - percent), with each new
+    // address weighing `w_new` and old weights scaled by `scale`.
+    let (w_new, scale) = (
+        u64::from(percent) * old_sum,
+        u64::from(100 - percent) * n_new,
+    );
+    let mut weights: BTreeMap<String, u64> = old
+        .iter()
+        .map(|(a, &w)| (a.clone(), u64::from(w.max(1)) * scale))
+        .collect();
+    for a in new {
+        weights.insert(a.clone(), w_new);
+    }
+    let g = weights.values().fold(0, |g, &w| gcd(g, w)).max(1);
+    for w in weights.values_mut() {
+        *w /= g;
+    }
+    // dnsd takes weights up to MAX_WEIGHT: scale down, keeping every
+    // nonzero one.
+    let max = weights.values().copied().max().unwrap_or(1).max(1);
+    let cap = u64::from(cutover_control_api::contract::MAX_WEIGHT);
+    weights
+        .into_iter()
+        .map(|(a, w)| {
+            let w = if max > cap {
+                (w * cap).div_ceil(max)
+            } else {
+                w
+            };
+            (a, w as u32)
+        })
+        .collect()
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Waits, up to `--every`, until dnsd reports every new address checked at
+/// least twice and passing; `Err` once one is down (`fall` failures).
+fn await_passing(dns: &Dns, args: &Args, new: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + args.every;
+    loop {
+        let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
+        let states = states(&service, new);
+        if let Some(why) = failing(&states) {
+            return Err(why);
+        }
+        // Two checks at least, the last one passed.
+        if states
+            .iter()
+            .all(|(_, up, checks, error)| *up && *checks >= 2 && error.is_none())
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} not checked often enough within {:?}",
+                new.join(", "),
+                args.every
+            ));
+        }
+        std::thread::sleep(args.poll_ms);
+    }
+}
+
+/// Holds a step for `--every`; `Err` as soon as a new address fails.
+fn hold(dns: &Dns, args: &Args, new: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + args.every;
+    while Instant::now() < deadline {
+        let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
+        if let Some(why) = failing(&states(&service, new)) {
+            return Err(why);
+        }
+        std::thread::sleep(
+            args.poll_ms
+                .min(deadline.saturating_duration_since(Instant::now())),
+        );
+    }
+    Ok(())
+}
+
+/// Each new address: up, checks run, last error.
+fn states(service: &Service, new: &[String]) -> Vec<(String, bool, u64, Option<String>)> {
+    new.iter()
+        .map(|a| {
+            let h = service
+                .members
+                .iter()
+                .find(|m| &m.address == a)
+                .and_then(|m| m.health.as_ref());
+            match h {
+                Some(h) => (a.clone(), h.up, h.checks, h.last_error.clone()),
+                None => (a.clone(), true, 0, None),
+            }
+        })
+        .collect()
+}
+
+fn failing(states: &[(String, bool, u64, Option<String>)]) -> Option<String> {
+    states
+        .iter()
+        .find(|(_, up, _, _)| !up)
+        .map(|(a, _, _, why)| {
+            format!(
+                "{a} fails its health check ({})",
+                why.as_deref().unwrap_or("no reason given")
+            )
+        })
+}
+
+fn join<'a>(addresses: impl Iterator<Item = &'a String>) -> String {
+    addresses.cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn say(line: &str) {
+    println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(w: &BTreeMap<String, u32>, new: &[&str]) -> f64 {
+        let total: u32 = w.values().sum();
+        let n: u32 = new.iter().map(|a| w[*a]).sum();
+        f64::from(n) / f64::from(total)
+    }
+
+    #[test]
+    fn a_step_gives_the_new_addresses_their_share() {
+        let old = BTreeMap::from([("198.18.0.3".to_string(), 1), ("198.18.0.4".to_string(), 3)]);
+        let new = ["198.18.0.5".to_string()];
+        for p in [10, 50, 90, 100] {
+            let w = split(&old, &new, p);
+            let got = share(&w, &["198.18.0.5"]);
+            assert!((got - f64::from(p) / 100.0).abs() < 0.01, "{p}: {w:?}");
+            if p < 100 {
+                // The old addresses keep their 1:3.
+                assert_eq!(w["198.18.0.4"], 3 * w["198.18.0.3"], "{w:?}");
+            }
+            assert!(w.values().all(|&x| x <= 1000));
+        }
+    }
+
+    #[test]
+    fn steps_rise_to_100() {
+        assert!(check_steps(&[10, 50, 100]).is_ok());
+        assert!(check_steps(&[50, 10, 100]).is_err());
+        assert!(check_steps(&[10, 50]).is_err());
+        assert!(check_steps(&[0, 100]).is_err());
+    }
+}
