@@ -66,7 +66,8 @@ pub struct Service {
     pub addresses: Vec<String>,
     pub ttl: u32,
     /// Each address, how it is used and whether it is in the answers now;
-    /// empty from a dnsd that does not say.
+    /// empty for a plain service (every address weight 1, no region, no
+    /// backup, no health check), and from a dnsd that does not say.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<ServiceMember>,
 }

@@ -149,7 +149,12 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
             name: s.name.clone(),
             addresses: s.addresses.iter().map(ToString::to_string).collect(),
             ttl: s.ttl,
-            members: members(s, health),
+            // A plain service is its addresses; the others say more.
+            members: if s.is_steered() {
+                members(s, health)
+            } else {
+                Vec::new()
+            },
         })
         .collect();
     Ok(axum::Json(list))
