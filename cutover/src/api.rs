@@ -142,12 +142,7 @@ impl Dns {
             weights: None,
             backups: None,
         };
-        let c: Change = self.0.call(
-            "PUT",
-            &format!("/v1/services/{}", fqdn(name)),
-            Some(json(&body)?),
-        )?;
-        Ok(c.generation)
+        self.put_service(name, &body)
     }
 
     /// Sets a service's addresses to the keys of `weights`, with those
@@ -165,10 +160,14 @@ impl Dns {
             weights: Some(weights.clone()),
             backups: Some(backups.to_vec()),
         };
+        self.put_service(name, &body)
+    }
+
+    fn put_service(&self, name: &str, body: &ServiceChange) -> Result<Option<u64>> {
         let c: Change = self.0.call(
             "PUT",
             &format!("/v1/services/{}", fqdn(name)),
-            Some(json(&body)?),
+            Some(json(body)?),
         )?;
         Ok(c.generation)
     }

@@ -95,15 +95,7 @@ impl Reloader {
     /// (`serve_change`): their weights and regions (`Snapshot::steers`) and
     /// the addresses to check follow it too.
     pub async fn services_changed(&self) -> Result<(), String> {
-        let root = self.root.clone();
-        let config = tokio::task::spawn_blocking(move || {
-            Workspace::open(&root)
-                .map_err(|e| e.to_string())?
-                .load_dnsd()
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let config = self.read_config().await?;
         let steers = Arc::new(Steers::new(&config.services, &config.regions));
         {
             let _one_at_a_time = self.running.lock().await;
@@ -112,6 +104,19 @@ impl Reloader {
         }
         self.health.reconcile(&config.services);
         Ok(())
+    }
+
+    /// dnsd.toml as it is now, read off the async threads.
+    async fn read_config(&self) -> Result<cutover_workspace::DnsdConfig, String> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            Workspace::open(&root)
+                .map_err(|e| e.to_string())?
+                .load_dnsd()
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Serves the addresses the health-checked services have in use now
@@ -124,15 +129,7 @@ impl Reloader {
         if !self.as_served(None) {
             return self.reload().await;
         }
-        let root = self.root.clone();
-        let config = tokio::task::spawn_blocking(move || {
-            Workspace::open(&root)
-                .map_err(|e| e.to_string())?
-                .load_dnsd()
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+        let config = self.read_config().await?;
         let _one_at_a_time = self.running.lock().await;
         let mut next = self.state.load_full();
         let mut changed = false;
