@@ -514,3 +514,83 @@ fn a_failing_canary_is_never_served_and_the_shift_reverts() -> Result<()> {
     assert_eq!(services[0].addresses, ["198.18.0.3"]);
     Ok(())
 }
+
+#[test]
+fn clients_behind_a_caching_resolver_see_no_failure_once_the_window_has_passed() -> Result<()> {
+    use cutover_tests::unbound::Unbound;
+    let all = quoted(&ADDRESSES);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    // A short TTL, so that the window (interval x fall + one TTL) is short.
+    let site = Site::start_with(
+        &all,
+        &QUICK.replace("degraded_ttl = 5", "degraded_ttl = 1"),
+        "",
+    )?;
+    std::fs::write(
+        site.ws.path().join("dnsd.toml"),
+        service_toml(&all, &QUICK.replace("degraded_ttl = 5", "degraded_ttl = 1"))
+            .replace("ttl = 60", "ttl = 2"),
+    )?;
+    site.dnsd.signal(1)?;
+    ensure!(
+        wait_until(Duration::from_secs(5), || site
+            .answer()
+            .is_ok_and(|(_, ttl)| ttl == 2)),
+        "the reload with ttl 2 was not served"
+    );
+    let _unbound = Unbound::start(
+        &site.net.client,
+        "127.0.0.53:53".parse()?,
+        "example.test.",
+        "127.0.0.1:5300".parse()?,
+    )?;
+    // One request: resolve through the resolver, GET the first address.
+    let request = || -> bool {
+        let Ok(out) = site.net.client.exec(
+            "kdig",
+            &["@127.0.0.53", "+short", "+timeout=1", "+retry=0", NAME, "A"],
+        ) else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let Some(address) = text.lines().next() else {
+            return false;
+        };
+        site.net
+            .client
+            .exec(
+                "curl",
+                &[
+                    "-sS",
+                    "--fail",
+                    "--max-time",
+                    "2",
+                    &format!("http://{address}/"),
+                ],
+            )
+            .is_ok()
+    };
+    ensure!(request(), "the site does not answer before the failure");
+
+    site.backend("198.18.0.4").set_status(503);
+    let failed_at = Instant::now();
+    // The window: two failed checks 300 ms apart, a check's timeout, and
+    // the 2 s TTL the resolver may still hold the old answer for; then a
+    // margin for the machine.
+    std::thread::sleep(Duration::from_millis(600 + 200 + 2000 + 1200));
+    let mut failures = 0;
+    let mut requests = 0;
+    while requests < 40 {
+        requests += 1;
+        if !request() {
+            failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        failures == 0,
+        "{failures} of {requests} requests failed after the window ({:?} since the failure)",
+        failed_at.elapsed()
+    );
+    Ok(())
+}
