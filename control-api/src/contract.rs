@@ -87,6 +87,10 @@ pub struct ServiceMember {
     /// Its health check; `None` when the service has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<AddressHealth>,
+    /// Answers (by dnsd itself, not its secondaries) that led with this
+    /// address since dnsd started.
+    #[serde(default)]
+    pub answers: u64,
 }
 
 /// The state of an address's health check.

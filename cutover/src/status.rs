@@ -340,6 +340,9 @@ fn service_addresses(s: &Service) -> String {
             if m.backup {
                 notes.push("backup");
             }
+            if m.answers > 0 {
+                text.push_str(&format!(" [{} answers]", m.answers));
+            }
             if m.health.as_ref().is_some_and(|h| !h.up) {
                 notes.push("down");
             }
@@ -433,6 +436,7 @@ mod tests {
                     last_check_ms: None,
                     last_error: None,
                 }),
+                answers: 0,
             };
         let s = Service {
             name: "www.example.test.".into(),

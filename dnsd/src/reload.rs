@@ -96,10 +96,14 @@ impl Reloader {
     /// the addresses to check follow it too.
     pub async fn services_changed(&self) -> Result<(), String> {
         let config = self.read_config().await?;
-        let steers = Arc::new(Steers::new(&config.services, &config.regions));
         {
             let _one_at_a_time = self.running.lock().await;
             let current = self.state.load_full();
+            let steers = Arc::new(Steers::new(
+                &config.services,
+                &config.regions,
+                current.steers.tally(),
+            ));
             self.state.store(Arc::new(current.with_steers(steers)));
         }
         self.health.reconcile(&config.services);

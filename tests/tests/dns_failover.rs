@@ -229,6 +229,9 @@ fn a_dead_address_leaves_the_answers_and_comes_back_after_rise() -> Result<()> {
                 .is_some_and(|e| e.contains("503")),
         "{dead:?}"
     );
+    // Answers are counted per address: the live ones have led some.
+    let led: u64 = services[0].members.iter().map(|m| m.answers).sum();
+    ensure!(led > 0, "no answer counted: {:?}", services[0].members);
 
     // Back after rise passes.
     site.backend("198.18.0.4").set_status(200);

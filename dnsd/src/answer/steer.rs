@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cutover_workspace::{Regions, Service};
 
@@ -42,24 +43,53 @@ pub struct Client {
     pub ecs_prefix: Option<u8>,
 }
 
+/// How many answers each address of each steered service led, since dnsd
+/// started: shared by every snapshot's `Steers`, so that reloads and
+/// changes keep counting.
+#[derive(Debug, Default)]
+pub struct Tally {
+    led: Mutex<HashMap<(String, IpAddr), Arc<AtomicU64>>>,
+}
+
+impl Tally {
+    /// The counter of `address` in service `name` (fully qualified, lower
+    /// case), made on first use.
+    fn counter(&self, name: &str, address: IpAddr) -> Arc<AtomicU64> {
+        let Ok(mut led) = self.led.lock() else {
+            return Arc::default();
+        };
+        Arc::clone(led.entry((name.to_string(), address)).or_default())
+    }
+
+    /// Answers `address` of service `name` led so far.
+    pub fn led(&self, name: &str, address: IpAddr) -> u64 {
+        self.led
+            .lock()
+            .ok()
+            .and_then(|led| {
+                led.get(&(name.to_string(), address))
+                    .map(|c| c.load(Ordering::Relaxed))
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// The steered services of a snapshot, by name key, and the regions.
 #[derive(Debug, Default)]
 pub struct Steers {
     by_name: HashMap<Box<[u8]>, Steering, foldhash::fast::RandomState>,
     regions: Regions,
+    tally: Arc<Tally>,
 }
 
 impl Steers {
-    /// The services of `services` whose answers need choosing: weights
-    /// other than 1, or regions.
-    pub fn new(services: &[Service], regions: &Regions) -> Self {
+    /// The services of `services` whose answers are chosen here: all but
+    /// the plain ones (`Service::is_steered`: weights, regions, backups or
+    /// a health check), so that their answers are also counted in `tally`.
+    pub fn new(services: &[Service], regions: &Regions, tally: Arc<Tally>) -> Self {
         let mut by_name = HashMap::default();
         for service in services {
-            let weighted = service
-                .members
-                .iter()
-                .any(|m| m.weight != 1 || m.region.is_some());
-            if !weighted {
+            if !service.is_steered() {
                 continue;
             }
             let Some(key) = hickory_proto::rr::Name::from_ascii(&service.name)
@@ -69,12 +99,18 @@ impl Steers {
             else {
                 continue;
             };
-            by_name.insert(Box::from(key.as_bytes()), Steering::new(service));
+            by_name.insert(Box::from(key.as_bytes()), Steering::new(&tally, service));
         }
         Self {
             by_name,
             regions: regions.clone(),
+            tally,
         }
+    }
+
+    /// The answers counted so far, shared with the snapshots to come.
+    pub fn tally(&self) -> Arc<Tally> {
+        Arc::clone(&self.tally)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,6 +152,8 @@ impl Steers {
 pub struct Steering {
     /// Each address's octets, weight and region.
     members: Vec<(Box<[u8]>, u32, Option<String>)>,
+    /// The answers each address led, in `members` order.
+    led: Vec<Arc<AtomicU64>>,
     has_regions: bool,
     /// Answers chosen so far: the position in the weighted sequence.
     next: AtomicU64,
@@ -145,7 +183,7 @@ impl Picked {
 }
 
 impl Steering {
-    fn new(service: &Service) -> Self {
+    fn new(tally: &Tally, service: &Service) -> Self {
         let members = service
             .members
             .iter()
@@ -157,8 +195,14 @@ impl Steering {
                 (octets, m.weight, m.region.clone())
             })
             .collect();
+        let led = service
+            .members
+            .iter()
+            .map(|m| tally.counter(&service.name, m.address))
+            .collect();
         Self {
             members,
+            led,
             has_regions: service.members.iter().any(|m| m.region.is_some()),
             next: AtomicU64::new(0),
         }
@@ -176,11 +220,13 @@ impl Steering {
         // Each record's weight and whether it may go to this client.
         let mut weights = [0u32; MAX_STEERED];
         let mut tied = [None::<&str>; MAX_STEERED];
+        let mut which = [None::<usize>; MAX_STEERED];
         for (i, rdata) in rdatas.iter().take(n).enumerate() {
-            let member = self
+            which[i] = self
                 .members
                 .iter()
-                .find(|(octets, _, _)| **octets == *rdata);
+                .position(|(octets, _, _)| **octets == *rdata);
+            let member = which[i].map(|m| &self.members[m]);
             weights[i] = member.map_or(1, |m| m.1);
             tied[i] = member.and_then(|m| m.2.as_deref());
         }
@@ -206,6 +252,9 @@ impl Steering {
                 break;
             }
             at -= w;
+        }
+        if let Some(counter) = which[first].and_then(|m| self.led.get(m)) {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         let take = if cap == 0 { n } else { cap.min(n) };
         for step in 0..n {
@@ -288,11 +337,14 @@ mod tests {
 
     #[test]
     fn weights_give_exact_shares_spread_over_each_round() {
-        let s = Steering::new(&service(&[
-            ("198.18.0.3", 1, None),
-            ("198.18.0.4", 3, None),
-            ("198.18.0.5", 0, None),
-        ]));
+        let s = Steering::new(
+            &Tally::default(),
+            &service(&[
+                ("198.18.0.3", 1, None),
+                ("198.18.0.4", 3, None),
+                ("198.18.0.5", 0, None),
+            ]),
+        );
         let set = rdatas(&["198.18.0.3", "198.18.0.4", "198.18.0.5"]);
         let firsts: Vec<usize> = (0..400)
             .map(|_| s.pick(&set, None, 1, 0).indices().next().unwrap())
@@ -308,10 +360,10 @@ mod tests {
 
     #[test]
     fn weight_zero_leads_only_when_nothing_else_is_left() {
-        let s = Steering::new(&service(&[
-            ("198.18.0.3", 5, None),
-            ("198.18.0.5", 0, None),
-        ]));
+        let s = Steering::new(
+            &Tally::default(),
+            &service(&[("198.18.0.3", 5, None), ("198.18.0.5", 0, None)]),
+        );
         // The weighted address is down: the zone holds only the other.
         let set = rdatas(&["198.18.0.5"]);
         assert_eq!(s.pick(&set, None, 0, 0).indices().collect::<Vec<_>>(), [0]);
@@ -319,11 +371,14 @@ mod tests {
 
     #[test]
     fn a_region_keeps_its_clients_and_the_rest_get_every_region() {
-        let s = Steering::new(&service(&[
-            ("198.18.0.3", 1, Some("us")),
-            ("198.18.0.4", 1, Some("eu")),
-            ("198.18.0.5", 1, None),
-        ]));
+        let s = Steering::new(
+            &Tally::default(),
+            &service(&[
+                ("198.18.0.3", 1, Some("us")),
+                ("198.18.0.4", 1, Some("eu")),
+                ("198.18.0.5", 1, None),
+            ]),
+        );
         let set = rdatas(&["198.18.0.3", "198.18.0.4", "198.18.0.5"]);
         for _ in 0..10 {
             let eu: Vec<usize> = s.pick(&set, Some("eu"), 0, 18).indices().collect();

@@ -142,6 +142,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
     })
     .await?;
     let health = api.reloader.health();
+    let tally = api.reloader.serving().steers.tally();
     let list = config
         .services
         .iter()
@@ -151,7 +152,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
             ttl: s.ttl,
             // A plain service is its addresses; the others say more.
             members: if s.is_steered() {
-                members(s, health)
+                members(s, health, &tally)
             } else {
                 Vec::new()
             },
@@ -164,6 +165,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
 fn members(
     service: &cutover_workspace::Service,
     health: &crate::health::Monitor,
+    tally: &crate::answer::steer::Tally,
 ) -> Vec<ServiceMember> {
     let in_use = crate::health::in_use(service, health);
     service
@@ -191,6 +193,7 @@ fn members(
                 backup: m.backup,
                 in_use: in_use.addresses.contains(&m.address),
                 health: checked,
+                answers: tally.led(&service.name, m.address),
             }
         })
         .collect()

@@ -345,7 +345,8 @@ impl Snapshot {
     /// this.
     pub fn from_workspace(ws: LoadedWorkspace, previous: Option<&Snapshot>) -> Self {
         let max_answers = ws.config.server.max_answers;
-        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions));
+        let tally = previous.map(|p| p.steers.tally()).unwrap_or_default();
+        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions, tally));
         let zones = ws.zones.into_iter().map(|zone| {
             let source = Source {
                 stamps: zone.stamps,
@@ -367,7 +368,8 @@ impl Snapshot {
             };
             (zone.origin.clone(), zone.records.to_vec(), source)
         });
-        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions));
+        let tally = previous.map(|p| p.steers.tally()).unwrap_or_default();
+        let steers = Arc::new(Steers::new(&ws.config.services, &ws.config.regions, tally));
         Self::index(
             zones,
             &ws.broken,
