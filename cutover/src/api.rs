@@ -145,19 +145,19 @@ impl Dns {
         self.put_service(name, &body)
     }
 
-    /// Sets a service's addresses to the keys of `weights`, with those
-    /// weights, `backups` being exactly its backups; the generation that
-    /// serves them.
+    /// Sets a service's addresses to those of `weights`, in that order,
+    /// with those weights, `backups` being exactly its backups; the
+    /// generation that serves them.
     pub fn set_weights(
         &self,
         name: &str,
-        weights: &std::collections::BTreeMap<String, u32>,
+        weights: &[(String, u32)],
         backups: &[String],
     ) -> Result<Option<u64>> {
         let body = ServiceChange {
-            addresses: weights.keys().cloned().collect(),
+            addresses: weights.iter().map(|(a, _)| a.clone()).collect(),
             ttl: None,
-            weights: Some(weights.clone()),
+            weights: Some(weights.iter().cloned().collect()),
             backups: Some(backups.to_vec()),
         };
         self.put_service(name, &body)

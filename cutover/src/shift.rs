@@ -16,7 +16,6 @@
 //! `cutover migrate` moves its address with the redirect that catches
 //! stale caches.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -63,29 +62,43 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
         );
     }
     let new: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
-    let old: BTreeMap<String, u32> = service
+    // The service as it is, to put back: every address in its order.
+    let before: Vec<(String, u32)> = service
         .members
         .iter()
-        .filter(|m| !new.contains(&m.address))
         .map(|m| (m.address.clone(), m.weight))
         .collect();
-    let old_backups: Vec<String> = service
+    let before_backups: Vec<String> = service
         .members
         .iter()
-        .filter(|m| m.backup && !new.contains(&m.address))
+        .filter(|m| m.backup)
         .map(|m| m.address.clone())
         .collect();
-    if old.is_empty() {
+    let old: Vec<(String, u32)> = before
+        .iter()
+        .filter(|(a, _)| !new.contains(a))
+        .cloned()
+        .collect();
+    let old_backups: Vec<String> = before_backups
+        .iter()
+        .filter(|a| !new.contains(a))
+        .cloned()
+        .collect();
+    if old.iter().all(|(a, _)| old_backups.contains(a)) {
         bail!(
-            "{} has no address besides {}: nothing to shift from",
+            "{} has no address besides {} that is not a backup: nothing to shift from",
             service.name,
             new.join(", ")
         );
     }
     let revert = |why: String| -> Result<()> {
-        dns.set_weights(&args.name, &old, &old_backups)
+        dns.set_weights(&args.name, &before, &before_backups)
             .context("reverting to the old addresses")?;
-        bail!("{why}: reverted {} to {}", service.name, join(old.keys()))
+        bail!(
+            "{why}: reverted {} to {}",
+            service.name,
+            join(before.iter().map(|(a, _)| a))
+        )
     };
 
     // 1. Checked, not served.
@@ -93,7 +106,9 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     trial.extend(new.iter().map(|a| (a.clone(), 1)));
     let mut backups = old_backups.clone();
     backups.extend(new.iter().cloned());
-    dns.set_weights(&args.name, &trial, &backups)?;
+    if let Err(e) = dns.set_weights(&args.name, &trial, &backups) {
+        return revert(format!("adding {}: {e:#}", new.join(", ")));
+    }
     say(&format!(
         "{}: {} checked by dnsd, not served yet",
         service.name,
@@ -105,8 +120,10 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
 
     // 2. The steps.
     for &percent in &args.steps {
-        let weights = split(&old, &new, percent);
-        dns.set_weights(&args.name, &weights, &old_backups)?;
+        let weights = split(&old, &old_backups, &new, percent);
+        if let Err(e) = dns.set_weights(&args.name, &weights, &old_backups) {
+            return revert(format!("the {percent} % step: {e:#}"));
+        }
         say(&format!(
             "{}: {percent} % of the answers lead with {}",
             service.name,
@@ -118,14 +135,16 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     }
 
     // 3. The old addresses leave.
-    let only_new: BTreeMap<String, u32> = new.iter().map(|a| (a.clone(), 1)).collect();
-    dns.set_weights(&args.name, &only_new, &[])?;
+    let only_new: Vec<(String, u32)> = new.iter().map(|a| (a.clone(), 1)).collect();
+    if let Err(e) = dns.set_weights(&args.name, &only_new, &[]) {
+        return revert(format!("removing the old addresses: {e:#}"));
+    }
     say(&format!(
         "{}: shifted to {}; {} left the answers (clients that cached them reach them for \
          the TTL)",
         service.name,
         new.join(", "),
-        join(old.keys())
+        join(old.iter().map(|(a, _)| a))
     ));
     Ok(())
 }
@@ -145,34 +164,49 @@ fn check_steps(steps: &[u32]) -> Result<()> {
 }
 
 /// Weights that give the `new` addresses `percent` % of the answers
-/// between them, the old ones keeping their proportions among themselves.
-fn split(old: &BTreeMap<String, u32>, new: &[String], percent: u32) -> BTreeMap<String, u32> {
-    let old_sum: u64 = old.values().map(|&w| u64::from(w.max(1))).sum();
-    let n_new = new.len() as u64;
-    // new share / old share = percent / (100 - percent), with each new
-    // address weighing `w_new` and old weights scaled by `scale`.
-    let (w_new, scale) = (
-        u64::from(percent) * old_sum,
-        u64::from(100 - percent) * n_new,
-    );
-    let mut weights: BTreeMap<String, u64> = old
+/// between them, the old ones (served, that is not `backups`) keeping their
+/// proportions among themselves; an old weight 0 stays 0, and backups keep
+/// their weights (they are not served while anything else is up).
+fn split(
+    old: &[(String, u32)],
+    backups: &[String],
+    new: &[String],
+    percent: u32,
+) -> Vec<(String, u32)> {
+    let served = |a: &String| !backups.contains(a);
+    let old_sum: u64 = old
         .iter()
-        .map(|(a, &w)| (a.clone(), u64::from(w.max(1)) * scale))
+        .filter(|(a, _)| served(a))
+        .map(|&(_, w)| u64::from(w))
+        .sum();
+    let n_new = new.len() as u64;
+    // new share / old share = percent / (100 - percent): each new address
+    // weighs `w_new`, old weights are scaled by `scale`.
+    let (w_new, scale) = if old_sum == 0 {
+        (1, 0)
+    } else {
+        (
+            u64::from(percent) * old_sum,
+            u64::from(100 - percent) * n_new,
+        )
+    };
+    let mut weights: Vec<(String, u64)> = old
+        .iter()
+        .map(|(a, w)| {
+            let w = u64::from(*w);
+            (a.clone(), if served(a) { w * scale } else { w })
+        })
         .collect();
-    for a in new {
-        weights.insert(a.clone(), w_new);
-    }
-    let g = weights.values().fold(0, |g, &w| gcd(g, w)).max(1);
-    for w in weights.values_mut() {
-        *w /= g;
-    }
+    weights.extend(new.iter().map(|a| (a.clone(), w_new)));
+    let g = weights.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+    let max = weights.iter().map(|(_, w)| w / g).max().unwrap_or(1).max(1);
     // dnsd takes weights up to MAX_WEIGHT: scale down, keeping every
     // nonzero one.
-    let max = weights.values().copied().max().unwrap_or(1).max(1);
     let cap = u64::from(cutover_control_api::contract::MAX_WEIGHT);
     weights
         .into_iter()
         .map(|(a, w)| {
+            let w = w / g;
             let w = if max > cap {
                 (w * cap).div_ceil(max)
             } else {
@@ -275,25 +309,50 @@ fn say(line: &str) {
 mod tests {
     use super::*;
 
-    fn share(w: &BTreeMap<String, u32>, new: &[&str]) -> f64 {
-        let total: u32 = w.values().sum();
-        let n: u32 = new.iter().map(|a| w[*a]).sum();
+    fn share(w: &[(String, u32)], new: &[&str], backups: &[&str]) -> f64 {
+        let served: Vec<&(String, u32)> = w
+            .iter()
+            .filter(|(a, _)| !backups.contains(&a.as_str()))
+            .collect();
+        let total: u32 = served.iter().map(|(_, w)| w).sum();
+        let n: u32 = served
+            .iter()
+            .filter(|(a, _)| new.contains(&a.as_str()))
+            .map(|(_, w)| w)
+            .sum();
         f64::from(n) / f64::from(total)
+    }
+
+    fn weight(w: &[(String, u32)], a: &str) -> u32 {
+        w.iter().find(|(x, _)| x == a).map(|(_, w)| *w).unwrap()
     }
 
     #[test]
     fn a_step_gives_the_new_addresses_their_share() {
-        let old = BTreeMap::from([("198.18.0.3".to_string(), 1), ("198.18.0.4".to_string(), 3)]);
+        let old = vec![
+            ("198.18.0.3".to_string(), 1),
+            ("198.18.0.4".to_string(), 3),
+            ("198.18.0.6".to_string(), 0),
+            ("198.18.0.7".to_string(), 1),
+        ];
+        let backups = ["198.18.0.7".to_string()];
         let new = ["198.18.0.5".to_string()];
         for p in [10, 50, 90, 100] {
-            let w = split(&old, &new, p);
-            let got = share(&w, &["198.18.0.5"]);
+            let w = split(&old, &backups, &new, p);
+            let got = share(&w, &["198.18.0.5"], &["198.18.0.7"]);
             assert!((got - f64::from(p) / 100.0).abs() < 0.01, "{p}: {w:?}");
             if p < 100 {
-                // The old addresses keep their 1:3.
-                assert_eq!(w["198.18.0.4"], 3 * w["198.18.0.3"], "{w:?}");
+                // The old addresses keep their 1:3, and 0 stays 0.
+                assert_eq!(
+                    weight(&w, "198.18.0.4"),
+                    3 * weight(&w, "198.18.0.3"),
+                    "{w:?}"
+                );
             }
-            assert!(w.values().all(|&x| x <= 1000));
+            assert_eq!(weight(&w, "198.18.0.6"), 0);
+            assert!(w.iter().all(|(_, x)| *x <= 1000));
+            // In the service's order, the new address last.
+            assert_eq!(w.last().unwrap().0, "198.18.0.5");
         }
     }
 

@@ -270,13 +270,29 @@ fn warning(e: &cutover_workspace::ConfigError) -> String {
 /// failed) are served in one new snapshot.
 async fn serve_health_changes(
     reloader: Arc<reload::Reloader>,
+    one_change: zone_edit::ChangeLock,
     mut changes: tokio::sync::mpsc::UnboundedReceiver<health::Target>,
 ) {
     while changes.recv().await.is_some() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         while changes.try_recv().is_ok() {}
-        if let Err(e) = reloader.serve_health().await {
-            warn!("serving a health change: {e}");
+        // A change that cannot be served now (dnsd.toml unreadable for a
+        // moment) is tried again: a dead address must not stay served
+        // until the next change of state.
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            let served = {
+                let _one_change = one_change.lock().await;
+                reloader.serve_health().await
+            };
+            match served {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!("serving a health change, trying again in {wait:?}: {e}");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
         }
     }
 }
@@ -358,9 +374,15 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
             health.clone(),
         ));
         health.reconcile(&services);
-        tokio::spawn(serve_health_changes(reloader.clone(), health_changes));
-        // The API and dynamic updates change the workspace one at a time.
+        // The API and dynamic updates change the workspace one at a time;
+        // health changes wait their turn too, so that none is built on a
+        // service or serial another change is replacing.
         let changes = zone_edit::ChangeLock::default();
+        tokio::spawn(serve_health_changes(
+            reloader.clone(),
+            changes.clone(),
+            health_changes,
+        ));
         let syncer = sync::Syncer::new(ws.clone(), reloader.clone(), changes.clone());
         let updater = Arc::new(update_handler::Updater::new(
             ws.clone(),

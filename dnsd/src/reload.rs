@@ -95,17 +95,17 @@ impl Reloader {
     /// (`serve_change`): their weights and regions (`Snapshot::steers`) and
     /// the addresses to check follow it too.
     pub async fn services_changed(&self) -> Result<(), String> {
+        // Under `running`, read and applied together, so that a reload in
+        // between cannot leave this older view over its newer zones.
+        let _one_at_a_time = self.running.lock().await;
         let config = self.read_config().await?;
-        {
-            let _one_at_a_time = self.running.lock().await;
-            let current = self.state.load_full();
-            let steers = Arc::new(Steers::new(
-                &config.services,
-                &config.regions,
-                current.steers.tally(),
-            ));
-            self.state.store(Arc::new(current.with_steers(steers)));
-        }
+        let current = self.state.load_full();
+        let steers = Arc::new(Steers::new(
+            &config.services,
+            &config.regions,
+            current.steers.tally(),
+        ));
+        self.state.store(Arc::new(current.with_steers(steers)));
         self.health.reconcile(&config.services);
         Ok(())
     }
@@ -147,21 +147,31 @@ impl Reloader {
             }
         }
         if changed {
-            let zones: Vec<(String, u32)> = next
+            // Each zone changed: its origin, the serial before and after.
+            let before = self.state.load_full();
+            let zones: Vec<(String, Option<u32>, u32)> = next
                 .zones()
-                .filter(|(key, zone)| current_serial(&self.state.load(), key) != zone.serial())
-                .filter_map(|(_, zone)| Some((zone.origin.to_ascii(), zone.serial()?)))
+                .filter_map(|(key, zone)| {
+                    let was = current_serial(&before, key);
+                    let now = zone.serial()?;
+                    (was != Some(now)).then(|| (zone.origin.to_ascii(), was, now))
+                })
                 .collect();
             self.state.store(next);
             let root = self.root.clone();
-            // So that a restart never serves an older serial than the
+            // So that no reload or restart serves an older serial than the
             // secondaries took (`health::keep_serials_rising`).
             let _ = tokio::task::spawn_blocking(move || {
                 let Ok(ws) = Workspace::open(&root) else {
                     return;
                 };
-                for (origin, serial) in zones {
-                    if let Err(e) = ws.record_served_serial(&origin, serial) {
+                for (origin, was, now) in zones {
+                    // The files' serial: as recorded at the first change,
+                    // else the one served before it.
+                    let Some(files) = ws.served_serial(&origin).map(|(_, f)| f).or(was) else {
+                        continue;
+                    };
+                    if let Err(e) = ws.record_served_serial(&origin, now, files) {
                         warn!(zone = origin, "recording the served serial: {e}");
                     }
                 }

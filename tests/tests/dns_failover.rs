@@ -399,6 +399,14 @@ fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back(
     );
     let degraded = site.serial()?;
 
+    // A reload that changes nothing keeps the serial: nothing to transfer.
+    site.dnsd.signal(1)?;
+    ensure!(
+        wait_until(Duration::from_secs(5), || site.log().contains("reloaded")),
+        "no reload"
+    );
+    assert_eq!(site.serial()?, degraded, "a reload moved the serial");
+
     // A restart: every address starts up again, under a newer serial, so
     // the secondary follows back.
     site.dnsd.kill_now();

@@ -4,8 +4,9 @@
 //! - `replicas/`: when a replica zone was last refreshed from its primary
 //!   (Unix s), so that a restart knows how much of the SOA's expire is left;
 //! - `served-serials/`: the last serial a zone was served under when health
-//!   checks changed it (a change no file holds), so that a restart never
-//!   serves an older serial than secondaries have taken.
+//!   checks changed it (a change no file holds), and the serial its files
+//!   had then, so that a reload or restart never serves an older serial
+//!   than secondaries have taken.
 
 use std::fs;
 use std::path::PathBuf;
@@ -32,14 +33,22 @@ impl Workspace {
     }
 
     /// The serial zone `origin` was last served under after a health
-    /// change; `None` if never.
-    pub fn served_serial(&self, origin: &str) -> Option<u32> {
-        self.zone_state(SERVED_SERIALS, origin)
+    /// change, and the serial its files had then; `None` if never.
+    pub fn served_serial(&self, origin: &str) -> Option<(u32, u32)> {
+        let text: String = self.zone_state(SERVED_SERIALS, origin)?;
+        let (served, files) = text.split_once(' ')?;
+        Some((served.parse().ok()?, files.parse().ok()?))
     }
 
-    /// Records that zone `origin` is served under `serial`, durably.
-    pub fn record_served_serial(&self, origin: &str, serial: u32) -> Result<(), HistoryError> {
-        self.record_zone_state(SERVED_SERIALS, origin, serial)
+    /// Records that zone `origin` is served under `served` while its files
+    /// say `files`, durably.
+    pub fn record_served_serial(
+        &self,
+        origin: &str,
+        served: u32,
+        files: u32,
+    ) -> Result<(), HistoryError> {
+        self.record_zone_state(SERVED_SERIALS, origin, format!("{served} {files}"))
     }
 
     fn zone_state_path(&self, kind: &str, origin: &str) -> PathBuf {
@@ -96,8 +105,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
         assert_eq!(ws.served_serial("example.test."), None);
-        ws.record_served_serial("example.test.", 7).unwrap();
-        assert_eq!(ws.served_serial("EXAMPLE.test."), Some(7));
+        ws.record_served_serial("example.test.", 7, 5).unwrap();
+        assert_eq!(ws.served_serial("EXAMPLE.test."), Some((7, 5)));
         assert_eq!(ws.replica_refreshed("example.test."), None);
     }
 }

@@ -155,8 +155,14 @@ pub struct Steering {
     /// The answers each address led, in `members` order.
     led: Vec<Arc<AtomicU64>>,
     has_regions: bool,
-    /// Answers chosen so far: the position in the weighted sequence.
-    next: AtomicU64,
+    /// The regions its addresses name, in first-seen order.
+    regions: Vec<String>,
+    /// Answers chosen so far, one sequence per address family and client
+    /// region (slot 0: no region of its own), because each chooses among
+    /// other records: one shared sequence, read by A and AAAA queries in
+    /// turn, would give each only every other position and skew the
+    /// shares.
+    next: Vec<AtomicU64>,
 }
 
 /// Records of an RRset, by index, in the order an answer carries them.
@@ -200,11 +206,23 @@ impl Steering {
             .iter()
             .map(|m| tally.counter(&service.name, m.address))
             .collect();
+        let mut regions: Vec<String> = Vec::new();
+        for m in &service.members {
+            if let Some(r) = &m.region
+                && !regions.contains(r)
+            {
+                regions.push(r.clone());
+            }
+        }
+        let next = (0..2 * (regions.len() + 1))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Self {
             members,
             led,
-            has_regions: service.members.iter().any(|m| m.region.is_some()),
-            next: AtomicU64::new(0),
+            has_regions: !regions.is_empty(),
+            regions,
+            next,
         }
     }
 
@@ -242,7 +260,16 @@ impl Steering {
         if total == 0 {
             return picked;
         }
-        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let family = usize::from(rdatas.iter().next().is_some_and(|r| r.len() != 4));
+        let slot = match region {
+            Some(r) if regional => self
+                .regions
+                .iter()
+                .position(|x| x == r)
+                .map_or(0, |i| i + 1),
+            _ => 0,
+        };
+        let k = self.next[family * (self.regions.len() + 1) + slot].fetch_add(1, Ordering::Relaxed);
         let mut at = k.wrapping_mul(stride(total)) % total;
         let mut first = 0;
         for i in 0..n {
@@ -356,6 +383,27 @@ mod tests {
         // Without a cap the others follow, weight 0 left out.
         let all = s.pick(&set, None, 0, 0);
         assert_eq!(all.len(), 2);
+    }
+
+    #[test]
+    fn a_and_aaaa_queries_in_turn_each_keep_their_shares() {
+        let s = Steering::new(
+            &Tally::default(),
+            &service(&[
+                ("198.18.0.3", 1, None),
+                ("198.18.0.4", 3, None),
+                ("2001:2::3", 1, None),
+                ("2001:2::4", 3, None),
+            ]),
+        );
+        let v4 = rdatas(&["198.18.0.3", "198.18.0.4"]);
+        let v6 = rdatas(&["2001:2::3", "2001:2::4"]);
+        let mut led = [0; 2];
+        for _ in 0..400 {
+            led[s.pick(&v4, None, 1, 0).indices().next().unwrap()] += 1;
+            s.pick(&v6, None, 1, 0);
+        }
+        assert_eq!(led, [100, 300]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use cutover_workspace::{HealthCheck, Service, Workspace};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
 
 use crate::snapshot::Snapshot;
 use crate::zone::LoadedWorkspace;
@@ -96,54 +96,53 @@ pub fn in_use(service: &Service, view: &dyn View) -> InUse {
     }
 }
 
-/// A zone with health-checked services may be served under a serial its
-/// files do not have: each health change raised it (`Reloader::
-/// serve_health`, which records it in the workspace). A load must not take
-/// it back, or secondaries would keep what they took: such a zone whose
-/// loaded serial is not past the one served before (by `previous`, or
-/// before a restart as recorded) goes one past it, and that is recorded.
+/// A zone that health checks changed is served under a serial its files do
+/// not have (`Reloader::serve_health` records it, with the files' serial
+/// then, in the workspace). A load must never take it back, or secondaries
+/// would keep what they took. Per such zone, with `S` the newest serial
+/// served (recorded, or by `previous`) and `F` the files' serial now:
+/// - `F` past `S`: the files moved on; served as they say;
+/// - a reload (`previous` given) with `F` as recorded: the same zone as
+///   served (the health states carry over), under `S` again;
+/// - else (a restart, whose addresses all start up again; or files changed
+///   without passing `S`): one past `S`, recorded.
 pub fn keep_serials_rising(
     ws: &mut LoadedWorkspace,
     live: &Workspace,
     previous: Option<&Snapshot>,
 ) {
-    let checked: Vec<Name> = ws
-        .config
-        .services
-        .iter()
-        .filter(|s| s.health.is_some())
-        .filter_map(|s| Name::from_ascii(&s.name).ok())
-        .collect();
     for zone in &mut ws.zones {
-        if !checked.iter().any(|n| zone.origin.zone_of(n)) {
-            continue;
-        }
         let origin = zone.origin.to_ascii();
+        let Some((recorded, files_then)) = live.served_serial(&origin) else {
+            continue;
+        };
         let before = previous
             .zip(NameKey::new(&zone.origin))
             .and_then(|(p, key)| p.served(key.as_bytes()).and_then(|(z, _)| z.serial()));
-        let served = match (before, live.served_serial(&origin)) {
-            (Some(a), Some(b)) if crate::zone::serial_newer(b, a) => Some(b),
-            (Some(a), _) => Some(a),
-            (None, b) => b,
+        let served = match before {
+            Some(b) if crate::zone::serial_newer(b, recorded) => b,
+            _ => recorded,
         };
-        let Some(served) = served else {
-            continue;
-        };
-        let loaded = zone
+        let Some(files) = zone
             .records
             .iter()
             .find(|r| RecordType::from(r.record.rtype) == RecordType::SOA)
             .and_then(|r| zonefile::soa_numbers(&r.record.rdata))
-            .map(|[serial, ..]| serial);
-        if let Some(loaded) = loaded
-            && !crate::zone::serial_newer(loaded, served)
-        {
-            let raised = served.wrapping_add(1);
-            crate::zone::raise_serial(&mut zone.records, raised);
-            if let Err(e) = live.record_served_serial(&origin, raised) {
-                warn!(zone = origin, "recording the served serial: {e}");
-            }
+            .map(|[serial, ..]| serial)
+        else {
+            continue;
+        };
+        if crate::zone::serial_newer(files, served) {
+            continue;
+        }
+        if previous.is_some() && files == files_then {
+            crate::zone::raise_serial(&mut zone.records, served);
+            continue;
+        }
+        let raised = served.wrapping_add(1);
+        crate::zone::raise_serial(&mut zone.records, raised);
+        if let Err(e) = live.record_served_serial(&origin, raised, files) {
+            warn!(zone = origin, "recording the served serial: {e}");
         }
     }
 }

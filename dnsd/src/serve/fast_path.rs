@@ -168,7 +168,24 @@ pub fn answer(
         rotation: 0,
         client,
     };
-    let picked = answer.and_then(|set| {
+    // Chosen only when even the whole set fits: a choice is counted (and
+    // moves the service's sequence on), so the general path, which
+    // truncates, must be the only one to choose for a set that does not.
+    let fits = |set: &RrSet| {
+        let cap = snapshot.max_answers;
+        let n = if cap == 0 {
+            set.len()
+        } else {
+            set.len().min(cap)
+        };
+        let record = set.rdatas.wire().next().map_or(0, <[u8]>::len);
+        let opt = if q.edns.is_some() { 11 } else { 0 };
+        let limit = q.edns.map_or(512, |(payload, _)| {
+            usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))
+        });
+        q.question_end + n * (RECORD_HEAD + record) + opt <= limit
+    };
+    let picked = answer.filter(|set| fits(set)).and_then(|set| {
         crate::answer::steered(snapshot, q.key.as_bytes(), set, cx, snapshot.max_answers)
     });
     if let (Some(set), Some(p)) = (answer, &picked) {

@@ -65,7 +65,25 @@ pub(super) struct RawHealth {
 /// The check of service `i`; `None` for `check = "none"` (or no section).
 pub(super) fn parse(raw: &RawHealth, i: usize, problems: &mut Problems<'_>) -> Option<HealthCheck> {
     let field = |f: &str| format!("service[{i}].health.{f}");
-    let kind = raw.check.as_ref().map_or("none", |c| c.get_ref().as_str());
+    let Some(check) = &raw.check else {
+        // A section without `check` would silently check nothing.
+        let span = [
+            raw.port.as_ref().map(|v| v.span()),
+            raw.path.as_ref().map(|v| v.span()),
+            raw.interval.as_ref().map(|v| v.span()),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_default();
+        problems.at(
+            span,
+            field("check"),
+            "missing: \"tcp\", \"http\" or \"none\"",
+        );
+        return None;
+    };
+    let kind = check.get_ref().as_str();
     let http_only = [("path", raw.path.as_ref()), ("expect", raw.expect.as_ref())];
     let kind = match kind {
         "none" => return None,
@@ -105,9 +123,8 @@ pub(super) fn parse(raw: &RawHealth, i: usize, problems: &mut Problems<'_>) -> O
             CheckKind::Http { path, expect }
         }
         other => {
-            let span = raw.check.as_ref().map(|c| c.span()).unwrap_or_default();
             problems.at(
-                span,
+                check.span(),
                 field("check"),
                 format!("{other:?} is not a check: \"tcp\", \"http\" or \"none\""),
             );

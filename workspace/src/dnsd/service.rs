@@ -375,6 +375,11 @@ degraded_ttl = 10
                 "not a check",
             ),
             (
+                "addresses = [\"198.18.0.4\"]\n[service.health]\nport = 8080",
+                "service[0].health.check",
+                "missing",
+            ),
+            (
                 "addresses = [\"198.18.0.4\"]\n[service.health]\ncheck = \"tcp\"\npath = \"/\"",
                 "service[0].health.path",
                 "only an http check",
