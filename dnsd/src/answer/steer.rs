@@ -15,11 +15,12 @@
 //! - the others after it in zone order, wrapping, up to `max_answers`.
 //!
 //! The region comes from the EDNS Client Subnet option when the query has
-//! one, else from the source address; the answer's scope prefix is the
-//! prefix of the `[regions]` network that decided it, or, when none did,
-//! the query's source prefix (RFC 7871 §7.2.1: the answer holds for that
-//! network), and 0 for services without regions, whose answers do not
-//! depend on the client.
+//! one (deciding only with networks no longer than its source prefix),
+//! else from the source address; the answer's scope prefix
+//! (`Regions::decide`) is the deciding network's prefix, lengthened until
+//! the client's network of that length holds no network of another region
+//! (RFC 7871 §7.2.1), and 0 for services without regions, whose answers do
+//! not depend on the client.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -133,17 +134,14 @@ impl Steers {
         client: Option<Client>,
         cap: usize,
     ) -> Picked {
-        let region = match (client, steering.has_regions) {
-            (Some(c), true) => Some(self.regions.of(c.addr).ok_or(c.ecs_prefix)),
-            _ => None,
+        let (region, scope) = match (client, steering.has_regions) {
+            (Some(c), true) => {
+                let width = if c.addr.is_ipv4() { 32 } else { 128 };
+                self.regions.decide(c.addr, c.ecs_prefix.unwrap_or(width))
+            }
+            _ => (None, 0),
         };
-        let scope = match region {
-            Some(Ok((_, prefix))) => prefix,
-            Some(Err(source)) => source.unwrap_or(0),
-            None => 0,
-        };
-        let name = region.and_then(|r| r.ok()).map(|(name, _)| name);
-        steering.pick(rdatas, name, cap, scope)
+        steering.pick(rdatas, region, cap, scope)
     }
 }
 

@@ -38,17 +38,24 @@ impl Network {
     /// Whether `ip` is in the network. An IPv4 client seen on an IPv6
     /// socket (`::ffff:a.b.c.d`) counts as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
+        self.common_bits(ip)
+            .is_some_and(|common| common >= self.prefix)
+    }
+
+    /// How many leading bits `ip` shares with the network's address (at
+    /// most the family's width); `None` for the other family.
+    pub fn common_bits(&self, ip: IpAddr) -> Option<u8> {
         let (net, ip, bits) = match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
             (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
-            (IpAddr::V4(n), IpAddr::V6(i)) => match i.to_ipv4_mapped() {
-                Some(i) => (u32::from(n) as u128, u32::from(i) as u128, 32),
-                None => return false,
-            },
-            _ => return false,
+            (IpAddr::V4(n), IpAddr::V6(i)) => {
+                let i = i.to_ipv4_mapped()?;
+                (u32::from(n) as u128, u32::from(i) as u128, 32)
+            }
+            _ => return None,
         };
-        let shift = bits - u32::from(self.prefix);
-        shift >= 128 || (net >> shift) == (ip >> shift)
+        let differing = (net ^ ip) << (128 - bits);
+        Some((differing.leading_zeros().min(bits)) as u8)
     }
 }
 

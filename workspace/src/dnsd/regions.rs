@@ -23,12 +23,48 @@ pub struct Regions {
 
 impl Regions {
     /// The region of a client at `ip` and the prefix length that decided
-    /// it (for an ECS answer's scope); `None` outside every region.
+    /// it; `None` outside every region.
     pub fn of(&self, ip: IpAddr) -> Option<(&str, u8)> {
         self.networks
             .iter()
             .find(|(net, _)| net.contains(ip))
             .map(|(net, region)| (region.as_str(), net.prefix))
+    }
+
+    /// The region of a client known by its first `known` bits (the ECS
+    /// source prefix, or the address's width), and the scope the answer
+    /// holds for (RFC 7871 §7.2.1): the longest network of `known` bits or
+    /// fewer that holds the client decides; the scope is its prefix, made
+    /// longer until the client's network of that length overlaps no
+    /// network of another region (nor, undecided, of any region), so that
+    /// a resolver never gives this answer to a client another region owns.
+    pub fn decide(&self, ip: IpAddr, known: u8) -> (Option<&str>, u8) {
+        let decided = self
+            .networks
+            .iter()
+            .find(|(net, _)| net.prefix <= known && net.contains(ip));
+        let region = decided.map(|(_, r)| r.as_str());
+        let mut scope = decided.map_or(0, |(net, _)| net.prefix);
+        for (net, r) in &self.networks {
+            if net.prefix <= scope || Some(r.as_str()) == region {
+                continue;
+            }
+            let Some(common) = net.common_bits(ip) else {
+                continue;
+            };
+            if common < scope {
+                // The client's network of `scope` bits excludes it already.
+                continue;
+            }
+            // The first bit where the client leaves it, or, for a network
+            // inside the client's known bits, all the client says.
+            scope = if common >= net.prefix {
+                scope.max(known)
+            } else {
+                scope.max(common + 1)
+            };
+        }
+        (region, scope)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,6 +131,28 @@ mod tests {
         assert_eq!(r.of("198.18.0.9".parse().unwrap()), Some(("world", 15)));
         assert_eq!(r.of("2001:2:0:8000::9".parse().unwrap()), Some(("eu", 49)));
         assert_eq!(r.of("192.0.2.1".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn the_scope_keeps_other_regions_out() {
+        let cfg = parse_str(
+            "[regions]\n\"198.18.0.0/15\" = \"world\"\n\"198.18.64.0/18\" = \"eu\"\n\"198.18.128.0/18\" = \"us\"\n",
+        )
+        .unwrap();
+        let r = &cfg.regions;
+        let ip = |a: &str| a.parse().unwrap();
+        // eu decides, and nothing else lies inside its /18.
+        assert_eq!(r.decide(ip("198.18.64.0"), 24), (Some("eu"), 18));
+        // world decides, but its /15 holds eu and us: the scope narrows to
+        // the client's /18 (198.18.192.0/18), which holds neither.
+        assert_eq!(r.decide(ip("198.18.200.0"), 24), (Some("world"), 18));
+        // Outside every region: the scope that keeps them all out
+        // (198.20.0.0/14 holds no region).
+        assert_eq!(r.decide(ip("198.20.0.0"), 24), (None, 14));
+        // A client known to /16 only cannot be placed in eu (an /18); the
+        // scope, longer than its source prefix, says so (RFC 7871 §7.2.1:
+        // "not specific enough to select the most appropriate" answer).
+        assert_eq!(r.decide(ip("198.18.64.0"), 16), (Some("world"), 17));
     }
 
     #[test]
