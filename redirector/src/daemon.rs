@@ -189,6 +189,7 @@ impl Daemon {
                 // earlier daemon's rules and connections running.
                 attached.undo();
                 if !attached.adopted()
+                    && !attached.took_over()
                     && let Some(pins) = &pins
                 {
                     pins.remove_all();
@@ -196,6 +197,9 @@ impl Daemon {
                 return Err(e);
             }
         };
+        if let Some(pins) = &pins {
+            attached.settle(pins, &opts.ifaces);
+        }
 
         // Published only next to pins that `redirector stats` can open.
         let state_path = match state_path {

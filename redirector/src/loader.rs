@@ -165,15 +165,30 @@ impl Attached {
                  and wait for their own timeout"
             );
         }
-        if let Some(pins) = req.pins {
-            attached.release_others(pins, req.ifaces);
-            // Their program is gone from every link: nothing uses them now.
-            for version in pins.other_layouts() {
-                warn!(version, "removing the maps of another layout version");
-                pins.remove_maps(version);
+        Ok(attached)
+    }
+
+    /// Once the daemon runs: detaches from the interfaces an earlier daemon
+    /// ran on and this one is not given, and unpins the maps of another
+    /// layout (their program is in no link any more). Not before: a start
+    /// that fails leaves the earlier daemon's setup as it was.
+    pub fn settle(&self, pins: &PinDir, ifaces: &[String]) {
+        for iface in pins.linked_ifaces() {
+            if iface != LOOPBACK && !ifaces.contains(&iface) {
+                info!(%iface, "detaching from an interface the earlier daemon ran on and this one is not given");
+                remove_pin(&pins.link_path(&iface));
             }
         }
-        Ok(attached)
+        for version in pins.other_layouts() {
+            warn!(version, "removing the maps of another layout version");
+            pins.remove_maps(version);
+        }
+    }
+
+    /// Whether some link was taken over from an earlier daemon (its
+    /// program is this one's now).
+    pub fn took_over(&self) -> bool {
+        self.links.iter().any(|l| !l.fresh)
     }
 
     /// Whether the maps were pinned by an earlier daemon, connections in
@@ -280,17 +295,6 @@ impl Attached {
             fd: FdLink::from(pinned),
             path,
         })
-    }
-
-    /// Detaches the links to interfaces this daemon was not given: an
-    /// earlier daemon ran on more of them.
-    fn release_others(&mut self, pins: &PinDir, ifaces: &[String]) {
-        for iface in pins.linked_ifaces() {
-            if iface != LOOPBACK && !ifaces.contains(&iface) {
-                info!(%iface, "detaching from an interface the earlier daemon ran on and this one is not given");
-                remove_pin(&pins.link_path(&iface));
-            }
-        }
     }
 
     /// Undoes what this process attached afresh, after a failed start; the

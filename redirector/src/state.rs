@@ -94,12 +94,16 @@ impl State {
         if pid == 0 {
             return false;
         }
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
             Ok(()) => true,
             // It exists but belongs to someone else.
             Err(nix::errno::Errno::EPERM) => true,
             Err(_) => false,
-        }
+        };
+        // After a crash the pid may have gone to another program.
+        exists
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map_or(true, |comm| comm.trim() == "redirector")
     }
 
     pub fn read(path: &Path) -> Result<Self> {

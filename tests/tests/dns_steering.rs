@@ -183,7 +183,10 @@ fn client_subnet_decides_the_region_and_the_scope_says_how_far_it_holds() -> Res
     let (nowhere, ecs) = server.ask_subnet("198.18.200.0/24")?;
     assert_eq!(nowhere, ["198.18.0.3", "198.18.0.4", "198.18.0.5"]);
     // Scope 18: the client's 198.18.192.0/18 holds neither region's network.
-    assert_eq!(ecs, "198.18.200.0/24/18", "scope: the network no region shares");
+    assert_eq!(
+        ecs, "198.18.200.0/24/18",
+        "scope: the network no region shares"
+    );
     // A name whose answer does not depend on the client: scope 0.
     let out = server.ns.exec(
         "kdig",
