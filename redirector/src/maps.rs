@@ -82,6 +82,17 @@ impl PinnedMaps {
     }
 }
 
+/// Whether `e` says the key is not in the map: a lookup says so with
+/// `KeyNotFound`, a deletion with the syscall's ENOENT (the program or a
+/// collection pass removed it first).
+pub fn is_missing(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
     ebpf.take_map(name).ok_or_else(|| {
         anyhow!(

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues};
 use redirector_common::{MAX_EGRESS_IFACES, NatSettings, RuleKey, RuleValue, counter};
 use tracing::{debug, warn};
 
@@ -48,7 +48,8 @@ pub fn apply(maps: RuleMaps<'_>, plan: &Plan) -> Result<()> {
     }
     for key in &plan.removes {
         match maps.rules.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if crate::maps::is_missing(&e) => {}
             Err(e) => return Err(e).context("deleting a removed rule from RULES"),
         }
     }
@@ -66,7 +67,7 @@ pub fn restore(maps: RuleMaps<'_>, previous: &RuleSet, attempted: &RuleSet) {
     for (from, rule) in &attempted.rules {
         if !previous.rules.contains_key(from)
             && let Err(e) = maps.rules.remove(&rule.key())
-            && !matches!(e, MapError::KeyNotFound)
+            && !crate::maps::is_missing(&e)
         {
             warn!(error = %e, rule = %rule.name, "removing a half-added rule");
         }
@@ -123,7 +124,8 @@ pub fn sync_egress(egress: &mut DevMapHash<MapData>) -> Result<()> {
         .context("reading EGRESS")?;
     for gone in present.difference(&wanted) {
         match egress.remove(*gone) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Ok(()) => {}
+            Err(e) if crate::maps::is_missing(&e) => {}
             Err(e) => {
                 return Err(e).with_context(|| format!("removing ifindex {gone} from EGRESS"));
             }
