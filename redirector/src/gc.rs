@@ -191,7 +191,16 @@ pub fn collect_both(
     let established = snapshot(flows)?;
     let half_open = snapshot(embryos)?;
     let now = monotonic_now_ns()?;
-    let vanished = open.vanished(&established, &half_open);
+    // The two snapshots are not one instant: a connection whose port went
+    // to a new one may be in neither. Each candidate is looked up again,
+    // and counted only if both its keys are still absent from both tables.
+    let present = |k: &FlowKey| flows.get(k, 0).is_ok() || embryos.get(k, 0).is_ok();
+    let mut vanished = BTreeMap::new();
+    for (forward, reply, rule) in open.vanished(&established, &half_open) {
+        if !present(&forward) && !present(&reply) {
+            *vanished.entry(rule).or_insert(0u64) += 1;
+        }
+    }
     let (doomed, mut report) = sweep(&established, now, t);
     let removed = delete(flows, &established, &doomed, &mut report)?;
     open.remember(&established, &removed);
@@ -223,20 +232,18 @@ pub struct OpenFlows {
 
 impl OpenFlows {
     /// The connections open at the last pass that have no key left in
-    /// either table, counted by rule.
+    /// either snapshot: their forward key, reply key and rule.
     pub fn vanished(
         &self,
         flows: &HashMap<FlowKey, Flow>,
         embryos: &HashMap<FlowKey, Flow>,
-    ) -> BTreeMap<u32, u64> {
+    ) -> Vec<(FlowKey, FlowKey, u32)> {
         let present = |k: &FlowKey| flows.contains_key(k) || embryos.contains_key(k);
-        let mut lost = BTreeMap::new();
-        for (forward, (reply, rule)) in &self.by_forward {
-            if !present(forward) && !present(reply) {
-                *lost.entry(*rule).or_default() += 1;
-            }
-        }
-        lost
+        self.by_forward
+            .iter()
+            .filter(|(forward, (reply, _))| !present(forward) && !present(reply))
+            .map(|(forward, (reply, rule))| (*forward, *reply, *rule))
+            .collect()
     }
 
     /// Remembers the open connections of `snap` with both entries there
@@ -398,7 +405,7 @@ mod tests {
         // ports away, and gc removed `expired` itself: neither counts.
         assert_eq!(
             seen.vanished(&table(&[other]), &none),
-            BTreeMap::from([(1, 1)])
+            [(open[0].0, open[1].0, 1)]
         );
         // One entry left: the sweep's orphan rule counts it, not this.
         let half: HashMap<FlowKey, Flow> = [open[1], other[0], other[1]].into_iter().collect();
