@@ -338,15 +338,7 @@ mod tests {
                 backup: false,
             })
             .collect();
-        Service {
-            name: "www.example.test.".into(),
-            addresses: members.iter().map(|m| m.address).collect(),
-            ttl: 60,
-            line: 1,
-            serial: None,
-            members,
-            health: None,
-        }
+        crate::health::service_of(members, None)
     }
 
     fn rdatas(addresses: &[&str]) -> Rdatas {

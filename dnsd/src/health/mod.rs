@@ -334,6 +334,23 @@ impl Monitor {
     }
 }
 
+/// `www.example.test.` with `members`, TTL 60, for tests.
+#[cfg(test)]
+pub(crate) fn service_of(
+    members: Vec<cutover_workspace::Member>,
+    health: Option<HealthCheck>,
+) -> Service {
+    Service {
+        name: "www.example.test.".into(),
+        addresses: members.iter().map(|m| m.address).collect(),
+        ttl: 60,
+        line: 1,
+        serial: None,
+        members,
+        health,
+    }
+}
+
 /// A delay in [0, interval) that differs from target to target and from
 /// run to run, so that checks spread over their interval.
 fn jitter(target: &Target, interval: Duration) -> Duration {
@@ -399,15 +416,7 @@ mod tests {
             member("198.18.0.4", false),
             member("198.18.0.5", true),
         ];
-        Service {
-            name: "www.example.test.".into(),
-            addresses: members.iter().map(|m| m.address).collect(),
-            ttl: 60,
-            line: 1,
-            serial: None,
-            members,
-            health: Some(check(2, 3)),
-        }
+        service_of(members, Some(check(2, 3)))
     }
 
     #[test]
