@@ -136,19 +136,19 @@ mod tests {
     #[test]
     fn the_scope_keeps_other_regions_out() {
         let cfg = parse_str(
-            "[regions]\n\"198.18.0.0/15\" = \"world\"\n\"198.18.64.0/18\" = \"eu\"\n\"198.18.128.0/18\" = \"us\"\n",
+            "[regions]\n\"198.18.0.0/16\" = \"world\"\n\"198.18.64.0/18\" = \"eu\"\n\"198.18.128.0/18\" = \"us\"\n",
         )
         .unwrap();
         let r = &cfg.regions;
         let ip = |a: &str| a.parse().unwrap();
         // eu decides, and nothing else lies inside its /18.
         assert_eq!(r.decide(ip("198.18.64.0"), 24), (Some("eu"), 18));
-        // world decides, but its /15 holds eu and us: the scope narrows to
+        // world decides, but its /16 holds eu and us: the scope narrows to
         // the client's /18 (198.18.192.0/18), which holds neither.
         assert_eq!(r.decide(ip("198.18.200.0"), 24), (Some("world"), 18));
         // Outside every region: the scope that keeps them all out
-        // (198.20.0.0/14 holds no region).
-        assert_eq!(r.decide(ip("198.20.0.0"), 24), (None, 14));
+        // (198.19.0.0/16 holds no region).
+        assert_eq!(r.decide(ip("198.19.0.0"), 24), (None, 16));
         // A client known to /16 only cannot be placed in eu (an /18); the
         // scope, longer than its source prefix, says so (RFC 7871 §7.2.1:
         // "not specific enough to select the most appropriate" answer).
