@@ -158,43 +158,11 @@ pub fn answer(
         };
     let soa = soa.then_some(&*zone.negative_soa);
 
-    // A steered service's addresses in the order chosen for this client
-    // (`answer::steer`); the number of records may depend on its region.
-    let client = Some(steer::Client {
-        addr: src,
-        ecs_prefix: None,
-    });
-    let cx = crate::answer::Context {
-        rotation: 0,
-        client,
-    };
-    // Chosen only when even the whole set fits: a choice is counted (and
-    // moves the service's sequence on), so the general path, which
-    // truncates, must be the only one to choose for a set that does not.
-    let fits = |set: &RrSet| {
-        let cap = snapshot.max_answers;
-        let n = if cap == 0 {
-            set.len()
-        } else {
-            set.len().min(cap)
-        };
-        let record = set.rdatas.wire().next().map_or(0, <[u8]>::len);
-        let opt = if q.edns.is_some() { 11 } else { 0 };
-        let limit = q.edns.map_or(512, |(payload, _)| {
-            usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))
-        });
-        q.question_end + n * (RECORD_HEAD + record) + opt <= limit
-    };
-    let picked = answer.filter(|set| fits(set)).and_then(|set| {
-        crate::answer::steered(snapshot, q.key.as_bytes(), set, cx, snapshot.max_answers)
-    });
-    if let (Some(set), Some(p)) = (answer, &picked) {
-        return write_picked(&q, query, set, p, out);
-    }
-
-    // The size does not depend on the rotation (rotated address records all
-    // have one length), so a response too big for the client is left to the
-    // general path, which truncates it, before a rotation number is taken.
+    // The size depends on neither the rotation nor a steered choice
+    // (address records all have one length, and a choice takes at most the
+    // cap), so a response too big for the client is left to the general
+    // path, which truncates it, before a rotation number is taken or a
+    // choice counted.
     let cap = snapshot.max_answers;
     let answer_len = answer.map_or(0, |set| {
         let take = rotate::window(set.rtype, set.len(), 0, cap).take;
@@ -212,27 +180,49 @@ pub fn answer(
     if q.question_end + answer_len + soa_len + opt_len > limit {
         return false;
     }
-    let window = answer.map(|set| {
-        let n = rotation.fetch_add(1, Ordering::Relaxed);
-        (set, rotate::window(set.rtype, set.len(), n, cap))
+    // A steered service's addresses go in the order chosen for this client
+    // (`answer::steer`); every other RRset is rotated.
+    let cx = crate::answer::Context {
+        rotation: 0,
+        client: Some(steer::Client {
+            addr: src,
+            ecs_prefix: None,
+        }),
+    };
+    let order = answer.map(|set| {
+        let order = match crate::answer::steered(snapshot, q.key.as_bytes(), set, cx, cap) {
+            Some(picked) => Order::Picked(picked),
+            None => {
+                let n = rotation.fetch_add(1, Ordering::Relaxed);
+                Order::Window(rotate::window(set.rtype, set.len(), n, cap))
+            }
+        };
+        (set, order)
     });
 
     out.clear();
     out.extend_from_slice(&q.id);
     out.push(0x80 | 0x04 | u8::from(q.rd));
     out.push(rcode);
-    let ancount = window.map_or(0, |(_, w)| w.take) as u16;
+    let ancount = order.as_ref().map_or(0, |(_, o)| o.len()) as u16;
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&ancount.to_be_bytes());
     out.extend_from_slice(&u16::from(soa.is_some()).to_be_bytes());
     out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
     out.extend_from_slice(&query[12..q.question_end]);
-    if let Some((set, w)) = window {
+    if let Some((set, order)) = order {
         // Owner: a pointer to the question name at offset 12.
         let head = record_head(0xc00c, set);
-        for rdata in set.rdatas.window(w) {
+        let mut put = |rdata: &[u8]| {
             out.extend_from_slice(&head);
             out.extend_from_slice(rdata);
+        };
+        match order {
+            Order::Window(w) => set.rdatas.window(w).for_each(&mut put),
+            Order::Picked(p) => p
+                .indices()
+                .filter_map(|i| set.rdatas.wire().nth(i))
+                .for_each(&mut put),
         }
     }
     if let Some(set) = soa {
@@ -252,43 +242,19 @@ pub fn answer(
     true
 }
 
-/// The response to `q` carrying `set`'s records in the order `picked`
-/// chose, if it fits the client's limit (else the general path truncates).
-fn write_picked(
-    q: &Parsed,
-    query: &[u8],
-    set: &RrSet,
-    picked: &steer::Picked,
-    out: &mut Vec<u8>,
-) -> bool {
-    let record_len = set.rdatas.wire().next().map_or(0, <[u8]>::len);
-    let answer_len = picked.len() * (RECORD_HEAD + record_len);
-    let (opt_len, limit) = match q.edns {
-        Some((payload, _)) => (11, usize::from(payload.clamp(512, MAX_UDP_PAYLOAD))),
-        None => (0, 512),
-    };
-    if q.question_end + answer_len + opt_len > limit {
-        return false;
+/// The order an answer's records go in.
+enum Order {
+    Window(rotate::Window),
+    Picked(steer::Picked),
+}
+
+impl Order {
+    fn len(&self) -> usize {
+        match self {
+            Order::Window(w) => w.take,
+            Order::Picked(p) => p.len(),
+        }
     }
-    out.clear();
-    out.extend_from_slice(&q.id);
-    out.push(0x80 | 0x04 | u8::from(q.rd));
-    out.push(0);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&(picked.len() as u16).to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&u16::from(q.edns.is_some()).to_be_bytes());
-    out.extend_from_slice(&query[12..q.question_end]);
-    let head = record_head(0xc00c, set);
-    for i in picked.indices() {
-        let Some(wire) = set.rdatas.wire().nth(i) else {
-            return false;
-        };
-        out.extend_from_slice(&head);
-        out.extend_from_slice(wire);
-    }
-    write_opt(q, out);
-    true
 }
 
 /// The OPT record of a response to an EDNS query.
