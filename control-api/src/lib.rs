@@ -16,6 +16,8 @@ mod error;
 #[cfg(feature = "server")]
 mod listen;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod signals;
 
 #[cfg(feature = "server")]

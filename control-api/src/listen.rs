@@ -16,9 +16,16 @@ use crate::access::{Access, authorise};
 /// `routes`, plus a JSON 404 for any other path, all behind `access`.
 /// `hint` tells the operator how to move or turn off the API
 /// ("change it with --api ADDR:PORT ...").
+///
+/// `metrics` (`GET /metrics`) needs the token too, unless the API is bound
+/// to a loopback address: whoever can reach that is on the host already,
+/// and a Prometheus or node-exporter beside the daemon then needs no
+/// secret. On any other address it is read with the token, as Prometheus's
+/// `authorization: { credentials_file: ... }` sends it.
 pub async fn listen(
     addr: SocketAddr,
     routes: Router,
+    metrics: Router,
     access: Access,
     hint: &str,
 ) -> Result<impl Future<Output = ()> + Send + 'static> {
@@ -26,7 +33,7 @@ pub async fn listen(
         .await
         .with_context(|| format!("binding the control API on {addr} ({hint})"))?;
     let bound = listener.local_addr().unwrap_or(addr);
-    let app = guarded(routes, access);
+    let app = guarded(routes, metrics, access, bound.ip().is_loopback());
     info!(%bound, "control API listening");
     Ok(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -36,11 +43,18 @@ pub async fn listen(
 }
 
 /// `routes` and a JSON 404 for any other path, all behind `access` (so that
-/// without the token not even the list of endpoints leaks).
-fn guarded(routes: Router, access: Access) -> Router {
-    routes
+/// without the token not even the list of endpoints leaks); `metrics`
+/// behind it too unless `open_metrics`.
+fn guarded(routes: Router, metrics: Router, access: Access, open_metrics: bool) -> Router {
+    let (inside, outside) = if open_metrics {
+        (routes, metrics)
+    } else {
+        (routes.merge(metrics), Router::new())
+    };
+    inside
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(access, authorise))
+        .merge(outside)
 }
 
 #[cfg(test)]
@@ -53,8 +67,22 @@ mod tests {
     use super::*;
 
     async fn call(authorization: Option<&str>, path: &str) -> (StatusCode, String) {
+        call_on(false, authorization, path).await
+    }
+
+    async fn call_on(
+        loopback: bool,
+        authorization: Option<&str>,
+        path: &str,
+    ) -> (StatusCode, String) {
         let routes = Router::new().route("/v1/health", get(|| async { "ok" }));
-        let app = guarded(routes, Access::new("s3cret".into(), "testd"));
+        let metrics = Router::new().route("/metrics", get(|| async { "up 1" }));
+        let app = guarded(
+            routes,
+            metrics,
+            Access::new("s3cret".into(), "testd"),
+            loopback,
+        );
         let mut request = Request::get(path);
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
@@ -94,6 +122,24 @@ mod tests {
             body.contains("api-token") && body.contains("unless testd runs with --api-token-file"),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_need_the_token_unless_the_api_is_on_loopback() {
+        let open = (StatusCode::OK, "up 1".to_string());
+        assert_eq!(call_on(true, None, "/metrics").await, open);
+        assert_eq!(call_on(true, Some("Bearer s3cret"), "/metrics").await, open);
+        assert_eq!(
+            call_on(false, Some("Bearer s3cret"), "/metrics").await,
+            open
+        );
+        let (status, _) = call_on(false, None, "/metrics").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // Only /metrics is open on loopback.
+        let (status, _) = call_on(true, None, "/v1/health").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = call_on(true, None, "/v1/nope").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! - `transfer/` — zone transfers out and in, NOTIFY, `[[replica]]`
 //!   zones;
 //! - `clock` — the time and random message IDs, for all of them;
+//! - `metrics` — what the others count as they go, for `GET /metrics`;
 //! - `change/` — changes back to the workspace: the one zone-change
 //!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
 //!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
@@ -28,6 +29,7 @@ pub mod change;
 pub mod clock;
 pub mod health;
 pub mod memory;
+pub mod metrics;
 pub mod reload;
 pub mod serve;
 pub mod snapshot;

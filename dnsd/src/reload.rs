@@ -400,6 +400,7 @@ impl Reloader {
                 self.arenas.serve(arena);
                 self.health.reconcile(&services);
                 info!(zones, unavailable, records, workspace = %self.root.display(), "reloaded");
+                crate::metrics::reload(true);
                 tokio::task::spawn_blocking(move || {
                     retire(old);
                     drop(one_at_a_time);
@@ -415,10 +416,12 @@ impl Reloader {
                     problems = errors.0.len(),
                     "reload refused: the previous zones keep being served"
                 );
+                crate::metrics::reload(false);
                 Err(errors.to_string())
             }
             Err(e) => {
                 error!(%e, "reload task failed: the previous zones keep being served");
+                crate::metrics::reload(false);
                 Err(format!("reload task failed: {e}"))
             }
         }

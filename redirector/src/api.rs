@@ -88,9 +88,13 @@ pub async fn bind(
         daemon,
         writer: Mutex::new(()),
     });
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Arc::clone(&api));
     listen(
         settings.listen,
         router(api),
+        metrics,
         Access::new(token, "redirector"),
         "change it with --api ADDR:PORT, or turn it off with --no-api",
     )
@@ -278,6 +282,13 @@ async fn stats(State(api): State<Arc<Api>>) -> Result<Json<Report>, ApiError> {
         .await?
         .map(Json)
         .map_err(ApiError::internal)
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Result<axum::response::Response, ApiError> {
+    let report = ask(&api, |reply| Request::Stats { reply })
+        .await?
+        .map_err(ApiError::internal)?;
+    Ok(crate::metrics::scrape(&report).into_response())
 }
 
 /// Counter samples taken by the daemon's loop every second, so that

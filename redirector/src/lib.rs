@@ -5,7 +5,8 @@
 //! program's own log records into `tracing`), `maps` (typed map
 //! handles), `pin` (bpffs pins for other processes), `rules` (config ->
 //! desired map contents, pure), `sync` (desired contents -> maps), `gc`
-//! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report),
+//! (flow expiry), `batch` (bulk map reads), `stats` (counters -> report), `metrics` (report ->
+//! Prometheus),
 //! `state` (the published rule names), `host` (sysctls, neighbour warm-up),
 //! `reload` (lifecycle; signals come from `cutover_control_api::signals`,
 //! shared with dnsd), `api` (the HTTP control API), `daemon` (the
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod host;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod pin;
 pub mod program;
 pub mod program_log;

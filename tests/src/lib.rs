@@ -16,6 +16,7 @@ pub mod iperf3;
 pub mod netns;
 pub mod nginx;
 pub mod process;
+pub mod prometheus;
 pub mod redirector;
 pub mod redirector_site;
 pub mod syn_flood;

@@ -21,6 +21,7 @@ use cutover_control_api::contract::{
     AddressHealth, Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange,
     SecondaryInfo, Service, ServiceChange, ServiceMember, Version, ZoneInfo, fqdn,
 };
+use cutover_control_api::metrics::Scrape;
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{HistoryError, Workspace};
 use hickory_proto::rr::{Name, Record, RecordType};
@@ -71,6 +72,7 @@ pub fn load_token(root: &Path, explicit: Option<&Path>) -> Result<String> {
 /// not pretend to be.
 pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
     let access = api.access.clone();
+    let api = Arc::new(api);
     let routes = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/version", get(version))
@@ -81,10 +83,14 @@ pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{origin}/records", get(records))
         .route("/v1/zones/{origin}/rrsets/{name}/{rtype}", put(put_rrset))
-        .with_state(Arc::new(api));
+        .with_state(Arc::clone(&api));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(api);
     let serve = listen(
         addr,
         routes,
+        metrics,
         access,
         "change it with --api ADDR:PORT or dnsd.toml's [api] listen, or turn it off with \
          --no-api or [api] enabled = false",
@@ -124,6 +130,115 @@ async fn health(State(api): State<Arc<Api>>) -> Reply<DnsHealth> {
         generation,
         zones: api.reloader.serving_zones(),
     }))
+}
+
+/// `GET /metrics`: what dnsd counted, and the states it serves (zone
+/// serials, the generation, each checked address's health).
+async fn metrics(State(api): State<Arc<Api>>) -> Result<axum::response::Response, ApiError> {
+    let ws = api.workspace.clone();
+    let (generation, config) = blocking(move || {
+        let config = ws.load_dnsd().ok();
+        Ok((ws.current_generation()?, config))
+    })
+    .await?;
+    let mut scrape = Scrape::default();
+    crate::metrics::add_counters(&mut scrape);
+    let serving = api.reloader.serving();
+    let serials = scrape.gauge(
+        "dnsd_zone_serial",
+        "The SOA serial each zone is served with.",
+    );
+    for (_, zone) in serving.zones() {
+        if let Some(serial) = zone.serial() {
+            serials.sample([("zone", zone.origin.to_ascii())], serial);
+        }
+    }
+    scrape
+        .gauge(
+            "dnsd_zones_unavailable",
+            "Zones answered SERVFAIL: a file that never loaded, a replica not transferred \
+             yet or expired.",
+        )
+        .value(serving.unavailable_count());
+    if let Some(generation) = generation {
+        scrape
+            .gauge(
+                "dnsd_workspace_generation",
+                "The workspace generation in force (the last committed change).",
+            )
+            .value(generation);
+    }
+    if let Some(config) = config {
+        service_metrics(
+            &mut scrape,
+            &config.services,
+            api.reloader.health(),
+            &serving,
+        );
+    }
+    scrape
+        .gauge(
+            "dnsd_build_info",
+            "dnsd's version: 1, with the version as a label.",
+        )
+        .sample([("version", env!("CARGO_PKG_VERSION"))], true);
+    Ok(scrape.into_response())
+}
+
+/// Each steered service's addresses: up, in the answers, checks run and
+/// answers led.
+fn service_metrics(
+    scrape: &mut Scrape,
+    services: &[cutover_workspace::Service],
+    health: &crate::health::Monitor,
+    serving: &crate::snapshot::Snapshot,
+) {
+    let tally = serving.steers.tally();
+    let steered: Vec<_> = services.iter().filter(|s| s.is_steered()).collect();
+    let labels = |s: &cutover_workspace::Service, a: IpAddr| {
+        [("service", s.name.clone()), ("address", a.to_string())]
+    };
+    let up = scrape.gauge(
+        "dnsd_address_up",
+        "Whether an address passes its service's health check (1 when not checked).",
+    );
+    for s in &steered {
+        for m in &s.members {
+            let state = s.health.as_ref().and_then(|c| health.state(m.address, c));
+            up.sample(labels(s, m.address), state.as_ref().is_none_or(|st| st.up));
+        }
+    }
+    let in_use = scrape.gauge(
+        "dnsd_address_in_use",
+        "Whether an address is among those its service answers with now (healthy \
+         primaries, else backups, else all).",
+    );
+    for s in &steered {
+        let used = crate::health::in_use(s, health);
+        for m in &s.members {
+            in_use.sample(labels(s, m.address), used.addresses.contains(&m.address));
+        }
+    }
+    let checks = scrape.counter(
+        "dnsd_health_checks",
+        "Health checks run against an address for its service.",
+    );
+    for s in &steered {
+        for m in &s.members {
+            if let Some(state) = s.health.as_ref().and_then(|c| health.state(m.address, c)) {
+                checks.sample(labels(s, m.address), state.checks);
+            }
+        }
+    }
+    let led = scrape.counter(
+        "dnsd_answers_led",
+        "Answers of a weighted or regional service that put this address first.",
+    );
+    for s in &steered {
+        for m in &s.members {
+            led.sample(labels(s, m.address), tally.led(&s.name, m.address));
+        }
+    }
 }
 
 async fn version() -> Reply<Version> {

@@ -226,6 +226,7 @@ impl Updater {
                 if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
                     self.waiting.fetch_sub(1, Ordering::Relaxed);
                     debug!(%src, "dropped a signed UPDATE: {MAX_WAITING} already waiting");
+                    crate::metrics::update_dropped();
                     return info;
                 }
                 (Step::Apply(Box::new(auth)), None)
@@ -233,6 +234,7 @@ impl Updater {
             Err(outcome) => {
                 let Ok(permit) = self.answering.clone().try_acquire_owned() else {
                     debug!(%src, "dropped an UPDATE that does not authenticate: {MAX_ANSWERING} refusals being sent");
+                    crate::metrics::update_dropped();
                     return info;
                 };
                 (Step::Answer(outcome), Some(permit))
@@ -267,9 +269,13 @@ impl Updater {
             Step::Answer(outcome) => outcome,
             Step::Apply(auth) => match self.apply(&request, *auth).await {
                 Some(outcome) => outcome,
-                None => return,
+                None => {
+                    crate::metrics::update_dropped();
+                    return;
+                }
             },
         };
+        crate::metrics::update(u16::from(outcome.rcode));
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = outcome.rcode;
         let build = || {

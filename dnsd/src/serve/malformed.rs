@@ -19,6 +19,7 @@ static EXAMPLE: Mutex<Option<String>> = Mutex::new(None);
 
 /// Counts one malformed query from `src`; `why` describes it.
 pub fn seen(src: SocketAddr, why: &dyn std::fmt::Display) {
+    crate::metrics::malformed();
     if COUNT.fetch_add(1, Ordering::Relaxed) == 0
         && let Ok(mut example) = EXAMPLE.try_lock()
     {

@@ -32,6 +32,7 @@ use crate::answer::{self, Context, Question, Response, Section, steer};
 use crate::change::tsig::{self, Found};
 use crate::change::update_handler::Updater;
 use crate::clock::unix_now;
+use crate::metrics;
 use crate::serve::MAX_UDP_PAYLOAD;
 use crate::serve::{fast_path, malformed};
 use crate::snapshot::SharedSnapshot;
@@ -246,20 +247,47 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
+        if !bad_version
+            && request.metadata.op_code == OpCode::Update
+            && let Some(updates) = &self.updates
+        {
+            // Counted by the updater once it is answered.
+            return updates.start(request, response_handle, response_edns(request));
+        }
+        let info = self.respond(request, response_handle, bad_version).await;
+        let transport = match request.protocol() {
+            Protocol::Udp => metrics::Transport::Udp,
+            _ => metrics::Transport::Tcp,
+        };
+        let qtype = request
+            .request_info()
+            .map_or(0, |i| u16::from(i.query.query_type()));
+        metrics::query(
+            transport,
+            metrics::AnswerPath::General,
+            qtype,
+            u16::from(info.response_code),
+        );
+        info
+    }
+}
+
+impl Handler {
+    /// Answers anything but an UPDATE that the updater takes.
+    async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response_handle: R,
+        bad_version: bool,
     ) -> ResponseInfo {
         let mut edns = response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         // NSD and Knot answer with CD clear: dnsd serves no DNSSEC data.
         metadata.checking_disabled = false;
 
-        let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
-        if !bad_version
-            && request.metadata.op_code == OpCode::Update
-            && let Some(updates) = &self.updates
-        {
-            return updates.start(request, response_handle, edns);
-        }
         // NOTIFY is taken for replica zones (`transfer::replica`).
         let notify = request.metadata.op_code == OpCode::Notify && self.transfers.is_some();
         let error = if bad_version {

@@ -25,6 +25,7 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
+use crate::metrics;
 use crate::serve::affinity::Placement;
 use crate::serve::malformed;
 use crate::serve::mmsg::{self, Batch};
@@ -76,6 +77,7 @@ fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut placem
             // (the kernel keeps steering a share of clients to it).
             let answered = panic::catch_unwind(AssertUnwindSafe(|| {
                 if handler.fast_answer(packet, src.ip(), out) {
+                    metrics::fast_answer(out);
                     return true;
                 }
                 general(&socket, handler, runtime, packet, src);

@@ -46,6 +46,7 @@ const TYPE_AXFR: u16 = 252;
 const CLASS_IN: u16 = 1;
 
 /// RCODEs of a transfer that is not given.
+const NOERROR: u8 = 0;
 const FORMERR: u8 = 1;
 const NOTAUTH: u8 = 9;
 const REFUSED: u8 = 5;
@@ -233,6 +234,7 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
         out.rrset(asked.key.as_bytes(), soa);
         out.finish(write, &mut signer).await?;
         transfers.transferred(&origin, src.ip(), serial, "IXFR (up to date)");
+        counted(&asked, NOERROR);
         return Ok(());
     }
     // The changes served since the zone was read (service flips among
@@ -249,6 +251,7 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
         info!(%src, zone = %origin, from, serial, removed = difference.removed.len(), added = difference.added.len(), "an IXFR");
         ixfr(&difference, &asked, soa, write, &mut signer).await?;
         transfers.transferred(&origin, src.ip(), serial, "IXFR");
+        counted(&asked, NOERROR);
         return Ok(());
     }
     if let (Some(from), Some(at)) = (asked.serial, source.replayed.at) {
@@ -265,6 +268,7 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
             info!(%src, zone = %origin, from, serial, removed = difference.removed.len(), added = difference.added.len(), "an IXFR");
             ixfr(&difference, &asked, soa, write, &mut signer).await?;
             transfers.transferred(&origin, src.ip(), serial, "IXFR");
+            counted(&asked, NOERROR);
             return Ok(());
         }
     }
@@ -276,7 +280,18 @@ pub async fn serve<W: tokio::io::AsyncWrite + Unpin>(
     info!(%src, zone = %origin, serial, kind, "a zone transfer");
     axfr(zone, &asked, soa, write, &mut signer).await?;
     transfers.transferred(&origin, src.ip(), serial, kind);
+    counted(&asked, NOERROR);
     Ok(())
+}
+
+/// Counts a transfer answered with `rcode` (a whole one once sent).
+fn counted(asked: &Asked<'_>, rcode: u8) {
+    crate::metrics::query(
+        crate::metrics::Transport::Tcp,
+        crate::metrics::AnswerPath::Transfer,
+        asked.qtype,
+        rcode.into(),
+    );
 }
 
 /// The zone's SOA record as it was at serial `serial` (the asker's): only
@@ -494,6 +509,7 @@ impl<'a> Messages<'a> {
 
 /// A response with `rcode` and the question, nothing else.
 fn refusal(asked: &Asked<'_>, rcode: u8) -> Vec<u8> {
+    counted(asked, rcode);
     let mut m = Vec::with_capacity(12 + asked.question.len());
     m.extend_from_slice(&asked.id.to_be_bytes());
     m.extend_from_slice(&[0x80 | asked.rd, rcode, 0, 1, 0, 0, 0, 0, 0, 0]);
