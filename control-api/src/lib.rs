@@ -14,6 +14,8 @@ mod access;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
+pub mod lifecycle;
+#[cfg(feature = "server")]
 mod listen;
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -16,6 +16,7 @@
 //!   zones;
 //! - `clock` — the time and random message IDs, for all of them;
 //! - `metrics` — what the others count as they go, for `GET /metrics`;
+//! - `privileges` — what binding needed, given up once bound;
 //! - `change/` — changes back to the workspace: the one zone-change
 //!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
 //!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod health;
 pub mod memory;
 pub mod metrics;
+pub mod privileges;
 pub mod reload;
 pub mod serve;
 pub mod snapshot;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use arc_swap::ArcSwap;
 use clap::{CommandFactory, Parser, Subcommand};
+use cutover_control_api::lifecycle::{self, Lifecycle};
 use cutover_control_api::signals::{Event, Signals};
 use hickory_server::Server;
 use tracing::{info, warn};
@@ -30,7 +31,7 @@ use dnsd::change::{api, sync, update_handler, zone_edit};
 use dnsd::health;
 use dnsd::serve::{server, sockets, tcp};
 use dnsd::snapshot::Snapshot;
-use dnsd::{memory, reload, zone};
+use dnsd::{memory, privileges, reload, zone};
 
 /// Authoritative DNS server for a cutover config workspace.
 ///
@@ -80,6 +81,13 @@ struct Cli {
     /// Do not serve the control API.
     #[arg(long, conflicts_with_all = ["api", "api_token_file"])]
     no_api: bool,
+
+    /// Started as root: become USER once the sockets are bound (the
+    /// workspace must be USER's). Started as another user with
+    /// CAP_NET_BIND_SERVICE (systemd's AmbientCapabilities=), dnsd gives
+    /// the capability up once bound without this flag.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
 }
 
 /// How the command line asks for the control API; dnsd.toml's `[api]`
@@ -122,12 +130,34 @@ enum Command {
         /// The config workspace directory.
         dir: PathBuf,
     },
+    /// Reload the dnsd serving a workspace and wait until the reload is
+    /// done: exits 0 once the workspace is in force, 1 with dnsd's reasons
+    /// when it refused it (the previous state keeps serving). What
+    /// systemd's ExecReload= runs, so that `systemctl reload dnsd` returns
+    /// when the reload did.
+    Reload {
+        /// The config workspace directory.
+        #[arg(long, value_name = "DIR")]
+        workspace: PathBuf,
+        /// Give up waiting after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { dir }) => check(&dir),
+        Some(Command::Reload { workspace, timeout }) => {
+            match lifecycle::reload_and_wait(&workspace, "dnsd", Duration::from_secs(timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("dnsd reload: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let Some(workspace) = cli.workspace else {
                 Cli::command()
@@ -143,7 +173,7 @@ fn main() -> ExitCode {
                 listen: cli.api,
                 token_file: cli.api_token_file,
             };
-            match serve(&workspace, &cli.listen, api) {
+            match serve(&workspace, &cli.listen, api, cli.user.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("dnsd: {e:#}");
@@ -151,6 +181,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// A runtime thread: it never binds, so it keeps no capability.
+fn unprivileged_thread() {
+    if let Err(e) = privileges::drop_thread_capabilities() {
+        tracing::error!(%e, "a thread could not give up its capabilities");
     }
 }
 
@@ -297,7 +334,8 @@ async fn serve_health_changes(
     }
 }
 
-fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
+fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags, user: Option<&str>) -> Result<()> {
+    privileges::check_user_flag(user)?;
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
     let settled = reload::settled(&ws);
     let config_stamp = reload::Reloader::config_stamp(workspace);
@@ -338,14 +376,12 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         Some(options) => Some(api::load_token(workspace, options.token_file.as_deref())?),
         None => None,
     };
-    // Kept until serve returns, so the file names a live dnsd exactly as
-    // long as one runs (a tool that sends SIGHUP reads it).
-    let _pid = ws
-        .write_pid("dnsd")
-        .with_context(|| format!("writing {}", ws.pid_path("dnsd").display()))?;
 
+    // No thread but this one binds: the others give up their capabilities
+    // as they start (see `privileges`).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(unprivileged_thread)
         .build()
         .context("starting the async runtime")?;
     // The control API has a runtime of its own, so that no query load, TCP
@@ -354,6 +390,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
         .worker_threads(1)
         .thread_name("dnsd-api")
         .enable_all()
+        .on_thread_start(unprivileged_thread)
         .build()
         .context("starting the control API's runtime")?;
     let api_handle = api_runtime.handle().clone();
@@ -447,18 +484,35 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags) -> Result<()> {
                 .await
                 .context("the control API's runtime")??;
         }
+        privileges::after_binding(user)?;
+        memory::start_background_threads();
+        // Kept until serve returns, so the file names a live dnsd exactly
+        // as long as one runs (a tool that sends SIGHUP reads it); written
+        // as the user dnsd serves as.
+        let _pid = ws
+            .write_pid("dnsd")
+            .with_context(|| format!("writing {}", ws.pid_path("dnsd").display()))?;
+        let lifecycle = Arc::new(Lifecycle::new(&ws, "dnsd"));
+        lifecycle.ready(&format!("serving {zones} zones"));
+        tokio::spawn(lifecycle::keep_alive());
         let signal = loop {
             match signals.next().await {
                 // On a task of its own, so that a stop does not wait for a
                 // long reload; reloads queue behind one another.
                 Event::Reload => {
                     let reloader = reloader.clone();
+                    let lifecycle = Arc::clone(&lifecycle);
+                    let ticket = lifecycle.reloading();
                     // Failures are logged by `reload`; dnsd keeps serving.
-                    tokio::spawn(async move { reloader.reload().await });
+                    tokio::spawn(async move {
+                        let result = reloader.reload().await;
+                        lifecycle.reloaded(ticket, result);
+                    });
                 }
                 Event::Shutdown(signal) => break signal,
             }
         };
+        lifecycle.stopping();
         info!(signal, "stopping");
         dnsd::serve::malformed::summarize("since the last summary");
         let token = server.shutdown_token().clone();

@@ -20,12 +20,35 @@ use std::ffi::{CStr, CString, c_uint, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the
-/// environment adds to them): a background thread gives back freed pages
-/// after about a second (10 s by default), so that memory freed outside a
-/// reload returns too, without a query thread doing it.
+/// environment adds to them): freed pages go back after about a second
+/// (10 s by default), so that memory freed outside a reload returns too.
+/// The background threads that do it, without a query thread doing it, are
+/// started by [`start_background_threads`] once dnsd gave up its
+/// privileges, so that they hold none.
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+/// Starts jemalloc's background threads (see [`malloc_conf`]).
+pub fn start_background_threads() {
+    let mut on = true;
+    // SAFETY: `background_thread` writes a bool, given with its size.
+    let rc = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"background_thread".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            (&raw mut on).cast::<c_void>(),
+            size_of::<bool>(),
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            rc,
+            "jemalloc would not start its background threads; freed memory returns at the next reload"
+        );
+    }
+}
 
 /// The two arenas snapshots are built in, by turns.
 pub struct SnapshotArenas {

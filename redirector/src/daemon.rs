@@ -26,6 +26,7 @@ use crate::reload::{self, Rules};
 use crate::state::{self, State};
 use crate::stats::{self, Counters};
 use crate::{api, gc, host, sync};
+use cutover_control_api::lifecycle::{self, Lifecycle};
 use cutover_control_api::signals::{Event, Signals};
 use redirector_common::MAX_FLOW_ENTRIES;
 
@@ -103,6 +104,9 @@ pub struct Daemon {
     attached: Attached,
     /// Declared last, so that it is removed last: operator tools find this
     /// daemon for as long as anything of it is left.
+    /// What systemd is told, and the reload record `redirector reload`
+    /// waits on; declared before the pid file, which it sits beside.
+    lifecycle: Lifecycle,
     _pid_file: PidFile,
 }
 
@@ -138,6 +142,7 @@ impl Daemon {
         let pid_file = workspace
             .write_pid(&pid_name)
             .with_context(|| format!("writing {}", workspace.pid_path(&pid_name).display()))?;
+        let lifecycle = Lifecycle::new(&workspace, &pid_name);
         let iface = opts.ifaces.join(",");
         // The API listens before anything is attached, so that a taken port
         // fails the start instead of leaving a daemon nobody can drive.
@@ -233,10 +238,13 @@ impl Daemon {
             logged: None,
             pins,
             attached,
+            lifecycle,
             _pid_file: pid_file,
         };
         daemon.publish();
         info!(ifaces = %iface, "redirector running");
+        daemon.lifecycle.ready(&format!("forwarding on {iface}"));
+        tokio::spawn(lifecycle::keep_alive());
         Ok(daemon)
     }
 
@@ -247,7 +255,17 @@ impl Daemon {
             match self.next().await {
                 Wake::Signal(Event::Reload) => {
                     info!("SIGHUP: reloading the workspace");
-                    self.reload();
+                    let ticket = self.lifecycle.reloading();
+                    let result = if self.reload() {
+                        Ok(())
+                    } else {
+                        Err(
+                            "the workspace was refused (see the daemon's log); the previous \
+                             rules stay in force"
+                                .to_string(),
+                        )
+                    };
+                    self.lifecycle.reloaded(ticket, result);
                 }
                 Wake::Signal(Event::Shutdown(signal)) => return signal,
                 Wake::Collect => self.housekeep(),
@@ -282,6 +300,7 @@ impl Daemon {
             api.server.abort();
         }
         info!(signal, "stopping");
+        self.lifecycle.stopping();
         let drain = match how {
             Stop::Leave => {
                 self.leave();

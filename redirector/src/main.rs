@@ -111,6 +111,22 @@ enum Command {
         /// The config workspace directory.
         dir: PathBuf,
     },
+    /// Reload the redirector running on an interface for a workspace and
+    /// wait until the reload is done: exits 0 once the rules are in force,
+    /// 1 when they were refused (the previous rules stay). What systemd's
+    /// ExecReload= runs, so that `systemctl reload` returns when the
+    /// reload did.
+    Reload {
+        /// The config workspace directory.
+        #[arg(long, value_name = "DIR")]
+        workspace: PathBuf,
+        /// The (first) interface the daemon was started with.
+        #[arg(long)]
+        iface: String,
+        /// Give up waiting after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+    },
 }
 
 const RUN_HELP: &str = "\
@@ -217,6 +233,15 @@ fn dispatch(command: Command) -> Result<()> {
             };
             detach(&dir)
         }
+        Command::Reload {
+            workspace,
+            iface,
+            timeout,
+        } => cutover_control_api::lifecycle::reload_and_wait(
+            &workspace,
+            &format!("redirector-{iface}"),
+            std::time::Duration::from_secs(timeout),
+        ),
         Command::Check { dir } => {
             let workspace = cutover_workspace::Workspace::open(&dir)
                 .with_context(|| format!("opening the workspace {}", dir.display()))?;

@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "unbound",
+    // promtool, and a Prometheus that scrapes both daemons (tests/tests/metrics.rs).
+    "prometheus",
     // dnsd's allocator (tikv-jemalloc-sys) builds jemalloc with make.
     "make",
 ];

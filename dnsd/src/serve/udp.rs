@@ -45,13 +45,19 @@ pub fn spawn(
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let _ = settled_tx.send(placement.settle());
+            // This thread never binds (see `privileges`).
+            if let Err(e) = crate::privileges::drop_thread_capabilities() {
+                let _ = settled_tx.send(Err(e));
+                return;
+            }
+            let _ = settled_tx.send(Ok(placement.settle()));
             serve(Arc::new(socket), &handler, &runtime, placement)
         })
         .context("starting a UDP thread")?;
     settled_rx
         .recv()
-        .context("a UDP thread ended before it started serving")
+        .context("a UDP thread ended before it started serving")?
+        .context("a UDP thread giving up its capabilities")
 }
 
 /// Serves queries arriving on `socket`, for as long as the process runs.
