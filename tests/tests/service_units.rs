@@ -169,8 +169,12 @@ fn dnsd_tells_systemd_it_is_ready_reloading_and_stopping_and_feeds_the_watchdog(
     Ok(())
 }
 
+/// A thread's name, uid line and capability sets (effective, permitted,
+/// ambient), as /proc/PID/task/TID/status gives them.
+type Thread = (String, String, String, String, String);
+
 /// Each thread's uid and capability sets, from /proc/PID/task/*/status.
-fn threads(pid: u32) -> Result<Vec<(String, String, String, String, String)>> {
+fn threads(pid: u32) -> Result<Vec<Thread>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let status = std::fs::read_to_string(entry?.path().join("status"))?;

@@ -4,6 +4,7 @@ mod bench;
 mod build_and_load;
 mod demo;
 mod fuzz;
+mod install;
 mod setup;
 mod test;
 mod util;
@@ -47,6 +48,9 @@ enum Command {
         #[arg(long)]
         workspace: PathBuf,
     },
+    /// Install the release binaries and the systemd units (dnsd.service,
+    /// redirector@.service), the `cutover` user and /var/lib/cutover.
+    Install(install::Args),
     /// Run the fuzz targets of fuzz/ (cargo-fuzz): `--smoke` each for a few
     /// seconds, as CI does, or one TARGET for long.
     Fuzz(fuzz::Args),
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run(),
         Command::Test { args } => test::run(&args),
         Command::BuildAndLoad { iface, workspace } => build_and_load::run(&iface, &workspace),
+        Command::Install(args) => install::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench { which } => bench::run(which),
         Command::Connect(args) => bench::connect::run(args),
