@@ -31,10 +31,31 @@ impl Redirector {
         log_dir: &Path,
         args: &[&str],
     ) -> Result<Self> {
+        Self::start_wrapped(&[], host, ifaces, workspace, pins, log_dir, args)
+    }
+
+    /// [`Redirector::start`], run by `wrapper` (`setpriv --reuid=...`) if
+    /// not empty.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        host: &Netns,
+        ifaces: &[&str],
+        workspace: &Path,
+        pins: &Path,
+        log_dir: &Path,
+        args: &[&str],
+    ) -> Result<Self> {
         let log_path = log_dir.join("redirector.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = host.command(bins::path("redirector"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = host.command(program);
+                cmd.args(rest).arg(bins::path("redirector"));
+                cmd
+            }
+            None => host.command(bins::path("redirector")),
+        };
         cmd.arg("run");
         for iface in ifaces {
             cmd.args(["--iface", iface]);

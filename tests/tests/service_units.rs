@@ -320,3 +320,91 @@ fn redirector_reload_returns_once_the_rules_are_in_force_and_fails_when_refused(
     );
     Ok(())
 }
+
+#[test]
+fn the_redirector_forwards_as_an_unprivileged_user_with_the_units_four_capabilities() -> Result<()>
+{
+    use cutover_tests::bpffs::Bpffs;
+    use cutover_tests::nginx::Nginx;
+    use cutover_tests::redirector::Redirector;
+    use cutover_tests::redirector_site::curl;
+    use cutover_tests::topology::{OLD_IP, Topology};
+
+    let net = Topology::new()?;
+    let _new_web = Nginx::start(&net.new, &[80], "new\n", &[])?;
+    let _old_web = Nginx::start(&net.old, &[80], "old\n", &[])?;
+    let scratch = tempfile::Builder::new()
+        .prefix("cutover-unpriv")
+        .tempdir()?;
+    let bpffs = Bpffs::mount(&scratch.path().join("bpf"))?;
+    let workspace = scratch.path().join("ws");
+    std::fs::create_dir_all(&workspace)?;
+    std::fs::write(workspace.join("redirector.toml"), RULE_WWW)?;
+    // As the unit's ExecStartPre= and RuntimeDirectory= prepare them: the
+    // workspace, the pin directory and /run/cutover belong to the user.
+    std::fs::create_dir_all("/run/cutover")?;
+    std::fs::create_dir_all(bpffs.pins())?;
+    for path in [
+        scratch.path(),
+        bpffs.pins().as_path(),
+        Path::new("/run/cutover"),
+    ] {
+        let status = Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(path)
+            .status()?;
+        ensure!(status.success(), "chown {}", path.display());
+    }
+    // The unit's four, less CAP_SYS_RESOURCE where this machine's bounding
+    // set lacks it (only kernels before 5.11 charge BPF maps to memlock).
+    let bounding = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .context("CapBnd")?;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let caps = if bounding & (1 << CAP_SYS_RESOURCE) != 0 {
+        "+bpf,+net_admin,+perfmon,+sys_resource"
+    } else {
+        "+bpf,+net_admin,+perfmon"
+    };
+    let (inh, amb) = (
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+    );
+    let setpriv = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        &inh,
+        &amb,
+    ];
+    let mut redirector = Redirector::start_wrapped(
+        &setpriv,
+        &net.old,
+        &["eth0"],
+        &workspace,
+        &bpffs.pins(),
+        scratch.path(),
+        &[],
+    )?;
+    let url = format!("http://{OLD_IP}/");
+    ensure!(
+        wait_until(Duration::from_secs(10), || curl(&net.client, &url)
+            .is_ok_and(|b| b == "new\n")),
+        "not forwarded; log:\n{}",
+        redirector.log()
+    );
+    // A reload as nobody: the rule removed, the old host serves again.
+    std::fs::write(workspace.join("redirector.toml"), "")?;
+    redirector.signal(1)?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || curl(&net.client, &url)
+            .is_ok_and(|b| b == "old\n")),
+        "the reload did not apply; log:\n{}",
+        redirector.log()
+    );
+    redirector.assert_running()?;
+    Ok(())
+}
