@@ -328,6 +328,61 @@ pub struct Stats {
     pub unmatched: BTreeMap<String, u64>,
 }
 
+/// One sample of the traffic still arriving at an old host, as `cutover
+/// migrate` reads it from the redirector while the old host drains.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DrainSample {
+    /// Unix time, seconds.
+    pub at: u64,
+    pub new_flows_per_s: f64,
+    pub active_flows: u64,
+    pub distinct_clients: u64,
+}
+
+/// `PUT /v1/migrations/{name}` on dnsd: where a migration stands, sent by
+/// `cutover migrate` and `rollback` at every step, with the latest drain
+/// sample while the old host drains; the status page shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// `planned`, `ttl-lowered`, `redirecting`, `flipped`, `done`,
+    /// `rolled-back`.
+    pub phase: String,
+    /// The service's addresses before the move.
+    pub from: Vec<String>,
+    /// The old address that is redirected, and the new one.
+    pub old: String,
+    pub to: String,
+    pub ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<DrainSample>,
+}
+
+/// A migration as the status page shows it: its last report and its drain
+/// samples of the last 24 hours (at most one per minute's worth of width:
+/// the busiest of each stretch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    pub name: String,
+    pub phase: String,
+    pub from: Vec<String>,
+    pub old: String,
+    pub to: String,
+    pub ports: Vec<u16>,
+    /// When the last report came (Unix time, seconds).
+    pub updated_at: u64,
+    pub samples: Vec<DrainSample>,
+}
+
+/// `GET /status.json` on dnsd: what the status page draws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusPage {
+    /// Unix time, seconds.
+    pub now: u64,
+    pub generation: Option<u64>,
+    pub services: Vec<Service>,
+    pub migrations: Vec<MigrationStatus>,
+}
+
 /// A domain name as both APIs compare and send it: lower case, fully
 /// qualified (`www.Example.test` is `www.example.test.`).
 pub fn fqdn(name: &str) -> String {

@@ -17,15 +17,16 @@ use crate::access::{Access, authorise};
 /// `hint` tells the operator how to move or turn off the API
 /// ("change it with --api ADDR:PORT ...").
 ///
-/// `metrics` (`GET /metrics`) needs the token too, unless the API is bound
-/// to a loopback address: whoever can reach that is on the host already,
-/// and a Prometheus or node-exporter beside the daemon then needs no
-/// secret. On any other address it is read with the token, as Prometheus's
-/// `authorization: { credentials_file: ... }` sends it.
+/// `watch` (what is only read for watching: `GET /metrics`, dnsd's status
+/// page) needs the token too, unless the API is bound to a loopback
+/// address: whoever can reach that is on the host already, and a
+/// Prometheus or a browser beside the daemon (or through an SSH tunnel)
+/// then needs no secret. On any other address it is read with the token,
+/// as Prometheus's `authorization: { credentials_file: ... }` sends it.
 pub async fn listen(
     addr: SocketAddr,
     routes: Router,
-    metrics: Router,
+    watch: Router,
     access: Access,
     hint: &str,
 ) -> Result<impl Future<Output = ()> + Send + 'static> {
@@ -33,7 +34,7 @@ pub async fn listen(
         .await
         .with_context(|| format!("binding the control API on {addr} ({hint})"))?;
     let bound = listener.local_addr().unwrap_or(addr);
-    let app = guarded(routes, metrics, access, bound.ip().is_loopback());
+    let app = guarded(routes, watch, access, bound.ip().is_loopback());
     info!(%bound, "control API listening");
     Ok(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -43,13 +44,13 @@ pub async fn listen(
 }
 
 /// `routes` and a JSON 404 for any other path, all behind `access` (so that
-/// without the token not even the list of endpoints leaks); `metrics`
-/// behind it too unless `open_metrics`.
-fn guarded(routes: Router, metrics: Router, access: Access, open_metrics: bool) -> Router {
-    let (inside, outside) = if open_metrics {
-        (routes, metrics)
+/// without the token not even the list of endpoints leaks);
+/// `watch` behind it too unless `open_watch`.
+fn guarded(routes: Router, watch: Router, access: Access, open_watch: bool) -> Router {
+    let (inside, outside) = if open_watch {
+        (routes, watch)
     } else {
-        (routes.merge(metrics), Router::new())
+        (routes.merge(watch), Router::new())
     };
     inside
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cutover_control_api::attribution;
 use cutover_control_api::contract::{
-    Change, ErrorBody, GenerationInfo, ProbeReport, ProbeRequest, RuleChange, ServiceChange,
+    Change, ErrorBody, GenerationInfo, MigrationReport, ProbeReport, ProbeRequest, RuleChange,
+    ServiceChange,
 };
 pub use cutover_control_api::contract::{Rule, Service, Stats, ZoneInfo, fqdn};
 use serde::de::DeserializeOwned;
@@ -66,6 +67,19 @@ impl Endpoint {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T> {
+        let what = format!("{method} {}{path}", self.base);
+        self.send(method, path, body)?
+            .into_json()
+            .with_context(|| format!("{what}: unexpected response"))
+    }
+
+    /// The response of a request that succeeded, or the error it got.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<ureq::Response> {
         let req = self.request(method, path);
         let res = match body {
             Some(b) => req.send_json(b),
@@ -73,9 +87,7 @@ impl Endpoint {
         };
         let what = format!("{method} {}{path}", self.base);
         match res {
-            Ok(r) => r
-                .into_json()
-                .with_context(|| format!("{what}: unexpected response")),
+            Ok(r) => Ok(r),
             Err(ureq::Error::Status(code, r)) => {
                 let text = r.into_string().unwrap_or_default();
                 let msg = serde_json::from_str::<ErrorBody>(&text)
@@ -119,6 +131,15 @@ impl Dns {
     /// Every zone dnsd serves, with its name servers and secondaries.
     pub fn zones(&self) -> Result<Vec<ZoneInfo>> {
         self.0.call("GET", "/v1/zones", None)
+    }
+
+    /// Tells dnsd where a migration stands, with its latest drain sample,
+    /// for the status page.
+    pub fn report_migration(&self, name: &str, report: &MigrationReport) -> Result<()> {
+        let path = format!("/v1/migrations/{}", fqdn(name));
+        self.0
+            .send("PUT", &path, Some(serde_json::to_value(report)?))
+            .map(|_| ())
     }
 
     pub fn service(&self, name: &str) -> Result<Service> {

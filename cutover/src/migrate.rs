@@ -8,6 +8,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use cutover_control_api::contract::{DrainSample, MigrationReport};
 
 use crate::Apis;
 use crate::api::fqdn;
@@ -168,10 +169,12 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
 
     // The last drain sample, for the warning when --max-cache runs out.
     let mut last: Option<Traffic> = None;
+    let mut status = StatusReports::new(&dns);
     // Whether this run has waited for the name servers to serve the flip.
     let mut sync_checked = m.in_sync_after_ms.is_some();
     loop {
         still_ours(&mut lease, &store, &m)?;
+        status.tell(&m);
         match m.next_step(now()) {
             Step::LowerTtl => {
                 if let Err(e) = dns.set_service(&m.name, &m.from, m.move_ttl) {
@@ -265,6 +268,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 let t = now();
                 m.observe(traffic, t, window);
                 last = Some(traffic);
+                status.sampled(traffic, t);
                 checked_save(&mut lease, &store, &m)?;
                 let quiet = m.quiet_since.map_or(0, |q| t.saturating_sub(q));
                 print!(
@@ -318,8 +322,74 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     );
                 }
             }
-            Step::Finished => return Ok(()),
+            Step::Finished => {
+                status.tell(&m);
+                return Ok(());
+            }
         }
+    }
+}
+
+/// What dnsd's status page is told of a migration: its phase at every step
+/// and each drain sample. Best effort: a dnsd that does not take it (an
+/// older one) is mentioned once and the migration goes on.
+struct StatusReports<'a> {
+    dns: &'a crate::api::Dns,
+    /// The phase last told, and a sample not told yet.
+    told: Option<Phase>,
+    sample: Option<DrainSample>,
+    warned: bool,
+}
+
+impl<'a> StatusReports<'a> {
+    fn new(dns: &'a crate::api::Dns) -> Self {
+        Self {
+            dns,
+            told: None,
+            sample: None,
+            warned: false,
+        }
+    }
+
+    fn sampled(&mut self, t: Traffic, at: u64) {
+        self.sample = Some(DrainSample {
+            at,
+            new_flows_per_s: t.new_flows_per_s,
+            active_flows: t.active_flows,
+            distinct_clients: t.distinct_clients,
+        });
+    }
+
+    /// Tells dnsd, if the phase changed or a sample is new.
+    fn tell(&mut self, m: &Migration) {
+        if self.told == Some(m.phase) && self.sample.is_none() {
+            return;
+        }
+        let report = report_of(m, self.sample.take());
+        match self.dns.report_migration(&m.name, &report) {
+            Ok(()) => self.told = Some(m.phase),
+            Err(e) if !self.warned => {
+                self.warned = true;
+                eprintln!("note: dnsd's status page was not told of this migration: {e:#}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A migration as dnsd's status page takes it.
+fn report_of(m: &Migration, sample: Option<DrainSample>) -> MigrationReport {
+    let phase = serde_json::to_value(m.phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    MigrationReport {
+        phase,
+        from: m.from.clone(),
+        old: m.old.clone(),
+        to: m.to.clone(),
+        ports: m.redirects().iter().map(|r| r.port).collect(),
+        sample,
     }
 }
 
@@ -676,7 +746,9 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         m.reverse_on = Some(reverse.0.base.clone());
     }
     m.phase = Phase::RolledBack;
-    store.save(&m)
+    store.save(&m)?;
+    StatusReports::new(&dns).tell(&m);
+    Ok(())
 }
 
 /// Before a rollback changes anything: dnsd and the old host's redirector

@@ -17,6 +17,7 @@
 //! - `clock` — the time and random message IDs, for all of them;
 //! - `metrics` — what the others count as they go, for `GET /metrics`;
 //! - `privileges` — what binding needed, given up once bound;
+//! - `status/` — the status page and the migrations it charts;
 //! - `change/` — changes back to the workspace: the one zone-change
 //!   transaction, the control API (`api`), RFC 2136 (`update_handler`,
 //!   `update`, `tsig`), zone files written (`zone_edit`); then `reload`.
@@ -35,5 +36,6 @@ pub mod privileges;
 pub mod reload;
 pub mod serve;
 pub mod snapshot;
+pub mod status;
 pub mod transfer;
 pub mod zone;

@@ -5,6 +5,7 @@
 
 pub mod bins;
 pub mod bpffs;
+pub mod browser;
 pub mod cpus;
 pub mod dig;
 pub mod dns_peers;

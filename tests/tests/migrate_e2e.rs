@@ -1258,3 +1258,122 @@ fn a_wrong_token_is_refused_naming_the_token_files() -> Result<()> {
     );
     Ok(())
 }
+
+/// The colours the status page draws its two series with (page.html).
+const FLOWS_RGB: [u8; 3] = [0xe4, 0x57, 0x2e];
+const CLIENTS_RGB: [u8; 3] = [0x2e, 0x6f, 0xde];
+
+#[test]
+fn the_status_page_shows_a_migration_draining_with_its_chart() -> Result<()> {
+    let m = Mission::start(2)?;
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    // A drain long enough to look at: quiet only after 60 s.
+    let mut migrate = m.cutover_command(&[
+        "migrate",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--poll",
+        "1s",
+        "--ttl",
+        "2",
+        "--max-cache",
+        "120s",
+        "--quiet",
+        "60s",
+    ]);
+    migrate
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _migrate = Daemon::spawn("cutover migrate", migrate)?;
+
+    // dnsd hears of each step and sample: wait for a few drain samples.
+    let status = || -> Result<cutover_control_api::contract::StatusPage> {
+        let out = m.net.client.exec(
+            "curl",
+            &[
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:8053/status.json",
+            ],
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    ensure!(
+        wait_until(Duration::from_secs(40), || status().is_ok_and(|s| s
+            .migrations
+            .first()
+            .is_some_and(|g| g.phase == "flipped" && g.samples.len() >= 4))),
+        "no draining migration on the status page: {:?}",
+        status()
+    );
+    let page = status()?;
+    let migration = &page.migrations[0];
+    assert_eq!(
+        (
+            migration.name.as_str(),
+            migration.old.as_str(),
+            migration.to.as_str()
+        ),
+        ("www.example.test.", OLD_IP, NEW_IP)
+    );
+    ensure!(
+        migration.samples.iter().any(|s| s.new_flows_per_s > 0.0),
+        "the clients that cached OLD are in the samples: {migration:?}"
+    );
+
+    // The page in a real browser, from the client's namespace (its API is
+    // on loopback there: no token).
+    let profile = tempfile::tempdir()?;
+    let url = "http://127.0.0.1:8053/";
+    let dom = cutover_tests::browser::dom(&m.net.client, url, profile.path(), 4000)?;
+    ensure!(
+        dom.contains(r#"<tr data-name="www.example.test.">"#),
+        "the service is not listed: {dom}"
+    );
+    ensure!(
+        dom.contains(r#"<div class="migration" data-name="www.example.test.">"#)
+            && dom.contains(r#"<span class="phase">flipped</span>"#),
+        "the migration is not shown: {dom}"
+    );
+    let points: usize = dom
+        .split(r#"data-points=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no chart: {dom}"))?;
+    ensure!(points >= 4, "{points} points in the chart");
+    let flows_line = dom
+        .split(r#"class="flows" points=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    ensure!(
+        flows_line.split_whitespace().count() == points,
+        "the new-connections line has not every point: {flows_line:?}"
+    );
+
+    // And what it looks like: the chart has both lines drawn. Kept beside
+    // the binaries for a human to look at.
+    let shot = bins::path("dnsd").with_file_name("status-page.png");
+    cutover_tests::browser::screenshot(
+        &m.net.client,
+        url,
+        profile.path(),
+        4000,
+        (1000, 700),
+        &shot,
+    )?;
+    let flows = cutover_tests::browser::pixels_near(&shot, FLOWS_RGB, 40)?;
+    let clients = cutover_tests::browser::pixels_near(&shot, CLIENTS_RGB, 40)?;
+    ensure!(
+        flows > 60 && clients > 60,
+        "the chart looks empty in {}: {flows} pixels of the new-connections colour, {clients} of \
+         the clients colour",
+        shot.display()
+    );
+    none_failed(&load.finish())?;
+    Ok(())
+}

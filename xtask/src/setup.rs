@@ -3,6 +3,7 @@
 //! work together: nightly's LLVM 22 and Debian's llvm-22-dev for bpf-linker.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 
@@ -32,16 +33,35 @@ const PACKAGES: &[&str] = &[
     "unbound",
     // promtool, and a Prometheus that scrapes both daemons (tests/tests/metrics.rs).
     "prometheus",
+    // Headless, to load dnsd's status page (tests/tests/migrate_e2e.rs).
+    "chromium",
     // dnsd's allocator (tikv-jemalloc-sys) builds jemalloc with make.
     "make",
 ];
+
+/// Set by [`quietly`]: what is already there is not listed.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+fn present(line: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
+}
+
+/// What the demo needs (not cargo-fuzz), saying only what it installs.
+pub fn quietly() -> Result<()> {
+    QUIET.store(true, Ordering::Relaxed);
+    rust_src()?;
+    debian_packages()?;
+    bpf_linker()
+}
 
 pub fn run() -> Result<()> {
     rust_src()?;
     debian_packages()?;
     bpf_linker()?;
     cargo_fuzz()?;
-    eprintln!("setup: everything is in place");
+    present("setup: everything is in place");
     Ok(())
 }
 
@@ -54,7 +74,7 @@ fn rust_src() -> Result<()> {
         .lines()
         .any(|l| l.starts_with("rust-src"))
     {
-        eprintln!("setup: nightly rust-src is installed");
+        present("setup: nightly rust-src is installed");
         return Ok(());
     }
     eprintln!("setup: adding rust-src to nightly (needed for -Z build-std=core)");
@@ -74,7 +94,7 @@ fn debian_packages() -> Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: Debian packages are installed");
+        present("setup: Debian packages are installed");
         return Ok(());
     }
     eprintln!("setup: installing Debian packages: {}", missing.join(" "));
@@ -89,7 +109,7 @@ fn debian_packages() -> Result<()> {
 
 fn bpf_linker() -> Result<()> {
     if succeeds(Command::new("bpf-linker").arg("--version")) {
-        eprintln!("setup: bpf-linker is installed");
+        present("setup: bpf-linker is installed");
         return Ok(());
     }
     // The default feature links LLVM 23, which Debian 12 does not have.
@@ -112,7 +132,7 @@ fn bpf_linker() -> Result<()> {
 
 fn cargo_fuzz() -> Result<()> {
     if succeeds(Command::new("cargo").args(["fuzz", "--version"])) {
-        eprintln!("setup: cargo-fuzz is installed");
+        present("setup: cargo-fuzz is installed");
         return Ok(());
     }
     eprintln!("setup: installing cargo-fuzz (about a minute)");

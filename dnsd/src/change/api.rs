@@ -18,8 +18,9 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use cutover_control_api::contract::{
-    AddressHealth, Change, DnsHealth, GenerationInfo, RecordInfo, ReplicaInfo, RrsetChange,
-    SecondaryInfo, Service, ServiceChange, ServiceMember, Version, ZoneInfo, fqdn,
+    AddressHealth, Change, DnsHealth, GenerationInfo, MigrationReport, MigrationStatus, RecordInfo,
+    ReplicaInfo, RrsetChange, SecondaryInfo, Service, ServiceChange, ServiceMember, StatusPage,
+    Version, ZoneInfo, fqdn,
 };
 use cutover_control_api::metrics::Scrape;
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
@@ -32,6 +33,7 @@ use crate::change::sync::{self, Syncer};
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::change::{self, ChangeError, Edited};
 use crate::reload::Reloader;
+use crate::status::migrations::Migrations;
 use crate::transfer::Transfers;
 use crate::zone;
 use crate::zone::name_key::NameKey;
@@ -54,6 +56,8 @@ pub struct Api {
     /// The addresses dnsd answers on (flags or dnsd.toml, as bound): the
     /// name servers a change must reach besides the secondaries.
     listening: Vec<SocketAddr>,
+    /// The migrations `cutover` reports, for the status page.
+    migrations: Migrations,
 }
 
 type Reply<T> = Result<axum::Json<T>, ApiError>;
@@ -83,14 +87,19 @@ pub async fn start(addr: SocketAddr, api: Api) -> Result<()> {
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{origin}/records", get(records))
         .route("/v1/zones/{origin}/rrsets/{name}/{rtype}", put(put_rrset))
+        .route("/v1/migrations", get(migrations))
+        .route("/v1/migrations/{name}", put(put_migration))
         .with_state(Arc::clone(&api));
-    let metrics = Router::new()
+    // What is only read for watching: open on loopback (see `listen`).
+    let watch = Router::new()
         .route("/metrics", get(metrics))
+        .route("/", get(page))
+        .route("/status.json", get(status))
         .with_state(api);
     let serve = listen(
         addr,
         routes,
-        metrics,
+        watch,
         access,
         "change it with --api ADDR:PORT or dnsd.toml's [api] listen, or turn it off with \
          --no-api or [api] enabled = false",
@@ -111,6 +120,7 @@ impl Api {
         listening: Vec<SocketAddr>,
     ) -> Self {
         Self {
+            migrations: Migrations::open(&workspace, unix_seconds()),
             workspace,
             reloader,
             access: Access::new(token, "dnsd"),
@@ -241,6 +251,57 @@ fn service_metrics(
     }
 }
 
+/// The status page's width in chart points: a day's samples are narrowed
+/// to this many.
+const CHART_POINTS: usize = 720;
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET /`: the status page; it reads `status.json`.
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(crate::status::PAGE)
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Reply<StatusPage> {
+    let ws = api.workspace.clone();
+    let generation = blocking(move || Ok(ws.current_generation()?)).await?;
+    let now = unix_seconds();
+    Ok(axum::Json(StatusPage {
+        now,
+        generation,
+        services: service_list(&api).await?,
+        migrations: api.migrations.list(now, CHART_POINTS),
+    }))
+}
+
+async fn migrations(State(api): State<Arc<Api>>) -> Reply<Vec<MigrationStatus>> {
+    let now = unix_seconds();
+    Ok(axum::Json(api.migrations.list(now, CHART_POINTS)))
+}
+
+/// `PUT /v1/migrations/{name}`: `cutover` reporting a migration's step and
+/// its latest drain sample.
+async fn put_migration(
+    State(api): State<Arc<Api>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let report: MigrationReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be {{\"phase\", \"from\", \"old\", \"to\", \"ports\", \"sample\" \
+             (optional)}}: {e}"
+        ))
+    })?;
+    api.migrations
+        .report(&fqdn(&name), report, unix_seconds())
+        .map_err(ApiError::bad_request)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn version() -> Reply<Version> {
     Ok(axum::Json(Version {
         name: "dnsd".into(),
@@ -250,6 +311,11 @@ async fn version() -> Reply<Version> {
 }
 
 async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
+    Ok(axum::Json(service_list(&api).await?))
+}
+
+/// The services of the live dnsd.toml, each steered one with its members.
+async fn service_list(api: &Api) -> Result<Vec<Service>, ApiError> {
     let ws = api.workspace.clone();
     let config = blocking(move || {
         ws.load_dnsd()
@@ -273,7 +339,7 @@ async fn services(State(api): State<Arc<Api>>) -> Reply<Vec<Service>> {
             },
         })
         .collect();
-    Ok(axum::Json(list))
+    Ok(list)
 }
 
 /// Each address of `service`: how it is used, and its health.
