@@ -15,7 +15,9 @@
 //! its message. A reload asked for after reading "started = n" is done
 //! once "finished >= n + 1": that reload began after the request.
 
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -134,7 +136,15 @@ impl Lifecycle {
 
     fn write(&self, counts: &Counts) {
         let tmp = self.record.with_extension("reload.tmp");
-        let written = fs::write(&tmp, counts.text()).and_then(|()| fs::rename(&tmp, &self.record));
+        // Private, as everything under `.cutover/`.
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(counts.text().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &self.record));
         if let Err(e) = written {
             debug!(path = %self.record.display(), %e, "recording a reload");
         }

@@ -1323,6 +1323,16 @@ fn the_status_page_shows_a_migration_draining_with_its_chart() -> Result<()> {
         migration.samples.iter().any(|s| s.new_flows_per_s > 0.0),
         "the clients that cached OLD are in the samples: {migration:?}"
     );
+    // Kept in the workspace, as private as the rest of `.cutover/`.
+    let kept = m.ws.path().join(".cutover/migrations");
+    for (path, mode) in [
+        (kept.clone(), 0o700),
+        (kept.join("www.example.test..jsonl"), 0o600),
+    ] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let found = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        ensure!(found == mode, "{} is {found:o}", path.display());
+    }
 
     // The page in a real browser, from the client's namespace (its API is
     // on loopback there: no token).

@@ -6,8 +6,9 @@
 //! starts.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -150,7 +151,10 @@ impl Migrations {
             }
             let path = self.dir.join(format!("{name}.jsonl"));
             let tmp = self.dir.join(format!("{name}.jsonl.tmp"));
-            if let Err(e) = fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, &path)) {
+            let written = private_file(&tmp, false)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .and_then(|()| fs::rename(&tmp, &path));
+            if let Err(e) = written {
                 warn!(path = %path.display(), %e, "compacting a migration's samples");
             }
         }
@@ -189,13 +193,11 @@ impl Migrations {
         drop(entries);
         // Kept in memory even if the disk refuses it: the chart goes on.
         let path = self.dir.join(format!("{name}.jsonl"));
-        let appended = fs::create_dir_all(&self.dir).and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?
-                .write_all(text.as_bytes())
-        });
+        let appended = DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .and_then(|()| private_file(&path, true)?.write_all(text.as_bytes()));
         if let Err(e) = appended {
             warn!(path = %path.display(), %e, "keeping a migration's report");
         }
@@ -227,6 +229,19 @@ impl Migrations {
         list.sort_by_key(|m| std::cmp::Reverse(m.updated_at));
         list
     }
+}
+
+/// A file only dnsd's user reads, as everything under `.cutover/`:
+/// appended to, or written anew.
+fn private_file(path: &std::path::Path, append: bool) -> std::io::Result<fs::File> {
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o600);
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path)
 }
 
 fn line(l: &Line) -> String {
