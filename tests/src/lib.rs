@@ -20,6 +20,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redirector;
 pub mod redirector_site;
+pub mod site_client;
 pub mod syn_flood;
 pub mod tmpfs;
 pub mod topology;

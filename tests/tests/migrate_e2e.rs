@@ -22,6 +22,7 @@ use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::redirector::Redirector;
+use cutover_tests::site_client::get;
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 use cutover_tests::unbound::Unbound;
 
@@ -344,44 +345,7 @@ impl Drop for Load {
 }
 
 fn resolve_in(ns: &str) -> String {
-    std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "kdig",
-            "@127.0.0.53",
-            "+short",
-            "+timeout=2",
-            "+retry=1",
-            NAME,
-            "A",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn get(ns: &str, ip: &str) -> Result<String, String> {
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-        ])
-        .arg(format!("http://{ip}/"))
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    cutover_tests::site_client::resolve(ns, "127.0.0.53", NAME)
 }
 
 fn failures(samples: &[Sample]) -> Vec<&Sample> {

@@ -10,7 +10,7 @@
 //! output in a log file. Ctrl-C, or any failure, removes the namespaces.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -357,7 +357,7 @@ impl Clients {
                         let result = if ip.is_empty() {
                             Err("the resolver gave no address".into())
                         } else {
-                            get(&ns, &ip)
+                            cutover_tests::site_client::get(&ns, &ip)
                         };
                         if let Ok(mut s) = samples.lock() {
                             s.push(Sample { at, ip, result });
@@ -478,41 +478,5 @@ fn stoppable_sleep(d: Duration) -> Result<()> {
 
 /// The address the client's resolver gives for the site.
 fn resolve(ns: &str) -> String {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "kdig",
-            "@127.0.0.53",
-            "+short",
-            "+timeout=2",
-            "+retry=1",
-        ])
-        .args([NAME, "A"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn get(ns: &str, ip: &str) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-        ])
-        .arg(format!("http://{ip}/"))
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    cutover_tests::site_client::resolve(ns, "127.0.0.53", NAME)
 }
