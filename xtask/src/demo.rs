@@ -9,7 +9,7 @@
 //! It installs what it needs first (`setup`, quietly) and hides the build's
 //! output in a log file. Ctrl-C, or any failure, removes the namespaces.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bpffs::Bpffs;
+use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
@@ -31,6 +32,8 @@ const NAME: &str = "www.example.test";
 const OLD_BODY: &str = "release 1 on the old host\n";
 const NEW_BODY: &str = "release 2 on the new host\n";
 const OLD_API: &str = "http://198.18.0.2:8054";
+/// Knot, the secondary the clients' resolver asks, beside dnsd.
+const SECONDARY: &str = "127.0.0.2:5300";
 /// How many clients request the site, each every `PACE`.
 const CLIENTS: usize = 3;
 const PACE: Duration = Duration::from_millis(200);
@@ -114,6 +117,14 @@ fn build() -> Result<()> {
         .spawn()
         .context("running cargo build")?;
     let start = Instant::now();
+    // A progress line rewritten in place on a terminal; one line in a log.
+    let terminal = std::io::stdout().is_terminal();
+    if !terminal {
+        println!(
+            "== building the release binaries (log: {})",
+            log_path.display()
+        );
+    }
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -122,15 +133,21 @@ fn build() -> Result<()> {
             let _ = child.kill();
             bail!("interrupted");
         }
-        print!(
-            "\r== building the release binaries ({} s; log: {})",
-            start.elapsed().as_secs(),
-            log_path.display()
-        );
-        let _ = std::io::stdout().flush();
+        if terminal {
+            print!(
+                "\r== building the release binaries ({} s; log: {})",
+                start.elapsed().as_secs(),
+                log_path.display()
+            );
+            let _ = std::io::stdout().flush();
+        }
         std::thread::sleep(Duration::from_millis(500));
     };
-    println!();
+    if terminal {
+        println!();
+    } else {
+        println!("   built in {} s", start.elapsed().as_secs());
+    }
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
@@ -146,6 +163,7 @@ fn build() -> Result<()> {
 /// start, the namespaces last.
 struct Site {
     _unbound: Unbound,
+    _knot: DnsServer,
     _redirector: Redirector,
     _dnsd: Daemon,
     _bpffs: Bpffs,
@@ -169,7 +187,10 @@ impl Site {
         )?;
         std::fs::write(
             ws.path().join("dnsd.toml"),
-            format!("[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {TTL}\n"),
+            format!(
+                "[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = {TTL}\n\n\
+                 [[secondary]]\naddress = \"{SECONDARY}\"\n"
+            ),
         )?;
         // Closed connections leave the old host's table within seconds, so
         // that its counters fall to zero while you watch.
@@ -205,14 +226,30 @@ impl Site {
             ws.path(),
             &["--api", "198.18.0.2:8054"],
         )?;
+        // dnsd as a hidden primary: Knot copies the zone (NOTIFY, IXFR) and
+        // the clients' resolver asks Knot.
+        let secondary: std::net::SocketAddr = SECONDARY.parse()?;
+        let knot = dns_peers::start_knot(
+            secondary.ip(),
+            &ServerOptions {
+                port: Some(secondary.port()),
+                primary: Some(Primary {
+                    addr: "127.0.0.1:5300".parse()?,
+                    key: None,
+                }),
+                netns: Some(net.client.name.clone()),
+                ..ServerOptions::default()
+            },
+        )?;
         let unbound = Unbound::start(
             &net.client,
             "127.0.0.53:53".parse()?,
             "example.test.",
-            "127.0.0.1:5300".parse()?,
+            secondary,
         )?;
         let site = Self {
             _unbound: unbound,
+            _knot: knot,
             _redirector: redirector,
             _dnsd: dnsd,
             _bpffs: bpffs,
@@ -285,7 +322,8 @@ impl Site {
     }
 }
 
-/// Prints a child's output lines, indented, as they come.
+/// Prints a child's output lines, indented, as they come. A progress line
+/// that cutover rewrites in place (`\r`) is shown every five seconds.
 fn echo(child: &mut Child) -> Vec<JoinHandle<()>> {
     let mut threads = Vec::new();
     let out = child
@@ -298,8 +336,19 @@ fn echo(child: &mut Child) -> Vec<JoinHandle<()>> {
         .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
     for stream in [out, err].into_iter().flatten() {
         threads.push(std::thread::spawn(move || {
+            let mut progress_shown: Option<Instant> = None;
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                println!("   | {line}");
+                let parts: Vec<&str> = line.split('\r').filter(|p| !p.trim().is_empty()).collect();
+                let Some((last, rewritten)) = parts.split_last() else {
+                    continue;
+                };
+                for p in rewritten {
+                    if progress_shown.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        println!("   | {}", p.trim_end());
+                        progress_shown = Some(Instant::now());
+                    }
+                }
+                println!("   | {}", last.trim_end());
             }
         }));
     }
@@ -309,7 +358,9 @@ fn echo(child: &mut Child) -> Vec<JoinHandle<()>> {
 /// One request of a client: where the resolver sent it and what came back.
 #[derive(Clone)]
 struct Sample {
-    at: Instant,
+    /// When the client started resolving, as Unix time in ms (the
+    /// record's times are Unix times).
+    wall_ms: u64,
     ip: String,
     result: Result<String, String>,
 }
@@ -352,7 +403,7 @@ impl Clients {
                         if Instant::now() > deadline {
                             break;
                         }
-                        let at = Instant::now();
+                        let wall_ms = unix_ms();
                         let ip = resolve(&ns);
                         let result = if ip.is_empty() {
                             Err("the resolver gave no address".into())
@@ -360,7 +411,11 @@ impl Clients {
                             cutover_tests::site_client::get(&ns, &ip)
                         };
                         if let Ok(mut s) = samples.lock() {
-                            s.push(Sample { at, ip, result });
+                            s.push(Sample {
+                                wall_ms,
+                                ip,
+                                result,
+                            });
                         }
                         std::thread::sleep(PACE);
                     }
@@ -439,19 +494,24 @@ fn report(samples: &[Sample], migrated_in: Duration, record: &toml::Table) {
         }
         None => println!("   time to in-sync: not recorded"),
     }
-    // Drained: the last request that still arrived at the old address and
-    // was forwarded, counted from the first answer with the new address.
-    let first_new = samples.iter().find(|s| s.ip == NEW_IP).map(|s| s.at);
+    // Drained: the last request that still arrived at the old address
+    // and was forwarded, counted from the flip (the record's time, in s).
+    let flipped_ms = record
+        .get("flipped_at")
+        .and_then(toml::Value::as_integer)
+        .and_then(|t| u64::try_from(t).ok())
+        .map(|t| t * 1000);
     let last_forwarded = samples
         .iter()
         .filter(|s| s.path() == "via redirector")
-        .map(|s| s.at)
+        .map(|s| s.wall_ms)
         .max();
-    match (first_new, last_forwarded) {
+    match (flipped_ms, last_forwarded) {
         (Some(flip), Some(last)) => println!(
-            "   time to drained: the last client of the old address came {:.1} s after the first \
-             answer with the new one",
-            last.saturating_duration_since(flip).as_secs_f64()
+            "   time to drained: the last client still arriving at the old address came {:.1} s \
+             after the flip ({} requests forwarded in all)",
+            last.saturating_sub(flip) as f64 / 1000.0,
+            count("via redirector"),
         ),
         _ => println!("   time to drained: no client came through the redirector"),
     }
@@ -459,6 +519,12 @@ fn report(samples: &[Sample], migrated_in: Duration, record: &toml::Table) {
         "   cutover migrate took {:.0} s in all",
         migrated_in.as_secs_f64()
     );
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn say(line: &str) {
