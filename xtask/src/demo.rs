@@ -56,8 +56,12 @@ const MIGRATE: [&str; 8] = [
 static STOP: AtomicBool = AtomicBool::new(false);
 
 pub fn run() -> Result<()> {
-    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
-        .context("installing the Ctrl-C handler")?;
+    ctrlc::set_handler(|| {
+        if !STOP.swap(true, Ordering::Relaxed) {
+            eprintln!("\ninterrupted: stopping and removing the namespaces");
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
     crate::setup::quietly()?;
     build()?;
 
@@ -304,6 +308,9 @@ impl Site {
         };
         for l in lines {
             let _ = l.join();
+        }
+        if STOP.load(Ordering::Relaxed) {
+            bail!("interrupted");
         }
         ensure!(
             status.success(),
