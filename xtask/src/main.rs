@@ -65,13 +65,15 @@ enum Command {
     Connect(bench::connect::Args),
 }
 
-/// An error is one line (`error: what: why`); the backtrace only when
-/// RUST_BACKTRACE asks for it.
+/// An error is one line (`error: what: why`). The backtrace only when
+/// asked for with RUST_BACKTRACE=full: many shells export
+/// RUST_BACKTRACE=1 for good, and a user who did not ask should not get
+/// forty lines.
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v == "full") {
                 eprintln!("error: {e:?}");
             } else {
                 eprintln!("error: {e:#}");
