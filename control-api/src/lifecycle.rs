@@ -117,7 +117,12 @@ impl Lifecycle {
     /// previous state serving on).
     pub fn reloaded(&self, ticket: Ticket, result: Result<(), String>) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.finished = counts.finished.max(ticket.0);
+        // Reloads may end out of the order they began in: the record keeps
+        // the newest one's result.
+        if ticket.0 < counts.finished {
+            return;
+        }
+        counts.finished = ticket.0;
         let status = match &result {
             Ok(()) => "serving; the last reload is in force".to_string(),
             Err(why) => format!("serving; the last reload was refused: {}", first_line(why)),
@@ -198,6 +203,17 @@ pub fn reload_and_wait(root: &Path, daemon: &str, timeout: Duration) -> Result<(
                 ws.pid_path(daemon).display()
             )
         })?;
+    // A pid file left by a daemon that was killed may name another
+    // process by now: SIGHUP goes only to the daemon's own program.
+    let program = daemon.split('-').next().unwrap_or(daemon);
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != program {
+        bail!(
+            "{} names pid {pid}, which is {:?}, not {program}: {daemon} does not run",
+            ws.pid_path(daemon).display(),
+            comm.trim_end()
+        );
+    }
     let record = record_path(&ws, daemon);
     let read = || {
         fs::read_to_string(&record)

@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};
 use axum::Router;
-use axum::middleware;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse as _, Response};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -55,7 +58,39 @@ fn guarded(routes: Router, watch: Router, access: Access, open_watch: bool) -> R
     inside
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(middleware::from_fn_with_state(access, authorise))
-        .merge(outside)
+        .merge(outside.layer(middleware::from_fn(loopback_host)))
+}
+
+/// Middleware of the routes open on loopback: a request must name a
+/// loopback host (`127.0.0.1:8053`, `[::1]`, `localhost`), so that a web
+/// page elsewhere cannot read them through a browser on this host by
+/// pointing a name of its own at 127.0.0.1 (DNS rebinding).
+async fn loopback_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    match host {
+        Some(h) if !is_loopback_host(h) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Host {h:?} is not a loopback address: open this API at 127.0.0.1"),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a Host header's host is loopback, whatever its port.
+fn is_loopback_host(value: &str) -> bool {
+    let host = match value.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => value.rsplit_once(':').map_or(value, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -125,6 +160,25 @@ mod tests {
         );
     }
 
+    async fn call_host(loopback: bool, host: &str, path: &str) -> (StatusCode, String) {
+        let routes = Router::new().route("/v1/health", get(|| async { "ok" }));
+        let metrics = Router::new().route("/metrics", get(|| async { "up 1" }));
+        let app = guarded(
+            routes,
+            metrics,
+            Access::new("s3cret".into(), "testd"),
+            loopback,
+        );
+        let request = Request::get(path).header(header::HOST, host);
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
     #[tokio::test]
     async fn metrics_need_the_token_unless_the_api_is_on_loopback() {
         let open = (StatusCode::OK, "up 1".to_string());
@@ -136,6 +190,25 @@ mod tests {
         );
         let (status, _) = call_on(false, None, "/metrics").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // A page elsewhere that points its own name at 127.0.0.1 gets nothing.
+        assert_eq!(
+            call_host(true, "localhost:8053", "/metrics").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call_host(true, "[::1]:8053", "/metrics").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call_host(true, "127.0.0.9", "/metrics").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call_host(true, "rebind.example.test:8053", "/metrics")
+                .await
+                .0,
+            StatusCode::FORBIDDEN
+        );
         // Only /metrics is open on loopback.
         let (status, _) = call_on(true, None, "/v1/health").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use arc_swap::ArcSwap;
 use clap::{CommandFactory, Parser, Subcommand};
 use cutover_control_api::lifecycle::{self, Lifecycle};
@@ -82,10 +82,11 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["api", "api_token_file"])]
     no_api: bool,
 
-    /// Started as root: become USER once the sockets are bound (the
-    /// workspace must be USER's). Started as another user with
-    /// CAP_NET_BIND_SERVICE (systemd's AmbientCapabilities=), dnsd gives
-    /// the capability up once bound without this flag.
+    /// Started as root: run as USER from the start (the workspace must be
+    /// USER's), keeping only CAP_NET_BIND_SERVICE until the sockets are
+    /// bound. Started as another user with CAP_NET_BIND_SERVICE (systemd's
+    /// AmbientCapabilities=), dnsd gives the capability up once bound
+    /// without this flag.
     #[arg(long, value_name = "USER")]
     user: Option<String>,
 }
@@ -335,8 +336,23 @@ async fn serve_health_changes(
 }
 
 fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags, user: Option<&str>) -> Result<()> {
-    privileges::check_user_flag(user)?;
+    // First thing, while dnsd has one thread: with --user, everything it
+    // creates in the workspace from here on is that user's.
+    privileges::become_user(user)?;
     let ws = Workspace::open(workspace).map_err(|e| anyhow!("{e}"))?;
+    // Before anything is bound or written: one dnsd per workspace (the pid
+    // file itself is written once dnsd serves).
+    if let Some(pid) = ws
+        .running_pid("dnsd")
+        .with_context(|| format!("reading {}", ws.pid_path("dnsd").display()))?
+        && pid != std::process::id()
+    {
+        bail!(
+            "dnsd already serves {} as pid {pid} ({})",
+            workspace.display(),
+            ws.pid_path("dnsd").display()
+        );
+    }
     let settled = reload::settled(&ws);
     let config_stamp = reload::Reloader::config_stamp(workspace);
     let mut loaded = zone::load_settled(&ws, &settled)
@@ -484,7 +500,7 @@ fn serve(workspace: &Path, listen: &[SocketAddr], api: ApiFlags, user: Option<&s
                 .await
                 .context("the control API's runtime")??;
         }
-        privileges::after_binding(user)?;
+        privileges::after_binding()?;
         memory::start_background_threads();
         // Kept until serve returns, so the file names a live dnsd exactly
         // as long as one runs (a tool that sends SIGHUP reads it); written

@@ -1,13 +1,13 @@
 //! Giving up what binding port 53 needed, once the sockets are bound.
 //!
-//! Two ways in: started as root with `--user NAME`, dnsd binds and then
-//! becomes NAME (glibc applies `setuid` to every thread, and leaving uid 0
-//! clears each thread's capabilities); started as an unprivileged user
-//! with `CAP_NET_BIND_SERVICE` as an ambient capability (systemd's
-//! `AmbientCapabilities=`), every thread gives its capabilities up. The
-//! capability sets belong to each thread, not the process, so a thread
-//! that never binds (a tokio worker, a UDP thread) gives them up as it
-//! starts, and the main thread once the DNS sockets are bound. The
+//! Two ways in, one way through: started as an unprivileged user with
+//! `CAP_NET_BIND_SERVICE` as an ambient capability (systemd's
+//! `AmbientCapabilities=`), or started as root with `--user NAME`, which
+//! becomes NAME first thing, keeping only that capability, so that every
+//! file dnsd then creates in the workspace is NAME's. The capability sets
+//! belong to each thread, not the process, so a thread that never binds
+//! (a tokio worker, a UDP thread) gives them up as it starts, and the main
+//! thread once the DNS sockets are bound. The
 //! control API binds on its own runtime's thread, already without them:
 //! an unprivileged dnsd's API port must be 1024 or above.
 
@@ -23,8 +23,8 @@ pub fn is_root() -> bool {
 }
 
 /// Gives up every capability of the calling thread (effective, permitted,
-/// inheritable, ambient). Nothing to do for root, whose uid is its
-/// privilege: root drops by `--user`.
+/// inheritable, ambient). Nothing to do for root without `--user`, whose
+/// uid is its privilege.
 pub fn drop_thread_capabilities() -> std::io::Result<()> {
     if is_root() {
         return Ok(());
@@ -42,6 +42,12 @@ pub fn drop_thread_capabilities() -> std::io::Result<()> {
     {
         return Err(std::io::Error::last_os_error());
     }
+    set_capabilities(0)
+}
+
+/// Sets the calling thread's effective and permitted capabilities to
+/// `mask` (capabilities 0..31), its inheritable ones to none.
+fn set_capabilities(mask: u32) -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -59,11 +65,18 @@ pub fn drop_thread_capabilities() -> std::io::Result<()> {
         version: 0x2008_0522,
         pid: 0,
     };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let data = [
+        Data {
+            effective: mask,
+            permitted: mask,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
     // SAFETY: capset with a valid version-3 header and two data words,
     // for the calling thread (pid 0).
     if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
@@ -72,31 +85,70 @@ pub fn drop_thread_capabilities() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Once every DNS socket is bound: becomes `user` (from root), or drops the
-/// calling thread's capabilities (the others dropped theirs as they
-/// started).
-pub fn after_binding(user: Option<&str>) -> Result<()> {
-    match user {
-        Some(name) => become_user(name),
-        None => drop_thread_capabilities().context("giving up capabilities after binding"),
-    }
+/// Once every DNS socket is bound: the calling thread gives its
+/// capabilities up (the others gave theirs up as they started).
+pub fn after_binding() -> Result<()> {
+    drop_thread_capabilities().context("giving up capabilities after binding")
 }
 
-/// Refuses `--user` where it cannot work, before anything is bound.
-pub fn check_user_flag(user: Option<&str>) -> Result<()> {
-    if let Some(name) = user {
-        if !is_root() {
+/// `--user NAME`, started as root: becomes NAME at once, before the
+/// workspace is touched (every file dnsd creates is NAME's), keeping only
+/// CAP_NET_BIND_SERVICE, which [`after_binding`] and the threads then give
+/// up as an unprivileged dnsd's. Must run while the process has one thread:
+/// the capability sets are per thread.
+pub fn become_user(user: Option<&str>) -> Result<()> {
+    let Some(name) = user else {
+        return Ok(());
+    };
+    if !is_root() {
+        bail!("--user {name} needs dnsd to start as root (it then runs as {name})");
+    }
+    let (uid, gid) = lookup(name)?;
+    // SAFETY: plain syscalls with values from the password database, on
+    // the process's only thread.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_KEEPCAPS,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) != 0
+        {
             bail!(
-                "--user {name} needs dnsd to start as root (it binds first, then becomes {name})"
+                "keeping capabilities across setuid: {}",
+                std::io::Error::last_os_error()
             );
         }
-        lookup(name)?;
+        if libc::setgroups(1, &gid) != 0 {
+            bail!("setgroups for {name}: {}", std::io::Error::last_os_error());
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            bail!("setgid to {name}: {}", std::io::Error::last_os_error());
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            bail!("setuid to {name}: {}", std::io::Error::last_os_error());
+        }
+        let _ = libc::prctl(
+            libc::PR_SET_KEEPCAPS,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+        if uid != 0 && libc::setuid(0) == 0 {
+            bail!("became {name} but could become root again");
+        }
     }
-    Ok(())
+    set_capabilities(1 << CAP_NET_BIND_SERVICE)
+        .with_context(|| format!("keeping CAP_NET_BIND_SERVICE as {name}"))
 }
+
+const CAP_NET_BIND_SERVICE: u32 = 10;
 
 fn lookup(name: &str) -> Result<(libc::uid_t, libc::gid_t)> {
     let c_name = CString::new(name).context("a user name with a NUL byte")?;
+    // SAFETY: passwd is plain data; getpwnam_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut found: *mut libc::passwd = std::ptr::null_mut();
@@ -114,26 +166,4 @@ fn lookup(name: &str) -> Result<(libc::uid_t, libc::gid_t)> {
         bail!("--user {name}: no such user");
     }
     Ok((pwd.pw_uid, pwd.pw_gid))
-}
-
-/// setgroups, setgid, setuid to `name` (glibc applies each to every
-/// thread), then checks that root cannot be regained.
-fn become_user(name: &str) -> Result<()> {
-    let (uid, gid) = lookup(name)?;
-    // SAFETY: plain syscalls with values from the password database.
-    unsafe {
-        if libc::setgroups(1, &gid) != 0 {
-            bail!("setgroups for {name}: {}", std::io::Error::last_os_error());
-        }
-        if libc::setresgid(gid, gid, gid) != 0 {
-            bail!("setgid to {name}: {}", std::io::Error::last_os_error());
-        }
-        if libc::setresuid(uid, uid, uid) != 0 {
-            bail!("setuid to {name}: {}", std::io::Error::last_os_error());
-        }
-        if uid != 0 && libc::setuid(0) == 0 {
-            bail!("became {name} but could become root again");
-        }
-    }
-    Ok(())
 }

@@ -177,7 +177,10 @@ type Thread = (String, String, String, String, String);
 fn threads(pid: u32) -> Result<Vec<Thread>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let status = std::fs::read_to_string(entry?.path().join("status"))?;
+        // A blocking-pool thread may end between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(entry?.path().join("status")) else {
+            continue;
+        };
         let field = |name: &str| -> String {
             status
                 .lines()
@@ -254,11 +257,21 @@ fn assert_unprivileged(pid: u32) -> Result<()> {
 
 #[test]
 fn dnsd_started_as_root_with_user_binds_port_53_then_runs_as_that_user() -> Result<()> {
-    let (dnsd, ws) = dnsd_on_port_53(&["env"], loopback(64), &["--no-api", "--user", "nobody"])?;
+    let api = SocketAddr::new(loopback(64), 8053).to_string();
+    let (dnsd, ws) = dnsd_on_port_53(&["env"], loopback(64), &["--api", &api, "--user", "nobody"])?;
     assert_unprivileged(dnsd.pid())?;
-    // It still writes the workspace it now owns: a reload is recorded.
+    // Everything dnsd made in the workspace is nobody's (the API token, the
+    // pid file, the reload record), and it still writes there: a reload is
+    // recorded.
     let out = dnsd_reload(ws.path())?;
     ensure!(out.status.success(), "{out:?}");
+    let made = Command::new("find")
+        .arg(ws.path())
+        .args(["-not", "-user", "nobody"])
+        .output()?;
+    let not_nobodys = String::from_utf8_lossy(&made.stdout);
+    ensure!(not_nobodys.trim().is_empty(), "not nobody's: {not_nobodys}");
+    ensure!(ws.path().join(".cutover/api-token").exists());
     Ok(())
 }
 
@@ -344,6 +357,16 @@ fn the_redirector_forwards_as_an_unprivileged_user_with_the_units_four_capabilit
     // workspace, the pin directory and /run/cutover belong to the user.
     std::fs::create_dir_all("/run/cutover")?;
     std::fs::create_dir_all(bpffs.pins())?;
+    // The host's /run/cutover goes back to root however the test ends.
+    struct RootAgain;
+    impl Drop for RootAgain {
+        fn drop(&mut self) {
+            let _ = Command::new("chown")
+                .args(["-R", "root:root", "/run/cutover"])
+                .status();
+        }
+    }
+    let _root_again = RootAgain;
     for path in [
         scratch.path(),
         bpffs.pins().as_path(),

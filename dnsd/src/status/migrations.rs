@@ -19,10 +19,15 @@ use tracing::warn;
 
 /// How long samples and finished migrations are kept.
 pub const KEEP_SECONDS: u64 = 24 * 3600;
-/// At most this many samples per migration (one a second for a day).
-const MAX_SAMPLES: usize = 90_000;
+/// Samples are kept one per this many seconds: those of one stretch are
+/// merged into its busiest figures as they come.
+const SPACING: u64 = 10;
+/// At most this many samples per migration: a day of stretches.
+const MAX_SAMPLES: usize = (KEEP_SECONDS / SPACING) as usize;
 /// At most this many migrations at a time: a report for another is refused.
-const MAX_MIGRATIONS: usize = 256;
+const MAX_MIGRATIONS: usize = 64;
+/// A sample more than this far in the future is refused.
+const CLOCK_SKEW: u64 = 300;
 
 /// One line of a migration's file.
 #[derive(Serialize, Deserialize)]
@@ -37,6 +42,8 @@ struct Entry {
     report: MigrationReport,
     updated_at: u64,
     samples: VecDeque<DrainSample>,
+    /// Lines in its file: compacted when well past what is kept.
+    lines: usize,
 }
 
 impl Entry {
@@ -46,7 +53,23 @@ impl Entry {
                 self.report = report;
                 self.updated_at = at;
             }
-            Line::Sample(s) => {
+            Line::Sample(s) => self.add(s),
+        }
+    }
+
+    /// Takes a sample in time order: merged into the last one if it falls
+    /// in the same stretch, dropped if it is older than the last.
+    fn add(&mut self, s: DrainSample) {
+        self.updated_at = self.updated_at.max(s.at);
+        match self.samples.back_mut() {
+            Some(last) if s.at < last.at => {}
+            Some(last) if s.at / SPACING == last.at / SPACING => {
+                last.at = s.at;
+                last.new_flows_per_s = last.new_flows_per_s.max(s.new_flows_per_s);
+                last.active_flows = last.active_flows.max(s.active_flows);
+                last.distinct_clients = last.distinct_clients.max(s.distinct_clients);
+            }
+            _ => {
                 self.samples.push_back(s);
                 if self.samples.len() > MAX_SAMPLES {
                     self.samples.pop_front();
@@ -59,10 +82,26 @@ impl Entry {
         while self
             .samples
             .front()
-            .is_some_and(|s| s.at + KEEP_SECONDS < now)
+            .is_some_and(|s| s.at.saturating_add(KEEP_SECONDS) < now)
         {
             self.samples.pop_front();
         }
+    }
+
+    fn kept(&self, now: u64) -> bool {
+        self.updated_at.saturating_add(KEEP_SECONDS) >= now
+    }
+
+    /// Its file's text: the report, then the samples.
+    fn text(&self) -> String {
+        let mut text = line(&Line::Report {
+            at: self.updated_at,
+            report: self.report.clone(),
+        });
+        for s in &self.samples {
+            text.push_str(&line(&Line::Sample(*s)));
+        }
+        text
     }
 }
 
@@ -115,13 +154,14 @@ impl Migrations {
                             report,
                             updated_at: at,
                             samples: VecDeque::new(),
+                            lines: 0,
                         })
                     }
                     (None, Line::Sample(_)) => {}
                 }
             }
             match entry {
-                Some(mut e) if e.updated_at + KEEP_SECONDS >= now => {
+                Some(mut e) if e.kept(now) => {
                     e.prune(now);
                     entries.insert(name, e);
                 }
@@ -140,23 +180,26 @@ impl Migrations {
 
     /// Rewrites each file with what is kept.
     fn compact(&self) {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, e) in entries.iter() {
-            let mut text = line(&Line::Report {
-                at: e.updated_at,
-                report: e.report.clone(),
-            });
-            for s in &e.samples {
-                text.push_str(&line(&Line::Sample(*s)));
-            }
-            let path = self.dir.join(format!("{name}.jsonl"));
-            let tmp = self.dir.join(format!("{name}.jsonl.tmp"));
-            let written = private_file(&tmp, false)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .and_then(|()| fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                warn!(path = %path.display(), %e, "compacting a migration's samples");
-            }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, e) in entries.iter_mut() {
+            self.rewrite(name, e);
+        }
+    }
+
+    /// Rewrites `name`'s file with what `e` keeps.
+    fn rewrite(&self, name: &str, e: &mut Entry) {
+        let path = self.dir.join(format!("{name}.jsonl"));
+        let tmp = self.dir.join(format!("{name}.jsonl.tmp"));
+        let written = DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .and_then(|()| private_file(&tmp, false))
+            .and_then(|mut f| f.write_all(e.text().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        match written {
+            Ok(()) => e.lines = e.samples.len() + 1,
+            Err(err) => warn!(path = %path.display(), %err, "compacting a migration's samples"),
         }
     }
 
@@ -166,30 +209,45 @@ impl Migrations {
         if !valid(name) {
             return Err(format!("{name:?} is not a service name"));
         }
-        let sample = report.sample.take();
+        // A sample from the future or from before the last day is not kept.
+        let sample = report.sample.take().filter(|s| {
+            s.at <= now.saturating_add(CLOCK_SKEW) && s.at.saturating_add(KEEP_SECONDS) >= now
+        });
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, e| e.updated_at + KEEP_SECONDS >= now);
+        entries.retain(|_, e| e.kept(now));
         if !entries.contains_key(name) && entries.len() >= MAX_MIGRATIONS {
             return Err(format!(
                 "{MAX_MIGRATIONS} migrations were reported in the last day already"
             ));
         }
-        let mut lines = Vec::new();
+        let new = !entries.contains_key(name);
         let entry = entries.entry(name.to_string()).or_insert_with(|| Entry {
             report: report.clone(),
             updated_at: now,
             samples: VecDeque::new(),
+            lines: 0,
         });
-        lines.push(Line::Report { at: now, report });
-        if let Some(s) = sample {
-            lines.push(Line::Sample(s));
+        // The report is written when it changed; a sample always.
+        let mut lines = Vec::new();
+        if new || entry.report != report {
+            lines.push(Line::Report { at: now, report });
+        } else {
+            entry.updated_at = now;
         }
+        lines.extend(sample.map(Line::Sample));
         let mut text = String::new();
         for l in lines {
             text.push_str(&line(&l));
+            entry.lines += 1;
             entry.apply(l);
         }
         entry.prune(now);
+        // Samples of one stretch are merged in memory but each was
+        // appended: the file is rewritten once it holds twice what is kept.
+        if entry.lines > 2 * (entry.samples.len() + 1) + 100 {
+            self.rewrite(name, entry);
+            return Ok(());
+        }
         drop(entries);
         // Kept in memory even if the disk refuses it: the chart goes on.
         let path = self.dir.join(format!("{name}.jsonl"));
@@ -211,7 +269,7 @@ impl Migrations {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<MigrationStatus> = entries
             .iter()
-            .filter(|(_, e)| e.updated_at + KEEP_SECONDS >= now)
+            .filter(|(_, e)| e.kept(now))
             .map(|(name, e)| MigrationStatus {
                 name: name.clone(),
                 phase: e.report.phase.clone(),
@@ -221,7 +279,9 @@ impl Migrations {
                 ports: e.report.ports.clone(),
                 updated_at: e.updated_at,
                 samples: narrow(
-                    e.samples.iter().filter(|s| s.at + KEEP_SECONDS >= now),
+                    e.samples
+                        .iter()
+                        .filter(|s| s.at.saturating_add(KEEP_SECONDS) >= now),
                     width,
                 ),
             })
@@ -307,11 +367,11 @@ mod tests {
         .unwrap();
         m.report(
             "www.example.test.",
-            report("flipped", Some(sample(1_001, 7))),
-            1_001,
+            report("flipped", Some(sample(1_011, 7))),
+            1_011,
         )
         .unwrap();
-        m.report("api.example.test.", report("done", None), 1_002)
+        m.report("api.example.test.", report("done", None), 1_012)
             .unwrap();
         assert!(
             m.report("../etc/passwd", report("done", None), 1_002)
@@ -338,12 +398,53 @@ mod tests {
 
         // A day later the samples are gone, and the migrations with them
         // once their last report is a day old too.
-        let later = Migrations::open(&ws, 1_001 + day + 1);
-        let list = later.list(1_001 + day + 1, 100);
+        let later = Migrations::open(&ws, 1_012 + day);
+        let list = later.list(1_012 + day, 100);
         assert_eq!(list.len(), 1, "{list:?}");
         assert!(list[0].samples.is_empty());
-        let gone = Migrations::open(&ws, 1_002 + day + 1);
-        assert!(gone.list(1_002 + day + 1, 100).is_empty());
+        let gone = Migrations::open(&ws, 1_013 + day);
+        assert!(gone.list(1_013 + day, 100).is_empty());
+    }
+
+    #[test]
+    fn a_day_of_samples_a_second_keeps_memory_and_the_file_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let m = Migrations::open(&ws, 0);
+        let name = "www.example.test.";
+        // Two days of a sample a second, with the same report each time.
+        for t in 0..2 * KEEP_SECONDS {
+            m.report(name, report("flipped", Some(sample(t, t % 7))), t)
+                .unwrap();
+        }
+        let now = 2 * KEEP_SECONDS - 1;
+        // Out of order, from the future, from before the day: not kept.
+        for at in [now - 100, now + 10_000, 3] {
+            m.report(name, report("flipped", Some(sample(at, 999))), now)
+                .unwrap();
+        }
+        let kept = m.list(now, usize::MAX);
+        let samples = &kept[0].samples;
+        assert!(
+            (MAX_SAMPLES - 1..=MAX_SAMPLES + 1).contains(&samples.len()),
+            "{}",
+            samples.len()
+        );
+        assert!(
+            samples.iter().all(|s| s.distinct_clients == 6),
+            "each stretch's busiest"
+        );
+        let path = dir
+            .path()
+            .join(".cutover/migrations/www.example.test..jsonl");
+        let lines = fs::read_to_string(&path).unwrap().lines().count();
+        assert!(
+            lines <= 2 * (MAX_SAMPLES + 1) + 101,
+            "{lines} lines on disk"
+        );
+        // What the file holds reads back as what memory holds.
+        let again = Migrations::open(&ws, now);
+        assert_eq!(again.list(now, usize::MAX)[0].samples.len(), samples.len());
     }
 
     #[test]
