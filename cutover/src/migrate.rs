@@ -27,6 +27,16 @@ pub struct Args {
     /// of the new one's family).
     #[arg(long)]
     from: Option<IpAddr>,
+    /// The address the old host receives `--from`'s clients on, when it is
+    /// not `--from` itself: on EC2 an Elastic IP arrives translated to the
+    /// instance's private address, which the redirect must match.
+    #[arg(long, value_name = "ADDR")]
+    redirect_from: Option<IpAddr>,
+    /// The address the old host forwards to, when it is not `--to`: the new
+    /// instance's private address in the same VPC, rather than its Elastic
+    /// IP.
+    #[arg(long, value_name = "ADDR")]
+    redirect_to: Option<IpAddr>,
     /// The ports clients connect to on the old host, each moved by a
     /// redirect of its own (`--port 80,443`) [default: 80].
     #[arg(long, value_delimiter = ',')]
@@ -496,6 +506,23 @@ fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
             m.old
         );
     }
+    for (flag, asked, kept) in [
+        ("--redirect-from", args.redirect_from, m.local_old()),
+        ("--redirect-to", args.redirect_to, m.local_new()),
+    ] {
+        if let Some(asked) = asked
+            && asked.to_string() != kept
+        {
+            bail!(
+                "the migration of {} in progress redirects {} -> {}, not {flag} {asked}: let it \
+                 finish, or `cutover rollback {}` first",
+                m.name,
+                m.local_old(),
+                m.local_new(),
+                m.name
+            );
+        }
+    }
     if let Some(ttl) = args.ttl
         && m.original_ttl.min(ttl) != m.move_ttl
     {
@@ -547,7 +574,11 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
     if args.new_port.is_some() && ports.len() > 1 {
         bail!("--new-port maps one --port; with several, each goes to the same port on NEW");
     }
+    let redirect_from = args.redirect_from.map(|a| a.to_string());
+    let redirect_to = args.redirect_to.map(|a| a.to_string());
     Ok(Migration {
+        redirect_from: redirect_from.filter(|a| *a != old),
+        redirect_to: redirect_to.filter(|a| *a != to),
         rule: format!("cutover-{}", name.trim_end_matches('.')),
         name,
         from: service.addresses.clone(),
@@ -593,9 +624,9 @@ fn drain_sample(old: &crate::api::Redirector, m: &Migration) -> Result<(Traffic,
 /// NEW accepts connections on every port the migration moves, from here
 /// and from the old host.
 fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Result<()> {
-    m.redirects()
-        .iter()
-        .try_for_each(|r| preflight::new_accepts(old, &m.old, &m.to, r.new_port))
+    m.redirects().iter().try_for_each(|r| {
+        preflight::new_accepts(old, m.local_old(), &m.to, m.local_new(), r.new_port)
+    })
 }
 
 /// Before every change: this migrate still holds the service and the
@@ -786,7 +817,7 @@ fn rollback_checks(
     }
     m.redirects()
         .iter()
-        .try_for_each(|r| preflight::old_accepts(old, &m.old, r.port))
+        .try_for_each(|r| preflight::old_accepts(old, m.local_old(), r.port))
 }
 
 fn flush() {

@@ -96,6 +96,14 @@ pub struct Migration {
     /// redirect was left on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub busy_at_end: bool,
+    /// The old host's own address for `old`, when it is not `old` (an
+    /// Elastic IP arrives translated to the instance's private address):
+    /// what the redirect matches and forwards from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_from: Option<String>,
+    /// NEW's address as the old host reaches it, when it is not `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to: Option<String>,
 }
 
 /// What `cutover migrate` does next.
@@ -156,19 +164,30 @@ impl Migration {
 
     /// The redirects the migration puts on the old host, one rule per port:
     /// `rule` for the first, `rule-PORT` for each of `more_ports`.
+    /// The address the old host sees its clients arrive at.
+    pub fn local_old(&self) -> &str {
+        self.redirect_from.as_deref().unwrap_or(&self.old)
+    }
+
+    /// The address the old host forwards to.
+    pub fn local_new(&self) -> &str {
+        self.redirect_to.as_deref().unwrap_or(&self.to)
+    }
+
     pub fn redirects(&self) -> Vec<Redirect> {
+        let (old, new) = (self.local_old(), self.local_new());
         let mut all = vec![Redirect {
             rule: self.rule.clone(),
-            from: format!("{}:{}", self.old, self.port),
-            to: format!("{}:{}", self.to, self.new_port),
+            from: format!("{old}:{}", self.port),
+            to: format!("{new}:{}", self.new_port),
             port: self.port,
             new_port: self.new_port,
         }];
         for &port in &self.more_ports {
             all.push(Redirect {
                 rule: format!("{}-{port}", self.rule),
-                from: format!("{}:{port}", self.old),
-                to: format!("{}:{port}", self.to),
+                from: format!("{old}:{port}"),
+                to: format!("{new}:{port}"),
                 port,
                 new_port: port,
             });
@@ -375,7 +394,30 @@ pub(crate) mod tests {
             reverse_on: None,
             redirect_on_at: None,
             busy_at_end: false,
+            redirect_from: None,
+            redirect_to: None,
         }
+    }
+
+    #[test]
+    fn the_redirect_uses_the_hosts_own_addresses_when_dns_holds_others() {
+        let mut m = planned(60, 60);
+        m.more_ports = vec![443];
+        // Elastic IPs in DNS (198.19.0.x), private addresses on the hosts.
+        m.from = vec!["198.19.0.2".into()];
+        m.old = "198.19.0.2".into();
+        m.to = "198.19.0.3".into();
+        m.redirect_from = Some("198.18.0.2".into());
+        m.redirect_to = Some("198.18.0.3".into());
+        assert_eq!(
+            m.redirects_text(),
+            "198.18.0.2:80 -> 198.18.0.3:80, 198.18.0.2:443 -> 198.18.0.3:443"
+        );
+        // The flip is in DNS terms.
+        assert_eq!(m.flipped(), vec!["198.19.0.3".to_string()]);
+        // A record without them reads as before.
+        let text = toml::to_string(&planned(60, 60)).unwrap();
+        assert!(!text.contains("redirect_"), "{text}");
     }
 
     #[test]

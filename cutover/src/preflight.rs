@@ -70,11 +70,19 @@ pub fn old_address(service: &Service, from: Option<IpAddr>, to: IpAddr) -> Resul
 /// NEW:port accepts connections from here and from the old host, which
 /// will forward clients to it from `old_ip` (the rule's OLD address, which
 /// the redirector rewrites their source to).
-pub fn new_accepts(old: &Redirector, old_ip: &str, ip: &str, port: u16) -> Result<()> {
+pub fn new_accepts(
+    old: &Redirector,
+    old_ip: &str,
+    ip: &str,
+    local_ip: &str,
+    port: u16,
+) -> Result<()> {
     let addr = socket(ip, port)?;
     TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map(drop)
         .with_context(|| format!("the new host {addr} does not accept connections from here"))?;
+    // As the old host will forward: to NEW's address as it reaches it.
+    let addr = socket(local_ip, port)?;
     probe(old, &addr, Some(old_ip)).with_context(|| {
         format!(
             "the new host {addr} does not accept connections from the old host's {old_ip}, \

@@ -1355,3 +1355,104 @@ fn the_status_page_shows_a_migration_draining_with_its_chart() -> Result<()> {
     none_failed(&load.finish())?;
     Ok(())
 }
+
+/// Elastic IPs, as EC2 gives them: the record holds them, the hosts only
+/// ever see their private addresses (OLD_IP, NEW_IP).
+const OLD_EIP: &str = "198.19.0.2";
+const NEW_EIP: &str = "198.19.0.3";
+
+#[test]
+fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> {
+    let m = Mission::start(2)?;
+    // EC2's one-to-one NAT, done at the client: a packet to an Elastic IP
+    // arrives at the host with its private address as the destination.
+    for (public, private) in [(OLD_EIP, OLD_IP), (NEW_EIP, NEW_IP)] {
+        m.net.client.exec(
+            "iptables",
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-d",
+                public,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                private,
+            ],
+        )?;
+    }
+    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    m.net.client.exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-X",
+            "PUT",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!("{{\"addresses\":[\"{OLD_EIP}\"]}}"),
+            "http://127.0.0.1:8053/v1/services/www.example.test.",
+        ],
+    )?;
+    ensure!(wait_until(Duration::from_secs(10), || m.resolve() == OLD_EIP));
+    ensure!(get(&m.net.client.name, OLD_EIP) == Ok(OLD_BODY.to_string()));
+
+    // Without the hosts' own addresses the old host cannot probe from the
+    // Elastic IP, and nothing moves.
+    let mut args = vec!["migrate", NAME, "--to", NEW_EIP];
+    args.extend_from_slice(&QUICK);
+    let out = m.cutover(&args)?;
+    refused(
+        &out,
+        "does not accept connections from the old host's 198.19.0.2",
+    )?;
+    ensure!(m.served().0 == OLD_EIP && !m.has_record());
+
+    // With them: the redirect between private addresses, the record
+    // between public ones, and no request lost.
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut args = vec![
+        "migrate",
+        NAME,
+        "--to",
+        NEW_EIP,
+        "--redirect-from",
+        OLD_IP,
+        "--redirect-to",
+        NEW_IP,
+        "--poll",
+        "1s",
+    ];
+    args.extend_from_slice(&QUICK);
+    let out = m.cutover(&args)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    ensure!(
+        describe(&out).contains(&format!("redirect on: {OLD_IP}:80 -> {NEW_IP}:80")),
+        "{}",
+        describe(&out)
+    );
+    none_failed(&samples)?;
+    ensure!(m.served().0 == NEW_EIP, "{:?}", m.served());
+    ensure!(
+        count(&samples, OLD_EIP, NEW_BODY) > 0 && count(&samples, NEW_EIP, NEW_BODY) > 0,
+        "clients of the old Elastic IP went through the redirector, then to the new one"
+    );
+
+    let load = Load::start(&m.net.client);
+    let out = m.cutover(&["rollback", NAME])?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    none_failed(&load.finish())?;
+    ensure!(m.served().0 == OLD_EIP, "{:?}", m.served());
+    Ok(())
+}
