@@ -1365,7 +1365,11 @@ const NEW_EIP: &str = "198.19.0.3";
 fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> {
     let m = Mission::start(2)?;
     // EC2's one-to-one NAT, done at the client: a packet to an Elastic IP
-    // arrives at the host with its private address as the destination.
+    // arrives at the host with its private address as the destination. The
+    // route lets the client send to the Elastic IPs at all.
+    m.net
+        .client
+        .ip(&["route", "add", "198.19.0.0/24", "dev", "eth0"])?;
     for (public, private) in [(OLD_EIP, OLD_IP), (NEW_EIP, NEW_IP)] {
         m.net.client.exec(
             "iptables",
@@ -1402,7 +1406,8 @@ fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> 
         ],
     )?;
     ensure!(wait_until(Duration::from_secs(10), || m.resolve() == OLD_EIP));
-    ensure!(get(&m.net.client.name, OLD_EIP) == Ok(OLD_BODY.to_string()));
+    let before = get(&m.net.client.name, OLD_EIP);
+    ensure!(before == Ok(OLD_BODY.to_string()), "{before:?}");
 
     // Without the hosts' own addresses the old host cannot probe from the
     // Elastic IP, and nothing moves.
