@@ -111,6 +111,21 @@ mod tests {
         authorization: Option<&str>,
         path: &str,
     ) -> (StatusCode, String) {
+        call_with(loopback, authorization, None, path).await
+    }
+
+    async fn call_host(loopback: bool, host: &str, path: &str) -> (StatusCode, String) {
+        call_with(loopback, None, Some(host), path).await
+    }
+
+    /// A request through the guarded router: with these Authorization and
+    /// Host headers, the API bound on loopback or not.
+    async fn call_with(
+        loopback: bool,
+        authorization: Option<&str>,
+        host: Option<&str>,
+        path: &str,
+    ) -> (StatusCode, String) {
         let routes = Router::new().route("/v1/health", get(|| async { "ok" }));
         let metrics = Router::new().route("/metrics", get(|| async { "up 1" }));
         let app = guarded(
@@ -122,6 +137,9 @@ mod tests {
         let mut request = Request::get(path);
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
+        }
+        if let Some(host) = host {
+            request = request.header(header::HOST, host);
         }
         let response = app
             .oneshot(request.body(Body::empty()).unwrap())
@@ -158,25 +176,6 @@ mod tests {
             body.contains("api-token") && body.contains("unless testd runs with --api-token-file"),
             "{body}"
         );
-    }
-
-    async fn call_host(loopback: bool, host: &str, path: &str) -> (StatusCode, String) {
-        let routes = Router::new().route("/v1/health", get(|| async { "ok" }));
-        let metrics = Router::new().route("/metrics", get(|| async { "up 1" }));
-        let app = guarded(
-            routes,
-            metrics,
-            Access::new("s3cret".into(), "testd"),
-            loopback,
-        );
-        let request = Request::get(path).header(header::HOST, host);
-        let response = app
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = to_bytes(response.into_body(), 1 << 16).await.unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
     #[tokio::test]

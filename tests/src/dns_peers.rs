@@ -333,6 +333,27 @@ pub fn start_nsd(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     )
 }
 
+/// Knot as a secondary of the dnsd at `primary`, answering at `at`, in
+/// namespace `ns` (the demo's and the tests' hidden-primary setup).
+pub fn knot_secondary_in(
+    ns: &crate::netns::Netns,
+    at: SocketAddr,
+    primary: SocketAddr,
+) -> Result<DnsServer> {
+    start_knot(
+        at.ip(),
+        &ServerOptions {
+            port: Some(at.port()),
+            primary: Some(Primary {
+                addr: primary,
+                key: None,
+            }),
+            netns: Some(ns.name.clone()),
+            ..ServerOptions::default()
+        },
+    )
+}
+
 /// Starts Knot DNS on `ip` (a free port is chosen).
 pub fn start_knot(ip: IpAddr, options: &ServerOptions) -> Result<DnsServer> {
     let scratch = Scratch::new("knot")?;

@@ -337,7 +337,7 @@ fn a_reload_keeps_known_states_and_stops_checking_removed_addresses() -> Result<
 
 #[test]
 fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back() -> Result<()> {
-    use cutover_tests::dns_peers::{self, Primary, ServerOptions};
+    use cutover_tests::dns_peers;
     let all = quoted(&ADDRESSES);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let secondary: SocketAddr = "127.0.0.2:5302".parse()?;
@@ -346,19 +346,8 @@ fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back(
         QUICK,
         &format!("[[secondary]]\naddress = \"{secondary}\"\n\n"),
     )?;
-    let _knot = dns_peers::start_knot(
-        secondary.ip(),
-        &ServerOptions {
-            port: Some(secondary.port()),
-            primary: Some(Primary {
-                addr: "127.0.0.1:5300".parse()?,
-                key: None,
-            }),
-            netns: Some(site.net.client.name.clone()),
-            ..ServerOptions::default()
-        },
-    )
-    .with_context(|| format!("dnsd's log:\n{}", site.log()))?;
+    let _knot =
+        dns_peers::knot_secondary_in(&site.net.client, secondary, "127.0.0.1:5300".parse()?)?;
     let knot_answer = || -> Vec<String> {
         let out = site.net.client.exec(
             "kdig",

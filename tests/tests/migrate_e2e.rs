@@ -237,6 +237,30 @@ impl Mission {
         )
     }
 
+    /// `PUT url` with JSON `body` and the workspace's token, from the
+    /// client, as an operator would with curl.
+    fn put(&self, url: &str, body: &str) -> Result<()> {
+        let token = std::fs::read_to_string(token_path(self.ws.path()))?;
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        self.net.client.exec(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "-X",
+                "PUT",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+                url,
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Whether cutover left a migration record.
     fn has_record(&self) -> bool {
         self.state.path().join(format!("{NAME}.toml")).exists()
@@ -937,21 +961,9 @@ fn a_redirect_into_an_address_that_redirects_is_refused() -> Result<()> {
         "curl",
         &["-sS", "--fail", "-X", "DELETE", "-H", &auth, &reverse],
     )?;
-    m.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "-X",
-            "PUT",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &format!("{{\"from\":\"{NEW_IP}:80\",\"to\":\"{OLD_IP}:80\"}}"),
-            &format!("{NEW_API}/v1/rules/by-hand"),
-        ],
+    m.put(
+        &format!("{NEW_API}/v1/rules/by-hand"),
+        &format!("{{\"from\":\"{NEW_IP}:80\",\"to\":\"{OLD_IP}:80\"}}"),
     )?;
     let out = m.cutover(&[
         "migrate",
@@ -1387,23 +1399,9 @@ fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> 
             ],
         )?;
     }
-    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
-    let auth = format!("Authorization: Bearer {}", token.trim());
-    m.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "-X",
-            "PUT",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &format!("{{\"addresses\":[\"{OLD_EIP}\"]}}"),
-            "http://127.0.0.1:8053/v1/services/www.example.test.",
-        ],
+    m.put(
+        "http://127.0.0.1:8053/v1/services/www.example.test.",
+        &format!("{{\"addresses\":[\"{OLD_EIP}\"]}}"),
     )?;
     ensure!(wait_until(Duration::from_secs(10), || m.resolve() == OLD_EIP));
     let before = get(&m.net.client.name, OLD_EIP);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cutover_tests::bpffs::Bpffs;
-use cutover_tests::dns_peers::{self, DnsServer, Primary, ServerOptions};
+use cutover_tests::dns_peers::{self, DnsServer};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
@@ -233,18 +233,7 @@ impl Site {
         // dnsd as a hidden primary: Knot copies the zone (NOTIFY, IXFR) and
         // the clients' resolver asks Knot.
         let secondary: std::net::SocketAddr = SECONDARY.parse()?;
-        let knot = dns_peers::start_knot(
-            secondary.ip(),
-            &ServerOptions {
-                port: Some(secondary.port()),
-                primary: Some(Primary {
-                    addr: "127.0.0.1:5300".parse()?,
-                    key: None,
-                }),
-                netns: Some(net.client.name.clone()),
-                ..ServerOptions::default()
-            },
-        )?;
+        let knot = dns_peers::knot_secondary_in(&net.client, secondary, "127.0.0.1:5300".parse()?)?;
         let unbound = Unbound::start(
             &net.client,
             "127.0.0.53:53".parse()?,
