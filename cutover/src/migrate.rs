@@ -20,13 +20,15 @@ use crate::{loops, preflight};
 pub struct Args {
     /// The service to move (a `[[service]]` of dnsd).
     name: String,
-    /// The new host's address.
-    #[arg(long)]
-    to: IpAddr,
-    /// The old address to redirect (default: the service's only address
-    /// of the new one's family).
-    #[arg(long)]
-    from: Option<IpAddr>,
+    /// The new host's address; a pool's addresses, `--to A,B,C`, each
+    /// taking the place of one old address.
+    #[arg(long, required = true, value_delimiter = ',')]
+    to: Vec<IpAddr>,
+    /// The old addresses to redirect, one per `--to`, in the same order
+    /// (default: the service's addresses of `--to`'s family, when there are
+    /// as many).
+    #[arg(long, value_delimiter = ',')]
+    from: Vec<IpAddr>,
     /// The address the old host receives `--from`'s clients on, when it is
     /// not `--from` itself: on EC2 an Elastic IP arrives translated to the
     /// instance's private address, which the redirect must match.
@@ -252,7 +254,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 m.phase = Phase::Flipped;
                 m.flipped_at = Some(now());
                 checked_save(&mut lease, &store, &m)?;
-                println!("3. {} now points at {}", m.name, m.to);
+                println!("3. {} now points at {}", m.name, m.news().join(", "));
             }
             Step::Drain { remaining } => {
                 // The flip counts once every name server serves it (again
@@ -272,7 +274,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 let (traffic, window) = sample.with_context(|| {
                     format!(
                         "reading the old host's counters; run the same `cutover migrate {} --to {}` again to resume",
-                        m.name, m.to
+                        m.name, m.news().join(", ")
                     )
                 })?;
                 let t = now();
@@ -283,7 +285,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 let quiet = m.quiet_since.map_or(0, |q| t.saturating_sub(q));
                 print!(
                     "\r4. draining {}: {:>7.1} new flows/s, {:>6} active flows, {:>5} clients, quiet {:>5} s, caches expire in {:>6} s ",
-                    m.old,
+                    m.olds().join(", "),
                     traffic.new_flows_per_s,
                     traffic.active_flows,
                     traffic.distinct_clients,
@@ -304,7 +306,9 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 if !clients_still_arriving {
                     println!(
                         "5. {} can be retired; TTL of {} restored to {} s",
-                        m.old, m.name, m.original_ttl
+                        m.olds().join(", "),
+                        m.name,
+                        m.original_ttl
                     );
                     continue;
                 }
@@ -312,7 +316,11 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                 let t = last.unwrap_or_default();
                 eprintln!(
                     "WARNING: --max-cache ({} s) has run out but clients still arrive at {}: {:.1} new flows/s, {} active flows, {} clients at the last sample.",
-                    m.max_cache, m.old, t.new_flows_per_s, t.active_flows, t.distinct_clients
+                    m.max_cache,
+                    m.olds().join(", "),
+                    t.new_flows_per_s,
+                    t.active_flows,
+                    t.distinct_clients
                 );
                 if args.retire_anyway {
                     for r in m.redirects() {
@@ -321,12 +329,12 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     eprintln!(
                         "WARNING: --retire-anyway: the redirect {} is off; those clients now reach whatever {} serves itself.",
                         m.redirects_text(),
-                        m.old
+                        m.olds().join(", ")
                     );
                 } else {
                     eprintln!(
                         "WARNING: {} can NOT be retired yet: the redirect {} stays on. Watch it with `cutover status`; switch it off with `cutover retire {}` when you decide.",
-                        m.old,
+                        m.olds().join(", "),
                         m.redirects_text(),
                         m.name
                     );
@@ -396,8 +404,8 @@ fn report_of(m: &Migration, sample: Option<DrainSample>) -> MigrationReport {
     MigrationReport {
         phase,
         from: m.from.clone(),
-        old: m.old.clone(),
-        to: m.to.clone(),
+        old: m.olds().join(", "),
+        to: m.news().join(", "),
         ports: m.redirects().iter().map(|r| r.port).collect(),
         sample,
     }
@@ -418,18 +426,20 @@ fn start(
     let previous = store.load(&args.name)?;
     let m = match previous.clone() {
         Some(m) if !matches!(m.phase, Phase::Planned | Phase::Done | Phase::RolledBack) => {
-            if m.to != args.to.to_string() {
+            let asked: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
+            if m.news() != asked {
+                let news = m.news().join(",");
                 bail!(
-                    "a migration of {} to {} is in progress: resume it with --to {}, or `cutover rollback {}` first",
+                    "a migration of {} to {news} is in progress: resume it with --to {news}, or `cutover rollback {}` first",
                     m.name,
-                    m.to,
-                    m.to,
                     m.name
                 );
             }
             println!(
                 "resuming the migration of {} to {} ({:?})",
-                m.name, m.to, m.phase
+                m.name,
+                m.news().join(", "),
+                m.phase
             );
             resumed_with(m, args)?
         }
@@ -497,13 +507,13 @@ fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
             m.new_port
         );
     }
-    if let Some(from) = args.from
-        && from.to_string() != m.old
-    {
+    let asked: Vec<String> = args.from.iter().map(IpAddr::to_string).collect();
+    if !asked.is_empty() && asked != m.olds() {
         bail!(
-            "the migration of {} in progress redirects {}, not {from}",
+            "the migration of {} in progress redirects {}, not {}",
             m.name,
-            m.old
+            m.olds().join(","),
+            asked.join(",")
         );
     }
     for (flag, asked, kept) in [
@@ -561,14 +571,24 @@ fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
 
 /// A new migration's record, from the service as dnsd serves it now.
 fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
-    let to = args.to.to_string();
-    if service.addresses == [to.clone()] {
-        bail!("{} already points at {to}", service.name);
+    let tos: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
+    if service.addresses == tos {
+        bail!("{} already points at {}", service.name, tos.join(", "));
     }
-    let old = preflight::old_address(service, args.from, args.to)?;
-    if old == to {
-        bail!("--from and --to are the same address");
+    let olds = preflight::old_addresses(service, &args.from, &args.to)?;
+    if let Some((o, _)) = olds.iter().zip(&tos).find(|(o, t)| o == t) {
+        bail!("{o} is both an old and a new address");
     }
+    if tos.len() > 1 && (args.redirect_from.is_some() || args.redirect_to.is_some()) {
+        bail!(
+            "--redirect-from and --redirect-to map one address; move a pool's addresses one by one"
+        );
+    }
+    let mut pairs = olds.into_iter().zip(tos);
+    let Some((old, to)) = pairs.next() else {
+        bail!("--to names no address");
+    };
+    let more_pairs: Vec<(String, String)> = pairs.collect();
     let name = fqdn(&service.name);
     let ports = args.ports();
     if args.new_port.is_some() && ports.len() > 1 {
@@ -579,6 +599,7 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
     Ok(Migration {
         redirect_from: redirect_from.filter(|a| *a != old),
         redirect_to: redirect_to.filter(|a| *a != to),
+        more_pairs,
         rule: format!("cutover-{}", name.trim_end_matches('.')),
         name,
         from: service.addresses.clone(),
@@ -625,7 +646,7 @@ fn drain_sample(old: &crate::api::Redirector, m: &Migration) -> Result<(Traffic,
 /// and from the old host.
 fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Result<()> {
     m.redirects().iter().try_for_each(|r| {
-        preflight::new_accepts(old, m.local_old(), &m.to, m.local_new(), r.new_port)
+        preflight::new_accepts(old, &r.old_ip, &r.new_public, &r.new_ip, r.new_port)
     })
 }
 
@@ -703,7 +724,7 @@ pub fn retire(apis: &Apis, args: RetireArgs) -> Result<()> {
     println!(
         "redirect {} switched off (its open connections drain); {} can be retired",
         m.redirects_text(),
-        m.old
+        m.olds().join(", ")
     );
     Ok(())
 }
@@ -817,7 +838,7 @@ fn rollback_checks(
     }
     m.redirects()
         .iter()
-        .try_for_each(|r| preflight::old_accepts(old, m.local_old(), r.port))
+        .try_for_each(|r| preflight::old_accepts(old, &r.old_ip, r.port))
 }
 
 fn flush() {

@@ -34,6 +34,11 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     pub rule: String,
+    /// The old host's address it matches, the new host's it forwards to
+    /// (as the old host reaches it), and the new address in DNS.
+    pub old_ip: String,
+    pub new_ip: String,
+    pub new_public: String,
     /// `OLD:PORT`.
     pub from: String,
     /// `NEW:PORT`.
@@ -104,6 +109,10 @@ pub struct Migration {
     /// NEW's address as the old host reaches it, when it is not `to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_to: Option<String>,
+    /// A pool's other addresses, each old one with the new one that takes
+    /// its place (`--to A,B,C`), each moved by redirects of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_pairs: Vec<(String, String)>,
 }
 
 /// What `cutover migrate` does next.
@@ -149,7 +158,14 @@ impl Migration {
     pub fn flipped(&self) -> Vec<String> {
         let mut after: Vec<String> = Vec::with_capacity(self.from.len());
         for a in &self.from {
-            let a = if *a == self.old { &self.to } else { a };
+            let a = if *a == self.old {
+                &self.to
+            } else {
+                self.more_pairs
+                    .iter()
+                    .find(|(o, _)| o == a)
+                    .map_or(a, |(_, n)| n)
+            };
             if !after.contains(a) {
                 after.push(a.clone());
             }
@@ -174,23 +190,56 @@ impl Migration {
         self.redirect_to.as_deref().unwrap_or(&self.to)
     }
 
+    /// Every old address in DNS that moves, in order.
+    pub fn olds(&self) -> Vec<String> {
+        std::iter::once(self.old.clone())
+            .chain(self.more_pairs.iter().map(|(o, _)| o.clone()))
+            .collect()
+    }
+
+    /// Every new address in DNS, in the order of [`Migration::olds`].
+    pub fn news(&self) -> Vec<String> {
+        std::iter::once(self.to.clone())
+            .chain(self.more_pairs.iter().map(|(_, n)| n.clone()))
+            .collect()
+    }
+
+    /// One redirect per old address and port: the first address's rules
+    /// are named `rule` and `rule-PORT`, a pool's next ones `rule-2`,
+    /// `rule-2-PORT`, and so on.
     pub fn redirects(&self) -> Vec<Redirect> {
-        let (old, new) = (self.local_old(), self.local_new());
-        let mut all = vec![Redirect {
-            rule: self.rule.clone(),
-            from: format!("{old}:{}", self.port),
-            to: format!("{new}:{}", self.new_port),
-            port: self.port,
-            new_port: self.new_port,
-        }];
-        for &port in &self.more_ports {
-            all.push(Redirect {
-                rule: format!("{}-{port}", self.rule),
-                from: format!("{old}:{port}"),
-                to: format!("{new}:{port}"),
-                port,
-                new_port: port,
-            });
+        let first = (
+            self.local_old().to_string(),
+            self.local_new().to_string(),
+            self.to.clone(),
+        );
+        let rest = self
+            .more_pairs
+            .iter()
+            .map(|(o, n)| (o.clone(), n.clone(), n.clone()));
+        let mut all = Vec::new();
+        for (i, (old, new, public)) in std::iter::once(first).chain(rest).enumerate() {
+            let base = match i {
+                0 => self.rule.clone(),
+                i => format!("{}-{}", self.rule, i + 1),
+            };
+            let ports = std::iter::once((base.clone(), self.port, self.new_port)).chain(
+                self.more_ports
+                    .iter()
+                    .map(|&p| (format!("{base}-{p}"), p, p)),
+            );
+            for (rule, port, new_port) in ports {
+                all.push(Redirect {
+                    rule,
+                    old_ip: old.clone(),
+                    new_ip: new.clone(),
+                    new_public: public.clone(),
+                    from: format!("{old}:{port}"),
+                    to: format!("{new}:{new_port}"),
+                    port,
+                    new_port,
+                });
+            }
         }
         all
     }
@@ -396,7 +445,52 @@ pub(crate) mod tests {
             busy_at_end: false,
             redirect_from: None,
             redirect_to: None,
+            more_pairs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_pool_has_a_redirect_per_old_address_and_port_and_flips_each_in_place() {
+        let mut m = planned(60, 60);
+        m.from = vec![
+            "198.18.0.2".into(),
+            "2001:2::2".into(),
+            "198.18.0.12".into(),
+        ];
+        m.more_pairs = vec![("198.18.0.12".into(), "198.18.0.13".into())];
+        m.more_ports = vec![443];
+        let rules: Vec<(String, String)> = m
+            .redirects()
+            .into_iter()
+            .map(|r| (r.rule, format!("{} -> {}", r.from, r.to)))
+            .collect();
+        let want = [
+            ("cutover-www.example.test", "198.18.0.2:80 -> 198.18.0.3:80"),
+            (
+                "cutover-www.example.test-443",
+                "198.18.0.2:443 -> 198.18.0.3:443",
+            ),
+            (
+                "cutover-www.example.test-2",
+                "198.18.0.12:80 -> 198.18.0.13:80",
+            ),
+            (
+                "cutover-www.example.test-2-443",
+                "198.18.0.12:443 -> 198.18.0.13:443",
+            ),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(rules, want);
+        // Each in place; the AAAA record stays.
+        assert_eq!(m.flipped(), ["198.18.0.3", "2001:2::2", "198.18.0.13"]);
+        assert_eq!(m.olds(), ["198.18.0.2", "198.18.0.12"]);
+        assert_eq!(m.news(), ["198.18.0.3", "198.18.0.13"]);
+        // The record keeps the pool.
+        let back: Migration = toml::from_str(&toml::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -26,6 +26,58 @@ pub fn apis(dns: &Dns, old: &Redirector, name: &str) -> Result<Service> {
     Ok(service)
 }
 
+/// The old addresses to redirect, one per new address in `to`: `--from`,
+/// each one of the service's addresses, or for a pool the service's
+/// addresses of `to`'s family when there are as many, in the service's
+/// order.
+pub fn old_addresses(service: &Service, from: &[IpAddr], to: &[IpAddr]) -> Result<Vec<String>> {
+    match (from, to) {
+        (_, []) => bail!("--to names no address"),
+        ([], [one]) => Ok(vec![old_address(service, None, *one)?]),
+        ([], many) => {
+            let v4 = many[0].is_ipv4();
+            if many.iter().any(|a| a.is_ipv4() != v4) {
+                bail!(
+                    "a pool's --to addresses are of one family; move A and AAAA by separate migrations"
+                );
+            }
+            let same: Vec<String> = service
+                .addresses
+                .iter()
+                .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4() == v4))
+                .cloned()
+                .collect();
+            if same.len() != many.len() {
+                bail!(
+                    "{} has {} addresses of that family ({}) for {} new ones: say which move where \
+                     with --from, one per --to",
+                    service.name,
+                    same.len(),
+                    same.join(", "),
+                    many.len()
+                );
+            }
+            Ok(same)
+        }
+        (from, to) if from.len() != to.len() => bail!(
+            "--from names {} addresses and --to {}: one old address per new one",
+            from.len(),
+            to.len()
+        ),
+        (from, to) => {
+            let mut olds = Vec::with_capacity(from.len());
+            for (f, t) in from.iter().zip(to) {
+                let old = old_address(service, Some(*f), *t)?;
+                if olds.contains(&old) {
+                    bail!("--from names {old} twice");
+                }
+                olds.push(old);
+            }
+            Ok(olds)
+        }
+    }
+}
+
 /// The old address to redirect: `--from`, which must be one of the
 /// service's addresses, or the service's only address.
 pub fn old_address(service: &Service, from: Option<IpAddr>, to: IpAddr) -> Result<String> {
@@ -129,6 +181,51 @@ mod tests {
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             ttl: 60,
             members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_pool_moves_address_by_address_in_order() {
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|a| a.parse().unwrap()).collect() };
+        let pool = service(&["198.18.0.2", "198.18.0.12", "198.18.0.22", "2001:2::2"]);
+        let to = ips(&["198.18.0.3", "198.18.0.13", "198.18.0.23"]);
+        // Without --from: the service's addresses of the family, in order.
+        assert_eq!(
+            old_addresses(&pool, &[], &to).unwrap(),
+            ["198.18.0.2", "198.18.0.12", "198.18.0.22"]
+        );
+        // With it: paired as given.
+        let from = ips(&["198.18.0.22", "198.18.0.2", "198.18.0.12"]);
+        assert_eq!(
+            old_addresses(&pool, &from, &to).unwrap(),
+            ["198.18.0.22", "198.18.0.2", "198.18.0.12"]
+        );
+        for (from, to, why) in [
+            (
+                ips(&["198.18.0.2"]),
+                to.clone(),
+                "one old address per new one",
+            ),
+            (
+                ips(&["198.18.0.2", "198.18.0.2", "198.18.0.12"]),
+                to.clone(),
+                "twice",
+            ),
+            (
+                ips(&["198.18.0.9", "198.18.0.2", "198.18.0.12"]),
+                to.clone(),
+                "not an address",
+            ),
+            (
+                vec![],
+                ips(&["198.18.0.3", "198.18.0.13"]),
+                "say which move where",
+            ),
+            (vec![], ips(&["198.18.0.3", "2001:2::3"]), "one family"),
+        ] {
+            let e = old_addresses(&pool, &from, &to).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
         }
     }
 

@@ -187,7 +187,12 @@ fn text(r: &Report) -> String {
     }
     for m in &r.migrations {
         let rec = &m.record;
-        line(format!("  {}  {} -> {}", rec.name, rec.old, rec.to));
+        line(format!(
+            "  {}  {} -> {}",
+            rec.name,
+            rec.olds().join(", "),
+            rec.news().join(", ")
+        ));
         line(format!("    {}", phase_in_words(rec)));
         for (what, at) in [
             ("TTL lowered", rec.ttl_lowered_at),
@@ -219,7 +224,7 @@ fn text(r: &Report) -> String {
         if rec.busy_at_end {
             line(format!(
                 "    clients still arrived at {} when --max-cache ran out:",
-                rec.old
+                rec.olds().join(", ")
             ));
             line(format!(
                 "    its redirect stays on until `cutover retire {}`",
@@ -306,8 +311,15 @@ fn phase_in_words(m: &Migration) -> String {
             "TTL lowered to {} s: waiting for caches of the old TTL to expire",
             m.move_ttl
         ),
-        Phase::Redirecting => format!("redirecting {} to {}: the record flips next", m.old, m.to),
-        Phase::Flipped => format!("record flipped: {} drains through its redirect", m.old),
+        Phase::Redirecting => format!(
+            "redirecting {} to {}: the record flips next",
+            m.olds().join(", "),
+            m.news().join(", ")
+        ),
+        Phase::Flipped => format!(
+            "record flipped: {} drains through its redirect",
+            m.olds().join(", ")
+        ),
         Phase::Done => "done: the TTL is back, the old host may go".into(),
         Phase::RolledBack => "rolled back to the old addresses".into(),
     }

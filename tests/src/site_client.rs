@@ -4,14 +4,21 @@
 
 use std::process::Command;
 
-/// The address `resolver` (`127.0.0.53`, in namespace `ns`) gives for
-/// `name`, or "" when it gives none.
+/// The address `resolver` (`127.0.0.53`, in namespace `ns`) gives first
+/// for `name`, the one a client connects to, or "" when it gives none.
 pub fn resolve(ns: &str, resolver: &str, name: &str) -> String {
     Command::new("ip")
         .args(["netns", "exec", ns, "kdig", &format!("@{resolver}")])
         .args(["+short", "+timeout=2", "+retry=1", name, "A"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default()
 }
 

@@ -1459,3 +1459,92 @@ fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> 
     ensure!(m.served().0 == OLD_EIP, "{:?}", m.served());
     Ok(())
 }
+
+/// The A records dnsd serves for the site, sorted.
+fn served_pool(m: &Mission) -> Result<Vec<String>> {
+    let out = m
+        .net
+        .client
+        .exec("kdig", &["@127.0.0.1", "-p", "5300", "+short", NAME, "A"])?;
+    let mut pool: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    pool.sort();
+    Ok(pool)
+}
+
+#[test]
+fn a_three_address_pool_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
+    const OLD_POOL: [&str; 3] = [OLD_IP, "198.18.0.12", "198.18.0.22"];
+    const NEW_POOL: [&str; 3] = [NEW_IP, "198.18.0.13", "198.18.0.23"];
+    let m = Mission::start_with(2, false, &[80, 443])?;
+    for (host, pool) in [(&m.net.old, &OLD_POOL), (&m.net.new, &NEW_POOL)] {
+        for a in &pool[1..] {
+            host.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+        }
+    }
+    m.put(
+        "http://127.0.0.1:8053/v1/services/www.example.test.",
+        &format!("{{\"addresses\":{}}}", serde_json::to_string(&OLD_POOL)?),
+    )?;
+    let mut old_sorted = OLD_POOL.to_vec();
+    old_sorted.sort();
+    ensure!(served_pool(&m)? == old_sorted, "{:?}", served_pool(&m));
+    // Caches holding the one-address answer expire.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let load = Load::start(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let to = NEW_POOL.join(",");
+    let mut args = vec![
+        "migrate", NAME, "--to", &to, "--port", "80,443", "--poll", "1s",
+    ];
+    args.extend_from_slice(&QUICK);
+    let out = m.cutover(&args)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    none_failed(&samples).context("during the migration")?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    for (old, new) in OLD_POOL.iter().zip(NEW_POOL) {
+        for port in [80, 443] {
+            ensure!(
+                said.contains(&format!("{old}:{port} -> {new}:{port}")),
+                "no redirect {old}:{port}: {said}"
+            );
+        }
+    }
+    let mut new_sorted = NEW_POOL.to_vec();
+    new_sorted.sort();
+    ensure!(served_pool(&m)? == new_sorted, "{:?}", served_pool(&m));
+    // Clients came to every old address, and each reached the new release.
+    for old in OLD_POOL {
+        ensure!(
+            count(&samples, old, NEW_BODY) + count(&samples, old, OLD_BODY) > 0,
+            "no client used {old}"
+        );
+    }
+    // A client holding any old address reaches the new release on both
+    // ports.
+    for old in OLD_POOL {
+        for port in [80, 443] {
+            let out = m.net.client.exec(
+                "curl",
+                &["-s", "--max-time", "5", &format!("http://{old}:{port}/")],
+            )?;
+            ensure!(
+                String::from_utf8_lossy(&out.stdout) == NEW_BODY,
+                "{old}:{port} after the move"
+            );
+        }
+    }
+
+    let load = Load::start(&m.net.client);
+    let out = m.cutover(&["rollback", NAME])?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    none_failed(&load.finish()).context("during the rollback")?;
+    ensure!(served_pool(&m)? == old_sorted, "{:?}", served_pool(&m));
+    Ok(())
+}
