@@ -308,7 +308,21 @@ fn delete(
         report.keep(&current);
     }
     let mut removed = HashSet::new();
-    for (key, _) in doomed.iter().filter(|(key, _)| !spared.contains(key)) {
+    for (key, seen) in doomed.iter().filter(|(key, _)| !spared.contains(key)) {
+        // Read once more right before the delete: a new connection may have
+        // taken the key since the check above (a client's port and the NAT
+        // port of a closed connection come back within seconds at
+        // thousands of connections a second), and deleting its entry would
+        // reset it.
+        match flows.get(key, 0) {
+            Ok(current) if current.last_seen_ns != seen.last_seen_ns => continue,
+            Ok(_) => {}
+            Err(MapError::KeyNotFound) => {
+                removed.insert(*key);
+                continue;
+            }
+            Err(e) => return Err(e).context("reading a FLOWS entry"),
+        }
         match flows.remove(key) {
             Ok(()) => {}
             Err(e) if crate::maps::is_missing(&e) => {}
