@@ -32,6 +32,7 @@ use crate::change::service;
 use crate::change::sync::{self, Syncer};
 use crate::change::zone_edit::{self, ChangeLock};
 use crate::change::{self, ChangeError, Edited};
+use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::status::migrations::Migrations;
 use crate::transfer::Transfers;
@@ -120,7 +121,7 @@ impl Api {
         listening: Vec<SocketAddr>,
     ) -> Self {
         Self {
-            migrations: Migrations::open(&workspace, unix_seconds()),
+            migrations: Migrations::open(&workspace, unix_now()),
             workspace,
             reloader,
             access: Access::new(token, "dnsd"),
@@ -146,11 +147,10 @@ async fn health(State(api): State<Arc<Api>>) -> Reply<DnsHealth> {
 /// serials, the generation, each checked address's health).
 async fn metrics(State(api): State<Arc<Api>>) -> Result<axum::response::Response, ApiError> {
     let ws = api.workspace.clone();
-    let (generation, config) = blocking(move || {
-        let config = ws.load_dnsd().ok();
-        Ok((ws.current_generation()?, config))
-    })
-    .await?;
+    let generation = blocking(move || Ok(ws.current_generation()?)).await?;
+    // As `GET /v1/services` lists them; a dnsd.toml that does not load
+    // leaves the services out, not the rest.
+    let services = service_list(&api).await.unwrap_or_default();
     let mut scrape = Scrape::default();
     crate::metrics::add_counters(&mut scrape);
     let serving = api.reloader.serving();
@@ -178,14 +178,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<axum::response::Response
             )
             .value(generation);
     }
-    if let Some(config) = config {
-        service_metrics(
-            &mut scrape,
-            &config.services,
-            api.reloader.health(),
-            &serving,
-        );
-    }
+    service_metrics(&mut scrape, &services);
     scrape
         .gauge(
             "dnsd_build_info",
@@ -195,71 +188,56 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<axum::response::Response
     Ok(scrape.into_response())
 }
 
-/// Each steered service's addresses: up, in the answers, checks run and
-/// answers led.
-fn service_metrics(
-    scrape: &mut Scrape,
-    services: &[cutover_workspace::Service],
-    health: &crate::health::Monitor,
-    serving: &crate::snapshot::Snapshot,
-) {
-    let tally = serving.steers.tally();
-    let steered: Vec<_> = services.iter().filter(|s| s.is_steered()).collect();
-    let labels = |s: &cutover_workspace::Service, a: IpAddr| {
-        [("service", s.name.clone()), ("address", a.to_string())]
-    };
+/// Each steered service's addresses, as [`members`] describes them: up,
+/// in the answers, checks run and answers led.
+fn service_metrics(scrape: &mut Scrape, services: &[Service]) {
+    let members: Vec<_> = services
+        .iter()
+        .flat_map(|s| {
+            s.members.iter().map(|m| {
+                (
+                    [("service", s.name.clone()), ("address", m.address.clone())],
+                    m,
+                )
+            })
+        })
+        .collect();
     let up = scrape.gauge(
         "dnsd_address_up",
         "Whether an address passes its service's health check (1 when not checked).",
     );
-    for s in &steered {
-        for m in &s.members {
-            let state = s.health.as_ref().and_then(|c| health.state(m.address, c));
-            up.sample(labels(s, m.address), state.as_ref().is_none_or(|st| st.up));
-        }
+    for (labels, m) in &members {
+        up.sample(labels.clone(), m.health.as_ref().is_none_or(|h| h.up));
     }
     let in_use = scrape.gauge(
         "dnsd_address_in_use",
         "Whether an address is among those its service answers with now (healthy \
          primaries, else backups, else all).",
     );
-    for s in &steered {
-        let used = crate::health::in_use(s, health);
-        for m in &s.members {
-            in_use.sample(labels(s, m.address), used.addresses.contains(&m.address));
-        }
+    for (labels, m) in &members {
+        in_use.sample(labels.clone(), m.in_use);
     }
     let checks = scrape.counter(
         "dnsd_health_checks",
         "Health checks run against an address for its service.",
     );
-    for s in &steered {
-        for m in &s.members {
-            if let Some(state) = s.health.as_ref().and_then(|c| health.state(m.address, c)) {
-                checks.sample(labels(s, m.address), state.checks);
-            }
+    for (labels, m) in &members {
+        if let Some(h) = &m.health {
+            checks.sample(labels.clone(), h.checks);
         }
     }
     let led = scrape.counter(
         "dnsd_answers_led",
         "Answers of a weighted or regional service that put this address first.",
     );
-    for s in &steered {
-        for m in &s.members {
-            led.sample(labels(s, m.address), tally.led(&s.name, m.address));
-        }
+    for (labels, m) in &members {
+        led.sample(labels.clone(), m.answers);
     }
 }
 
 /// The status page's width in chart points: a day's samples are narrowed
 /// to this many.
 const CHART_POINTS: usize = 720;
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// `GET /`: the status page; it reads `status.json`.
 async fn page() -> axum::response::Html<&'static str> {
@@ -269,7 +247,7 @@ async fn page() -> axum::response::Html<&'static str> {
 async fn status(State(api): State<Arc<Api>>) -> Reply<StatusPage> {
     let ws = api.workspace.clone();
     let generation = blocking(move || Ok(ws.current_generation()?)).await?;
-    let now = unix_seconds();
+    let now = unix_now();
     Ok(axum::Json(StatusPage {
         now,
         generation,
@@ -279,7 +257,7 @@ async fn status(State(api): State<Arc<Api>>) -> Reply<StatusPage> {
 }
 
 async fn migrations(State(api): State<Arc<Api>>) -> Reply<Vec<MigrationStatus>> {
-    let now = unix_seconds();
+    let now = unix_now();
     Ok(axum::Json(api.migrations.list(now, CHART_POINTS)))
 }
 
@@ -297,7 +275,7 @@ async fn put_migration(
         ))
     })?;
     api.migrations
-        .report(&fqdn(&name), report, unix_seconds())
+        .report(&fqdn(&name), report, unix_now())
         .map_err(ApiError::bad_request)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -239,6 +239,14 @@ pub fn answer(
     }
     write_opt(&q, out);
     debug_assert!(out.len() <= limit);
+    // Counted here, where the type and code are known (the fast path
+    // answers UDP only).
+    crate::metrics::query(
+        crate::metrics::Transport::Udp,
+        crate::metrics::AnswerPath::Fast,
+        q.qtype,
+        rcode.into(),
+    );
     true
 }
 
@@ -395,6 +403,20 @@ alias    IN CNAME www
                 "question echoed as asked"
             );
             assert_eq!(msg.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+        }
+    }
+
+    #[test]
+    fn an_answer_is_counted_under_its_question_type_and_response_code() {
+        use crate::metrics::{AnswerPath, Transport, total};
+        let s = snapshot();
+        // Other tests answer on the fast path too, in parallel: at least
+        // this one's answers are counted.
+        for (name, qtype, rcode) in [("nope.example.test.", 1, 3), ("WwW.Example.Test.", 28, 0)] {
+            let before = total(Transport::Udp, AnswerPath::Fast, qtype, rcode);
+            both(&s, name, qtype, 0).unwrap_or_else(|| panic!("{name}"));
+            let after = total(Transport::Udp, AnswerPath::Fast, qtype, rcode);
+            assert!(after > before, "{name} {qtype}: {before} -> {after}");
         }
     }
 

@@ -25,7 +25,6 @@ use hickory_server::zone_handler::MessageResponse;
 use tokio::runtime::Handle;
 use tracing::{debug, error};
 
-use crate::metrics;
 use crate::serve::affinity::Placement;
 use crate::serve::malformed;
 use crate::serve::mmsg::{self, Batch};
@@ -83,7 +82,6 @@ fn serve(socket: Arc<UdpSocket>, handler: &Handler, runtime: &Handle, mut placem
             // (the kernel keeps steering a share of clients to it).
             let answered = panic::catch_unwind(AssertUnwindSafe(|| {
                 if handler.fast_answer(packet, src.ip(), out) {
-                    metrics::fast_answer(out);
                     return true;
                 }
                 general(&socket, handler, runtime, packet, src);
