@@ -203,17 +203,6 @@ pub fn reload_and_wait(root: &Path, daemon: &str, timeout: Duration) -> Result<(
                 ws.pid_path(daemon).display()
             )
         })?;
-    // A pid file left by a daemon that was killed may name another
-    // process by now: SIGHUP goes only to the daemon's own program.
-    let program = daemon.split('-').next().unwrap_or(daemon);
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim_end() != program {
-        bail!(
-            "{} names pid {pid}, which is {:?}, not {program}: {daemon} does not run",
-            ws.pid_path(daemon).display(),
-            comm.trim_end()
-        );
-    }
     let record = record_path(&ws, daemon);
     let read = || {
         fs::read_to_string(&record)

@@ -101,9 +101,7 @@ impl State {
             Err(_) => false,
         };
         // After a crash the pid may have gone to another program.
-        exists
-            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map_or(true, |comm| comm.trim() == "redirector")
+        exists && cutover_workspace::runs_program(self.pid, "redirector")
     }
 
     pub fn read(path: &Path) -> Result<Self> {

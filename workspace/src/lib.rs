@@ -44,7 +44,7 @@ pub use history::{
     ZoneSource,
 };
 pub use journal::{Changeset, Entries, Journal, headed, reheaded, synced_at, without_header};
-pub use pidfile::PidFile;
+pub use pidfile::{PidFile, runs_program};
 pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
 pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;

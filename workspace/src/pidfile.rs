@@ -80,7 +80,10 @@ impl Workspace {
         Ok(PidFile { path })
     }
 
-    /// The pid of `daemon` if its pid file names a live process.
+    /// The pid of `daemon` if its pid file names a live process that runs
+    /// the daemon's program (`dnsd`, `redirector` for "redirector-eth0"): a
+    /// daemon killed without removing its file leaves a pid that may go to
+    /// any other process, which must not be signalled as the daemon.
     pub fn running_pid(&self, daemon: &str) -> std::io::Result<Option<u32>> {
         let path = self.pid_path(daemon);
         let text = match fs::read_to_string(&path) {
@@ -91,10 +94,18 @@ impl Workspace {
         let Ok(pid) = text.trim().parse::<u32>() else {
             return Ok(None);
         };
-        Ok(PathBuf::from(format!("/proc/{pid}"))
-            .exists()
-            .then_some(pid))
+        let program = daemon.split('-').next().unwrap_or(daemon);
+        Ok((pid == std::process::id() || runs_program(pid, program)).then_some(pid))
     }
+}
+
+/// Whether process `pid` exists and runs `program` (by /proc/PID/comm, the
+/// program's name cut to 15 bytes): a pid a daemon left behind may have
+/// gone to any other process since.
+pub fn runs_program(pid: u32, program: &str) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let comm = comm.trim_end();
+    !comm.is_empty() && program.starts_with(comm)
 }
 
 /// Overwrites the existing file `path` with `text`, allocating nothing
@@ -108,6 +119,27 @@ fn rewrite_in_place(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_file_naming_another_program_names_no_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        // A live process that is not dnsd, as a recycled pid would be.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let path = ws.pid_path("dnsd");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("{}\n", other.id())).unwrap();
+        let found = ws.running_pid("dnsd").unwrap();
+        // A new dnsd may take the file over.
+        let taken = ws.write_pid("dnsd").map(|_| ());
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(found, None);
+        assert!(taken.is_ok(), "{taken:?}");
+    }
 
     #[test]
     fn a_pid_file_names_this_process_until_dropped() {
@@ -138,8 +170,15 @@ mod tests {
         let ws = Workspace::open(dir.path()).unwrap();
         let path = ws.pid_path("dnsd");
         fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, "1\n").unwrap(); // init is always alive
-        let err = ws.write_pid("dnsd").unwrap_err();
+        // A live process whose program is named dnsd.
+        let bin = dir.path().join("dnsd");
+        fs::copy("/bin/sleep", &bin).unwrap();
+        let mut dnsd = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+        fs::write(&path, format!("{}\n", dnsd.id())).unwrap();
+        let err = ws.write_pid("dnsd").map(|_| ());
+        let _ = dnsd.kill();
+        let _ = dnsd.wait();
+        let err = err.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     }
 }
