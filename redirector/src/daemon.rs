@@ -102,11 +102,11 @@ pub struct Daemon {
     /// `None` when nothing could be pinned.
     pins: Option<PinDir>,
     attached: Attached,
-    /// Declared last, so that it is removed last: operator tools find this
-    /// daemon for as long as anything of it is left.
     /// What systemd is told, and the reload record `redirector reload`
     /// waits on; declared before the pid file, which it sits beside.
     lifecycle: Lifecycle,
+    /// Declared last, so that it is removed last: operator tools find this
+    /// daemon for as long as anything of it is left.
     _pid_file: PidFile,
 }
 
@@ -256,15 +256,7 @@ impl Daemon {
                 Wake::Signal(Event::Reload) => {
                     info!("SIGHUP: reloading the workspace");
                     let ticket = self.lifecycle.reloading();
-                    let result = if self.reload() {
-                        Ok(())
-                    } else {
-                        Err(
-                            "the workspace was refused (see the daemon's log); the previous \
-                             rules stay in force"
-                                .to_string(),
-                        )
-                    };
+                    let result = self.reload();
                     self.lifecycle.reloaded(ticket, result);
                 }
                 Wake::Signal(Event::Shutdown(signal)) => return signal,
@@ -451,9 +443,9 @@ impl Daemon {
     }
 
     /// SIGHUP and the API's changes: re-reads the workspace into the maps
-    /// and republishes. Returns whether the new config is in force; when it
-    /// is not, the previous rules are.
-    fn reload(&mut self) -> bool {
+    /// and republishes. `Ok` once the new config is in force; otherwise why
+    /// not, and the previous rules are.
+    fn reload(&mut self) -> Result<(), String> {
         self.refresh_egress();
         let applied = self.rules.reload(&mut self.maps);
         self.publish();
@@ -473,12 +465,7 @@ impl Daemon {
     fn answer(&mut self, request: api::Request) {
         match request {
             api::Request::Apply { reply } => {
-                let result = if self.reload() {
-                    Ok(())
-                } else {
-                    Err("the maps refused the new rules (see the daemon's log); the previous rules stay in force".to_string())
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.reload());
             }
             api::Request::Rules { reply } => {
                 let _ = reply.send(self.rules.infos());

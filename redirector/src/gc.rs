@@ -269,7 +269,12 @@ impl OpenFlows {
 /// came back to life since the snapshot: a packet refreshed one of their
 /// entries, or the partner the snapshot missed was written during the scan.
 /// Such a connection is spared whole, so that the time between the snapshot
-/// and the deletions never leaves half a connection behind.
+/// and the deletions never leaves half a connection behind. Each
+/// connection's entries are read once and deleted right after: a new
+/// connection may take a key within seconds (a client's port, the NAT port
+/// of a closed connection, at thousands of connections a second), and the
+/// shorter the time between the read and the delete, the less likely its
+/// entry is deleted for the old one's.
 /// Returns the keys it deleted.
 fn delete(
     flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
@@ -277,58 +282,59 @@ fn delete(
     doomed: &[(FlowKey, Flow)],
     report: &mut Report,
 ) -> Result<HashSet<FlowKey>> {
-    let mut spared = HashSet::new();
-    for (key, seen) in doomed {
-        if spared.contains(key) {
-            continue;
-        }
-        let partner_key = seen.partner_key();
-        let alive = match flows.get(key, 0) {
-            Ok(current) if current.last_seen_ns != seen.last_seen_ns => Some(current),
-            Ok(_) if !snap.contains_key(&partner_key) && flows.get(&partner_key, 0).is_ok() => {
-                Some(*seen)
-            }
-            Ok(_) | Err(MapError::KeyNotFound) => None,
-            Err(e) => return Err(e).context("reading a FLOWS entry"),
-        };
-        let Some(current) = alive else {
-            continue;
-        };
-        spared.insert(*key);
-        spared.insert(partner_key);
-        // Take back the verdict `sweep` counted for this connection.
-        let tally = if snap.contains_key(&partner_key) {
-            &mut report.expired
-        } else {
-            &mut report.evicted
-        };
-        if let Some(n) = tally.get_mut(&seen.rule_id) {
-            *n = n.saturating_sub(1);
-        }
-        report.keep(&current);
-    }
     let mut removed = HashSet::new();
-    for (key, seen) in doomed.iter().filter(|(key, _)| !spared.contains(key)) {
-        // Read once more right before the delete: a new connection may have
-        // taken the key since the check above (a client's port and the NAT
-        // port of a closed connection come back within seconds at
-        // thousands of connections a second), and deleting its entry would
-        // reset it.
-        match flows.get(key, 0) {
-            Ok(current) if current.last_seen_ns != seen.last_seen_ns => continue,
-            Ok(_) => {}
-            Err(MapError::KeyNotFound) => {
-                removed.insert(*key);
-                continue;
+    let mut i = 0;
+    while i < doomed.len() {
+        // A connection: its first entry, then its partner when that is
+        // doomed too (`sweep` lists them one after the other).
+        let (_, seen) = &doomed[i];
+        let partner_key = seen.partner_key();
+        let n = if doomed.get(i + 1).is_some_and(|(k, _)| *k == partner_key) {
+            2
+        } else {
+            1
+        };
+        let connection = &doomed[i..i + n];
+        i += n;
+        let mut alive = None;
+        let (mut present, mut gone) = (Vec::with_capacity(2), Vec::new());
+        for (key, was) in connection {
+            match flows.get(key, 0) {
+                Ok(current) if current.last_seen_ns != was.last_seen_ns => {
+                    alive = Some(current);
+                    break;
+                }
+                Ok(_) => present.push(*key),
+                Err(MapError::KeyNotFound) => gone.push(*key),
+                Err(e) => return Err(e).context("reading a FLOWS entry"),
             }
-            Err(e) => return Err(e).context("reading a FLOWS entry"),
         }
-        match flows.remove(key) {
-            Ok(()) => {}
-            Err(e) if crate::maps::is_missing(&e) => {}
-            Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
+        if alive.is_none() && !snap.contains_key(&partner_key) && flows.get(&partner_key, 0).is_ok()
+        {
+            alive = Some(*seen);
         }
-        removed.insert(*key);
+        if let Some(current) = alive {
+            // Take back the verdict `sweep` counted for this connection.
+            let tally = if snap.contains_key(&partner_key) {
+                &mut report.expired
+            } else {
+                &mut report.evicted
+            };
+            if let Some(n) = tally.get_mut(&seen.rule_id) {
+                *n = n.saturating_sub(1);
+            }
+            report.keep(&current);
+            continue;
+        }
+        for key in present {
+            match flows.remove(&key) {
+                Ok(()) => {}
+                Err(e) if crate::maps::is_missing(&e) => {}
+                Err(e) => return Err(e).context("deleting an expired FLOWS entry"),
+            }
+            removed.insert(key);
+        }
+        removed.extend(gone);
     }
     report.expired.retain(|_, n| *n > 0);
     report.evicted.retain(|_, n| *n > 0);

@@ -165,9 +165,10 @@ impl Rules {
         &self.current
     }
 
-    /// SIGHUP: re-reads the workspace. Returns whether the new config is in
-    /// force; on failure every error is logged and nothing changes.
-    pub fn reload(&mut self, maps: &mut Maps) -> bool {
+    /// SIGHUP: re-reads the workspace. `Ok` once the new config is in
+    /// force; on failure every error is logged, returned (one per line) and
+    /// nothing changes.
+    pub fn reload(&mut self, maps: &mut Maps) -> Result<(), String> {
         let cfg = match read_settled(&self.workspace) {
             Ok(cfg) => cfg,
             Err(errors) => {
@@ -178,18 +179,15 @@ impl Rules {
                     errors = errors.0.len(),
                     "reload rejected: the previous rules stay in force"
                 );
-                return false;
+                return Err(format!("{errors}\nthe previous rules stay in force"));
             }
         };
-        match self.apply(&cfg, maps) {
-            Ok(()) => true,
-            Err(e) => {
-                error!(
-                    "reload failed: {e:#}; the previous rules stay in force as far as the maps allow"
-                );
-                false
-            }
-        }
+        self.apply(&cfg, maps).map_err(|e| {
+            error!(
+                "reload failed: {e:#}; the previous rules stay in force as far as the maps allow"
+            );
+            format!("{e:#}; the previous rules stay in force as far as the maps allow")
+        })
     }
 
     fn apply(&mut self, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<()> {

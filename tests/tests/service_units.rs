@@ -321,6 +321,8 @@ fn redirector_reload_returns_once_the_rules_are_in_force_and_fails_when_refused(
         !out.status.success() && err.contains("refused the reload"),
         "{out:?}"
     );
+    // With the daemon's own reason, naming the file.
+    ensure!(err.contains("redirector.toml"), "{out:?}");
     // Not running on that interface: said at once.
     let out = Command::new(bins::path("redirector"))
         .args(["reload", "--iface", "eth9", "--workspace"])
