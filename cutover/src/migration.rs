@@ -178,8 +178,6 @@ impl Migration {
         format!("{}-reverse", self.rule)
     }
 
-    /// The redirects the migration puts on the old host, one rule per port:
-    /// `rule` for the first, `rule-PORT` for each of `more_ports`.
     /// The address the old host sees its clients arrive at.
     pub fn local_old(&self) -> &str {
         self.redirect_from.as_deref().unwrap_or(&self.old)
@@ -204,8 +202,9 @@ impl Migration {
             .collect()
     }
 
-    /// One redirect per old address and port: the first address's rules
-    /// are named `rule` and `rule-PORT`, a pool's next ones `rule-2`,
+    /// The redirects the migration puts on the old host, one per old
+    /// address and port: the first address's rules are named `rule` and
+    /// `rule-PORT` (each of `more_ports`), a pool's next ones `rule-2`,
     /// `rule-2-PORT`, and so on.
     pub fn redirects(&self) -> Vec<Redirect> {
         let first = (
