@@ -36,7 +36,7 @@ pub mod maps {
 /// own; they are pinned under `maps-v{LAYOUT_VERSION}`. Bump it with any
 /// such change: the test `the_layout_version_names_this_layout` fails until
 /// then.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
@@ -68,8 +68,10 @@ pub const NEXT_HOP_CACHE_NS: u64 = 1_000_000_000;
 /// the SYN path's loop bounded for the verifier.
 pub const MAX_PORT_RETRIES: u32 = 32;
 
-/// IP protocol numbers used in `FlowKey::proto`.
+/// IP protocol numbers used in `RuleKey::proto`, `FlowKey::proto` and
+/// `Flow::proto`.
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
 /// Key of `RULES`: the old address and port a redirect listens on.
 #[repr(C)]
@@ -97,7 +99,7 @@ pub struct RuleValue {
     pub rule_id: u32,
 }
 
-/// Key of `FLOWS`: a packet's 4-tuple as received.
+/// Key of `FLOWS` and `EMBRYOS`: a packet's 4-tuple and protocol as received.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -115,6 +117,11 @@ pub const DIR_REPLY: u8 = 1;
 
 /// TCP events seen on a flow (`Flow::tcp_flags`), OR-ed together. All but
 /// `FLOW_SYN` and `FLOW_ESTABLISHED` are set on both entries of a flow.
+///
+/// A UDP flow has none of them while only the client has sent (it is then
+/// in `EMBRYOS`), and `FLOW_ESTABLISHED` on both entries once the new host
+/// answered (it then moved to `FLOWS`), as conntrack's "unreplied" and
+/// "assured".
 pub const FLOW_SYN: u8 = 1;
 /// A FIN in either direction.
 pub const FLOW_FIN: u8 = 2;
@@ -177,7 +184,9 @@ pub struct Flow {
     /// MTU of the interface the packets of this entry arrive on, looked up
     /// with the next hop: a longer packet is a GSO packet.
     pub hop_in_mtu: u16,
-    pub _pad: [u8; 4],
+    /// IPPROTO_TCP or IPPROTO_UDP, as in the key.
+    pub proto: u8,
+    pub _pad: [u8; 3],
 }
 
 impl Flow {
@@ -189,7 +198,7 @@ impl Flow {
             daddr: self.saddr,
             sport: self.dport,
             dport: self.sport,
-            proto: IPPROTO_TCP,
+            proto: self.proto,
             _pad: [0; 3],
         }
     }
@@ -255,13 +264,14 @@ pub mod counter {
     /// egress interface left `EGRESS` between lookup and redirect).
     pub const DROP_NO_ROUTE: u32 = 15;
     /// Slot 0 only: frames that are not for any rule (ICMP: other than
-    /// errors about tracked flows).
+    /// errors about tracked flows; `PASS_OTHER_PROTOCOL`: neither TCP nor
+    /// UDP).
     pub const PASS_NOT_IPV4: u32 = 16;
     pub const PASS_IPV6: u32 = 17;
     pub const PASS_FRAGMENT: u32 = 18;
     pub const PASS_IP_OPTIONS: u32 = 19;
     pub const PASS_ICMP: u32 = 20;
-    pub const PASS_NOT_TCP: u32 = 21;
+    pub const PASS_OTHER_PROTOCOL: u32 = 21;
     pub const PASS_MALFORMED: u32 = 22;
     pub const PASS_NO_RULE: u32 = 23;
     /// Translated, then handed to the kernel because the egress interface
@@ -309,7 +319,7 @@ pub mod counter {
         "pass_fragment",
         "pass_ip_options",
         "pass_icmp",
-        "pass_not_tcp",
+        "pass_other_protocol",
         "pass_malformed",
         "pass_no_rule",
         "pass_no_egress",
@@ -361,6 +371,7 @@ mod tests {
         assert_eq!(offset_of!(Flow, hop_checked_ns), 48);
         assert_eq!(offset_of!(Flow, pmtu_sent), 56);
         assert_eq!(offset_of!(Flow, hop_in_mtu), 58);
+        assert_eq!(offset_of!(Flow, proto), 60);
     }
 
     /// FNV-1a over every size, offset, capacity and flag of the contract.
@@ -388,6 +399,7 @@ mod tests {
             offset_of!(Flow, hop_checked_ns),
             offset_of!(Flow, pmtu_sent),
             offset_of!(Flow, hop_in_mtu),
+            offset_of!(Flow, proto),
             offset_of!(NatSettings, port_min),
             offset_of!(NatSettings, port_max),
             offset_of!(NatSettings, port_retries),
@@ -409,6 +421,8 @@ mod tests {
             usize::from(FLOW_CLOSED),
             usize::from(DIR_FORWARD),
             usize::from(DIR_REPLY),
+            usize::from(IPPROTO_TCP),
+            usize::from(IPPROTO_UDP),
         ];
         parts.iter().fold(0xcbf2_9ce4_8422_2325, |h, &p| {
             (h ^ p as u64).wrapping_mul(0x0100_0000_01b3)
@@ -422,7 +436,7 @@ mod tests {
         // pinned by the old one), then record the new pair.
         assert_eq!(
             (LAYOUT_VERSION, layout_fingerprint()),
-            (1, 0x7014_ec02_8c20_3c76)
+            (2, 0x7d08_addd_979c_7a5b)
         );
     }
 

@@ -1,12 +1,13 @@
 //! ICMP errors about tracked flows (destination unreachable, including
-//! "fragmentation needed", and time exceeded). They are addressed to the old
+//! "fragmentation needed" and a UDP flow's "port unreachable", and time
+//! exceeded). They are addressed to the old
 //! host and quote a packet it sent for a flow; translated like that flow's
 //! packets, they reach the real endpoint, so path MTU discovery and
 //! unreachable errors keep working through the redirect.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
-use redirector_common::{IPPROTO_TCP, counter};
+use redirector_common::{IPPROTO_TCP, IPPROTO_UDP, counter};
 
 use crate::{
     counters,
@@ -21,13 +22,15 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// Offsets in the frame: outer IPv4 without options (checked by the
-/// caller), ICMP header, quoted IPv4 header, quoted TCP ports.
+/// caller), ICMP header, quoted IPv4 header, quoted TCP or UDP ports.
 const OUTER_IP: usize = EthHdr::LEN;
 const ICMP: usize = OUTER_IP + Ipv4Hdr::LEN;
 const INNER_IP: usize = ICMP + 8;
 const INNER_L4: usize = INNER_IP + Ipv4Hdr::LEN;
-/// Offset of the quoted TCP checksum, when the error quotes that much.
+/// Offsets of the quoted TCP or UDP checksum (when the error quotes that
+/// much: RFC 792 asks only for the first 8 bytes, which hold UDP's).
 const INNER_TCP_CHECK: usize = INNER_L4 + 16;
+const INNER_UDP_CHECK: usize = INNER_L4 + 6;
 
 /// Translates an ICMP error about a tracked flow and returns the action, or
 /// `None` if the frame is not one (it then passes as plain ICMP).
@@ -44,7 +47,8 @@ pub fn translate(ctx: &XdpContext) -> Option<u32> {
         if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED {
             return None;
         }
-        if (*inner).vihl != 0x45 || (*inner).proto != IPPROTO_TCP {
+        let proto = (*inner).proto;
+        if (*inner).vihl != 0x45 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
             return None;
         }
         // The quoted packet left the old host; its answer would have come
@@ -54,7 +58,7 @@ pub fn translate(ctx: &XdpContext) -> Option<u32> {
             u32::from_ne_bytes((*inner).dst_addr),
         );
         let [isport, idport] = *ports;
-        let key = flow_key(idaddr, isaddr, idport, isport);
+        let key = flow_key(idaddr, isaddr, idport, isport, proto);
         // An error about a SYN (a dead new host) concerns a half-open one.
         let entry = FLOWS.get_ptr(&key).or_else(|| EMBRYOS.get_ptr(&key))?;
         let to = Rewrite::of(entry);
@@ -90,11 +94,22 @@ pub fn translate(ctx: &XdpContext) -> Option<u32> {
         let mut icmp_delta = inner_addrs
             .plus(inner_ports)
             .word(old_inner_check, new_inner_check);
-        if let Some(tcp_check) = ptr_at::<[u8; 2]>(ctx, INNER_TCP_CHECK) {
-            let old = u16::from_ne_bytes(*tcp_check);
-            let new = inner_addrs.plus(inner_ports).apply(old);
-            *tcp_check = new.to_ne_bytes();
-            icmp_delta = icmp_delta.word(old, new);
+        let check_at = if proto == IPPROTO_TCP {
+            INNER_TCP_CHECK
+        } else {
+            INNER_UDP_CHECK
+        };
+        if let Some(check) = ptr_at::<[u8; 2]>(ctx, check_at) {
+            let old = u16::from_ne_bytes(*check);
+            // A UDP checksum of 0 is "none", and stays so.
+            if old != 0 || proto == IPPROTO_TCP {
+                let mut new = inner_addrs.plus(inner_ports).apply(old);
+                if new == 0 && proto == IPPROTO_UDP {
+                    new = 0xffff;
+                }
+                *check = new.to_ne_bytes();
+                icmp_delta = icmp_delta.word(old, new);
+            }
         }
         let old_icmp_check = u16::from_ne_bytes([(*icmp)[2], (*icmp)[3]]);
         let [c0, c1] = icmp_delta.apply(old_icmp_check).to_ne_bytes();

@@ -1,6 +1,7 @@
-//! The redirector's XDP program: stateful NAT of new TCP connections from
-//! OLD_IP:PORT to NEW_IP:PORT, the in-kernel equivalent of iptables' DNAT
-//! plus MASQUERADE, and the translation of their replies back to the client.
+//! The redirector's XDP program: stateful NAT of new TCP connections and
+//! UDP flows from OLD_IP:PORT to NEW_IP:PORT, the in-kernel equivalent of
+//! iptables' DNAT plus MASQUERADE, and the translation of their replies
+//! back to the client.
 //!
 //! One forward pass per packet: parse (`parse`), follow or open NAT state
 //! (`nat`), route (`forward`), rewrite (`rewrite`), send. Anything the
@@ -35,7 +36,7 @@ mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use redirector_common::{DIR_FORWARD, FlowKey, IPPROTO_TCP, RuleKey, counter};
+use redirector_common::{DIR_FORWARD, FlowKey, RuleKey, counter};
 
 use crate::{
     forward::NextHop,
@@ -48,7 +49,14 @@ use crate::{
 #[xdp]
 pub fn redirector(ctx: XdpContext) -> u32 {
     match follow(&ctx) {
-        UNTRACKED => untracked(&ctx),
+        UNTRACKED => match untracked(&ctx) {
+            // Its state exists now; an evicted one starts over next time.
+            OPENED => match follow(&ctx) {
+                UNTRACKED | ICMP | OPENED => xdp_action::XDP_DROP,
+                action => action,
+            },
+            action => action,
+        },
         ICMP => match icmp::translate(&ctx) {
             Some(action) => action,
             None => {
@@ -60,10 +68,14 @@ pub fn redirector(ctx: XdpContext) -> u32 {
     }
 }
 
-/// `follow`'s answers for a TCP packet without NAT state and for an ICMP
+/// `follow`'s answers for a TCP or UDP packet without NAT state and for an ICMP
 /// packet; no XDP action has them.
 const UNTRACKED: u32 = u32::MAX;
 const ICMP: u32 = u32::MAX - 1;
+/// `untracked`'s answer for a UDP datagram that opened a flow: it goes the
+/// way of a tracked one (which checks its size against the next hop, as
+/// a SYN's needs no check).
+const OPENED: u32 = u32::MAX - 2;
 
 /// Every packet starts here: parsed, and followed if its flow is tracked.
 /// Returns its action, `UNTRACKED` or `ICMP`.
@@ -74,7 +86,7 @@ const ICMP: u32 = u32::MAX - 1;
 /// not survive a trip through the caller's stack either.
 #[inline(never)]
 fn follow(ctx: &XdpContext) -> u32 {
-    let seg = match parse::ipv4_tcp(ctx) {
+    let seg = match parse::ipv4(ctx) {
         Ok(seg) => seg,
         Err(counter::PASS_ICMP) => return ICMP,
         Err(reason) => {
@@ -153,15 +165,15 @@ fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
 /// something the old host's own stack handles. Out of line (see `follow`).
 #[inline(never)]
 fn untracked(ctx: &XdpContext) -> u32 {
-    // `follow` parsed it already: it is an IPv4/TCP segment.
-    let Ok(seg) = parse::ipv4_tcp(ctx) else {
+    // `follow` parsed it already: it is an IPv4 TCP segment or UDP datagram.
+    let Ok(seg) = parse::ipv4(ctx) else {
         return xdp_action::XDP_PASS;
     };
     let (seg, key, tcp_flags) = (&seg, &seg.key(), seg.tcp_flags());
     let rule_key = RuleKey {
         addr: key.daddr,
         port: key.dport,
-        proto: IPPROTO_TCP,
+        proto: key.proto,
         _pad: 0,
     };
     let Some(rule) = (unsafe { RULES.get(rule_key) }).copied() else {
@@ -169,15 +181,18 @@ fn untracked(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let id = rule.rule_id;
-    if !nat::is_syn(tcp_flags) {
-        // Like iptables' nat table, only new connections are redirected:
-        // this one is served by the old host itself (or was evicted).
-        counters::inc(id, counter::PASS_UNTRACKED);
-        return xdp_action::XDP_PASS;
-    }
-    if socket::owned_locally(ctx, key.saddr, key.daddr, key.sport, key.dport) {
-        counters::inc(id, counter::PASS_LOCAL_SOCKET);
-        return xdp_action::XDP_PASS;
+    // Like iptables' nat table, only new connections are redirected. Any
+    // UDP datagram without state starts a new flow, as in conntrack.
+    if seg.is_tcp() {
+        if !nat::is_syn(tcp_flags) {
+            // Served by the old host itself (or evicted).
+            counters::inc(id, counter::PASS_UNTRACKED);
+            return xdp_action::XDP_PASS;
+        }
+        if socket::owned_locally(ctx, key.saddr, key.daddr, key.sport, key.dport, key.proto) {
+            counters::inc(id, counter::PASS_LOCAL_SOCKET);
+            return xdp_action::XDP_PASS;
+        }
     }
     if seg.ttl() <= 1 {
         counters::inc(id, counter::DROP_TTL_EXPIRED);
@@ -210,6 +225,9 @@ fn untracked(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_DROP;
         }
     };
+    if !seg.is_tcp() {
+        return OPENED;
+    }
     // A SYN is never a GSO packet.
     emit(ctx, seg, key, &flow, hop, Some(false))
 }
@@ -296,10 +314,10 @@ fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) 
 /// conntrack does for a NATed connection, this translates it back to the
 /// client, whose connect then fails at once instead of after its own
 /// timeout. Everything else on loopback is the host's own traffic: it
-/// passes uncounted, and its TCP is never redirected.
+/// passes uncounted, and is never redirected.
 #[xdp]
 pub fn redirector_local(ctx: XdpContext) -> u32 {
-    match parse::ipv4_tcp(&ctx) {
+    match parse::ipv4(&ctx) {
         Err(counter::PASS_ICMP) => icmp::translate(&ctx).unwrap_or(xdp_action::XDP_PASS),
         _ => xdp_action::XDP_PASS,
     }

@@ -1,6 +1,10 @@
 //! NAT state in `FLOWS`: following a tracked flow (flags, last-seen time,
 //! partner entry), and opening a new one (port allocation, both entries).
 //!
+//! TCP and UDP flows are the same but for what opens and establishes them:
+//! a SYN and the client's handshake ACK for TCP; for UDP any datagram to a
+//! rule's address and the new host's first answer.
+//!
 //! Each entry holds the tuple its packets are rewritten to; its partner's key
 //! is that tuple mirrored, and its partner's value is its own key mirrored.
 //! So either entry can rebuild the other when the LRU evicted it.
@@ -15,7 +19,7 @@ use aya_ebpf::{
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
     FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, FlowKey, IPPROTO_TCP,
-    MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
+    IPPROTO_UDP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
 };
 
 use crate::{
@@ -28,18 +32,18 @@ use crate::{
 const CLOSING: u8 = FLOW_FIN | FLOW_RST;
 const BOTH_FINS: u8 = FLOW_FIN_FORWARD | FLOW_FIN_REPLY;
 
-/// A `FLOWS` key for a TCP 4-tuple (network order).
+/// A `FLOWS` key for a 4-tuple (network order) of protocol `proto`.
 ///
 /// Built from four words rather than as a struct literal: rustc turns the
 /// zeroed 3-byte padding into an out-of-line `memset` loop otherwise.
 #[inline(always)]
-pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16) -> FlowKey {
+pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
     let words = [
         saddr,
         daddr,
         // bpfel: the lower half is the first in memory.
         sport as u32 | (dport as u32) << 16,
-        IPPROTO_TCP as u32,
+        proto as u32,
     ];
     // SAFETY: FlowKey is #[repr(C)], 16 bytes of plain integers with
     // explicit padding (checked by redirector-common's layout test).
@@ -50,12 +54,16 @@ pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16) -> FlowKey {
 /// (`Flow::partner_key`, memset-free).
 #[inline(always)]
 fn partner_key(to: &Rewrite) -> FlowKey {
-    flow_key(to.daddr, to.saddr, to.dport, to.sport)
+    flow_key(to.daddr, to.saddr, to.dport, to.sport, to.proto)
 }
 
 #[inline(always)]
 fn same_tuple(a: &FlowKey, b: &FlowKey) -> bool {
-    a.saddr == b.saddr && a.daddr == b.daddr && a.sport == b.sport && a.dport == b.dport
+    a.saddr == b.saddr
+        && a.daddr == b.daddr
+        && a.sport == b.sport
+        && a.dport == b.dport
+        && a.proto == b.proto
 }
 
 /// A next hop as cached in a flow entry.
@@ -89,6 +97,7 @@ fn write_flow(
     tcp_flags: u8,
     now: u64,
     hop: Option<Hop>,
+    proto: u8,
 ) {
     let (saddr, daddr, sport, dport) = to;
     let (ifindex, s, d, mtu, in_mtu, checked) = match hop {
@@ -103,7 +112,7 @@ fn write_flow(
         u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], d[0], d[1]]),
         u64::from_le_bytes([d[2], d[3], d[4], d[5], 0, 0, 0, 0]),
         checked,
-        (in_mtu as u64) << 16,
+        (in_mtu as u64) << 16 | (proto as u64) << 32,
     ];
     let out = flow.cast::<u64>();
     // SAFETY: Flow is #[repr(C)], 64 bytes of plain integers whose offsets
@@ -128,6 +137,7 @@ pub struct Rewrite {
     pub dport: u16,
     pub rule_id: u32,
     pub direction: u8,
+    pub proto: u8,
 }
 
 impl Rewrite {
@@ -141,6 +151,7 @@ impl Rewrite {
                 dport: (*flow).dport,
                 rule_id: (*flow).rule_id,
                 direction: (*flow).direction,
+                proto: (*flow).proto,
             }
         }
     }
@@ -187,13 +198,20 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
     let entry = match FLOWS.get_ptr_mut(key) {
         Some(entry) => entry,
         None => {
-            // Maybe a connection still in its handshake: its handshake ACK
-            // moves it here, anything else is translated from EMBRYOS.
+            // Maybe a connection still in its handshake (TCP) or not yet
+            // answered (UDP): the client's handshake ACK or the new host's
+            // first answer moves it here, anything else is translated from
+            // EMBRYOS.
             let Some(embryo) = EMBRYOS.get_ptr_mut(key) else {
                 return Follow::Miss;
             };
             let to = Rewrite::of(embryo);
-            if to.direction != DIR_FORWARD || tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_ACK {
+            let establishes = if key.proto == IPPROTO_TCP {
+                to.direction == DIR_FORWARD && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK
+            } else {
+                to.direction == DIR_REPLY
+            };
+            if !establishes {
                 return half_open(embryo, to, tcp_flags);
             }
             match establish(key, embryo, &to) {
@@ -308,12 +326,20 @@ fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
     })
 }
 
-/// Moves a connection whose handshake completed from `EMBRYOS` to `FLOWS`
-/// (into `FLOWS` first, so that its ports are never free in between).
+/// Moves a connection whose handshake completed (a UDP flow that was
+/// answered) from `EMBRYOS` to `FLOWS` (into `FLOWS` first, so that its
+/// ports are never free in between).
 #[inline(always)]
 fn establish(key: &FlowKey, entry: *mut Flow, to: &Rewrite) -> Option<*mut Flow> {
     let pkey = partner_key(to);
-    let partner = EMBRYOS.get_ptr(&pkey)?;
+    let partner = EMBRYOS.get_ptr_mut(&pkey)?;
+    if to.proto == IPPROTO_UDP {
+        // Both entries: collection judges a UDP flow by either.
+        unsafe {
+            (*entry).tcp_flags |= FLOW_ESTABLISHED;
+            (*partner).tcp_flags |= FLOW_ESTABLISHED;
+        }
+    }
     FLOWS.insert(&pkey, unsafe { &*partner }, 0).ok()?;
     FLOWS.insert(key, unsafe { &*entry }, 0).ok()?;
     let _ = EMBRYOS.remove(&pkey);
@@ -374,6 +400,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
                 tcp_flags,
                 now,
                 None,
+                key.proto,
             );
             FLOWS
                 .insert(pkey, unsafe { &*rebuilt }, BPF_NOEXIST as u64)
@@ -422,14 +449,17 @@ pub enum Open {
     Exhausted,
 }
 
-/// Opens NAT state for a SYN with received tuple `key` under `rule`:
+/// Opens NAT state for a SYN (or a UDP flow's first datagram) with received
+/// tuple `key` under `rule`:
 /// claims a reply key (the client's own port if free, else ports from
 /// `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
 pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Open {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (syn_end, hop) = (syn.seq_end, syn.hop);
-    let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport);
+    let proto = key.proto;
+    let opened = if proto == IPPROTO_TCP { FLOW_SYN } else { 0 };
+    let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport, proto);
     let Some(entry) = scratch_flow() else {
         return Open::Exhausted;
     };
@@ -438,9 +468,10 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
         (key.daddr, key.saddr, key.dport, key.sport),
         rule.rule_id,
         DIR_REPLY,
-        FLOW_SYN,
+        opened,
         now,
         None,
+        proto,
     );
     let reply = unsafe { &*entry };
 
@@ -452,32 +483,42 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
     let Some(settings) = SETTINGS.get(0) else {
         return Open::Exhausted;
     };
+    // A UDP flow is never closed: only free ports are to be had.
     if !pick(ctx, &mut reply_key, reply, syn_end, settings, start, FREE)
-        && !pick(
-            ctx,
-            &mut reply_key,
-            reply,
-            syn_end,
-            settings,
-            start,
-            PAST_SEQUENCE,
-        )
-        && !pick(
-            ctx,
-            &mut reply_key,
-            reply,
-            syn_end,
-            settings,
-            start,
-            ANY_CLOSED,
-        )
+        && (proto != IPPROTO_TCP
+            || !pick(
+                ctx,
+                &mut reply_key,
+                reply,
+                syn_end,
+                settings,
+                start,
+                PAST_SEQUENCE,
+            ) && !pick(
+                ctx,
+                &mut reply_key,
+                reply,
+                syn_end,
+                settings,
+                start,
+                ANY_CLOSED,
+            ))
     {
         return Open::Exhausted;
     }
 
     let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
     // The reply entry is in the map: its place becomes the forward entry's.
-    write_flow(entry, to, rule.rule_id, DIR_FORWARD, FLOW_SYN, now, hop);
+    write_flow(
+        entry,
+        to,
+        rule.rule_id,
+        DIR_FORWARD,
+        opened,
+        now,
+        hop,
+        proto,
+    );
     if EMBRYOS
         .insert(key, unsafe { &*entry }, BPF_NOEXIST as u64)
         .is_ok()
@@ -489,6 +530,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
             dport: to.3,
             rule_id: rule.rule_id,
             direction: DIR_FORWARD,
+            proto,
         });
     }
     let _ = EMBRYOS.remove(reply_key);
@@ -554,6 +596,7 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, leve
         reply_key.daddr,
         reply_key.sport,
         reply_key.dport,
+        reply_key.proto,
     ) {
         return false;
     }

@@ -1,13 +1,14 @@
-//! Header parsing: Ethernet, IPv4 without options, TCP. Every packet access
-//! goes through `ptr_at`, which the verifier can see is bounds-checked.
-//! Anything that is not a well-formed, unfragmented IPv4/TCP segment is
-//! reported with the counter that says why it is passed untouched.
+//! Header parsing: Ethernet, IPv4 without options, TCP or UDP. Every packet
+//! access goes through `ptr_at`, which the verifier can see is
+//! bounds-checked. Anything that is not a well-formed, unfragmented IPv4
+//! TCP segment or UDP datagram is reported with the counter that says why
+//! it is passed untouched.
 
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
-use redirector_common::{FlowKey, IPPROTO_TCP, counter};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+use redirector_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, counter};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -33,12 +34,20 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// A parsed IPv4/TCP frame. The pointers stay valid for the whole program
-/// run (nothing here changes the frame's size).
+/// A parsed IPv4 frame with a TCP segment or a UDP datagram. The pointers
+/// stay valid for the whole program run (nothing here changes the frame's
+/// size).
 pub struct Segment {
     pub eth: *mut EthHdr,
     pub ip: *mut Ipv4Hdr,
+    /// Source and destination port: the first four bytes of TCP and UDP.
+    pub ports: *mut [u16; 2],
+    /// The TCP or UDP checksum field.
+    pub check: *mut u16,
+    /// The TCP header; null for UDP.
     pub tcp: *mut TcpHdr,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
     /// Frame length in bytes, for the byte counters.
     pub len: u32,
 }
@@ -48,20 +57,31 @@ impl Segment {
     #[inline(always)]
     pub fn key(&self) -> FlowKey {
         unsafe {
+            let [sport, dport] = *self.ports;
             crate::nat::flow_key(
                 u32::from_ne_bytes((*self.ip).src_addr),
                 u32::from_ne_bytes((*self.ip).dst_addr),
-                u16::from_ne_bytes((*self.tcp).source),
-                u16::from_ne_bytes((*self.tcp).dest),
+                sport,
+                dport,
+                self.proto,
             )
         }
     }
 
-    /// The TCP flags byte (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    /// The TCP flags byte (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR); none
+    /// for UDP.
     #[inline(always)]
     pub fn tcp_flags(&self) -> u8 {
+        if self.tcp.is_null() {
+            return 0;
+        }
         // Byte 13 of the TCP header; `tcp` points at 20 readable bytes.
         unsafe { *(self.tcp as *const u8).add(13) }
+    }
+
+    #[inline(always)]
+    pub fn is_tcp(&self) -> bool {
+        self.proto == IPPROTO_TCP
     }
 
     #[inline(always)]
@@ -82,16 +102,22 @@ impl Segment {
         unsafe { (*self.ip).frags[0] & 0x40 != 0 }
     }
 
-    /// The sequence number (host order).
+    /// The sequence number (host order); 0 for UDP.
     #[inline(always)]
     pub fn seq(&self) -> u32 {
+        if self.tcp.is_null() {
+            return 0;
+        }
         unsafe { u32::from_be_bytes((*self.tcp).seq) }
     }
 
     /// The sequence number just past this segment: its payload, and one for
-    /// a SYN or a FIN (host order).
+    /// a SYN or a FIN (host order); 0 for UDP.
     #[inline(always)]
     pub fn seq_end(&self) -> u32 {
+        if self.tcp.is_null() {
+            return 0;
+        }
         let doff = (unsafe { *(self.tcp as *const u8).add(12) } >> 4) as u32 * 4;
         let payload = (self.ip_len() as u32).wrapping_sub(Ipv4Hdr::LEN as u32 + doff);
         let flags = self.tcp_flags();
@@ -100,9 +126,10 @@ impl Segment {
     }
 }
 
-/// Finds the IPv4/TCP headers, or says which pass-through counter applies.
+/// Finds the IPv4 and TCP or UDP headers, or says which pass-through
+/// counter applies.
 #[inline(always)]
-pub fn ipv4_tcp(ctx: &XdpContext) -> Result<Segment, u32> {
+pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
     let len = ctx.data_end() - ctx.data();
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(counter::PASS_MALFORMED)?;
     // A VLAN tag would need its own FIB lookup on the VLAN device: such
@@ -129,22 +156,45 @@ pub fn ipv4_tcp(ctx: &XdpContext) -> Result<Segment, u32> {
     if u16::from_be_bytes(unsafe { (*ip).frags }) & (IP_MF | IP_OFFSET) != 0 {
         return Err(counter::PASS_FRAGMENT);
     }
-    match unsafe { (*ip).proto } {
-        IPPROTO_TCP => {}
-        IPPROTO_ICMP => return Err(counter::PASS_ICMP),
-        _ => return Err(counter::PASS_NOT_TCP),
-    }
-
     let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
-    let tcp: *mut TcpHdr = ptr_at(ctx, l4).ok_or(counter::PASS_MALFORMED)?;
-    let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize * 4;
-    if doff < TcpHdr::LEN || Ipv4Hdr::LEN + doff > ip_len {
-        return Err(counter::PASS_MALFORMED);
+    let proto = unsafe { (*ip).proto };
+    match proto {
+        IPPROTO_TCP => {
+            let tcp: *mut TcpHdr = ptr_at(ctx, l4).ok_or(counter::PASS_MALFORMED)?;
+            let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize * 4;
+            if doff < TcpHdr::LEN || Ipv4Hdr::LEN + doff > ip_len {
+                return Err(counter::PASS_MALFORMED);
+            }
+            Ok(Segment {
+                eth,
+                ip,
+                ports: tcp.cast(),
+                check: unsafe { &raw mut (*tcp).check }.cast(),
+                tcp,
+                proto,
+                len: len as u32,
+            })
+        }
+        IPPROTO_UDP => {
+            let udp: *mut UdpHdr = ptr_at(ctx, l4).ok_or(counter::PASS_MALFORMED)?;
+            // A GSO datagram's length field holds one segment's; only a
+            // length below the header is a lie in every case.
+            if (u16::from_be_bytes(unsafe { (*udp).len }) as usize) < UdpHdr::LEN
+                || Ipv4Hdr::LEN + UdpHdr::LEN > ip_len
+            {
+                return Err(counter::PASS_MALFORMED);
+            }
+            Ok(Segment {
+                eth,
+                ip,
+                ports: udp.cast(),
+                check: unsafe { &raw mut (*udp).check }.cast(),
+                tcp: core::ptr::null_mut(),
+                proto,
+                len: len as u32,
+            })
+        }
+        IPPROTO_ICMP => Err(counter::PASS_ICMP),
+        _ => Err(counter::PASS_OTHER_PROTOCOL),
     }
-    Ok(Segment {
-        eth,
-        ip,
-        tcp,
-        len: len as u32,
-    })
 }

@@ -1,5 +1,6 @@
-//! Asks the local TCP stack whether it already owns a 4-tuple, so that the
-//! redirector only takes new connections, like iptables' nat table does.
+//! Asks the local stack whether it already owns a 4-tuple, so that the
+//! redirector only takes new connections, like iptables' nat table does,
+//! and never gives a NAT port the old host's own sockets use.
 
 use core::mem::size_of;
 
@@ -9,19 +10,29 @@ use aya_ebpf::{
         BPF_F_CURRENT_NETNS, bpf_sock_tuple,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as Ipv4Tuple,
     },
-    helpers::{bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     programs::XdpContext,
 };
+use redirector_common::IPPROTO_TCP;
 
 /// `TCP_LISTEN` from the kernel's TCP state enum.
 const TCP_LISTEN: u32 = 10;
 
-/// Whether a local socket other than a listener (established, SYN-received,
-/// TIME-WAIT, ...) owns the connection a packet from `saddr:sport` to
-/// `daddr:dport` (network order) belongs to. A listener does not count: a
-/// rule takes over the new connections it would have accepted.
+/// Whether a local socket owns the flow a packet from `saddr:sport` to
+/// `daddr:dport` (network order) of protocol `proto` belongs to. For TCP,
+/// a listener does not count (a rule takes over the new connections it
+/// would have accepted), every other state does (established,
+/// SYN-received, TIME-WAIT, ...). For UDP, any socket bound to the
+/// destination does: only NAT ports are asked about, never a rule's own.
 #[inline(always)]
-pub fn owned_locally(ctx: &XdpContext, saddr: u32, daddr: u32, sport: u16, dport: u16) -> bool {
+pub fn owned_locally(
+    ctx: &XdpContext,
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+) -> bool {
     // Only the IPv4 part of the tuple union: the helper reads `size` bytes.
     let mut tuple = Ipv4Tuple {
         saddr,
@@ -29,14 +40,18 @@ pub fn owned_locally(ctx: &XdpContext, saddr: u32, daddr: u32, sport: u16, dport
         sport,
         dport,
     };
+    let tuple = (&mut tuple as *mut Ipv4Tuple).cast::<bpf_sock_tuple>();
+    let size = size_of::<Ipv4Tuple>() as u32;
     unsafe {
-        let sk = bpf_skc_lookup_tcp(
-            ctx.as_ptr(),
-            (&mut tuple as *mut Ipv4Tuple).cast::<bpf_sock_tuple>(),
-            size_of::<Ipv4Tuple>() as u32,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        );
+        if proto != IPPROTO_TCP {
+            let sk = bpf_sk_lookup_udp(ctx.as_ptr(), tuple, size, BPF_F_CURRENT_NETNS as u64, 0);
+            if sk.is_null() {
+                return false;
+            }
+            bpf_sk_release(sk.cast());
+            return true;
+        }
+        let sk = bpf_skc_lookup_tcp(ctx.as_ptr(), tuple, size, BPF_F_CURRENT_NETNS as u64, 0);
         if sk.is_null() {
             return false;
         }

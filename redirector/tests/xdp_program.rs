@@ -21,7 +21,7 @@ use redirector_common::{
 
 use xdp::frame::{
     self, ACK, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_VLAN, FIN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    PSH, RST, SYN, Seen, Tcp, ethernet, parse_checked,
+    PSH, RST, SYN, Seen, Tcp, Udp, ethernet, parse_checked, udp_checksum_field,
 };
 use xdp::netns::{
     INGRESS, LOCAL_CLIENT, Lan, NEW, NEW_MAC, NEW_MOVABLE, NEW_OTHER, NEW_OTHER_MAC,
@@ -29,7 +29,7 @@ use xdp::netns::{
 };
 use xdp::program::{
     Outcome, Redirector, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, addr, attach_pass, flow_key,
-    port,
+    flow_key_of, port,
 };
 
 /// OLD:80 -> NEW:8080, the mission's eth0 -> eth0 case.
@@ -42,6 +42,10 @@ const RULE_OTHER: u32 = 3;
 const RULE_UNREACHABLE: u32 = 4;
 /// OLD:84 -> a new host behind a router whose route a test takes away.
 const RULE_MOVABLE: u32 = 5;
+/// OLD:53/udp -> NEW:5353/udp.
+const RULE_UDP: u32 = 6;
+const UDP_PORT: u16 = 53;
+const NEW_UDP_PORT: u16 = 5353;
 
 const PORT_MIN: u16 = 20000;
 const PORT_MAX: u16 = 29999;
@@ -121,6 +125,12 @@ fn on_old_host_loaded(
         for (p, to, id) in rules {
             r.add_rule(old(p), to, id)?;
         }
+        r.add_rule_of(
+            PROTO_UDP,
+            old(UDP_PORT),
+            SocketAddrV4::new(NEW, NEW_UDP_PORT),
+            RULE_UDP,
+        )?;
         r.set_ports(PORT_MIN, PORT_MAX, 8)?;
         let mut old = Old {
             host: &host,
@@ -715,7 +725,42 @@ fn everything_else_passes_untouched_and_counted() -> Result<()> {
         };
         let total_len = |f: &mut Vec<u8>, len: u16| f[16..18].copy_from_slice(&len.to_be_bytes());
 
+        let udp_to_rule = |patch: &dyn Fn(&mut Vec<u8>)| {
+            let mut f = Udp::new(
+                client_mac(0),
+                OLD_MAC,
+                SocketAddrV4::new(client(0), 47000),
+                old(UDP_PORT),
+                b"query",
+            )
+            .bytes();
+            patch(&mut f);
+            f
+        };
         let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+            (
+                "TCP to a port with a UDP rule only",
+                syn_with(old(UDP_PORT), |_| {}),
+                counter::PASS_NO_RULE,
+            ),
+            (
+                "GRE",
+                to_rule(&[0, 0, 0x08, 0, 0x45, 0], 47),
+                counter::PASS_OTHER_PROTOCOL,
+            ),
+            (
+                "a truncated UDP header",
+                udp_to_rule(&|f| {
+                    f.truncate(14 + 20 + 6);
+                    total_len(f, 26)
+                }),
+                counter::PASS_MALFORMED,
+            ),
+            (
+                "a UDP length below the header",
+                udp_to_rule(&|f| f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&7u16.to_be_bytes())),
+                counter::PASS_MALFORMED,
+            ),
             (
                 "a port without a rule",
                 syn_with(old(9999), |_| {}),
@@ -757,7 +802,11 @@ fn everything_else_passes_untouched_and_counted() -> Result<()> {
                 counter::PASS_IP_OPTIONS,
             ),
             ("ICMP", to_rule(&icmp_echo, PROTO_ICMP), counter::PASS_ICMP),
-            ("UDP", to_rule(&udp, PROTO_UDP), counter::PASS_NOT_TCP),
+            (
+                "UDP to a port with a TCP rule only",
+                to_rule(&udp, PROTO_UDP),
+                counter::PASS_NO_RULE,
+            ),
             (
                 "an Ethernet header alone",
                 ethernet(OLD_MAC, client_mac(0), ETH_IPV4, &[]),
@@ -1448,6 +1497,170 @@ fn per_packet_cost() -> Result<()> {
         per_call.sort_unstable();
         let median = per_call[per_call.len() / 2];
         println!("ns_per_packet={:.1}", median as f64);
+        Ok(())
+    })
+}
+
+/// A datagram from client `n`'s `sport` to the UDP rule's address.
+fn datagram(n: u8, sport: u16, payload: &[u8]) -> Udp {
+    Udp::new(
+        client_mac(n),
+        OLD_MAC,
+        SocketAddrV4::new(client(n), sport),
+        old(UDP_PORT),
+        payload,
+    )
+}
+
+/// The new host's answer to a translated datagram `seen`.
+fn udp_answer(seen: &Seen, payload: &[u8]) -> Udp {
+    Udp::new(NEW_MAC, OLD_MAC, seen.to(), seen.from(), payload)
+}
+
+#[test]
+fn a_udp_flow_goes_both_ways_and_the_first_answer_establishes_it() -> Result<()> {
+    on_old_host(|o| {
+        let client_end = SocketAddrV4::new(client(0), 47000);
+        let out = o.send(&datagram(0, 47000, b"query 1").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.proto, PROTO_UDP);
+        assert_eq!(
+            seen.from(),
+            SocketAddrV4::new(OLD, 47000),
+            "the client's port is kept"
+        );
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW, NEW_UDP_PORT));
+        assert_eq!(
+            (seen.dst_mac, seen.src_mac, seen.ttl),
+            (NEW_MAC, OLD_MAC, 63)
+        );
+        assert_eq!(seen.payload, b"query 1");
+
+        // Unanswered, the flow is half-open: a flood of new flows evicts
+        // only its own kind.
+        let key = flow_key_of(PROTO_UDP, client_end, old(UDP_PORT));
+        let unanswered = o.r.embryos.get(&key, 0)?;
+        assert_eq!(
+            (unanswered.direction, unanswered.tcp_flags),
+            (DIR_FORWARD, 0)
+        );
+        assert!(o.r.flows.get(&key, 0).is_err());
+
+        // Another datagram of the flow follows the same state.
+        let again = o.send(&datagram(0, 47000, b"query 2").bytes())?;
+        assert_eq!(again.action, XDP_TX);
+        assert_eq!(parse_checked(&again.frame).from(), seen.from());
+
+        let back = o.send(&udp_answer(&seen, b"answer").bytes())?;
+        assert_eq!(back.action, XDP_TX);
+        let answer = parse_checked(&back.frame);
+        assert_eq!(
+            answer.from(),
+            old(UDP_PORT),
+            "from the address the client asked"
+        );
+        assert_eq!(answer.to(), client_end);
+        assert_eq!(
+            (answer.dst_mac, answer.payload.as_slice()),
+            (client_mac(0), &b"answer"[..])
+        );
+
+        // Answered: both entries move to FLOWS, established.
+        let reply_key = flow_key_of(PROTO_UDP, seen.to(), seen.from());
+        for k in [key, reply_key] {
+            let entry = o.r.flows.get(&k, 0)?;
+            assert_eq!(entry.tcp_flags, FLOW_ESTABLISHED);
+            assert_eq!(entry.proto, PROTO_UDP);
+            assert!(o.r.embryos.get(&k, 0).is_err());
+        }
+        assert_eq!(o.r.counter(RULE_UDP, counter::NEW_FLOWS), 1);
+        assert_eq!(o.r.counter(RULE_UDP, counter::FWD_PACKETS), 2);
+        assert_eq!(o.r.counter(RULE_UDP, counter::REPLY_PACKETS), 1);
+        // TCP's rules saw none of it.
+        assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 0);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_udp_checksum_of_none_stays_none_and_a_computed_zero_is_sent_as_ffff() -> Result<()> {
+    on_old_host(|o| {
+        let mut none = datagram(0, 47000, b"no checksum");
+        none.no_checksum = true;
+        let out = o.send(&none.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(udp_checksum_field(&out.frame), 0);
+        parse_checked(&out.frame);
+
+        // Pick the last payload word so that the translated datagram's sum
+        // comes out as 0: the program must send 0xffff, not "none".
+        let mut d = datagram(1, 47001, &[0x11, 0x22, 0, 0]);
+        let translated = Udp::new(
+            OLD_MAC,
+            NEW_MAC,
+            SocketAddrV4::new(OLD, 47001),
+            SocketAddrV4::new(NEW, NEW_UDP_PORT),
+            &d.payload,
+        );
+        let c = udp_checksum_field(&translated.bytes());
+        // c is the complement of the sum so far: as the last data word it
+        // makes the sum 0xffff, and the checksum 0.
+        d.payload[2..4].copy_from_slice(&c.to_be_bytes());
+        let out = o.send(&d.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        assert_eq!(udp_checksum_field(&out.frame), 0xffff);
+        parse_checked(&out.frame);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_udp_nat_port_a_local_socket_holds_is_not_given_to_a_client() -> Result<()> {
+    on_old_host(|o| {
+        let _own = std::net::UdpSocket::bind(SocketAddrV4::new(OLD, 47002))?;
+        let out = o.send(&datagram(0, 47002, b"q").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        let seen = parse_checked(&out.frame);
+        assert!(
+            (PORT_MIN..=PORT_MAX).contains(&seen.sport),
+            "port {} is the old host's own",
+            seen.sport
+        );
+        // A client port nobody holds is kept.
+        let free = parse_checked(&o.send(&datagram(1, 47003, b"q").bytes())?.frame);
+        assert_eq!(free.sport, 47003);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_port_unreachable_about_a_udp_flow_reaches_the_client() -> Result<()> {
+    on_old_host(|o| {
+        let sent_by_client = datagram(0, 47000, b"anyone there?");
+        let out = o.send(&sent_by_client.bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        // Nothing listens on the new host's port: it says so, quoting the
+        // whole translated datagram.
+        let error = icmp_error(NEW_MAC, NEW, 3, 3, &out.frame[14..]);
+        let back = o.send(&error)?;
+        assert_eq!(back.action, XDP_TX);
+        let f = &back.frame;
+        let ip = &f[14..34];
+        assert_eq!(frame::checksum(ip), 0, "outer IPv4 checksum");
+        assert_eq!(&ip[16..20], &client(0).octets()[..], "to the client");
+        let icmp = &f[34..];
+        assert_eq!(frame::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!((icmp[0], icmp[1]), (3, 3), "port unreachable");
+        let quoted = &icmp[8..];
+        assert_eq!(frame::checksum(&quoted[..20]), 0, "quoted IPv4 checksum");
+        assert_eq!(
+            (&quoted[12..16], &quoted[16..20]),
+            (&client(0).octets()[..], &OLD.octets()[..])
+        );
+        // The quoted datagram is the client's own, checksum included.
+        assert_eq!(&quoted[20..], &sent_by_client.bytes()[34..]);
+        assert_eq!(o.r.counter(RULE_UDP, counter::ICMP_TRANSLATED), 1);
         Ok(())
     })
 }

@@ -203,6 +203,71 @@ impl Tcp {
     }
 }
 
+/// A UDP datagram in an Ethernet frame.
+#[derive(Clone, Debug)]
+pub struct Udp {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub ip: Ipv4,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+    /// Send a checksum of 0 ("none", RFC 768) instead of the real one.
+    pub no_checksum: bool,
+}
+
+impl Udp {
+    pub fn new(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        payload: &[u8],
+    ) -> Self {
+        Self {
+            src_mac,
+            dst_mac,
+            ip: Ipv4::new(*from.ip(), *to.ip(), PROTO_UDP),
+            sport: from.port(),
+            dport: to.port(),
+            payload: payload.to_vec(),
+            no_checksum: false,
+        }
+    }
+
+    /// The datagram alone, checksummed for the IP addresses.
+    pub fn datagram(&self) -> Vec<u8> {
+        let mut d = Vec::with_capacity(8 + self.payload.len());
+        d.extend_from_slice(&self.sport.to_be_bytes());
+        d.extend_from_slice(&self.dport.to_be_bytes());
+        d.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&self.payload);
+        if !self.no_checksum {
+            let c = match l4_checksum(self.ip.saddr, self.ip.daddr, PROTO_UDP, &d) {
+                0 => 0xffff,
+                c => c,
+            };
+            d[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        d
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        ethernet(
+            self.dst_mac,
+            self.src_mac,
+            ETH_IPV4,
+            &self.ip.bytes(&self.datagram()),
+        )
+    }
+}
+
+/// The checksum field of the UDP datagram in an Ethernet/IPv4 frame.
+pub fn udp_checksum_field(f: &[u8]) -> u16 {
+    u16::from_be_bytes([f[14 + 20 + 6], f[14 + 20 + 7]])
+}
+
 /// What a test reads back from an output frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
@@ -213,10 +278,12 @@ pub struct Seen {
     pub ttl: u8,
     pub sport: u16,
     pub dport: u16,
+    /// TCP only (0 for UDP).
     pub seq: u32,
     pub ack: u32,
     pub flags: u8,
     pub payload: Vec<u8>,
+    pub proto: u8,
 }
 
 impl Seen {
@@ -228,23 +295,47 @@ impl Seen {
     }
 }
 
-/// Parses an Ethernet/IPv4/TCP frame and checks both checksums from
-/// scratch; panics with what is wrong.
+/// Parses an Ethernet/IPv4/TCP or UDP frame and checks both checksums from
+/// scratch (a UDP checksum of 0 is "none"); panics with what is wrong.
 pub fn parse_checked(f: &[u8]) -> Seen {
-    assert!(
-        f.len() >= 14 + 20 + 20,
-        "frame too short: {} bytes",
-        f.len()
-    );
+    assert!(f.len() >= 14 + 20 + 8, "frame too short: {} bytes", f.len());
     assert_eq!(u16::from_be_bytes([f[12], f[13]]), ETH_IPV4, "not IPv4");
     let ip = &f[14..];
     let hlen = ((ip[0] & 0x0f) * 4) as usize;
     let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     assert_eq!(checksum(&ip[..hlen]), 0, "IPv4 header checksum is wrong");
-    assert_eq!(ip[9], PROTO_TCP);
     let saddr = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let daddr = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let seg = &ip[hlen..total];
+    if ip[9] == PROTO_UDP {
+        assert_eq!(
+            u16::from_be_bytes([seg[4], seg[5]]) as usize,
+            seg.len(),
+            "UDP length"
+        );
+        if seg[6..8] != [0, 0] {
+            assert_eq!(
+                l4_checksum(saddr, daddr, PROTO_UDP, seg),
+                0,
+                "UDP checksum is wrong"
+            );
+        }
+        return Seen {
+            dst_mac: f[0..6].try_into().unwrap(),
+            src_mac: f[6..12].try_into().unwrap(),
+            saddr,
+            daddr,
+            ttl: ip[8],
+            sport: u16::from_be_bytes([seg[0], seg[1]]),
+            dport: u16::from_be_bytes([seg[2], seg[3]]),
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            payload: seg[8..].to_vec(),
+            proto: PROTO_UDP,
+        };
+    }
+    assert_eq!(ip[9], PROTO_TCP);
     assert_eq!(
         l4_checksum(saddr, daddr, PROTO_TCP, seg),
         0,
@@ -263,5 +354,6 @@ pub fn parse_checked(f: &[u8]) -> Seen {
         ack: u32::from_be_bytes(seg[8..12].try_into().unwrap()),
         flags: seg[13],
         payload: seg[doff..].to_vec(),
+        proto: PROTO_TCP,
     }
 }

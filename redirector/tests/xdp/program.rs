@@ -24,14 +24,19 @@ pub fn port(p: u16) -> u16 {
     p.to_be()
 }
 
-/// The `FLOWS` key of a packet from `from` to `to`.
+/// The `FLOWS` key of a TCP packet from `from` to `to`.
 pub fn flow_key(from: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
+    flow_key_of(IPPROTO_TCP, from, to)
+}
+
+/// The `FLOWS` key of a packet of protocol `proto` from `from` to `to`.
+pub fn flow_key_of(proto: u8, from: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
     FlowKey {
         saddr: addr(*from.ip()),
         daddr: addr(*to.ip()),
         sport: port(from.port()),
         dport: port(to.port()),
-        proto: IPPROTO_TCP,
+        proto,
         _pad: [0; 3],
     }
 }
@@ -148,12 +153,23 @@ impl Redirector {
         Ok(())
     }
 
-    /// Switches on the redirect `old -> new` with counter slot `rule_id`.
+    /// Switches on the TCP redirect `old -> new` with counter slot `rule_id`.
     pub fn add_rule(&mut self, old: SocketAddrV4, new: SocketAddrV4, rule_id: u32) -> Result<()> {
+        self.add_rule_of(IPPROTO_TCP, old, new, rule_id)
+    }
+
+    /// Switches on the redirect `old -> new` of protocol `proto`.
+    pub fn add_rule_of(
+        &mut self,
+        proto: u8,
+        old: SocketAddrV4,
+        new: SocketAddrV4,
+        rule_id: u32,
+    ) -> Result<()> {
         let key = RuleKey {
             addr: addr(*old.ip()),
             port: port(old.port()),
-            proto: IPPROTO_TCP,
+            proto,
             _pad: 0,
         };
         let value = RuleValue {
