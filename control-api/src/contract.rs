@@ -238,12 +238,21 @@ pub struct Rule {
     pub id: u32,
 }
 
-/// Body of `PUT /v1/rules/{name}`.
+/// Body of `PUT /v1/rules/{name}`: the fields of a `[[rule]]` in
+/// `redirector.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleChange {
+    /// `IP:PORT`, or a bare `IP` with `ports`.
     pub from: String,
+    /// `IP:PORT`, or a bare `IP` (the same ports as `from`).
     pub to: String,
+    /// Several ports, each to the same port on `to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `"tcp"` and/or `"udp"`; none means TCP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proto: Vec<String>,
 }
 
 /// Body of `POST /v1/probe`: open a TCP connection to `to` from the

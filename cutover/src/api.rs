@@ -212,6 +212,8 @@ impl Redirector {
         let body = RuleChange {
             from: from.to_string(),
             to: to.to_string(),
+            ports: Vec::new(),
+            proto: Vec::new(),
         };
         let c: Change = self
             .0

@@ -172,7 +172,7 @@ async fn put_rule(
 ) -> Result<Json<Change>, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}}: {}",
+            "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}} (or bare addresses with \"ports\": [80, 443]; \"proto\": [\"tcp\", \"udp\"]): {}",
             e.body_text()
         ))
     })?;
@@ -184,7 +184,7 @@ async fn put_rule(
         attribution::suffix(&headers)
     );
     change(&api, &message, move |rules| {
-        rules.put(&name, &body.from, &body.to);
+        rules.put(&name, &body.from, &body.to, &body.ports, &body.proto);
         Ok(())
     })
     .await

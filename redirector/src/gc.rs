@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use cutover_workspace::Timeouts;
-use redirector_common::{DIR_FORWARD, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, Flow, FlowKey};
+use redirector_common::{
+    DIR_FORWARD, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, Flow, FlowKey, IPPROTO_UDP,
+};
 
 /// An entry without its partner is left alone this long, because the
 /// program writes a new connection's two entries one after the other and a
@@ -40,7 +42,12 @@ pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) ->
     };
     let flags = entry.tcp_flags | partner.tcp_flags;
     let last_seen = entry.last_seen_ns.max(partner.last_seen_ns);
-    let timeout_s = if flags & (FLOW_FIN | FLOW_RST) != 0 {
+    let udp = entry.proto == IPPROTO_UDP;
+    let timeout_s = if udp && flags & FLOW_ESTABLISHED != 0 {
+        t.udp_replied
+    } else if udp {
+        t.udp_unreplied
+    } else if flags & (FLOW_FIN | FLOW_RST) != 0 {
         t.closing
     } else if flags & FLOW_ESTABLISHED != 0 {
         t.established
@@ -353,6 +360,7 @@ mod tests {
             syn: 60,
             established: 7200,
             closing: 10,
+            ..Timeouts::default()
         }
     }
 
@@ -369,6 +377,24 @@ mod tests {
         fwd_seen: u64,
         reply_seen: u64,
     ) -> [(FlowKey, Flow); 2] {
+        pair_of(
+            IPPROTO_TCP,
+            client_port,
+            rule_id,
+            flags,
+            fwd_seen,
+            reply_seen,
+        )
+    }
+
+    fn pair_of(
+        proto: u8,
+        client_port: u16,
+        rule_id: u32,
+        flags: u8,
+        fwd_seen: u64,
+        reply_seen: u64,
+    ) -> [(FlowKey, Flow); 2] {
         let ip = |d: u8| u32::from_ne_bytes([198, 18, 0, d]);
         let p = |n: u16| n.to_be();
         let fwd_key = FlowKey {
@@ -376,7 +402,7 @@ mod tests {
             daddr: ip(2),
             sport: p(client_port),
             dport: p(80),
-            proto: IPPROTO_TCP,
+            proto,
             _pad: [0; 3],
         };
         let fwd = Flow {
@@ -388,6 +414,7 @@ mod tests {
             direction: DIR_FORWARD,
             tcp_flags: flags,
             last_seen_ns: fwd_seen,
+            proto,
             ..Flow::default()
         };
         let reply_key = fwd.partner_key();
@@ -400,6 +427,7 @@ mod tests {
             direction: DIR_REPLY,
             tcp_flags: 0,
             last_seen_ns: reply_seen,
+            proto,
             ..Flow::default()
         };
         assert_eq!(reply.partner_key(), fwd_key, "the test pair mirrors itself");
@@ -442,6 +470,22 @@ mod tests {
         let t = timeouts();
         assert_eq!(judge(&f, Some(&r), 159 * S, &t), Verdict::Keep);
         assert_eq!(judge(&f, Some(&r), 161 * S, &t), Verdict::Expired);
+    }
+
+    #[test]
+    fn a_udp_flow_lives_as_conntrack_s_unreplied_then_replied() {
+        let t = timeouts();
+        let [(_, f), (_, r)] = pair_of(IPPROTO_UDP, 5353, 1, 0, 100 * S, 100 * S);
+        assert_eq!(judge(&f, Some(&r), 129 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, Some(&r), 131 * S, &t), Verdict::Expired);
+        // Answered: the program marks both entries established.
+        let [(_, mut f), (_, mut r)] = pair_of(IPPROTO_UDP, 5353, 1, 0, 100 * S, 100 * S);
+        f.tcp_flags = FLOW_ESTABLISHED;
+        r.tcp_flags = FLOW_ESTABLISHED;
+        assert_eq!(judge(&f, Some(&r), 279 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, Some(&r), 281 * S, &t), Verdict::Expired);
+        // Far shorter than an established TCP connection's 7200 s.
+        assert_eq!(t.udp_replied, 180);
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub fn prepare(iface: &str) -> Result<()> {
 /// an empty UDP datagram to the discard port makes the stack look up the
 /// route and send an ARP request. NEW answers with an ICMP port unreachable
 /// at worst, which nobody reads.
-pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
+pub fn warm_neighbours(targets: impl IntoIterator<Item = Ipv4Addr>) {
     let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
         Ok(s) => s,
         Err(e) => {
@@ -112,7 +112,7 @@ pub fn warm_neighbours(targets: impl IntoIterator<Item = SocketAddrV4>) {
         }
     };
     for to in targets {
-        let probe = SocketAddrV4::new(*to.ip(), 9);
+        let probe = SocketAddrV4::new(to, 9);
         if let Err(e) = socket.send_to(&[], probe) {
             debug!(%probe, error = %e, "neighbour warm-up failed");
         }

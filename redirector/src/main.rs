@@ -254,7 +254,7 @@ fn dispatch(command: Command) -> Result<()> {
                 cfg.nat.port_max
             );
             for r in &cfg.rules {
-                println!("  {}: {} -> {}", r.name, r.from, r.to);
+                println!("  {}: {} -> {}", r.name, r.from_text(), r.to_text());
             }
             Ok(())
         }

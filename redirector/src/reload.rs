@@ -6,10 +6,11 @@
 //! copy, first.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use cutover_workspace::{ConfigErrors, RedirectorConfig, Settlement, Timeouts, Workspace};
+use cutover_workspace::{
+    ConfigErrors, Protocol, RedirectorConfig, Settlement, Timeouts, Workspace,
+};
 use tracing::{error, info, warn};
 
 use crate::gc;
@@ -26,7 +27,7 @@ pub struct Rules {
     config: RedirectorConfig,
     /// Removed rules whose flows were still in the table at the last
     /// collection pass, by id.
-    draining: BTreeMap<u32, ActiveRule>,
+    draining: BTreeMap<u32, RuleInfo>,
 }
 
 /// Validates the workspace's `redirector.toml`, turning every error (each
@@ -74,8 +75,8 @@ impl Rules {
 
     /// Takes over the rules an earlier daemon left in the maps it pinned
     /// (named as its state file `previous` names them), then applies `cfg`
-    /// as a reload would: a rule whose `from` is unchanged keeps its id and
-    /// counters, a removed one drains. Rule ids that flows in the tables
+    /// as a reload would: a rule whose name (or one of whose OLD_IP:PORT) is
+    /// unchanged keeps its id and counters, a removed one drains. Rule ids that flows in the tables
     /// still count under, but that no rule holds, drain too, so that no new
     /// rule mixes its counters with them.
     pub fn adopt(
@@ -96,19 +97,27 @@ impl Rules {
             settings: maps.settings.get(&0, 0).ok(),
             rules: BTreeMap::new(),
         };
+        let mut by_id: BTreeMap<u32, ActiveRule> = BTreeMap::new();
         for entry in maps.rules.iter() {
             let (key, value) = entry.context("reading the pinned RULES")?;
-            let from = SocketAddrV4::new(rules::ip_from_be(key.addr), u16::from_be(key.port));
-            let to = SocketAddrV4::new(
-                rules::ip_from_be(value.new_addr),
-                u16::from_be(value.new_port),
-            );
+            let Some(protocol) = Protocol::from_number(key.proto) else {
+                continue;
+            };
             let id = value.rule_id;
-            let name = name_of(id);
-            current
-                .rules
-                .insert(from, ActiveRule { id, name, from, to });
+            let rule = by_id.entry(id).or_insert_with(|| ActiveRule {
+                id,
+                name: name_of(id),
+                from: rules::ip_from_be(key.addr),
+                to: rules::ip_from_be(value.new_addr),
+                ports: BTreeSet::new(),
+            });
+            rule.ports.insert((
+                protocol,
+                u16::from_be(key.port),
+                u16::from_be(value.new_port),
+            ));
         }
+        current.rules = by_id.into_values().map(|r| (r.name.clone(), r)).collect();
         let mut in_flight =
             gc::collect(&mut maps.flows, &cfg.timeouts).context("reading the pinned FLOWS")?;
         in_flight.merge(
@@ -120,18 +129,20 @@ impl Rules {
             .keys()
             .filter(|id| !held.contains(id))
             .map(|&id| {
-                let addr = |text: Option<&String>| {
-                    text.and_then(|t| t.parse().ok())
-                        .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-                };
-                let info = known.get(&id);
-                let rule = ActiveRule {
-                    id,
-                    name: name_of(id),
-                    from: addr(info.map(|r| &r.from)),
-                    to: addr(info.map(|r| &r.to)),
-                };
-                (id, rule)
+                let info = known.get(&id).map_or_else(
+                    || RuleInfo {
+                        id,
+                        name: name_of(id),
+                        from: "?".into(),
+                        to: "?".into(),
+                        draining: true,
+                    },
+                    |&r| RuleInfo {
+                        draining: true,
+                        ..r.clone()
+                    },
+                );
+                (id, info)
             })
             .collect();
         info!(
@@ -195,7 +206,7 @@ impl Rules {
         // delivered here, not forwarded: the old host would answer its own
         // redirect.
         for r in &cfg.rules {
-            if crate::host::is_local(*r.to.ip()) {
+            if crate::host::is_local(r.to) {
                 bail!(
                     "rule {}: `to` {} is an address of this host; a redirect must lead to another host",
                     r.name,
@@ -217,23 +228,26 @@ impl Rules {
             return Err(e);
         }
         for r in plan.removed.iter() {
-            info!(rule = %r.name, from = %r.from, "rule removed: new connections reach this host; its flows drain");
-            self.draining.insert(r.id, r.clone());
+            info!(rule = %r.name, from = %r.from_text(), "rule removed: new connections reach this host; its flows drain");
+            self.draining.insert(r.id, info_of(r, true));
         }
         for id in &plan.fresh_ids {
             self.draining.remove(id);
         }
+        let before: BTreeMap<u32, &ActiveRule> =
+            self.current.rules.values().map(|r| (r.id, r)).collect();
         for r in plan.next.rules.values() {
-            match self.current.rules.get(&r.from) {
+            let (from, to) = (r.from_text(), r.to_text());
+            match before.get(&r.id) {
                 None => {
-                    info!(rule = %r.name, id = r.id, from = %r.from, to = %r.to, "rule added");
-                    if !crate::host::is_local(*r.from.ip()) {
-                        warn!(rule = %r.name, from = %r.from, "{} is not an address of this host: the rule sees no traffic until it is", r.from.ip());
+                    info!(rule = %r.name, id = r.id, %from, %to, "rule added");
+                    if !crate::host::is_local(r.from) {
+                        warn!(rule = %r.name, %from, "{} is not an address of this host: the rule sees no traffic until it is", r.from);
                     }
                     warn_if_unroutable(r);
                 }
-                Some(old) if old.to != r.to => {
-                    info!(rule = %r.name, from = %r.from, was = %old.to, to = %r.to, "rule changed: new connections go to the new destination");
+                Some(old) if old.to != r.to || old.ports != r.ports => {
+                    info!(rule = %r.name, %from, was = %old.to_text(), %to, "rule changed: new connections go to the new destination");
                     warn_if_unroutable(r);
                 }
                 Some(_) => {}
@@ -264,7 +278,7 @@ impl Rules {
     /// The rules for the state file, active ones first.
     pub fn infos(&self) -> Vec<RuleInfo> {
         let active = self.current.rules.values().map(|r| info_of(r, false));
-        let draining = self.draining.values().map(|r| info_of(r, true));
+        let draining = self.draining.values().cloned();
         let mut all: Vec<RuleInfo> = active.chain(draining).collect();
         all.sort_by_key(|r| (r.draining, r.id));
         all
@@ -280,12 +294,12 @@ impl Rules {
 /// no route (`pass_no_route`): worth saying when the rule goes in rather
 /// than finding out from the counters.
 fn warn_if_unroutable(r: &ActiveRule) {
-    if let Some(why) = crate::host::no_route(*r.to.ip()) {
+    if let Some(why) = crate::host::no_route(r.to) {
         warn!(
             rule = %r.name,
             to = %r.to,
             "this host has no route to {} ({why}): new connections stay with this host until it has one",
-            r.to.ip()
+            r.to
         );
     }
 }
@@ -294,8 +308,8 @@ fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
     RuleInfo {
         id: r.id,
         name: r.name.clone(),
-        from: r.from.to_string(),
-        to: r.to.to_string(),
+        from: r.from_text(),
+        to: r.to_text(),
         draining,
     }
 }

@@ -2,24 +2,24 @@
 //! difference from what they hold now. Pure: no maps, no syscalls, so that
 //! reload semantics are unit-tested.
 //!
-//! Reload semantics, decided here:
-//! - a rule keeps its id for as long as its `from` stays in the config, so its
-//!   counters and its flows carry over;
-//! - a changed `to` (or name) keeps the id; only the `RULES` value changes, so
-//!   established flows keep their own rewrite and new connections go to the
-//!   new destination;
-//! - a removed rule's key is deleted (new connections reach the old host's own
-//!   stack) and its id *drains*: its flows stay until they expire, and the id
-//!   is not handed to another rule while any of them is left, so the counters
-//!   of two rules never mix.
+//! A rule is one counter slot (its id) and one `RULES` entry per
+//! (protocol, port) it redirects. Reload semantics, decided here:
+//! - a rule keeps its id for as long as a rule of its name stays in the
+//!   config, or, renamed, while it keeps one of its (protocol, OLD_IP:PORT),
+//!   so its counters and its flows carry over;
+//! - a changed `to`, port list or protocol list keeps the id; only the
+//!   `RULES` entries change, so established flows keep their own rewrite
+//!   and new connections go to the new destination;
+//! - a removed rule's entries are deleted (new connections reach the old
+//!   host's own stack) and its id *drains*: its flows stay until they
+//!   expire, and the id is not handed to another rule while any of them is
+//!   left, so the counters of two rules never mix.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddrV4;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
-use cutover_workspace::RedirectorConfig;
-use redirector_common::{
-    IPPROTO_TCP, MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue,
-};
+use cutover_workspace::{Protocol, RedirectorConfig, Rule, describe};
+use redirector_common::{MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue};
 
 /// One switched-on rule with the counter slot it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,37 +27,92 @@ pub struct ActiveRule {
     /// Counter slot and `RuleValue::rule_id`, 1..=MAX_RULES.
     pub id: u32,
     pub name: String,
-    pub from: SocketAddrV4,
-    pub to: SocketAddrV4,
+    /// OLD_IP.
+    pub from: Ipv4Addr,
+    /// NEW_IP.
+    pub to: Ipv4Addr,
+    /// (protocol, OLD port, NEW port): one `RULES` entry each.
+    pub ports: BTreeSet<(Protocol, u16, u16)>,
 }
 
 impl ActiveRule {
-    pub fn key(&self) -> RuleKey {
-        rule_key(self.from)
+    /// `rule` under counter slot `id`.
+    pub fn of(id: u32, rule: &Rule) -> Self {
+        Self {
+            id,
+            name: rule.name.clone(),
+            from: rule.from,
+            to: rule.to,
+            ports: rule
+                .endpoints()
+                .map(|e| (e.protocol, e.from.port(), e.to.port()))
+                .collect(),
+        }
     }
 
-    pub fn value(&self) -> RuleValue {
-        RuleValue {
-            new_addr: addr_be(self.to),
-            new_port: self.to.port().to_be(),
-            _pad: 0,
-            rule_id: self.id,
+    /// Its `RULES` entries.
+    pub fn entries(&self) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
+        self.ports.iter().map(|&(protocol, old, new)| {
+            (
+                rule_key(protocol, self.from, old),
+                RuleValue {
+                    new_addr: ip_be(self.to),
+                    new_port: new.to_be(),
+                    _pad: 0,
+                    rule_id: self.id,
+                },
+            )
+        })
+    }
+
+    /// `from` as the config writes it (see `cutover_workspace::describe`).
+    pub fn from_text(&self) -> String {
+        self.text(self.from, |&(_, old, _)| old)
+    }
+
+    pub fn to_text(&self) -> String {
+        self.text(self.to, |&(_, _, new)| new)
+    }
+
+    /// One `describe` when every protocol has the same ports (always, for
+    /// a rule from a config), else one per protocol.
+    fn text(&self, ip: Ipv4Addr, port: impl Fn(&(Protocol, u16, u16)) -> u16) -> String {
+        let mut by_protocol: BTreeMap<Protocol, Vec<u16>> = BTreeMap::new();
+        for p in &self.ports {
+            by_protocol.entry(p.0).or_default().push(port(p));
         }
+        let mut lists = by_protocol.values();
+        let first = lists.next().cloned().unwrap_or_default();
+        if lists.all(|l| *l == first) {
+            let protocols: Vec<Protocol> = by_protocol.keys().copied().collect();
+            return describe(ip, first.into_iter(), &protocols);
+        }
+        by_protocol
+            .iter()
+            .map(|(protocol, ports)| describe(ip, ports.iter().copied(), &[*protocol]))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 /// The rules and settings as they are in the kernel (after a plan is applied).
-/// Invariant: ids are unique and in 1..=MAX_RULES.
+/// Invariant: ids are unique and in 1..=MAX_RULES; no two rules share a
+/// `RULES` key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSet {
     pub settings: Option<NatSettings>,
-    /// Keyed by `from`: the identity of a rule across reloads.
-    pub rules: BTreeMap<SocketAddrV4, ActiveRule>,
+    /// Keyed by name.
+    pub rules: BTreeMap<String, ActiveRule>,
 }
 
 impl RuleSet {
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.rules.values().map(|r| r.id)
+    }
+
+    /// Every `RULES` entry, in rule-name order.
+    pub fn entries(&self) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
+        self.rules.values().flat_map(ActiveRule::entries)
     }
 }
 
@@ -114,82 +169,118 @@ pub fn plan(
     cfg: &RedirectorConfig,
     draining: &BTreeSet<u32>,
 ) -> Result<Plan, TooManyRules> {
-    if cfg.rules.len() > MAX_RULES as usize {
-        return Err(TooManyRules(cfg.rules.len()));
+    let entries: usize = cfg.rules.iter().map(|r| r.endpoints().count()).sum();
+    if cfg.rules.len() > MAX_RULES as usize || entries > MAX_RULES as usize {
+        return Err(TooManyRules {
+            rules: cfg.rules.len(),
+            entries,
+        });
     }
-    let wanted: BTreeMap<SocketAddrV4, &cutover_workspace::Rule> =
-        cfg.rules.iter().map(|r| (r.from, r)).collect();
+
+    // Who is who: the same name first, then, for renamed rules, a shared
+    // (protocol, OLD_IP:PORT).
+    let mut kept: BTreeMap<String, &ActiveRule> = BTreeMap::new();
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    for rule in &cfg.rules {
+        if let Some(old) = current.rules.get(&rule.name) {
+            kept.insert(rule.name.clone(), old);
+            claimed.insert(&old.name);
+        }
+    }
+    for rule in &cfg.rules {
+        if kept.contains_key(&rule.name) {
+            continue;
+        }
+        let wanted: BTreeSet<(Protocol, u16)> = rule
+            .endpoints()
+            .map(|e| (e.protocol, e.from.port()))
+            .collect();
+        let renamed = current.rules.values().find(|old| {
+            !claimed.contains(old.name.as_str())
+                && old.from == rule.from
+                && old
+                    .ports
+                    .iter()
+                    .any(|&(p, port, _)| wanted.contains(&(p, port)))
+        });
+        if let Some(old) = renamed {
+            kept.insert(rule.name.clone(), old);
+            claimed.insert(&old.name);
+        }
+    }
+    let removed: Vec<ActiveRule> = current
+        .rules
+        .values()
+        .filter(|r| !claimed.contains(r.name.as_str()))
+        .cloned()
+        .collect();
 
     let mut next = RuleSet {
         settings: Some(nat_settings(cfg)),
         rules: BTreeMap::new(),
     };
-    let mut upserts = Vec::new();
-    let mut removed = Vec::new();
-    for (from, old) in &current.rules {
-        match wanted.get(from) {
-            Some(rule) => {
-                let kept = ActiveRule {
-                    id: old.id,
-                    name: rule.name.clone(),
-                    from: *from,
-                    to: rule.to,
-                };
-                if kept.to != old.to {
-                    upserts.push((kept.key(), kept.value()));
-                }
-                next.rules.insert(*from, kept);
-            }
-            None => removed.push(old.clone()),
-        }
-    }
-
     let mut ids = IdAllocator::new(
-        next.ids().collect(),
+        kept.values().map(|r| r.id).collect(),
         draining,
         removed.iter().map(|r| r.id).collect(),
     );
     let mut fresh_ids = Vec::new();
     // File order, so that a fresh workspace numbers its rules 1, 2, 3...
     for rule in &cfg.rules {
-        if next.rules.contains_key(&rule.from) {
-            continue;
-        }
-        let id = ids.take().ok_or(TooManyRules(cfg.rules.len()))?;
-        let added = ActiveRule {
-            id,
-            name: rule.name.clone(),
-            from: rule.from,
-            to: rule.to,
+        let id = match kept.get(&rule.name) {
+            Some(old) => old.id,
+            None => {
+                let id = ids.take().ok_or(TooManyRules {
+                    rules: cfg.rules.len(),
+                    entries,
+                })?;
+                fresh_ids.push(id);
+                id
+            }
         };
-        fresh_ids.push(id);
-        upserts.push((added.key(), added.value()));
-        next.rules.insert(rule.from, added);
+        next.rules
+            .insert(rule.name.clone(), ActiveRule::of(id, rule));
     }
 
+    let before: HashMap<RuleKey, RuleValue> = current.entries().collect();
+    let after: HashMap<RuleKey, RuleValue> = next.entries().collect();
+    let upserts = next
+        .entries()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .collect();
+    let removes = current
+        .entries()
+        .map(|(k, _)| k)
+        .filter(|k| !after.contains_key(k))
+        .collect();
     let settings = (current.settings != next.settings)
         .then_some(next.settings)
         .flatten();
     Ok(Plan {
-        removes: removed.iter().map(ActiveRule::key).collect(),
         next,
         settings,
         fresh_ids,
         upserts,
+        removes,
         removed,
     })
 }
 
-/// More rules than the program's `RULES` map holds.
+/// More rules, or more (rule, protocol, port) entries, than the program's
+/// maps hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyRules(pub usize);
+pub struct TooManyRules {
+    pub rules: usize,
+    pub entries: usize,
+}
 
 impl std::fmt::Display for TooManyRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} rules, but the XDP program holds at most {MAX_RULES}",
-            self.0
+            "{} rules redirecting {} (protocol, port) pairs, but the XDP program holds at most \
+             {MAX_RULES} of each",
+            self.rules, self.entries
         )
     }
 }
@@ -224,44 +315,58 @@ impl IdAllocator {
     }
 }
 
-/// `RULES` key for an OLD_IP:PORT.
-pub fn rule_key(from: SocketAddrV4) -> RuleKey {
+/// `RULES` key for a protocol on OLD_IP:PORT.
+pub fn rule_key(protocol: Protocol, ip: Ipv4Addr, port: u16) -> RuleKey {
     RuleKey {
-        addr: addr_be(from),
-        port: from.port().to_be(),
-        proto: IPPROTO_TCP,
+        addr: ip_be(ip),
+        port: port.to_be(),
+        proto: protocol.number(),
         _pad: 0,
     }
 }
 
 /// An address as the program sees it in a packet: network order in memory.
-pub fn addr_be(a: SocketAddrV4) -> u32 {
-    u32::from_ne_bytes(a.ip().octets())
+pub fn ip_be(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
 }
 
-/// The reverse of [`addr_be`] for a bare address.
-pub fn ip_from_be(addr: u32) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::from(addr.to_ne_bytes())
+/// The reverse of [`ip_be`].
+pub fn ip_from_be(addr: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr.to_ne_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cutover_workspace::{NatConfig, Rule, Timeouts};
+    use cutover_workspace::{NatConfig, Timeouts};
+    use redirector_common::{IPPROTO_TCP, IPPROTO_UDP};
+    use std::net::SocketAddrV4;
 
+    /// TCP rules (name, OLD_IP:PORT, NEW_IP:PORT).
     fn cfg(rules: &[(&str, &str, &str)]) -> RedirectorConfig {
         RedirectorConfig {
             nat: NatConfig::default(),
             timeouts: Timeouts::default(),
             rules: rules
                 .iter()
-                .map(|(name, from, to)| Rule {
-                    name: name.to_string(),
-                    from: from.parse().unwrap(),
-                    to: to.parse().unwrap(),
+                .map(|(name, from, to)| {
+                    let from: SocketAddrV4 = from.parse().unwrap();
+                    let to: SocketAddrV4 = to.parse().unwrap();
+                    Rule {
+                        name: name.to_string(),
+                        from: *from.ip(),
+                        to: *to.ip(),
+                        ports: vec![(from.port(), to.port())],
+                        protocols: vec![Protocol::Tcp],
+                    }
                 })
                 .collect(),
         }
+    }
+
+    fn tcp_key(from: &str) -> RuleKey {
+        let from: SocketAddrV4 = from.parse().unwrap();
+        rule_key(Protocol::Tcp, *from.ip(), from.port())
     }
 
     fn apply(current: &RuleSet, c: &RedirectorConfig) -> Plan {
@@ -269,7 +374,11 @@ mod tests {
     }
 
     fn id_of(set: &RuleSet, from: &str) -> u32 {
-        set.rules[&from.parse::<SocketAddrV4>().unwrap()].id
+        set.rules
+            .values()
+            .find(|r| r.from_text() == from)
+            .unwrap_or_else(|| panic!("no rule from {from}"))
+            .id
     }
 
     #[test]
@@ -335,7 +444,7 @@ mod tests {
             ]),
         );
         assert_eq!(id_of(&second.next, "198.18.0.2:81"), 2);
-        assert_eq!(second.removes, [rule_key("198.18.0.2:80".parse().unwrap())]);
+        assert_eq!(second.removes, [tcp_key("198.18.0.2:80")]);
         assert_eq!(second.removed[0].id, 1);
         // Id 1 is draining (just removed), so "c" gets a never-used one.
         assert_eq!(id_of(&second.next, "198.18.0.2:82"), 3);
@@ -415,7 +524,94 @@ mod tests {
             .map(|(from, name)| (name.as_str(), from.as_str(), "198.18.0.3:80"))
             .collect();
         let err = plan(&RuleSet::default(), &cfg(&rules), &BTreeSet::new()).unwrap_err();
-        assert_eq!(err, TooManyRules(MAX_RULES as usize + 1));
+        assert_eq!(err.rules, MAX_RULES as usize + 1);
+
+        // Few rules, but more entries than RULES holds.
+        let mut wide = cfg(&[("wide", "198.18.0.2:1", "198.18.0.3:1")]);
+        wide.rules[0].ports = (1..=MAX_RULES as u16 / 2 + 1).map(|p| (p, p)).collect();
+        wide.rules[0].protocols = vec![Protocol::Tcp, Protocol::Udp];
+        let err = plan(&RuleSet::default(), &wide, &BTreeSet::new()).unwrap_err();
+        assert_eq!((err.rules, err.entries), (1, MAX_RULES as usize + 2));
+    }
+
+    fn site(ports: &[u16], protocols: &[Protocol], to: [u8; 4]) -> RedirectorConfig {
+        let mut c = cfg(&[("site", "198.18.0.2:1", "198.18.0.3:1")]);
+        c.rules[0].ports = ports.iter().map(|&p| (p, p)).collect();
+        c.rules[0].protocols = protocols.to_vec();
+        c.rules[0].to = Ipv4Addr::from(to);
+        c
+    }
+
+    #[test]
+    fn a_rule_with_several_ports_and_protocols_is_one_id_and_an_entry_each() {
+        let both = [Protocol::Tcp, Protocol::Udp];
+        let first = apply(
+            &RuleSet::default(),
+            &site(&[80, 443], &both, [198, 18, 0, 3]),
+        );
+        assert_eq!(first.fresh_ids, [1]);
+        let mut keys: Vec<(u8, u16)> = first
+            .upserts
+            .iter()
+            .map(|(k, v)| {
+                assert_eq!(v.rule_id, 1);
+                (k.proto, u16::from_be(k.port))
+            })
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                (IPPROTO_TCP, 80),
+                (IPPROTO_TCP, 443),
+                (IPPROTO_UDP, 80),
+                (IPPROTO_UDP, 443)
+            ]
+        );
+        let rule = &first.next.rules["site"];
+        assert_eq!(rule.from_text(), "198.18.0.2:80,443/tcp+udp");
+        assert_eq!(rule.to_text(), "198.18.0.3:80,443/tcp+udp");
+
+        // Dropping UDP 80 and 443 deletes exactly their entries; the id stays.
+        let tcp_only = apply(
+            &first.next,
+            &site(&[80, 443], &[Protocol::Tcp], [198, 18, 0, 3]),
+        );
+        assert!(tcp_only.upserts.is_empty() && tcp_only.fresh_ids.is_empty());
+        let mut gone: Vec<(u8, u16)> = tcp_only
+            .removes
+            .iter()
+            .map(|k| (k.proto, u16::from_be(k.port)))
+            .collect();
+        gone.sort_unstable();
+        assert_eq!(gone, [(IPPROTO_UDP, 80), (IPPROTO_UDP, 443)]);
+
+        // A new destination rewrites every entry, under the same id.
+        let moved = apply(
+            &tcp_only.next,
+            &site(&[80, 443], &[Protocol::Tcp], [198, 18, 0, 4]),
+        );
+        assert_eq!(moved.upserts.len(), 2);
+        assert!(moved.removes.is_empty());
+        assert!(moved.upserts.iter().all(|(_, v)| v.rule_id == 1));
+    }
+
+    #[test]
+    fn a_port_moving_from_one_rule_to_another_is_overwritten_not_deleted() {
+        let mut c = cfg(&[
+            ("a", "198.18.0.2:80", "198.18.0.3:80"),
+            ("b", "198.18.0.2:81", "198.18.0.4:81"),
+        ]);
+        let first = apply(&RuleSet::default(), &c);
+        // Port 80 goes to rule b: a's removal must not delete b's new entry.
+        c.rules.remove(0);
+        c.rules[0].ports = vec![(80, 80), (81, 81)];
+        let second = apply(&first.next, &c);
+        assert!(second.removes.is_empty(), "{:?}", second.removes);
+        assert_eq!(second.upserts.len(), 1);
+        assert_eq!(second.upserts[0].0, tcp_key("198.18.0.2:80"));
+        assert_eq!(second.upserts[0].1.rule_id, 2);
+        assert_eq!(second.removed.len(), 1);
     }
 
     #[test]

@@ -64,17 +64,18 @@ pub fn restore(maps: RuleMaps<'_>, previous: &RuleSet, attempted: &RuleSet) {
     {
         warn!(error = %e, "restoring SETTINGS[0]");
     }
-    for (from, rule) in &attempted.rules {
-        if !previous.rules.contains_key(from)
-            && let Err(e) = maps.rules.remove(&rule.key())
+    let kept: std::collections::HashSet<RuleKey> = previous.entries().map(|(k, _)| k).collect();
+    for (key, value) in attempted.entries() {
+        if !kept.contains(&key)
+            && let Err(e) = maps.rules.remove(&key)
             && !crate::maps::is_missing(&e)
         {
-            warn!(error = %e, rule = %rule.name, "removing a half-added rule");
+            warn!(error = %e, rule = value.rule_id, "removing a half-added rule entry");
         }
     }
-    for rule in previous.rules.values() {
-        if let Err(e) = maps.rules.insert(rule.key(), rule.value(), 0) {
-            warn!(error = %e, rule = %rule.name, "restoring a rule");
+    for (key, value) in previous.entries() {
+        if let Err(e) = maps.rules.insert(key, value, 0) {
+            warn!(error = %e, rule = value.rule_id, "restoring a rule entry");
         }
     }
 }
@@ -145,7 +146,7 @@ pub fn sync_egress(egress: &mut DevMapHash<MapData>) -> Result<()> {
 mod tests {
     use super::*;
     use crate::rules;
-    use cutover_workspace::{NatConfig, RedirectorConfig, Rule, Timeouts};
+    use cutover_workspace::{NatConfig, Protocol, RedirectorConfig, Rule, Timeouts};
     use redirector_common::{COUNTER_SLOTS, MAX_RULES};
     use std::collections::BTreeSet;
 
@@ -188,10 +189,12 @@ mod tests {
             timeouts: Timeouts::default(),
             rules: ports
                 .iter()
-                .map(|p| Rule {
+                .map(|&p| Rule {
                     name: format!("r{p}"),
-                    from: format!("198.18.0.2:{p}").parse().unwrap(),
-                    to: "198.18.0.3:80".parse().unwrap(),
+                    from: [198, 18, 0, 2].into(),
+                    to: [198, 18, 0, 3].into(),
+                    ports: vec![(p, 80)],
+                    protocols: vec![Protocol::Tcp],
                 })
                 .collect(),
         }

@@ -45,7 +45,9 @@ pub use history::{
 };
 pub use journal::{Changeset, Entries, Journal, headed, reheaded, synced_at, without_header};
 pub use pidfile::{PidFile, runs_program};
-pub use redirector::{MAX_PORT_RETRIES, NatConfig, RedirectorConfig, Rule, Timeouts};
+pub use redirector::{
+    Endpoint, MAX_PORT_RETRIES, NatConfig, Protocol, RedirectorConfig, Rule, Timeouts, describe,
+};
 pub use rule_list::{RuleList, RuleListError};
 pub use token::token_matches;
 pub use zones::{ZoneFile, ZonePathError};

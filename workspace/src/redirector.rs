@@ -6,18 +6,27 @@
 //! port_retries = 16             # ports tried in that range (from a random one on)
 //!
 //! [timeouts]                    # seconds a flow may stay idle
-//! syn = 60                      # handshake not finished
+//! syn = 60                      # TCP handshake not finished
 //! established = 7200
 //! closing = 10                  # after FIN or RST
+//! udp_unreplied = 30            # UDP, only the client has sent
+//! udp_replied = 180             # UDP, the new host answered
 //!
 //! [[rule]]
 //! name = "www"                  # optional, shown by `redirector stats`
 //! from = "198.18.0.2:80"        # OLD_IP:PORT, an address of this host
-//! to = "198.18.0.3:80"          # NEW_IP:PORT
+//! to = "198.18.0.3:80"          # NEW_IP:PORT (NEW_IP alone: the same port)
+//!
+//! [[rule]]                      # a whole site: several ports, TCP and UDP
+//! name = "site"
+//! from = "198.18.0.2"
+//! to = "198.18.0.3"
+//! ports = [80, 443]             # each to the same port on NEW
+//! proto = ["tcp", "udp"]        # default "tcp"; "udp" alone is fine too
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -35,13 +44,97 @@ pub struct RedirectorConfig {
     pub rules: Vec<Rule>,
 }
 
-/// One redirect: new TCP connections to `from` are forwarded to `to`.
+/// One redirect: new connections (TCP) and flows (UDP) to `from` on each
+/// of its ports are forwarded to `to` on the matching port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// The operator's name for the rule (defaults to `from`).
+    /// The operator's name for the rule (defaults to `from` as written).
     pub name: String,
+    /// OLD_IP.
+    pub from: Ipv4Addr,
+    /// NEW_IP.
+    pub to: Ipv4Addr,
+    /// (OLD port, NEW port) pairs in file order; at least one, no OLD port
+    /// twice.
+    pub ports: Vec<(u16, u16)>,
+    /// At least one, in the order TCP, UDP.
+    pub protocols: Vec<Protocol>,
+}
+
+/// A transport protocol a rule forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// One (protocol, OLD_IP:PORT) a rule listens on and where it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Endpoint {
+    pub protocol: Protocol,
     pub from: SocketAddrV4,
     pub to: SocketAddrV4,
+}
+
+impl Rule {
+    /// Every (protocol, port) the rule redirects.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.protocols.iter().flat_map(move |&protocol| {
+            self.ports.iter().map(move |&(from, to)| Endpoint {
+                protocol,
+                from: SocketAddrV4::new(self.from, from),
+                to: SocketAddrV4::new(self.to, to),
+            })
+        })
+    }
+
+    /// `from` as `redirector stats` and the API show it:
+    /// `198.18.0.2:80`, `198.18.0.2:80,443`, `198.18.0.2:443/udp`.
+    pub fn from_text(&self) -> String {
+        describe(self.from, self.ports.iter().map(|p| p.0), &self.protocols)
+    }
+
+    /// `to` likewise, its ports in the order of `from`'s.
+    pub fn to_text(&self) -> String {
+        describe(self.to, self.ports.iter().map(|p| p.1), &self.protocols)
+    }
+}
+
+/// `IP:PORT[,PORT...]`, with `/udp` or `/tcp+udp` unless TCP only.
+pub fn describe(ip: Ipv4Addr, ports: impl Iterator<Item = u16>, protocols: &[Protocol]) -> String {
+    let ports: Vec<String> = ports.map(|p| p.to_string()).collect();
+    let mut text = format!("{ip}:{}", ports.join(","));
+    if protocols != [Protocol::Tcp] {
+        let names: Vec<&str> = protocols.iter().map(|p| p.name()).collect();
+        text.push('/');
+        text.push_str(&names.join("+"));
+    }
+    text
 }
 
 /// The `[nat]` section: the source ports the old host picks from when a
@@ -74,6 +167,12 @@ pub struct Timeouts {
     pub syn: u64,
     pub established: u64,
     pub closing: u64,
+    /// A UDP flow only the client has sent on (conntrack's
+    /// `udp_timeout`).
+    pub udp_unreplied: u64,
+    /// A UDP flow the new host answered (conntrack's
+    /// `udp_timeout_stream`).
+    pub udp_replied: u64,
 }
 
 impl Default for Timeouts {
@@ -82,6 +181,8 @@ impl Default for Timeouts {
             syn: 60,
             established: 7200,
             closing: 10,
+            udp_unreplied: 30,
+            udp_replied: 180,
         }
     }
 }
@@ -114,6 +215,16 @@ struct RawRule {
     name: Option<Spanned<String>>,
     from: Spanned<String>,
     to: Spanned<String>,
+    ports: Option<Spanned<Vec<u16>>>,
+    proto: Option<Spanned<RawProto>>,
+}
+
+/// `proto = "udp"` or `proto = ["tcp", "udp"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawProto {
+    One(String),
+    Many(Vec<String>),
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, ConfigErrors> {
@@ -158,6 +269,8 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             ("syn", timeouts.syn),
             ("established", timeouts.established),
             ("closing", timeouts.closing),
+            ("udp_unreplied", timeouts.udp_unreplied),
+            ("udp_replied", timeouts.udp_replied),
         ] {
             if value == 0 {
                 problems.at(
@@ -170,88 +283,50 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
     }
 
     let mut rules = Vec::with_capacity(raw.rule.len());
-    let mut seen_from: HashMap<SocketAddrV4, usize> = HashMap::new();
+    let mut seen_endpoint: HashMap<(Protocol, SocketAddrV4), usize> = HashMap::new();
     let mut seen_name: HashMap<String, usize> = HashMap::new();
-    for (i, r) in raw.rule.iter().enumerate() {
-        let from = parse_endpoint(r.from.get_ref());
-        let to = parse_endpoint(r.to.get_ref());
-        let (from, to) = match (from, to) {
-            (Ok(from), Ok(to)) => (from, to),
-            (from, to) => {
-                if let Err(m) = from {
-                    problems.at(r.from.span(), format!("rule[{i}].from"), m);
-                }
-                if let Err(m) = to {
-                    problems.at(r.to.span(), format!("rule[{i}].to"), m);
-                }
-                continue;
-            }
+    'rules: for (i, r) in raw.rule.iter().enumerate() {
+        let Some(rule) = parse_rule(i, r, &mut problems) else {
+            continue;
         };
-        if from == to {
-            problems.at(
-                r.to.span(),
-                format!("rule[{i}].to"),
-                format!("{to} redirects to itself"),
-            );
-            continue;
-        }
-        let ip = to.ip();
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-            problems.at(
-                r.to.span(),
-                format!("rule[{i}].to"),
-                format!(
-                    "{ip} is not the address of a host to forward to: use NEW's unicast address"
-                ),
-            );
-            continue;
-        }
-        if let Some(first) = seen_from.insert(from, i) {
-            problems.at(
-                r.from.span(),
-                format!("rule[{i}].from"),
-                format!(
-                    "{from} already has a rule (rule[{first}]): one OLD_IP:PORT goes to one place"
-                ),
-            );
-            continue;
-        }
-        let name = match &r.name {
-            Some(n) => {
-                let name = n.get_ref().trim().to_string();
-                if name.is_empty() {
-                    problems.at(n.span(), format!("rule[{i}].name"), "the name is empty");
-                    continue;
-                }
-                if let Some(first) = seen_name.insert(name.clone(), i) {
-                    problems.at(
-                        n.span(),
-                        format!("rule[{i}].name"),
-                        format!("the name {name:?} is already used by rule[{first}]"),
-                    );
-                    continue;
-                }
-                name
+        for e in rule.endpoints() {
+            if let Some(first) = seen_endpoint.insert((e.protocol, e.from), i) {
+                problems.at(
+                    r.from.span(),
+                    format!("rule[{i}].from"),
+                    format!(
+                        "{} {} already has a rule (rule[{first}]): one OLD_IP:PORT goes to one place",
+                        e.protocol.name(),
+                        e.from
+                    ),
+                );
+                continue 'rules;
             }
-            None => {
-                // The default name is the `from` address, which another
+        }
+        let clash = seen_name.insert(rule.name.clone(), i);
+        if let Some(first) = clash {
+            let (span, field, message) = match &r.name {
+                Some(n) => (
+                    n.span(),
+                    format!("rule[{i}].name"),
+                    format!("the name {:?} is already used by rule[{first}]", rule.name),
+                ),
+                // The default name is `from` as written, which another
                 // rule may have taken as its explicit name.
-                let name = from.to_string();
-                if let Some(first) = seen_name.insert(name.clone(), i) {
-                    problems.at(
-                        r.from.span(),
-                        format!("rule[{i}].from"),
-                        format!(
-                            "this rule's default name {name:?} is already the name of \
-                             rule[{first}]: give one of them another `name`"
-                        ),
-                    );
-                    continue;
-                }
-                name
-            }
-        };
-        rules.push(Rule { name, from, to });
+                None => (
+                    r.from.span(),
+                    format!("rule[{i}].from"),
+                    format!(
+                        "this rule's default name {:?} is already the name of \
+                         rule[{first}]: give one of them another `name`",
+                        rule.name
+                    ),
+                ),
+            };
+            problems.at(span, field, message);
+            continue;
+        }
+        rules.push(rule);
     }
 
     problems.into_result(RedirectorConfig {
@@ -261,22 +336,173 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
     })
 }
 
-fn parse_endpoint(s: &str) -> Result<SocketAddrV4, String> {
-    let addr: std::net::SocketAddr = s.trim().parse().map_err(|_| {
-        format!("{s:?} is not an address with a port: write IP:PORT, e.g. \"198.18.0.2:80\"")
-    })?;
-    match addr {
-        std::net::SocketAddr::V4(v4) if v4.port() == 0 => {
-            Err(format!("{s:?}: port 0 cannot be redirected"))
+/// Validates one `[[rule]]`, reporting every problem it has.
+fn parse_rule(i: usize, r: &RawRule, problems: &mut Problems) -> Option<Rule> {
+    let from = parse_address(r.from.get_ref());
+    let to = parse_address(r.to.get_ref());
+    let protocols = parse_protocols(r.proto.as_ref().map(Spanned::get_ref));
+    let (from, to, protocols) = match (from, to, protocols) {
+        (Ok(from), Ok(to), Ok(protocols)) => (from, to, protocols),
+        (from, to, protocols) => {
+            if let Err(m) = from {
+                problems.at(r.from.span(), format!("rule[{i}].from"), m);
+            }
+            if let Err(m) = to {
+                problems.at(r.to.span(), format!("rule[{i}].to"), m);
+            }
+            if let (Err(m), Some(proto)) = (protocols, &r.proto) {
+                problems.at(proto.span(), format!("rule[{i}].proto"), m);
+            }
+            return None;
         }
-        std::net::SocketAddr::V4(v4)
-            if v4.ip().is_unspecified() || v4.ip().is_broadcast() || v4.ip().is_multicast() =>
-        {
-            Err(format!("{s:?} is not a unicast host address"))
+    };
+    let ports = match (from.1, to.1, &r.ports) {
+        (Some(old), new, None) => vec![(old, new.unwrap_or(old))],
+        (None, None, Some(list)) => {
+            let list = list.get_ref();
+            let mut ports = Vec::with_capacity(list.len());
+            for &p in list {
+                if p == 0 || ports.iter().any(|&(q, _)| q == p) {
+                    break;
+                }
+                ports.push((p, p));
+            }
+            if list.is_empty() || ports.len() != list.len() {
+                let span = r.ports.as_ref().map(Spanned::span).unwrap_or_default();
+                problems.at(
+                    span,
+                    format!("rule[{i}].ports"),
+                    format!("{list:?}: list one or more ports, none of them 0, none twice"),
+                );
+                return None;
+            }
+            ports
         }
-        std::net::SocketAddr::V4(v4) => Ok(v4),
-        std::net::SocketAddr::V6(_) => Err(format!("{s:?}: IPv6 rules are not supported yet")),
+        (None, Some(_), None) => {
+            problems.at(
+                r.from.span(),
+                format!("rule[{i}].from"),
+                "`to` names a port but `from` does not: write OLD_IP:PORT",
+            );
+            return None;
+        }
+        (None, None, None) => {
+            problems.at(
+                r.from.span(),
+                format!("rule[{i}].from"),
+                format!(
+                    "{:?} names no port: write IP:PORT, e.g. \"198.18.0.2:80\", or add ports = [80, 443]",
+                    r.from.get_ref()
+                ),
+            );
+            return None;
+        }
+        (_, _, Some(list)) => {
+            problems.at(
+                list.span(),
+                format!("rule[{i}].ports"),
+                "`ports` goes with bare addresses: drop the port from `from` and `to`",
+            );
+            return None;
+        }
+    };
+    let (from, to) = (from.0, to.0);
+    if to.is_loopback() {
+        problems.at(
+            r.to.span(),
+            format!("rule[{i}].to"),
+            format!("{to} is not the address of a host to forward to: use NEW's unicast address"),
+        );
+        return None;
     }
+    if from == to && ports.iter().any(|(a, b)| a == b) {
+        problems.at(
+            r.to.span(),
+            format!("rule[{i}].to"),
+            format!("{} redirects to itself", r.to.get_ref().trim()),
+        );
+        return None;
+    }
+    let name = match &r.name {
+        Some(n) => {
+            let name = n.get_ref().trim().to_string();
+            if name.is_empty() {
+                problems.at(n.span(), format!("rule[{i}].name"), "the name is empty");
+                return None;
+            }
+            name
+        }
+        None => r.from.get_ref().trim().to_string(),
+    };
+    Some(Rule {
+        name,
+        from,
+        to,
+        ports,
+        protocols,
+    })
+}
+
+/// `IP` or `IP:PORT` (IPv4, unicast).
+fn parse_address(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let t = s.trim();
+    let (ip, port) = if let Ok(addr) = t.parse::<std::net::SocketAddr>() {
+        match addr {
+            std::net::SocketAddr::V4(v4) if v4.port() == 0 => {
+                return Err(format!("{s:?}: port 0 cannot be redirected"));
+            }
+            std::net::SocketAddr::V4(v4) => (*v4.ip(), Some(v4.port())),
+            std::net::SocketAddr::V6(_) => {
+                return Err(format!("{s:?}: IPv6 rules are not supported yet"));
+            }
+        }
+    } else {
+        match t.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => (ip, None),
+            Ok(std::net::IpAddr::V6(_)) => {
+                return Err(format!("{s:?}: IPv6 rules are not supported yet"));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{s:?} is not an address: write IP:PORT, e.g. \"198.18.0.2:80\", or IP with `ports`"
+                ));
+            }
+        }
+    };
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err(format!("{s:?} is not a unicast host address"));
+    }
+    Ok((ip, port))
+}
+
+/// The protocols of `proto`: TCP when absent.
+fn parse_protocols(raw: Option<&RawProto>) -> Result<Vec<Protocol>, String> {
+    let names: Vec<&str> = match raw {
+        None => return Ok(vec![Protocol::Tcp]),
+        Some(RawProto::One(name)) => vec![name.as_str()],
+        Some(RawProto::Many(names)) => names.iter().map(String::as_str).collect(),
+    };
+    let mut protocols = Vec::with_capacity(names.len());
+    for name in &names {
+        let p = match name.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => {
+                return Err(format!(
+                    "{name:?} is not a protocol the redirector forwards: \"tcp\" or \"udp\""
+                ));
+            }
+        };
+        if protocols.contains(&p) {
+            return Err(format!("{name:?} is listed twice"));
+        }
+        protocols.push(p);
+    }
+    if protocols.is_empty() {
+        return Err("the list is empty: \"tcp\", \"udp\" or both".into());
+    }
+    protocols.sort();
+    Ok(protocols)
 }
 
 #[cfg(test)]
@@ -332,7 +558,9 @@ to = "198.18.0.3:443"
         assert_eq!(cfg.timeouts.closing, 2);
         assert_eq!(cfg.rules.len(), 2);
         assert_eq!(cfg.rules[0].name, "www");
-        assert_eq!(cfg.rules[0].to, "198.18.0.3:8080".parse().unwrap());
+        assert_eq!(cfg.rules[0].to_text(), "198.18.0.3:8080");
+        assert_eq!(cfg.rules[0].ports, [(80, 8080)]);
+        assert_eq!(cfg.rules[0].protocols, [Protocol::Tcp]);
         assert_eq!(cfg.rules[1].name, "198.18.0.2:443");
     }
 
@@ -427,7 +655,7 @@ to = "198.18.0.4:80"
 port_range = [3000, 2000]
 port_retries = 200
 [[rule]]
-from = "198.18.0.2"
+from = "198.18.0.300"
 to = "[2001:2::1]:80"
 "#,
         )
@@ -446,9 +674,133 @@ to = "[2001:2::1]:80"
     }
 
     #[test]
+    fn a_site_moves_whole_with_several_ports_and_both_protocols() {
+        let cfg = parse_str(
+            r#"
+[[rule]]
+name = "site"
+from = "198.18.0.2"
+to = "198.18.0.3"
+ports = [80, 443]
+proto = ["udp", "tcp"]
+
+[[rule]]
+from = "198.18.0.2:53"
+to = "198.18.0.4"
+proto = "udp"
+"#,
+        )
+        .unwrap();
+        let site = &cfg.rules[0];
+        assert_eq!(site.protocols, [Protocol::Tcp, Protocol::Udp]);
+        let endpoints: Vec<String> = site
+            .endpoints()
+            .map(|e| format!("{} {} -> {}", e.protocol.name(), e.from, e.to))
+            .collect();
+        assert_eq!(
+            endpoints,
+            [
+                "tcp 198.18.0.2:80 -> 198.18.0.3:80",
+                "tcp 198.18.0.2:443 -> 198.18.0.3:443",
+                "udp 198.18.0.2:80 -> 198.18.0.3:80",
+                "udp 198.18.0.2:443 -> 198.18.0.3:443",
+            ]
+        );
+        assert_eq!(site.from_text(), "198.18.0.2:80,443/tcp+udp");
+        let dns = &cfg.rules[1];
+        assert_eq!(dns.name, "198.18.0.2:53");
+        assert_eq!(
+            (dns.from_text(), dns.to_text()),
+            (
+                "198.18.0.2:53/udp".to_string(),
+                "198.18.0.4:53/udp".to_string()
+            )
+        );
+        assert_eq!(cfg.timeouts.udp_unreplied, 30);
+        assert_eq!(cfg.timeouts.udp_replied, 180);
+    }
+
+    #[test]
+    fn the_same_port_under_another_protocol_is_another_endpoint() {
+        let ok = "[[rule]]\nname = \"a\"\nfrom = \"198.18.0.2:443\"\nto = \"198.18.0.3\"\n\
+                  [[rule]]\nname = \"b\"\nfrom = \"198.18.0.2:443\"\nto = \"198.18.0.4\"\nproto = \"udp\"\n";
+        assert_eq!(parse_str(ok).unwrap().rules.len(), 2);
+        let clash = ok.replace("proto = \"udp\"", "proto = [\"udp\", \"tcp\"]");
+        let err = parse_str(&clash).unwrap_err();
+        assert_eq!(err.0[0].field.as_deref(), Some("rule[1].from"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("tcp 198.18.0.2:443 already has a rule (rule[0])"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ports_and_protocols_that_cannot_be_meant_are_refused_naming_the_field() {
+        for (rule, field, says) in [
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.3\"\nports = []",
+                "rule[0].ports",
+                "one or more",
+            ),
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.3\"\nports = [80, 80]",
+                "rule[0].ports",
+                "none twice",
+            ),
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.3\"\nports = [0]",
+                "rule[0].ports",
+                "none of them 0",
+            ),
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nports = [443]",
+                "rule[0].ports",
+                "bare addresses",
+            ),
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.3:80\"",
+                "rule[0].from",
+                "`to` names a port",
+            ),
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.3\"",
+                "rule[0].from",
+                "names no port",
+            ),
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nproto = \"sctp\"",
+                "rule[0].proto",
+                "\"tcp\" or \"udp\"",
+            ),
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nproto = []",
+                "rule[0].proto",
+                "empty",
+            ),
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nproto = [\"udp\", \"UDP\"]",
+                "rule[0].proto",
+                "twice",
+            ),
+            (
+                "from = \"198.18.0.2\"\nto = \"198.18.0.2\"\nports = [80]",
+                "rule[0].to",
+                "to itself",
+            ),
+        ] {
+            let err = parse_str(&format!("[[rule]]\n{rule}\n")).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{rule}: {err}");
+            assert_eq!(err.0[0].field.as_deref(), Some(field), "{rule}: {err}");
+            assert!(err.to_string().contains(says), "{rule}: {err}");
+        }
+    }
+
+    #[test]
     fn loops_zero_ports_and_zero_timeouts_are_rejected() {
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.2:80\"\n").is_err());
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:0\"\nto = \"198.18.0.3:80\"\n").is_err());
         assert!(parse_str("[timeouts]\nsyn = 0\n").is_err());
+        assert!(parse_str("[timeouts]\nudp_replied = 0\n").is_err());
     }
 }

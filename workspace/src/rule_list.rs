@@ -35,13 +35,23 @@ impl RuleList {
         Ok(Self { rest, rules })
     }
 
-    /// Makes the rule named `name` redirect `from` to `to`: in its place
-    /// when a rule of that name exists, else at the end.
-    pub fn put(&mut self, name: &str, from: &str, to: &str) {
+    /// Makes the rule named `name` redirect `from` to `to`, on `ports` if
+    /// any (then `from` and `to` are bare addresses) and for `protocols`
+    /// (none: the default, TCP): in its place when a rule of that name
+    /// exists, else at the end.
+    pub fn put(&mut self, name: &str, from: &str, to: &str, ports: &[u16], protocols: &[String]) {
         let mut rule = toml::Table::new();
         rule.insert("name".into(), name.into());
         rule.insert("from".into(), from.into());
         rule.insert("to".into(), to.into());
+        if !ports.is_empty() {
+            let ports = ports.iter().map(|&p| toml::Value::from(i64::from(p)));
+            rule.insert("ports".into(), toml::Value::Array(ports.collect()));
+        }
+        if !protocols.is_empty() {
+            let names = protocols.iter().map(|p| toml::Value::from(p.as_str()));
+            rule.insert("proto".into(), toml::Value::Array(names.collect()));
+        }
         let rule = toml::Value::Table(rule);
         match self
             .rules
@@ -105,19 +115,25 @@ mod tests {
     #[test]
     fn putting_a_rule_replaces_it_in_place_or_adds_it_last() {
         let mut list = RuleList::parse(TWO).unwrap();
-        list.put("www", "198.18.0.2:81", "198.18.0.4:80");
-        list.put("tls", "198.18.0.2:443", "198.18.0.4:443");
+        list.put("www", "198.18.0.2:81", "198.18.0.4:80", &[], &[]);
+        list.put(
+            "tls",
+            "198.18.0.2",
+            "198.18.0.4",
+            &[443, 8443],
+            &["tcp".into(), "udp".into()],
+        );
         let names: Vec<_> = reparsed(list.clone())
             .rules
             .into_iter()
-            .map(|r| (r.name, r.to.to_string()))
+            .map(|r| (r.name.clone(), r.to_text()))
             .collect();
         assert_eq!(
             names,
             [
                 ("198.18.0.2:80".to_string(), "198.18.0.3:80".to_string()),
                 ("www".to_string(), "198.18.0.4:80".to_string()),
-                ("tls".to_string(), "198.18.0.4:443".to_string()),
+                ("tls".to_string(), "198.18.0.4:443,8443/tcp+udp".to_string()),
             ]
         );
     }
@@ -126,7 +142,7 @@ mod tests {
     fn an_empty_file_has_no_rules_and_text_that_is_not_a_rule_list_is_refused() {
         let mut list = RuleList::parse("").unwrap();
         assert!(!list.remove("www"));
-        list.put("www", "198.18.0.2:80", "198.18.0.3:80");
+        list.put("www", "198.18.0.2:80", "198.18.0.3:80", &[], &[]);
         assert_eq!(reparsed(list).rules.len(), 1);
         assert!(matches!(
             RuleList::parse("[[rule]\n"),
