@@ -71,6 +71,10 @@ pub enum Stop {
     Detach { drain: Option<Duration> },
 }
 
+/// How often housekeeping probes the new hosts' neighbour entries (see
+/// `host::warm_neighbours` for why not at every pass).
+const WARM_UP_EVERY: Duration = Duration::from_secs(30);
+
 /// A running redirector: the attached program, its maps, the rules in them,
 /// the state file that names them, and everything that wakes the loop.
 ///
@@ -101,6 +105,8 @@ pub struct Daemon {
     logged: Option<(Instant, BTreeMap<u32, Counters>)>,
     /// `None` when nothing could be pinned.
     pins: Option<PinDir>,
+    /// When housekeeping next probes the new hosts' neighbour entries.
+    next_warm_up: Instant,
     attached: Attached,
     /// What systemd is told, and the reload record `redirector reload`
     /// waits on; declared before the pid file, which it sits beside.
@@ -237,6 +243,7 @@ impl Daemon {
             open_flows: gc::OpenFlows::default(),
             logged: None,
             pins,
+            next_warm_up: Instant::now() + WARM_UP_EVERY,
             attached,
             lifecycle,
             _pid_file: pid_file,
@@ -380,7 +387,12 @@ impl Daemon {
         let _ = self.collect();
         self.refresh_egress();
         self.publish();
-        host::warm_neighbours(self.rules.current().rules.values().map(|r| r.to));
+        // An entry once resolved stays valid (STALE) while the table is
+        // small; a reload probes its new targets itself.
+        if Instant::now() >= self.next_warm_up {
+            host::warm_neighbours(self.rules.current().rules.values().map(|r| r.to));
+            self.next_warm_up = Instant::now() + WARM_UP_EVERY;
+        }
     }
 
     /// One garbage collection pass, with its totals added to `published`

@@ -102,8 +102,12 @@ pub fn prepare(iface: &str) -> Result<()> {
 /// that the first SYN of a redirected connection rarely takes the slow path:
 /// an empty UDP datagram to the discard port makes the stack look up the
 /// route and send an ARP request. NEW answers with an ICMP port unreachable
-/// at worst, which nobody reads.
+/// at worst, which nobody reads; but that answer spends NEW's ICMP budget
+/// towards this host (1/s, burst 6 per peer by default), which the port
+/// unreachables of redirected UDP flows need too: probe each address once,
+/// and rarely (see `Daemon::housekeep`).
 pub fn warm_neighbours(targets: impl IntoIterator<Item = Ipv4Addr>) {
+    let targets: std::collections::BTreeSet<Ipv4Addr> = targets.into_iter().collect();
     let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
         Ok(s) => s,
         Err(e) => {
