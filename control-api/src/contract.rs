@@ -232,10 +232,34 @@ pub struct RedirectorHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub name: String,
+    /// For people: `198.18.0.2:80`, `198.18.0.2:80,443/tcp+udp`.
     pub from: String,
     pub to: String,
     /// The rule's slot in the program's maps.
     pub id: u32,
+    /// What it redirects, one (protocol, port) each: for tools.
+    #[serde(default)]
+    pub endpoints: Vec<RuleEndpoint>,
+}
+
+impl Rule {
+    /// Whether the rule takes connections or datagrams to `addr` (any
+    /// protocol: a redirect of either kind into it would loop).
+    pub fn listens_on(&self, addr: std::net::SocketAddr) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.from.parse::<std::net::SocketAddr>().ok() == Some(addr))
+            || self.from.parse::<std::net::SocketAddr>().ok() == Some(addr)
+    }
+}
+
+/// One (protocol, OLD_IP:PORT) of a rule and where it leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleEndpoint {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    pub from: String,
+    pub to: String,
 }
 
 /// Body of `PUT /v1/rules/{name}`: the fields of a `[[rule]]` in

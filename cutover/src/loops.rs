@@ -72,7 +72,7 @@ pub fn forwarding(
         })?;
         for rule in rules {
             let own = url == apis.old.trim_end_matches('/') && rule.name == except;
-            if !own && rule.from.parse::<SocketAddr>().ok() == Some(target) {
+            if !own && rule.listens_on(target) {
                 found.push(Forwarding {
                     redirector: apis.redirector_at(&url)?,
                     rule,

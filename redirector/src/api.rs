@@ -159,6 +159,7 @@ async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<Rule>>, ApiE
                 from: r.from,
                 to: r.to,
                 id: r.id,
+                endpoints: r.endpoints,
             })
             .collect(),
     ))

@@ -136,6 +136,7 @@ impl Rules {
                         from: "?".into(),
                         to: "?".into(),
                         draining: true,
+                        endpoints: Vec::new(),
                     },
                     |&r| RuleInfo {
                         draining: true,
@@ -311,5 +312,16 @@ fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
         from: r.from_text(),
         to: r.to_text(),
         draining,
+        endpoints: r
+            .ports
+            .iter()
+            .map(
+                |&(protocol, old, new)| cutover_control_api::contract::RuleEndpoint {
+                    proto: protocol.name().to_string(),
+                    from: std::net::SocketAddrV4::new(r.from, old).to_string(),
+                    to: std::net::SocketAddrV4::new(r.to, new).to_string(),
+                },
+            )
+            .collect(),
     }
 }

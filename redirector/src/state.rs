@@ -67,6 +67,10 @@ pub struct RuleInfo {
     pub to: String,
     /// The rule left the config; its existing flows still run.
     pub draining: bool,
+    /// One per (protocol, port); empty when not known (a rule adopted
+    /// from maps without a state file naming it).
+    #[serde(default)]
+    pub endpoints: Vec<cutover_control_api::contract::RuleEndpoint>,
 }
 
 impl State {
@@ -140,6 +144,7 @@ mod tests {
                 from: "198.18.0.2:80".into(),
                 to: "198.18.0.3:80".into(),
                 draining: false,
+                endpoints: Vec::new(),
             }],
             gc_expired: BTreeMap::from([(1, 3)]),
             gc_evicted: BTreeMap::new(),

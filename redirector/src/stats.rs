@@ -289,6 +289,7 @@ mod tests {
                 from: "198.18.0.2:80".into(),
                 to: "198.18.0.3:80".into(),
                 draining: false,
+                endpoints: Vec::new(),
             }],
             gc_expired: BTreeMap::from([(1, 4)]),
             gc_evicted: BTreeMap::from([(1, 2)]),

@@ -126,6 +126,49 @@ fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
     assert_eq!(status, 400, "{body}");
     assert_eq!(site.get()?, NEW_BODY);
 
+    // A whole site in one rule: two ports, TCP and UDP. The listing says
+    // what it redirects, one endpoint each, for tools.
+    let (status, body) = site.api(
+        "PUT",
+        "/v1/rules/site",
+        Some(r#"{"from": "198.18.0.2", "to": "198.18.0.3", "ports": [443, 8443], "proto": ["tcp", "udp"]}"#),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    let (_, rules) = site.api("GET", "/v1/rules", None)?;
+    let listed: Vec<cutover_control_api::contract::Rule> = serde_json::from_str(&rules)?;
+    let rule = listed
+        .iter()
+        .find(|r| r.name == "site")
+        .with_context(|| format!("no rule site in {rules}"))?;
+    assert_eq!(rule.from, "198.18.0.2:443,8443/tcp+udp");
+    let endpoints: Vec<String> = rule
+        .endpoints
+        .iter()
+        .map(|e| format!("{} {} -> {}", e.proto, e.from, e.to))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            "tcp 198.18.0.2:443 -> 198.18.0.3:443",
+            "tcp 198.18.0.2:8443 -> 198.18.0.3:8443",
+            "udp 198.18.0.2:443 -> 198.18.0.3:443",
+            "udp 198.18.0.2:8443 -> 198.18.0.3:8443",
+        ]
+    );
+    assert!(rule.listens_on("198.18.0.2:8443".parse()?));
+    let file = site.redirector_toml()?;
+    assert!(file.contains("ports = [443, 8443]"), "{file}");
+    // A protocol the redirector does not forward is refused by name.
+    let (status, body) = site.api(
+        "PUT",
+        "/v1/rules/sctp",
+        Some(r#"{"from": "198.18.0.2:9", "to": "198.18.0.3", "proto": ["sctp"]}"#),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(".proto") && body.contains("sctp"), "{body}");
+    let (status, body) = site.api("DELETE", "/v1/rules/site", None)?;
+    assert_eq!(status, 200, "{body}");
+
     // The counters show the rule's traffic: new flows and the client still
     // arriving at the old address (one download held open).
     for _ in 0..3 {
