@@ -208,12 +208,19 @@ impl Redirector {
     }
 
     /// Adds or replaces a rule; the generation that holds it.
-    pub fn put_rule(&self, name: &str, from: &str, to: &str) -> Result<Option<u64>> {
+    /// `proto`: `tcp` and/or `udp`; none means TCP.
+    pub fn put_rule(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        proto: &[String],
+    ) -> Result<Option<u64>> {
         let body = RuleChange {
             from: from.to_string(),
             to: to.to_string(),
             ports: Vec::new(),
-            proto: Vec::new(),
+            proto: proto.to_vec(),
         };
         let c: Change = self
             .0

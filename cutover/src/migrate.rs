@@ -69,6 +69,11 @@ pub struct Args {
     /// the redirect off anyway (by default it stays on, with a warning).
     #[arg(long)]
     retire_anyway: bool,
+    /// Forward UDP on the same ports too: QUIC (HTTP/3) on 443, DNS. A
+    /// UDP flow follows its 4-tuple: a QUIC client that migrates its
+    /// connection to a new address or port starts a new flow.
+    #[arg(long)]
+    udp: bool,
     #[command(flatten)]
     sync: SyncArgs,
 }
@@ -215,7 +220,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     .and_then(|_| new_accepts_all(&old, &m))
                     .and_then(|()| {
                         m.redirects().into_iter().try_for_each(|r| {
-                            old.put_rule(&r.rule, &r.from, &r.to)?;
+                            old.put_rule(&r.rule, &r.from, &r.to, &m.protocols())?;
                             put.push(r.rule);
                             Ok(())
                         })
@@ -507,6 +512,13 @@ fn resumed_with(mut m: Migration, args: &Args) -> Result<Migration> {
             m.new_port
         );
     }
+    if args.udp && !m.udp {
+        bail!(
+            "the migration of {} in progress forwards TCP only: let it finish, or `cutover rollback {}` first, then migrate with --udp",
+            m.name,
+            m.name
+        );
+    }
     let asked: Vec<String> = args.from.iter().map(IpAddr::to_string).collect();
     if !asked.is_empty() && asked != m.olds() {
         bail!(
@@ -608,6 +620,7 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         port: ports[0],
         new_port: args.new_port.unwrap_or(ports[0]),
         more_ports: ports[1..].to_vec(),
+        udp: args.udp,
         original_ttl: service.ttl,
         move_ttl: service.ttl.min(args.ttl.unwrap_or(DEFAULT_TTL)),
         phase: Phase::Planned,
@@ -788,7 +801,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         for r in m.redirects() {
             let name = r.reverse_rule();
             reverse
-                .put_rule(&name, &r.to, &r.from)
+                .put_rule(&name, &r.to, &r.from, &m.protocols())
                 .with_context(moved)?;
             println!(
                 "reverse redirect on the new host: {} -> {} (rule {name}; the next `cutover migrate {}` removes it)",

@@ -54,6 +54,17 @@ impl Redirect {
     }
 }
 
+impl Migration {
+    /// The protocols of its redirects for the rules API (none: TCP).
+    pub fn protocols(&self) -> Vec<String> {
+        if self.udp {
+            vec!["tcp".into(), "udp".into()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 /// The persisted record of one migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
@@ -70,6 +81,9 @@ pub struct Migration {
     /// a rule of its own (`Migration::redirects`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_ports: Vec<u16>,
+    /// The redirects forward UDP on the same ports too (QUIC, DNS).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
     pub original_ttl: u32,
     /// TTL in force during the move (= original_ttl if it was low enough).
     pub move_ttl: u32,
@@ -429,6 +443,7 @@ pub(crate) mod tests {
             port: 80,
             new_port: 80,
             more_ports: Vec::new(),
+            udp: false,
             original_ttl,
             move_ttl,
             rule: "cutover-www.example.test".into(),

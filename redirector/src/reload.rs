@@ -211,7 +211,7 @@ impl Rules {
                 bail!(
                     "rule {}: `to` {} is an address of this host; a redirect must lead to another host",
                     r.name,
-                    r.to
+                    r.to_text()
                 );
             }
         }

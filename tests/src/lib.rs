@@ -24,6 +24,7 @@ pub mod site_client;
 pub mod syn_flood;
 pub mod tmpfs;
 pub mod topology;
+pub mod udp_echo;
 pub mod unbound;
 pub mod xdp_pass;
 pub mod xfr;

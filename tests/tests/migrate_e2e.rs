@@ -24,6 +24,7 @@ use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::redirector::Redirector;
 use cutover_tests::site_client::get;
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
+use cutover_tests::udp_echo::{self, UdpEcho};
 use cutover_tests::unbound::Unbound;
 
 const OLD_BODY: &str = "release 1 on the old host\n";
@@ -81,7 +82,7 @@ impl Mission {
         // old host's counters can fall to zero within the test.
         std::fs::write(
             ws.path().join("redirector.toml"),
-            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\n",
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp_unreplied = 2\nudp_replied = 2\n",
         )?;
 
         let mut cmd = net.client.command(bins::path("dnsd"));
@@ -487,8 +488,13 @@ fn a_migration_waits_for_two_secondaries_and_loses_no_request() -> Result<()> {
 }
 
 #[test]
-fn a_site_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
+fn a_site_on_two_ports_with_quic_moves_whole_and_rolls_back_whole() -> Result<()> {
     let m = Mission::start_with(2, false, &[80, 443])?;
+    // UDP 443 (QUIC) on both hosts: an echo whose answer names the host.
+    let _old_udp = UdpEcho::start(&m.net.old, format!("{OLD_IP}:443").parse()?, b"old ")?;
+    let _new_udp = UdpEcho::start(&m.net.new, format!("{NEW_IP}:443").parse()?, b"new ")?;
+    let udp_443: std::net::SocketAddr = format!("{OLD_IP}:443").parse()?;
+    ensure!(udp_echo::ask(&m.net.client, udp_443, b"hello")? == b"old hello");
     let on_443 = |ip: &str| -> Result<String> {
         let out = m.net.client.exec(
             "curl",
@@ -497,7 +503,7 @@ fn a_site_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     ensure!(on_443(OLD_IP)? == OLD_BODY);
-    let (out, samples) = m.migrate_under_load(&["--port", "80,443"])?;
+    let (out, samples) = m.migrate_under_load(&["--port", "80,443", "--udp"])?;
     ensure!(out.status.success(), "migrate failed: {}", describe(&out));
     none_failed(&samples).context("during the migration")?;
     let said = String::from_utf8_lossy(&out.stdout);
@@ -509,12 +515,18 @@ fn a_site_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
     // both ports: one redirect each.
     ensure!(curl_old(&m, 80)? == NEW_BODY);
     ensure!(on_443(OLD_IP)? == NEW_BODY);
+    // ... and a new UDP flow to 443 (a QUIC client) the new host's service.
+    ensure!(udp_echo::ask(&m.net.client, udp_443, b"hello")? == b"new hello");
     // The same ports are asked to resume it; another set is refused.
     let other = m.cutover(&["migrate", NAME, "--to", NEW_IP, "--port", "443"])?;
     ensure!(!other.status.success(), "{}", describe(&other));
     let out = m.cutover(&["rollback", NAME])?;
     ensure!(out.status.success(), "rollback failed: {}", describe(&out));
     ensure!(on_443(OLD_IP)? == OLD_BODY, "port 443 after the rollback");
+    ensure!(
+        udp_echo::ask(&m.net.client, udp_443, b"hello")? == b"old hello",
+        "UDP 443 after the rollback"
+    );
     ensure!(curl_old(&m, 80)? == OLD_BODY, "port 80 after the rollback");
     Ok(())
 }
@@ -870,7 +882,7 @@ impl NewHostRedirector {
             .tempdir()?;
         std::fs::write(
             ws.path().join("redirector.toml"),
-            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\n",
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp_unreplied = 2\nudp_replied = 2\n",
         )?;
         let bpffs = Bpffs::mount(&ws.path().join(".bpffs"))?;
         let token = token_path(m.ws.path()).to_string_lossy().into_owned();

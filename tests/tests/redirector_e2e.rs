@@ -447,7 +447,7 @@ fn the_daemon_refuses_to_start_on_a_bad_config_and_names_file_line_and_field() -
     let scratch = tempfile::Builder::new().prefix("cutover-bad").tempdir()?;
     std::fs::write(
         scratch.path().join("redirector.toml"),
-        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\n",
+        "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:0\"\n",
     )?;
     // In a throw-away namespace, so that a daemon that wrongly started would
     // touch nothing of the host's.

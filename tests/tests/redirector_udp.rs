@@ -5,9 +5,8 @@
 //!
 //! Needs root; the daemon is `target/<profile>/redirector` (`cargo build --bins`).
 
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -17,6 +16,7 @@ use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::redirector_site::{Site, curl, json_number};
 use cutover_tests::topology::{NEW_IP, OLD_IP};
+use cutover_tests::udp_echo::{UdpEcho, connected};
 
 const NEW_BODY: &str = "served by the new host\n";
 const OLD_BODY: &str = "served by the old host\n";
@@ -45,62 +45,9 @@ proto = "udp"
 
 const ECHO_PORT: u16 = 7007;
 
-/// Echoes every datagram back to its sender until dropped; counts them.
-struct Echo {
-    stop: Arc<AtomicBool>,
-    pub seen: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Echo {
-    fn start(ns: &Netns, at: SocketAddrV4) -> Result<Self> {
-        let socket = ns.run_in(|| UdpSocket::bind(at).with_context(|| format!("binding {at}")))?;
-        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(AtomicU64::new(0));
-        let (s, n) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
-                if let Ok((len, from)) = socket.recv_from(&mut buf) {
-                    n.fetch_add(1, Ordering::Relaxed);
-                    let _ = socket.send_to(&buf[..len], from);
-                }
-            }
-        });
-        Ok(Self {
-            stop,
-            seen,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A client socket on a kernel-chosen port, connected to `to`, so that it
-/// sees ICMP errors about its datagrams as `ConnectionRefused`.
-fn connected_client(client: &Netns, to: &str) -> Result<UdpSocket> {
-    let to: SocketAddr = to.parse()?;
-    let socket = client.run_in(|| {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(to)?;
-        Ok(s)
-    })?;
-    socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(socket)
-}
-
 /// Sends `count` numbered datagrams of `size` bytes one at a time and
-/// checks that each comes back whole and in turn.
-fn exchange(socket: &UdpSocket, count: u32, size: usize) -> Result<()> {
+/// checks that each comes back whole and in turn, after `tag`.
+fn exchange(socket: &UdpSocket, tag: &[u8], count: u32, size: usize) -> Result<()> {
     let mut buf = vec![0u8; size + 64];
     for i in 0..count {
         let mut datagram = vec![(i % 251) as u8; size];
@@ -110,7 +57,7 @@ fn exchange(socket: &UdpSocket, count: u32, size: usize) -> Result<()> {
             .recv(&mut buf)
             .with_context(|| format!("datagram {i} of {size} bytes did not come back"))?;
         ensure!(
-            buf[..len] == datagram[..],
+            buf[..len] == [tag, &datagram].concat()[..],
             "datagram {i} came back as {len} other bytes"
         );
     }
@@ -130,7 +77,7 @@ fn udp_flows_and_a_two_port_rule_reach_the_new_host_and_come_back() -> Result<()
             ..ServerOptions::default()
         },
     )?;
-    let echo = Echo::start(&site.net.new, SocketAddrV4::new(NEW_IP.parse()?, ECHO_PORT))?;
+    let echo = UdpEcho::start(&site.net.new, format!("{NEW_IP}:{ECHO_PORT}").parse()?, b"")?;
 
     // Both ports of the site rule go to the new host; a port it does not
     // list stays the old host's own.
@@ -167,16 +114,17 @@ fn udp_flows_and_a_two_port_rule_reach_the_new_host_and_come_back() -> Result<()
 
     // Echo from three sockets on kernel-chosen ports, small datagrams and
     // ones of a full Ethernet MTU, interleaved.
+    let old_echo: SocketAddr = format!("{OLD_IP}:7").parse()?;
     let clients: Vec<UdpSocket> = (0..3)
-        .map(|_| connected_client(&site.net.client, &format!("{OLD_IP}:7")))
+        .map(|_| connected(&site.net.client, old_echo))
         .collect::<Result<_>>()?;
     for round in 0..5 {
         for c in &clients {
-            exchange(c, 4, if round % 2 == 0 { 32 } else { 1472 })
+            exchange(c, b"", 4, if round % 2 == 0 { 32 } else { 1472 })
                 .context("echo through the redirect")?;
         }
     }
-    assert_eq!(echo.seen.load(Ordering::Relaxed), 3 * 5 * 4);
+    assert_eq!(echo.seen(), 3 * 5 * 4);
 
     let json = site.stats_json()?;
     assert_eq!(json_number(&json, "echo", "new_flows")?, 3, "{json}");
@@ -219,24 +167,29 @@ fn udp_flows_and_a_two_port_rule_reach_the_new_host_and_come_back() -> Result<()
 #[test]
 fn a_udp_rule_switched_off_leaves_datagrams_to_the_old_host() -> Result<()> {
     let site = Site::start(RULES)?;
-    let _new = Echo::start(&site.net.new, SocketAddrV4::new(NEW_IP.parse()?, ECHO_PORT))?;
-    let old = Echo::start(&site.net.old, SocketAddrV4::new(OLD_IP.parse()?, 7))?;
-    let client = connected_client(&site.net.client, &format!("{OLD_IP}:7"))?;
-    exchange(&client, 3, 100)?;
-    assert_eq!(old.seen.load(Ordering::Relaxed), 0, "the rule was on");
+    let _new = UdpEcho::start(
+        &site.net.new,
+        format!("{NEW_IP}:{ECHO_PORT}").parse()?,
+        b"new ",
+    )?;
+    let old = UdpEcho::start(&site.net.old, format!("{OLD_IP}:7").parse()?, b"old ")?;
+    let old_echo: SocketAddr = format!("{OLD_IP}:7").parse()?;
+    let client = connected(&site.net.client, old_echo)?;
+    exchange(&client, b"new ", 3, 100)?;
+    assert_eq!(old.seen(), 0, "the rule was on");
 
     // Without the rule, a new flow from a new port is the old host's.
     site.reload("")?;
-    let again = connected_client(&site.net.client, &format!("{OLD_IP}:7"))?;
+    let again = connected(&site.net.client, old_echo)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while old.seen.load(Ordering::Relaxed) == 0 {
+    while old.seen() == 0 {
         ensure!(
             std::time::Instant::now() < deadline,
             "the old host never got a datagram after the rule went off"
         );
-        let _ = exchange(&again, 1, 10);
+        let _ = exchange(&again, b"old ", 1, 10);
     }
-    exchange(&again, 3, 100)?;
+    exchange(&again, b"old ", 3, 100)?;
     Ok(())
 }
 
