@@ -1664,3 +1664,18 @@ fn a_port_unreachable_about_a_udp_flow_reaches_the_client() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn every_new_udp_flow_s_first_datagram_is_forwarded() -> Result<()> {
+    on_old_host(|o| {
+        for sport in 10000..11024 {
+            let out = o.send(&datagram(0, sport, b"first").bytes())?;
+            assert_eq!(out.action, XDP_TX, "the first datagram from port {sport}");
+            let seen = parse_checked(&out.frame);
+            assert_eq!(seen.sport, sport);
+        }
+        assert_eq!(o.r.counter(RULE_UDP, counter::NEW_FLOWS), 1024);
+        assert_eq!(o.r.flow_count(), 2048);
+        Ok(())
+    })
+}

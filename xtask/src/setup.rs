@@ -37,6 +37,8 @@ const PACKAGES: &[&str] = &[
     "chromium",
     // dnsd's allocator (tikv-jemalloc-sys) builds jemalloc with make.
     "make",
+    // `bench redirector --parts pps` clears iptables' NAT state between rounds.
+    "conntrack",
 ];
 
 /// Set by [`quietly`]: what is already there is not listed.

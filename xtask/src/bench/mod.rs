@@ -2,10 +2,12 @@
 //! side in one run and prints one table with ratios. Benchmarks, not tests:
 //! they report figures and targets, they do not fail on slow machines.
 
+mod blast;
 pub mod connect;
 mod dns;
 mod procs;
 mod redirector;
+mod redirector_pps;
 mod redirector_shapes;
 mod transfers;
 mod zone;

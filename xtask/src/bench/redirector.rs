@@ -43,9 +43,12 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     bulk_duration: u64,
     /// Which parts to run: wrk (one wrk client), clients (many clients),
-    /// bulk (iperf3 with offloads on).
-    #[arg(long, value_delimiter = ',', default_value = "wrk,clients,bulk")]
+    /// bulk (iperf3 with offloads on), pps (packets per second per core).
+    #[arg(long, value_delimiter = ',', default_value = "wrk,clients,bulk,pps")]
     parts: Vec<String>,
+    /// Established UDP flows of the pps part.
+    #[arg(long, default_value_t = 1024)]
+    flows: u16,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants("bulk") {
         super::redirector_shapes::bulk(args.bulk_duration, args.rounds, mode)?;
+    }
+    if wants("pps") {
+        super::redirector_pps::pps(args.flows, args.bulk_duration, args.rounds)?;
     }
     Ok(())
 }
@@ -272,7 +278,12 @@ pub(super) fn switch_on_redirects<'a>(
     }
 }
 
-fn start_redirector(old: &Netns, ws: &Path, ifaces: &[&str], xdp_mode: &str) -> Result<Daemon> {
+pub(super) fn start_redirector(
+    old: &Netns,
+    ws: &Path,
+    ifaces: &[&str],
+    xdp_mode: &str,
+) -> Result<Daemon> {
     let bin = release_bin("redirector");
     let mut cmd = old.command(&bin);
     cmd.arg("run");
