@@ -127,6 +127,11 @@ impl Redirector {
             .ok_or_else(|| anyhow!("no program {LOCAL_PROGRAM_NAME}"))?
             .try_into()?;
         local.load().context("verifying the loopback program")?;
+        let pass: &mut Xdp = ebpf
+            .program_mut(PASS_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("no program {PASS_PROGRAM_NAME}"))?
+            .try_into()?;
+        pass.load().context("verifying the pass program")?;
         Ok(Self {
             ebpf,
             rules,
@@ -207,6 +212,15 @@ impl Redirector {
     /// duration per run in ns.
     pub fn run_repeat(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<(Outcome, u64)> {
         self.run_program(PROGRAM_NAME, frame, ifindex, repeat)
+    }
+
+    /// The duration per run in ns of the object's program that does nothing
+    /// (returns XDP_PASS), `repeat` runs on `frame`: what BPF_PROG_TEST_RUN
+    /// itself costs per run, to tell the program's own cost apart.
+    pub fn floor_ns(&self, frame: &[u8], ifindex: u32, repeat: u32) -> Result<u64> {
+        Ok(self
+            .run_program(PASS_PROGRAM_NAME, frame, ifindex, repeat)?
+            .1)
     }
 
     /// Runs the loopback program once on `frame` as if received on `lo`.

@@ -165,9 +165,12 @@ fn one_client(args: &Args) -> Result<()> {
         );
     }
     match ns_per_packet {
-        Ok(ns) => {
-            println!("\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: {ns:.1} ns/packet")
-        }
+        Ok((ns, floor)) => println!(
+            "\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: {ns:.1} ns/packet, of which \
+             {floor:.0} ns the harness's floor (a program that only returns): the program \
+             {:.1} ns (target <= 50)",
+            ns - floor
+        ),
         Err(e) => println!("\ntracked-flow packet cost: not measured: {e:#}"),
     }
     let ratio = |num: f64, den: f64| {
@@ -396,8 +399,9 @@ fn median(runs: &[Wrk]) -> Wrk {
 }
 
 /// ns/packet of a tracked-flow packet, measured by the program test
-/// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat.
-fn per_packet_cost() -> Result<f64> {
+/// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat, and the floor: the
+/// same runs of a program that only returns.
+fn per_packet_cost() -> Result<(f64, f64)> {
     let out = cargo()
         .args([
             "test",
@@ -415,12 +419,15 @@ fn per_packet_cost() -> Result<f64> {
         .output()
         .context("running the per_packet_cost program test")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("ns_per_packet="))
-        .context("per_packet_cost printed no ns_per_packet= line")?
-        .trim()
-        .parse()
-        .context("ns_per_packet is not a number")
+    let value = |key: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .with_context(|| format!("per_packet_cost printed no {key} line"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{key} is not a number"))
+    };
+    Ok((value("ns_per_packet=")?, value("floor_ns=")?))
 }
 
 #[cfg(test)]
