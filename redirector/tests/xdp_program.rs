@@ -1688,3 +1688,105 @@ fn every_new_udp_flow_s_first_datagram_is_forwarded() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn a_udp_gso_datagram_leaves_whole_with_its_partial_checksum_translated() -> Result<()> {
+    on_old_host(|o| {
+        // QUIC stacks send with UDP GSO: generic mode sees the datagrams
+        // of a flow together, longer than the MTU, with a partial checksum.
+        let first = o.send(&datagram(0, 47100, b"hello").bytes())?;
+        assert_eq!(first.action, XDP_TX);
+        let seen = parse_checked(&first.frame);
+        // The hop is looked up again for it, with its size left out.
+        wait_for_next_hop_cache();
+        let len = 8 + 2900u16;
+        let mut gso = datagram(0, 47100, &[0x5a; 2900]).bytes();
+        let partial = frame::gso_partial_checksum_of(PROTO_UDP, client(0), OLD, len);
+        gso[34 + 6..34 + 8].copy_from_slice(&partial.to_be_bytes());
+        let out = o.send(&gso)?;
+        assert_eq!(out.action, XDP_TX, "the hairpin sends it whole");
+        assert_eq!(out.frame.len(), gso.len());
+        assert_eq!(
+            udp_checksum_field(&out.frame),
+            frame::gso_partial_checksum_of(PROTO_UDP, OLD, NEW, len),
+            "the partial checksum of the translated addresses"
+        );
+        let udp = &out.frame[34..];
+        assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), seen.sport);
+        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), NEW_UDP_PORT);
+        assert_eq!(o.r.counter(RULE_UDP, counter::PASS_GSO), 0);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_flood_of_new_udp_flows_evicts_only_unanswered_ones() -> Result<()> {
+    let small = || Redirector::load_with_table_sizes(80, 64);
+    on_old_host_loaded(small, |o| {
+        // 20 answered flows: half of FLOWS.
+        let mut live = Vec::new();
+        for i in 0..20u16 {
+            let n = (i % 4) as u8;
+            let out = o.send(&datagram(n, 42000 + i, b"q").bytes())?;
+            let seen = parse_checked(&out.frame);
+            assert_eq!(o.send(&udp_answer(&seen, b"a").bytes())?.action, XDP_TX);
+            live.push((n, 42000 + i, seen));
+        }
+        assert_eq!(o.r.established_count(), 40);
+
+        // 2,000 one-datagram flows nobody answers (a reflection attack's
+        // shape): they churn through EMBRYOS only.
+        for i in 0..2000u32 {
+            let from = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 100, 0)) + i),
+                1024 + (i % 60000) as u16,
+            );
+            let flood = Udp::new(
+                [0x02, 0, 0, 0, 0x09, 0x09],
+                OLD_MAC,
+                from,
+                old(UDP_PORT),
+                b"x",
+            );
+            o.send(&flood.bytes())?;
+        }
+        assert!(o.r.counter(RULE_UDP, counter::NEW_FLOWS) >= 2000);
+        assert_eq!(o.r.established_count(), 40, "answered flows were evicted");
+        for (n, sport, seen) in &live {
+            let out = o.send(&datagram(*n, *sport, b"again").bytes())?;
+            assert_eq!(out.action, XDP_TX, "flow from {sport} lost its state");
+            assert_eq!(parse_checked(&out.frame).from(), seen.from());
+            let back = o.send(&udp_answer(seen, b"still").bytes())?;
+            assert_eq!(parse_checked(&back.frame).to().port(), *sport);
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_udp_flow_to_a_new_host_behind_another_interface_goes_through_the_devmap() -> Result<()> {
+    on_old_host(|o| {
+        let other = OldHost::ifindex(OTHER)?;
+        o.r.egress.insert(other, other, None, 0)?;
+        o.r.add_rule_of(
+            PROTO_UDP,
+            old(UDP_PORT + 1),
+            SocketAddrV4::new(NEW_OTHER, NEW_UDP_PORT),
+            RULE_OTHER,
+        )?;
+        let d = Udp::new(
+            client_mac(0),
+            OLD_MAC,
+            SocketAddrV4::new(client(0), 47200),
+            old(UDP_PORT + 1),
+            b"far",
+        );
+        let out = o.send(&d.bytes())?;
+        assert_eq!(out.action, XDP_REDIRECT);
+        let seen = parse_checked(&out.frame);
+        assert_eq!(seen.to(), SocketAddrV4::new(NEW_OTHER, NEW_UDP_PORT));
+        assert_eq!(seen.dst_mac, NEW_OTHER_MAC);
+        assert_eq!(o.r.counter(RULE_OTHER, counter::REDIRECT), 1);
+        Ok(())
+    })
+}

@@ -51,11 +51,16 @@ fn l4_checksum(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8, segment: &[u8]) -> u
 /// pseudo-header's sum for a segment of `len` bytes, folded, not
 /// complemented; segmentation completes it.
 pub fn gso_partial_checksum(saddr: Ipv4Addr, daddr: Ipv4Addr, len: u16) -> u16 {
+    gso_partial_checksum_of(PROTO_TCP, saddr, daddr, len)
+}
+
+/// The same for a datagram of protocol `proto` (UDP GSO keeps it too).
+pub fn gso_partial_checksum_of(proto: u8, saddr: Ipv4Addr, daddr: Ipv4Addr, len: u16) -> u16 {
     let mut buf = Vec::with_capacity(12);
     buf.extend_from_slice(&saddr.octets());
     buf.extend_from_slice(&daddr.octets());
     buf.push(0);
-    buf.push(PROTO_TCP);
+    buf.push(proto);
     buf.extend_from_slice(&len.to_be_bytes());
     !checksum(&buf)
 }
