@@ -484,26 +484,22 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
         return Open::Exhausted;
     };
     // A UDP flow is never closed: only free ports are to be had.
-    if !pick(ctx, &mut reply_key, reply, syn_end, settings, start, FREE)
-        && (proto != IPPROTO_TCP
-            || !pick(
-                ctx,
-                &mut reply_key,
-                reply,
-                syn_end,
-                settings,
-                start,
-                PAST_SEQUENCE,
-            ) && !pick(
-                ctx,
-                &mut reply_key,
-                reply,
-                syn_end,
-                settings,
-                start,
-                ANY_CLOSED,
-            ))
-    {
+    let last = if proto == IPPROTO_TCP {
+        ANY_CLOSED
+    } else {
+        FREE
+    };
+    let mut level = FREE;
+    let claimed = loop {
+        if pick(ctx, &mut reply_key, reply, syn_end, settings, start, level) {
+            break true;
+        }
+        if level >= last {
+            break false;
+        }
+        level += 1;
+    };
+    if !claimed {
         return Open::Exhausted;
     }
 

@@ -220,6 +220,8 @@ impl Drop for Guard<'_> {
         if let Guard::Iptables(old) = self {
             let _ = old.exec("iptables", &["-t", "nat", "-F"]);
             let _ = old.exec("iptables", &["-F", "FORWARD"]);
+            // Its NAT state too, so that the next round starts alike.
+            let _ = old.exec("conntrack", &["-F"]);
         }
     }
 }
@@ -233,11 +235,23 @@ fn switch_on<'a>(net: &'a Topology, path: Via, xdp_mode: &str) -> Result<Guard<'
     switch_on_redirects(&net.old, path, &www(), &["eth0"], xdp_mode)
 }
 
-/// Switches `path` on for `redirects` (OLD_IP:port -> address:port) on the
-/// old host's `ifaces`.
+/// Switches `path` on for `redirects` (OLD_IP:port -> address:port, TCP)
+/// on the old host's `ifaces`.
 pub(super) fn switch_on_redirects<'a>(
     old: &'a Netns,
     path: Via,
+    redirects: &[(u16, String)],
+    ifaces: &[&str],
+    xdp_mode: &str,
+) -> Result<Guard<'a>> {
+    switch_on_protocol(old, path, "tcp", redirects, ifaces, xdp_mode)
+}
+
+/// `switch_on_redirects` for `proto` (`tcp` or `udp`).
+pub(super) fn switch_on_protocol<'a>(
+    old: &'a Netns,
+    path: Via,
+    proto: &str,
     redirects: &[(u16, String)],
     ifaces: &[&str],
     xdp_mode: &str,
@@ -250,7 +264,7 @@ pub(super) fn switch_on_redirects<'a>(
                 let port = port.to_string();
                 #[rustfmt::skip]
                 old.exec("iptables", &[
-                    "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-d", OLD_IP, "--dport", &port,
+                    "-t", "nat", "-A", "PREROUTING", "-p", proto, "-d", OLD_IP, "--dport", &port,
                     "-j", "DNAT", "--to", to,
                 ])?;
             }
@@ -267,7 +281,8 @@ pub(super) fn switch_on_redirects<'a>(
                 .iter()
                 .map(|(port, to)| {
                     format!(
-                        "[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n"
+                        "[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n\
+                         proto = \"{proto}\"\n"
                     )
                 })
                 .collect();

@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cutover_tests::netns::{Netns, run};
+use cutover_tests::topology::OLD_IP;
 use cutover_tests::udp_echo::UdpEcho;
 use cutover_tests::xdp_pass::XdpPass;
 
 use super::blast::{self, udp_frame};
-use super::redirector::{enable_forwarding, start_redirector};
+use super::redirector::{Guard, Via, enable_forwarding, switch_on_protocol};
 
 const GEN_IP: &str = "198.18.0.1";
-const OLD_IP: &str = "198.18.0.2";
+
 const OLD_FAR_IP: &str = "198.18.1.1";
 const SINK_IP: &str = "198.18.1.3";
 const GENERATOR_CPU: usize = 0;
@@ -166,61 +167,15 @@ fn cpu_jiffies(cpu: usize) -> Result<(u64, u64)> {
     Ok((busy, total))
 }
 
-/// A path switched on; switched off when dropped.
-enum On<'a> {
-    Iptables(&'a Netns),
-    Redirector {
-        _daemon: cutover_tests::process::Daemon,
-        _workspace: tempfile::TempDir,
-    },
-}
-
-impl Drop for On<'_> {
-    fn drop(&mut self) {
-        if let On::Iptables(old) = self {
-            let _ = old.exec("iptables", &["-t", "nat", "-F"]);
-            let _ = old.exec("iptables", &["-F", "FORWARD"]);
-            // Its NAT state too, so that the next round starts alike.
-            let _ = old.exec("conntrack", &["-F"]);
-        }
-    }
-}
-
-fn switch_on(line: &Line, path: Path) -> Result<On<'_>> {
-    let to = format!("{SINK_IP}:7007");
-    match path {
-        Path::Iptables => {
-            #[rustfmt::skip]
-            line.old.exec("iptables", &["-t", "nat", "-A", "PREROUTING", "-p", "udp", "-d", OLD_IP,
-                "--dport", "7", "-j", "DNAT", "--to", &to])?;
-            line.old.exec(
-                "iptables",
-                &["-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE"],
-            )?;
-            line.old
-                .exec("iptables", &["-A", "FORWARD", "-j", "ACCEPT"])?;
-            Ok(On::Iptables(&line.old))
-        }
-        Path::Generic | Path::Native => {
-            let ws = tempfile::Builder::new().prefix("cutover-pps").tempdir()?;
-            std::fs::write(
-                ws.path().join("redirector.toml"),
-                format!(
-                    "[[rule]]\nname = \"pps\"\nfrom = \"{OLD_IP}:7\"\nto = \"{to}\"\nproto = \"udp\"\n"
-                ),
-            )?;
-            let mode = if path == Path::Native {
-                "native"
-            } else {
-                "generic"
-            };
-            let daemon = start_redirector(&line.old, ws.path(), &["eth0", "eth1"], mode)?;
-            Ok(On::Redirector {
-                _daemon: daemon,
-                _workspace: ws,
-            })
-        }
-    }
+/// Switches `path` on: the redirect of UDP OLD:7 to the sink's 7007.
+fn switch_on(line: &Line, path: Path) -> Result<Guard<'_>> {
+    let (via, mode) = match path {
+        Path::Iptables => (Via::Iptables, "generic"),
+        Path::Generic => (Via::Xdp, "generic"),
+        Path::Native => (Via::Xdp, "native"),
+    };
+    let redirects = [(7, format!("{SINK_IP}:7007"))];
+    switch_on_protocol(&line.old, via, "udp", &redirects, &["eth0", "eth1"], mode)
 }
 
 /// Establishes `flows` UDP flows through `path` (one datagram each, echoed
