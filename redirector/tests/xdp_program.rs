@@ -1462,52 +1462,72 @@ fn per_packet_cost() -> Result<()> {
     // As a daemon at its default log filter (info) runs it.
     let as_deployed = || Redirector::load_with_log_level(aya_log::Level::Info as u8);
     on_old_host_loaded(as_deployed, |o| {
+        o.r.attach("peer1")?;
         let a = SocketAddrV4::new(client(0), 40000);
-        let b = new_host();
-        let entry = |to: SocketAddrV4, direction| Flow {
-            saddr: addr(*to.ip()),
-            daddr: addr(*to.ip()),
-            sport: port(to.port()),
-            dport: port(to.port()),
-            rule_id: RULE,
-            direction,
-            tcp_flags: FLOW_SYN | FLOW_ESTABLISHED,
-            ..Default::default()
-        };
-        o.r.flows.insert(flow_key(a, a), entry(b, DIR_FORWARD), 0)?;
-        o.r.flows.insert(flow_key(b, b), entry(a, DIR_REPLY), 0)?;
         let mut seg = Tcp::syn(client_mac(0), OLD_MAC, a, a).with(ACK, &[0x55; 64]);
         seg.ip.ttl = 255;
-        let frame = seg.bytes();
-        o.r.attach("peer1")?;
-
-        const RUNS: u32 = 1_000_000;
-        const PER_CALL: u32 = 200;
-        let mut per_call = Vec::with_capacity((RUNS / PER_CALL) as usize);
-        for _ in 0..RUNS / PER_CALL {
-            let (out, ns) = o.r.run_repeat(&frame, o.ifindex, PER_CALL)?;
-            assert_eq!(out.action, XDP_TX);
-            per_call.push(ns);
-        }
-        // Every run was a translated, transmitted packet.
-        assert_eq!(o.r.counter(RULE, counter::TX), RUNS as u64);
-        assert_eq!(o.r.counter(RULE, counter::FWD_PACKETS), RUNS as u64 / 2);
-        // The median call: the machine is shared, and a call that was
-        // preempted says nothing about the program.
-        per_call.sort_unstable();
-        let median = per_call[per_call.len() / 2];
-        // What a run costs the harness itself (41-45 ns here): the same
-        // calls of a program that only returns.
-        let mut floor: Vec<u64> = (0..RUNS / PER_CALL)
-            .map(|_| o.r.floor_ns(&frame, o.ifindex, PER_CALL))
-            .collect::<Result<_>>()?;
-        floor.sort_unstable();
-        let floor = floor[floor.len() / 2];
-        println!("ns_per_packet={:.1}", median as f64);
+        let (tcp, floor) = tracked_cost(o, PROTO_TCP, a, new_host(), RULE, &seg.bytes())?;
+        let c = SocketAddrV4::new(client(0), 47000);
+        let mut datagram = Udp::new(client_mac(0), OLD_MAC, c, c, &[0x55; 64]);
+        datagram.ip.ttl = 255;
+        let to = SocketAddrV4::new(NEW, NEW_UDP_PORT);
+        let (udp, _) = tracked_cost(o, PROTO_UDP, c, to, RULE_UDP, &datagram.bytes())?;
+        println!("ns_per_packet={:.1}", tcp as f64);
+        println!("udp_ns_per_packet={:.1}", udp as f64);
         println!("floor_ns={floor}");
-        println!("program_ns={}", median.saturating_sub(floor));
+        println!("program_ns={}", tcp.saturating_sub(floor));
         Ok(())
     })
+}
+
+/// The median ns per run of a packet of an established flow of `proto`
+/// between `a` and `b` under `rule`, and the harness's floor: the same
+/// runs of a program that only returns. The flow's two entries each
+/// rewrite to the other's own tuple, so the frame (`a` to `a`) becomes
+/// `b` to `b` and back on each run; the TTL drops by one per run, so a
+/// call repeats 200 times on a fresh frame with TTL 255.
+fn tracked_cost(
+    o: &mut Old,
+    proto: u8,
+    a: SocketAddrV4,
+    b: SocketAddrV4,
+    rule: u32,
+    frame: &[u8],
+) -> Result<(u64, u64)> {
+    let entry = |to: SocketAddrV4, direction| Flow {
+        saddr: addr(*to.ip()),
+        daddr: addr(*to.ip()),
+        sport: port(to.port()),
+        dport: port(to.port()),
+        rule_id: rule,
+        direction,
+        tcp_flags: FLOW_ESTABLISHED,
+        proto,
+        ..Default::default()
+    };
+    o.r.flows
+        .insert(flow_key_of(proto, a, a), entry(b, DIR_FORWARD), 0)?;
+    o.r.flows
+        .insert(flow_key_of(proto, b, b), entry(a, DIR_REPLY), 0)?;
+    const RUNS: u32 = 1_000_000;
+    const PER_CALL: u32 = 200;
+    let mut per_call = Vec::with_capacity((RUNS / PER_CALL) as usize);
+    for _ in 0..RUNS / PER_CALL {
+        let (out, ns) = o.r.run_repeat(frame, o.ifindex, PER_CALL)?;
+        assert_eq!(out.action, XDP_TX);
+        per_call.push(ns);
+    }
+    // Every run was a translated, transmitted packet.
+    assert_eq!(o.r.counter(rule, counter::TX), RUNS as u64);
+    assert_eq!(o.r.counter(rule, counter::FWD_PACKETS), RUNS as u64 / 2);
+    // The median call: the machine is shared, and a call that was
+    // preempted says nothing about the program.
+    per_call.sort_unstable();
+    let mut floor: Vec<u64> = (0..RUNS / PER_CALL)
+        .map(|_| o.r.floor_ns(frame, o.ifindex, PER_CALL))
+        .collect::<Result<_>>()?;
+    floor.sort_unstable();
+    Ok((per_call[per_call.len() / 2], floor[floor.len() / 2]))
 }
 
 /// A datagram from client `n`'s `sport` to the UDP rule's address.

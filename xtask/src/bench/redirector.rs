@@ -165,11 +165,12 @@ fn one_client(args: &Args) -> Result<()> {
         );
     }
     match ns_per_packet {
-        Ok((ns, floor)) => println!(
-            "\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: {ns:.1} ns/packet, of which \
-             {floor:.0} ns the harness's floor (a program that only returns): the program \
-             {:.1} ns (target <= 50)",
-            ns - floor
+        Ok((ns, udp, floor)) => println!(
+            "\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: TCP {ns:.1} ns/packet, UDP \
+             {udp:.1}, of which {floor:.0} ns the harness's floor (a program that only returns): \
+             the program {:.1} ns for TCP, {:.1} for UDP (target <= 50)",
+            ns - floor,
+            udp - floor
         ),
         Err(e) => println!("\ntracked-flow packet cost: not measured: {e:#}"),
     }
@@ -416,7 +417,7 @@ fn median(runs: &[Wrk]) -> Wrk {
 /// ns/packet of a tracked-flow packet, measured by the program test
 /// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat, and the floor: the
 /// same runs of a program that only returns.
-fn per_packet_cost() -> Result<(f64, f64)> {
+fn per_packet_cost() -> Result<(f64, f64, f64)> {
     let out = cargo()
         .args([
             "test",
@@ -442,7 +443,11 @@ fn per_packet_cost() -> Result<(f64, f64)> {
             .parse()
             .with_context(|| format!("{key} is not a number"))
     };
-    Ok((value("ns_per_packet=")?, value("floor_ns=")?))
+    Ok((
+        value("ns_per_packet=")?,
+        value("udp_ns_per_packet=")?,
+        value("floor_ns=")?,
+    ))
 }
 
 #[cfg(test)]
