@@ -174,6 +174,11 @@ mod tests {
         let bin = dir.path().join("dnsd");
         fs::copy("/bin/sleep", &bin).unwrap();
         let mut dnsd = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+        // Until it has exec'd, the child still carries this thread's name.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !runs_program(dnsd.id(), "dnsd") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         fs::write(&path, format!("{}\n", dnsd.id())).unwrap();
         let err = ws.write_pid("dnsd").map(|_| ());
         let _ = dnsd.kill();
