@@ -797,6 +797,19 @@ proto = "udp"
     }
 
     #[test]
+    fn the_example_workspace_s_rules_are_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workspace/redirector.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            cfg.rules
+                .iter()
+                .any(|r| r.protocols.contains(&Protocol::Udp))
+        );
+    }
+
+    #[test]
     fn loops_zero_ports_and_zero_timeouts_are_rejected() {
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.2:80\"\n").is_err());
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:0\"\nto = \"198.18.0.3:80\"\n").is_err());
