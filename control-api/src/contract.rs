@@ -256,8 +256,7 @@ impl Rule {
 /// One (protocol, OLD_IP:PORT) of a rule and where it leads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleEndpoint {
-    /// `tcp` or `udp`.
-    pub proto: String,
+    pub proto: Proto,
     pub from: String,
     pub to: String,
 }
@@ -274,9 +273,27 @@ pub struct RuleChange {
     /// Several ports, each to the same port on `to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
-    /// `"tcp"` and/or `"udp"`; none means TCP.
+    /// None means TCP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub proto: Vec<String>,
+    pub proto: Vec<Proto>,
+}
+
+/// A transport protocol a redirect forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// As `redirector.toml` and the JSON write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
 }
 
 /// Body of `POST /v1/probe`: open a TCP connection to `to` from the

@@ -208,13 +208,13 @@ impl Redirector {
     }
 
     /// Adds or replaces a rule; the generation that holds it.
-    /// `proto`: `tcp` and/or `udp`; none means TCP.
+    /// `proto`: none means TCP.
     pub fn put_rule(
         &self,
         name: &str,
         from: &str,
         to: &str,
-        proto: &[String],
+        proto: &[cutover_control_api::contract::Proto],
     ) -> Result<Option<u64>> {
         let body = RuleChange {
             from: from.to_string(),

@@ -56,9 +56,10 @@ impl Redirect {
 
 impl Migration {
     /// The protocols of its redirects for the rules API (none: TCP).
-    pub fn protocols(&self) -> Vec<String> {
+    pub fn protocols(&self) -> Vec<cutover_control_api::contract::Proto> {
+        use cutover_control_api::contract::Proto;
         if self.udp {
-            vec!["tcp".into(), "udp".into()]
+            vec![Proto::Tcp, Proto::Udp]
         } else {
             Vec::new()
         }

@@ -117,17 +117,21 @@ pub const DIR_REPLY: u8 = 1;
 
 /// TCP events seen on a flow (`Flow::tcp_flags`), OR-ed together. All but
 /// `FLOW_SYN` and `FLOW_ESTABLISHED` are set on both entries of a flow.
-///
-/// A UDP flow has none of them while only the client has sent (it is then
-/// in `EMBRYOS`), and `FLOW_ESTABLISHED` on both entries once the new host
-/// answered (it then moved to `FLOWS`), as conntrack's "unreplied" and
-/// "assured".
+/// UDP flows use two of them for their own states (see `FLOW_UDP_ANSWERED`).
 pub const FLOW_SYN: u8 = 1;
 /// A FIN in either direction.
 pub const FLOW_FIN: u8 = 2;
 pub const FLOW_RST: u8 = 4;
 /// Set on the forward entry once the client's handshake ACK went through.
+/// On both entries of a UDP flow that moved to `FLOWS`.
 pub const FLOW_ESTABLISHED: u8 = 8;
+/// UDP only, on both entries: the new host answered. A UDP flow is
+/// unreplied (only the client has sent) and then answered in `EMBRYOS`, and
+/// moves to `FLOWS` (`FLOW_ESTABLISHED`) when the client sends again after
+/// an answer: a stream, like conntrack's assured UDP entries. A lone query
+/// and its answer (DNS) never reach `FLOWS`, so a busy UDP service cannot
+/// crowd established TCP connections out of it.
+pub const FLOW_UDP_ANSWERED: u8 = 16;
 /// The client sent a FIN.
 pub const FLOW_FIN_FORWARD: u8 = 16;
 /// The new host sent a FIN.
@@ -248,7 +252,8 @@ pub mod counter {
     /// Translated, then handed to the kernel because the next hop's MAC is
     /// not known yet: the kernel forwards it and resolves the neighbour.
     pub const PASS_NO_NEIGH: u32 = 10;
-    /// A SYN to a rule's address that a local socket already owns.
+    /// A SYN to a rule's address that a local socket already owns, or a
+    /// UDP datagram there that a socket connected to its sender holds.
     pub const PASS_LOCAL_SOCKET: u32 = 11;
     /// A non-SYN TCP packet to a rule's address without NAT state: a
     /// connection the old host serves itself.
@@ -419,6 +424,7 @@ mod tests {
             usize::from(FLOW_FIN_REPLY),
             usize::from(FLOW_REPLY_CLOSED_FIRST),
             usize::from(FLOW_CLOSED),
+            usize::from(FLOW_UDP_ANSWERED),
             usize::from(DIR_FORWARD),
             usize::from(DIR_REPLY),
             usize::from(IPPROTO_TCP),
@@ -436,7 +442,7 @@ mod tests {
         // pinned by the old one), then record the new pair.
         assert_eq!(
             (LAYOUT_VERSION, layout_fingerprint()),
-            (2, 0x7d08_addd_979c_7a5b)
+            (2, 0xa84c_9f38_e278_6879)
         );
     }
 

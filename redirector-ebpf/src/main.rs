@@ -181,18 +181,18 @@ fn untracked(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let id = rule.rule_id;
-    // Like iptables' nat table, only new connections are redirected. Any
-    // UDP datagram without state starts a new flow, as in conntrack.
-    if seg.is_tcp() {
-        if !nat::is_syn(tcp_flags) {
-            // Served by the old host itself (or evicted).
-            counters::inc(id, counter::PASS_UNTRACKED);
-            return xdp_action::XDP_PASS;
-        }
-        if socket::owned_locally(ctx, key.saddr, key.daddr, key.sport, key.dport, key.proto) {
-            counters::inc(id, counter::PASS_LOCAL_SOCKET);
-            return xdp_action::XDP_PASS;
-        }
+    // Like iptables' nat table, only new connections are redirected. A UDP
+    // datagram without state starts a flow, unless a socket connected to
+    // its sender holds it: a flow the old host itself already serves.
+    if seg.is_tcp() && !nat::is_syn(tcp_flags) {
+        // Served by the old host itself (or evicted).
+        counters::inc(id, counter::PASS_UNTRACKED);
+        return xdp_action::XDP_PASS;
+    }
+    let tuple = ((key.saddr, key.daddr), (key.sport, key.dport));
+    if socket::owned_locally(ctx, tuple.0, tuple.1, key.proto, socket::Udp::Connected) {
+        counters::inc(id, counter::PASS_LOCAL_SOCKET);
+        return xdp_action::XDP_PASS;
     }
     if seg.ttl() <= 1 {
         counters::inc(id, counter::DROP_TTL_EXPIRED);
@@ -280,7 +280,7 @@ fn emit(
 fn log_no_nat_port(ctx: &XdpContext, rule_id: u32, key: &FlowKey) {
     debug!(
         ctx,
-        "rule {}: no free NAT port for {:i}:{}; its SYN is dropped",
+        "rule {}: no free NAT port for {:i}:{}; its SYN or datagram is dropped",
         rule_id,
         u32::from_be(key.saddr),
         u16::from_be(key.sport)

@@ -3,7 +3,8 @@
 //!
 //! TCP and UDP flows are the same but for what opens and establishes them:
 //! a SYN and the client's handshake ACK for TCP; for UDP any datagram to a
-//! rule's address and the new host's first answer.
+//! rule's address, and the client sending again after the new host
+//! answered (see `redirector_common::FLOW_UDP_ANSWERED`).
 //!
 //! Each entry holds the tuple its packets are rewritten to; its partner's key
 //! is that tuple mirrored, and its partner's value is its own key mirrored.
@@ -18,8 +19,8 @@ use aya_ebpf::{
 };
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
-    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, FlowKey, IPPROTO_TCP,
-    IPPROTO_UDP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, Flow, FlowKey,
+    IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
 };
 
 use crate::{
@@ -198,27 +199,35 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
     let entry = match FLOWS.get_ptr_mut(key) {
         Some(entry) => entry,
         None => {
-            // Maybe a connection still in its handshake (TCP) or not yet
-            // answered (UDP): the client's handshake ACK or the new host's
-            // first answer moves it here, anything else is translated from
-            // EMBRYOS.
+            // Maybe a connection still in its handshake (TCP) or a UDP
+            // flow that is no stream yet: the client's handshake ACK, or its
+            // datagram after an answer, moves it here; anything else is
+            // translated from EMBRYOS.
             let Some(embryo) = EMBRYOS.get_ptr_mut(key) else {
                 return Follow::Miss;
             };
             let to = Rewrite::of(embryo);
-            let establishes = if key.proto == IPPROTO_TCP {
-                to.direction == DIR_FORWARD && tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK
-            } else {
-                to.direction == DIR_REPLY
-            };
+            let seen = unsafe { (*embryo).tcp_flags };
+            let establishes = to.direction == DIR_FORWARD
+                && if key.proto == IPPROTO_TCP {
+                    tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK
+                } else {
+                    seen & FLOW_UDP_ANSWERED != 0
+                };
             if !establishes {
+                if key.proto != IPPROTO_TCP && to.direction == DIR_REPLY {
+                    answered(embryo, &to, seen);
+                }
                 return half_open(embryo, to, tcp_flags);
             }
             match establish(key, embryo, &to) {
                 Some(entry) => entry,
-                // Its partner was evicted by a flood: it cannot be
-                // translated back any more.
-                None => return Follow::Miss,
+                // Another CPU moved it a moment ago, or its partner was
+                // evicted by a flood and it cannot be translated back.
+                None => match FLOWS.get_ptr_mut(key) {
+                    Some(entry) => entry,
+                    None => return Follow::Miss,
+                },
             }
         }
     };
@@ -326,8 +335,23 @@ fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
     })
 }
 
-/// Moves a connection whose handshake completed (a UDP flow that was
-/// answered) from `EMBRYOS` to `FLOWS` (into `FLOWS` first, so that its
+/// Marks both entries of a UDP flow in `EMBRYOS` answered, at the new
+/// host's first answer (`seen`: the entry's flags).
+#[inline(always)]
+fn answered(entry: *mut Flow, to: &Rewrite, seen: u8) {
+    if seen & FLOW_UDP_ANSWERED != 0 {
+        return;
+    }
+    unsafe {
+        (*entry).tcp_flags = seen | FLOW_UDP_ANSWERED;
+        if let Some(partner) = EMBRYOS.get_ptr_mut(partner_key(to)) {
+            (*partner).tcp_flags |= FLOW_UDP_ANSWERED;
+        }
+    }
+}
+
+/// Moves a connection whose handshake completed (a UDP flow that became a
+/// stream) from `EMBRYOS` to `FLOWS` (into `FLOWS` first, so that its
 /// ports are never free in between).
 #[inline(always)]
 fn establish(key: &FlowKey, entry: *mut Flow, to: &Rewrite) -> Option<*mut Flow> {
@@ -429,10 +453,11 @@ pub fn remember_hop(entry: *mut Flow, hop: &Hop, now: u64) {
     }
 }
 
-/// What `open` needs to know about the SYN besides its tuple (one argument:
-/// a BPF call takes at most five).
+/// What `open` needs to know about the SYN (or a UDP flow's first
+/// datagram) besides its tuple (one argument: a BPF call takes at most
+/// five).
 pub struct Syn {
-    /// `Segment::seq_end` of the SYN.
+    /// `Segment::seq_end` of the SYN; 0 for UDP.
     pub seq_end: u32,
     /// The next hop to cache in the forward entry, if resolved.
     pub hop: Option<Hop>,
@@ -588,11 +613,10 @@ fn pick(
 fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, level: u8) -> bool {
     if socket::owned_locally(
         ctx,
-        reply_key.saddr,
-        reply_key.daddr,
-        reply_key.sport,
-        reply_key.dport,
+        (reply_key.saddr, reply_key.daddr),
+        (reply_key.sport, reply_key.dport),
         reply_key.proto,
+        socket::Udp::Bound,
     ) {
         return false;
     }

@@ -20,8 +20,8 @@ use crate::{
 pub enum Fit {
     /// Fits: send it as usual.
     Send,
-    /// A GSO packet whose segments fit. Its TCP checksum is the kernel's
-    /// partial one (see `rewrite`); XDP_TX sends it as it is, but the
+    /// A GSO packet whose segments fit. Its TCP or UDP checksum is the
+    /// kernel's partial one (see `rewrite`); XDP_TX sends it as it is, but the
     /// devmap of generic XDP would drop it, so another egress goes through
     /// the kernel, which segments it.
     Gso,

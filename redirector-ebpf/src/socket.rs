@@ -18,20 +18,30 @@ use redirector_common::IPPROTO_TCP;
 /// `TCP_LISTEN` from the kernel's TCP state enum.
 const TCP_LISTEN: u32 = 10;
 
+/// Which UDP sockets `owned_locally` counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Udp {
+    /// Any socket bound to the destination: for a NAT port, which no local
+    /// socket may be using.
+    Bound,
+    /// Only a socket connected to the source, which the old host's kernel
+    /// holds for this very flow: for a rule's own address, whose server
+    /// (unconnected, as a QUIC or DNS server is) the rule takes over.
+    Connected,
+}
+
 /// Whether a local socket owns the flow a packet from `saddr:sport` to
 /// `daddr:dport` (network order) of protocol `proto` belongs to. For TCP,
 /// a listener does not count (a rule takes over the new connections it
 /// would have accepted), every other state does (established,
-/// SYN-received, TIME-WAIT, ...). For UDP, any socket bound to the
-/// destination does: only NAT ports are asked about, never a rule's own.
+/// SYN-received, TIME-WAIT, ...). For UDP, as `udp` says.
 #[inline(always)]
 pub fn owned_locally(
     ctx: &XdpContext,
-    saddr: u32,
-    daddr: u32,
-    sport: u16,
-    dport: u16,
+    (saddr, daddr): (u32, u32),
+    (sport, dport): (u16, u16),
     proto: u8,
+    udp: Udp,
 ) -> bool {
     // Only the IPv4 part of the tuple union: the helper reads `size` bytes.
     let mut tuple = Ipv4Tuple {
@@ -48,8 +58,10 @@ pub fn owned_locally(
             if sk.is_null() {
                 return false;
             }
+            // An unconnected socket has no peer port.
+            let connected = (*sk).dst_port != 0;
             bpf_sk_release(sk.cast());
-            return true;
+            return udp == Udp::Bound || connected;
         }
         let sk = bpf_skc_lookup_tcp(ctx.as_ptr(), tuple, size, BPF_F_CURRENT_NETNS as u64, 0);
         if sk.is_null() {

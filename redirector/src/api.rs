@@ -185,7 +185,8 @@ async fn put_rule(
         attribution::suffix(&headers)
     );
     change(&api, &message, move |rules| {
-        rules.put(&name, &body.from, &body.to, &body.ports, &body.proto);
+        let protocols: Vec<&str> = body.proto.iter().map(|p| p.name()).collect();
+        rules.put(&name, &body.from, &body.to, &body.ports, &protocols);
         Ok(())
     })
     .await

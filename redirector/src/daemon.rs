@@ -388,7 +388,7 @@ impl Daemon {
         self.refresh_egress();
         self.publish();
         // An entry once resolved stays valid (STALE) while the table is
-        // small; a reload probes its new targets itself.
+        // small; a reload probes every target itself.
         if Instant::now() >= self.next_warm_up {
             host::warm_neighbours(self.rules.current().rules.values().map(|r| r.to));
             self.next_warm_up = Instant::now() + WARM_UP_EVERY;

@@ -44,9 +44,9 @@ pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) ->
     let last_seen = entry.last_seen_ns.max(partner.last_seen_ns);
     let udp = entry.proto == IPPROTO_UDP;
     let timeout_s = if udp && flags & FLOW_ESTABLISHED != 0 {
-        t.udp_replied
+        t.udp_stream
     } else if udp {
-        t.udp_unreplied
+        t.udp
     } else if flags & (FLOW_FIN | FLOW_RST) != 0 {
         t.closing
     } else if flags & FLOW_ESTABLISHED != 0 {
@@ -351,7 +351,7 @@ fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redirector_common::{DIR_REPLY, FLOW_SYN, IPPROTO_TCP};
+    use redirector_common::{DIR_REPLY, FLOW_SYN, FLOW_UDP_ANSWERED, IPPROTO_TCP};
 
     const S: u64 = 1_000_000_000;
 
@@ -473,19 +473,23 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_flow_lives_as_conntrack_s_unreplied_then_replied() {
+    fn a_udp_flow_lives_as_conntrack_s_until_it_is_a_stream() {
         let t = timeouts();
-        let [(_, f), (_, r)] = pair_of(IPPROTO_UDP, 5353, 1, 0, 100 * S, 100 * S);
-        assert_eq!(judge(&f, Some(&r), 129 * S, &t), Verdict::Keep);
-        assert_eq!(judge(&f, Some(&r), 131 * S, &t), Verdict::Expired);
-        // Answered: the program marks both entries established.
+        // Unanswered, or a lone exchange (answered, in EMBRYOS): 30 s.
+        for flags in [0, FLOW_UDP_ANSWERED] {
+            let [(_, mut f), (_, mut r)] = pair_of(IPPROTO_UDP, 5353, 1, 0, 100 * S, 100 * S);
+            f.tcp_flags = flags;
+            r.tcp_flags = flags;
+            assert_eq!(judge(&f, Some(&r), 129 * S, &t), Verdict::Keep);
+            assert_eq!(judge(&f, Some(&r), 131 * S, &t), Verdict::Expired);
+        }
+        // A stream (moved to FLOWS, both entries established): 120 s.
         let [(_, mut f), (_, mut r)] = pair_of(IPPROTO_UDP, 5353, 1, 0, 100 * S, 100 * S);
-        f.tcp_flags = FLOW_ESTABLISHED;
-        r.tcp_flags = FLOW_ESTABLISHED;
-        assert_eq!(judge(&f, Some(&r), 279 * S, &t), Verdict::Keep);
-        assert_eq!(judge(&f, Some(&r), 281 * S, &t), Verdict::Expired);
-        // Far shorter than an established TCP connection's 7200 s.
-        assert_eq!(t.udp_replied, 180);
+        f.tcp_flags = FLOW_ESTABLISHED | FLOW_UDP_ANSWERED;
+        r.tcp_flags = FLOW_ESTABLISHED | FLOW_UDP_ANSWERED;
+        assert_eq!(judge(&f, Some(&r), 219 * S, &t), Verdict::Keep);
+        assert_eq!(judge(&f, Some(&r), 221 * S, &t), Verdict::Expired);
+        assert_eq!(t.udp_stream, 120);
     }
 
     #[test]

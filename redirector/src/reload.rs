@@ -239,7 +239,11 @@ impl Rules {
             self.current.rules.values().map(|r| (r.id, r)).collect();
         for r in plan.next.rules.values() {
             let (from, to) = (r.from_text(), r.to_text());
-            match before.get(&r.id) {
+            // A fresh id may be a removed rule's, reused: still a new rule.
+            let old = before
+                .get(&r.id)
+                .filter(|_| !plan.fresh_ids.contains(&r.id));
+            match old {
                 None => {
                     info!(rule = %r.name, id = r.id, %from, %to, "rule added");
                     if !crate::host::is_local(r.from) {
@@ -317,7 +321,10 @@ fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
             .iter()
             .map(
                 |&(protocol, old, new)| cutover_control_api::contract::RuleEndpoint {
-                    proto: protocol.name().to_string(),
+                    proto: match protocol {
+                        Protocol::Tcp => cutover_control_api::contract::Proto::Tcp,
+                        Protocol::Udp => cutover_control_api::contract::Proto::Udp,
+                    },
                     from: std::net::SocketAddrV4::new(r.from, old).to_string(),
                     to: std::net::SocketAddrV4::new(r.to, new).to_string(),
                 },

@@ -1,7 +1,9 @@
 //! Applies a [`Plan`](crate::rules::Plan) to the maps, and keeps `EGRESS`
 //! listing the host's interfaces. Map updates are individually atomic; the
-//! order (settings, fresh counters, inserts, deletes) means a packet never
-//! sees a rule whose counters still belong to a previous owner.
+//! order (settings, fresh counters, deletes, inserts) means a packet never
+//! sees a rule whose counters still belong to a previous owner, and a map
+//! near its capacity never has to hold the old and the new entries at once
+//! (the deletes are of keys the next rules do not have).
 
 use std::collections::BTreeSet;
 
@@ -41,17 +43,17 @@ pub fn apply(maps: RuleMaps<'_>, plan: &Plan) -> Result<()> {
     for &id in &plan.fresh_ids {
         reset_counters(maps.counters, id)?;
     }
-    for (key, value) in &plan.upserts {
-        maps.rules
-            .insert(key, value, 0)
-            .with_context(|| format!("writing rule {} into RULES", value.rule_id))?;
-    }
     for key in &plan.removes {
         match maps.rules.remove(key) {
             Ok(()) => {}
             Err(e) if crate::maps::is_missing(&e) => {}
             Err(e) => return Err(e).context("deleting a removed rule from RULES"),
         }
+    }
+    for (key, value) in &plan.upserts {
+        maps.rules
+            .insert(key, value, 0)
+            .with_context(|| format!("writing rule {} into RULES", value.rule_id))?;
     }
     Ok(())
 }
@@ -226,6 +228,23 @@ mod tests {
             .get(&(3 * counter::COUNT + counter::NEW_FLOWS), 0)
             .unwrap();
         assert!(fresh.iter().all(|v| *v == 0));
+    }
+
+    #[test]
+    fn a_reload_of_a_full_rules_map_fits_because_deletes_come_first() {
+        let mut maps = TestMaps::new();
+        let none = BTreeSet::new();
+        let full: Vec<u16> = (1..=MAX_RULES as u16).collect();
+        let first = rules::plan(&RuleSet::default(), &cfg(&full), &none).unwrap();
+        apply(maps.view(), &first).unwrap();
+        // One port swapped for another: the map would need one entry more
+        // than it holds if the new one went in before the old one left.
+        let mut swapped = full.clone();
+        swapped[0] = 9999;
+        let second = rules::plan(&first.next, &cfg(&swapped), &none).unwrap();
+        apply(maps.view(), &second).unwrap();
+        let ports: BTreeSet<u16> = maps.rule_ids().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(ports, swapped.into_iter().collect());
     }
 
     #[test]

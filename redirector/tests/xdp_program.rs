@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
-    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, Flow, NEXT_HOP_CACHE_NS,
-    NatSettings, counter,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, Flow,
+    NEXT_HOP_CACHE_NS, NatSettings, counter,
 };
 
 use xdp::frame::{
@@ -150,7 +150,7 @@ fn wait_for_next_hop_cache() {
 /// that counter `reason` of `slot` (and nothing else) increased, and that
 /// no NAT state appeared.
 fn assert_untouched(o: &Old, frame: &[u8], slot: u32, reason: u32) -> Result<()> {
-    let before: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+    let before: Vec<Vec<u64>> = (0..=RULE_UDP).map(|s| o.r.slot(s)).collect();
     let flows = o.r.flow_count();
     let out = o.send(frame)?;
     assert_eq!(
@@ -162,7 +162,7 @@ fn assert_untouched(o: &Old, frame: &[u8], slot: u32, reason: u32) -> Result<()>
     assert_eq!(out.frame, frame, "a passed frame must be byte-identical");
     let mut expected = before.clone();
     expected[slot as usize][reason as usize] += 1;
-    let after: Vec<Vec<u64>> = (0..=5).map(|s| o.r.slot(s)).collect();
+    let after: Vec<Vec<u64>> = (0..=RULE_UDP).map(|s| o.r.slot(s)).collect();
     assert_eq!(
         after,
         expected,
@@ -1547,7 +1547,7 @@ fn udp_answer(seen: &Seen, payload: &[u8]) -> Udp {
 }
 
 #[test]
-fn a_udp_flow_goes_both_ways_and_the_first_answer_establishes_it() -> Result<()> {
+fn a_udp_flow_goes_both_ways_and_becomes_established_as_a_stream() -> Result<()> {
     on_old_host(|o| {
         let client_end = SocketAddrV4::new(client(0), 47000);
         let out = o.send(&datagram(0, 47000, b"query 1").bytes())?;
@@ -1595,17 +1595,29 @@ fn a_udp_flow_goes_both_ways_and_the_first_answer_establishes_it() -> Result<()>
             (client_mac(0), &b"answer"[..])
         );
 
-        // Answered: both entries move to FLOWS, established.
+        // Answered once (a DNS query's whole life): still in EMBRYOS, both
+        // entries marked, so that lone exchanges never crowd FLOWS.
         let reply_key = flow_key_of(PROTO_UDP, seen.to(), seen.from());
         for k in [key, reply_key] {
+            let entry = o.r.embryos.get(&k, 0)?;
+            assert_eq!(entry.tcp_flags, FLOW_UDP_ANSWERED);
+            assert!(o.r.flows.get(&k, 0).is_err());
+        }
+        // The client sends again: a stream, moved to FLOWS, established.
+        let more = o.send(&datagram(0, 47000, b"query 3").bytes())?;
+        assert_eq!(more.action, XDP_TX);
+        assert_eq!(parse_checked(&more.frame).from(), seen.from());
+        for k in [key, reply_key] {
             let entry = o.r.flows.get(&k, 0)?;
-            assert_eq!(entry.tcp_flags, FLOW_ESTABLISHED);
+            assert_eq!(entry.tcp_flags, FLOW_UDP_ANSWERED | FLOW_ESTABLISHED);
             assert_eq!(entry.proto, PROTO_UDP);
             assert!(o.r.embryos.get(&k, 0).is_err());
         }
+        let back = o.send(&udp_answer(&seen, b"answer 2").bytes())?;
+        assert_eq!(parse_checked(&back.frame).to(), client_end);
         assert_eq!(o.r.counter(RULE_UDP, counter::NEW_FLOWS), 1);
-        assert_eq!(o.r.counter(RULE_UDP, counter::FWD_PACKETS), 2);
-        assert_eq!(o.r.counter(RULE_UDP, counter::REPLY_PACKETS), 1);
+        assert_eq!(o.r.counter(RULE_UDP, counter::FWD_PACKETS), 3);
+        assert_eq!(o.r.counter(RULE_UDP, counter::REPLY_PACKETS), 2);
         // TCP's rules saw none of it.
         assert_eq!(o.r.counter(RULE, counter::NEW_FLOWS), 0);
         Ok(())
@@ -1740,16 +1752,18 @@ fn a_udp_gso_datagram_leaves_whole_with_its_partial_checksum_translated() -> Res
 }
 
 #[test]
-fn a_flood_of_new_udp_flows_evicts_only_unanswered_ones() -> Result<()> {
+fn a_flood_of_new_udp_flows_evicts_only_flows_that_are_no_stream() -> Result<()> {
     let small = || Redirector::load_with_table_sizes(80, 64);
     on_old_host_loaded(small, |o| {
-        // 20 answered flows: half of FLOWS.
+        // 20 streams (each sent again after an answer): half of FLOWS.
         let mut live = Vec::new();
         for i in 0..20u16 {
             let n = (i % 4) as u8;
             let out = o.send(&datagram(n, 42000 + i, b"q").bytes())?;
             let seen = parse_checked(&out.frame);
             assert_eq!(o.send(&udp_answer(&seen, b"a").bytes())?.action, XDP_TX);
+            let again = datagram(n, 42000 + i, b"q2").bytes();
+            assert_eq!(o.send(&again)?.action, XDP_TX);
             live.push((n, 42000 + i, seen));
         }
         assert_eq!(o.r.established_count(), 40);
@@ -1807,6 +1821,33 @@ fn a_udp_flow_to_a_new_host_behind_another_interface_goes_through_the_devmap() -
         assert_eq!(seen.to(), SocketAddrV4::new(NEW_OTHER, NEW_UDP_PORT));
         assert_eq!(seen.dst_mac, NEW_OTHER_MAC);
         assert_eq!(o.r.counter(RULE_OTHER, counter::REDIRECT), 1);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_udp_flow_a_connected_local_socket_holds_is_left_to_the_old_host() -> Result<()> {
+    on_old_host(|o| {
+        // A server's unconnected socket on the rule's port is what the rule
+        // takes over, as a TCP listener is.
+        let server = std::net::UdpSocket::bind(old(UDP_PORT))?;
+        let out = o.send(&datagram(0, 47300, b"new flow").bytes())?;
+        assert_eq!(out.action, XDP_TX);
+        drop(server);
+
+        // A socket connected to a client holds that client's flow: the old
+        // host serves it, untouched and counted.
+        let own = std::net::UdpSocket::bind(old(UDP_PORT))?;
+        own.connect(SocketAddrV4::new(client(0), 47301))?;
+        assert_untouched(
+            o,
+            &datagram(0, 47301, b"held").bytes(),
+            RULE_UDP,
+            counter::PASS_LOCAL_SOCKET,
+        )?;
+        // Another client's flow is not that socket's.
+        let out = o.send(&datagram(0, 47302, b"other").bytes())?;
+        assert_eq!(out.action, XDP_TX);
         Ok(())
     })
 }

@@ -82,7 +82,7 @@ impl Mission {
         // old host's counters can fall to zero within the test.
         std::fs::write(
             ws.path().join("redirector.toml"),
-            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp_unreplied = 2\nudp_replied = 2\n",
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp = 2\nudp_stream = 2\n",
         )?;
 
         let mut cmd = net.client.command(bins::path("dnsd"));
@@ -882,7 +882,7 @@ impl NewHostRedirector {
             .tempdir()?;
         std::fs::write(
             ws.path().join("redirector.toml"),
-            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp_unreplied = 2\nudp_replied = 2\n",
+            "[timeouts]\nsyn = 5\nestablished = 30\nclosing = 1\nudp = 2\nudp_stream = 2\n",
         )?;
         let bpffs = Bpffs::mount(&ws.path().join(".bpffs"))?;
         let token = token_path(m.ws.path()).to_string_lossy().into_owned();

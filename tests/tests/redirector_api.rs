@@ -144,7 +144,7 @@ fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
     let endpoints: Vec<String> = rule
         .endpoints
         .iter()
-        .map(|e| format!("{} {} -> {}", e.proto, e.from, e.to))
+        .map(|e| format!("{} {} -> {}", e.proto.name(), e.from, e.to))
         .collect();
     assert_eq!(
         endpoints,
@@ -165,7 +165,12 @@ fn an_operator_switches_a_redirect_on_and_off_through_the_api() -> Result<()> {
         Some(r#"{"from": "198.18.0.2:9", "to": "198.18.0.3", "proto": ["sctp"]}"#),
     )?;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains(".proto") && body.contains("sctp"), "{body}");
+    assert!(
+        body.contains("proto[0]")
+            && body.contains("sctp")
+            && body.contains("expected `tcp` or `udp`"),
+        "{body}"
+    );
     let (status, body) = site.api("DELETE", "/v1/rules/site", None)?;
     assert_eq!(status, 200, "{body}");
 

@@ -9,8 +9,8 @@
 //! syn = 60                      # TCP handshake not finished
 //! established = 7200
 //! closing = 10                  # after FIN or RST
-//! udp_unreplied = 30            # UDP, only the client has sent
-//! udp_replied = 180             # UDP, the new host answered
+//! udp = 30                      # UDP, until the flow is a stream
+//! udp_stream = 120              # UDP, the client sent again after an answer
 //!
 //! [[rule]]
 //! name = "www"                  # optional, shown by `redirector stats`
@@ -40,7 +40,8 @@ use crate::{ConfigErrors, toml_file};
 pub struct RedirectorConfig {
     pub nat: NatConfig,
     pub timeouts: Timeouts,
-    /// Rules in file order; `from` is unique among them.
+    /// Rules in file order; no (protocol, OLD_IP:PORT) is in two of them,
+    /// and no name.
     pub rules: Vec<Rule>,
 }
 
@@ -167,12 +168,12 @@ pub struct Timeouts {
     pub syn: u64,
     pub established: u64,
     pub closing: u64,
-    /// A UDP flow only the client has sent on (conntrack's
-    /// `udp_timeout`).
-    pub udp_unreplied: u64,
-    /// A UDP flow the new host answered (conntrack's
-    /// `udp_timeout_stream`).
-    pub udp_replied: u64,
+    /// A UDP flow until it is a stream: unanswered, or a lone exchange
+    /// such as a DNS query (conntrack's `udp_timeout`).
+    pub udp: u64,
+    /// A UDP stream: the client sent again after an answer (conntrack's
+    /// `udp_timeout_stream`, whose default it shares).
+    pub udp_stream: u64,
 }
 
 impl Default for Timeouts {
@@ -181,8 +182,8 @@ impl Default for Timeouts {
             syn: 60,
             established: 7200,
             closing: 10,
-            udp_unreplied: 30,
-            udp_replied: 180,
+            udp: 30,
+            udp_stream: 120,
         }
     }
 }
@@ -216,15 +217,9 @@ struct RawRule {
     from: Spanned<String>,
     to: Spanned<String>,
     ports: Option<Spanned<Vec<u16>>>,
-    proto: Option<Spanned<RawProto>>,
-}
-
-/// `proto = "udp"` or `proto = ["tcp", "udp"]`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawProto {
-    One(String),
-    Many(Vec<String>),
+    /// `"udp"` or `["tcp", "udp"]`, read by `parse_protocols` so that any
+    /// other shape gets an error that says what to write.
+    proto: Option<Spanned<toml::Value>>,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, ConfigErrors> {
@@ -269,8 +264,8 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             ("syn", timeouts.syn),
             ("established", timeouts.established),
             ("closing", timeouts.closing),
-            ("udp_unreplied", timeouts.udp_unreplied),
-            ("udp_replied", timeouts.udp_replied),
+            ("udp", timeouts.udp),
+            ("udp_stream", timeouts.udp_stream),
         ] {
             if value == 0 {
                 problems.at(
@@ -285,26 +280,30 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
     let mut rules = Vec::with_capacity(raw.rule.len());
     let mut seen_endpoint: HashMap<(Protocol, SocketAddrV4), usize> = HashMap::new();
     let mut seen_name: HashMap<String, usize> = HashMap::new();
-    'rules: for (i, r) in raw.rule.iter().enumerate() {
+    for (i, r) in raw.rule.iter().enumerate() {
         let Some(rule) = parse_rule(i, r, &mut problems) else {
             continue;
         };
-        for e in rule.endpoints() {
-            if let Some(first) = seen_endpoint.insert((e.protocol, e.from), i) {
-                problems.at(
-                    r.from.span(),
-                    format!("rule[{i}].from"),
-                    format!(
-                        "{} {} already has a rule (rule[{first}]): one OLD_IP:PORT goes to one place",
-                        e.protocol.name(),
-                        e.from
-                    ),
-                );
-                continue 'rules;
-            }
+        // Checked against the rules accepted so far; a refused rule claims
+        // nothing, so a later clash names the rule that holds the endpoint.
+        let taken = rule.endpoints().find_map(|e| {
+            seen_endpoint
+                .get(&(e.protocol, e.from))
+                .map(|&first| (e, first))
+        });
+        if let Some((e, first)) = taken {
+            problems.at(
+                r.from.span(),
+                format!("rule[{i}].from"),
+                format!(
+                    "{} {} already has a rule (rule[{first}]): one OLD_IP:PORT goes to one place",
+                    e.protocol.name(),
+                    e.from
+                ),
+            );
+            continue;
         }
-        let clash = seen_name.insert(rule.name.clone(), i);
-        if let Some(first) = clash {
+        if let Some(&first) = seen_name.get(&rule.name) {
             let (span, field, message) = match &r.name {
                 Some(n) => (
                     n.span(),
@@ -326,6 +325,10 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
             problems.at(span, field, message);
             continue;
         }
+        for e in rule.endpoints() {
+            seen_endpoint.insert((e.protocol, e.from), i);
+        }
+        seen_name.insert(rule.name.clone(), i);
         rules.push(rule);
     }
 
@@ -476,11 +479,19 @@ fn parse_address(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
 }
 
 /// The protocols of `proto`: TCP when absent.
-fn parse_protocols(raw: Option<&RawProto>) -> Result<Vec<Protocol>, String> {
+fn parse_protocols(raw: Option<&toml::Value>) -> Result<Vec<Protocol>, String> {
+    const SHAPE: &str = "write \"tcp\", \"udp\" or [\"tcp\", \"udp\"]";
     let names: Vec<&str> = match raw {
         None => return Ok(vec![Protocol::Tcp]),
-        Some(RawProto::One(name)) => vec![name.as_str()],
-        Some(RawProto::Many(names)) => names.iter().map(String::as_str).collect(),
+        Some(toml::Value::String(name)) => vec![name.as_str()],
+        Some(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| format!("{v} is not a protocol name: {SHAPE}"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("{other} is not a protocol: {SHAPE}")),
     };
     let mut protocols = Vec::with_capacity(names.len());
     for name in &names {
@@ -716,8 +727,8 @@ proto = "udp"
                 "198.18.0.4:53/udp".to_string()
             )
         );
-        assert_eq!(cfg.timeouts.udp_unreplied, 30);
-        assert_eq!(cfg.timeouts.udp_replied, 180);
+        assert_eq!(cfg.timeouts.udp, 30);
+        assert_eq!(cfg.timeouts.udp_stream, 120);
     }
 
     #[test]
@@ -738,6 +749,16 @@ proto = "udp"
     #[test]
     fn ports_and_protocols_that_cannot_be_meant_are_refused_naming_the_field() {
         for (rule, field, says) in [
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nproto = 6",
+                "rule[0].proto",
+                "write \"tcp\"",
+            ),
+            (
+                "from = \"198.18.0.2:80\"\nto = \"198.18.0.3\"\nproto = [17]",
+                "rule[0].proto",
+                "not a protocol name",
+            ),
             (
                 "from = \"198.18.0.2\"\nto = \"198.18.0.3\"\nports = []",
                 "rule[0].ports",
@@ -814,6 +835,6 @@ proto = "udp"
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.2:80\"\n").is_err());
         assert!(parse_str("[[rule]]\nfrom = \"198.18.0.2:0\"\nto = \"198.18.0.3:80\"\n").is_err());
         assert!(parse_str("[timeouts]\nsyn = 0\n").is_err());
-        assert!(parse_str("[timeouts]\nudp_replied = 0\n").is_err());
+        assert!(parse_str("[timeouts]\nudp_stream = 0\n").is_err());
     }
 }

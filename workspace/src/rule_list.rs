@@ -39,7 +39,7 @@ impl RuleList {
     /// any (then `from` and `to` are bare addresses) and for `protocols`
     /// (none: the default, TCP): in its place when a rule of that name
     /// exists, else at the end.
-    pub fn put(&mut self, name: &str, from: &str, to: &str, ports: &[u16], protocols: &[String]) {
+    pub fn put(&mut self, name: &str, from: &str, to: &str, ports: &[u16], protocols: &[&str]) {
         let mut rule = toml::Table::new();
         rule.insert("name".into(), name.into());
         rule.insert("from".into(), from.into());
@@ -49,7 +49,7 @@ impl RuleList {
             rule.insert("ports".into(), toml::Value::Array(ports.collect()));
         }
         if !protocols.is_empty() {
-            let names = protocols.iter().map(|p| toml::Value::from(p.as_str()));
+            let names = protocols.iter().map(|&p| toml::Value::from(p));
             rule.insert("proto".into(), toml::Value::Array(names.collect()));
         }
         let rule = toml::Value::Table(rule);
@@ -121,7 +121,7 @@ mod tests {
             "198.18.0.2",
             "198.18.0.4",
             &[443, 8443],
-            &["tcp".into(), "udp".into()],
+            &["tcp", "udp"],
         );
         let names: Vec<_> = reparsed(list.clone())
             .rules

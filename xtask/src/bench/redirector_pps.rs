@@ -162,8 +162,9 @@ fn cpu_jiffies(cpu: usize) -> Result<(u64, u64)> {
         .map(|x| x.parse().unwrap_or(0))
         .collect();
     // user nice system idle iowait irq softirq steal
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0);
-    let total = busy + v[3] + v[4];
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let total = busy + at(3) + at(4);
     Ok((busy, total))
 }
 
@@ -233,6 +234,8 @@ fn measure(line: &Line, path: Path, flows: u16, seconds: u64) -> Result<Run> {
 
 /// The pps rows: `rounds` alternating rounds of `seconds` each.
 pub fn pps(flows: u16, seconds: u64, rounds: u32) -> Result<()> {
+    // Client ports 10000 on.
+    let flows = flows.clamp(1, 50_000);
     let line = Line::build()?;
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); PATHS.len()];
     for round in 1..=rounds {
