@@ -161,7 +161,8 @@ pub struct Flow {
     pub dport: u16,
     pub rule_id: u32,
     pub direction: u8,
-    /// FLOW_* bits.
+    /// FLOW_* bits: TCP events, or a UDP flow's state
+    /// (`FLOW_UDP_ANSWERED`, `FLOW_ESTABLISHED`).
     pub tcp_flags: u8,
     /// MTU of the cached next hop's interface; valid when `hop_ifindex` is.
     pub hop_mtu: u16,

@@ -4,7 +4,7 @@
 //! TCP segment or UDP datagram is reported with the counter that says why
 //! it is passed untouched.
 
-use core::mem::size_of;
+use core::{mem::size_of, ptr::NonNull};
 
 use aya_ebpf::programs::XdpContext;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
@@ -44,8 +44,8 @@ pub struct Segment {
     pub ports: *mut [u16; 2],
     /// The TCP or UDP checksum field.
     pub check: *mut u16,
-    /// The TCP header; null for UDP.
-    pub tcp: *mut TcpHdr,
+    /// The TCP header; none for UDP.
+    pub tcp: Option<NonNull<TcpHdr>>,
     /// IPPROTO_TCP or IPPROTO_UDP.
     pub proto: u8,
     /// Frame length in bytes, for the byte counters.
@@ -72,11 +72,11 @@ impl Segment {
     /// for UDP.
     #[inline(always)]
     pub fn tcp_flags(&self) -> u8 {
-        if self.tcp.is_null() {
+        let Some(tcp) = self.tcp else {
             return 0;
-        }
+        };
         // Byte 13 of the TCP header; `tcp` points at 20 readable bytes.
-        unsafe { *(self.tcp as *const u8).add(13) }
+        unsafe { *tcp.as_ptr().cast::<u8>().add(13) }
     }
 
     #[inline(always)]
@@ -105,20 +105,20 @@ impl Segment {
     /// The sequence number (host order); 0 for UDP.
     #[inline(always)]
     pub fn seq(&self) -> u32 {
-        if self.tcp.is_null() {
+        let Some(tcp) = self.tcp else {
             return 0;
-        }
-        unsafe { u32::from_be_bytes((*self.tcp).seq) }
+        };
+        unsafe { u32::from_be_bytes((*tcp.as_ptr()).seq) }
     }
 
     /// The sequence number just past this segment: its payload, and one for
     /// a SYN or a FIN (host order); 0 for UDP.
     #[inline(always)]
     pub fn seq_end(&self) -> u32 {
-        if self.tcp.is_null() {
+        let Some(tcp) = self.tcp else {
             return 0;
-        }
-        let doff = (unsafe { *(self.tcp as *const u8).add(12) } >> 4) as u32 * 4;
+        };
+        let doff = (unsafe { *tcp.as_ptr().cast::<u8>().add(12) } >> 4) as u32 * 4;
         let payload = (self.ip_len() as u32).wrapping_sub(Ipv4Hdr::LEN as u32 + doff);
         let flags = self.tcp_flags();
         let control = (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
@@ -170,7 +170,7 @@ pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
                 ip,
                 ports: tcp.cast(),
                 check: unsafe { &raw mut (*tcp).check }.cast(),
-                tcp,
+                tcp: NonNull::new(tcp),
                 proto,
                 len: len as u32,
             })
@@ -189,7 +189,7 @@ pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
                 ip,
                 ports: udp.cast(),
                 check: unsafe { &raw mut (*udp).check }.cast(),
-                tcp: core::ptr::null_mut(),
+                tcp: None,
                 proto,
                 len: len as u32,
             })
