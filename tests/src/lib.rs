@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod bpffs;
 pub mod browser;
+pub mod checksum;
 pub mod cpus;
 pub mod dig;
 pub mod dns_peers;

@@ -71,22 +71,7 @@ fn syn(from: SocketAddrV4, to: SocketAddrV4, seq: u32) -> [u8; 40] {
     tcp[12] = 5 << 4;
     tcp[13] = 0x02;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let mut sum: u32 = 0;
-    for chunk in from
-        .ip()
-        .octets()
-        .chunks(2)
-        .chain(to.ip().octets().chunks(2))
-    {
-        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
-    }
-    sum += u32::from(IPPROTO_TCP) + 20;
-    for chunk in tcp.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    tcp[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let check = crate::checksum::l4(*from.ip(), *to.ip(), IPPROTO_TCP, tcp);
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
     p
 }

@@ -5,10 +5,11 @@
 //! veth with EAGAIN unless it goes through the qdisc, and then sends a few
 //! thousand packets per second.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cutover_tests::checksum;
 use cutover_tests::netns::Netns;
 
 const BATCH: usize = 64;
@@ -197,7 +198,7 @@ pub fn udp_frame(
     f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
     f.extend_from_slice(&from.ip().octets());
     f.extend_from_slice(&to.ip().octets());
-    let c = checksum(&f[ip_start..ip_start + 20], 0);
+    let c = checksum::ipv4_header(&f[ip_start..ip_start + 20]);
     f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
     let udp_start = f.len();
     f.extend_from_slice(&from.port().to_be_bytes());
@@ -205,35 +206,12 @@ pub fn udp_frame(
     f.extend_from_slice(&(udp_len as u16).to_be_bytes());
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&payload);
-    let pseudo = pseudo_sum(*from.ip(), *to.ip(), 17, udp_len as u16);
-    let c = match checksum(&f[udp_start..], pseudo) {
+    let c = match checksum::l4(*from.ip(), *to.ip(), 17, &f[udp_start..]) {
         0 => 0xffff,
         c => c,
     };
     f[udp_start + 6..udp_start + 8].copy_from_slice(&c.to_be_bytes());
     f
-}
-
-fn pseudo_sum(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8, len: u16) -> u32 {
-    let mut sum = 0u32;
-    for pair in saddr.octets().chunks(2).chain(daddr.octets().chunks(2)) {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    sum + u32::from(proto) + u32::from(len)
-}
-
-/// The Internet checksum of `data` plus `initial`.
-fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for pair in data.chunks(2) {
-        let hi = pair[0];
-        let lo = pair.get(1).copied().unwrap_or(0);
-        sum += u32::from(u16::from_be_bytes([hi, lo]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 #[cfg(test)]
@@ -249,13 +227,11 @@ mod tests {
             "198.18.0.2:7".parse().unwrap(),
         );
         assert_eq!(f.len(), 60);
-        assert_eq!(checksum(&f[14..34], 0), 0, "IPv4 header");
-        let pseudo = pseudo_sum(
-            Ipv4Addr::new(198, 18, 0, 1),
-            Ipv4Addr::new(198, 18, 0, 2),
-            17,
-            26,
+        assert_eq!(checksum::ipv4_header(&f[14..34]), 0, "IPv4 header");
+        let (s, d) = (
+            std::net::Ipv4Addr::new(198, 18, 0, 1),
+            std::net::Ipv4Addr::new(198, 18, 0, 2),
         );
-        assert_eq!(checksum(&f[34..], pseudo), 0, "UDP");
+        assert_eq!(checksum::l4(s, d, 17, &f[34..]), 0, "UDP");
     }
 }
