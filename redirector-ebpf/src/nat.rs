@@ -669,6 +669,8 @@ const PAST_SEQUENCE: u8 = 1;
 /// connection and retransmit its SYN a second later, which is all that
 /// dropping the SYN would have achieved.
 const ANY_CLOSED: u8 = 2;
+// `open` tries the levels in turn by counting up.
+const _: () = assert!(PAST_SEQUENCE == FREE + 1 && ANY_CLOSED == PAST_SEQUENCE + 1);
 
 /// Whether a closed connection's NAT port may go, at `level`, to a new
 /// connection whose SYN ends at `syn_end`.

@@ -193,12 +193,6 @@ impl Site {
     /// A rate-limited GET of http://OLD_IP/{file}, once its first bytes
     /// arrived.
     pub fn slow_download(&self, file: &str) -> Result<SlowDownload> {
-        // curl's rate limit paces its reads, not the connection: with the
-        // default receive buffer (up to 6 MiB) the server sends the last
-        // byte, and the connection closes, long before curl is done.
-        self.net
-            .client
-            .sysctl("net.ipv4.tcp_rmem=4096 131072 262144")?;
         let to = self.scratch.path().join(format!("slow-{file}"));
         let slow = SlowDownload::start(&self.net.client, &format!("http://{OLD_IP}/{file}"), &to)?;
         ensure!(
@@ -266,6 +260,10 @@ pub struct SlowDownload {
 
 impl SlowDownload {
     pub fn start(client: &Netns, url: &str, to: &Path) -> Result<Self> {
+        // curl's rate limit paces its reads, not the connection: with the
+        // default receive buffer (up to 6 MiB) the server sends the last
+        // byte, and the connection closes, long before curl is done.
+        client.sysctl("net.ipv4.tcp_rmem=4096 131072 262144")?;
         let child = client
             .command("curl")
             .args(["-sS", "--fail", "--limit-rate", SLOW_RATE, "-o"])
