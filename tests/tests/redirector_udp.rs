@@ -339,3 +339,80 @@ fn quic_connections_to_the_old_address_are_served_by_the_new_host() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn a_hundred_and_fifty_clients_on_one_source_port_each_get_their_own_answers() -> Result<()> {
+    let site = Site::start(RULES)?;
+    let _echo = UdpEcho::start(&site.net.new, format!("{NEW_IP}:{ECHO_PORT}").parse()?, b"")?;
+    // Clients on their own addresses, all from port 41000: every flow but
+    // the first collides with another on the old host's side and needs a
+    // NAT port of its own, the shape many clients behind kernel-chosen
+    // ports produce by chance, made certain.
+    let old_echo: SocketAddr = format!("{OLD_IP}:7").parse()?;
+    let mut clients = Vec::new();
+    for i in 0..150u32 {
+        let addr = format!("198.18.0.{}", 100 + i);
+        site.net
+            .client
+            .ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        let at: SocketAddr = format!("{addr}:41000").parse()?;
+        let socket = site.net.client.run_in(|| {
+            let s = UdpSocket::bind(at)?;
+            s.connect(old_echo)?;
+            Ok(s)
+        })?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        clients.push(socket);
+    }
+    // All send before any reads: 150 flows open at once.
+    for (i, c) in clients.iter().enumerate() {
+        c.send(format!("client {i}").as_bytes())?;
+    }
+    let mut buf = [0u8; 64];
+    for (i, c) in clients.iter().enumerate() {
+        let len = c
+            .recv(&mut buf)
+            .with_context(|| format!("client {i} got no answer"))?;
+        ensure!(
+            buf[..len] == *format!("client {i}").as_bytes(),
+            "client {i} got another's answer: {:?}",
+            String::from_utf8_lossy(&buf[..len])
+        );
+    }
+    // And a second round on the same flows.
+    for (i, c) in clients.iter().enumerate() {
+        exchange(c, b"", 1, 100).with_context(|| format!("client {i}, second round"))?;
+    }
+    let json = site.stats_json()?;
+    assert_eq!(json_number(&json, "echo", "new_flows")?, 150, "{json}");
+    assert_eq!(json_number(&json, "echo", "nat_failures")?, 0, "{json}");
+    Ok(())
+}
+
+#[test]
+fn a_udp_stream_keeps_its_flow_and_its_counters_across_a_restart() -> Result<()> {
+    let mut site = Site::start(RULES)?;
+    let _new = UdpEcho::start(
+        &site.net.new,
+        format!("{NEW_IP}:{ECHO_PORT}").parse()?,
+        b"new ",
+    )?;
+    let _old = UdpEcho::start(&site.net.old, format!("{OLD_IP}:7").parse()?, b"old ")?;
+    let client = connected(&site.net.client, format!("{OLD_IP}:7").parse()?)?;
+    exchange(&client, b"new ", 3, 100)?;
+    // SIGTERM leaves the program forwarding from the pinned maps...
+    site.redirector.stop()?;
+    exchange(&client, b"new ", 2, 100).context("with the daemon stopped")?;
+    // ...and the next daemon adopts the UDP rule and its flows.
+    site.start_again(&[])?;
+    exchange(&client, b"new ", 3, 100).context("after the restart")?;
+    let json = site.stats_json()?;
+    assert_eq!(json_number(&json, "echo", "new_flows")?, 1, "{json}");
+    assert_eq!(json_number(&json, "echo", "fwd_packets")?, 8, "{json}");
+    let table = site.stats(&[])?;
+    assert!(
+        table.contains("198.18.0.2:7/udp -> 198.18.0.3:7007/udp"),
+        "the adopted rule lost its protocol: {table}"
+    );
+    Ok(())
+}
