@@ -5,12 +5,19 @@
 //! Addresses and ports inside map keys and values are in network byte order,
 //! exactly as they appear in the packet, so that the program never swaps
 //! bytes on its hot path. Settings (`NatSettings`) are in host order.
+//!
+//! IPv4 and IPv6 flows live in separate tables of the same shape
+//! (`FlowOf<A>` for an address `A`: one word, or four), so that an IPv4
+//! packet hashes and compares a 16-byte key, not a 40-byte one. Rules share
+//! one table, with IPv4 addresses in their IPv4-mapped IPv6 form
+//! (`::ffff:a.b.c.d`, which never appears on the wire).
 
 #![no_std]
 
 /// Map names in the eBPF object.
 pub mod maps {
-    /// `HashMap<RuleKey, RuleValue>`: the switched-on redirects.
+    /// `HashMap<RuleKey, RuleValue>`: the switched-on redirects, IPv4 and
+    /// IPv6.
     pub const RULES: &str = "RULES";
     /// `LruHashMap<FlowKey, Flow>`: NAT state of established connections,
     /// one forward and one reply entry per connection. Shared by all CPUs,
@@ -21,13 +28,23 @@ pub mod maps {
     /// ACK, so that a flood of SYNs evicts half-open connections, never
     /// established ones.
     pub const EMBRYOS: &str = "EMBRYOS";
+    /// `LruHashMap<FlowKey6, Flow6>`: `FLOWS` for IPv6.
+    pub const FLOWS6: &str = "FLOWS6";
+    /// `LruHashMap<FlowKey6, Flow6>`: `EMBRYOS` for IPv6.
+    pub const EMBRYOS6: &str = "EMBRYOS6";
     /// `Array<NatSettings>` with one element.
     pub const SETTINGS: &str = "SETTINGS";
     /// `PerCpuArray<u64>`: counters, see [`crate::counter`].
     pub const COUNTERS: &str = "COUNTERS";
     /// `DevMapHash<ifindex>`: egress interfaces for XDP_REDIRECT.
     pub const EGRESS: &str = "EGRESS";
+    /// `ProgramArray`: `PROGRAM6_NAME` at `FAMILY_IPV6`, which
+    /// `PROGRAM_NAME` tail-calls for IPv6 frames.
+    pub const FAMILIES: &str = "FAMILIES";
 }
+
+/// Index of the IPv6 program in `FAMILIES`.
+pub const FAMILY_IPV6: u32 = 0;
 
 /// The version of everything a running program keeps in its maps: the map
 /// set, each map's type, key, value and capacity, and what their fields and
@@ -36,10 +53,14 @@ pub mod maps {
 /// own; they are pinned under `maps-v{LAYOUT_VERSION}`. Bump it with any
 /// such change: the test `the_layout_version_names_this_layout` fails until
 /// then.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
+/// The same for IPv6 frames, reached by a tail call through `FAMILIES`: a
+/// program of its own so that each family gets the verifier's whole budget
+/// (a million instructions walked) and stack (512 bytes).
+pub const PROGRAM6_NAME: &str = "redirector6";
 /// The program for the loopback interface: it translates the ICMP errors
 /// the old host sends itself about translated packets (a dead new host).
 pub const LOCAL_PROGRAM_NAME: &str = "redirector_local";
@@ -58,6 +79,10 @@ pub const MAX_RULES: u32 = 256;
 pub const MAX_FLOW_ENTRIES: u32 = 1 << 19;
 /// Capacity of `EMBRYOS` in entries (two per half-open connection).
 pub const MAX_EMBRYO_ENTRIES: u32 = 1 << 16;
+/// Capacity of `FLOWS6` and `EMBRYOS6`: a quarter of the IPv4 tables'
+/// (an IPv6 entry is 128 bytes, an IPv4 one 80).
+pub const MAX_FLOW6_ENTRIES: u32 = 1 << 17;
+pub const MAX_EMBRYO6_ENTRIES: u32 = 1 << 14;
 /// Capacity of `EGRESS`.
 pub const MAX_EGRESS_IFACES: u32 = 64;
 /// How long a flow entry trusts its cached next hop (and its partner's
@@ -73,12 +98,35 @@ pub const MAX_PORT_RETRIES: u32 = 32;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
+/// An IPv4 address as a flow table keeps it: one word, network order.
+pub type Ip4 = u32;
+/// An IPv6 address: four words, network order.
+pub type Ip6 = [u32; 4];
+
+/// The IPv4-mapped form (`::ffff:a.b.c.d`) of an IPv4 address, as `RULES`
+/// keeps it.
+#[inline(always)]
+pub const fn mapped(v4: Ip4) -> Ip6 {
+    // Network order in memory: bytes 10 and 11 are 0xff.
+    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), v4]
+}
+
+/// The IPv4 address in an IPv4-mapped one, if it is one.
+#[inline(always)]
+pub const fn unmapped(a: Ip6) -> Option<Ip4> {
+    if a[0] == 0 && a[1] == 0 && a[2] == mapped(0)[2] {
+        Some(a[3])
+    } else {
+        None
+    }
+}
+
 /// Key of `RULES`: the old address and port a redirect listens on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RuleKey {
-    /// OLD_IP, network order.
-    pub addr: u32,
+    /// OLD_IP, network order; IPv4 in its mapped form (see `mapped`).
+    pub addr: Ip6,
     /// OLD port, network order.
     pub port: u16,
     pub proto: u8,
@@ -89,8 +137,9 @@ pub struct RuleKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleValue {
-    /// NEW_IP, network order.
-    pub new_addr: u32,
+    /// NEW_IP, network order, of the same family as the key's (mapped for
+    /// IPv4): the redirector does not translate between families.
+    pub new_addr: Ip6,
     /// NEW port, network order.
     pub new_port: u16,
     pub _pad: u16,
@@ -99,17 +148,22 @@ pub struct RuleValue {
     pub rule_id: u32,
 }
 
-/// Key of `FLOWS` and `EMBRYOS`: a packet's 4-tuple and protocol as received.
+/// Key of the flow tables: a packet's 4-tuple and protocol as received.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct FlowKeyOf<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
+
+/// Key of `FLOWS` and `EMBRYOS`.
+pub type FlowKey = FlowKeyOf<Ip4>;
+/// Key of `FLOWS6` and `EMBRYOS6`.
+pub type FlowKey6 = FlowKeyOf<Ip6>;
 
 /// Direction of a `Flow` entry.
 pub const DIR_FORWARD: u8 = 0;
@@ -144,7 +198,7 @@ pub const FLOW_REPLY_CLOSED_FIRST: u8 = 64;
 /// as conntrack lets a new connection take over a TIME_WAIT entry.
 pub const FLOW_CLOSED: u8 = 128;
 
-/// Value of `FLOWS`: how to rewrite a packet whose 4-tuple is the key. The
+/// Value of the flow tables: how to rewrite a packet whose 4-tuple is the key. The
 /// forward entry (client -> OLD) rewrites to OLD:nat_port -> NEW; the reply
 /// entry (NEW -> OLD:nat_port) rewrites to OLD -> client.
 ///
@@ -152,11 +206,14 @@ pub const FLOW_CLOSED: u8 = 128;
 /// `NEXT_HOP_CACHE_NS`, and checks that its partner still exists when it
 /// renews the cache: a FIB lookup costs more than the rest of the packet's
 /// path. User space never needs to write the `hop_*` fields (zero = none).
+///
+/// Everything after the addresses has the same layout for both families,
+/// starting 8-byte aligned, so the program writes it the same way.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flow {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct FlowOf<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub rule_id: u32,
@@ -194,11 +251,16 @@ pub struct Flow {
     pub _pad: [u8; 3],
 }
 
-impl Flow {
+/// Value of `FLOWS` and `EMBRYOS`.
+pub type Flow = FlowOf<Ip4>;
+/// Value of `FLOWS6` and `EMBRYOS6`.
+pub type Flow6 = FlowOf<Ip6>;
+
+impl<A: Copy> FlowOf<A> {
     /// The key of this entry's partner: the packet that comes back after
     /// this entry's rewrite has the rewritten 4-tuple mirrored.
-    pub const fn partner_key(&self) -> FlowKey {
-        FlowKey {
+    pub const fn partner_key(&self) -> FlowKeyOf<A> {
+        FlowKeyOf {
             saddr: self.daddr,
             daddr: self.saddr,
             sport: self.dport,
@@ -269,11 +331,13 @@ pub mod counter {
     /// A tracked flow's packet that cannot be routed any more (or whose
     /// egress interface left `EGRESS` between lookup and redirect).
     pub const DROP_NO_ROUTE: u32 = 15;
-    /// Slot 0 only: frames that are not for any rule (ICMP: other than
-    /// errors about tracked flows; `PASS_OTHER_PROTOCOL`: neither TCP nor
-    /// UDP).
-    pub const PASS_NOT_IPV4: u32 = 16;
-    pub const PASS_IPV6: u32 = 17;
+    /// Slot 0 only: frames that are not for any rule (`PASS_NOT_IP`: neither
+    /// IPv4 nor IPv6; `PASS_IPV6_EXTENSIONS`: IPv6 with extension headers
+    /// before TCP or UDP; ICMP: other than errors about tracked flows, so
+    /// neighbour discovery among them; `PASS_OTHER_PROTOCOL`: neither TCP
+    /// nor UDP).
+    pub const PASS_NOT_IP: u32 = 16;
+    pub const PASS_IPV6_EXTENSIONS: u32 = 17;
     pub const PASS_FRAGMENT: u32 = 18;
     pub const PASS_IP_OPTIONS: u32 = 19;
     pub const PASS_ICMP: u32 = 20;
@@ -293,14 +357,18 @@ pub mod counter {
     /// handed to the kernel, which segments it on the way out. The devmap
     /// path of generic XDP would drop it as too long for the egress MTU.
     pub const PASS_GSO: u32 = 27;
-    /// A tracked packet too big for the next hop's MTU with DF set:
-    /// dropped, and an ICMP fragmentation-needed sent back to its sender.
+    /// A tracked packet too big for the next hop's MTU with DF set (any
+    /// IPv6 packet: routers never fragment it): dropped, and an ICMP
+    /// fragmentation-needed (ICMPv6 packet too big) sent back to its sender.
     pub const ICMP_FRAG_NEEDED_SENT: u32 = 28;
     /// A tracked packet too big for the next hop's MTU without DF: handed
     /// translated to the kernel, which fragments it.
     pub const PASS_FRAGMENT_NEEDED: u32 = 29;
+    /// Slot 0 only: IPv6 frames passed because the IPv6 program is not in
+    /// `FAMILIES` (a loader that did not put it there).
+    pub const PASS_IPV6_UNREADY: u32 = 30;
     /// Number of counters per slot.
-    pub const COUNT: u32 = 30;
+    pub const COUNT: u32 = 31;
 
     /// Names for user space, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -320,8 +388,8 @@ pub mod counter {
         "drop_ttl_expired",
         "pass_no_route",
         "drop_no_route",
-        "pass_not_ipv4",
-        "pass_ipv6",
+        "pass_not_ip",
+        "pass_ipv6_extensions",
         "pass_fragment",
         "pass_ip_options",
         "pass_icmp",
@@ -334,6 +402,7 @@ pub mod counter {
         "pass_gso",
         "icmp_frag_needed_sent",
         "pass_fragment_needed",
+        "pass_ipv6_unready",
     ];
 }
 
@@ -349,6 +418,8 @@ mod pod {
     unsafe impl aya::Pod for RuleValue {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for FlowKey6 {}
+    unsafe impl aya::Pod for Flow6 {}
     unsafe impl aya::Pod for NatSettings {}
 }
 
@@ -359,10 +430,12 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<RuleKey>(), 8);
-        assert_eq!(size_of::<RuleValue>(), 12);
+        assert_eq!(size_of::<RuleKey>(), 20);
+        assert_eq!(size_of::<RuleValue>(), 24);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Flow>(), 64);
+        assert_eq!(size_of::<FlowKey6>(), 40);
+        assert_eq!(size_of::<Flow6>(), 88);
         assert_eq!(size_of::<NatSettings>(), 12);
     }
 
@@ -378,6 +451,22 @@ mod tests {
         assert_eq!(offset_of!(Flow, pmtu_sent), 56);
         assert_eq!(offset_of!(Flow, hop_in_mtu), 58);
         assert_eq!(offset_of!(Flow, proto), 60);
+        // The same fields after the addresses, 24 bytes further on.
+        assert_eq!(offset_of!(Flow6, sport), offset_of!(Flow, sport) + 24);
+        assert_eq!(offset_of!(Flow6, proto), offset_of!(Flow, proto) + 24);
+    }
+
+    #[test]
+    fn a_mapped_address_round_trips_and_is_ffff_prefixed_on_the_wire() {
+        let v4 = u32::from_ne_bytes([198, 18, 0, 2]);
+        let m = mapped(v4);
+        let bytes: [u8; 16] = unsafe { core::mem::transmute(m) };
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
+        );
+        assert_eq!(unmapped(m), Some(v4));
+        assert_eq!(unmapped([0x20010002u32.to_be(), 0, 0, 2u32.to_be()]), None);
     }
 
     /// FNV-1a over every size, offset, capacity and flag of the contract.
@@ -389,6 +478,13 @@ mod tests {
             size_of::<FlowKey>(),
             size_of::<Flow>(),
             size_of::<NatSettings>(),
+            size_of::<FlowKey6>(),
+            size_of::<Flow6>(),
+            offset_of!(Flow6, sport),
+            offset_of!(Flow6, last_seen_ns),
+            offset_of!(Flow6, proto),
+            MAX_FLOW6_ENTRIES as usize,
+            MAX_EMBRYO6_ENTRIES as usize,
             offset_of!(Flow, saddr),
             offset_of!(Flow, daddr),
             offset_of!(Flow, sport),
@@ -443,7 +539,7 @@ mod tests {
         // pinned by the old one), then record the new pair.
         assert_eq!(
             (LAYOUT_VERSION, layout_fingerprint()),
-            (2, 0xa84c_9f38_e278_6879)
+            (3, 0x5b48_b6af_6e60_a43f)
         );
     }
 

@@ -12,18 +12,16 @@ use aya_ebpf::{
 };
 use redirector_common::{IPPROTO_TCP, counter};
 
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::eth::EthHdr;
 
 use crate::{
     counters,
+    family::Family,
     maps::{EGRESS, SCRATCH},
     nat::Hop,
 };
 
-const AF_INET: u8 = 2;
-
-/// `struct bpf_fib_lookup` for IPv4, with few wide fields for the parts
-/// IPv4 does not use.
+/// `struct bpf_fib_lookup`, with its unions as the wider member.
 #[repr(C)]
 struct FibParams {
     family: u8,
@@ -32,14 +30,11 @@ struct FibParams {
     dport: u16,
     tot_len: u16,
     ifindex: u32,
-    /// `tos` is the first byte of the `flowinfo` union (little endian).
-    tos: u32,
-    ipv4_src: u32,
-    ipv6_src_a: u32,
-    ipv6_src_b: u64,
-    ipv4_dst: u32,
-    ipv6_dst_a: u32,
-    ipv6_dst_b: u64,
+    /// IPv4's `tos` (its first byte, little endian) or IPv6's `flowinfo`.
+    flowinfo: u32,
+    /// `ipv4_src` is the first word.
+    src: [u32; 4],
+    dst: [u32; 4],
     tbid: u32,
     /// `smac` then `dmac`, six bytes each, in these 12 bytes.
     mac_a: u32,
@@ -63,7 +58,8 @@ pub enum NextHop {
 }
 
 /// Looks up the route for a packet from `saddr` to `daddr` (network order)
-/// that arrived on the context's interface, with the TOS of `ip`.
+/// that arrived on the context's interface, with the TOS (IPv6: traffic
+/// class and flow label) of `ip`.
 ///
 /// The size is left out (`tot_len` 0): the FIB would refuse a GSO packet,
 /// whose length is that of all its segments, as too big. The caller checks
@@ -71,26 +67,27 @@ pub enum NextHop {
 /// GSO (`size::fit`).
 ///
 #[inline(always)]
-pub fn lookup(ctx: &XdpContext, ip: *const Ipv4Hdr, saddr: u32, daddr: u32) -> NextHop {
-    let tos = unsafe { (*ip).tos };
+pub fn lookup<A: Family>(ctx: &XdpContext, ip: *const A::Hdr, saddr: A, daddr: A) -> NextHop {
+    let flowinfo = unsafe { A::fib_flowinfo(ip) };
     // In per-CPU scratch space rather than on the stack (see `SCRATCH`);
     // map memory is initialised, so only the inputs need writing.
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return NextHop::Unroutable;
     };
     let p = unsafe { &mut *(&raw mut (*scratch).fib).cast::<FibParams>() };
-    p.family = AF_INET;
+    p.family = A::AF;
     p.l4_protocol = IPPROTO_TCP;
     p.sport = 0;
     p.dport = 0;
     p.tot_len = 0;
     p.ifindex = ctx.ingress_ifindex() as u32;
-    p.tos = tos as u32;
-    p.ipv4_src = saddr;
-    p.ipv4_dst = daddr;
+    p.flowinfo = flowinfo;
+    p.src = A::fib_addr(saddr);
+    p.dst = A::fib_addr(daddr);
     p.tbid = 0;
     // flags 0: a full lookup that honours policy routing and checks that
-    // the ingress interface forwards (net.ipv4.conf.IF.forwarding).
+    // the ingress interface forwards (net.ipv4.conf.IF.forwarding,
+    // net.ipv6.conf.IF.forwarding).
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),

@@ -1,17 +1,20 @@
 //! The redirector's XDP program: stateful NAT of new TCP connections and
-//! UDP flows from OLD_IP:PORT to NEW_IP:PORT, the in-kernel equivalent of
-//! iptables' DNAT plus MASQUERADE, and the translation of their replies
-//! back to the client.
+//! UDP flows from OLD_IP:PORT to NEW_IP:PORT, IPv4 to IPv4 or IPv6 to IPv6,
+//! the in-kernel equivalent of iptables' DNAT plus MASQUERADE, and the
+//! translation of their replies back to the client.
 //!
 //! One forward pass per packet: parse (`parse`), follow or open NAT state
 //! (`nat`), route (`forward`), rewrite (`rewrite`), send. Anything the
 //! program does not translate goes to the kernel untouched, counted by
 //! reason (`counters`). Maps and limits: `maps` and `redirector-common`.
+//! The path is written once and compiled for each address family
+//! (`family`).
 //!
 //! What the old host must provide (the daemon sets it up):
 //! - `net.ipv4.ip_forward=1` (or `conf.IF.forwarding=1` on the ingress
-//!   interface): `bpf_fib_lookup` refuses to route for an interface that
-//!   does not forward, and then new connections are left to the host.
+//!   interface), and `net.ipv6.conf.IF.forwarding=1` for IPv6 rules:
+//!   `bpf_fib_lookup` refuses to route for an interface that does not
+//!   forward, and then new connections are left to the host.
 //! - `net.ipv4.conf.IF.accept_local=1`: while the next hop's MAC is unknown,
 //!   the translated packet goes to the kernel to forward (and resolve the
 //!   neighbour); its source is the host's own address, a martian otherwise.
@@ -25,6 +28,7 @@
 
 mod counters;
 mod csum;
+mod family;
 mod forward;
 mod icmp;
 mod maps;
@@ -36,28 +40,62 @@ mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use redirector_common::{DIR_FORWARD, FlowKey, RuleKey, counter};
+use redirector_common::{DIR_FORWARD, FAMILY_IPV6, FlowKeyOf, Ip4, Ip6, RuleKey, counter};
 
 use crate::{
+    family::Family,
     forward::NextHop,
-    maps::RULES,
-    nat::{Follow, Open, Rewrite, Syn, Tracked},
+    maps::{FAMILIES, RULES, SCRATCH},
+    nat::{Follow, Hop, Open, Rewrite, Slot, Syn, Tracked},
     parse::Segment,
     size::Fit,
 };
 
 #[xdp]
 pub fn redirector(ctx: XdpContext) -> u32 {
-    match follow(&ctx) {
-        UNTRACKED => match untracked(&ctx) {
-            // Its state exists now; an evicted one starts over next time.
-            OPENED => match follow(&ctx) {
-                UNTRACKED | ICMP | OPENED => xdp_action::XDP_DROP,
+    match parse::ether_type(&ctx) {
+        Some(t) if t == Ip4::ETHER_TYPE => run::<Ip4>(&ctx),
+        Some(t) if t == Ip6::ETHER_TYPE => {
+            // Returns only if the IPv6 program is not in place.
+            let _ = unsafe { FAMILIES.tail_call(&ctx, FAMILY_IPV6) };
+            counters::inc(0, counter::PASS_IPV6_UNREADY);
+            xdp_action::XDP_PASS
+        }
+        Some(_) => {
+            counters::inc(0, counter::PASS_NOT_IP);
+            xdp_action::XDP_PASS
+        }
+        None => {
+            counters::inc(0, counter::PASS_MALFORMED);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// IPv6 frames, tail-called by `redirector` (see
+/// `redirector_common::PROGRAM6_NAME`).
+#[xdp]
+pub fn redirector6(ctx: XdpContext) -> u32 {
+    run::<Ip6>(&ctx)
+}
+
+/// The program for one address family.
+#[inline(always)]
+fn run<A: Family>(ctx: &XdpContext) -> u32 {
+    match follow::<A>(ctx) {
+        UNTRACKED => match untracked::<A>(ctx) {
+            OPEN => match open::<A>(ctx) {
+                // Its state exists now, and it goes the way of a tracked
+                // packet; an evicted one starts over next time.
+                OPENED => match follow::<A>(ctx) {
+                    UNTRACKED | ICMP | OPEN | OPENED => xdp_action::XDP_DROP,
+                    action => action,
+                },
                 action => action,
             },
             action => action,
         },
-        ICMP => match icmp::translate(&ctx) {
+        ICMP => match icmp::translate::<A>(ctx) {
             Some(action) => action,
             None => {
                 counters::inc(0, counter::PASS_ICMP);
@@ -72,10 +110,11 @@ pub fn redirector(ctx: XdpContext) -> u32 {
 /// packet; no XDP action has them.
 const UNTRACKED: u32 = u32::MAX;
 const ICMP: u32 = u32::MAX - 1;
-/// `untracked`'s answer for a UDP datagram that opened a flow: it goes the
-/// way of a tracked one (which checks its size against the next hop, as
-/// a SYN's needs no check).
-const OPENED: u32 = u32::MAX - 2;
+/// `untracked`'s answer for a packet that opens a flow (a SYN, a UDP flow's
+/// first datagram) under a rule: `open` does so.
+const OPEN: u32 = u32::MAX - 2;
+/// `open`'s answer once it did: the packet goes the way of a tracked one.
+const OPENED: u32 = u32::MAX - 3;
 
 /// Every packet starts here: parsed, and followed if its flow is tracked.
 /// Returns its action, `UNTRACKED` or `ICMP`.
@@ -85,8 +124,8 @@ const OPENED: u32 = u32::MAX - 2;
 /// chain to 512 bytes, and each path needs most of that; packet pointers do
 /// not survive a trip through the caller's stack either.
 #[inline(never)]
-fn follow(ctx: &XdpContext) -> u32 {
-    let seg = match parse::ipv4(ctx) {
+fn follow<A: Family>(ctx: &XdpContext) -> u32 {
+    let seg = match parse::packet::<A>(ctx) {
         Ok(seg) => seg,
         Err(counter::PASS_ICMP) => return ICMP,
         Err(reason) => {
@@ -94,9 +133,11 @@ fn follow(ctx: &XdpContext) -> u32 {
             return xdp_action::XDP_PASS;
         }
     };
-    let key = seg.key();
-    match nat::follow(&seg, &key, seg.tcp_flags()) {
-        Follow::Hit(t) => tracked(ctx, &seg, &key, &t),
+    let Some(key) = nat::stash(Slot::Packet, seg.key()) else {
+        return xdp_action::XDP_DROP;
+    };
+    match nat::follow(&seg, key, seg.tcp_flags()) {
+        Follow::Hit(t) => tracked(ctx, &seg, key, &t),
         // It cannot be translated back; handing it to the stack would
         // only make the old host answer with a RST.
         Follow::Broken => xdp_action::XDP_DROP,
@@ -105,8 +146,13 @@ fn follow(ctx: &XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
-    let flow = &t.to;
+fn tracked<A: Family>(
+    ctx: &XdpContext,
+    seg: &Segment<A>,
+    key: &FlowKeyOf<A>,
+    t: &Tracked<A>,
+) -> u32 {
+    let flow = t.to;
     if seg.ttl() <= 1 {
         counters::inc(flow.rule_id, counter::DROP_TTL_EXPIRED);
         return xdp_action::XDP_DROP;
@@ -156,7 +202,7 @@ fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
         Fit::TooBig => {
             unsafe { (*t.entry).pmtu_sent = hop.mtu };
             counters::inc(flow.rule_id, counter::ICMP_FRAG_NEEDED_SENT);
-            size::frag_needed(ctx, hop.mtu).unwrap_or(xdp_action::XDP_DROP)
+            A::too_big(ctx, hop.mtu).unwrap_or(xdp_action::XDP_DROP)
         }
     }
 }
@@ -164,14 +210,17 @@ fn tracked(ctx: &XdpContext, seg: &Segment, key: &FlowKey, t: &Tracked) -> u32 {
 /// A packet without NAT state: a new connection to a rule's address, or
 /// something the old host's own stack handles. Out of line (see `follow`).
 #[inline(never)]
-fn untracked(ctx: &XdpContext) -> u32 {
-    // `follow` parsed it already: it is an IPv4 TCP segment or UDP datagram.
-    let Ok(seg) = parse::ipv4(ctx) else {
+fn untracked<A: Family>(ctx: &XdpContext) -> u32 {
+    // `follow` parsed it already: it is a TCP segment or UDP datagram.
+    let Ok(seg) = parse::packet::<A>(ctx) else {
         return xdp_action::XDP_PASS;
     };
-    let (seg, key, tcp_flags) = (&seg, &seg.key(), seg.tcp_flags());
+    let Some(key) = nat::stash(Slot::Packet, seg.key()) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (seg, tcp_flags) = (&seg, seg.tcp_flags());
     let rule_key = RuleKey {
-        addr: key.daddr,
+        addr: key.daddr.rule_addr(),
         port: key.dport,
         proto: key.proto,
         _pad: 0,
@@ -200,46 +249,68 @@ fn untracked(ctx: &XdpContext) -> u32 {
     }
     // Route first: a connection that cannot be forwarded gets no state
     // and stays the old host's business.
-    let hop = forward::lookup(ctx, seg.ip, key.daddr, rule.new_addr);
+    let hop = forward::lookup(ctx, seg.ip, key.daddr, A::of_rule(rule.new_addr));
     if let NextHop::Unroutable = hop {
         counters::inc(id, counter::PASS_NO_ROUTE);
         return xdp_action::XDP_PASS;
     }
-    let cached = match &hop {
-        NextHop::Resolved(h) => Some(*h),
-        _ => None,
+    // The state is opened in a frame of its own (`open`): with IPv6's
+    // 40-byte keys this one and `nat::open`'s would exceed the verifier's
+    // 512 bytes. What it needs waits in per-CPU scratch space.
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return xdp_action::XDP_DROP;
     };
-    let syn = Syn {
-        seq_end: seg.seq_end(),
-        hop: cached,
+    unsafe {
+        (*scratch).rule = rule;
+        (*scratch).syn = Syn {
+            seq_end: seg.seq_end(),
+            // Every byte defined: the verifier refuses to read back an
+            // uninitialised `None` payload.
+            hop: match &hop {
+                NextHop::Resolved(h) => *h,
+                _ => Hop::NONE,
+            },
+        };
+    }
+    OPEN
+}
+
+/// Opens NAT state for the packet `untracked` found new, with the rule and
+/// next hop it left in scratch space; `OPENED` or the action. Out of line
+/// (see `follow`).
+#[inline(never)]
+fn open<A: Family>(ctx: &XdpContext) -> u32 {
+    let Ok(seg) = parse::packet::<A>(ctx) else {
+        return xdp_action::XDP_PASS;
     };
-    let flow = match nat::open(ctx, key, &rule, &syn) {
-        Open::New(flow) => {
-            counters::inc(id, counter::NEW_FLOWS);
-            flow
-        }
-        Open::Existing(flow) => flow,
+    let Some(scratch) = SCRATCH.get_ptr(0) else {
+        return xdp_action::XDP_DROP;
+    };
+    let Some(key) = nat::stash(Slot::Packet, seg.key()) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (rule, syn) = unsafe { (&(*scratch).rule, &(*scratch).syn) };
+    let id = rule.rule_id;
+    match nat::open(ctx, key, rule, syn) {
+        Open::New => counters::inc(id, counter::NEW_FLOWS),
+        Open::Existing => {}
         Open::Exhausted => {
             counters::inc(id, counter::NAT_PORT_EXHAUSTED);
             log_no_nat_port(ctx, id, key);
             return xdp_action::XDP_DROP;
         }
-    };
-    if !seg.is_tcp() {
-        return OPENED;
     }
-    // A SYN is never a GSO packet.
-    emit(ctx, seg, key, &flow, hop, Some(false))
+    OPENED
 }
 
 /// Translates a packet to `flow`'s tuple and sends it to `hop`. `gso`: whether
 /// it is a GSO packet, `None` when not known yet.
 #[inline(always)]
-fn emit(
+fn emit<A: Family>(
     ctx: &XdpContext,
-    seg: &Segment,
-    key: &FlowKey,
-    flow: &Rewrite,
+    seg: &Segment<A>,
+    key: &FlowKeyOf<A>,
+    flow: &Rewrite<A>,
     hop: NextHop,
     gso: Option<bool>,
 ) -> u32 {
@@ -258,7 +329,7 @@ fn emit(
         }
         NextHop::Kernel(reason) => {
             if reason == counter::PASS_NO_NEIGH || reason == counter::PASS_NO_EGRESS {
-                log_kernel_forwards(ctx, id, flow.daddr, reason);
+                log_kernel_forwards(ctx, id, &flow.daddr, reason);
             }
             // Fully translated, so the kernel's forwarding path can take it
             // from here (it decrements the TTL and resolves the neighbour).
@@ -277,34 +348,72 @@ fn emit(
 /// `log_kernel_forwards`, so that the code for the record stays out of the
 /// packet path (the daemon's log level decides whether it exists at all).
 #[inline(never)]
-fn log_no_nat_port(ctx: &XdpContext, rule_id: u32, key: &FlowKey) {
-    debug!(
-        ctx,
-        "rule {}: no free NAT port for {:i}:{}; its SYN or datagram is dropped",
-        rule_id,
-        u32::from_be(key.saddr),
-        u16::from_be(key.sport)
-    );
+fn log_no_nat_port<A: Family>(ctx: &XdpContext, rule_id: u32, key: &FlowKeyOf<A>) {
+    let sport = u16::from_be(key.sport);
+    let addr = key.saddr.rule_addr();
+    // A constant per family: the other branch is not compiled in.
+    if A::AF == Ip4::AF {
+        debug!(
+            ctx,
+            "rule {}: no free NAT port for {:i}:{}; its SYN or datagram is dropped",
+            rule_id,
+            u32::from_be(addr[3]),
+            sport
+        );
+    } else {
+        debug!(
+            ctx,
+            "rule {}: no free NAT port for [{:i}]:{}; its SYN or datagram is dropped",
+            rule_id,
+            bytes16(addr),
+            sport
+        );
+    }
 }
 
 /// Records a translated packet handed to the kernel to forward.
 #[inline(never)]
-fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) {
+fn log_kernel_forwards<A: Family>(ctx: &XdpContext, rule_id: u32, daddr: &A, reason: u32) {
+    let addr = daddr.rule_addr();
+    let v4 = A::AF == Ip4::AF;
     if reason == counter::PASS_NO_NEIGH {
+        if v4 {
+            debug!(
+                ctx,
+                "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
+                rule_id,
+                u32::from_be(addr[3])
+            );
+        } else {
+            debug!(
+                ctx,
+                "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
+                rule_id,
+                bytes16(addr)
+            );
+        }
+    } else if v4 {
         debug!(
             ctx,
-            "rule {}: no neighbour entry for the next hop to {:i} yet; the kernel forwards and resolves it",
+            "rule {}: the way to {:i} leaves by an interface the redirector is not on; the kernel forwards",
             rule_id,
-            u32::from_be(daddr)
+            u32::from_be(addr[3])
         );
     } else {
         debug!(
             ctx,
             "rule {}: the way to {:i} leaves by an interface the redirector is not on; the kernel forwards",
             rule_id,
-            u32::from_be(daddr)
+            bytes16(addr)
         );
     }
+}
+
+/// An IPv6 address as the log's `{:i}` takes it.
+#[inline(always)]
+fn bytes16(a: Ip6) -> [u8; 16] {
+    // SAFETY: four words are sixteen bytes, in memory (network) order.
+    unsafe { core::mem::transmute::<Ip6, [u8; 16]>(a) }
 }
 
 /// On the loopback interface. When the next hop towards a new host never
@@ -317,8 +426,17 @@ fn log_kernel_forwards(ctx: &XdpContext, rule_id: u32, daddr: u32, reason: u32) 
 /// passes uncounted, and is never redirected.
 #[xdp]
 pub fn redirector_local(ctx: XdpContext) -> u32 {
-    match parse::ipv4(&ctx) {
-        Err(counter::PASS_ICMP) => icmp::translate(&ctx).unwrap_or(xdp_action::XDP_PASS),
+    match parse::ether_type(&ctx) {
+        Some(t) if t == Ip4::ETHER_TYPE => local::<Ip4>(&ctx),
+        Some(t) if t == Ip6::ETHER_TYPE => local::<Ip6>(&ctx),
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn local<A: Family>(ctx: &XdpContext) -> u32 {
+    match parse::packet::<A>(ctx) {
+        Err(counter::PASS_ICMP) => icmp::translate::<A>(ctx).unwrap_or(xdp_action::XDP_PASS),
         _ => xdp_action::XDP_PASS,
     }
 }

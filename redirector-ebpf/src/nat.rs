@@ -9,6 +9,9 @@
 //! Each entry holds the tuple its packets are rewritten to; its partner's key
 //! is that tuple mirrored, and its partner's value is its own key mirrored.
 //! So either entry can rebuild the other when the LRU evicted it.
+//!
+//! Written once for both families: `A` is the address type (see
+//! `family`), and IPv4 and IPv6 flows live in tables of their own.
 
 use core::ptr::write_volatile;
 
@@ -19,13 +22,15 @@ use aya_ebpf::{
 };
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
-    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, Flow, FlowKey,
-    IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue, counter,
+    FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, FlowKeyOf,
+    FlowOf, IPPROTO_TCP, IPPROTO_UDP, MAX_PORT_RETRIES, NEXT_HOP_CACHE_NS, NatSettings, RuleValue,
+    counter,
 };
 
 use crate::{
     counters,
-    maps::{EMBRYOS, FLOWS, SCRATCH, SETTINGS},
+    family::Family,
+    maps::{SCRATCH, SETTINGS},
     parse::{Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     socket,
 };
@@ -33,38 +38,35 @@ use crate::{
 const CLOSING: u8 = FLOW_FIN | FLOW_RST;
 const BOTH_FINS: u8 = FLOW_FIN_FORWARD | FLOW_FIN_REPLY;
 
-/// A `FLOWS` key for a 4-tuple (network order) of protocol `proto`.
+/// A flow-table key for a 4-tuple (network order) of protocol `proto`.
 ///
-/// Built from four words rather than as a struct literal: rustc turns the
-/// zeroed 3-byte padding into an out-of-line `memset` loop otherwise.
+/// Built from words (`Family::key`) rather than as a struct literal: rustc
+/// turns the zeroed 3-byte padding into an out-of-line `memset` loop
+/// otherwise.
 #[inline(always)]
-pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    let words = [
-        saddr,
-        daddr,
-        // bpfel: the lower half is the first in memory.
-        sport as u32 | (dport as u32) << 16,
-        proto as u32,
-    ];
-    // SAFETY: FlowKey is #[repr(C)], 16 bytes of plain integers with
-    // explicit padding (checked by redirector-common's layout test).
-    unsafe { core::mem::transmute::<[u32; 4], FlowKey>(words) }
+pub fn flow_key<A: Family>(saddr: A, daddr: A, sport: u16, dport: u16, proto: u8) -> FlowKeyOf<A> {
+    A::key(saddr, daddr, sport, dport, proto)
 }
 
 /// The key of the partner of an entry that rewrites to `to`
-/// (`Flow::partner_key`, memset-free).
+/// (`FlowOf::partner_key`, memset-free).
 #[inline(always)]
-fn partner_key(to: &Rewrite) -> FlowKey {
-    flow_key(to.daddr, to.saddr, to.dport, to.sport, to.proto)
+fn partner_key<A: Family>(to: &Rewrite<A>) -> FlowKeyOf<A> {
+    A::key(to.daddr, to.saddr, to.dport, to.sport, to.proto)
 }
 
+/// Whether `entry`'s partner key is `key`: the entry rewrites to `key`'s
+/// tuple mirrored. Compared field by field, without building the key on
+/// the stack (IPv6's is 40 bytes).
 #[inline(always)]
-fn same_tuple(a: &FlowKey, b: &FlowKey) -> bool {
-    a.saddr == b.saddr
-        && a.daddr == b.daddr
-        && a.sport == b.sport
-        && a.dport == b.dport
-        && a.proto == b.proto
+fn mirrors<A: Family>(entry: *const FlowOf<A>, key: &FlowKeyOf<A>) -> bool {
+    unsafe {
+        A::same((*entry).daddr, key.saddr)
+            && A::same((*entry).saddr, key.daddr)
+            && (*entry).dport == key.sport
+            && (*entry).sport == key.dport
+            && (*entry).proto == key.proto
+    }
 }
 
 /// A next hop as cached in a flow entry.
@@ -79,20 +81,72 @@ pub struct Hop {
     pub in_mtu: u16,
 }
 
-/// A per-CPU place to build a `Flow` value in before it goes into `FLOWS`.
-#[inline(always)]
-fn scratch_flow() -> Option<*mut Flow> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    Some(unsafe { &raw mut (*scratch).flow })
+impl Hop {
+    /// No next hop (ifindex 0, as in a flow entry without one).
+    pub const NONE: Hop = Hop {
+        ifindex: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+        mtu: 0,
+        in_mtu: 0,
+    };
 }
 
-/// Writes a `Flow` value in place, as eight words rather than as a struct
-/// literal: zeroed byte arrays in a literal, or a copy of a value LLVM
-/// knows to be partly zero, become an out-of-line memset loop.
+/// Which per-CPU key slot (see `maps::Scratch`).
+#[derive(Clone, Copy)]
+pub enum Slot {
+    /// The packet's own key, for the whole of `follow`, `untracked` or
+    /// `open`.
+    Packet,
+    /// A partner key, for as long as one step needs it.
+    Partner,
+}
+
+/// Puts `key` in per-CPU scratch space and returns it there.
 #[inline(always)]
-fn write_flow(
-    flow: *mut Flow,
-    to: (u32, u32, u16, u16),
+pub fn stash<A: Family>(slot: Slot, key: FlowKeyOf<A>) -> Option<&'static FlowKeyOf<A>> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // Room for either family's key, 8-byte aligned.
+    let place = unsafe {
+        match slot {
+            Slot::Packet => (&raw mut (*scratch).key).cast::<FlowKeyOf<A>>(),
+            Slot::Partner => (&raw mut (*scratch).partner).cast::<FlowKeyOf<A>>(),
+        }
+    };
+    unsafe {
+        place.write(key);
+        Some(&*place)
+    }
+}
+
+/// Copies what `entry` rewrites to into per-CPU scratch space.
+#[inline(always)]
+fn stash_rewrite<A: Family>(entry: *const FlowOf<A>) -> Option<&'static Rewrite<A>> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // Room for either family's, 8-byte aligned.
+    let place = unsafe { (&raw mut (*scratch).to).cast::<Rewrite<A>>() };
+    unsafe {
+        place.write(Rewrite::of(entry));
+        Some(&*place)
+    }
+}
+
+/// A per-CPU place to build a flow entry in before it goes into its table.
+#[inline(always)]
+fn scratch_flow<A: Family>() -> Option<*mut FlowOf<A>> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // Room for the larger (IPv6) entry, 8-byte aligned.
+    Some(unsafe { (&raw mut (*scratch).flow).cast() })
+}
+
+/// Writes a flow entry in place, as words rather than as a struct literal:
+/// zeroed byte arrays in a literal, or a copy of a value LLVM knows to be
+/// partly zero, become an out-of-line memset loop.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn write_flow<A: Family>(
+    flow: *mut FlowOf<A>,
+    to: (A, A, u16, u16),
     rule_id: u32,
     direction: u8,
     tcp_flags: u8,
@@ -105,35 +159,47 @@ fn write_flow(
         Some(h) => (h.ifindex, h.smac, h.dmac, h.mtu, h.in_mtu, now),
         None => (0, [0; 6], [0; 6], 0, 0, 0),
     };
-    let words: [u64; 8] = [
-        saddr as u64 | (daddr as u64) << 32,
-        sport as u64 | (dport as u64) << 16 | (rule_id as u64) << 32,
-        direction as u64 | (tcp_flags as u64) << 8 | (mtu as u64) << 16 | (ifindex as u64) << 32,
-        now,
-        u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], d[0], d[1]]),
-        u64::from_le_bytes([d[2], d[3], d[4], d[5], 0, 0, 0, 0]),
-        checked,
-        (in_mtu as u64) << 16 | (proto as u64) << 32,
-    ];
-    let out = flow.cast::<u64>();
-    // SAFETY: Flow is #[repr(C)], 64 bytes of plain integers whose offsets
-    // redirector-common's layout test pins (bpfel is little endian), so
-    // eight words initialise all of it. Volatile keeps LLVM from merging
-    // the zero words into a memset call.
+    // SAFETY: FlowOf is #[repr(C)], plain integers whose offsets
+    // redirector-common's layout test pins (bpfel is little endian): the
+    // address words and the seven after them, the same for both families,
+    // initialise all of it. Volatile keeps LLVM from merging the zero words
+    // into a memset call; one store each, no array on the stack.
     unsafe {
-        for (i, w) in words.iter().enumerate() {
-            write_volatile(out.add(i), *w);
-        }
+        let out = A::write_addrs(flow.cast::<u64>(), saddr, daddr);
+        write_volatile(
+            out,
+            sport as u64 | (dport as u64) << 16 | (rule_id as u64) << 32,
+        );
+        write_volatile(
+            out.add(1),
+            direction as u64
+                | (tcp_flags as u64) << 8
+                | (mtu as u64) << 16
+                | (ifindex as u64) << 32,
+        );
+        write_volatile(out.add(2), now);
+        write_volatile(
+            out.add(3),
+            u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], d[0], d[1]]),
+        );
+        write_volatile(
+            out.add(4),
+            u64::from_le_bytes([d[2], d[3], d[4], d[5], 0, 0, 0, 0]),
+        );
+        write_volatile(out.add(5), checked);
+        write_volatile(out.add(6), (in_mtu as u64) << 16 | (proto as u64) << 32);
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Flow>() == 64);
+const _: () = assert!(core::mem::size_of::<FlowOf<u32>>() == 8 + 7 * 8);
+const _: () = assert!(core::mem::size_of::<FlowOf<[u32; 4]>>() == 32 + 7 * 8);
 
 /// What a packet of a flow is rewritten to, and whose counters it counts in.
+#[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Rewrite {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct Rewrite<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub rule_id: u32,
@@ -141,9 +207,9 @@ pub struct Rewrite {
     pub proto: u8,
 }
 
-impl Rewrite {
+impl<A: Family> Rewrite<A> {
     #[inline(always)]
-    pub fn of(flow: *const Flow) -> Self {
+    pub fn of(flow: *const FlowOf<A>) -> Self {
         unsafe {
             Self {
                 saddr: (*flow).saddr,
@@ -159,19 +225,21 @@ impl Rewrite {
 }
 
 /// A tracked flow's entry as found for a segment.
-pub struct Tracked {
-    /// The entry in `FLOWS`, for caching the next hop.
-    pub entry: *mut Flow,
-    pub to: Rewrite,
+pub struct Tracked<A: 'static> {
+    /// The entry in its table, for caching the next hop.
+    pub entry: *mut FlowOf<A>,
+    /// A copy of what the entry rewrites to, in scratch space (IPv6's is
+    /// 48 bytes, and the stack is the verifier's scarcest resource).
+    pub to: &'static Rewrite<A>,
     /// The cached next hop, if still fresh.
     pub hop: Option<Hop>,
     pub now: u64,
 }
 
 /// What `FLOWS` says about a received segment.
-pub enum Follow {
+pub enum Follow<A: 'static> {
     /// A tracked flow: rewrite to this entry's tuple.
-    Hit(Tracked),
+    Hit(Tracked<A>),
     /// No usable state (or a closed flow's client port starting over):
     /// a candidate for a new connection.
     Miss,
@@ -195,18 +263,20 @@ pub fn is_syn(tcp_flags: u8) -> bool {
 /// a third of a packet's cost. A missing partner is rebuilt (counting
 /// `LRU_EVICTED`).
 #[inline(always)]
-pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
-    let entry = match FLOWS.get_ptr_mut(key) {
+pub fn follow<A: Family>(seg: &Segment<A>, key: &FlowKeyOf<A>, tcp_flags: u8) -> Follow<A> {
+    let entry = match A::flows().get_ptr_mut(key) {
         Some(entry) => entry,
         None => {
             // Maybe a connection still in its handshake (TCP) or a UDP
             // flow that is no stream yet: the client's handshake ACK, or its
             // datagram after an answer, moves it here; anything else is
             // translated from EMBRYOS.
-            let Some(embryo) = EMBRYOS.get_ptr_mut(key) else {
+            let Some(embryo) = A::embryos().get_ptr_mut(key) else {
                 return Follow::Miss;
             };
-            let to = Rewrite::of(embryo);
+            let Some(to) = stash_rewrite(embryo) else {
+                return Follow::Broken;
+            };
             let seen = unsafe { (*embryo).tcp_flags };
             let establishes = to.direction == DIR_FORWARD
                 && if key.proto == IPPROTO_TCP {
@@ -216,29 +286,31 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
                 };
             if !establishes {
                 if key.proto != IPPROTO_TCP && to.direction == DIR_REPLY {
-                    answered(embryo, &to, seen);
+                    answered(embryo, to, seen);
                 }
                 return half_open(embryo, to, tcp_flags);
             }
-            match establish(key, embryo, &to) {
+            match establish(key, embryo, to) {
                 Some(entry) => entry,
                 // Another CPU moved it a moment ago, or its partner was
                 // evicted by a flood and it cannot be translated back.
-                None => match FLOWS.get_ptr_mut(key) {
+                None => match A::flows().get_ptr_mut(key) {
                     Some(entry) => entry,
                     None => return Follow::Miss,
                 },
             }
         }
     };
-    let to = Rewrite::of(entry);
+    let Some(to) = stash_rewrite(entry) else {
+        return Follow::Broken;
+    };
     let seen = unsafe { (*entry).tcp_flags };
     let forward = to.direction == DIR_FORWARD;
     if forward && is_syn(tcp_flags) && seen & CLOSING != 0 {
         // The client reuses its port after a close: start afresh, so the
         // new connection follows the rule as it is now.
-        let _ = FLOWS.remove(partner_key(&to));
-        let _ = FLOWS.remove(key);
+        let _ = A::flows().remove(partner_key(to));
+        let _ = A::flows().remove(key);
         return Follow::Miss;
     }
 
@@ -247,7 +319,7 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
     let (hop_ifindex, hop_checked_ns) = unsafe { ((*entry).hop_ifindex, (*entry).hop_checked_ns) };
     let fresh = hop_ifindex != 0 && now.wrapping_sub(hop_checked_ns) < NEXT_HOP_CACHE_NS;
     if !fresh || events != 0 {
-        let Some(partner) = partner(key, &to, seen, now) else {
+        let Some(partner) = partner(key, to, seen, now) else {
             return Follow::Broken;
         };
         if events != 0 {
@@ -296,7 +368,7 @@ pub fn follow(seg: &Segment, key: &FlowKey, tcp_flags: u8) -> Follow {
 /// The next hop an entry caches (whether still fresh is the caller's
 /// question).
 #[inline(always)]
-fn cached_hop(entry: *const Flow) -> Hop {
+fn cached_hop<A>(entry: *const FlowOf<A>) -> Hop {
     unsafe {
         Hop {
             ifindex: (*entry).hop_ifindex,
@@ -313,7 +385,11 @@ fn cached_hop(entry: *const Flow) -> Hop {
 /// cached, a RST recorded so that collection ends it after
 /// `timeouts.closing`.
 #[inline(always)]
-fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
+fn half_open<A: Family>(
+    entry: *mut FlowOf<A>,
+    to: &'static Rewrite<A>,
+    tcp_flags: u8,
+) -> Follow<A> {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let hop = unsafe {
         if tcp_flags & TCP_RST != 0 {
@@ -338,13 +414,13 @@ fn half_open(entry: *mut Flow, to: Rewrite, tcp_flags: u8) -> Follow {
 /// Marks both entries of a UDP flow in `EMBRYOS` answered, at the new
 /// host's first answer (`seen`: the entry's flags).
 #[inline(always)]
-fn answered(entry: *mut Flow, to: &Rewrite, seen: u8) {
+fn answered<A: Family>(entry: *mut FlowOf<A>, to: &Rewrite<A>, seen: u8) {
     if seen & FLOW_UDP_ANSWERED != 0 {
         return;
     }
     unsafe {
         (*entry).tcp_flags = seen | FLOW_UDP_ANSWERED;
-        if let Some(partner) = EMBRYOS.get_ptr_mut(partner_key(to)) {
+        if let Some(partner) = A::embryos().get_ptr_mut(partner_key(to)) {
             (*partner).tcp_flags |= FLOW_UDP_ANSWERED;
         }
     }
@@ -354,9 +430,14 @@ fn answered(entry: *mut Flow, to: &Rewrite, seen: u8) {
 /// stream) from `EMBRYOS` to `FLOWS` (into `FLOWS` first, so that its
 /// ports are never free in between).
 #[inline(always)]
-fn establish(key: &FlowKey, entry: *mut Flow, to: &Rewrite) -> Option<*mut Flow> {
-    let pkey = partner_key(to);
-    let partner = EMBRYOS.get_ptr_mut(&pkey)?;
+fn establish<A: Family>(
+    key: &FlowKeyOf<A>,
+    entry: *mut FlowOf<A>,
+    to: &Rewrite<A>,
+) -> Option<*mut FlowOf<A>> {
+    let (flows, embryos) = (A::flows(), A::embryos());
+    let pkey = stash(Slot::Partner, partner_key(to))?;
+    let partner = embryos.get_ptr_mut(pkey)?;
     if to.proto == IPPROTO_UDP {
         // Both entries: collection judges a UDP flow by either.
         unsafe {
@@ -364,11 +445,11 @@ fn establish(key: &FlowKey, entry: *mut Flow, to: &Rewrite) -> Option<*mut Flow>
             (*partner).tcp_flags |= FLOW_ESTABLISHED;
         }
     }
-    FLOWS.insert(&pkey, unsafe { &*partner }, 0).ok()?;
-    FLOWS.insert(key, unsafe { &*entry }, 0).ok()?;
-    let _ = EMBRYOS.remove(&pkey);
-    let _ = EMBRYOS.remove(key);
-    FLOWS.get_ptr_mut(key)
+    flows.insert(pkey, unsafe { &*partner }, 0).ok()?;
+    flows.insert(key, unsafe { &*entry }, 0).ok()?;
+    let _ = embryos.remove(pkey);
+    let _ = embryos.remove(key);
+    flows.get_ptr_mut(key)
 }
 
 /// The close events a segment with `tcp_flags` brings to a flow that has
@@ -398,14 +479,19 @@ fn close_events(seen: u8, forward: bool, tcp_flags: u8) -> u8 {
 /// The partner entry of (`key`, `flow`), rebuilt if the LRU evicted it;
 /// `None` if its key now belongs to another connection.
 #[inline(always)]
-fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut Flow> {
-    let pkey = partner_key(to);
-    let partner = match FLOWS.get_ptr_mut(pkey) {
+fn partner<A: Family>(
+    key: &FlowKeyOf<A>,
+    to: &Rewrite<A>,
+    tcp_flags: u8,
+    now: u64,
+) -> Option<*mut FlowOf<A>> {
+    let pkey = stash(Slot::Partner, partner_key(to))?;
+    let partner = match A::flows().get_ptr_mut(pkey) {
         Some(p) => p,
         None => {
             counters::inc(to.rule_id, counter::LRU_EVICTED);
             // A new connection in its handshake took the key meanwhile.
-            if EMBRYOS.get_ptr(pkey).is_some() {
+            if A::embryos().get_ptr(pkey).is_some() {
                 return None;
             }
             // Its key is this entry's tuple mirrored, its tuple this
@@ -415,7 +501,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
             } else {
                 DIR_FORWARD
             };
-            let rebuilt = scratch_flow()?;
+            let rebuilt = scratch_flow::<A>()?;
             write_flow(
                 rebuilt,
                 (key.daddr, key.saddr, key.dport, key.sport),
@@ -426,14 +512,13 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
                 None,
                 key.proto,
             );
-            FLOWS
+            A::flows()
                 .insert(pkey, unsafe { &*rebuilt }, BPF_NOEXIST as u64)
                 .ok()?;
-            FLOWS.get_ptr_mut(pkey)?
+            A::flows().get_ptr_mut(pkey)?
         }
     };
-    let back = partner_key(&Rewrite::of(partner));
-    if !same_tuple(&back, key) {
+    if !mirrors(partner, key) {
         counters::inc(to.rule_id, counter::LRU_EVICTED);
         return None;
     }
@@ -442,7 +527,7 @@ fn partner(key: &FlowKey, to: &Rewrite, tcp_flags: u8, now: u64) -> Option<*mut 
 
 /// Caches a freshly looked-up next hop in a flow entry.
 #[inline(always)]
-pub fn remember_hop(entry: *mut Flow, hop: &Hop, now: u64) {
+pub fn remember_hop<A>(entry: *mut FlowOf<A>, hop: &Hop, now: u64) {
     unsafe {
         (*entry).hop_ifindex = hop.ifindex;
         (*entry).hop_mtu = hop.mtu;
@@ -459,17 +544,18 @@ pub fn remember_hop(entry: *mut Flow, hop: &Hop, now: u64) {
 pub struct Syn {
     /// `Segment::seq_end` of the SYN; 0 for UDP.
     pub seq_end: u32,
-    /// The next hop to cache in the forward entry, if resolved.
-    pub hop: Option<Hop>,
+    /// The next hop to cache in the forward entry; `Hop::NONE` if not
+    /// resolved.
+    pub hop: Hop,
 }
 
-/// The result of opening a connection.
+/// The result of opening a connection; the packet then follows its state.
 pub enum Open {
-    /// Both entries were created; rewrite as the forward entry says.
-    New(Rewrite),
+    /// Both entries were created.
+    New,
     /// Another CPU opened the same connection a moment earlier (the same
-    /// SYN retransmitted to another queue): use its entry.
-    Existing(Rewrite),
+    /// SYN retransmitted to another queue).
+    Existing,
     /// No NAT port was free.
     Exhausted,
 }
@@ -479,13 +565,19 @@ pub enum Open {
 /// claims a reply key (the client's own port if free, else ports from
 /// `SETTINGS`), then inserts the forward entry.
 #[inline(always)]
-pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Open {
+pub fn open<A: Family>(ctx: &XdpContext, key: &FlowKeyOf<A>, rule: &RuleValue, syn: &Syn) -> Open {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let (syn_end, hop) = (syn.seq_end, syn.hop);
+    let syn_end = syn.seq_end;
+    let hop = if syn.hop.ifindex != 0 {
+        Some(syn.hop)
+    } else {
+        None
+    };
     let proto = key.proto;
     let opened = if proto == IPPROTO_TCP { FLOW_SYN } else { 0 };
-    let mut reply_key = flow_key(rule.new_addr, key.daddr, rule.new_port, key.sport, proto);
-    let Some(entry) = scratch_flow() else {
+    let new_addr = A::of_rule(rule.new_addr);
+    let mut reply_key = A::key(new_addr, key.daddr, rule.new_port, key.sport, proto);
+    let Some(entry) = scratch_flow::<A>() else {
         return Open::Exhausted;
     };
     write_flow(
@@ -528,7 +620,7 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
         return Open::Exhausted;
     }
 
-    let to = (key.daddr, rule.new_addr, reply_key.dport, rule.new_port);
+    let to = (key.daddr, new_addr, reply_key.dport, rule.new_port);
     // The reply entry is in the map: its place becomes the forward entry's.
     write_flow(
         entry,
@@ -540,23 +632,16 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
         hop,
         proto,
     );
-    if EMBRYOS
+    let embryos = A::embryos();
+    if embryos
         .insert(key, unsafe { &*entry }, BPF_NOEXIST as u64)
         .is_ok()
     {
-        return Open::New(Rewrite {
-            saddr: to.0,
-            daddr: to.1,
-            sport: to.2,
-            dport: to.3,
-            rule_id: rule.rule_id,
-            direction: DIR_FORWARD,
-            proto,
-        });
+        return Open::New;
     }
-    let _ = EMBRYOS.remove(reply_key);
-    match EMBRYOS.get_ptr(key) {
-        Some(existing) => Open::Existing(Rewrite::of(existing)),
+    let _ = embryos.remove(reply_key);
+    match embryos.get_ptr(key) {
+        Some(_) => Open::Existing,
         None => Open::Exhausted,
     }
 }
@@ -569,10 +654,10 @@ pub fn open(ctx: &XdpContext, key: &FlowKey, rule: &RuleValue, syn: &Syn) -> Ope
 /// connections' ports count as free (`reusable`).
 /// Leaves the claimed port in `reply_key`.
 #[inline(always)]
-fn pick(
+fn pick<A: Family>(
     ctx: &XdpContext,
-    reply_key: &mut FlowKey,
-    reply: &Flow,
+    reply_key: &mut FlowKeyOf<A>,
+    reply: &FlowOf<A>,
     syn_end: u32,
     settings: &NatSettings,
     start: u32,
@@ -610,8 +695,15 @@ fn pick(
 /// collection, and clients that open many short connections would run out
 /// of them.
 #[inline(always)]
-fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, level: u8) -> bool {
-    if socket::owned_locally(
+fn claim<A: Family>(
+    ctx: &XdpContext,
+    reply_key: &FlowKeyOf<A>,
+    reply: &FlowOf<A>,
+    syn_end: u32,
+    level: u8,
+) -> bool {
+    let (flows, embryos) = (A::flows(), A::embryos());
+    if socket::owned_locally::<A>(
         ctx,
         (reply_key.saddr, reply_key.daddr),
         (reply_key.sport, reply_key.dport),
@@ -623,7 +715,7 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, leve
     // Taken by an established (or closed) connection in FLOWS, unless that
     // one may give it up; by a half-open one in EMBRYOS, always.
     let mut reused = None;
-    if let Some(old) = FLOWS.get_ptr(reply_key) {
+    if let Some(old) = flows.get_ptr(reply_key) {
         let (flags, close_seq) = unsafe { ((*old).tcp_flags, (*old).close_seq) };
         if !reusable(flags, close_seq, syn_end, level) {
             return false;
@@ -631,18 +723,16 @@ fn claim(ctx: &XdpContext, reply_key: &FlowKey, reply: &Flow, syn_end: u32, leve
         // The old connection's forward entry goes too, unless its key
         // already belongs to another connection (the same client starting
         // over).
-        let old_to = Rewrite::of(old);
-        let old_forward = partner_key(&old_to);
-        if let Some(f) = FLOWS.get_ptr(&old_forward) {
-            let back = partner_key(&Rewrite::of(f));
-            if same_tuple(&back, reply_key) {
-                let _ = FLOWS.remove(&old_forward);
-            }
+        let old_forward = partner_key(&Rewrite::of(old));
+        if let Some(f) = flows.get_ptr(&old_forward)
+            && mirrors(f, reply_key)
+        {
+            let _ = flows.remove(&old_forward);
         }
-        let _ = FLOWS.remove(reply_key);
-        reused = Some(old_to.rule_id);
+        reused = Some(unsafe { (*old).rule_id });
+        let _ = flows.remove(reply_key);
     }
-    if EMBRYOS
+    if embryos
         .insert(reply_key, reply, BPF_NOEXIST as u64)
         .is_err()
     {

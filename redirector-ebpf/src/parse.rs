@@ -1,21 +1,19 @@
-//! Header parsing: Ethernet, IPv4 without options, TCP or UDP. Every packet
-//! access goes through `ptr_at`, which the verifier can see is
-//! bounds-checked. Anything that is not a well-formed, unfragmented IPv4
-//! TCP segment or UDP datagram is reported with the counter that says why
-//! it is passed untouched.
+//! Header parsing: Ethernet, IPv4 without options or IPv6 without extension
+//! headers, then TCP or UDP. Every packet access goes through `ptr_at`,
+//! which the verifier can see is bounds-checked. Anything that is not a
+//! well-formed, unfragmented TCP segment or UDP datagram is reported with
+//! the counter that says why it is passed untouched.
 
 use core::{mem::size_of, ptr::NonNull};
 
 use aya_ebpf::programs::XdpContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
-use redirector_common::{FlowKey, IPPROTO_TCP, IPPROTO_UDP, counter};
+use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
+use redirector_common::{FlowKeyOf, IPPROTO_TCP, IPPROTO_UDP, counter};
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+use crate::family::Family;
+
 pub const IPPROTO_ICMP: u8 = 1;
-/// IPv4 flags/fragment-offset word: More Fragments bit and the offset.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// TCP flag bits in byte 13 of the header.
 pub const TCP_FIN: u8 = 0x01;
@@ -34,12 +32,19 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
-/// A parsed IPv4 frame with a TCP segment or a UDP datagram. The pointers
-/// stay valid for the whole program run (nothing here changes the frame's
-/// size).
-pub struct Segment {
+/// The frame's Ethernet type (host order), if it has a whole header.
+#[inline(always)]
+pub fn ether_type(ctx: &XdpContext) -> Option<u16> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    Some(u16::from_be(unsafe { (*eth).ether_type }))
+}
+
+/// A parsed IPv4 or IPv6 frame with a TCP segment or a UDP datagram. The
+/// pointers stay valid for the whole program run (nothing here changes the
+/// frame's size).
+pub struct Segment<A: Family> {
     pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
+    pub ip: *mut A::Hdr,
     /// Source and destination port: the first four bytes of TCP and UDP.
     pub ports: *mut [u16; 2],
     /// The TCP or UDP checksum field.
@@ -52,19 +57,13 @@ pub struct Segment {
     pub len: u32,
 }
 
-impl Segment {
-    /// The 4-tuple as received, in network order: the `FLOWS` key.
+impl<A: Family> Segment<A> {
+    /// The 4-tuple as received, in network order: the flow table's key.
     #[inline(always)]
-    pub fn key(&self) -> FlowKey {
+    pub fn key(&self) -> FlowKeyOf<A> {
         unsafe {
             let [sport, dport] = *self.ports;
-            crate::nat::flow_key(
-                u32::from_ne_bytes((*self.ip).src_addr),
-                u32::from_ne_bytes((*self.ip).dst_addr),
-                sport,
-                dport,
-                self.proto,
-            )
+            A::key(A::src(self.ip), A::dst(self.ip), sport, dport, self.proto)
         }
     }
 
@@ -84,22 +83,23 @@ impl Segment {
         self.proto == IPPROTO_TCP
     }
 
+    /// TTL or hop limit.
     #[inline(always)]
     pub fn ttl(&self) -> u8 {
-        unsafe { (*self.ip).ttl }
+        unsafe { A::ttl(self.ip) }
     }
 
-    /// The IP header's total length: the size on the wire of the packet, or
-    /// of the segments together for a GSO packet in generic mode.
+    /// The packet's length, IP header included: its size on the wire, or
+    /// that of the segments together for a GSO packet in generic mode.
     #[inline(always)]
     pub fn ip_len(&self) -> u16 {
-        unsafe { u16::from_be_bytes((*self.ip).tot_len) }
+        unsafe { A::ip_len(self.ip) }
     }
 
-    /// Whether the IP header forbids fragmentation.
+    /// Whether routers may not fragment it (DF, or any IPv6 packet).
     #[inline(always)]
     pub fn dont_fragment(&self) -> bool {
-        unsafe { (*self.ip).frags[0] & 0x40 != 0 }
+        unsafe { A::dont_fragment(self.ip) }
     }
 
     /// The sequence number (host order); 0 for UDP.
@@ -119,50 +119,32 @@ impl Segment {
             return 0;
         };
         let doff = (unsafe { *tcp.as_ptr().cast::<u8>().add(12) } >> 4) as u32 * 4;
-        let payload = (self.ip_len() as u32).wrapping_sub(Ipv4Hdr::LEN as u32 + doff);
+        let payload = (self.ip_len() as u32).wrapping_sub(A::HDR_LEN as u32 + doff);
         let flags = self.tcp_flags();
         let control = (flags & TCP_SYN != 0) as u32 + (flags & TCP_FIN != 0) as u32;
         self.seq().wrapping_add(payload).wrapping_add(control)
     }
 }
 
-/// Finds the IPv4 and TCP or UDP headers, or says which pass-through
-/// counter applies.
+/// Finds the IP and TCP or UDP headers of a frame of family `A`, or says
+/// which pass-through counter applies.
 #[inline(always)]
-pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
+pub fn packet<A: Family>(ctx: &XdpContext) -> Result<Segment<A>, u32> {
     let len = ctx.data_end() - ctx.data();
     let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(counter::PASS_MALFORMED)?;
     // A VLAN tag would need its own FIB lookup on the VLAN device: such
-    // frames go to the kernel like any other non-IPv4 frame.
-    match u16::from_be(unsafe { (*eth).ether_type }) {
-        ETH_P_IP => {}
-        ETH_P_IPV6 => return Err(counter::PASS_IPV6),
-        _ => return Err(counter::PASS_NOT_IPV4),
+    // frames go to the kernel like any other frame that is not IP.
+    if u16::from_be(unsafe { (*eth).ether_type }) != A::ETHER_TYPE {
+        return Err(counter::PASS_NOT_IP);
     }
-
-    let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(counter::PASS_MALFORMED)?;
-    let vihl = unsafe { (*ip).vihl };
-    if vihl >> 4 != 4 || vihl & 0x0f < 5 {
-        return Err(counter::PASS_MALFORMED);
-    }
-    if vihl & 0x0f != 5 {
-        return Err(counter::PASS_IP_OPTIONS);
-    }
-    // Shorter than the frame is Ethernet padding; longer is a lie.
-    let ip_len = u16::from_be_bytes(unsafe { (*ip).tot_len }) as usize;
-    if ip_len < Ipv4Hdr::LEN || EthHdr::LEN + ip_len > len {
-        return Err(counter::PASS_MALFORMED);
-    }
-    if u16::from_be_bytes(unsafe { (*ip).frags }) & (IP_MF | IP_OFFSET) != 0 {
-        return Err(counter::PASS_FRAGMENT);
-    }
-    let l4 = EthHdr::LEN + Ipv4Hdr::LEN;
-    let proto = unsafe { (*ip).proto };
+    let ip: *mut A::Hdr = ptr_at(ctx, EthHdr::LEN).ok_or(counter::PASS_MALFORMED)?;
+    let (proto, ip_len) = A::check(ip, len - EthHdr::LEN)?;
+    let l4 = EthHdr::LEN + A::HDR_LEN;
     match proto {
         IPPROTO_TCP => {
             let tcp: *mut TcpHdr = ptr_at(ctx, l4).ok_or(counter::PASS_MALFORMED)?;
             let doff = (unsafe { *(tcp as *const u8).add(12) } >> 4) as usize * 4;
-            if doff < TcpHdr::LEN || Ipv4Hdr::LEN + doff > ip_len {
+            if doff < TcpHdr::LEN || A::HDR_LEN + doff > ip_len {
                 return Err(counter::PASS_MALFORMED);
             }
             Ok(Segment {
@@ -180,7 +162,7 @@ pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
             // A GSO datagram's length field holds one segment's; only a
             // length below the header is a lie in every case.
             if (u16::from_be_bytes(unsafe { (*udp).len }) as usize) < UdpHdr::LEN
-                || Ipv4Hdr::LEN + UdpHdr::LEN > ip_len
+                || A::HDR_LEN + UdpHdr::LEN > ip_len
             {
                 return Err(counter::PASS_MALFORMED);
             }
@@ -194,7 +176,6 @@ pub fn ipv4(ctx: &XdpContext) -> Result<Segment, u32> {
                 len: len as u32,
             })
         }
-        IPPROTO_ICMP => Err(counter::PASS_ICMP),
         _ => Err(counter::PASS_OTHER_PROTOCOL),
     }
 }

@@ -6,14 +6,15 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{
-        BPF_F_CURRENT_NETNS, bpf_sock_tuple,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as Ipv4Tuple,
-    },
+    bindings::{BPF_F_CURRENT_NETNS, bpf_sock_tuple},
     helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
     programs::XdpContext,
 };
 use redirector_common::IPPROTO_TCP;
+
+use crate::family::Family;
+
+const _: () = assert!(size_of::<[u32; 9]>() <= size_of::<bpf_sock_tuple>());
 
 /// `TCP_LISTEN` from the kernel's TCP state enum.
 const TCP_LISTEN: u32 = 10;
@@ -36,22 +37,17 @@ pub enum Udp {
 /// would have accepted), every other state does (established,
 /// SYN-received, TIME-WAIT, ...). For UDP, as `udp` says.
 #[inline(always)]
-pub fn owned_locally(
+pub fn owned_locally<A: Family>(
     ctx: &XdpContext,
-    (saddr, daddr): (u32, u32),
+    (saddr, daddr): (A, A),
     (sport, dport): (u16, u16),
     proto: u8,
     udp: Udp,
 ) -> bool {
-    // Only the IPv4 part of the tuple union: the helper reads `size` bytes.
-    let mut tuple = Ipv4Tuple {
-        saddr,
-        daddr,
-        sport,
-        dport,
-    };
-    let tuple = (&mut tuple as *mut Ipv4Tuple).cast::<bpf_sock_tuple>();
-    let size = size_of::<Ipv4Tuple>() as u32;
+    // The family's part of the tuple union: the helper reads `size` bytes.
+    let mut tuple = A::sock_tuple(saddr, daddr, sport, dport);
+    let tuple = (&mut tuple as *mut [u32; 9]).cast::<bpf_sock_tuple>();
+    let size = A::TUPLE_LEN;
     unsafe {
         if proto != IPPROTO_TCP {
             let sk = bpf_sk_lookup_udp(ctx.as_ptr(), tuple, size, BPF_F_CURRENT_NETNS as u64, 0);

@@ -28,7 +28,7 @@ use crate::stats::{self, Counters};
 use crate::{api, gc, host, sync};
 use cutover_control_api::lifecycle::{self, Lifecycle};
 use cutover_control_api::signals::{Event, Signals};
-use redirector_common::MAX_FLOW_ENTRIES;
+use redirector_common::{Ip4, Ip6, MAX_FLOW_ENTRIES, MAX_FLOW6_ENTRIES};
 
 /// Everything `redirector run` is told.
 #[derive(Debug, Clone)]
@@ -100,7 +100,8 @@ pub struct Daemon {
     state_path: Option<PathBuf>,
     /// The open connections of the last collection pass, to count those
     /// the LRU evicts whole before the next.
-    open_flows: gc::OpenFlows,
+    open_flows: gc::OpenFlows<Ip4>,
+    open_flows6: gc::OpenFlows<Ip6>,
     /// The counters at the last stats log line, to log what changed since.
     logged: Option<(Instant, BTreeMap<u32, Counters>)>,
     /// `None` when nothing could be pinned.
@@ -241,6 +242,7 @@ impl Daemon {
             },
             state_path,
             open_flows: gc::OpenFlows::default(),
+            open_flows6: gc::OpenFlows::default(),
             logged: None,
             pins,
             next_warm_up: Instant::now() + WARM_UP_EVERY,
@@ -401,24 +403,40 @@ impl Daemon {
     fn collect(&mut self) -> Option<gc::Report> {
         let started = Instant::now();
         let timeouts = *self.rules.timeouts();
-        let collected = gc::collect_both(
-            &mut self.maps.flows,
-            &mut self.maps.embryos,
+        let maps = &mut self.maps;
+        let v4 = gc::collect_both(
+            &mut maps.flows,
+            &mut maps.embryos,
             &timeouts,
             &mut self.open_flows,
         );
-        if let Ok(report) = &collected {
+        let v6 = gc::collect_both(
+            &mut maps.flows6,
+            &mut maps.embryos6,
+            &timeouts,
+            &mut self.open_flows6,
+        );
+        let collected = v4.and_then(|mut v4| {
+            let v6 = v6?;
             // Two entries per connection; past this, established
             // connections start to evict one another.
-            let entries = 2 * report.active.values().sum::<u64>();
-            if entries * 10 > u64::from(MAX_FLOW_ENTRIES) * 9 {
-                warn!(
-                    entries,
-                    capacity = MAX_FLOW_ENTRIES,
-                    "the table of established flows is over 90 % full: idle ones will be evicted"
-                );
+            for (report, capacity, table) in [
+                (&v4, MAX_FLOW_ENTRIES, "FLOWS"),
+                (&v6, MAX_FLOW6_ENTRIES, "FLOWS6"),
+            ] {
+                let entries = 2 * report.active.values().sum::<u64>();
+                if entries * 10 > u64::from(capacity) * 9 {
+                    warn!(
+                        entries,
+                        capacity,
+                        table,
+                        "the table of established flows is over 90 % full: idle ones will be evicted"
+                    );
+                }
             }
-        }
+            v4.merge(v6);
+            Ok(v4)
+        });
         match collected {
             Ok(report) => {
                 for (id, n) in &report.expired {
@@ -494,7 +512,12 @@ impl Daemon {
         let state = &self.published;
         let now = stats::read_counters(&self.maps.counters, stats::counter_ids(state))?;
         let at = Instant::now();
-        let active = stats::occupancy(&[&self.maps.flows, &self.maps.embryos])?;
+        let active = stats::occupancy(stats::FlowTables {
+            flows: &self.maps.flows,
+            embryos: &self.maps.embryos,
+            flows6: &self.maps.flows6,
+            embryos6: &self.maps.embryos6,
+        })?;
         let empty = BTreeMap::new();
         let (before, elapsed) = match self.samples.base() {
             Some((then_at, then)) => (then, at - *then_at),

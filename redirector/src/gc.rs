@@ -7,11 +7,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use aya::Pod;
 use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use cutover_workspace::Timeouts;
 use redirector_common::{
-    DIR_FORWARD, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, Flow, FlowKey, IPPROTO_UDP,
+    DIR_FORWARD, FLOW_ESTABLISHED, FLOW_FIN, FLOW_RST, FlowKeyOf, FlowOf, IPPROTO_UDP, Ip4, Ip6,
 };
+
+/// An address type of the flow tables: `Ip4` for `FLOWS` and `EMBRYOS`,
+/// `Ip6` for their IPv6 twins. Collection works the same on both.
+pub trait Addr: Copy + Eq + std::hash::Hash + std::fmt::Debug + Default + 'static {}
+impl Addr for Ip4 {}
+impl Addr for Ip6 {}
 
 /// An entry without its partner is left alone this long, because the
 /// program writes a new connection's two entries one after the other and a
@@ -31,7 +38,12 @@ pub enum Verdict {
 
 /// Judges the connection `entry` belongs to. `now_ns` and `last_seen_ns`
 /// are both CLOCK_MONOTONIC (the program reads it at tick resolution).
-pub fn judge(entry: &Flow, partner: Option<&Flow>, now_ns: u64, t: &Timeouts) -> Verdict {
+pub fn judge<A>(
+    entry: &FlowOf<A>,
+    partner: Option<&FlowOf<A>>,
+    now_ns: u64,
+    t: &Timeouts,
+) -> Verdict {
     let Some(partner) = partner else {
         let idle = now_ns.saturating_sub(entry.last_seen_ns);
         return if idle > ORPHAN_GRACE.as_nanos() as u64 {
@@ -95,7 +107,7 @@ impl Report {
     }
 
     /// Counts a connection that stays, judged by one of its entries.
-    fn keep(&mut self, entry: &Flow) {
+    fn keep<A>(&mut self, entry: &FlowOf<A>) {
         *self.active.entry(entry.rule_id).or_default() += 1;
         if entry.tcp_flags & (FLOW_FIN | FLOW_RST) == 0 {
             self.open += 1;
@@ -105,11 +117,11 @@ impl Report {
 
 /// Decides, for a snapshot of the map, which keys to delete. Each connection
 /// is judged once, from its forward entry when it has one.
-pub fn sweep(
-    snapshot: &HashMap<FlowKey, Flow>,
+pub fn sweep<A: Addr>(
+    snapshot: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
     now_ns: u64,
     t: &Timeouts,
-) -> (Vec<(FlowKey, Flow)>, Report) {
+) -> (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Report) {
     let mut doomed = Vec::new();
     let mut report = Report::default();
     for (key, entry) in snapshot {
@@ -121,7 +133,7 @@ pub fn sweep(
             continue;
         }
         match judge(entry, partner, now_ns, t) {
-            Verdict::Keep => report.keep(&Flow {
+            Verdict::Keep => report.keep(&FlowOf {
                 tcp_flags: entry.tcp_flags | partner.map_or(0, |p| p.tcp_flags),
                 ..*entry
             }),
@@ -153,9 +165,13 @@ pub fn monotonic_now_ns() -> Result<u64> {
 
 /// Reads the whole map, in batches when the kernel can. Entries deleted
 /// while it is read are skipped.
-pub fn snapshot<T: std::borrow::Borrow<MapData>>(
-    flows: &BpfHashMap<T, FlowKey, Flow>,
-) -> Result<HashMap<FlowKey, Flow>> {
+pub fn snapshot<A: Addr, T: std::borrow::Borrow<MapData>>(
+    flows: &BpfHashMap<T, FlowKeyOf<A>, FlowOf<A>>,
+) -> Result<HashMap<FlowKeyOf<A>, FlowOf<A>>>
+where
+    FlowKeyOf<A>: Pod,
+    FlowOf<A>: Pod,
+{
     match crate::batch::lookup_all(flows) {
         Ok(entries) => return Ok(entries.into_iter().collect()),
         Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
@@ -176,8 +192,16 @@ pub fn snapshot<T: std::borrow::Borrow<MapData>>(
     Ok(out)
 }
 
-/// One collection pass over a flow table (`FLOWS` or `EMBRYOS`).
-pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> Result<Report> {
+/// One collection pass over a flow table (`FLOWS`, `EMBRYOS` or their IPv6
+/// twins).
+pub fn collect<A: Addr>(
+    flows: &mut BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>,
+    t: &Timeouts,
+) -> Result<Report>
+where
+    FlowKeyOf<A>: Pod,
+    FlowOf<A>: Pod,
+{
     let snap = snapshot(flows)?;
     let now = monotonic_now_ns()?;
     let (doomed, mut report) = sweep(&snap, now, t);
@@ -189,19 +213,23 @@ pub fn collect(flows: &mut BpfHashMap<MapData, FlowKey, Flow>, t: &Timeouts) -> 
 /// finds, it counts as evicted the open connections of the last pass that
 /// lost both entries since (see [`OpenFlows`]), which no single snapshot
 /// can see.
-pub fn collect_both(
-    flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
-    embryos: &mut BpfHashMap<MapData, FlowKey, Flow>,
+pub fn collect_both<A: Addr>(
+    flows: &mut BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>,
+    embryos: &mut BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>,
     t: &Timeouts,
-    open: &mut OpenFlows,
-) -> Result<Report> {
+    open: &mut OpenFlows<A>,
+) -> Result<Report>
+where
+    FlowKeyOf<A>: Pod,
+    FlowOf<A>: Pod,
+{
     let established = snapshot(flows)?;
     let half_open = snapshot(embryos)?;
     let now = monotonic_now_ns()?;
     // The two snapshots are not one instant: a connection whose port went
     // to a new one may be in neither. Each candidate is looked up again,
     // and counted only if both its keys are still absent from both tables.
-    let present = |k: &FlowKey| flows.get(k, 0).is_ok() || embryos.get(k, 0).is_ok();
+    let present = |k: &FlowKeyOf<A>| flows.get(k, 0).is_ok() || embryos.get(k, 0).is_ok();
     let mut vanished = BTreeMap::new();
     for (forward, reply, rule) in open.vanished(&established, &half_open) {
         if !present(&forward) && !present(&reply) {
@@ -232,20 +260,28 @@ pub fn collect_both(
 /// successor also ended within one interval would be miscounted; the
 /// program keeps the port of the last closed connection until it is
 /// needed, which makes that rare.)
-#[derive(Debug, Default)]
-pub struct OpenFlows {
-    by_forward: HashMap<FlowKey, (FlowKey, u32)>,
+#[derive(Debug)]
+pub struct OpenFlows<A> {
+    by_forward: HashMap<FlowKeyOf<A>, (FlowKeyOf<A>, u32)>,
 }
 
-impl OpenFlows {
+impl<A> Default for OpenFlows<A> {
+    fn default() -> Self {
+        Self {
+            by_forward: HashMap::new(),
+        }
+    }
+}
+
+impl<A: Addr> OpenFlows<A> {
     /// The connections open at the last pass that have no key left in
     /// either snapshot: their forward key, reply key and rule.
     pub fn vanished(
         &self,
-        flows: &HashMap<FlowKey, Flow>,
-        embryos: &HashMap<FlowKey, Flow>,
-    ) -> Vec<(FlowKey, FlowKey, u32)> {
-        let present = |k: &FlowKey| flows.contains_key(k) || embryos.contains_key(k);
+        flows: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
+        embryos: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
+    ) -> Vec<(FlowKeyOf<A>, FlowKeyOf<A>, u32)> {
+        let present = |k: &FlowKeyOf<A>| flows.contains_key(k) || embryos.contains_key(k);
         self.by_forward
             .iter()
             .filter(|(forward, (reply, _))| !present(forward) && !present(reply))
@@ -255,7 +291,11 @@ impl OpenFlows {
 
     /// Remembers the open connections of `snap` with both entries there
     /// and neither in `removed`.
-    pub fn remember(&mut self, snap: &HashMap<FlowKey, Flow>, removed: &HashSet<FlowKey>) {
+    pub fn remember(
+        &mut self,
+        snap: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
+        removed: &HashSet<FlowKeyOf<A>>,
+    ) {
         self.by_forward.clear();
         for (key, entry) in snap {
             if entry.direction != DIR_FORWARD || removed.contains(key) {
@@ -283,12 +323,16 @@ impl OpenFlows {
 /// shorter the time between the read and the delete, the less likely its
 /// entry is deleted for the old one's.
 /// Returns the keys it deleted.
-fn delete(
-    flows: &mut BpfHashMap<MapData, FlowKey, Flow>,
-    snap: &HashMap<FlowKey, Flow>,
-    doomed: &[(FlowKey, Flow)],
+fn delete<A: Addr>(
+    flows: &mut BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>,
+    snap: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
+    doomed: &[(FlowKeyOf<A>, FlowOf<A>)],
     report: &mut Report,
-) -> Result<HashSet<FlowKey>> {
+) -> Result<HashSet<FlowKeyOf<A>>>
+where
+    FlowKeyOf<A>: Pod,
+    FlowOf<A>: Pod,
+{
     let mut removed = HashSet::new();
     let mut i = 0;
     while i < doomed.len() {
@@ -351,7 +395,7 @@ fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redirector_common::{DIR_REPLY, FLOW_SYN, FLOW_UDP_ANSWERED, IPPROTO_TCP};
+    use redirector_common::{DIR_REPLY, FLOW_SYN, FLOW_UDP_ANSWERED, Flow, FlowKey, IPPROTO_TCP};
 
     const S: u64 = 1_000_000_000;
 

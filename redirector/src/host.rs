@@ -10,62 +10,103 @@
 //!   `accept_local` lets the kernel accept and forward it, and reverse path
 //!   filtering (the effective value is the max of `all` and IF) must be off.
 //!
+//! - IPv6 (when the interface has it): `bpf_fib_lookup` needs
+//!   `conf.IF.forwarding`, and the kernel forwards (the NO_NEIGH path) only
+//!   with `conf.all.forwarding`. A forwarding host ignores router
+//!   advertisements unless `accept_ra` is 2, so an interface that took its
+//!   default route from them (EC2, SLAAC) gets 2 instead of 1.
+//!
 //! Values are changed, never restored on exit: they are what the iptables
 //! recipe needs too, and an operator may rely on them.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use tracing::{debug, info};
 
-/// One sysctl under /proc/sys/net/ipv4 and the value the data path needs.
+/// One sysctl under /proc/sys/net and the value the data path needs.
 struct Setting {
     path: PathBuf,
     wanted: &'static str,
+    /// Changed only from this value (`None`: from any).
+    only_from: Option<&'static str>,
     /// Logged with the change, for the operator who wonders.
     why: &'static str,
 }
 
 fn settings(iface: &str) -> Vec<Setting> {
     let conf = |dev: &str, key: &str| PathBuf::from("/proc/sys/net/ipv4/conf").join(dev).join(key);
-    vec![
+    let conf6 = |dev: &str, key: &str| PathBuf::from("/proc/sys/net/ipv6/conf").join(dev).join(key);
+    let mut settings = vec![
         Setting {
             path: PathBuf::from("/proc/sys/net/ipv4/ip_forward"),
             wanted: "1",
+            only_from: None,
             why: "bpf_fib_lookup needs IPv4 forwarding",
         },
         Setting {
             path: conf(iface, "forwarding"),
             wanted: "1",
+            only_from: None,
             why: "bpf_fib_lookup needs IPv4 forwarding on the interface",
         },
         Setting {
             path: conf("all", "send_redirects"),
             wanted: "0",
+            only_from: None,
             why: "redirected traffic leaves where it came in; no ICMP redirects",
         },
         Setting {
             path: conf(iface, "send_redirects"),
             wanted: "0",
+            only_from: None,
             why: "redirected traffic leaves where it came in; no ICMP redirects",
         },
         Setting {
             path: conf(iface, "accept_local"),
             wanted: "1",
+            only_from: None,
             why: "the kernel forwards translated packets whose source is local (NO_NEIGH path)",
         },
         Setting {
             path: conf(iface, "rp_filter"),
             wanted: "0",
+            only_from: None,
             why: "translated packets with a local source fail reverse path filtering",
         },
         Setting {
             path: conf("all", "rp_filter"),
             wanted: "0",
+            only_from: None,
             why: "rp_filter's effective value is the max of `all` and the interface",
         },
-    ]
+    ];
+    if conf6(iface, "forwarding").exists() {
+        settings.extend([
+            // Before forwarding goes on, so that no advertisement is
+            // ignored in between.
+            Setting {
+                path: conf6(iface, "accept_ra"),
+                wanted: "2",
+                only_from: Some("1"),
+                why: "a forwarding host ignores router advertisements unless accept_ra is 2",
+            },
+            Setting {
+                path: conf6("all", "forwarding"),
+                wanted: "1",
+                only_from: None,
+                why: "the kernel forwards translated IPv6 packets (NO_NEIGH path) only with it",
+            },
+            Setting {
+                path: conf6(iface, "forwarding"),
+                wanted: "1",
+                only_from: None,
+                why: "bpf_fib_lookup needs IPv6 forwarding on the interface",
+            },
+        ]);
+    }
+    settings
 }
 
 /// Applies the sysctls for `iface`, logging every change.
@@ -81,8 +122,8 @@ pub fn prepare(iface: &str) -> Result<()> {
         let current = std::fs::read_to_string(&s.path)
             .with_context(|| format!("reading {} (does {iface} exist?)", s.path.display()))?;
         let current = current.trim();
-        if current == s.wanted {
-            debug!(sysctl = %s.path.display(), value = current, "already set");
+        if current == s.wanted || s.only_from.is_some_and(|from| from != current) {
+            debug!(sysctl = %s.path.display(), value = current, "left as it is");
             continue;
         }
         std::fs::write(&s.path, s.wanted)
@@ -106,17 +147,22 @@ pub fn prepare(iface: &str) -> Result<()> {
 /// towards this host (1/s, burst 6 per peer by default), which the port
 /// unreachables of redirected UDP flows need too: probe each address once,
 /// and rarely (see `Daemon::housekeep`).
-pub fn warm_neighbours(targets: impl IntoIterator<Item = Ipv4Addr>) {
-    let targets: std::collections::BTreeSet<Ipv4Addr> = targets.into_iter().collect();
-    let socket = match UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
-        Ok(s) => s,
-        Err(e) => {
-            debug!(error = %e, "no socket for neighbour warm-up");
-            return;
-        }
-    };
+pub fn warm_neighbours(targets: impl IntoIterator<Item = IpAddr>) {
+    let targets: std::collections::BTreeSet<IpAddr> = targets.into_iter().collect();
+    let (mut v4, mut v6) = (None, None);
     for to in targets {
-        let probe = SocketAddrV4::new(to, 9);
+        let socket = if to.is_ipv4() { &mut v4 } else { &mut v6 };
+        let socket = match socket {
+            Some(s) => s,
+            None => match UdpSocket::bind(unspecified(to)) {
+                Ok(s) => socket.insert(s),
+                Err(e) => {
+                    debug!(error = %e, "no socket for neighbour warm-up");
+                    continue;
+                }
+            },
+        };
+        let probe = SocketAddr::new(to, 9);
         if let Err(e) = socket.send_to(&[], probe) {
             debug!(%probe, error = %e, "neighbour warm-up failed");
         }
@@ -125,9 +171,17 @@ pub fn warm_neighbours(targets: impl IntoIterator<Item = Ipv4Addr>) {
 
 /// Why this host cannot route to `ip`, or `None` when it can: connecting a
 /// UDP socket asks the routing table and sends nothing.
-pub fn no_route(ip: Ipv4Addr) -> Option<std::io::Error> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    socket.connect(SocketAddrV4::new(ip, 9)).err()
+pub fn no_route(ip: IpAddr) -> Option<std::io::Error> {
+    let socket = UdpSocket::bind(unspecified(ip)).ok()?;
+    socket.connect(SocketAddr::new(ip, 9)).err()
+}
+
+/// Any address, port 0, of `ip`'s family.
+fn unspecified(ip: IpAddr) -> SocketAddr {
+    match ip {
+        IpAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
+        IpAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
+    }
 }
 
 /// The ports this host's own connections pick theirs from
@@ -145,7 +199,7 @@ pub fn local_port_range() -> Option<(u16, u16)> {
 /// only those can be bound. A rule whose `from` is not local sees no
 /// traffic, which is worth a warning rather than an error (the address may
 /// be added after the rule).
-pub fn is_local(ip: Ipv4Addr) -> bool {
+pub fn is_local(ip: IpAddr) -> bool {
     match UdpSocket::bind((ip, 0)) {
         Ok(_) => true,
         Err(e) => e.kind() != std::io::ErrorKind::AddrNotAvailable,

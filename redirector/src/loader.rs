@@ -16,7 +16,9 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLink, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use redirector_common::{LAYOUT_VERSION, LOCAL_PROGRAM_NAME, PROGRAM_NAME};
+use redirector_common::{
+    FAMILY_IPV6, LAYOUT_VERSION, LOCAL_PROGRAM_NAME, PROGRAM_NAME, PROGRAM6_NAME,
+};
 use tracing::{info, warn};
 
 use crate::maps::{self, PINNED};
@@ -139,11 +141,12 @@ impl Attached {
             .load(OBJECT)
             .context("loading the XDP object into the kernel")?;
         program_log::forward(&mut ebpf);
-        for name in [PROGRAM_NAME, LOCAL_PROGRAM_NAME] {
+        for name in [PROGRAM_NAME, PROGRAM6_NAME, LOCAL_PROGRAM_NAME] {
             program(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel refused the XDP program {name} (verifier)"))?;
         }
+        install_ipv6(&mut ebpf)?;
         let mut attached = Self {
             ebpf,
             links: Vec::new(),
@@ -400,6 +403,26 @@ fn prepare_maps(pins: &PinDir, replace: bool) -> Result<bool> {
         info!(dir = %dir.display(), "reusing the pinned maps: connections in flight are kept");
     }
     Ok(adopted)
+}
+
+/// Puts the IPv6 program where the main one tail-calls it (see
+/// `redirector_common::PROGRAM6_NAME`). Before the main program is
+/// attached, so that no IPv6 frame finds the slot empty; an adopted
+/// (pinned) `FAMILIES` gets this build's program in place of the last one.
+pub fn install_ipv6(ebpf: &mut Ebpf) -> Result<()> {
+    let fd = program(ebpf, PROGRAM6_NAME)?
+        .fd()
+        .context("the IPv6 program has no file descriptor")?
+        .try_clone()
+        .context("duplicating the IPv6 program's file descriptor")?;
+    let map = ebpf
+        .map_mut(redirector_common::maps::FAMILIES)
+        .context("the XDP object has no map FAMILIES")?;
+    let mut families =
+        aya::maps::ProgramArray::try_from(map).context("FAMILIES is not a program array")?;
+    families
+        .set(FAMILY_IPV6, &fd, 0)
+        .context("putting the IPv6 program into FAMILIES")
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {

@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::Ebpf;
 use aya::maps::{Array, DevMapHash, HashMap, Map, MapData, MapInfo, PerCpuArray};
-use redirector_common::{Flow, FlowKey, LAYOUT_VERSION, NatSettings, RuleKey, RuleValue, maps};
+use redirector_common::{
+    Flow, Flow6, FlowKey, FlowKey6, LAYOUT_VERSION, NatSettings, RuleKey, RuleValue, maps,
+};
 
 use crate::pin;
 
@@ -17,16 +19,21 @@ pub struct Maps {
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
     pub embryos: HashMap<MapData, FlowKey, Flow>,
+    pub flows6: HashMap<MapData, FlowKey6, Flow6>,
+    pub embryos6: HashMap<MapData, FlowKey6, Flow6>,
     pub settings: Array<MapData, NatSettings>,
     pub counters: PerCpuArray<MapData, u64>,
     pub egress: DevMapHash<MapData>,
 }
 
 /// The maps pinned for other processes, in the order they are pinned.
-pub const PINNED: [&str; 6] = [
+pub const PINNED: [&str; 9] = [
     maps::RULES,
     maps::FLOWS,
     maps::EMBRYOS,
+    maps::FLOWS6,
+    maps::EMBRYOS6,
+    maps::FAMILIES,
     maps::SETTINGS,
     maps::COUNTERS,
     maps::EGRESS,
@@ -40,6 +47,8 @@ impl Maps {
             rules: typed(take(ebpf, maps::RULES)?, maps::RULES)?,
             flows: typed(take(ebpf, maps::FLOWS)?, maps::FLOWS)?,
             embryos: typed(take(ebpf, maps::EMBRYOS)?, maps::EMBRYOS)?,
+            flows6: typed(take(ebpf, maps::FLOWS6)?, maps::FLOWS6)?,
+            embryos6: typed(take(ebpf, maps::EMBRYOS6)?, maps::EMBRYOS6)?,
             settings: typed(take(ebpf, maps::SETTINGS)?, maps::SETTINGS)?,
             counters: typed(take(ebpf, maps::COUNTERS)?, maps::COUNTERS)?,
             egress: typed(take(ebpf, maps::EGRESS)?, maps::EGRESS)?,
@@ -52,6 +61,8 @@ pub struct PinnedMaps {
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
     pub embryos: HashMap<MapData, FlowKey, Flow>,
+    pub flows6: HashMap<MapData, FlowKey6, Flow6>,
+    pub embryos6: HashMap<MapData, FlowKey6, Flow6>,
     pub counters: PerCpuArray<MapData, u64>,
 }
 
@@ -77,6 +88,8 @@ impl PinnedMaps {
             rules: typed(open_pinned(dir, maps::RULES)?, maps::RULES)?,
             flows: typed(open_pinned(dir, maps::FLOWS)?, maps::FLOWS)?,
             embryos: typed(open_pinned(dir, maps::EMBRYOS)?, maps::EMBRYOS)?,
+            flows6: typed(open_pinned(dir, maps::FLOWS6)?, maps::FLOWS6)?,
+            embryos6: typed(open_pinned(dir, maps::EMBRYOS6)?, maps::EMBRYOS6)?,
             counters: typed(open_pinned(dir, maps::COUNTERS)?, maps::COUNTERS)?,
         })
     }

@@ -107,8 +107,8 @@ impl Rules {
             let rule = by_id.entry(id).or_insert_with(|| ActiveRule {
                 id,
                 name: name_of(id),
-                from: rules::ip_from_be(key.addr),
-                to: rules::ip_from_be(value.new_addr),
+                from: rules::from_rule_addr(key.addr),
+                to: rules::from_rule_addr(value.new_addr),
                 ports: BTreeSet::new(),
             });
             rule.ports.insert((
@@ -122,6 +122,13 @@ impl Rules {
             gc::collect(&mut maps.flows, &cfg.timeouts).context("reading the pinned FLOWS")?;
         in_flight.merge(
             gc::collect(&mut maps.embryos, &cfg.timeouts).context("reading the pinned EMBRYOS")?,
+        );
+        in_flight.merge(
+            gc::collect(&mut maps.flows6, &cfg.timeouts).context("reading the pinned FLOWS6")?,
+        );
+        in_flight.merge(
+            gc::collect(&mut maps.embryos6, &cfg.timeouts)
+                .context("reading the pinned EMBRYOS6")?,
         );
         let held: BTreeSet<u32> = current.ids().collect();
         let draining = in_flight
@@ -325,8 +332,8 @@ fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
                         Protocol::Tcp => cutover_control_api::contract::Proto::Tcp,
                         Protocol::Udp => cutover_control_api::contract::Proto::Udp,
                     },
-                    from: std::net::SocketAddrV4::new(r.from, old).to_string(),
-                    to: std::net::SocketAddrV4::new(r.to, new).to_string(),
+                    from: std::net::SocketAddr::new(r.from, old).to_string(),
+                    to: std::net::SocketAddr::new(r.to, new).to_string(),
                 },
             )
             .collect(),

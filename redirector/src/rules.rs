@@ -16,10 +16,12 @@
 //!   left, so the counters of two rules never mix.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cutover_workspace::{Protocol, RedirectorConfig, Rule, describe};
-use redirector_common::{MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue};
+use redirector_common::{
+    Ip6, MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue, mapped, unmapped,
+};
 
 /// One switched-on rule with the counter slot it owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +30,9 @@ pub struct ActiveRule {
     pub id: u32,
     pub name: String,
     /// OLD_IP.
-    pub from: Ipv4Addr,
-    /// NEW_IP.
-    pub to: Ipv4Addr,
+    pub from: IpAddr,
+    /// NEW_IP, of `from`'s family.
+    pub to: IpAddr,
     /// (protocol, OLD port, NEW port): one `RULES` entry each.
     pub ports: BTreeSet<(Protocol, u16, u16)>,
 }
@@ -56,7 +58,7 @@ impl ActiveRule {
             (
                 rule_key(protocol, self.from, old),
                 RuleValue {
-                    new_addr: ip_be(self.to),
+                    new_addr: rule_addr(self.to),
                     new_port: new.to_be(),
                     _pad: 0,
                     rule_id: self.id,
@@ -76,7 +78,7 @@ impl ActiveRule {
 
     /// One `describe` when every protocol has the same ports (always, for
     /// a rule from a config), else one per protocol.
-    fn text(&self, ip: Ipv4Addr, port: impl Fn(&(Protocol, u16, u16)) -> u16) -> String {
+    fn text(&self, ip: IpAddr, port: impl Fn(&(Protocol, u16, u16)) -> u16) -> String {
         let mut by_protocol: BTreeMap<Protocol, Vec<u16>> = BTreeMap::new();
         for p in &self.ports {
             by_protocol.entry(p.0).or_default().push(port(p));
@@ -316,16 +318,17 @@ impl IdAllocator {
 }
 
 /// `RULES` key for a protocol on OLD_IP:PORT.
-pub fn rule_key(protocol: Protocol, ip: Ipv4Addr, port: u16) -> RuleKey {
+pub fn rule_key(protocol: Protocol, ip: IpAddr, port: u16) -> RuleKey {
     RuleKey {
-        addr: ip_be(ip),
+        addr: rule_addr(ip),
         port: port.to_be(),
         proto: protocol.number(),
         _pad: 0,
     }
 }
 
-/// An address as the program sees it in a packet: network order in memory.
+/// An IPv4 address as the program sees it in a packet: network order in
+/// memory.
 pub fn ip_be(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
@@ -335,12 +338,61 @@ pub fn ip_from_be(addr: u32) -> Ipv4Addr {
     Ipv4Addr::from(addr.to_ne_bytes())
 }
 
+/// An IPv6 address as the program sees it: four words in network order.
+pub fn ip6_be(ip: Ipv6Addr) -> Ip6 {
+    let o = ip.octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
+
+/// The reverse of [`ip6_be`].
+pub fn ip6_from_be(addr: Ip6) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    for (i, w) in addr.iter().enumerate() {
+        o[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+    }
+    Ipv6Addr::from(o)
+}
+
+/// An address as `RULES` keeps it: IPv6, or IPv4 in its mapped form.
+pub fn rule_addr(ip: IpAddr) -> Ip6 {
+    match ip {
+        IpAddr::V4(v4) => mapped(ip_be(v4)),
+        IpAddr::V6(v6) => ip6_be(v6),
+    }
+}
+
+/// The reverse of [`rule_addr`].
+pub fn from_rule_addr(addr: Ip6) -> IpAddr {
+    match unmapped(addr) {
+        Some(v4) => IpAddr::V4(ip_from_be(v4)),
+        None => IpAddr::V6(ip6_from_be(addr)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cutover_workspace::{NatConfig, Timeouts};
     use redirector_common::{IPPROTO_TCP, IPPROTO_UDP};
-    use std::net::SocketAddrV4;
+    use std::net::SocketAddr;
+
+    /// A `RULES` address as the bytes the program compares.
+    fn bytes(a: Ip6) -> Vec<u8> {
+        a.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn ipv6_keys_are_the_address_as_is_and_ipv4_keys_are_mapped() {
+        let v6: Ipv6Addr = "2001:2::2".parse().unwrap();
+        let k = rule_key(Protocol::Udp, v6.into(), 443);
+        assert_eq!(bytes(k.addr), v6.octets());
+        assert_eq!(k.proto, IPPROTO_UDP);
+        assert_eq!(from_rule_addr(k.addr), IpAddr::V6(v6));
+        let v4 = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(from_rule_addr(rule_addr(v4.into())), IpAddr::V4(v4));
+    }
 
     /// TCP rules (name, OLD_IP:PORT, NEW_IP:PORT).
     fn cfg(rules: &[(&str, &str, &str)]) -> RedirectorConfig {
@@ -350,12 +402,12 @@ mod tests {
             rules: rules
                 .iter()
                 .map(|(name, from, to)| {
-                    let from: SocketAddrV4 = from.parse().unwrap();
-                    let to: SocketAddrV4 = to.parse().unwrap();
+                    let from: SocketAddr = from.parse().unwrap();
+                    let to: SocketAddr = to.parse().unwrap();
                     Rule {
                         name: name.to_string(),
-                        from: *from.ip(),
-                        to: *to.ip(),
+                        from: from.ip(),
+                        to: to.ip(),
                         ports: vec![(from.port(), to.port())],
                         protocols: vec![Protocol::Tcp],
                     }
@@ -365,8 +417,8 @@ mod tests {
     }
 
     fn tcp_key(from: &str) -> RuleKey {
-        let from: SocketAddrV4 = from.parse().unwrap();
-        rule_key(Protocol::Tcp, *from.ip(), from.port())
+        let from: SocketAddr = from.parse().unwrap();
+        rule_key(Protocol::Tcp, from.ip(), from.port())
     }
 
     fn apply(current: &RuleSet, c: &RedirectorConfig) -> Plan {
@@ -405,14 +457,17 @@ mod tests {
             &cfg(&[("www", "198.18.0.2:80", "198.18.0.3:8080")]),
         );
         let (k, v) = p.upserts[0];
-        assert_eq!(k.addr.to_ne_bytes(), [198, 18, 0, 2]);
+        assert_eq!(
+            bytes(k.addr),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2]
+        );
         assert_eq!(k.port.to_ne_bytes(), 80u16.to_be_bytes());
         assert_eq!(k.proto, IPPROTO_TCP);
-        assert_eq!(v.new_addr.to_ne_bytes(), [198, 18, 0, 3]);
+        assert_eq!(from_rule_addr(v.new_addr), Ipv4Addr::new(198, 18, 0, 3));
         assert_eq!(v.new_port.to_ne_bytes(), 8080u16.to_be_bytes());
         assert_eq!(v.rule_id, 1);
         assert_eq!(
-            ip_from_be(v.new_addr),
+            from_rule_addr(v.new_addr),
             std::net::Ipv4Addr::new(198, 18, 0, 3)
         );
     }
@@ -466,7 +521,10 @@ mod tests {
         assert!(second.removes.is_empty());
         assert_eq!(second.upserts.len(), 1);
         assert_eq!(second.upserts[0].1.rule_id, 1);
-        assert_eq!(second.upserts[0].1.new_addr.to_ne_bytes(), [198, 18, 0, 4]);
+        assert_eq!(
+            from_rule_addr(second.upserts[0].1.new_addr),
+            Ipv4Addr::new(198, 18, 0, 4)
+        );
         assert!(second.settings.is_none());
     }
 
@@ -538,7 +596,7 @@ mod tests {
         let mut c = cfg(&[("site", "198.18.0.2:1", "198.18.0.3:1")]);
         c.rules[0].ports = ports.iter().map(|&p| (p, p)).collect();
         c.rules[0].protocols = protocols.to_vec();
-        c.rules[0].to = Ipv4Addr::from(to);
+        c.rules[0].to = Ipv4Addr::from(to).into();
         c
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
-use redirector_common::{DIR_FORWARD, Flow, FlowKey, counter};
+use redirector_common::{DIR_FORWARD, Flow, Flow6, FlowKey, FlowKey6, FlowKeyOf, FlowOf, counter};
 
 use crate::maps::PinnedMaps;
 use crate::state::{self, State};
@@ -54,22 +54,45 @@ pub struct Occupancy {
     pub clients: u64,
 }
 
-/// The connections and clients per rule of the flow tables (established
-/// and half-open).
+/// The flow tables of both families, established and half-open, as the
+/// daemon (`Maps`) or `redirector stats` (`PinnedMaps`) holds them.
+pub struct FlowTables<'a, T> {
+    pub flows: &'a BpfHashMap<T, FlowKey, Flow>,
+    pub embryos: &'a BpfHashMap<T, FlowKey, Flow>,
+    pub flows6: &'a BpfHashMap<T, FlowKey6, Flow6>,
+    pub embryos6: &'a BpfHashMap<T, FlowKey6, Flow6>,
+}
+
+/// The connections and clients per rule of the flow tables.
 pub fn occupancy<T: Borrow<MapData>>(
-    tables: &[&BpfHashMap<T, FlowKey, Flow>],
+    tables: FlowTables<'_, T>,
 ) -> Result<BTreeMap<u32, Occupancy>> {
-    let mut per_rule: BTreeMap<u32, (u64, HashSet<u32>)> = BTreeMap::new();
-    let mut entries = Vec::new();
-    for table in tables {
-        entries.extend(crate::gc::snapshot(*table)?);
+    let mut out = count(&[tables.flows, tables.embryos])?;
+    // A rule is of one family: its figures come from one of the two.
+    for (id, o) in count(&[tables.flows6, tables.embryos6])? {
+        let sum = out.entry(id).or_default();
+        sum.flows += o.flows;
+        sum.clients += o.clients;
     }
-    for (key, flow) in entries {
-        if flow.direction == DIR_FORWARD {
-            let (n, clients) = per_rule.entry(flow.rule_id).or_default();
-            *n += 1;
-            // A forward entry's key is the packet as the client sent it.
-            clients.insert(key.saddr);
+    Ok(out)
+}
+
+fn count<A: crate::gc::Addr, T: Borrow<MapData>>(
+    tables: &[&BpfHashMap<T, FlowKeyOf<A>, FlowOf<A>>],
+) -> Result<BTreeMap<u32, Occupancy>>
+where
+    FlowKeyOf<A>: aya::Pod,
+    FlowOf<A>: aya::Pod,
+{
+    let mut per_rule: BTreeMap<u32, (u64, HashSet<A>)> = BTreeMap::new();
+    for table in tables {
+        for (key, flow) in crate::gc::snapshot(*table)? {
+            if flow.direction == DIR_FORWARD {
+                let (n, clients) = per_rule.entry(flow.rule_id).or_default();
+                *n += 1;
+                // A forward entry's key is the packet as the client sent it.
+                clients.insert(key.saddr);
+            }
         }
     }
     Ok(per_rule
@@ -253,7 +276,12 @@ pub fn run(pin_dir: &Path, interval: Duration, json: bool) -> Result<()> {
     std::thread::sleep(interval);
     let after = read_counters(&maps.counters, ids.iter().copied())?;
     let elapsed = started.elapsed();
-    let active = occupancy(&[&maps.flows, &maps.embryos])?;
+    let active = occupancy(FlowTables {
+        flows: &maps.flows,
+        embryos: &maps.embryos,
+        flows6: &maps.flows6,
+        embryos6: &maps.embryos6,
+    })?;
     let mut report = build(&state, &before, &after, elapsed, &active);
     report.daemon_running = state.daemon_alive();
     if !report.daemon_running {

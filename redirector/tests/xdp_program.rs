@@ -774,17 +774,17 @@ fn everything_else_passes_untouched_and_counted() -> Result<()> {
             (
                 "ARP",
                 ethernet([0xff; 6], client_mac(0), ETH_ARP, &arp),
-                counter::PASS_NOT_IPV4,
+                counter::PASS_NOT_IP,
             ),
             (
                 "a VLAN tag",
                 ethernet(OLD_MAC, client_mac(0), ETH_VLAN, &vlan),
-                counter::PASS_NOT_IPV4,
+                counter::PASS_NOT_IP,
             ),
             (
-                "IPv6",
+                "IPv6 to an address without a rule",
                 ethernet(OLD_MAC, client_mac(0), ETH_IPV6, &ipv6),
-                counter::PASS_IPV6,
+                counter::PASS_NO_RULE,
             ),
             (
                 "a first fragment",

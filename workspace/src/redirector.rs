@@ -23,10 +23,15 @@
 //! to = "198.18.0.3"
 //! ports = [80, 443]             # each to the same port on NEW
 //! proto = ["tcp", "udp"]        # default "tcp"; "udp" alone is fine too
+//!
+//! [[rule]]                      # IPv6: to IPv6 only (no NAT64)
+//! name = "www-v6"
+//! from = "[2001:2::2]:80"
+//! to = "[2001:2::3]:80"
 //! ```
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -52,9 +57,9 @@ pub struct Rule {
     /// The operator's name for the rule (defaults to `from` as written).
     pub name: String,
     /// OLD_IP.
-    pub from: Ipv4Addr,
-    /// NEW_IP.
-    pub to: Ipv4Addr,
+    pub from: IpAddr,
+    /// NEW_IP, of the same family as `from`.
+    pub to: IpAddr,
     /// (OLD port, NEW port) pairs in file order; at least one, no OLD port
     /// twice.
     pub ports: Vec<(u16, u16)>,
@@ -98,8 +103,8 @@ impl Protocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     pub protocol: Protocol,
-    pub from: SocketAddrV4,
-    pub to: SocketAddrV4,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
 }
 
 impl Rule {
@@ -108,14 +113,15 @@ impl Rule {
         self.protocols.iter().flat_map(move |&protocol| {
             self.ports.iter().map(move |&(from, to)| Endpoint {
                 protocol,
-                from: SocketAddrV4::new(self.from, from),
-                to: SocketAddrV4::new(self.to, to),
+                from: SocketAddr::new(self.from, from),
+                to: SocketAddr::new(self.to, to),
             })
         })
     }
 
     /// `from` as `redirector stats` and the API show it:
-    /// `198.18.0.2:80`, `198.18.0.2:80,443`, `198.18.0.2:443/udp`.
+    /// `198.18.0.2:80`, `198.18.0.2:80,443`, `198.18.0.2:443/udp`,
+    /// `[2001:2::2]:80`.
     pub fn from_text(&self) -> String {
         describe(self.from, self.ports.iter().map(|p| p.0), &self.protocols)
     }
@@ -126,10 +132,14 @@ impl Rule {
     }
 }
 
-/// `IP:PORT[,PORT...]`, with `/udp` or `/tcp+udp` unless TCP only.
-pub fn describe(ip: Ipv4Addr, ports: impl Iterator<Item = u16>, protocols: &[Protocol]) -> String {
+/// `IP:PORT[,PORT...]` (`[IPv6]:PORT...`), with `/udp` or `/tcp+udp`
+/// unless TCP only.
+pub fn describe(ip: IpAddr, ports: impl Iterator<Item = u16>, protocols: &[Protocol]) -> String {
     let ports: Vec<String> = ports.map(|p| p.to_string()).collect();
-    let mut text = format!("{ip}:{}", ports.join(","));
+    let mut text = match ip {
+        IpAddr::V4(v4) => format!("{v4}:{}", ports.join(",")),
+        IpAddr::V6(v6) => format!("[{v6}]:{}", ports.join(",")),
+    };
     if protocols != [Protocol::Tcp] {
         let names: Vec<&str> = protocols.iter().map(|p| p.name()).collect();
         text.push('/');
@@ -278,7 +288,7 @@ pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, Confi
     }
 
     let mut rules = Vec::with_capacity(raw.rule.len());
-    let mut seen_endpoint: HashMap<(Protocol, SocketAddrV4), usize> = HashMap::new();
+    let mut seen_endpoint: HashMap<(Protocol, SocketAddr), usize> = HashMap::new();
     let mut seen_name: HashMap<String, usize> = HashMap::new();
     for (i, r) in raw.rule.iter().enumerate() {
         let Some(rule) = parse_rule(i, r, &mut problems) else {
@@ -410,6 +420,18 @@ fn parse_rule(i: usize, r: &RawRule, problems: &mut Problems) -> Option<Rule> {
         }
     };
     let (from, to) = (from.0, to.0);
+    if from.is_ipv4() != to.is_ipv4() {
+        problems.at(
+            r.to.span(),
+            format!("rule[{i}].to"),
+            format!(
+                "{} is not of the family of `from` ({from}): the redirector forwards IPv4 to \
+                 IPv4 and IPv6 to IPv6 (no NAT64)",
+                r.to.get_ref().trim()
+            ),
+        );
+        return None;
+    }
     if to.is_loopback() {
         problems.at(
             r.to.span(),
@@ -446,33 +468,39 @@ fn parse_rule(i: usize, r: &RawRule, problems: &mut Problems) -> Option<Rule> {
     })
 }
 
-/// `IP` or `IP:PORT` (IPv4, unicast).
-fn parse_address(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+/// `IP`, `IP:PORT` or `[IPv6]:PORT` (unicast, global or unique-local: a
+/// redirect crosses a router).
+fn parse_address(s: &str) -> Result<(IpAddr, Option<u16>), String> {
     let t = s.trim();
-    let (ip, port) = if let Ok(addr) = t.parse::<std::net::SocketAddr>() {
-        match addr {
-            std::net::SocketAddr::V4(v4) if v4.port() == 0 => {
-                return Err(format!("{s:?}: port 0 cannot be redirected"));
-            }
-            std::net::SocketAddr::V4(v4) => (*v4.ip(), Some(v4.port())),
-            std::net::SocketAddr::V6(_) => {
-                return Err(format!("{s:?}: IPv6 rules are not supported yet"));
-            }
+    let (ip, port) = if let Ok(addr) = t.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!("{s:?}: port 0 cannot be redirected"));
         }
+        (addr.ip(), Some(addr.port()))
     } else {
-        match t.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(ip)) => (ip, None),
-            Ok(std::net::IpAddr::V6(_)) => {
-                return Err(format!("{s:?}: IPv6 rules are not supported yet"));
-            }
+        match t.parse::<IpAddr>() {
+            Ok(ip) => (ip, None),
             Err(_) => {
                 return Err(format!(
-                    "{s:?} is not an address: write IP:PORT, e.g. \"198.18.0.2:80\", or IP with `ports`"
+                    "{s:?} is not an address: write IP:PORT, e.g. \"198.18.0.2:80\" or \
+                     \"[2001:2::2]:80\", or IP with `ports`"
                 ));
             }
         }
     };
-    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+    let unicast = match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast()),
+        IpAddr::V6(v6) => {
+            if v6.to_ipv4_mapped().is_some() {
+                return Err(format!(
+                    "{s:?} is an IPv4-mapped address: write the IPv4 address itself"
+                ));
+            }
+            // Link-local addresses are ambiguous without an interface.
+            !(v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local())
+        }
+    };
+    if !unicast {
         return Err(format!("{s:?} is not a unicast host address"));
     }
     Ok((ip, port))
@@ -667,7 +695,7 @@ port_range = [3000, 2000]
 port_retries = 200
 [[rule]]
 from = "198.18.0.300"
-to = "[2001:2::1]:80"
+to = "[ff02::1]:80"
 "#,
         )
         .unwrap_err();
@@ -681,7 +709,66 @@ to = "[2001:2::1]:80"
                 "rule[0].to"
             ]
         );
-        assert!(err.to_string().contains("IPv6 rules are not supported yet"));
+        assert!(err.to_string().contains("not a unicast host address"));
+    }
+
+    #[test]
+    fn ipv6_rules_take_bracketed_addresses_and_stay_within_their_family() {
+        let cfg = parse_str(
+            r#"
+[[rule]]
+name = "www-v6"
+from = "[2001:2::2]:80"
+to = "[2001:2::3]:8080"
+
+[[rule]]
+name = "site-v6"
+from = "2001:2::2"
+to = "2001:2::3"
+ports = [443]
+proto = ["tcp", "udp"]
+
+[[rule]]
+name = "www"
+from = "198.18.0.2:80"
+to = "198.18.0.3:80"
+"#,
+        )
+        .unwrap();
+        let texts: Vec<(String, String)> = cfg
+            .rules
+            .iter()
+            .map(|r| (r.from_text(), r.to_text()))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                ("[2001:2::2]:80".into(), "[2001:2::3]:8080".into()),
+                (
+                    "[2001:2::2]:443/tcp+udp".into(),
+                    "[2001:2::3]:443/tcp+udp".into()
+                ),
+                ("198.18.0.2:80".into(), "198.18.0.3:80".into()),
+            ]
+        );
+        let endpoint = cfg.rules[0].endpoints().next().unwrap();
+        assert_eq!(endpoint.to.to_string(), "[2001:2::3]:8080");
+
+        for (from, to, says) in [
+            ("[2001:2::2]:80", "198.18.0.3:80", "no NAT64"),
+            ("198.18.0.2:80", "[2001:2::3]:80", "no NAT64"),
+            (
+                "[2001:2::2]:80",
+                "[fe80::1]:80",
+                "not a unicast host address",
+            ),
+            ("[::ffff:198.18.0.2]:80", "198.18.0.3:80", "IPv4-mapped"),
+            ("[2001:2::2]:80", "[::1]:80", "not the address of a host"),
+        ] {
+            let text = format!("[[rule]]\nfrom = \"{from}\"\nto = \"{to}\"\n");
+            let err = parse_str(&text).unwrap_err().to_string();
+            assert!(err.contains(says), "{from} -> {to}: {err}");
+        }
     }
 
     #[test]

@@ -3,5 +3,6 @@
 //! checker, and the loaded program with its maps.
 
 pub mod frame;
+pub mod frame6;
 pub mod netns;
 pub mod program;

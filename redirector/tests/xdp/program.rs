@@ -1,7 +1,7 @@
 //! The embedded XDP program, loaded (and verified) by the kernel, with
 //! direct access to its maps the way the daemon fills them.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -9,9 +9,10 @@ use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
 };
+use redirector::rules::{ip6_be, rule_addr};
 use redirector_common::{
-    Flow, FlowKey, IPPROTO_TCP, LOCAL_PROGRAM_NAME, NatSettings, PASS_PROGRAM_NAME, PROGRAM_NAME,
-    RuleKey, RuleValue, counter, maps,
+    Flow, Flow6, FlowKey, FlowKey6, IPPROTO_TCP, LOCAL_PROGRAM_NAME, NatSettings,
+    PASS_PROGRAM_NAME, PROGRAM_NAME, PROGRAM6_NAME, RuleKey, RuleValue, counter, maps,
 };
 
 /// Network-order u32 of an address, as the maps hold it.
@@ -34,6 +35,18 @@ pub fn flow_key_of(proto: u8, from: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
     FlowKey {
         saddr: addr(*from.ip()),
         daddr: addr(*to.ip()),
+        sport: port(from.port()),
+        dport: port(to.port()),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The `FLOWS6` key of a packet of protocol `proto` from `from` to `to`.
+pub fn flow_key6(proto: u8, from: SocketAddrV6, to: SocketAddrV6) -> FlowKey6 {
+    FlowKey6 {
+        saddr: ip6_be(*from.ip()),
+        daddr: ip6_be(*to.ip()),
         sport: port(from.port()),
         dport: port(to.port()),
         proto,
@@ -73,6 +86,8 @@ pub struct Redirector {
     pub rules: HashMap<MapData, RuleKey, RuleValue>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
     pub embryos: HashMap<MapData, FlowKey, Flow>,
+    pub flows6: HashMap<MapData, FlowKey6, Flow6>,
+    pub embryos6: HashMap<MapData, FlowKey6, Flow6>,
     pub settings: Array<MapData, NatSettings>,
     pub counters: PerCpuArray<MapData, u64>,
     pub egress: DevMapHash<MapData>,
@@ -114,6 +129,8 @@ impl Redirector {
         let rules = HashMap::try_from(take(maps::RULES)?)?;
         let flows = HashMap::try_from(take(maps::FLOWS)?)?;
         let embryos = HashMap::try_from(take(maps::EMBRYOS)?)?;
+        let flows6 = HashMap::try_from(take(maps::FLOWS6)?)?;
+        let embryos6 = HashMap::try_from(take(maps::EMBRYOS6)?)?;
         let settings = Array::try_from(take(maps::SETTINGS)?)?;
         let counters = PerCpuArray::try_from(take(maps::COUNTERS)?)?;
         let egress = DevMapHash::try_from(take(maps::EGRESS)?)?;
@@ -132,11 +149,19 @@ impl Redirector {
             .ok_or_else(|| anyhow!("no program {PASS_PROGRAM_NAME}"))?
             .try_into()?;
         pass.load().context("verifying the pass program")?;
+        let v6: &mut Xdp = ebpf
+            .program_mut(PROGRAM6_NAME)
+            .ok_or_else(|| anyhow!("no program {PROGRAM6_NAME}"))?
+            .try_into()?;
+        v6.load().context("verifying the IPv6 program")?;
+        redirector::loader::install_ipv6(&mut ebpf)?;
         Ok(Self {
             ebpf,
             rules,
             flows,
             embryos,
+            flows6,
+            embryos6,
             settings,
             counters,
             egress,
@@ -159,7 +184,12 @@ impl Redirector {
     }
 
     /// Switches on the TCP redirect `old -> new` with counter slot `rule_id`.
-    pub fn add_rule(&mut self, old: SocketAddrV4, new: SocketAddrV4, rule_id: u32) -> Result<()> {
+    pub fn add_rule(
+        &mut self,
+        old: impl Into<SocketAddr>,
+        new: impl Into<SocketAddr>,
+        rule_id: u32,
+    ) -> Result<()> {
         self.add_rule_of(IPPROTO_TCP, old, new, rule_id)
     }
 
@@ -167,18 +197,19 @@ impl Redirector {
     pub fn add_rule_of(
         &mut self,
         proto: u8,
-        old: SocketAddrV4,
-        new: SocketAddrV4,
+        old: impl Into<SocketAddr>,
+        new: impl Into<SocketAddr>,
         rule_id: u32,
     ) -> Result<()> {
+        let (old, new) = (old.into(), new.into());
         let key = RuleKey {
-            addr: addr(*old.ip()),
+            addr: rule_addr(old.ip()),
             port: port(old.port()),
             proto,
             _pad: 0,
         };
         let value = RuleValue {
-            new_addr: addr(*new.ip()),
+            new_addr: rule_addr(new.ip()),
             new_port: port(new.port()),
             _pad: 0,
             rule_id,
@@ -288,6 +319,19 @@ impl Redirector {
             .get(key, 0)
             .ok()
             .or_else(|| self.embryos.get(key, 0).ok())
+    }
+
+    /// An IPv6 flow entry, established or half-open.
+    pub fn flow6(&self, key: &FlowKey6) -> Option<Flow6> {
+        self.flows6
+            .get(key, 0)
+            .ok()
+            .or_else(|| self.embryos6.get(key, 0).ok())
+    }
+
+    /// Entries of both IPv6 flow tables.
+    pub fn flow6_count(&self) -> usize {
+        self.flows6.keys().count() + self.embryos6.keys().count()
     }
 
     /// Entries of both flow tables.

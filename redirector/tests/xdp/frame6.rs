@@ -1,0 +1,476 @@
+//! Crafted IPv6 frames and a from-scratch checker: the IPv6 counterpart of
+//! `frame`. As there, checksums are always computed over the whole
+//! pseudo-header and segment, never incrementally, so they are an
+//! independent check of the program's RFC 1624 updates. IPv6 has no header
+//! checksum, so the upper-layer checksum is the only one to check.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+
+use super::frame::{ACK, ETH_IPV6, PROTO_TCP, PROTO_UDP, SYN, checksum, ethernet};
+
+/// ICMPv6's Next Header value (RFC 4443).
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// The RFC 8200 §8.1 pseudo-header: source, destination, upper-layer
+/// length as 32 bits, three zero bytes and the Next Header value.
+fn pseudo_header(saddr: Ipv6Addr, daddr: Ipv6Addr, next: u8, len: u32) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(40);
+    buf.extend_from_slice(&saddr.octets());
+    buf.extend_from_slice(&daddr.octets());
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&[0, 0, 0]);
+    buf.push(next);
+    buf
+}
+
+/// TCP/UDP/ICMPv6 checksum: pseudo-header plus `payload` (with its checksum
+/// field). With the field zeroed it is the value to write; over a correct
+/// segment it is 0.
+pub fn l6_checksum(saddr: Ipv6Addr, daddr: Ipv6Addr, next: u8, payload: &[u8]) -> u16 {
+    let mut buf = pseudo_header(saddr, daddr, next, payload.len() as u32);
+    buf.extend_from_slice(payload);
+    checksum(&buf)
+}
+
+/// What the kernel keeps in the checksum field of a GSO packet of protocol
+/// `proto`: the pseudo-header's sum for a segment of `len` bytes, folded,
+/// not complemented; segmentation completes it.
+pub fn gso_partial_checksum6(proto: u8, saddr: Ipv6Addr, daddr: Ipv6Addr, len: u16) -> u16 {
+    !checksum(&pseudo_header(saddr, daddr, proto, len as u32))
+}
+
+/// An IPv6 packet's fields (there is no header checksum to compute).
+#[derive(Clone, Debug)]
+pub struct Ipv6 {
+    pub saddr: Ipv6Addr,
+    pub daddr: Ipv6Addr,
+    /// The upper-layer protocol. With extension headers this is what the
+    /// caller wrote into the last one of `ext`; the header carries `ext_next`.
+    pub next: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    /// The low 20 bits are used.
+    pub flow_label: u32,
+    /// Raw extension-header bytes placed between the fixed header and the
+    /// payload; written as they are, so malformed chains can be crafted too.
+    pub ext: Vec<u8>,
+    /// The first extension header's type (0 hop-by-hop, 43 routing, 44
+    /// fragment, 60 destination options), written as the fixed header's Next
+    /// Header; used only when `ext` is non-empty.
+    pub ext_next: u8,
+}
+
+impl Ipv6 {
+    /// A header from `saddr` to `daddr` carrying `next`, hop limit 64, no
+    /// traffic class, no flow label, no extension headers.
+    pub fn new(saddr: Ipv6Addr, daddr: Ipv6Addr, next: u8) -> Self {
+        Self {
+            saddr,
+            daddr,
+            next,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+            ext: Vec::new(),
+            ext_next: 0,
+        }
+    }
+
+    /// The 40-byte fixed header, then `ext`, then `payload`; the Payload
+    /// Length covers both `ext` and `payload`.
+    pub fn bytes(&self, payload: &[u8]) -> Vec<u8> {
+        let payload_len = self.ext.len() + payload.len();
+        assert!(
+            payload_len <= 0xffff,
+            "IPv6 payload too long (no jumbograms)"
+        );
+        let mut h = Vec::with_capacity(40 + payload_len);
+        let word =
+            (6u32 << 28) | ((self.traffic_class as u32) << 20) | (self.flow_label & 0xf_ffff);
+        h.extend_from_slice(&word.to_be_bytes());
+        h.extend_from_slice(&(payload_len as u16).to_be_bytes());
+        h.push(if self.ext.is_empty() {
+            self.next
+        } else {
+            self.ext_next
+        });
+        h.push(self.hop_limit);
+        h.extend_from_slice(&self.saddr.octets());
+        h.extend_from_slice(&self.daddr.octets());
+        h.extend_from_slice(&self.ext);
+        h.extend_from_slice(payload);
+        h
+    }
+}
+
+/// A TCP segment in an Ethernet/IPv6 frame, as a client or server would
+/// send it.
+#[derive(Clone, Debug)]
+pub struct Tcp6 {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub ip: Ipv6,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub options: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+impl Tcp6 {
+    /// A SYN from `from` to `to` with an MSS option, as Linux sends one over
+    /// IPv6 on a 1500-byte link (1500 - 40 - 20 = 1440).
+    pub fn syn(src_mac: [u8; 6], dst_mac: [u8; 6], from: SocketAddrV6, to: SocketAddrV6) -> Self {
+        Self {
+            src_mac,
+            dst_mac,
+            ip: Ipv6::new(*from.ip(), *to.ip(), PROTO_TCP),
+            sport: from.port(),
+            dport: to.port(),
+            seq: 0x0102_0304,
+            ack: 0,
+            flags: SYN,
+            window: 64240,
+            options: vec![2, 4, 0x05, 0xa0],
+            payload: Vec::new(),
+        }
+    }
+
+    /// The same segment with other flags and a payload.
+    pub fn with(mut self, flags: u8, payload: &[u8]) -> Self {
+        self.flags = flags;
+        self.options.clear();
+        self.payload = payload.to_vec();
+        if flags & ACK != 0 {
+            self.ack = 0x0a0b_0c0d;
+        }
+        self
+    }
+
+    /// The TCP segment alone, checksummed for the IP addresses.
+    pub fn segment(&self) -> Vec<u8> {
+        assert!(
+            self.options.len().is_multiple_of(4),
+            "TCP options come in words"
+        );
+        let hlen = 20 + self.options.len();
+        let mut s = Vec::with_capacity(hlen + self.payload.len());
+        s.extend_from_slice(&self.sport.to_be_bytes());
+        s.extend_from_slice(&self.dport.to_be_bytes());
+        s.extend_from_slice(&self.seq.to_be_bytes());
+        s.extend_from_slice(&self.ack.to_be_bytes());
+        s.push(((hlen / 4) as u8) << 4);
+        s.push(self.flags);
+        s.extend_from_slice(&self.window.to_be_bytes());
+        s.extend_from_slice(&[0, 0, 0, 0]);
+        s.extend_from_slice(&self.options);
+        s.extend_from_slice(&self.payload);
+        let c = l6_checksum(self.ip.saddr, self.ip.daddr, PROTO_TCP, &s);
+        s[16..18].copy_from_slice(&c.to_be_bytes());
+        s
+    }
+
+    /// The whole Ethernet/IPv6/TCP frame.
+    pub fn bytes(&self) -> Vec<u8> {
+        ethernet(
+            self.dst_mac,
+            self.src_mac,
+            ETH_IPV6,
+            &self.ip.bytes(&self.segment()),
+        )
+    }
+}
+
+/// A UDP datagram in an Ethernet/IPv6 frame.
+#[derive(Clone, Debug)]
+pub struct Udp6 {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub ip: Ipv6,
+    pub sport: u16,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+    /// Send a checksum of 0 instead of the real one. RFC 8200 §8.1 makes
+    /// the checksum mandatory over IPv6, so this crafts a frame a receiver
+    /// should drop (or a tunnel's RFC 6935 exception).
+    pub no_checksum: bool,
+}
+
+impl Udp6 {
+    /// A datagram from `from` to `to` carrying `payload`, checksummed.
+    pub fn new(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        from: SocketAddrV6,
+        to: SocketAddrV6,
+        payload: &[u8],
+    ) -> Self {
+        Self {
+            src_mac,
+            dst_mac,
+            ip: Ipv6::new(*from.ip(), *to.ip(), PROTO_UDP),
+            sport: from.port(),
+            dport: to.port(),
+            payload: payload.to_vec(),
+            no_checksum: false,
+        }
+    }
+
+    /// The datagram alone, checksummed for the IP addresses (a computed 0
+    /// is sent as 0xffff, since 0 would mean "none").
+    pub fn datagram(&self) -> Vec<u8> {
+        let mut d = Vec::with_capacity(8 + self.payload.len());
+        d.extend_from_slice(&self.sport.to_be_bytes());
+        d.extend_from_slice(&self.dport.to_be_bytes());
+        d.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
+        d.extend_from_slice(&[0, 0]);
+        d.extend_from_slice(&self.payload);
+        if !self.no_checksum {
+            let c = match l6_checksum(self.ip.saddr, self.ip.daddr, PROTO_UDP, &d) {
+                0 => 0xffff,
+                c => c,
+            };
+            d[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        d
+    }
+
+    /// The whole Ethernet/IPv6/UDP frame.
+    pub fn bytes(&self) -> Vec<u8> {
+        ethernet(
+            self.dst_mac,
+            self.src_mac,
+            ETH_IPV6,
+            &self.ip.bytes(&self.datagram()),
+        )
+    }
+}
+
+/// The checksum field of the UDP datagram in an Ethernet/IPv6 frame without
+/// extension headers.
+pub fn udp6_checksum_field(f: &[u8]) -> u16 {
+    u16::from_be_bytes([f[14 + 40 + 6], f[14 + 40 + 7]])
+}
+
+/// What a test reads back from an IPv6 output frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen6 {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub saddr: Ipv6Addr,
+    pub daddr: Ipv6Addr,
+    pub hop_limit: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP only (0 for UDP).
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub payload: Vec<u8>,
+    pub proto: u8,
+}
+
+impl Seen6 {
+    /// The sender's socket address (flow info and scope 0).
+    pub fn from(&self) -> SocketAddrV6 {
+        SocketAddrV6::new(self.saddr, self.sport, 0, 0)
+    }
+    /// The receiver's socket address (flow info and scope 0).
+    pub fn to(&self) -> SocketAddrV6 {
+        SocketAddrV6::new(self.daddr, self.dport, 0, 0)
+    }
+}
+
+/// Checks the Ethernet/IPv6 framing common to every parser here and returns
+/// the IPv6 header and its payload (without any Ethernet padding).
+fn ipv6_checked(f: &[u8]) -> (&[u8], &[u8]) {
+    assert!(f.len() >= 14 + 40, "frame too short: {} bytes", f.len());
+    assert_eq!(
+        u16::from_be_bytes([f[12], f[13]]),
+        ETH_IPV6,
+        "not IPv6 (ether type {:#06x})",
+        u16::from_be_bytes([f[12], f[13]])
+    );
+    let ip = &f[14..];
+    assert_eq!(ip[0] >> 4, 6, "IP version is {}, not 6", ip[0] >> 4);
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    assert!(
+        ip.len() >= 40 + payload_len,
+        "IPv6 payload length {payload_len} but only {} bytes follow the header",
+        ip.len() - 40
+    );
+    (&ip[..40], &ip[40..40 + payload_len])
+}
+
+fn addrs(ip: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+    let saddr: [u8; 16] = ip[8..24].try_into().unwrap();
+    let daddr: [u8; 16] = ip[24..40].try_into().unwrap();
+    (Ipv6Addr::from(saddr), Ipv6Addr::from(daddr))
+}
+
+/// Parses an Ethernet/IPv6/TCP or UDP frame without extension headers and
+/// checks the upper-layer checksum from scratch over the pseudo-header (a
+/// UDP checksum of 0 is accepted as "none", as `frame::parse_checked` does);
+/// panics with what is wrong. The frame may be longer than the packet only
+/// by Ethernet padding.
+pub fn parse_checked6(f: &[u8]) -> Seen6 {
+    let (ip, seg) = ipv6_checked(f);
+    let (saddr, daddr) = addrs(ip);
+    let next = ip[6];
+    let dst_mac: [u8; 6] = f[0..6].try_into().unwrap();
+    let src_mac: [u8; 6] = f[6..12].try_into().unwrap();
+    if next == PROTO_UDP {
+        assert!(
+            seg.len() >= 8,
+            "UDP datagram too short: {} bytes",
+            seg.len()
+        );
+        assert_eq!(
+            u16::from_be_bytes([seg[4], seg[5]]) as usize,
+            seg.len(),
+            "UDP length"
+        );
+        if seg[6..8] != [0, 0] {
+            assert_eq!(
+                l6_checksum(saddr, daddr, PROTO_UDP, seg),
+                0,
+                "UDP checksum is wrong"
+            );
+        }
+        return Seen6 {
+            dst_mac,
+            src_mac,
+            saddr,
+            daddr,
+            hop_limit: ip[7],
+            sport: u16::from_be_bytes([seg[0], seg[1]]),
+            dport: u16::from_be_bytes([seg[2], seg[3]]),
+            seq: 0,
+            ack: 0,
+            flags: 0,
+            payload: seg[8..].to_vec(),
+            proto: PROTO_UDP,
+        };
+    }
+    assert_eq!(
+        next, PROTO_TCP,
+        "next header {next} is neither TCP nor UDP (extension headers are not parsed)"
+    );
+    assert!(
+        seg.len() >= 20,
+        "TCP segment too short: {} bytes",
+        seg.len()
+    );
+    assert_eq!(
+        l6_checksum(saddr, daddr, PROTO_TCP, seg),
+        0,
+        "TCP checksum is wrong"
+    );
+    let doff = ((seg[12] >> 4) * 4) as usize;
+    assert!(
+        (20..=seg.len()).contains(&doff),
+        "TCP data offset {doff} in a {}-byte segment",
+        seg.len()
+    );
+    Seen6 {
+        dst_mac,
+        src_mac,
+        saddr,
+        daddr,
+        hop_limit: ip[7],
+        sport: u16::from_be_bytes([seg[0], seg[1]]),
+        dport: u16::from_be_bytes([seg[2], seg[3]]),
+        seq: u32::from_be_bytes(seg[4..8].try_into().unwrap()),
+        ack: u32::from_be_bytes(seg[8..12].try_into().unwrap()),
+        flags: seg[13],
+        payload: seg[doff..].to_vec(),
+        proto: PROTO_TCP,
+    }
+}
+
+/// An Ethernet/IPv6/ICMPv6 error frame (hop limit 64) from `saddr` to
+/// `daddr`: type `kind`, `code`, the 4-byte `info` word (the MTU for Packet
+/// Too Big, type 2; unused, 0, for the others) and `quoted`, the invoking
+/// packet from its IPv6 header on. The checksum covers the pseudo-header
+/// (RFC 4443 §2.3).
+#[allow(clippy::too_many_arguments)]
+pub fn icmp6(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    saddr: Ipv6Addr,
+    daddr: Ipv6Addr,
+    kind: u8,
+    code: u8,
+    info: u32,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + quoted.len());
+    body.push(kind);
+    body.push(code);
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&info.to_be_bytes());
+    body.extend_from_slice(quoted);
+    let c = l6_checksum(saddr, daddr, PROTO_ICMPV6, &body);
+    body[2..4].copy_from_slice(&c.to_be_bytes());
+    ethernet(
+        dst_mac,
+        src_mac,
+        ETH_IPV6,
+        &Ipv6::new(saddr, daddr, PROTO_ICMPV6).bytes(&body),
+    )
+}
+
+/// What a test reads back from an ICMPv6 output frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Icmp6Seen {
+    pub saddr: Ipv6Addr,
+    pub daddr: Ipv6Addr,
+    pub hop_limit: u8,
+    pub kind: u8,
+    pub code: u8,
+    /// The MTU for Packet Too Big, the pointer for Parameter Problem.
+    pub info: u32,
+    /// The invoking packet, from its IPv6 header on.
+    pub quoted: Vec<u8>,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// Parses an Ethernet/IPv6/ICMPv6 frame without extension headers and
+/// checks the ICMPv6 checksum from scratch over the pseudo-header; panics
+/// with what is wrong.
+pub fn parse_icmp6_checked(f: &[u8]) -> Icmp6Seen {
+    let (ip, body) = ipv6_checked(f);
+    let (saddr, daddr) = addrs(ip);
+    assert_eq!(
+        ip[6], PROTO_ICMPV6,
+        "next header {} is not ICMPv6 (extension headers are not parsed)",
+        ip[6]
+    );
+    assert!(
+        body.len() >= 8,
+        "ICMPv6 message too short: {} bytes",
+        body.len()
+    );
+    assert_eq!(
+        l6_checksum(saddr, daddr, PROTO_ICMPV6, body),
+        0,
+        "ICMPv6 checksum is wrong"
+    );
+    Icmp6Seen {
+        saddr,
+        daddr,
+        hop_limit: ip[7],
+        kind: body[0],
+        code: body[1],
+        info: u32::from_be_bytes(body[4..8].try_into().unwrap()),
+        quoted: body[8..].to_vec(),
+        dst_mac: f[0..6].try_into().unwrap(),
+        src_mac: f[6..12].try_into().unwrap(),
+    }
+}
