@@ -5,7 +5,7 @@
 //! the namespace with setns(2).
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,6 +58,18 @@ pub fn client_mac(n: u8) -> [u8; 6] {
 }
 /// How many clients have neighbour entries.
 pub const CLIENTS: u8 = 8;
+/// The IPv6 addresses of the same hosts: the old host's on `old0`
+/// (2001:2::/64) ...
+pub const OLD6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+/// ... the new host there, with `NEW_MAC` ...
+pub const NEW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+/// ... a new host behind `old1` (2001:2:0:1::/64), with `NEW_OTHER_MAC` ...
+pub const NEW6_OTHER: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 2);
+/// ... and client `n` at 2001:2::100 + n, with `client_mac(n)`.
+pub fn client6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100 + n as u16)
+}
+
 /// A local address of the old host's own clients (for connections the old
 /// host serves itself).
 pub const LOCAL_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
@@ -239,6 +251,23 @@ impl OldHost {
                 "permanent",
             ])?;
         }
+        // IPv6 beside IPv4 on both links, without duplicate address
+        // detection (nothing answers on the other ends).
+        for (dev, addr) in [(INGRESS, "2001:2::1/64"), (OTHER, "2001:2:0:1::1/64")] {
+            ip(&["-n", n, "addr", "add", addr, "dev", dev, "nodad"])?;
+        }
+        let mut neighbours6 = vec![(NEW6, NEW_MAC, INGRESS), (NEW6_OTHER, NEW_OTHER_MAC, OTHER)];
+        for c in 0..CLIENTS {
+            neighbours6.push((client6(c), client_mac(c), INGRESS));
+        }
+        for (addr, m, dev) in neighbours6 {
+            #[rustfmt::skip]
+            ip(&[
+                "-n", n, "neigh", "replace", &addr.to_string(), "lladdr", &mac(m), "dev", dev,
+                "nud", "permanent",
+            ])?;
+        }
+        self.ns.sysctl("net.ipv6.conf.all.forwarding=1")?;
         ip(&["-n", n, "route", "add", "unreachable", "198.19.200.0/24"])?;
         ip(&[
             "-n",

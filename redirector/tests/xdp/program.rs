@@ -321,12 +321,17 @@ impl Redirector {
             .or_else(|| self.embryos.get(key, 0).ok())
     }
 
-    /// An IPv6 flow entry, established or half-open.
-    pub fn flow6(&self, key: &FlowKey6) -> Option<Flow6> {
-        self.flows6
-            .get(key, 0)
-            .ok()
-            .or_else(|| self.embryos6.get(key, 0).ok())
+    /// How many instructions the verifier walked to accept program `name`.
+    pub fn verified_instructions(&self, name: &str) -> Result<u32> {
+        let program: &Xdp = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?
+            .try_into()?;
+        program
+            .info()?
+            .verified_instruction_count()
+            .ok_or_else(|| anyhow!("the kernel does not report verified instructions"))
     }
 
     /// Entries of both IPv6 flow tables.
