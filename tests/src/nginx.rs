@@ -27,7 +27,8 @@ pub struct Nginx {
 
 impl Nginx {
     /// Serves `body` at `/` and the files in `files` (name, size in bytes,
-    /// pseudo-random content) on every `port`, inside `ns`; each file also
+    /// pseudo-random content) on every `port` of IPv4 and IPv6, inside `ns`;
+    /// each file also
     /// as `/paced/NAME`, sent at [`PACED_RATE`].
     pub fn start(ns: &Netns, ports: &[u16], body: &str, files: &[(&str, usize)]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("cutover-nginx").tempdir()?;
@@ -39,7 +40,13 @@ impl Nginx {
         }
         let listen: String = ports
             .iter()
-            .map(|p| format!("    listen {p} reuseport backlog=4096;\n"))
+            .map(|p| {
+                // Both families: IPv6 redirects lead here too.
+                format!(
+                    "    listen {p} reuseport backlog=4096;\n    \
+                     listen [::]:{p} reuseport backlog=4096;\n"
+                )
+            })
             .collect();
         let conf = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\

@@ -62,7 +62,7 @@ impl Drop for UdpEcho {
 /// 2 s read timeout.
 pub fn connected(ns: &Netns, to: SocketAddr) -> Result<UdpSocket> {
     let socket = ns.run_in(|| {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
         s.connect(to)?;
         Ok(s)
     })?;
