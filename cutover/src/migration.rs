@@ -248,8 +248,8 @@ impl Migration {
                     old_ip: old.clone(),
                     new_ip: new.clone(),
                     new_public: public.clone(),
-                    from: format!("{old}:{port}"),
-                    to: format!("{new}:{new_port}"),
+                    from: endpoint(&old, port),
+                    to: endpoint(&new, new_port),
                     port,
                     new_port,
                 });
@@ -429,6 +429,15 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `IP:PORT`, IPv6 in brackets, as the redirector's rules take it.
+fn endpoint(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -506,6 +515,23 @@ pub(crate) mod tests {
         // The record keeps the pool.
         let back: Migration = toml::from_str(&toml::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn an_aaaa_migration_redirects_ipv6_endpoints_in_brackets() {
+        let mut m = planned(60, 60);
+        m.from = vec!["2001:2::2".into()];
+        m.old = "2001:2::2".into();
+        m.to = "2001:2::3".into();
+        m.more_ports = vec![443];
+        assert_eq!(
+            m.redirects_text(),
+            "[2001:2::2]:80 -> [2001:2::3]:80, [2001:2::2]:443 -> [2001:2::3]:443"
+        );
+        for r in m.redirects() {
+            let from: std::net::SocketAddr = r.from.parse().unwrap();
+            assert_eq!(from.ip().to_string(), "2001:2::2");
+        }
     }
 
     #[test]

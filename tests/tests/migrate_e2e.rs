@@ -22,6 +22,7 @@ use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::{Daemon, wait_until};
 use cutover_tests::redirector::Redirector;
+use cutover_tests::redirector_site::curl;
 use cutover_tests::site_client::get;
 use cutover_tests::topology::{NEW_IP, OLD_IP, Topology};
 use cutover_tests::udp_echo::{self, UdpEcho};
@@ -574,6 +575,58 @@ fn a_flip_keeps_the_addresses_that_do_not_move() -> Result<()> {
     let out = m.cutover(&["rollback", NAME])?;
     ensure!(out.status.success(), "rollback failed: {}", describe(&out));
     ensure!(m.served().0 == OLD_IP);
+    Ok(())
+}
+
+#[test]
+fn an_aaaa_record_moves_and_its_cached_ipv6_clients_are_forwarded() -> Result<()> {
+    const OLD6: &str = "2001:2::2";
+    const NEW6: &str = "2001:2::3";
+    let m = Mission::start(2)?;
+    for (host, addr) in [
+        (&m.net.client, "2001:2::1"),
+        (&m.net.old, OLD6),
+        (&m.net.new, NEW6),
+    ] {
+        host.ip(&["addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"])?;
+    }
+    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
+    let out = m.net.client.exec(
+        "curl",
+        &[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            "-d",
+            &format!(r#"{{"addresses":["{OLD_IP}","{OLD6}"]}}"#),
+            &format!("http://127.0.0.1:8053/v1/services/{NAME}."),
+        ],
+    )?;
+    ensure!(out.status.success(), "{}", describe(&out));
+
+    let mut args = vec!["migrate", NAME, "--from", OLD6, "--to", NEW6];
+    args.extend_from_slice(&QUICK);
+    let out = m.cutover(&args)?;
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    let aaaa = m.net.client.exec(
+        "kdig",
+        &["@127.0.0.1", "-p", "5300", "+short", NAME, "AAAA"],
+    )?;
+    ensure!(
+        String::from_utf8_lossy(&aaaa.stdout).trim() == NEW6,
+        "the AAAA after the flip: {}",
+        describe(&aaaa)
+    );
+    ensure!(m.served().0 == OLD_IP, "the A record moved too");
+    // A client that cached the old AAAA reaches the new release through
+    // the old host's IPv6 redirect, which migrate leaves on.
+    let body = curl(&m.net.client, &format!("http://[{OLD6}]/"))?;
+    ensure!(body == NEW_BODY, "through the old IPv6 address: {body:?}");
+    let status = m.cutover(&["status"])?;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    ensure!(text.contains("[2001:2::2]:80"), "status: {text}");
     Ok(())
 }
 
