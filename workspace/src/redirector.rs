@@ -915,6 +915,7 @@ proto = "udp"
                 .iter()
                 .any(|r| r.protocols.contains(&Protocol::Udp))
         );
+        assert!(cfg.rules.iter().any(|r| r.from.is_ipv6()), "an IPv6 rule");
     }
 
     #[test]
