@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail};
 use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
     FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, Flow,
-    LOCAL_PROGRAM_NAME, NEXT_HOP_CACHE_NS, NatSettings, PROGRAM_NAME, PROGRAM6_NAME, counter,
+    FlowKeyOf, FlowOf, LOCAL_PROGRAM_NAME, NEXT_HOP_CACHE_NS, NatSettings, PROGRAM_NAME,
+    PROGRAM6_NAME, counter,
 };
 
 use xdp::frame::{
@@ -1490,49 +1491,106 @@ fn per_packet_cost() -> Result<()> {
         let a = SocketAddrV4::new(client(0), 40000);
         let mut seg = Tcp::syn(client_mac(0), OLD_MAC, a, a).with(ACK, &[0x55; 64]);
         seg.ip.ttl = 255;
-        let (tcp, floor) = tracked_cost(o, PROTO_TCP, a, new_host(), RULE, &seg.bytes())?;
+        let (tcp, floor) = tracked_cost(o, RULE, &seg.bytes(), |r| {
+            install_pair(&mut r.flows, PROTO_TCP, a, new_host(), RULE)
+        })?;
         let c = SocketAddrV4::new(client(0), 47000);
         let mut datagram = Udp::new(client_mac(0), OLD_MAC, c, c, &[0x55; 64]);
         datagram.ip.ttl = 255;
         let to = SocketAddrV4::new(NEW, NEW_UDP_PORT);
-        let (udp, _) = tracked_cost(o, PROTO_UDP, c, to, RULE_UDP, &datagram.bytes())?;
+        let (udp, _) = tracked_cost(o, RULE_UDP, &datagram.bytes(), |r| {
+            install_pair(&mut r.flows, PROTO_UDP, c, to, RULE_UDP)
+        })?;
+        // The same over IPv6, in its own program and tables.
+        let a6 = client6_at(0, 40000);
+        let mut seg6 = Tcp6::syn(client_mac(0), OLD_MAC, a6, a6).with(ACK, &[0x55; 64]);
+        seg6.ip.hop_limit = 255;
+        let (tcp6, _) = tracked_cost(o, RULE6, &seg6.bytes(), |r| {
+            install_pair(&mut r.flows6, PROTO_TCP, a6, new6_host(), RULE6)
+        })?;
+        let c6 = client6_at(0, 47000);
+        let mut datagram6 = Udp6::new(client_mac(0), OLD_MAC, c6, c6, &[0x55; 64]);
+        datagram6.ip.hop_limit = 255;
+        let to6 = SocketAddrV6::new(NEW6, NEW_UDP_PORT, 0, 0);
+        let (udp6, _) = tracked_cost(o, RULE6_UDP, &datagram6.bytes(), |r| {
+            install_pair(&mut r.flows6, PROTO_UDP, c6, to6, RULE6_UDP)
+        })?;
         println!("ns_per_packet={:.1}", tcp as f64);
         println!("udp_ns_per_packet={:.1}", udp as f64);
+        println!("ipv6_ns_per_packet={:.1}", tcp6 as f64);
+        println!("ipv6_udp_ns_per_packet={:.1}", udp6 as f64);
         println!("floor_ns={floor}");
         println!("program_ns={}", tcp.saturating_sub(floor));
+        println!("ipv6_program_ns={}", tcp6.saturating_sub(floor));
         Ok(())
     })
 }
 
-/// The median ns per run of a packet of an established flow of `proto`
-/// between `a` and `b` under `rule`, and the harness's floor: the same
-/// runs of a program that only returns. The flow's two entries each
-/// rewrite to the other's own tuple, so the frame (`a` to `a`) becomes
-/// `b` to `b` and back on each run; the TTL drops by one per run, so a
-/// call repeats 200 times on a fresh frame with TTL 255.
-fn tracked_cost(
-    o: &mut Old,
+/// An established flow of `proto` between `a` and `b` under `rule`, whose
+/// two entries each rewrite to the other's own tuple: a frame from `a` to
+/// `a` becomes `b` to `b` and back on each run.
+fn install_pair<A, S>(
+    table: &mut aya::maps::HashMap<aya::maps::MapData, FlowKeyOf<A>, FlowOf<A>>,
     proto: u8,
-    a: SocketAddrV4,
-    b: SocketAddrV4,
+    a: S,
+    b: S,
     rule: u32,
-    frame: &[u8],
-) -> Result<(u64, u64)> {
-    let entry = |to: SocketAddrV4, direction| Flow {
-        saddr: addr(*to.ip()),
-        daddr: addr(*to.ip()),
-        sport: port(to.port()),
-        dport: port(to.port()),
+) -> Result<()>
+where
+    A: Copy + Default,
+    S: Copy + Into<std::net::SocketAddr>,
+    FlowKeyOf<A>: aya::Pod,
+    FlowOf<A>: aya::Pod,
+{
+    let words = |s: S| -> A {
+        let s: std::net::SocketAddr = s.into();
+        let w = redirector::rules::rule_addr(s.ip());
+        // Four words for IPv6, the last (mapped) one for IPv4.
+        let bytes: Vec<u8> = if std::mem::size_of::<A>() == 16 {
+            w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+        } else {
+            w[3].to_ne_bytes().to_vec()
+        };
+        // SAFETY: A is u32 or [u32; 4], and `bytes` holds exactly its size.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<A>()) }
+    };
+    let port_of = |s: S| -> u16 { port(s.into().port()) };
+    let key = |s: S| FlowKeyOf {
+        saddr: words(s),
+        daddr: words(s),
+        sport: port_of(s),
+        dport: port_of(s),
+        proto,
+        _pad: [0; 3],
+    };
+    let entry = |to: S, direction| FlowOf {
+        saddr: words(to),
+        daddr: words(to),
+        sport: port_of(to),
+        dport: port_of(to),
         rule_id: rule,
         direction,
         tcp_flags: FLOW_ESTABLISHED,
         proto,
         ..Default::default()
     };
-    o.r.flows
-        .insert(flow_key_of(proto, a, a), entry(b, DIR_FORWARD), 0)?;
-    o.r.flows
-        .insert(flow_key_of(proto, b, b), entry(a, DIR_REPLY), 0)?;
+    table.insert(key(a), entry(b, DIR_FORWARD), 0)?;
+    table.insert(key(b), entry(a, DIR_REPLY), 0)?;
+    Ok(())
+}
+
+/// The median ns per run of a packet of an established flow under `rule`
+/// (put in place by `install`, see `install_pair`), and the harness's
+/// floor: the same runs of a program that only returns. The TTL (hop
+/// limit) drops by one per run, so a call repeats 200 times on a fresh
+/// frame with TTL 255.
+fn tracked_cost(
+    o: &mut Old,
+    rule: u32,
+    frame: &[u8],
+    install: impl FnOnce(&mut Redirector) -> Result<()>,
+) -> Result<(u64, u64)> {
+    install(&mut o.r)?;
     const RUNS: u32 = 1_000_000;
     const PER_CALL: u32 = 200;
     let mut per_call = Vec::with_capacity((RUNS / PER_CALL) as usize);

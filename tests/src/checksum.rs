@@ -1,7 +1,7 @@
 //! The Internet checksum (RFC 1071) of headers and segments the harness
 //! builds byte by byte (the SYN flood, the benchmark's packet generator).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// The checksum of an IPv4 header (its checksum field zero).
 pub fn ipv4_header(header: &[u8]) -> u16 {
@@ -9,10 +9,15 @@ pub fn ipv4_header(header: &[u8]) -> u16 {
 }
 
 /// The TCP or UDP checksum of `segment` (its checksum field zero) from
-/// `saddr` to `daddr`, over the IPv4 pseudo-header.
-pub fn l4(saddr: Ipv4Addr, daddr: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
-    let mut pseudo = sum(&saddr.octets(), 0);
-    pseudo = sum(&daddr.octets(), pseudo);
+/// `saddr` to `daddr`, over the IPv4 or IPv6 pseudo-header (their sums
+/// differ only in the addresses' length).
+pub fn l4(saddr: impl Into<IpAddr>, daddr: impl Into<IpAddr>, proto: u8, segment: &[u8]) -> u16 {
+    let octets = |a: IpAddr| match a {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut pseudo = sum(&octets(saddr.into()), 0);
+    pseudo = sum(&octets(daddr.into()), pseudo);
     pseudo += u32::from(proto) + segment.len() as u32;
     fold(sum(segment, pseudo))
 }

@@ -5,7 +5,7 @@
 //! veth with EAGAIN unless it goes through the qdisc, and then sends a few
 //! thousand packets per second.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +14,7 @@ use cutover_tests::netns::Netns;
 
 const BATCH: usize = 64;
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 
 /// What one blast did.
@@ -178,35 +179,47 @@ impl PacketSocket {
     }
 }
 
-/// A UDP datagram from `from` to `to` in a minimum-size Ethernet frame
-/// (60 bytes), checksums computed.
-pub fn udp_frame(
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    from: SocketAddrV4,
-    to: SocketAddrV4,
-) -> Vec<u8> {
+/// A UDP datagram from `from` to `to` with 18 bytes of payload: a
+/// minimum-size Ethernet frame (60 bytes) for IPv4, 80 bytes for IPv6;
+/// checksums computed. Both addresses of one family.
+pub fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], from: SocketAddr, to: SocketAddr) -> Vec<u8> {
     let payload = [0x5au8; 18];
     let udp_len = 8 + payload.len();
-    let mut f = Vec::with_capacity(60);
+    let mut f = Vec::with_capacity(80);
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-    let ip_start = f.len();
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    f.extend_from_slice(&from.ip().octets());
-    f.extend_from_slice(&to.ip().octets());
-    let c = checksum::ipv4_header(&f[ip_start..ip_start + 20]);
-    f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
+    match (from.ip(), to.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+            let ip_start = f.len();
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+            let c = checksum::ipv4_header(&f[ip_start..ip_start + 20]);
+            f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        (s, d) => {
+            f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            for a in [s, d] {
+                match a {
+                    IpAddr::V6(v6) => f.extend_from_slice(&v6.octets()),
+                    IpAddr::V4(v4) => f.extend_from_slice(&v4.to_ipv6_mapped().octets()),
+                }
+            }
+        }
+    }
     let udp_start = f.len();
     f.extend_from_slice(&from.port().to_be_bytes());
     f.extend_from_slice(&to.port().to_be_bytes());
     f.extend_from_slice(&(udp_len as u16).to_be_bytes());
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&payload);
-    let c = match checksum::l4(*from.ip(), *to.ip(), 17, &f[udp_start..]) {
+    let c = match checksum::l4(from.ip(), to.ip(), 17, &f[udp_start..]) {
         0 => 0xffff,
         c => c,
     };
@@ -233,5 +246,20 @@ mod tests {
             std::net::Ipv4Addr::new(198, 18, 0, 2),
         );
         assert_eq!(checksum::l4(s, d, 17, &f[34..]), 0, "UDP");
+    }
+
+    #[test]
+    fn an_ipv6_udp_frame_has_a_valid_checksum_over_the_pseudo_header() {
+        let f = udp_frame(
+            [2; 6],
+            [4; 6],
+            "[2001:2::1]:10000".parse().unwrap(),
+            "[2001:2::2]:7".parse().unwrap(),
+        );
+        assert_eq!(f.len(), 80);
+        assert_eq!(u16::from_be_bytes([f[12], f[13]]), ETH_P_IPV6);
+        let s: std::net::Ipv6Addr = "2001:2::1".parse().unwrap();
+        let d: std::net::Ipv6Addr = "2001:2::2".parse().unwrap();
+        assert_eq!(checksum::l4(s, d, 17, &f[54..]), 0, "UDP");
     }
 }

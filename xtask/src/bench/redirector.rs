@@ -165,12 +165,19 @@ fn one_client(args: &Args) -> Result<()> {
         );
     }
     match ns_per_packet {
-        Ok((ns, udp, floor)) => println!(
-            "\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6: TCP {ns:.1} ns/packet, UDP \
-             {udp:.1}, of which {floor:.0} ns the harness's floor (a program that only returns): \
-             the program {:.1} ns for TCP, {:.1} for UDP (target <= 50)",
-            ns - floor,
-            udp - floor
+        Ok(c) => println!(
+            "\ntracked-flow packet, BPF_PROG_TEST_RUN repeat=1e6, ns/packet: IPv4 TCP {:.1}, UDP \
+             {:.1}; IPv6 TCP {:.1}, UDP {:.1}; of which {:.0} ns the harness's floor (a program \
+             that only returns): the program {:.1} / {:.1} / {:.1} / {:.1} (target <= 50)",
+            c.tcp,
+            c.udp,
+            c.tcp6,
+            c.udp6,
+            c.floor,
+            c.tcp - c.floor,
+            c.udp - c.floor,
+            c.tcp6 - c.floor,
+            c.udp6 - c.floor
         ),
         Err(e) => println!("\ntracked-flow packet cost: not measured: {e:#}"),
     }
@@ -219,8 +226,10 @@ pub(super) enum Guard<'a> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if let Guard::Iptables(old) = self {
-            let _ = old.exec("iptables", &["-t", "nat", "-F"]);
-            let _ = old.exec("iptables", &["-F", "FORWARD"]);
+            for iptables in ["iptables", "ip6tables"] {
+                let _ = old.exec(iptables, &["-t", "nat", "-F"]);
+                let _ = old.exec(iptables, &["-F", "FORWARD"]);
+            }
             // Its NAT state too, so that the next round starts alike.
             let _ = old.exec("conntrack", &["-F"]);
         }
@@ -245,45 +254,58 @@ pub(super) fn switch_on_redirects<'a>(
     ifaces: &[&str],
     xdp_mode: &str,
 ) -> Result<Guard<'a>> {
-    switch_on_protocol(old, path, "tcp", redirects, ifaces, xdp_mode)
+    switch_on_protocol(old, path, "tcp", OLD_IP, redirects, ifaces, xdp_mode)
 }
 
 /// `switch_on_redirects` for `proto` (`tcp` or `udp`).
+/// `old_ip` is the address redirected from, IPv4 or IPv6 (then `to` is
+/// `[IPv6]:PORT`, and iptables is ip6tables).
 pub(super) fn switch_on_protocol<'a>(
     old: &'a Netns,
     path: Via,
     proto: &str,
+    old_ip: &str,
     redirects: &[(u16, String)],
     ifaces: &[&str],
     xdp_mode: &str,
 ) -> Result<Guard<'a>> {
+    let v6 = old_ip.contains(':');
     match path {
         Via::Direct => Ok(Guard::Nothing),
         Via::Iptables => {
+            let iptables = if v6 { "ip6tables" } else { "iptables" };
             // The mission's recipe, verbatim, once per redirect.
             for (port, to) in redirects {
                 let port = port.to_string();
                 #[rustfmt::skip]
-                old.exec("iptables", &[
-                    "-t", "nat", "-A", "PREROUTING", "-p", proto, "-d", OLD_IP, "--dport", &port,
+                old.exec(iptables, &[
+                    "-t", "nat", "-A", "PREROUTING", "-p", proto, "-d", old_ip, "--dport", &port,
                     "-j", "DNAT", "--to", to,
                 ])?;
             }
             old.exec(
-                "iptables",
+                iptables,
                 &["-t", "nat", "-A", "POSTROUTING", "-j", "MASQUERADE"],
             )?;
-            old.exec("iptables", &["-A", "FORWARD", "-j", "ACCEPT"])?;
+            old.exec(iptables, &["-A", "FORWARD", "-j", "ACCEPT"])?;
             Ok(Guard::Iptables(old))
         }
         Via::Xdp => {
             let ws = tempfile::Builder::new().prefix("cutover-bench").tempdir()?;
+            let from = |port: &u16| {
+                if v6 {
+                    format!("[{old_ip}]:{port}")
+                } else {
+                    format!("{old_ip}:{port}")
+                }
+            };
             let rules: String = redirects
                 .iter()
                 .map(|(port, to)| {
                     format!(
-                        "[[rule]]\nname = \"p{port}\"\nfrom = \"{OLD_IP}:{port}\"\nto = \"{to}\"\n\
-                         proto = \"{proto}\"\n"
+                        "[[rule]]\nname = \"p{port}\"\nfrom = \"{}\"\nto = \"{to}\"\n\
+                         proto = \"{proto}\"\n",
+                        from(port)
                     )
                 })
                 .collect();
@@ -414,10 +436,19 @@ fn median(runs: &[Wrk]) -> Wrk {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-/// ns/packet of a tracked-flow packet, measured by the program test
-/// `per_packet_cost` with BPF_PROG_TEST_RUN and repeat, and the floor: the
-/// same runs of a program that only returns.
-fn per_packet_cost() -> Result<(f64, f64, f64)> {
+/// ns/packet of a tracked-flow packet of each family and protocol.
+struct Cost {
+    tcp: f64,
+    udp: f64,
+    tcp6: f64,
+    udp6: f64,
+    /// The same runs of a program that only returns.
+    floor: f64,
+}
+
+/// `Cost`, measured by the program test `per_packet_cost` with
+/// BPF_PROG_TEST_RUN and repeat.
+fn per_packet_cost() -> Result<Cost> {
     let out = cargo()
         .args([
             "test",
@@ -443,11 +474,13 @@ fn per_packet_cost() -> Result<(f64, f64, f64)> {
             .parse()
             .with_context(|| format!("{key} is not a number"))
     };
-    Ok((
-        value("ns_per_packet=")?,
-        value("udp_ns_per_packet=")?,
-        value("floor_ns=")?,
-    ))
+    Ok(Cost {
+        tcp: value("ns_per_packet=")?,
+        udp: value("udp_ns_per_packet=")?,
+        tcp6: value("ipv6_ns_per_packet=")?,
+        udp6: value("ipv6_udp_ns_per_packet=")?,
+        floor: value("floor_ns=")?,
+    })
 }
 
 #[cfg(test)]
