@@ -115,13 +115,16 @@ impl Report {
     }
 }
 
+/// A flow table entry: its key and its value.
+pub type Entry<A> = (FlowKeyOf<A>, FlowOf<A>);
+
 /// Decides, for a snapshot of the map, which keys to delete. Each connection
 /// is judged once, from its forward entry when it has one.
 pub fn sweep<A: Addr>(
     snapshot: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
     now_ns: u64,
     t: &Timeouts,
-) -> (Vec<(FlowKeyOf<A>, FlowOf<A>)>, Report) {
+) -> (Vec<Entry<A>>, Report) {
     let mut doomed = Vec::new();
     let mut report = Report::default();
     for (key, entry) in snapshot {
@@ -326,7 +329,7 @@ impl<A: Addr> OpenFlows<A> {
 fn delete<A: Addr>(
     flows: &mut BpfHashMap<MapData, FlowKeyOf<A>, FlowOf<A>>,
     snap: &HashMap<FlowKeyOf<A>, FlowOf<A>>,
-    doomed: &[(FlowKeyOf<A>, FlowOf<A>)],
+    doomed: &[Entry<A>],
     report: &mut Report,
 ) -> Result<HashSet<FlowKeyOf<A>>>
 where

@@ -2,6 +2,7 @@
 //! computed over the whole header/segment, never incrementally, so they are
 //! an independent check of the program's RFC 1624 updates.
 
+use std::fmt::Debug;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const FIN: u8 = 0x01;
@@ -130,12 +131,52 @@ impl Ipv4 {
     }
 }
 
+/// What the TCP and UDP builders need of an IP header, IPv4 (`Ipv4`) or
+/// IPv6 (`frame6::Ipv6`).
+pub trait Header: Clone + Debug {
+    /// `SocketAddrV4` or `SocketAddrV6`.
+    type Socket: Copy;
+    const ETHER_TYPE: u16;
+    /// The MSS option of a SYN as Linux sends it on a 1500-byte link.
+    const MSS_OPTION: [u8; 4];
+    fn new(from: Self::Socket, to: Self::Socket, proto: u8) -> Self;
+    fn port(s: Self::Socket) -> u16;
+    /// The TCP or UDP checksum of `segment` over this header's
+    /// pseudo-header.
+    fn checksum(&self, proto: u8, segment: &[u8]) -> u16;
+    /// The header followed by `payload`.
+    fn bytes(&self, payload: &[u8]) -> Vec<u8>;
+}
+
+impl Header for Ipv4 {
+    type Socket = SocketAddrV4;
+    const ETHER_TYPE: u16 = ETH_IPV4;
+    const MSS_OPTION: [u8; 4] = [2, 4, 0x05, 0xb4];
+    fn new(from: SocketAddrV4, to: SocketAddrV4, proto: u8) -> Self {
+        Ipv4::new(*from.ip(), *to.ip(), proto)
+    }
+    fn port(s: SocketAddrV4) -> u16 {
+        s.port()
+    }
+    fn checksum(&self, proto: u8, segment: &[u8]) -> u16 {
+        l4_checksum(self.saddr, self.daddr, proto, segment)
+    }
+    fn bytes(&self, payload: &[u8]) -> Vec<u8> {
+        Ipv4::bytes(self, payload)
+    }
+}
+
+/// A TCP segment over IPv4.
+pub type Tcp = TcpOf<Ipv4>;
+/// A UDP datagram over IPv4.
+pub type Udp = UdpOf<Ipv4>;
+
 /// A TCP segment in an Ethernet frame, as a client or server would send it.
 #[derive(Clone, Debug)]
-pub struct Tcp {
+pub struct TcpOf<H> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub ip: Ipv4,
+    pub ip: H,
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
@@ -146,20 +187,20 @@ pub struct Tcp {
     pub payload: Vec<u8>,
 }
 
-impl Tcp {
+impl<H: Header> TcpOf<H> {
     /// A SYN from `from` to `to` with an MSS option, as Linux sends one.
-    pub fn syn(src_mac: [u8; 6], dst_mac: [u8; 6], from: SocketAddrV4, to: SocketAddrV4) -> Self {
+    pub fn syn(src_mac: [u8; 6], dst_mac: [u8; 6], from: H::Socket, to: H::Socket) -> Self {
         Self {
             src_mac,
             dst_mac,
-            ip: Ipv4::new(*from.ip(), *to.ip(), PROTO_TCP),
-            sport: from.port(),
-            dport: to.port(),
+            ip: H::new(from, to, PROTO_TCP),
+            sport: H::port(from),
+            dport: H::port(to),
             seq: 0x0102_0304,
             ack: 0,
             flags: SYN,
             window: 64240,
-            options: vec![2, 4, 0x05, 0xb4],
+            options: H::MSS_OPTION.to_vec(),
             payload: Vec::new(),
         }
     }
@@ -193,7 +234,7 @@ impl Tcp {
         s.extend_from_slice(&[0, 0, 0, 0]);
         s.extend_from_slice(&self.options);
         s.extend_from_slice(&self.payload);
-        let c = l4_checksum(self.ip.saddr, self.ip.daddr, PROTO_TCP, &s);
+        let c = self.ip.checksum(PROTO_TCP, &s);
         s[16..18].copy_from_slice(&c.to_be_bytes());
         s
     }
@@ -202,7 +243,7 @@ impl Tcp {
         ethernet(
             self.dst_mac,
             self.src_mac,
-            ETH_IPV4,
+            H::ETHER_TYPE,
             &self.ip.bytes(&self.segment()),
         )
     }
@@ -210,31 +251,32 @@ impl Tcp {
 
 /// A UDP datagram in an Ethernet frame.
 #[derive(Clone, Debug)]
-pub struct Udp {
+pub struct UdpOf<H> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub ip: Ipv4,
+    pub ip: H,
     pub sport: u16,
     pub dport: u16,
     pub payload: Vec<u8>,
-    /// Send a checksum of 0 ("none", RFC 768) instead of the real one.
+    /// Send a checksum of 0 ("none", RFC 768) instead of the real one
+    /// (over IPv6, where it is mandatory, a datagram a receiver drops).
     pub no_checksum: bool,
 }
 
-impl Udp {
+impl<H: Header> UdpOf<H> {
     pub fn new(
         src_mac: [u8; 6],
         dst_mac: [u8; 6],
-        from: SocketAddrV4,
-        to: SocketAddrV4,
+        from: H::Socket,
+        to: H::Socket,
         payload: &[u8],
     ) -> Self {
         Self {
             src_mac,
             dst_mac,
-            ip: Ipv4::new(*from.ip(), *to.ip(), PROTO_UDP),
-            sport: from.port(),
-            dport: to.port(),
+            ip: H::new(from, to, PROTO_UDP),
+            sport: H::port(from),
+            dport: H::port(to),
             payload: payload.to_vec(),
             no_checksum: false,
         }
@@ -249,7 +291,7 @@ impl Udp {
         d.extend_from_slice(&[0, 0]);
         d.extend_from_slice(&self.payload);
         if !self.no_checksum {
-            let c = match l4_checksum(self.ip.saddr, self.ip.daddr, PROTO_UDP, &d) {
+            let c = match self.ip.checksum(PROTO_UDP, &d) {
                 0 => 0xffff,
                 c => c,
             };
@@ -262,7 +304,7 @@ impl Udp {
         ethernet(
             self.dst_mac,
             self.src_mac,
-            ETH_IPV4,
+            H::ETHER_TYPE,
             &self.ip.bytes(&self.datagram()),
         )
     }

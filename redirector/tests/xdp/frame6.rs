@@ -8,7 +8,7 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use super::frame::{ACK, ETH_IPV6, PROTO_TCP, PROTO_UDP, SYN, checksum, ethernet};
+use super::frame::{ETH_IPV6, Header, PROTO_TCP, PROTO_UDP, TcpOf, UdpOf, checksum, ethernet};
 
 /// ICMPv6's Next Header value (RFC 4443).
 pub const PROTO_ICMPV6: u8 = 58;
@@ -105,151 +105,29 @@ impl Ipv6 {
     }
 }
 
-/// A TCP segment in an Ethernet/IPv6 frame, as a client or server would
-/// send it.
-#[derive(Clone, Debug)]
-pub struct Tcp6 {
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
-    pub ip: Ipv6,
-    pub sport: u16,
-    pub dport: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
-    pub window: u16,
-    pub options: Vec<u8>,
-    pub payload: Vec<u8>,
-}
-
-impl Tcp6 {
-    /// A SYN from `from` to `to` with an MSS option, as Linux sends one over
-    /// IPv6 on a 1500-byte link (1500 - 40 - 20 = 1440).
-    pub fn syn(src_mac: [u8; 6], dst_mac: [u8; 6], from: SocketAddrV6, to: SocketAddrV6) -> Self {
-        Self {
-            src_mac,
-            dst_mac,
-            ip: Ipv6::new(*from.ip(), *to.ip(), PROTO_TCP),
-            sport: from.port(),
-            dport: to.port(),
-            seq: 0x0102_0304,
-            ack: 0,
-            flags: SYN,
-            window: 64240,
-            options: vec![2, 4, 0x05, 0xa0],
-            payload: Vec::new(),
-        }
+impl Header for Ipv6 {
+    type Socket = SocketAddrV6;
+    const ETHER_TYPE: u16 = ETH_IPV6;
+    /// 1500 - 40 - 20 = 1440.
+    const MSS_OPTION: [u8; 4] = [2, 4, 0x05, 0xa0];
+    fn new(from: SocketAddrV6, to: SocketAddrV6, proto: u8) -> Self {
+        Ipv6::new(*from.ip(), *to.ip(), proto)
     }
-
-    /// The same segment with other flags and a payload.
-    pub fn with(mut self, flags: u8, payload: &[u8]) -> Self {
-        self.flags = flags;
-        self.options.clear();
-        self.payload = payload.to_vec();
-        if flags & ACK != 0 {
-            self.ack = 0x0a0b_0c0d;
-        }
-        self
+    fn port(s: SocketAddrV6) -> u16 {
+        s.port()
     }
-
-    /// The TCP segment alone, checksummed for the IP addresses.
-    pub fn segment(&self) -> Vec<u8> {
-        assert!(
-            self.options.len().is_multiple_of(4),
-            "TCP options come in words"
-        );
-        let hlen = 20 + self.options.len();
-        let mut s = Vec::with_capacity(hlen + self.payload.len());
-        s.extend_from_slice(&self.sport.to_be_bytes());
-        s.extend_from_slice(&self.dport.to_be_bytes());
-        s.extend_from_slice(&self.seq.to_be_bytes());
-        s.extend_from_slice(&self.ack.to_be_bytes());
-        s.push(((hlen / 4) as u8) << 4);
-        s.push(self.flags);
-        s.extend_from_slice(&self.window.to_be_bytes());
-        s.extend_from_slice(&[0, 0, 0, 0]);
-        s.extend_from_slice(&self.options);
-        s.extend_from_slice(&self.payload);
-        let c = l6_checksum(self.ip.saddr, self.ip.daddr, PROTO_TCP, &s);
-        s[16..18].copy_from_slice(&c.to_be_bytes());
-        s
+    fn checksum(&self, proto: u8, segment: &[u8]) -> u16 {
+        l6_checksum(self.saddr, self.daddr, proto, segment)
     }
-
-    /// The whole Ethernet/IPv6/TCP frame.
-    pub fn bytes(&self) -> Vec<u8> {
-        ethernet(
-            self.dst_mac,
-            self.src_mac,
-            ETH_IPV6,
-            &self.ip.bytes(&self.segment()),
-        )
+    fn bytes(&self, payload: &[u8]) -> Vec<u8> {
+        Ipv6::bytes(self, payload)
     }
 }
 
-/// A UDP datagram in an Ethernet/IPv6 frame.
-#[derive(Clone, Debug)]
-pub struct Udp6 {
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
-    pub ip: Ipv6,
-    pub sport: u16,
-    pub dport: u16,
-    pub payload: Vec<u8>,
-    /// Send a checksum of 0 instead of the real one. RFC 8200 §8.1 makes
-    /// the checksum mandatory over IPv6, so this crafts a frame a receiver
-    /// should drop (or a tunnel's RFC 6935 exception).
-    pub no_checksum: bool,
-}
-
-impl Udp6 {
-    /// A datagram from `from` to `to` carrying `payload`, checksummed.
-    pub fn new(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        from: SocketAddrV6,
-        to: SocketAddrV6,
-        payload: &[u8],
-    ) -> Self {
-        Self {
-            src_mac,
-            dst_mac,
-            ip: Ipv6::new(*from.ip(), *to.ip(), PROTO_UDP),
-            sport: from.port(),
-            dport: to.port(),
-            payload: payload.to_vec(),
-            no_checksum: false,
-        }
-    }
-
-    /// The datagram alone, checksummed for the IP addresses (a computed 0
-    /// is sent as 0xffff, since 0 would mean "none").
-    pub fn datagram(&self) -> Vec<u8> {
-        let mut d = Vec::with_capacity(8 + self.payload.len());
-        d.extend_from_slice(&self.sport.to_be_bytes());
-        d.extend_from_slice(&self.dport.to_be_bytes());
-        d.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
-        d.extend_from_slice(&[0, 0]);
-        d.extend_from_slice(&self.payload);
-        if !self.no_checksum {
-            let c = match l6_checksum(self.ip.saddr, self.ip.daddr, PROTO_UDP, &d) {
-                0 => 0xffff,
-                c => c,
-            };
-            d[6..8].copy_from_slice(&c.to_be_bytes());
-        }
-        d
-    }
-
-    /// The whole Ethernet/IPv6/UDP frame.
-    pub fn bytes(&self) -> Vec<u8> {
-        ethernet(
-            self.dst_mac,
-            self.src_mac,
-            ETH_IPV6,
-            &self.ip.bytes(&self.datagram()),
-        )
-    }
-}
+/// A TCP segment in an Ethernet/IPv6 frame (see `frame::TcpOf`).
+pub type Tcp6 = TcpOf<Ipv6>;
+/// A UDP datagram in an Ethernet/IPv6 frame (see `frame::UdpOf`).
+pub type Udp6 = UdpOf<Ipv6>;
 
 /// The checksum field of the UDP datagram in an Ethernet/IPv6 frame without
 /// extension headers.
