@@ -38,8 +38,9 @@ impl Delta {
     /// The checksum field after the change, given the one before it.
     #[inline(always)]
     pub const fn apply(self, check: u16) -> u16 {
-        // At most a dozen terms of 0xffff each: no u32 overflow; two folds
-        // bring any such sum to 16 bits.
+        // At most about 40 terms of 0xffff each (IPv6: two addresses of
+        // eight words, old and new, plus ports and checksums): no u32
+        // overflow; two folds bring any such sum to 16 bits.
         let mut sum = (!check) as u32 + self.0;
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{maps::LruHashMap, programs::XdpContext};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
-use redirector_common::{FlowKeyOf, FlowOf, Ip4, Ip6, counter, mapped};
+use redirector_common::{FlowKeyOf, FlowOf, Ip4, Ip6, counter, mapped, unmapped};
 
 use crate::{
     csum::Delta,
@@ -338,7 +338,9 @@ impl Family for Ip6 {
     }
     #[inline(always)]
     unsafe fn ip_len(ip: *const Ipv6Hdr) -> u16 {
-        unsafe { u16::from_be_bytes((*ip).payload_len).wrapping_add(Ipv6Hdr::LEN as u16) }
+        // Saturating: a BIG TCP packet past 64 KiB is a GSO packet all the
+        // same (`size::fit` takes anything over the MTU for one).
+        unsafe { u16::from_be_bytes((*ip).payload_len).saturating_add(Ipv6Hdr::LEN as u16) }
     }
     #[inline(always)]
     unsafe fn dont_fragment(_ip: *const Ipv6Hdr) -> bool {
@@ -370,6 +372,12 @@ impl Family for Ip6 {
         // an extension header, passed as such below.
         let ip_len = u16::from_be_bytes(unsafe { (*ip).payload_len }) as usize + Ipv6Hdr::LEN;
         if ip_len > room {
+            return Err(counter::PASS_MALFORMED);
+        }
+        // IPv4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2);
+        // `RULES` holds IPv4 rules under them, which IPv6 must not match.
+        let (src, dst) = unsafe { (Self::src(ip), Self::dst(ip)) };
+        if unmapped(src).is_some() || unmapped(dst).is_some() {
             return Err(counter::PASS_MALFORMED);
         }
         match unsafe { (*ip).next_hdr } {

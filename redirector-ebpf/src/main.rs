@@ -88,7 +88,7 @@ fn run<A: Family>(ctx: &XdpContext) -> u32 {
                 // Its state exists now, and it goes the way of a tracked
                 // packet; an evicted one starts over next time.
                 OPENED => match follow::<A>(ctx) {
-                    UNTRACKED | ICMP | OPEN | OPENED => xdp_action::XDP_DROP,
+                    UNTRACKED | ICMP | OPEN | OPENED => lost_at_once(),
                     action => action,
                 },
                 action => action,
@@ -104,6 +104,17 @@ fn run<A: Family>(ctx: &XdpContext) -> u32 {
         },
         action => action,
     }
+}
+
+/// A flow `open` created was evicted (by a flood, on another CPU) before its
+/// first packet could follow it: dropped, counted under its rule, which
+/// `open` left in scratch space. Its next packet starts over.
+#[inline(never)]
+fn lost_at_once() -> u32 {
+    if let Some(scratch) = SCRATCH.get_ptr(0) {
+        counters::inc(unsafe { (*scratch).rule.rule_id }, counter::LRU_EVICTED);
+    }
+    xdp_action::XDP_DROP
 }
 
 /// `follow`'s answers for a TCP or UDP packet without NAT state and for an ICMP

@@ -188,9 +188,9 @@ impl Daemon {
             let mut maps = Maps::take(attached.ebpf_mut())?;
             sync::sync_egress(&mut maps.egress).context("filling EGRESS")?;
             let rules = if attached.adopted() {
-                Rules::adopt(workspace, &cfg, &mut maps, previous.as_ref())?
+                Rules::adopt(workspace, &opts.ifaces, &cfg, &mut maps, previous.as_ref())?
             } else {
-                Rules::start(workspace, &cfg, &mut maps)?
+                Rules::start(workspace, &opts.ifaces, &cfg, &mut maps)?
             };
             Ok((maps, rules))
         })();
@@ -416,60 +416,65 @@ impl Daemon {
             &timeouts,
             &mut self.open_flows6,
         );
-        let collected = v4.and_then(|mut v4| {
-            let v6 = v6?;
-            // Two entries per connection; past this, established
-            // connections start to evict one another.
-            for (report, capacity, table) in [
-                (&v4, MAX_FLOW_ENTRIES, "FLOWS"),
-                (&v6, MAX_FLOW6_ENTRIES, "FLOWS6"),
-            ] {
-                let entries = 2 * report.active.values().sum::<u64>();
-                if entries * 10 > u64::from(capacity) * 9 {
-                    warn!(
-                        entries,
-                        capacity,
-                        table,
-                        "the table of established flows is over 90 % full: idle ones will be evicted"
-                    );
+        // Each family on its own: one table that cannot be read does not
+        // lose what the other's pass did.
+        let mut report = gc::Report::default();
+        let mut complete = true;
+        for (collected, capacity, table) in [
+            (v4, MAX_FLOW_ENTRIES, "FLOWS"),
+            (v6, MAX_FLOW6_ENTRIES, "FLOWS6"),
+        ] {
+            match collected {
+                Ok(part) => {
+                    // Two entries per connection; past this, established
+                    // connections start to evict one another.
+                    let entries = 2 * part.active.values().sum::<u64>();
+                    if entries * 10 > u64::from(capacity) * 9 {
+                        warn!(
+                            entries,
+                            capacity,
+                            table,
+                            "the table of established flows is over 90 % full: idle ones will be \
+                             evicted"
+                        );
+                    }
+                    report.merge(part);
                 }
-            }
-            v4.merge(v6);
-            Ok(v4)
-        });
-        match collected {
-            Ok(report) => {
-                for (id, n) in &report.expired {
-                    *self.published.gc_expired.entry(*id).or_default() += n;
+                Err(e) => {
+                    warn!(table, "flow collection failed: {e:#}");
+                    complete = false;
                 }
-                for (id, n) in &report.evicted {
-                    *self.published.gc_evicted.entry(*id).or_default() += n;
-                }
-                for (id, n) in &report.half_open_evicted {
-                    *self.published.gc_half_open_evicted.entry(*id).or_default() += n;
-                }
-                let evicted: u64 = report.evicted.values().sum();
-                if evicted > 0 {
-                    warn!(
-                        evicted,
-                        "connections lost one or both entries to LRU eviction: FLOWS is too small \
-                         for the load, and their clients will be reset"
-                    );
-                }
-                debug!(
-                    active = report.active.values().sum::<u64>(),
-                    expired = report.expired.values().sum::<u64>(),
-                    took = ?started.elapsed(),
-                    "flow collection"
-                );
-                self.rules.after_collection(&report);
-                Some(report)
-            }
-            Err(e) => {
-                warn!("flow collection failed: {e:#}");
-                None
             }
         }
+        for (id, n) in &report.expired {
+            *self.published.gc_expired.entry(*id).or_default() += n;
+        }
+        for (id, n) in &report.evicted {
+            *self.published.gc_evicted.entry(*id).or_default() += n;
+        }
+        for (id, n) in &report.half_open_evicted {
+            *self.published.gc_half_open_evicted.entry(*id).or_default() += n;
+        }
+        let evicted: u64 = report.evicted.values().sum();
+        if evicted > 0 {
+            warn!(
+                evicted,
+                "connections lost one or both entries to LRU eviction: FLOWS (FLOWS6 for \
+                 IPv6) is too small for the load, and their clients will be reset"
+            );
+        }
+        debug!(
+            active = report.active.values().sum::<u64>(),
+            expired = report.expired.values().sum::<u64>(),
+            took = ?started.elapsed(),
+            "flow collection"
+        );
+        // A draining rule ends only when every table says it has no flow.
+        if !complete {
+            return None;
+        }
+        self.rules.after_collection(&report);
+        Some(report)
     }
 
     /// SIGHUP and the API's changes: re-reads the workspace into the maps

@@ -10,11 +10,16 @@
 //!   `accept_local` lets the kernel accept and forward it, and reverse path
 //!   filtering (the effective value is the max of `all` and IF) must be off.
 //!
-//! - IPv6 (when the interface has it): `bpf_fib_lookup` needs
-//!   `conf.IF.forwarding`, and the kernel forwards (the NO_NEIGH path) only
-//!   with `conf.all.forwarding`. A forwarding host ignores router
-//!   advertisements unless `accept_ra` is 2, so an interface that took its
-//!   default route from them (EC2, SLAAC) gets 2 instead of 1.
+//! - IPv6, only once a rule is IPv6 (`prepare_ipv6`): `bpf_fib_lookup`
+//!   needs `conf.IF.forwarding`, and the kernel forwards (the NO_NEIGH path)
+//!   only with `conf.all.forwarding`, which sets every interface's. Any
+//!   write of 1 to a `forwarding` makes the kernel drop the routes learnt
+//!   from router advertisements on every interface whose `accept_ra` is not
+//!   2, and a forwarding interface ignores advertisements unless it is 2:
+//!   so every interface (and `default`, for those to come) with
+//!   `accept_ra=1` gets 2 first, which changes nothing on an interface that
+//!   does not forward. Hosts that take their IPv6 default route from
+//!   advertisements (EC2, SLAAC) keep it.
 //!
 //! Values are changed, never restored on exit: they are what the iptables
 //! recipe needs too, and an operator may rely on them.
@@ -37,8 +42,7 @@ struct Setting {
 
 fn settings(iface: &str) -> Vec<Setting> {
     let conf = |dev: &str, key: &str| PathBuf::from("/proc/sys/net/ipv4/conf").join(dev).join(key);
-    let conf6 = |dev: &str, key: &str| PathBuf::from("/proc/sys/net/ipv6/conf").join(dev).join(key);
-    let mut settings = vec![
+    vec![
         Setting {
             path: PathBuf::from("/proc/sys/net/ipv4/ip_forward"),
             wanted: "1",
@@ -81,32 +85,60 @@ fn settings(iface: &str) -> Vec<Setting> {
             only_from: None,
             why: "rp_filter's effective value is the max of `all` and the interface",
         },
-    ];
-    if conf6(iface, "forwarding").exists() {
-        settings.extend([
-            // Before forwarding goes on, so that no advertisement is
-            // ignored in between.
-            Setting {
-                path: conf6(iface, "accept_ra"),
-                wanted: "2",
-                only_from: Some("1"),
-                why: "a forwarding host ignores router advertisements unless accept_ra is 2",
-            },
-            Setting {
-                path: conf6("all", "forwarding"),
-                wanted: "1",
-                only_from: None,
-                why: "the kernel forwards translated IPv6 packets (NO_NEIGH path) only with it",
-            },
-            Setting {
-                path: conf6(iface, "forwarding"),
-                wanted: "1",
-                only_from: None,
-                why: "bpf_fib_lookup needs IPv6 forwarding on the interface",
-            },
-        ]);
+    ]
+}
+
+fn conf6(dev: &str, key: &str) -> PathBuf {
+    PathBuf::from("/proc/sys/net/ipv6/conf").join(dev).join(key)
+}
+
+/// The IPv6 settings for forwarding on `ifaces`, in the order they must
+/// be made (see the module doc).
+fn settings6(ifaces: &[String]) -> Result<Vec<Setting>> {
+    let mut settings = Vec::new();
+    let devs = std::fs::read_dir("/proc/sys/net/ipv6/conf")
+        .context("reading /proc/sys/net/ipv6/conf (is IPv6 disabled on this host?)")?;
+    let mut names: Vec<String> = devs
+        .filter_map(|d| d.ok()?.file_name().into_string().ok())
+        .filter(|name| name != "all")
+        .collect();
+    names.sort();
+    for dev in names {
+        settings.push(Setting {
+            path: conf6(&dev, "accept_ra"),
+            wanted: "2",
+            only_from: Some("1"),
+            why: "forwarding drops routes learnt from router advertisements unless accept_ra is 2",
+        });
     }
-    settings
+    settings.push(Setting {
+        path: conf6("all", "forwarding"),
+        wanted: "1",
+        only_from: None,
+        why: "the kernel forwards translated IPv6 packets (NO_NEIGH path) only with it",
+    });
+    for iface in ifaces {
+        settings.push(Setting {
+            path: conf6(iface, "forwarding"),
+            wanted: "1",
+            only_from: None,
+            why: "bpf_fib_lookup needs IPv6 forwarding on the interface",
+        });
+    }
+    Ok(settings)
+}
+
+/// Applies the IPv6 sysctls for forwarding on `ifaces`, logging every
+/// change; for a config with IPv6 rules (at start and at each reload: a
+/// value already right is left alone). Fails, changing nothing, when an
+/// interface has no IPv6.
+pub fn prepare_ipv6(ifaces: &[String]) -> Result<()> {
+    for iface in ifaces {
+        if !conf6(iface, "forwarding").exists() {
+            anyhow::bail!("{iface} has no IPv6 (disabled?): IPv6 rules cannot be forwarded");
+        }
+    }
+    apply(settings6(ifaces)?)
 }
 
 /// Applies the sysctls for `iface`, logging every change.
@@ -118,9 +150,20 @@ pub fn prepare(iface: &str) -> Result<()> {
     {
         anyhow::bail!("there is no interface {iface} with IPv4 in this network namespace");
     }
-    for s in settings(iface) {
-        let current = std::fs::read_to_string(&s.path)
-            .with_context(|| format!("reading {} (does {iface} exist?)", s.path.display()))?;
+    apply(settings(iface))
+}
+
+/// Makes each setting, in order, logging what changes.
+fn apply(settings: Vec<Setting>) -> Result<()> {
+    for s in settings {
+        let current = match std::fs::read_to_string(&s.path) {
+            Ok(text) => text,
+            // Another interface's, gone since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && s.only_from.is_some() => {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", s.path.display())),
+        };
         let current = current.trim();
         if current == s.wanted || s.only_from.is_some_and(|from| from != current) {
             debug!(sysctl = %s.path.display(), value = current, "left as it is");

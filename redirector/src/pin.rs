@@ -122,19 +122,22 @@ impl PinDir {
     }
 
     /// Unpins the maps of layout `version` (0: the unversioned ones). The
-    /// maps go away once no program uses them.
+    /// maps go away once no program uses them. A versioned directory is
+    /// emptied whole: a build of another layout may have pinned maps this
+    /// one does not know (and a pinned program array keeps programs, and
+    /// their maps, alive).
     pub fn remove_maps(&self, version: u32) {
-        let dir = if version == 0 {
-            self.dir.clone()
-        } else {
-            maps_dir_of(&self.dir, version)
-        };
-        for name in PINNED {
-            remove_pin(&dir.join(name));
+        if version == 0 {
+            for name in PINNED {
+                remove_pin(&self.dir.join(name));
+            }
+            return;
         }
-        if version != 0 {
-            remove_empty_dir(&dir);
+        let dir = maps_dir_of(&self.dir, version);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            remove_pin(&entry.path());
         }
+        remove_empty_dir(&dir);
     }
 
     /// Removes every pin (links first: the program stops before its maps

@@ -22,6 +22,8 @@ use crate::sync;
 /// The rules the daemon has put in the maps, and those still draining.
 pub struct Rules {
     workspace: Workspace,
+    /// The interfaces the program runs on (IPv6 rules need them prepared).
+    ifaces: Vec<String>,
     current: RuleSet,
     /// The config in force; `current` is its image in the maps.
     config: RedirectorConfig,
@@ -62,9 +64,15 @@ fn indent(errors: &ConfigErrors) -> String {
 
 impl Rules {
     /// Applies a first, already validated config.
-    pub fn start(workspace: Workspace, cfg: &RedirectorConfig, maps: &mut Maps) -> Result<Self> {
+    pub fn start(
+        workspace: Workspace,
+        ifaces: &[String],
+        cfg: &RedirectorConfig,
+        maps: &mut Maps,
+    ) -> Result<Self> {
         let mut rules = Self {
             workspace,
+            ifaces: ifaces.to_vec(),
             current: RuleSet::default(),
             config: cfg.clone(),
             draining: BTreeMap::new(),
@@ -81,6 +89,7 @@ impl Rules {
     /// rule mixes its counters with them.
     pub fn adopt(
         workspace: Workspace,
+        ifaces: &[String],
         cfg: &RedirectorConfig,
         maps: &mut Maps,
         previous: Option<&State>,
@@ -160,6 +169,7 @@ impl Rules {
         );
         let mut rules = Self {
             workspace,
+            ifaces: ifaces.to_vec(),
             current,
             config: cfg.clone(),
             draining,
@@ -221,6 +231,13 @@ impl Rules {
                     r.to_text()
                 );
             }
+        }
+        // Only now: the IPv6 settings change how the whole host treats
+        // router advertisements (see `host`), which an IPv4-only redirector
+        // has no business doing.
+        if cfg.rules.iter().any(|r| r.from.is_ipv6()) {
+            crate::host::prepare_ipv6(&self.ifaces)
+                .context("preparing the host to forward IPv6")?;
         }
         let draining = self.draining.keys().copied().collect();
         let plan = rules::plan(&self.current, cfg, &draining).with_context(|| {

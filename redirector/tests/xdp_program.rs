@@ -2196,6 +2196,19 @@ fn ipv6_frames_the_program_does_not_translate_pass_untouched_and_counted() -> Re
                 0,
                 counter::PASS_NO_RULE,
             ),
+            (
+                // The IPv4 rule's own key in RULES: IPv6 must not match it.
+                "a SYN to the IPv4-mapped form of the old IPv4 address",
+                Tcp6::syn(
+                    client_mac(0),
+                    OLD_MAC,
+                    client6_at(0, 40000),
+                    SocketAddrV6::new(OLD.to_ipv6_mapped(), 80, 0, 0),
+                )
+                .bytes(),
+                0,
+                counter::PASS_MALFORMED,
+            ),
         ];
         for (what, frame, slot, reason) in cases {
             assert_untouched(o, &frame, slot, reason).with_context(|| what.to_string())?;

@@ -269,3 +269,54 @@ fn upload(client: &Netns, port: u16, bytes: &str) -> Result<()> {
         .with_context(|| format!("uploading {bytes} through [{OLD6}]:{port}"))?;
     Ok(())
 }
+
+/// A sysctl's value in `ns`.
+fn sysctl(ns: &Netns, name: &str) -> Result<String> {
+    let out = ns.exec("sysctl", &["-n", name])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn ipv6_host_settings_change_only_once_a_rule_is_ipv6_and_keep_router_advertisements() -> Result<()>
+{
+    let net = Topology::new()?;
+    for (host, addr) in [(&net.client, CLIENT6), (&net.old, OLD6), (&net.new, NEW6)] {
+        add6(host, "eth0", addr)?;
+    }
+    // A second interface of the old host that takes its IPv6 from router
+    // advertisements, as a management NIC may.
+    net.old.ip(&[
+        "link", "add", "mgmt0", "type", "veth", "peer", "name", "mgmt1",
+    ])?;
+    let ipv4_only = "[[rule]]\nname = \"www\"\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n";
+    let site = Site::build(net, ipv4_only, false, &[])?;
+    let old = &site.net.old;
+    let before: Vec<String> = ["all.forwarding", "eth0.accept_ra", "mgmt0.accept_ra"]
+        .iter()
+        .map(|k| sysctl(old, &format!("net.ipv6.conf.{k}")))
+        .collect::<Result<_>>()?;
+    ensure!(
+        before == ["0", "1", "1"],
+        "an IPv4-only redirector changed IPv6 settings: {before:?}"
+    );
+
+    let _web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[])?;
+    let with_ipv6 = format!(
+        "{ipv4_only}[[rule]]\nname = \"www6\"\nfrom = \"[{OLD6}]:80\"\nto = \"[{NEW6}]:80\"\n"
+    );
+    site.reload(&with_ipv6)?;
+    wait_for(&site, &url6(80, "/"), NEW_BODY)?;
+    for (key, want) in [
+        ("all.forwarding", "1"),
+        ("eth0.forwarding", "1"),
+        // Turned to 2 before forwarding went on, on every interface and
+        // for those to come: their routes from advertisements stay.
+        ("eth0.accept_ra", "2"),
+        ("mgmt0.accept_ra", "2"),
+        ("default.accept_ra", "2"),
+    ] {
+        let got = sysctl(old, &format!("net.ipv6.conf.{key}"))?;
+        ensure!(got == want, "net.ipv6.conf.{key} is {got}, not {want}");
+    }
+    Ok(())
+}

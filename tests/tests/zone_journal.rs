@@ -169,8 +169,16 @@ fn a_change_killed_at_every_step_of_the_journal_leaves_the_last_acknowledged_one
                 "{at}: neither done nor dead"
             );
             if !dnsd.exited() {
-                // The step has fewer occurrences: all went through.
-                ensure!(acked == CHANGES && served(dnsd.dns)? == CHANGES, "{at}");
+                // The step has fewer occurrences: all went through. A
+                // query may time out while the background compaction holds
+                // the (busy, two-core) machine: asked again, not failed.
+                ensure!(acked == CHANGES, "{at}: acknowledged {acked}");
+                ensure!(
+                    wait_until(Duration::from_secs(10), || served(dnsd.dns)
+                        .is_ok_and(|v| v == CHANGES)),
+                    "{at}: serves {:?}, not {CHANGES}",
+                    served(dnsd.dns)
+                );
                 break;
             }
             dnsd.kill();
