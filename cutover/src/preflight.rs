@@ -27,37 +27,53 @@ pub fn apis(dns: &Dns, old: &Redirector, name: &str) -> Result<Service> {
 }
 
 /// The old addresses to redirect, one per new address in `to`: `--from`,
-/// each one of the service's addresses, or for a pool the service's
-/// addresses of `to`'s family when there are as many, in the service's
-/// order.
+/// each one of the service's addresses, or for a pool, family by family,
+/// the service's addresses of each family `to` names, as many as it names
+/// of it, in the service's order (a dual-stack pool moves A and AAAA
+/// together; a family `to` leaves out is kept as it is).
 pub fn old_addresses(service: &Service, from: &[IpAddr], to: &[IpAddr]) -> Result<Vec<String>> {
     match (from, to) {
         (_, []) => bail!("--to names no address"),
         ([], [one]) => Ok(vec![old_address(service, None, *one)?]),
         ([], many) => {
-            let v4 = many[0].is_ipv4();
-            if many.iter().any(|a| a.is_ipv4() != v4) {
-                bail!(
-                    "a pool's --to addresses are of one family; move A and AAAA by separate migrations"
-                );
+            let of_family = |v4: bool| -> Vec<String> {
+                service
+                    .addresses
+                    .iter()
+                    .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4() == v4))
+                    .cloned()
+                    .collect()
+            };
+            let (mut olds4, mut olds6) =
+                (of_family(true).into_iter(), of_family(false).into_iter());
+            for (v4, olds, name) in [(true, &olds4, "IPv4"), (false, &olds6, "IPv6")] {
+                let news = many.iter().filter(|a| a.is_ipv4() == v4).count();
+                let old: Vec<&String> = olds.as_slice().iter().collect();
+                if news > 0 && old.len() != news {
+                    bail!(
+                        "{} has {} {name} addresses ({}) for {news} new ones: say which move \
+                         where with --from, one per --to",
+                        service.name,
+                        old.len(),
+                        old.iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                }
             }
-            let same: Vec<String> = service
-                .addresses
+            // Paired in --to's order, each with the next old address of its
+            // family.
+            Ok(many
                 .iter()
-                .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4() == v4))
-                .cloned()
-                .collect();
-            if same.len() != many.len() {
-                bail!(
-                    "{} has {} addresses of that family ({}) for {} new ones: say which move where \
-                     with --from, one per --to",
-                    service.name,
-                    same.len(),
-                    same.join(", "),
-                    many.len()
-                );
-            }
-            Ok(same)
+                .filter_map(|a| {
+                    if a.is_ipv4() {
+                        olds4.next()
+                    } else {
+                        olds6.next()
+                    }
+                })
+                .collect())
         }
         (from, to) if from.len() != to.len() => bail!(
             "--from names {} addresses and --to {}: one old address per new one",
@@ -201,6 +217,13 @@ mod tests {
             old_addresses(&pool, &from, &to).unwrap(),
             ["198.18.0.22", "198.18.0.2", "198.18.0.12"]
         );
+        // A dual-stack pool: both families at once, each in the service's
+        // order, paired in --to's.
+        let dual = ips(&["2001:2::3", "198.18.0.3", "198.18.0.13", "198.18.0.23"]);
+        assert_eq!(
+            old_addresses(&pool, &[], &dual).unwrap(),
+            ["2001:2::2", "198.18.0.2", "198.18.0.12", "198.18.0.22"]
+        );
         for (from, to, why) in [
             (
                 ips(&["198.18.0.2"]),
@@ -222,7 +245,22 @@ mod tests {
                 ips(&["198.18.0.3", "198.18.0.13"]),
                 "say which move where",
             ),
-            (vec![], ips(&["198.18.0.3", "2001:2::3"]), "one family"),
+            (
+                vec![],
+                ips(&["198.18.0.3", "2001:2::3"]),
+                "3 IPv4 addresses",
+            ),
+            (
+                vec![],
+                ips(&[
+                    "198.18.0.3",
+                    "198.18.0.13",
+                    "198.18.0.23",
+                    "2001:2::3",
+                    "2001:2::4",
+                ]),
+                "1 IPv6 addresses",
+            ),
         ] {
             let e = old_addresses(&pool, &from, &to).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

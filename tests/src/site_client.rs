@@ -7,9 +7,14 @@ use std::process::Command;
 /// The address `resolver` (`127.0.0.53`, in namespace `ns`) gives first
 /// for `name`, the one a client connects to, or "" when it gives none.
 pub fn resolve(ns: &str, resolver: &str, name: &str) -> String {
+    resolve_type(ns, resolver, name, "A")
+}
+
+/// The first address of `rtype` (`A`, `AAAA`) the resolver answers.
+pub fn resolve_type(ns: &str, resolver: &str, name: &str, rtype: &str) -> String {
     Command::new("ip")
         .args(["netns", "exec", ns, "kdig", &format!("@{resolver}")])
-        .args(["+short", "+timeout=2", "+retry=1", name, "A"])
+        .args(["+short", "+timeout=2", "+retry=1", name, rtype])
         .output()
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
@@ -35,7 +40,11 @@ pub fn get(ns: &str, ip: &str) -> Result<String, String> {
             "--max-time",
             "5",
         ])
-        .arg(format!("http://{ip}/"))
+        .arg(if ip.contains(':') {
+            format!("http://[{ip}]/")
+        } else {
+            format!("http://{ip}/")
+        })
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() {

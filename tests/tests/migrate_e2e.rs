@@ -326,6 +326,17 @@ struct Load {
 
 impl Load {
     fn start(client: &Netns) -> Self {
+        Self::start_resolving(client, resolve_in)
+    }
+
+    /// The loop of a client that connects to the AAAA record's address.
+    fn start_v6(client: &Netns) -> Self {
+        Self::start_resolving(client, |ns| {
+            cutover_tests::site_client::resolve_type(ns, "127.0.0.53", NAME, "AAAA")
+        })
+    }
+
+    fn start_resolving(client: &Netns, resolve: fn(&str) -> String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let ns_name = client.name.clone();
@@ -335,7 +346,7 @@ impl Load {
             while !flag.load(Ordering::Relaxed) && Instant::now() < deadline && samples.len() < 3000
             {
                 let at = Instant::now();
-                let ip = resolve_in(&ns_name);
+                let ip = resolve(&ns_name);
                 let body = if ip.is_empty() {
                     Err("the resolver gave no address".to_string())
                 } else {
@@ -1611,5 +1622,126 @@ fn a_three_address_pool_on_two_ports_moves_whole_and_rolls_back_whole() -> Resul
     ensure!(out.status.success(), "rollback failed: {}", describe(&out));
     none_failed(&load.finish()).context("during the rollback")?;
     ensure!(served_pool(&m)? == old_sorted, "{:?}", served_pool(&m));
+    Ok(())
+}
+
+/// The AAAA records dnsd serves for the site, sorted.
+fn served_aaaa(m: &Mission) -> Result<Vec<String>> {
+    let out = m.net.client.exec(
+        "kdig",
+        &["@127.0.0.1", "-p", "5300", "+short", NAME, "AAAA"],
+    )?;
+    let mut pool: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    pool.sort();
+    Ok(pool)
+}
+
+/// The body `url` answers the client with.
+fn body_at(m: &Mission, url: &str) -> Result<String> {
+    let out = m.net.client.exec("curl", &["-s", "--max-time", "5", url])?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_dual_stack_three_address_pool_on_two_ports_moves_whole_and_rolls_back_whole() -> Result<()> {
+    // Two A records and an AAAA, each moving to its own new address.
+    const OLD_POOL: [&str; 3] = [OLD_IP, "198.18.0.12", "2001:2::2"];
+    const NEW_POOL: [&str; 3] = [NEW_IP, "198.18.0.13", "2001:2::3"];
+    let m = Mission::start_with(2, false, &[80, 443])?;
+    m.net
+        .client
+        .ip(&["addr", "add", "2001:2::1/64", "dev", "eth0", "nodad"])?;
+    for (host, pool) in [(&m.net.old, &OLD_POOL), (&m.net.new, &NEW_POOL)] {
+        for a in &pool[1..] {
+            let prefix = if a.contains(':') { "64" } else { "24" };
+            #[rustfmt::skip]
+            host.ip(&["addr", "add", &format!("{a}/{prefix}"), "dev", "eth0", "nodad"])?;
+        }
+    }
+    m.put(
+        "http://127.0.0.1:8053/v1/services/www.example.test.",
+        &format!("{{\"addresses\":{}}}", serde_json::to_string(&OLD_POOL)?),
+    )?;
+    ensure!(served_aaaa(&m)? == ["2001:2::2"], "{:?}", served_aaaa(&m));
+    // Caches holding the one-address answer expire.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Clients of both families, each through the caching resolver.
+    let load = Load::start(&m.net.client);
+    let load6 = Load::start_v6(&m.net.client);
+    std::thread::sleep(Duration::from_secs(1));
+    let to = NEW_POOL.join(",");
+    let mut args = vec![
+        "migrate", NAME, "--to", &to, "--port", "80,443", "--poll", "1s",
+    ];
+    args.extend_from_slice(&QUICK);
+    let out = m.cutover(&args)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let samples = load.finish();
+    let samples6 = load6.finish();
+    ensure!(out.status.success(), "migrate failed: {}", describe(&out));
+    none_failed(&samples).context("during the migration")?;
+    none_failed(&samples6).context("IPv6 clients, during the migration")?;
+    ensure!(
+        count(&samples6, "2001:2::2", NEW_BODY) > 0,
+        "no IPv6 client with the cached old AAAA was forwarded to the new release"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let url = |ip: &str, port: u16| {
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    };
+    for (old, new) in OLD_POOL.iter().zip(NEW_POOL) {
+        for port in [80, 443] {
+            let redirect = format!("{} -> {}", url(old, port), url(new, port));
+            ensure!(said.contains(&redirect), "no redirect {redirect}: {said}");
+        }
+    }
+    // Sorted as text.
+    ensure!(
+        served_pool(&m)? == ["198.18.0.13", NEW_IP],
+        "{:?}",
+        served_pool(&m)
+    );
+    ensure!(served_aaaa(&m)? == ["2001:2::3"], "{:?}", served_aaaa(&m));
+    // A client holding any old address, of either family, reaches the new
+    // release on both ports.
+    for old in OLD_POOL {
+        for port in [80, 443] {
+            let got = body_at(&m, &format!("http://{}/", url(old, port)))?;
+            ensure!(
+                got == NEW_BODY,
+                "{} after the move: {got:?}",
+                url(old, port)
+            );
+        }
+    }
+
+    let load = Load::start(&m.net.client);
+    let load6 = Load::start_v6(&m.net.client);
+    let out = m.cutover(&["rollback", NAME])?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    none_failed(&load.finish()).context("during the rollback")?;
+    none_failed(&load6.finish()).context("IPv6 clients, during the rollback")?;
+    ensure!(
+        served_pool(&m)? == ["198.18.0.12", OLD_IP],
+        "{:?}",
+        served_pool(&m)
+    );
+    ensure!(served_aaaa(&m)? == ["2001:2::2"], "{:?}", served_aaaa(&m));
+    for port in [80, 443] {
+        let got = body_at(&m, &format!("http://[2001:2::2]:{port}/"))?;
+        ensure!(
+            got == OLD_BODY,
+            "[2001:2::2]:{port} after the rollback: {got:?}"
+        );
+    }
     Ok(())
 }

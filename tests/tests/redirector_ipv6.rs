@@ -320,3 +320,35 @@ fn ipv6_host_settings_change_only_once_a_rule_is_ipv6_and_keep_router_advertisem
     }
     Ok(())
 }
+
+#[test]
+fn an_ipv6_client_of_a_dead_new_host_is_told_at_once() -> Result<()> {
+    let site = dual_stack_site()?;
+    let _web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[])?;
+    wait_for(&site, &url6(80, "/"), NEW_BODY)?;
+
+    // The new host dies: nothing answers neighbour solicitations for it.
+    // Once the old host's entry is gone, its stack reports the redirected
+    // SYN as address unreachable (ICMPv6) to the SYN's source, the old host
+    // itself; the program on loopback translates that back to the client.
+    site.net.new.ip(&["link", "set", "eth0", "down"])?;
+    site.net.old.ip(&["-6", "neigh", "flush", "to", NEW6])?;
+    let started = std::time::Instant::now();
+    let out = site
+        .net
+        .client
+        .command("curl")
+        .args(["-sS", "-v", "--connect-timeout", "40", &url6(80, "/")])
+        .output()?;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a dead host answered: {stderr}");
+    ensure!(
+        stderr.contains("No route to host") && took < Duration::from_secs(20),
+        "after {took:?}, not told the host is unreachable: {stderr}\nlog:\n{}",
+        site.redirector.log()
+    );
+    let translated = json_number(&site.stats_json()?, "www6", "icmp_translated")?;
+    ensure!(translated >= 1, "icmp_translated is {translated}");
+    Ok(())
+}
