@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 
 use crate::netns::Netns;
 use crate::process::{Daemon, wait_until};
@@ -33,4 +33,19 @@ impl Iperf3Server {
         ensure!(listening, "iperf3 did not start in {}", host.name);
         Ok(Self { _daemon: daemon })
     }
+}
+
+/// Sends `bytes` (iperf3's notation) from `client` to the iperf3 server
+/// at `host` (IPv4 or IPv6) and `port`, through whatever redirect is
+/// there; fails unless all of it arrives within 60 s.
+pub fn upload(client: &Netns, host: &str, port: u16, bytes: &str) -> Result<()> {
+    let port = port.to_string();
+    let family = if host.contains(':') { "-6" } else { "-4" };
+    client
+        .exec(
+            "timeout",
+            &["60", "iperf3", family, "-c", host, "-p", &port, "-n", bytes],
+        )
+        .with_context(|| format!("uploading {bytes} to {host} port {port}"))?;
+    Ok(())
 }

@@ -205,7 +205,16 @@ impl Site {
     /// Downloads http://OLD_IP/{file} and checks that it is `web`'s copy,
     /// byte for byte.
     pub fn download_intact(&self, file: &str, web: &Nginx) -> Result<()> {
-        let copy = self.scratch.path().join(file);
+        self.download_intact_from(&format!("http://{OLD_IP}"), file, web)
+    }
+
+    /// Downloads `{base}/{file}` (e.g. `http://[2001:2::2]:81`) and checks
+    /// that it is `web`'s copy, byte for byte.
+    pub fn download_intact_from(&self, base: &str, file: &str, web: &Nginx) -> Result<()> {
+        let copy = self.scratch.path().join(format!(
+            "{}-{file}",
+            base.replace(['/', ':', '[', ']'], "_")
+        ));
         self.net.client.exec(
             "curl",
             &[
@@ -215,13 +224,39 @@ impl Site {
                 "120",
                 "-o",
                 path_str(&copy)?,
-                &format!("http://{OLD_IP}/{file}"),
+                &format!("{base}/{file}"),
             ],
         )?;
         ensure!(
             sha256(&copy)? == sha256(&web.file(file))?,
-            "{file} arrived through the redirector corrupted"
+            "{file} arrived through the redirector ({base}) corrupted"
         );
+        Ok(())
+    }
+
+    /// Requests `url` from the client while the new host is dead (the
+    /// caller took it down) and checks that the client is told at once, by
+    /// the ICMP error the old host's own stack sends and the program on
+    /// loopback translates, not after its own timeout; and that `rule`
+    /// counted it.
+    pub fn assert_told_unreachable(&self, url: &str, rule: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        let out = self
+            .net
+            .client
+            .command("curl")
+            .args(["-sS", "-v", "--connect-timeout", "40", url])
+            .output()?;
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "a dead host answered: {stderr}");
+        ensure!(
+            stderr.contains("No route to host") && took < Duration::from_secs(20),
+            "after {took:?}, not told the host is unreachable: {stderr}\nlog:\n{}",
+            self.redirector.log()
+        );
+        let translated = json_number(&self.stats_json()?, rule, "icmp_translated")?;
+        ensure!(translated >= 1, "icmp_translated is {translated}");
         Ok(())
     }
 

@@ -601,21 +601,10 @@ fn an_aaaa_record_moves_and_its_cached_ipv6_clients_are_forwarded() -> Result<()
     ] {
         host.ip(&["addr", "add", &format!("{addr}/64"), "dev", "eth0", "nodad"])?;
     }
-    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
-    let out = m.net.client.exec(
-        "curl",
-        &[
-            "-sf",
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Authorization: Bearer {}", token.trim()),
-            "-d",
-            &format!(r#"{{"addresses":["{OLD_IP}","{OLD6}"]}}"#),
-            &format!("http://127.0.0.1:8053/v1/services/{NAME}."),
-        ],
+    m.put(
+        &format!("http://127.0.0.1:8053/v1/services/{NAME}."),
+        &format!(r#"{{"addresses":["{OLD_IP}","{OLD6}"]}}"#),
     )?;
-    ensure!(out.status.success(), "{}", describe(&out));
 
     let mut args = vec!["migrate", NAME, "--from", OLD6, "--to", NEW6];
     args.extend_from_slice(&QUICK);

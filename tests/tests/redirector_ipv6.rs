@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use cutover_tests::iperf3::Iperf3Server;
+use cutover_tests::iperf3::{self, Iperf3Server};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector_site::{Site, curl, json_map, json_number, path_str, sha256};
+use cutover_tests::redirector_site::{Site, curl, json_map, json_number};
 use cutover_tests::topology::{OLD_IP, Topology};
 use cutover_tests::udp_echo::{UdpEcho, ask};
 
@@ -234,40 +234,14 @@ fn ipv4_and_ipv6_clients_of_one_rule_set_reach_the_new_host_and_udp_too() -> Res
     Ok(())
 }
 
-/// Downloads big.bin from the IPv6 redirect on `port` and checks it is
-/// `web`'s.
+/// Downloads big.bin from the redirect on `port` and checks it is `web`'s.
 fn download_intact(site: &Site, port: u16, web: &Nginx) -> Result<()> {
-    let copy = site.scratch.path().join(format!("big6-{port}.bin"));
-    site.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "-o",
-            path_str(&copy)?,
-            &url6(port, "/big.bin"),
-        ],
-    )?;
-    ensure!(
-        sha256(&copy)? == sha256(&web.file("big.bin"))?,
-        "big.bin arrived corrupted through [{OLD6}]:{port}"
-    );
-    Ok(())
+    site.download_intact_from(&format!("http://[{OLD6}]:{port}"), "big.bin", web)
 }
 
-/// Sends `bytes` (iperf3's notation) from the client to the iperf3 server
-/// behind the IPv6 redirect on `port`; fails unless all of it arrives.
+/// Sends `bytes` (iperf3's notation) through the redirect on `port`.
 fn upload(client: &Netns, port: u16, bytes: &str) -> Result<()> {
-    let port = port.to_string();
-    client
-        .exec(
-            "timeout",
-            &["60", "iperf3", "-6", "-c", OLD6, "-p", &port, "-n", bytes],
-        )
-        .with_context(|| format!("uploading {bytes} through [{OLD6}]:{port}"))?;
-    Ok(())
+    iperf3::upload(client, OLD6, port, bytes)
 }
 
 /// A sysctl's value in `ns`.
@@ -333,22 +307,5 @@ fn an_ipv6_client_of_a_dead_new_host_is_told_at_once() -> Result<()> {
     // itself; the program on loopback translates that back to the client.
     site.net.new.ip(&["link", "set", "eth0", "down"])?;
     site.net.old.ip(&["-6", "neigh", "flush", "to", NEW6])?;
-    let started = std::time::Instant::now();
-    let out = site
-        .net
-        .client
-        .command("curl")
-        .args(["-sS", "-v", "--connect-timeout", "40", &url6(80, "/")])
-        .output()?;
-    let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success(), "a dead host answered: {stderr}");
-    ensure!(
-        stderr.contains("No route to host") && took < Duration::from_secs(20),
-        "after {took:?}, not told the host is unreachable: {stderr}\nlog:\n{}",
-        site.redirector.log()
-    );
-    let translated = json_number(&site.stats_json()?, "www6", "icmp_translated")?;
-    ensure!(translated >= 1, "icmp_translated is {translated}");
-    Ok(())
+    site.assert_told_unreachable(&url6(80, "/"), "www6")
 }

@@ -10,11 +10,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use cutover_tests::iperf3::Iperf3Server;
+use cutover_tests::iperf3::{self, Iperf3Server};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector_site::{Site, json_map, path_str, sha256};
+use cutover_tests::redirector_site::{Site, json_map};
 use cutover_tests::topology::OLD_IP;
 
 const BIG: usize = 100 * 1024 * 1024;
@@ -114,35 +114,10 @@ fn a_smaller_mtu_towards_the_new_host_is_learnt_by_the_client() -> Result<()> {
 
 /// Downloads big.bin from the redirect on `port` and checks it is `web`'s.
 fn download_intact(site: &Site, port: u16, web: &Nginx) -> Result<()> {
-    let copy = site.scratch.path().join(format!("big-{port}.bin"));
-    site.net.client.exec(
-        "curl",
-        &[
-            "-sS",
-            "--fail",
-            "--max-time",
-            "60",
-            "-o",
-            path_str(&copy)?,
-            &format!("http://{OLD_IP}:{port}/big.bin"),
-        ],
-    )?;
-    ensure!(
-        sha256(&copy)? == sha256(&web.file("big.bin"))?,
-        "big.bin arrived corrupted through port {port}"
-    );
-    Ok(())
+    site.download_intact_from(&format!("http://{OLD_IP}:{port}"), "big.bin", web)
 }
 
-/// Sends `bytes` (iperf3's notation) from the client to the iperf3 server
-/// behind the redirect on `port`; fails unless all of it arrives in time.
+/// Sends `bytes` (iperf3's notation) through the redirect on `port`.
 fn upload(client: &Netns, port: u16, bytes: &str) -> Result<()> {
-    let port = port.to_string();
-    client
-        .exec(
-            "timeout",
-            &["60", "iperf3", "-c", OLD_IP, "-p", &port, "-n", bytes],
-        )
-        .with_context(|| format!("uploading {bytes} through port {port}"))?;
-    Ok(())
+    iperf3::upload(client, OLD_IP, port, bytes)
 }
