@@ -44,26 +44,22 @@ pub fn old_addresses(service: &Service, from: &[IpAddr], to: &[IpAddr]) -> Resul
                     .cloned()
                     .collect()
             };
-            let (mut olds4, mut olds6) =
-                (of_family(true).into_iter(), of_family(false).into_iter());
+            let (olds4, olds6) = (of_family(true), of_family(false));
             for (v4, olds, name) in [(true, &olds4, "IPv4"), (false, &olds6, "IPv6")] {
                 let news = many.iter().filter(|a| a.is_ipv4() == v4).count();
-                let old: Vec<&String> = olds.as_slice().iter().collect();
-                if news > 0 && old.len() != news {
+                if news > 0 && olds.len() != news {
                     bail!(
                         "{} has {} {name} addresses ({}) for {news} new ones: say which move \
                          where with --from, one per --to",
                         service.name,
-                        old.len(),
-                        old.iter()
-                            .map(|a| a.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        olds.len(),
+                        olds.join(", "),
                     );
                 }
             }
             // Paired in --to's order, each with the next old address of its
             // family.
+            let (mut olds4, mut olds6) = (olds4.into_iter(), olds6.into_iter());
             Ok(many
                 .iter()
                 .filter_map(|a| {

@@ -40,7 +40,9 @@ pub trait Family: Copy + 'static {
     /// cannot make.
     fn same(a: Self, b: Self) -> bool;
 
-    /// A flow-table key, built from words (see `flow_key` in nat.rs).
+    /// A flow-table key for a 4-tuple (network order), built from words
+    /// rather than as a struct literal: rustc turns the zeroed 3-byte
+    /// padding into an out-of-line `memset` loop otherwise.
     fn key(saddr: Self, daddr: Self, sport: u16, dport: u16, proto: u8) -> FlowKeyOf<Self>;
     /// The address as `RULES` keeps it (IPv4 mapped into IPv6).
     fn rule_addr(self) -> Ip6;

@@ -14,7 +14,7 @@ use crate::{
     csum::Delta,
     family::Family,
     forward::{self, NextHop},
-    nat::{Rewrite, flow_key},
+    nat::Rewrite,
     parse::ptr_at,
 };
 
@@ -47,7 +47,7 @@ pub fn translate<A: Family>(ctx: &XdpContext) -> Option<u32> {
         // back under the mirrored tuple, which is the entry to follow.
         let (isaddr, idaddr) = (A::src(inner), A::dst(inner));
         let [isport, idport] = *ports;
-        let key = flow_key(idaddr, isaddr, idport, isport, proto);
+        let key = A::key(idaddr, isaddr, idport, isport, proto);
         // An error about a SYN (a dead new host) concerns a half-open one.
         let entry = A::flows()
             .get_ptr(&key)

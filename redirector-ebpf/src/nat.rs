@@ -38,16 +38,6 @@ use crate::{
 const CLOSING: u8 = FLOW_FIN | FLOW_RST;
 const BOTH_FINS: u8 = FLOW_FIN_FORWARD | FLOW_FIN_REPLY;
 
-/// A flow-table key for a 4-tuple (network order) of protocol `proto`.
-///
-/// Built from words (`Family::key`) rather than as a struct literal: rustc
-/// turns the zeroed 3-byte padding into an out-of-line `memset` loop
-/// otherwise.
-#[inline(always)]
-pub fn flow_key<A: Family>(saddr: A, daddr: A, sport: u16, dport: u16, proto: u8) -> FlowKeyOf<A> {
-    A::key(saddr, daddr, sport, dport, proto)
-}
-
 /// The key of the partner of an entry that rewrites to `to`
 /// (`FlowOf::partner_key`, memset-free).
 #[inline(always)]

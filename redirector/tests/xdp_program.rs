@@ -1959,7 +1959,7 @@ fn an_ipv6_client_that_cached_the_old_address_reaches_the_new_host_and_back() ->
         assert_eq!(seen.from(), old6(40000), "the client's port is kept");
         assert_eq!(seen.to(), new6_host());
         assert_eq!(
-            (seen.dst_mac, seen.src_mac, seen.hop_limit),
+            (seen.dst_mac, seen.src_mac, seen.ttl),
             (NEW_MAC, OLD_MAC, 63),
             "routed: next hop's MAC, hop limit decremented"
         );
@@ -1976,7 +1976,7 @@ fn an_ipv6_client_that_cached_the_old_address_reaches_the_new_host_and_back() ->
         let answer = parse_checked6(&back.frame);
         assert_eq!((answer.from(), answer.to()), (old6(80), from));
         assert_eq!(
-            (answer.dst_mac, answer.hop_limit, answer.flags),
+            (answer.dst_mac, answer.ttl, answer.flags),
             (client_mac(0), 63, SYN | ACK)
         );
 

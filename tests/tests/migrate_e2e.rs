@@ -1527,10 +1527,15 @@ fn a_site_on_elastic_ips_moves_with_the_hosts_private_addresses() -> Result<()> 
 
 /// The A records dnsd serves for the site, sorted.
 fn served_pool(m: &Mission) -> Result<Vec<String>> {
+    served_records(m, "A")
+}
+
+/// The records of `rtype` dnsd serves for the site, sorted.
+fn served_records(m: &Mission, rtype: &str) -> Result<Vec<String>> {
     let out = m
         .net
         .client
-        .exec("kdig", &["@127.0.0.1", "-p", "5300", "+short", NAME, "A"])?;
+        .exec("kdig", &["@127.0.0.1", "-p", "5300", "+short", NAME, rtype])?;
     let mut pool: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -1616,16 +1621,7 @@ fn a_three_address_pool_on_two_ports_moves_whole_and_rolls_back_whole() -> Resul
 
 /// The AAAA records dnsd serves for the site, sorted.
 fn served_aaaa(m: &Mission) -> Result<Vec<String>> {
-    let out = m.net.client.exec(
-        "kdig",
-        &["@127.0.0.1", "-p", "5300", "+short", NAME, "AAAA"],
-    )?;
-    let mut pool: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    pool.sort();
-    Ok(pool)
+    served_records(m, "AAAA")
 }
 
 /// The body `url` answers the client with.

@@ -141,6 +141,8 @@ pub trait Header: Clone + Debug {
     const MSS_OPTION: [u8; 4];
     fn new(from: Self::Socket, to: Self::Socket, proto: u8) -> Self;
     fn port(s: Self::Socket) -> u16;
+    /// The transport protocol the header says.
+    fn proto(&self) -> u8;
     /// The TCP or UDP checksum of `segment` over this header's
     /// pseudo-header.
     fn checksum(&self, proto: u8, segment: &[u8]) -> u16;
@@ -157,6 +159,9 @@ impl Header for Ipv4 {
     }
     fn port(s: SocketAddrV4) -> u16 {
         s.port()
+    }
+    fn proto(&self) -> u8 {
+        self.proto
     }
     fn checksum(&self, proto: u8, segment: &[u8]) -> u16 {
         l4_checksum(self.saddr, self.daddr, proto, segment)
@@ -315,13 +320,14 @@ pub fn udp_checksum_field(f: &[u8]) -> u16 {
     u16::from_be_bytes([f[14 + 20 + 6], f[14 + 20 + 7]])
 }
 
-/// What a test reads back from an output frame.
+/// What a test reads back from an output frame, of either family.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen {
+pub struct SeenOf<A> {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub saddr: Ipv4Addr,
-    pub daddr: Ipv4Addr,
+    pub saddr: A,
+    pub daddr: A,
+    /// TTL, or IPv6's hop limit.
     pub ttl: u8,
     pub sport: u16,
     pub dport: u16,
@@ -332,6 +338,9 @@ pub struct Seen {
     pub payload: Vec<u8>,
     pub proto: u8,
 }
+
+/// An IPv4 frame read back.
+pub type Seen = SeenOf<Ipv4Addr>;
 
 impl Seen {
     pub fn from(&self) -> SocketAddrV4 {
@@ -353,54 +362,71 @@ pub fn parse_checked(f: &[u8]) -> Seen {
     assert_eq!(checksum(&ip[..hlen]), 0, "IPv4 header checksum is wrong");
     let saddr = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let daddr = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let seg = &ip[hlen..total];
-    if ip[9] == PROTO_UDP {
+    let header = Ipv4::new(saddr, daddr, ip[9]);
+    read_transport(f, &header, (saddr, daddr), ip[8], &ip[hlen..total])
+}
+
+/// The TCP segment or UDP datagram `seg` (protocol `ip.proto`-like, as
+/// `header` says) of frame `f`, with its checksum checked from scratch over
+/// `header`'s pseudo-header (a UDP checksum of 0 is "none"): the
+/// family-independent half of `parse_checked` and `frame6::parse_checked6`.
+pub fn read_transport<H: Header, A>(
+    f: &[u8],
+    header: &H,
+    (saddr, daddr): (A, A),
+    ttl: u8,
+    seg: &[u8],
+) -> SeenOf<A> {
+    let proto = header.proto();
+    let mut seen = SeenOf {
+        dst_mac: f[0..6].try_into().unwrap(),
+        src_mac: f[6..12].try_into().unwrap(),
+        saddr,
+        daddr,
+        ttl,
+        sport: 0,
+        dport: 0,
+        seq: 0,
+        ack: 0,
+        flags: 0,
+        payload: Vec::new(),
+        proto,
+    };
+    if proto == PROTO_UDP {
+        assert!(
+            seg.len() >= 8,
+            "UDP datagram too short: {} bytes",
+            seg.len()
+        );
         assert_eq!(
             u16::from_be_bytes([seg[4], seg[5]]) as usize,
             seg.len(),
             "UDP length"
         );
         if seg[6..8] != [0, 0] {
-            assert_eq!(
-                l4_checksum(saddr, daddr, PROTO_UDP, seg),
-                0,
-                "UDP checksum is wrong"
-            );
+            assert_eq!(header.checksum(PROTO_UDP, seg), 0, "UDP checksum is wrong");
         }
-        return Seen {
-            dst_mac: f[0..6].try_into().unwrap(),
-            src_mac: f[6..12].try_into().unwrap(),
-            saddr,
-            daddr,
-            ttl: ip[8],
-            sport: u16::from_be_bytes([seg[0], seg[1]]),
-            dport: u16::from_be_bytes([seg[2], seg[3]]),
-            seq: 0,
-            ack: 0,
-            flags: 0,
-            payload: seg[8..].to_vec(),
-            proto: PROTO_UDP,
-        };
+        seen.payload = seg[8..].to_vec();
+    } else {
+        assert_eq!(proto, PROTO_TCP, "protocol {proto} is neither TCP nor UDP");
+        assert!(
+            seg.len() >= 20,
+            "TCP segment too short: {} bytes",
+            seg.len()
+        );
+        assert_eq!(header.checksum(PROTO_TCP, seg), 0, "TCP checksum is wrong");
+        let doff = ((seg[12] >> 4) * 4) as usize;
+        assert!(
+            (20..=seg.len()).contains(&doff),
+            "TCP data offset {doff} in a {}-byte segment",
+            seg.len()
+        );
+        seen.seq = u32::from_be_bytes(seg[4..8].try_into().unwrap());
+        seen.ack = u32::from_be_bytes(seg[8..12].try_into().unwrap());
+        seen.flags = seg[13];
+        seen.payload = seg[doff..].to_vec();
     }
-    assert_eq!(ip[9], PROTO_TCP);
-    assert_eq!(
-        l4_checksum(saddr, daddr, PROTO_TCP, seg),
-        0,
-        "TCP checksum is wrong"
-    );
-    let doff = ((seg[12] >> 4) * 4) as usize;
-    Seen {
-        dst_mac: f[0..6].try_into().unwrap(),
-        src_mac: f[6..12].try_into().unwrap(),
-        saddr,
-        daddr,
-        ttl: ip[8],
-        sport: u16::from_be_bytes([seg[0], seg[1]]),
-        dport: u16::from_be_bytes([seg[2], seg[3]]),
-        seq: u32::from_be_bytes(seg[4..8].try_into().unwrap()),
-        ack: u32::from_be_bytes(seg[8..12].try_into().unwrap()),
-        flags: seg[13],
-        payload: seg[doff..].to_vec(),
-        proto: PROTO_TCP,
-    }
+    seen.sport = u16::from_be_bytes([seg[0], seg[1]]);
+    seen.dport = u16::from_be_bytes([seg[2], seg[3]]);
+    seen
 }

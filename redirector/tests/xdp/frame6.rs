@@ -8,7 +8,10 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
-use super::frame::{ETH_IPV6, Header, PROTO_TCP, PROTO_UDP, TcpOf, UdpOf, checksum, ethernet};
+use super::frame::{
+    ETH_IPV6, Header, PROTO_TCP, PROTO_UDP, SeenOf, TcpOf, UdpOf, checksum, ethernet,
+    read_transport,
+};
 
 /// ICMPv6's Next Header value (RFC 4443).
 pub const PROTO_ICMPV6: u8 = 58;
@@ -116,6 +119,9 @@ impl Header for Ipv6 {
     fn port(s: SocketAddrV6) -> u16 {
         s.port()
     }
+    fn proto(&self) -> u8 {
+        self.next
+    }
     fn checksum(&self, proto: u8, segment: &[u8]) -> u16 {
         l6_checksum(self.saddr, self.daddr, proto, segment)
     }
@@ -135,23 +141,8 @@ pub fn udp6_checksum_field(f: &[u8]) -> u16 {
     u16::from_be_bytes([f[14 + 40 + 6], f[14 + 40 + 7]])
 }
 
-/// What a test reads back from an IPv6 output frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Seen6 {
-    pub dst_mac: [u8; 6],
-    pub src_mac: [u8; 6],
-    pub saddr: Ipv6Addr,
-    pub daddr: Ipv6Addr,
-    pub hop_limit: u8,
-    pub sport: u16,
-    pub dport: u16,
-    /// TCP only (0 for UDP).
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
-    pub payload: Vec<u8>,
-    pub proto: u8,
-}
+/// An IPv6 frame read back (`ttl` is its hop limit).
+pub type Seen6 = SeenOf<Ipv6Addr>;
 
 impl Seen6 {
     /// The sender's socket address (flow info and scope 0).
@@ -200,75 +191,12 @@ pub fn parse_checked6(f: &[u8]) -> Seen6 {
     let (ip, seg) = ipv6_checked(f);
     let (saddr, daddr) = addrs(ip);
     let next = ip[6];
-    let dst_mac: [u8; 6] = f[0..6].try_into().unwrap();
-    let src_mac: [u8; 6] = f[6..12].try_into().unwrap();
-    if next == PROTO_UDP {
-        assert!(
-            seg.len() >= 8,
-            "UDP datagram too short: {} bytes",
-            seg.len()
-        );
-        assert_eq!(
-            u16::from_be_bytes([seg[4], seg[5]]) as usize,
-            seg.len(),
-            "UDP length"
-        );
-        if seg[6..8] != [0, 0] {
-            assert_eq!(
-                l6_checksum(saddr, daddr, PROTO_UDP, seg),
-                0,
-                "UDP checksum is wrong"
-            );
-        }
-        return Seen6 {
-            dst_mac,
-            src_mac,
-            saddr,
-            daddr,
-            hop_limit: ip[7],
-            sport: u16::from_be_bytes([seg[0], seg[1]]),
-            dport: u16::from_be_bytes([seg[2], seg[3]]),
-            seq: 0,
-            ack: 0,
-            flags: 0,
-            payload: seg[8..].to_vec(),
-            proto: PROTO_UDP,
-        };
-    }
-    assert_eq!(
-        next, PROTO_TCP,
+    assert!(
+        next == PROTO_TCP || next == PROTO_UDP,
         "next header {next} is neither TCP nor UDP (extension headers are not parsed)"
     );
-    assert!(
-        seg.len() >= 20,
-        "TCP segment too short: {} bytes",
-        seg.len()
-    );
-    assert_eq!(
-        l6_checksum(saddr, daddr, PROTO_TCP, seg),
-        0,
-        "TCP checksum is wrong"
-    );
-    let doff = ((seg[12] >> 4) * 4) as usize;
-    assert!(
-        (20..=seg.len()).contains(&doff),
-        "TCP data offset {doff} in a {}-byte segment",
-        seg.len()
-    );
-    Seen6 {
-        dst_mac,
-        src_mac,
-        saddr,
-        daddr,
-        hop_limit: ip[7],
-        sport: u16::from_be_bytes([seg[0], seg[1]]),
-        dport: u16::from_be_bytes([seg[2], seg[3]]),
-        seq: u32::from_be_bytes(seg[4..8].try_into().unwrap()),
-        ack: u32::from_be_bytes(seg[8..12].try_into().unwrap()),
-        flags: seg[13],
-        payload: seg[doff..].to_vec(),
-        proto: PROTO_TCP,
-    }
+    let header = Ipv6::new(saddr, daddr, next);
+    read_transport(f, &header, (saddr, daddr), ip[7], seg)
 }
 
 /// An Ethernet/IPv6/ICMPv6 error frame (hop limit 64) from `saddr` to
