@@ -15,7 +15,9 @@ use cutover_tests::iperf3::{self, Iperf3Server};
 use cutover_tests::netns::Netns;
 use cutover_tests::nginx::Nginx;
 use cutover_tests::process::wait_until;
-use cutover_tests::redirector_site::{Site, curl, json_map, json_number};
+use cutover_tests::redirector_site::{
+    Site, SlowDownload, curl, file_len, json_map, json_number, sha256,
+};
 use cutover_tests::topology::{OLD_IP, Topology};
 use cutover_tests::udp_echo::{UdpEcho, ask};
 
@@ -308,4 +310,49 @@ fn an_ipv6_client_of_a_dead_new_host_is_told_at_once() -> Result<()> {
     site.net.new.ip(&["link", "set", "eth0", "down"])?;
     site.net.old.ip(&["-6", "neigh", "flush", "to", NEW6])?;
     site.assert_told_unreachable(&url6(80, "/"), "www6")
+}
+
+#[test]
+fn ipv6_streams_and_new_ipv6_clients_survive_a_stop_and_a_takeover() -> Result<()> {
+    // 32 MiB at the slow download's 2 MB/s: still streaming across both.
+    const STREAM: usize = 32 * 1024 * 1024;
+    let mut site = dual_stack_site()?;
+    let web = Nginx::start(&site.net.new, &[80], NEW_BODY, &[("stream.bin", STREAM)])?;
+    wait_for(&site, &url6(80, "/"), NEW_BODY)?;
+    let copy = site.scratch.path().join("stream6.bin");
+    let mut stream = SlowDownload::start(&site.net.client, &url6(80, "/stream.bin"), &copy)?;
+    std::thread::sleep(Duration::from_secs(1));
+
+    // With no daemon, IPv6 still reaches its program through the pinned
+    // program array (an array nobody holds is emptied by the kernel).
+    site.redirector.stop()?;
+    // curl's rate limit reads in bursts seconds apart.
+    let grown = file_len(&copy);
+    ensure!(
+        wait_until(Duration::from_secs(10), || file_len(&copy) > grown),
+        "the IPv6 stream stalled with no daemon at {} bytes (running: {:?}, a new \
+         connection: {:?}); stats: {:?}",
+        file_len(&copy),
+        stream.running(),
+        curl(&site.net.client, &url6(80, "/")),
+        site.stats_json()
+    );
+    ensure!(
+        curl(&site.net.client, &url6(80, "/"))? == NEW_BODY,
+        "a new IPv6 connection with no daemon"
+    );
+
+    // The next daemon takes over and puts its own IPv6 program in place.
+    site.start_again(&[])?;
+    ensure!(
+        curl(&site.net.client, &url6(80, "/"))? == NEW_BODY,
+        "a new IPv6 connection after the takeover"
+    );
+    ensure!(stream.running()?, "the stream ended early");
+    stream.finish(Duration::from_secs(60))?;
+    ensure!(
+        sha256(&copy)? == sha256(&web.file("stream.bin"))?,
+        "the IPv6 stream arrived corrupted across the stop and the takeover"
+    );
+    Ok(())
 }
