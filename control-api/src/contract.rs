@@ -240,6 +240,15 @@ pub struct Rule {
     /// What it redirects, one (protocol, port) each: for tools.
     #[serde(default)]
     pub endpoints: Vec<RuleEndpoint>,
+    /// The percentage of client addresses redirected (a weighted shift);
+    /// 100 for a plain redirect.
+    #[serde(default = "full_share")]
+    pub share: u8,
+}
+
+/// `share` of a rule that redirects every client.
+pub fn full_share() -> u8 {
+    100
 }
 
 impl Rule {
@@ -276,6 +285,10 @@ pub struct RuleChange {
     /// None means TCP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proto: Vec<Proto>,
+    /// The percentage of client addresses redirected, 1..=100; none means
+    /// all (see `share` in `redirector.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<u8>,
 }
 
 /// A transport protocol a redirect forwards.
@@ -334,6 +347,9 @@ pub struct RuleStats {
     pub to: String,
     /// Removed from the config; its flows still run.
     pub draining: bool,
+    /// The percentage of client addresses redirected.
+    #[serde(default = "full_share")]
+    pub share: u8,
     pub new_flows_per_s: f64,
     pub active_flows: u64,
     /// Distinct clients among the active flows.

@@ -208,19 +208,22 @@ impl Redirector {
     }
 
     /// Adds or replaces a rule; the generation that holds it.
-    /// `proto`: none means TCP.
+    /// `proto`: none means TCP; `share`: the percentage of clients
+    /// redirected, none for all.
     pub fn put_rule(
         &self,
         name: &str,
         from: &str,
         to: &str,
         proto: &[cutover_control_api::contract::Proto],
+        share: Option<u8>,
     ) -> Result<Option<u64>> {
         let body = RuleChange {
             from: from.to_string(),
             to: to.to_string(),
             ports: Vec::new(),
             proto: proto.to_vec(),
+            share,
         };
         let c: Change = self
             .0

@@ -168,16 +168,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     // The previous record (which names the reverse rule's host) is replaced
     // only once the reverse rule is gone.
     for f in leftovers {
-        f.redirector.delete_rule(&f.rule.name).with_context(|| {
-            format!(
-                "removing the reverse redirect {} a rollback left on {}",
-                f.rule.name, f.redirector.0.base
-            )
-        })?;
-        println!(
-            "0. removed the reverse redirect {} -> {} ({}) a rollback left on {}",
-            f.rule.from, f.rule.to, f.rule.name, f.redirector.0.base
-        );
+        remove_leftover(&f)?;
     }
 
     // Saved once the checks passed, before the first change, so that a crash
@@ -220,7 +211,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
                     .and_then(|_| new_accepts_all(&old, &m))
                     .and_then(|()| {
                         m.redirects().into_iter().try_for_each(|r| {
-                            old.put_rule(&r.rule, &r.from, &r.to, &m.protocols())?;
+                            old.put_rule(&r.rule, &r.from, &r.to, &m.protocols(), None)?;
                             put.push(r.rule);
                             Ok(())
                         })
@@ -623,16 +614,9 @@ fn plan(service: &crate::api::Service, args: &Args) -> Result<Migration> {
         udp: args.udp,
         original_ttl: service.ttl,
         move_ttl: service.ttl.min(args.ttl.unwrap_or(DEFAULT_TTL)),
-        phase: Phase::Planned,
-        ttl_lowered_at: None,
-        flipped_at: None,
-        in_sync_after_ms: None,
-        quiet_since: None,
         max_cache: args.max_cache.unwrap_or(DEFAULT_MAX_CACHE).as_secs(),
         quiet_period: args.quiet.unwrap_or(DEFAULT_QUIET).as_secs(),
-        reverse_on: None,
-        redirect_on_at: None,
-        busy_at_end: false,
+        ..Migration::default()
     })
 }
 
@@ -655,9 +639,25 @@ fn drain_sample(old: &crate::api::Redirector, m: &Migration) -> Result<(Traffic,
     Ok((traffic, stats.sample_seconds))
 }
 
+/// Removes the reverse redirect this service's rollback left (see
+/// `loops::before_redirect`), saying so.
+pub(crate) fn remove_leftover(f: &loops::Forwarding) -> Result<()> {
+    f.redirector.delete_rule(&f.rule.name).with_context(|| {
+        format!(
+            "removing the reverse redirect {} a rollback left on {}",
+            f.rule.name, f.redirector.0.base
+        )
+    })?;
+    println!(
+        "0. removed the reverse redirect {} -> {} ({}) a rollback left on {}",
+        f.rule.from, f.rule.to, f.rule.name, f.redirector.0.base
+    );
+    Ok(())
+}
+
 /// NEW accepts connections on every port the migration moves, from here
 /// and from the old host.
-fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Result<()> {
+pub(crate) fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Result<()> {
     m.redirects().iter().try_for_each(|r| {
         preflight::new_accepts(old, &r.old_ip, &r.new_public, &r.new_ip, r.new_port)
     })
@@ -801,7 +801,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         for r in m.redirects() {
             let name = r.reverse_rule();
             reverse
-                .put_rule(&name, &r.to, &r.from, &m.protocols())
+                .put_rule(&name, &r.to, &r.from, &m.protocols(), None)
                 .with_context(moved)?;
             println!(
                 "reverse redirect on the new host: {} -> {} (rule {name}; the next `cutover migrate {}` removes it)",

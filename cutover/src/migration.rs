@@ -13,10 +13,11 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Where a migration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     /// Recorded, nothing changed yet.
+    #[default]
     Planned,
     /// The TTL was lowered; caches holding the old TTL are expiring.
     TtlLowered,
@@ -66,8 +67,9 @@ impl Migration {
     }
 }
 
-/// The persisted record of one migration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The persisted record of one migration (`Default`: the base of a plan,
+/// every field empty, `Planned`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Migration {
     /// Fully qualified service name.
     pub name: String,

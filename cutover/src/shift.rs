@@ -11,18 +11,30 @@
 //!    service to its old addresses and weights, and the shift fails.
 //! 3. After the last step (100 %) the old addresses leave the service.
 //!
-//! Clients that resolved an old address keep it for the TTL, and the old
-//! host keeps serving them: both releases run throughout. To retire a host,
-//! `cutover migrate` moves its address with the redirect that catches
-//! stale caches.
+//! Clients that resolved an old address keep it for the TTL (a resolver
+//! often for longer). The old host's redirect is on throughout, for the
+//! step's share of them: each old address (paired with a new one as
+//! `cutover migrate` pairs them) redirects that percentage of client
+//! addresses to NEW, chosen by the client's address, so that a client
+//! stays on one release and only moves towards the new one, and the
+//! clients holding the old address are split as the DNS answers are. A
+//! revert switches the redirect off; after the last step it redirects
+//! everyone, and the shift is recorded as a finished migration:
+//! `cutover retire` switches the redirect off once the old host is quiet,
+//! `cutover rollback` goes back. `--no-redirect` shifts the answers only.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cutover_control_api::contract::fqdn;
 
 use crate::Apis;
-use crate::api::{Dns, Service};
+use crate::api::{Dns, Redirector, Service};
+use crate::lease::Lease;
+use crate::loops;
+use crate::migration::{Migration, Phase, Store, now};
+use crate::preflight;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,6 +54,23 @@ pub struct Args {
     /// How often the new addresses' health is looked at.
     #[arg(long, value_parser = parse_millis, default_value = "1000")]
     poll_ms: Duration,
+    /// The old addresses the old host redirects, one per --to, in the same
+    /// order (default: paired as `cutover migrate` pairs them).
+    #[arg(long, value_delimiter = ',')]
+    from: Vec<IpAddr>,
+    /// The ports the old host redirects (`--port 80,443`) [default: 80].
+    #[arg(long, value_delimiter = ',')]
+    port: Vec<u16>,
+    /// Redirect UDP on the same ports too (QUIC).
+    #[arg(long)]
+    udp: bool,
+    /// Shift the answers only: the old host keeps serving every client that
+    /// cached its address, and no migration is recorded.
+    #[arg(long)]
+    no_redirect: bool,
+    /// Take the service over from another running cutover.
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_millis(s: &str) -> Result<Duration, String> {
@@ -91,7 +120,10 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
             new.join(", ")
         );
     }
-    let revert = |why: String| -> Result<()> {
+    let revert = |redirect: Option<&mut Canary>, why: String| -> Result<()> {
+        if let Some(r) = redirect {
+            r.off().context("switching the redirect off")?;
+        }
         dns.set_weights(&args.name, &before, &before_backups)
             .context("reverting to the old addresses")?;
         bail!(
@@ -101,52 +133,219 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
         )
     };
 
+    // Every check of the redirect before anything changes.
+    let mut redirect = if args.no_redirect {
+        None
+    } else {
+        Some(Canary::plan(apis, &dns, &args).with_context(|| {
+            format!(
+                "refusing to shift {}; nothing was changed (--no-redirect shifts the answers only)",
+                service.name
+            )
+        })?)
+    };
+
     // 1. Checked, not served.
     let mut trial = old.clone();
     trial.extend(new.iter().map(|a| (a.clone(), 1)));
     let mut backups = old_backups.clone();
     backups.extend(new.iter().cloned());
     if let Err(e) = dns.set_weights(&args.name, &trial, &backups) {
-        return revert(format!("adding {}: {e:#}", new.join(", ")));
+        return revert(
+            redirect.as_mut(),
+            format!("adding {}: {e:#}", new.join(", ")),
+        );
     }
     say(&format!(
         "{}: {} checked by dnsd, not served yet",
         service.name,
         new.join(", ")
     ));
-    if let Err(why) = await_passing(&dns, &args, &new) {
-        return revert(why);
+    if let Err(why) = await_passing(&dns, &args, &new, redirect.as_mut()) {
+        return revert(redirect.as_mut(), why);
     }
 
-    // 2. The steps.
+    // 2. The steps: the redirect's share first, so that no client holding
+    // an old address lags behind the answers.
     for &percent in &args.steps {
+        if let Some(r) = redirect.as_mut()
+            && let Err(e) = r.share(percent)
+        {
+            return revert(
+                redirect.as_mut(),
+                format!("the {percent} % step's redirect: {e:#}"),
+            );
+        }
         let weights = split(&old, &old_backups, &new, percent);
         if let Err(e) = dns.set_weights(&args.name, &weights, &old_backups) {
-            return revert(format!("the {percent} % step: {e:#}"));
+            return revert(redirect.as_mut(), format!("the {percent} % step: {e:#}"));
         }
         say(&format!(
-            "{}: {percent} % of the answers lead with {}",
+            "{}: {percent} % of the answers lead with {}{}",
             service.name,
-            new.join(", ")
+            new.join(", "),
+            match &redirect {
+                Some(_) =>
+                    format!(", and {percent} % of the old addresses' clients are redirected"),
+                None => String::new(),
+            }
         ));
-        if let Err(why) = hold(&dns, &args, &new) {
-            return revert(why);
+        if let Err(why) = hold(&dns, &args, &new, redirect.as_mut()) {
+            return revert(redirect.as_mut(), why);
         }
     }
 
     // 3. The old addresses leave.
     let only_new: Vec<(String, u32)> = new.iter().map(|a| (a.clone(), 1)).collect();
     if let Err(e) = dns.set_weights(&args.name, &only_new, &[]) {
-        return revert(format!("removing the old addresses: {e:#}"));
+        return revert(
+            redirect.as_mut(),
+            format!("removing the old addresses: {e:#}"),
+        );
     }
-    say(&format!(
-        "{}: shifted to {}; {} left the answers (clients that cached them reach them for \
-         the TTL)",
-        service.name,
-        new.join(", "),
-        join(old.iter().map(|(a, _)| a))
-    ));
+    match redirect {
+        Some(r) => {
+            let text = r.m.redirects_text();
+            r.done()?;
+            say(&format!(
+                "{}: shifted to {}; {} left the answers, and the old host redirects all \
+                 their clients ({text}). `cutover status` shows them drain; `cutover retire {}` \
+                 switches the redirect off, `cutover rollback {}` goes back",
+                service.name,
+                new.join(", "),
+                join(old.iter().map(|(a, _)| a)),
+                service.name,
+                service.name
+            ));
+        }
+        None => say(&format!(
+            "{}: shifted to {}; {} left the answers (clients that cached them reach them for \
+             the TTL)",
+            service.name,
+            new.join(", "),
+            join(old.iter().map(|(a, _)| a))
+        )),
+    }
     Ok(())
+}
+
+/// The old host's redirect during a shift, recorded as a migration once
+/// the shift completes.
+struct Canary {
+    old: Redirector,
+    store: Store,
+    lease: Lease,
+    /// The migration the shift becomes: its redirects are the rules put.
+    m: Migration,
+}
+
+impl Canary {
+    /// Takes the service's lease and checks, before anything changes, what
+    /// `cutover migrate` checks before its redirect: the old host's API,
+    /// the pairs, no migration in progress, no loop, and every NEW:port
+    /// accepting connections from the old host.
+    fn plan(apis: &Apis, dns: &Dns, args: &Args) -> Result<Self> {
+        let store = apis.store();
+        let old = apis.old()?;
+        let hold = Duration::from_secs(30).max(args.poll_ms * 3);
+        let lease = Lease::take(store.dir(), &args.name, "shift", hold, args.force, &[])?;
+        let service = preflight::apis(dns, &old, &args.name)?;
+        let previous = store.load(&args.name)?;
+        if let Some(p) = &previous
+            && !matches!(p.phase, Phase::Planned | Phase::Done | Phase::RolledBack)
+        {
+            bail!(
+                "a migration of {} to {} is in progress ({:?}): let it finish, or `cutover \
+                 rollback {}` first",
+                p.name,
+                p.news().join(", "),
+                p.phase,
+                p.name
+            );
+        }
+        let olds = preflight::old_addresses(&service, &args.from, &args.to)?;
+        let mut pairs = olds.into_iter().zip(args.to.iter().map(IpAddr::to_string));
+        let (first_old, first_new) = pairs.next().context("--to names no address")?;
+        let mut ports: Vec<u16> = Vec::new();
+        for &p in &args.port {
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        if ports.is_empty() {
+            ports.push(80);
+        }
+        let name = fqdn(&service.name);
+        let m = Migration {
+            rule: format!("cutover-{}", name.trim_end_matches('.')),
+            name,
+            from: service.addresses.clone(),
+            old: first_old,
+            to: first_new,
+            port: ports[0],
+            new_port: ports[0],
+            more_ports: ports[1..].to_vec(),
+            more_pairs: pairs.collect(),
+            udp: args.udp,
+            original_ttl: service.ttl,
+            move_ttl: service.ttl,
+            ..Migration::default()
+        };
+        for f in loops::before_redirect(apis, &store, &m, previous.as_ref())? {
+            crate::migrate::remove_leftover(&f)?;
+        }
+        crate::migrate::new_accepts_all(&old, &m)?;
+        Ok(Self {
+            old,
+            store,
+            lease,
+            m,
+        })
+    }
+
+    /// Every redirect at `percent` % of the clients.
+    fn share(&mut self, percent: u32) -> Result<()> {
+        self.lease.renew()?;
+        let share = u8::try_from(percent).ok().filter(|&p| p < 100);
+        for r in self.m.redirects() {
+            self.old
+                .put_rule(&r.rule, &r.from, &r.to, &self.m.protocols(), share)?;
+        }
+        // Recorded from the first redirect on, so that `cutover rollback`
+        // undoes a shift that was interrupted.
+        if self.m.phase == Phase::Planned {
+            self.m.phase = Phase::Redirecting;
+            self.m.redirect_on_at = Some(now());
+            self.store.save(&self.m)?;
+        }
+        Ok(())
+    }
+
+    /// Every redirect off (its open connections drain).
+    fn off(&mut self) -> Result<()> {
+        for r in self.m.redirects() {
+            self.old.delete_rule(&r.rule)?;
+        }
+        if self.m.phase != Phase::Planned {
+            self.m.phase = Phase::RolledBack;
+            self.store.save(&self.m)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the lease while a step is held.
+    fn renew(&mut self) -> Result<(), String> {
+        self.lease.renew().map_err(|e| format!("{e:#}"))
+    }
+
+    /// Records the finished shift as a finished migration, for `status`,
+    /// `retire` and `rollback`.
+    fn done(mut self) -> Result<()> {
+        self.lease.renew()?;
+        self.m.phase = Phase::Done;
+        self.m.flipped_at = Some(now());
+        self.store.save(&self.m)
+    }
 }
 
 /// Steps in 1..=100, rising, ending at 100.
@@ -226,9 +425,17 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// Waits, up to `--every`, until dnsd reports every new address checked at
 /// least twice and passing; `Err` once one is down (`fall` failures).
-fn await_passing(dns: &Dns, args: &Args, new: &[String]) -> Result<(), String> {
+fn await_passing(
+    dns: &Dns,
+    args: &Args,
+    new: &[String],
+    mut redirect: Option<&mut Canary>,
+) -> Result<(), String> {
     let deadline = Instant::now() + args.every;
     loop {
+        if let Some(r) = redirect.as_deref_mut() {
+            r.renew()?;
+        }
         let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
         let states = states(&service, new);
         if let Some(why) = failing(&states) {
@@ -253,9 +460,17 @@ fn await_passing(dns: &Dns, args: &Args, new: &[String]) -> Result<(), String> {
 }
 
 /// Holds a step for `--every`; `Err` as soon as a new address fails.
-fn hold(dns: &Dns, args: &Args, new: &[String]) -> Result<(), String> {
+fn hold(
+    dns: &Dns,
+    args: &Args,
+    new: &[String],
+    mut redirect: Option<&mut Canary>,
+) -> Result<(), String> {
     let deadline = Instant::now() + args.every;
     while Instant::now() < deadline {
+        if let Some(r) = redirect.as_deref_mut() {
+            r.renew()?;
+        }
         let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
         if let Some(why) = failing(&states(&service, new)) {
             return Err(why);

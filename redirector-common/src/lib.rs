@@ -53,7 +53,7 @@ pub const FAMILY_IPV6: u32 = 0;
 /// own; they are pinned under `maps-v{LAYOUT_VERSION}`. Bump it with any
 /// such change: the test `the_layout_version_names_this_layout` fails until
 /// then.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The program's section/function name.
 pub const PROGRAM_NAME: &str = "redirector";
@@ -142,10 +142,40 @@ pub struct RuleValue {
     pub new_addr: Ip6,
     /// NEW port, network order.
     pub new_port: u16,
-    pub _pad: u16,
+    /// How many of every `SHARE_ALL` client addresses the rule redirects:
+    /// a client's new connections and flows go to NEW when its
+    /// `client_bucket` is below this, else to the old host's own stack
+    /// (a weighted shift keeps both releases serving the clients that still
+    /// hold the old address). `SHARE_ALL` redirects every client.
+    pub share: u16,
     /// Index of the rule's counters, 1..=MAX_RULES, stable across reloads
     /// for as long as the rule exists.
     pub rule_id: u32,
+}
+
+/// `RuleValue::share` of a rule that redirects every client.
+pub const SHARE_ALL: u16 = 10_000;
+
+/// A client address's place in `0..SHARE_ALL`, fixed for the address, so
+/// that a client stays on one side of a partial redirect and only moves
+/// towards NEW as the share grows. The address as `RULES` keys it (IPv4
+/// mapped); the words are hashed as they lie in memory (network order), so
+/// the program and user space agree on any little-endian host.
+#[inline(always)]
+pub fn client_bucket(addr: &Ip6) -> u16 {
+    let mut h: u64 = 0;
+    let mut i = 0;
+    while i < 4 {
+        h = (h ^ addr[i] as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        i += 1;
+    }
+    // splitmix64's finaliser: every input bit reaches the top word.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (((h >> 32) * SHARE_ALL as u64) >> 32) as u16
 }
 
 /// Key of the flow tables: a packet's 4-tuple and protocol as received.
@@ -367,8 +397,11 @@ pub mod counter {
     /// Slot 0 only: IPv6 frames passed because the IPv6 program is not in
     /// `FAMILIES` (a loader that did not put it there).
     pub const PASS_IPV6_UNREADY: u32 = 30;
+    /// A new connection or flow to a rule that redirects only a share of
+    /// the clients, from a client outside that share: the old host serves it.
+    pub const PASS_NOT_IN_SHARE: u32 = 31;
     /// Number of counters per slot.
-    pub const COUNT: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Names for user space, indexed by counter.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -403,6 +436,7 @@ pub mod counter {
         "icmp_frag_needed_sent",
         "pass_fragment_needed",
         "pass_ipv6_unready",
+        "pass_not_in_share",
     ];
 }
 
@@ -425,6 +459,8 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use core::mem::size_of;
 
@@ -469,12 +505,40 @@ mod tests {
         assert_eq!(unmapped([0x20010002u32.to_be(), 0, 0, 2u32.to_be()]), None);
     }
 
+    #[test]
+    fn client_buckets_spread_neighbouring_addresses_evenly() {
+        // Clients come from neighbouring addresses (one subnet, one
+        // prefix): each share of the buckets must take its share of them.
+        let v4 = (0..20_000u32).map(|i| mapped((0xc612_0000 + i).to_be()));
+        let v6 = (0..20_000u32).map(|i| [0x2001_0002u32.to_be(), 0, 0, (i + 1).to_be()]);
+        for (family, buckets) in [
+            (
+                "IPv4",
+                v4.map(|a| client_bucket(&a)).collect::<std::vec::Vec<_>>(),
+            ),
+            ("IPv6", v6.map(|a| client_bucket(&a)).collect()),
+        ] {
+            assert!(buckets.iter().all(|&b| b < SHARE_ALL), "{family}");
+            for share in [100u16, 1_000, 5_000, 9_000] {
+                let n = buckets.iter().filter(|&&b| b < share).count() as f64;
+                let want = buckets.len() as f64 * f64::from(share) / f64::from(SHARE_ALL);
+                assert!(
+                    (n - want).abs() < want * 0.1 + 10.0,
+                    "{family}: {n} of {} under {share}, want {want}",
+                    buckets.len()
+                );
+            }
+        }
+    }
+
     /// FNV-1a over every size, offset, capacity and flag of the contract.
     fn layout_fingerprint() -> u64 {
         use core::mem::offset_of;
         let parts = [
             size_of::<RuleKey>(),
             size_of::<RuleValue>(),
+            offset_of!(RuleValue, share),
+            SHARE_ALL as usize,
             size_of::<FlowKey>(),
             size_of::<Flow>(),
             size_of::<NatSettings>(),
@@ -539,7 +603,7 @@ mod tests {
         // pinned by the old one), then record the new pair.
         assert_eq!(
             (LAYOUT_VERSION, layout_fingerprint()),
-            (3, 0x44c9_ff10_bac6_8ebd)
+            (4, 0xc016_b390_8054_c869)
         );
     }
 

@@ -40,7 +40,9 @@ mod socket;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use redirector_common::{DIR_FORWARD, FAMILY_IPV6, FlowKeyOf, Ip4, Ip6, RuleKey, counter};
+use redirector_common::{
+    DIR_FORWARD, FAMILY_IPV6, FlowKeyOf, Ip4, Ip6, RuleKey, SHARE_ALL, client_bucket, counter,
+};
 
 use crate::{
     family::Family,
@@ -247,6 +249,13 @@ fn untracked<A: Family>(ctx: &XdpContext) -> u32 {
     if seg.is_tcp() && !nat::is_syn(tcp_flags) {
         // Served by the old host itself (or evicted).
         counters::inc(id, counter::PASS_UNTRACKED);
+        return xdp_action::XDP_PASS;
+    }
+    // A partial redirect (a weighted shift) leaves the clients outside its
+    // share to the old host: each new connection of theirs is passed, and
+    // their packets after it find no state and are passed too.
+    if rule.share < SHARE_ALL && client_bucket(&key.saddr.rule_addr()) >= rule.share {
+        counters::inc(id, counter::PASS_NOT_IN_SHARE);
         return xdp_action::XDP_PASS;
     }
     let tuple = ((key.saddr, key.daddr), (key.sport, key.dport));

@@ -22,7 +22,7 @@ use axum::routing::get;
 use cutover_control_api::contract::{Change, RedirectorHealth, Rule, RuleChange, Version};
 use cutover_control_api::{Access, ApiError, attribution, blocking, listen};
 use cutover_workspace::{
-    ConfigError, ConfigErrors, FileChange, REDIRECTOR_FILE, RuleList, Workspace,
+    ConfigError, ConfigErrors, FileChange, REDIRECTOR_FILE, RuleFields, RuleList, Workspace,
 };
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::info;
@@ -160,6 +160,7 @@ async fn list_rules(State(api): State<Arc<Api>>) -> Result<Json<Vec<Rule>>, ApiE
                 to: r.to,
                 id: r.id,
                 endpoints: r.endpoints,
+                share: r.share,
             })
             .collect(),
     ))
@@ -173,20 +174,32 @@ async fn put_rule(
 ) -> Result<Json<Change>, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}} (or bare addresses with \"ports\": [80, 443]; \"proto\": [\"tcp\", \"udp\"]): {}",
+            "the body must be {{\"from\": \"IP:PORT\", \"to\": \"IP:PORT\"}} (or bare addresses with \"ports\": [80, 443]; \"proto\": [\"tcp\", \"udp\"]; \"share\": 1..100): {}",
             e.body_text()
         ))
     })?;
     let name = checked_name(&name)?;
     let message = format!(
-        "redirect {name}: {} -> {}{}",
+        "redirect {name}: {} -> {}{}{}",
         body.from,
         body.to,
+        body.share
+            .map(|p| format!(" ({p} % of clients)"))
+            .unwrap_or_default(),
         attribution::suffix(&headers)
     );
     change(&api, &message, move |rules| {
         let protocols: Vec<&str> = body.proto.iter().map(|p| p.name()).collect();
-        rules.put(&name, &body.from, &body.to, &body.ports, &protocols);
+        rules.put(
+            &name,
+            &RuleFields {
+                from: &body.from,
+                to: &body.to,
+                ports: &body.ports,
+                protocols: &protocols,
+                share: body.share,
+            },
+        );
         Ok(())
     })
     .await

@@ -119,6 +119,7 @@ impl Rules {
                 from: rules::from_rule_addr(key.addr),
                 to: rules::from_rule_addr(value.new_addr),
                 ports: BTreeSet::new(),
+                share: rules::share_percent(value.share),
             });
             rule.ports.insert((
                 protocol,
@@ -153,6 +154,7 @@ impl Rules {
                         to: "?".into(),
                         draining: true,
                         endpoints: Vec::new(),
+                        share: cutover_workspace::FULL_SHARE,
                     },
                     |&r| RuleInfo {
                         draining: true,
@@ -340,6 +342,7 @@ fn info_of(r: &ActiveRule, draining: bool) -> RuleInfo {
         from: r.from_text(),
         to: r.to_text(),
         draining,
+        share: r.share,
         endpoints: r
             .ports
             .iter()

@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use cutover_workspace::{Protocol, RedirectorConfig, Rule, describe};
+use cutover_workspace::{FULL_SHARE, Protocol, RedirectorConfig, Rule, describe};
 use redirector_common::{
-    Ip6, MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue, mapped, unmapped,
+    Ip6, MAX_PORT_RETRIES, MAX_RULES, NatSettings, RuleKey, RuleValue, SHARE_ALL, mapped, unmapped,
 };
 
 /// One switched-on rule with the counter slot it owns.
@@ -35,6 +35,8 @@ pub struct ActiveRule {
     pub to: IpAddr,
     /// (protocol, OLD port, NEW port): one `RULES` entry each.
     pub ports: BTreeSet<(Protocol, u16, u16)>,
+    /// Percentage of client addresses redirected (see `Rule::share`).
+    pub share: u8,
 }
 
 impl ActiveRule {
@@ -49,6 +51,7 @@ impl ActiveRule {
                 .endpoints()
                 .map(|e| (e.protocol, e.from.port(), e.to.port()))
                 .collect(),
+            share: rule.share,
         }
     }
 
@@ -60,7 +63,7 @@ impl ActiveRule {
                 RuleValue {
                     new_addr: rule_addr(self.to),
                     new_port: new.to_be(),
-                    _pad: 0,
+                    share: share_value(self.share),
                     rule_id: self.id,
                 },
             )
@@ -95,6 +98,16 @@ impl ActiveRule {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// `RuleValue::share` for a percentage of clients.
+pub fn share_value(percent: u8) -> u16 {
+    u16::from(percent.min(FULL_SHARE)) * (SHARE_ALL / u16::from(FULL_SHARE))
+}
+
+/// The percentage of clients a `RuleValue::share` redirects.
+pub fn share_percent(value: u16) -> u8 {
+    (value.min(SHARE_ALL) / (SHARE_ALL / u16::from(FULL_SHARE))) as u8
 }
 
 /// The rules and settings as they are in the kernel (after a plan is applied).
@@ -410,6 +423,7 @@ mod tests {
                         to: to.ip(),
                         ports: vec![(from.port(), to.port())],
                         protocols: vec![Protocol::Tcp],
+                        share: FULL_SHARE,
                     }
                 })
                 .collect(),
@@ -448,6 +462,25 @@ mod tests {
         assert_eq!(p.upserts.len(), 2);
         assert!(p.removes.is_empty());
         assert_eq!(p.settings, Some(nat_settings(&cfg(&[]))));
+    }
+
+    #[test]
+    fn a_changed_share_keeps_the_rule_and_rewrites_only_its_entries() {
+        let rules = [
+            ("www", "198.18.0.2:80", "198.18.0.3:80"),
+            ("tls", "198.18.0.2:443", "198.18.0.3:443"),
+        ];
+        let first = apply(&RuleSet::default(), &cfg(&rules));
+        assert!(first.upserts.iter().all(|(_, v)| v.share == SHARE_ALL));
+        let mut shifted = cfg(&rules);
+        shifted.rules[1].share = 30;
+        let p = apply(&first.next, &shifted);
+        assert!(p.fresh_ids.is_empty() && p.removes.is_empty() && p.removed.is_empty());
+        assert_eq!(p.upserts.len(), 1, "{:?}", p.upserts);
+        assert_eq!(p.upserts[0].1.share, 3_000);
+        assert_eq!(p.upserts[0].1.rule_id, id_of(&first.next, "198.18.0.2:443"));
+        assert_eq!(share_percent(share_value(30)), 30);
+        assert_eq!(share_value(FULL_SHARE), SHARE_ALL);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct RuleInfo {
     /// from maps without a state file naming it).
     #[serde(default)]
     pub endpoints: Vec<cutover_control_api::contract::RuleEndpoint>,
+    /// Percentage of client addresses redirected.
+    #[serde(default = "cutover_control_api::contract::full_share")]
+    pub share: u8,
 }
 
 impl State {
@@ -145,6 +148,7 @@ mod tests {
                 to: "198.18.0.3:80".into(),
                 draining: false,
                 endpoints: Vec::new(),
+                share: 40,
             }],
             gc_expired: BTreeMap::from([(1, 3)]),
             gc_evicted: BTreeMap::new(),

@@ -138,6 +138,7 @@ pub fn build(
                 from: r.from.clone(),
                 to: r.to.clone(),
                 draining: r.draining,
+                share: r.share,
                 new_flows_per_s: if secs > 0.0 {
                     new_delta as f64 / secs
                 } else {
@@ -230,7 +231,11 @@ pub fn render_table(r: &Report) -> String {
             out,
             "{:<16} {:<40} {:>8.1} {:>7} {:>7} {:>10} {:>12} {:>10} {:>12} {:>6} {:>7}",
             name,
-            format!("{} -> {}", rule.from, rule.to),
+            if rule.share < 100 {
+                format!("{} -> {} ({} %)", rule.from, rule.to, rule.share)
+            } else {
+                format!("{} -> {}", rule.from, rule.to)
+            },
             rule.new_flows_per_s,
             rule.active_flows,
             rule.active_clients,
@@ -318,6 +323,7 @@ mod tests {
                 to: "198.18.0.3:80".into(),
                 draining: false,
                 endpoints: Vec::new(),
+                share: 100,
             }],
             gc_expired: BTreeMap::from([(1, 4)]),
             gc_evicted: BTreeMap::from([(1, 2)]),

@@ -197,6 +197,7 @@ mod tests {
                     to: [198, 18, 0, 3].into(),
                     ports: vec![(p, 80)],
                     protocols: vec![Protocol::Tcp],
+                    share: cutover_workspace::FULL_SHARE,
                 })
                 .collect(),
         }

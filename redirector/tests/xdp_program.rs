@@ -17,7 +17,7 @@ use redirector_common::{
     DIR_FORWARD, DIR_REPLY, FLOW_CLOSED, FLOW_ESTABLISHED, FLOW_FIN, FLOW_FIN_FORWARD,
     FLOW_FIN_REPLY, FLOW_REPLY_CLOSED_FIRST, FLOW_RST, FLOW_SYN, FLOW_UDP_ANSWERED, Flow,
     FlowKeyOf, FlowOf, LOCAL_PROGRAM_NAME, NEXT_HOP_CACHE_NS, NatSettings, PROGRAM_NAME,
-    PROGRAM6_NAME, counter,
+    PROGRAM6_NAME, client_bucket, counter, mapped,
 };
 
 use xdp::frame::{
@@ -401,6 +401,120 @@ fn running_out_of_nat_ports_drops_the_syn_and_counts_it() -> Result<()> {
             "no state for a refused connection"
         );
         assert_eq!(o.r.flow_count(), 2);
+        Ok(())
+    })
+}
+
+/// A rule that redirects a share of the clients (a weighted shift): the
+/// clients whose bucket is below the share go to NEW, the others to the old
+/// host's own stack, each the same way every time; a growing share moves
+/// clients only towards NEW and leaves the old host's connections alone; a
+/// shrinking one leaves forwarded connections forwarded.
+#[test]
+fn a_partial_rule_redirects_its_share_of_client_addresses_and_keeps_each_on_its_side() -> Result<()>
+{
+    const RULE_SHARE: u32 = LAST_RULE + 1;
+    const RULE6_SHARE: u32 = LAST_RULE + 2;
+    on_old_host(|o| {
+        let to = SocketAddrV4::new(NEW, 8080);
+        o.r.add_partial_rule(PROTO_TCP, old(85), to, RULE_SHARE, 3_000)?;
+        let clients: Vec<SocketAddrV4> = (0..1_000u32)
+            .map(|i| SocketAddrV4::new(Ipv4Addr::from(0xc613_0000 + i), 40000))
+            .collect();
+        let inside = |c: &SocketAddrV4, share: u16| {
+            client_bucket(&mapped(u32::from_ne_bytes(c.ip().octets()))) < share
+        };
+        let syn = |c: SocketAddrV4, sport: u16| {
+            Tcp::syn(
+                client_mac(0),
+                OLD_MAC,
+                SocketAddrV4::new(*c.ip(), sport),
+                old(85),
+            )
+            .bytes()
+        };
+        let mut forwarded = 0;
+        for &c in &clients {
+            let out = o.send(&syn(c, 40000))?;
+            let want = if inside(&c, 3_000) { XDP_TX } else { XDP_PASS };
+            assert_eq!(out.action, want, "{c}");
+            forwarded += usize::from(want == XDP_TX);
+            // The same client, the same side, again.
+            assert_eq!(o.send(&syn(c, 40000))?.action, want, "{c} again");
+        }
+        assert!(
+            (250..=350).contains(&forwarded),
+            "{forwarded} of 1000 forwarded"
+        );
+        assert_eq!(
+            o.r.counter(RULE_SHARE, counter::NEW_FLOWS),
+            forwarded as u64
+        );
+        assert_eq!(
+            o.r.counter(RULE_SHARE, counter::PASS_NOT_IN_SHARE),
+            2 * (1_000 - forwarded) as u64
+        );
+
+        // 30 % -> 60 %: the old host's connections (no state) stay there,
+        // new connections of the clients between 30 and 60 % go to NEW,
+        // and a forwarded client stays forwarded.
+        o.r.add_partial_rule(PROTO_TCP, old(85), to, RULE_SHARE, 6_000)?;
+        let moved = clients
+            .iter()
+            .find(|c| !inside(c, 3_000) && inside(c, 6_000))
+            .context("a client between 30 and 60 %")?;
+        let ack = Tcp::syn(client_mac(0), OLD_MAC, *moved, old(85)).with(ACK, b"GET /");
+        assert_eq!(o.send(&ack.bytes())?.action, XDP_PASS);
+        assert_eq!(o.r.counter(RULE_SHARE, counter::PASS_UNTRACKED), 1);
+        assert_eq!(o.send(&syn(*moved, 40001))?.action, XDP_TX);
+        let stays = clients
+            .iter()
+            .find(|c| !inside(c, 6_000))
+            .context("one above 60 %")?;
+        assert_eq!(o.send(&syn(*stays, 40001))?.action, XDP_PASS);
+
+        // 60 % -> 1 %: a forwarded connection keeps going to NEW.
+        o.r.add_partial_rule(PROTO_TCP, old(85), to, RULE_SHARE, 100)?;
+        let ack = Tcp::syn(
+            client_mac(0),
+            OLD_MAC,
+            SocketAddrV4::new(*moved.ip(), 40001),
+            old(85),
+        )
+        .with(ACK, b"GET /");
+        assert_eq!(o.send(&ack.bytes())?.action, XDP_TX);
+
+        // IPv6 clients are split by the same buckets.
+        let to6 = SocketAddrV6::new(NEW6, 8080, 0, 0);
+        let old6 = SocketAddrV6::new(OLD6, 85, 0, 0);
+        o.r.add_partial_rule(PROTO_TCP, old6, to6, RULE6_SHARE, 5_000)?;
+        let mut forwarded6 = 0;
+        for i in 0..200u16 {
+            let c = Ipv6Addr::new(0x2001, 2, 0, 0x20, 0, 0, 0, i + 1);
+            let syn = Tcp6::syn(
+                client_mac(0),
+                OLD_MAC,
+                SocketAddrV6::new(c, 40000, 0, 0),
+                old6,
+            );
+            let out = o.send(&syn.bytes())?;
+            let o6 = c.octets();
+            let words = std::array::from_fn(|w| {
+                u32::from_ne_bytes([o6[4 * w], o6[4 * w + 1], o6[4 * w + 2], o6[4 * w + 3]])
+            });
+            let bucket = client_bucket(&words);
+            let want = if bucket < 5_000 { XDP_TX } else { XDP_PASS };
+            assert_eq!(out.action, want, "{c}");
+            forwarded6 += usize::from(want == XDP_TX);
+        }
+        assert!(
+            (70..=130).contains(&forwarded6),
+            "{forwarded6} of 200 forwarded"
+        );
+        assert_eq!(
+            o.r.counter(RULE6_SHARE, counter::PASS_NOT_IN_SHARE),
+            (200 - forwarded6) as u64
+        );
         Ok(())
     })
 }

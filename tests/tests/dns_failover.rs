@@ -413,7 +413,9 @@ fn a_secondary_follows_health_changes_and_a_restart_never_takes_the_serial_back(
 }
 
 impl Site {
-    /// `cutover shift` in the client's namespace, against this dnsd.
+    /// `cutover shift` in the client's namespace, against this dnsd; the
+    /// answers only (this site has no redirector; `migrate_e2e` shifts with
+    /// the redirect).
     fn shift(&self, args: &[&str]) -> std::process::Child {
         self.net
             .client
@@ -423,6 +425,7 @@ impl Site {
             .arg("--token-file")
             .arg(self.ws.path().join(".cutover/api-token"))
             .arg("shift")
+            .arg("--no-redirect")
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -1730,3 +1730,137 @@ fn a_dual_stack_three_address_pool_on_two_ports_moves_whole_and_rolls_back_whole
     }
     Ok(())
 }
+
+/// `GET url` with the workspace's token, from the client.
+fn get_api(m: &Mission, url: &str) -> Result<String> {
+    let token = std::fs::read_to_string(token_path(m.ws.path()))?;
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let out = m
+        .net
+        .client
+        .exec("curl", &["-sS", "--fail", "-H", &auth, url])?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The share of the old host's rule `name`, if it has one.
+fn rule_share(m: &Mission, name: &str) -> Option<u8> {
+    let text = get_api(m, &format!("{OLD_API}/v1/rules")).ok()?;
+    let rules: Vec<cutover_control_api::contract::Rule> = serde_json::from_str(&text).ok()?;
+    rules.into_iter().find(|r| r.name == name).map(|r| r.share)
+}
+
+/// What a client at `source` that cached the old address gets from it.
+fn curl_old_from(m: &Mission, source: &str) -> Result<String> {
+    let out = m.net.client.exec(
+        "curl",
+        &[
+            "-s",
+            "--max-time",
+            "5",
+            "--interface",
+            source,
+            &format!("http://{OLD_IP}/"),
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A weighted shift with the old host's redirect on throughout: at each
+/// step the clients that cached the old address are split as the answers
+/// are, each client by its address (exactly the clients the program's
+/// bucket puts inside the share), with no failed request from the client
+/// resolving through the cache; after the last step the old host redirects
+/// everyone, the shift is a finished migration, and `retire` switches the
+/// redirect off.
+#[test]
+fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> Result<()> {
+    const RULE: &str = "cutover-www.example.test";
+    let m = Mission::start(2)?;
+    // The service gets the health check a shift judges the canary by.
+    std::fs::write(
+        m.ws.path().join("dnsd.toml"),
+        format!(
+            "[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = 2\n\
+             [service.health]\ncheck = \"tcp\"\nport = 80\ninterval = \"300ms\"\n\
+             timeout = \"200ms\"\nrise = 2\nfall = 2\n"
+        ),
+    )?;
+    m.dnsd.signal(1)?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || get_api(
+            &m,
+            "http://127.0.0.1:8053/v1/services"
+        )
+        .is_ok_and(|t| t.contains("\"checks\""))),
+        "the reload with the health check was not served"
+    );
+    // 40 clients on addresses of their own, each holding the old address.
+    let sources: Vec<String> = (160..200).map(|i| format!("198.18.0.{i}")).collect();
+    for s in &sources {
+        m.net
+            .client
+            .ip(&["addr", "add", &format!("{s}/24"), "dev", "eth0"])?;
+    }
+    let inside = |source: &str, percent: u16| -> Result<bool> {
+        let ip: std::net::Ipv4Addr = source.parse()?;
+        let bucket = redirector_common::client_bucket(&redirector_common::mapped(
+            u32::from_ne_bytes(ip.octets()),
+        ));
+        Ok(bucket < percent * 100)
+    };
+
+    let load = Load::start(&m.net.client);
+    let shift = m
+        .cutover_command(&[
+            "shift",
+            NAME,
+            "--to",
+            NEW_IP,
+            "--steps",
+            "50,100",
+            "--every",
+            "8",
+            "--poll-ms",
+            "200",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    ensure!(
+        wait_until(Duration::from_secs(20), || rule_share(&m, RULE) == Some(50)),
+        "the 50 % redirect did not go on"
+    );
+    let mut moved = 0;
+    for s in &sources {
+        let want = if inside(s, 50)? { NEW_BODY } else { OLD_BODY };
+        moved += usize::from(want == NEW_BODY);
+        ensure!(curl_old_from(&m, s)? == want, "{s} at 50 %");
+    }
+    ensure!(
+        rule_share(&m, RULE) == Some(50),
+        "the step ended while the clients were asked: lengthen --every"
+    );
+    ensure!(
+        (8..=32).contains(&moved),
+        "{moved} of 40 clients in the 50 % share"
+    );
+
+    let out = shift.wait_with_output()?;
+    ensure!(out.status.success(), "shift failed: {}", describe(&out));
+    std::thread::sleep(Duration::from_secs(3));
+    none_failed(&load.finish()).context("during the shift")?;
+    ensure!(m.served().0 == NEW_IP);
+    ensure!(rule_share(&m, RULE) == Some(100));
+    for s in &sources {
+        ensure!(curl_old_from(&m, s)? == NEW_BODY, "{s} after the shift");
+    }
+    ensure!(m.phase() == "done", "the record: {}", m.phase());
+    let said = describe(&out);
+    ensure!(said.contains("cutover retire"), "{said}");
+
+    let out = m.cutover(&["retire", NAME])?;
+    ensure!(out.status.success(), "retire failed: {}", describe(&out));
+    ensure!(rule_share(&m, RULE).is_none(), "the redirect is still on");
+    ensure!(curl_old_from(&m, &sources[0])? == OLD_BODY);
+    Ok(())
+}

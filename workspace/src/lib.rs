@@ -46,9 +46,10 @@ pub use history::{
 pub use journal::{Changeset, Entries, Journal, headed, reheaded, synced_at, without_header};
 pub use pidfile::{PidFile, runs_program};
 pub use redirector::{
-    Endpoint, MAX_PORT_RETRIES, NatConfig, Protocol, RedirectorConfig, Rule, Timeouts, describe,
+    Endpoint, FULL_SHARE, MAX_PORT_RETRIES, NatConfig, Protocol, RedirectorConfig, Rule, Timeouts,
+    describe,
 };
-pub use rule_list::{RuleList, RuleListError};
+pub use rule_list::{RuleFields, RuleList, RuleListError};
 pub use token::token_matches;
 pub use zones::{ZoneFile, ZonePathError};
 

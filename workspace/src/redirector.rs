@@ -65,7 +65,17 @@ pub struct Rule {
     pub ports: Vec<(u16, u16)>,
     /// At least one, in the order TCP, UDP.
     pub protocols: Vec<Protocol>,
+    /// The percentage of client addresses whose new connections are
+    /// redirected, 1..=100 (`FULL_SHARE`, the default); the others stay
+    /// with the old host. Which clients is fixed by their address, so that
+    /// a growing share only moves clients towards NEW: a weighted shift
+    /// keeps the clients that cached the old address in the same split as
+    /// the DNS answers.
+    pub share: u8,
 }
+
+/// `Rule::share` of a rule that redirects every client.
+pub const FULL_SHARE: u8 = 100;
 
 /// A transport protocol a rule forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -230,6 +240,9 @@ struct RawRule {
     /// `"udp"` or `["tcp", "udp"]`, read by `parse_protocols` so that any
     /// other shape gets an error that says what to write.
     proto: Option<Spanned<toml::Value>>,
+    /// Any TOML value, so that a string or a fraction gets an error that
+    /// says what to write.
+    share: Option<Spanned<toml::Value>>,
 }
 
 pub(crate) fn parse(path: &Path, source: &str) -> Result<RedirectorConfig, ConfigErrors> {
@@ -448,6 +461,24 @@ fn parse_rule(i: usize, r: &RawRule, problems: &mut Problems) -> Option<Rule> {
         );
         return None;
     }
+    let share = match &r.share {
+        None => FULL_SHARE,
+        Some(share) => match share.get_ref().as_integer().map(u8::try_from) {
+            Some(Ok(p)) if (1..=FULL_SHARE).contains(&p) => p,
+            _ => {
+                problems.at(
+                    share.span(),
+                    format!("rule[{i}].share"),
+                    format!(
+                        "{} is not a whole percentage of clients from 1 to 100 (remove the \
+                         rule to redirect none)",
+                        share.get_ref()
+                    ),
+                );
+                return None;
+            }
+        },
+    };
     let name = match &r.name {
         Some(n) => {
             let name = n.get_ref().trim().to_string();
@@ -465,6 +496,7 @@ fn parse_rule(i: usize, r: &RawRule, problems: &mut Problems) -> Option<Rule> {
         to,
         ports,
         protocols,
+        share,
     })
 }
 
@@ -565,6 +597,29 @@ mod tests {
 
     fn parse_str(s: &str) -> Result<RedirectorConfig, ConfigErrors> {
         parse(Path::new("ws/redirector.toml"), s)
+    }
+
+    #[test]
+    fn a_share_is_a_percentage_of_clients_from_1_to_100_and_all_by_default() {
+        let rule = |share: &str| {
+            parse_str(&format!(
+                "[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n{share}"
+            ))
+        };
+        assert_eq!(rule("").unwrap().rules[0].share, FULL_SHARE);
+        assert_eq!(rule("share = 30\n").unwrap().rules[0].share, 30);
+        assert_eq!(rule("share = 100\n").unwrap().rules[0].share, 100);
+        for bad in ["0", "101", "-5", "300", "\"50%\"", "12.5"] {
+            let errors = rule(&format!("share = {bad}\n")).unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{bad}: {errors:?}");
+            assert!(
+                errors.0[0]
+                    .field
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("share")),
+                "{bad}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,19 @@ pub struct RuleList {
     rules: Vec<toml::Value>,
 }
 
+/// A `[[rule]]`'s fields as text, the way `redirector.toml` writes them.
+#[derive(Debug, Clone, Default)]
+pub struct RuleFields<'a> {
+    /// `IP:PORT`, or a bare `IP` with `ports`.
+    pub from: &'a str,
+    pub to: &'a str,
+    pub ports: &'a [u16],
+    /// None: the default, TCP.
+    pub protocols: &'a [&'a str],
+    /// None: every client.
+    pub share: Option<u8>,
+}
+
 /// Why a `redirector.toml` text cannot be edited rule by rule (the caller
 /// names the file).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,22 +48,26 @@ impl RuleList {
         Ok(Self { rest, rules })
     }
 
-    /// Makes the rule named `name` redirect `from` to `to`, on `ports` if
-    /// any (then `from` and `to` are bare addresses) and for `protocols`
-    /// (none: the default, TCP): in its place when a rule of that name
-    /// exists, else at the end.
-    pub fn put(&mut self, name: &str, from: &str, to: &str, ports: &[u16], protocols: &[&str]) {
+    /// Makes the rule named `name` the one `fields` describe: in its place
+    /// when a rule of that name exists, else at the end.
+    pub fn put(&mut self, name: &str, fields: &RuleFields) {
         let mut rule = toml::Table::new();
         rule.insert("name".into(), name.into());
-        rule.insert("from".into(), from.into());
-        rule.insert("to".into(), to.into());
-        if !ports.is_empty() {
-            let ports = ports.iter().map(|&p| toml::Value::from(i64::from(p)));
+        rule.insert("from".into(), fields.from.into());
+        rule.insert("to".into(), fields.to.into());
+        if !fields.ports.is_empty() {
+            let ports = fields
+                .ports
+                .iter()
+                .map(|&p| toml::Value::from(i64::from(p)));
             rule.insert("ports".into(), toml::Value::Array(ports.collect()));
         }
-        if !protocols.is_empty() {
-            let names = protocols.iter().map(|&p| toml::Value::from(p));
+        if !fields.protocols.is_empty() {
+            let names = fields.protocols.iter().map(|&p| toml::Value::from(p));
             rule.insert("proto".into(), toml::Value::Array(names.collect()));
+        }
+        if let Some(share) = fields.share {
+            rule.insert("share".into(), toml::Value::from(i64::from(share)));
         }
         let rule = toml::Value::Table(rule);
         match self
@@ -96,6 +113,14 @@ mod tests {
 
     const TWO: &str = "[timeouts]\nsyn = 30\n\n[[rule]]\nfrom = \"198.18.0.2:80\"\nto = \"198.18.0.3:80\"\n\n[[rule]]\nname = \"www\"\nfrom = \"198.18.0.2:81\"\nto = \"198.18.0.3:80\"\n";
 
+    fn fields<'a>(from: &'a str, to: &'a str) -> RuleFields<'a> {
+        RuleFields {
+            from,
+            to,
+            ..Default::default()
+        }
+    }
+
     fn reparsed(list: RuleList) -> crate::RedirectorConfig {
         let text = list.to_text().unwrap();
         crate::redirector::parse(std::path::Path::new("redirector.toml"), &text).unwrap()
@@ -115,14 +140,22 @@ mod tests {
     #[test]
     fn putting_a_rule_replaces_it_in_place_or_adds_it_last() {
         let mut list = RuleList::parse(TWO).unwrap();
-        list.put("www", "198.18.0.2:81", "198.18.0.4:80", &[], &[]);
+        list.put("www", &fields("198.18.0.2:81", "198.18.0.4:80"));
         list.put(
             "tls",
-            "198.18.0.2",
-            "198.18.0.4",
-            &[443, 8443],
-            &["tcp", "udp"],
+            &RuleFields {
+                ports: &[443, 8443],
+                protocols: &["tcp", "udp"],
+                share: Some(30),
+                ..fields("198.18.0.2", "198.18.0.4")
+            },
         );
+        let shares: Vec<u8> = reparsed(list.clone())
+            .rules
+            .iter()
+            .map(|r| r.share)
+            .collect();
+        assert_eq!(shares, [100, 100, 30]);
         let names: Vec<_> = reparsed(list.clone())
             .rules
             .into_iter()
@@ -142,7 +175,7 @@ mod tests {
     fn an_empty_file_has_no_rules_and_text_that_is_not_a_rule_list_is_refused() {
         let mut list = RuleList::parse("").unwrap();
         assert!(!list.remove("www"));
-        list.put("www", "198.18.0.2:80", "198.18.0.3:80", &[], &[]);
+        list.put("www", &fields("198.18.0.2:80", "198.18.0.3:80"));
         assert_eq!(reparsed(list).rules.len(), 1);
         assert!(matches!(
             RuleList::parse("[[rule]\n"),

@@ -12,7 +12,7 @@ use aya::{
 use redirector::rules::{ip6_be, rule_addr};
 use redirector_common::{
     Flow, Flow6, FlowKey, FlowKey6, IPPROTO_TCP, LOCAL_PROGRAM_NAME, NatSettings,
-    PASS_PROGRAM_NAME, PROGRAM_NAME, PROGRAM6_NAME, RuleKey, RuleValue, counter, maps,
+    PASS_PROGRAM_NAME, PROGRAM_NAME, PROGRAM6_NAME, RuleKey, RuleValue, SHARE_ALL, counter, maps,
 };
 
 /// Network-order u32 of an address, as the maps hold it.
@@ -201,6 +201,19 @@ impl Redirector {
         new: impl Into<SocketAddr>,
         rule_id: u32,
     ) -> Result<()> {
+        self.add_partial_rule(proto, old, new, rule_id, SHARE_ALL)
+    }
+
+    /// Switches on the redirect `old -> new` for `share` of every
+    /// `SHARE_ALL` client addresses.
+    pub fn add_partial_rule(
+        &mut self,
+        proto: u8,
+        old: impl Into<SocketAddr>,
+        new: impl Into<SocketAddr>,
+        rule_id: u32,
+        share: u16,
+    ) -> Result<()> {
         let (old, new) = (old.into(), new.into());
         let key = RuleKey {
             addr: rule_addr(old.ip()),
@@ -211,7 +224,7 @@ impl Redirector {
         let value = RuleValue {
             new_addr: rule_addr(new.ip()),
             new_port: port(new.port()),
-            _pad: 0,
+            share,
             rule_id,
         };
         self.rules.insert(key, value, 0)?;
