@@ -1765,23 +1765,21 @@ fn curl_old_from(m: &Mission, source: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A weighted shift with the old host's redirect on throughout: at each
-/// step the clients that cached the old address are split as the answers
-/// are, each client by its address (exactly the clients the program's
-/// bucket puts inside the share), with no failed request from the client
-/// resolving through the cache; after the last step the old host redirects
-/// everyone, the shift is a finished migration, and `retire` switches the
-/// redirect off.
-#[test]
-fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> Result<()> {
-    const RULE: &str = "cutover-www.example.test";
-    let m = Mission::start(2)?;
-    // The service gets the health check a shift judges the canary by.
+/// The mission with a health-checked service (checked on `check_port`),
+/// served by both releases on 80 and `check_port`, and 40 clients on
+/// addresses of their own (198.18.0.160-199) that cached the old address.
+fn checked_mission(check_port: u16) -> Result<(Mission, Vec<String>)> {
+    let ports: &[u16] = if check_port == 80 {
+        &[80]
+    } else {
+        &[80, check_port]
+    };
+    let m = Mission::start_with(2, false, ports)?;
     std::fs::write(
         m.ws.path().join("dnsd.toml"),
         format!(
             "[[service]]\nname = \"{NAME}.\"\naddresses = [\"{OLD_IP}\"]\nttl = 2\n\
-             [service.health]\ncheck = \"tcp\"\nport = 80\ninterval = \"300ms\"\n\
+             [service.health]\ncheck = \"tcp\"\nport = {check_port}\ninterval = \"300ms\"\n\
              timeout = \"200ms\"\nrise = 2\nfall = 2\n"
         ),
     )?;
@@ -1794,13 +1792,48 @@ fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> R
         .is_ok_and(|t| t.contains("\"checks\""))),
         "the reload with the health check was not served"
     );
-    // 40 clients on addresses of their own, each holding the old address.
     let sources: Vec<String> = (160..200).map(|i| format!("198.18.0.{i}")).collect();
     for s in &sources {
         m.net
             .client
             .ip(&["addr", "add", &format!("{s}/24"), "dev", "eth0"])?;
     }
+    Ok((m, sources))
+}
+
+/// `cutover shift NAME --to NEW --steps 50,100 --every 8`, started.
+fn start_shift(m: &Mission) -> Result<std::process::Child> {
+    Ok(m.cutover_command(&[
+        "shift",
+        NAME,
+        "--to",
+        NEW_IP,
+        "--steps",
+        "50,100",
+        "--every",
+        "8",
+        "--poll-ms",
+        "200",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?)
+}
+
+/// The shift's redirect rule on the old host.
+const SHIFT_RULE: &str = "cutover-www.example.test";
+
+/// A weighted shift with the old host's redirect on throughout: at each
+/// step the clients that cached the old address are split as the answers
+/// are, each client by its address (exactly the clients the program's
+/// bucket puts inside the share), with no failed request from the client
+/// resolving through the cache; after the last step the old host redirects
+/// everyone, the shift is a finished migration, and `retire` switches the
+/// redirect off.
+#[test]
+fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> Result<()> {
+    const RULE: &str = SHIFT_RULE;
+    let (m, sources) = checked_mission(80)?;
     let inside = |source: &str, percent: u16| -> Result<bool> {
         let ip: std::net::Ipv4Addr = source.parse()?;
         let bucket = redirector_common::client_bucket(&redirector_common::mapped(
@@ -1810,22 +1843,7 @@ fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> R
     };
 
     let load = Load::start(&m.net.client);
-    let shift = m
-        .cutover_command(&[
-            "shift",
-            NAME,
-            "--to",
-            NEW_IP,
-            "--steps",
-            "50,100",
-            "--every",
-            "8",
-            "--poll-ms",
-            "200",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let shift = start_shift(&m)?;
     ensure!(
         wait_until(Duration::from_secs(20), || rule_share(&m, RULE) == Some(50)),
         "the 50 % redirect did not go on"
@@ -1862,5 +1880,55 @@ fn a_shift_redirects_its_share_of_the_clients_that_cached_the_old_address() -> R
     ensure!(out.status.success(), "retire failed: {}", describe(&out));
     ensure!(rule_share(&m, RULE).is_none(), "the redirect is still on");
     ensure!(curl_old_from(&m, &sources[0])? == OLD_BODY);
+    Ok(())
+}
+
+/// A canary that fails its health check during a step: the shift switches
+/// the redirect off and puts the answers back, every client of the old
+/// address reaches the old release again, and the client resolving through
+/// the cache saw no failure (the check runs on a port of its own, which is
+/// what fails; the site on port 80 keeps serving).
+#[test]
+fn a_shift_whose_canary_fails_switches_the_redirect_off_and_reverts() -> Result<()> {
+    let (m, sources) = checked_mission(8081)?;
+    let load = Load::start(&m.net.client);
+    let shift = start_shift(&m)?;
+    ensure!(
+        wait_until(Duration::from_secs(20), || rule_share(&m, SHIFT_RULE)
+            == Some(50)),
+        "the 50 % redirect did not go on"
+    );
+    m.net.new.exec(
+        "iptables",
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "8081",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
+    let out = shift.wait_with_output()?;
+    let said = describe(&out);
+    ensure!(
+        !out.status.success() && said.contains("reverted"),
+        "the shift did not revert: {said}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    none_failed(&load.finish()).context("during the shift and its revert")?;
+    ensure!(
+        rule_share(&m, SHIFT_RULE).is_none(),
+        "the redirect is still on"
+    );
+    ensure!(m.served().0 == OLD_IP);
+    for s in &sources {
+        ensure!(curl_old_from(&m, s)? == OLD_BODY, "{s} after the revert");
+    }
+    ensure!(m.phase() == "rolled-back", "the record: {}", m.phase());
     Ok(())
 }
