@@ -179,22 +179,71 @@ impl PacketSocket {
     }
 }
 
-/// A UDP datagram from `from` to `to` with 18 bytes of payload: a
-/// minimum-size Ethernet frame (60 bytes) for IPv4, 80 bytes for IPv6;
-/// checksums computed. Both addresses of one family.
+/// A UDP datagram from `from` to `to` with an 18-byte payload: a 60-byte
+/// frame over IPv4 (the Ethernet minimum), 80 over IPv6.
 pub fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], from: SocketAddr, to: SocketAddr) -> Vec<u8> {
     let payload = [0x5au8; 18];
-    let udp_len = 8 + payload.len();
-    let mut f = Vec::with_capacity(80);
+    let mut l4 = Vec::with_capacity(8 + payload.len());
+    l4.extend_from_slice(&from.port().to_be_bytes());
+    l4.extend_from_slice(&to.port().to_be_bytes());
+    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    l4.extend_from_slice(&[0, 0]);
+    l4.extend_from_slice(&payload);
+    let c = match checksum::l4(from.ip(), to.ip(), 17, &l4) {
+        0 => 0xffff,
+        c => c,
+    };
+    l4[6..8].copy_from_slice(&c.to_be_bytes());
+    frame(dst_mac, src_mac, from.ip(), to.ip(), 17, &l4)
+}
+
+/// A TCP segment of an established connection from `from` to `to`: ACK
+/// and PSH, sequence `seq`, acknowledging `ack`, with a 6-byte payload: a
+/// 60-byte frame over IPv4, 80 over IPv6.
+pub fn tcp_frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    from: SocketAddr,
+    to: SocketAddr,
+    seq: u32,
+    ack: u32,
+) -> Vec<u8> {
+    const ACK_PSH: u8 = 0x18;
+    let payload = [0x5au8; 6];
+    let mut l4 = Vec::with_capacity(20 + payload.len());
+    l4.extend_from_slice(&from.port().to_be_bytes());
+    l4.extend_from_slice(&to.port().to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&ack.to_be_bytes());
+    // Data offset 5 words, a 64 KiB window, no urgent pointer.
+    l4.extend_from_slice(&[0x50, ACK_PSH, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(&payload);
+    let c = checksum::l4(from.ip(), to.ip(), 6, &l4);
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    frame(dst_mac, src_mac, from.ip(), to.ip(), 6, &l4)
+}
+
+/// An Ethernet frame carrying `l4` (protocol `proto`) from `src` to `dst`
+/// in an IPv4 header (don't fragment, TTL 64) or an IPv6 one (hop limit
+/// 64), by the addresses' family.
+fn frame(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + 40 + l4.len());
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
-    match (from.ip(), to.ip()) {
+    match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             f.extend_from_slice(&ETH_P_IP.to_be_bytes());
             let ip_start = f.len();
             f.extend_from_slice(&[0x45, 0]);
-            f.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-            f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+            f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
             f.extend_from_slice(&s.octets());
             f.extend_from_slice(&d.octets());
             let c = checksum::ipv4_header(&f[ip_start..ip_start + 20]);
@@ -203,8 +252,8 @@ pub fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], from: SocketAddr, to: Socke
         (s, d) => {
             f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
             f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
             for a in [s, d] {
                 match a {
                     IpAddr::V6(v6) => f.extend_from_slice(&v6.octets()),
@@ -213,17 +262,7 @@ pub fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], from: SocketAddr, to: Socke
             }
         }
     }
-    let udp_start = f.len();
-    f.extend_from_slice(&from.port().to_be_bytes());
-    f.extend_from_slice(&to.port().to_be_bytes());
-    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&payload);
-    let c = match checksum::l4(from.ip(), to.ip(), 17, &f[udp_start..]) {
-        0 => 0xffff,
-        c => c,
-    };
-    f[udp_start + 6..udp_start + 8].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(l4);
     f
 }
 
@@ -246,6 +285,39 @@ mod tests {
             std::net::Ipv4Addr::new(198, 18, 0, 2),
         );
         assert_eq!(checksum::l4(s, d, 17, &f[34..]), 0, "UDP");
+    }
+
+    #[test]
+    fn tcp_frames_are_minimum_size_with_valid_checksums() {
+        let f = tcp_frame(
+            [2; 6],
+            [4; 6],
+            "198.18.0.1:10000".parse().unwrap(),
+            "198.18.0.2:7".parse().unwrap(),
+            0x1234_5678,
+            0x9abc_def0,
+        );
+        assert_eq!(f.len(), 60);
+        assert_eq!(f[23], 6, "protocol");
+        assert_eq!(checksum::ipv4_header(&f[14..34]), 0, "IPv4 header");
+        let (s, d) = (
+            std::net::Ipv4Addr::new(198, 18, 0, 1),
+            std::net::Ipv4Addr::new(198, 18, 0, 2),
+        );
+        assert_eq!(checksum::l4(s, d, 6, &f[34..]), 0, "TCP");
+        assert_eq!(&f[38..42], &0x1234_5678u32.to_be_bytes(), "seq");
+        let f6 = tcp_frame(
+            [2; 6],
+            [4; 6],
+            "[2001:2::1]:10000".parse().unwrap(),
+            "[2001:2::2]:7".parse().unwrap(),
+            1,
+            2,
+        );
+        assert_eq!(f6.len(), 80);
+        let s: std::net::Ipv6Addr = "2001:2::1".parse().unwrap();
+        let d: std::net::Ipv6Addr = "2001:2::2".parse().unwrap();
+        assert_eq!(checksum::l4(s, d, 6, &f6[54..]), 0, "TCP over IPv6");
     }
 
     #[test]
