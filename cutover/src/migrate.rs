@@ -421,6 +421,14 @@ fn start(
     let service = preflight::apis(dns, old, &args.name)?;
     let previous = store.load(&args.name)?;
     let m = match previous.clone() {
+        Some(m) if m.shift && !matches!(m.phase, Phase::Done | Phase::RolledBack) => bail!(
+            "a shift of {} to {} stopped half-way ({:?}): `cutover rollback {}` puts the old \
+             addresses back first",
+            m.name,
+            m.news().join(", "),
+            m.phase,
+            m.name
+        ),
         Some(m) if !matches!(m.phase, Phase::Planned | Phase::Done | Phase::RolledBack) => {
             let asked: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
             if m.news() != asked {
@@ -458,23 +466,28 @@ fn start(
 /// progress was started with.
 const DEFAULT_PORT: u16 = 80;
 const DEFAULT_TTL: u32 = 60;
-const DEFAULT_MAX_CACHE: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_QUIET: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_MAX_CACHE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_QUIET: Duration = Duration::from_secs(600);
 
 impl Args {
     /// The ports asked for, each once, or the default.
     fn ports(&self) -> Vec<u16> {
-        let mut ports = Vec::with_capacity(self.port.len().max(1));
-        for &p in &self.port {
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
-        if ports.is_empty() {
-            ports.push(DEFAULT_PORT);
-        }
-        ports
+        ports_or_default(&self.port)
     }
+}
+
+/// `--port`'s ports, each once, in order, or the default (80).
+pub(crate) fn ports_or_default(asked: &[u16]) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(asked.len().max(1));
+    for &p in asked {
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    if ports.is_empty() {
+        ports.push(DEFAULT_PORT);
+    }
+    ports
 }
 
 /// The migration in progress `m`, resumed with the flags given now: the
@@ -666,7 +679,11 @@ pub(crate) fn new_accepts_all(old: &crate::api::Redirector, m: &Migration) -> Re
 /// Before every change: this migrate still holds the service and the
 /// record is what it last wrote. Otherwise (a rollback took over) it stops
 /// without changing anything more.
-fn still_ours(lease: &mut Lease, store: &crate::migration::Store, m: &Migration) -> Result<()> {
+pub(crate) fn still_ours(
+    lease: &mut Lease,
+    store: &crate::migration::Store,
+    m: &Migration,
+) -> Result<()> {
     let stop = || {
         format!(
             "stopped the migration of {}; it changed nothing more",
@@ -683,7 +700,11 @@ fn still_ours(lease: &mut Lease, store: &crate::migration::Store, m: &Migration)
 }
 
 /// Saves the record if this migrate still holds the service.
-fn checked_save(lease: &mut Lease, store: &crate::migration::Store, m: &Migration) -> Result<()> {
+pub(crate) fn checked_save(
+    lease: &mut Lease,
+    store: &crate::migration::Store,
+    m: &Migration,
+) -> Result<()> {
     lease.renew().with_context(|| {
         format!(
             "stopped the migration of {} before saving its {:?} phase",
@@ -750,7 +771,7 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
         "rollback",
         Duration::from_secs(60),
         args.force,
-        &["migrate"],
+        &["migrate", "shift"],
     )?;
     if let Some(h) = &lease.took_over {
         println!("cancelling {}", h.describe());
@@ -777,7 +798,12 @@ pub fn rollback(apis: &Apis, args: RollbackArgs) -> Result<()> {
     rollback_checks(apis, &store, &dns, &old, reverse.as_ref(), &m)
         .with_context(|| format!("refusing to roll back {}; nothing was changed", m.name))?;
 
-    dns.set_service(&m.name, &m.from, m.original_ttl)?;
+    if m.weights.is_empty() {
+        dns.set_service(&m.name, &m.from, m.original_ttl)?;
+    } else {
+        // A shift's service: its weights and backups as they were.
+        dns.set_weights(&m.name, &m.weights, &m.backups)?;
+    }
     println!(
         "{} points at {} again (TTL {} s)",
         m.name,

@@ -130,6 +130,17 @@ pub struct Migration {
     /// its place (`--to A,B,C`), each moved by redirects of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_pairs: Vec<(String, String)>,
+    /// Made by `cutover shift`: its redirects may cover a share of the
+    /// clients, and only a rollback (not a migrate) takes over from a shift
+    /// that stopped half-way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shift: bool,
+    /// The service's addresses with their weights, and its backups, before
+    /// a shift: what a rollback restores, weights and backups included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<(String, u32)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
 }
 
 /// What `cutover migrate` does next.
@@ -459,19 +470,9 @@ pub(crate) mod tests {
             original_ttl,
             move_ttl,
             rule: "cutover-www.example.test".into(),
-            phase: Phase::Planned,
-            ttl_lowered_at: None,
-            flipped_at: None,
-            in_sync_after_ms: None,
-            quiet_since: None,
             max_cache: 86_400,
             quiet_period: 600,
-            reverse_on: None,
-            redirect_on_at: None,
-            busy_at_end: false,
-            redirect_from: None,
-            redirect_to: None,
-            more_pairs: Vec::new(),
+            ..Migration::default()
         }
     }
 

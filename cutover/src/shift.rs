@@ -120,12 +120,32 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
             new.join(", ")
         );
     }
-    let revert = |redirect: Option<&mut Canary>, why: String| -> Result<()> {
-        if let Some(r) = redirect {
-            r.off().context("switching the redirect off")?;
+    // Stops the shift: the answers first (no client is sent to a failing
+    // canary by DNS a moment longer than needed), then the redirect; a
+    // lost lease changes nothing more (whoever took it acts now).
+    let revert = |redirect: Option<&mut Canary>, halt: Halt| -> Result<()> {
+        let why = match halt {
+            Halt::Lost(e) => {
+                return Err(e.context(format!(
+                    "stopped the shift of {}; it changed nothing more",
+                    service.name
+                )));
+            }
+            Halt::Failed(why) => why,
+        };
+        let answers = dns
+            .set_weights(&args.name, &before, &before_backups)
+            .context("putting the old addresses back");
+        let redirect = match redirect {
+            Some(r) => r.off(answers.is_ok()).context("switching the redirect off"),
+            None => Ok(()),
+        };
+        if let Err(e) = answers.and(redirect) {
+            bail!(
+                "{why}; reverting failed half-way: {e:#}. Run `cutover rollback {}` to finish it",
+                service.name
+            );
         }
-        dns.set_weights(&args.name, &before, &before_backups)
-            .context("reverting to the old addresses")?;
         bail!(
             "{why}: reverted {} to {}",
             service.name,
@@ -137,7 +157,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     let mut redirect = if args.no_redirect {
         None
     } else {
-        Some(Canary::plan(apis, &dns, &args).with_context(|| {
+        Some(Canary::plan(apis, &dns, &args, (&before, &before_backups)).with_context(|| {
             format!(
                 "refusing to shift {}; nothing was changed (--no-redirect shifts the answers only)",
                 service.name
@@ -153,7 +173,7 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     if let Err(e) = dns.set_weights(&args.name, &trial, &backups) {
         return revert(
             redirect.as_mut(),
-            format!("adding {}: {e:#}", new.join(", ")),
+            Halt::Failed(format!("adding {}: {e:#}", new.join(", "))),
         );
     }
     say(&format!(
@@ -166,27 +186,35 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     }
 
     // 2. The steps: the redirect's share first, so that no client holding
-    // an old address lags behind the answers.
+    // an old address lags behind the answers. With the redirect, a client
+    // reaches NEW by its answer or, answered with OLD, by the redirect: each
+    // gets `part` so that together they make the step.
     for &percent in &args.steps {
+        let part = if redirect.is_some() {
+            each_of_two(percent)
+        } else {
+            percent
+        };
         if let Some(r) = redirect.as_mut()
-            && let Err(e) = r.share(percent)
+            && let Err(e) = r.share(part)
         {
+            return revert(redirect.as_mut(), e.step(percent));
+        }
+        let weights = split(&old, &old_backups, &new, part);
+        if let Err(e) = dns.set_weights(&args.name, &weights, &old_backups) {
             return revert(
                 redirect.as_mut(),
-                format!("the {percent} % step's redirect: {e:#}"),
+                Halt::Failed(format!("the {percent} % step: {e:#}")),
             );
         }
-        let weights = split(&old, &old_backups, &new, percent);
-        if let Err(e) = dns.set_weights(&args.name, &weights, &old_backups) {
-            return revert(redirect.as_mut(), format!("the {percent} % step: {e:#}"));
-        }
         say(&format!(
-            "{}: {percent} % of the answers lead with {}{}",
+            "{}: {percent} % step: {part} % of the answers lead with {}{}",
             service.name,
             new.join(", "),
             match &redirect {
-                Some(_) =>
-                    format!(", and {percent} % of the old addresses' clients are redirected"),
+                Some(_) => format!(
+                    ", and {part} % of the clients holding an old address are redirected to it"
+                ),
                 None => String::new(),
             }
         ));
@@ -200,17 +228,17 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     if let Err(e) = dns.set_weights(&args.name, &only_new, &[]) {
         return revert(
             redirect.as_mut(),
-            format!("removing the old addresses: {e:#}"),
+            Halt::Failed(format!("removing the old addresses: {e:#}")),
         );
     }
     match redirect {
         Some(r) => {
-            let text = r.m.redirects_text();
+            let (text, olds) = (r.m.redirects_text(), r.m.olds().join(", "));
             r.done()?;
             say(&format!(
-                "{}: shifted to {}; {} left the answers, and the old host redirects all \
-                 their clients ({text}). `cutover status` shows them drain; `cutover retire {}` \
-                 switches the redirect off, `cutover rollback {}` goes back",
+                "{}: shifted to {}; {} left the answers, and the old host redirects every \
+                 client of {olds} ({text}). `cutover status` shows them drain; `cutover retire \
+                 {}` switches the redirect off, `cutover rollback {}` goes back",
                 service.name,
                 new.join(", "),
                 join(old.iter().map(|(a, _)| a)),
@@ -229,26 +257,64 @@ pub fn run(apis: &Apis, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The old host's redirect during a shift, recorded as a migration once
-/// the shift completes.
+/// Why a shift stops before its end.
+enum Halt {
+    /// A check, a new address or a change failed: revert.
+    Failed(String),
+    /// Another command took the service's lease (a rollback cancels a
+    /// shift) or its record: change nothing more.
+    Lost(anyhow::Error),
+}
+
+impl Halt {
+    /// A failure while putting a step's redirect.
+    fn step(self, percent: u32) -> Self {
+        match self {
+            Halt::Failed(why) => Halt::Failed(format!("the {percent} % step's redirect: {why}")),
+            lost => lost,
+        }
+    }
+}
+
+/// The share each of the answers and the redirect gives NEW so that
+/// together they make `percent`: a client reaches NEW when its answer leads
+/// with NEW, or when it leads with OLD and the client is in the redirect's
+/// share, `1 - (1 - p)^2` of the clients for `p` each.
+fn each_of_two(percent: u32) -> u32 {
+    let p = f64::from(percent.min(100)) / 100.0;
+    let each = 1.0 - (1.0 - p).sqrt();
+    ((each * 100.0).round() as u32).clamp(1, 100)
+}
+
+/// The old host's redirect during a shift, recorded as a migration from
+/// its checks on: a rollback undoes a shift stopped anywhere, and a
+/// finished one is a finished migration.
 struct Canary {
     old: Redirector,
     store: Store,
     lease: Lease,
     /// The migration the shift becomes: its redirects are the rules put.
     m: Migration,
+    /// The rules put so far.
+    put: Vec<String>,
 }
 
 impl Canary {
     /// Takes the service's lease and checks, before anything changes, what
     /// `cutover migrate` checks before its redirect: the old host's API,
     /// the pairs, no migration in progress, no loop, and every NEW:port
-    /// accepting connections from the old host.
-    fn plan(apis: &Apis, dns: &Dns, args: &Args) -> Result<Self> {
+    /// accepting connections from the old host. Then records the shift,
+    /// with the service's `weights` and `backups` for a rollback.
+    fn plan(
+        apis: &Apis,
+        dns: &Dns,
+        args: &Args,
+        (weights, backups): (&[(String, u32)], &[String]),
+    ) -> Result<Self> {
         let store = apis.store();
         let old = apis.old()?;
         let hold = Duration::from_secs(30).max(args.poll_ms * 3);
-        let lease = Lease::take(store.dir(), &args.name, "shift", hold, args.force, &[])?;
+        let mut lease = Lease::take(store.dir(), &args.name, "shift", hold, args.force, &[])?;
         let service = preflight::apis(dns, &old, &args.name)?;
         let previous = store.load(&args.name)?;
         if let Some(p) = &previous
@@ -264,17 +330,13 @@ impl Canary {
             );
         }
         let olds = preflight::old_addresses(&service, &args.from, &args.to)?;
-        let mut pairs = olds.into_iter().zip(args.to.iter().map(IpAddr::to_string));
+        let news: Vec<String> = args.to.iter().map(IpAddr::to_string).collect();
+        if let Some(o) = olds.iter().find(|o| news.contains(o)) {
+            bail!("{o} is both an old and a new address");
+        }
+        let mut pairs = olds.into_iter().zip(news);
         let (first_old, first_new) = pairs.next().context("--to names no address")?;
-        let mut ports: Vec<u16> = Vec::new();
-        for &p in &args.port {
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
-        if ports.is_empty() {
-            ports.push(80);
-        }
+        let ports = crate::migrate::ports_or_default(&args.port);
         let name = fqdn(&service.name);
         let m = Migration {
             rule: format!("cutover-{}", name.trim_end_matches('.')),
@@ -289,59 +351,74 @@ impl Canary {
             udp: args.udp,
             original_ttl: service.ttl,
             move_ttl: service.ttl,
+            max_cache: crate::migrate::DEFAULT_MAX_CACHE.as_secs(),
+            quiet_period: crate::migrate::DEFAULT_QUIET.as_secs(),
+            shift: true,
+            weights: weights.to_vec(),
+            backups: backups.to_vec(),
             ..Migration::default()
         };
-        for f in loops::before_redirect(apis, &store, &m, previous.as_ref())? {
+        // Every check first; the reverse rule a rollback of this service
+        // left is removed only once they all passed.
+        let leftovers = loops::before_redirect(apis, &store, &m, previous.as_ref())?;
+        crate::migrate::new_accepts_all(&old, &m)?;
+        for f in leftovers {
             crate::migrate::remove_leftover(&f)?;
         }
-        crate::migrate::new_accepts_all(&old, &m)?;
+        crate::migrate::checked_save(&mut lease, &store, &m)?;
         Ok(Self {
             old,
             store,
             lease,
             m,
+            put: Vec::new(),
         })
     }
 
     /// Every redirect at `percent` % of the clients.
-    fn share(&mut self, percent: u32) -> Result<()> {
-        self.lease.renew()?;
+    fn share(&mut self, percent: u32) -> Result<(), Halt> {
+        self.still_ours()?;
         let share = u8::try_from(percent).ok().filter(|&p| p < 100);
         for r in self.m.redirects() {
             self.old
-                .put_rule(&r.rule, &r.from, &r.to, &self.m.protocols(), share)?;
+                .put_rule(&r.rule, &r.from, &r.to, &self.m.protocols(), share)
+                .map_err(|e| Halt::Failed(format!("{e:#}")))?;
+            if !self.put.contains(&r.rule) {
+                self.put.push(r.rule);
+            }
         }
-        // Recorded from the first redirect on, so that `cutover rollback`
-        // undoes a shift that was interrupted.
         if self.m.phase == Phase::Planned {
             self.m.phase = Phase::Redirecting;
             self.m.redirect_on_at = Some(now());
-            self.store.save(&self.m)?;
+            crate::migrate::checked_save(&mut self.lease, &self.store, &self.m)
+                .map_err(Halt::Lost)?;
         }
         Ok(())
     }
 
-    /// Every redirect off (its open connections drain).
-    fn off(&mut self) -> Result<()> {
-        for r in self.m.redirects() {
-            self.old.delete_rule(&r.rule)?;
+    /// The rules this shift put, off (their open connections drain); the
+    /// record says rolled back once `answers_back` too.
+    fn off(&mut self, answers_back: bool) -> Result<()> {
+        for rule in &self.put {
+            self.old.delete_rule(rule)?;
         }
-        if self.m.phase != Phase::Planned {
+        self.put.clear();
+        if answers_back {
             self.m.phase = Phase::RolledBack;
             self.store.save(&self.m)?;
         }
         Ok(())
     }
 
-    /// Keeps the lease while a step is held.
-    fn renew(&mut self) -> Result<(), String> {
-        self.lease.renew().map_err(|e| format!("{e:#}"))
+    /// The lease is still this shift's and the record the one it wrote.
+    fn still_ours(&mut self) -> Result<(), Halt> {
+        crate::migrate::still_ours(&mut self.lease, &self.store, &self.m).map_err(Halt::Lost)
     }
 
     /// Records the finished shift as a finished migration, for `status`,
     /// `retire` and `rollback`.
     fn done(mut self) -> Result<()> {
-        self.lease.renew()?;
+        crate::migrate::still_ours(&mut self.lease, &self.store, &self.m)?;
         self.m.phase = Phase::Done;
         self.m.flipped_at = Some(now());
         self.store.save(&self.m)
@@ -430,16 +507,18 @@ fn await_passing(
     args: &Args,
     new: &[String],
     mut redirect: Option<&mut Canary>,
-) -> Result<(), String> {
+) -> Result<(), Halt> {
     let deadline = Instant::now() + args.every;
     loop {
         if let Some(r) = redirect.as_deref_mut() {
-            r.renew()?;
+            r.still_ours()?;
         }
-        let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
+        let service = dns
+            .service(&args.name)
+            .map_err(|e| Halt::Failed(format!("{e:#}")))?;
         let states = states(&service, new);
         if let Some(why) = failing(&states) {
-            return Err(why);
+            return Err(Halt::Failed(why));
         }
         // Two checks at least, the last one passed.
         if states
@@ -449,11 +528,11 @@ fn await_passing(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(Halt::Failed(format!(
                 "{} not checked often enough within {:?}",
                 new.join(", "),
                 args.every
-            ));
+            )));
         }
         std::thread::sleep(args.poll_ms);
     }
@@ -465,15 +544,17 @@ fn hold(
     args: &Args,
     new: &[String],
     mut redirect: Option<&mut Canary>,
-) -> Result<(), String> {
+) -> Result<(), Halt> {
     let deadline = Instant::now() + args.every;
     while Instant::now() < deadline {
         if let Some(r) = redirect.as_deref_mut() {
-            r.renew()?;
+            r.still_ours()?;
         }
-        let service = dns.service(&args.name).map_err(|e| format!("{e:#}"))?;
+        let service = dns
+            .service(&args.name)
+            .map_err(|e| Halt::Failed(format!("{e:#}")))?;
         if let Some(why) = failing(&states(&service, new)) {
-            return Err(why);
+            return Err(Halt::Failed(why));
         }
         std::thread::sleep(
             args.poll_ms
@@ -569,6 +650,20 @@ mod tests {
             // In the service's order, the new address last.
             assert_eq!(w.last().unwrap().0, "198.18.0.5");
         }
+    }
+
+    #[test]
+    fn the_answers_and_the_redirect_together_make_the_step() {
+        for step in [1u32, 5, 10, 25, 50, 75, 90, 100] {
+            let each = f64::from(each_of_two(step)) / 100.0;
+            let together = 1.0 - (1.0 - each) * (1.0 - each);
+            assert!(
+                (together - f64::from(step) / 100.0).abs() <= 0.015,
+                "{step}: {each} each gives {together}"
+            );
+        }
+        assert_eq!(each_of_two(50), 29);
+        assert_eq!(each_of_two(100), 100);
     }
 
     #[test]
