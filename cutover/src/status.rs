@@ -266,8 +266,13 @@ fn text(r: &Report) -> String {
             } else {
                 ""
             };
+            let share = if rule.share < 100 {
+                format!(" ({} % of the clients)", rule.share)
+            } else {
+                String::new()
+            };
             line(format!(
-                "  {}  {} -> {}{draining}",
+                "  {}  {} -> {}{share}{draining}",
                 rule.name, rule.from, rule.to
             ));
             line(format!(
@@ -305,6 +310,25 @@ fn text(r: &Report) -> String {
 /// Where a migration stands, said as an operator would.
 fn phase_in_words(m: &Migration) -> String {
     use crate::migration::Phase;
+    if m.shift {
+        return match m.phase {
+            Phase::Planned => format!(
+                "shift to {}: the new addresses are checked, not served yet",
+                m.news().join(", ")
+            ),
+            Phase::Redirecting => format!(
+                "shifting to {}: weighted answers, and a share of the clients of {} \
+                 redirected (a stopped shift is undone by rollback)",
+                m.news().join(", "),
+                m.olds().join(", ")
+            ),
+            Phase::Done => format!(
+                "shifted: {} left the answers; its clients are redirected until `cutover retire`",
+                m.olds().join(", ")
+            ),
+            _ => "shift rolled back to the old addresses".into(),
+        };
+    }
     match m.phase {
         Phase::Planned => "planned: nothing changed yet".into(),
         Phase::TtlLowered => format!(
@@ -430,6 +454,19 @@ mod tests {
                 error: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_shift_s_record_is_said_as_a_shift() {
+        use crate::migration::{Phase, tests::planned};
+        let mut m = planned(60, 60);
+        m.shift = true;
+        m.phase = Phase::Redirecting;
+        let words = phase_in_words(&m);
+        assert!(words.starts_with("shifting to 198.18.0.3"), "{words}");
+        assert!(!words.contains("flips next"), "{words}");
+        m.phase = Phase::Done;
+        assert!(phase_in_words(&m).contains("cutover retire"));
     }
 
     #[test]

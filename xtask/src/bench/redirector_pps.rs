@@ -361,7 +361,9 @@ impl<'a> ThreadedNapi<'a> {
             ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
         };
         napi.set(1)?;
-        // The kernel names each thread napi/IFACE-ID.
+        // The kernel names each thread napi/IFACE-ID, without its
+        // namespace: while the benchmark runs, only its old host has these
+        // interfaces in threaded mode.
         let mut pinned = 0;
         for entry in std::fs::read_dir("/proc")? {
             let entry = entry?;
