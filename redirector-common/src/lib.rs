@@ -156,17 +156,24 @@ pub struct RuleValue {
 /// `RuleValue::share` of a rule that redirects every client.
 pub const SHARE_ALL: u16 = 10_000;
 
-/// A client address's place in `0..SHARE_ALL`, fixed for the address, so
-/// that a client stays on one side of a partial redirect and only moves
-/// towards NEW as the share grows. The address as `RULES` keys it (IPv4
-/// mapped); the words are hashed as they lie in memory (network order), so
-/// the program and user space agree on any little-endian host.
+/// A client's place in `0..SHARE_ALL`, fixed for the client, so that it
+/// stays on one side of a partial redirect and only moves towards NEW as the
+/// share grows. An IPv4 client is its address (as `RULES` keys it, mapped);
+/// an IPv6 client is its /64, because its interface identifier changes
+/// (temporary addresses, RFC 8981) while its network does not. The words
+/// are hashed as they lie in memory (network order), so the program and
+/// user space agree on any little-endian host.
 #[inline(always)]
 pub fn client_bucket(addr: &Ip6) -> u16 {
+    let client = if unmapped(*addr).is_some() {
+        [0, 0, addr[2], addr[3]]
+    } else {
+        [addr[0], addr[1], 0, 0]
+    };
     let mut h: u64 = 0;
     let mut i = 0;
     while i < 4 {
-        h = (h ^ addr[i] as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ client[i] as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         i += 1;
     }
     // splitmix64's finaliser: every input bit reaches the top word.
@@ -510,7 +517,9 @@ mod tests {
         // Clients come from neighbouring addresses (one subnet, one
         // prefix): each share of the buckets must take its share of them.
         let v4 = (0..20_000u32).map(|i| mapped((0xc612_0000 + i).to_be()));
-        let v6 = (0..20_000u32).map(|i| [0x2001_0002u32.to_be(), 0, 0, (i + 1).to_be()]);
+        // IPv6 clients by /64: 2001:2:i::/64.
+        let v6 =
+            (0..20_000u32).map(|i| [0x2001_0002u32.to_be(), (i << 16).to_be(), 0, 1u32.to_be()]);
         for (family, buckets) in [
             (
                 "IPv4",
@@ -529,6 +538,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_ipv6_client_keeps_its_bucket_across_its_interface_identifiers() {
+        let at = |iid: u32| {
+            [
+                0x2001_0002u32.to_be(),
+                0x0000_0020u32.to_be(),
+                0,
+                iid.to_be(),
+            ]
+        };
+        let b = client_bucket(&at(1));
+        assert!((2..1_000).all(|iid| client_bucket(&at(iid)) == b));
+        // IPv4 clients are each their own.
+        let v4 = |x: u32| client_bucket(&mapped((0xc612_0000 + x).to_be()));
+        assert!((1..100).any(|x| v4(x) != v4(0)));
     }
 
     /// FNV-1a over every size, offset, capacity and flag of the contract.

@@ -490,7 +490,8 @@ fn a_partial_rule_redirects_its_share_of_client_addresses_and_keeps_each_on_its_
         o.r.add_partial_rule(PROTO_TCP, old6, to6, RULE6_SHARE, 5_000)?;
         let mut forwarded6 = 0;
         for i in 0..200u16 {
-            let c = Ipv6Addr::new(0x2001, 2, 0, 0x20, 0, 0, 0, i + 1);
+            // Each client on a /64 of its own (a client is its /64).
+            let c = Ipv6Addr::new(0x2001, 2, 0x20, i + 1, 0, 0, 0, 1);
             let syn = Tcp6::syn(
                 client_mac(0),
                 OLD_MAC,
