@@ -39,6 +39,11 @@ pub fn parse_list(list: &str) -> Result<Vec<usize>> {
 
 /// Restricts the calling thread to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    pin_thread(0, cpu)
+}
+
+/// Restricts thread `tid` (of any process; 0: the calling thread) to `cpu`.
+pub fn pin_thread(tid: i32, cpu: usize) -> Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     if cpu >= libc::CPU_SETSIZE as usize {
@@ -46,9 +51,10 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     }
     // SAFETY: `cpu` is below CPU_SETSIZE.
     unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a live cpu_set_t of the size passed; 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(io::Error::last_os_error()).with_context(|| format!("pinning to CPU {cpu}"));
+    // SAFETY: `set` is a live cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("pinning thread {tid} to CPU {cpu}"));
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ pub fn blast(
         bail!("no frames to send");
     }
     ns.run_in(|| {
-        pin_to(cpu)?;
+        cutover_tests::cpus::pin_current_thread(cpu)?;
         let socket = PacketSocket::open(iface)?;
         let started = Instant::now();
         let mut packets = 0u64;
@@ -78,18 +78,6 @@ pub fn blast(
             seconds: started.elapsed().as_secs_f64(),
         })
     })
-}
-
-fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 struct PacketSocket {

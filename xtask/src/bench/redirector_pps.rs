@@ -382,19 +382,8 @@ impl<'a> ThreadedNapi<'a> {
             {
                 continue;
             }
-            // SAFETY: a zeroed cpu_set_t with one CPU set, passed by size.
-            let r = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set)
-            };
-            if r != 0 {
-                bail!(
-                    "pinning {}: {}",
-                    comm.trim(),
-                    std::io::Error::last_os_error()
-                );
-            }
+            cutover_tests::cpus::pin_thread(pid, cpu)
+                .with_context(|| format!("pinning {}", comm.trim()))?;
             pinned += 1;
         }
         if pinned == 0 {
