@@ -510,16 +510,7 @@ fn await_passing(
 ) -> Result<(), Halt> {
     let deadline = Instant::now() + args.every;
     loop {
-        if let Some(r) = redirect.as_deref_mut() {
-            r.still_ours()?;
-        }
-        let service = dns
-            .service(&args.name)
-            .map_err(|e| Halt::Failed(format!("{e:#}")))?;
-        let states = states(&service, new);
-        if let Some(why) = failing(&states) {
-            return Err(Halt::Failed(why));
-        }
+        let states = look(dns, args, new, redirect.as_deref_mut())?;
         // Two checks at least, the last one passed.
         if states
             .iter()
@@ -547,21 +538,34 @@ fn hold(
 ) -> Result<(), Halt> {
     let deadline = Instant::now() + args.every;
     while Instant::now() < deadline {
-        if let Some(r) = redirect.as_deref_mut() {
-            r.still_ours()?;
-        }
-        let service = dns
-            .service(&args.name)
-            .map_err(|e| Halt::Failed(format!("{e:#}")))?;
-        if let Some(why) = failing(&states(&service, new)) {
-            return Err(Halt::Failed(why));
-        }
+        look(dns, args, new, redirect.as_deref_mut())?;
         std::thread::sleep(
             args.poll_ms
                 .min(deadline.saturating_duration_since(Instant::now())),
         );
     }
     Ok(())
+}
+
+/// One look at the shift while it waits: still this shift's (with the
+/// redirect), and the new addresses' states, `Err` once one of them fails.
+fn look(
+    dns: &Dns,
+    args: &Args,
+    new: &[String],
+    redirect: Option<&mut Canary>,
+) -> Result<Vec<(String, bool, u64, Option<String>)>, Halt> {
+    if let Some(r) = redirect {
+        r.still_ours()?;
+    }
+    let service = dns
+        .service(&args.name)
+        .map_err(|e| Halt::Failed(format!("{e:#}")))?;
+    let states = states(&service, new);
+    match failing(&states) {
+        Some(why) => Err(Halt::Failed(why)),
+        None => Ok(states),
+    }
 }
 
 /// Each new address: up, checks run, last error.
