@@ -1991,3 +1991,32 @@ fn a_shift_killed_at_a_step_is_undone_by_rollback() -> Result<()> {
     }
     Ok(())
 }
+
+/// An operator who rolls back while the shift still runs: the rollback
+/// cancels it (the shift stops at its next look, changing nothing more),
+/// then switches the redirect off and restores the service; the shift
+/// exits saying it stopped.
+#[test]
+fn a_rollback_during_a_shift_cancels_it_and_undoes_it() -> Result<()> {
+    let (m, sources) = checked_mission(80)?;
+    let shift = start_shift(&m)?;
+    partial_share(&m)?;
+    let out = m.cutover(&["rollback", NAME])?;
+    ensure!(out.status.success(), "rollback failed: {}", describe(&out));
+    let stopped = shift.wait_with_output()?;
+    ensure!(
+        !stopped.status.success() && describe(&stopped).contains("changed nothing more"),
+        "the shift did not stop: {}",
+        describe(&stopped)
+    );
+    ensure!(
+        rule_share(&m, SHIFT_RULE)?.is_none(),
+        "the redirect is still on"
+    );
+    ensure!(m.phase() == "rolled-back", "the record: {}", m.phase());
+    ensure!(m.served().0 == OLD_IP);
+    for s in &sources[..5] {
+        ensure!(curl_old_from(&m, s)? == OLD_BODY, "{s} after the rollback");
+    }
+    Ok(())
+}
