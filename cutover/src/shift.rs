@@ -554,7 +554,7 @@ fn look(
     args: &Args,
     new: &[String],
     redirect: Option<&mut Canary>,
-) -> Result<Vec<(String, bool, u64, Option<String>)>, Halt> {
+) -> Result<Vec<State>, Halt> {
     if let Some(r) = redirect {
         r.still_ours()?;
     }
@@ -568,8 +568,11 @@ fn look(
     }
 }
 
+/// A new address as dnsd's checks see it: up, checks run, last error.
+type State = (String, bool, u64, Option<String>);
+
 /// Each new address: up, checks run, last error.
-fn states(service: &Service, new: &[String]) -> Vec<(String, bool, u64, Option<String>)> {
+fn states(service: &Service, new: &[String]) -> Vec<State> {
     new.iter()
         .map(|a| {
             let h = service
@@ -585,7 +588,7 @@ fn states(service: &Service, new: &[String]) -> Vec<(String, bool, u64, Option<S
         .collect()
 }
 
-fn failing(states: &[(String, bool, u64, Option<String>)]) -> Option<String> {
+fn failing(states: &[State]) -> Option<String> {
     states
         .iter()
         .find(|(_, up, _, _)| !up)
